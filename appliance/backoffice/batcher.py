@@ -112,7 +112,7 @@ class BatchWriter(threading.Thread):
                                      settings.kiosk_results_burst)
         self.status_rate = StatusRate(triage.topic_prefix, settings.kiosk_statuses_per_s,
                                       settings.kiosk_statuses_burst)
-        # a kiosk's model reports: each one a row kept for good (model_reports.py), bounded as
+        # a kiosk's model reports: each one a row of the history (model_reports.py), bounded as
         # its statuses are; an honest kiosk sends a handful at each install or refusal
         self.report_rate = KioskRate(triage.topic_prefix, settings.kiosk_statuses_per_s,
                                      settings.kiosk_statuses_burst, leaf=MODEL_STATE_LEAF,

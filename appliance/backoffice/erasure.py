@@ -76,6 +76,7 @@ class Erased:
     os_user: str
     results: int
     dead_letters: int
+    model_reports: int = 0  # a retention run's (retention.py); an erasure keeps them
 
 
 def subject_id_problem(text: str) -> str | None:

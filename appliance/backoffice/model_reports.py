@@ -10,6 +10,8 @@ times it arrives: the broker hands a kiosk's retained report out again at each s
 every ingest worker subscribes to the reports (retained messages are not sent to shared
 subscriptions, MQTT 5 spec 3.3.1.3), so a report is keyed by its kiosk and its payload's
 SHA-256 (each carries its kiosk's time ``at``, so two reports never have one payload).
+The retention bound removes a report only once a newer one of its kiosk is also past it
+(retention.py), so the history explains every result the store still holds.
 
 A mixin of ``Store`` (same connection, same SQL for SQLite and PostgreSQL), as
 ``store_reads.py`` and ``store_writes.py`` are.

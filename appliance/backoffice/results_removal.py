@@ -137,19 +137,21 @@ def _prune(args: argparse.Namespace) -> int:
 
     def prune(store: Any) -> int:
         results, letters = store.prune_preview(before)
-        if not results and not letters:  # no question to ask: nothing would change
+        reports = store.prunable_model_reports(before)
+        if not results and not letters and not reports:  # nothing to ask about
             return print_out("results prune", (
-                f"nothing to remove: no result captured and no dead letter received before "
-                f"{before}"))
-        question = (f"remove {results} result(s) captured and {letters} dead letter(s) "
-                    f"received before {before}?")
+                f"nothing to remove: no result captured and no dead letter or superseded "
+                f"model report received before {before}"))
+        question = (f"remove {results} result(s) captured, {letters} dead letter(s) and "
+                    f"{reports} superseded model report(s) received before {before}?")
         if (refused := _asked("results prune", question, args.yes)) is not None:
             return refused
         done = store.prune_before(before, os_user())
         return print_out("results prune", (
-            f"removed {done.results} result(s) captured and {done.dead_letters} dead "
-            f"letter(s) received before {before}; a kiosk that sends one of them again is "
-            f"confirmed and it is not stored; {OUTSIDE}"))
+            f"removed {done.results} result(s) captured, {done.dead_letters} dead "
+            f"letter(s) and {done.model_reports} superseded model report(s) received before "
+            f"{before} (each kiosk keeps its newest report from before then); a kiosk that "
+            f"sends one of the results again is confirmed and it is not stored; {OUTSIDE}"))
 
     return with_store(args, "results prune", prune, writes=True)
 

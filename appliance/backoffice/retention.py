@@ -1,6 +1,13 @@
 """The retention bound: results captured, and dead letters received, before a cut-off are
 removed, a few hundred at a time, each batch its own short transaction.
 
+A kiosk's model reports (model_reports.py) are the audit trail of which model produced which
+result, so they go with the results they explain, never before: a report received before the
+cut-off is removed only where a newer one of its kiosk was received before the cut-off too.
+Each kiosk's newest report from before the cut-off stays, as it says which model served from
+then on, when the oldest results kept were measured (a kiosk that reported nothing since keeps
+its newest report for as long as the store holds it).
+
 "Captured" is the capture as the back office places it (``results.placed_at``,
 placed_capture.py): its kiosk's ``captured_at`` corrected by that kiosk's clock as its live
 statuses read it, never later than its receipt and never earlier than the oldest result its
@@ -38,7 +45,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETENTION_EVERY_S = 3600.0
-ROWS_AT_ONCE = 500  # results (or dead letters) one prune transaction removes
+ROWS_AT_ONCE = 500  # results (or dead letters, model reports) one prune transaction removes
+# a kiosk's report received before the cut-off (?) that a newer one of it, also received
+# before the cut-off, followed: the newer one says which model served from then on
+_SUPERSEDED_REPORTS = (
+    "FROM model_reports m WHERE EXISTS (SELECT 1 FROM model_reports n WHERE n.site = m.site "
+    "AND n.device_id = m.device_id AND n.id > m.id AND n.received_at < ? "
+    "AND m.received_at <= n.received_at)")
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,11 @@ class RetentionWrites(StoreConnection):
                               (before,))
         return int(results[0][0]), int(letters[0][0])
 
+    def prunable_model_reports(self, before: str) -> int:
+        """How many model reports a prune at ``before`` removes (each kiosk's newest one
+        received before ``before`` stays)."""
+        return int(self._fetch(f"SELECT COUNT(*) {_SUPERSEDED_REPORTS}", (before,))[0][0])
+
     def covered_period(self) -> Period:
         """The capture times (as placed) the stored results span, and the newest retention
         cut-off."""
@@ -95,18 +113,23 @@ class RetentionWrites(StoreConnection):
     def prune_before(self, before: str, user: str, rows_at_once: int = ROWS_AT_ONCE,
                      stop: threading.Event | None = None) -> Erased:
         """Remove results captured (as placed) and dead letters received before ``before``,
-        ``rows_at_once`` per transaction, until none is left (or ``stop`` is set); a run that
-        removed any is recorded in ``erasures`` (erasure id 0: none was)."""
+        and the model reports that newer ones before it followed, ``rows_at_once`` per
+        transaction, until none is left (or ``stop`` is set); a run that removed results or
+        dead letters is recorded in ``erasures`` (erasure id 0: none was; the record has no
+        column for the model reports, which the run's log line and the command say)."""
         results = self._prune_batches(
             "DELETE FROM results WHERE measurement_id IN (SELECT measurement_id FROM results "
             "WHERE placed_at < ? ORDER BY placed_at LIMIT ?) RETURNING measurement_id",
             before, rows_at_once, stop)
         letters = self._prune_batches(None, before, rows_at_once, stop)
+        reports = self._prune_batches(
+            f"DELETE FROM model_reports WHERE id IN (SELECT m.id {_SUPERSEDED_REPORTS} "
+            "ORDER BY m.id LIMIT ?) RETURNING id", before, rows_at_once, stop)
         if not results and not letters:
-            return Erased(0, user, 0, 0)
+            return Erased(0, user, 0, 0, reports)
         erasure_id = self._after_restart(
             lambda: self._record_run(user, before, results, letters), stop)
-        return Erased(erasure_id, user, results, letters)
+        return Erased(erasure_id, user, results, letters, reports)
 
     def _record_run(self, user: str, before: str, results: int, letters: int) -> int:
         """Record a run that removed anything; its erasure id."""
@@ -198,7 +221,7 @@ class RetentionPruner:
                         "again in %.0f s", before, exc, self.every_s)
             return None
         self.runs += 1
-        log.info("retention (backoffice.retention_days %d): removed %d result(s) captured and "
-                 "%d dead letter(s) received before %s", self.days, done.results,
-                 done.dead_letters, before)
+        log.info("retention (backoffice.retention_days %d): removed %d result(s) captured, "
+                 "%d dead letter(s) and %d superseded model report(s) received before %s",
+                 self.days, done.results, done.dead_letters, done.model_reports, before)
         return done

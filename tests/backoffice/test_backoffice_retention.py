@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from appliance.backoffice.model_reports import model_report_row
 from appliance.backoffice.report import write_cohort_report
 from appliance.backoffice.retention import Period, RetentionPruner, cut_off
 from appliance.backoffice.schema import dead_letter, iso_utc, result_row
@@ -24,7 +25,7 @@ from appliance.config import ConfigError, config_from_mapping
 from appliance.console.views import CohortCache, cohort_json
 from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet
-from appliance.transport.payloads import Result
+from appliance.transport.payloads import ModelInfo, ModelState, Result
 from tests.store_helpers import BACKENDS, fresh_store
 
 KEEP = (1000, 2**40)
@@ -55,6 +56,20 @@ def _row(result: Result, received_at: datetime | None = None) -> tuple[Any, ...]
 def _letter(days_ago: float, n: int) -> Any:
     received = iso_utc(datetime.now(UTC) - timedelta(days=days_ago))
     return dead_letter(received, "appliance/lab/kiosk-1/result", "refused", b"junk %d" % n)
+
+
+def _reported(device: str, days_ago: float, state: str, version: str) -> tuple[Any, ...]:
+    """A model report of kiosk lab/``device`` (``version`` serving after it) received
+    ``days_ago`` days ago, as the ingest writes it."""
+    at = datetime.now(UTC) - timedelta(days=days_ago)
+    report = ModelState(device_id=device, site="lab", state=state, at=at,  # type: ignore[arg-type]
+                        model=ModelInfo(name="skin", version=version),
+                        running=ModelInfo(name="skin", version=version))
+    return model_report_row(report, iso_utc(at), report.to_json())
+
+
+def _reports_kept(store: Store, device: str) -> list[tuple[str, str]]:
+    return [(row["state"], row["running_version"]) for row in store.model_reports(device, "lab")]
 
 
 def _ids(store: Store) -> set[str]:
@@ -117,7 +132,8 @@ def test_the_back_office_pruner_removes_old_results_and_says_so_once_a_run(
     assert _ids(store) == {recent[0].measurement_id}
     said = [r.getMessage() for r in caplog.records if "retention" in r.getMessage()]
     assert len(said) == 1
-    assert "removed 3 result(s) captured and 0 dead letter(s) received before" in said[0]
+    assert ("removed 3 result(s) captured, 0 dead letter(s) and 0 superseded model report(s) "
+            "received before") in said[0]
     store.close()
 
 
@@ -142,7 +158,8 @@ def test_the_prune_command_says_what_it_removed_and_needs_yes_without_a_terminal
     assert "add --yes" in capsys.readouterr().err
     assert main(["results", "prune", "--store", url, "--older-than", "10", "--yes"]) == 0
 
-    assert "removed 2 result(s) captured and 0 dead letter(s)" in capsys.readouterr().out
+    assert "removed 2 result(s) captured, 0 dead letter(s) and 0 superseded model report(s)" \
+        in capsys.readouterr().out
     store = open_store(url)
     assert _ids(store) == {recent[0].measurement_id}
     store.close()
@@ -161,10 +178,52 @@ def test_the_prune_command_with_nothing_to_remove_says_so_without_asking(
 
     captured = capsys.readouterr()
     assert captured.out.startswith("nothing to remove: no result captured and no dead letter "
-                                   "received before ")
+                                   "or superseded model report received before ")
     assert captured.err == ""
     assert main(["results", "erasures", "--store", url]) == 0
     assert "no erasures recorded" in capsys.readouterr().out
+
+
+def test_pruning_keeps_the_model_report_that_explains_the_oldest_results_kept(
+    store: Store,
+) -> None:
+    """Model reports were kept for ever. A report goes once a newer one of its kiosk was also
+    received before the cut-off: the newest from before it says which model measured the
+    oldest results kept, so it stays, as every report received since does."""
+    store.write_batch(Batch(model_reports=[
+        _reported("k1", 400, "installed", "1.0.0"), _reported("k1", 300, "installed", "1.1.0"),
+        _reported("k1", 100, "rolled_back", "1.0.0"), _reported("k1", 5, "installed", "1.2.0"),
+        _reported("k2", 500, "installed", "1.0.0"), _reported("k2", 450, "installed", "1.1.0"),
+    ]), *KEEP)
+    store.write_batch(Batch(results=[_row(r) for r in _aged([250, 10])]), *KEEP)
+    before = cut_off(200)
+    assert store.prunable_model_reports(before) == 2
+
+    done = store.prune_before(before, "root", rows_at_once=1)
+
+    assert (done.results, done.model_reports) == (1, 2)
+    assert _reports_kept(store, "k1") == [("installed", "1.2.0"), ("rolled_back", "1.0.0"),
+                                          ("installed", "1.1.0")]  # 1.1.0 measured from -300 d
+    assert _reports_kept(store, "k2") == [("installed", "1.1.0")]  # nothing newer came
+    assert store.prune_before(cut_off(1), "root").model_reports == 2  # k1's -300 and -100 d
+    assert _reports_kept(store, "k1") == [("installed", "1.2.0")]
+
+
+def test_the_prune_command_counts_superseded_model_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    store = open_store(url)
+    store.write_batch(Batch(model_reports=[_reported("k1", 40, "installed", "1.0.0"),
+                                           _reported("k1", 30, "installed", "1.1.0")]), *KEEP)
+    store.close()
+
+    assert main(["results", "prune", "--store", url, "--older-than", "10", "--yes"]) == 0
+
+    assert ("removed 0 result(s) captured, 0 dead letter(s) and 1 superseded model report(s) "
+            "received before") in capsys.readouterr().out
+    assert main(["results", "prune", "--store", url, "--older-than", "10"]) == 0
+    assert capsys.readouterr().out.startswith("nothing to remove")
 
 
 def test_the_cohort_report_and_console_figures_say_the_period_and_the_cut_off(
