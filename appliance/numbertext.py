@@ -1,9 +1,9 @@
 """Numbers as a person types them on the command line: ASCII decimal notation only.
 
-``float()`` also reads full-width and other scripts' digits (``"１０"`` is 10.0), underscores
-(``"1_0"``) and blanks around the number, so a value pasted from a document set in another
-script was taken as if typed in ASCII; the options' parsers read their text here, and those
-are refused as not a number. ``inf``, ``infinity`` and ``nan`` (any case, signed) are read, so
+``float()`` and ``int()`` also read full-width and other scripts' digits (``"１０"`` is 10),
+underscores (``"1_0"``) and blanks around the number, so a value pasted from a document set in
+another script was taken as if typed in ASCII; the options' parsers read their text here, and
+those are refused as not a number. ``inf``, ``infinity`` and ``nan`` (any case, signed) are read, so
 that the option's own range check refuses them with its range message.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+WHOLE = re.compile(r"[+-]?\d+", re.ASCII)
 DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 NON_FINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.ASCII | re.IGNORECASE)
 # what argparse must take as an option's value, not as an option, where it starts with "-":
@@ -24,3 +25,10 @@ def decimal_number(text: str) -> float:
     if DECIMAL.fullmatch(text) is None and NON_FINITE.fullmatch(text) is None:
         raise ValueError(f"not a number in ASCII decimal notation: {text!r}")
     return float(text)
+
+
+def whole_number(text: str) -> int:
+    """``text`` as an int where it is ASCII digits (with a sign or not); else ValueError."""
+    if WHOLE.fullmatch(text) is None:
+        raise ValueError(f"not a whole number in ASCII digits: {text!r}")
+    return int(text)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.cli import main
-from appliance.numbertext import decimal_number
+from appliance.numbertext import decimal_number, whole_number
 
 ANALYZE = ("analyze", "x.jpg", "--um-per-px")
 CALIBRATE = ("calibrate", "x.png", "--mm")
@@ -49,3 +49,20 @@ def test_ascii_decimal_notation_is_read_as_float_reads_it(text: str, value: floa
 def test_other_notations_float_would_read_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not a number in ASCII decimal notation"):
         decimal_number(text)
+
+
+@pytest.mark.parametrize("text", ["１０", "1_0", " 5", "٣", "5.0", ""])
+def test_a_whole_number_is_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ValueError, match="not a whole number in ASCII digits"):
+        whole_number(text)
+    assert whole_number("-12") == -12
+    assert whole_number("+7") == 7
+
+
+def test_a_limit_in_full_width_digits_is_refused_naming_the_rule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(["results", "query", "--limit", "２０"])
+    assert ended.value.code == 2
+    assert "'２０': not a whole number in ASCII digits" in capsys.readouterr().err

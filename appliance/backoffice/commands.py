@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.config import Config, ConfigError, load_config_or_defaults
 from appliance.logsafe import escape_controls
+from appliance.numbertext import whole_number
 from appliance.outfile import replacing_refusal
 from appliance.stdout import print_out
 
@@ -51,9 +52,10 @@ def positive_int(text: str) -> int:
     """An argparse type: a whole number of 1 or more (so --limit -1 or 0 is an error) that a
     database holds (a LIMIT beyond it is an error there, not 'no limit')."""
     try:
-        value = int(text)
+        value = whole_number(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from exc
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number in ASCII digits") \
+            from exc
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
     if value > MAX_DATABASE_INT:

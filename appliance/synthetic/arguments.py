@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.numbertext import decimal_number
+from appliance.numbertext import whole_number as ascii_whole_number
 
 MAX_SEED = 2**63 - 1  # a seed or frame index: a 64-bit whole number (and a short file name)
 MAX_WORKERS = 256
@@ -24,9 +25,10 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = ascii_whole_number(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number in ASCII digits, got {text!r}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(
                 f"must be a whole number from {low} to {high}, got {text!r}")

@@ -81,7 +81,7 @@ def test_msi_slides_carry_more_lymphocytes() -> None:
     ("extra", "message"),
     [
         (["--patients", "0"], "--patients: must be a whole number from 1 to 10000, got '0'"),
-        (["--patients", "1e9"], "--patients: expected a whole number, got '1e9'"),
+        (["--patients", "1e9"], "--patients: expected a whole number in ASCII digits, got '1e9'"),
         (["--seed=-1"], "--seed: must be a whole number from 0 to 9223372036854775807, got"),
         (["--msi-fraction", "nan"], "--msi-fraction: must be a finite number from 0 to 1 (a "
          "share of the patients), got 'nan'"),

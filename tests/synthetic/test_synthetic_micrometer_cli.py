@@ -13,6 +13,7 @@ SCALE = "must be a finite number over 0.5 and at most 30 (um per pixel, as skin.
 PITCH = "must be a finite number from 0.001 to 10 (mm between lines)"
 ANGLE = "must be a finite number from -90 to 90 (degrees)"
 DIGITS = "expected a number in ASCII digits"
+WHOLE = "expected a whole number in ASCII digits"
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,8 @@ DIGITS = "expected a number in ASCII digits"
         (["--angle-deg", "1e300"], f"argument --angle-deg: {ANGLE}, got '1e300'"),
         (["--lines", "1"], "argument --lines: must be a whole number from 2 to 10000, got '1'"),
         (["--lines=-5"], "argument --lines: must be a whole number from 2 to 10000, got '-5'"),
-        (["--lines", "1e9"], "argument --lines: expected a whole number, got '1e9'"),
+        (["--lines", "１０"], f"argument --lines: {WHOLE}, got '１０'"),
+        (["--lines", "1e9"], f"argument --lines: {WHOLE}, got '1e9'"),
         (["--seed=-1"], "argument --seed: must be a whole number from 0 to 9223372036854775807"),
         (["--seed", f"{2**63}"], "argument --seed: must be a whole number from 0 to "),
     ],
