@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
@@ -49,7 +49,10 @@ def device_models_page(request: Request, site: str, device: str,
          "back office stored them. `next` (given as `before`) continues them; null after "
          "the oldest.")
 def api_model_reports(
-    request: Request, site: str, device: str, login: ApiLogin, *,
+    request: Request,
+    site: Annotated[str, Path(description="the kiosk's site id, as in the fleet")],
+    device: Annotated[str, Path(description="the kiosk's device id, as in the fleet")],
+    login: ApiLogin, *,
     limit: Annotated[str | None, Query(description="reports per page, 1 to 200 (50 when not "
                                          "given)")] = None,
     before: Annotated[str | None, Query(description="`next` of the previous page")] = None,
