@@ -23,7 +23,7 @@ from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.screen_state import STAFF_ASK, STAFF_TOLD
 from appliance.edge.testing import ResultCollector, fast_daemon, wait_until
 from appliance.transport.outbox import OutboxError
-from tests.transport.test_broker_silent_puback import _packet, _topic
+from tests.fake_broker import FakeBroker, payload, puback, topic
 
 
 def kiosk_config(tmp_path: Path, host: str, port: int, prefix: str) -> Config:
@@ -98,92 +98,36 @@ def test_a_refused_outbox_write_reaches_the_fleet_table_as_measuring_paused(
     assert "online, measuring paused: storage" in table.splitlines()[1]
 
 
-class _HeldStatusBroker:
-    """CONNACK, SUBACK, PINGRESP and a PUBACK for each result; each status PUBLISH is kept
-    (its JSON) and its PUBACK held back until ``release()``."""
+class _HeldStatusBroker(FakeBroker):
+    """A broker but for statuses: each status PUBLISH is kept (its JSON) and its PUBACK held
+    back until ``release()``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.statuses: list[dict[str, Any]] = []
         self.held: list[tuple[socket.socket, bytes]] = []
         self.released = threading.Event()
         self._lock = threading.Lock()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):  # closed: the test is over
-            while True:
-                connection, _ = self.server.accept()
-                threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        with connection, contextlib.suppress(OSError):
-            _packet(connection)  # the CONNECT
-            connection.sendall(b"\x20\x03\x00\x00\x00")  # MQTT v5 CONNACK, success
-            while (packet := _packet(connection)) is not None:
-                self._answer(connection, *packet)
-
-    def _answer(self, connection: socket.socket, first: int, body: bytes) -> None:
-        kind = first >> 4
-        if kind == 8:  # SUBSCRIBE: grant QoS 1 to each of its filters
-            granted = b"\x01" * _filters(body)
-            connection.sendall(bytes([0x90, 3 + len(granted)]) + body[:2] + b"\x00" + granted)
-        elif kind == 12:  # PINGREQ
-            connection.sendall(b"\xd0\x00")
-        elif kind == 3 and first & 0x06:  # a QoS 1 PUBLISH
-            at = 2 + len(_topic(body))
-            puback = b"\x40\x03" + body[at : at + 2] + b"\x00"
-            if not _topic(body).endswith("/status"):
-                connection.sendall(puback)
-                return
-            with self._lock:
-                self.statuses.append(json.loads(_payload(body, at + 2)))
-                if not self.released.is_set():
-                    self.held.append((connection, puback))
-                    return
-            connection.sendall(puback)
+    def publish(self, connection: socket.socket, number: int, first: int, body: bytes) -> bool:
+        if not (first & 0x06 and topic(body).endswith("/status")):
+            return super().publish(connection, number, first, body)
+        with self._lock:
+            self.statuses.append(json.loads(payload(body)))
+            if not self.released.is_set():
+                self.held.append((connection, puback(body, 0)))
+                return True
+        connection.sendall(puback(body, 0))
+        return True
 
     def release(self) -> None:
         """Send the held PUBACKs, and answer each status from now on."""
         with self._lock:
             self.released.set()
             held, self.held = self.held, []
-        for connection, puback in held:
+        for connection, answer in held:
             with contextlib.suppress(OSError):
-                connection.sendall(puback)
-
-    def close(self) -> None:
-        self.server.close()
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """An MQTT variable byte integer at ``at``: its value and where it ends."""
-    value, shift = 0, 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-
-
-def _payload(publish: bytes, after_packet_id: int) -> bytes:
-    """A v5 PUBLISH's payload: what follows its properties."""
-    length, at = _varint(publish, after_packet_id)
-    return publish[at + length :]
-
-
-def _filters(subscribe: bytes) -> int:
-    """How many topic filters a v5 SUBSCRIBE names."""
-    length, at = _varint(subscribe, 2)
-    at += length
-    count = 0
-    while at < len(subscribe):
-        at += 2 + int.from_bytes(subscribe[at : at + 2], "big") + 1
-        count += 1
-    return count
+                connection.sendall(answer)
 
 
 def test_the_screen_says_staff_were_told_only_after_the_paused_status_s_puback(

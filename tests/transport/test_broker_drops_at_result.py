@@ -8,7 +8,6 @@ in the outbox until a broker takes them."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import struct
@@ -18,50 +17,25 @@ from pathlib import Path
 import pytest
 
 from appliance.edge.testing import wait_until
-from tests.transport.test_broker_silent_puback import _packet, _topic
+from tests.fake_broker import FakeBroker, topic
 from tests.transport.test_transport_mqtt import make_link, stop
 
 RESULTS = 3
 
 
-class _DropsAtResults:
-    """CONNACK, SUBACK and PUBACKs for all but results; a result PUBLISH resets the connection
-    (SO_LINGER 0) until ``take`` is set, then results get PUBACK 0."""
+class _DropsAtResults(FakeBroker):
+    """A broker but for results: a result PUBLISH resets the connection (SO_LINGER 0) until
+    ``take`` is set, then results get PUBACK 0."""
 
     def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
+        super().__init__()
         self.take = threading.Event()
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):  # closed: the test is over
-            while True:
-                connection, _ = self.server.accept()
-                self.connections += 1
-                threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        with connection, contextlib.suppress(OSError):
-            _packet(connection)  # the CONNECT
-            connection.sendall(b"\x20\x03\x00\x00\x00")  # MQTT v5 CONNACK, success
-            while (packet := _packet(connection)) is not None:
-                first, body = packet
-                if first >> 4 == 8:  # SUBSCRIBE (one filter): SUBACK granting QoS 1
-                    connection.sendall(bytes([0x90, 4]) + body[:2] + b"\x00\x01")
-                elif first >> 4 == 12:  # PINGREQ
-                    connection.sendall(b"\xd0\x00")
-                elif first >> 4 == 3 and first & 0x06:  # a QoS 1 PUBLISH
-                    at = 2 + len(_topic(body))
-                    if _topic(body) == "drops/result" and not self.take.is_set():
-                        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                              struct.pack("ii", 1, 0))
-                        return  # a reset: no PUBACK reaches the kiosk
-                    connection.sendall(b"\x40\x02" + body[at : at + 2])  # PUBACK 0
-
-    def close(self) -> None:
-        self.server.close()
+    def publish(self, connection: socket.socket, number: int, first: int, body: bytes) -> bool:
+        if topic(body) == "drops/result" and not self.take.is_set():
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False  # a reset: no PUBACK reaches the kiosk
+        return super().publish(connection, number, first, body)
 
 
 def test_connections_dropped_at_each_result_are_counted_and_said_as_a_likely_acl_refusal(

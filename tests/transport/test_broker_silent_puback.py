@@ -5,81 +5,30 @@ said. The link now connects again once no PUBACK has come for ``puback_timeout_s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-import threading
 from pathlib import Path
 
 import pytest
 
 from appliance.edge.testing import wait_until
+from tests.fake_broker import FakeBroker, topic
 from tests.transport.test_transport_mqtt import make_link, stop
 
 RESULTS = 5
 
 
-class _AnswersAllButResults:
-    """CONNACK, SUBACK and PINGRESP like a broker; a PUBLISH is read and never answered."""
+class _AnswersAllButResults(FakeBroker):
+    """CONNACK, SUBACK and PINGRESP like a broker; a result PUBLISH is read and never answered."""
 
     def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.connections = 0
+        super().__init__()
         self.results: list[tuple[int, bool]] = []  # (connection, DUP flag) of each result
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):  # closed: the test is over
-            while True:
-                connection, _ = self.server.accept()
-                self.connections += 1
-                threading.Thread(target=self._serve, args=(connection, self.connections),
-                                 daemon=True).start()
-
-    def _serve(self, connection: socket.socket, number: int) -> None:
-        with connection, contextlib.suppress(OSError):
-            _packet(connection)  # the CONNECT
-            connection.sendall(b"\x20\x03\x00\x00\x00")  # MQTT v5 CONNACK, success
-            while (packet := _packet(connection)) is not None:
-                first, body = packet
-                if first >> 4 == 8:  # SUBSCRIBE (one filter): SUBACK granting QoS 1
-                    connection.sendall(bytes([0x90, 4]) + body[:2] + b"\x00\x01")
-                elif first >> 4 == 12:  # PINGREQ
-                    connection.sendall(b"\xd0\x00")
-                elif first >> 4 == 3 and _topic(body) == "silent/result":  # never answered
-                    self.results.append((number, bool(first & 0x08)))
-
-    def close(self) -> None:
-        self.server.close()
-
-
-def _topic(publish: bytes) -> str:
-    """The topic a PUBLISH packet's body names."""
-    return publish[2 : 2 + int.from_bytes(publish[:2], "big")].decode()
-
-
-def _packet(connection: socket.socket) -> tuple[int, bytes] | None:
-    """One MQTT packet: its first byte and its body (None: the connection ended)."""
-    first = connection.recv(1)
-    if not first:
-        return None
-    length, shift = 0, 0
-    while True:
-        byte = connection.recv(1)
-        if not byte:
-            return None
-        length |= (byte[0] & 0x7F) << shift
-        shift += 7
-        if not byte[0] & 0x80:
-            break
-    body = b""
-    while len(body) < length:
-        chunk = connection.recv(length - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return first[0], body
+    def publish(self, connection: socket.socket, number: int, first: int, body: bytes) -> bool:
+        if topic(body) == "silent/result":  # never answered
+            self.results.append((number, bool(first & 0x08)))
+        return True
 
 
 def _later(broker: _AnswersAllButResults) -> list[bool]:

@@ -28,7 +28,8 @@ from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
 from appliance.transport.topics import device_topic
 from tests.edge.test_edge_delivery import backoffice, count_stored, site_of
-from tests.transport.test_broker_silent_puback import _packet, _topic
+from tests.fake_broker import packet as read_packet
+from tests.fake_broker import topic as topic_of
 from tests.transport.test_transport_mqtt import stop
 
 pytestmark = pytest.mark.broker
@@ -76,17 +77,17 @@ class SlowPubackProxy:
 
     def _up(self, client: socket.socket, upstream: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            while (packet := _packet(client)) is not None:
+            while (packet := read_packet(client)) is not None:
                 first, body = packet
-                if first >> 4 == PUBLISH and _topic(body).endswith("/result"):
-                    self.results.append((_topic(body), bool(first & 0x08)))
+                if first >> 4 == PUBLISH and topic_of(body).endswith("/result"):
+                    self.results.append((topic_of(body), bool(first & 0x08)))
                 upstream.sendall(_encoded(first, body))
         upstream.close()
 
     def _down(self, client: socket.socket, upstream: socket.socket) -> None:
         last_s = 0.0
         with contextlib.suppress(OSError):
-            while (packet := _packet(upstream)) is not None:
+            while (packet := read_packet(upstream)) is not None:
                 first, body = packet
                 when_s = time.monotonic()
                 if first >> 4 == PUBACK:
