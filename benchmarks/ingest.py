@@ -96,6 +96,18 @@ def flood_socket(port: int, client_id: str, packets: list[bytes], ready: Any,
     sock.close()
 
 
+def started_flood(port: int, client_id: str, packets: list[bytes]) -> tuple[Any, float]:
+    """``flood_socket`` in a forked process, connected and then let go: the process and the
+    perf_counter time it was let go."""
+    ctx = mp.get_context("fork")
+    ready, go = ctx.Event(), ctx.Event()
+    flooder = ctx.Process(target=flood_socket, args=(port, client_id, packets, ready, go))
+    flooder.start()
+    ready.wait()
+    go.set()
+    return flooder, time.perf_counter()
+
+
 def build_traffic(devices: int, per_device: int, seed: int) -> tuple[Traffic, dict[str, int]]:
     """Per-device message lists (valid, duplicate and malformed mixed) and their counts."""
     rng = random.Random(seed)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing as mp
 import os
 import random
 import socket
@@ -27,7 +26,7 @@ import time
 import uuid
 from typing import Any
 
-from ingest import connect_packet, flood_socket, publish_packet
+from ingest import connect_packet, publish_packet, started_flood
 
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
@@ -65,15 +64,7 @@ def run(per_s: float, burst: int, flood: list[bytes], second: list[bytes]) -> di
         worker = IngestWorker(config, store, on_stored=on_stored)
         worker.start()
         worker.subscribed.wait(10)
-        ctx = mp.get_context("fork")
-        ready, go = ctx.Event(), ctx.Event()
-        flooder_id = f"bench-flood-{uuid.uuid4().hex[:6]}"
-        flooder = ctx.Process(target=flood_socket,
-                              args=(broker.port, flooder_id, flood, ready, go))
-        flooder.start()
-        ready.wait()
-        go.set()
-        go_s = time.perf_counter()
+        flooder, go_s = started_flood(broker.port, f"bench-flood-{uuid.uuid4().hex[:6]}", flood)
         time.sleep(0.5)
         sent_s = time.perf_counter()
         kiosk = socket.create_connection(("127.0.0.1", broker.port))

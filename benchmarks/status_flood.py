@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing as mp
 import os
 import random
 import socket
@@ -33,7 +32,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ingest import connect_packet, flood_socket, publish_packet
+from ingest import connect_packet, publish_packet, started_flood
 
 import appliance
 from appliance.backoffice.ingest import IngestWorker
@@ -79,15 +78,7 @@ def run(store: Store, backoffice: dict[str, Any], flood: list[bytes], honest: li
         worker = IngestWorker(config, store, on_stored=on_stored)
         worker.start()
         worker.subscribed.wait(10)
-        ctx = mp.get_context("fork")
-        ready, go = ctx.Event(), ctx.Event()
-        flooder_id = f"bench-sflood-{uuid.uuid4().hex[:6]}"
-        flooder = ctx.Process(target=flood_socket,
-                              args=(broker.port, flooder_id, flood, ready, go))
-        flooder.start()
-        ready.wait()
-        go.set()
-        go_s = time.perf_counter()
+        flooder, go_s = started_flood(broker.port, f"bench-sflood-{uuid.uuid4().hex[:6]}", flood)
         time.sleep(0.5)
         kiosk = socket.create_connection(("127.0.0.1", broker.port))
         kiosk.sendall(connect_packet("bench-honest"))
