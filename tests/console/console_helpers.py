@@ -287,3 +287,17 @@ def browser_login(page: Any, user: str = "alice", password: str = PASSWORD, *,
     if end_others:
         page.check("input[name=end_others]")
     page.click("button[type=submit]")
+
+
+@contextmanager
+def operator_page(console: Console) -> Iterator[Any]:
+    """A chromium page (1280x900) logged in as the operator alice, on the fleet page."""
+    from playwright.sync_api import expect
+
+    from appliance.browser import chromium_page
+
+    with chromium_page(1280, 900) as opened:
+        opened.goto(console.url + "/login")
+        browser_login(opened)
+        expect(opened).to_have_url(console.url + "/fleet")
+        yield opened

@@ -11,12 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from console_helpers import Console, browser_login
+from console_helpers import Console, operator_page
 from playwright.sync_api import expect
 
 from appliance.backoffice.schema import device_row, iso_utc
 from appliance.backoffice.store import Batch, open_store
-from appliance.browser import chromium_page
 from appliance.transport import payloads
 
 
@@ -40,10 +39,7 @@ def read(console: Console) -> None:
 @pytest.fixture(scope="module")
 def page(console: Console) -> Iterator[Any]:
     """A browser page logged in as the operator alice."""
-    with chromium_page(1280, 900) as opened:
-        opened.goto(console.url + "/login")
-        browser_login(opened)
-        expect(opened).to_have_url(console.url + "/fleet")
+    with operator_page(console) as opened:
         yield opened
 
 

@@ -13,14 +13,13 @@ from console_helpers import (
     NOT_VALIDATED_IN_SEED,
     WITHHELD_IN_SEED,
     Console,
-    browser_login,
     make_result,
+    operator_page,
 )
 from playwright.sync_api import expect
 
 from appliance.backoffice.schema import device_row, iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
-from appliance.browser import chromium_page
 from appliance.transport import payloads
 
 
@@ -53,10 +52,7 @@ def stored(console: Console) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def page(console: Console) -> Iterator[Any]:
     """A browser page logged in as the operator alice."""
-    with chromium_page(1280, 900) as opened:
-        opened.goto(console.url + "/login")
-        browser_login(opened)
-        expect(opened).to_have_url(console.url + "/fleet")
+    with operator_page(console) as opened:
         yield opened
 
 

@@ -13,12 +13,17 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from console_helpers import Console, browser_login, get_with, login_cookie, make_result
+from console_helpers import (
+    Console,
+    get_with,
+    login_cookie,
+    make_result,
+    operator_page,
+)
 from playwright.sync_api import expect
 
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
-from appliance.browser import chromium_page
 from appliance.cli import main
 
 KIOSK_CLOCK = datetime(2000, 1, 1, 8, 0, tzinfo=UTC)
@@ -58,10 +63,7 @@ def _placed_today(placed_at: str) -> bool:
 @pytest.fixture(scope="module")
 def page(console: Console) -> Iterator[Any]:
     """A browser page logged in as the operator alice."""
-    with chromium_page(1280, 900) as opened:
-        opened.goto(console.url + "/login")
-        browser_login(opened)
-        expect(opened).to_have_url(console.url + "/fleet")
+    with operator_page(console) as opened:
         yield opened
 
 
