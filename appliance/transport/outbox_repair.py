@@ -23,6 +23,12 @@ an immutable file, a full disk) is never deleted, cut or written over: it is put
 complete copy is the outbox in use at its own name (``outbox.sqlite3.repaired``), keeping the
 lost tally and high-water mark beside ``outbox.sqlite3``. The kiosk measures and sends from it,
 and a later start that can move the damaged file puts the copy in place, its WAL folded in first.
+A copy in use found damaged itself is repaired as any outbox is, one level down: its readable
+rows go into a copy of the copy (``outbox.sqlite3.repaired.repaired`` once complete), which
+takes its place while the damaged copy is moved aside (``outbox.sqlite3.repaired.corrupt-<unix
+time>``), so a kiosk whose damaged file stays where it is does not lose its outbox to a second
+fault. One level only: where that copy cannot take its place either, nothing is repaired over
+and both stay as they are.
 """
 
 from __future__ import annotations
@@ -51,36 +57,50 @@ def open_outbox(path: Path, *, rebuild: bool = False, **bounds: Any) -> Outbox:
     ``rebuild``: replace it even when it opens, as one found damaged while in use (a garbled
     row, a bad page) may: SQLite's quick check at opening does not read every record. Where the
     damaged file cannot be moved aside, it is kept as it is and the copy is the outbox in use,
-    at its own name, until a later start can put it in place."""
+    at its own name, until a later start can put it in place; a copy in use found damaged is
+    repaired the same way, as its own outbox."""
+    return _open(path, path, rebuild=rebuild, copies=1, bounds=bounds)
+
+
+def _open(path: Path, beside: Path, *, rebuild: bool, copies: int,
+          bounds: dict[str, Any]) -> Outbox:
+    """The outbox at ``path`` (its lost tally and mark beside ``beside``), repaired where
+    damaged; ``copies``: how many levels of copies may stand in for it where it cannot be
+    moved aside (a copy's copy, when the copy is damaged too)."""
     built = path.with_name(path.name + ".repaired")
     if built.exists():  # a repair cut short once its copy was complete: finish it
         log.warning("%s: finishing a repair cut short", path)
         if not put_in_place(path, built):
-            if rebuild:  # the copy in use is what was found damaged: not repaired over
+            if copies < 1:  # the copy's copy cannot take its place either: not repaired over
                 raise OutboxError(f"{built}: the repaired copy in use is damaged too, and it "
                                   f"cannot take the place of {path}; both are kept as they are")
-            return Outbox(built, beside=path, **bounds)
+            return _open(built, beside, rebuild=rebuild, copies=copies - 1, bounds=bounds)
     if rebuild and path.exists():
         log.error("%s: found damaged while in use; moving it aside and recovering what can be "
                   "read", path)
     else:
         try:
-            return Outbox(path, **bounds)
+            return Outbox(path, beside=beside, **bounds)
         except OutboxCorruptError as exc:
             log.error("%s; moving it aside and recovering what can be read", exc)
-    recovered, lost, earlier = build_repaired(path, built)
+    recovered, lost, earlier = build_repaired(path, built, beside=beside)
     placed = put_in_place(path, built)
+    if not placed and copies < 1:
+        raise OutboxError(f"{path}: the repaired copy in use is damaged, and its own repaired "
+                          f"copy {built} cannot take its place; both are kept as they are")
     log.error(
         "outbox %s recreated%s: %d result(s) recovered, %d unreadable (counted dropped, with the "
         "%d it had counted before)", path, "" if placed else f" as {built}", recovered, lost,
         earlier,
     )
-    return Outbox(path if placed else built, beside=path, **bounds)
+    return Outbox(path if placed else built, beside=beside, **bounds)
 
 
-def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
+def build_repaired(path: Path, built: Path, *, beside: Path | None = None) -> tuple[int, int, int]:
     """Write the readable rows of ``path`` into a fresh outbox at ``built``; counts of
-    (recovered, unreadable, counted before). OutboxError, nothing changed, when it cannot."""
+    (recovered, unreadable, counted before). ``beside``: the outbox whose high-water mark it
+    goes on from (a repaired copy's: the outbox it stands in for). OutboxError, nothing
+    changed, when it cannot."""
     building = path.with_name(path.name + ".repairing")
     _remove(building)  # an earlier build cut short: it holds only copies
     _check_room(path)
@@ -89,7 +109,8 @@ def build_repaired(path: Path, built: Path) -> tuple[int, int, int]:
         fresh = Outbox(building, side_files=False)
         try:
             recovered, lost = salvage(path, fresh.add_recovered)
-            mark = read_mark(path)  # the rows are renumbered: the sequence goes on from it
+            # the rows are renumbered: the sequence goes on from the mark
+            mark = read_mark(beside or path)
             fresh.add_recovered([], dropped=lost + earlier, after_seq=mark.last_seq if mark else 0)
         finally:
             fresh.close()

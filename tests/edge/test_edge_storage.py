@@ -948,3 +948,97 @@ def test_a_kiosk_whose_outbox_is_damaged_in_use_and_cannot_be_moved_keeps_every_
     assert restarted.depth() == daemon.analysis.measurements  # every measured result kept
     assert restarted.dropped() == 0
     restarted.close()
+
+
+def _running_on_a_copy(path: Path, monkeypatch: pytest.MonkeyPatch, count: int) -> bytes:
+    """A damaged outbox of ``count`` results that cannot be moved aside (refused from now on),
+    repaired into its copy, which is the outbox in use; the damaged file's bytes."""
+    stored_results(path, count).close()
+    damage(path, 0)
+    _refuse_moving(monkeypatch, path, errno.EACCES)
+    open_outbox(path).close()
+    assert path.with_name("outbox.sqlite3.repaired").exists()
+    return path.read_bytes()
+
+
+def test_a_repaired_copy_damaged_in_use_is_repaired_itself_where_the_outbox_cannot_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the copy in use found damaged was not repaired over ("both are kept as they are"): every
+    # start then met the damaged copy (OutboxCorruptError, exit 1, again every RestartSec), so
+    # the kiosk stayed down for as long as the damaged outbox could not be moved
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    damaged = _running_on_a_copy(path, monkeypatch, 40)
+    in_use = open_outbox(path)
+    in_use.add_many([("new-1", "t", b"{}")])
+    checkpoint_and_damage_first_page(copy, in_use)
+    with pytest.raises(OutboxCorruptError):
+        in_use.pending()
+    in_use.close()
+    repaired = open_outbox(path, rebuild=True)  # the daemon's repair on its way out
+    assert repaired.path == copy
+    assert repaired.beside == path
+    assert {m.measurement_id for m in repaired.pending()} >= {"new-1"}
+    assert repaired.depth() == 41
+    assert repaired.dropped() == 0
+    repaired.add_many([("new-2", "t", b"{}")])
+    repaired.close()
+    again = open_outbox(path)  # the next start, the move still refused: the repaired copy
+    assert again.path == copy
+    assert again.depth() == 42
+    again.close()
+    assert path.read_bytes() == damaged  # the damaged outbox never written over
+    assert [p.name for p in tmp_path.glob("outbox.sqlite3.repaired.corrupt-*")
+            if not p.name.endswith(("-wal", "-shm"))]  # the damaged copy kept for inspection
+    assert not list(tmp_path.glob("outbox.sqlite3.repaired.repair*"))
+
+
+def test_a_copy_whose_own_copy_cannot_take_its_place_is_kept_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One level of copies only: a folder that refuses to move the damaged copy too keeps
+    both, and says so (the next start tries again)."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    _running_on_a_copy(path, monkeypatch, 10)
+    checkpoint_and_damage_first_page(copy)
+    copied = copy.read_bytes()
+    monkeypatch.undo()
+    _refuse_moving(monkeypatch, path, errno.EACCES)
+    rename = os.rename
+
+    def refused(source: Any, target: Any, **kwargs: Any) -> None:
+        if os.fspath(source) == str(copy):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(source))
+        rename(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "rename", refused)
+    with pytest.raises(OutboxError, match="both are kept as they are"):
+        open_outbox(path, rebuild=True)
+    assert copy.read_bytes() == copied
+
+
+def test_a_kiosk_whose_repaired_copy_is_damaged_in_use_keeps_every_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the repair on the way out refused to repair the damaged copy: the results held while it
+    # was damaged were counted as dropped, and the next start met the damaged copy again
+    state = tmp_path / "state"
+    state.mkdir()
+    path = state / "outbox.sqlite3"
+    _running_on_a_copy(path, monkeypatch, 0)
+    nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})
+    daemon = fast_daemon(edge_config(state, nobody, "damaged"))
+    assert daemon.outbox.path == state / "outbox.sqlite3.repaired"
+    thread, codes = run_in_thread(daemon)
+    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
+    checkpoint_and_damage_first_page(daemon.outbox.path, daemon.outbox)
+    thread.join(30)
+    assert codes == [1]  # systemd starts it again
+    assert daemon.committer.refused == 0  # nothing counted as dropped
+    restarted = open_outbox(path)  # the next start, the move still refused: the copy
+    assert restarted.path == state / "outbox.sqlite3.repaired"
+    assert restarted.depth() == daemon.analysis.measurements  # every measured result kept
+    assert restarted.dropped() == 0
+    restarted.close()
