@@ -17,10 +17,13 @@ FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "clock_ahead_s",
                  "dropped")
 # the table's headers where the column name would mislead (the cell is a duration, not seconds)
 HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT", "clock_ahead_s": "CLOCK"}
-JSON_COLUMNS = (*FLEET_COLUMNS, "clock_read_at", "measuring_paused")
+JSON_COLUMNS = (*FLEET_COLUMNS, "clock_read_at", "measuring_paused", "outbox_in_use")
 # why an online kiosk does not measure, as its status says it (payloads.py: measuring_paused)
 PAUSED_TEXT = {"disk_full": "measuring paused: disk full",
                "storage": "measuring paused: storage"}
+# the file other than its outbox an online kiosk keeps its results in (payloads.py:
+# outbox_in_use): it measures, but someone must free the damaged outbox
+OUTBOX_TEXT = {"repaired_copy": "outbox on its repaired copy"}
 # a kiosk clock off by more than this is flagged: its NTP is not working (statuses read the
 # offset to a few seconds: erasure_clock.py)
 CLOCK_OFF_S = 60.0
@@ -59,13 +62,23 @@ def seen_ago(stored: str | None, now: datetime) -> str:
 
 
 def state_text(device: dict[str, Any]) -> str:
-    """The state as the fleet shows it: with why an online kiosk does not measure, as its
-    latest status said ('online, measuring paused: disk full'); an offline kiosk's last word
-    on it is not shown, as it no longer holds."""
-    paused = device.get("measuring_paused")
-    if device["state"] != "online" or paused is None:
+    """The state as the fleet shows it: with why an online kiosk does not measure, and the
+    file other than its outbox it keeps its results in, as its latest status said ('online,
+    measuring paused: disk full', 'online, outbox on its repaired copy'); an offline kiosk's
+    last word on them is not shown, as it no longer holds."""
+    if device["state"] != "online":
         return str(device["state"])
-    return f"online, {PAUSED_TEXT.get(paused, 'measuring paused')}"
+    paused, outbox = device.get("measuring_paused"), device.get("outbox_in_use")
+    said = [PAUSED_TEXT.get(paused, "measuring paused")] if paused is not None else []
+    said += [OUTBOX_TEXT.get(outbox, "outbox not its own")] if outbox is not None else []
+    return ", ".join(["online", *said])
+
+
+def needs_staff(device: dict[str, Any]) -> bool:
+    """Whether an online kiosk's latest status says something someone must see to: measuring
+    paused, or its results kept in a copy while the damaged outbox stays (shown in red)."""
+    return device["state"] == "online" and any(
+        device.get(key) is not None for key in ("measuring_paused", "outbox_in_use"))
 
 
 def camera_text(device: dict[str, Any], now: datetime) -> str:

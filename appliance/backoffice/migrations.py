@@ -398,4 +398,13 @@ CREATE TABLE model_reports (
 CREATE INDEX model_reports_device_id ON model_reports (site, device_id, id)
 """,
     ),
+    (
+        26,
+        "devices: which file other than its outbox a kiosk's latest status says it keeps its "
+        "results in (its status's outbox_in_use: 'repaired_copy', the damaged outbox cannot be "
+        "moved aside; NULL otherwise), for the fleet table, the console's fleet page and the API",
+        """
+ALTER TABLE devices ADD COLUMN outbox_in_use TEXT
+""",
+    ),
 )

@@ -59,6 +59,7 @@ DEVICE_COLUMNS = (
     "dropped",
     "outbox_oldest_age_s",
     "measuring_paused",
+    "outbox_in_use",
     "status_sent_at",  # the stored status's sending, by the back office's clock (status_order.py)
 )
 # a device as the fleet reads it: its status, and its clock as its latest live status read it
@@ -195,5 +196,6 @@ def device_row(status: Status, seen_at: str, sent_at: str | None = None) -> tupl
         status.dropped,
         status.outbox_oldest_age_s,
         status.measuring_paused,
+        status.outbox_in_use,
         sent_at,
     )

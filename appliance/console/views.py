@@ -30,6 +30,7 @@ from appliance.backoffice.fleet import (
     duration,
     fleet_row,
     fleet_rows,
+    needs_staff,
     seen_ago,
     state_text,
 )
@@ -84,10 +85,10 @@ def fleet(store: Store) -> list[dict[str, Any]]:
 def _shown_device(row: dict[str, Any], now: datetime) -> dict[str, Any]:
     keep = ("site", "device_id", "state", "last_seen", "status_at", "software_version", "model",
             "camera", "outbox_depth", "outbox_oldest_age_s", "dropped", "clock_ahead_s",
-            "clock_read_at", "measuring_paused")
+            "clock_read_at", "measuring_paused", "outbox_in_use")
     ahead_s = row.get("clock_ahead_s")
     return {**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now),
-            "state_text": state_text(row),
+            "state_text": state_text(row), "needs_staff": needs_staff(row),
             "camera_text": camera_text(row, now), "clock_text": clock_text(row, now),
             "clock_off": ahead_s is not None and abs(ahead_s) > CLOCK_OFF_S,
             "outbox_oldest": _oldest(row.get("outbox_oldest_age_s"))}

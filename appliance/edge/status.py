@@ -73,6 +73,7 @@ class DeviceStatus:
             outbox_oldest_age_s=d.outbox.oldest_age_s(),
             dropped=d.outbox.dropped(),
             measuring_paused=self._measuring_paused() if state == "online" else None,
+            outbox_in_use=self._outbox_in_use() if state == "online" else None,
         )
         return status.to_json()
 
@@ -86,18 +87,28 @@ class DeviceStatus:
             return None
         return "disk_full" if committer.disk_full else "storage"
 
+    def _outbox_in_use(self) -> Literal["repaired_copy"] | None:
+        """'repaired_copy' while the outbox in use is the repaired copy of one that could not
+        be moved aside (outbox_repair.py), for the fleet to show: someone must free the damaged
+        file; None (the field left out, as a back office older than it takes) otherwise."""
+        outbox = self.daemon.outbox
+        return "repaired_copy" if outbox.path != outbox.beside else None
+
     def text(self) -> str:
         """One line for systemd's STATUS=."""
         d = self.daemon
-        paused = ""
+        alerts = ""
         if d.measuring_paused.is_set():
-            paused = f"MEASURING PAUSED: {d.committer.paused_why or 'the outbox cannot write'}, "
+            alerts = f"MEASURING PAUSED: {d.committer.paused_why or 'the outbox cannot write'}, "
+        if self._outbox_in_use():
+            alerts += (f"OUTBOX ON ITS REPAIRED COPY {d.outbox.path}: the damaged "
+                       f"{d.outbox.beside} cannot be moved aside, ")
         rival = d.presence.rival
         if rival is not None:
-            paused = (f"HELD BACK: device id {d.config.device.id} in use by host {rival.host} "
-                      f"pid {rival.pid}, {paused}")
+            alerts = (f"HELD BACK: device id {d.config.device.id} in use by host {rival.host} "
+                      f"pid {rival.pid}, {alerts}")
         return (
-            f"{paused}camera {'online' if d.capture.online else 'offline'}, "
+            f"{alerts}camera {'online' if d.capture.online else 'offline'}, "
             f"{d.committer.committed} measured, outbox {d.outbox.depth()}, "
             f"dropped {d.outbox.dropped()}, "
             f"broker {'connected' if d.link.connected else 'disconnected'}"

@@ -231,6 +231,15 @@ class Status(_Payload):
         "refuses writes or is damaged); absent while it measures. A back office older than "
         "this field refuses a status that carries it.",
     )
+    outbox_in_use: Literal["repaired_copy"] | None = Field(
+        None,
+        description="Set in an online status while the kiosk keeps its results in a file other "
+        "than its outbox: 'repaired_copy' (the repaired copy, outbox.sqlite3.repaired, because "
+        "the damaged outbox cannot be moved aside: its permissions, an immutable file, a full "
+        "disk); the kiosk measures and sends, and the copy takes the outbox's place at the "
+        "first start that can move the damaged file. Absent otherwise. A back office older "
+        "than this field refuses a status that carries it.",
+    )
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 

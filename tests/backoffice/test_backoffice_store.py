@@ -312,6 +312,22 @@ def test_grade_probabilities_are_read_in_the_order_they_were_sent(store: Store) 
     assert list(json.loads(read[graded.measurement_id]).items()) == list(sent.items())
 
 
+def test_a_kiosk_s_outbox_in_use_is_its_newest_status_s(store: Store) -> None:
+    """Stored as the latest status says it (the kiosk on its repaired outbox copy), and gone
+    with the status of a kiosk back on its own outbox."""
+    birth = fleet.online_status("lab", "kiosk-0")
+    on_copy = birth.model_copy(update={"at": birth.at + timedelta(minutes=1),
+                                       "outbox_in_use": "repaired_copy"})
+    again = birth.model_copy(update={"at": birth.at + timedelta(minutes=2)})
+    written = []
+    for status, seen_at in ((on_copy, "2026-11-26T05:01:00.000000Z"),
+                            (again, "2026-11-26T05:02:00.000000Z")):
+        store.write_batch(Batch(statuses=[device_row(status, seen_at)]), 100)
+        (device,) = store.devices()
+        written.append((device["state"], device["outbox_in_use"]))
+    assert written == [("online", "repaired_copy"), ("online", None)]
+
+
 def test_a_reconnected_store_sees_the_same_data(store: Store) -> None:
     rows = _rows(4)
     store.write_batch(Batch(results=rows[:3]), 100)

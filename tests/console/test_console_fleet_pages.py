@@ -243,3 +243,39 @@ def _check_paused_shown(console: Console, cookie: str) -> None:
              for d in json.loads(body)["devices"] if d["site"] == "halted"}
     assert shown == {"k-full": ("disk_full", "online, measuring paused: disk full"),
                      "k-gone": (None, "offline"), "k-ok": (None, "online")}
+
+
+def test_a_kiosk_on_its_repaired_outbox_copy_says_so_on_the_fleet_page_and_in_the_api(
+    tmp_path: Path,
+) -> None:
+    """A kiosk whose latest status says it keeps its results in its repaired outbox copy
+    (payloads.py: outbox_in_use) shows it in its state, in red as a paused kiosk is."""
+    with running_console(tmp_path) as console:
+        now = datetime.now(UTC)
+        own = fleetsim.online_status("copied", "k-own")
+        on_copy = fleetsim.online_status("copied", "k-copy").model_copy(
+            update={"outbox_in_use": "repaired_copy"})
+        both = on_copy.model_copy(update={"device_id": "k-both", "measuring_paused": "storage"})
+        gone = on_copy.model_copy(update={"device_id": "k-gone", "state": "offline"})
+        store = open_store(console.store_url)
+        try:
+            store.write_batch(Batch(statuses=[device_row(s, iso_utc(now))
+                                              for s in (own, on_copy, both, gone)]), 100)
+        finally:
+            store.close()
+        _, _, text = _page(console, login_cookie(console)[0], "/fleet?site=copied")
+        states = dict(re.findall(r'<td><a href="/results\?[^"]*">([^<]+)</a></td>\s*'
+                                 r'<td class="([^"]+)">', text))
+        assert states == {"k-both": "online paused", "k-copy": "online paused",
+                          "k-gone": "offline", "k-own": "online"}
+        assert ">online, outbox on its repaired copy</td>" in text
+        assert ">online, measuring paused: storage, outbox on its repaired copy</td>" in text
+        status, _, body = console.get("/api/v1/fleet", console.token)
+    assert status == 200
+    shown = {d["device_id"]: (d["outbox_in_use"], d["state_text"])
+             for d in json.loads(body)["devices"] if d["site"] == "copied"}
+    assert shown == {
+        "k-copy": ("repaired_copy", "online, outbox on its repaired copy"),
+        "k-both": ("repaired_copy", "online, measuring paused: storage, outbox on its "
+                   "repaired copy"),
+        "k-gone": ("repaired_copy", "offline"), "k-own": (None, "online")}

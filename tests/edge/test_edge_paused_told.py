@@ -5,7 +5,9 @@ were told only once such a status reached the broker (its PUBACK: edge/staff.py)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 import socket
 import threading
 import uuid
@@ -96,6 +98,56 @@ def test_a_refused_outbox_write_reaches_the_fleet_table_as_measuring_paused(
         store.close()
     assert device["measuring_paused"] == listed["measuring_paused"] == "storage"
     assert "online, measuring paused: storage" in table.splitlines()[1]
+
+
+@pytest.mark.broker
+def test_a_kiosk_on_its_repaired_outbox_copy_reaches_the_fleet_table(
+    mqtt_broker: Any, topic_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged outbox the filesystem will not move aside leaves the kiosk measuring into
+    the repaired copy (outbox_repair.py); its status says so (``outbox_in_use``), and the
+    fleet table shows it, so that someone frees the damaged file."""
+    state = tmp_path / "state"
+    state.mkdir()
+    damaged = state / "outbox.sqlite3"
+    damaged.write_bytes(b"not an outbox " * 300)
+    rename = os.rename
+
+    def refused(source: Any, target: Any, **kwargs: Any) -> None:
+        if os.fspath(source) == str(damaged):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(source))
+        rename(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "rename", refused)
+    collector = ResultCollector(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#",
+                                f"c-kiosk-{uuid.uuid4().hex[:10]}")
+    daemon = fast_daemon(kiosk_config(tmp_path, mqtt_broker.host, mqtt_broker.port,
+                                      topic_prefix))
+    assert daemon.outbox.path == state / "outbox.sqlite3.repaired"
+    try:
+        with running(daemon):
+            assert wait_until(lambda: daemon.committer.committed >= 2, 30)
+            assert wait_until(lambda: any(s.outbox_in_use == "repaired_copy"
+                                          for s in collector.statuses), 15)
+            assert "OUTBOX ON ITS REPAIRED COPY" in daemon.status.text()
+            assert not daemon.measuring_paused.is_set()  # it measures
+    finally:
+        collector.close()
+    on_copy = next(s for s in collector.statuses if s.outbox_in_use == "repaired_copy")
+    assert on_copy.state == "online"
+    assert all(s.outbox_in_use is None for s in collector.statuses if s.state == "offline")
+    topic = f"{topic_prefix}/lab/kiosk-p/status"
+    batch, _ = Triage(topic_prefix, 1000).sort([Inbound(topic, on_copy.to_json(), 1, 1, False)])
+    assert not batch.dead_letters
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        store.write_batch(batch, 100)
+        table = fleet_table(store)
+        (listed,) = json.loads(fleet_json(store))
+    finally:
+        store.close()
+    assert listed["outbox_in_use"] == "repaired_copy"
+    assert "online, outbox on its repaired copy" in table.splitlines()[1]
 
 
 class _HeldStatusBroker(FakeBroker):
