@@ -185,22 +185,24 @@ CHOICES_IN_VIEW = """[...document.querySelectorAll('#welcome button')].map((b) =
 })"""
 
 
+@pytest.mark.parametrize("screen", [(1280, 800), (1024, 600)], ids=["1280x800", "1024x600"])
 @pytest.mark.parametrize(("withheld", "picture"), [(False, True), (True, True), (False, False)],
                          ids=["near-tie", "withheld", "no-picture"])
-def test_the_result_and_the_choices_fit_a_1280x800_screen(
-    tmp_path: Path, withheld: bool, picture: bool
+def test_the_result_and_the_choices_fit_a_1280x800_or_1024x600_screen(
+    tmp_path: Path, withheld: bool, picture: bool, screen: tuple[int, int]
 ) -> None:
     """At 1280x800 the result (its picture, every feature compared with the age band) ran to
     some 1,250 px: the age band and consent choices for the next customer lay below the
     screen's edge, and a kiosk screen has no one to scroll it. Without a picture (an analyser
-    that draws none) the live preview keeps its place, as small."""
+    that draws none) the live preview keeps its place, as small. On a 1024x600 panel, with that
+    layout, the choices still ended 12 px below the edge and the numbers ran to some 840 px."""
     if picture:
         cv2.imwrite(str(tmp_path / OVERLAY_FILE), textured_skin(7, (1280, 960))(0))
     features = FIXED_FEATURES.model_dump()
     references = {"40-49": {key: {"mean": features[key] * 1.3, "sd": features[key] * 0.1,
                                   "n": 50.0} for key, _, _ in SHOWN_FEATURES}}
     with showing(tmp_path, customer_result(withheld), references) as address, \
-            chromium_page(1280, 800) as page:
+            chromium_page(*screen) as page:
         result_page(page, address)
         expect(page.locator("#overlay" if picture else "#preview")).to_be_visible()
         for language in ("en", "ja"):
