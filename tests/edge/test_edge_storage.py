@@ -994,6 +994,25 @@ def test_a_repaired_copy_damaged_in_use_is_repaired_itself_where_the_outbox_cann
     assert not list(tmp_path.glob("outbox.sqlite3.repaired.repair*"))
 
 
+def test_a_repaired_copy_found_damaged_at_a_start_is_repaired_where_the_outbox_cannot_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a copy damaged while the kiosk was off (a power cut) escaped open_outbox at every start
+    # as OutboxCorruptError: exit 1, again every RestartSec, the kiosk down
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    _running_on_a_copy(path, monkeypatch, 30)
+    checkpoint_and_damage_first_page(copy)
+    with caplog.at_level(logging.ERROR, logger="appliance.transport.outbox_repair"):
+        started = open_outbox(path)
+    assert started.path == copy
+    assert started.depth() == 30
+    assert started.dropped() == 0
+    started.close()
+    said = [r.getMessage() for r in caplog.records if str(copy) in r.getMessage()]
+    assert any("recreated" in line for line in said), said
+
+
 def test_a_copy_whose_own_copy_cannot_take_its_place_is_kept_as_it_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
