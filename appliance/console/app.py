@@ -45,6 +45,7 @@ from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import (
+    HEAD_ASKED,
     CsrfError,
     LoginRequiredError,
     RoleError,
@@ -220,7 +221,8 @@ def _no_route_text(request: Request, exc: StarletteHTTPException) -> str:
 class HeadAsGet:
     """ASGI middleware that routes HEAD as GET: FastAPI routes only the methods a route
     names, so HEAD on a page was a 405. uvicorn sends the answer's head alone (it keeps
-    the request's own method)."""
+    the request's own method). The scope keeps that it was a HEAD (guard.HEAD_ASKED), so
+    a handler whose body costs a query answers without running it (guard.asked_head)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -228,7 +230,7 @@ class HeadAsGet:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, a HEAD as a GET."""
         if scope["type"] == "http" and scope["method"] == "HEAD":
-            scope = {**scope, "method": "GET"}
+            scope = {**scope, "method": "GET", HEAD_ASKED: True}
         await self.app(scope, receive, send)
 
 

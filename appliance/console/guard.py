@@ -85,6 +85,16 @@ class BodyTooLargeError(InputError):
     status = 413
 
 
+# set in a request's ASGI scope by app.HeadAsGet when it was a HEAD, routed as a GET
+HEAD_ASKED = "appliance.head_asked"
+
+
+def asked_head(request: Request) -> bool:
+    """Whether the request was a HEAD (routed as a GET): a handler whose body costs a
+    query (the CSV export) answers its head alone, as the GET would start it."""
+    return bool(request.scope.get(HEAD_ASKED))
+
+
 def session_cookie_name(request: Request) -> str:
     """The session cookie's name. It carries the console's port: a browser sends a host's
     cookies to each of its ports (RFC 6265, section 8.5), so two consoles on one host (:8080

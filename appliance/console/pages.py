@@ -39,6 +39,7 @@ from appliance.console.filters import (
     parse_site,
 )
 from appliance.console.guard import (
+    asked_head,
     check_csrf,
     client_address,
     judged_password,
@@ -76,6 +77,7 @@ DEAD_LETTERS_SHOWN = 100  # a page of them; Older pages through every one kept
 # a day longer, so a visit after its time ran out is told that the session ended instead of
 # getting a bare login page. The cookie is worth nothing then: the store refuses it.
 SESSION_COOKIE_AFTER_END_S = 24 * 3600
+CSV_TYPE = "text/csv; charset=utf-8"
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -255,8 +257,12 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
 def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
     """Every result matching the filter as CSV, streamed a page of rows at a time (no store
     connection is held while the client reads: views.csv_pages). A cursor or page size is
-    checked as the results page checks it, then has no effect: the CSV holds every page."""
+    checked as the results page checks it, then has no effect: the CSV holds every page.
+    A HEAD gets the headers alone, the filter checked, without running the export's query."""
     query = parse_query(once_each(request.query_params.multi_items()))
+    headers = {"Content-Disposition": 'attachment; filename="results.csv"'}
+    if asked_head(request):  # the GET's own head: streamed, no length
+        return StreamingResponse(iter(()), media_type=CSV_TYPE, headers=headers)
     pages = csv_pages(pool_of(request), query)
     first = next(pages)  # read here: a busy store is a 503 page, not a cut-off download
 
@@ -270,8 +276,7 @@ def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
             buffer.seek(0)
             buffer.truncate()
 
-    headers = {"Content-Disposition": 'attachment; filename="results.csv"'}
-    return StreamingResponse(stream(), media_type="text/csv; charset=utf-8", headers=headers)
+    return StreamingResponse(stream(), media_type=CSV_TYPE, headers=headers)
 
 
 @router.get("/results/{measurement_id}")

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from console_helpers import Console, get_with, login_cookie, make_result
+from console_helpers import Console, get_with, login_cookie, make_result, open_request
 
 from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, Store
+from appliance.console.views import CSV_COLUMNS
 
 SEEDED = 60  # console_helpers.seed: 20 at osaka, 40 at tokyo
 
@@ -149,3 +153,36 @@ def test_the_csv_holds_every_page_whatever_cursor_it_is_given(console: Console) 
     status, _, body = get_with(console, f"/results.csv?{older}", cookie)
     assert status == 200, body
     assert len(body.decode().splitlines()) == 1 + 20  # the header and all of osaka's
+
+
+def test_a_head_of_the_csv_answers_its_headers_without_running_the_export(
+    console: Console, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HEAD /results.csv was routed as the GET and read the export's first page (a page of
+    1000 rows) only for uvicorn to drop the body; a client checking the link before it
+    downloads ran the export twice."""
+    cookie, _ = login_cookie(console)
+    exported: list[Sequence[str]] = []
+    page_results = Store.page_results
+
+    def counted(store: Store, columns: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        if tuple(columns) == CSV_COLUMNS:
+            exported.append(columns)
+        return page_results(store, columns, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "page_results", counted)
+    path, headers = "/results.csv?site=osaka", {"Cookie": cookie}
+    status, head, body = open_request(urllib.request.Request(
+        console.url + path, headers=headers, method="HEAD"))
+    assert (status, body) == (200, b"")
+    assert exported == []  # on main: one page read
+    status, got, body = get_with(console, path, cookie)
+    assert status == 200
+    assert len(body.decode().splitlines()) == 1 + 20
+    assert len(exported) == 1  # the GET reads it: the spy sees the export's query
+    for name in ("content-type", "content-disposition"):
+        assert head[name] == got[name], name
+    assert "content-length" not in head  # the GET's is streamed: its length is not known
+    status, _, body = open_request(urllib.request.Request(
+        console.url + "/results.csv?site=<b>", headers=headers, method="HEAD"))
+    assert status == 400  # the filter is checked as for the GET
