@@ -83,9 +83,9 @@ def fleet(store: Store) -> list[dict[str, Any]]:
 
 
 def _shown_device(row: dict[str, Any], now: datetime) -> dict[str, Any]:
-    keep = ("site", "device_id", "state", "last_seen", "status_at", "software_version", "model",
-            "camera", "outbox_depth", "outbox_oldest_age_s", "dropped", "clock_ahead_s",
-            "clock_read_at", "measuring_paused", "outbox_in_use")
+    keep = ("site", "device_id", "state", "last_seen", "status_at", "status_sent_at",
+            "software_version", "model", "camera", "outbox_depth", "outbox_oldest_age_s",
+            "dropped", "clock_ahead_s", "clock_read_at", "measuring_paused", "outbox_in_use")
     ahead_s = row.get("clock_ahead_s")
     return {**{k: row.get(k) for k in keep}, "last_seen_ago": seen_ago(row["last_seen"], now),
             "state_text": state_text(row), "needs_staff": needs_staff(row),

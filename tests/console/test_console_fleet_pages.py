@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +19,7 @@ from appliance.backoffice.schema import device_row, iso_utc
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.console.views import FLEET_SHOWN, fleet_page
 from appliance.synthetic import fleet as fleetsim
+from appliance.transport import payloads
 
 BIG_SITE_KIOSKS = 250  # at one site: three pages
 SEEN = "2026-12-01T00:00:00.000000Z"
@@ -279,3 +281,35 @@ def test_a_kiosk_on_its_repaired_outbox_copy_says_so_on_the_fleet_page_and_in_th
         "k-both": ("repaired_copy", "online, measuring paused: storage, outbox on its "
                    "repaired copy"),
         "k-gone": ("repaired_copy", "offline"), "k-own": (None, "online")}
+
+
+def test_the_fleet_says_when_a_kiosk_sent_its_report_by_the_back_office_s_clock(
+    tmp_path: Path,
+) -> None:
+    """An offline kiosk's camera and outbox are those it last reported; the fleet page said
+    when by the kiosk's own clock alone (``status_at``: 2000-01-01 after a dead CMOS battery)
+    beside "online, 2h ago" counted by the back office's, and the API gave no
+    ``status_sent_at`` (when the back office places that report's sending) at all."""
+    now = datetime.now(UTC)
+    sent = iso_utc(now - timedelta(hours=2, minutes=1))
+    reset = payloads.Status(device_id="k-2000", site="clocked", state="offline",
+                            at=datetime(2000, 1, 1, tzinfo=UTC), camera="online",
+                            outbox_depth=2, outbox_oldest_age_s=90.0)
+    with running_console(tmp_path) as console:
+        store = open_store(console.store_url)
+        try:
+            store.write_batch(Batch(statuses=[device_row(reset, iso_utc(now), sent)]), 100)
+        finally:
+            store.close()
+        (api,) = [d for d in _api(console, "/api/v1/fleet")["devices"]
+                  if d["device_id"] == "k-2000"]
+        _, _, text = _page(console, login_cookie(console)[0], "/fleet?site=clocked")
+        described = _api(console, "/openapi.json")["paths"]["/api/v1/fleet"]["get"]
+    assert (api["status_at"], api["status_sent_at"]) == ("2000-01-01T00:00:00.000000Z", sent)
+    assert api["camera_text"] == "online, 2h ago"
+    reported = f"sent at {sent} (by its own clock 2000-01-01T00:00:00.000000Z)"
+    titles = dict(re.findall(r'<td class="(camera|oldest)" title="([^"]*)"', text))
+    assert unescape(titles["camera"]) == (f"as the kiosk last reported, {reported}; it is "
+                                          "offline now")
+    assert unescape(titles["oldest"]) == f"when the kiosk reported, {reported}"
+    assert "`status_sent_at`" in described["description"]
