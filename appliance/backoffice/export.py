@@ -8,8 +8,12 @@ joined by commas (empty: none), JSON Lines and Parquet a list. The query table s
 Results come out newest (query) or oldest (export) first by their capture as the back office
 placed it (``placed_at``, placed_capture.py), and ``--since`` bounds that time: a kiosk whose
 clock said 2000 has today's results among today's. Each keeps ``captured_at`` as its kiosk
-wrote it; the files carry ``placed_at`` as their last column (a reader by position finds the
-columns before it where they were).
+wrote it. Columns added since go last, so a reader by position finds the columns before them
+where they were: ``placed_at``, then ``grade_between``, the two grades of a near-tie (the
+model's two most probable grades less than NEAR_TIE_MARGIN apart, edge/grade_margin.py), which
+the console, its API and ``results query`` say as "between fine and normal" and the raw
+``label`` names only one of: CSV holds them joined by a comma (empty: the grade stands clear,
+or there is none), JSON Lines a list or null, Parquet a list or null.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, TextIO
 from appliance import safejson
 from appliance.backoffice.fleet import CLOCK_OFF_S
 from appliance.backoffice.schema import (
+    GRADE_PROBABILITIES,
     NOT_VALIDATED_COLUMN,
     PLACED_COLUMN,
     RESULT_COLUMNS,
@@ -40,12 +45,17 @@ from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten, sh
 from appliance.outfile import replaced_when_complete
 from appliance.texttable import aligned
 
-EXPORT_COLUMNS = (*(c for c in RESULT_COLUMNS if c != "payload"), PLACED_COLUMN)
+GRADE_BETWEEN_COLUMN = "grade_between"
+EXPORT_COLUMNS = (*(c for c in RESULT_COLUMNS if c != "payload"), PLACED_COLUMN,
+                  GRADE_BETWEEN_COLUMN)
+# what the store reads for them: the grade probabilities in place of the near-tie they tell
+_EXPORT_READ_COLUMNS = (*EXPORT_COLUMNS[:-1], GRADE_PROBABILITIES)
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 QUERY_COLUMNS = (PLACED_COLUMN, "captured_at", "site", "device_id", "measurement_id",
                  "kime_score", "pore_count", "label", "age_band")
 _PARQUET_CHUNK_ROWS = 10_000
 _NOT_VALIDATED_AT = EXPORT_COLUMNS.index(NOT_VALIDATED_COLUMN)
+_BETWEEN_AT = EXPORT_COLUMNS.index(GRADE_BETWEEN_COLUMN)
 NOT_MEASURED_NOTE = "n/m: not measured (outside the validated range, docs/measurement.md)"
 NOT_GIVEN_NOTE = ("not given: the kiosk withheld the grade (the model reads features not "
                   "measured, or the frame is outside the validated range)")
@@ -164,6 +174,22 @@ def _stored_probabilities(stored: dict[str, Any]) -> dict[str, float] | None:
     return probabilities if isinstance(probabilities, dict) else None
 
 
+def stored_between(probabilities: str | None) -> list[str] | None:
+    """The two grades a stored result lies between (``grade_between``) from the grade
+    probabilities the store picks out of its payload (GRADE_PROBABILITIES, JSON text); None
+    where its grade stands clear, or it has none."""
+    try:
+        stored = safejson.loads(probabilities) if probabilities else None
+    except ValueError:
+        return None
+    return grade_between(stored) if isinstance(stored, dict) else None
+
+
+def between_cell(probabilities: str | None) -> str:
+    """A CSV cell of ``grade_between``: the two grades joined by a comma, '' for none."""
+    return ",".join(stored_between(probabilities) or ())
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -176,7 +202,7 @@ def export_results(
     """Write matching results to ``out`` (``-`` = stdout for csv/jsonl); returns the row count."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
-    rows = store.select_results(EXPORT_COLUMNS, device, since)
+    rows = store.select_results(_EXPORT_READ_COLUMNS, device, since)
     if fmt == "parquet" and out == "-":
         raise ValueError("parquet is binary: give --out FILE")
     if out == "-":
@@ -194,12 +220,13 @@ def _write_text(rows: Iterator[tuple[Any, ...]], fmt: str, stream: TextIO) -> in
         writer = csv.writer(stream)
         writer.writerow(EXPORT_COLUMNS)
         for row in rows:
-            writer.writerow([csv_safe(value) for value in row])
+            writer.writerow([csv_safe(value) for value in (*row[:-1], between_cell(row[-1]))])
             count += 1
         return count
     for row in rows:
         record = dict(zip(EXPORT_COLUMNS, row, strict=True))
         record[NOT_VALIDATED_COLUMN] = not_validated_keys(record[NOT_VALIDATED_COLUMN])
+        record[GRADE_BETWEEN_COLUMN] = stored_between(record[GRADE_BETWEEN_COLUMN])
         stream.write(json.dumps(record) + "\n")
         count += 1
     return count
@@ -212,7 +239,7 @@ def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
     def arrow_type(column: str) -> Any:
         if column == "pore_count":
             return pa.int64()
-        if column == NOT_VALIDATED_COLUMN:
+        if column in (NOT_VALIDATED_COLUMN, GRADE_BETWEEN_COLUMN):
             return pa.list_(pa.string())
         text = column in RESULT_META_COLUMNS or column == PLACED_COLUMN
         return pa.string() if text else pa.float64()
@@ -224,6 +251,7 @@ def _write_parquet(rows: Iterator[tuple[Any, ...]], path: Path) -> int:
             columns = list(zip(*chunk, strict=True))
             columns[_NOT_VALIDATED_AT] = tuple(
                 not_validated_keys(text) for text in columns[_NOT_VALIDATED_AT])
+            columns[_BETWEEN_AT] = tuple(map(stored_between, columns[_BETWEEN_AT]))
             writer.write_table(pa.Table.from_arrays(
                 [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
                 schema=schema,

@@ -17,7 +17,13 @@ from typing import Any
 
 from appliance.backoffice.accounts import ConsoleAccounts
 from appliance.backoffice.keyset import Keyset
-from appliance.backoffice.schema import DEVICE_READ_COLUMNS, PLACED_COLUMN, RESULT_READ_COLUMNS
+from appliance.backoffice.schema import (
+    DEVICE_READ_COLUMNS,
+    GRADE_PROBABILITIES_SQL,
+    PLACED_COLUMN,
+    RESULT_READ_COLUMNS,
+    result_selection,
+)
 from appliance.logsafe import shorten
 
 ROLLOUT_COLUMNS = ("rollout_id", "model_name", "model_version", "decision", "scope", "canaries",
@@ -35,13 +41,6 @@ RESULT_KEYS = Keyset((PLACED_COLUMN, "measurement_id"), descending=True)
 DEVICE_KEYS = Keyset(("site", "device_id"), descending=False)
 ROLLOUT_KEYS = Keyset(("created_at", "rollout_id"), descending=True)
 JOB_KEYS = Keyset(("j.accepted_at", "j.job_id"), descending=True)
-# a stored result's grade probabilities (its payload's classification.probabilities) as JSON
-# text in the label order it was sent in (PostgreSQL's json, unlike jsonb, keeps the order)
-_PROBABILITIES_SQL = {
-    False: "json_extract(payload, '$.classification.probabilities')",
-    True: "(payload::json -> 'classification' -> 'probabilities')::text",
-}
-
 
 @dataclass(frozen=True)
 class ResultFilter:
@@ -139,7 +138,8 @@ class ConsoleQueries(ConsoleAccounts):
         """Results matching ``where``, newest placed capture first: the newest older than
         the ``before`` keyset cursor, or the oldest newer than the ``after`` one (still
         newest first)."""
-        return RESULT_KEYS.page(self._fetch, f"SELECT {_checked(columns)} FROM results",
+        selection = result_selection(columns, self.postgres)
+        return RESULT_KEYS.page(self._fetch, f"SELECT {selection} FROM results",
                                 where.where(), limit, onward=before, back=after)
 
     def count_results_up_to(self, where: ResultFilter, at_most: int) -> ResultCount:
@@ -196,7 +196,7 @@ class ConsoleQueries(ConsoleAccounts):
         if not measurement_ids:
             return {}
         marks = ",".join("?" * len(measurement_ids))
-        rows = self._fetch(f"SELECT measurement_id, {_PROBABILITIES_SQL[self.postgres]} FROM "
+        rows = self._fetch(f"SELECT measurement_id, {GRADE_PROBABILITIES_SQL[self.postgres]} FROM "
                            f"results WHERE measurement_id IN ({marks})", list(measurement_ids))
         return {row[0]: row[1] for row in rows if row[1] is not None}
 

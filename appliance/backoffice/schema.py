@@ -43,6 +43,15 @@ _AFTER_RECEIPT = RESULT_COLUMNS.index("received_at") + 1
 RESULT_READ_COLUMNS = (*RESULT_COLUMNS[:_AFTER_RECEIPT], PLACED_COLUMN,
                        *RESULT_COLUMNS[_AFTER_RECEIPT:])
 
+# read beside a result's columns, though not stored as one: the grade probabilities of its
+# payload (classification.probabilities) as JSON text in the label order they were sent in,
+# picked out in the database (PostgreSQL's json, unlike jsonb, keeps the order); NULL: none
+GRADE_PROBABILITIES = "grade_probabilities"
+GRADE_PROBABILITIES_SQL = {
+    False: "json_extract(payload, '$.classification.probabilities')",
+    True: "(payload::json -> 'classification' -> 'probabilities')::text",
+}
+
 _FEATURE_VALUES = attrgetter(*FEATURE_KEYS)  # one C call per row instead of 16 getattr
 
 DEVICE_COLUMNS = (
@@ -175,6 +184,16 @@ def result_row(result: Result, received_at: str, payload: str) -> tuple[Any, ...
         not_validated_text(result.not_validated),
         payload,
     )
+
+
+def result_selection(columns: Sequence[str], postgres: bool) -> str:
+    """The SELECT list of these result read columns (RESULT_READ_COLUMNS and
+    GRADE_PROBABILITIES, picked out of the payload); ValueError names any other."""
+    unknown = set(columns) - {*RESULT_READ_COLUMNS, GRADE_PROBABILITIES}
+    if unknown:
+        raise ValueError(f"unknown result columns {sorted(unknown)}")
+    return ",".join(f"{GRADE_PROBABILITIES_SQL[postgres]} AS {column}"
+                    if column == GRADE_PROBABILITIES else column for column in columns)
 
 
 def device_row(status: Status, seen_at: str, sent_at: str | None = None) -> tuple[Any, ...]:

@@ -14,7 +14,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from appliance.backoffice.keyset import Keyset
-from appliance.backoffice.schema import DEVICE_READ_COLUMNS, RESULT_READ_COLUMNS, DeadLetter
+from appliance.backoffice.schema import (
+    DEVICE_READ_COLUMNS,
+    RESULT_READ_COLUMNS,
+    DeadLetter,
+    result_selection,
+)
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import StoreError
 
@@ -62,12 +67,15 @@ class StoreReads(StoreConnection):
         newest_first: bool = False,
     ) -> Iterator[tuple[Any, ...]]:
         """Stored results (chosen columns) by placed capture, filtered by device and by a start
-        time of the placed capture."""
-        _refuse_unknown(columns)
+        time of the placed capture; GRADE_PROBABILITIES too (schema.py)."""
+        try:
+            selection = result_selection(columns, self.postgres)
+        except ValueError as unknown:
+            raise StoreError(str(unknown)) from unknown
         where, params = _result_filter(device, since)
         order = "placed_at DESC, measurement_id DESC" if newest_first else (
             "placed_at, measurement_id")
-        sql = f"SELECT {','.join(columns)} FROM results{where} ORDER BY {order}"
+        sql = f"SELECT {selection} FROM results{where} ORDER BY {order}"
         sql += f" LIMIT {int(limit)}" if limit is not None else ""
         return self._stream(sql, params)
 

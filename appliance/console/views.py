@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.backoffice.cohort import REPORT_FEATURES
+from appliance.backoffice.export import GRADE_BETWEEN_COLUMN, between_cell
 from appliance.backoffice.fleet import (
     CLOCK_OFF_S,
     camera_text,
@@ -36,7 +37,7 @@ from appliance.backoffice.fleet import (
 )
 from appliance.backoffice.keyset import Neighbours
 from appliance.backoffice.retention import Period
-from appliance.backoffice.schema import not_validated_keys
+from appliance.backoffice.schema import GRADE_PROBABILITIES, not_validated_keys
 from appliance.backoffice.store import Store
 from appliance.console.cohortview import FeatureView, feature_views, repeat_rows
 from appliance.console.db import StorePool
@@ -54,11 +55,14 @@ LIST_COLUMNS = ("measurement_id", "placed_at", "captured_at", "site", "device_id
 _LIST_PLACED_AT, _LIST_MEASUREMENT_ID = (LIST_COLUMNS.index("placed_at"),
                                        LIST_COLUMNS.index("measurement_id"))
 log = logging.getLogger(__name__)
-# not_validated: "a,b" or empty; placed_at last, so a reader by position finds the columns
-# it had before where they were
+# not_validated: "a,b" or empty; grade_between as `results export` writes it (export.py: the
+# two grades of a near-tie, "fine,normal", or empty). Columns added since go last (placed_at,
+# then grade_between), so a reader by position finds the columns it had before where they were
 CSV_COLUMNS = ("measurement_id", "captured_at", "received_at", "site", "device_id",
                "software_version", "quality_verdict", "model_name", "model_version", "label",
-               "age_band", *FEATURE_KEYS, "not_validated", "placed_at")
+               "age_band", *FEATURE_KEYS, "not_validated", "placed_at", GRADE_BETWEEN_COLUMN)
+# what the store reads for them: the grade probabilities in place of the near-tie they tell
+_CSV_READ_COLUMNS = (*CSV_COLUMNS[:-1], GRADE_PROBABILITIES)
 _CSV_PLACED_AT, _CSV_MEASUREMENT_ID = (CSV_COLUMNS.index("placed_at"),
                                      CSV_COLUMNS.index("measurement_id"))
 CSV_PAGE_ROWS = 1000  # results read per borrowed store connection (keyset pages)
@@ -187,8 +191,8 @@ def csv_pages(pool: StorePool, query: ResultQuery) -> Iterator[list[tuple[Any, .
     before: tuple[str, str] | None = None
     while True:
         with pool.store() as store:
-            rows = store.page_results(CSV_COLUMNS, query.where, before, CSV_PAGE_ROWS)
-        yield rows
+            rows = store.page_results(_CSV_READ_COLUMNS, query.where, before, CSV_PAGE_ROWS)
+        yield [(*row[:-1], between_cell(row[-1])) for row in rows]
         if len(rows) < CSV_PAGE_ROWS:
             return
         before = (rows[-1][_CSV_PLACED_AT], rows[-1][_CSV_MEASUREMENT_ID])

@@ -13,7 +13,8 @@ of the held-out rows, and always between neighbouring grades (fine/normal, norma
 The result keeps every probability (``classification.probabilities``, stored whole with the
 payload by the back office), so anyone reading it can tell a near-tie the same way: the kiosk
 screen, ``appliance analyze`` (its table, ``--json`` and the overlay's caption), the console's
-results list and result page and its API all say it through ``grade_between``.
+results list, result page and CSV, its API, and ``appliance results query`` and ``export`` all
+say it through ``grade_between``.
 Standard library only, as edge/reasons.py, so the console can use it too.
 """
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from appliance.backoffice.export import EXPORT_COLUMNS
@@ -18,6 +19,7 @@ from appliance.backoffice.schema import DeadLetter, device_row, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
 from appliance.edge.reasons import not_graded_reason
+from appliance.modelbuild.table import TableError, read_table
 from appliance.synthetic import fleet
 
 OUTSIDE = ["pore_count", "kime_score"]  # one result's features outside the validated range
@@ -338,3 +340,39 @@ def test_a_query_for_a_device_no_result_comes_from_names_the_devices_there(
     assert _cli("results", "query", "--store", store_url, "--device", "k1",
                 "--since", "2099-01-01T00:00:00Z") == 0
     assert capsys.readouterr().out == "no results match\n"  # k1 has results, none that late
+
+
+def test_every_export_says_a_near_tie_in_a_column_after_those_it_had(tmp_path: Path) -> None:
+    """The console, its API and `results query` say a near-tie as between its two grades
+    (edge/grade_margin.py); the exports carried the raw label alone, so a reader of one took
+    a coin flip between fine and normal for a clear "normal". ``grade_between`` comes last,
+    after the columns the exports had, and a CSV export is still refused as a training table."""
+    url = f"sqlite:///{tmp_path / 'tie.sqlite3'}"
+    rng = random.Random(5)
+    clear, tied, ungraded = (fleet.sample_result(rng, "lab", "k1", i) for i in range(3))
+    assert clear.classification is not None
+    tied = tied.model_copy(update={"classification": clear.classification.model_copy(update={
+        "label": "normal", "probabilities": {"fine": 0.44, "normal": 0.46, "coarse": 0.10}})})
+    ungraded = ungraded.model_copy(update={"classification": None})
+    store = open_store(url)
+    store.write_batch(Batch(results=[result_row(r, "2026-11-26T00:00:00.000000Z",
+                                                r.to_json().decode())
+                                     for r in (clear, tied, ungraded)]), 10)
+    store.close()
+    written = {fmt: tmp_path / f"r.{fmt}" for fmt in ("csv", "jsonl", "parquet")}
+    for fmt, out in written.items():
+        assert _cli("results", "export", "--store", url, "--format", fmt, "--out", str(out)) == 0
+    with written["csv"].open() as stream:
+        header, *rows = list(csv.reader(stream))
+    assert header[-3:] == ["not_validated", "placed_at", "grade_between"]  # appended last
+    expected = {clear.measurement_id: None, tied.measurement_id: ["fine", "normal"],
+                ungraded.measurement_id: None}
+    assert {row[0]: row[-1] for row in rows} == {
+        key: ",".join(between or ()) for key, between in expected.items()}
+    records = [json.loads(line) for line in written["jsonl"].read_text().splitlines()]
+    assert {r["measurement_id"]: r["grade_between"] for r in records} == expected
+    table = pq.read_table(written["parquet"]).to_pydict()
+    assert dict(zip(table["measurement_id"], table["grade_between"], strict=True)) == expected
+    assert tuple(table) == EXPORT_COLUMNS
+    with pytest.raises(TableError, match="a results export"):
+        read_table(written["csv"])

@@ -3,16 +3,23 @@ list and result page and in the API, from the probabilities stored with each res
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from console_helpers import Console, get_with, login_cookie, make_result, running_console
 
-from appliance.backoffice.schema import iso_utc, result_row
-from appliance.backoffice.store import Batch, open_store
+from appliance.backoffice.export import stored_between
+from appliance.backoffice.queries import ResultFilter
+from appliance.backoffice.schema import GRADE_PROBABILITIES, iso_utc, result_row
+from appliance.backoffice.store import Batch, Store, open_store
+from appliance.console.views import CSV_COLUMNS
+from appliance.modelbuild.table import TableError, read_table
 from appliance.transport import payloads
 
 TIED = {"fine": 0.44, "normal": 0.46, "coarse": 0.10}  # normal by 0.02: a near-tie
@@ -85,3 +92,42 @@ def test_the_api_names_a_near_tie_s_two_grades(graded: tuple[Console, dict[str, 
     for name, between in (("tied", ["fine", "normal"]), ("clear", None)):
         one = json.loads(console.get(f"/api/v1/results/{ids[name]}", console.token)[2])
         assert (one["classification"]["label"], one["grade_between"]) == ("normal", between)
+
+
+def test_the_csv_download_names_a_near_tie_s_two_grades_in_a_last_column(
+    graded: tuple[Console, dict[str, str]], tmp_path: Path,
+) -> None:
+    """The CSV carried the raw label alone ("normal" for both); its ``grade_between`` column,
+    after the columns it had, says "fine,normal" as `results export` does, and the file is
+    still refused as a training table (its label is the kiosk model's grade)."""
+    console, ids = graded
+    status, _, body = get_with(console, "/results.csv?device=kiosk-tie", login_cookie(console)[0])
+    assert status == 200
+    header, *rows = list(csv.reader(io.StringIO(body.decode())))
+    assert header[-2:] == ["placed_at", "grade_between"]
+    assert header == list(CSV_COLUMNS)
+    assert {row[0]: (row[header.index("label")], row[-1]) for row in rows} == {
+        ids["tied"]: ("normal", "fine,normal"), ids["clear"]: ("normal", "")}
+    download = tmp_path / "results.csv"
+    download.write_bytes(body)
+    with pytest.raises(TableError, match="a results export"):
+        read_table(download)
+
+
+def test_the_exports_read_a_result_s_grade_probabilities_on_each_backend(store: Store) -> None:
+    """The exports read the probabilities with the result's columns (picked out of its payload
+    by the database, as the list's are), in the console's pages and the command line's
+    stream alike: the near-tie they tell is the one the API says."""
+    results = [make_result(index, "osaka", "kiosk-tie", "30-39").model_copy(update={
+        "classification": payloads.Classification(model="skin-texture-grade", version="1",
+                                                  label="normal", probabilities=odds)})
+        for index, odds in enumerate((TIED, CLEAR))]
+    now = iso_utc(datetime.now(UTC))
+    store.write_batch(Batch(results=[result_row(r, now, r.to_json().decode())
+                                     for r in results]), 100)
+    columns = ("measurement_id", GRADE_PROBABILITIES)
+    paged = store.page_results(columns, ResultFilter(), None, 10)
+    streamed = list(store.select_results(columns))
+    expected = {results[0].measurement_id: ["fine", "normal"], results[1].measurement_id: None}
+    for rows in (paged, streamed):
+        assert {key: stored_between(odds) for key, odds in rows} == expected
