@@ -81,13 +81,14 @@ class StoreReads(StoreConnection):
 
     def select_repeated_subjects(self, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         """The results (chosen columns) with an age band of every subject that has more than
-        one of them, a subject's results together (by subject id, then capture time)."""
+        one of them, a subject's results together (by subject id, then their capture as the
+        back office placed it, as every list goes: not by their kiosks' clocks)."""
         _refuse_unknown(columns)
         banded = "subject_id IS NOT NULL AND age_band IS NOT NULL"
         return self._stream(
             f"SELECT {','.join(columns)} FROM results WHERE {banded} AND subject_id IN "
             f"(SELECT subject_id FROM results WHERE {banded} GROUP BY subject_id "
-            "HAVING COUNT(*) > 1) ORDER BY subject_id, captured_at, measurement_id", [])
+            "HAVING COUNT(*) > 1) ORDER BY subject_id, placed_at, measurement_id", [])
 
     def _stream(self, sql: str, params: Sequence[Any],
                 rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]:

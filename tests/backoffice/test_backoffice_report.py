@@ -14,6 +14,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from appliance.backoffice.cohort import (
     summary,
 )
 from appliance.backoffice.report import feature_figure, write_cohort_report
-from appliance.backoffice.schema import result_row
+from appliance.backoffice.schema import device_row, iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.cli import main
 from appliance.synthetic import fleet
@@ -425,3 +426,34 @@ def test_the_age_axis_fills_the_years_between_bands_with_decades() -> None:
                                                    "80+"]
     assert age_axis(["30-39", "40-49"]) == ["30-39", "40-49"]
     assert age_axis([]) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_subject_s_repeat_measurements_come_in_the_order_the_back_office_places_them(
+    tmp_path: Path, backend: str,
+) -> None:
+    """The store gave a subject's results by their kiosk's clock (captured_at), where every
+    list, filter, export and the report's period go by the capture as the back office places
+    it (placed_at): a measurement on a kiosk whose clock a dead CMOS battery put at 2000
+    came before the subject's measurement an hour earlier on a kiosk whose clock was right."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    rng = random.Random(8)
+    right, reset = (fleet.sample_result(rng, "lab", device, i, subject_id="s-repeat")
+                    for i, device in enumerate(("k-right", "k-2000")))
+    right = right.model_copy(update={"captured_at": now - timedelta(hours=1)})
+    reset = reset.model_copy(update={"captured_at": datetime(2000, 1, 1, tzinfo=UTC)})
+    ahead_s = (reset.captured_at - now).total_seconds()  # as its live status read it just now
+    read = fleet.online_status("lab", "k-2000").model_copy(update={"at": reset.captured_at})
+    with fresh_store(backend, tmp_path, "report_repeat_order", open_store) as store:
+        store.write_batch(Batch(results=[result_row(right, iso_utc(right.captured_at),
+                                                    right.to_json().decode())]), 10)
+        store.write_batch(Batch(
+            results=[result_row(reset, iso_utc(now), reset.to_json().decode())],
+            statuses=[device_row(read, iso_utc(now), iso_utc(now))],
+            clock_readings=[("lab", "k-2000", ahead_s, iso_utc(now), None)]), 10)
+        placed = dict(store.query("SELECT device_id, placed_at FROM results"))
+        listed = [row[0] for row in store.select_repeated_subjects(("device_id",))]
+        (repeat,) = repeats(store)
+    assert placed["k-right"] < placed["k-2000"]  # placed as measured: an hour apart
+    assert listed == ["k-right", "k-2000"]  # on main: k-2000 first, by its clock's 2000
+    assert (repeat.subject_id, repeat.count, repeat.devices) == ("s-repeat", 2, 2)
