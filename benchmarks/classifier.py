@@ -1,6 +1,8 @@
 """Classifier targets (issue 4): INT8/float agreement and accuracy loss on the held-out split,
 median latency per feature vector on one core, INT8 vs float file size, and bad models refused
-while the runner keeps serving. Prints ONE JSON object.
+while the runner keeps serving; and how calibrated its probabilities are (``confidence``: ECE,
+Brier, NLL and the reliability table on the validation, test and all held-out rows, with the
+near-tie's figures). Prints ONE JSON object.
 
 Usage: .venv/bin/python benchmarks/classifier.py [MODEL.int8.onnx] [TABLE] [--repeats N]
 """
@@ -18,10 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from appliance.edge.grade_margin import NEAR_TIE_MARGIN
 from appliance.inference.classifier import FeatureError, SkinClassifier
 from appliance.inference.contract import ModelError
 from appliance.inference.runner import OnnxRunner
 from appliance.modelbuild.evaluate import evaluate, find_float_model
+from appliance.modelbuild.reliability import chance_ece, reliability
+from appliance.modelbuild.training import label_indices
 from appliance.transport.payloads import FEATURE_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +57,40 @@ def _jittered_agreement(model: Path, float_path: Path, table: Path, copies: int 
     int8 = OnnxRunner(model).probabilities(jittered).argmax(axis=1)
     full = OnnxRunner(float_path).probabilities(jittered).argmax(axis=1)
     return float(np.mean(int8 == full))
+
+
+HELD_OUT = ("calibration", "validation", "test")
+
+
+def _near_ties(probabilities: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """How many rows the kiosk calls a near-tie, and how often the top grade is right in and
+    out of them."""
+    ranked = np.sort(probabilities, axis=1)
+    near = ranked[:, -1] - ranked[:, -2] < NEAR_TIE_MARGIN
+    right = probabilities.argmax(axis=1) == truth
+    return {"margin": NEAR_TIE_MARGIN, "rows": int(near.sum()),
+            "share": round(float(near.mean()), 4),
+            "top_right_in_near_ties": round(float(right[near].mean()), 4) if near.any() else None,
+            "top_right_elsewhere": round(float(right[~near].mean()), 4)}
+
+
+def _confidence(model: Path, table: Path) -> dict[str, Any]:
+    """Reliability of the served probabilities on held-out rows."""
+    from appliance.modelbuild.table import read_table
+
+    runner = OnnxRunner(model)
+    rows = read_table(table, FEATURE_KEYS)
+    figures: dict[str, Any] = {}
+    for name, splits in (("validation", ("validation",)), ("test", ("test",)),
+                         ("held_out", HELD_OUT)):
+        chosen = [rows.rows(split) for split in splits]
+        served = np.concatenate([runner.probabilities(c.features) for c in chosen])
+        truth = np.concatenate([label_indices(c.labels, runner.contract.labels) for c in chosen])
+        figures[name] = {
+            "served": reliability(served, truth) | {"near_ties": _near_ties(served, truth)},
+            "chance_ece_if_calibrated": chance_ece(served),
+        }
+    return figures
 
 
 def _latency(model: Path, table: Path, repeats: int) -> dict[str, Any]:
@@ -160,12 +199,13 @@ def main() -> None:
     sizes = {"int8_bytes": args.model.stat().st_size, "float_bytes": float_path.stat().st_size}
     sizes["ratio"] = sizes["float_bytes"] / sizes["int8_bytes"]
     refusals = _refusals(args.model)
+    confidence = _confidence(args.model, args.table)
     met = _met(held_out, latency, sizes, refusals)
     print(json.dumps({
         "benchmark": "classifier", "model": str(args.model.relative_to(REPO))
         if args.model.is_relative_to(REPO) else str(args.model),
         "held_out": held_out, "latency_one_core": latency, "sizes": sizes,
-        "bad_models": refusals, "targets": TARGETS, "met": met,
+        "bad_models": refusals, "confidence": confidence, "targets": TARGETS, "met": met,
         "load_average_1_5_15": os.getloadavg(), "cpus": os.cpu_count(),
     }, indent=2))
 

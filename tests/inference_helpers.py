@@ -38,6 +38,23 @@ def make_table(rows: int = 600, seed: int = 0, noise: float = 0.1) -> LabelledTa
     )
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+
+
+def drawn_overconfident(
+    rows: int, sharpened_by: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from softmax(z), and the probabilities of a model that says softmax(z * k):
+    overconfident by a temperature of k."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 1.5, (rows, 3))
+    truth = np.asarray([rng.choice(3, p=p) for p in softmax(logits)], dtype=np.int64)
+    return softmax(logits * sharpened_by), truth
+
+
 def contract(version: str = "1.0.0", **changes: object) -> ModelContract:
     """A valid contract for the test models."""
     base = ModelContract(
