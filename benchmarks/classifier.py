@@ -1,8 +1,9 @@
 """Classifier targets (issue 4): INT8/float agreement and accuracy loss on the held-out split,
 median latency per feature vector on one core, INT8 vs float file size, and bad models refused
 while the runner keeps serving; and how calibrated its probabilities are (``confidence``: ECE,
-Brier, NLL and the reliability table on the validation, test and all held-out rows, with the
-near-tie's figures). Prints ONE JSON object.
+Brier, NLL and the reliability table on the validation, test and all held-out rows, with and
+without the temperature in its graph, and the near-tie's figures either way). Prints ONE JSON
+object.
 
 Usage: .venv/bin/python benchmarks/classifier.py [MODEL.int8.onnx] [TABLE] [--repeats N]
 """
@@ -26,6 +27,7 @@ from appliance.inference.contract import ModelError
 from appliance.inference.runner import OnnxRunner
 from appliance.modelbuild.evaluate import evaluate, find_float_model
 from appliance.modelbuild.reliability import chance_ece, reliability
+from appliance.modelbuild.temperature import graph_temperature, tempered
 from appliance.modelbuild.training import label_indices
 from appliance.transport.payloads import FEATURE_KEYS
 
@@ -59,6 +61,8 @@ def _jittered_agreement(model: Path, float_path: Path, table: Path, copies: int 
     return float(np.mean(int8 == full))
 
 
+# the rows no training saw; a build fits the temperature on the calibration rows, so only
+# validation_and_test say how it does on rows new to it (held_out: as grade_margin.py counts)
 HELD_OUT = ("calibration", "validation", "test")
 
 
@@ -75,19 +79,26 @@ def _near_ties(probabilities: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
 
 
 def _confidence(model: Path, table: Path) -> dict[str, Any]:
-    """Reliability of the served probabilities on held-out rows."""
+    """Reliability of the served probabilities and of the same model without its temperature."""
+    import onnx
+
     from appliance.modelbuild.table import read_table
 
     runner = OnnxRunner(model)
+    value = graph_temperature(onnx.load_model(str(model)))
     rows = read_table(table, FEATURE_KEYS)
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"temperature": value}
     for name, splits in (("validation", ("validation",)), ("test", ("test",)),
-                         ("held_out", HELD_OUT)):
+                         ("validation_and_test", HELD_OUT[1:]), ("held_out", HELD_OUT)):
         chosen = [rows.rows(split) for split in splits]
         served = np.concatenate([runner.probabilities(c.features) for c in chosen])
         truth = np.concatenate([label_indices(c.labels, runner.contract.labels) for c in chosen])
+        untempered = tempered(served, 1.0 / value)
         figures[name] = {
             "served": reliability(served, truth) | {"near_ties": _near_ties(served, truth)},
+            "without_temperature": reliability(untempered, truth)
+            | {"near_ties": _near_ties(untempered, truth)},
+            "grades_same": bool(np.array_equal(served.argmax(1), untempered.argmax(1))),
             "chance_ece_if_calibrated": chance_ece(served),
         }
     return figures

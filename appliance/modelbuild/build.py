@@ -1,7 +1,8 @@
 """Build a texture-grade model from a labelled table: train, export float ONNX, INT8-quantize,
 validate, and write the contract with the calibration and validation figures into both files.
 
-Splits: ``train`` fits the MLP, ``calibration`` sets the INT8 activation ranges, ``validation``
+Splits: ``train`` fits the MLP, ``calibration`` sets the INT8 activation ranges and the
+softmax temperature (``temperature.py``: the probabilities' calibration), ``validation``
 picks the quantization scheme and gives the figures in the metadata; ``test`` is never touched
 here (``appliance models evaluate`` and ``benchmarks/classifier.py`` use it).
 
@@ -31,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from appliance.inference.contract import CREATED_AT_FORMAT, ModelContract
-from appliance.modelbuild import export, quantize
+from appliance.modelbuild import export, quantize, temperature
 from appliance.modelbuild.evaluate import FLOAT_MODEL_KEY
+from appliance.modelbuild.reliability import expected_calibration_error, negative_log_likelihood
 from appliance.modelbuild.table import LabelledTable, TableError, assign_splits, read_table
 from appliance.modelbuild.training import TrainedMlp, label_indices, train_mlp
 from appliance.outfile import fsync_path
@@ -112,6 +114,34 @@ def _contract(settings: BuildSettings, labels: Sequence[str], figures: dict[str,
         figures=figures,
         extra=extra,
     )
+
+
+def _calibrate_confidence(
+    table: LabelledTable, labels: Sequence[str], paths: tuple[Path, Path]
+) -> dict[str, Any]:
+    """Fit the temperature on the INT8 model's calibration rows, put it in both graphs (one T,
+    so the two stay comparable), and say what it did there and on the validation rows."""
+    calibration, validation = _split(table, "calibration"), _split(table, "validation")
+    truth = label_indices(calibration.labels, labels)
+    before = quantize.predict(paths[1], calibration.features)
+    value = temperature.fit_temperature(before, truth)
+    if temperature.at_bound(value):
+        log.warning("temperature %.2f: at the bound of its search; the %d calibration rows say "
+                    "little about confidence (label more data)", value, len(calibration))
+    validation_truth = label_indices(validation.labels, labels)
+    validation_before = quantize.predict(paths[1], validation.features)
+    for path in paths:
+        temperature.set_temperature(path, value)
+    after = temperature.tempered(before, value)
+    return {
+        "value": value, "fitted_on_rows": len(calibration),
+        "nll_before": round(negative_log_likelihood(before, truth), 4),
+        "nll_after": round(negative_log_likelihood(after, truth), 4),
+        "validation_ece_before": round(
+            expected_calibration_error(validation_before, validation_truth), 4),
+        "validation_ece_after": round(expected_calibration_error(
+            quantize.predict(paths[1], validation.features), validation_truth), 4),
+    }
 
 
 def _figures(
@@ -256,7 +286,9 @@ def _build_in(folder: Path, settings: BuildSettings, table: LabelledTable) -> Bu
         float_path, int8_path, _split(table, "calibration").features,
         _split(table, "validation").features, len(model.layers),
     )
+    confidence = _calibrate_confidence(table, labels, (float_path, int8_path))
     figures = _figures(model, scheme, schemes, table, (float_path, int8_path))
+    figures["calibration"]["temperature"] = confidence
     float_contract = _contract(settings, labels, figures, {"precision": "float32"})
     export.rewrite_metadata(float_path, float_contract)
     contract = _contract(

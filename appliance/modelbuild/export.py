@@ -2,7 +2,8 @@
 
 The graph is written node by node (no torch exporter needed): ``features`` [batch, n] float32
 -> Sub(mean) -> Div(std) -> (Gemm -> Relu)* -> Gemm -> Softmax -> ``probabilities``
-[batch, labels]. Opset 17, dynamic batch axis.
+[batch, labels]. Opset 17, dynamic batch axis. A build then divides the logits by its fitted
+temperature in front of the Softmax (``temperature.py``).
 """
 
 from __future__ import annotations

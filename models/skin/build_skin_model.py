@@ -29,7 +29,7 @@ MODELS = Path(__file__).resolve().parent.parent
 SHIPPED = MODELS.parent / "appliance" / "shipped"
 TABLE = MODELS / "data" / "skin-grades.parquet"
 ARCHITECTURES = ((), (32,), (64, 64), (128, 128))
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 
 def _default_features() -> str:
