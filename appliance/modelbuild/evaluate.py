@@ -1,5 +1,6 @@
 """Validation report of a model on a labelled table: accuracy, per-class precision/recall,
-confusion matrix, and how often the INT8 model agrees with the float model it came from."""
+confusion matrix, how far its probabilities can be taken at their word (``reliability.py``),
+and how often the INT8 model agrees with the float model it came from."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy.typing as npt
 from appliance.inference.contract import ModelError
 from appliance.inference.runner import OnnxRunner
 from appliance.logsafe import escape_controls
+from appliance.modelbuild.reliability import chance_ece, reliability
 from appliance.modelbuild.table import SPLITS, LabelledTable, TableError, read_table
 
 FLOAT_MODEL_KEY = "float_model"
@@ -40,6 +42,9 @@ class Evaluation:
     accuracy: float
     per_class: dict[str, ClassFigures]
     confusion: list[list[int]]  # rows: true label, columns: predicted label
+    # the top label's mean probability, ECE, Brier score and NLL, and the ECE a calibrated
+    # model shows by chance on these rows (median): reliability.py
+    confidence: dict[str, float] | None = None
     float_model: str | None = None
     float_accuracy: float | None = None
     agreement_with_float: float | None = None
@@ -144,7 +149,8 @@ def evaluate(
     table, split = _held_out(runner, table_path, split)
     labels = runner.contract.labels
     truth = _true_indices(table, labels, runner.path)
-    predicted = np.argmax(runner.probabilities(table.features), axis=1)
+    probabilities = runner.probabilities(table.features)
+    predicted = np.argmax(probabilities, axis=1)
     matrix = confusion_matrix(truth, predicted, len(labels))
     reference = Path(float_path) if float_path else find_float_model(runner)
     float_accuracy, agreement = _float_figures(runner, reference, table.features, truth,
@@ -153,9 +159,27 @@ def evaluate(
         model=runner.contract.name, version=runner.contract.version, rows=len(table), split=split,
         labels=labels, accuracy=float(np.mean(predicted == truth)),
         per_class=per_class_figures(matrix, labels), confusion=matrix.tolist(),
+        confidence=_confidence(probabilities, truth),
         float_model=str(reference) if reference else None,
         float_accuracy=float_accuracy, agreement_with_float=agreement,
     )
+
+
+def _confidence(probabilities: npt.NDArray[np.float32],
+                truth: npt.NDArray[np.int64]) -> dict[str, float]:
+    figures = reliability(probabilities, truth)
+    return {key: figures[key] for key in ("mean_confidence", "ece", "brier", "nll")} | {
+        "ece_by_chance": chance_ece(probabilities, draws=200)["median"]}
+
+
+def _confidence_lines(report: Evaluation) -> list[str]:
+    figures = report.confidence
+    if figures is None:
+        return []
+    return [f"confidence {figures['mean_confidence']:.4f} on average for accuracy "
+            f"{report.accuracy:.4f}, Brier {figures['brier']:.4f}, NLL {figures['nll']:.4f}",
+            f"ECE {figures['ece']:.4f} (10 bins, top label; a calibrated model shows about "
+            f"{figures['ece_by_chance']:.4f} on as many rows)"]
 
 
 def format_report(report: Evaluation) -> str:
@@ -175,6 +199,7 @@ def format_report(report: Evaluation) -> str:
     lines.append(" " * width + "".join(f"{label:>{width}}" for label in report.labels))
     for label, row in zip(report.labels, report.confusion, strict=True):
         lines.append(f"{label:<{width}}" + "".join(f"{count:>{width}d}" for count in row))
+    lines += _confidence_lines(report)
     if report.agreement_with_float is None:
         lines.append("float model: none found (pass --float FILE to compare INT8 with float)")
     else:

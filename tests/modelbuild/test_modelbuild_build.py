@@ -18,7 +18,9 @@ from appliance.cli import main
 from appliance.inference.runner import OnnxRunner
 from appliance.modelbuild.build import BuildSettings, BuiltModel, build_model
 from appliance.modelbuild.evaluate import evaluate
+from appliance.modelbuild.reliability import brier_score, expected_calibration_error
 from appliance.modelbuild.table import TableError, read_table, write_table
+from appliance.modelbuild.training import label_indices
 from appliance.transport.payloads import FEATURE_KEYS
 from appliance.updates.testing import linear_model
 
@@ -354,3 +356,18 @@ def test_the_quantization_log_is_a_summary_line_and_a_line_a_scheme_with_debug(
     assert "8 schemes measured on 20 validation rows" in summaries[0]
     assert "; chose Q" in summaries[0]
     assert len([message for level, message in lines if level == logging.DEBUG]) == 8
+
+
+def test_evaluate_reports_how_far_the_probabilities_can_be_taken_at_their_word(
+    built: BuiltModel, table_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = read_table(table_path).rows("test")
+    probabilities = OnnxRunner(built.int8_path).probabilities(rows.features)
+    truth = label_indices(rows.labels, ("fine", "normal", "coarse"))
+    report = evaluate(built.int8_path, table_path, "test")
+    assert report.confidence is not None
+    assert report.confidence["ece"] == round(expected_calibration_error(probabilities, truth), 4)
+    assert report.confidence["brier"] == round(brier_score(probabilities, truth), 4)
+    assert 0.0 < report.confidence["ece_by_chance"] < 0.2
+    assert main(["models", "evaluate", str(built.int8_path), "--data", str(table_path)]) == 0
+    assert f"ECE {report.confidence['ece']:.4f} (10 bins, top label" in capsys.readouterr().out
