@@ -111,8 +111,10 @@ class RequestAdmission:
                 self._refuse(JobRefusedError(f"the server could not handle this request "
                                              f"({type(exc).__name__}); see its log", name))
         with suppress(Exception):
-            topic = (request_topic if kind == "job" else cancel_topic)(self.prefix, name)
-            self.client.publish(topic, b"", qos=1, retain=True)
+            if kind == "job":
+                self._clear_request(name)
+            else:
+                self.client.publish(cancel_topic(self.prefix, name), b"", qos=1, retain=True)
             if qos:
                 self.client.ack(mid, qos)
 
@@ -229,7 +231,12 @@ class RequestAdmission:
                                   options=SubscribeOptions(qos=1))
 
     def _clear_request(self, job_id: str) -> None:
-        """Clear a job's retained request: the job ended, or it was refused."""
+        """Clear a job's retained request: the job ended, or it was refused. From now on it
+        counts neither among the retained requests nor in its login's share: the broker
+        drops it as it reads this clear (a request sent again under its id is counted anew
+        when read). Counted until the clear came back from the broker, a login's own burst
+        of refused requests had its next job refused meanwhile."""
+        self._retained.forget(job_id)
         self.client.publish(request_topic(self.prefix, job_id), b"", qos=1, retain=True)
 
     def _not_a_request(self, name: str) -> None:

@@ -1,8 +1,10 @@
 """The job requests a pathology server counts as retained on the broker, waiting or running,
-as it read them since it connected: at most ``pathology.max_retained_requests`` in all (the
-bound on the broker's memory) and at most ``max_retained_requests_per_login`` of one login's
-(a job id's first level: the fleet's broker lets only that login publish under it), so one
-login's flood fills its own share, not the others' (docs/pathology-server.md, Delivery item 5).
+as it read them since it connected, less those it cleared itself (refused, or their job
+ended: the broker drops them as it reads the clear): at most
+``pathology.max_retained_requests`` in all (the bound on the broker's memory) and at most
+``max_retained_requests_per_login`` of one login's (a job id's first level: the fleet's
+broker lets only that login publish under it), so one login's flood fills its own share, not
+the others' (docs/pathology-server.md, Delivery item 5).
 Request admission (appliance/pathology/admission.py) asks which limit a new request would pass
 and refuses it with ``refusal``.
 """
@@ -51,7 +53,8 @@ class RetainedRequests:
             self._of_login[job_submitter(job_id)] += 1
 
     def forget(self, job_id: str) -> None:
-        """A request cleared from the broker: no longer counted, nor in its login's share."""
+        """A request cleared (by this server, or read cleared): no longer counted, nor in its
+        login's share."""
         if job_id not in self._ids:
             return
         del self._ids[job_id]

@@ -1640,6 +1640,36 @@ def test_one_login_s_flood_of_requests_leaves_another_login_its_share(
         assert env.watcher.wait(job_id, {"done", "failed"}, timeout_s=120)["state"] == "done"
 
 
+def test_a_login_s_refused_requests_leave_its_share_to_its_next_jobs_at_once(
+    env: Env, serve: Servers,
+) -> None:
+    """A request the server refused counted in its login's share until the server's clear of
+    it came back from the broker: a login's burst of refused requests had its own next job
+    refused ("2 job requests of login lab wait or run already") though none of them waited.
+    A refused request counts no more once the server refuses it; the share still bounds what
+    the login has waiting or running. All retained before the server reads them, so the
+    broker sends the jobs before any of the server's clears comes back."""
+    refused = [f"lab/a-garbage-{index}" for index in range(3)]
+    jobs = [f"lab/b-job-{index}" for index in range(3)]
+    for job_id in refused:
+        _publish_retained(env.broker, request_topic(env.prefix, job_id), b"{not json")
+    for job_id in jobs:
+        _publish_retained(env.broker, request_topic(env.prefix, job_id),
+                          json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode())
+    backend = GatedBackend(delay_s=0.0)
+    backend.flowing.clear()  # the first job runs until the last one is answered
+    serve(env.config(max_retained_requests_per_login=2, max_running_jobs=1), backend)
+    for job_id in refused:
+        assert "not JSON" in env.watcher.wait(job_id, {"failed"})["reason"]
+    reason = env.watcher.wait(jobs[2], {"failed"})["reason"]
+    assert ("refused: 2 job requests of login lab wait or run already "
+            "(pathology.max_retained_requests_per_login)") in reason, reason
+    backend.flowing.set()
+    for job_id in jobs[:2]:
+        ended = env.watcher.wait(job_id, {"done", "failed"}, timeout_s=120)
+        assert ended["state"] == "done", ended.get("reason")
+
+
 def _flood_qos0(broker: PrivateBroker, prefix: str, messages: list[tuple[str, bytes]]) -> None:
     """A job client's flood: each (topic, payload) at QoS 0, then a QoS 1 marker on a topic
     nobody reads, whose PUBACK the broker sends once it has read the packets before it (one
@@ -1669,9 +1699,10 @@ def test_a_flood_of_qos0_requests_is_bounded_in_the_server_and_jobs_still_run(
     of QoS 0 requests (here 2000 of 64 kB, each refused, a store write apiece) had them all
     wait in the server's queue at once, its memory growing with them. At most
     MAX_QOS0_WAITING wait now; the rest are dropped, counted and logged, and a job sent as
-    the job commands send it (QoS 1) by another login still runs (the flooding login's own
-    requests count against its share, max_retained_requests_per_login, until their clears
-    come back). On a private broker: the flood is its own."""
+    the job commands send it (QoS 1) by the flooding login still runs (its refused requests
+    count in its share, max_retained_requests_per_login, no more once refused; they counted
+    until their clears came back, and that job was refused now and then). On a private
+    broker: the flood is its own."""
     prefix = "test/qos0-flood"
     watcher = Watcher(private_broker, prefix)
     server = serve(_config(tmp_path, prefix, private_broker, slides))
@@ -1692,8 +1723,8 @@ def test_a_flood_of_qos0_requests_is_bounded_in_the_server_and_jobs_still_run(
     _flood_qos0(private_broker, prefix,
                 [(request_topic(prefix, f"lab/flood-{index}"), body) for index in range(2000)])
     try:
-        watcher.submit(_job("other-lab/after-the-flood", [slides / "b12.jpg"]))
-        ended = watcher.wait("other-lab/after-the-flood", {"done", "failed"}, 120)
+        watcher.submit(_job("lab/after-the-flood", [slides / "b12.jpg"]))
+        ended = watcher.wait("lab/after-the-flood", {"done", "failed"}, 120)
         assert ended["state"] == "done", {k: v for k, v in ended.items() if k != "schema"}
     finally:
         flooding.clear()
