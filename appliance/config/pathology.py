@@ -59,14 +59,16 @@ class PathologyConfig(Section):
         1000, ge=1, le=1_000_000,
         description="Most job requests left retained on the broker at once (waiting or "
         "running): a further one is refused and cleared as it comes, so one job client cannot "
-        "fill the broker's memory (mosquitto bounds no client's retained messages).")
+        "fill the broker's memory (mosquitto bounds no client's retained messages). It bounds "
+        "the refusal states a server leaves retained and the refusals the store keeps too.")
     max_retained_requests_per_login: int = Field(
         100, ge=1, le=1_000_000,
         description="Most of those a job login's requests may be (its share; the login is a "
         "job id's first level): a further one of its own is refused, so one login's flood "
-        "cannot crowd out the others' requests. At most max_retained_requests (the default "
-        "is capped at it); give it at least max_retained_requests divided by the number of "
-        "job logins for each to be sure of its share.")
+        "cannot crowd out the others' requests, nor its refusals the others'. At most "
+        "max_retained_requests (the default is capped at it); give it at least "
+        "max_retained_requests divided by the number of job logins for each to be sure of "
+        "its share.")
     max_slides_per_job: int = Field(1000, ge=1, le=100_000,
                                     description="A job naming more slides is refused.")
     max_job_bytes: int = Field(262_144, ge=1024, description="A larger job payload is refused.")

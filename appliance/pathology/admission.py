@@ -6,12 +6,12 @@ clears one beyond ``pathology.max_retained_requests`` as it comes, or beyond its
 ``max_retained_requests_per_login`` (appliance/pathology/retained.py); it keeps at most
 ``running_jobs_limit`` put-off requests, oldest first, and reads the retained requests again
 when it had to leave some out; it keeps at most ``max_retained_requests`` refusal states it left
-retained, and the store keeps at most that many refusals, none older than
-``final_state_keep_s``. Cancel requests that name nothing to cancel are cleared and answered
-here too. Each refusal is said in the log one by one up to a budget a minute, then counted
-(a job client can send them in a loop). Running the jobs it takes (leases, workers,
-finishing) is the server's (appliance/pathology/server.py; docs/pathology-server.md, items 1
-and 5).
+retained, each login's share of them at most (appliance/pathology/refusals.py), and the store
+keeps as many refusals, none older than ``final_state_keep_s``. Cancel requests that name
+nothing to cancel are cleared and answered here too. Each refusal is said in the log one by
+one up to a budget a minute, then counted (a job client can send them in a loop). Running the
+jobs it takes (leases, workers, finishing) is the server's (appliance/pathology/server.py;
+docs/pathology-server.md, items 1 and 5).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from appliance.pathology.jobs import (
     topic_login,
 )
 from appliance.pathology.jobstore import PathologyStore
+from appliance.pathology.refusals import refusals_let_go
 from appliance.pathology.requestcheck import RequestChecks
 from appliance.pathology.retained import RetainedRequests
 
@@ -93,7 +94,8 @@ class RequestAdmission:
         # read them since it connected: at most max_retained_requests, and each login's share
         self._retained = RetainedRequests(self.settings)
         # job ids whose refusal this server left retained as their state, oldest first: at most
-        # max_retained_requests, so refused requests cannot fill the broker with states either
+        # max_retained_requests, each login's share of them at most, so refused requests cannot
+        # fill the broker with states either, nor one login's clear the others'
         self._refusal_states: dict[str, None] = {}
         self._rescanned_at = time.monotonic()
         self._refusals_pruned_at = -math.inf
@@ -343,9 +345,10 @@ class RequestAdmission:
             self._publish_error("", state_payload("", "failed", reason=str(exc),
                                                   server=self.server_id))
             return
-        if self.store.record_refusal(exc.job_id, self.server_id, str(exc),
-                                     keep_s=self.settings.final_state_keep_s,
-                                     keep=self.settings.max_retained_requests):
+        if self.store.record_refusal(
+                exc.job_id, self.server_id, str(exc), keep_s=self.settings.final_state_keep_s,
+                keep=self.settings.max_retained_requests,
+                keep_per_login=self.settings.retained_requests_per_login_limit):
             self._publish(exc.job_id, "failed", reason=str(exc))
             self._keep_refusal_state(exc.job_id)
         else:  # refused already, or a stored job: its state stays (published again if ended)
@@ -356,22 +359,29 @@ class RequestAdmission:
 
     def _prune_stored_refusals(self) -> None:
         """Now and then (REFUSALS_PRUNE_S), remove the refusals the store holds beyond the
-        newest max_retained_requests or older than final_state_keep_s, as the broker drops
-        their states (record_refusal prunes too, but only when a request is refused)."""
+        newest max_retained_requests (each login's beyond its share) or older than
+        final_state_keep_s, as the broker drops their states (record_refusal prunes too,
+        but only when a request is refused)."""
         if time.monotonic() - self._refusals_pruned_at < REFUSALS_PRUNE_S:
             return
         self.store.prune_refusals(self.settings.final_state_keep_s,
-                                  self.settings.max_retained_requests)
+                                  self.settings.max_retained_requests,
+                                  self.settings.retained_requests_per_login_limit)
         self._refusals_pruned_at = time.monotonic()
 
     def _keep_refusal_state(self, job_id: str) -> None:
-        """Note a refused job's retained state; beyond max_retained_requests, clear the oldest
-        one this server left (`job list` shows the newest; the store keeps as many)."""
+        """Note a refused job's retained state, the newest; clear those this server left
+        beyond its login's newest max_retained_requests_per_login, and beyond
+        max_retained_requests in all (appliance/pathology/refusals.py; `job list` shows the
+        newest, the store keeps the same). One bound for every login let one login's garbage
+        clear the others' refusal states."""
+        self._refusal_states.pop(job_id, None)
         self._refusal_states[job_id] = None
-        while len(self._refusal_states) > self.settings.max_retained_requests:
-            oldest = next(iter(self._refusal_states))
-            del self._refusal_states[oldest]
-            self.client.publish(state_topic(self.prefix, oldest), b"", qos=1, retain=True)
+        for gone in refusals_let_go(list(reversed(self._refusal_states)),
+                                    self.settings.retained_requests_per_login_limit,
+                                    self.settings.max_retained_requests):
+            del self._refusal_states[gone]
+            self.client.publish(state_topic(self.prefix, gone), b"", qos=1, retain=True)
 
     def _event_cancel(self, job_id: str, mid: int, qos: int, requested: bool) -> None:
         if requested and not JOB_ID.match(job_id):

@@ -29,6 +29,7 @@ from appliance.backoffice.store import Store, StoreError
 from appliance.backoffice.storeerrors import DATABASE_ERRORS, explained
 from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobs import FINAL_STATES, JobRequest, utc_text
+from appliance.pathology.refusals import refusals_let_go
 
 # A job's slide results, keyed to the job (a foreign key; tables made before it had none and
 # are rebuilt with it by migrate_pathology, rows naming no job kept aside)
@@ -226,7 +227,7 @@ class PathologyStore(Store):
             return bool(cur.rowcount == 1)
 
     def record_refusal(self, job_id: str, owner: str, reason: str, *, keep_s: float,
-                       keep: int) -> bool:
+                       keep: int, keep_per_login: int) -> bool:
         """Keep a refused job (named by a usable id) as failed, with the reason; False when
         the id is already stored (that job is left as it is). Refusals are then pruned
         (``prune_refusals``; this one stays)."""
@@ -238,25 +239,35 @@ class PathologyStore(Store):
                 "VALUES (?, 'failed', ?, 0, '{}', '', ?, ?, ?) ON CONFLICT (job_id) DO NOTHING"),
                 (job_id, owner, now, now, storable_text(reason)[:2000]))
             recorded = bool(cur.rowcount == 1)
-            self._prune_refusals(cur, keep_s, keep, job_id)
+            self._prune_refusals(cur, keep_s, keep, keep_per_login, job_id)
             return recorded
 
-    def prune_refusals(self, keep_s: float, keep: int) -> None:
+    def prune_refusals(self, keep_s: float, keep: int, keep_per_login: int) -> None:
         """Remove the refusals recorded more than ``keep_s`` ago on the store's clock (the
-        time the broker keeps their retained state, pathology.final_state_keep_s) and all but
-        the newest ``keep``: a job client sending garbage under ever new ids cannot grow the
-        store without bound. Jobs that were accepted are never removed."""
+        time the broker keeps their retained state, pathology.final_state_keep_s), each
+        login's but its newest ``keep_per_login`` and all but ``keep`` in all
+        (appliance/pathology/refusals.py): a job client sending garbage under ever new ids
+        can grow the store without bound no more than it can remove another login's
+        refusals. Jobs that were accepted are never removed."""
         with self._transaction() as cur:
-            self._prune_refusals(cur, keep_s, keep, "")
+            self._prune_refusals(cur, keep_s, keep, keep_per_login, "")
 
-    def _prune_refusals(self, cur: Any, keep_s: float, keep: int, kept_id: str) -> None:
+    def _prune_refusals(self, cur: Any, keep_s: float, keep: int, keep_per_login: int,
+                        kept_id: str) -> None:
         # a refusal is the only row without a request (record_refusal); the index on it keeps
-        # this to the refusals, however many jobs the store holds
+        # this to the refusals, however many jobs the store holds (at most about ``keep``
+        # once the old ones are gone: this runs as each is recorded)
         cur.execute(self._sql(
-            "DELETE FROM pathology_jobs WHERE request = '{}' AND job_id <> ? AND "
-            "(updated_at < ? OR job_id NOT IN (SELECT job_id FROM pathology_jobs "
-            "WHERE request = '{}' ORDER BY updated_at DESC, job_id DESC LIMIT ?))"),
-            (kept_id, _utc_text_of(self._lease_clock(cur) - keep_s), int(keep)))
+            "DELETE FROM pathology_jobs WHERE request = '{}' AND job_id <> ? AND updated_at < ?"),
+            (kept_id, _utc_text_of(self._lease_clock(cur) - keep_s)))
+        cur.execute(self._sql("SELECT job_id FROM pathology_jobs WHERE request = '{}' "
+                              "ORDER BY updated_at DESC, job_id DESC"))
+        # the one just recorded stays: first, whatever the clock wrote
+        newest_first = sorted((job_id for (job_id,) in cur.fetchall()),
+                              key=lambda job_id: job_id != kept_id)
+        let_go = refusals_let_go(newest_first, keep_per_login, keep)
+        cur.executemany(self._sql("DELETE FROM pathology_jobs WHERE job_id = ? "
+                                  "AND request = '{}'"), [(job_id,) for job_id in let_go])
 
     def claim_expired(self, owner: str, lease_s: float, limit: int = 10) -> list[JobRequest]:
         """Take over unfinished jobs whose lease ran out; returns their requests."""

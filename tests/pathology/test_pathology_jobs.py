@@ -345,18 +345,41 @@ def test_stored_refusals_are_bounded_in_number_and_age_and_accepted_jobs_stay(
     assert store.finish(accepted.job_id, "server", "failed", "no slide could be scored")
     for index in range(5):
         assert store.record_refusal(f"garbage-{index}", "server", "not JSON", keep_s=3600,
-                                    keep=3)
+                                    keep=3, keep_per_login=3)
     assert [job_id for job_id in (f"garbage-{i}" for i in range(5)) if store.job(job_id)] == [
         "garbage-2", "garbage-3", "garbage-4"]
     time.sleep(0.3)
-    assert store.record_refusal("late", "server", "not JSON", keep_s=0.2, keep=3)
+    assert store.record_refusal("late", "server", "not JSON", keep_s=0.2, keep=3,
+                                keep_per_login=3)
     assert [job_id for job_id in ("garbage-4", "late") if store.job(job_id)] == ["late"]
     time.sleep(0.3)
-    store.prune_refusals(keep_s=0.2, keep=3)
+    store.prune_refusals(keep_s=0.2, keep=3, keep_per_login=3)
     assert store.job("late") is None
     job = store.job(accepted.job_id)
     assert job is not None
     assert job["state"] == "failed"
+
+
+def test_one_login_s_stored_refusals_do_not_remove_another_login_s(
+    store: PathologyStore, tmp_path: Path,
+) -> None:
+    """The store kept the newest ``keep`` refusals of every login together: one login's
+    garbage removed another login's refusal (whose id was then unknown to `job cancel`).
+    Each login keeps its newest ``keep_per_login`` now, within ``keep`` in all."""
+    bounds = {"keep_s": 3600, "keep": 4, "keep_per_login": 2}
+    assert store.record_refusal("lab-b/garbage", "server", "not JSON", **bounds)
+    flood = [f"lab-a/garbage-{index}" for index in range(4)]
+    for job_id in flood:
+        assert store.record_refusal(job_id, "server", "not JSON", **bounds)
+    assert [job_id for job_id in ["lab-b/garbage", *flood] if store.job(job_id)] == [
+        "lab-b/garbage", *flood[2:]]
+    store.prune_refusals(**bounds)  # the minute's prune keeps the same
+    assert [job_id for job_id in ["lab-b/garbage", *flood] if store.job(job_id)] == [
+        "lab-b/garbage", *flood[2:]]
+    accepted = make_request([tmp_path / "a.jpg"], 0.5, "lab-a")
+    assert store.accept(accepted, "server", lease_s=30)  # a job of A's: no refusal of its
+    assert not store.record_refusal(accepted.job_id, "server", "not JSON", **bounds)
+    assert [job_id for job_id in flood if store.job(job_id)] == flood[2:]
 
 
 @pytest.mark.parametrize("letter", ["x", "é"])  # "é" is 6 bytes of JSON (\u00e9)

@@ -1809,6 +1809,31 @@ def test_refused_requests_leave_no_more_retained_states_than_the_limit(
     store.close()
 
 
+def test_one_login_s_refused_requests_leave_another_login_s_refusal_state(
+    env: Env, serve: Servers,
+) -> None:
+    """The refusal states a server left retained were bounded by max_retained_requests for
+    every login together: one login's garbage cleared the oldest, another login's refusal
+    among them, and the store removed it as well. Each login keeps its share now
+    (max_retained_requests_per_login), within that total: login A's garbage clears A's
+    oldest refusal states only."""
+    serve(env.config(max_retained_requests=4, max_retained_requests_per_login=2))
+    theirs = env.watcher.submit(b"{not json", job_id="lab-b/garbage")
+    env.watcher.wait(theirs, {"failed"})
+    flood = [f"lab-a/garbage-{index}" for index in range(4)]
+    for job_id in flood:
+        env.watcher.submit(b"{not json", job_id=job_id)
+        env.watcher.wait(job_id, {"failed"})
+    _handled_before(env.watcher)  # the last refusal's clears published before the markers'
+    retained = {job_id_of_topic(topic) for topic, _ in
+                _retained_on(env.broker, state_topic(env.prefix, ANY_JOB))}
+    assert retained == {theirs, *flood[2:]}
+    store = _store(env.tmp_path)
+    assert [store.job(job_id) is not None for job_id in [theirs, *flood]] == [
+        True, False, False, True, True]
+    store.close()
+
+
 def test_a_job_whose_results_exceed_a_message_still_ends_for_its_submitter(
     tmp_path: Path, topic_prefix: str, slides: Path, serve: Servers,
     capsys: pytest.CaptureFixture[str],
