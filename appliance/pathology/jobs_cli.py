@@ -1,5 +1,6 @@
 """``appliance pathology serve`` and ``appliance pathology job submit|list|cancel`` (what they
-print of a job: appliance/pathology/jobs_display.py).
+print of a job: appliance/pathology/jobs_display.py; their client of the broker:
+appliance/pathology/jobs_link.py).
 
 The job commands only talk to the broker (any machine that reaches it can use them): submit
 publishes a request and, with ``--wait``, follows the job's retained state until it ends; list
@@ -27,7 +28,6 @@ import logging
 import queue
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,16 +57,15 @@ from appliance.pathology.jobs_display import (
     print_job_list,
     state_count,
 )
+from appliance.pathology.jobs_link import JobLink
 from appliance.pathology.resolution import um_per_px_option
 from appliance.synthetic.arguments import finite_number, named_path
-from appliance.transport.client import BrokerRefusedError, settings_from_config
-from appliance.transport.subscriber import Subscriber
+from appliance.transport.client import BrokerRefusedError
 
 LIST_WAIT_S = 1.0  # for the first retained message after the SUBACK
 LIST_QUIET_S = 0.3  # retained messages come back to back: this long without one ends them
 LIST_MAX_S = 30.0
 MAX_WAIT_S = 7 * 86400
-CONNECT_TIMEOUT_S = 10.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_END = 0, 1, 2, 3
 
 
@@ -138,58 +137,13 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
-class _Link:
-    """A short-lived client for the job commands: connected, subscribed to ``filters`` once the
-    broker accepted it (transport/subscriber.py), collecting the messages that arrive."""
-
-    def __init__(self, config: Config, filters: Sequence[str]) -> None:
-        self.config = config
-        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        # a login connects under its own name: the fleet's broker binds each login to one client
-        # id (docs/broker-identity.md), so one command at a time per login
-        client_id = config.mqtt.username or f"pathology-cli-{uuid.uuid4().hex[:12]}"
-        settings = settings_from_config(config.mqtt, client_id)
-        # a job's request and state are at most max_job_bytes (its server fits a state to it)
-        self._link = Subscriber(settings, [(topic, 1) for topic in filters],
-                                lambda m: self.messages.put((m.topic, bytes(m.payload))),
-                                max_payload_bytes=config.pathology.max_job_bytes)
-
-    def __enter__(self) -> _Link:
-        """Connect and subscribe; BrokerRefusedError when the broker refuses the login or a
-        subscription, ConnectionError naming the broker when it is unreachable or silent."""
-        mqtt_config = self.config.mqtt
-        where = f"broker {mqtt_config.host}:{mqtt_config.port}"
-        try:
-            self._link.start(CONNECT_TIMEOUT_S)
-        except BrokerRefusedError:
-            raise
-        except TimeoutError as exc:
-            raise ConnectionError(f"{exc}; check mqtt.host and port") from exc
-        except OSError as exc:
-            raise ConnectionError(f"{where} unreachable ({exc}); check mqtt.host and port, and "
-                                  "that mosquitto runs") from exc
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._link.close()
-
-    @property
-    def max_packet_bytes(self) -> int | None:
-        """The largest packet the broker said it takes (None: it set no limit)."""
-        return self._link.max_packet_bytes
-
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """Publish at QoS 1 and wait for the broker's PUBACK."""
-        self._link.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
-
-
 def _linked(command: str, config: Config, filters: Sequence[str],
-            work: Callable[[_Link], int]) -> int:
+            work: Callable[[JobLink], int]) -> int:
     """Run work over a link subscribed to filters. A refused login or subscription is a
     config error (exit 2, as for every command the broker refuses); an unreachable broker
     exit 1."""
     try:
-        with _Link(config, filters) as link:
+        with JobLink(config, filters) as link:
             return work(link)
     except BrokerRefusedError as exc:
         print(f"job {command}: {exc}", file=sys.stderr)
@@ -219,7 +173,7 @@ def _submit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     prefix = config.mqtt.topic_prefix
 
-    def send(link: _Link) -> int:
+    def send(link: JobLink) -> int:
         topic = request_topic(prefix, request.job_id)
         room = payload_limit(limit, link.max_packet_bytes, topic)
         if len(payload) > room:  # the broker would drop the connection for it, again and again
@@ -240,7 +194,7 @@ def _submit(args: argparse.Namespace) -> int:
                    if args.wait else filters, send)
 
 
-def follow_job(link: _Link, job_id: str, timeout_s: float, errors: str) -> int:
+def follow_job(link: JobLink, job_id: str, timeout_s: float, errors: str) -> int:
     """Print each state until a final one; the exit code says how the job ended. A refusal
     naming the job on its login's ``errors`` topic is said as it comes: another request sent
     under its id (the login's own: a job id is fresh) for other slides, refused while the job
@@ -308,7 +262,7 @@ def _list(args: argparse.Namespace) -> int:
     prefix, own = config.mqtt.topic_prefix, f"{submitter}/+"
     errors = errors_topic(prefix, submitter)
 
-    def read(link: _Link) -> int:
+    def read(link: JobLink) -> int:
         latest = latest_by_topic(link)
         refusal = latest.pop(errors, b"")  # not retained: one that came while it read
         print_job_list(latest)
@@ -322,7 +276,7 @@ def _list(args: argparse.Namespace) -> int:
                                     request_topic(prefix, own), errors], read)
 
 
-def latest_by_topic(link: _Link) -> dict[str, bytes]:
+def latest_by_topic(link: JobLink) -> dict[str, bytes]:
     """The last message of each topic: the retained ones the broker sends after the SUBACK,
     read until none has come for ``LIST_QUIET_S`` (at most ``LIST_MAX_S``), and any update
     of the same topics meanwhile (a running job's progress replaces its earlier state)."""
@@ -353,7 +307,7 @@ def _cancel(args: argparse.Namespace) -> int:
     prefix = config.mqtt.topic_prefix
     errors = errors_topic(prefix, submitter)  # where a server says there was nothing to cancel
 
-    def cancel(link: _Link) -> int:
+    def cancel(link: JobLink) -> int:
         latest = latest_by_topic(link)
         payload = latest.get(state_topic(prefix, job_id))
         state = read_state(payload) if payload else None
@@ -383,7 +337,7 @@ def _cancel(args: argparse.Namespace) -> int:
                                       request_topic(prefix, job_id), errors], cancel)
 
 
-def _cancel_answer(link: _Link, job_id: str, errors: str) -> int:
+def _cancel_answer(link: JobLink, job_id: str, errors: str) -> int:
     """After a cancel of a job that was queued or running: the job ending otherwise than
     cancelled, or a server's answer on the login's ``errors`` topic that there was nothing to
     cancel (it ended meanwhile), within ``LIST_WAIT_S``, is said, exit 1; the job cancelled,
