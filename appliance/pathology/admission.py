@@ -7,9 +7,9 @@ clears one beyond ``pathology.max_retained_requests`` as it comes, or beyond its
 ``running_jobs_limit`` put-off requests, oldest first, and reads the retained requests again
 when it had to leave some out; it keeps at most ``max_retained_requests`` refusal states it left
 retained, each login's share of them at most (appliance/pathology/refusals.py), and the store
-keeps as many refusals, none older than ``final_state_keep_s``. Cancel requests that name
-nothing to cancel are cleared and answered here too. Each refusal is said in the log one by
-one up to a budget a minute, then counted (a job client can send them in a loop). Running the
+keeps as many refusals, none older than ``final_state_keep_s``. Each refusal is said in the
+log one by one up to a budget a minute, then counted (a job client can send them in a loop);
+the answers to cancel requests (appliance/pathology/cancels.py) share that budget. Running the
 jobs it takes (leases, workers, finishing) is the server's (appliance/pathology/server.py;
 docs/pathology-server.md, items 1 and 5).
 """
@@ -245,7 +245,7 @@ class RequestAdmission:
         """A request on a topic that names no job id: cleared, refused on the errors topic of
         the login that its topic starts with."""
         self._clear_request(name)
-        shown = _shown_id(name)
+        shown = shown_levels(name)
         reason = (f"job request on a topic naming {shown!r} ({len(name)} characters), not a "
                   f"job id: a job id is {JOB_ID_RULE}")
         self.refusal_lines.warn("job refused: %s", reason)
@@ -383,51 +383,7 @@ class RequestAdmission:
             del self._refusal_states[gone]
             self.client.publish(state_topic(self.prefix, gone), b"", qos=1, retain=True)
 
-    def _event_cancel(self, job_id: str, mid: int, qos: int, requested: bool) -> None:
-        if requested and not JOB_ID.match(job_id):
-            self._not_a_job_id(job_id)
-        elif requested and self.store.request_cancel(job_id):
-            if job_id in self.runs:
-                self._cancel(self.runs[job_id])
-        elif requested:
-            self._nothing_to_cancel(job_id)
-        if qos:
-            self.client.ack(mid, qos)
 
-    def _nothing_to_cancel(self, job_id: str) -> None:
-        """A cancel request for a job the store does not know, or one that already ended: clear
-        the retained request (else the broker hands it to every server at every connect) and
-        say why on the errors topic. The job command sends a cancel only after a server
-        published the job's state, which it does once the job is stored, so an unknown id
-        here was never submitted (or the store was replaced)."""
-        job = self.store.job(job_id)
-        self.client.publish(cancel_topic(self.prefix, job_id), b"", qos=1, retain=True)
-        if job is None:
-            self.refusal_lines.warn("cancel request for unknown job %s cleared", job_id)
-            self._answer_cancel(job_id, "unknown", f"job {job_id} is unknown: no server stored "
-                                "it (a mistyped id, or a job never submitted); nothing to cancel")
-        elif job["state"] != "cancelled":  # cancelled: this very request, already carried out
-            self._answer_cancel(job_id, job["state"], f"job {job_id} already ended "
-                                f"({job['state']}); nothing to cancel")
-
-    def _not_a_job_id(self, name: str) -> None:
-        """A cancel request on a topic that names no job a submit could make (a topic level may
-        be 65,535 bytes): cleared, and answered naming only its start."""
-        self.client.publish(cancel_topic(self.prefix, name), b"", qos=1, retain=True)
-        shown = _shown_id(name)
-        self.refusal_lines.warn("cancel request for %r (%d characters, not a job id) cleared",
-                                shown, len(name))
-        self._answer_cancel(shown, "unknown", f"cancel request for {shown!r} ({len(name)} "
-                            f"characters) names no job: a job id is {JOB_ID_RULE}; nothing to "
-                            "cancel", levels=name)
-
-    def _answer_cancel(self, job_id: str, state: str, reason: str, levels: str = "") -> None:
-        """Answer a cancel request of ``job_id`` (on the topic of job ``levels``: the job id
-        itself unless given) on its login's errors topic."""
-        self._publish_error(levels or job_id, state_payload(
-            job_id, state, request="cancel", reason=reason, server=self.server_id))
-
-
-def _shown_id(name: str) -> str:
+def shown_levels(name: str) -> str:
     """Topic levels that name no job id, cut to SHOWN_ID_CHARS for the answer and the log."""
     return name if len(name) <= SHOWN_ID_CHARS else name[:SHOWN_ID_CHARS] + "..."

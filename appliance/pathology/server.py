@@ -37,6 +37,7 @@ from appliance.pathology import jobstore
 from appliance.pathology.admission import HOUSEKEEPING_S, RequestAdmission
 from appliance.pathology.backends import TileBackend, open_backend
 from appliance.pathology.batcher import FairBatcher
+from appliance.pathology.cancels import CancelRequests
 from appliance.pathology.finisher import SlideFinisher
 from appliance.pathology.jobrun import RESULT_FIELDS, InferenceRunner, JobRun
 from appliance.pathology.jobs import (
@@ -79,7 +80,7 @@ def default_server_id() -> str:
     return f"pathology-{host or 'host'}"
 
 
-class PathologyServer(ServerLink, RequestAdmission, SlidePreparation):
+class PathologyServer(ServerLink, RequestAdmission, CancelRequests, SlidePreparation):
     """One pathology server; ``run(stop)`` serves until stop is set."""
 
     def __init__(self, config: Config, store: PathologyStore,
