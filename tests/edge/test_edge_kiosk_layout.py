@@ -3,8 +3,9 @@ Playwright) on the screen server alone: a result handed to its state as the daem
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from appliance.browser import chromium_page
+from appliance.capture.quality import FrameQuality
 from appliance.edge.reasons import not_graded_reason
 from appliance.edge.screen import OVERLAY_FILE
 from appliance.edge.screen_preview import PreviewFeed
@@ -37,19 +39,24 @@ def graded(label: str | None, probabilities: dict[str, float] | None = None) -> 
         classification=classification)
 
 
-class Screen:
-    """The screen server with a result on screen, as the daemon serves it (with its overlay
-    where one is in ``tmp_path``, compared with ``references`` where given)."""
+def result_state(tmp_path: Path, result: payloads.Result,
+                 references: dict[str, dict[str, dict[str, float]]] | None = None) -> ScreenState:
+    """A kiosk screen's state with ``result`` on screen, as the daemon hands it (with its
+    overlay where one is in ``tmp_path``, compared with ``references`` where given)."""
+    state = ScreenState(burst_frames=5, idle_s=600, language="en")
+    overlay = (tmp_path / OVERLAY_FILE).exists()
+    state.show_result(result_view(result, references or {}, overlay=overlay))
+    return state
 
-    def __init__(self, tmp_path: Path, result: payloads.Result,
-                 references: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
-        state = ScreenState(burst_frames=5, idle_s=600, language="en")
+
+class Screen:
+    """The screen server showing ``state``, as the daemon serves it."""
+
+    def __init__(self, tmp_path: Path, state: ScreenState) -> None:
         self.server = ScreenServer(0, state, PreviewFeed(320), tmp_path, 15.0)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.25,),
                                        daemon=True)
         self.thread.start()
-        overlay = (tmp_path / OVERLAY_FILE).exists()
-        state.show_result(result_view(result, references or {}, overlay=overlay))
         self.address = f"http://127.0.0.1:{self.server.server_port}/"
 
     def stop(self) -> None:
@@ -64,7 +71,7 @@ class Screen:
 def showing(tmp_path: Path, result: payloads.Result,
             references: dict[str, dict[str, dict[str, float]]] | None = None) -> Iterator[str]:
     """The screen server with ``result`` on screen; yields the page's address."""
-    screen = Screen(tmp_path, result, references)
+    screen = Screen(tmp_path, result_state(tmp_path, result, references))
     try:
         yield screen.address
     finally:
@@ -115,7 +122,7 @@ def test_a_screen_whose_kiosk_went_away_does_not_keep_the_last_customers_result(
     """The daemon gone (a crash systemd has not yet restarted, or a restart loop): the page
     kept the last customer's result on screen, past the idle time that clears it (the daemon
     clears it), for the next customer to read; now it says the kiosk is starting again."""
-    screen = Screen(tmp_path, graded("fine"))
+    screen = Screen(tmp_path, result_state(tmp_path, graded("fine")))
     try:
         with chromium_page(1280, 800) as page:
             result_page(page, screen.address)
@@ -124,6 +131,8 @@ def test_a_screen_whose_kiosk_went_away_does_not_keep_the_last_customers_result(
             expect(page.locator("#guidance")).to_have_text(
                 "This kiosk is starting again. Please wait a moment.", timeout=15_000)
             expect(page.locator("#result")).to_be_hidden()
+            page.set_viewport_size({"width": 800, "height": 480})  # 537 px high before
+            assert page.evaluate("document.documentElement.scrollHeight") <= 480
     finally:
         screen.stop()
 
@@ -183,19 +192,28 @@ CHOICES_IN_VIEW = """[...document.querySelectorAll('#welcome button')].map((b) =
   const box = b.getBoundingClientRect();
   return [b.textContent, box.top >= 0 && box.bottom <= innerHeight && box.right <= innerWidth];
 })"""
+# the smallest type of any text shown, in px: a kiosk is read from arm's length
+SMALLEST_TEXT = """Math.min(...[...document.querySelectorAll('body *')].filter((el) =>
+  el.getClientRects().length > 0
+  && [...el.childNodes].some((node) => node.nodeType === 3 && node.textContent.trim())
+).map((el) => parseFloat(getComputedStyle(el).fontSize)))"""
+READABLE_PX = 11.0
 
 
-@pytest.mark.parametrize("screen", [(1280, 800), (1024, 600)], ids=["1280x800", "1024x600"])
+@pytest.mark.parametrize("screen", [(1280, 800), (1024, 600), (800, 480)],
+                         ids=["1280x800", "1024x600", "800x480"])
 @pytest.mark.parametrize(("withheld", "picture"), [(False, True), (True, True), (False, False)],
                          ids=["near-tie", "withheld", "no-picture"])
-def test_the_result_and_the_choices_fit_a_1280x800_or_1024x600_screen(
+def test_the_result_and_the_choices_fit_a_1280x800_1024x600_or_800x480_screen(
     tmp_path: Path, withheld: bool, picture: bool, screen: tuple[int, int]
 ) -> None:
     """At 1280x800 the result (its picture, every feature compared with the age band) ran to
     some 1,250 px: the age band and consent choices for the next customer lay below the
     screen's edge, and a kiosk screen has no one to scroll it. Without a picture (an analyser
     that draws none) the live preview keeps its place, as small. On a 1024x600 panel, with that
-    layout, the choices still ended 12 px below the edge and the numbers ran to some 840 px."""
+    layout, the choices still ended 12 px below the edge and the numbers ran to some 840 px;
+    on an 800x480 panel (a 7-inch kiosk touchscreen) with the 1024x600 layout the choices
+    ended at 516-526 px and the page was 593-649 px high. No text is under 11 px."""
     if picture:
         cv2.imwrite(str(tmp_path / OVERLAY_FILE), textured_skin(7, (1280, 960))(0))
     features = FIXED_FEATURES.model_dump()
@@ -214,3 +232,46 @@ def test_the_result_and_the_choices_fit_a_1280x800_or_1024x600_screen(
             assert all(inside for _, inside in choices), (language, choices)
             heights = page.evaluate("[document.documentElement.scrollHeight, innerHeight]")
             assert heights[0] <= heights[1], (language, heights)  # the result too, unscrolled
+            assert page.evaluate(SMALLEST_TEXT) >= READABLE_PX
+
+
+def measuring(state: ScreenState) -> None:
+    state.on_gated(FrameQuality("ok", ()), 3, complete=False)
+
+
+@pytest.mark.parametrize("show", [
+    pytest.param(lambda state: None, id="consent"),
+    pytest.param(measuring, id="measuring"),
+    pytest.param(lambda state: state.measurement_failed(), id="measure-again"),
+    pytest.param(lambda state: state.set_out_of_order("guide_paused_disk_full"), id="disk-full"),
+    pytest.param(lambda state: state.set_out_of_order("guide_duplicate_device"),
+                 id="duplicate-device"),
+    pytest.param(lambda state: state.set_out_of_order("guide_camera_offline", staff_told=True),
+                 id="camera-offline-staff-told"),
+])
+def test_every_other_screen_fits_a_1024x600_or_800x480_screen(
+    tmp_path: Path, show: Callable[[ScreenState], None]
+) -> None:
+    """The guidance (why the kiosk cannot measure, with who knows of it, or to measure again)
+    sat under a preview as wide as half the screen: on a 1024x600 panel the page was 626-714 px
+    high; on an 800x480 panel 573-661 px, and the consent choices (616-652 px) and the burst's
+    progress in Japanese (509 px) ran past the edge too. No text is under 11 px."""
+    state = ScreenState(burst_frames=5, idle_s=600, language="en")
+    show(state)
+    screen = Screen(tmp_path, state)
+    try:
+        with chromium_page(1024, 600) as page:
+            page.goto(screen.address, wait_until="domcontentloaded")
+            expect(page.locator("body")).to_have_attribute("data-phase", state.snapshot()["phase"])
+            for language, (width, height) in itertools.product(("en", "ja"),
+                                                               ((1024, 600), (800, 480))):
+                page.set_viewport_size({"width": width, "height": height})
+                page.click(f"#lang-{language}")
+                expect(page.locator("html")).to_have_attribute("lang", language)
+                size = page.evaluate("[document.documentElement.scrollWidth, "
+                                     "document.documentElement.scrollHeight]")
+                assert size[0] <= width, (language, width, size)
+                assert size[1] <= height, (language, width, size)
+                assert page.evaluate(SMALLEST_TEXT) >= READABLE_PX
+    finally:
+        screen.stop()
