@@ -20,6 +20,9 @@ METRICS: dict[str, tuple[str, str]] = {
         "counter", "Results measured but refused by the outbox (disk full, I/O error)."
     ),
     "appliance_edge_measuring_paused": ("gauge", "1 while the outbox cannot write."),
+    "appliance_edge_outbox_on_repaired_copy": (
+        "gauge", "1 while the results are kept in the repaired copy of a damaged outbox that "
+        "cannot be moved aside (outbox.sqlite3.repaired): free the damaged file."),
     "appliance_edge_outbox_depth": ("gauge", "Results the back office has not confirmed."),
     "appliance_edge_outbox_oldest_age_seconds": ("gauge", "Age of the oldest unconfirmed result."),
     "appliance_edge_outbox_dropped": ("counter", "Results lost: policy, age, refused commits."),

@@ -137,6 +137,7 @@ class DeviceStatus:
             "appliance_edge_measurements": d.committer.committed,
             "appliance_edge_measurements_lost": d.committer.refused,
             "appliance_edge_measuring_paused": float(d.measuring_paused.is_set()),
+            "appliance_edge_outbox_on_repaired_copy": float(self._outbox_in_use() is not None),
             "appliance_edge_outbox_depth": d.outbox.depth(),
             "appliance_edge_outbox_oldest_age_seconds": d.outbox.oldest_age_s() or 0.0,
             "appliance_edge_outbox_dropped": d.outbox.dropped(),

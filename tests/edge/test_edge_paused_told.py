@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,17 +25,18 @@ from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
 from appliance.edge.screen_state import STAFF_ASK, STAFF_TOLD
 from appliance.edge.testing import ResultCollector, fast_daemon, wait_until
+from appliance.transport.broker import free_port
 from appliance.transport.outbox import OutboxError
 from tests.fake_broker import FakeBroker, payload, puback, topic
 
 
-def kiosk_config(tmp_path: Path, host: str, port: int, prefix: str) -> Config:
+def kiosk_config(tmp_path: Path, host: str, port: int, prefix: str, **edge: Any) -> Config:
     return config_from_mapping({
         "device": {"id": "kiosk-p", "site": "lab"},
         "camera": {"source": "synthetic"},
         "mqtt": {"host": host, "port": port, "topic_prefix": prefix},
         "state_dir": str(tmp_path / "state"),
-        "edge": {"synthetic_fps": 200},
+        "edge": {"synthetic_fps": 200, **edge},
     }, "test", environ={})
 
 
@@ -100,13 +102,10 @@ def test_a_refused_outbox_write_reaches_the_fleet_table_as_measuring_paused(
     assert "online, measuring paused: storage" in table.splitlines()[1]
 
 
-@pytest.mark.broker
-def test_a_kiosk_on_its_repaired_outbox_copy_reaches_the_fleet_table(
-    mqtt_broker: Any, topic_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A damaged outbox the filesystem will not move aside leaves the kiosk measuring into
-    the repaired copy (outbox_repair.py); its status says so (``outbox_in_use``), and the
-    fleet table shows it, so that someone frees the damaged file."""
+def damaged_immovable_outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kiosk's state folder (returned) whose outbox is damaged and that the filesystem will
+    not let move aside (its permissions): a kiosk started there keeps its results in the
+    repaired copy (outbox_repair.py)."""
     state = tmp_path / "state"
     state.mkdir()
     damaged = state / "outbox.sqlite3"
@@ -119,6 +118,49 @@ def test_a_kiosk_on_its_repaired_outbox_copy_reaches_the_fleet_table(
         rename(source, target, **kwargs)
 
     monkeypatch.setattr(os, "rename", refused)
+    return state
+
+
+def scraped_gauge(daemon: EdgeDaemon, name: str) -> str:
+    """The line a Prometheus scrape of the kiosk's metrics endpoint reads for gauge ``name``."""
+    daemon.status.start()
+    try:
+        port = daemon.config.edge.metrics_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    finally:
+        daemon.status.close()
+        daemon.outbox.close()
+    assert f"# TYPE {name} gauge" in text
+    (line,) = (line for line in text.splitlines() if line.startswith(f"{name} "))
+    return line
+
+
+@pytest.mark.parametrize("damaged", [True, False], ids=["repaired-copy", "own-outbox"])
+def test_a_kiosk_on_its_repaired_outbox_copy_says_so_in_its_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damaged: bool
+) -> None:
+    """The status, the fleet and STATUS= said that a kiosk keeps its results in the repaired
+    copy of a damaged outbox that cannot be moved aside, but nothing in its metrics did: an
+    alert on them never saw it. Now the gauge appliance_edge_outbox_on_repaired_copy is 1 there
+    and 0 on the kiosk's own outbox."""
+    if damaged:
+        damaged_immovable_outbox(tmp_path, monkeypatch)
+    daemon = fast_daemon(kiosk_config(tmp_path, "127.0.0.1", free_port(), "metrics-test",
+                                      metrics_port=free_port()))
+    assert (daemon.outbox.path.name == "outbox.sqlite3.repaired") is damaged
+    line = scraped_gauge(daemon, "appliance_edge_outbox_on_repaired_copy")
+    assert line == f"appliance_edge_outbox_on_repaired_copy {1.0 if damaged else 0.0}"
+
+
+@pytest.mark.broker
+def test_a_kiosk_on_its_repaired_outbox_copy_reaches_the_fleet_table(
+    mqtt_broker: Any, topic_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged outbox the filesystem will not move aside leaves the kiosk measuring into
+    the repaired copy (outbox_repair.py); its status says so (``outbox_in_use``), and the
+    fleet table shows it, so that someone frees the damaged file."""
+    state = damaged_immovable_outbox(tmp_path, monkeypatch)
     collector = ResultCollector(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/#",
                                 f"c-kiosk-{uuid.uuid4().hex[:10]}")
     daemon = fast_daemon(kiosk_config(tmp_path, mqtt_broker.host, mqtt_broker.port,
