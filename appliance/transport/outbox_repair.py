@@ -68,12 +68,17 @@ def _open(path: Path, beside: Path, *, rebuild: bool, copies: int,
     damaged; ``copies``: how many levels of copies may stand in for it where it cannot be
     moved aside (a copy's copy, when the copy is damaged too)."""
     built = path.with_name(path.name + ".repaired")
-    if built.exists():  # a repair cut short once its copy was complete: finish it
-        log.warning("%s: finishing a repair cut short", path)
-        if not put_in_place(path, built):
-            if copies < 1:  # the copy's copy cannot take its place either: not repaired over
-                raise OutboxError(f"{built}: the repaired copy in use is damaged too, and it "
-                                  f"cannot take the place of {path}; both are kept as they are")
+    # a copy an earlier start left: a repair cut short once the copy was complete, or the copy
+    # in use while the damaged outbox could not be moved aside; either way it goes in place
+    # now where it can, and the journal says what happened, not which of the two it was
+    if built.exists():
+        if put_in_place(path, built):
+            log.warning("%s: the repaired copy %s an earlier start left takes its place now",
+                        path, built)
+        elif copies < 1:  # the copy's copy cannot take its place either: not repaired over
+            raise OutboxError(f"{built}: the repaired copy in use is damaged too, and it "
+                              f"cannot take the place of {path}; both are kept as they are")
+        else:
             return _open(built, beside, rebuild=rebuild, copies=copies - 1, bounds=bounds)
     if rebuild and path.exists():
         log.error("%s: found damaged while in use; moving it aside and recovering what can be "

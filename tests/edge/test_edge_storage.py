@@ -961,6 +961,37 @@ def _running_on_a_copy(path: Path, monkeypatch: pytest.MonkeyPatch, count: int) 
     return path.read_bytes()
 
 
+def test_a_start_on_the_repaired_copy_says_the_outbox_still_cannot_move_not_a_repair_cut_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the kiosk keeps its results in the repaired copy (the damaged outbox cannot be
+    moved aside), every start logged "finishing a repair cut short": nothing was cut short.
+    Such a start now says only that the damaged outbox cannot be moved aside and the kiosk
+    goes on with its copy; the start that can move it, that the copy takes its place."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    _running_on_a_copy(path, monkeypatch, 5)
+
+    def said_at_a_start() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"):
+            open_outbox(path).close()
+        return [r.getMessage() for r in caplog.records
+                if r.name == "appliance.transport.outbox_repair"]
+
+    said = said_at_a_start()  # a restart, the move still refused
+    assert not [line for line in said if "cut short" in line]
+    (still,) = said
+    assert still.startswith(f"{path}: the damaged outbox cannot be moved aside (")
+    assert os.strerror(errno.EACCES) in still
+    assert f"the kiosk goes on with its repaired copy {copy}" in still
+    monkeypatch.undo()
+    aside, placed = said_at_a_start()  # the damaged file can move now
+    assert aside.startswith(f"{path}: the damaged outbox is kept as {path}.corrupt-")
+    assert placed == f"{path}: the repaired copy {copy} an earlier start left takes its place now"
+    assert said_at_a_start() == []  # on its own outbox again: nothing to say
+
+
 def test_a_repaired_copy_damaged_in_use_is_repaired_itself_where_the_outbox_cannot_move(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
