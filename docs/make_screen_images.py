@@ -6,8 +6,11 @@ real skin analysis and model into a temporary store (their age bands from the ge
 the age-band reference ranges from that cohort (``appliance console reference``), runs a real
 edge daemon on the synthetic camera with its kiosk screen, chooses an age band and consent on
 the page in headless Debian chromium, and photographs the result; then it serves the console
-on the same store and photographs its fleet, results and cohort pages. ``--only kiosk`` or
-``--only console`` writes one of the two sets and leaves the other's files as they are.
+on the same store and photographs its fleet, results and cohort pages. ``--only`` names the
+pictures to write (``kiosk``, ``fleet``, ``results``, ``cohort``, or ``console`` for its three
+pages) and leaves the others' files as they are, so a change that shows on one page rewrites
+that page's picture alone (every picture carries the day it was made); ``--out DIR`` writes
+them elsewhere, to compare with the committed ones first.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from appliance.synthetic.skin import synthetic_frame  # noqa: E402
 from appliance.transport import payloads  # noqa: E402
 from appliance.transport.broker import free_port  # noqa: E402
 
-OUT = REPO / "docs" / "images"
+IMAGES = REPO / "docs" / "images"
+CONSOLE_PAGES = {"fleet": "/fleet", "results": "/results?limit=25", "cohort": "/cohort"}
 MODEL = shipped_path(SKIN_MODEL)
 CUSTOMERS = 80
 
@@ -91,7 +95,7 @@ def _statuses(model: SkinClassifier) -> list[tuple[object, ...]]:
     return rows
 
 
-def kiosk_shots(reference: Path, workdir: Path) -> None:
+def kiosk_shots(reference: Path, workdir: Path, out: Path) -> None:
     """The kiosk screen after a measurement, in Japanese and in English, at 1280x800 (the
     screen its layout fits unscrolled)."""
     config = config_from_mapping({
@@ -113,15 +117,15 @@ def kiosk_shots(reference: Path, workdir: Path) -> None:
         daemon.pipeline_stop.set()  # the camera stops: the next synthetic customer waits
         expect(page.locator("#overlay")).to_be_visible()
         time.sleep(0.5)
-        page.screenshot(path=str(OUT / "kiosk-result-en.jpg"), type="jpeg", quality=80)
+        page.screenshot(path=str(out / "kiosk-result-en.jpg"), type="jpeg", quality=80)
         page.click("#lang-ja")
         expect(page.locator("h1")).to_have_text("肌のキメチェック")
-        page.screenshot(path=str(OUT / "kiosk-result-ja.jpg"), type="jpeg", quality=80)
+        page.screenshot(path=str(out / "kiosk-result-ja.jpg"), type="jpeg", quality=80)
     daemon.request_stop()
 
 
-def console_shots(url: str) -> None:
-    """The console's fleet, results and cohort pages."""
+def console_shots(url: str, pages: list[str], out: Path) -> None:
+    """The console's pages named in ``pages`` (fleet, results, cohort)."""
     settings = ConsoleConfig(port=free_port())
     pool = StorePool(url)
     server = ConsoleThread(settings, pool)
@@ -133,21 +137,25 @@ def console_shots(url: str) -> None:
         page.fill("input[name=user]", "alice")
         page.fill("input[name=password]", "documentation only")
         page.click("button[type=submit]")
-        for name, path in (("fleet", "/fleet"), ("results", "/results?limit=25"),
-                           ("cohort", "/cohort")):
-            page.goto(base + path)
-            page.screenshot(path=str(OUT / f"console-{name}.png"))
+        for name in pages:
+            page.goto(base + CONSOLE_PAGES[name])
+            page.screenshot(path=str(out / f"console-{name}.png"))
     server.stop()
     pool.close()
 
 
 def main(argv: list[str]) -> None:
     """Write docs/images/kiosk-result-{ja,en}.jpg and console-{fleet,results,cohort}.png (or
-    one of the two sets, ``--only``)."""
+    those named by ``--only``)."""
     parser = argparse.ArgumentParser(description="Write the README's screenshots.")
-    parser.add_argument("--only", choices=("kiosk", "console"),
-                        help="write only the kiosk screen's or only the console's screenshots")
-    only = parser.parse_args(argv).only
+    parser.add_argument("--only", nargs="+", choices=("kiosk", "console", *CONSOLE_PAGES),
+                        help="write only these pictures (console: its three pages)")
+    parser.add_argument("--out", type=Path, default=IMAGES,
+                        help="folder to write them in (default: docs/images)")
+    args = parser.parse_args(argv)
+    only = set(args.only or ("kiosk", "console"))
+    pages = [name for name in CONSOLE_PAGES if name in only or "console" in only]
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="appliance-docs-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'backoffice.sqlite3'}"
         store = open_store(url)
@@ -156,11 +164,11 @@ def main(argv: list[str]) -> None:
         store.close()
         reference = Path(tmp) / "reference.json"
         cli(["console", "reference", "--store", url, "--out", str(reference)])
-        if only != "console":
-            kiosk_shots(reference, Path(tmp))
-        if only != "kiosk":
-            console_shots(url)
-    print(f"wrote screenshots to {OUT}")
+        if "kiosk" in only:
+            kiosk_shots(reference, Path(tmp), args.out)
+        if pages:
+            console_shots(url, pages, args.out)
+    print(f"wrote screenshots to {args.out}")
 
 
 if __name__ == "__main__":
