@@ -1,9 +1,10 @@
 """Simulated fleet traffic: plausible results, status messages and hostile payloads.
 
-The ingest benchmark and the back-office tests publish these through a real broker. Feature
-values follow the trends docs/measurement.md cites (hills coarsen, furrow density falls and
-anisotropy rises with age; pore area rises into the 40s), with noise, so a cohort report has
-something to find.
+The benchmarks and the tests publish these through a real broker, or hand them to a kiosk's
+outbox; ``appliance demo`` does not (its kiosks are real edge daemons grading with the shipped
+model). Feature values follow the trends docs/measurement.md cites (hills coarsen, furrow density
+falls and anisotropy rises with age; pore area rises into the 40s), with noise, so a cohort
+report has something to find. Grades follow the kime score, not a model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from appliance.transport.payloads import (
 AGE_BANDS = ("20-29", "30-39", "40-49", "50-59", "60-69")
 GRADES = ("fine", "normal", "coarse")
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+# What the simulated kiosks say they run: the release before the shipped grader (1.1.0), a fleet
+# not yet updated, so a test has a newer model to report (tests/updates/test_updates_fleetwatch.py)
+SIMULATED_MODEL = ModelInfo(name="skin-texture-grade", version="1.0.0")
 
 
 def sample_features(rng: random.Random, age_band: str) -> Features:
@@ -71,8 +75,8 @@ def sample_result(
         quality=Quality(verdict="ok", scores={"focus": round(rng.uniform(0.6, 1.0), 3)}),
         features=features,
         classification=Classification(
-            model="skin-texture-grade",
-            version="1.0.0",
+            model=SIMULATED_MODEL.name,
+            version=SIMULATED_MODEL.version,
             label=grade,
             probabilities={g: (0.8 if g == grade else 0.1) for g in GRADES},
         ),
@@ -88,7 +92,7 @@ def online_status(site: str, device_id: str, outbox_depth: int = 0) -> Status:
         state="online",
         at=datetime.now(UTC),
         software_version="0.1.0",
-        model=ModelInfo(name="skin-texture-grade", version="1.0.0"),
+        model=SIMULATED_MODEL,
         camera="online",
         outbox_depth=outbox_depth,
         dropped=0,
