@@ -139,6 +139,20 @@ def edge_config(
     }
 
 
+def _grader_words() -> str:
+    """The model the demo's kiosks grade with, by name and version as the fleet table says it
+    (its file's name where it cannot be read: the edges then say why)."""
+    if not SHIPPED_MODEL.is_file():
+        return "no model (not built)"
+    from appliance.inference.classifier import ModelError, SkinClassifier  # noqa: PLC0415 (onnxruntime)
+
+    try:
+        model = SkinClassifier.load(SHIPPED_MODEL)
+    except ModelError:
+        return SHIPPED_MODEL.name
+    return f"grading with {model.name} {model.version}"
+
+
 def _child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APPLIANCE__")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
@@ -302,9 +316,8 @@ def _run(
                         f"{worker.failed or 'no answer from the broker'}")
     first_seed = first_camera_seed(stored_before)
     edges = start_edges(workdir, port, devices, count, edge_command, first_seed=first_seed)
-    model = SHIPPED_MODEL.name if SHIPPED_MODEL.is_file() else "no model (not built)"
     print(f"demo: {devices} edge daemon(s), {count} synthetic customer(s) each, "
-          f"{_customers_note(first_seed, devices, stored_before)}, {model}; "
+          f"{_customers_note(first_seed, devices, stored_before)}, {_grader_words()}; "
           "waiting for results...", flush=True)
     customers_done = threading.Event()
     customers = KioskCustomers(

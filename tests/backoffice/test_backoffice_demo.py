@@ -28,6 +28,7 @@ from appliance.config import config_from_mapping
 from appliance.console.cohortview import BandStats, FeatureView
 from appliance.edge.reasons import not_graded_reason
 from appliance.edge.testing import FIXED_FEATURES
+from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.transport import payloads
 from appliance.transport.broker import PrivateBroker, port_open
 from tests.store_helpers import PG_URL
@@ -46,6 +47,8 @@ def test_demo_prints_every_stored_result_and_a_summary_then_leaves_nothing_runni
     assert len(stored) == 4
     assert {line.split()[1] for line in stored} == {"demo/kiosk-demo-1", "demo/kiosk-demo-2"}
     assert "kime" in stored[0]
+    shipped = SkinClassifier.load(DEFAULT_MODEL)  # named by version, as the fleet table names it
+    assert f"grading with {shipped.name} {shipped.version}; waiting for results" in out
     assert "4 result(s) stored" in out
     assert "2 device(s)" in out
     port = int(out.split("mosquitto on 127.0.0.1:")[1].split(",")[0])
