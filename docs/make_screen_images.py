@@ -77,20 +77,22 @@ def measured_cohort(store: Store) -> None:
 
 
 def _statuses(model: SkinClassifier) -> list[tuple[object, ...]]:
-    """Two kiosks online (the second not measuring: its disk is full), one offline since its
-    last status two hours ago."""
+    """Three kiosks online (the second not measuring: its disk is full; the fourth keeping its
+    results in the repaired copy of a damaged outbox), one offline since its last status two
+    hours ago."""
     now = datetime.now(UTC)
     serving = payloads.ModelInfo(name=model.name, version=model.version)
     rows = []
-    for i, site, state, depth, oldest_s, age, paused in (
-            (1, "ginza", "online", 0, None, 15, None),
-            (2, "shibuya", "online", 2, 3.5, 15, "disk_full"),
-            (3, "umeda", "offline", 14, 5400.0, 7200, None)):
+    for i, site, state, depth, oldest_s, age, paused, outbox in (
+            (1, "ginza", "online", 0, None, 15, None, None),
+            (2, "shibuya", "online", 2, 3.5, 15, "disk_full", None),
+            (3, "umeda", "offline", 14, 5400.0, 7200, None, None),
+            (4, "ginza", "online", 0, None, 20, None, "repaired_copy")):
         at = now - timedelta(seconds=age)
         status = payloads.Status(device_id=f"kiosk-{i}", site=site, state=state, at=at,
                                  software_version="0.1.0", model=serving, camera="online",
                                  outbox_depth=depth, outbox_oldest_age_s=oldest_s,
-                                 measuring_paused=paused)
+                                 measuring_paused=paused, outbox_in_use=outbox)
         rows.append(device_row(status, iso_utc(at)))
     return rows
 
