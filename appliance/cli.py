@@ -83,7 +83,7 @@ def _pathology_missing(config: Any) -> list[str]:
     from appliance.pathology.preflight import unusable  # noqa: PLC0415 - only for this check
 
     refused = unusable(config.pathology)
-    if refused or not config.pathology.slide_roots:
+    if refused or not config.pathology.serves_slides:
         return refused
     from appliance.pathology.modelcheck import refused_models  # noqa: PLC0415 - as above
 

@@ -47,7 +47,9 @@ def _console(config: Config) -> str:
 def _pathology(config: Config) -> str:
     settings = config.pathology
     return (f"pathology server {settings.client_id or '(host name)'}: "
-            f"{len(settings.slide_roots)} slide root(s), backends "
+            f"{len(settings.slide_roots)} slide root(s)"
+            + (f", its own for {len(settings.slide_roots_by_login)} login(s)"
+               if settings.slide_roots_by_login else "") + ", backends "
             f"{', '.join(settings.backends)}, model {settings.model}, store {_store(config)}")
 
 

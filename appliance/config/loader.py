@@ -285,9 +285,9 @@ def resolve_paths(config: Config, base: Path) -> Config:
     """Return the config with relative file paths made absolute against ``base`` (the config
     file's folder; the working folder for built-in defaults): state_dir, model.path,
     camera.path, screen.reference_file, updates.trusted_root, mqtt.tls's ca_file, cert_file and
-    key_file, pathology's results_dir, model, int8_model and slide_roots, and the file of a
-    SQLite store.url (``sqlite:///store.db``: the same config run from another folder, by
-    systemd or a shell, must open the same store, not a new empty one)."""
+    key_file, pathology's results_dir, model, int8_model, slide_roots and slide_roots_by_login,
+    and the file of a SQLite store.url (``sqlite:///store.db``: the same config run from
+    another folder, by systemd or a shell, must open the same store, not a new empty one)."""
 
     def absolute(value: str | None) -> str | None:
         if value is None or Path(value).is_absolute():
@@ -313,7 +313,9 @@ def resolve_paths(config: Config, base: Path) -> Config:
     pathology = pathology.model_copy(update={
         "results_dir": absolute(pathology.results_dir), "model": absolute(pathology.model),
         "int8_model": absolute(pathology.int8_model),
-        "slide_roots": [absolute(root) for root in pathology.slide_roots]})
+        "slide_roots": [absolute(root) for root in pathology.slide_roots],
+        "slide_roots_by_login": {login: [absolute(root) for root in roots]
+                                 for login, roots in pathology.slide_roots_by_login.items()}})
     return config.model_copy(
         update={"state_dir": absolute(config.state_dir), "model": model, "camera": camera,
                 "screen": screen, "updates": updates, "mqtt": mqtt, "store": store,

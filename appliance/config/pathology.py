@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from appliance.config.section import Section
+from appliance.pathology.jobs import JOB_ID_LEVEL
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
 
@@ -26,6 +27,15 @@ class PathologyConfig(Section):
         default_factory=list, description="Folders a job's slides must lie in (after resolving "
         "links); a slide elsewhere is refused. Empty: every job is refused. Relative folders "
         "are relative to the config file.")
+    slide_roots_by_login: dict[str, list[str]] = Field(
+        default_factory=dict, description="Folders each job login's slides must lie in, in "
+        "place of slide_roots (after resolving links): {lab-a: [/srv/slides/lab-a]}; the login "
+        "is a job id's first level, its client's mqtt.username (anonymous with none). Empty: "
+        "every login uses slide_roots. Relative folders are relative to the config file.")
+    unlisted_logins_use_slide_roots: bool = Field(
+        False, description="With slide_roots_by_login: whether a login it does not name may "
+        "submit slides inside slide_roots; false: its jobs are refused, so a lab login "
+        "forgotten there reads no other lab's slides.")
     results_dir: str = Field(
         "./state/pathology", min_length=1,
         description="Folder for heatmaps, CAMs and tile tables (the console serves the "
@@ -95,6 +105,34 @@ class PathologyConfig(Section):
         except ValueError:
             raise ValueError(f"{value!r} is no IP address (e.g. 127.0.0.1)") from None
 
+    @field_validator("slide_roots_by_login")
+    @classmethod
+    def _logins_with_folders(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for login, roots in value.items():
+            if not JOB_ID_LEVEL.match(login):
+                raise ValueError(f"{login[:80]!r} is no job login: 1-64 of A-Z a-z 0-9 _ . -, "
+                                 "starting with a letter or digit (a job id's first level)")
+            if not roots or not all(roots):
+                raise ValueError(f"{login}: give its folders as a list of 1 or more non-empty "
+                                 f"paths (got {roots!r}); to refuse a login's jobs, leave it "
+                                 "out with unlisted_logins_use_slide_roots false")
+        return value
+
+    def slide_roots_of(self, login: str) -> list[str]:
+        """The folders a job login's slides must lie in: its own (slide_roots_by_login), else
+        slide_roots where no login has its own or unlisted_logins_use_slide_roots says so,
+        else none (its jobs are refused)."""
+        if login in self.slide_roots_by_login:
+            return self.slide_roots_by_login[login]
+        if not self.slide_roots_by_login or self.unlisted_logins_use_slide_roots:
+            return self.slide_roots
+        return []
+
+    @property
+    def serves_slides(self) -> bool:
+        """Whether this config names slide roots (a server's does; a kiosk's has none)."""
+        return bool(self.slide_roots or self.slide_roots_by_login)
+
     @property
     def running_jobs_limit(self) -> int:
         """max_running_jobs, or twice prepare_workers when unset."""
@@ -115,4 +153,21 @@ class PathologyConfig(Section):
                 f"pathology.max_retained_requests_per_login ({self.max_retained_requests_per_login}"
                 f") must be at most pathology.max_retained_requests ({self.max_retained_requests})"
                 ": a login's share of the requests retained at once")
+        self._check_unlisted_logins()
         return self
+
+    def _check_unlisted_logins(self) -> None:
+        """unlisted_logins_use_slide_roots means something only beside slide_roots_by_login,
+        and true only with slide_roots to use."""
+        if "unlisted_logins_use_slide_roots" in self.model_fields_set and \
+                not self.slide_roots_by_login:
+            raise ValueError(
+                "pathology.unlisted_logins_use_slide_roots is set but "
+                "pathology.slide_roots_by_login names no login: without it every login uses "
+                "pathology.slide_roots; name each lab's login and folders there, or remove it")
+        if self.slide_roots_by_login and self.unlisted_logins_use_slide_roots and \
+                not self.slide_roots:
+            raise ValueError(
+                "pathology.unlisted_logins_use_slide_roots is true but pathology.slide_roots "
+                "is empty: name the folders logins not in slide_roots_by_login may use, or "
+                "set it false")

@@ -36,8 +36,10 @@ root.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -263,14 +265,21 @@ def _um_per_px(value: Any, where: str, job_id: str) -> float:
 
 
 def confine(path: Path, roots: list[Path]) -> Path | None:
-    """The resolved absolute path when it lies inside one of the roots, else None."""
+    """The resolved absolute path when it lies inside one of the roots, else None; OSError
+    when a path inside cannot be resolved (a link loop). Where it leads is settled before any
+    error of its file counts: a path into another lab's folder (by name, ``..`` or a link)
+    gets the same answer whether a file is there, missing or a loop."""
     if not path.is_absolute():
         return None
-    resolved = path.resolve()
-    for root in roots:
-        if resolved.is_relative_to(root.resolve()):
-            return resolved
-    return None
+    resolved = Path(os.path.realpath(path))  # raises on no loop and no missing file
+    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        return None
+    try:
+        resolved.stat()
+    except OSError as exc:  # a missing file fails when it is read, in its slide's result
+        if exc.errno == errno.ELOOP:
+            raise
+    return resolved
 
 
 def state_payload(job_id: str, state: str, **fields: Any) -> bytes:

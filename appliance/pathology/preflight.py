@@ -14,10 +14,13 @@ def unusable(settings: PathologyConfig) -> list[str]:
     """Each thing the server could not use, named by its key (empty where the config gives no
     slide roots: a kiosk's config has none): a slide root that is no folder, a model file that
     is not there, a results folder that is no writable folder."""
-    if not settings.slide_roots:
+    if not settings.serves_slides:
         return []
     refused = [f"pathology.slide_roots: {root}: not a folder"
                for root in settings.slide_roots if not os.path.isdir(root)]
+    refused += [f"pathology.slide_roots_by_login.{login}: {root}: not a folder"
+                for login, roots in settings.slide_roots_by_login.items()
+                for root in roots if not os.path.isdir(root)]
     for key in ("model", "int8_model"):
         value = getattr(settings, key)
         if value is not None and not os.path.isfile(value):

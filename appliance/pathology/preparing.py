@@ -15,6 +15,7 @@ from appliance.config.pathology import PathologyConfig
 from appliance.pathology.batcher import FairBatcher, TileChunk
 from appliance.pathology.finisher import SlideFinisher, SlideWork
 from appliance.pathology.jobrun import JobRun
+from appliance.pathology.jobs import job_submitter
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.slideworker import PreparedTiles, prepare_for_model
 from appliance.pathology.workerpool import PreparationWorkers, WorkerError
@@ -32,7 +33,6 @@ class SlidePreparation:
     finisher: SlideFinisher
     pool: PreparationWorkers
     tile_settings: TileSettings
-    slide_roots: tuple[str, ...]
 
     def _dispatch(self) -> None:
         """Start preparing slides, round-robin over jobs, while the batcher has room."""
@@ -48,10 +48,19 @@ class SlidePreparation:
             in_flight += 1
 
     def _prepare(self, run: JobRun, index: int) -> Future[PreparedTiles]:
-        """Hand one slide to a preparation worker (which reads it only inside the roots)."""
-        slide = run.request.slides[index]
-        return self.pool.submit(prepare_for_model, run.request.job_id, index, slide.path,
-                                slide.um_per_px, self.tile_settings, roots=self.slide_roots)
+        """Hand one slide to a preparation worker, which reads it only inside the slide roots
+        of the job's login (pathology.slide_roots_by_login); a login with none now (a job
+        resumed after the config changed) fails the slide unread."""
+        slide, job_id = run.request.slides[index], run.request.job_id
+        roots = tuple(self.settings.slide_roots_of(job_submitter(job_id)))
+        if not roots:  # no roots would mean no check at all in the worker
+            refused: Future[PreparedTiles] = Future()
+            refused.set_result(PreparedTiles(job_id, index, error=(
+                f"{slide.path}: login {job_submitter(job_id)!r} has no slide folders on this "
+                "server now (pathology.slide_roots_by_login); refused, unread")))
+            return refused
+        return self.pool.submit(prepare_for_model, job_id, index, slide.path,
+                                slide.um_per_px, self.tile_settings, roots=roots)
 
     def _collect_prepared(self) -> None:
         for run in list(self.runs.values()):

@@ -8,7 +8,8 @@ Here each check runs in a thread of its own: one not done within ``limit_s`` ref
 request, saying why, and while ``max_waiting`` checks still wait on such folders a further
 request is refused at once (each waiting thread ends when its share answers). A stopping server
 waits for the threads whose checks have answered and leaves those still waiting on a share
-(they only read; ``RequestChecks.end``), saying how many.
+(they only read; ``RequestChecks.end``), saying how many. What a request is checked against
+is ``login_request``: the slide roots of the login whose topic it came on.
 """
 
 from __future__ import annotations
@@ -17,13 +18,29 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from appliance.pathology.jobs import JobRefusedError, JobRequest
+from appliance.config.pathology import PathologyConfig
+from appliance.pathology.jobs import JobRefusedError, JobRequest, job_submitter, parse_job
 
 CHECK_S = 10.0  # resolving a request's slide paths takes milliseconds on a disk that answers
 MAX_WAITING = 8
 
 Answer = tuple[JobRequest | None, BaseException | None]
+
+
+def login_request(settings: PathologyConfig, payload: bytes, job_id: str) -> JobRequest:
+    """A request on the topic of ``job_id`` checked against the slide roots of its login (the
+    id's first level: the broker lets only that login publish there), so one lab's login
+    cannot have the server read another lab's slides (pathology.slide_roots_by_login)."""
+    login = job_submitter(job_id)
+    roots = settings.slide_roots_of(login)
+    if not roots:
+        raise JobRefusedError(f"login {login!r} has no slide folders on this server "
+                              "(pathology.slide_roots_by_login does not name it); ask its "
+                              "operator to add them", job_id)
+    return parse_job(payload, [Path(root) for root in roots], settings.max_job_bytes,
+                     settings.max_slides_per_job, job_id)
 
 
 class RequestChecks:

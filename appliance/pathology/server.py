@@ -47,7 +47,6 @@ from appliance.pathology.jobs import (
     JobRequest,
     cancel_topic,
     fitted_state_payload,
-    parse_job,
     payload_limit,
     request_topic,
     same_slides,
@@ -57,7 +56,7 @@ from appliance.pathology.jobs import (
 from appliance.pathology.jobstore import PathologyStore, storable_text
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.preparing import SlidePreparation
-from appliance.pathology.requestcheck import RequestChecks
+from appliance.pathology.requestcheck import RequestChecks, login_request
 from appliance.pathology.serverlink import ServerLink, qos_of
 from appliance.pathology.service_metrics import ServiceMetrics
 from appliance.pathology.workerpool import PreparationWorkers
@@ -88,8 +87,6 @@ class PathologyServer(ServerLink, RequestAdmission, CancelRequests, SlidePrepara
         self.config, self.settings, self.store = config, config.pathology, store
         self.server_id = self.settings.client_id or default_server_id()
         self.prefix = config.mqtt.topic_prefix
-        self.roots = [Path(root) for root in self.settings.slide_roots]
-        self.slide_roots = tuple(str(root) for root in self.roots)  # as the workers take them
         self.backend = backend or open_backend(self.settings)
         info = self.backend.info
         self.tile_settings = TileSettings(info.tile_px, info.tile_um,
@@ -104,9 +101,8 @@ class PathologyServer(ServerLink, RequestAdmission, CancelRequests, SlidePrepara
         self._housekeeping_failed = False  # its next round is its retry
         self._init_admission()
         # off the main loop: a slide folder on a share that stopped answering would hold it
-        self.request_checks = RequestChecks(lambda payload, topic_id: parse_job(
-            payload, self.roots, self.settings.max_job_bytes, self.settings.max_slides_per_job,
-            topic_id), server_id=self.server_id)
+        self.request_checks = RequestChecks(lambda payload, topic_id: login_request(
+            self.settings, payload, topic_id), server_id=self.server_id)
         self._init_link(self.backend.settings)
 
     def run(self, stop: threading.Event) -> None:

@@ -8,7 +8,7 @@ import threading
 from appliance import interrupts
 from appliance.backoffice.store import StoreError
 from appliance.backoffice.storeurl import masked_url, store_url_for
-from appliance.config import Config
+from appliance.config import Config, PathologyConfig
 from appliance.pathology.jobstore import open_pathology_store
 from appliance.pathology.model import ModelError
 from appliance.pathology.preflight import unusable
@@ -40,8 +40,9 @@ def run_server(config: Config, stop: threading.Event) -> int:
     """Serve until stop is set; 2 on a config or model that cannot work, 3 when the broker
     refuses our credentials, 4 when another server started first with the same client id
     (appliance/pathology/presence.py), 1 on a store error."""
-    if not config.pathology.slide_roots:
-        log.error("pathology.slide_roots is empty: every job would be refused; name the "
+    if not config.pathology.serves_slides:
+        log.error("pathology.slide_roots and slide_roots_by_login are empty: every job would "
+                  "be refused; name the "
                   "folders the server may read slides from in the config's pathology section "
                   "(pathology: {slide_roots: [/srv/slides]}; README.md, Pathology server, has "
                   "an example) or in APPLIANCE__PATHOLOGY__SLIDE_ROOTS='[/srv/slides]'")
@@ -61,8 +62,9 @@ def run_server(config: Config, stop: threading.Event) -> int:
         log.error("%s", exc)
         store.close()
         return 2
-    log.info("pathology server %s: store %s, backend %s, slide roots %s", server.server_id,
-             masked_url(url), server.backend.settings, config.pathology.slide_roots)
+    log.info("pathology server %s: store %s, backend %s, slide roots %s%s", server.server_id,
+             masked_url(url), server.backend.settings, config.pathology.slide_roots,
+             _by_login(config.pathology))
     try:
         server.run(stop)
     finally:
@@ -72,3 +74,11 @@ def run_server(config: Config, stop: threading.Event) -> int:
         # the broker refuses us, or a rival has our name: restarting cannot help
         return server.exit_code
     return 0
+
+
+def _by_login(settings: PathologyConfig) -> str:
+    """The logins' own slide roots, for the start line (empty where none has its own)."""
+    if not settings.slide_roots_by_login:
+        return ""
+    unlisted = "slide roots" if settings.unlisted_logins_use_slide_roots else "refused"
+    return f", by login {settings.slide_roots_by_login} (other logins: {unlisted})"

@@ -101,9 +101,12 @@ def read_slide(path: Path, um_per_px: float, target_um_per_px: float,
     with ``roots``, only a file that, as opened, lies inside one of them (links resolved)."""
     check_um_per_px(um_per_px, path.name)
     reduction = _reduction(um_per_px, target_um_per_px)
+    if roots:  # before opening: a file elsewhere is refused alike, there or not
+        _check_leads_inside(Path(os.path.realpath(path)), path, roots)
     with _open_slide(path) as handle, warnings.catch_warnings():
         if roots:
-            _check_inside(handle, path, roots)
+            _check_leads_inside(Path(os.readlink(f"/proc/self/fd/{handle.fileno()}")), path,
+                                roots)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image, source_size = _decode(handle, path, reduction)
     scale = image.size[0] / source_size[0]
@@ -150,11 +153,13 @@ def _open_slide(path: Path) -> BinaryIO:
     return handle
 
 
-def _check_inside(handle: BinaryIO, path: Path, roots: Sequence[Path]) -> None:
-    """Refuse a slide whose opened file lies outside the roots: a job's paths are checked when
-    it comes in, and a slide replaced by a link (or a folder on its way) since then leads
-    elsewhere. Linux names an open descriptor's file in /proc/self/fd."""
-    opened = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))
+def _check_leads_inside(opened: Path, path: Path, roots: Sequence[Path]) -> None:
+    """Refuse a slide that leads outside the roots: a job's paths are checked when it comes
+    in, and a slide replaced by a link (or a folder on its way) since then leads elsewhere.
+    Checked on where its path resolves before it is opened, so a link into another lab's
+    folder is refused alike whether a file is there or not (opening says which), and again
+    on the opened file (Linux names an open descriptor's file in /proc/self/fd), which a
+    swap between the two cannot pass."""
     if not any(opened.is_relative_to(root.resolve()) for root in roots):
         # a name that is not UTF-8 shown as its bytes' escapes: the text is stored
         shown = os.fsencode(opened).decode(errors="backslashreplace")

@@ -36,7 +36,7 @@ from appliance.backoffice.storeerrors import StoreError
 from appliance.cli import main
 from appliance.config import PASSWORD_ENV, Config, config_from_mapping
 from appliance.edge.testing import wait_until
-from appliance.pathology import preparing
+from appliance.pathology import preparing, requestcheck
 from appliance.pathology import server as server_module
 from appliance.pathology.admission import MAX_CLAIM_DELAY_S
 from appliance.pathology.backends import ModelOutputs, OnnxBackend
@@ -474,7 +474,7 @@ def test_a_server_at_its_limit_leaves_a_dead_server_s_job_to_one_with_room(env: 
         server._take(  # noqa: SLF001 - the server's events, fed by hand
             job_id, json.dumps(_job(job_id, [env.slides / "b11.jpg"])).encode())
     orphan = parse_job(json.dumps(_job("lab/orphan", [env.slides / "b12.jpg"])).encode(),
-                       server.roots, settings.max_job_bytes, settings.max_slides_per_job)
+                       [env.slides], settings.max_job_bytes, settings.max_slides_per_job)
     assert store.accept(orphan, "dead", 0.01)
     time.sleep(0.05)  # its lease ran out
     server._event_housekeeping()  # noqa: SLF001 - the main loop's turn
@@ -820,14 +820,14 @@ def test_a_request_the_broker_dropped_comes_in_a_later_round(
 def test_a_request_the_server_fails_on_is_refused_cleared_and_the_server_goes_on(
     env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    checked = server_module.parse_job
+    checked = requestcheck.parse_job
 
     def failing(payload: bytes, *args: Any) -> Any:
         if b'"lab/bug"' in payload:
             raise RuntimeError("a bug met by one request")
         return checked(payload, *args)
 
-    monkeypatch.setattr(server_module, "parse_job", failing)
+    monkeypatch.setattr(requestcheck, "parse_job", failing)
     serve(env.config())
     env.watcher.submit(_job("lab/bug", [env.slides / "b11.jpg"]))
     reason = env.watcher.wait("lab/bug", {"failed"}, timeout_s=30)["reason"]
