@@ -159,11 +159,12 @@ def _check_leads_inside(opened: Path, path: Path, roots: Sequence[Path]) -> None
     Checked on where its path resolves before it is opened, so a link into another lab's
     folder is refused alike whether a file is there or not (opening says which), and again
     on the opened file (Linux names an open descriptor's file in /proc/self/fd), which a
-    swap between the two cannot pass."""
+    swap between the two cannot pass. Where it leads is not said: the error is its job's
+    result, which its submitter reads, and a link to another lab's link leads to a name of
+    that lab's (``readlink -f`` on the path shows it to an operator)."""
     if not any(opened.is_relative_to(root.resolve()) for root in roots):
-        # a name that is not UTF-8 shown as its bytes' escapes: the text is stored
-        shown = os.fsencode(opened).decode(errors="backslashreplace")
-        raise SlideError(f"{path}: leads outside the slide roots now (to {shown}); refused")
+        raise SlideError(f"{path}: leads outside the slide roots now (a link, or a folder on "
+                         "its way, replaced since its job was taken); refused")
 
 
 def _check_kind(mode: int, path: Path) -> None:

@@ -6,6 +6,7 @@ and a refusal never tells one login whether another's slide is there."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -45,6 +46,8 @@ from appliance.synthetic.he import SlideSpec, render_slide
 from tests.pathology_helpers import counting_subacks, subscribed
 
 REPO = Path(__file__).resolve().parents[2]
+LEADS_OUTSIDE = ("leads outside the slide roots now (a link, or a folder on its way, replaced "
+                 "since its job was taken); refused")
 
 
 @dataclass
@@ -141,8 +144,35 @@ def test_a_slide_swapped_for_a_link_into_another_lab_is_refused_alike_there_or_n
         slide.symlink_to(target)
         prepared = prepare_for_model("lab-a/j1", 0, str(slide), 1.0, settings,
                                      roots=[str(labs.a)])
-        assert prepared.error == (f"{slide}: leads outside the slide roots now (to {target}); "
-                                  "refused")
+        assert prepared.error == f"{slide}: {LEADS_OUTSIDE}"
+
+
+def test_a_refused_slide_does_not_name_where_another_lab_s_link_leads(labs: Labs) -> None:
+    """A's slide swapped for a link to B's link ``latest.jpg``: the refusal, A's job's slide
+    result, said where it led, a name of B's (here a patient's) that A had no other way to
+    read."""
+    (labs.b / "2026").mkdir()
+    (labs.b / "s.jpg").rename(labs.b / "2026" / "P4711-smith.jpg")
+    (labs.b / "latest.jpg").symlink_to(labs.b / "2026" / "P4711-smith.jpg")
+    (labs.a / "x.jpg").symlink_to(labs.b / "latest.jpg")
+    prepared = prepare_for_model("lab-a/j1", 0, str(labs.a / "x.jpg"), 1.0,
+                                 TileSettings(tile_px=64, tile_um=128.0), roots=[str(labs.a)])
+    assert prepared.error == f"{labs.a / 'x.jpg'}: {LEADS_OUTSIDE}"
+
+
+def test_a_swap_between_the_look_and_the_open_is_refused_on_the_opened_file(
+    labs: Labs, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The look before opening sees A's own file; the link into B's folder comes just after
+    it (the resolution answered as before the swap): the opened file's own look refuses it."""
+    slide = labs.a / "raced.jpg"
+    slide.symlink_to(labs.b / "s.jpg")
+    resolved = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda path, **kwargs: str(path) if
+                        str(path) == str(slide) else resolved(path, **kwargs))
+    prepared = prepare_for_model("lab-a/j1", 0, str(slide), 1.0,
+                                 TileSettings(tile_px=64, tile_um=128.0), roots=[str(labs.a)])
+    assert prepared.error == f"{slide}: {LEADS_OUTSIDE}"
 
 
 class _Pool:
