@@ -162,13 +162,14 @@ def _slide(tmp_path: Path) -> Path:
     return slides / "b11.jpg"
 
 
-def _serve(broker: FleetBroker, tmp_path: Path, slides: Path) -> subprocess.Popen[str]:
+def _serve(broker: FleetBroker, tmp_path: Path, slides: Path,
+           **pathology: object) -> subprocess.Popen[str]:
     """`appliance pathology serve` as the provisioned server login."""
     server_config = _config_file(
         tmp_path / "server.yaml", broker, SERVER, state_dir=str(tmp_path / "state"),
         pathology={"client_id": SERVER, "slide_roots": [str(slides)],
                    "results_dir": str(tmp_path / "out"), "backends": ["onnx-cpu"],
-                   "prepare_workers": 1})
+                   "prepare_workers": 1, **pathology})
     env = {**os.environ, PASSWORD_ENV: broker.password(SERVER)}
     return subprocess.Popen([sys.executable, "-m", "appliance", "pathology", "serve",
                              "--config", str(server_config)], env=env,
@@ -268,6 +269,34 @@ def test_a_job_client_cannot_cancel_withdraw_replace_or_read_another_login_s_job
         rivals = _final_state(lab_broker, f"{RIVAL}/{name}", RIVAL)
         assert (rivals["state"], [row["slide"] for row in rivals["results"]]) == (
             "done", ["own"]), rivals
+    finally:
+        _stopped(server)
+
+
+def test_a_lab_s_login_cannot_have_the_server_read_another_lab_s_slide(
+    lab_broker: FleetBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pathology.slide_roots_by_login: USER's lab has its folder, RIVAL's lab its own. RIVAL's
+    `job submit` of USER's slide fails as outside its slide roots (on main every login could
+    submit any slide under slide_roots, and got its scores); USER's own job is done."""
+    slide = _slide(tmp_path)
+    theirs = tmp_path / "rival-slides"
+    theirs.mkdir()
+    server = _serve(lab_broker, tmp_path, slide.parent, slide_roots_by_login={
+        USER: [str(slide.parent)], RIVAL: [str(theirs)]})
+    wait = ["--um-per-px", "0.5", "--wait", "--timeout", "120"]
+    try:
+        monkeypatch.setenv(PASSWORD_ENV, lab_broker.password(RIVAL))
+        rival_cli = ["--config", str(_config_file(tmp_path / "rival.yaml", lab_broker, RIVAL))]
+        assert main(["pathology", "job", "submit", str(slide), *wait, *rival_cli]) == 1
+        said = capsys.readouterr()
+        assert said.out.split()[0].startswith(f"{RIVAL}/"), said
+        assert f"slides[0].path {str(slide)!r} is outside the slide roots" in said.err, said
+        monkeypatch.setenv(PASSWORD_ENV, lab_broker.password(USER))
+        user_cli = ["--config", str(_config_file(tmp_path / "user.yaml", lab_broker, USER))]
+        assert main(["pathology", "job", "submit", str(slide), *wait, *user_cli]) == 0, \
+            capsys.readouterr()
     finally:
         _stopped(server)
 
