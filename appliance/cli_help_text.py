@@ -310,7 +310,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance pathology job cancel 20261202T070950-34fe850d3ceb"),
     ),
     "pathology job submit": (
-        "Send slides (paths the servers can read, inside pathology.slide_roots) as one job; "
+        "Send slides (paths the servers can read, inside pathology.slide_roots, or this "
+        "login's own folders in pathology.slide_roots_by_login) as one job; "
         "prints the job id, and with --wait follows it to its end, naming each slide that "
         "failed and why. Exit 0: sent (with --wait: every slide scored); 1: with --wait, a "
         "slide or the job failed or it was cancelled, or the broker was unreachable; 2: a bad "

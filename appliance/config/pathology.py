@@ -25,8 +25,10 @@ class PathologyConfig(Section):
         "(unset: pathology-HOSTNAME); unique per server.")
     slide_roots: list[str] = Field(
         default_factory=list, description="Folders a job's slides must lie in (after resolving "
-        "links); a slide elsewhere is refused. Empty: every job is refused. Relative folders "
-        "are relative to the config file.")
+        "links); a slide elsewhere is refused. With slide_roots_by_login, only for the logins "
+        "it does not name, and only with unlisted_logins_use_slide_roots. Empty (and no "
+        "slide_roots_by_login): every job is refused. Relative folders are relative to the "
+        "config file.")
     slide_roots_by_login: dict[str, list[str]] = Field(
         default_factory=dict, description="Folders each job login's slides must lie in, in "
         "place of slide_roots (after resolving links): {lab-a: [/srv/slides/lab-a]}; the login "

@@ -98,7 +98,8 @@ def check_um_per_px(um_per_px: float, name: str) -> None:
 def read_slide(path: Path, um_per_px: float, target_um_per_px: float,
                roots: Sequence[Path] = ()) -> Slide:
     """Open a slide and decode it at the coarsest power-of-two scale still finer than target;
-    with ``roots``, only a file that, as opened, lies inside one of them (links resolved)."""
+    with ``roots``, only a file whose path leads inside one of them, before it is opened and as
+    opened (links resolved)."""
     check_um_per_px(um_per_px, path.name)
     reduction = _reduction(um_per_px, target_um_per_px)
     if roots:  # before opening: a file elsewhere is refused alike, there or not
