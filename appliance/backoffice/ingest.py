@@ -29,6 +29,7 @@ from appliance.backoffice.triage import Confirmed, Inbound, Triage
 from appliance.config import Config, MqttConfig
 from appliance.logsafe import escape_controls
 from appliance.transport.acks import publish_acks
+from appliance.transport.bootstamp import read_stamp
 from appliance.transport.client import (
     LinkSettings,
     connack_refusal,
@@ -249,7 +250,8 @@ class IngestWorker:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             payload = bytes(message.payload)
-            inbound = Inbound(message.topic, payload, message.mid, message.qos, message.retain)
+            inbound = Inbound(message.topic, payload, message.mid, message.qos, message.retain,
+                              boot=read_stamp(message.properties))
             if not self.writer.offer(inbound) and self.writer.stats.qos0_refused % 1000 == 1:
                 log.warning("dropped a QoS 0 message on %s (%d so far): %d QoS 0 messages wait "
                             "already; kiosks publish at QoS 1", escape_controls(message.topic),

@@ -407,4 +407,14 @@ CREATE INDEX model_reports_device_id ON model_reports (site, device_id, id)
 ALTER TABLE devices ADD COLUMN outbox_in_use TEXT
 """,
     ),
+    (
+        27,
+        "devices: where in its boot the kiosk built its stored status (the boot's id and the "
+        "milliseconds since it, sent as user properties: appliance/transport/bootstamp.py), "
+        "which orders the statuses of one boot (null: a status without them)",
+        """
+ALTER TABLE devices ADD COLUMN status_boot TEXT;
+ALTER TABLE devices ADD COLUMN status_since_boot_ms BIGINT
+""",
+    ),
 )

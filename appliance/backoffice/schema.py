@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from appliance import safejson
+from appliance.transport.bootstamp import BootStamp
 from appliance.transport.payloads import FEATURE_KEYS, Identifier, Result, Status
 
 RESULT_META_COLUMNS = (
@@ -70,10 +71,13 @@ DEVICE_COLUMNS = (
     "measuring_paused",
     "outbox_in_use",
     "status_sent_at",  # the stored status's sending, by the back office's clock (status_order.py)
+    # where in its boot the kiosk built it (transport/bootstamp.py; null: not said)
+    "status_boot",
+    "status_since_boot_ms",
 )
 # a device as the fleet reads it: its status, and its clock as its latest live status read it
 # (written apart from the status: erasure_clock.py)
-DEVICE_READ_COLUMNS = (*DEVICE_COLUMNS, "clock_ahead_s", "clock_read_at")
+DEVICE_READ_COLUMNS = (*DEVICE_COLUMNS[:-2], "clock_ahead_s", "clock_read_at")
 
 # what one dead letter counts against ``dead_letter_max_total_bytes``: the bytes of its
 # payload, reason and topic (UTF-8), as each database measures them (the one definition the
@@ -196,10 +200,11 @@ def result_selection(columns: Sequence[str], postgres: bool) -> str:
                     if column == GRADE_PROBABILITIES else column for column in columns)
 
 
-def device_row(status: Status, seen_at: str, sent_at: str | None = None) -> tuple[Any, ...]:
+def device_row(status: Status, seen_at: str, sent_at: str | None = None,
+               boot: BootStamp | None = None) -> tuple[Any, ...]:
     """The ``devices`` row of a status message seen at ``seen_at``, in DEVICE_COLUMNS order;
     ``sent_at``: a live online status's receipt, None where the store places its sending
-    (status_order.py)."""
+    (status_order.py); ``boot``: where in its boot the kiosk built it (bootstamp.py)."""
     model = status.model
     return (
         status.site,
@@ -217,4 +222,5 @@ def device_row(status: Status, seen_at: str, sent_at: str | None = None) -> tupl
         status.measuring_paused,
         status.outbox_in_use,
         sent_at,
+        *(boot or (None, None)),
     )

@@ -21,14 +21,20 @@ each was sent as the back office's clock places it (``devices.status_sent_at``):
   written, by the clock as it was then, so a retained copy of a status from before the step,
   replayed later, does not write over the live ones after it.
 
-Of two placed alike the later received wins, as before. Statuses carry no sequence number
-that would order them whatever the clocks: ``appliance.status/1`` refuses unknown fields, so a
-back office not yet updated would dead-letter every status of a kiosk that sent one. What is
-left: a live status that the broker queued for a stopped worker is placed at its late receipt,
-so until that worker has taken its queue it writes the older details of its queue over those
-another worker stored (as it reads the kiosk's clock behind by the wait: erasure_clock.py);
-a clock stepped back by less than a connection's length, while connected, lets that
-connection's last will write its details.
+Of two placed alike the later received wins, as before.
+
+Two statuses that say where in one boot their kiosk built them (its boot's id and the time
+since that boot, user properties beside the payload: appliance/transport/bootstamp.py) are
+ordered by that time instead, whatever the clocks did and however long a broker held one
+(``STORED_SENT_LATER``, ``sent_later``). So a worker back from a stop, taking the live
+statuses the broker queued for it, writes none of them over a newer one another worker stored
+(placed at its late receipt, each won), and a last will, stamped as it was built, keeps the
+details of every status its connection sent after it, also where the kiosk's clock stepped
+back by about the connection's age (placed by the reading after the step, it won). What is
+left: statuses without a stamp (a kiosk not yet updated, a system that does not say its boots
+apart) and of two boots are ordered by the back office's clock as above, queue and steps
+alike; and a queued status still reads its kiosk's clock behind by its wait
+(erasure_clock.py).
 """
 
 from __future__ import annotations
@@ -42,8 +48,14 @@ from appliance.backoffice.placed_capture import PlacedCaptures, StatusReading
 from appliance.backoffice.schema import DEVICE_COLUMNS, iso_utc
 from appliance.transport.payloads import utc_now
 
-_LAST_SEEN, _STATUS_AT, _SENT_AT = (DEVICE_COLUMNS.index(name) for name in (
-    "last_seen", "status_at", "status_sent_at"))
+_LAST_SEEN, _STATUS_AT, _SENT_AT, _BOOT, _SINCE_BOOT = (DEVICE_COLUMNS.index(name) for name in (
+    "last_seen", "status_at", "status_sent_at", "status_boot", "status_since_boot_ms"))
+# Whether the stored status (devices.*) was sent after the one written (excluded.*): by the
+# time since boot where both were stamped in one boot, else by the back office's placing.
+STORED_SENT_LATER = (
+    "(CASE WHEN devices.status_boot = excluded.status_boot "
+    "THEN devices.status_since_boot_ms > excluded.status_since_boot_ms "
+    "ELSE devices.status_sent_at > excluded.status_sent_at END)")
 
 
 def placed_sending(at: datetime, ahead: timedelta | None, written: datetime) -> datetime:
@@ -75,8 +87,8 @@ class StatusOrder(PlacedCaptures):
                      for site, device, ahead_s, _, _ in in_batch)
         written = utc_now()
         return [row if row[_SENT_AT] is not None else (*row[:_SENT_AT], iso_utc(placed_sending(
-            datetime.fromisoformat(row[_STATUS_AT]), ahead.get((row[0], row[1])), written)))
-            for row in rows]
+            datetime.fromisoformat(row[_STATUS_AT]), ahead.get((row[0], row[1])), written)),
+            *row[_SENT_AT + 1:]) for row in rows]
 
 
 def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -96,7 +108,15 @@ def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         if before is None:
             merged[key] = row
             continue
-        newest = before if before[_SENT_AT] > row[_SENT_AT] else row
+        newest = before if sent_later(before, row) else row
         merged[key] = (*row[:_LAST_SEEN], max(before[_LAST_SEEN], row[_LAST_SEEN]),
                        *newest[_STATUS_AT:])
     return list(merged.values())
+
+
+def sent_later(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
+    """Whether the status of row ``first`` was sent after that of ``second`` (DEVICE_COLUMNS
+    order, each one's sending placed): ``STORED_SENT_LATER`` in Python."""
+    if first[_BOOT] is not None and first[_BOOT] == second[_BOOT]:
+        return bool(first[_SINCE_BOOT] > second[_SINCE_BOOT])
+    return bool(first[_SENT_AT] > second[_SENT_AT])

@@ -25,7 +25,7 @@ from appliance.backoffice.schema import (
     DeadLetter,
     dead_letter,
 )
-from appliance.backoffice.status_order import StatusOrder, latest_statuses
+from appliance.backoffice.status_order import STORED_SENT_LATER, StatusOrder, latest_statuses
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,13 @@ _LATEST_SEEN = (
     "last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
     "THEN excluded.last_seen ELSE devices.last_seen END"
 )
-# A status sent before the stored one (status_sent_at, status_order.py: by the back office's
-# clock, so a kiosk clock stepped back does not freeze them) changes only state and last_seen:
-# a kiosk's last will ("offline") is written when it connects, so its camera, outbox and
-# versions are older than those of its last online status, which stay (the fleet shows an
-# offline kiosk's last known camera state with its age).
-_KEEP_NEWER = ("{col} = CASE WHEN devices.status_sent_at > excluded.status_sent_at "
+# A status sent before the stored one (status_order.py: by the time since its kiosk's boot
+# where both say it, else by the back office's clock, so a kiosk clock stepped back does not
+# freeze them) changes only state and last_seen: a kiosk's last will ("offline") is written
+# when it connects, so its camera, outbox and versions are older than those of its last
+# online status, which stay (the fleet shows an offline kiosk's last known camera state with
+# its age).
+_KEEP_NEWER = (f"{{col}} = CASE WHEN {STORED_SENT_LATER} "
                "THEN devices.{col} ELSE excluded.{col} END")
 # The lock order. On PostgreSQL two transactions that lock the same rows in opposite orders
 # deadlock (the server ends one). Every writer here locks in one order: the dead_letter_totals

@@ -31,6 +31,7 @@ from appliance.backoffice.schema import (
 )
 from appliance.backoffice.store import Batch
 from appliance.backoffice.store_writes import latest_readings
+from appliance.transport.bootstamp import BootStamp
 from appliance.transport.payloads import (
     ModelState,
     PayloadError,
@@ -80,6 +81,9 @@ class Inbound:
     # a status held over its kiosk's rate (status_rate.py), written later: when it came (its
     # receipt, its clock reading); it was acknowledged with the batch it came in
     received: datetime | None = None
+    # where in its boot the kiosk built it, from its user properties (a status's:
+    # appliance/transport/bootstamp.py; None: not said), which orders one boot's statuses
+    boot: BootStamp | None = None
 
 
 def parse_result(raw: bytes) -> Result:
@@ -163,7 +167,8 @@ class Triage:
                 seen_at = iso_utc(status.at) if message.retained else received_at
                 live = status.state == "online" and not message.retained
                 # sent as sorted; the store places any other's sending (status_order.py)
-                batch.statuses.append(device_row(status, seen_at, sorted_at if live else None))
+                batch.statuses.append(device_row(status, seen_at, sorted_at if live else None,
+                                                 message.boot))
                 if live:
                     ahead_s = (status.at - now).total_seconds()
                     batch.clock_readings.append((site, device, ahead_s, received_at,

@@ -32,6 +32,7 @@ from typing import Any
 
 from paho.mqtt.reasoncodes import ReasonCode
 
+from appliance.transport.bootstamp import boot_stamp, stamped
 from appliance.transport.callbacks import MAX_INCOMING_PACKET_BYTES, QueuedCallbacks
 from appliance.transport.churn import Reconnects
 from appliance.transport.client import (
@@ -107,7 +108,7 @@ class MqttLink(threading.Thread):
                                       settings.client_id, settings.username)
         self._connect_started_s = 0.0
         self._next_attempt_s = 0.0
-        self._status_properties = publish_properties(None)
+        self._retained_properties = publish_properties(None)
         # the clean stop's "offline" status: its message id, then its PUBACK's reason code
         self._last_status_mid: int | None = None
         self._last_status_code: int | None = None
@@ -354,7 +355,7 @@ class MqttLink(threading.Thread):
             except queue.Empty:
                 return
             self._client.publish(
-                topic, payload, qos=1, retain=True, properties=self._status_properties
+                topic, payload, qos=1, retain=True, properties=self._retained_properties
             )
 
     def _publish_status(self, state: str) -> None:
@@ -365,7 +366,7 @@ class MqttLink(threading.Thread):
             self._status_payload(state),
             qos=1,
             retain=True,
-            properties=self._status_properties,
+            properties=_status_properties(),
         )
         self._statuses_awaited[info.mid] = built_s
         while len(self._statuses_awaited) > STATUSES_AWAITED:
@@ -399,7 +400,7 @@ class MqttLink(threading.Thread):
             return will_disconnect_reason()
         try:
             info = self._client.publish(self.status_topic, self._status_payload("offline"),
-                                        qos=1, retain=True, properties=self._status_properties)
+                                        qos=1, retain=True, properties=_status_properties())
             self._last_status_mid = info.mid
             deadline_s = time.monotonic() + LAST_STATUS_WAIT_S
             while (self._last_status_code is None and time.monotonic() < deadline_s
@@ -420,6 +421,12 @@ class MqttLink(threading.Thread):
             log.warning("the broker refused the offline status on %s (PUBACK reason code "
                         "0x%02X); leaving with the last will instead", self.status_topic, code)
         return will_disconnect_reason()
+
+
+def _status_properties() -> Any:
+    """A status's PUBLISH properties, stamped with where in this boot it was built
+    (bootstamp.py: the back office orders one boot's statuses by it)."""
+    return stamped(publish_properties(None), boot_stamp())
 
 
 def _wake_pair() -> tuple[socket.socket, socket.socket]:

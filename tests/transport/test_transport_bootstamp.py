@@ -1,0 +1,57 @@
+"""The kiosk link stamps each status with where in this boot it built it (bootstamp.py), as
+user properties a real mosquitto forwards; the back office reads only a stamp a kiosk sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from appliance.edge.testing import wait_until
+from appliance.transport.bootstamp import BOOT_KEY, SINCE_BOOT_KEY, read_stamp
+from appliance.transport.wallclock import boot_id
+from tests.transport.test_transport_mqtt import Subscriber, make_link, stop
+
+
+def _properties(*pairs: tuple[str, str]) -> Any:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if pairs:
+        properties.UserProperty = list(pairs)
+    return properties
+
+
+@pytest.mark.broker
+def test_each_status_is_stamped_later_in_this_boot_than_the_one_before(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    watcher = Subscriber(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/status")
+    link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
+    link.start()
+    try:
+        assert wait_until(lambda: len(watcher.messages) >= 1, 10)  # its birth
+        link.send_status()
+        assert wait_until(lambda: len(watcher.messages) >= 2, 10)
+    finally:
+        stop(link)  # a clean stop: "offline" with the numbers as they are
+    assert wait_until(lambda: len(watcher.messages) >= 3, 10)
+    watcher.close()
+    stamps = [read_stamp(message.properties) for message in watcher.messages[:3]]
+    assert [message.payload for message in watcher.messages[:3]] == [
+        b'{"state": "online"}', b'{"state": "online"}', b'{"state": "offline"}']
+    assert {stamp[0] for stamp in stamps if stamp} == {str(boot_id())}
+    since_boot_ms = [stamp[1] for stamp in stamps if stamp]
+    assert len(since_boot_ms) == 3
+    assert since_boot_ms == sorted(since_boot_ms)
+
+
+def test_a_stamp_is_read_only_as_a_kiosk_sends_it() -> None:
+    assert read_stamp(_properties((BOOT_KEY, "17"), (SINCE_BOOT_KEY, "2500"))) == ("17", 2500)
+    assert read_stamp(_properties()) is None
+    assert read_stamp(None) is None
+    for since_boot_ms in ("-1", "1.5", "²", "9" * 30, ""):
+        assert read_stamp(_properties((BOOT_KEY, "17"), (SINCE_BOOT_KEY, since_boot_ms))) is None
+    assert read_stamp(_properties((BOOT_KEY, "1" * 40), (SINCE_BOOT_KEY, "1"))) is None
+    assert read_stamp(_properties((BOOT_KEY, ""), (SINCE_BOOT_KEY, "1"))) is None
