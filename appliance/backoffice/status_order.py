@@ -28,12 +28,15 @@ since that boot, user properties beside the payload: appliance/transport/bootsta
 ordered by that time instead, whatever the clocks did and however long a broker held one
 (``STORED_SENT_LATER``, ``sent_later``). So a worker back from a stop, taking the live
 statuses the broker queued for it, writes none of them over a newer one another worker stored
-(placed at its late receipt, each won), and a last will, stamped as it was built, keeps the
+(placed at its late receipt, each won; nor the "online" of one over a last will stored
+since: ``ONLINE_REPLAYED``), and a last will, stamped as it was built, keeps the
 details of every status its connection sent after it, also where the kiosk's clock stepped
 back by about the connection's age (placed by the reading after the step, it won). What is
 left: statuses without a stamp (a kiosk not yet updated, a system that does not say its boots
 apart) and of two boots are ordered by the back office's clock as above, queue and steps
-alike; and a queued status still reads its kiosk's clock behind by its wait
+alike; a last will queued for a stopped worker, stamped at its kiosk's start, still writes
+its "offline" over the online statuses of a connection after it (until the worker takes
+those); and a queued status still reads its kiosk's clock behind by its wait
 (erasure_clock.py).
 """
 
@@ -48,8 +51,15 @@ from appliance.backoffice.placed_capture import PlacedCaptures, StatusReading
 from appliance.backoffice.schema import DEVICE_COLUMNS, iso_utc
 from appliance.transport.payloads import utc_now
 
-_LAST_SEEN, _STATUS_AT, _SENT_AT, _BOOT, _SINCE_BOOT = (DEVICE_COLUMNS.index(name) for name in (
-    "last_seen", "status_at", "status_sent_at", "status_boot", "status_since_boot_ms"))
+_STATE, _LAST_SEEN, _STATUS_AT, _SENT_AT, _BOOT, _SINCE_BOOT = (
+    DEVICE_COLUMNS.index(name) for name in ("state", "last_seen", "status_at", "status_sent_at",
+                                            "status_boot", "status_since_boot_ms"))
+# Whether an online status written (excluded.*) is a replay: sent no later in its kiosk's boot
+# than the stored one (devices.*), so its "online" is older news than the stored state. An
+# offline one's state is always news: a last will is stamped as it was built, at the start.
+ONLINE_REPLAYED = (
+    "(excluded.state = 'online' AND devices.status_boot = excluded.status_boot "
+    "AND devices.status_since_boot_ms >= excluded.status_since_boot_ms)")
 # Whether the stored status (devices.*) was sent after the one written (excluded.*): by the
 # time since boot where both were stamped in one boot, else by the back office's placing.
 STORED_SENT_LATER = (
@@ -99,7 +109,8 @@ def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     A kiosk's statuses are latest-wins: of several in one batch the older change nothing the
     store keeps, so a flood of them on its own status topic costs one upsert a batch, not one
     a status (status_rate.py bounds it across batches). The row holds the last one's
-    ``state`` (written as it comes), the latest ``last_seen``, and the rest of the one sent
+    ``state`` (written as it comes, but for an online one older in its boot than one before:
+    ``online_replayed``), the latest ``last_seen``, and the rest of the one sent
     last (this module's order), the later of two alike: so a last will ("offline") that comes
     after a newer online status still leaves its camera, outbox and versions."""
     merged: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -109,7 +120,8 @@ def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             merged[key] = row
             continue
         newest = before if sent_later(before, row) else row
-        merged[key] = (*row[:_LAST_SEEN], max(before[_LAST_SEEN], row[_LAST_SEEN]),
+        state = before[_STATE] if online_replayed(before, row) else row[_STATE]
+        merged[key] = (*row[:_STATE], state, max(before[_LAST_SEEN], row[_LAST_SEEN]),
                        *newest[_STATUS_AT:])
     return list(merged.values())
 
@@ -120,3 +132,10 @@ def sent_later(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
     if first[_BOOT] is not None and first[_BOOT] == second[_BOOT]:
         return bool(first[_SINCE_BOOT] > second[_SINCE_BOOT])
     return bool(first[_SENT_AT] > second[_SENT_AT])
+
+
+def online_replayed(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
+    """Whether row ``second`` is an online status sent no later in its kiosk's boot than row
+    ``first``: ``ONLINE_REPLAYED`` in Python."""
+    return (second[_STATE] == "online" and first[_BOOT] is not None
+            and first[_BOOT] == second[_BOOT] and first[_SINCE_BOOT] >= second[_SINCE_BOOT])

@@ -25,7 +25,12 @@ from appliance.backoffice.schema import (
     DeadLetter,
     dead_letter,
 )
-from appliance.backoffice.status_order import STORED_SENT_LATER, StatusOrder, latest_statuses
+from appliance.backoffice.status_order import (
+    ONLINE_REPLAYED,
+    STORED_SENT_LATER,
+    StatusOrder,
+    latest_statuses,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,9 @@ _LATEST_SEEN = (
 # its age).
 _KEEP_NEWER = (f"{{col}} = CASE WHEN {STORED_SENT_LATER} "
                "THEN devices.{col} ELSE excluded.{col} END")
+# The state is written as it comes (a last will's "offline" is news, its details are not),
+# except an online status's older in its boot than the stored one: a queue replayed.
+_STATE_AS_SENT = f"state = CASE WHEN {ONLINE_REPLAYED} THEN devices.state ELSE excluded.state END"
 # The lock order. On PostgreSQL two transactions that lock the same rows in opposite orders
 # deadlock (the server ends one). Every writer here locks in one order: the dead_letter_totals
 # row first (a batch with dead letters, a retry), then results by measurement id, then devices
@@ -368,7 +376,7 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         updates = ", ".join(  # each right-hand side reads the row as it was before
             _LATEST_SEEN if col == "last_seen" else
-            f"{col} = excluded.{col}" if col == "state" else _KEEP_NEWER.format(col=col)
+            _STATE_AS_SENT if col == "state" else _KEEP_NEWER.format(col=col)
             for col in DEVICE_COLUMNS[2:]
         )
         marks = ",".join("?" * len(DEVICE_COLUMNS))

@@ -98,16 +98,41 @@ def _shown(store: Store) -> tuple[str, int] | None:
 def test_a_worker_back_from_a_stop_writes_no_queued_status_over_a_newer_one(
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
 ) -> None:
-    topic = f"{topic_prefix}/lab/kiosk-1/status"
-    now, away_id = datetime.now(UTC), f"statorder-away-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    shown = _replayed(topic_prefix, tmp_path, store, [
+        (_status(now - timedelta(seconds=2), depth=1), 1000),
+        (_status(now - timedelta(seconds=1), depth=2), 2000)], ("online", 2))
+    # the queue's two statuses, and the retained copy its subscribe brings: before, the
+    # oldest of the queue showed first, [("online", 1), ("online", 2), ...]
+    assert len(shown) >= 2
+    assert set(shown) == {("online", 2)}
+
+
+def test_a_worker_back_from_a_stop_shows_no_queued_online_status_over_a_last_will(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
+) -> None:
+    now = datetime.now(UTC)
+    shown = _replayed(topic_prefix, tmp_path, store, [
+        (_status(now - timedelta(seconds=1), depth=2), 2000),  # online, then the link lost:
+        (_status(now - timedelta(hours=1), depth=0, state="offline"), 1000)],  # its will
+        ("offline", 2))
+    assert len(shown) >= 2
+    assert set(shown) == {("offline", 2)}  # before: ("online", 2) first
+
+
+def _replayed(prefix: str, tmp_path: Path, store: Store, statuses: list[tuple[Status, int]],
+              stored: tuple[str, int]) -> list[tuple[str, int] | None]:
+    """What the fleet shows after each batch of a worker back from a stop, taking the
+    ``statuses`` the broker queued for it while another worker stored them (``stored``)."""
+    topic = f"{prefix}/lab/kiosk-1/status"
+    away_id = f"statorder-away-{uuid.uuid4().hex[:8]}"
     # one message a batch: the queue is written one status at a time, as a long one is
-    away = _worker(topic_prefix, tmp_path / "away", store, away_id, batch_max_rows=1)
+    away = _worker(prefix, tmp_path / "away", store, away_id, batch_max_rows=1)
     _stop(away)  # its session stays: the broker queues the kiosk's statuses for it
-    live = _worker(topic_prefix, tmp_path / "live", store, f"statorder-live-{uuid.uuid4().hex}")
+    live = _worker(prefix, tmp_path / "live", store, f"statorder-live-{uuid.uuid4().hex}")
     try:
-        _publish(topic, [(_status(now - timedelta(seconds=2), depth=1), 1000),
-                         (_status(now - timedelta(seconds=1), depth=2), 2000)])
-        assert wait_until(lambda: _shown(store) == ("online", 2), 20)
+        _publish(topic, statuses)
+        assert wait_until(lambda: _shown(store) == stored, 20)
     finally:
         _stop(live)
     own, shown = _connection(store), list[tuple[str, int] | None]()
@@ -119,15 +144,12 @@ def test_a_worker_back_from_a_stop_writes_no_queued_status_over_a_newer_one(
         return written
 
     own.write_batch = write_and_look  # type: ignore[method-assign]
-    back = _worker(topic_prefix, tmp_path / "away", store, away_id, own, batch_max_rows=1)
+    back = _worker(prefix, tmp_path / "away", store, away_id, own, batch_max_rows=1)
     try:
         assert back[0].session_present
-        assert wait_until(lambda: back[0].stats.statuses >= 2, 20)
+        assert wait_until(lambda: back[0].stats.statuses >= len(statuses), 20)
     finally:
         _stop(back)
         fleet.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
-    # the queue's two statuses, and the retained copy its subscribe brings: before, the
-    # oldest of the queue showed first, [("online", 1), ("online", 2), ...]
-    assert len(shown) >= 2
-    assert set(shown) == {("online", 2)}
+    return shown
 
