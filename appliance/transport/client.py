@@ -189,10 +189,13 @@ def _configure(client: ClientT, settings: LinkSettings, will: tuple[str, bytes] 
     return client
 
 
-def set_retained_will(client: mqtt.Client, topic: str, payload: bytes) -> None:
+def set_retained_will(client: mqtt.Client, topic: str, payload: bytes,
+                      properties: Properties | None = None) -> None:
     """The retained QoS 1 last will the broker sends if this connection (or the next one,
-    when set while connected) ends without a DISCONNECT."""
-    client.will_set(topic, payload, qos=1, retain=True, properties=publish_properties(None))
+    when set while connected) ends without a DISCONNECT; ``properties``: its PUBLISH
+    properties (default: ``publish_properties(None)``)."""
+    client.will_set(topic, payload, qos=1, retain=True,
+                    properties=properties or publish_properties(None))
 
 
 def tls_context(settings: LinkSettings) -> ssl.SSLContext:

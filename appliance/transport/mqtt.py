@@ -43,6 +43,7 @@ from appliance.transport.client import (
     new_client,
     publish_properties,
     reason_value,
+    set_retained_will,
     will_disconnect_reason,
 )
 from appliance.transport.confirmations import LinkConfirmations, LinkStats
@@ -115,7 +116,10 @@ class MqttLink(threading.Thread):
         # statuses on their way: message id -> when its payload was built (monotonic)
         self._statuses_awaited: dict[int, float] = {}
         self._status_reached_s: float | None = None  # see status_reached_since
-        self._client = new_client(settings, will=(status_topic, status_payload("offline")))
+        self._client = new_client(settings)
+        # the will, built now, is stamped now: every status after it is later in this boot
+        set_retained_will(self._client, status_topic, status_payload("offline"),
+                          _status_properties())
         self._callbacks.install(self._client)
         self._sender = ResultSender(settings, outbox, self._client, self.stats, unconfirmed)
 

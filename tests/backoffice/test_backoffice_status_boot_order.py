@@ -120,6 +120,27 @@ def test_a_worker_back_from_a_stop_shows_no_queued_online_status_over_a_last_wil
     assert set(shown) == {("offline", 2)}  # before: ("online", 2) first
 
 
+def test_a_last_will_keeps_the_newer_details_of_a_kiosk_whose_clock_stepped_back(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
+) -> None:
+    topic = f"{topic_prefix}/lab/kiosk-1/status"
+    now = datetime.now(UTC)
+    # built an hour ago, as the kiosk connected, with its outbox empty then
+    will = _status(now - timedelta(hours=1), depth=0, state="offline")
+    # then its clock stepped back 61 minutes (a wrong NTP server); its outbox holds 7 now
+    latest = _status(now - timedelta(minutes=61), depth=7)
+    worker = _worker(topic_prefix, tmp_path, store, f"statorder-will-{uuid.uuid4().hex}")
+    try:
+        _publish(topic, [(latest, 3_600_000)])
+        assert wait_until(lambda: _shown(store) == ("online", 7), 20)
+        _publish(topic, [(will, 1000)])  # the broker publishes the will: the link is lost
+        assert wait_until(lambda: (_shown(store) or ("",))[0] == "offline", 20)
+    finally:
+        _stop(worker)
+        fleet.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
+    assert _shown(store) == ("offline", 7)  # before: ("offline", 0), the will's outbox
+
+
 def _replayed(prefix: str, tmp_path: Path, store: Store, statuses: list[tuple[Status, int]],
               stored: tuple[str, int]) -> list[tuple[str, int] | None]:
     """What the fleet shows after each batch of a worker back from a stop, taking the

@@ -3,6 +3,7 @@ user properties a real mosquitto forwards; the back office reads only a stamp a 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,30 @@ def test_each_status_is_stamped_later_in_this_boot_than_the_one_before(
     since_boot_ms = [stamp[1] for stamp in stamps if stamp]
     assert len(since_boot_ms) == 3
     assert since_boot_ms == sorted(since_boot_ms)
+
+
+@pytest.mark.broker
+def test_the_last_will_is_stamped_before_the_connection_s_statuses(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    watcher = Subscriber(mqtt_broker.host, mqtt_broker.port, f"{topic_prefix}/status")
+    link = make_link(tmp_path, mqtt_broker.host, mqtt_broker.port, topic_prefix)
+    link.start()
+    try:
+        assert wait_until(lambda: len(watcher.messages) >= 1, 10)  # its birth
+        link._client.socket().shutdown(socket.SHUT_RDWR)  # noqa: SLF001  (a link lost)
+        offline = [b'{"state": "offline"}']
+        assert wait_until(lambda: [m.payload for m in watcher.messages[1:2]] == offline, 10)
+        assert wait_until(lambda: len(watcher.messages) >= 3, 10)  # it connects again
+    finally:
+        stop(link)
+    watcher.close()
+    birth, will, again = (read_stamp(m.properties) for m in watcher.messages[:3])
+    assert birth is not None
+    assert will is not None  # before: the will had none
+    assert again is not None
+    assert will[0] == birth[0] == again[0]
+    assert will[1] <= birth[1] <= again[1]
 
 
 def test_a_stamp_is_read_only_as_a_kiosk_sends_it() -> None:
