@@ -202,9 +202,9 @@ class ErasureWrites(PlacedCaptures):
 
     def erasures(self, limit: int) -> tuple[list[tuple[Any, ...]], int]:
         """The newest ``limit`` audit records (erased_at, os_user, kind, selector, results,
-        dead_letters), newest first, and how many there are."""
-        rows = self._fetch("SELECT erased_at, os_user, kind, selector, results, dead_letters "
-                           "FROM erasures ORDER BY id DESC LIMIT ?", (limit,))
+        dead_letters, model_reports), newest first, and how many there are."""
+        rows = self._fetch("SELECT erased_at, os_user, kind, selector, results, dead_letters, "
+                           "model_reports FROM erasures ORDER BY id DESC LIMIT ?", (limit,))
         return rows, int(self._fetch("SELECT COUNT(*) FROM erasures")[0][0])
 
     def erasure_mark(self) -> int:

@@ -417,4 +417,12 @@ ALTER TABLE devices ADD COLUMN status_boot TEXT;
 ALTER TABLE devices ADD COLUMN status_since_boot_ms BIGINT
 """,
     ),
+    (
+        28,
+        "erasures: the superseded model reports a retention run removed (0: an erasure, a "
+        "release, or a run recorded before, whose log line said them)",
+        """
+ALTER TABLE erasures ADD COLUMN model_reports BIGINT NOT NULL DEFAULT 0
+""",
+    ),
 )

@@ -164,9 +164,11 @@ def _audit(args: argparse.Namespace) -> int:
         rows, total = store.erasures(args.limit)
         if not rows:
             return print_out("results erasures", "no erasures recorded")
-        table = aligned([("ERASED_AT", "BY", "KIND", "SELECTOR", "RESULTS", "DEAD_LETTERS")] + [
+        table = aligned([("ERASED_AT", "BY", "KIND", "SELECTOR", "RESULTS", "DEAD_LETTERS",
+                          "MODEL_REPORTS")] + [
             (str(at), escape_controls(str(user)), str(kind), escape_controls(str(selector)),
-             str(results), str(letters)) for at, user, kind, selector, results, letters in rows])
+             str(results), str(letters), str(reports))
+            for at, user, kind, selector, results, letters, reports in rows])
         return print_out("results erasures", "\n".join(
             [*table, f"{len(rows)} erasure(s) shown, of {total} recorded"]))
 

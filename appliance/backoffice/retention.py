@@ -18,11 +18,11 @@ said.
 ``backoffice.retention_days`` (unset: results are kept for ever) has each ingest worker run
 ``RetentionPruner`` beside it, on its own store connection, never in the ingest transaction:
 at start, then every ``RETENTION_EVERY_S``. ``appliance results prune --older-than DAYS`` runs
-the same once by hand. A run that removed anything is recorded in ``erasures`` (kind
-"retention", its cut-off as the selector, the counts), and the ingest writer does not store
-again a result captured before the newest recorded cut-off (a kiosk's late re-send):
-erasure.py's ``_drop_erased``. Several workers may prune at once: each batch deletes what is
-still there.
+the same once by hand. A run that removed anything (results, dead letters or model reports)
+is recorded in ``erasures`` (kind "retention", its cut-off as the selector, the counts), and
+the ingest writer does not store again a result captured before the newest recorded cut-off
+(a kiosk's late re-send): erasure.py's ``_drop_erased``. Several workers may prune at once:
+each batch deletes what is still there.
 """
 
 from __future__ import annotations
@@ -114,9 +114,8 @@ class RetentionWrites(StoreConnection):
                      stop: threading.Event | None = None) -> Erased:
         """Remove results captured (as placed) and dead letters received before ``before``,
         and the model reports that newer ones before it followed, ``rows_at_once`` per
-        transaction, until none is left (or ``stop`` is set); a run that removed results or
-        dead letters is recorded in ``erasures`` (erasure id 0: none was; the record has no
-        column for the model reports, which the run's log line and the command say)."""
+        transaction, until none is left (or ``stop`` is set); a run that removed anything is
+        recorded in ``erasures``, its model reports too (erasure id 0: none was)."""
         results = self._prune_batches(
             "DELETE FROM results WHERE measurement_id IN (SELECT measurement_id FROM results "
             "WHERE placed_at < ? ORDER BY placed_at LIMIT ?) RETURNING measurement_id",
@@ -125,19 +124,20 @@ class RetentionWrites(StoreConnection):
         reports = self._prune_batches(
             f"DELETE FROM model_reports WHERE id IN (SELECT m.id {_SUPERSEDED_REPORTS} "
             "ORDER BY m.id LIMIT ?) RETURNING id", before, rows_at_once, stop)
-        if not results and not letters:
-            return Erased(0, user, 0, 0, reports)
-        erasure_id = self._after_restart(
-            lambda: self._record_run(user, before, results, letters), stop)
+        if not results and not letters and not reports:
+            return Erased(0, user, 0, 0, 0)
+        done = Erased(0, user, results, letters, reports)
+        erasure_id = self._after_restart(lambda: self._record_run(done, before), stop)
         return Erased(erasure_id, user, results, letters, reports)
 
-    def _record_run(self, user: str, before: str, results: int, letters: int) -> int:
-        """Record a run that removed anything; its erasure id."""
+    def _record_run(self, done: Erased, before: str) -> int:
+        """Record a run that removed anything (``done``'s counts); its erasure id."""
         with self._transaction() as cur:
             cur.execute(self._sql(
-                "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters) "
-                "VALUES (?, ?, 'retention', ?, ?, ?) RETURNING id"),
-                (iso_utc(utc_now()), user, before, results, letters))
+                "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters, "
+                "model_reports) VALUES (?, ?, 'retention', ?, ?, ?, ?) RETURNING id"),
+                (iso_utc(utc_now()), done.os_user, before, done.results, done.dead_letters,
+                 done.model_reports))
             return int(cur.fetchone()[0])
 
     def _prune_batches(self, results_sql: str | None, before: str, rows_at_once: int,

@@ -419,8 +419,8 @@ def test_the_audit_lists_erasures_and_retention_runs_newest_first(
 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ERASED_AT", "BY", "KIND", "SELECTOR", "RESULTS",
-                                "DEAD_LETTERS"]
+                                "DEAD_LETTERS", "MODEL_REPORTS"]
     assert lines[1].split()[1:] == ["judy\\x1b[31m", "result", results[2].measurement_id,
-                                    "1", "0"]
-    assert lines[2].split()[1:] == ["ivan", "subject", "subj-1", "2", "0"]
+                                    "1", "0", "0"]
+    assert lines[2].split()[1:] == ["ivan", "subject", "subj-1", "2", "0", "0"]
     assert lines[3] == "2 erasure(s) shown, of 2 recorded"

@@ -209,6 +209,30 @@ def test_pruning_keeps_the_model_report_that_explains_the_oldest_results_kept(
     assert _reports_kept(store, "k1") == [("installed", "1.2.0")]
 
 
+def test_a_run_that_removed_model_reports_is_recorded_with_them(store: Store) -> None:
+    """Before, only a run that removed results or dead letters was recorded, and the record
+    had no count of the model reports: those a run removed alone left no record at all."""
+    store.write_batch(Batch(model_reports=[
+        _reported("k1", 40, "installed", "1.0.0"), _reported("k1", 30, "installed", "1.1.0"),
+    ]), *KEEP)
+    before = cut_off(10)
+
+    done = store.prune_before(before, "root")
+
+    assert (done.results, done.dead_letters, done.model_reports) == (0, 0, 1)
+    assert done.erasure_id > 0
+    assert store.query("SELECT id, os_user, kind, selector, results, dead_letters, "
+                       "model_reports FROM erasures") == [
+        (done.erasure_id, "root", "retention", before, 0, 0, 1)]
+    store.write_batch(Batch(results=[_row(r) for r in _aged([7])], model_reports=[
+        _reported("k1", 8, "installed", "1.2.0"), _reported("k1", 6, "installed", "1.3.0")]),
+        *KEEP)
+    later = cut_off(5)
+    assert store.prune_before(later, "root").model_reports == 2  # 1.1.0 and 1.2.0
+    assert store.query("SELECT selector, results, dead_letters, model_reports FROM erasures "
+                       "ORDER BY id") == [(before, 0, 0, 1), (later, 1, 0, 2)]
+
+
 def test_the_prune_command_counts_superseded_model_reports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -224,6 +248,10 @@ def test_the_prune_command_counts_superseded_model_reports(
             "received before") in capsys.readouterr().out
     assert main(["results", "prune", "--store", url, "--older-than", "10"]) == 0
     assert capsys.readouterr().out.startswith("nothing to remove")
+    assert main(["results", "erasures", "--store", url]) == 0
+    audit = capsys.readouterr().out.splitlines()
+    assert audit[0].split()[-1] == "MODEL_REPORTS"
+    assert audit[1].split()[2:] == ["retention", audit[1].split()[3], "0", "0", "1"]
 
 
 def test_the_cohort_report_and_console_figures_say_the_period_and_the_cut_off(
