@@ -32,7 +32,10 @@ a new consent's result captured by a clock that ran behind and was put right bef
 reading (a backlog across an NTP step): placed before the erasure, it is not stored; and a
 status the broker queued for a stopped worker, which reads the clock behind by as long as it
 waited, so that a result queued with it, captured before an erasure made while no worker
-ran, may be placed after it (the erasure's own tombstones still hold what it removed).
+ran, may be placed after it (the erasure's own tombstones still hold what it removed). A
+status stamped with its kiosk's boot (appliance/transport/bootstamp.py) no later in it than
+the one stored keeps no reading (store_writes._read_clocks), but its batch's results are
+placed by it all the same.
 """
 
 from __future__ import annotations

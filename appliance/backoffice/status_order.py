@@ -36,8 +36,8 @@ left: statuses without a stamp (a kiosk not yet updated, a system that does not 
 apart) and of two boots are ordered by the back office's clock as above, queue and steps
 alike; a last will queued for a stopped worker, stamped at its kiosk's start, still writes
 its "offline" over the online statuses of a connection after it (until the worker takes
-those); and a queued status still reads its kiosk's clock behind by its wait
-(erasure_clock.py).
+those). A stamped live status no later in its boot than the one stored reads no clock either
+(store_writes._read_clocks): queued, it would read it behind by its wait (erasure_clock.py).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from typing import Any
 from appliance.backoffice.erasure_clock import MARGIN
 from appliance.backoffice.placed_capture import PlacedCaptures, StatusReading
 from appliance.backoffice.schema import DEVICE_COLUMNS, iso_utc
+from appliance.transport.bootstamp import BootStamp
 from appliance.transport.payloads import utc_now
 
 _STATE, _LAST_SEEN, _STATUS_AT, _SENT_AT, _BOOT, _SINCE_BOOT = (
@@ -139,3 +140,12 @@ def online_replayed(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
     ``first``: ``ONLINE_REPLAYED`` in Python."""
     return (second[_STATE] == "online" and first[_BOOT] is not None
             and first[_BOOT] == second[_BOOT] and first[_SINCE_BOOT] >= second[_SINCE_BOOT])
+
+
+def live_stamps(rows: Sequence[tuple[Any, ...]]) -> dict[tuple[str, str], BootStamp]:
+    """Each kiosk's boot stamp of its last live status among ``rows`` (DEVICE_COLUMNS order, in
+    arrival order, before their merging; a live one's sending is placed already), which read
+    its clock: the batch's reading of it (store_writes.latest_readings)."""
+    last = {(str(row[0]), str(row[1])): row for row in rows if row[_SENT_AT] is not None}
+    return {key: (row[_BOOT], row[_SINCE_BOOT]) for key, row in last.items()
+            if row[_BOOT] is not None}

@@ -30,7 +30,9 @@ from appliance.backoffice.status_order import (
     STORED_SENT_LATER,
     StatusOrder,
     latest_statuses,
+    live_stamps,
 )
+from appliance.transport.bootstamp import BootStamp
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +126,12 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
                 letters += [_held(batch.topic_prefix, h) for h in held]
             self._touch_devices(cur, batch.results, batch.statuses)
             statuses = batch.statuses  # one row a kiosk: the status it sent last (status_order.py)
+            if batch.clock_readings:  # against the status stored before this batch's
+                self._read_clocks(cur, batch.clock_readings, live_stamps(statuses))
             if statuses:
                 statuses = latest_statuses(self._sent_statuses(cur, statuses,
                                                                batch.clock_readings))
                 self._upsert_statuses(cur, statuses)
-            if batch.clock_readings:
-                self._read_clocks(cur, batch.clock_readings)
             if batch.model_reports:  # after the devices, by kiosk: the lock order, above
                 self._insert_model_reports(cur, sorted(batch.model_reports, key=_device_key))
             if letters:
@@ -365,12 +367,18 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
             f"ON CONFLICT (site, device_id) DO UPDATE SET {_LATEST_SEEN}",
         )
 
-    def _read_clocks(self, cur: Any, readings: Sequence[StatusReading]) -> None:
-        """Keep each kiosk's newest clock reading (rows locked already, by ``_touch_devices``)."""
+    def _read_clocks(self, cur: Any, readings: Sequence[StatusReading],
+                     stamps: dict[tuple[str, str], BootStamp]) -> None:
+        """Keep each kiosk's newest clock reading (rows locked already, by ``_touch_devices``),
+        unless the status that read it (its boot stamp in ``stamps``) is no later in its boot
+        than the one stored before it: one the broker queued for this worker, which reads the
+        clock behind by its wait, or the same status, read already with less delay."""
         cur.executemany(self._sql(
             "UPDATE devices SET clock_ahead_s = ?, clock_read_at = ? WHERE site = ? AND "
-            "device_id = ? AND (clock_read_at IS NULL OR clock_read_at <= ?)"),
-            [(ahead_s, read_at, site, device, read_at)
+            "device_id = ? AND (clock_read_at IS NULL OR clock_read_at <= ?) AND "
+            "(CAST(? AS TEXT) IS NULL OR status_boot IS NULL OR status_boot <> ? OR "
+            "status_since_boot_ms < ?)"),
+            [(ahead_s, read_at, site, device, read_at, *_stamp_twice(stamps.get((site, device))))
              for site, device, ahead_s, read_at, _ in sorted(readings, key=_reading_key)])
 
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -400,6 +408,11 @@ def latest_readings(readings: Sequence[StatusReading]) -> list[StatusReading]:
         if before is None or (before[3], before[2]) <= (reading[3], reading[2]):
             newest[key] = reading
     return list(newest.values())
+
+
+def _stamp_twice(stamp: BootStamp | None) -> tuple[str | None, str | None, int | None]:
+    """``_read_clocks``'s parameters of a boot stamp: the boot twice, the time since it."""
+    return (None, None, None) if stamp is None else (stamp[0], stamp[0], stamp[1])
 
 
 def _measurement_id(row: tuple[Any, ...]) -> str:

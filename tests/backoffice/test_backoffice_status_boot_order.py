@@ -99,9 +99,11 @@ def test_a_worker_back_from_a_stop_writes_no_queued_status_over_a_newer_one(
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
 ) -> None:
     now = datetime.now(UTC)
-    shown = _replayed(topic_prefix, tmp_path, store, [
+    shown, clocks = _replayed(topic_prefix, tmp_path, store, [
         (_status(now - timedelta(seconds=2), depth=1), 1000),
         (_status(now - timedelta(seconds=1), depth=2), 2000)], ("online", 2))
+    # the kiosk's clock as the live worker read it stays: the queue read it behind by its wait
+    assert clocks[1] == clocks[0]
     # the queue's two statuses, and the retained copy its subscribe brings: before, the
     # oldest of the queue showed first, [("online", 1), ("online", 2), ...]
     assert len(shown) >= 2
@@ -112,7 +114,7 @@ def test_a_worker_back_from_a_stop_shows_no_queued_online_status_over_a_last_wil
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
 ) -> None:
     now = datetime.now(UTC)
-    shown = _replayed(topic_prefix, tmp_path, store, [
+    shown, _ = _replayed(topic_prefix, tmp_path, store, [
         (_status(now - timedelta(seconds=1), depth=2), 2000),  # online, then the link lost:
         (_status(now - timedelta(hours=1), depth=0, state="offline"), 1000)],  # its will
         ("offline", 2))
@@ -142,9 +144,10 @@ def test_a_last_will_keeps_the_newer_details_of_a_kiosk_whose_clock_stepped_back
 
 
 def _replayed(prefix: str, tmp_path: Path, store: Store, statuses: list[tuple[Status, int]],
-              stored: tuple[str, int]) -> list[tuple[str, int] | None]:
+              stored: tuple[str, int]) -> tuple[list[tuple[str, int] | None], list[Any]]:
     """What the fleet shows after each batch of a worker back from a stop, taking the
-    ``statuses`` the broker queued for it while another worker stored them (``stored``)."""
+    ``statuses`` the broker queued for it while another worker stored them (``stored``), and
+    the kiosk's clock reading (how far ahead) before it came back and after."""
     topic = f"{prefix}/lab/kiosk-1/status"
     away_id = f"statorder-away-{uuid.uuid4().hex[:8]}"
     # one message a batch: the queue is written one status at a time, as a long one is
@@ -156,6 +159,7 @@ def _replayed(prefix: str, tmp_path: Path, store: Store, statuses: list[tuple[St
         assert wait_until(lambda: _shown(store) == stored, 20)
     finally:
         _stop(live)
+    clocks = [fleet_rows(store)[0]["clock_ahead_s"]]
     own, shown = _connection(store), list[tuple[str, int] | None]()
     write_batch = own.write_batch
 
@@ -172,5 +176,5 @@ def _replayed(prefix: str, tmp_path: Path, store: Store, statuses: list[tuple[St
     finally:
         _stop(back)
         fleet.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
-    return shown
+    return shown, [*clocks, fleet_rows(store)[0]["clock_ahead_s"]]
 
