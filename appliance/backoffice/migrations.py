@@ -425,4 +425,13 @@ ALTER TABLE devices ADD COLUMN status_since_boot_ms BIGINT
 ALTER TABLE erasures ADD COLUMN model_reports BIGINT NOT NULL DEFAULT 0
 """,
     ),
+    (
+        29,
+        "devices: when the link that sent the stored status connected, in milliseconds since "
+        "the kiosk's boot (appliance/transport/bootstamp.py), which tells a last will of one "
+        "connection from the statuses of the next (null: not said)",
+        """
+ALTER TABLE devices ADD COLUMN status_link_ms BIGINT
+""",
+    ),
 )

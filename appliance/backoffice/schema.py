@@ -74,10 +74,11 @@ DEVICE_COLUMNS = (
     # where in its boot the kiosk built it (transport/bootstamp.py; null: not said)
     "status_boot",
     "status_since_boot_ms",
+    "status_link_ms",
 )
 # a device as the fleet reads it: its status, and its clock as its latest live status read it
 # (written apart from the status: erasure_clock.py)
-DEVICE_READ_COLUMNS = (*DEVICE_COLUMNS[:-2], "clock_ahead_s", "clock_read_at")
+DEVICE_READ_COLUMNS = (*DEVICE_COLUMNS[:-3], "clock_ahead_s", "clock_read_at")
 
 # what one dead letter counts against ``dead_letter_max_total_bytes``: the bytes of its
 # payload, reason and topic (UTF-8), as each database measures them (the one definition the
@@ -222,5 +223,5 @@ def device_row(status: Status, seen_at: str, sent_at: str | None = None,
         status.measuring_paused,
         status.outbox_in_use,
         sent_at,
-        *(boot or (None, None)),
+        *(boot or (None, None, None)),
     )

@@ -23,20 +23,19 @@ each was sent as the back office's clock places it (``devices.status_sent_at``):
 
 Of two placed alike the later received wins, as before.
 
-Two statuses that say where in one boot their kiosk built them (its boot's id and the time
-since that boot, user properties beside the payload: appliance/transport/bootstamp.py) are
-ordered by that time instead, whatever the clocks did and however long a broker held one
-(``STORED_SENT_LATER``, ``sent_later``). So a worker back from a stop, taking the live
-statuses the broker queued for it, writes none of them over a newer one another worker stored
-(placed at its late receipt, each won; nor the "online" of one over a last will stored
-since: ``ONLINE_REPLAYED``), and a last will, stamped as it was built, keeps the
-details of every status its connection sent after it, also where the kiosk's clock stepped
-back by about the connection's age (placed by the reading after the step, it won). What is
-left: statuses without a stamp (a kiosk not yet updated, a system that does not say its boots
-apart) and of two boots are ordered by the back office's clock as above, queue and steps
-alike; a last will queued for a stopped worker, stamped at its kiosk's start, still writes
-its "offline" over the online statuses of a connection after it (until the worker takes
-those). A stamped live status no later in its boot than the one stored reads no clock either
+Two statuses that say where in one boot their kiosk built them (its boot's id, the time
+since that boot and that when their link connected, user properties beside the payload:
+appliance/transport/bootstamp.py) are ordered by that time instead, whatever the clocks did
+and however long a broker held one (``STORED_SENT_LATER``, ``sent_later``). So a worker back
+from a stop, taking the live statuses the broker queued for it, writes none of them over a
+newer one another worker stored (placed at its late receipt, each won), nor the state of one
+over a newer one's (``STATE_REPLAYED``: an online status no later than the stored one, a
+last will of an earlier link than the stored status's); and a last will, stamped as its link
+connected, keeps the details of every status its link sent after it, also where the kiosk's
+clock stepped back by about the link's age (placed by the reading after the step, it won).
+What is left: statuses without a stamp (a kiosk not yet updated, a system that does not say
+its boots apart) and of two boots are ordered by the back office's clock as above, queue and
+steps alike. A stamped live status no later in its boot than the one stored reads no clock either
 (store_writes._read_clocks): queued, it would read it behind by its wait (erasure_clock.py).
 """
 
@@ -52,15 +51,18 @@ from appliance.backoffice.schema import DEVICE_COLUMNS, iso_utc
 from appliance.transport.bootstamp import BootStamp
 from appliance.transport.payloads import utc_now
 
-_STATE, _LAST_SEEN, _STATUS_AT, _SENT_AT, _BOOT, _SINCE_BOOT = (
-    DEVICE_COLUMNS.index(name) for name in ("state", "last_seen", "status_at", "status_sent_at",
-                                            "status_boot", "status_since_boot_ms"))
-# Whether an online status written (excluded.*) is a replay: sent no later in its kiosk's boot
-# than the stored one (devices.*), so its "online" is older news than the stored state. An
-# offline one's state is always news: a last will is stamped as it was built, at the start.
-ONLINE_REPLAYED = (
-    "(excluded.state = 'online' AND devices.status_boot = excluded.status_boot "
-    "AND devices.status_since_boot_ms >= excluded.status_since_boot_ms)")
+_STATE, _LAST_SEEN, _STATUS_AT, _SENT_AT, _BOOT, _SINCE_BOOT, _LINK = (
+    DEVICE_COLUMNS.index(name) for name in (
+        "state", "last_seen", "status_at", "status_sent_at", "status_boot",
+        "status_since_boot_ms", "status_link_ms"))
+# Whether the state of a status written (excluded.*) is older news than the stored one's
+# (devices.*), in one boot: an online one sent no later than the stored status (a queue
+# replayed), an offline one of an earlier link than the stored status's (a last will, stamped
+# as its link connected, is news after every status of its own link, not after the next's).
+STATE_REPLAYED = (
+    "(devices.status_boot = excluded.status_boot AND CASE WHEN excluded.state = 'online' "
+    "THEN devices.status_since_boot_ms >= excluded.status_since_boot_ms "
+    "ELSE devices.status_link_ms > excluded.status_link_ms END)")
 # Whether the stored status (devices.*) was sent after the one written (excluded.*): by the
 # time since boot where both were stamped in one boot, else by the back office's placing.
 STORED_SENT_LATER = (
@@ -110,8 +112,8 @@ def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     A kiosk's statuses are latest-wins: of several in one batch the older change nothing the
     store keeps, so a flood of them on its own status topic costs one upsert a batch, not one
     a status (status_rate.py bounds it across batches). The row holds the last one's
-    ``state`` (written as it comes, but for an online one older in its boot than one before:
-    ``online_replayed``), the latest ``last_seen``, and the rest of the one sent
+    ``state`` (written as it comes, but for one whose state is older news than one before's:
+    ``state_replayed``), the latest ``last_seen``, and the rest of the one sent
     last (this module's order), the later of two alike: so a last will ("offline") that comes
     after a newer online status still leaves its camera, outbox and versions."""
     merged: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -121,7 +123,7 @@ def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             merged[key] = row
             continue
         newest = before if sent_later(before, row) else row
-        state = before[_STATE] if online_replayed(before, row) else row[_STATE]
+        state = before[_STATE] if state_replayed(before, row) else row[_STATE]
         merged[key] = (*row[:_STATE], state, max(before[_LAST_SEEN], row[_LAST_SEEN]),
                        *newest[_STATUS_AT:])
     return list(merged.values())
@@ -135,11 +137,14 @@ def sent_later(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
     return bool(first[_SENT_AT] > second[_SENT_AT])
 
 
-def online_replayed(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
-    """Whether row ``second`` is an online status sent no later in its kiosk's boot than row
-    ``first``: ``ONLINE_REPLAYED`` in Python."""
-    return (second[_STATE] == "online" and first[_BOOT] is not None
-            and first[_BOOT] == second[_BOOT] and first[_SINCE_BOOT] >= second[_SINCE_BOOT])
+def state_replayed(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
+    """Whether the state of row ``second`` is older news than that of row ``first``:
+    ``STATE_REPLAYED`` in Python."""
+    if first[_BOOT] is None or first[_BOOT] != second[_BOOT]:
+        return False
+    if second[_STATE] == "online":
+        return bool(first[_SINCE_BOOT] >= second[_SINCE_BOOT])
+    return first[_LINK] is not None and second[_LINK] is not None and first[_LINK] > second[_LINK]
 
 
 def live_stamps(rows: Sequence[tuple[Any, ...]]) -> dict[tuple[str, str], BootStamp]:
@@ -147,5 +152,5 @@ def live_stamps(rows: Sequence[tuple[Any, ...]]) -> dict[tuple[str, str], BootSt
     arrival order, before their merging; a live one's sending is placed already), which read
     its clock: the batch's reading of it (store_writes.latest_readings)."""
     last = {(str(row[0]), str(row[1])): row for row in rows if row[_SENT_AT] is not None}
-    return {key: (row[_BOOT], row[_SINCE_BOOT]) for key, row in last.items()
+    return {key: (row[_BOOT], row[_SINCE_BOOT], row[_LINK]) for key, row in last.items()
             if row[_BOOT] is not None}

@@ -26,7 +26,7 @@ from appliance.backoffice.schema import (
     dead_letter,
 )
 from appliance.backoffice.status_order import (
-    ONLINE_REPLAYED,
+    STATE_REPLAYED,
     STORED_SENT_LATER,
     StatusOrder,
     latest_statuses,
@@ -51,8 +51,8 @@ _LATEST_SEEN = (
 _KEEP_NEWER = (f"{{col}} = CASE WHEN {STORED_SENT_LATER} "
                "THEN devices.{col} ELSE excluded.{col} END")
 # The state is written as it comes (a last will's "offline" is news, its details are not),
-# except an online status's older in its boot than the stored one: a queue replayed.
-_STATE_AS_SENT = f"state = CASE WHEN {ONLINE_REPLAYED} THEN devices.state ELSE excluded.state END"
+# except one that is older news than the stored status's (status_order.py): a queue replayed.
+_STATE_AS_SENT = f"state = CASE WHEN {STATE_REPLAYED} THEN devices.state ELSE excluded.state END"
 # The lock order. On PostgreSQL two transactions that lock the same rows in opposite orders
 # deadlock (the server ends one). Every writer here locks in one order: the dead_letter_totals
 # row first (a batch with dead letters, a retry), then results by measurement id, then devices

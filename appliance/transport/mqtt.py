@@ -116,10 +116,8 @@ class MqttLink(threading.Thread):
         # statuses on their way: message id -> when its payload was built (monotonic)
         self._statuses_awaited: dict[int, float] = {}
         self._status_reached_s: float | None = None  # see status_reached_since
-        self._client = new_client(settings)
-        # the will, built now, is stamped now: every status after it is later in this boot
-        set_retained_will(self._client, status_topic, status_payload("offline"),
-                          _status_properties())
+        self._client = new_client(settings)  # its will is set before each connect
+        self._link_ms: int | None = None  # when this link connected, since boot (bootstamp.py)
         self._callbacks.install(self._client)
         self._sender = ResultSender(settings, outbox, self._client, self.stats, unconfirmed)
 
@@ -189,6 +187,7 @@ class MqttLink(threading.Thread):
             self.stop_event.wait(min(wait_s, IDLE_POLL_S))
             return
         settings = self.settings
+        self._arm_will()
         try:
             self._client.connect(
                 settings.host,
@@ -208,6 +207,19 @@ class MqttLink(threading.Thread):
                 delay_s,
             )
             self._next_attempt_s = time.monotonic() + delay_s
+
+    def _arm_will(self) -> None:
+        """Build the last will of the connection about to be made, stamped now: every status
+        this connection sends is later in this boot and names this link (bootstamp.py)."""
+        stamp = boot_stamp()
+        self._link_ms = None if stamp is None else stamp[2]
+        set_retained_will(self._client, self.status_topic, self._status_payload("offline"),
+                          stamped(publish_properties(None), stamp))
+
+    def _status_properties(self) -> Any:
+        """A status's PUBLISH properties, stamped with where in this boot it was built and
+        when its link connected (bootstamp.py: the back office orders a boot's statuses so)."""
+        return stamped(publish_properties(None), boot_stamp(self._link_ms))
 
     def _io_once(self) -> None:
         sock = self._client.socket()
@@ -370,7 +382,7 @@ class MqttLink(threading.Thread):
             self._status_payload(state),
             qos=1,
             retain=True,
-            properties=_status_properties(),
+            properties=self._status_properties(),
         )
         self._statuses_awaited[info.mid] = built_s
         while len(self._statuses_awaited) > STATUSES_AWAITED:
@@ -404,7 +416,7 @@ class MqttLink(threading.Thread):
             return will_disconnect_reason()
         try:
             info = self._client.publish(self.status_topic, self._status_payload("offline"),
-                                        qos=1, retain=True, properties=_status_properties())
+                                        qos=1, retain=True, properties=self._status_properties())
             self._last_status_mid = info.mid
             deadline_s = time.monotonic() + LAST_STATUS_WAIT_S
             while (self._last_status_code is None and time.monotonic() < deadline_s
@@ -425,12 +437,6 @@ class MqttLink(threading.Thread):
             log.warning("the broker refused the offline status on %s (PUBACK reason code "
                         "0x%02X); leaving with the last will instead", self.status_topic, code)
         return will_disconnect_reason()
-
-
-def _status_properties() -> Any:
-    """A status's PUBLISH properties, stamped with where in this boot it was built
-    (bootstamp.py: the back office orders one boot's statuses by it)."""
-    return stamped(publish_properties(None), boot_stamp())
 
 
 def _wake_pair() -> tuple[socket.socket, socket.socket]:

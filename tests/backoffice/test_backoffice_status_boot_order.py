@@ -46,17 +46,19 @@ def _status(at: datetime, depth: int, state: str = "online") -> Status:
         update={"at": at, "state": state})
 
 
-def _publish(topic: str, statuses: list[tuple[Status, int]]) -> None:
-    """Publish each status retained at QoS 1, stamped ``since_boot_ms`` into boot ``BOOT``
-    (the wire form of appliance/transport/bootstamp.py), and wait for the broker's acks."""
+def _publish(topic: str, statuses: list[tuple[Status, int, int]]) -> None:
+    """Publish each status retained at QoS 1, stamped ``since_boot_ms`` into boot ``BOOT`` by
+    a link connected at ``link_ms`` (the wire form of appliance/transport/bootstamp.py), and
+    wait for the broker's acks."""
     client = new_client(LinkSettings("127.0.0.1", 1883, ""))
     client.connect("127.0.0.1", 1883)
     client.loop_start()
     try:
-        for status, since_boot_ms in statuses:
+        for status, since_boot_ms, link_ms in statuses:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = [("appliance-boot", BOOT),
-                                       ("appliance-since-boot-ms", str(since_boot_ms))]
+                                       ("appliance-since-boot-ms", str(since_boot_ms)),
+                                       ("appliance-link-since-boot-ms", str(link_ms))]
             client.publish(topic, status.to_json(), qos=1, retain=True,
                            properties=properties).wait_for_publish(10)
     finally:
@@ -100,8 +102,8 @@ def test_a_worker_back_from_a_stop_writes_no_queued_status_over_a_newer_one(
 ) -> None:
     now = datetime.now(UTC)
     shown, clocks = _replayed(topic_prefix, tmp_path, store, [
-        (_status(now - timedelta(seconds=2), depth=1), 1000),
-        (_status(now - timedelta(seconds=1), depth=2), 2000)], ("online", 2))
+        (_status(now - timedelta(seconds=2), depth=1), 1000, 500),
+        (_status(now - timedelta(seconds=1), depth=2), 2000, 500)], ("online", 2))
     # the kiosk's clock as the live worker read it stays: the queue read it behind by its wait
     assert clocks[1] == clocks[0]
     # the queue's two statuses, and the retained copy its subscribe brings: before, the
@@ -115,11 +117,28 @@ def test_a_worker_back_from_a_stop_shows_no_queued_online_status_over_a_last_wil
 ) -> None:
     now = datetime.now(UTC)
     shown, _ = _replayed(topic_prefix, tmp_path, store, [
-        (_status(now - timedelta(seconds=1), depth=2), 2000),  # online, then the link lost:
-        (_status(now - timedelta(hours=1), depth=0, state="offline"), 1000)],  # its will
+        (_status(now - timedelta(seconds=1), depth=2), 2000, 1000),  # online; its link lost:
+        (_status(now - timedelta(hours=1), depth=0, state="offline"), 1000, 1000)],  # its will
         ("offline", 2))
     assert len(shown) >= 2
     assert set(shown) == {("offline", 2)}  # before: ("online", 2) first
+
+
+def test_a_worker_back_from_a_stop_shows_no_queued_last_will_over_the_next_link_s_status(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
+) -> None:
+    """Its link lost and made again while the worker was away: the will of the first link
+    changes nothing once the second link's birth is stored (before: "offline" from the will
+    on, for good until the kiosk's next status: the birth, no later than the one stored, was
+    taken for a replay)."""
+    now = datetime.now(UTC)
+    shown, _ = _replayed(topic_prefix, tmp_path, store, [
+        (_status(now - timedelta(seconds=3), depth=2), 2000, 1000),
+        (_status(now - timedelta(hours=1), depth=0, state="offline"), 1000, 1000),  # will
+        (_status(now - timedelta(seconds=1), depth=3), 5000, 5000)],  # the next link's birth
+        ("online", 3))
+    assert len(shown) >= 3
+    assert set(shown) == {("online", 3)}
 
 
 def test_a_last_will_keeps_the_newer_details_of_a_kiosk_whose_clock_stepped_back(
@@ -133,9 +152,9 @@ def test_a_last_will_keeps_the_newer_details_of_a_kiosk_whose_clock_stepped_back
     latest = _status(now - timedelta(minutes=61), depth=7)
     worker = _worker(topic_prefix, tmp_path, store, f"statorder-will-{uuid.uuid4().hex}")
     try:
-        _publish(topic, [(latest, 3_600_000)])
+        _publish(topic, [(latest, 3_600_000, 1000)])
         assert wait_until(lambda: _shown(store) == ("online", 7), 20)
-        _publish(topic, [(will, 1000)])  # the broker publishes the will: the link is lost
+        _publish(topic, [(will, 1000, 1000)])  # the broker publishes it: the link is lost
         assert wait_until(lambda: (_shown(store) or ("",))[0] == "offline", 20)
     finally:
         _stop(worker)
@@ -143,7 +162,8 @@ def test_a_last_will_keeps_the_newer_details_of_a_kiosk_whose_clock_stepped_back
     assert _shown(store) == ("offline", 7)  # before: ("offline", 0), the will's outbox
 
 
-def _replayed(prefix: str, tmp_path: Path, store: Store, statuses: list[tuple[Status, int]],
+def _replayed(prefix: str, tmp_path: Path, store: Store,
+              statuses: list[tuple[Status, int, int]],
               stored: tuple[str, int]) -> tuple[list[tuple[str, int] | None], list[Any]]:
     """What the fleet shows after each batch of a worker back from a stop, taking the
     ``statuses`` the broker queued for it while another worker stored them (``stored``), and

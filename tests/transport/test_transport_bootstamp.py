@@ -12,7 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from appliance.edge.testing import wait_until
-from appliance.transport.bootstamp import BOOT_KEY, SINCE_BOOT_KEY, read_stamp
+from appliance.transport.bootstamp import BOOT_KEY, LINK_KEY, SINCE_BOOT_KEY, read_stamp
 from appliance.transport.wallclock import boot_id
 from tests.transport.test_transport_mqtt import Subscriber, make_link, stop
 
@@ -46,6 +46,9 @@ def test_each_status_is_stamped_later_in_this_boot_than_the_one_before(
     since_boot_ms = [stamp[1] for stamp in stamps if stamp]
     assert len(since_boot_ms) == 3
     assert since_boot_ms == sorted(since_boot_ms)
+    links = {stamp[2] for stamp in stamps if stamp}  # one link sent them all, after it connected
+    assert len(links) == 1
+    assert links.pop() <= since_boot_ms[0]
 
 
 @pytest.mark.broker
@@ -70,10 +73,20 @@ def test_the_last_will_is_stamped_before_the_connection_s_statuses(
     assert again is not None
     assert will[0] == birth[0] == again[0]
     assert will[1] <= birth[1] <= again[1]
+    # the will is stamped as its link connected, and names it, as the link's birth does; the
+    # link made again has a will and a name of its own
+    assert will[1] == will[2] == birth[2]
+    assert again[2] is not None
+    assert again[2] > will[2]
 
 
 def test_a_stamp_is_read_only_as_a_kiosk_sends_it() -> None:
-    assert read_stamp(_properties((BOOT_KEY, "17"), (SINCE_BOOT_KEY, "2500"))) == ("17", 2500)
+    assert read_stamp(_properties((BOOT_KEY, "17"), (SINCE_BOOT_KEY, "2500"))) == (
+        "17", 2500, None)
+    assert read_stamp(_properties((BOOT_KEY, "17"), (SINCE_BOOT_KEY, "2500"),
+                                  (LINK_KEY, "900"))) == ("17", 2500, 900)
+    assert read_stamp(_properties((BOOT_KEY, "17"), (SINCE_BOOT_KEY, "2500"),
+                                  (LINK_KEY, "x"))) == ("17", 2500, None)
     assert read_stamp(_properties()) is None
     assert read_stamp(None) is None
     for since_boot_ms in ("-1", "1.5", "²", "9" * 30, ""):
