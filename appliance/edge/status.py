@@ -51,11 +51,12 @@ class DeviceStatus:
 
     def payload(self, state: str) -> bytes:
         """The retained status message: the birth ("online"), the "offline" one a clean stop
-        leaves, or the last will ("offline", without the camera)."""
+        leaves, or the last will ("offline", built as each link connects: without the camera
+        before the capture starts)."""
         d = self.daemon
         device = d.config.device
         camera: Literal["online", "offline"] | None = None
-        capture = getattr(d, "capture", None)  # the last will is built before it exists
+        capture = getattr(d, "capture", None)  # the first last will is built before it exists
         if capture is not None and capture.ident is not None:  # started: its last state
             camera = "online" if capture.online else "offline"
         model = None
