@@ -21,7 +21,7 @@ from appliance.console.filters import (
     parse_limit,
     parse_query,
 )
-from appliance.console.guard import api_login, pool_of
+from appliance.console.guard import api_login, body_store, pool_of
 from appliance.console.views import (
     cohort_json,
     fleet,
@@ -89,10 +89,10 @@ def api_fleet(
     """The fleet registry: every kiosk, or one page of them when ``limit`` or ``after`` is
     given."""
     if not (limit or after):
-        with pool_of(request).store() as store:
+        with body_store(request) as store:
             return {"devices": fleet(store)}
     size, start = parse_limit(limit, sizes=None), parse_device_cursor("after", after)
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         devices, following = fleet_after(store, size, start)
     return {"devices": devices, "next": following}
 
@@ -141,7 +141,7 @@ def api_results(
     back (null on the newest)."""
     params = once_each(request.query_params.multi_items())
     query = parse_query(params, sizes=None)  # any page size 1-200
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         page = results_page(store, query)
     return {"results": page.items, "next": page.older, "previous": page.newer}
 
@@ -196,6 +196,6 @@ def api_cohort(request: Request, login: ApiLogin) -> dict[str, Any]:
     """The cohort figures and when they were computed (``computed_at``): figures older than
     console.cohort_cache_s are computed again in the background, and a request meanwhile gets
     the older ones."""
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         figures = request.app.state.cohort.get(store, pool_of(request))
     return cohort_json(figures)

@@ -8,7 +8,7 @@ handler) is a 503 whose store and cause go to the log, and a request that failed
 inside the console is a 500 whose cause goes to the log, not to the visitor. A URL no page
 answers (404, or 405 for a method it does not take) gets the console's error page. Every API
 error, whatever refused it, is one JSON shape, ``{"detail": TEXT}`` (api.ApiError); HEAD is
-answered as GET, head only.
+answered as GET, head only, without the store reads that fill only the body.
 SECURITY_HEADERS keep pages from being framed or sniffed, scripts from loading from elsewhere
 and the browser from keeping a copy: the server sends them with every answer (server.py),
 refusals, the 500 and uvicorn's own 503 included.
@@ -47,8 +47,10 @@ from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputErro
 from appliance.console.guard import (
     HEAD_ASKED,
     CsrfError,
+    HeadAnsweredError,
     LoginRequiredError,
     RoleError,
+    head_answer,
     known_parameters,
     visitor_login,
 )
@@ -74,6 +76,10 @@ SECURITY_HEADERS = {
     # the browser, so after logout its Back button and cache show nothing of them
     "Cache-Control": "no-store",
 }
+
+# every page and API call of the console
+ROUTERS = (pages.router, account.router, tokenpage.router, api.router, rollouts.pages,
+           rollouts.api, devicemodels.pages, devicemodels.api, jobs.pages, jobs.api)
 
 
 def create_app(pool: StorePool, settings: ConsoleConfig,
@@ -106,16 +112,8 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     )
     app.state.templates.filters["code_spans"] = code_spans
     app.state.templates.globals["NEAR_TIE_MARGIN"] = NEAR_TIE_MARGIN  # grade.html's near_tie
-    app.include_router(pages.router)
-    app.include_router(account.router)
-    app.include_router(tokenpage.router)
-    app.include_router(api.router)
-    app.include_router(rollouts.pages)
-    app.include_router(rollouts.api)
-    app.include_router(devicemodels.pages)
-    app.include_router(devicemodels.api)
-    app.include_router(jobs.pages)
-    app.include_router(jobs.api)
+    for router in ROUTERS:
+        app.include_router(router)
     _add_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's own hook
     app.middleware("http")(_limits)
@@ -222,7 +220,7 @@ class HeadAsGet:
     """ASGI middleware that routes HEAD as GET: FastAPI routes only the methods a route
     names, so HEAD on a page was a 405. uvicorn sends the answer's head alone (it keeps
     the request's own method). The scope keeps that it was a HEAD (guard.HEAD_ASKED), so
-    a handler whose body costs a query answers without running it (guard.asked_head)."""
+    a handler whose body costs a query answers without running it (guard.body_store)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -238,6 +236,7 @@ def _add_handlers(app: FastAPI) -> None:
     """Answer each refusal and failure a handler raises as the console's error page, or the
     API's JSON: the status, text and headers each handler below gives."""
     handlers: dict[type[Exception], ExceptionHandler] = {
+        HeadAnsweredError: _head_answered,
         InputError: _input_error,
         RequestValidationError: _invalid,
         CsrfError: _forbidden,
@@ -250,6 +249,12 @@ def _add_handlers(app: FastAPI) -> None:
     }
     for refused, handler in handlers.items():
         app.add_exception_handler(refused, handler)
+
+
+async def _head_answered(request: Request, exc: Exception) -> Response:
+    """A HEAD stopped where its GET reads the body from the store (guard.body_store): the
+    GET's status (200: its login and input were checked) and type, the API's JSON or a page."""
+    return head_answer("application/json" if _is_api(request) else "text/html; charset=utf-8")
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from appliance.backoffice.accounts import Login
 from appliance.console.api import ERROR_RESPONSES, ApiLogin
 from appliance.console.filters import InputError, checked_id, parse_limit
-from appliance.console.guard import page_login, pool_of
+from appliance.console.guard import body_store, page_login
 from appliance.console.pages import render
 
 pages = APIRouter(include_in_schema=False)
@@ -32,7 +32,7 @@ def device_models_page(request: Request, site: str, device: str,
                        login: Annotated[Login, Depends(page_login)]) -> HTMLResponse:
     """One kiosk's REPORTS_SHOWN newest model reports, newest first."""
     site, device = checked_id("site", site), checked_id("device", device)
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         reports = store.model_reports(device, site, limit=REPORTS_SHOWN)
     return render(request, "device_models.html", login=login, site=site, device=device,
                   reports=reports, shown=REPORTS_SHOWN)
@@ -62,7 +62,7 @@ def api_model_reports(
     size = parse_limit(limit, sizes=None)
     if before is not None and not _REPORT_ID.match(before):
         raise InputError("before", before, "`next` of a page: a report's id")
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         reports = store.model_reports(device, site, limit=size + 1,
                                       before_id=None if before is None else int(before))
     following = str(reports[size - 1]["id"]) if len(reports) > size else None

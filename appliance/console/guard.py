@@ -12,19 +12,22 @@ token of its own and log the browser in as a user of its choosing.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, TypeVar
 from urllib.parse import parse_qsl, quote
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from appliance.backoffice.accounts import Login
+from appliance.backoffice.store import Store
 from appliance.backoffice.storeerrors import STORE_ERRORS, StoreError
 from appliance.console.auth import (
     MAX_PASSWORD_CHARS,
@@ -93,6 +96,35 @@ def asked_head(request: Request) -> bool:
     """Whether the request was a HEAD (routed as a GET): a handler whose body costs a
     query (the CSV export) answers its head alone, as the GET would start it."""
     return bool(request.scope.get(HEAD_ASKED))
+
+
+class HeadAnsweredError(Exception):
+    """A HEAD got as far as reading its body from the store, its login, role and input
+    checked as for the GET: the app answers the GET's head there (app._head_answered)."""
+
+
+def head_ends_here(request: Request) -> None:
+    """A HEAD is answered here (HeadAnsweredError): what the handler reads after this only
+    fills the body. What decides the status (the login, a filter, whether a rollout exists)
+    is read before it, for a HEAD too."""
+    if asked_head(request):
+        raise HeadAnsweredError(request.url.path)
+
+
+@contextlib.contextmanager
+def body_store(request: Request) -> Iterator[Store]:
+    """A borrowed store for what only fills the answer's body (a list, a count, figures);
+    a HEAD is answered instead, without reading them (head_ends_here)."""
+    head_ends_here(request)
+    with pool_of(request).store() as store:
+        yield store
+
+
+def head_answer(media_type: str, headers: Mapping[str, str] | None = None
+                ) -> StreamingResponse:
+    """The head of a GET's answer of ``media_type``: no body, and no length, which is known
+    only once the body is made (RFC 9110, 9.3.2 lets a HEAD leave it out)."""
+    return StreamingResponse(iter(()), media_type=media_type, headers=headers)
 
 
 def session_cookie_name(request: Request) -> str:

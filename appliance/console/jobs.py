@@ -34,7 +34,7 @@ from appliance.console.filters import (
     older_link,
     parse_listed_cursor,
 )
-from appliance.console.guard import page_login, pool_of
+from appliance.console.guard import body_store, head_ends_here, page_login, pool_of
 from appliance.console.pages import render
 from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
 from appliance.pathology.jobs import JOB_ID, JOB_ID_LEVEL
@@ -66,12 +66,13 @@ def checked_job_id(job_id: str) -> str:
 
 
 def _job(request: Request, job_id: str) -> dict[str, Any] | None:
-    """One job with its slide results, or None."""
+    """One job with its slide results, or None (a HEAD is answered once it is found)."""
     checked_job_id(job_id)
     with pool_of(request).store() as store:
         found = store.pathology_job_rows(1, job_id)
         if not found:
             return None
+        head_ends_here(request)
         slides = store.pathology_slide_rows(job_id)
     return {**found[0], "slides": [shown_slide(row) for row in slides]}
 
@@ -106,7 +107,7 @@ def _jobs_page(request: Request, before: str | None) -> tuple[list[dict[str, Any
     """JOBS_SHOWN jobs, newest first, after the ``before`` cursor (None: the newest), and the
     cursor of the page after them (None: these are the oldest)."""
     after = parse_listed_cursor(before)
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         jobs = store.pathology_job_rows(JOBS_SHOWN + 1, before=after)
     return jobs[:JOBS_SHOWN], listed_cursor(jobs, JOBS_SHOWN, "accepted_at", "job_id")
 

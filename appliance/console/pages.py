@@ -40,8 +40,10 @@ from appliance.console.filters import (
 )
 from appliance.console.guard import (
     asked_head,
+    body_store,
     check_csrf,
     client_address,
+    head_answer,
     judged_password,
     login_csrf_cookie,
     operator,
@@ -219,7 +221,7 @@ def fleet_list(request: Request, login: PageLogin, site: str | None = None,
     chosen = parse_site({"site": site or ""})
     one_way(after, before)
     start, end = parse_device_cursor("after", after), parse_device_cursor("before", before)
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         shown = fleet_page(store, chosen, start, end)
     narrowed = {"site": chosen} if chosen else {}
 
@@ -237,7 +239,7 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
     """Stored results, newest first, filtered, one keyset page at a time (Older and Newer
     lead to the pages beside it), and how many match (counted up to RESULTS_COUNTED)."""
     query = parse_query(once_each(request.query_params.multi_items()))
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         page = results_page(store, query)
         matching = store.count_results_up_to(query.where, RESULTS_COUNTED)
     shared = {**query.echo, "limit": str(query.limit)}  # the next pages keep the page size
@@ -262,7 +264,7 @@ def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
     query = parse_query(once_each(request.query_params.multi_items()))
     headers = {"Content-Disposition": 'attachment; filename="results.csv"'}
     if asked_head(request):  # the GET's own head: streamed, no length
-        return StreamingResponse(iter(()), media_type=CSV_TYPE, headers=headers)
+        return head_answer(CSV_TYPE, headers)
     pages = csv_pages(pool_of(request), query)
     first = next(pages)  # read here: a busy store is a 503 page, not a cut-off download
 
@@ -297,7 +299,7 @@ def result_page(request: Request, measurement_id: str, login: PageLogin) -> HTML
 @router.get("/cohort")
 def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
     """Report features by age band (means with 95 % CIs), correlation with age, repeats."""
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         figures = request.app.state.cohort.get(store, pool_of(request))
     views = figures.views
     plots = {v.key: Markup(svg_plot(v)) for v in views}  # svg_plot escapes its text
@@ -315,7 +317,7 @@ def dead_letters(request: Request, login: Annotated[Login, Depends(operator)],
     """Messages the back office refused, DEAD_LETTERS_SHOWN a page, newest first (operators
     only: payloads may hold personal data)."""
     before_id = parse_letter_cursor(before)
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         letters = store.dead_letters_before(before_id, DEAD_LETTERS_SHOWN + 1)
         kept = store.count_dead_letters()
         lost = store.pruned_only_copies(NAMED_DEVICES).text()

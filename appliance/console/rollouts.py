@@ -21,7 +21,7 @@ from appliance.console.filters import (
     older_link,
     parse_listed_cursor,
 )
-from appliance.console.guard import page_login, pool_of
+from appliance.console.guard import body_store, head_ends_here, page_login, pool_of
 from appliance.console.pages import render
 
 pages = APIRouter(include_in_schema=False)
@@ -30,11 +30,12 @@ ROLLOUTS_SHOWN = 100  # a page of the rollouts list, on the page and in the API
 
 
 def _rollout(request: Request, rollout_id: str) -> dict[str, Any] | None:
-    """One rollout with its devices, or None."""
+    """One rollout with its devices, or None (a HEAD is answered once it is found)."""
     with pool_of(request).store() as store:
         found = store.rollout_rows(1, rollout_id)
         if not found:
             return None
+        head_ends_here(request)
         return {**found[0], "device_states": store.rollout_devices(rollout_id)}
 
 
@@ -43,7 +44,7 @@ def _rollouts_page(request: Request, before: str | None
     """ROLLOUTS_SHOWN rollouts, newest first, after the ``before`` cursor (None: the newest),
     and the cursor of the page after them (None: these are the oldest)."""
     after = parse_listed_cursor(before)
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         rows = store.rollout_rows(ROLLOUTS_SHOWN + 1, before=after)
     return rows[:ROLLOUTS_SHOWN], listed_cursor(rows, ROLLOUTS_SHOWN, "created_at",
                                                 "rollout_id")

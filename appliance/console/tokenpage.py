@@ -20,7 +20,7 @@ from appliance.backoffice.accounts import TOKEN_ID, TOKEN_ID_CHARS, Login, Token
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import token_expiry_text, token_owner_text
 from appliance.console.filters import InputError
-from appliance.console.guard import check_csrf, page_login, pool_of, read_form
+from appliance.console.guard import body_store, check_csrf, page_login, pool_of, read_form
 from appliance.console.pages import render
 from appliance.logsafe import shorten
 
@@ -34,7 +34,7 @@ def _everyone(login: Login) -> bool:
 
 
 def _tokens(request: Request, login: Login) -> list[TokenRow]:
-    with pool_of(request).store() as store:
+    with body_store(request) as store:
         return store.tokens(None if _everyone(login) else login.name)
 
 

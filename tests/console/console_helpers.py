@@ -267,7 +267,7 @@ def running_console(folder: Path, pool_size: int = 4, **settings: Any) -> Iterat
     add_user(store, "victor", "viewer", PASSWORD)
     token, viewer_token = create_token(store, "alice").token, create_token(store, "victor").token
     store.close()
-    config = ConsoleConfig(port=free_port(), cohort_cache_s=0, **settings)
+    config = ConsoleConfig(**{"port": free_port(), "cohort_cache_s": 0, **settings})
     pool = StorePool(url, size=pool_size)
     thread = ConsoleThread(config, pool, results)
     thread.start()
