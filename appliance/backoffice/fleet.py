@@ -17,7 +17,8 @@ FLEET_COLUMNS = ("site", "device_id", "state", "last_seen", "clock_ahead_s",
                  "dropped")
 # the table's headers where the column name would mislead (the cell is a duration, not seconds)
 HEADERS = {"outbox_oldest_age_s": "OLDEST_UNSENT", "clock_ahead_s": "CLOCK"}
-JSON_COLUMNS = (*FLEET_COLUMNS, "clock_read_at", "measuring_paused", "outbox_in_use")
+JSON_COLUMNS = (*FLEET_COLUMNS, "clock_read_at", "measuring_paused", "outbox_in_use", "status_at",
+                "status_sent_at")
 # why an online kiosk does not measure, as its status says it (payloads.py: measuring_paused)
 PAUSED_TEXT = {"disk_full": "measuring paused: disk full",
                "storage": "measuring paused: storage"}

@@ -209,3 +209,19 @@ def test_a_clock_within_a_minute_is_not_flagged() -> None:
     device = {"clock_ahead_s": -42.4, "clock_read_at": iso_utc(now - timedelta(seconds=5))}
     assert clock_text(device, now) == "42s behind, read 5s ago"
     assert offset_text(26 * 365.25 * 86400) == "9496d 12h"  # a clock at 2000 in 2026
+
+
+def test_the_fleet_json_says_when_a_kiosk_sent_its_status_by_both_clocks(
+    store: Store, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`appliance fleet --json` gave neither clock of a kiosk's stored status, which the API
+    gives (status_at, status_sent_at): a script could not tell a status of 2000 by a kiosk's
+    dead CMOS battery from one sent today."""
+    before = datetime.now(UTC) - MINUTE
+    _ingest(store, _status(Y2K))
+    (listed,) = json.loads(fleet_json(store))
+    assert listed["status_at"].startswith("2000-01-01T")  # on main: no such key
+    assert datetime.fromisoformat(listed["status_sent_at"]) > before  # the back office's clock
+    if not store.postgres:  # the command prints what fleet_json says (a schema: no --store)
+        assert main(["fleet", "--json", "--store", store.url]) == 0
+        assert json.loads(capsys.readouterr().out) == [listed]
