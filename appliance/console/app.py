@@ -55,6 +55,12 @@ from appliance.console.guard import (
     visitor_login,
 )
 from appliance.console.hostnames import host_refusal, own_names
+from appliance.console.inflight import (
+    RETRY_AFTER_S,
+    AnswersInFlight,
+    FinishedAnswers,
+    UserBusyError,
+)
 from appliance.console.throttle import LoginGuard
 from appliance.console.views import CohortCache
 from appliance.edge.grade_margin import NEAR_TIE_MARGIN
@@ -102,6 +108,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.login_refusals = Tally(log, "console: logins refused for too many failed ones")
     app.state.store_lines = LineBudget(log, "console busy or store failed answers")
     app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)  # others wait
+    app.state.answers = AnswersInFlight()
     app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)
     app.state.cohort.warm(pool)
@@ -117,6 +124,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     _add_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's own hook
     app.middleware("http")(_limits)
+    app.add_middleware(FinishedAnswers, answers=app.state.answers)
     app.add_middleware(HeadAsGet)
     return app
 
@@ -240,6 +248,7 @@ def _add_handlers(app: FastAPI) -> None:
         InputError: _input_error,
         RequestValidationError: _invalid,
         CsrfError: _forbidden,
+        UserBusyError: _user_busy,
         RoleError: _forbidden,
         StoreBusyError: _busy,
         StoreError: _store_failed,  # StoreUnreachableError too
@@ -255,6 +264,11 @@ async def _head_answered(request: Request, exc: Exception) -> Response:
     """A HEAD stopped where its GET reads the body from the store (guard.body_store): the
     GET's status (200: its login and input were checked) and type, the API's JSON or a page."""
     return head_answer("application/json" if _is_api(request) else "text/html; charset=utf-8")
+
+
+async def _user_busy(request: Request, exc: Exception) -> Response:
+    """A user with its bound of answers being sent (inflight.py): 429, to try again shortly."""
+    return await _visitor_refusal(request, 429, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:

@@ -46,6 +46,7 @@ from appliance.console.filters import (
     once_each,
     refuse_unknown,
 )
+from appliance.console.inflight import hold_answer
 from appliance.console.throttle import LoginGuard
 from appliance.logsafe import shorten
 
@@ -204,7 +205,8 @@ def login_csrf_cookie(request: Request) -> str:
 
 
 def page_login(request: Request) -> Login:
-    """The logged-in user of a page request, or a redirect to the login page."""
+    """The logged-in user of a page request, or a redirect to the login page; its answer
+    counts as one the user has being sent (inflight.py: UserBusyError past the bound)."""
     cookie = session_cookie(request)
     with pool_of(request).store() as store:
         login = session_login(store, cookie)
@@ -216,6 +218,7 @@ def page_login(request: Request) -> Login:
         form_page = _FORM_PAGES.get(request.url.path, "/fleet")
         # a cookie the store no longer knows: the login page says the session ended
         raise LoginRequiredError(path if back else form_page, ended=bool(cookie))
+    hold_answer(request.scope, request.app.state.answers, login.name)
     return login
 
 
@@ -237,7 +240,8 @@ def api_login(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
 ) -> Login:
-    """The owner of the request's bearer token, or 401."""
+    """The owner of the request's bearer token, or 401; its answer counts as one the user
+    has being sent (inflight.py)."""
     login = None
     if credentials is not None:
         with pool_of(request).store() as store:
@@ -245,6 +249,7 @@ def api_login(
     if login is None:
         raise HTTPException(401, "a valid bearer token is required "
                             "(Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"})
+    hold_answer(request.scope, request.app.state.answers, login.name)
     return login
 
 

@@ -12,7 +12,9 @@ a request's headers without end: a visitor that opens connections and sends a re
 arrive whole within REQUEST_DEADLINE_S of its connection (or of the previous answer on it);
 the connection of one that did not is closed. The answer's side is bounded too: a client
 that reads nothing of a large answer (a CSV, a picture) for STALLED_SEND_S is cut off, or
-a few such downloads would keep every place. uvicorn answers a request 503 while PLACES
+a few such downloads would keep every place; one that reads them slowly, but reads, holds its
+places as long as it likes, so a logged-in user has a bound of answers being sent at once
+(console/inflight.py). uvicorn answers a request 503 while PLACES
 connections are open, silent ones included, so a new connection that would leave no place
 takes that of the one that has waited longest for its request (a silent or slow client's, or
 one kept alive with nothing asked): a client that opened connections as fast as the deadline

@@ -1,0 +1,146 @@
+"""A logged-in user's answers being sent at once are bounded (console/inflight.py): a client
+that reads its downloads slowly holds a server place for each, and one user holding every
+place refused every other visitor 503. Driven through the app's ASGI interface, with clients
+that read as a slow reader does: after an answer's first bytes fill the connection's buffer,
+the server waits (uvicorn: before its next write) until the client has read them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from console_helpers import PASSWORD, free_port, seed
+from fastapi import FastAPI
+from starlette.types import Message
+
+from appliance.backoffice.store import open_store
+from appliance.config import ConsoleConfig
+from appliance.console.app import create_app
+from appliance.console.auth import add_user, create_token, open_session
+from appliance.console.db import StorePool
+from appliance.console.guard import password_login
+from appliance.console.inflight import ANSWERS_PER_USER, RETRY_AFTER_S
+
+
+class SlowReader:
+    """One request's client: its answer's status and headers, and a buffer that, once an
+    answer's bytes are in it, takes more only after ``read_all``."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.started = asyncio.Event()
+        self._full = False
+        self._read = asyncio.Event()
+
+    async def send(self, message: Message) -> None:
+        """uvicorn's send: it waits for a full buffer to drain before it writes again."""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+            self.started.set()
+            return
+        if self._full:
+            await self._read.wait()
+        self._full = self._full or bool(message.get("body"))
+
+    def read_all(self) -> None:
+        """The client reads the rest of its answer at once."""
+        self._full = False
+        self._read.set()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[tuple[FastAPI, dict[str, dict[str, str]]]]:
+    """The console's app on a seeded store, and the headers that log in alice (an API token)
+    and bob (a page session)."""
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    store = open_store(url)
+    try:
+        seed(store)
+        add_user(store, "alice", "operator", PASSWORD)
+        add_user(store, "bob", "viewer", PASSWORD)
+        token = create_token(store, "alice").token
+    finally:
+        store.close()
+    settings = ConsoleConfig(port=free_port(), cohort_cache_s=3600)
+    pool = StorePool(url)
+    bob = password_login(pool, "bob", PASSWORD)
+    assert bob is not None
+    with pool.store() as opened:
+        cookie = open_session(opened, bob, 1.0).cookie
+    try:
+        yield create_app(pool, settings, tmp_path), {
+            "alice": {"authorization": f"Bearer {token}"},
+            "bob": {"cookie": f"appliance_session_{settings.port}={cookie}"}}
+    finally:
+        pool.close()
+
+
+def _asked(app: FastAPI, path: str, headers: dict[str, str], client: SlowReader
+           ) -> asyncio.Task[Any]:
+    """The request, being answered to ``client``, as a task."""
+    path, _, query = path.partition("?")
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": query.encode(), "root_path": "", "client": ("127.0.0.1", 40000),
+             "server": ("127.0.0.1", 8080),
+             "headers": [(b"host", b"127.0.0.1"),
+                         *((k.encode(), v.encode()) for k, v in headers.items())]}
+    asked = False
+
+    async def receive() -> Message:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("never")
+
+    return asyncio.ensure_future(app(scope, receive, client.send))
+
+
+async def _answered(app: FastAPI, path: str, headers: dict[str, str]) -> SlowReader:
+    """A request whose client reads its whole answer at once."""
+    client = SlowReader()
+    client.read_all()
+    await asyncio.wait_for(_asked(app, path, headers, client), 30)
+    return client
+
+
+@pytest.mark.parametrize(("user", "path"), [("alice", "/api/v1/results?limit=200"),
+                                            ("bob", "/results.csv")])
+def test_a_user_s_slowly_read_answers_hold_at_most_their_bound_of_places(
+    app: tuple[FastAPI, dict[str, dict[str, str]]], user: str, path: str,
+) -> None:
+    """A user whose clients read ANSWERS_PER_USER answers slowly is refused one more (429,
+    Retry-After) until one is read; another user is answered meanwhile. Both a page handed
+    over whole (the results API's) and a streamed download count until their end is sent.
+    On main a user had no bound: one user's slow downloads held every place."""
+    console, logins = app
+    other = logins["bob" if user == "alice" else "alice"]
+
+    async def scenario() -> None:
+        slow = [SlowReader() for _ in range(ANSWERS_PER_USER)]
+        held = [_asked(console, path, logins[user], client) for client in slow]
+        await asyncio.wait_for(asyncio.gather(*(c.started.wait() for c in slow)), 30)
+        await asyncio.sleep(0.1)
+        assert not any(task.done() for task in held)  # each waits for its client to read
+        refused = await _answered(console, "/api/v1/fleet" if user == "alice" else "/fleet",
+                                  logins[user])
+        assert refused.status == 429  # on main: 200, a place more held
+        assert refused.headers["retry-after"] == str(RETRY_AFTER_S)
+        assert (await _answered(console, "/api/v1/fleet" if user == "bob" else "/fleet",
+                                other)).status == 200
+        slow[0].read_all()
+        await asyncio.wait_for(held[0], 30)
+        assert (await _answered(console, path, logins[user])).status == 200
+        for client in slow[1:]:
+            client.read_all()
+        await asyncio.wait_for(asyncio.gather(*held), 30)
+        assert [client.status for client in slow] == [200] * ANSWERS_PER_USER
+
+    asyncio.run(scenario())
