@@ -11,10 +11,10 @@ a request's headers without end: a visitor that opens connections and sends a re
 (or never) would keep every place and every other visitor would get 503. Here a request must
 arrive whole within REQUEST_DEADLINE_S of its connection (or of the previous answer on it);
 the connection of one that did not is closed. The answer's side is bounded too: a client
-that reads nothing of a large answer (a CSV, a picture) for STALLED_SEND_S is cut off, or
-a few such downloads would keep every place; one that reads them slowly, but reads, holds its
-places as long as it likes, so a logged-in user has a bound of answers being sent at once
-(console/inflight.py). uvicorn answers a request 503 while PLACES
+that reads nothing of a large answer (a CSV, a picture) for STALLED_SEND_S, its end
+included, is cut off, or a few such downloads would keep every place; one that reads slowly,
+but reads, holds its place as long as it likes, so a logged-in user has a bound of answers
+being sent at once (console/inflight.py). uvicorn answers a request 503 while PLACES
 connections are open, silent ones included, so a new connection that would leave no place
 takes that of the one that has waited longest for its request (a silent or slow client's, or
 one kept alive with nothing asked): a client that opened connections as fast as the deadline
@@ -190,9 +190,14 @@ class DeadlineProtocol(H11Protocol):
             super().data_received(data)
 
     def on_response_complete(self) -> None:
-        """Start the next request's deadline on a kept-alive connection."""
+        """Start the next request's deadline on a kept-alive connection. An answer that ended
+        with bytes of it still in the buffer (under its high-water mark: uvicorn waited for
+        no drain) must be read within STALLED_SEND_S too: closing the connection waits for
+        them, and it held its place for good when the client read nothing more."""
         super().on_response_complete()
         self._arm()
+        if self.transport.get_write_buffer_size():
+            self._watch_send()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """No deadline once the connection is gone."""
@@ -206,8 +211,13 @@ class DeadlineProtocol(H11Protocol):
     def pause_writing(self) -> None:
         """The send buffer is full: the client has STALLED_SEND_S to read some of it."""
         super().pause_writing()
-        if self.stalled is None:
-            self.stalled = self.loop.call_later(STALLED_SEND_S, self._stalled)
+        self._watch_send()
+
+    def _watch_send(self) -> None:
+        """Cut the client off unless it reads within STALLED_SEND_S (from now)."""
+        if self.stalled is not None:
+            self.stalled.cancel()
+        self.stalled = self.loop.call_later(STALLED_SEND_S, self._stalled)
 
     def resume_writing(self) -> None:
         """The client read: no deadline until the buffer fills again."""
@@ -217,8 +227,12 @@ class DeadlineProtocol(H11Protocol):
         super().resume_writing()
 
     def _stalled(self) -> None:
-        """Cut off a client that read nothing for STALLED_SEND_S: abort, as a close would wait
-        for the buffer it does not read; the answer's handler sees the disconnect."""
+        """Cut off a client that read nothing for STALLED_SEND_S (bytes of its answer still
+        unsent): abort, as a close would wait for the buffer it does not read; the answer's
+        handler sees the disconnect."""
+        self.stalled = None
+        if not self.transport.get_write_buffer_size():
+            return  # it read the end of its answer meanwhile
         self._tally(self.cut_stalled)
         self.transport.abort()
 

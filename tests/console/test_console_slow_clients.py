@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -298,3 +299,37 @@ def test_requests_uvicorn_warns_of_one_each_are_said_once_then_counted(
         "console: requests asking for a protocol upgrade it does not make (a WebSocket), "
         "answered as plain requests: 1 since the last saying; said at most once a minute",
     ]
+
+
+def test_a_client_that_leaves_the_end_of_its_answer_unread_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An answer whose last bytes sat in the connection's buffer below its high-water mark
+    when it ended (uvicorn waits for no drain then) was never cut off: the console closed the
+    kept-alive connection, the close waited for a client that read nothing, and it held its
+    place for good. A buffer without a high-water mark leaves the whole CSV so."""
+    monkeypatch.setattr(server, "STALLED_SEND_S", 0.5)
+    made = server.DeadlineProtocol.connection_made
+
+    def no_high_water_mark(protocol: server.DeadlineProtocol, transport: Any) -> None:
+        made(protocol, transport)
+        transport.set_write_buffer_limits(high=1 << 30)  # never paused: the answer ends at once
+
+    monkeypatch.setattr(server.DeadlineProtocol, "connection_made", no_high_water_mark)
+    with running_console(tmp_path) as console:
+        _add_long_results(console.store_url, 3000)
+        cookie, _ = login_cookie(console)
+        sock, first = _stalled_download(console, cookie)
+        try:
+            pause, polls = threading.Event(), 0
+            while "having read nothing of its answer" not in caplog.text:
+                assert polls < 300, "never cut off"  # on main: it waited for good
+                pause.wait(0.05)
+                polls += 1
+            answer = bytearray(first)
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(1 << 20):
+                    answer += chunk
+        finally:
+            sock.close()
+    assert not answer.endswith(b"\r\n0\r\n\r\n")  # cut off, not complete
