@@ -160,12 +160,17 @@ def _acl(kind: str, topic: str) -> dict[str, Any]:
 def device_role(prefix: str, site: str, device: str) -> dict[str, Any]:
     """What one device may do: its own topics under its provisioned site, nothing else. It
     reads back its own presence (another kiosk started with its device id shows there:
-    appliance/transport/presence.py)."""
+    appliance/transport/presence.py).
+
+    Its subscriptions are literal, the four filters a kiosk subscribes as written
+    (appliance/edge/daemon.py): mosquitto 2.0 bounds neither how many subscriptions a session
+    holds nor their length, so a pattern ``cmd/#`` would grant ``cmd/<64 KiB name>`` without
+    end, each kept in its persistent session, in memory and in the persistence file."""
     own = f"{prefix}/{site}/{device}"
     acls = [_acl("publishClientSend", f"{own}/{leaf}")
             for leaf in ("result", "status", "model/state", "presence")]
-    acls += [_acl("subscribePattern", f"{own}/{leaf}") for leaf in ("cmd/#", "model/update")]
-    acls += [_acl("subscribeLiteral", f"{own}/{leaf}") for leaf in ("ack", "presence")]
+    acls += [_acl("subscribeLiteral", f"{own}/{leaf}")
+             for leaf in ("cmd/#", "model/update", "ack", "presence")]
     return {"rolename": f"device-{device}", "acls": acls}
 
 
@@ -189,24 +194,27 @@ def _not_pathology(prefix: str) -> list[dict[str, Any]]:
 
 
 def backoffice_role(prefix: str, group: str) -> dict[str, Any]:
-    """Back-office workers: read the fleet (shared for results), send acks and commands."""
+    """Back-office workers: read the fleet (shared for results), send acks and commands. Its
+    subscriptions are the three filters a worker subscribes, literal (as a device's: no
+    ``{p}/<64 KiB>/x/status`` without end; appliance/backoffice/ingest.py)."""
     fleet = f"{prefix}/+/+"
     acls = [*_not_pathology(prefix), _acl("subscribeLiteral", f"$share/{group}/{fleet}/result")]
-    acls += [_acl("subscribePattern", f"{fleet}/{leaf}") for leaf in ("status", "model/state")]
+    acls += [_acl("subscribeLiteral", f"{fleet}/{leaf}") for leaf in ("status", "model/state")]
     acls += [_acl("publishClientSend", f"{fleet}/{leaf}") for leaf in ("ack", "cmd/#")]
     return {"rolename": "backoffice", "acls": acls}
 
 
 def rollout_role(prefix: str) -> dict[str, Any]:
-    """The model rollout: the only publisher of model updates."""
+    """The model rollout: the only publisher of model updates. It subscribes the fleet's two
+    filters as written, literal (appliance/updates/fleetwatch.py)."""
     fleet = f"{prefix}/+/+"
     return {
         "rolename": "rollout",
         "acls": [
             *_not_pathology(prefix),
             _acl("publishClientSend", f"{fleet}/model/update"),
-            _acl("subscribePattern", f"{fleet}/model/state"),
-            _acl("subscribePattern", f"{fleet}/status"),  # which devices exist (deploy --all)
+            _acl("subscribeLiteral", f"{fleet}/model/state"),
+            _acl("subscribeLiteral", f"{fleet}/status"),  # which devices exist (deploy --all)
         ],
     }
 

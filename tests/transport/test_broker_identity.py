@@ -258,3 +258,37 @@ def test_a_connection_that_lasts_or_that_the_kiosk_ends_breaks_the_streak(
             churn.lost(code)
     assert [r.getMessage()[:40] for r in caplog.records] == [
         "the broker dropped this kiosk's connecti"]
+
+
+def test_each_login_subscribes_only_the_filters_it_uses_as_written(
+    fleet_broker: FleetBroker,
+) -> None:
+    """mosquitto 2.0 bounds neither how many subscriptions a session holds nor their length.
+    A device's `cmd/#` was a pattern ACL, which granted any filter under it: a stolen kiosk
+    login subscribed `cmd/<65,000 characters>` 1,600 times (400 SUBSCRIBEs) and the broker
+    held 209 MB more, kept in the kiosk's persistent session (14 days) and written to a 104 MB
+    persistence file (docs/experiments/README.md, aclattack). Now each login's subscriptions
+    are the filters its client subscribes, literal: anything under them is refused (SUBACK
+    0x87; on main 0x01), the filters themselves granted; the worker's and the rollout's fleet
+    filters likewise."""
+    site, device = ATTACKER
+    own = f"appliance/{site}/{device}"
+    kiosk = Probe(fleet_broker, device, f"edge-{site}-{device}")
+    worker = Probe(fleet_broker, "backoffice-1", "backoffice-1")
+    rollout = Probe(fleet_broker, "rollout", "rollout")
+    try:
+        for topic in (f"{own}/cmd/measure", f"{own}/cmd/+", f"{own}/cmd/a/b/c/#",
+                      f"{own}/cmd/" + "x" * 60_000):
+            assert kiosk.subscribe(topic) == 0x87, topic[:80]
+        for leaf in ("cmd/#", "model/update", "ack", "presence"):  # what a kiosk subscribes
+            assert kiosk.subscribe(f"{own}/{leaf}") == 1, leaf
+        for probe in (worker, rollout):
+            for leaf in ("status", "model/state"):
+                for topic in (f"{own}/{leaf}", f"appliance/{'y' * 60_000}/+/{leaf}",
+                              f"appliance/{site}/+/{leaf}"):
+                    assert probe.subscribe(topic) == 0x87, topic[:80]
+                assert probe.subscribe(f"appliance/+/+/{leaf}") == 1, leaf
+        assert worker.subscribe("$share/backoffice/appliance/+/+/result") == 1
+    finally:
+        for probe in (kiosk, worker, rollout):
+            probe.close()
