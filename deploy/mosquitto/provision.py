@@ -225,14 +225,16 @@ def pathology_server_role(prefix: str, login: str) -> dict[str, Any]:
     empty retained message), answers on each login's errors topic (``errors/LOGIN``) and on
     the servers' own (``errors``: topics that name no login), which it may read, and publishes
     its own presence only, which it also reads (another process under its name shows there:
-    appliance/pathology/presence.py)."""
+    appliance/pathology/presence.py). Its subscriptions are literal, the filters as written
+    (appliance/pathology/serverlink.py), as a device's: no ``jobs/+/<64 KiB>/request``
+    without end in its session."""
     jobs = f"{prefix}/pathology/jobs/+/+"
-    acls = [_acl("subscribePattern", f"{jobs}/{leaf}") for leaf in ("request", "cancel")]
+    acls = [_acl("subscribeLiteral", f"{jobs}/{leaf}") for leaf in ("request", "cancel")]
     acls += [_acl("publishClientSend", f"{jobs}/{leaf}") for leaf in ("request", "state",
                                                                        "cancel")]
     errors = f"{prefix}/pathology/errors"
     acls += [_acl("publishClientSend", errors), _acl("publishClientSend", f"{errors}/+"),
-             _acl("subscribePattern", f"{errors}/#"),
+             _acl("subscribeLiteral", f"{errors}/#"),
              _acl("publishClientSend", f"{prefix}/pathology/servers/{login}"),
              _acl("subscribeLiteral", f"{prefix}/pathology/servers/{login}")]
     return {"rolename": f"pathology-server-{login}", "acls": acls}

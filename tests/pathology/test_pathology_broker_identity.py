@@ -355,6 +355,24 @@ def test_a_job_client_reads_only_its_own_refusals(
         _stopped(server)
 
 
+def test_a_server_subscribes_only_the_filters_it_uses_as_written(lab_broker: FleetBroker) -> None:
+    """mosquitto 2.0 bounds neither how many subscriptions a session holds nor their length;
+    a server's `jobs/+/+/request`, `.../cancel` and `errors/#` were patterns, which granted any
+    filter under them (`jobs/+/<60,000 characters>/request` as many times as its login liked,
+    kept in its persistent session). Now they are literal: the filters its link subscribes
+    are granted, anything narrower refused (SUBACK 0x87; on main 0x01)."""
+    server = Probe(lab_broker, SERVER, SERVER)
+    try:
+        for topic in (f"{JOBS}/{USER}/+/request", f"{JOBS}/+/{'n' * 60_000}/request",
+                      f"{JOBS}/{USER}/j1/cancel", f"{ERRORS}/{USER}", f"{ERRORS}/+"):
+            assert server.subscribe(topic) == 0x87, topic[:80]
+        for topic in (f"{JOBS}/+/+/request", f"{JOBS}/+/+/cancel", f"{ERRORS}/#",
+                      f"appliance/pathology/servers/{SERVER}"):
+            assert server.subscribe(topic) == 1, topic
+    finally:
+        server.close()
+
+
 def test_provisioning_refuses_a_device_site_named_pathology(tmp_path: Path) -> None:
     """{prefix}/pathology/servers/X is a server's presence: a device at site "pathology" named
     "servers" would publish there (its result, status) and be read as one."""
