@@ -18,7 +18,8 @@ Identity rules (docs/broker-identity.md): a device logs in as its device id, mus
 client id ``edge-SITE-DEVICE`` (the broker refuses any other), may publish only its own
 ``result``, ``status``, ``model/state`` and ``presence`` topics under the site it was
 provisioned for, and may subscribe only to its own ``cmd/#``, ``model/update``, ``ack`` and
-``presence``; nothing else, no ``$share``. Its look login ``DEVICE@look`` (the same
+``presence``, each filter as written (``cmd/#``, not ``cmd/x``: mosquitto 2.0 bounds no
+session's subscriptions); nothing else, no ``$share``. Its look login ``DEVICE@look`` (the same
 password, client id ``edge-SITE-DEVICE@look``) may only publish and subscribe to that
 ``presence``: a kiosk that holds back for another one with its device id looks again under it.
 Back-office workers log in as their own name with that name as client id.
