@@ -289,6 +289,12 @@ def test_each_login_subscribes_only_the_filters_it_uses_as_written(
                     assert probe.subscribe(topic) == 0x87, topic[:80]
                 assert probe.subscribe(f"appliance/+/+/{leaf}") == 1, leaf
         assert worker.subscribe("$share/backoffice/appliance/+/+/result") == 1
+        heard: list[str] = []  # and what its own filters stand for still reaches it
+        kiosk.client.on_message = lambda _c, _u, message: heard.append(message.topic)
+        assert worker.publish(f"{own}/cmd/measure") in (0, 0x10)
+        assert rollout.publish(f"{own}/model/update") in (0, 0x10)
+        assert wait_until(lambda: len(heard) == 2, 5), heard
+        assert sorted(heard) == [f"{own}/cmd/measure", f"{own}/model/update"]
     finally:
         for probe in (kiosk, worker, rollout):
             probe.close()
