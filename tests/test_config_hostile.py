@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from appliance.cli import main
 from appliance.config import ConfigError, config_from_mapping, load_config
 from appliance.hostile import yaml_alias_bomb, yaml_deep_nesting
 from appliance.safeyaml import MAX_EXPANDED_NODES, safe_load_limited
+from appliance.transport.client import connect_properties, publish_properties, settings_from_config
 
 
 def test_alias_bomb_is_refused_naming_its_expansion(tmp_path: Path) -> None:
@@ -314,3 +317,33 @@ def test_config_check_escapes_and_cuts_an_unknown_key(
     assert "device.\\x1b[2J: unknown key" in error
     assert "device.kkk" in error
     assert len(error) < 1000, error[:300]
+
+
+@pytest.mark.parametrize(("key_path", "variable"), [
+    ("edge.session_expiry_s", "APPLIANCE__EDGE__SESSION_EXPIRY_S"),
+    ("edge.message_expiry_s", "APPLIANCE__EDGE__MESSAGE_EXPIRY_S"),
+    ("backoffice.session_expiry_s", "APPLIANCE__BACKOFFICE__SESSION_EXPIRY_S"),
+])
+def test_an_expiry_longer_than_mqtt_carries_is_refused_naming_the_variable(
+    key_path: str, variable: str
+) -> None:
+    # 4294967296 passed config check; the edge then died building its CONNECT (struct.error:
+    # MQTT 5 carries an expiry interval as a Four Byte Integer) and exited 1, again and again
+    with pytest.raises(ConfigError, match=rf"{re.escape(key_path)} \(from environment variable "
+                       rf"{variable}\): got 4294967296; expected less than or equal to 4294967295"):
+        config_from_mapping({}, environ={variable: "4294967296"})
+
+
+def test_the_longest_expiry_a_config_takes_fits_the_mqtt_packets() -> None:
+    longest = "4294967295"  # 0xFFFFFFFF: the session never expires (MQTT 5 spec 3.1.2.11.2)
+    config = config_from_mapping({}, environ={"APPLIANCE__EDGE__SESSION_EXPIRY_S": longest,
+                                              "APPLIANCE__EDGE__MESSAGE_EXPIRY_S": longest,
+                                              "APPLIANCE__BACKOFFICE__SESSION_EXPIRY_S": longest})
+    for session_expiry_s in (config.edge.session_expiry_s, config.backoffice.session_expiry_s):
+        settings = settings_from_config(config.mqtt, "kiosk", session_expiry_s=session_expiry_s)
+        packed = connect_properties(settings).pack()
+        read, _ = Properties(PacketTypes.CONNECT).unpack(packed)  # type: ignore[no-untyped-call]
+        assert read.SessionExpiryInterval == 4294967295
+    packed = publish_properties(config.edge.message_expiry_s).pack()
+    read, _ = Properties(PacketTypes.PUBLISH).unpack(packed)  # type: ignore[no-untyped-call]
+    assert read.MessageExpiryInterval == 4294967295

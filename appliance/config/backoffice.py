@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from appliance.config.mqtt import MQTT_MAX_INTERVAL_S
 from appliance.config.section import Section, a_real_host
 from appliance.transport.payloads import (
     IDENTIFIER_PATTERN,
@@ -57,7 +58,8 @@ class BackofficeConfig(Section):
         "survives (unset: backoffice-HOSTNAME); unique per worker.",
     )
     session_expiry_s: int = Field(
-        86400, ge=60, description="How long the broker keeps a stopped worker's session (s)."
+        86400, ge=60, le=MQTT_MAX_INTERVAL_S,
+        description="How long the broker keeps a stopped worker's session (s)."
     )
     receive_maximum: int = Field(
         2000, ge=10, le=65535, description="Unacknowledged messages the broker may send at once."

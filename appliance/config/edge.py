@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from appliance.config.mqtt import MQTT_MAX_INTERVAL_S
 from appliance.config.section import Section, filled_in
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
@@ -106,10 +107,12 @@ class EdgeConfig(Section):
         1000, ge=1, le=65535, description="QoS 1 results published and not yet acknowledged."
     )
     message_expiry_s: int = Field(
-        604_800, ge=60, description="MQTT message expiry of a result (s)."
+        604_800, ge=60, le=MQTT_MAX_INTERVAL_S,
+        description="MQTT message expiry of a result (s)."
     )
     session_expiry_s: int = Field(
-        86_400, ge=60, description="How long the broker keeps this device's session (s)."
+        86_400, ge=60, le=MQTT_MAX_INTERVAL_S,
+        description="How long the broker keeps this device's session (s)."
     )
     reconnect_initial_s: float = Field(
         0.5, gt=0, le=60, description="First broker reconnect delay (s); doubles per failure."

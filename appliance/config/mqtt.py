@@ -23,6 +23,10 @@ PASSWORD_CREDENTIAL = "mqtt-password"
 # at 65535 bytes, past which the link thread failed on its first publish
 MAX_TOPIC_PREFIX_CHARS = 128
 MAX_USERNAME_CHARS = 256  # MQTT's limit is 65535 bytes, past which the link died at CONNECT
+# MQTT 5 carries the session and message expiry intervals as Four Byte Integers (spec 1.5.3,
+# 3.1.2.11.2, 3.3.2.3.3): a larger one passed config check, then the link failed building its
+# CONNECT or its first PUBLISH (struct.error) and the daemon exited, again and again
+MQTT_MAX_INTERVAL_S = 4_294_967_295
 PLAIN_PORT = 1883  # MQTT's registered ports (IANA): plain TCP, and TLS (deploy/mosquitto's only)
 TLS_PORT = 8883
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from appliance.config.mqtt import MQTT_MAX_INTERVAL_S
 from appliance.config.section import Section
 from appliance.pathology.jobs import JOB_ID_LEVEL
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
@@ -85,7 +86,7 @@ class PathologyConfig(Section):
                                     description="A job naming more slides is refused.")
     max_job_bytes: int = Field(262_144, ge=1024, description="A larger job payload is refused.")
     final_state_keep_s: int = Field(
-        7 * 86_400, ge=60, le=4_294_967_295,
+        7 * 86_400, ge=60, le=MQTT_MAX_INTERVAL_S,
         description="How long the broker keeps an ended job's retained state (done, failed, "
         "cancelled; MQTT 5 message expiry), so `job list` shows the jobs that ended within it "
         "and the broker does not grow with every job ever run (the store keeps them all).")
