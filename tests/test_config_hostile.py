@@ -347,3 +347,20 @@ def test_the_longest_expiry_a_config_takes_fits_the_mqtt_packets() -> None:
     packed = publish_properties(config.edge.message_expiry_s).pack()
     read, _ = Properties(PacketTypes.PUBLISH).unpack(packed)  # type: ignore[no-untyped-call]
     assert read.MessageExpiryInterval == 4294967295
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("APPLIANCE__UPDATES__DOWNLOAD_TIMEOUT_S", "10000000000",
+     r"updates\.download_timeout_s .*got 10000000000; expected less than or equal to 3600"),
+    ("APPLIANCE__UPDATES__DOWNLOAD_DEADLINE_S", ".inf",
+     r"updates\.download_deadline_s .*got inf; expected less than or equal to 86400"),
+    ("APPLIANCE__UPDATES__DOWNLOAD_DEADLINE_S", "1e10",
+     r"updates\.download_deadline_s .*got '1e10'; expected less than or equal to 86400"),
+])
+def test_a_download_wait_longer_than_a_socket_or_timer_takes_is_refused(
+    variable: str, value: str, expected: str
+) -> None:
+    # they passed config check; then each download failed ("Failed to download": the socket
+    # refused the timeout) or the deadline's timer thread died on it, at every check
+    with pytest.raises(ConfigError, match=expected):
+        config_from_mapping({}, environ={variable: value})

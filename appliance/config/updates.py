@@ -25,9 +25,13 @@ class UpdatesConfig(Section):
         "compatible device types."
     )
     download_tries: int = Field(3, ge=1, le=10, description="Tries per download (cut transfers).")
-    download_timeout_s: int = Field(30, ge=1, description="Socket timeout of one download.")
+    # both bound waits of the download's threads and sockets: a timeout past what those take
+    # (about 9.2e9 s) failed every download ("Failed to download"), or killed the deadline's
+    # timer thread on each one, while config check said ok
+    download_timeout_s: int = Field(30, ge=1, le=3600, description="Socket timeout of one "
+                                    "download: the longest wait for its next bytes (s).")
     download_deadline_s: float = Field(
-        600.0, gt=0.0, description="Most seconds one file's exchange (connecting, the "
+        600.0, gt=0.0, le=86_400.0, description="Most seconds one file's exchange (connecting, the "
         "answer's headers, the body) may take however its bytes trickle in (each try; a "
         "50 MB model needs about 85 kB/s within the default)."
     )
