@@ -7,7 +7,10 @@ and the size the document would have once every alias is expanded is computed on
 (each node's size once, so this costs no more than the graph itself) and refused over a limit,
 before any Python object is built; so is an alias inside its own anchor, which would expand
 without end. A key written twice in one mapping is refused too (PyYAML
-would keep the later silently, e.g. a second ``mqtt:`` section replacing the first).
+would keep the later silently, e.g. a second ``mqtt:`` section replacing the first). A
+base-60 number (YAML 1.1 reads ``1:30`` as 90, ``3:30:00`` as 12600; YAML 1.2 dropped the form)
+is read as the text it is, so a key taking a number refuses it instead of silently taking
+90 where 1.5 was meant.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 import yaml
 
 MAX_DEPTH = 64
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_TEXT_TAG = "tag:yaml.org,2002:str"
 MAX_EXPANDED_NODES = 100_000
 
 
@@ -43,6 +48,14 @@ class LimitedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        """The tag of a plain scalar as the safe loader resolves it, except a base-60 number
+        (``1:30``, YAML 1.1 only), which stays text."""
+        tag: str = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        if tag in _NUMBER_TAGS and ":" in value:
+            return _TEXT_TAG
+        return tag
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         """Build a mapping, refusing a key written twice (the later would silently win)."""

@@ -364,3 +364,31 @@ def test_a_download_wait_longer_than_a_socket_or_timer_takes_is_refused(
     # refused the timeout) or the deadline's timer thread died on it, at every check
     with pytest.raises(ConfigError, match=expected):
         config_from_mapping({}, environ={variable: value})
+
+
+@pytest.mark.parametrize(("written", "key_path"), [
+    ("console:\n  session_hours: 1:30\n", "console.session_hours"),  # 1.5 h meant, 90 h taken
+    ("mqtt:\n  port: 31:23\n", "mqtt.port"),
+    ("edge:\n  camera_stall_s: 1:30.5\n", "edge.camera_stall_s"),
+])
+def test_a_base_60_number_is_refused_as_text_naming_its_key(
+    written: str, key_path: str, tmp_path: Path
+) -> None:
+    # YAML 1.1 reads 1:30 as 90 (base 60); the session lasted 90 hours and config check said ok
+    path = tmp_path / "config.yaml"
+    path.write_text(written)
+    shown = written.rsplit(": ", maxsplit=1)[-1].strip()
+    with pytest.raises(ConfigError, match=rf"{re.escape(key_path)}: got '{re.escape(shown)}'; "
+                       "expected a valid (number|integer)"):
+        load_config(path, environ={})
+
+
+def test_a_base_60_number_from_the_environment_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"edge\.camera_stall_s \(from environment variable "
+                       r"APPLIANCE__EDGE__CAMERA_STALL_S\): got '1:30'; expected a valid number"):
+        config_from_mapping({}, environ={"APPLIANCE__EDGE__CAMERA_STALL_S": "1:30"})
+
+
+def test_other_yaml_numbers_and_texts_with_colons_read_as_before() -> None:
+    read = safe_load_limited("a: 90\nb: 1.5\nc: 0x10\nd: '1:30'\ne: ::1\nf: 2001:db8::1\n")
+    assert read == {"a": 90, "b": 1.5, "c": 16, "d": "1:30", "e": "::1", "f": "2001:db8::1"}
