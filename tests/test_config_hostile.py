@@ -392,3 +392,32 @@ def test_a_base_60_number_from_the_environment_is_refused_naming_the_variable() 
 def test_other_yaml_numbers_and_texts_with_colons_read_as_before() -> None:
     read = safe_load_limited("a: 90\nb: 1.5\nc: 0x10\nd: '1:30'\ne: ::1\nf: 2001:db8::1\n")
     assert read == {"a": 90, "b": 1.5, "c": 16, "d": "1:30", "e": "::1", "f": "2001:db8::1"}
+
+
+def test_a_site_written_as_an_unquoted_number_is_refused_saying_to_quote_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a shop numbered 0042 and a site NO (Norway): "device.site: got 34; expected a valid
+    # string" and "got False", with nothing to say that YAML had read the text so
+    path = tmp_path / "config.yaml"
+    path.write_text("device:\n  id: kiosk-1\n  site: 0042\n")
+    assert main(["config", "check", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "device.site: got 34; expected a valid string (YAML reads an unquoted 0042 as the " \
+           "number 34, no as false, 2026-01-01 as a date: put the value in quotes, '0042')" in error
+    path.write_text("device:\n  id: kiosk-1\n  site: '0042'\n")
+    assert load_config(path, environ={}).device.site == "0042"
+
+
+@pytest.mark.parametrize(("text", "read_as"), [("0042", "34"), ("NO", "False"),
+                                               ("2026-01-01", r"datetime\.date\(2026, 1, 1\)")])
+def test_a_site_variable_yaml_reads_as_no_text_is_refused_showing_the_quoted_variable(
+    text: str, read_as: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"device\.site \(from environment variable "
+                       rf"APPLIANCE__DEVICE__SITE\): got {read_as}; expected a valid string "
+                       rf"\(YAML reads the variable's text '{text}' as {read_as}: put it in "
+                       rf"quotes inside the variable, APPLIANCE__DEVICE__SITE=\"'{text}'\"\)"):
+        config_from_mapping({}, environ={"APPLIANCE__DEVICE__SITE": text})
+    quoted = config_from_mapping({}, environ={"APPLIANCE__DEVICE__SITE": f"'{text}'"})
+    assert quoted.device.site == text

@@ -44,11 +44,12 @@ def _shown_key(key: object, limit: int = 80) -> str:
     return shorten(str(key), limit)
 
 
-def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = None) -> list[str]:
+def _format_errors(exc: ValidationError, environ: Mapping[str, str]) -> list[str]:
     problems = []
+    env_names = _env_names(environ)
     for err in exc.errors():
-        path = ".".join(_shown_key(p) for p in err["loc"]) or "(top level)"
-        path += _env_note(path, err["type"], env_names or {})
+        key_path = ".".join(_shown_key(p) for p in err["loc"]) or "(top level)"
+        path = key_path + _env_note(key_path, err["type"], env_names)
         if err["type"] == "extra_forbidden":
             value = _shown(err["input"])
             problems.append(f"{path}: unknown key (value {value}); check the spelling")
@@ -56,8 +57,24 @@ def _format_errors(exc: ValidationError, env_names: Mapping[str, str] | None = N
             problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         else:
             expected = err["msg"].removeprefix("Input should be ")
-            problems.append(f"{path}: got {_shown(err['input'])}; expected {expected}")
+            problems.append(f"{path}: got {_shown(err['input'])}; expected {expected}"
+                            + _unquoted_note(err["type"], err["input"], key_path, environ))
     return problems
+
+
+def _unquoted_note(kind: str, value: Any, key_path: str, environ: Mapping[str, str]) -> str:
+    """Why a key taking text got a number, a truth value or a date: YAML reads an unquoted
+    ``0042`` as the number 34, ``no`` as false, ``2026-01-01`` as a date; the error showed
+    only what YAML made of it (``got 34`` for a site written 0042)."""
+    if kind != "string_type" or isinstance(value, str | dict | list) or value is None:
+        return ""
+    variable = _env_names(environ).get(key_path)
+    if variable is None:
+        return (" (YAML reads an unquoted 0042 as the number 34, no as false, 2026-01-01 as a "
+                "date: put the value in quotes, '0042')")
+    text = _shown(environ[variable], 40)
+    return (f" (YAML reads the variable's text {text} as {_shown(value, 40)}: put it in quotes "
+            f"inside the variable, {variable}=\"{text}\")")
 
 
 def _env_note(path: str, kind: str, env_names: Mapping[str, str]) -> str:
@@ -216,7 +233,7 @@ def config_from_mapping(
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        problems = _format_errors(exc, _env_names(environ))
+        problems = _format_errors(exc, environ)
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from exc
 
 
