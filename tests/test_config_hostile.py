@@ -114,7 +114,9 @@ def test_merge_keys_may_still_be_overridden() -> None:
     assert safe_load_limited(text)["mqtt"] == {"host": "a", "port": 2}
 
 
-@pytest.mark.parametrize("raw", ["true", "nan", ".nan", ".inf", "-.inf", "ten"])
+# "１０" and "٣" (full-width, Arabic-Indic digits) were taken as 10 and 3, which
+# --um-per-px refuses as not ASCII decimal notation (appliance/numbertext.py)
+@pytest.mark.parametrize("raw", ["true", "nan", ".nan", ".inf", "-.inf", "ten", "１０", "٣"])
 def test_a_scale_that_is_not_a_finite_number_is_refused_naming_the_variable(raw: str) -> None:
     with pytest.raises(ConfigError) as refused:
         config_from_mapping({}, "config.yaml", environ={"APPLIANCE__SKIN__UM_PER_PX": raw})

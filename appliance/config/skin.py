@@ -8,6 +8,7 @@ import math
 from pydantic import Field, field_validator
 
 from appliance.config.section import Section
+from appliance.numbertext import decimal_number
 
 MIN_UM_PER_PX = 0.5  # exclusive; appliance/skin/preprocess.py measures nothing finer
 MAX_UM_PER_PX = 30.0  # appliance/skin/preprocess.py MAX_UM_PER_PX: memory stays bounded
@@ -26,10 +27,12 @@ class SkinConfig(Section):
     def _finite_number(cls, value: object) -> object:
         """A real number only: YAML's ``true`` or ``.nan`` is no scale, whatever pydantic makes
         of it (``true`` would pass as 1.0, NaN as "not <= 30"). A number in exponent form
-        without a dot (``1e1``) is a string to YAML 1.1: read as the number it spells."""
+        without a dot (``1e1``) is a string to YAML 1.1: read as the number it spells, in
+        ASCII decimal notation as ``--um-per-px`` reads it (``float`` also took ``１０`` and
+        ``٣``, digits of other scripts that YAML leaves as text)."""
         if isinstance(value, str):
             with contextlib.suppress(ValueError):  # not a number: refused below, as it is
-                value = float(value.strip())
+                value = decimal_number(value.strip())
         real = isinstance(value, int | float) and not isinstance(value, bool)
         if not real or not math.isfinite(value):  # type: ignore[arg-type]
             shown = repr(value)[:40]
