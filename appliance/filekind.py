@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import stat
 from pathlib import Path
 
@@ -15,12 +16,20 @@ def kind_of_mode(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "no file or folder")
 
 
+LINK_LOOP = "a symbolic link loop (the link leads back to itself)"
+
+
 def kind_of(path: Path) -> str | None:
-    """What ``path`` is (links followed; ``a broken link``), None when nothing is there."""
+    """What ``path`` is (links followed; ``a broken link``, LINK_LOOP), None when nothing is
+    there."""
     try:
         return kind_of_mode(path.stat().st_mode)
     except (FileNotFoundError, NotADirectoryError):
         return "a broken link" if path.is_symlink() else None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return LINK_LOOP
+        raise
 
 
 def not_a_file(key: str, path: Path) -> str:

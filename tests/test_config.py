@@ -273,6 +273,24 @@ def test_config_check_says_what_is_there_in_place_of_a_named_file(tmp_path: Path
     assert "not found" not in refused.stderr
 
 
+def test_config_check_names_a_symbolic_link_loop_in_place_of_a_named_file(tmp_path: Path) -> None:
+    """A relative path in a link loop ended config check (and every command reading the config)
+    in a RuntimeError traceback from Path.resolve; a store or state_dir in one passed as ok."""
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    loop = f"{tmp_path / 'a'} is a symbolic link loop (the link leads back to itself)"
+    refused = run_check(write(tmp_path, "model: {path: a}\nscreen: {reference_file: b}\n"))
+    assert refused.returncode == 2, refused.stderr
+    assert f"model.path: {loop}, not a file" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    refused = run_check(write(tmp_path, "model: {path: null}\nstate_dir: a\n"))
+    assert refused.returncode == 2, refused.stderr
+    assert f"state_dir: {loop}, not a folder" in refused.stderr
+    refused = run_check(write(tmp_path, "model: {path: null}\nstore: {url: 'sqlite:///a'}\n"))
+    assert refused.returncode == 2, refused.stderr
+    assert f"store.url: {loop}, so no store file" in refused.stderr
+
+
 def test_password_from_env_or_credentials_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.storeerrors import explained, held_locked
 from appliance.diskspace import full_disk_hint
+from appliance.filekind import LINK_LOOP, kind_of
 from appliance.logsafe import escape_controls
 
 # the tables this appliance makes: the back office's migrations, their marker, and the
@@ -51,6 +52,8 @@ def not_a_file(path: Path) -> str | None:
     if path.exists() and not path.is_file():
         return (f"{path} is not a regular file (a device, a pipe or a socket), so no store "
                 "file: name the SQLite file of the store (sqlite:///PATH)")
+    if kind_of(path) == LINK_LOOP:
+        return f"{path} is {LINK_LOOP}, so no store file: fix the link or name another file"
     return None
 
 

@@ -309,7 +309,7 @@ def resolve_paths(config: Config, base: Path) -> Config:
     def absolute(value: str | None) -> str | None:
         if value is None or Path(value).is_absolute():
             return value
-        return str((base / value).resolve())
+        return str(_resolved(base / value))
 
     model = config.model.model_copy(update={"path": absolute(config.model.path)})
     screen = config.screen.model_copy(
@@ -346,4 +346,14 @@ def _absolute_store_url(url: str | None, base: Path) -> str | None:
     if url is None or not url.startswith(SQLITE_URL_PREFIX):
         return url
     file = url.removeprefix(SQLITE_URL_PREFIX)
-    return url if Path(file).is_absolute() else f"{SQLITE_URL_PREFIX}{(base / file).resolve()}"
+    return url if Path(file).is_absolute() else f"{SQLITE_URL_PREFIX}{_resolved(base / file)}"
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` with its links resolved; one in a symbolic link loop as it is, made absolute,
+    for the check that opens it to name the loop (``Path.resolve`` raises RuntimeError on a
+    loop, which ended ``config check`` and every command in a traceback)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
