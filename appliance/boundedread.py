@@ -10,6 +10,8 @@ import os
 import stat
 from pathlib import Path
 
+from appliance.filekind import link_to_nothing
+
 
 class NotRegularFileError(ValueError):
     """What is at the path (a link followed) is a pipe, a device, a socket or a folder."""
@@ -42,4 +44,6 @@ def what_is_there(path: Path, kind: str, missing: str = "") -> str | None:
         return f"a folder, not a {kind}"
     if path.exists():
         return f"not a regular file (a pipe, socket or device), not a {kind}"
+    if path.is_symlink():  # a link that leads to nothing: "not found" denied what ls shows
+        return f"{link_to_nothing(path)}, not a {kind}"
     return f"{missing or kind} not found"

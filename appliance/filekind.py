@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from pathlib import Path
 
@@ -30,6 +31,14 @@ def kind_of(path: Path) -> str | None:
         if exc.errno == errno.ELOOP:
             return LINK_LOOP
         raise
+
+
+def link_to_nothing(link: Path) -> str:
+    """What the symbolic link ``link``, which leads to no file, is: LINK_LOOP, or a link to a
+    target that does not exist (named)."""
+    if kind_of(link) == LINK_LOOP:
+        return LINK_LOOP
+    return f"a symbolic link to {os.readlink(link)}, which does not exist"
 
 
 def not_a_file(key: str, path: Path) -> str:

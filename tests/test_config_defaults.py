@@ -120,6 +120,9 @@ def test_a_daemon_without_config_and_no_config_yaml_here_is_told_to_name_one(
     (lambda path: path.mkdir(), "config.yaml: a directory, not a config file"),
     (lambda path: path.symlink_to("gone.yaml"),
      "config.yaml: a symbolic link to gone.yaml, which does not exist"),
+    # a link to itself was "a symbolic link to config.yaml, which does not exist"
+    (lambda path: path.symlink_to("config.yaml"),
+     "config.yaml: a symbolic link loop (the link leads back to itself)"),
 ])
 def test_a_config_yaml_here_that_is_no_file_is_an_error_not_the_defaults(
     make: Callable[[Path], None], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from appliance.config.tree import Config
-from appliance.filekind import not_a_file
+from appliance.filekind import link_to_nothing, not_a_file
 from appliance.logsafe import escape_controls, shorten
 from appliance.safeyaml import YamlLimitError, safe_load_limited
 from appliance.tlsfiles import TlsFileError, client_tls_context
@@ -154,9 +154,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{name}: a directory, not a config file; name the file (e.g. "
                           f"{escape_controls(str(path / DEFAULT_CONFIG_FILE))})")
     if path.is_symlink() and not path.exists():
-        target = escape_controls(os.readlink(path))
-        raise ConfigError(f"{name}: a symbolic link to {target}, which does not exist; point it "
-                          "at the config file or remove it")
+        raise ConfigError(f"{name}: {escape_controls(link_to_nothing(path))}; point it at the "
+                          "config file or remove it")
     if not path.exists():
         raise ConfigError(_not_found(path))
     if not path.is_file():  # a FIFO or device would block or never end

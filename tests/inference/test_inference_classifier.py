@@ -194,6 +194,21 @@ def test_a_folder_or_a_pipe_at_the_model_path_is_named_for_what_it_is(tmp_path: 
         SkinClassifier.load(pipe)
 
 
+def test_a_link_loop_or_a_link_to_nothing_at_the_model_path_is_named_for_what_it_is(
+    tmp_path: Path,
+) -> None:
+    """Both were "model file not found", for a name that `ls` lists."""
+    (tmp_path / "a.onnx").symlink_to("b.onnx")
+    (tmp_path / "b.onnx").symlink_to("a.onnx")
+    with pytest.raises(ModelError, match=r"a\.onnx: a symbolic link loop \(the link leads back "
+                       r"to itself\), not a model file"):
+        SkinClassifier.load(tmp_path / "a.onnx")
+    (tmp_path / "current.onnx").symlink_to("v2.onnx")
+    with pytest.raises(ModelError, match=r"current\.onnx: a symbolic link to v2\.onnx, which "
+                       "does not exist, not a model file"):
+        SkinClassifier.load(tmp_path / "current.onnx")
+
+
 def test_good_reload_swaps_to_the_new_version(models: Models, tmp_path: Path) -> None:
     classifier = SkinClassifier.load(models.int8_path)
     newer = write_float(tmp_path / "v2.onnx", models.trained, contract(version="2.0.0"))
