@@ -423,3 +423,17 @@ def test_a_site_variable_yaml_reads_as_no_text_is_refused_showing_the_quoted_var
         config_from_mapping({}, environ={"APPLIANCE__DEVICE__SITE": text})
     quoted = config_from_mapping({}, environ={"APPLIANCE__DEVICE__SITE": f"'{text}'"})
     assert quoted.device.site == text
+
+
+@pytest.mark.parametrize(("variable", "said"), [
+    ("APPLIANCE__MQTT__PORT", "got None; expected a valid integer"),
+    ("APPLIANCE__SKIN__UM_PER_PX", "must be a finite number of micrometres per pixel"),
+])
+def test_an_empty_variable_is_said_to_be_empty(variable: str, said: str) -> None:
+    # APPLIANCE__MQTT__PORT=$PORT with PORT unset: "got None", and nothing said where None
+    # came from; an empty variable is YAML's null, which turns off an optional key
+    key_path = variable.removeprefix("APPLIANCE__").replace("__", ".").lower()
+    with pytest.raises(ConfigError, match=rf"{re.escape(key_path)} \(from environment variable "
+                       rf"{variable}, set but empty: read as null\): {said}"):
+        config_from_mapping({}, environ={variable: ""})
+    assert config_from_mapping({}, environ={"APPLIANCE__MODEL__PATH": ""}).model.path is None

@@ -49,7 +49,7 @@ def _format_errors(exc: ValidationError, environ: Mapping[str, str]) -> list[str
     env_names = _env_names(environ)
     for err in exc.errors():
         key_path = ".".join(_shown_key(p) for p in err["loc"]) or "(top level)"
-        path = key_path + _env_note(key_path, err["type"], env_names)
+        path = key_path + _env_note(key_path, err["type"], env_names, environ)
         if err["type"] == "extra_forbidden":
             value = _shown(err["input"])
             problems.append(f"{path}: unknown key (value {value}); check the spelling")
@@ -77,13 +77,16 @@ def _unquoted_note(kind: str, value: Any, key_path: str, environ: Mapping[str, s
             f"inside the variable, {variable}=\"{text}\")")
 
 
-def _env_note(path: str, kind: str, env_names: Mapping[str, str]) -> str:
+def _env_note(path: str, kind: str, env_names: Mapping[str, str],
+              environ: Mapping[str, str]) -> str:
     """The APPLIANCE__ variable(s) behind an error at ``path``, as a note after it: the one
-    that set it; for an unknown key (a whole unknown section) every one beneath it; for a
-    section's rule over several keys (mqtt: a login to another host with TLS off) every one
-    that set a key of the section, which the file may not hold."""
+    that set it (and that it is empty, read as null: "got None" alone left a script's unset
+    ``$PORT`` to be guessed); for an unknown key (a whole unknown section) every one beneath
+    it; for a section's rule over several keys (mqtt: a login to another host with TLS off)
+    every one that set a key of the section, which the file may not hold."""
     if path in env_names:
-        return f" (from environment variable {env_names[path]})"
+        empty = ", set but empty: read as null" if environ[env_names[path]] == "" else ""
+        return f" (from environment variable {env_names[path]}{empty})"
     if kind not in ("extra_forbidden", "value_error"):
         return ""
     under = ", ".join(sorted(n for p, n in env_names.items() if p.startswith(f"{path}.")))
