@@ -67,11 +67,23 @@ def _count_refusal(args: argparse.Namespace) -> str | None:
             + (f", or {raise_to}" if raise_to else ""))
 
 
+def _throwaway_refusal(args: argparse.Namespace) -> str | None:
+    """Why ``--throwaway`` cannot go with ``--store`` or ``--config``: it keeps the results in
+    a temporary store of its own, and the demo ran on it, the store named left untouched and
+    unsaid (a PostgreSQL store to be tried was never tried)."""
+    named = [option for option, value in (("--store", args.store), ("--config", args.config))
+             if value is not None]
+    if not args.throwaway or not named:
+        return None
+    return (f"demo: --throwaway keeps nothing, in a temporary store of its own; {named[0]} "
+            "names the store that keeps the results: give one or the other")
+
+
 def _demo(args: argparse.Namespace) -> int:
     from appliance.backoffice.service import stop_on_signals  # noqa: PLC0415  (fast start)
     from appliance.config import ConfigError  # noqa: PLC0415
 
-    if refusal := _count_refusal(args):  # before anything starts
+    if refusal := _count_refusal(args) or _throwaway_refusal(args):  # before anything starts
         print(refusal, file=sys.stderr)
         return 2
     try:

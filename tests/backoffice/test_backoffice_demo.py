@@ -614,3 +614,22 @@ def test_the_demo_cohort_line_names_a_band_without_results_between_others() -> N
     assert lines[0].endswith("kime score by band: 30-39 n=2 mean 75.0, 40-49 n=0, "
                              "50-59 n=1 mean 40.0")  # on main: no 40-49
     assert lines[0].startswith("cohort: 3 stored result(s) with an age band")
+
+
+@pytest.mark.parametrize("named", [["--store", "postgresql://127.0.0.1:5432/test"],
+                                   ["--config", "config.yaml"]])
+def test_a_throwaway_demo_naming_a_store_is_refused_before_anything_starts(
+    named: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`demo --throwaway --store postgresql://...` ran on a temporary SQLite store, the
+    PostgreSQL store it named never tried and nothing said: which was meant is no choice to
+    make silently."""
+    monkeypatch.chdir(tmp_path)
+    calls = _recorded_demo(monkeypatch)
+    assert main(["demo", "--throwaway", *named]) == 2
+    assert capsys.readouterr().err == (
+        f"demo: --throwaway keeps nothing, in a temporary store of its own; {named[0]} names "
+        "the store that keeps the results: give one or the other\n")
+    assert calls == []
+    assert list(tmp_path.iterdir()) == []
