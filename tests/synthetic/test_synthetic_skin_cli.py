@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,24 @@ def test_unwritable_out_dir_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "cannot write to --out" in err
     assert "a-file" in err
     assert "writable directory" in err
+
+
+@pytest.mark.parametrize(("make", "called"), [
+    (os.mkfifo, "a named pipe (FIFO)"),  # was "a file"
+    (lambda out: out.symlink_to(out.name), "a symbolic link loop (the link leads back to "
+     "itself)"),  # was "File exists; choose a writable directory"
+    (lambda out: out.symlink_to("gone"), "a broken link"),  # was "File exists; ..."
+])
+def test_an_out_that_is_no_folder_is_called_what_it_is(
+    make: Callable[[Path], None], called: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "frames"
+    make(out)
+    assert main(["synth", "skin", "--out", str(out), "--count", "1"]) == 2
+    assert capsys.readouterr().err == (
+        f"appliance synth skin: error: cannot write to --out {str(out)!r}: {called}, not a "
+        "folder; name a folder for the output (created if missing)\n")
 
 
 def test_an_out_that_is_a_file_is_called_a_file(
