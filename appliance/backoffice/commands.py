@@ -250,16 +250,23 @@ def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
                 "standard output)")
     if out == "-":
         return PARQUET_NEEDS_A_FILE if fmt == "parquet" else None
-    if not Path(out).exists():
+    if not os.path.lexists(out):
         return _missing_folder(Path(out))
+    # a file, or a link to nothing (or a loop), is replaced only when asked
+    return _no_file_to_replace(out, fmt) or replacing_refusal([Path(out)], force)
+
+
+def _no_file_to_replace(out: str, fmt: str) -> str | None:
+    """Why what is at ``out`` is no file an export may replace, --force or not: a folder, a
+    device, a pipe or a socket (the export replaces what --out names, never writes into it)."""
     shown = escape_controls(out)
-    if Path(out).is_dir():  # --force would not help: refused at once
+    if Path(out).is_dir():
         return (f"--out {shown}: a folder; name the file to write "
                 f"(e.g. {escape_controls(str(Path(out) / f'results.{fmt}'))})")
-    if not Path(out).is_file():  # the export replaces what --out names, never writes into it
+    if Path(out).exists() and not Path(out).is_file():
         return (f"--out {shown}: not a regular file (a device, a pipe or a socket), which an "
                 "export would replace; name a file to write, or - for standard output")
-    return replacing_refusal([Path(out)], force)
+    return None
 
 
 def _missing_folder(out: Path) -> str | None:

@@ -96,6 +96,20 @@ def test_export_to_a_folder_is_refused_at_once_naming_a_file_to_write(
     assert sorted(path.name for path in folder.iterdir()) == ["kept"]
 
 
+def test_export_over_a_link_to_nothing_is_refused_unless_forced(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A results.csv link whose target is gone (or a link loop) was replaced by the export
+    without --force, the link lost, where every other file there is refused."""
+    out = tmp_path / "results.csv"
+    out.symlink_to(tmp_path / "archive" / "results.csv")
+    assert _cli("results", "export", "--store", store_url, "--out", str(out)) == 2
+    assert capsys.readouterr().err == (f"export: {out} exists; pass --force to replace it\n")
+    assert out.is_symlink()
+    assert _cli("results", "export", "--store", store_url, "--out", str(out), "--force") == 0
+    assert len(out.read_text().splitlines()) == 13
+
+
 def test_export_into_a_folder_that_is_not_there_is_refused_naming_it(
     store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
