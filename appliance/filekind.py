@@ -33,6 +33,17 @@ def kind_of(path: Path) -> str | None:
         raise
 
 
+def other_than_a_folder(path: Path) -> str | None:
+    """What is at ``path`` where that is something other than a folder (``a file``, ``a
+    named pipe (FIFO)``, ``a broken link``, LINK_LOOP); None for a folder, for nothing, or
+    where it cannot be looked at (making the folder then says why)."""
+    try:
+        kind = kind_of(path)
+    except OSError:
+        return None
+    return None if kind == "a folder" else kind
+
+
 def link_to_nothing(link: Path) -> str:
     """What the symbolic link ``link``, which leads to no file, is: LINK_LOOP, or a link to a
     target that does not exist (named)."""

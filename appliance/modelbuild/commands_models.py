@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from appliance.filekind import other_than_a_folder
 from appliance.inference.contract import CREATED_AT_FORMAT, ModelError
 from appliance.logsafe import escape_controls
 from appliance.modelbuild.table import MIN_TABLE_ROWS, SPLITS, TableError
@@ -81,10 +82,10 @@ def _existing_outputs(out_dir: Path, force: bool) -> str | None:
     """Why building into ``out_dir`` would overwrite a model (None when it would not)."""
     from appliance.modelbuild.build import DEFAULT_NAME  # noqa: PLC0415  (torch)
 
+    if kind := other_than_a_folder(out_dir):  # else: "could not write (File exists)"
+        return f"--out {out_dir}: {kind}, not a folder; name a folder for the two models"
     if out_dir.resolve() == DEFAULT_MODEL.parent.resolve():
         return f"{out_dir} holds the shipped models; build into a new folder"
-    if out_dir.exists() and not out_dir.is_dir():  # else: "could not write (File exists)"
-        return f"--out {out_dir}: a file, not a folder; name a folder for the two models"
     existing = sorted(out_dir.glob(f"{DEFAULT_NAME}.*.onnx")) if out_dir.is_dir() else []
     if existing and not force:
         return f"{existing[0]} exists; pass --force to replace it, or pick a new --out"

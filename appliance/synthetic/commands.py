@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.filekind import kind_of
+from appliance.filekind import other_than_a_folder
 from appliance.synthetic.arguments import (
     MAX_SEED,
     SEED,
@@ -80,18 +80,9 @@ def _series_refusal(out: Path, seed: int, indices: range, force: bool) -> str | 
                                          "beside the ones there")
 
 
-def _kind_of(out: Path) -> str | None:
-    """What is at ``out`` (a file, a named pipe, a link loop, ...), None when nothing is or it
-    cannot be looked at (mkdir then says why)."""
-    try:
-        return kind_of(out)
-    except OSError:
-        return None
-
-
 def _prepare_out_dir(out: Path) -> str | None:
     """Create ``out`` and check it is writable; return a problem description or None."""
-    if (kind := _kind_of(out)) not in (None, "a folder"):  # mkdir would say "File exists"
+    if kind := other_than_a_folder(out):  # mkdir would say "File exists"
         return (f"cannot write to --out {str(out)!r}: {kind}, not a folder; name a folder for "
                 "the output (created if missing)")
     try:

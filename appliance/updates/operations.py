@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
+from appliance.filekind import other_than_a_folder
 from appliance.updates.manifest import (
     MAX_ASSIGNMENT_BYTES,
     MAX_TARGETS_METADATA_BYTES,
@@ -66,8 +67,8 @@ def init_repository(
     expiry_s: Mapping[str, int] | None = None,
 ) -> FileRepository:
     """Create a repository with Ed25519 keys for root, targets, snapshot, timestamp and fleet."""
-    if directory.exists() and not directory.is_dir():  # else: "[Errno 17] File exists"
-        raise RepositoryError(f"{directory}: a file, not a folder; name a new folder for the "
+    if kind := other_than_a_folder(directory):  # else: "[Errno 17] File exists"
+        raise RepositoryError(f"{directory}: {kind}, not a folder; name a new folder for the "
                               f"repository")
     if (directory / "settings.json").exists():
         unfinished = FileRepository(directory).unfinished()

@@ -338,6 +338,23 @@ def test_build_command_into_a_file_says_so_before_training(
     assert taken.read_text() == "the user's\n"
 
 
+def test_build_command_into_a_link_loop_or_a_pipe_says_so_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link loop ended it in a RuntimeError traceback (Path.resolve); a named pipe was
+    called "a file"."""
+    table = write_table(tmp_path / "grades.csv", make_table(rows=200, seed=2))
+    loop, pipe = tmp_path / "models", tmp_path / "pipe"
+    loop.symlink_to("models")
+    os.mkfifo(pipe)
+    for out, kind in ((loop, "a symbolic link loop (the link leads back to itself)"),
+                      (pipe, "a named pipe (FIFO)")):
+        assert main(["models", "build-skin", "--data", str(table), "--out", str(out),
+                     "--hidden", "16", "--epochs", "5"]) == 2
+        assert capsys.readouterr().err == (f"build-skin: --out {out}: {kind}, not a folder; "
+                                           "name a folder for the two models\n")
+
+
 def test_the_quantization_log_is_a_summary_line_and_a_line_a_scheme_with_debug(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

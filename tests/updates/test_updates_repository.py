@@ -95,6 +95,11 @@ def test_init_into_a_file_names_it_and_leaves_it_alone(
     assert (f"repo init: {taken}: a file, not a folder; name a new folder for the repository"
             in capsys.readouterr().err)
     assert taken.read_text() == "the user's\n"
+    loop = tmp_path / "repo"
+    loop.symlink_to("repo")  # it said "[Errno 17] File exists: 'repo'" too
+    assert main(["models", "repo", "init", str(loop)]) == 2
+    assert (f"repo init: {loop}: a symbolic link loop (the link leads back to itself), not a "
+            "folder; name a new folder for the repository" in capsys.readouterr().err)
 
 
 
