@@ -437,3 +437,23 @@ def test_an_empty_variable_is_said_to_be_empty(variable: str, said: str) -> None
                        rf"{variable}, set but empty: read as null\): {said}"):
         config_from_mapping({}, environ={variable: ""})
     assert config_from_mapping({}, environ={"APPLIANCE__MODEL__PATH": ""}).model.path is None
+
+
+@pytest.mark.parametrize("host", ["mqtt://broker.fleet.internal", "broker.fleet.internal:8883",
+                                  "[::1]", "broker fleet", " 127.0.0.1", "admin@broker"])
+def test_a_broker_host_that_is_no_host_name_or_address_is_refused_naming_the_key(
+    host: str,
+) -> None:
+    # "mqtt://broker" and "broker:8883" passed config check; the kiosk then retried an
+    # unreachable broker for ever ("Name or service not known")
+    with pytest.raises(ConfigError, match=rf"mqtt\.host \(from environment variable "
+                       rf"APPLIANCE__MQTT__HOST\): got {re.escape(repr(host))}: give the "
+                       r"broker's host \(its port goes in mqtt\.port\) alone: a host name or "
+                       r"an IP address, no scheme, port, path or blank"):
+        config_from_mapping({}, environ={"APPLIANCE__MQTT__HOST": f"'{host}'"})
+
+
+@pytest.mark.parametrize("host", ["broker.fleet.internal", "mqtt_broker", "10.0.0.5", "::1",
+                                  "fe80::1%eth0", "Broker.Fleet.Internal.", "bücher.de"])
+def test_a_broker_host_name_or_address_still_loads(host: str) -> None:
+    assert config_from_mapping({"mqtt": {"host": host}}, environ={}).mqtt.host == host

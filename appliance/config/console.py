@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 
 from pydantic import Field, field_validator
 
 from appliance.config.mqtt import this_host
-from appliance.config.section import Section
-
-# a DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123), no port
-_HOST_NAME = re.compile(r"^(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-                        r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+from appliance.config.section import HOST_NAME, Section
 
 
 class ConsoleConfig(Section):
@@ -64,7 +59,7 @@ class ConsoleConfig(Section):
         names = []
         for entry in value:
             name = entry.strip().lower().removesuffix(".")
-            if not _HOST_NAME.match(name):
+            if not HOST_NAME.match(name):
                 raise ValueError(f"{entry[:60]!r} is no host name; write a name such as "
                                  "console.example.org (no scheme, port or wildcard)")
             names.append(name)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from appliance.boundedread import TooLargeError, read_bounded
-from appliance.config.section import Section, a_real_host, filled_in
+from appliance.config.section import Section, a_host, a_real_host, filled_in
 
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 PASSWORD_CREDENTIAL = "mqtt-password"
@@ -73,8 +73,9 @@ class MqttConfig(Section):
     @field_validator("host")
     @classmethod
     def _not_the_template_s_host(cls, value: str) -> str:
-        return a_real_host(value, "the fleet broker's host name or address (the name "
-                           "provision.py --host put in its certificate)")
+        what = ("the fleet broker's host name or address (the name provision.py --host put "
+                "in its certificate)")
+        return a_real_host(a_host(value, "the broker's host (its port goes in mqtt.port)"), what)
 
     @field_validator("topic_prefix")
     @classmethod

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import re
 import types
 import typing
 from typing import Any
@@ -25,6 +28,30 @@ def filled_in(value: str, what: str) -> str:
 # domains reserved for examples (RFC 2606 sections 2 and 3): no broker or database is ever
 # found under one, so a host there is a template's example left in place
 EXAMPLE_DOMAINS = ("example", "example.com", "example.net", "example.org", "invalid")
+
+
+# a DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123), no port
+HOST_NAME = re.compile(r"^(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+                       r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+# where a host is dialled, a name is taken as the resolver takes it (an underscore, as in a
+# container network's mqtt_broker; an international name), short of what makes it no name at
+# all: a scheme, a port, a path, a user, a blank, or a leading "-"
+_NO_NAME = re.compile(r"[\s/:@\[\]?#]|^[-.]|^.{254,}")
+
+
+def a_host(host: str, what: str) -> str:
+    """``host`` when it is a host name or an IP address; refused naming what was written
+    instead (a URL, a port, a blank): passed, ``mqtt://broker`` or ``broker:8883`` was
+    looked up as a name, and the daemon retried an unreachable broker for ever."""
+    name = host.lower().removesuffix(".")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return host
+    if not name or _NO_NAME.search(name):
+        raise ValueError(f"got {host[:64]!r}: give {what} alone: a host name or an IP address, "
+                         "no scheme, port, path or blank (e.g. broker.fleet.internal, 10.0.0.5 "
+                         "or ::1)")
+    return host
 
 
 def a_real_host(host: str, what: str) -> str:
