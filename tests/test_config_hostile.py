@@ -457,3 +457,13 @@ def test_a_broker_host_that_is_no_host_name_or_address_is_refused_naming_the_key
                                   "fe80::1%eth0", "Broker.Fleet.Internal.", "bücher.de"])
 def test_a_broker_host_name_or_address_still_loads(host: str) -> None:
     assert config_from_mapping({"mqtt": {"host": host}}, environ={}).mqtt.host == host
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:8080", "http://127.0.0.1", "[::1]"])
+def test_a_console_bind_with_a_port_or_a_scheme_is_refused_as_such(bind: str) -> None:
+    # "console.bind is 127.0.0.1:8080, not loopback, and console.trusted_proxies names no TLS
+    # proxy: ...": advice on TLS proxies for a port written in the wrong key
+    with pytest.raises(ConfigError, match=rf"console\.bind: got {re.escape(repr(bind))}: give "
+                       r"the address to listen on \(its port goes in console\.port\) alone"):
+        config_from_mapping({"console": {"bind": bind}}, environ={})
+    assert config_from_mapping({"console": {"bind": "::1"}}, environ={}).console.bind == "::1"

@@ -7,7 +7,7 @@ import ipaddress
 from pydantic import Field, field_validator
 
 from appliance.config.mqtt import this_host
-from appliance.config.section import HOST_NAME, Section
+from appliance.config.section import HOST_NAME, Section, a_host
 
 
 class ConsoleConfig(Section):
@@ -51,6 +51,13 @@ class ConsoleConfig(Section):
         "[console.example.org]). A request naming any other host is refused, so a web page "
         "whose name its owner points at this host (DNS rebinding) cannot reach the console.",
     )
+
+    @field_validator("bind")
+    @classmethod
+    def _an_address_or_name(cls, value: str) -> str:
+        """An address or host name alone: ``127.0.0.1:8080`` was refused as "not loopback",
+        with advice on TLS proxies, for a port written in the wrong key."""
+        return a_host(value, "the address to listen on (its port goes in console.port)")
 
     @field_validator("server_names")
     @classmethod

@@ -49,8 +49,8 @@ def a_host(host: str, what: str) -> str:
         return host
     if not name or _NO_NAME.search(name):
         raise ValueError(f"got {host[:64]!r}: give {what} alone: a host name or an IP address, "
-                         "no scheme, port, path or blank (e.g. broker.fleet.internal, 10.0.0.5 "
-                         "or ::1)")
+                         "no scheme, port, path or blank (e.g. 10.0.0.5, ::1 or "
+                         "host.fleet.internal)")
     return host
 
 
