@@ -40,7 +40,7 @@ _BMP_MAGIC = b"BM"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC, *_TIFF_MAGIC, b"RIFF")
 # a well-formed TIFF whose samples no reader here takes (``tiff_sample_kind`` tells which)
-UNREADABLE_TIFF = ("a TIFF of {kind} samples, which cannot be read here; save the frame as JPEG, "
+UNREADABLE_TIFF = ("a TIFF of {kind}, which cannot be read here; save the frame as JPEG, "
                    "or as 8- or 16-bit PNG or TIFF")
 _PILLOW_GREY16_MODES = ("I;16", "I;16B", "I")  # a 16-bit grey PNG, as Pillow opens it
 _NOT_REGULAR = (  # what a path names when it is no file to read, as `ls -l` would say
@@ -325,6 +325,8 @@ def header_size(data: bytes, name: str = "frame") -> tuple[int, int]:
         return int(width), int(height)
     if data.startswith(_JPEG_MAGIC):
         return _jpeg_size(data, name)
+    if kind := tiff_sample_kind(data):  # before Pillow, which logs its own ERROR line on them
+        raise FrameError(f"{name}: {UNREADABLE_TIFF.format(kind=kind)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a cut TIFF's "Corrupt EXIF data": its error says it
@@ -344,14 +346,16 @@ def header_size(data: bytes, name: str = "frame") -> tuple[int, int]:
     return int(width), int(height)
 
 
-_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT = 258, 339  # TIFF 6.0 tags
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLES_PER_PIXEL, _TIFF_SAMPLE_FORMAT = 258, 277, 339  # TIFF 6.0
 _TIFF_FLOAT = 3  # SampleFormat: IEEE floating point
+_TIFF_MAX_SAMPLES_PER_PIXEL = 4  # RGB and alpha; more (a multispectral stack) is read by none
 
 
 def tiff_sample_kind(data: bytes) -> str | None:
-    """"floating-point" or "32-bit" when a TIFF's first image has samples no reader here takes
-    (its first directory's SampleFormat and BitsPerSample, TIFF 6.0 section 2), else None (an
-    8- or 16-bit TIFF, or one too damaged to say: that is then called corrupt)."""
+    """"floating-point samples", "32-bit samples" or "40 samples a pixel" when a TIFF's first
+    image has samples no reader here takes (its first directory's SampleFormat, BitsPerSample
+    and SamplesPerPixel, TIFF 6.0 section 2), else None (an 8- or 16-bit TIFF of 1 to 4
+    samples a pixel, or one too damaged to say: that is then called corrupt)."""
     if not data.startswith(_TIFF_MAGIC):
         return None
     order = "<" if data.startswith(b"II") else ">"
@@ -362,15 +366,18 @@ def tiff_sample_kind(data: bytes) -> str | None:
         for index in range(min(entries, 4096)):
             tag, kind, count, value = struct.unpack_from(f"{order}HHII", data,
                                                          first + 2 + 12 * index)
-            if tag in (_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT) and kind == 3:  # SHORT
+            if tag in (_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLES_PER_PIXEL, _TIFF_SAMPLE_FORMAT) \
+                    and kind == 3:  # SHORT
                 at = first + 2 + 12 * index + 8 if count <= 2 else value  # inline, or there
                 (tags[tag],) = struct.unpack_from(f"{order}H", data, at)
     except struct.error:  # cut short: damage
         return None
     if tags.get(_TIFF_SAMPLE_FORMAT) == _TIFF_FLOAT:
-        return "floating-point"
+        return "floating-point samples"
     if tags.get(_TIFF_BITS_PER_SAMPLE, 8) > 16:
-        return f"{tags[_TIFF_BITS_PER_SAMPLE]}-bit"
+        return f"{tags[_TIFF_BITS_PER_SAMPLE]}-bit samples"
+    if tags.get(_TIFF_SAMPLES_PER_PIXEL, 1) > _TIFF_MAX_SAMPLES_PER_PIXEL:
+        return f"{tags[_TIFF_SAMPLES_PER_PIXEL]} samples a pixel"
     return None
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from appliance.skin.frames import FrameError, load_frame
@@ -92,6 +93,21 @@ def test_a_frame_an_exif_orientation_turns_sideways_is_refused_saying_so(tmp_pat
         f"{tmp_path / 'turned.jpg'}: stored 1280x960 px, but its EXIF orientation turns it to "
         "960x1280 px; the microscope delivers 1280x960 px frames upright (save it without the "
         "orientation tag)")
+
+
+def test_a_tiff_of_more_samples_a_pixel_than_rgba_is_named_for_them_not_called_corrupt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a multispectral stack of 40 samples a pixel was "corrupt image data (header unreadable);
+    # copy the file again", after Pillow's own "ERROR PIL.TiffImagePlugin: More samples per
+    # pixel than can be decoded: 40" line
+    path = tmp_path / "stack.tiff"
+    tifffile.imwrite(path, np.zeros((960, 1280, 40), np.uint8), photometric="minisblack",
+                     planarconfig="contig")
+    with pytest.raises(FrameError, match=r"stack\.tiff: a TIFF of 40 samples a pixel, which "
+                       r"cannot be read here; save the frame as JPEG"):
+        load_frame(path)
+    assert not [record for record in caplog.records if record.name.startswith("PIL")]
 
 
 @pytest.mark.parametrize("channels", [3, 1])
