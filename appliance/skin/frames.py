@@ -39,6 +39,7 @@ _PNG_MAGIC = b"\x89PNG"
 _BMP_MAGIC = b"BM"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 _KNOWN_MAGIC = (_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC, *_TIFF_MAGIC, b"RIFF")
+_RIFF_WEBP = slice(8, 12), b"WEBP"  # a RIFF file's form type: WebP's, not a WAV's or an AVI's
 # a well-formed TIFF whose samples no reader here takes (``tiff_sample_kind`` tells which)
 UNREADABLE_TIFF = ("a TIFF of {kind}, which cannot be read here; save the frame as JPEG, "
                    "or as 8- or 16-bit PNG or TIFF")
@@ -179,8 +180,10 @@ def decode_frame(
 
 
 def _decode(data: bytes, name: str, expected_shape: tuple[int, int] | None) -> np.ndarray:
-    if not data.startswith(_KNOWN_MAGIC):
-        raise FrameError(f"{name}: not an image (no JPEG/PNG/BMP/TIFF signature); pass image files")
+    form, webp = _RIFF_WEBP
+    if not data.startswith(_KNOWN_MAGIC) or (data.startswith(b"RIFF") and data[form] != webp):
+        raise FrameError(f"{name}: not an image (no JPEG/PNG/BMP/TIFF/WebP signature); pass "
+                         "image files")
     if data.startswith(_JPEG_MAGIC) and not data.rstrip(b"\x00").endswith(_JPEG_END):
         raise FrameError(f"{name}: truncated JPEG (no end-of-image marker); copy the file again")
     width, height = header_size(data, name)

@@ -57,6 +57,19 @@ def test_text_file_is_not_an_image(tmp_path: Path) -> None:
         load_frame(tmp_path / "notes.jpg")
 
 
+def test_a_sound_file_is_not_an_image_and_a_webp_frame_is_read(tmp_path: Path) -> None:
+    """A WAV (RIFF, as WebP) was "corrupt image data (header unreadable); copy the file
+    again", and the refusal of a GIF named the formats read without WebP, which is read."""
+    sound = tmp_path / "capture.jpg"
+    sound.write_bytes(b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(28))
+    with pytest.raises(FrameError, match=r"capture\.jpg: not an image \(no "
+                       r"JPEG/PNG/BMP/TIFF/WebP signature\); pass image files"):
+        load_frame(sound)
+    webp = tmp_path / "frame.webp"
+    Image.new("RGB", (1280, 960), (180, 120, 90)).save(webp, lossless=True)
+    assert load_frame(webp)[0, 0].tolist() == [180, 120, 90]
+
+
 def test_wrong_size(tmp_path: Path) -> None:
     with pytest.raises(FrameError, match=r"small\.jpg: wrong size 640x480 px"):
         load_frame(_jpeg(tmp_path / "small.jpg", 480, 640))
