@@ -467,3 +467,23 @@ def test_a_console_bind_with_a_port_or_a_scheme_is_refused_as_such(bind: str) ->
                        r"the address to listen on \(its port goes in console\.port\) alone"):
         config_from_mapping({"console": {"bind": bind}}, environ={})
     assert config_from_mapping({"console": {"bind": "::1"}}, environ={}).console.bind == "::1"
+
+
+@pytest.mark.parametrize(("written", "key_path"), [
+    ("model:\n  path: ''\n", "model.path"),
+    ("screen:\n  reference_file: ''\n", "screen.reference_file"),
+    ("mqtt:\n  tls: {enabled: true, ca_file: ''}\n", "mqtt.tls.ca_file"),
+    ("updates:\n  trusted_root: ''\n", "updates.trusted_root"),
+    ("pathology:\n  int8_model: ''\n", "pathology.int8_model"),
+    ("pathology:\n  slide_roots: ['']\n", "pathology.slide_roots.0"),
+])
+def test_an_empty_file_name_is_refused_naming_its_key(
+    written: str, key_path: str, tmp_path: Path
+) -> None:
+    # '' resolved to the config file's folder: "model.path: /etc/appliance is a folder, not a
+    # file", and a slide root '' let jobs read any slide beside the config
+    path = tmp_path / "config.yaml"
+    path.write_text(written)
+    with pytest.raises(ConfigError, match=rf"{re.escape(key_path)}: got ''; expected String "
+                       "should have at least 1 character"):
+        load_config(path, environ={})

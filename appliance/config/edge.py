@@ -72,7 +72,7 @@ class CameraConfig(Section):
 
 class ModelConfig(Section):
     path: str | None = Field(
-        default_factory=lambda: str(shipped_path(SKIN_MODEL)),
+        default_factory=lambda: str(shipped_path(SKIN_MODEL)), min_length=1,
         description="ONNX classifier of skin features (default: the shipped texture grader; "
         "null: no classification).",
     )
@@ -178,7 +178,7 @@ class ScreenConfig(Section):
         640, ge=160, le=1920, description="Width of the live preview picture (px)."
     )
     reference_file: str | None = Field(
-        None,
+        None, min_length=1,
         description="Age-band reference ranges from the cohort (`appliance console reference "
         "--out FILE`); unset: the result is shown without them.",
     )

@@ -33,12 +33,13 @@ TLS_PORT = 8883
 
 class TlsConfig(Section):
     enabled: bool = Field(False, description="Connect to the broker over TLS.")
-    ca_file: str | None = Field(None, description="CA bundle that verifies the broker; "
-                                "relative to the config file (without one: the working folder).")
-    cert_file: str | None = Field(None, description="Client certificate (PEM), optional; "
-                                  "relative to the config file.")
-    key_file: str | None = Field(None, description="Client private key (PEM), with cert_file; "
-                                 "relative to the config file.")
+    ca_file: str | None = Field(None, min_length=1, description="CA bundle that verifies the "
+                                "broker; relative to the config file (without one: the working "
+                                "folder).")
+    cert_file: str | None = Field(None, min_length=1, description="Client certificate (PEM), "
+                                  "optional; relative to the config file.")
+    key_file: str | None = Field(None, min_length=1, description="Client private key (PEM), "
+                                 "with cert_file; relative to the config file.")
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:

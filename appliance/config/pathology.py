@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,7 +24,7 @@ class PathologyConfig(Section):
         None, max_length=MAX_IDENTIFIER_CHARS, pattern=IDENTIFIER_PATTERN,
         description="MQTT client id and server name, in job states, leases and presence "
         "(unset: pathology-HOSTNAME); unique per server.")
-    slide_roots: list[str] = Field(
+    slide_roots: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="Folders a job's slides must lie in (after resolving "
         "links); a slide elsewhere is refused. With slide_roots_by_login, only for the logins "
         "it does not name, and only with unlisted_logins_use_slide_roots. Empty (and no "
@@ -46,8 +46,8 @@ class PathologyConfig(Section):
     model: str = Field(default_factory=lambda: str(shipped_path(PATHOLOGY_MODEL)), min_length=1,
                        description="Float32 ONNX tile model (default: the shipped demo model); "
                        "relative to the config file.")
-    int8_model: str | None = Field(None, description="INT8 variant for onnx-cpu (optional); "
-                                   "relative to the config file.")
+    int8_model: str | None = Field(None, min_length=1, description="INT8 variant for onnx-cpu "
+                                   "(optional); relative to the config file.")
     backends: list[Backend] = Field(
         ["torch-cuda", "onnx-cpu"], min_length=1,
         description="Backends in order of preference; the first that loads is used.")

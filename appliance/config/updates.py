@@ -15,7 +15,8 @@ class UpdatesConfig(Section):
         "unset: no remote model updates.",
     )
     trusted_root: str | None = Field(
-        None, description="The repository's root metadata file this kiosk starts trusting from."
+        None, min_length=1,
+        description="The repository's root metadata file this kiosk starts trusting from."
     )
     check_interval_s: float = Field(
         3600.0, ge=1.0, description="Seconds between refreshes when no notice arrives."
