@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.filekind import other_than_a_folder
 from appliance.logsafe import escape_controls
 from appliance.pathology.outfolder import (
     earlier_run_refusal,
@@ -122,11 +123,8 @@ def _out_refusal(args: argparse.Namespace) -> str | None:
     which a run's results folder could neither be resolved nor made), slides inside a folder
     of it that a run replaces (with or without --force), or an earlier run without --force."""
     out, command = args.out, f"pathology {args.pathology_command}"
-    if out.exists() and not out.is_dir():
-        return f"{command}: --out {out} is a file, not a folder; name the folder for results"
-    if out.is_symlink() and not out.exists():
-        return (f"{command}: --out {out} is a link to nothing, or a link loop; name the folder "
-                "for results")
+    if kind := other_than_a_folder(out):  # a file, a pipe, a link to nothing or a loop
+        return f"{command}: --out {out} is {kind}, not a folder; name the folder for results"
     inputs, what = ([args.folder], "the slides folder") if args.pathology_command == "run" \
         else (args.slides, "the slide")
     refusal = inputs_inside_replaced(out, inputs, what) or earlier_run_refusal(out, args.force)

@@ -419,12 +419,19 @@ def test_an_out_that_is_a_link_loop_or_to_nothing_is_refused_before_scoring(
     folder.mkdir()
     (folder / "S1.jpg").write_bytes(b"\xff\xd8")
     target = str(folder) if command == "run" else str(folder / "S1.jpg")
-    for name, points_to in (("loop", "loop"), ("gone", "nowhere")):
+    for name, points_to, kind in (
+            ("loop", "loop", "a symbolic link loop (the link leads back to itself)"),
+            ("gone", "nowhere", "a broken link")):
         out = tmp_path / name
         out.symlink_to(tmp_path / points_to)
         assert main(["pathology", command, target, "--out", str(out), "--um-per-px", "1"]) == 2
-        assert (f"pathology {command}: --out {out} is a link to nothing, or a link loop; name "
-                "the folder for results") in capsys.readouterr().err
+        assert (f"pathology {command}: --out {out} is {kind}, not a folder; name the folder for "
+                "results") in capsys.readouterr().err
+    pipe = tmp_path / "pipe"  # was "is a file, not a folder"
+    os.mkfifo(pipe)
+    assert main(["pathology", command, target, "--out", str(pipe), "--um-per-px", "1"]) == 2
+    assert (f"pathology {command}: --out {pipe} is a named pipe (FIFO), not a folder; name the "
+            "folder for results") in capsys.readouterr().err
 
 
 NFC_NAME, NFD_NAME = "Müller-café", "Mu\u0308ller-cafe\u0301"  # as Linux and macOS write it
