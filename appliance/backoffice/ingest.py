@@ -201,19 +201,14 @@ class IngestWorker:
                 self._refused(reason)
                 return
             prefix, group = self.config.mqtt.topic_prefix, self.config.backoffice.share_group
-            results = shared_filter(group, fleet_filter(prefix, "result"))
-            client.subscribe(
-                [
-                    (results, SubscribeOptions(qos=1)),
-                    (fleet_filter(prefix, "status"), SubscribeOptions(qos=1)),
-                    (fleet_filter(prefix, MODEL_STATE_LEAF), SubscribeOptions(qos=1)),
-                ]
-            )
+            filters = [shared_filter(group, fleet_filter(prefix, "result")),
+                       fleet_filter(prefix, "status"), fleet_filter(prefix, MODEL_STATE_LEAF)]
+            client.subscribe([(each, SubscribeOptions(qos=1)) for each in filters])
             self.session_present = bool(flags.session_present)
             self.connected.set()
             log.info("%s connected to %s:%s (session present: %s), subscribed to %s",
                      self.client_id, self.config.mqtt.host, self.config.mqtt.port,
-                     self.session_present, results)
+                     self.session_present, ", ".join(filters))
         except Exception:  # never let an exception kill paho's network thread
             log.exception("on_connect failed")
 

@@ -296,6 +296,21 @@ def test_retained_birth_and_last_will_show_in_the_fleet(
     assert device["last_seen"] > iso_utc(birth.at)  # the will arrived live, later
 
 
+def test_the_connect_line_names_every_filter_the_worker_subscribes(
+    mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It named the shared results filter alone: an operator reading the journal for why the
+    fleet table stays empty saw no status subscription."""
+    caplog.set_level(logging.INFO, logger="appliance.backoffice.ingest")
+    worker, store = _start(_config("127.0.0.1", 1883, topic_prefix, tmp_path), store_url)
+    worker.stop()
+    store.close()
+    (line,) = [r.getMessage() for r in caplog.records if "subscribed to" in r.getMessage()]
+    assert line.endswith(f"subscribed to $share/backoffice/{topic_prefix}/+/+/result, "
+                         f"{topic_prefix}/+/+/status, {topic_prefix}/+/+/model/state")
+
+
 def test_two_workers_on_one_shared_subscription_split_the_load_without_duplicates(
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store_url: str
 ) -> None:
