@@ -23,7 +23,6 @@ SQLite's BEGIN IMMEDIATE serialises the two. A mixin of ``Store``.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import re
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from appliance import safejson
 from appliance.backoffice.erasure_clock import (
     Erasure,
     HeldResult,
@@ -121,11 +121,13 @@ def os_user() -> str:
 def letter_names(payload: bytes) -> tuple[str | None, str | None]:
     """The measurement id and subject id a dead letter's payload names (None: none). A byte
     that is not UTF-8 elsewhere in it (a letter is often refused for one) hides neither: it
-    is read as U+FFFD, so the letter still goes with the result or subject it holds."""
+    is read as U+FFFD, so the letter still goes with the result or subject it holds. JSON
+    nested too deep to decode names nothing either: one such letter (a hostile message kept
+    as refused) ended every erasure in a RecursionError."""
     text = payload.decode("utf-8", "replace")
     try:
-        data = json.loads(text)
-    except ValueError:  # not JSON: it names nothing a result could
+        data = safejson.loads(text)
+    except ValueError:  # not JSON (or nested past the decoder): it names nothing a result could
         return None, None
     subject = data.get("subject") if isinstance(data, dict) else None
     subject_id = subject.get("subject_id") if isinstance(subject, dict) else None

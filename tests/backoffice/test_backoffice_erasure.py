@@ -95,6 +95,24 @@ def test_erasing_a_subject_removes_its_results_and_letters_and_records_counts_on
     assert store.erasure_mark() == done.erasure_id
 
 
+def test_a_letter_nested_too_deep_to_decode_stops_no_erasure(store: Store) -> None:
+    """A result topic's message of 5,000 nested arrays, kept as a dead letter ("JSON nested
+    too deeply"), ended every erasure in a RecursionError: no one's results could be erased
+    until someone removed that letter by hand."""
+    held = _results("subj-4", 1, 16)[0]
+    _store(store, [held])
+    store.write_batch(Batch(dead_letters=[dead_letter(
+        RECEIVED, "appliance/lab/kiosk-1/result", "JSON nested too deeply",
+        b"[" * 5000 + b"]" * 5000), _refused(_results("subj-4", 1, 17)[0])]), *KEEP)
+    selector = Selector("subject", "subj-4")
+    assert store.erasure_preview(selector) == (1, 1)
+
+    done = store.erase(selector, "alice")
+
+    assert (done.results, done.dead_letters) == (1, 1)
+    assert [letter.reason for letter in store.dead_letters()] == ["JSON nested too deeply"]
+
+
 @pytest.mark.parametrize("kind", ["subject", "result"])
 def test_a_letter_with_a_byte_that_is_not_utf8_goes_with_the_result_it_holds(
     store: Store, kind: str
