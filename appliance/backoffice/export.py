@@ -35,6 +35,7 @@ from appliance.backoffice.schema import (
     RESULT_COLUMNS,
     RESULT_META_COLUMNS,
     iso_utc,
+    named_measurement_id,
     not_validated_keys,
 )
 from appliance.backoffice.store import Store
@@ -265,15 +266,20 @@ NAMED_DEVICES = 10  # that lost results to the dead-letter bounds, named by the 
 
 
 def dead_letter_table(store: Store, limit: int) -> str:
-    """The newest dead letters: when, topic, size, reason and the start of the payload; then
-    the refused results the bounds pruned whose only copy their letter was."""
+    """The newest dead letters: when, topic, size, reason, the measurement a refused result
+    names (its payload's first 60 characters cut it: no letter could be told from another,
+    nor found for `results release --result`) and the start of the payload; then the refused
+    results the bounds pruned whose only copy their letter was."""
     letters = store.dead_letters(limit)
     lines = []
     for letter in letters:
         head = escape_controls(letter.payload[:60].decode("utf-8", errors="replace"))
         topic, reason = shorten(letter.topic, SHOWN_CHARS), shorten(letter.reason, SHOWN_CHARS)
+        named = named_measurement_id(letter.payload)
         lines.append(f"{letter.received_at}  {topic}  {letter.payload_bytes} bytes\n"
-                     f"    reason: {reason}\n    payload: {head}")
+                     f"    reason: {reason}\n"
+                     + (f"    measurement: {named}\n" if named else "")
+                     + f"    payload: {head}")
     lines.append(f"{len(letters)} dead letter(s) shown, of {store.count_dead_letters()} kept"
                  if letters else "no dead letters")
     lost = store.pruned_only_copies(NAMED_DEVICES).text()

@@ -315,6 +315,34 @@ def test_dead_letters_show_a_long_topic_and_reason_cut_to_one_line(
     assert f"reason: bad: {'r' * 195}... (4805 more characters)" in out
 
 
+def test_dead_letters_name_the_measurement_a_refused_result_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The payload's first 60 characters cut the id ('"measurement_id":"01a24822-16'): two
+    refused results could not be told apart, nor the id found for `results release`."""
+    url = f"sqlite:///{tmp_path / 'letters.sqlite3'}"
+    store = open_store(url)
+    result = fleet.sample_result(random.Random(3), "lab", "k1", 0)
+    refused = result.to_json().replace(b'"site":"lab"', b'"site":"lab","site":"x"', 1)
+    letter = DeadLetter("2026-11-26T00:00:02.000000Z", "appliance/lab/k1/result",
+                        "duplicate key(s) 'site'", len(refused), refused, None)
+    store.write_batch(Batch(dead_letters=[letter]), 10)
+    store.close()
+    assert _cli("results", "dead-letters", "--store", url) == 0
+    out = capsys.readouterr().out
+    assert (f"    reason: duplicate key(s) 'site'\n    measurement: {result.measurement_id}\n"
+            "    payload: {") in out
+
+
+def test_a_dead_letter_that_names_no_measurement_has_no_measurement_line(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli("results", "dead-letters", "--store", store_url) == 0
+    out = capsys.readouterr().out
+    assert "reason: not UTF-8 JSON: Expecting value\n    payload: garbage" in out
+    assert "measurement:" not in out
+
+
 @pytest.mark.parametrize("command", [["fleet"], ["fleet", "--json"], ["results", "query"],
                                      ["results", "dead-letters"]])
 def test_a_table_that_cannot_be_written_to_a_full_disk_is_one_line_saying_so(
