@@ -27,8 +27,9 @@ A copy in use found damaged itself is repaired as any outbox is, one level down:
 rows go into a copy of the copy (``outbox.sqlite3.repaired.repaired`` once complete), which
 takes its place while the damaged copy is moved aside (``outbox.sqlite3.repaired.corrupt-<unix
 time>``), so a kiosk whose damaged file stays where it is does not lose its outbox to a second
-fault. One level only: where that copy cannot take its place either, nothing is repaired over
-and both stay as they are.
+fault. One level only: where that copy cannot take its place either, nothing is repaired over,
+the copy and its own copy stay as they are beside the damaged outbox, and the start fails
+saying so (never that the kiosk goes on with a copy it cannot use).
 """
 
 from __future__ import annotations
@@ -72,14 +73,13 @@ def _open(path: Path, beside: Path, *, rebuild: bool, copies: int,
     # in use while the damaged outbox could not be moved aside; either way it goes in place
     # now where it can, and the journal says what happened, not which of the two it was
     if built.exists():
-        if put_in_place(path, built):
-            log.warning("%s: the repaired copy %s an earlier start left takes its place now",
-                        path, built)
-        elif copies < 1:  # the copy's copy cannot take its place either: not repaired over
-            raise OutboxError(f"{built}: the repaired copy in use is damaged too, and it "
-                              f"cannot take the place of {path}; both are kept as they are")
-        else:
-            return _open(built, beside, rebuild=rebuild, copies=copies - 1, bounds=bounds)
+        try:
+            _put_in_place(path, built)
+        except (OSError, sqlite3.Error) as exc:
+            return _stand_in(path, built, exc, beside=beside, rebuild=rebuild, copies=copies,
+                             bounds=bounds)
+        log.warning("%s: the repaired copy %s an earlier start left takes its place now",
+                    path, built)
     if rebuild and path.exists():
         log.error("%s: found damaged while in use; moving it aside and recovering what can be "
                   "read", path)
@@ -88,17 +88,60 @@ def _open(path: Path, beside: Path, *, rebuild: bool, copies: int,
             return Outbox(path, beside=beside, **bounds)
         except OutboxCorruptError as exc:
             log.error("%s; moving it aside and recovering what can be read", exc)
+    return _repair(path, built, beside=beside, copies=copies, bounds=bounds)
+
+
+def _repair(path: Path, built: Path, *, beside: Path, copies: int,
+            bounds: dict[str, Any]) -> Outbox:
+    """The readable rows of the damaged ``path`` in a copy, put in its place or, where it
+    cannot be moved aside and a copy may stand in for it, the outbox in use at ``built``."""
     recovered, lost, earlier = build_repaired(path, built, beside=beside)
-    placed = put_in_place(path, built)
-    if not placed and copies < 1:
-        raise OutboxError(f"{path}: the repaired copy in use is damaged, and its own repaired "
-                          f"copy {built} cannot take its place; both are kept as they are")
+    try:
+        _put_in_place(path, built)
+    except (OSError, sqlite3.Error) as exc:
+        if copies < 1:
+            raise _kept_as_they_are(path, built, exc, beside) from exc
+        _say_the_copy_stands_in(path, built, exc)
+        placed = False
+    else:
+        placed = True
     log.error(
         "outbox %s recreated%s: %d result(s) recovered, %d unreadable (counted dropped, with the "
         "%d it had counted before)", path, "" if placed else f" as {built}", recovered, lost,
         earlier,
     )
     return Outbox(path if placed else built, beside=beside, **bounds)
+
+
+def _stand_in(path: Path, built: Path, refused: OSError | sqlite3.Error, *, beside: Path,
+              rebuild: bool, copies: int, bounds: dict[str, Any]) -> Outbox:
+    """The copy ``built`` (repaired one level down where it is damaged too) as the outbox in
+    use, the damaged ``path`` having refused to move aside; said once it is known to open,
+    so that the journal never says the kiosk goes on with a copy it then cannot use."""
+    if copies < 1:
+        raise _kept_as_they_are(path, built, refused, beside)
+    outbox = _open(built, beside, rebuild=rebuild, copies=copies - 1, bounds=bounds)
+    _say_the_copy_stands_in(path, built, refused)
+    return outbox
+
+
+def _say_the_copy_stands_in(path: Path, built: Path, refused: OSError | sqlite3.Error) -> None:
+    log.error("%s: the damaged outbox cannot be moved aside (%s); it is kept as it is, with the "
+              "results in it, and the kiosk goes on with its repaired copy %s, which takes its "
+              "place at a later start that can move it", path, refused, built)
+
+
+def _kept_as_they_are(copy: Path, built: Path, refused: OSError | sqlite3.Error,
+                      outbox: Path) -> OutboxError:
+    """What a start says where the damaged copy in use cannot make way for its own copy."""
+    return OutboxError(
+        f"{copy}: the repaired copy in use (the damaged outbox {outbox} cannot be moved aside) "
+        f"is damaged too, and it cannot be moved aside either for its own repaired copy {built} "
+        f"to take its place ({refused}); one level of copies only: both are kept as they are, "
+        f"as is the damaged outbox, with the results in them, and the kiosk cannot start until "
+        f"the folder lets them move (its permissions, an immutable file, free space); each start "
+        f"tries again"
+    )
 
 
 def build_repaired(path: Path, built: Path, *, beside: Path | None = None) -> tuple[int, int, int]:
@@ -150,20 +193,13 @@ def _check_room(path: Path) -> None:
         )
 
 
-def put_in_place(path: Path, built: Path) -> bool:
-    """Move the damaged outbox aside and put ``built`` in its place; False, said in the
-    journal with the reason, where the filesystem refuses (permissions, a full disk): the
-    damaged file is then kept as it was, whole, and ``built`` stays the outbox in use."""
-    try:
-        aside = swap_in(path, built)
-    except (OSError, sqlite3.Error) as exc:
-        log.error("%s: the damaged outbox cannot be moved aside (%s); it is kept as it is, with "
-                  "the results in it, and the kiosk goes on with its repaired copy %s, which "
-                  "takes its place at a later start that can move it", path, exc, built)
-        return False
+def _put_in_place(path: Path, built: Path) -> None:
+    """Move the damaged outbox aside and put ``built`` in its place; OSError or
+    sqlite3.Error where the filesystem refuses (permissions, a full disk): the damaged file is
+    then kept as it was, whole, and ``built`` stays where it is."""
+    aside = swap_in(path, built)
     if aside is not None:
         log.warning("%s: the damaged outbox is kept as %s", path, aside)
-    return True
 
 
 def swap_in(path: Path, built: Path) -> Path | None:

@@ -1044,6 +1044,18 @@ def test_a_repaired_copy_found_damaged_at_a_start_is_repaired_where_the_outbox_c
     assert any("recreated" in line for line in said), said
 
 
+def _a_damaged_copy_that_cannot_move(path: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """The kiosk on the repaired copy of its damaged outbox ``path`` (10 results), the copy
+    damaged in turn, and a folder that refuses to move either of them; the copy's bytes."""
+    copy = path.with_name("outbox.sqlite3.repaired")
+    _running_on_a_copy(path, monkeypatch, 10)
+    checkpoint_and_damage_first_page(copy)
+    monkeypatch.undo()
+    _refuse_moving(monkeypatch, path, errno.EACCES)
+    _refuse_moving(monkeypatch, copy, errno.EACCES)
+    return copy.read_bytes()
+
+
 def test_a_copy_whose_own_copy_cannot_take_its_place_is_kept_as_it_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1051,22 +1063,43 @@ def test_a_copy_whose_own_copy_cannot_take_its_place_is_kept_as_it_is(
     both, and says so (the next start tries again)."""
     path = tmp_path / "outbox.sqlite3"
     copy = tmp_path / "outbox.sqlite3.repaired"
-    _running_on_a_copy(path, monkeypatch, 10)
-    checkpoint_and_damage_first_page(copy)
-    copied = copy.read_bytes()
-    monkeypatch.undo()
-    _refuse_moving(monkeypatch, path, errno.EACCES)
-    rename = os.rename
-
-    def refused(source: Any, target: Any, **kwargs: Any) -> None:
-        if os.fspath(source) == str(copy):
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(source))
-        rename(source, target, **kwargs)
-
-    monkeypatch.setattr(os, "rename", refused)
+    copied = _a_damaged_copy_that_cannot_move(path, monkeypatch)
     with pytest.raises(OutboxError, match="both are kept as they are"):
         open_outbox(path, rebuild=True)
     assert copy.read_bytes() == copied
+
+
+@pytest.mark.parametrize("rebuild", [True, False], ids=["on-the-way-out", "at-a-start"])
+def test_a_copy_that_cannot_make_way_for_its_own_copy_is_never_said_to_be_gone_on_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    rebuild: bool,
+) -> None:
+    """Where the damaged copy in use cannot move aside for its own copy either, the journal
+    said "the kiosk goes on with its repaired copy" (of the outbox, and of the copy) just
+    before the start failed with "both are kept as they are". Now no line says the kiosk goes
+    on; the one error names the copy, its copy, the damaged outbox and the reason, and says
+    the kiosk cannot start until the folder lets them move, at the repair on the daemon's way
+    out and at each start after it alike."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    _a_damaged_copy_that_cannot_move(path, monkeypatch)
+    if not rebuild:  # a start after the repair on the way out, which left the copy's copy
+        with pytest.raises(OutboxError):
+            open_outbox(path, rebuild=True)
+        assert copy.with_name("outbox.sqlite3.repaired.repaired").exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"), \
+            pytest.raises(OutboxError) as failed:
+        open_outbox(path, rebuild=rebuild)
+    said = [r.getMessage() for r in caplog.records if r.name == "appliance.transport.outbox_repair"]
+    assert not [line for line in said if "goes on" in line], said
+    error = str(failed.value)
+    assert error.startswith(f"{copy}: the repaired copy in use (the damaged outbox {path} "
+                            "cannot be moved aside) is damaged too"), error
+    assert f"its own repaired copy {copy}.repaired" in error
+    assert os.strerror(errno.EACCES) in error
+    assert "both are kept as they are" in error
+    assert "the kiosk cannot start until the folder lets them move" in error
 
 
 def test_a_kiosk_whose_repaired_copy_is_damaged_in_use_keeps_every_result(
