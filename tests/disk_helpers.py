@@ -1,5 +1,6 @@
 """A small real disk for storage-fault tests: a tmpfs (root can mount one; a kiosk's small SD
-card in miniature), a filler that takes it to ENOSPC, and folders whose flush fails."""
+card in miniature), a filler that takes it to ENOSPC, folders whose flush fails, and a file the
+filesystem will not rename."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +70,16 @@ def folder_fsync_fails(monkeypatch: pytest.MonkeyPatch) -> None:
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", failing_on_folders)
+
+
+def refuse_moving(monkeypatch: pytest.MonkeyPatch, path: Path, error: int = errno.EACCES) -> None:
+    """Make the filesystem refuse to rename ``path`` (its permissions, an immutable file, a full
+    disk...: ``error``) from now on; every other rename goes through."""
+    rename = os.rename
+
+    def refused(source: Any, target: Any, **kwargs: Any) -> None:
+        if os.fspath(source) == str(path):
+            raise OSError(error, os.strerror(error), str(source))
+        rename(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "rename", refused)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import socket
 import threading
 import urllib.request
@@ -27,6 +26,7 @@ from appliance.edge.screen_state import STAFF_ASK, STAFF_TOLD
 from appliance.edge.testing import ResultCollector, fast_daemon, wait_until
 from appliance.transport.broker import free_port
 from appliance.transport.outbox import OutboxError
+from tests.disk_helpers import refuse_moving
 from tests.fake_broker import FakeBroker, payload, puback, topic
 
 
@@ -110,14 +110,7 @@ def damaged_immovable_outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     state.mkdir()
     damaged = state / "outbox.sqlite3"
     damaged.write_bytes(b"not an outbox " * 300)
-    rename = os.rename
-
-    def refused(source: Any, target: Any, **kwargs: Any) -> None:
-        if os.fspath(source) == str(damaged):
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(source))
-        rename(source, target, **kwargs)
-
-    monkeypatch.setattr(os, "rename", refused)
+    refuse_moving(monkeypatch, damaged, errno.EACCES)
     return state
 
 

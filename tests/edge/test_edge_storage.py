@@ -47,7 +47,7 @@ from appliance.transport.outbox_file import (
     OutboxWriteError,
 )
 from appliance.transport.outbox_repair import open_outbox
-from tests.disk_helpers import fill, fill_inodes, small_tmpfs
+from tests.disk_helpers import fill, fill_inodes, refuse_moving, small_tmpfs
 
 PAGE_BYTES = 4096
 
@@ -868,18 +868,6 @@ def test_results_a_repair_kept_follow_a_jump_of_the_clock_in_the_same_boot(
     assert outbox.oldest_age_s(clock[0]) == pytest.approx(60.0, abs=5.0)
 
 
-def _refuse_moving(monkeypatch: pytest.MonkeyPatch, damaged: Path, error: int) -> None:
-    """The filesystem refuses to rename ``damaged`` (its permissions, a full disk...)."""
-    rename = os.rename
-
-    def refused(source: Any, target: Any, **kwargs: Any) -> None:
-        if os.fspath(source) == str(damaged):
-            raise OSError(error, os.strerror(error), str(source))
-        rename(source, target, **kwargs)
-
-    monkeypatch.setattr(os, "rename", refused)
-
-
 @pytest.mark.parametrize("error", [errno.EACCES, errno.EPERM, errno.EXDEV, errno.ENOSPC])
 def test_a_damaged_outbox_that_cannot_be_moved_aside_is_kept_whole_and_the_copy_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
@@ -893,7 +881,7 @@ def test_a_damaged_outbox_that_cannot_be_moved_aside_is_kept_whole_and_the_copy_
     wal = path.with_name("outbox.sqlite3-wal")
     wal.write_bytes(b"")  # the damaged file's (empty) log: it must stay with it
     damaged = path.read_bytes()
-    _refuse_moving(monkeypatch, path, error)
+    refuse_moving(monkeypatch, path, error)
     with caplog.at_level(logging.ERROR, logger="appliance.transport.outbox_repair"):
         outbox = open_outbox(path)
     said = [r.getMessage() for r in caplog.records if "cannot be moved aside" in r.getMessage()]
@@ -936,7 +924,7 @@ def test_a_kiosk_whose_outbox_is_damaged_in_use_and_cannot_be_moved_keeps_every_
     nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})
     daemon = fast_daemon(edge_config(state, nobody, "damaged"))
     path = state / "outbox.sqlite3"
-    _refuse_moving(monkeypatch, path, errno.EACCES)
+    refuse_moving(monkeypatch, path, errno.EACCES)
     thread, codes = run_in_thread(daemon)
     assert wait_until(lambda: daemon.committer.committed >= 20, 30)
     checkpoint_and_damage_first_page(path, daemon.outbox)
@@ -955,7 +943,7 @@ def _running_on_a_copy(path: Path, monkeypatch: pytest.MonkeyPatch, count: int) 
     repaired into its copy, which is the outbox in use; the damaged file's bytes."""
     stored_results(path, count).close()
     damage(path, 0)
-    _refuse_moving(monkeypatch, path, errno.EACCES)
+    refuse_moving(monkeypatch, path, errno.EACCES)
     open_outbox(path).close()
     assert path.with_name("outbox.sqlite3.repaired").exists()
     return path.read_bytes()
@@ -1051,8 +1039,8 @@ def _a_damaged_copy_that_cannot_move(path: Path, monkeypatch: pytest.MonkeyPatch
     _running_on_a_copy(path, monkeypatch, 10)
     checkpoint_and_damage_first_page(copy)
     monkeypatch.undo()
-    _refuse_moving(monkeypatch, path, errno.EACCES)
-    _refuse_moving(monkeypatch, copy, errno.EACCES)
+    refuse_moving(monkeypatch, path, errno.EACCES)
+    refuse_moving(monkeypatch, copy, errno.EACCES)
     return copy.read_bytes()
 
 
