@@ -37,11 +37,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from appliance.diskspace import free_bytes, full_disk_hint
+from appliance.filekind import kind_of_mode
 from appliance.outfile import fsync_path
 from appliance.transport.highwater import read_mark
 from appliance.transport.outbox import Outbox
@@ -72,7 +74,7 @@ def _open(path: Path, beside: Path, *, rebuild: bool, copies: int,
     # a copy an earlier start left: a repair cut short once the copy was complete, or the copy
     # in use while the damaged outbox could not be moved aside; either way it goes in place
     # now where it can, and the journal says what happened, not which of the two it was
-    if built.exists():
+    if _a_copy_left(path, built):
         try:
             _put_in_place(path, built)
         except (OSError, sqlite3.Error) as exc:
@@ -89,6 +91,23 @@ def _open(path: Path, beside: Path, *, rebuild: bool, copies: int,
         except OutboxCorruptError as exc:
             log.error("%s; moving it aside and recovering what can be read", exc)
     return _repair(path, built, beside=beside, copies=copies, bounds=bounds)
+
+
+def _a_copy_left(path: Path, built: Path) -> bool:
+    """Whether ``built`` is a copy an earlier start left: a file with something in it. Anything
+    else there (a link, a folder, a pipe, an empty file: no repair leaves one) is no copy of
+    the outbox: it never takes the outbox's place, and the journal says what it is."""
+    try:
+        found = built.lstat()
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(found.st_mode) and found.st_size > 0:
+        return True
+    what = ("a link" if stat.S_ISLNK(found.st_mode) else
+            "an empty file" if stat.S_ISREG(found.st_mode) else kind_of_mode(found.st_mode))
+    log.error("%s is %s, not a repaired copy of the outbox: it is left as it is and never takes "
+              "the place of %s, which is opened as it is", built, what, path)
+    return False
 
 
 def _repair(path: Path, built: Path, *, beside: Path, copies: int,
@@ -148,9 +167,12 @@ def build_repaired(path: Path, built: Path, *, beside: Path | None = None) -> tu
     """Write the readable rows of ``path`` into a fresh outbox at ``built``; counts of
     (recovered, unreadable, counted before). ``beside``: the outbox whose high-water mark it
     goes on from (a repaired copy's: the outbox it stands in for). OutboxError, nothing
-    changed, when it cannot."""
+    changed, when it cannot (a folder where the copy goes, too: it is never written over)."""
     building = path.with_name(path.name + ".repairing")
-    _remove(building)  # an earlier build cut short: it holds only copies
+    try:
+        _remove(building)  # an earlier build cut short: it holds only copies
+    except OSError as exc:  # a folder, say: nothing of ours
+        raise _unfinished(path, exc) from exc
     _check_room(path)
     earlier = dropped_before(path)
     try:
@@ -162,17 +184,22 @@ def build_repaired(path: Path, built: Path, *, beside: Path | None = None) -> tu
             fresh.add_recovered([], dropped=lost + earlier, after_seq=mark.last_seq if mark else 0)
         finally:
             fresh.close()
-    except OutboxError as exc:
-        _remove(building)
-        full = full_disk_hint(path)
-        raise OutboxError(
-            f"{path}: the outbox is damaged and its repair could not finish ({exc}); it stays as "
-            f"it is, its readable results in it, and the repair is tried again at the next start"
-            f"{': ' + full if full else ''}"
-        ) from exc
-    building.rename(built)
+        building.rename(built)
+    except (OutboxError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            _remove(building)
+        raise _unfinished(path, exc) from exc
     _sync_folder(path.parent)
     return recovered, lost, earlier
+
+
+def _unfinished(path: Path, exc: Exception) -> OutboxError:
+    full = full_disk_hint(path)
+    return OutboxError(
+        f"{path}: the outbox is damaged and its repair could not finish ({exc}); it stays as "
+        f"it is, its readable results in it, and the repair is tried again at the next start"
+        f"{': ' + full if full else ''}"
+    )
 
 
 def _check_room(path: Path) -> None:

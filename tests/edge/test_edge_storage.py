@@ -1113,3 +1113,73 @@ def test_a_kiosk_whose_repaired_copy_is_damaged_in_use_keeps_every_result(
     assert restarted.depth() == daemon.analysis.measurements  # every measured result kept
     assert restarted.dropped() == 0
     restarted.close()
+
+
+def _put_at(place: Path, what: str, outbox: Path) -> None:
+    """Something that is no repaired copy at ``place``: a folder, a link (to the outbox
+    itself, or to nowhere) or an empty file."""
+    if what == "folder":
+        place.mkdir()
+    elif what == "link-to-the-outbox":
+        place.symlink_to(outbox)
+    elif what == "broken-link":
+        place.symlink_to(outbox.with_name("nowhere"))
+    else:
+        place.write_bytes(b"")
+
+
+@pytest.mark.parametrize("what", ["folder", "link-to-the-outbox", "broken-link", "empty-file"])
+def test_something_else_at_the_repaired_copys_name_never_takes_the_outboxs_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, what: str
+) -> None:
+    """Whatever stood at ``outbox.sqlite3.repaired`` was taken for a copy an earlier start
+    left: a sound outbox was moved aside for it (its results then sent by nobody), and a folder
+    or a link to the outbox itself left no outbox the kiosk could open at any start. Now only a
+    file with something in it is such a copy; anything else is left alone, the journal says
+    what it is, and the outbox opens as it is."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    stored_results(path, 40).close()
+    _put_at(copy, what, path)
+    with caplog.at_level(logging.ERROR, logger="appliance.transport.outbox_repair"):
+        outbox = open_outbox(path)
+    assert outbox.path == path
+    assert outbox.depth() == 40
+    assert outbox.dropped() == 0
+    outbox.close()
+    assert not list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    assert copy.is_symlink() == ("link" in what)
+    kind = {"folder": "a folder", "empty-file": "an empty file"}.get(what, "a link")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{copy} is {kind}, not a repaired copy of the outbox: it is left as it is "
+                    f"and never takes the place of {path}, which is opened as it is"]
+
+
+def test_a_damaged_outbox_whose_copy_would_land_on_a_folder_stays_whole_and_says_why(
+    tmp_path: Path,
+) -> None:
+    """A folder at ``outbox.sqlite3.repaired`` beside a damaged outbox was put in the
+    outbox's place (the damaged file moved aside, its readable rows in no copy), and every
+    start then failed on the folder ("unable to open database file"). Now the repair, whose
+    copy cannot be renamed onto a folder, changes nothing and says so; once the folder is gone
+    the next start recovers every row."""
+    path = tmp_path / "outbox.sqlite3"
+    folder = tmp_path / "outbox.sqlite3.repaired"
+    stored_results(path, 40).close()
+    damage(path, 0)
+    damaged = path.read_bytes()
+    folder.mkdir()
+    with pytest.raises(OutboxError) as refused:
+        open_outbox(path)
+    assert str(refused.value).startswith(f"{path}: the outbox is damaged and its repair could "
+                                         "not finish (")
+    assert str(folder) in str(refused.value)
+    assert "the repair is tried again at the next start" in str(refused.value)
+    assert path.read_bytes() == damaged
+    assert folder.is_dir()
+    assert not list(tmp_path.glob("outbox.sqlite3.repairing*"))
+    folder.rmdir()
+    outbox = open_outbox(path)
+    assert outbox.path == path
+    assert outbox.depth() == 40
+    outbox.close()
