@@ -27,9 +27,11 @@ A copy in use found damaged itself is repaired as any outbox is, one level down:
 rows go into a copy of the copy (``outbox.sqlite3.repaired.repaired`` once complete), which
 takes its place while the damaged copy is moved aside (``outbox.sqlite3.repaired.corrupt-<unix
 time>``), so a kiosk whose damaged file stays where it is does not lose its outbox to a second
-fault. One level only: where that copy cannot take its place either, nothing is repaired over,
-the copy and its own copy stay as they are beside the damaged outbox, and the start fails
-saying so (never that the kiosk goes on with a copy it cannot use).
+fault; a start puts a copy's copy left by a repair cut short in the copy's place before anything
+else, as that is where the copy's results are. One level only: where that copy cannot take its
+place either, nothing is repaired over, the copy and its own copy stay as they are beside the
+damaged outbox, and the start fails saying so (never that the kiosk goes on with a copy it
+cannot use).
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def _open(path: Path, beside: Path, *, rebuild: bool, copies: int,
     damaged; ``copies``: how many levels of copies may stand in for it where it cannot be
     moved aside (a copy's copy, when the copy is damaged too)."""
     built = path.with_name(path.name + ".repaired")
+    if copies > 0:
+        _finish_the_copys_repair(built)
     # a copy an earlier start left: a repair cut short once the copy was complete, or the copy
     # in use while the damaged outbox could not be moved aside; either way it goes in place
     # now where it can, and the journal says what happened, not which of the two it was
@@ -91,6 +95,20 @@ def _open(path: Path, beside: Path, *, rebuild: bool, copies: int,
         except OutboxCorruptError as exc:
             log.error("%s; moving it aside and recovering what can be read", exc)
     return _repair(path, built, beside=beside, copies=copies, bounds=bounds)
+
+
+def _finish_the_copys_repair(copy: Path) -> None:
+    """Put the copy's own repaired copy an earlier start left in the copy's place, before the
+    copy goes anywhere: a repair of the copy cut short once the damaged copy had moved aside
+    leaves its results in that copy alone, which the next start would otherwise never look at.
+    Where the copy cannot move, the start says so as it opens the copy."""
+    inner = copy.with_name(copy.name + ".repaired")
+    if not _a_copy_left(copy, inner):
+        return
+    with contextlib.suppress(OSError, sqlite3.Error):  # refused: said where the copy is opened
+        _put_in_place(copy, inner)
+        log.warning("%s: the repaired copy %s an earlier start left takes its place now",
+                    copy, inner)
 
 
 def _a_copy_left(path: Path, built: Path) -> bool:

@@ -1183,3 +1183,82 @@ def test_a_damaged_outbox_whose_copy_would_land_on_a_folder_stays_whole_and_says
     assert outbox.path == path
     assert outbox.depth() == 40
     outbox.close()
+
+
+KILLED_COPY_REPAIR = """
+import errno, os, signal, sys
+from pathlib import Path
+from appliance.transport.outbox_repair import open_outbox
+
+path = Path(sys.argv[1])
+rename = os.rename
+
+def refused_or_killed(source, target, **kwargs):
+    if os.fspath(source) == str(path):  # the damaged outbox still cannot move
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(source))
+    if os.fspath(source).endswith(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    rename(source, target, **kwargs)
+
+os.rename = refused_or_killed
+open_outbox(path)
+"""
+
+
+@pytest.mark.parametrize(
+    "when", [".repaired.repairing", ".repaired", ".repaired.repaired"],
+    ids=["building", "before-the-copy-moved-aside", "after-the-copy-moved-aside"],
+)
+def test_a_repair_of_the_copy_in_use_killed_at_any_step_loses_none_of_its_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A kill (or a power cut) while the damaged copy in use is repaired one level down,
+    the damaged outbox still immovable: at whichever rename it strikes, the next start finds
+    every result the copy held, the ones measured into it included. Killed once the damaged
+    copy had moved aside, the copy's own copy (those results) was never looked at again: the
+    next start repaired the damaged outbox afresh into a new copy, without them, and counted
+    them nowhere."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    _running_on_a_copy(path, monkeypatch, 10)
+    in_use = open_outbox(path)
+    in_use.add_many([(f"new-{i}", "t", b"{}") for i in range(5)])
+    in_use.close()
+    checkpoint_and_damage_first_page(copy)
+    repo = Path(__file__).resolve().parents[2]
+    killed = subprocess.run([sys.executable, "-c", KILLED_COPY_REPAIR, str(path), when],
+                            env={**os.environ, "PYTHONPATH": str(repo)}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    outbox = open_outbox(path)  # the next start, the damaged outbox still refused
+    assert outbox.path == copy
+    assert {m.measurement_id for m in outbox.pending()} >= {f"new-{i}" for i in range(5)}
+    assert outbox.depth() == 15
+    assert outbox.dropped() == 0
+    outbox.close()
+    assert not list(tmp_path.glob("outbox.sqlite3.repaired.repair*"))
+
+
+def test_a_copy_and_its_copy_kept_as_they_were_leave_no_copy_behind_once_they_can_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the damaged copy in use could not make way for its own copy, both were kept; the
+    first start that could move them put the damaged copy in the outbox's place and repaired
+    it there, and left the copy's copy behind, a stale copy that a later repair of a copy in
+    use would have put in place of the results measured since. Now that start puts the copy's
+    copy in place first, then in the outbox's place, and no copy stays behind."""
+    path = tmp_path / "outbox.sqlite3"
+    _a_damaged_copy_that_cannot_move(path, monkeypatch)
+    with pytest.raises(OutboxError):
+        open_outbox(path, rebuild=True)
+    monkeypatch.undo()  # the folder lets them move
+    outbox = open_outbox(path)
+    assert outbox.path == path
+    assert outbox.depth() == 10
+    outbox.add_many([("new-1", "t", b"{}")])
+    outbox.close()
+    assert not [p.name for p in tmp_path.glob("outbox.sqlite3.repaired*")
+                if ".corrupt-" not in p.name]
+    again = open_outbox(path)
+    assert again.depth() == 11
+    assert again.dropped() == 0
+    again.close()
