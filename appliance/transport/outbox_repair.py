@@ -157,7 +157,13 @@ def _stand_in(path: Path, built: Path, refused: OSError | sqlite3.Error, *, besi
     so that the journal never says the kiosk goes on with a copy it then cannot use."""
     if copies < 1:
         raise _kept_as_they_are(path, built, refused, beside)
-    outbox = _open(built, beside, rebuild=rebuild, copies=copies - 1, bounds=bounds)
+    try:
+        outbox = _open(built, beside, rebuild=rebuild, copies=copies - 1, bounds=bounds)
+    except OutboxError:
+        log.error("%s: the damaged outbox cannot be moved aside (%s); it is kept as it is, with "
+                  "the results in it, beside its repaired copy %s, which cannot be used either",
+                  path, refused, built)
+        raise
     _say_the_copy_stands_in(path, built, refused)
     return outbox
 

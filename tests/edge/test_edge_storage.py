@@ -1262,3 +1262,36 @@ def test_a_copy_and_its_copy_kept_as_they_were_leave_no_copy_behind_once_they_ca
     assert again.depth() == 11
     assert again.dropped() == 0
     again.close()
+
+
+def test_a_copy_in_use_on_a_disk_turned_read_only_is_not_said_to_be_gone_on_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kiosk on the repaired copy whose disk turns read-only (an SD card's filesystem
+    remounted so after an error): the start said the damaged outbox cannot be moved aside
+    (read-only) and that the kiosk goes on with its copy, then failed to open the copy. Now it
+    says the outbox is kept beside the copy, which cannot be used either, with the reason;
+    nothing is moved, and once the disk is writable the copy takes the outbox's place."""
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        path = disk / "outbox.sqlite3"
+        copy = disk / "outbox.sqlite3.repaired"
+        _running_on_a_copy(path, monkeypatch, 10)
+        monkeypatch.undo()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"), \
+                pytest.raises(OutboxError) as failed:
+            open_outbox(path)
+        said = [r.getMessage() for r in caplog.records
+                if r.name == "appliance.transport.outbox_repair"]
+        assert str(copy) in str(failed.value)
+        assert not [line for line in said if "goes on" in line], said
+        (kept,) = said
+        assert kept.startswith(f"{path}: the damaged outbox cannot be moved aside (")
+        assert os.strerror(errno.EROFS) in kept
+        assert kept.endswith(f"beside its repaired copy {copy}, which cannot be used either")
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        outbox = open_outbox(path)
+        assert outbox.path == path
+        assert outbox.depth() == 10
+        outbox.close()
