@@ -103,7 +103,7 @@ def _finish_the_copys_repair(copy: Path) -> None:
     leaves its results in that copy alone, which the next start would otherwise never look at.
     Where the copy cannot move, the start says so as it opens the copy."""
     inner = copy.with_name(copy.name + ".repaired")
-    if not _a_copy_left(copy, inner):
+    if not _a_copy_left(copy, inner, say=False):  # anything else there: said as the copy opens
         return
     with contextlib.suppress(OSError, sqlite3.Error):  # refused: said where the copy is opened
         _put_in_place(copy, inner)
@@ -111,16 +111,18 @@ def _finish_the_copys_repair(copy: Path) -> None:
                     copy, inner)
 
 
-def _a_copy_left(path: Path, built: Path) -> bool:
+def _a_copy_left(path: Path, built: Path, *, say: bool = True) -> bool:
     """Whether ``built`` is a copy an earlier start left: a file with something in it. Anything
     else there (a link, a folder, a pipe, an empty file: no repair leaves one) is no copy of
-    the outbox: it never takes the outbox's place, and the journal says what it is."""
+    the outbox: it never takes the outbox's place, and the journal says what it is (``say``)."""
     try:
         found = built.lstat()
     except FileNotFoundError:
         return False
     if stat.S_ISREG(found.st_mode) and found.st_size > 0:
         return True
+    if not say:
+        return False
     what = ("a link" if stat.S_ISLNK(found.st_mode) else
             "an empty file" if stat.S_ISREG(found.st_mode) else kind_of_mode(found.st_mode))
     log.error("%s is %s, not a repaired copy of the outbox: it is left as it is and never takes "
@@ -218,6 +220,7 @@ def build_repaired(path: Path, built: Path, *, beside: Path | None = None) -> tu
 
 
 def _unfinished(path: Path, exc: Exception) -> OutboxError:
+    """What a start says where the repair of the damaged ``path`` stopped on ``exc``."""
     full = full_disk_hint(path)
     return OutboxError(
         f"{path}: the outbox is damaged and its repair could not finish ({exc}); it stays as "

@@ -1295,3 +1295,27 @@ def test_a_copy_in_use_on_a_disk_turned_read_only_is_not_said_to_be_gone_on_with
         assert outbox.path == path
         assert outbox.depth() == 10
         outbox.close()
+
+
+def test_a_folder_at_the_name_of_the_copys_copy_leaves_the_copy_in_use_and_is_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On main a folder at ``outbox.sqlite3.repaired.repaired`` was put in place of the copy
+    in use (the copy moved aside with its results, the start failing on the folder); with
+    the copy's copy looked at first, the folder was said twice a start. Now the
+    copy stays in use, and one line says what stands at that name."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    folder = tmp_path / "outbox.sqlite3.repaired.repaired"
+    _running_on_a_copy(path, monkeypatch, 5)
+    folder.mkdir()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"):
+        outbox = open_outbox(path)
+    assert outbox.path == copy
+    assert outbox.depth() == 5
+    outbox.close()
+    said = [r.getMessage() for r in caplog.records if str(folder) in r.getMessage()]
+    assert said == [f"{folder} is a folder, not a repaired copy of the outbox: it is left as it "
+                    f"is and never takes the place of {copy}, which is opened as it is"]
+    assert folder.is_dir()
