@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import stat
 import time
@@ -105,10 +106,17 @@ def _finish_the_copys_repair(copy: Path) -> None:
     inner = copy.with_name(copy.name + ".repaired")
     if not _a_copy_left(copy, inner, say=False):  # anything else there: said as the copy opens
         return
-    with contextlib.suppress(OSError, sqlite3.Error):  # refused: said where the copy is opened
+    try:
         _put_in_place(copy, inner)
-        log.warning("%s: the repaired copy %s an earlier start left takes its place now",
-                    copy, inner)
+    except (OSError, sqlite3.Error) as exc:
+        if os.path.lexists(copy):  # refused: said where the copy is opened
+            return
+        raise OutboxError(
+            f"{inner}: the repaired copy of the copy in use holds its results, and it cannot "
+            f"take the copy's place at {copy} ({exc}); it is kept as it is, and the kiosk "
+            f"cannot start until the folder lets it move; each start tries again") from exc
+    log.warning("%s: the repaired copy %s an earlier start left takes its place now",
+                copy, inner)
 
 
 def _a_copy_left(path: Path, built: Path, *, say: bool = True) -> bool:

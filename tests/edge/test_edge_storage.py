@@ -46,7 +46,7 @@ from appliance.transport.outbox_file import (
     OutboxError,
     OutboxWriteError,
 )
-from appliance.transport.outbox_repair import open_outbox
+from appliance.transport.outbox_repair import build_repaired, open_outbox
 from tests.disk_helpers import fill, fill_inodes, refuse_moving, small_tmpfs
 
 PAGE_BYTES = 4096
@@ -1319,3 +1319,36 @@ def test_a_folder_at_the_name_of_the_copys_copy_leaves_the_copy_in_use_and_is_sa
     assert said == [f"{folder} is a folder, not a repaired copy of the outbox: it is left as it "
                     f"is and never takes the place of {copy}, which is opened as it is"]
     assert folder.is_dir()
+
+
+def test_a_copys_copy_that_cannot_take_the_place_of_the_copy_gone_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repair of the copy in use cut short once the damaged copy had moved aside leaves the
+    copy's results in its own copy alone. Where that cannot be renamed to the copy's name,
+    the start went on without it: it repaired the damaged outbox afresh into a new copy
+    (without those results) and measured into it. Now the start stops, naming the copy's copy
+    and the reason, and builds nothing; once it can move, every result is there."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    inner = tmp_path / "outbox.sqlite3.repaired.repaired"
+    _running_on_a_copy(path, monkeypatch, 10)
+    in_use = open_outbox(path)
+    in_use.add_many([(f"new-{i}", "t", b"{}") for i in range(5)])
+    in_use.close()
+    build_repaired(copy, inner, beside=path)  # the copy's repair, cut short after this:
+    copy.rename(tmp_path / "outbox.sqlite3.repaired.corrupt-1")  # the copy moved aside
+    refuse_moving(monkeypatch, inner, errno.EACCES)
+    with pytest.raises(OutboxError) as stopped:
+        open_outbox(path)
+    assert str(stopped.value).startswith(f"{inner}: the repaired copy of the copy in use holds "
+                                         "its results")
+    assert os.strerror(errno.EACCES) in str(stopped.value)
+    assert not copy.exists()
+    monkeypatch.undo()
+    refuse_moving(monkeypatch, path, errno.EACCES)  # the damaged outbox still immovable
+    outbox = open_outbox(path)
+    assert outbox.path == copy
+    assert outbox.depth() == 15
+    assert outbox.dropped() == 0
+    outbox.close()
