@@ -6,6 +6,8 @@ cannot make its journal), and one that has no inode left for its ``-wal`` or ``-
 path. Errors that name a file add ``full_disk_hint`` of it, which says so when the file system
 holding it has next to no room left: too few free bytes, or too few free inodes (a disk filled
 with many small files, ``df -i`` at 100 %, has bytes to spare but cannot make a new file).
+``read_only_hint`` says the same of a file system mounted read-only (an SD card's ext4 is
+remounted so after an error), where SQLite says only "unable to open database file".
 """
 
 from __future__ import annotations
@@ -49,3 +51,12 @@ def full_disk_hint(path: Path) -> str:
         return (f"the disk holding {path} is full: {stats.f_favail} of its {stats.f_files} "
                 "inodes free, too few to make a file (df -i): remove some files")
     return ""
+
+
+def read_only_hint(path: Path) -> str:
+    """"the file system holding PATH is mounted read-only (...)" when it is; else ""."""
+    stats = _stats(path)
+    if stats is None or not stats.f_flag & os.ST_RDONLY:
+        return ""
+    return (f"the file system holding {path} is mounted read-only (as after an error of its "
+            "card or disk: check it, then remount it read-write or restart)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.diskspace import read_only_hint
 from appliance.transport import highwater, walopen
 from appliance.transport.losttally import LostTally
 
@@ -130,13 +131,16 @@ def _empty(path: Path) -> bool:
 
 
 def open_error(path: Path, exc: Exception, full: str) -> OutboxError:
-    """The error for an outbox that cannot be opened: a full disk, a damaged file, or else."""
-    if full:
+    """The error for an outbox that cannot be opened: a full disk, a damaged file, a disk
+    mounted read-only, or else."""
+    corrupt = isinstance(exc, sqlite3.DatabaseError) and is_corrupt(exc)
+    why = full or ("" if corrupt else read_only_hint(path))  # damaged: repaired, or said why not
+    if why:
         left = "nothing waits in it" if holds_nothing(path) else "its unsent results stay in it"
-        return OutboxError(f"{path}: cannot open the outbox ({exc}): {full}; {left}")
+        return OutboxError(f"{path}: cannot open the outbox ({exc}): {why}; {left}")
+    if corrupt:
+        return OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})")
     if isinstance(exc, sqlite3.DatabaseError):
-        if is_corrupt(exc):
-            return OutboxCorruptError(f"{path}: the outbox file is damaged ({exc})")
         return OutboxError(f"{path}: cannot open the outbox ({exc})")
     return OutboxError(f"{path}: cannot open the outbox ({exc}); if the file is corrupt, move "
                        "it aside (its unsent results are in it) and restart")

@@ -1352,3 +1352,30 @@ def test_a_copys_copy_that_cannot_take_the_place_of_the_copy_gone_stops_the_star
     assert outbox.depth() == 15
     assert outbox.dropped() == 0
     outbox.close()
+
+
+@pytest.mark.parametrize("on_copy", [False, True], ids=["its-outbox", "its-repaired-copy"])
+def test_an_outbox_on_a_disk_mounted_read_only_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_copy: bool
+) -> None:
+    """An SD card's filesystem remounted read-only after an error left the kiosk saying only
+    "cannot open the outbox (unable to open database file)", which sends one looking for a
+    wrong path. Now the error says the file system is mounted read-only and that the unsent
+    results stay in the file; nothing is moved."""
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        path = disk / "outbox.sqlite3"
+        if on_copy:
+            _running_on_a_copy(path, monkeypatch, 10)
+            monkeypatch.undo()
+        else:
+            stored_results(path, 10).close()
+        before = sorted(p.name for p in disk.iterdir())
+        in_use = disk / ("outbox.sqlite3.repaired" if on_copy else "outbox.sqlite3")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        with pytest.raises(OutboxError) as refused:
+            open_outbox(path)
+        assert str(refused.value) == (
+            f"{in_use}: cannot open the outbox (unable to open database file): the file system "
+            f"holding {in_use} is mounted read-only (as after an error of its card or disk: "
+            "check it, then remount it read-write or restart); its unsent results stay in it")
+        assert sorted(p.name for p in disk.iterdir()) == before
