@@ -170,18 +170,27 @@ def _stand_in(path: Path, built: Path, refused: OSError | sqlite3.Error, *, besi
     try:
         outbox = _open(built, beside, rebuild=rebuild, copies=copies - 1, bounds=bounds)
     except OutboxError:
-        log.error("%s: the damaged outbox cannot be moved aside (%s); it is kept as it is, with "
-                  "the results in it, beside its repaired copy %s, which cannot be used either",
-                  path, refused, built)
+        log.error("%s; it is kept as it is, with the results in it, beside its repaired copy %s, "
+                  "which cannot be used either", _not_in_place(path, built, refused), built)
         raise
     _say_the_copy_stands_in(path, built, refused)
     return outbox
 
 
 def _say_the_copy_stands_in(path: Path, built: Path, refused: OSError | sqlite3.Error) -> None:
-    log.error("%s: the damaged outbox cannot be moved aside (%s); it is kept as it is, with the "
-              "results in it, and the kiosk goes on with its repaired copy %s, which takes its "
-              "place at a later start that can move it", path, refused, built)
+    log.error("%s; it is kept as it is, with the results in it, and the kiosk goes on with its "
+              "repaired copy %s, which takes its place at a later start that can %s",
+              _not_in_place(path, built, refused), built,
+              "fold its log in" if isinstance(refused, _LogNotFoldedError) else "move it")
+
+
+def _not_in_place(path: Path, built: Path, refused: OSError | sqlite3.Error) -> str:
+    """Why the damaged outbox at ``path`` stays where it is: the filesystem refused to move
+    it, or the copy ``built`` cannot take its place yet (its log cannot be folded in)."""
+    if isinstance(refused, _LogNotFoldedError):
+        return (f"{path}: the repaired copy {built} cannot take the place of the damaged outbox "
+                f"yet ({refused})")
+    return f"{path}: the damaged outbox cannot be moved aside ({refused})"
 
 
 def _kept_as_they_are(copy: Path, built: Path, refused: OSError | sqlite3.Error,
@@ -285,17 +294,28 @@ def swap_in(path: Path, built: Path) -> Path | None:
     return aside if moved else None
 
 
+class _LogNotFoldedError(OSError):
+    """The write-ahead log of a copy cannot be folded into it (a full disk, say): the copy
+    cannot take the outbox's place yet, and nothing has moved."""
+
+
 def _fold_wal(built: Path) -> None:
-    """Move what the WAL of ``built`` holds into its file (the WAL then goes)."""
+    """Move what the WAL of ``built`` holds into its file (the WAL then goes); _LogNotFoldedError
+    where it cannot."""
     if not built.with_name(built.name + "-wal").exists():
         return
-    db = sqlite3.connect(built)
     try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()  # the last connection: SQLite removes the WAL and its index
+        db = sqlite3.connect(built)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()  # the last connection: SQLite removes the WAL and its index
+    except sqlite3.Error as exc:
+        full = full_disk_hint(built)
+        raise _LogNotFoldedError(f"its write-ahead log cannot be folded into it ({exc})"
+                            f"{': ' + full if full else ''}") from exc
     if built.with_name(built.name + "-wal").exists():
-        raise OSError(f"{built}: its write-ahead log could not be folded into it")
+        raise _LogNotFoldedError("its write-ahead log could not be folded into it")
 
 
 def _put_back(path: Path, aside: Path, moved: list[str]) -> None:

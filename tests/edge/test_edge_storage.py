@@ -1379,3 +1379,56 @@ def test_an_outbox_on_a_disk_mounted_read_only_says_so(
             f"holding {in_use} is mounted read-only (as after an error of its card or disk: "
             "check it, then remount it read-write or restart); its unsent results stay in it")
         assert sorted(p.name for p in disk.iterdir()) == before
+
+
+KILLED_ON_THE_COPY = """
+import os, signal, sys
+from pathlib import Path
+from appliance.transport.outbox import Outbox
+
+copy = Outbox(Path(sys.argv[1]), beside=Path(sys.argv[2]))
+copy.add_many([(f"new-{i}", "t", b"x" * 3000) for i in range(300)])
+os.kill(os.getpid(), signal.SIGKILL)  # its results left in its write-ahead log
+"""
+
+
+def test_a_copy_whose_log_a_full_disk_cannot_fold_in_is_not_said_to_be_an_immovable_outbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kiosk on its repaired copy killed with results in the copy's write-ahead log, then
+    started on a full disk that would let the damaged outbox move: the copy could not take
+    its place (its log cannot be folded in without room), and the journal said "the damaged
+    outbox cannot be moved aside (database or disk is full)", which sent one to its
+    permissions. Now it says the copy cannot take its place yet, why, and that the disk is
+    full; the kiosk goes on with the copy (every result), which takes its place once there
+    is room."""
+    with small_tmpfs(tmp_path / "disk", size="16m") as disk:
+        path = disk / "outbox.sqlite3"
+        copy = disk / "outbox.sqlite3.repaired"
+        _running_on_a_copy(path, monkeypatch, 5)
+        repo = Path(__file__).resolve().parents[2]
+        killed = subprocess.run([sys.executable, "-c", KILLED_ON_THE_COPY, str(copy), str(path)],
+                                env={**os.environ, "PYTHONPATH": str(repo)}, check=False)
+        assert killed.returncode == -signal.SIGKILL
+        assert copy.with_name("outbox.sqlite3.repaired-wal").stat().st_size > 1 << 20
+        monkeypatch.undo()  # the damaged outbox could move now
+        filler = fill(disk)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"):
+            outbox = open_outbox(path)
+        assert outbox.path == copy
+        assert outbox.depth() == 305
+        outbox.close()
+        said = [r.getMessage() for r in caplog.records]
+        assert not [line for line in said if "cannot be moved aside" in line], said
+        (line,) = said
+        assert line.startswith(f"{path}: the repaired copy {copy} cannot take the place of the "
+                               "damaged outbox yet (its write-ahead log cannot be folded into it "
+                               "(database or disk is full): the disk holding"), line
+        assert line.endswith(f"the kiosk goes on with its repaired copy {copy}, which takes its "
+                             "place at a later start that can fold its log in")
+        filler.unlink()
+        placed = open_outbox(path)
+        assert placed.path == path
+        assert placed.depth() == 305
+        placed.close()
