@@ -34,8 +34,9 @@ status the broker queued for a stopped worker, which reads the clock behind by a
 waited, so that a result queued with it, captured before an erasure made while no worker
 ran, may be placed after it (the erasure's own tombstones still hold what it removed). A
 status stamped with its kiosk's boot (appliance/transport/bootstamp.py) no later in it than
-the one stored keeps no reading (store_writes._read_clocks), so no later batch judges by it;
-its own batch's results are still placed by it (placed_capture.py), not judged.
+the one stored keeps no reading (placed_capture.READING_KEPT), so no later batch judges by it,
+and its own batch's results are placed by the stored one (placed_capture.py), also where the
+store takes that batch part by part.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 from appliance.backoffice.erasure_clock import MARGIN, READING_FRESH, ClockReading, HeldResult
 from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc
 from appliance.backoffice.store_connection import StoreConnection
+from appliance.transport.bootstamp import BootStamp
 
 BACKLOG_MAX = timedelta(hours=720)  # edge.outbox_max_age_h's default
 # a capture placed further back than this before its receipt is no kiosk's (this docstring)
@@ -73,8 +74,34 @@ class KioskReading(NamedTuple):
 
 
 # (site, device id, how far its clock runs ahead in seconds, when read, the age of the oldest
-# result its outbox held in seconds or None): a live status's reading (triage.py)
-StatusReading = tuple[str, str, float, str, float | None]
+# result its outbox held in seconds or None, where in its boot the kiosk built the status or
+# None: appliance/transport/bootstamp.py): a live status's reading (triage.py)
+StatusReading = tuple[str, str, float, str, float | None, BootStamp | None]
+# Whether the store keeps a reading (its time read; its status's boot, twice, and time since
+# that boot) as its kiosk's (devices.*, its status as stored before the reading's batch): read
+# no earlier than the one kept, by a status later in its boot than the stored status where both
+# say one boot. A status the broker queued for a stopped worker reads the clock behind by its
+# wait; the stored status, later in the boot, read it as it came (status_order.py).
+READING_KEPT = (
+    "(clock_read_at IS NULL OR clock_read_at <= ?) AND (CAST(? AS TEXT) IS NULL OR "
+    "status_boot IS NULL OR status_boot <> ? OR status_since_boot_ms < ?)")
+
+
+def reading_kept(reading: StatusReading, read_at: str | None, boot: str | None,
+                 since_boot_ms: int | None) -> bool:
+    """``READING_KEPT`` in Python, against a kiosk's stored reading's time and status stamp."""
+    if read_at is not None and read_at > reading[3]:
+        return False
+    stamp = reading[5]
+    return (stamp is None or boot is None or since_boot_ms is None or boot != stamp[0]
+            or since_boot_ms < stamp[1])
+
+
+def kept_parameters(reading: StatusReading) -> tuple[str, str | None, str | None, int | None]:
+    """``READING_KEPT``'s parameters of ``reading``."""
+    stamp = reading[5]
+    return (reading[3], *((None, None, None) if stamp is None else
+                          (stamp[0], stamp[0], stamp[1])))
 
 
 def placed_capture(captured_at: datetime, received_at: datetime,
@@ -123,15 +150,10 @@ class PlacedCaptures(StoreConnection):
         self, cur: Any, rows: Sequence[tuple[Any, ...]], in_batch: Sequence[StatusReading] = ()
     ) -> tuple[list[tuple[tuple[Any, ...], str]], list[HeldResult]]:
         """Each of ``rows`` (RESULT_COLUMNS order) with its placed capture (stored-time text),
-        by its kiosk's newest reading: stored, or among ``in_batch`` (the statuses of the
-        batch that stores them: a kiosk's birth status comes with its backlog); and those
-        not to store (``unplaceable``), with why."""
-        readings = self._kiosk_readings(cur, {row[_DEVICE] for row in rows})
-        for site, device, ahead_s, read_at, oldest_s in in_batch:
-            reading = _reading(ahead_s, read_at, oldest_s)
-            known = readings.get((site, device))
-            if known is None or known.clock.read_at <= reading.clock.read_at:
-                readings[site, device] = reading
+        by its kiosk's newest reading (``_newest_readings``: stored, or among ``in_batch``, the
+        statuses of the batch that stores them: a kiosk's birth status comes with its
+        backlog); and those not to store (``unplaceable``), with why."""
+        readings = self._newest_readings(cur, {row[_DEVICE] for row in rows}, in_batch)
         placed, refused = [], []
         for row in rows:
             captured_at, received_at = (datetime.fromisoformat(row[_CAPTURED]),
@@ -144,20 +166,49 @@ class PlacedCaptures(StoreConnection):
                 refused.append(HeldResult(row, why))
         return placed, refused
 
+    def _newest_readings(self, cur: Any, devices: set[str], in_batch: Sequence[StatusReading]
+                         ) -> dict[tuple[str, str], KioskReading]:
+        """The reading of the clock of each kiosk with a device id of ``devices`` that the
+        store keeps once ``in_batch`` (a batch's live statuses' readings) is written: stored,
+        or the batch's where the store keeps it (``READING_KEPT``), so never one of a status
+        sent before the stored one (a queue replayed), which reads the clock behind by its
+        wait."""
+        stored = self._stored_clocks(cur, devices)
+        readings = {key: found[0] for key, found in stored.items() if found[0] is not None}
+        for reading in sorted(in_batch, key=lambda reading: reading[:4]):  # as _read_clocks
+            key = (reading[0], reading[1])
+            _, read_at, boot, since_boot_ms = stored.get(key, (None, None, None, None))
+            if reading_kept(reading, read_at, boot, since_boot_ms):
+                readings[key] = _reading(*reading[2:5])
+                stored[key] = (readings[key], reading[3], boot, since_boot_ms)
+        return readings
+
     def _kiosk_readings(self, cur: Any, devices: set[str]) -> dict[tuple[str, str],
                                                                    KioskReading]:
         """The stored reading of the clock of each kiosk with a device id of ``devices``."""
-        readings: dict[tuple[str, str], KioskReading] = {}
+        return {key: found[0] for key, found in self._stored_clocks(cur, devices).items()
+                if found[0] is not None}
+
+    def _stored_clocks(self, cur: Any, devices: set[str]) -> dict[
+            tuple[str, str], tuple[KioskReading | None, str | None, str | None, int | None]]:
+        """Each kiosk's with a device id of ``devices``: its stored clock reading (None: none),
+        when taken, and its stored status's boot and time since that boot (None: not said)."""
+        found: dict[tuple[str, str],
+                    tuple[KioskReading | None, str | None, str | None, int | None]] = {}
         names = sorted(devices)
         for start in range(0, len(names), _IN_CHUNK):
             chunk = names[start : start + _IN_CHUNK]
             cur.execute(self._sql(
-                "SELECT site, device_id, clock_ahead_s, clock_read_at, outbox_oldest_age_s "
-                f"FROM devices WHERE device_id IN ({','.join('?' * len(chunk))}) AND "
-                "clock_read_at IS NOT NULL"), chunk)
-            readings.update(((str(site), str(device)), _reading(ahead_s, read_at, oldest_s))
-                            for site, device, ahead_s, read_at, oldest_s in cur.fetchall())
-        return readings
+                "SELECT site, device_id, clock_ahead_s, clock_read_at, outbox_oldest_age_s, "
+                "status_boot, status_since_boot_ms FROM devices WHERE device_id IN "
+                f"({','.join('?' * len(chunk))})"), chunk)
+            for site, device, ahead_s, read_at, oldest_s, boot, since_ms in cur.fetchall():
+                reading = None if read_at is None else _reading(ahead_s, read_at, oldest_s)
+                found[str(site), str(device)] = (
+                    reading, None if read_at is None else str(read_at),
+                    None if boot is None else str(boot),
+                    None if since_ms is None else int(since_ms))
+        return found
 
 
 def _reading(ahead_s: float, read_at: str, oldest_s: float | None) -> KioskReading:

@@ -35,8 +35,9 @@ connected, keeps the details of every status its link sent after it, also where 
 clock stepped back by about the link's age (placed by the reading after the step, it won).
 What is left: statuses without a stamp (a kiosk not yet updated, a system that does not say
 its boots apart) and of two boots are ordered by the back office's clock as above, queue and
-steps alike. A stamped live status no later in its boot than the one stored reads no clock either
-(store_writes._read_clocks): queued, it would read it behind by its wait (erasure_clock.py).
+steps alike. A stamped live status no later in its boot than the one stored reads no clock
+either, for the store nor for its batch's results (placed_capture.READING_KEPT): queued, it
+would read it behind by its wait (erasure_clock.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from typing import Any
 from appliance.backoffice.erasure_clock import MARGIN
 from appliance.backoffice.placed_capture import PlacedCaptures, StatusReading
 from appliance.backoffice.schema import DEVICE_COLUMNS, iso_utc
-from appliance.transport.bootstamp import BootStamp
 from appliance.transport.payloads import utc_now
 
 _STATE, _LAST_SEEN, _STATUS_AT, _SENT_AT, _BOOT, _SINCE_BOOT, _LINK = (
@@ -89,15 +89,14 @@ class StatusOrder(PlacedCaptures):
     def _sent_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]],
                        in_batch: Sequence[StatusReading]) -> list[tuple[Any, ...]]:
         """``rows`` (DEVICE_COLUMNS order) with the sending of each not placed yet (a live
-        online one's is its receipt) placed by its kiosk's newest clock reading: among
-        ``in_batch`` (this batch's live statuses'), else stored."""
+        online one's is its receipt) placed by its kiosk's newest clock reading: stored, or
+        among ``in_batch`` (this batch's live statuses') where the store keeps it
+        (placed_capture.READING_KEPT)."""
         unplaced = [row for row in rows if row[_SENT_AT] is None]
         if not unplaced:
             return list(rows)
-        stored = self._kiosk_readings(cur, {str(row[1]) for row in unplaced})
-        ahead = {key: reading.clock.ahead for key, reading in stored.items()}
-        ahead.update(((site, device), timedelta(seconds=ahead_s))
-                     for site, device, ahead_s, _, _ in in_batch)
+        readings = self._newest_readings(cur, {str(row[1]) for row in unplaced}, in_batch)
+        ahead = {key: reading.clock.ahead for key, reading in readings.items()}
         written = utc_now()
         return [row if row[_SENT_AT] is not None else (*row[:_SENT_AT], iso_utc(placed_sending(
             datetime.fromisoformat(row[_STATUS_AT]), ahead.get((row[0], row[1])), written)),
@@ -146,11 +145,3 @@ def state_replayed(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
         return bool(first[_SINCE_BOOT] >= second[_SINCE_BOOT])
     return first[_LINK] is not None and second[_LINK] is not None and first[_LINK] > second[_LINK]
 
-
-def live_stamps(rows: Sequence[tuple[Any, ...]]) -> dict[tuple[str, str], BootStamp]:
-    """Each kiosk's boot stamp of its last live status among ``rows`` (DEVICE_COLUMNS order, in
-    arrival order, before their merging; a live one's sending is placed already), which read
-    its clock: the batch's reading of it (store_writes.latest_readings)."""
-    last = {(str(row[0]), str(row[1])): row for row in rows if row[_SENT_AT] is not None}
-    return {key: (row[_BOOT], row[_SINCE_BOOT], row[_LINK]) for key, row in last.items()
-            if row[_BOOT] is not None}

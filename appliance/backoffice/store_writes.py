@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.backoffice.erasure_clock import HeldResult
 from appliance.backoffice.letter_writes import LetterWrites, pruned_warning
 from appliance.backoffice.model_reports import ModelReports
-from appliance.backoffice.placed_capture import StatusReading
+from appliance.backoffice.placed_capture import READING_KEPT, StatusReading, kept_parameters
 from appliance.backoffice.schema import (
     DEVICE_COLUMNS,
     RESULT_COLUMNS,
@@ -30,9 +30,7 @@ from appliance.backoffice.status_order import (
     STORED_SENT_LATER,
     StatusOrder,
     latest_statuses,
-    live_stamps,
 )
-from appliance.transport.bootstamp import BootStamp
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +125,7 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
             self._touch_devices(cur, batch.results, batch.statuses)
             statuses = batch.statuses  # one row a kiosk: the status it sent last (status_order.py)
             if batch.clock_readings:  # against the status stored before this batch's
-                self._read_clocks(cur, batch.clock_readings, live_stamps(statuses))
+                self._read_clocks(cur, batch.clock_readings)
             if statuses:
                 statuses = latest_statuses(self._sent_statuses(cur, statuses,
                                                                batch.clock_readings))
@@ -367,19 +365,17 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
             f"ON CONFLICT (site, device_id) DO UPDATE SET {_LATEST_SEEN}",
         )
 
-    def _read_clocks(self, cur: Any, readings: Sequence[StatusReading],
-                     stamps: dict[tuple[str, str], BootStamp]) -> None:
+    def _read_clocks(self, cur: Any, readings: Sequence[StatusReading]) -> None:
         """Keep each kiosk's newest clock reading (rows locked already, by ``_touch_devices``),
-        unless the status that read it (its boot stamp in ``stamps``) is no later in its boot
-        than the one stored before it: one the broker queued for this worker, which reads the
-        clock behind by its wait, or the same status, read already with less delay."""
+        unless the status that read it (its boot stamp, with the reading) is no later in its
+        boot than the one stored before it: one the broker queued for this worker, which reads
+        the clock behind by its wait, or the same status, read already with less delay
+        (placed_capture.READING_KEPT)."""
         cur.executemany(self._sql(
             "UPDATE devices SET clock_ahead_s = ?, clock_read_at = ? WHERE site = ? AND "
-            "device_id = ? AND (clock_read_at IS NULL OR clock_read_at <= ?) AND "
-            "(CAST(? AS TEXT) IS NULL OR status_boot IS NULL OR status_boot <> ? OR "
-            "status_since_boot_ms < ?)"),
-            [(ahead_s, read_at, site, device, read_at, *_stamp_twice(stamps.get((site, device))))
-             for site, device, ahead_s, read_at, _ in sorted(readings, key=_reading_key)])
+            f"device_id = ? AND {READING_KEPT}"),
+            [(reading[2], reading[3], reading[0], reading[1], *kept_parameters(reading))
+             for reading in sorted(readings, key=_reading_key)])
 
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         updates = ", ".join(  # each right-hand side reads the row as it was before
@@ -398,21 +394,25 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
 
 
 def latest_readings(readings: Sequence[StatusReading]) -> list[StatusReading]:
-    """Each kiosk's newest clock reading of one batch's: the latest read, of those read at
-    once the one whose status was the latest by the kiosk's clock (the furthest ahead), of
-    two alike the later; what ``_read_clocks`` keeps of them, and the one that places the
-    batch's results (placed_capture.py)."""
+    """Each kiosk's newest clock reading of one batch's: of two whose statuses say one boot,
+    that of the later in it; else the latest read, of those read at once the one whose status
+    was the latest by the kiosk's clock (the furthest ahead), of two alike the later; what
+    ``_read_clocks`` keeps of them, and the one that places the batch's results
+    (placed_capture.py)."""
     newest: dict[tuple[str, str], StatusReading] = {}
     for reading in readings:
         before = newest.get(key := (reading[0], reading[1]))
-        if before is None or (before[3], before[2]) <= (reading[3], reading[2]):
+        if before is None or _read_later(reading, before):
             newest[key] = reading
     return list(newest.values())
 
 
-def _stamp_twice(stamp: BootStamp | None) -> tuple[str | None, str | None, int | None]:
-    """``_read_clocks``'s parameters of a boot stamp: the boot twice, the time since it."""
-    return (None, None, None) if stamp is None else (stamp[0], stamp[0], stamp[1])
+def _read_later(reading: StatusReading, before: StatusReading) -> bool:
+    """Whether ``reading`` is newer than ``before`` (or as new): ``latest_readings``."""
+    stamp, stamped_before = reading[5], before[5]
+    if stamp is not None and stamped_before is not None and stamp[0] == stamped_before[0]:
+        return stamp[1] >= stamped_before[1]
+    return (before[3], before[2]) <= (reading[3], reading[2])
 
 
 def _measurement_id(row: tuple[Any, ...]) -> str:
@@ -420,7 +420,7 @@ def _measurement_id(row: tuple[Any, ...]) -> str:
 
 
 def _reading_key(reading: StatusReading) -> tuple[str, str, float, str]:
-    return reading[:4]  # the outbox age may be None
+    return reading[:4]  # the outbox age and the stamp may be None
 
 
 def _device_key(row: tuple[Any, ...]) -> tuple[str, str]:

@@ -172,7 +172,7 @@ class Triage:
                 if live:
                     ahead_s = (status.at - now).total_seconds()
                     batch.clock_readings.append((site, device, ahead_s, received_at,
-                                                 status.outbox_oldest_age_s))
+                                                 status.outbox_oldest_age_s, message.boot))
             return None
         result = parse_result(message.payload)
         _check_origin(result.site, result.device_id, site, device)

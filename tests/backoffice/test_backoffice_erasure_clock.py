@@ -87,7 +87,7 @@ def _read_at(store: Store, ahead: timedelta, read_at: datetime) -> None:
     reached, or a clock the triage would refuse): the batch the ingest worker writes."""
     status = device_row(_status(ahead), iso_utc(read_at))
     store.write_batch(Batch(statuses=[status], clock_readings=[
-        ("lab", "kiosk-1", ahead.total_seconds(), iso_utc(read_at), None)]), *KEEP)
+        ("lab", "kiosk-1", ahead.total_seconds(), iso_utc(read_at), None, None)]), *KEEP)
 
 
 def _stored(store: Store) -> set[str]:

@@ -450,7 +450,7 @@ def test_a_subject_s_repeat_measurements_come_in_the_order_the_back_office_place
         store.write_batch(Batch(
             results=[result_row(reset, iso_utc(now), reset.to_json().decode())],
             statuses=[device_row(read, iso_utc(now), iso_utc(now))],
-            clock_readings=[("lab", "k-2000", ahead_s, iso_utc(now), None)]), 10)
+            clock_readings=[("lab", "k-2000", ahead_s, iso_utc(now), None, None)]), 10)
         placed = dict(store.query("SELECT device_id, placed_at FROM results"))
         listed = [row[0] for row in store.select_repeated_subjects(("device_id",))]
         (repeat,) = repeats(store)

@@ -105,7 +105,7 @@ def test_a_result_older_than_the_last_cut_off_sent_again_is_not_stored(store: St
     store.write_batch(Batch(results=[_row(late)]), *KEEP)
     store.prune_before(cut_off(30), "root")
     now = datetime.now(UTC)
-    reading = ("lab", "kiosk-1", 0.0, iso_utc(now), (now - late.captured_at).total_seconds())
+    reading = ("lab", "kiosk-1", 0.0, iso_utc(now), (now - late.captured_at).total_seconds(), None)
 
     stored = store.write_batch(Batch(results=[_row(late, now), _row(fresh, now)],
                                      clock_readings=[reading]), *KEEP)

@@ -31,7 +31,7 @@ def read(console: Console) -> None:
             status = payloads.Status(device_id=device, site="kyoto", state="online", at=at)
             read_at = iso_utc(now - timedelta(minutes=2))
             store.write_batch(Batch(statuses=[device_row(status, read_at)], clock_readings=[
-                ("kyoto", device, (at - now).total_seconds(), read_at, None)]), 100)
+                ("kyoto", device, (at - now).total_seconds(), read_at, None, None)]), 100)
     finally:
         store.close()
 

@@ -43,7 +43,7 @@ def late(console: Console) -> str:
         store.write_batch(Batch(
             results=[result_row(result, iso_utc(now), result.to_json().decode())],
             clock_readings=[("lagos", "kiosk-2000", (KIOSK_CLOCK - now).total_seconds(),
-                             iso_utc(now), None)]), 100)
+                             iso_utc(now), None, None)]), 100)
     finally:
         store.close()
     return str(result.measurement_id)
