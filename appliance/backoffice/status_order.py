@@ -63,6 +63,15 @@ STATE_REPLAYED = (
     "(devices.status_boot = excluded.status_boot AND CASE WHEN excluded.state = 'online' "
     "THEN devices.status_since_boot_ms >= excluded.status_since_boot_ms "
     "ELSE devices.status_link_ms > excluded.status_link_ms END)")
+# Whether the status written (excluded.*) tells nothing newer than the stored one (devices.*),
+# in one boot: its state is older news, or it was sent no later than the stored status and
+# says the same state (a queue replayed to a worker back from a stop, a retained copy, the
+# stored status again). The back office heard it, or a newer one, before: it leaves last_seen,
+# so a worker back from a stop does not make a kiosk whose last will came meanwhile look seen.
+SEEN_BEFORE = (
+    f"({STATE_REPLAYED} OR (devices.status_boot = excluded.status_boot AND "
+    "devices.status_since_boot_ms >= excluded.status_since_boot_ms AND "
+    "devices.state = excluded.state))")
 # Whether the stored status (devices.*) was sent after the one written (excluded.*): by the
 # time since boot where both were stamped in one boot, else by the back office's placing.
 STORED_SENT_LATER = (
@@ -112,7 +121,8 @@ def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     store keeps, so a flood of them on its own status topic costs one upsert a batch, not one
     a status (status_rate.py bounds it across batches). The row holds the last one's
     ``state`` (written as it comes, but for one whose state is older news than one before's:
-    ``state_replayed``), the latest ``last_seen``, and the rest of the one sent
+    ``state_replayed``), the latest ``last_seen`` (but that of one heard before:
+    ``seen_before``), and the rest of the one sent
     last (this module's order), the later of two alike: so a last will ("offline") that comes
     after a newer online status still leaves its camera, outbox and versions."""
     merged: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -123,8 +133,9 @@ def latest_statuses(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             continue
         newest = before if sent_later(before, row) else row
         state = before[_STATE] if state_replayed(before, row) else row[_STATE]
-        merged[key] = (*row[:_STATE], state, max(before[_LAST_SEEN], row[_LAST_SEEN]),
-                       *newest[_STATUS_AT:])
+        seen = before[_LAST_SEEN] if seen_before(before, row) else max(before[_LAST_SEEN],
+                                                                        row[_LAST_SEEN])
+        merged[key] = (*row[:_STATE], state, seen, *newest[_STATUS_AT:])
     return list(merged.values())
 
 
@@ -145,3 +156,10 @@ def state_replayed(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
         return bool(first[_SINCE_BOOT] >= second[_SINCE_BOOT])
     return first[_LINK] is not None and second[_LINK] is not None and first[_LINK] > second[_LINK]
 
+
+def seen_before(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
+    """Whether row ``second`` tells nothing newer than row ``first``: ``SEEN_BEFORE`` in
+    Python."""
+    return state_replayed(first, second) or (
+        first[_BOOT] is not None and first[_BOOT] == second[_BOOT]
+        and first[_SINCE_BOOT] >= second[_SINCE_BOOT] and first[_STATE] == second[_STATE])

@@ -13,6 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.erasure_clock import HeldResult
@@ -24,8 +25,10 @@ from appliance.backoffice.schema import (
     RESULT_COLUMNS,
     DeadLetter,
     dead_letter,
+    iso_utc,
 )
 from appliance.backoffice.status_order import (
+    SEEN_BEFORE,
     STATE_REPLAYED,
     STORED_SENT_LATER,
     StatusOrder,
@@ -40,6 +43,14 @@ _LATEST_SEEN = (
     "last_seen = CASE WHEN excluded.last_seen > devices.last_seen "
     "THEN excluded.last_seen ELSE devices.last_seen END"
 )
+# nor for a status heard before, or one sent before it (status_order.SEEN_BEFORE): a queue
+# replayed to a worker back from a stop was sent before the stored status was received
+_STATUS_SEEN = (f"last_seen = CASE WHEN {SEEN_BEFORE} THEN devices.last_seen "
+                "WHEN excluded.last_seen > devices.last_seen THEN excluded.last_seen "
+                "ELSE devices.last_seen END")
+# what ``_touch_devices`` registers a kiosk of statuses only as seen: never (no text sorts
+# before it); its status's upsert, next in the same transaction, says when it was
+_UNSEEN = iso_utc(datetime.min)
 # A status sent before the stored one (status_order.py: by the time since its kiosk's boot
 # where both say it, else by the back office's clock, so a kiosk clock stepped back does not
 # freeze them) changes only state and last_seen: a kiosk's last will ("offline") is written
@@ -351,11 +362,13 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
 
     def _touch_devices(self, cur: Any, results: Sequence[tuple[Any, ...]],
                        statuses: Sequence[tuple[Any, ...]] = ()) -> None:
-        """Register every device of ``results`` and ``statuses`` seen, in (site, device) order
-        (the lock order, above): the status upserts after it find each row locked already."""
+        """Register every device of ``results`` and ``statuses``, in (site, device) order (the
+        lock order, above), seen as its results were received: the status upserts after it
+        find each row locked already, and say whether a status moves last_seen (one heard
+        before does not: ``_STATUS_SEEN``)."""
         seen: dict[tuple[str, str], str] = {}
         for site, device, at in [(row[2], row[1], row[4]) for row in results] + [
-                (row[0], row[1], row[3]) for row in statuses]:
+                (row[0], row[1], _UNSEEN) for row in statuses]:
             seen[site, device] = max(at, seen.get((site, device), at))
         self._insert_many(
             cur,
@@ -379,7 +392,7 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
 
     def _upsert_statuses(self, cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         updates = ", ".join(  # each right-hand side reads the row as it was before
-            _LATEST_SEEN if col == "last_seen" else
+            _STATUS_SEEN if col == "last_seen" else
             _STATE_AS_SENT if col == "state" else _KEEP_NEWER.format(col=col)
             for col in DEVICE_COLUMNS[2:]
         )

@@ -101,11 +101,12 @@ def test_a_worker_back_from_a_stop_writes_no_queued_status_over_a_newer_one(
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
 ) -> None:
     now = datetime.now(UTC)
-    shown, clocks = _replayed(topic_prefix, tmp_path, store, [
+    shown, rows = _replayed(topic_prefix, tmp_path, store, [
         (_status(now - timedelta(seconds=2), depth=1), 1000, 500),
         (_status(now - timedelta(seconds=1), depth=2), 2000, 500)], ("online", 2))
     # the kiosk's clock as the live worker read it stays: the queue read it behind by its wait
-    assert clocks[1] == clocks[0]
+    assert rows[1]["clock_ahead_s"] == rows[0]["clock_ahead_s"]
+    assert rows[1]["last_seen"] == rows[0]["last_seen"]  # before: the queue's late receipt
     # the queue's two statuses, and the retained copy its subscribe brings: before, the
     # oldest of the queue showed first, [("online", 1), ("online", 2), ...]
     assert len(shown) >= 2
@@ -116,12 +117,14 @@ def test_a_worker_back_from_a_stop_shows_no_queued_online_status_over_a_last_wil
     mqtt_broker: object, topic_prefix: str, tmp_path: Path, store: Store,
 ) -> None:
     now = datetime.now(UTC)
-    shown, _ = _replayed(topic_prefix, tmp_path, store, [
+    shown, rows = _replayed(topic_prefix, tmp_path, store, [
         (_status(now - timedelta(seconds=1), depth=2), 2000, 1000),  # online; its link lost:
         (_status(now - timedelta(hours=1), depth=0, state="offline"), 1000, 1000)],  # its will
         ("offline", 2))
     assert len(shown) >= 2
     assert set(shown) == {("offline", 2)}  # before: ("online", 2) first
+    # last seen as its will came: the queue it sent before does not make it look seen since
+    assert rows[1]["last_seen"] == rows[0]["last_seen"]
 
 
 def test_a_worker_back_from_a_stop_shows_no_queued_last_will_over_the_next_link_s_status(
@@ -132,13 +135,14 @@ def test_a_worker_back_from_a_stop_shows_no_queued_last_will_over_the_next_link_
     on, for good until the kiosk's next status: the birth, no later than the one stored, was
     taken for a replay)."""
     now = datetime.now(UTC)
-    shown, _ = _replayed(topic_prefix, tmp_path, store, [
+    shown, rows = _replayed(topic_prefix, tmp_path, store, [
         (_status(now - timedelta(seconds=3), depth=2), 2000, 1000),
         (_status(now - timedelta(hours=1), depth=0, state="offline"), 1000, 1000),  # will
         (_status(now - timedelta(seconds=1), depth=3), 5000, 5000)],  # the next link's birth
         ("online", 3))
     assert len(shown) >= 3
     assert set(shown) == {("online", 3)}
+    assert rows[1]["last_seen"] == rows[0]["last_seen"]
 
 
 def test_a_last_will_keeps_the_newer_details_of_a_kiosk_whose_clock_stepped_back(
@@ -164,10 +168,11 @@ def test_a_last_will_keeps_the_newer_details_of_a_kiosk_whose_clock_stepped_back
 
 def _replayed(prefix: str, tmp_path: Path, store: Store,
               statuses: list[tuple[Status, int, int]],
-              stored: tuple[str, int]) -> tuple[list[tuple[str, int] | None], list[Any]]:
+              stored: tuple[str, int]
+              ) -> tuple[list[tuple[str, int] | None], list[dict[str, Any]]]:
     """What the fleet shows after each batch of a worker back from a stop, taking the
     ``statuses`` the broker queued for it while another worker stored them (``stored``), and
-    the kiosk's clock reading (how far ahead) before it came back and after."""
+    the kiosk's fleet row (its clock reading, when last seen) before it came back and after."""
     topic = f"{prefix}/lab/kiosk-1/status"
     away_id = f"statorder-away-{uuid.uuid4().hex[:8]}"
     # one message a batch: the queue is written one status at a time, as a long one is
@@ -179,7 +184,7 @@ def _replayed(prefix: str, tmp_path: Path, store: Store,
         assert wait_until(lambda: _shown(store) == stored, 20)
     finally:
         _stop(live)
-    clocks = [fleet_rows(store)[0]["clock_ahead_s"]]
+    rows = fleet_rows(store)
     own, shown = _connection(store), list[tuple[str, int] | None]()
     write_batch = own.write_batch
 
@@ -196,5 +201,5 @@ def _replayed(prefix: str, tmp_path: Path, store: Store,
     finally:
         _stop(back)
         fleet.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
-    return shown, [*clocks, fleet_rows(store)[0]["clock_ahead_s"]]
+    return shown, [*rows, *fleet_rows(store)]
 

@@ -121,3 +121,27 @@ def test_a_batch_written_part_by_part_keeps_no_replayed_status_s_reading(
     assert _device(store)["clock_ahead_s"] == 0.0
     assert _placed(store) == iso_utc(captured)
     assert _device(store)["outbox_depth"] == 2
+
+
+def test_a_replayed_status_does_not_make_an_offline_kiosk_look_recently_seen(
+    store: Store,
+) -> None:
+    """A kiosk's birth (2 s into its boot, its link connected 0.5 s in), then its last will
+    (stamped as the link connected) 90 s later, stored as they came an hour ago; then a worker
+    back from a stop takes both from its queue, one a batch and both in one: the fleet still
+    says the kiosk was last seen as the will came (before: now, by the late receipts)."""
+    now = datetime.now(UTC)
+    born, lost = now - timedelta(hours=1), now - timedelta(minutes=58, seconds=30)
+    birth, will = (_status(born, depth=2),
+                   _status(born - timedelta(seconds=1.5), depth=0, state="offline"))
+    birth_stamp, will_stamp = (BOOT, 2000, 500), (BOOT, 500, 500)
+    store.write_batch(_sorted(_came(birth, born, birth_stamp)), *KEEP)
+    assert (_device(store)["state"], _device(store)["last_seen"]) == ("online", iso_utc(born))
+    store.write_batch(_sorted(_came(will, lost, will_stamp)), *KEEP)  # news: it moves
+    assert (_device(store)["state"], _device(store)["last_seen"]) == ("offline", iso_utc(lost))
+    replayed = [_came(birth, now, birth_stamp), _came(will, now, will_stamp)]
+    for messages in ([replayed[0]], [replayed[1]], replayed):
+        store.write_batch(_sorted(*messages), *KEEP)
+        shown = _device(store)
+        assert (shown["state"], shown["last_seen"], shown["outbox_depth"]) == (
+            "offline", iso_utc(lost), 2)
