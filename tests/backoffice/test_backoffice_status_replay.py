@@ -145,3 +145,31 @@ def test_a_replayed_status_does_not_make_an_offline_kiosk_look_recently_seen(
         shown = _device(store)
         assert (shown["state"], shown["last_seen"], shown["outbox_depth"]) == (
             "offline", iso_utc(lost), 2)
+
+
+def test_a_kiosk_s_stamped_statuses_in_one_batch_leave_what_they_leave_one_by_one(
+    store: Store,
+) -> None:
+    """What a batch of one boot's statuses leaves (status_order.latest_statuses, then one
+    upsert: seen_before in Python, SEEN_BEFORE in SQL) is what they leave one batch each:
+    state, last seen and details, over 40 drawn mixes of replayed and new statuses and wills."""
+    rng, now, triage = random.Random(5), datetime.now(UTC), Triage(PREFIX, 65536)
+    for trial in range(40):
+        drawn = []
+        for depth in range(rng.randint(2, 5)):
+            link_ms, state = rng.choice([500, 1000, 5000]), rng.choice(["online", "offline"])
+            since_ms = link_ms if state == "offline" else link_ms + rng.choice([0, 100, 2000])
+            drawn.append((fleet.online_status("lab", "x", outbox_depth=depth).model_copy(
+                update={"at": now - timedelta(seconds=rng.randint(0, 100)), "state": state}),
+                now - timedelta(seconds=rng.randint(0, 50)), (BOOT, since_ms, link_ms)))
+        for device in (f"one-{trial}", f"all-{trial}"):
+            messages = [Inbound(f"{PREFIX}/lab/{device}/status", status.model_copy(
+                update={"device_id": device}).to_json(), 1, 1, received=received, boot=stamp)
+                for status, received, stamp in drawn]
+            for batch in ([[m] for m in messages] if device.startswith("one") else [messages]):
+                store.write_batch(triage.sort(batch)[0], *KEEP)
+        rows = {row["device_id"]: row for row in store.devices()}
+        one, at_once = rows[f"one-{trial}"], rows[f"all-{trial}"]
+        compared = ("state", "last_seen", "outbox_depth", "status_at")
+        assert {key: at_once[key] for key in compared} == {key: one[key] for key in compared}, \
+            (trial, drawn)
