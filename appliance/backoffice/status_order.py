@@ -35,8 +35,8 @@ connected, keeps the details of every status its link sent after it, also where 
 clock stepped back by about the link's age (placed by the reading after the step, it won).
 What is left: statuses without a stamp (a kiosk not yet updated, a system that does not say
 its boots apart) and of two boots are ordered by the back office's clock as above, queue and
-steps alike. A stamped live status no later in its boot than the one stored reads no clock
-either, for the store nor for its batch's results (placed_capture.READING_KEPT): queued, it
+steps alike. A stamped live status no later in its boot than the one stored reads no clock,
+neither for the store nor for its batch's results (placed_capture.READING_KEPT): queued, it
 would read it behind by its wait (erasure_clock.py).
 """
 
