@@ -58,6 +58,11 @@ def test_shipped_default_config_is_valid() -> None:
         ("mqtt:\n  tls:\n    cert_file: /c.pem\n", "mqtt.tls", "cert_file and mqtt.tls.key_file"),
         ("camera:\n  source: uvc\n", "camera", "camera.path is required"),
         ("mqtt:\n  password: hunter2\n", "mqtt", "APPLIANCE_MQTT_PASSWORD"),
+        ("console:\n  answers_in_flight_per_user: 0\n", "console.answers_in_flight_per_user",
+         "greater than or equal to 1"),
+        # a user holding every one of the console's 64 places would refuse everyone else 503
+        ("console:\n  answers_in_flight_per_user: 64\n", "console.answers_in_flight_per_user",
+         "less than or equal to 48"),
         ("backoffice:\n  dead_letter_max_bytes: 65536\n", "backoffice.dead_letter_max_bytes",
          "65536 is less than 262144, the largest result the broker delivers"),
         # SQLite takes 64-bit integers only: larger bounds lost every dead letter

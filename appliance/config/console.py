@@ -35,6 +35,12 @@ class ConsoleConfig(Section):
     login_window_s: float = Field(
         900.0, ge=1, le=86_400, description="The window failed logins are counted over (s)."
     )
+    answers_in_flight_per_user: int = Field(
+        8, ge=1, le=48, description="Answers one logged-in user (all its sessions and API "
+        "tokens) may have being sent at once; one more is refused 429 with Retry-After. 8: a "
+        "browser's 6 connections to a host and two more; raise it for a login an office shares. "
+        "At most 48, so 16 of the console's 64 places are always left to other users.",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list, max_length=64,
         description="Addresses or networks (127.0.0.1, 10.0.0.0/24) of the reverse proxies "

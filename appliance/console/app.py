@@ -108,7 +108,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.login_refusals = Tally(log, "console: logins refused for too many failed ones")
     app.state.store_lines = LineBudget(log, "console busy or store failed answers")
     app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)  # others wait
-    app.state.answers = AnswersInFlight()
+    app.state.answers = AnswersInFlight(settings.answers_in_flight_per_user)
     app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)
     app.state.cohort.warm(pool)

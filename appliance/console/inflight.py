@@ -4,13 +4,14 @@ Each connection being answered holds one of the server's places (console/server.
 until its answer is sent, however slowly its client reads: a client that reads a large answer
 (the CSV export, the results API, a picture) a few bytes at a time, reading often enough never
 to stall, held its place for as long as it liked, and one logged-in user opening PLACES such
-downloads refused every other visitor 503. So a user has at most ANSWERS_PER_USER answers
-being sent at once, whatever its sessions and tokens; one more request is refused 429 with
-Retry-After before anything runs (UserBusyError). An answer counts from its login until its
-end is sent (``FinishedAnswers``), which the server does only once the client has read all
-but the connection buffer's low-water mark: each answer leaves the app streamed, its end a
-message of its own (app._limits, a Starlette BaseHTTPMiddleware, streams even a page handed
-to it whole), and uvicorn waits for a full buffer to drain before it sends the next message.
+downloads refused every other visitor 503. So a user has at most
+``console.answers_in_flight_per_user`` answers being sent at once, whatever its sessions and
+tokens; one more request is refused 429 with Retry-After before anything runs (UserBusyError).
+An answer counts from its login until its end is sent (``FinishedAnswers``), which the server
+does only once the client has read all but the connection buffer's low-water mark: each answer
+leaves the app streamed, its end a message of its own (app._limits, a Starlette
+BaseHTTPMiddleware, streams even a page handed to it whole), and uvicorn waits for a full
+buffer to drain before it sends the next message.
 """
 
 from __future__ import annotations
@@ -20,27 +21,26 @@ from collections import Counter
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-# a browser opens at most 6 connections to a host (a job page's pictures load on them); two
-# more for a download or an API script beside it
-ANSWERS_PER_USER = 8
 # set in a request's ASGI scope by FinishedAnswers: the users the answer holds a place of
 ANSWERS_HELD = "appliance.answers_held"
 RETRY_AFTER_S = 5
 
 
 class UserBusyError(Exception):
-    """A request of a user that already has ANSWERS_PER_USER answers being sent: 429."""
+    """A request of a user that already has its bound of answers being sent: 429."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"user {name!r} has {ANSWERS_PER_USER} answers being sent at once "
+    def __init__(self, name: str, per_user: int) -> None:
+        super().__init__(f"user {name!r} has {per_user} answers being sent at once "
                          "(a download read slowly holds one until its end); try again once one "
                          "has finished")
+        self.name = name
 
 
 class AnswersInFlight:
-    """How many answers each user has being sent (requests run on worker threads)."""
+    """How many answers each user has being sent, at most ``per_user`` (the config's
+    ``console.answers_in_flight_per_user``); requests run on worker threads."""
 
-    def __init__(self, per_user: int = ANSWERS_PER_USER) -> None:
+    def __init__(self, per_user: int) -> None:
         self.per_user = per_user
         self._lock = threading.Lock()
         self._held: Counter[str] = Counter()
@@ -68,7 +68,7 @@ def hold_answer(scope: Scope, answers: AnswersInFlight, name: str) -> None:
     if held is None or name in held:
         return
     if not answers.take(name):
-        raise UserBusyError(name)
+        raise UserBusyError(name, answers.per_user)
     held.append(name)
 
 

@@ -7,7 +7,7 @@ the server waits (uvicorn: before its next write) until the client has read them
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,10 @@ from appliance.console.app import create_app
 from appliance.console.auth import add_user, create_token, open_session
 from appliance.console.db import StorePool
 from appliance.console.guard import password_login
-from appliance.console.inflight import ANSWERS_PER_USER, RETRY_AFTER_S
+from appliance.console.inflight import RETRY_AFTER_S
+
+ANSWERS_PER_USER = 8  # console.answers_in_flight_per_user by default
+Logins = dict[str, dict[str, str]]
 
 
 class SlowReader:
@@ -32,6 +35,7 @@ class SlowReader:
     def __init__(self) -> None:
         self.status: int | None = None
         self.headers: dict[str, str] = {}
+        self.body = bytearray()
         self.started = asyncio.Event()
         self._full = False
         self._read = asyncio.Event()
@@ -45,6 +49,7 @@ class SlowReader:
             return
         if self._full:
             await self._read.wait()
+        self.body += message.get("body", b"")
         self._full = self._full or bool(message.get("body"))
 
     def read_all(self) -> None:
@@ -54,9 +59,9 @@ class SlowReader:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[tuple[FastAPI, dict[str, dict[str, str]]]]:
-    """The console's app on a seeded store, and the headers that log in alice (an API token)
-    and bob (a page session)."""
+def consoles(tmp_path: Path) -> Iterator[Callable[..., tuple[FastAPI, Logins]]]:
+    """The console's app on a seeded store, made with the given settings of its config
+    section, and the headers that log in alice (an API token) and bob (a page session)."""
     url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
     store = open_store(url)
     try:
@@ -66,16 +71,21 @@ def app(tmp_path: Path) -> Iterator[tuple[FastAPI, dict[str, dict[str, str]]]]:
         token = create_token(store, "alice").token
     finally:
         store.close()
-    settings = ConsoleConfig(port=free_port(), cohort_cache_s=3600)
+    port = free_port()
     pool = StorePool(url)
     bob = password_login(pool, "bob", PASSWORD)
     assert bob is not None
     with pool.store() as opened:
         cookie = open_session(opened, bob, 1.0).cookie
+    logins = {"alice": {"authorization": f"Bearer {token}"},
+              "bob": {"cookie": f"appliance_session_{port}={cookie}"}}
+
+    def console(**settings: Any) -> tuple[FastAPI, Logins]:
+        config = ConsoleConfig(port=port, cohort_cache_s=3600, **settings)
+        return create_app(pool, config, tmp_path), logins
+
     try:
-        yield create_app(pool, settings, tmp_path), {
-            "alice": {"authorization": f"Bearer {token}"},
-            "bob": {"cookie": f"appliance_session_{settings.port}={cookie}"}}
+        yield console
     finally:
         pool.close()
 
@@ -114,13 +124,13 @@ async def _answered(app: FastAPI, path: str, headers: dict[str, str]) -> SlowRea
 @pytest.mark.parametrize(("user", "path"), [("alice", "/api/v1/results?limit=200"),
                                             ("bob", "/results.csv")])
 def test_a_user_s_slowly_read_answers_hold_at_most_their_bound_of_places(
-    app: tuple[FastAPI, dict[str, dict[str, str]]], user: str, path: str,
+    consoles: Callable[..., tuple[FastAPI, Logins]], user: str, path: str,
 ) -> None:
     """A user whose clients read ANSWERS_PER_USER answers slowly is refused one more (429,
     Retry-After) until one is read; another user is answered meanwhile. Both a page handed
     over whole (the results API's) and a streamed download count until their end is sent.
     On main a user had no bound: one user's slow downloads held every place."""
-    console, logins = app
+    console, logins = consoles()
     other = logins["bob" if user == "alice" else "alice"]
 
     async def scenario() -> None:
@@ -142,5 +152,27 @@ def test_a_user_s_slowly_read_answers_hold_at_most_their_bound_of_places(
             client.read_all()
         await asyncio.wait_for(asyncio.gather(*held), 30)
         assert [client.status for client in slow] == [200] * ANSWERS_PER_USER
+
+    asyncio.run(scenario())
+
+
+def test_a_bound_of_2_in_the_config_refuses_the_third_answer(
+    consoles: Callable[..., tuple[FastAPI, Logins]],
+) -> None:
+    """console.answers_in_flight_per_user sets the bound (on main a fixed 8, the key unknown):
+    with 2, a user's third answer is refused while two are being read, and says the bound."""
+    console, logins = consoles(answers_in_flight_per_user=2)
+
+    async def scenario() -> None:
+        slow = [SlowReader(), SlowReader()]
+        held = [_asked(console, "/results.csv", logins["bob"], client) for client in slow]
+        await asyncio.wait_for(asyncio.gather(*(c.started.wait() for c in slow)), 30)
+        third = await _answered(console, "/fleet", logins["bob"])
+        assert third.status == 429
+        assert "has 2 answers being sent at once" in third.body.decode()
+        for client in slow:
+            client.read_all()
+        await asyncio.wait_for(asyncio.gather(*held), 30)
+        assert (await _answered(console, "/fleet", logins["bob"])).status == 200
 
     asyncio.run(scenario())
