@@ -109,6 +109,8 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.store_lines = LineBudget(log, "console busy or store failed answers")
     app.state.password_checks = asyncio.Semaphore(PASSWORD_CHECKS_AT_ONCE)  # others wait
     app.state.answers = AnswersInFlight(settings.answers_in_flight_per_user)
+    app.state.busy_refusals = Tally(log, "console: requests refused, their user having "
+                                    "console.answers_in_flight_per_user answers being sent")
     app.state.pathology_results = pathology_results
     app.state.cohort = CohortCache(settings.cohort_cache_s)
     app.state.cohort.warm(pool)
@@ -267,7 +269,12 @@ async def _head_answered(request: Request, exc: Exception) -> Response:
 
 
 async def _user_busy(request: Request, exc: Exception) -> Response:
-    """A user with its bound of answers being sent (inflight.py): 429, to try again shortly."""
+    """A user with its bound of answers being sent (inflight.py): 429, to try again shortly;
+    said in the log at most once a minute with a count (a client can repeat it in a loop)."""
+    assert isinstance(exc, UserBusyError)
+    refusals: Tally = request.app.state.busy_refusals
+    if refusals.count(f"for {shorten(exc.name, 64)}"):
+        asyncio.get_running_loop().call_later(refusals.interval_s, refusals.say_due)
     return await _visitor_refusal(request, 429, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
 
 

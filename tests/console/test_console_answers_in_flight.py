@@ -157,10 +157,12 @@ def test_a_user_s_slowly_read_answers_hold_at_most_their_bound_of_places(
 
 
 def test_a_bound_of_2_in_the_config_refuses_the_third_answer(
-    consoles: Callable[..., tuple[FastAPI, Logins]],
+    consoles: Callable[..., tuple[FastAPI, Logins]], caplog: pytest.LogCaptureFixture,
 ) -> None:
     """console.answers_in_flight_per_user sets the bound (on main a fixed 8, the key unknown):
-    with 2, a user's third answer is refused while two are being read, and says the bound."""
+    with 2, a user's third answer is refused while two are being read, and says the bound.
+    The refusals are said in the log as the console's other floods are: the first at once,
+    the rest counted (on main: not at all)."""
     console, logins = consoles(answers_in_flight_per_user=2)
 
     async def scenario() -> None:
@@ -170,9 +172,17 @@ def test_a_bound_of_2_in_the_config_refuses_the_third_answer(
         third = await _answered(console, "/fleet", logins["bob"])
         assert third.status == 429
         assert "has 2 answers being sent at once" in third.body.decode()
+        for _ in range(5):
+            assert (await _answered(console, "/fleet", logins["bob"])).status == 429
         for client in slow:
             client.read_all()
         await asyncio.wait_for(asyncio.gather(*held), 30)
         assert (await _answered(console, "/fleet", logins["bob"])).status == 200
 
     asyncio.run(scenario())
+    # one line, then a count: a client repeating its requests wrote nothing on main
+    said = [r.getMessage() for r in caplog.records if "answers being sent" in r.getMessage()]
+    assert said == ["console: requests refused, their user having "
+                    "console.answers_in_flight_per_user answers being sent: 1 since the last "
+                    "saying, the latest for bob; said at most once a minute"]
+    assert console.state.busy_refusals.unsaid == 5  # said with their count a minute on
