@@ -46,6 +46,7 @@ from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import MAX_FORM_BYTES, MAX_QUERY_CHARS, InputError
 from appliance.console.guard import (
     HEAD_ASKED,
+    PAGE_TYPE,
     CsrfError,
     HeadAnsweredError,
     LoginRequiredError,
@@ -265,7 +266,7 @@ def _add_handlers(app: FastAPI) -> None:
 async def _head_answered(request: Request, exc: Exception) -> Response:
     """A HEAD stopped where its GET reads the body from the store (guard.body_store): the
     GET's status (200: its login and input were checked) and type, the API's JSON or a page."""
-    return head_answer("application/json" if _is_api(request) else "text/html; charset=utf-8")
+    return head_answer("application/json" if _is_api(request) else PAGE_TYPE)
 
 
 async def _user_busy(request: Request, exc: Exception) -> Response:

@@ -89,6 +89,7 @@ class BodyTooLargeError(InputError):
     status = 413
 
 
+PAGE_TYPE = "text/html; charset=utf-8"  # a page's content type, as HTMLResponse sends it
 # set in a request's ASGI scope by app.HeadAsGet when it was a HEAD, routed as a GET
 HEAD_ASKED = "appliance.head_asked"
 
@@ -121,11 +122,12 @@ def body_store(request: Request) -> Iterator[Store]:
         yield store
 
 
-def head_answer(media_type: str, headers: Mapping[str, str] | None = None
-                ) -> StreamingResponse:
+def head_answer(media_type: str, headers: Mapping[str, str] | None = None,
+                status: int = 200) -> StreamingResponse:
     """The head of a GET's answer of ``media_type``: no body, and no length, which is known
     only once the body is made (RFC 9110, 9.3.2 lets a HEAD leave it out)."""
-    return StreamingResponse(iter(()), media_type=media_type, headers=headers)
+    return StreamingResponse(iter(()), status_code=status, media_type=media_type,
+                             headers=headers)
 
 
 def session_cookie_name(request: Request) -> str:

@@ -34,9 +34,20 @@ from appliance.console.filters import (
     older_link,
     parse_listed_cursor,
 )
-from appliance.console.guard import body_store, head_ends_here, page_login, pool_of
+from appliance.console.guard import (
+    asked_head,
+    body_store,
+    head_ends_here,
+    page_login,
+    pool_of,
+)
 from appliance.console.pages import render
-from appliance.console.pictures import PICTURE_COLUMNS, PictureError, read_picture
+from appliance.console.pictures import (
+    PICTURE_COLUMNS,
+    PictureError,
+    picture_size,
+    read_picture,
+)
 from appliance.pathology.jobs import JOB_ID, JOB_ID_LEVEL
 from appliance.pathology.verdict import UNSUPPORTED
 
@@ -99,7 +110,11 @@ def _picture(request: Request, job_id: str, slide_index: str, picture: str) -> R
     what = f"{picture} of slide {slide_index} of pathology job {job_id}"
     if stored is None:
         raise PictureError(f"{what}: no such slide result")
-    data = read_picture(request.app.state.pathology_results, stored, what)
+    results = request.app.state.pathology_results
+    if asked_head(request):  # the GET's status and length, from the file's size
+        size = picture_size(results, stored, what)
+        return Response(media_type="image/png", headers={"Content-Length": str(size)})
+    data = read_picture(results, stored, what)
     return Response(data, media_type="image/png")  # not kept by the browser: app.py
 
 

@@ -39,11 +39,13 @@ from appliance.console.filters import (
     parse_site,
 )
 from appliance.console.guard import (
+    PAGE_TYPE,
     asked_head,
     body_store,
     check_csrf,
     client_address,
     head_answer,
+    head_ends_here,
     judged_password,
     login_csrf_cookie,
     operator,
@@ -92,8 +94,13 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 
 @router.get("/login")
 def login_form(request: Request, next: str | None = None, failed: bool = False,
-               ended: bool = False) -> HTMLResponse:
-    """The login page; its form carries a CSRF token that is also set as a cookie."""
+               ended: bool = False) -> Response:
+    """The login page; its form carries a CSRF token that is also set as a cookie. A HEAD
+    gets the page's status and type alone: no store read (whether anyone can log in yet) and
+    no CSRF cookie, which would replace the one of a login form open in another tab for a
+    form it does not send."""
+    if asked_head(request):
+        return head_answer(PAGE_TYPE, status=401 if failed else 200)
     return _login_page(request, next, 401 if failed else 200, failed=failed, ended=ended,
                        nobody=_nobody_can_log_in(request))
 
@@ -334,7 +341,9 @@ def dead_letters(request: Request, login: Annotated[Login, Depends(operator)],
 
 @router.get("/docs")
 def api_docs(request: Request, login: PageLogin) -> HTMLResponse:
-    """The API's OpenAPI document as a page (no outside scripts: works offline)."""
+    """The API's OpenAPI document as a page (no outside scripts: works offline); a HEAD
+    is answered without rendering it."""
+    head_ends_here(request)
     return render(request, "docs.html", login=login, api=request.app.openapi())
 
 

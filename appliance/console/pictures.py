@@ -11,10 +11,13 @@ Relative paths are relative to the working directory, as the pathology server wr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 PICTURE_COLUMNS = {"heatmap": "heatmap_path", "cam": "cam_path"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG spec 5.2
@@ -36,6 +39,25 @@ class PictureRefusedError(PictureError):
 
 def read_picture(results_dir: Path | None, stored: str, what: str) -> bytes:
     """The PNG that ``stored`` names inside ``results_dir``; ``what`` names it in errors."""
+    with _opened_picture(results_dir, stored, what) as (file, _):
+        data = file.read(MAX_PICTURE_BYTES + 1)
+    _png_only(data, stored, what)
+    return data
+
+
+def picture_size(results_dir: Path | None, stored: str, what: str) -> int:
+    """The length in bytes of the PNG read_picture would read, refused as it would refuse it,
+    from the open file's size and signature alone: a HEAD's Content-Length."""
+    with _opened_picture(results_dir, stored, what) as (file, info):
+        signature = file.read(len(PNG_SIGNATURE))
+    _png_only(signature, stored, what)
+    return info.st_size
+
+
+@contextlib.contextmanager
+def _opened_picture(results_dir: Path | None, stored: str, what: str
+                    ) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+    """The regular file that ``stored`` names inside ``results_dir``, open, and its status."""
     if results_dir is None:
         raise PictureError(f"{what}: this console was started without a pathology results "
                            "folder (pathology.results_dir)")
@@ -54,10 +76,13 @@ def read_picture(results_dir: Path | None, stored: str, what: str) -> bytes:
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_PICTURE_BYTES:
             raise _refused(what, stored, f"not a regular file of at most {MAX_PICTURE_BYTES} "
                            "bytes")
-        data = file.read(MAX_PICTURE_BYTES + 1)
-    if not data.startswith(PNG_SIGNATURE):
+        yield file, info
+
+
+def _png_only(start: bytes, stored: str, what: str) -> None:
+    """Refuse a file whose first bytes, ``start``, are not a PNG's signature."""
+    if not start.startswith(PNG_SIGNATURE):
         raise _refused(what, stored, "not a PNG file")
-    return data
 
 
 def _inside(results_dir: Path, stored: str, what: str) -> Path:

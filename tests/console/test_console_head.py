@@ -1,5 +1,6 @@
 """HEAD on the console's pages and API calls: the GET's status and headers, without the store
-reads that only fill the body (a count of up to 10,000 results, the cohort figures, a list)."""
+reads that only fill the body (a count of up to 10,000 results, the cohort figures, a list)
+or the page it would render."""
 
 from __future__ import annotations
 
@@ -7,14 +8,28 @@ import functools
 import inspect
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
-from console_helpers import Console, login_cookie, open_request, running_console
+from console_helpers import (
+    PASSWORD,
+    Console,
+    free_port,
+    login_cookie,
+    open_request,
+    running_console,
+)
 from fastapi.routing import APIRoute
 
-from appliance.backoffice.store import Store
+from appliance.backoffice.store import Store, open_store
+from appliance.config import ConsoleConfig
 from appliance.console.app import ROUTERS
+from appliance.console.auth import add_user
+from appliance.console.db import StorePool
+from appliance.console.pictures import PNG_SIGNATURE
+from appliance.console.server import ConsoleThread
 
 # (route, a URL of it, who asks, what the route reads for its status after the login)
 BODY_READ_SKIPPED = [
@@ -29,6 +44,7 @@ BODY_READ_SKIPPED = [
     ("/pathology/{job_id:path}", "/pathology/job-1", "page", ("pathology_job_rows",)),
     ("/fleet/{site}/{device}/models", "/fleet/tokyo/kiosk-1/models", "page", ()),
     ("/tokens", "/tokens", "page", ()),
+    ("/docs", "/docs", "page", ()),
     ("/api/v1/fleet", "/api/v1/fleet", "api", ()),
     ("/api/v1/fleet", "/api/v1/fleet?limit=2", "api", ()),
     ("/api/v1/results", "/api/v1/results?site=osaka", "api", ()),
@@ -43,10 +59,12 @@ BODY_READ_SKIPPED = [
 ]
 # routes whose HEAD reads what the GET reads: nothing past the login, or the one thing whose
 # presence is the status (a result, a picture: 404 when there is none)
-READ_AS_GET = {"/", "/login", "/account", "/docs", "/openapi.json", "/results/{measurement_id}",
+READ_AS_GET = {"/", "/account", "/openapi.json", "/results/{measurement_id}",
                "/api/v1/results/{measurement_id}",
                "/pathology/{job_id:path}/slides/{slide_index}/{picture}",
                "/api/v1/pathology/jobs/{job_id:path}/slides/{slide_index}/{picture}"}
+# routes whose HEAD reads nothing of its body, asked without a login (tested on their own)
+HEAD_WITHOUT_LOGIN = {"/login"}
 # a page or call that reads nothing past the login: what the login itself reads
 LOGIN_ONLY = {"page": "/account", "api": "/openapi.json"}
 
@@ -63,7 +81,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the Store methods called, in order, from now on."""
+    """The names of the Store methods called, in order, from now on, and ``render NAME`` for
+    each page template rendered."""
     called: list[str] = []
 
     def counted(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -76,6 +95,13 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     for name, member in inspect.getmembers(Store, inspect.isfunction):
         if not name.startswith("_"):
             monkeypatch.setattr(Store, name, counted(name, member))
+    render = jinja2.Template.render
+
+    def rendered(template: jinja2.Template, *args: Any, **kwargs: Any) -> str:
+        called.append(f"render {template.name}")
+        return render(template, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Template, "render", rendered)
     return called
 
 
@@ -154,5 +180,79 @@ def test_every_get_route_is_either_answered_without_its_body_or_read_as_its_get(
     (guard.body_store) or read as the GET."""
     routes = {route.path for router in ROUTERS for route in router.routes
               if isinstance(route, APIRoute) and "GET" in route.methods}
-    decided = {case[0] for case in BODY_READ_SKIPPED} | READ_AS_GET
+    decided = {case[0] for case in BODY_READ_SKIPPED} | READ_AS_GET | HEAD_WITHOUT_LOGIN
     assert routes == decided
+
+
+def test_a_head_of_the_login_page_reads_no_store_and_sets_no_cookie(
+    tmp_path: Path, reads: list[str],
+) -> None:
+    """Until a user exists the login page asks the store whether anyone can log in, and a
+    HEAD asked it too, rendered the page and set a login-form CSRF cookie (replacing that of a
+    form open in another tab) for uvicorn to drop the body; now it answers the GET's status
+    and type alone."""
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    open_store(url).close()  # no user yet
+    config = ConsoleConfig(port=free_port(), cohort_cache_s=0)
+    pool = StorePool(url, size=4)
+    thread = ConsoleThread(config, pool, tmp_path / "pathology-results")
+    thread.start()
+    assert thread.wait_started(), "console did not start"
+    try:
+        console = Console(f"http://127.0.0.1:{config.port}", "", "", url, tmp_path)
+        for path, status in (("/login", 200), ("/login?failed=1", 401)):
+            got, head, body, read = _read_by(console, reads, "HEAD", path, {})
+            assert (got, body, read) == (status, b"", set())  # on main: users, login.html
+            assert "set-cookie" not in head
+            got, page, _, read = _read_by(console, reads, "GET", path, {})
+            assert got == status
+            assert {"users", "render login.html"} <= read, "the GET asks: the spy sees it"
+            assert head["content-type"] == page["content-type"]
+            assert "appliance_login_csrf" in page["set-cookie"]
+        store = open_store(url)
+        try:
+            add_user(store, "alice", "operator", PASSWORD)
+        finally:
+            store.close()
+        assert {"users", "render login.html"} <= _read_by(console, reads, "GET", "/login", {})[3]
+        assert _read_by(console, reads, "HEAD", "/login", {})[3] == set()
+    finally:
+        thread.stop()
+        pool.close()
+
+
+def _bytes_read() -> int:
+    """What this process (the console's server thread included) has read from files so far
+    (Linux: /proc/self/io, rchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_a_head_of_a_picture_takes_its_length_from_the_file_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """A slide's picture is looked up (its presence is the status) and its file opened and
+    checked as for the GET, but a HEAD read the whole PNG (up to 64 MiB) for uvicorn to drop;
+    now it reads the PNG signature and answers the file's size as Content-Length."""
+    with running_console(tmp_path) as console:
+        heatmap = console.pathology_results / "job-1/heatmaps/0000-a.png"
+        with heatmap.open("wb") as file:  # 16 MiB, as far as anyone reading it can tell
+            file.write(PNG_SIGNATURE)
+            file.truncate(16 * 1024 * 1024)
+        for path, headers in (
+                ("/pathology/job-1/slides/0/heatmap", {"Cookie": login_cookie(console)[0]}),
+                ("/api/v1/pathology/jobs/job-1/slides/0/heatmap",
+                 {"Authorization": f"Bearer {console.token}"})):
+            before = _bytes_read()
+            status, head, body = _ask(console, "HEAD", path, headers)
+            head_read = _bytes_read() - before
+            assert (status, body) == (200, b"")
+            assert head_read < 1024 * 1024, head_read  # on main: the 16 MiB and more
+            before = _bytes_read()
+            status, got, body = _ask(console, "GET", path, headers)
+            assert _bytes_read() - before >= 16 * 1024 * 1024  # the GET reads the file
+            assert (status, len(body)) == (200, 16 * 1024 * 1024)
+            assert head["content-length"] == got["content-length"] == str(len(body))
+            assert head["content-type"] == got["content-type"] == "image/png"

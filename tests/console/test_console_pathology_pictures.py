@@ -157,6 +157,24 @@ def test_missing_pictures_are_404_and_a_relative_path_inside_is_served(
     assert (status, headers["content-type"]) == (200, "image/png")
 
 
+@pytest.mark.parametrize("what", ["dot-dot", "absolute elsewhere", "symlink out",
+                                  "relative out", "system file", "not a PNG", "FIFO",
+                                  "NUL byte", "missing", "relative inside"])
+def test_a_head_of_a_picture_is_answered_as_its_get(
+    console: Console, cookie: str, hostile: dict[str, str], what: str
+) -> None:
+    """A HEAD checks the file as the GET does (it reads its size and signature only)."""
+    (url,) = [u for u, w in hostile.items() if w == what]
+    request = urllib.request.Request(console.url + url, headers={"Cookie": cookie},
+                                     method="HEAD")
+    status, head, body = open_request(request)
+    get_status, got, _ = get_with(console, url, cookie)
+    assert (status, body) == (get_status, b"")
+    assert head["content-type"] == got["content-type"]
+    if status == 200:
+        assert head["content-length"] == got["content-length"]
+
+
 @pytest.mark.parametrize("url", [
     "/pathology/job-1/slides/0/..%2F..%2F..%2Fetc%2Fpasswd",
     "/pathology/job-1/slides/0/%2Fetc%2Fpasswd",
