@@ -271,12 +271,15 @@ async def _head_answered(request: Request, exc: Exception) -> Response:
 
 async def _user_busy(request: Request, exc: Exception) -> Response:
     """A user with its bound of answers being sent (inflight.py): 429, to try again shortly;
-    said in the log at most once a minute with a count (a client can repeat it in a loop)."""
+    said in the log at most once a minute with a count (a client can repeat it in a loop).
+    A page's refusal has the user's header from the login just checked: the session is not
+    read again for it."""
     assert isinstance(exc, UserBusyError)
     refusals: Tally = request.app.state.busy_refusals
-    if refusals.count(f"for {shorten(exc.name, 64)}"):
+    if refusals.count(f"for {shorten(exc.login.name, 64)}"):
         asyncio.get_running_loop().call_later(refusals.interval_s, refusals.say_due)
-    return await _visitor_refusal(request, 429, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
+    return _refusal(request, 429, str(exc), {"Retry-After": str(RETRY_AFTER_S)},
+                    None if _is_api(request) else exc.login)
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:

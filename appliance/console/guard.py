@@ -220,7 +220,7 @@ def page_login(request: Request) -> Login:
         form_page = _FORM_PAGES.get(request.url.path, "/fleet")
         # a cookie the store no longer knows: the login page says the session ended
         raise LoginRequiredError(path if back else form_page, ended=bool(cookie))
-    hold_answer(request.scope, request.app.state.answers, login.name)
+    hold_answer(request.scope, request.app.state.answers, login)
     return login
 
 
@@ -251,7 +251,7 @@ def api_login(
     if login is None:
         raise HTTPException(401, "a valid bearer token is required "
                             "(Authorization: Bearer TOKEN)", {"WWW-Authenticate": "Bearer"})
-    hold_answer(request.scope, request.app.state.answers, login.name)
+    hold_answer(request.scope, request.app.state.answers, login)
     return login
 
 

@@ -21,6 +21,8 @@ from collections import Counter
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from appliance.backoffice.accounts import Login
+
 # set in a request's ASGI scope by FinishedAnswers: the users the answer holds a place of
 ANSWERS_HELD = "appliance.answers_held"
 RETRY_AFTER_S = 5
@@ -29,11 +31,11 @@ RETRY_AFTER_S = 5
 class UserBusyError(Exception):
     """A request of a user that already has its bound of answers being sent: 429."""
 
-    def __init__(self, name: str, per_user: int) -> None:
-        super().__init__(f"user {name!r} has {per_user} answers being sent at once "
+    def __init__(self, login: Login, per_user: int) -> None:
+        super().__init__(f"user {login.name!r} has {per_user} answers being sent at once "
                          "(a download read slowly holds one until its end); try again once one "
                          "has finished")
-        self.name = name
+        self.login = login  # its refusal page's header, without reading the session again
 
 
 class AnswersInFlight:
@@ -61,15 +63,15 @@ class AnswersInFlight:
                 del self._held[name]
 
 
-def hold_answer(scope: Scope, answers: AnswersInFlight, name: str) -> None:
-    """Count the request's answer as one of ``name``'s until FinishedAnswers sees it sent
+def hold_answer(scope: Scope, answers: AnswersInFlight, login: Login) -> None:
+    """Count the request's answer as one of ``login``'s until FinishedAnswers sees it sent
     (once, however many logins the request checks); UserBusyError when it has too many."""
     held = scope.get(ANSWERS_HELD)
-    if held is None or name in held:
+    if held is None or login.name in held:
         return
-    if not answers.take(name):
-        raise UserBusyError(name, answers.per_user)
-    held.append(name)
+    if not answers.take(login.name):
+        raise UserBusyError(login, answers.per_user)
+    held.append(login.name)
 
 
 class FinishedAnswers:

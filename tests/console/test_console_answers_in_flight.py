@@ -16,7 +16,8 @@ from console_helpers import PASSWORD, free_port, seed
 from fastapi import FastAPI
 from starlette.types import Message
 
-from appliance.backoffice.store import open_store
+from appliance.backoffice.accounts import Login
+from appliance.backoffice.store import Store, open_store
 from appliance.config import ConsoleConfig
 from appliance.console.app import create_app
 from appliance.console.auth import add_user, create_token, open_session
@@ -186,3 +187,34 @@ def test_a_bound_of_2_in_the_config_refuses_the_third_answer(
                     "console.answers_in_flight_per_user answers being sent: 1 since the last "
                     "saying, the latest for bob; said at most once a minute"]
     assert console.state.busy_refusals.unsaid == 5  # said with their count a minute on
+
+
+def test_a_user_s_refused_page_has_its_header_without_reading_the_session_again(
+    consoles: Callable[..., tuple[FastAPI, Logins]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user at its bound that keeps asking costs the store one session read a request: its
+    refusal page shows the header (name, account, logout) of the login just checked; on main
+    the refusal looked the session up a second time for it."""
+    console, logins = consoles(answers_in_flight_per_user=1)
+    looked_up: list[str] = []
+    session_login = Store.session_login
+
+    def counted(store: Store, session_sha256: str) -> Login | None:
+        looked_up.append(session_sha256)
+        return session_login(store, session_sha256)
+
+    monkeypatch.setattr(Store, "session_login", counted)
+
+    async def scenario() -> None:
+        slow = SlowReader()
+        held = _asked(console, "/results.csv", logins["bob"], slow)
+        await asyncio.wait_for(slow.started.wait(), 30)
+        looked_up.clear()
+        refused = await _answered(console, "/fleet", logins["bob"])
+        assert refused.status == 429
+        assert 'href="/account"' in refused.body.decode()  # bob's header
+        assert len(looked_up) == 1  # on main: 2
+        slow.read_all()
+        await asyncio.wait_for(held, 30)
+
+    asyncio.run(scenario())
