@@ -162,10 +162,9 @@ class PathologyConfig(Section):
     def _check_unlisted_logins(self) -> None:
         """unlisted_logins_use_slide_roots means something only beside slide_roots_by_login,
         and true only with slide_roots to use."""
-        if "unlisted_logins_use_slide_roots" in self.model_fields_set and \
-                not self.slide_roots_by_login:
+        if self.unlisted_logins_use_slide_roots and not self.slide_roots_by_login:
             raise ValueError(
-                "pathology.unlisted_logins_use_slide_roots is set but "
+                "pathology.unlisted_logins_use_slide_roots is true but "
                 "pathology.slide_roots_by_login names no login: without it every login uses "
                 "pathology.slide_roots; name each lab's login and folders there, or remove it")
         if self.slide_roots_by_login and self.unlisted_logins_use_slide_roots and \

@@ -220,8 +220,8 @@ def _check(path: Path) -> subprocess.CompletedProcess[str]:
      "pathology.slide_roots_by_login: lab-a: give its folders as a list of 1 or more"),
     ({"slide_roots_by_login": {"lab-a": "/srv/slides/a"}},
      "pathology.slide_roots_by_login.lab-a: got '/srv/slides/a'; expected a valid list"),
-    ({"slide_roots": ["/srv/slides"], "unlisted_logins_use_slide_roots": False},
-     "pathology: pathology.unlisted_logins_use_slide_roots is set but "
+    ({"slide_roots": ["/srv/slides"], "unlisted_logins_use_slide_roots": True},
+     "pathology: pathology.unlisted_logins_use_slide_roots is true but "
      "pathology.slide_roots_by_login names no login"),
     ({"slide_roots_by_login": {"lab-a": ["/srv/slides/a"]},
       "unlisted_logins_use_slide_roots": True},
@@ -325,3 +325,13 @@ def test_a_server_scores_a_lab_s_own_slide_and_refuses_it_another_lab_s(
         stop.set()
         thread.join(30)
         store.close()
+
+
+def test_a_config_written_out_in_full_loads_again() -> None:
+    """A config dumped with every default (``unlisted_logins_use_slide_roots: false`` and no
+    ``slide_roots_by_login`` among them), as the update tests and an operator's
+    ``model_dump`` write it, loads back unchanged: the false default said out loud is no
+    mistake, only true without a mapping is."""
+    written = config_from_mapping({}).model_dump(mode="json")
+    assert written["pathology"]["unlisted_logins_use_slide_roots"] is False
+    assert config_from_mapping(written, environ={}).model_dump(mode="json") == written
