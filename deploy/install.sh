@@ -134,9 +134,13 @@ ensure_venv() {
     else python3 -m venv "$OPT/venv"; fi
   fi
   [[ $SKIP_PIP -eq 1 ]] && return 0
-  local extras=systemd
-  [[ "$role" != edge ]] && extras=backoffice,systemd
-  "$OPT/venv/bin/python" -m pip install --quiet "$REPO[$extras]"
+  "$OPT/venv/bin/python" -m pip install --quiet "$REPO[$(venv_extras)]"
+}
+
+venv_extras() {  # what every role on this host needs: one venv serves them all
+  if [[ "$role" != edge || -e "$UNITS/appliance-backoffice@.service" \
+        || -e "$UNITS/appliance-pathology@.service" ]]; then echo backoffice,systemd
+  else echo systemd; fi
 }
 
 ensure_fonts() {  # overlays, the kiosk's screen and heatmap titles draw Japanese (imagetext.py)

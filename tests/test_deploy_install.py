@@ -245,17 +245,47 @@ def test_the_start_check_reads_the_config_with_the_unit_s_login(tmp_path: Path) 
 # which units run: sourced, install.sh runs nothing, so its main runs here under a scratch root
 # with live() true and the units' user named (a host here has no user appliance).
 LIVE_RUN = 'source "$1"; live() { true; }; SERVICE_USER=$2; shift 2; main "$@"'
+# The units' states are files of names, one a line: running, enabled, masked, failing (to
+# restart); enable, start and restart change them as systemd would.
 RECORDING_SYSTEMCTL = """#!/bin/sh
 echo "$*" >> "$FAKE_DIR/systemctl.calls"
-if [ "$1" = list-units ]; then
-  for name in $(cat "$FAKE_DIR/running"); do echo "$name loaded active running unit"; done
-fi
-if [ "$1" = restart ] && grep -qx "$2" "$FAKE_DIR/failing" 2>/dev/null; then exit 1; fi
+has() { grep -qx "$2" "$FAKE_DIR/$1" 2>/dev/null; }
+add() { has "$1" "$2" || echo "$2" >> "$FAKE_DIR/$1"; }
+drop() { grep -vx "$2" "$FAKE_DIR/$1" > "$FAKE_DIR/$1.new"; mv "$FAKE_DIR/$1.new" "$FAKE_DIR/$1"; }
+case "$1" in
+  list-units) for name in $(cat "$FAKE_DIR/running"); do echo "$name loaded active x"; done ;;
+  is-enabled) if has masked "$2"; then echo masked; exit 1; fi
+              if has enabled "$2"; then echo enabled; else echo disabled; exit 1; fi ;;
+  enable) shift; now=; if [ "$1" = --now ]; then now=1; shift; fi
+          if has masked "$1"; then echo "Unit $1 is masked." >&2; exit 1; fi
+          add enabled "$1"; if [ -n "$now" ]; then add running "$1"; fi ;;
+  disable) shift; now=; if [ "$1" = --now ]; then now=1; shift; fi
+           drop enabled "$1"; if [ -n "$now" ]; then drop running "$1"; fi ;;
+  start) add running "$2" ;;
+  restart) if has failing "$2"; then exit 1; fi; add running "$2" ;;
+esac
 """
-# the venv's python "installs" by writing a RECORD file: its content stands for the code
+# the venv's python "installs" by writing a RECORD file: its content stands for the code; it
+# has pip once the venv is built (bin/pip), and the test may kill the run while it installs
 INSTALLING_PYTHON = """#!/bin/sh
+echo "$*" >> "$FAKE_DIR/python.calls"
+if [ ! -e "$(dirname "$0")/pip" ]; then echo "No module named pip" >&2; exit 1; fi
+if [ "$3" = --version ]; then exit 0; fi
 record=$(dirname "$0")/../lib/python3.11/site-packages/appliance-0.1.0.dist-info/RECORD
 mkdir -p "$(dirname "$record")" && cp "$FAKE_DIR/code" "$record"
+cp "$FAKE_DIR/venv-appliance" "$(dirname "$0")/appliance"
+if [ -e "$FAKE_DIR/kill-in-pip" ]; then rm "$FAKE_DIR/kill-in-pip"; kill -9 "$PPID" $$; fi
+"""
+# the host's python3 builds a venv: its python first, then pip (ensurepip), where the test may
+# kill the run
+BUILDING_PYTHON3 = """#!/bin/sh
+[ "$1" = -m ] || exit 0
+echo "$*" >> "$FAKE_DIR/python3.calls"
+for venv; do :; done
+if [ "$3" = --clear ]; then rm -rf "$venv"; fi
+mkdir -p "$venv/bin" && cp "$FAKE_DIR/venv-python" "$venv/bin/python"
+if [ -e "$FAKE_DIR/kill-in-venv" ]; then rm "$FAKE_DIR/kill-in-venv"; kill -9 "$PPID" $$; fi
+touch "$venv/bin/pip"
 """
 # passes a config it may read that does not say "refuse", as the real check would refuse it
 CHECKING_APPLIANCE = """#!/bin/sh
@@ -274,12 +304,18 @@ class LiveHost:
         self.root = folder / "root"
         fakes = folder / "bin"
         fakes.mkdir()
-        for name, text in (("systemctl", RECORDING_SYSTEMCTL), ("udevadm", "#!/bin/sh\n")):
+        for name, text in (("systemctl", RECORDING_SYSTEMCTL), ("udevadm", "#!/bin/sh\n"),
+                           ("python3", BUILDING_PYTHON3)):
             (fakes / name).write_text(text)
             (fakes / name).chmod(0o755)
+        for name, text in (("venv-python", INSTALLING_PYTHON),
+                           ("venv-appliance", CHECKING_APPLIANCE)):
+            (folder / name).write_text(text)
+            (folder / name).chmod(0o755)
         venv = self.root / "opt/appliance/venv/bin"
         venv.mkdir(parents=True)
-        for name, text in (("python", INSTALLING_PYTHON), ("appliance", CHECKING_APPLIANCE)):
+        for name, text in (("python", INSTALLING_PYTHON), ("appliance", CHECKING_APPLIANCE),
+                           ("pip", "")):
             (venv / name).write_text(text)
             (venv / name).chmod(0o755)
         record = self.root / "opt/appliance/venv/lib/python3.11/site-packages"
@@ -294,9 +330,19 @@ class LiveHost:
 
     def running(self, *names: str) -> None:
         """The units systemctl says run."""
-        (self.folder / "running").write_text(" ".join(names))
+        self.units("running", *names)
 
-    def install(self, *args: str, user: str = "root") -> tuple[str, list[str]]:
+    def units(self, state: str, *names: str) -> None:
+        """The units in a state: running, enabled, masked or failing."""
+        (self.folder / state).write_text("".join(f"{name}\n" for name in names))
+
+    def said(self, state: str) -> list[str]:
+        """The units in a state now."""
+        path = self.folder / state
+        return sorted(path.read_text().split()) if path.exists() else []
+
+    def install(self, *args: str, user: str = "root",
+                finishes: bool = True) -> tuple[str, list[str]]:
         """install.sh's main as on a live host: its messages and its systemctl calls."""
         calls = self.folder / "systemctl.calls"
         calls.unlink(missing_ok=True)
@@ -306,7 +352,7 @@ class LiveHost:
             capture_output=True, text=True, check=False, timeout=120,
             env={**os.environ, "FAKE_DIR": str(self.folder),
                  "PATH": f"{self.folder / 'bin'}:{os.environ['PATH']}"})
-        assert done.returncode == 0, done.stderr
+        assert (done.returncode == 0) == finishes, done.stderr
         return done.stderr, calls.read_text().splitlines() if calls.exists() else []
 
 
@@ -389,3 +435,26 @@ def test_the_start_check_runs_as_the_units_user(live_host: LiveHost) -> None:
     # "cannot be made (/var/lib is not writable)" for the units' user before its first start
     state = (live_host.root / "var/lib/appliance").stat()
     assert (state.st_uid, state.st_mode & 0o7777) == (NOBODY, 0o750)
+
+
+EDGE = "appliance-edge.service"
+
+
+def _starts(calls: list[str]) -> list[str]:
+    """The calls that would start or enable a unit."""
+    return [call for call in calls if call.startswith(("enable", "start", "restart", "unmask"))]
+
+
+def test_a_second_role_on_the_host_keeps_the_first_role_s_packages_in_the_shared_venv(
+    live_host: LiveHost,
+) -> None:
+    """The edge role's run installed the package without the back office's extras: on a host
+    with a back office too, an upgrade run as edge left its packages at the older release."""
+    live_host.install("backoffice", "--worker", "backoffice-1")
+    live_host.install("edge")
+    pip = (live_host.folder / "python.calls").read_text().splitlines()
+    assert pip[-1].endswith(f"{REPO}[backoffice,systemd]")
+    live_host.install("backoffice", "--uninstall")
+    live_host.install("edge")
+    pip = (live_host.folder / "python.calls").read_text().splitlines()
+    assert pip[-1].endswith(f"{REPO}[systemd]")
