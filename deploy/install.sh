@@ -18,6 +18,8 @@
 #   are enabled and started only once the config passes `appliance config check` as the unit
 #   reads it (as user appliance, with the unit's APPLIANCE__ variables; a template passes when
 #   its placeholders are set); until then it says which file to edit and how to start them after.
+#   The first run whose config passes enables and starts the unit; a run after that leaves it
+#   as it finds it (stopped, disabled or masked by hand: it says so, and what starts it).
 #   Run again after an upgrade, it restarts the units that were running and run from what it
 #   changed (this role's units: any file it wrote; another role's: the venv or the CA), each
 #   only when its config passes the check, and says which; a unit that was stopped stays so.
@@ -55,6 +57,7 @@ parse_arguments() {  # the options into the globals below
   done
   R=${ROOT%/}
   OPT=$R/opt/appliance ETC=$R/etc/appliance UNITS=$R/etc/systemd/system STATE=$R/var/lib/appliance
+  ENABLED_BY_INSTALL=$OPT/enabled-units  # the units a run enabled or found enabled, one a line
 }
 
 live() { [[ "$ROOT" == / && -d /run/systemd/system ]]; }
@@ -93,6 +96,7 @@ uninstall() {
   for name in "${names[@]}"; do
     if live; then systemctl disable --now "$name" || true; else systemctl_do disable "$name"; fi
     rm -f "$UNITS/multi-user.target.wants/$name"
+    forget_enabled "$name"
   done
   for unit in "${unit_files[@]}"; do rm -f "$UNITS/$unit"; done
   [[ "$role" == edge ]] && rm -f "$R/etc/udev/rules.d/99-scalar-microscope.rules"
@@ -110,6 +114,12 @@ uninstall() {
     if [[ "$ROOT" == / ]] && id appliance >/dev/null 2>&1; then userdel appliance || true; fi
   fi
   say "removed the $role install${PURGE:+ }$([[ $PURGE -eq 1 ]] && echo '(config and data purged)' || echo '(kept /etc/appliance and /var/lib/appliance)')"
+}
+
+forget_enabled() {  # forget_enabled NAME: an install after this one starts it as a first one
+  [[ -f "$ENABLED_BY_INSTALL" ]] || return 0
+  { grep -vxF "$1" "$ENABLED_BY_INSTALL" || true; } > "$ENABLED_BY_INSTALL.new"
+  mv "$ENABLED_BY_INSTALL.new" "$ENABLED_BY_INSTALL"
 }
 
 ensure_user() {
@@ -230,13 +240,50 @@ ensure_units() {
   if live; then systemctl daemon-reload; fi
 }
 
-ensure_started() {  # only a config that passes the check is started: a template would exit 2
+ensure_started() {  # the first run whose config passes starts the unit (a template would exit
+  # 2); a run after that leaves it as the operator left it: stopped for maintenance, it stays so
+  local name=${enabled[0]} enablement
+  enablement=$(enablement "$name")
+  if [[ "$enablement" == enabled ]]; then remember_enabled "$name"; fi  # by hand, as README says
   if ! config_passes "$role" "${WORKER:-$INSTANCE}"; then
-    say "not started: edit $CONFIG_FILE until $(check_command) passes, then start: systemctl enable --now ${enabled[*]}"
-    STARTED="installed, not started"; return 0
+    say "not started: edit $CONFIG_FILE until $(check_command) passes, then start: $(start_command "$enablement" "$name")"
+    STARTED="installed, not started"
+  elif [[ "$enablement" == new ]]; then enable_first "$name"
+  elif is_running "$name" || { [[ "$enablement" == enabled ]] && ! live; }; then STARTED="enabled"
+  else
+    [[ "$enablement" == enabled ]] && enablement=stopped
+    say "$name was $enablement before this run and stays so: $(start_command "$enablement" "$name") starts it"
+    STARTED="installed, left $enablement"
   fi
-  if live; then systemctl enable --now "${enabled[@]}"; STARTED="enabled and started"
-  else systemctl_do enable "${enabled[@]}"; STARTED="enabled"; fi
+}
+
+enable_first() {  # enable_first NAME: the first start, remembered as the install's own
+  if live; then systemctl enable --now "$1"; STARTED="enabled and started"
+  else systemctl_do enable "$1"; STARTED="enabled"; fi
+  remember_enabled "$1"
+}
+
+remember_enabled() {  # remember_enabled NAME: disabled after this, it was disabled by hand
+  grep -qsxF "$1" "$ENABLED_BY_INSTALL" || echo "$1" >> "$ENABLED_BY_INSTALL"
+}
+
+enablement() {  # enablement NAME: new (no run saw it enabled yet), enabled, disabled or masked
+  local state
+  state=$(systemctl_do is-enabled "$1" 2>/dev/null || true)
+  if [[ "$state" == masked* ]]; then echo masked
+  elif [[ "$state" == enabled* ]]; then echo enabled
+  elif grep -qsxF "$1" "$ENABLED_BY_INSTALL"; then echo disabled
+  else echo new; fi
+}
+
+is_running() { [[ " ${RUNNING[*]} " == *" $1 "* ]]; }  # is_running NAME: before this run
+
+start_command() {  # start_command ENABLEMENT NAME: what starts the unit from there
+  case "$1" in
+    masked) echo "systemctl unmask $2 && systemctl enable --now $2" ;;
+    enabled | stopped) echo "systemctl start $2" ;;
+    *) echo "systemctl enable --now $2" ;;
+  esac
 }
 
 running_units() {  # the daemons' units running now (before this install changes anything)

@@ -407,7 +407,7 @@ def test_a_rerun_restarts_the_running_units_that_run_from_what_it_changed_and_on
     live_host.code("version 4")
     said, calls = live_host.install(*worker)
     assert _restarts(calls) == []  # what does not run is not restarted
-    assert f"enable --now {this}" in calls  # the installed one is started, as on a first run
+    assert not [call for call in calls if call.startswith(("enable", "start"))]  # nor started
     live_host.running(this, sibling)
     (live_host.folder / "failing").write_text(f"{this}\n")
     live_host.code("version 5")
@@ -443,6 +443,60 @@ EDGE = "appliance-edge.service"
 def _starts(calls: list[str]) -> list[str]:
     """The calls that would start or enable a unit."""
     return [call for call in calls if call.startswith(("enable", "start", "restart", "unmask"))]
+
+
+def test_a_rerun_leaves_a_unit_stopped_disabled_or_masked_by_hand_as_it_was(
+    live_host: LiveHost,
+) -> None:
+    """An upgrade ran `systemctl enable --now` on every run whose config passed: a kiosk stopped
+    for maintenance came back up, and a masked one ended the install before its restarts."""
+    said, calls = live_host.install("edge")
+    assert f"enable --now {EDGE}" in calls  # the first run whose config passes starts it
+    assert live_host.said("running") == [EDGE]
+    live_host.running()  # systemctl stop, for maintenance
+    live_host.code("version 2")
+    said, calls = live_host.install("edge")
+    assert _starts(calls) == []
+    assert (f"{EDGE} was stopped before this run and stays so: systemctl start {EDGE} starts it"
+            in said)
+    assert f"installed the edge (under {live_host.root}): {EDGE} installed, left stopped" in said
+    live_host.units("enabled")  # systemctl disable
+    said, calls = live_host.install("edge")
+    assert _starts(calls) == []
+    assert (f"{EDGE} was disabled before this run and stays so: systemctl enable --now {EDGE} "
+            "starts it") in said
+    live_host.units("masked", EDGE)
+    said, calls = live_host.install("edge")
+    assert _starts(calls) == []
+    assert (f"{EDGE} was masked before this run and stays so: systemctl unmask {EDGE} && "
+            f"systemctl enable --now {EDGE} starts it") in said
+    live_host.units("masked")
+    said, calls = live_host.install("edge", "--uninstall")  # kept: config, password, state
+    said, calls = live_host.install("edge")
+    assert f"enable --now {EDGE}" in calls  # installed again: a first install, started
+    assert live_host.said("running") == [EDGE]
+
+
+def test_a_unit_enabled_by_hand_then_disabled_stays_disabled_on_a_rerun(
+    live_host: LiveHost,
+) -> None:
+    """README's way: the first run writes the template, the operator edits it and enables the
+    unit by hand; a run that has seen it enabled knows a later disable for the operator's."""
+    config = live_host.root / "etc/appliance/config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("refuse\n")
+    said, calls = live_host.install("edge")
+    assert f"then start: systemctl enable --now {EDGE}" in said
+    config.write_text("device: {id: k1}\n")  # edited, then systemctl enable --now by hand
+    live_host.units("enabled", EDGE)
+    live_host.running(EDGE)
+    said, calls = live_host.install("edge")
+    assert _starts(calls) == []  # it runs what this run would have installed
+    live_host.units("enabled")  # systemctl disable --now
+    live_host.running()
+    said, calls = live_host.install("edge")
+    assert _starts(calls) == []
+    assert f"{EDGE} was disabled before this run and stays so" in said
 
 
 def test_a_second_role_on_the_host_keeps_the_first_role_s_packages_in_the_shared_venv(
