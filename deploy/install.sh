@@ -40,7 +40,8 @@ parse_arguments() {  # the options into the globals below
   role=${1:-}; shift || true
   [[ "$role" == edge || "$role" == backoffice || "$role" == pathology ]] || usage
   ROOT=/ CONFIG= CONFIG_FILE= STARTED= PASSWORD_FILE= CA= WORKER= INSTANCE= UNINSTALL=0 PURGE=0 SKIP_PIP=0
-  CHANGED=() RUNNING=() CODE_BEFORE=
+  CHANGED=() RUNNING=() KEPT=() CODE_BEFORE=
+  declare -gA CHECKED=()  # "ROLE INSTANCE" -> the check's exit status, each checked once
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --root) ROOT=$(realpath -m "$2"); shift 2 ;;
@@ -58,6 +59,7 @@ parse_arguments() {  # the options into the globals below
   R=${ROOT%/}
   OPT=$R/opt/appliance ETC=$R/etc/appliance UNITS=$R/etc/systemd/system STATE=$R/var/lib/appliance
   ENABLED_BY_INSTALL=$OPT/enabled-units  # the units a run enabled or found enabled, one a line
+  OWED=$OPT/restarts-owed  # the running units a run kept on the install before: one a line
 }
 
 live() { [[ "$ROOT" == / && -d /run/systemd/system ]]; }
@@ -195,7 +197,15 @@ as_service_user() {  # a command as the units run it: as root, a config (or a fi
   if switch_user; then (cd / && runuser -u "$SERVICE_USER" -- "$@"); else "$@"; fi
 }
 
-config_passes() {  # config_passes ROLE INSTANCE: `appliance config check` as its unit reads it
+config_passes() {  # config_passes ROLE INSTANCE: whether its config passes (checked once a run)
+  local key="$1 ${2:-}"
+  if [[ -z "${CHECKED[$key]:-}" ]]; then
+    if check_config "$1" "${2:-}"; then CHECKED[$key]=0; else CHECKED[$key]=1; fi
+  fi
+  return "${CHECKED[$key]}"
+}
+
+check_config() {  # check_config ROLE INSTANCE: `appliance config check` as its unit reads it
   local appliance=$OPT/venv/bin/appliance config variables
   config=$(config_of "$1")
   if [[ ! -x "$appliance" ]]; then say "could not check $config: no $appliance (--skip-pip)"; return 1; fi
@@ -246,8 +256,11 @@ ensure_started() {  # the first run whose config passes starts the unit (a templ
   enablement=$(enablement "$name")
   if [[ "$enablement" == enabled ]]; then remember_enabled "$name"; fi  # by hand, as README says
   if ! config_passes "$role" "${WORKER:-$INSTANCE}"; then
-    say "not started: edit $CONFIG_FILE until $(check_command) passes, then start: $(start_command "$enablement" "$name")"
-    STARTED="installed, not started"
+    if is_running "$name"; then KEPT+=("$name"); STARTED="kept running the install before this one"
+    else
+      say "not started: edit $CONFIG_FILE until $(check_command) passes, then start: $(start_command "$enablement" "$name")"
+      STARTED="installed, not started"
+    fi
   elif [[ "$enablement" == new ]]; then enable_first "$name"
   elif is_running "$name" || { [[ "$enablement" == enabled ]] && ! live; }; then STARTED="enabled"
   else
@@ -293,28 +306,32 @@ running_units() {  # the daemons' units running now (before this install changes
     | awk '{print $1}'
 }
 
-restart_plan() {  # restart_plan CODE_CHANGED: the running units that run from what changed
+restart_plan() {  # restart_plan CODE_CHANGED: the running units that run from what changed,
+  # and those a run before kept running the install before it (their config failed the check)
   local code_changed=$1 name changed shared=0
   for changed in "${CHANGED[@]}"; do [[ "$changed" == "$ETC/ca.crt" ]] && shared=1; done
   for name in "${RUNNING[@]}"; do
     if [[ "$name" == appliance-"$role"[.@]* && ( $code_changed -eq 1 || ${#CHANGED[@]} -gt 0 ) ]] \
-      || [[ $code_changed -eq 1 || $shared -eq 1 ]]; then echo "$name"; fi
+      || [[ $code_changed -eq 1 || $shared -eq 1 ]] || grep -qsxF "$name" "$OWED"; then echo "$name"; fi
   done
 }
 
 restart_running() {  # a running daemon keeps the code and config it started with until restarted
-  local code_changed=0 name unit_role instance restarted=() kept=()
+  local code_changed=0 name unit_role instance restarted=()
   [[ "$(code_fingerprint)" != "$CODE_BEFORE" ]] && code_changed=1
   for name in $(restart_plan "$code_changed"); do
+    [[ " ${KEPT[*]} " == *" $name "* ]] && continue
     unit_role=${name#appliance-}; unit_role=${unit_role%%[@.]*}
     instance=${name#*@}; instance=${instance%.service}; [[ "$name" == *@* ]] || instance=
-    if ! config_passes "$unit_role" "$instance"; then kept+=("$name")
+    if ! config_passes "$unit_role" "$instance"; then KEPT+=("$name")
     elif systemctl restart "$name"; then restarted+=("$name")
     else say "$name did not start again: journalctl -u $name says why"; fi
   done
   if [[ ${#restarted[@]} -gt 0 ]]; then say "restarted ${restarted[*]}: they ran the install before this one"; fi
-  if [[ ${#kept[@]} -gt 0 ]]; then
-    say "not restarted: ${kept[*]} keep running the install before this one until their config passes the check; then: systemctl restart ${kept[*]}"
+  rm -f "$OWED"
+  if [[ ${#KEPT[@]} -gt 0 ]]; then
+    printf '%s\n' "${KEPT[@]}" > "$OWED"
+    say "not restarted: ${KEPT[*]} keep running the install before this one until their config passes the check; then: systemctl restart ${KEPT[*]}"
   fi
   return 0
 }

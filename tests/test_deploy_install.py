@@ -499,6 +499,27 @@ def test_a_unit_enabled_by_hand_then_disabled_stays_disabled_on_a_rerun(
     assert f"{EDGE} was disabled before this run and stays so" in said
 
 
+def test_a_rerun_whose_config_now_fails_says_the_running_unit_keeps_the_install_before(
+    live_host: LiveHost,
+) -> None:
+    """It said "not started: edit ... then start" of a kiosk that was running, and checked the
+    config twice, printing the check's complaint twice."""
+    live_host.install("edge")
+    (live_host.root / "etc/appliance/config.yaml").write_text("refuse\n")  # an edit gone wrong
+    live_host.code("version 2")
+    said, calls = live_host.install("edge")
+    assert _starts(calls) == []
+    assert "not started" not in said
+    assert said.count(": refused") == 1
+    assert (f"not restarted: {EDGE} keep running the install before this one until their config "
+            f"passes the check; then: systemctl restart {EDGE}") in said
+    assert f"{EDGE} kept running the install before this one" in said
+    (live_host.root / "etc/appliance/config.yaml").write_text("device: {id: k1}\n")
+    said, calls = live_host.install("edge")
+    assert said.count("passes for root") == 1
+    assert _starts(calls) == [f"restart {EDGE}"]  # its config changed since it started
+
+
 def test_a_second_role_on_the_host_keeps_the_first_role_s_packages_in_the_shared_venv(
     live_host: LiveHost,
 ) -> None:
