@@ -23,6 +23,8 @@
 #   Run again after an upgrade, it restarts the units that were running and run from what it
 #   changed (this role's units: any file it wrote; another role's: the venv or the CA), each
 #   only when its config passes the check, and says which; a unit that was stopped stays so.
+#   A run cut short (killed while building the venv) is finished by the next: it repairs the
+#   venv and restarts what the cut-short run changed.
 # --uninstall stops and removes units, udev rule and /opt/appliance; it keeps /etc/appliance
 # and /var/lib/appliance (unsent results, the store) unless --purge is given as well. While
 # another role's units remain on the host (a back office beside a pathology server), it removes
@@ -59,6 +61,8 @@ parse_arguments() {  # the options into the globals below
   R=${ROOT%/}
   OPT=$R/opt/appliance ETC=$R/etc/appliance UNITS=$R/etc/systemd/system STATE=$R/var/lib/appliance
   ENABLED_BY_INSTALL=$OPT/enabled-units  # the units a run enabled or found enabled, one a line
+  PENDING=$OPT/install.pending  # while a run changes things: the code before it, what it wrote
+  VENV_BUILDING=$OPT/venv.building  # while the venv is built: a build cut short left it
   OWED=$OPT/restarts-owed  # the running units a run kept on the install before: one a line
 }
 
@@ -139,14 +143,27 @@ ensure_state_dir() {  # the state folder as the units' StateDirectory= makes it 
   if switch_user; then install -d -m 0750 -o "$SERVICE_USER" -g "$(id -gn "$SERVICE_USER")" "$STATE"; fi
 }
 
-ensure_venv() {
-  if [[ ! -x "$OPT/venv/bin/python" ]]; then
-    python3 -c 'import venv, ensurepip' 2>/dev/null || apt-get install -y -qq python3-venv >/dev/null
-    if [[ $SKIP_PIP -eq 1 ]]; then python3 -m venv --without-pip "$OPT/venv"
-    else python3 -m venv "$OPT/venv"; fi
+ensure_venv() {  # a build cut short (its marker left) may have left a venv without pip, or a
+  # package half unpacked that pip takes as installed: pip put back, every package reinstalled
+  local reinstall=()
+  if [[ -e "$VENV_BUILDING" ]]; then
+    say "the venv build of a run before this one did not finish: repairing $OPT/venv"; reinstall=(--force-reinstall)
   fi
-  [[ $SKIP_PIP -eq 1 ]] && return 0
-  "$OPT/venv/bin/python" -m pip install --quiet "$REPO[$(venv_extras)]"
+  touch "$VENV_BUILDING"
+  if [[ ! -x "$OPT/venv/bin/python" ]]; then make_venv
+  elif [[ ${#reinstall[@]} -gt 0 && $SKIP_PIP -eq 0 ]] && ! "$OPT/venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    make_venv --clear  # cut short before its pip was in: nothing was installed in it yet
+  fi
+  if [[ $SKIP_PIP -eq 0 ]]; then
+    "$OPT/venv/bin/python" -m pip install --quiet "${reinstall[@]}" "$REPO[$(venv_extras)]"
+  fi
+  rm -f "$VENV_BUILDING"
+}
+
+make_venv() {  # make_venv [--clear]: the venv in /opt/appliance, with pip unless --skip-pip
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt-get install -y -qq python3-venv >/dev/null
+  if [[ $SKIP_PIP -eq 1 ]]; then python3 -m venv --without-pip "$@" "$OPT/venv"
+  else python3 -m venv "$@" "$OPT/venv"; fi
 }
 
 venv_extras() {  # what every role on this host needs: one venv serves them all
@@ -165,7 +182,7 @@ ensure_fonts() {  # overlays, the kiosk's screen and heatmap titles draw Japanes
 install_file() {  # install_file MODE SOURCE TARGET: copy only when the content differs
   local mode=$1 source=$2 target=$3
   if ! cmp -s "$source" "$target" 2>/dev/null; then
-    install -D -m "$mode" "$source" "$target"; CHANGED+=("$target")
+    install -D -m "$mode" "$source" "$target"; CHANGED+=("$target"); echo "$target" >> "$PENDING"
   fi
   chmod "$mode" "$target"
 }
@@ -336,12 +353,23 @@ restart_running() {  # a running daemon keeps the code and config it started wit
   return 0
 }
 
+begin_or_resume() {  # the code the units ran before this run, and the files written since:
+  # after a run cut short, those of that run, whose restarts are still owed
+  install -d -m 0755 "$OPT"
+  if [[ -s "$PENDING" ]]; then
+    say "a run before this one did not finish: finishing it"
+    mapfile -t CHANGED < <(tail -n +2 "$PENDING"); CODE_BEFORE=$(head -n 1 "$PENDING")
+  else
+    CODE_BEFORE=$(code_fingerprint); echo "$CODE_BEFORE" > "$PENDING"
+  fi
+}
+
 main() {
   parse_arguments "$@"
   check_arguments
   if [[ $UNINSTALL -eq 1 ]]; then uninstall; exit 0; fi
   mapfile -t RUNNING < <(running_units)
-  CODE_BEFORE=$(code_fingerprint)
+  begin_or_resume
   ensure_user
   ensure_state_dir
   ensure_venv
@@ -350,6 +378,7 @@ main() {
   ensure_units
   ensure_started
   if live; then restart_running; fi
+  rm -f "$PENDING"
   say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${enabled[*]} $STARTED"
 }
 

@@ -520,6 +520,46 @@ def test_a_rerun_whose_config_now_fails_says_the_running_unit_keeps_the_install_
     assert _starts(calls) == [f"restart {EDGE}"]  # its config changed since it started
 
 
+def test_a_run_killed_while_building_the_venv_is_finished_by_the_next(
+    live_host: LiveHost,
+) -> None:
+    """Killed after `python3 -m venv` made bin/python and before pip was in, every later run
+    skipped the venv it took as built and ended on "No module named pip"."""
+    shutil.rmtree(live_host.root / "opt/appliance/venv")  # a fresh host
+    (live_host.folder / "kill-in-venv").touch()
+    live_host.install("edge", finishes=False)
+    assert (live_host.root / "opt/appliance/venv/bin/python").exists()
+    said, calls = live_host.install("edge")
+    assert "the venv build of a run before this one did not finish: repairing" in said
+    venv = str(live_host.root / "opt/appliance/venv")
+    assert (live_host.folder / "python3.calls").read_text().splitlines() == [
+        f"-m venv {venv}", f"-m venv --clear {venv}"]  # no pip in it: made again
+    pip = (live_host.folder / "python.calls").read_text().splitlines()
+    assert pip[-1].startswith("-m pip install --quiet --force-reinstall ")
+    assert f"enable --now {EDGE}" in calls
+    said, calls = live_host.install("edge")
+    assert "did not finish" not in said  # finished: the next run is an ordinary one
+    pip = (live_host.folder / "python.calls").read_text().splitlines()
+    assert "--force-reinstall" not in pip[-1]
+
+
+def test_a_run_killed_while_installing_the_code_leaves_its_restarts_to_the_next(
+    live_host: LiveHost, secrets: tuple[Path, Path],
+) -> None:
+    """Killed after pip installed the new code and before the restarts, the next run found the
+    code as it left it, restarted nothing, and the kiosk ran the old code until restarted."""
+    _password, ca = secrets
+    live_host.install("edge")
+    live_host.code("version 2")
+    (live_host.folder / "kill-in-pip").touch()
+    live_host.install("edge", "--ca", str(ca), finishes=False)
+    said, calls = live_host.install("edge")
+    assert "a run before this one did not finish: finishing it" in said
+    assert _starts(calls) == [f"restart {EDGE}"]
+    said, calls = live_host.install("edge")
+    assert _starts(calls) == []  # done: nothing is owed any more
+
+
 def test_a_second_role_on_the_host_keeps_the_first_role_s_packages_in_the_shared_venv(
     live_host: LiveHost,
 ) -> None:
