@@ -90,11 +90,15 @@ systemctl_do() {  # systemctl on the running system, or offline on the files und
   if live; then systemctl "$@"; else systemctl --root="$ROOT" "$@" 2>/dev/null || true; fi
 }
 
-uninstall() {
-  local names=()
+uninstall() {  # the role's units: those enabled, and those running though not enabled (started
+  # by hand, or disabled while they ran), which would run on from the files removed below
+  local names=() name
   if [[ "$role" != edge ]]; then
     for link in "$UNITS"/multi-user.target.wants/appliance-"$role"@*.service; do
       [[ -e "$link" || -L "$link" ]] && names+=("$(basename "$link")")
+    done
+    for name in $(running_units); do
+      if [[ "$name" == appliance-"$role"@* && " ${names[*]} " != *" $name "* ]]; then names+=("$name"); fi
     done
   else
     names=(appliance-edge.service)

@@ -573,3 +573,18 @@ def test_a_second_role_on_the_host_keeps_the_first_role_s_packages_in_the_shared
     live_host.install("edge")
     pip = (live_host.folder / "python.calls").read_text().splitlines()
     assert pip[-1].endswith(f"{REPO}[systemd]")
+
+
+def test_uninstall_stops_the_role_s_instances_that_run_without_being_enabled(
+    live_host: LiveHost,
+) -> None:
+    """--uninstall stopped the instances it found enabled only: one started by hand, or
+    disabled while it ran, ran on from a venv and a unit file it had just removed."""
+    one, two = ("appliance-backoffice@backoffice-1.service",
+                "appliance-backoffice@backoffice-2.service")
+    live_host.install("backoffice", "--worker", "backoffice-1")
+    live_host.running(one, two, EDGE)  # backoffice-2 started by hand; a kiosk beside them
+    live_host.units("enabled", one)
+    _said, calls = live_host.install("backoffice", "--uninstall")
+    assert f"disable --now {two}" in calls
+    assert live_host.said("running") == [EDGE]  # the other role's unit runs on
