@@ -64,6 +64,7 @@ parse_arguments() {  # the options into the globals below
   PENDING=$OPT/install.pending  # while a run changes things: the code before it, what it wrote
   VENV_BUILDING=$OPT/venv.building  # while the venv is built: a build cut short left it
   OWED=$OPT/restarts-owed  # the running units a run kept on the install before: one a line
+  REMOVED=$R/opt/.appliance.removed  # /opt/appliance while --uninstall removes it
 }
 
 live() { [[ "$ROOT" == / && -d /run/systemd/system ]]; }
@@ -117,13 +118,20 @@ uninstall() {  # the role's units: those enabled, and those running though not e
     say "removed the $role units; kept /opt/appliance, /etc/appliance and /var/lib/appliance: ${others[*]} still run from them"
     return 0
   fi
-  rm -rf "$OPT"
+  remove_program
   if live; then systemctl daemon-reload; fi
   if [[ $PURGE -eq 1 ]]; then
     rm -rf "$ETC" "$STATE"
     if [[ "$ROOT" == / ]] && id appliance >/dev/null 2>&1; then userdel appliance || true; fi
   fi
   say "removed the $role install${PURGE:+ }$([[ $PURGE -eq 1 ]] && echo '(config and data purged)' || echo '(kept /etc/appliance and /var/lib/appliance)')"
+}
+
+remove_program() {  # /opt/appliance, moved aside first: a removal cut short leaves no half
+  # venv (its python there, its pip gone) that the next install would take as built
+  rm -rf "$REMOVED"
+  if [[ -e "$OPT" ]]; then mv "$OPT" "$REMOVED"; fi
+  rm -rf "$REMOVED"
 }
 
 forget_enabled() {  # forget_enabled NAME: an install after this one starts it as a first one
@@ -359,6 +367,7 @@ restart_running() {  # a running daemon keeps the code and config it started wit
 
 begin_or_resume() {  # the code the units ran before this run, and the files written since:
   # after a run cut short, those of that run, whose restarts are still owed
+  rm -rf "$REMOVED"  # what an --uninstall cut short left
   install -d -m 0755 "$OPT"
   if [[ -s "$PENDING" ]]; then
     say "a run before this one did not finish: finishing it"

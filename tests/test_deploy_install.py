@@ -276,6 +276,13 @@ mkdir -p "$(dirname "$record")" && cp "$FAKE_DIR/code" "$record"
 cp "$FAKE_DIR/venv-appliance" "$(dirname "$0")/appliance"
 if [ -e "$FAKE_DIR/kill-in-pip" ]; then rm "$FAKE_DIR/kill-in-pip"; kill -9 "$PPID" $$; fi
 """
+# rm, as a kill finds it partway through removing the program folder: its venv's pip gone
+KILLING_RM = """#!/bin/sh
+if [ -e "$FAKE_DIR/kill-in-rm" ] && [ "$1" = -rf ] && [ -d "$2/venv" ]; then
+  /bin/rm -f "$FAKE_DIR/kill-in-rm" "$2/venv/bin/pip"; kill -9 "$PPID" $$
+fi
+exec /bin/rm "$@"
+"""
 # the host's python3 builds a venv: its python first, then pip (ensurepip), where the test may
 # kill the run
 BUILDING_PYTHON3 = """#!/bin/sh
@@ -305,7 +312,7 @@ class LiveHost:
         fakes = folder / "bin"
         fakes.mkdir()
         for name, text in (("systemctl", RECORDING_SYSTEMCTL), ("udevadm", "#!/bin/sh\n"),
-                           ("python3", BUILDING_PYTHON3)):
+                           ("python3", BUILDING_PYTHON3), ("rm", KILLING_RM)):
             (fakes / name).write_text(text)
             (fakes / name).chmod(0o755)
         for name, text in (("venv-python", INSTALLING_PYTHON),
@@ -588,3 +595,16 @@ def test_uninstall_stops_the_role_s_instances_that_run_without_being_enabled(
     _said, calls = live_host.install("backoffice", "--uninstall")
     assert f"disable --now {two}" in calls
     assert live_host.said("running") == [EDGE]  # the other role's unit runs on
+
+
+def test_an_install_after_an_uninstall_cut_short_builds_the_venv_again(
+    live_host: LiveHost,
+) -> None:
+    """Killed while it removed /opt/appliance, --uninstall left the venv's python without its
+    pip: every install after it took the venv as built and ended on "No module named pip"."""
+    live_host.install("edge")
+    (live_host.folder / "kill-in-rm").touch()
+    live_host.install("edge", "--uninstall", finishes=False)
+    _said, calls = live_host.install("edge")
+    assert f"enable --now {EDGE}" in calls  # installed again, as a first install
+    assert not (live_host.root / "opt/.appliance.removed").exists()
