@@ -299,9 +299,11 @@ ensure_started() {  # the first run whose config passes starts the unit (a templ
   fi
 }
 
-enable_first() {  # enable_first NAME: the first start, remembered as the install's own
-  if live; then systemctl enable --now "$1"; STARTED="enabled and started"
-  else systemctl_do enable "$1"; STARTED="enabled"; fi
+enable_first() {  # enable_first NAME: the first start, remembered as the install's own; one
+  # that does not start (it exits before it is ready) is named and ends no install
+  if ! live; then systemctl_do enable "$1"; STARTED="enabled"
+  elif systemctl enable --now "$1"; then STARTED="enabled and started"
+  else say "$1 did not start: journalctl -u $1 says why"; STARTED="enabled, did not start"; fi
   remember_enabled "$1"
 }
 

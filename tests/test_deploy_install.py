@@ -258,7 +258,8 @@ case "$1" in
               if has enabled "$2"; then echo enabled; else echo disabled; exit 1; fi ;;
   enable) shift; now=; if [ "$1" = --now ]; then now=1; shift; fi
           if has masked "$1"; then echo "Unit $1 is masked." >&2; exit 1; fi
-          add enabled "$1"; if [ -n "$now" ]; then add running "$1"; fi ;;
+          add enabled "$1"; if [ -z "$now" ]; then exit 0; fi
+          if has failing "$1"; then exit 1; fi; add running "$1" ;;
   disable) shift; now=; if [ "$1" = --now ]; then now=1; shift; fi
            drop enabled "$1"; if [ -n "$now" ]; then drop running "$1"; fi ;;
   start) add running "$2" ;;
@@ -608,3 +609,14 @@ def test_an_install_after_an_uninstall_cut_short_builds_the_venv_again(
     _said, calls = live_host.install("edge")
     assert f"enable --now {EDGE}" in calls  # installed again, as a first install
     assert not (live_host.root / "opt/.appliance.removed").exists()
+
+
+def test_a_first_start_that_fails_is_named_and_ends_no_install(live_host: LiveHost) -> None:
+    """`systemctl enable --now` fails when the kiosk (Type=notify) exits before it is ready (a
+    broker that refuses its login): under `set -e` that ended the install there, before its
+    restarts and its closing line, with systemctl's words only."""
+    live_host.units("failing", EDGE)
+    said, calls = live_host.install("edge")
+    assert f"enable --now {EDGE}" in calls
+    assert f"{EDGE} did not start: journalctl -u {EDGE} says why" in said
+    assert f"{EDGE} enabled, did not start" in said
