@@ -292,11 +292,20 @@ ensure_started() {  # the first run whose config passes starts the unit (a templ
     fi
   elif [[ "$enablement" == new ]]; then enable_first "$name"
   elif is_running "$name" || { [[ "$enablement" == enabled ]] && ! live; }; then STARTED="enabled"
-  else
-    [[ "$enablement" == enabled ]] && enablement=stopped
-    say "$name was $enablement before this run and stays so: $(start_command "$enablement" "$name") starts it"
-    STARTED="installed, left $enablement"
+  else left_as_found "$name" "$enablement"; fi
+}
+
+left_as_found() {  # left_as_found NAME ENABLEMENT: say why a unit that does not run is not started
+  local name=$1 state=$2
+  if [[ "$state" == enabled ]]; then
+    state=stopped
+    if [[ "$(systemctl_do is-active "$name" || true)" == failed ]]; then
+      say "$name had failed before this run and is not started: journalctl -u $name says why; systemctl start $name starts it"
+      STARTED="installed, left failed"; return 0
+    fi
   fi
+  say "$name was $state before this run and stays so: $(start_command "$state" "$name") starts it"
+  STARTED="installed, left $state"
 }
 
 enable_first() {  # enable_first NAME: the first start, remembered as the install's own; one

@@ -262,6 +262,8 @@ case "$1" in
           if has failing "$1"; then exit 1; fi; add running "$1" ;;
   disable) shift; now=; if [ "$1" = --now ]; then now=1; shift; fi
            drop enabled "$1"; if [ -n "$now" ]; then drop running "$1"; fi ;;
+  is-active) if has running "$2"; then echo active; elif has failing "$2"; then echo failed
+             else echo inactive; fi ;;
   start) add running "$2" ;;
   restart) if has failing "$2"; then exit 1; fi; add running "$2" ;;
 esac
@@ -620,3 +622,7 @@ def test_a_first_start_that_fails_is_named_and_ends_no_install(live_host: LiveHo
     assert f"enable --now {EDGE}" in calls
     assert f"{EDGE} did not start: journalctl -u {EDGE} says why" in said
     assert f"{EDGE} enabled, did not start" in said
+    said, calls = live_host.install("edge")  # again: a failed unit is not a stopped one
+    assert _starts(calls) == []
+    assert (f"{EDGE} had failed before this run and is not started: journalctl -u {EDGE} says "
+            f"why; systemctl start {EDGE} starts it") in said
