@@ -111,8 +111,11 @@ uninstall() {  # the role's units: those enabled, and those running though not e
   done
   for unit in "${unit_files[@]}"; do rm -f "$UNITS/$unit"; done
   [[ "$role" == edge ]] && rm -f "$R/etc/udev/rules.d/99-scalar-microscope.rules"
-  local others=()  # another role on this host runs from the same venv, config and state
-  for unit in "$UNITS"/appliance-*.service; do [[ -e "$unit" ]] && others+=("$(basename "$unit")"); done
+  local others=()  # another role on this host runs from the same venv, config and state (the
+  # kiosk screen's unit, copied by hand, runs Chromium: nothing of these)
+  for unit in "$UNITS"/appliance-{edge,backoffice@,pathology@}.service; do
+    if [[ -e "$unit" ]]; then others+=("$(basename "$unit")"); fi
+  done
   if [[ ${#others[@]} -gt 0 ]]; then
     if live; then systemctl daemon-reload; fi
     say "removed the $role units; kept /opt/appliance, /etc/appliance and /var/lib/appliance: ${others[*]} still run from them"

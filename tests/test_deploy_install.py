@@ -178,6 +178,22 @@ def test_removing_one_role_keeps_what_another_role_on_the_host_still_runs_from(
     assert snapshot(root) == {}
 
 
+def test_removing_the_kiosk_removes_its_program_beside_the_kiosk_screen_s_unit(
+    tmp_path: Path,
+) -> None:
+    """The kiosk screen's unit, copied to /etc/systemd/system by hand as its comment says, was
+    taken for another role's: --uninstall edge kept /opt/appliance and said the screen still
+    ran from it (the screen runs Chromium, nothing of the program)."""
+    root = tmp_path / "root"
+    assert install(root, "edge").returncode == 0
+    screen = root / "etc/systemd/system/appliance-kiosk-screen.service"
+    shutil.copy(INSTALL.parent / "appliance-kiosk-screen.service", screen)
+    gone = install(root, "edge", "--uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert not (root / "opt/appliance").exists()
+    assert "removed the edge install (kept /etc/appliance and /var/lib/appliance)" in gone.stderr
+
+
 def _check_with_this_checkout(root: Path) -> None:
     """An ``appliance`` in the scratch root's venv that runs this checkout, as pip would have
     installed it: install.sh's start decision runs its ``config check``."""
