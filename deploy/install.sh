@@ -91,19 +91,21 @@ systemctl_do() {  # systemctl on the running system, or offline on the files und
   if live; then systemctl "$@"; else systemctl --root="$ROOT" "$@" 2>/dev/null || true; fi
 }
 
-uninstall() {  # the role's units: those enabled, and those running though not enabled (started
-  # by hand, or disabled while they ran), which would run on from the files removed below
+role_units() {  # the role's units: those enabled, and those running though not enabled (started
+  # by hand, or disabled while they ran), which would run on from the files uninstall removes
+  if [[ "$role" == edge ]]; then echo appliance-edge.service; return 0; fi
+  local link name
+  for link in "$UNITS"/multi-user.target.wants/appliance-"$role"@*.service; do
+    if [[ -e "$link" || -L "$link" ]]; then basename "$link"; fi
+  done
+  for name in $(running_units); do
+    if [[ "$name" == appliance-"$role"@* ]]; then echo "$name"; fi
+  done
+}
+
+uninstall() {
   local names=() name
-  if [[ "$role" != edge ]]; then
-    for link in "$UNITS"/multi-user.target.wants/appliance-"$role"@*.service; do
-      [[ -e "$link" || -L "$link" ]] && names+=("$(basename "$link")")
-    done
-    for name in $(running_units); do
-      if [[ "$name" == appliance-"$role"@* && " ${names[*]} " != *" $name "* ]]; then names+=("$name"); fi
-    done
-  else
-    names=(appliance-edge.service)
-  fi
+  mapfile -t names < <(role_units | sort -u)
   for name in "${names[@]}"; do
     if live; then systemctl disable --now "$name" || true; else systemctl_do disable "$name"; fi
     rm -f "$UNITS/multi-user.target.wants/$name"
