@@ -296,7 +296,8 @@ ensure_started() {  # the first run whose config passes starts the unit (a templ
       STARTED="installed, not started"
     fi
   elif [[ "$enablement" == new ]]; then enable_first "$name"
-  elif is_running "$name" || { [[ "$enablement" == enabled ]] && ! live; }; then STARTED="enabled"
+  elif is_running "$name"; then STARTED="running"  # restart_running restarts it where owed
+  elif [[ "$enablement" == enabled ]] && ! live; then STARTED="enabled"
   else left_as_found "$name" "$enablement"; fi
 }
 

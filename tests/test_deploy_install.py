@@ -479,6 +479,11 @@ def test_a_rerun_leaves_a_unit_stopped_disabled_or_masked_by_hand_as_it_was(
     said, calls = live_host.install("edge")
     assert f"enable --now {EDGE}" in calls  # the first run whose config passes starts it
     assert live_host.said("running") == [EDGE]
+    live_host.units("enabled")  # systemctl disable, while it runs on
+    said, calls = live_host.install("edge")
+    assert _starts(calls) == []
+    assert f"installed the edge (under {live_host.root}): {EDGE} running" in said
+    live_host.units("enabled", EDGE)
     live_host.running()  # systemctl stop, for maintenance
     live_host.code("version 2")
     said, calls = live_host.install("edge")
