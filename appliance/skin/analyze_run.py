@@ -39,6 +39,7 @@ TABLE_COLUMNS = (
     ("L*", "lab_l", 5, ".1f"),
     ("class", "classification", 13, ""),  # "normal/coarse": a near-tie
 )
+REJECTED_CELLS = "not measured"  # after a rejected frame's verdict, where the numbers would be
 TABLE_LEGEND = ("n/m: not measured (outside the validated range, docs/measurement.md; --json's "
                 "quality reasons say why); not given: the grade needs a feature that was not "
                 "measured (--json says which); A/B: a near-tie, between grades A and B (their "
@@ -175,10 +176,14 @@ class AnalyzeRun:
 
     @staticmethod
     def table_row(record: dict[str, Any]) -> str:
-        """One readable table line for a result record (a rejected frame: its verdict only)."""
+        """One readable table line for a result record. A rejected frame's line has its verdict
+        in the quality column and "not measured" beside it: why is said once, on stderr with
+        the run's other failures (``commands_analyze``), not again as a line wider than the
+        table."""
         name = shown_name(Path(record["image"]).name)[:28]
         if "rejected" in record:
-            return f"{name:<28} {record['rejected']}"
+            _, _, width, _ = TABLE_COLUMNS[0]
+            return f"{name:<28} {record['quality']['verdict']:>{width}} {REJECTED_CELLS}"
         features = record["features"]
         cells = []
         for _, key, width, fmt in TABLE_COLUMNS:

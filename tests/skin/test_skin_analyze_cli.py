@@ -290,8 +290,25 @@ def test_a_rejected_frame_is_shown_with_its_verdict_never_measured(
     assert main(["analyze", *paths]) == 1
     rows = capsys.readouterr().out.splitlines()
     assert "kime" in rows[0]
-    assert rows[2].startswith("blurred.png")
-    assert "not measured" in rows[2]
+    assert rows[2].split() == ["blurred.png", "blurred", "not", "measured"]
+
+
+def test_a_rejected_frame_s_reason_is_said_once_and_its_row_keeps_to_the_table(
+    images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reason went to stderr and again as a table row some 200 characters wide."""
+    rgb = synthetic_frame(21, 0, "normal").image_rgb
+    lifted = tmp_path / "lifted.png"
+    cv2.imwrite(str(lifted), (rgb[:, :, ::-1] * 0.03).astype(np.uint8))
+    assert main(["analyze", str(images["good"]), str(lifted)]) == 1
+    printed = capsys.readouterr()
+    header, _good, row = printed.out.splitlines()
+    assert row.split() == ["lifted.png", "no_contact", "not", "measured"]
+    assert header.index("quality") + len("quality") == row.index("no_contact") + len("no_contact")
+    assert len(row) <= len(header)
+    reason = "press the scope onto the skin"
+    assert (printed.out + printed.err).count(reason) == 1
+    assert printed.err.startswith(f"analyze: {lifted}: frame no_contact (")
 
 
 def test_a_greyscale_jpeg_is_said_to_carry_no_colour_not_to_lack_contact(
