@@ -5,7 +5,9 @@ newline there forges a second log line; an ANSI escape recolours or hides a term
 record's message is therefore rendered with control characters escaped (``\\n`` becomes the
 two characters backslash-n), for every handler (stderr, journald). Tracebacks are added by the
 formatter after this and keep their lines. Bidirectional-text controls (U+202E and kin) are
-escaped too: they show text in another order than it has ("Trojan Source", CVE-2021-42574).
+escaped too: they show text in another order than it has ("Trojan Source", CVE-2021-42574); and
+so is every other character that draws nothing (a word joiner, a tag, a Hangul filler), which
+makes two texts that differ read the same.
 A warning that each message from outside can cause is said within a budget a minute
 (``LineBudget``), so a client sending such messages in a loop cannot fill the journal.
 """
@@ -19,20 +21,30 @@ import threading
 import time
 from collections.abc import Callable
 
-# Controls, line separators, bidirectional-text controls and invisible marks (zero width space,
-# byte order mark), and lone surrogates (a file name's undecodable bytes, which no terminal
-# encoding can print).
-_CONTROL = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069"
-    r"\ufeff\ud800-\udfff]"
+# Every character of Unicode's categories Cc (controls), Cf (format characters: bidirectional-
+# text controls, zero-width marks, the byte order mark, tags, ...), Zl and Zp (line and paragraph
+# separators) and Cs (lone surrogates: a file name's undecodable bytes, which no terminal
+# encoding can print), as Unicode 14 (Python 3.11) lists them, a test checks them against
+# unicodedata; and the Hangul fillers, letters that draw nothing.
+INVISIBLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160"
+    r"\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\u3164\ud800-\udfff\ufeff"
+    r"\uffa0\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3"
+    r"\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
 )
 SHOWN_ARGUMENT_CHARS = 200  # of a command-line argument named in an error (it may be 100,000)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
 
 
 def escape_controls(text: str) -> str:
-    """``text`` with every control character written as a visible escape."""
-    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
+    """``text`` with every control character (every ``INVISIBLE`` one) written as a visible
+    escape, as Python writes it: ``\\u2060``, ``\\U000e0041`` past U+FFFF."""
+    return INVISIBLE.sub(lambda m: _NAMED.get(m.group()) or _escape(m.group()), text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def shorten(text: str, limit: int) -> str:

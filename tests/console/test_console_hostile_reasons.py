@@ -120,3 +120,26 @@ def test_a_hostile_kiosk_s_free_text_is_shown_escaped_on_every_page(console: Con
     assert f"label-{SHOWN_SCORES - 1}<" in page
     assert f"label-{SHOWN_SCORES}<" not in page
     assert f"and {3_000 - SHOWN_SCORES} more labels" in page
+
+
+def test_characters_that_draw_nothing_are_shown_as_escapes_on_the_pages(console: Console) -> None:
+    """A word joiner, tags or a Hangul filler made "0.1" and "0.1\u2060" read the same."""
+    hidden = "\u2060\U000e0041\u3164\xad"
+    shown = "\\u2060\\U000e0041\\u3164\\u00ad"
+    grade = payloads.Classification.model_construct(model="grader", version="1" + hidden,
+                                                    label="fine" + hidden,
+                                                    probabilities={"fine": 1.0})
+    hostile = make_result(4, "lab", "k-hidden", "30-39").model_copy(update={  # stored as sent
+        "software_version": "0.1" + hidden, "classification": grade,
+        "quality": payloads.Quality.model_construct(verdict="ok",
+                                                    reasons=[NOT_MEASURED + "x" + hidden])})
+    _stored(console.store_url, hostile)
+    cookie, _ = login_cookie(console)
+    for path in ("/results?device=k-hidden", f"/results/{hostile.measurement_id}"):
+        status, _, body = get_with(console, path, cookie)
+        page = body.decode()
+        assert status == 200
+        assert f"fine{shown}" in page
+        assert not set(page) & set(hidden)
+    assert f"0.1{shown}" in page
+    assert f"x{shown}" in page
