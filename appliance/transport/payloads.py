@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import ErrorDetails
 
 from appliance import safejson
+from appliance.logsafe import INVISIBLE, escape_controls
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 RESULT_SCHEMA: Final = "appliance.result/1"
@@ -91,7 +92,26 @@ MAX_REASON_CHARS = 512
 MAX_SCORES = 16  # of the quality gate
 MAX_LABELS = 64  # of a model (appliance/inference/contract.py refuses more): its probabilities
 MAX_NAME_CHARS = 64  # a score's or a label's name
-Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+
+
+def _drawn_whole(text: str) -> str:
+    """A name or version holds no character that draws nothing or moves the text after it
+    (logsafe.INVISIBLE: controls, bidirectional-text controls, zero-width marks, tags): no
+    version, model or label a kiosk sends holds one (a model naming one is refused at load,
+    inference/contract.py), and one there made two names read the same on an operator's
+    screen, in the API and in exported files, which show them as sent."""
+    if (hidden := INVISIBLE.search(text)) is not None:
+        raise ValueError(f"holds {escape_controls(hidden.group())} at character "
+                         f"{hidden.start() + 1}; a name or version holds no control or format "
+                         "character (bidirectional-text controls, zero-width marks, tags)")
+    return text
+
+
+NO_HIDDEN = "No control or format character (Unicode categories Cc, Cf, Zl, Zp) nor Hangul filler."
+# a name or a version: every character of it is drawn (free texts, the reasons, may quote
+# anything: they are shown escaped instead, logsafe.escape_controls)
+Drawn = Annotated[str, AfterValidator(_drawn_whole)]
+Name = Annotated[Drawn, Field(min_length=1, max_length=MAX_NAME_CHARS, description=NO_HIDDEN)]
 
 
 class PayloadError(ValueError):
@@ -147,9 +167,10 @@ class Quality(_Payload):
 class Classification(_Payload):
     """The on-device model's output for the measured features."""
 
-    model: str = Field(min_length=1, max_length=128, description="Model name.")
-    version: str = Field(min_length=1, max_length=64, description="Model version.")
-    label: str = Field(min_length=1, max_length=64, description="Predicted label.")
+    model: Drawn = Field(min_length=1, max_length=128, description=f"Model name. {NO_HIDDEN}")
+    version: Drawn = Field(min_length=1, max_length=64,
+                           description=f"Model version. {NO_HIDDEN}")
+    label: Drawn = Field(min_length=1, max_length=64, description=f"Predicted label. {NO_HIDDEN}")
     probabilities: dict[Name, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         max_length=MAX_LABELS, description="Probability per label."
     )
@@ -181,7 +202,8 @@ class Result(_Payload):
     device_id: Identifier
     site: Identifier
     captured_at: Time = Field(description="UTC time of the measured frame.")
-    software_version: str = Field(max_length=64, description="appliance version that measured.")
+    software_version: Drawn = Field(max_length=64, description="appliance version that "
+                                    f"measured. {NO_HIDDEN}")
     quality: Quality
     features: Features
     classification: Classification | None = None
@@ -204,8 +226,10 @@ class Result(_Payload):
 
 
 class ModelInfo(_Payload):
-    name: str = Field(max_length=128)
-    version: str = Field(max_length=64)
+    """A model a kiosk names: the one an update is about, or the one serving."""
+
+    name: Drawn = Field(max_length=128, description=NO_HIDDEN)
+    version: Drawn = Field(max_length=64, description=NO_HIDDEN)
 
 
 class Status(_Payload):
@@ -216,7 +240,7 @@ class Status(_Payload):
     site: Identifier
     state: Literal["online", "offline"]
     at: Time
-    software_version: str | None = Field(None, max_length=64)
+    software_version: Drawn | None = Field(None, max_length=64, description=NO_HIDDEN)
     model: ModelInfo | None = None
     camera: Literal["online", "offline"] | None = None
     outbox_depth: Count | None = Field(None, description="Results not yet acknowledged.")
@@ -260,7 +284,8 @@ class ModelState(_Payload):
     running: ModelInfo | None = Field(None, description="The model serving after this step.")
     reason: str | None = Field(None, max_length=1024)
     healthy: bool | None = Field(None, description="After install: the health check passed.")
-    rollout: str | None = Field(None, max_length=64, description="The signed assignment's rollout.")
+    rollout: Drawn | None = Field(None, max_length=64,
+                                  description=f"The signed assignment's rollout. {NO_HIDDEN}")
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 
@@ -301,7 +326,8 @@ def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
         return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        # a map's key is part of where: a kiosk's text, escaped as the refused value is
+        where = escape_controls(".".join(str(p) for p in first["loc"])) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise PayloadError(f"{where}: {first['msg']}{_why(first)}{more}") from exc
 

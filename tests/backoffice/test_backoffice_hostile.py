@@ -118,18 +118,26 @@ def test_control_characters_in_payload_text_are_escaped_in_the_log(
 
 
 def test_a_kiosk_s_status_text_cannot_drive_the_operator_s_terminal(store: Store) -> None:
+    """A version or model name holding controls is refused (payloads.Drawn): it reaches no
+    fleet row, and the dead letter that keeps it is shown escaped. A row stored before the
+    contract refused them is shown escaped too (tests/test_logsafe_invisible.py)."""
+    from appliance.backoffice.export import dead_letter_table
     from appliance.backoffice.fleet import fleet_table
     from appliance.transport.payloads import ModelInfo
 
     hostile = fleetsim.online_status("lab", "k1").model_copy(update={
         "software_version": "0.1\u202e0.9",  # shown reversed: "0.9.0.1"
-        "model": ModelInfo(name="\x1b[2J\x1b[1;31mgrader\x1b]0;title\x07", version="1\x1b[8m"),
+        "model": ModelInfo.model_construct(name="\x1b[2Jgrader\x1b]0;title\x07", version="1"),
     })
-    store.write_batch(sort(("p/lab/k1/status", hostile.to_json()), retained=True), 100)
-    table = fleet_table(store)
-    assert not set(table) & {"\x1b", "\x07", "\u202e"}
-    assert "\\x1b[2J\\x1b[1;31mgrader\\x1b]0;title\\u0007 1\\x1b[8m" in table
-    assert "0.1\\u202e0.9" in table
+    batch = sort(("p/lab/k1/status", hostile.to_json()), retained=True)
+    assert batch.statuses == []
+    (letter,) = batch.dead_letters
+    assert letter.reason.startswith("software_version: Value error, holds \\u202e at character 4")
+    store.write_batch(batch, 100)
+    assert fleet_table(store).startswith("no devices known yet")
+    letters = dead_letter_table(store, 10)
+    assert not set(letters) & {"\x1b", "\x07", "\u202e"}
+    assert "reason: software_version: Value error, holds \\u202e at character 4" in letters
 
 
 def test_a_count_larger_than_any_store_holds_is_a_dead_letter_its_device_may_drop(

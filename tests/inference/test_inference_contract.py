@@ -99,3 +99,20 @@ def test_a_name_version_or_label_a_result_cannot_carry_is_refused(
     with pytest.raises(ModelError, match=rf"metadata '{key}'.*(at most|at least)") as err:
         parse_contract(MODEL, metadata)
     assert str(MODEL) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "shown"),
+    [({"version": "1.0.0\u2060"}, "version", "\\u2060"),
+     ({"name": "grader\u202e"}, "name", "\\u202e"),
+     ({"labels": ("fine", "coarse\U000e0041")}, "labels", "\\U000e0041")],
+)
+def test_a_name_version_or_label_holding_a_character_that_draws_nothing_is_refused(
+    changes: dict[str, object], key: str, shown: str
+) -> None:
+    """No result or status could carry it (payloads.Drawn): the model is refused at load, its
+    kiosk keeps the model it has, and so no honest kiosk sends such a name."""
+    metadata = contract(**changes).to_metadata()
+    with pytest.raises(ModelError, match=rf"metadata '{key}'.*cannot be sent in a result") as err:
+        parse_contract(MODEL, metadata)
+    assert f"holds {shown} at character" in str(err.value)

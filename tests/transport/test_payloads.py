@@ -24,6 +24,7 @@ from appliance.transport.payloads import (
     MAX_REASON_CHARS,
     MAX_SCORES,
     SCHEMA_DIR,
+    ModelState,
     PayloadError,
     Result,
     Status,
@@ -296,9 +297,15 @@ def test_deeply_nested_json_is_a_payload_error_not_a_crash() -> None:
 ESCAPED = "\x01"  # JSON writes it as \u0001: six bytes a character, the most any takes
 
 
-def _wide(chars: int, tag: int = 0) -> str:
+def _wide(chars: int, tag: int = 0, widest: str = ESCAPED) -> str:
     """``chars`` characters of the widest JSON, distinct for each ``tag``."""
-    return f"{tag:02d}" + ESCAPED * (chars - 2)
+    return f"{tag:02d}" + widest * (chars - 2)
+
+
+def _wide_name(chars: int, tag: int = 0) -> str:
+    """``chars`` characters of the widest JSON a name or version may hold (no control
+    character: the widest is 4 bytes of UTF-8)."""
+    return _wide(chars, tag, "\U0001f600")
 
 
 def _largest_result() -> Result:
@@ -313,13 +320,15 @@ def _largest_result() -> Result:
         "lab_a": -127.12345678901234, "lab_b": -127.12345678901234}
     return Result.model_validate({
         "measurement_id": new_measurement_id(), "device_id": "d" * 64, "site": "s" * 64,
-        "captured_at": "2026-11-25T10:00:00.123456Z", "software_version": _wide(64),
+        "captured_at": "2026-11-25T10:00:00.123456Z", "software_version": _wide_name(64),
         "quality": {"verdict": "no_contact",
                     "reasons": [_wide(MAX_REASON_CHARS, i) for i in range(16)],
-                    "scores": {_wide(MAX_NAME_CHARS, i): -long_float for i in range(MAX_SCORES)}},
+                    "scores": {_wide_name(MAX_NAME_CHARS, i): -long_float
+                               for i in range(MAX_SCORES)}},
         "features": features,
-        "classification": {"model": _wide(128), "version": _wide(64), "label": _wide(64),
-                           "probabilities": {_wide(MAX_NAME_CHARS, i): 0.12345678901234568
+        "classification": {"model": _wide_name(128), "version": _wide_name(64),
+                           "label": _wide_name(64),
+                           "probabilities": {_wide_name(MAX_NAME_CHARS, i): 0.12345678901234568
                                              for i in range(MAX_LABELS)}},
         "subject": {"subject_id": _wide(64), "age_band": "40-49", "consent": True},
         "not_validated": [longest] * 16, "thumbnail_jpeg_b64": "A" * (64 * 1024),
@@ -377,3 +386,49 @@ def test_every_part_of_a_result_is_bounded_in_size() -> None:
     unbounded = [gap for gap in _unbounded(schema) if "age_band" not in gap
                  and not gap.endswith("measurement_id")]  # their patterns fix the length
     assert unbounded == []
+
+
+HIDDEN = ["\u202e", "\u2066", "\u200f", "\u2060", "\u200b", "\xad", "\U000e0041", "\u3164",
+          "\x1b", "\n"]
+GRADE = {"model": "grader", "version": "1.0.0", "label": "fine", "probabilities": {"fine": 1.0}}
+
+
+def _names_and_versions(text: str) -> list[tuple[str, type[BaseModel], dict[str, Any]]]:
+    """(where, payload model, payload) with ``text`` in each name or version a kiosk sends."""
+    status = json.loads(fleet.online_status("shop-7", "kiosk-1").to_json())
+    state = {"schema": "appliance.model_state/1", "device_id": "kiosk-1", "site": "shop-7",
+             "state": "installed", "at": "2026-11-25T10:00:00Z"}
+    return [
+        ("software_version", Result, result_dict(software_version=text)),
+        ("classification.model", Result, result_dict(classification=GRADE | {"model": text})),
+        ("classification.version", Result,
+         result_dict(classification=GRADE | {"version": text})),
+        ("classification.label", Result, result_dict(classification=GRADE | {"label": text})),
+        (f"classification.probabilities.{text}.[key]", Result,
+         result_dict(classification=GRADE | {"probabilities": {text: 1.0}})),
+        ("software_version", Status, status | {"software_version": text}),
+        ("model.name", Status, status | {"model": {"name": text, "version": "1"}}),
+        ("model.version", Status, status | {"model": {"name": "grader", "version": text}}),
+        ("running.name", ModelState, state | {"running": {"name": text, "version": "1"}}),
+        ("rollout", ModelState, state | {"rollout": text}),
+    ]
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_a_name_or_version_holding_a_character_that_draws_nothing_is_refused(
+    hidden: str,
+) -> None:
+    """'0.1\u202e0.9' read as '0.9.0.1' wherever it was not escaped (the API, an export, a
+    subscriber we do not write); '1.2.0\u2060' read as '1.2.0'. No kiosk sends one."""
+    shown = hidden.encode("unicode_escape").decode().replace("\\xad", "\\u00ad")
+    for where, model, payload in _names_and_versions(f"1.2{hidden}.0"):
+        with pytest.raises(PayloadError) as refused:
+            parse_payload(json.dumps(payload).encode(), model)  # type: ignore[type-var]
+        assert str(refused.value).startswith(f"{where.replace(hidden, shown)}: Value error, "
+                                              f"holds {shown} at character 4;"), where
+        assert hidden not in str(refused.value)
+
+
+def test_names_and_versions_in_any_script_are_taken() -> None:
+    for _where, model, payload in _names_and_versions("très fin きめ細かい ١٢ e\u0301"):
+        parse_payload(json.dumps(payload).encode(), model)  # type: ignore[type-var]

@@ -41,14 +41,17 @@ def test_models_commands_escape_names_from_the_command_line(
         assert not set(printed) & RAW, command
 
 
-def test_models_evaluate_escapes_the_model_s_own_name(
+def test_models_evaluate_refuses_a_model_whose_own_name_no_result_can_carry_naming_it_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The payload contract takes no control character in a model's name (payloads.Drawn), so
+    no kiosk could send a grade of it: refused at load, its name shown escaped."""
     model = linear_model(tmp_path / "m.onnx", "1.0.0", name=f"grader{HOSTILE}")
     assert main(["models", "evaluate", str(model), "--data", str(shipped_path(SKIN_SELF_TEST)),
-                 "--split", "all"]) == 0
+                 "--split", "all"]) == 2
     printed = _printed(capsys)
-    assert "model grader\\x1b]0;owned\\u0007\\x1b[2J\\u202e 1.0.0 on 32 rows" in printed
+    assert ("metadata 'name' ('grader\\x1b]0;owned\\x07\\x1b[2J\\u202e') cannot be sent in a "
+            "result: Value error, holds \\x1b at character 7") in printed
     assert not set(printed) & RAW
 
 
