@@ -4,6 +4,7 @@ escape sequence there must not rewrite the screen or its title."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,33 @@ def test_an_argument_the_models_commands_do_not_know_is_shown_escaped(
         printed = _printed(capsys)
         assert "unrecognized arguments: x\\x1b]0;owned\\u0007\\x1b[2J\\u202e" in printed
         assert not set(printed) & RAW
+
+
+@pytest.mark.broker
+def test_models_status_shows_a_kiosk_s_reason_with_every_invisible_character_escaped(
+    tmp_path: Path, mqtt_broker: Any, topic_prefix: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A model state's reason is a kiosk's free text (it may quote a model's error), taken as
+    sent: a word joiner or a tag in it read as nothing on the operator's terminal."""
+    from appliance.synthetic import fleet
+    from appliance.transport.payloads import ModelInfo, ModelState
+    from appliance.transport.topics import device_topic
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in (("HOST", mqtt_broker.host), ("PORT", str(mqtt_broker.port)),
+                        ("TOPIC_PREFIX", topic_prefix)):
+        monkeypatch.setenv(f"APPLIANCE__MQTT__{name}", value)
+    repo = init_repository(tmp_path / "repo")
+    hidden = "\u2060\U000e0041\u3164\u202e"
+    state = ModelState(device_id="k1", site="lab", state="rejected", at=datetime.now(UTC),
+                       model=ModelInfo(name="skin-texture-grade", version="1.0.0"),
+                       reason=f"self-test failed{hidden}{HOSTILE}")
+    fleet.publish_messages(mqtt_broker.host, mqtt_broker.port,
+                           [(device_topic(topic_prefix, "lab", "k1", "model/state"),
+                             state.to_json())], retain=True)
+    capsys.readouterr()
+    assert main(["models", "status", "--repo", str(repo.dir), "--all-devices"]) == 0
+    printed = _printed(capsys)
+    assert "self-test failed\\u2060\\U000e0041\\u3164\\u202e\\x1b]0;owned" in printed
+    assert not set(printed) & (RAW | set(hidden))
