@@ -11,8 +11,11 @@ had already counted (its ``dropped`` counter, where it can be read), so the devi
 
 Each step leaves a state the next start finishes: a kill or power cut while building leaves
 the damaged file in place (the build starts again); one after the copy is complete leaves
-``.repaired``, which the next start puts in place first. A repair that cannot finish (no room
-for the recovered rows) changes nothing; one that plainly cannot (less room than the damaged
+``.repaired``, which the next start puts in place first. Only a file in which an outbox can
+be found, however damaged, is such a copy (appliance/transport/outbox_salvage.py): one of
+garbage at that name never pushes a sound outbox aside; it is kept, as
+``outbox.sqlite3.repaired.unreadable-<unix time>``, and said. A repair that cannot finish (no
+room for the recovered rows) changes nothing; one that plainly cannot (less room than the damaged
 file takes) is not begun, so a kiosk that systemd restarts every few seconds does not read and
 write its whole outbox each time for nothing. So the outbox path never holds an empty outbox
 while the rows are elsewhere, and a stale WAL never meets the new file.
@@ -51,7 +54,7 @@ from appliance.outfile import fsync_path
 from appliance.transport.highwater import read_mark
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxCorruptError, OutboxError
-from appliance.transport.outbox_salvage import dropped_before, salvage
+from appliance.transport.outbox_salvage import dropped_before, is_an_outbox, salvage
 
 log = logging.getLogger(__name__)
 _SIDE_FILES = ("", "-wal", "-shm")
@@ -120,15 +123,20 @@ def _finish_the_copys_repair(copy: Path) -> None:
 
 
 def _a_copy_left(path: Path, built: Path, *, say: bool = True) -> bool:
-    """Whether ``built`` is a copy an earlier start left: a file with something in it. Anything
-    else there (a link, a folder, a pipe, an empty file: no repair leaves one) is no copy of
-    the outbox: it never takes the outbox's place, and the journal says what it is (``say``)."""
+    """Whether ``built`` is a copy an earlier start left: a file with an outbox in it, however
+    damaged. A file in which none can be found (garbage) is kept under another name, said.
+    Anything else there (a link, a folder, a pipe, an empty file: no repair leaves one) is
+    left as it is, and the journal says what it is (``say``). Neither takes the outbox's place:
+    a sound outbox is never pushed aside for what holds no result."""
     try:
         found = built.lstat()
     except FileNotFoundError:
         return False
     if stat.S_ISREG(found.st_mode) and found.st_size > 0:
-        return True
+        if is_an_outbox(built):
+            return True
+        _keep_apart(path, built)
+        return False
     if not say:
         return False
     what = ("a link" if stat.S_ISLNK(found.st_mode) else
@@ -136,6 +144,21 @@ def _a_copy_left(path: Path, built: Path, *, say: bool = True) -> bool:
     log.error("%s is %s, not a repaired copy of the outbox: it is left as it is and never takes "
               "the place of %s, which is opened as it is", built, what, path)
     return False
+
+
+def _keep_apart(path: Path, built: Path) -> None:
+    """Move the file at ``built``, in which no outbox can be found, off the copy's name (its
+    WAL and index with it): kept for inspection, never written over by a later copy."""
+    aside = _unique_aside(built, "unreadable")
+    try:
+        _move_aside(built, aside)
+    except OSError as exc:
+        where = f"it cannot be moved off that name ({exc}), so it is left as it is"
+    else:
+        _sync_folder(built.parent)
+        where = f"it is kept as {aside}"
+    log.error("%s is a file in which no outbox can be found, not a repaired copy of the outbox: "
+              "%s and never takes the place of %s, which is opened as it is", built, where, path)
 
 
 def _repair(path: Path, built: Path, *, beside: Path, copies: int,
@@ -279,19 +302,31 @@ def swap_in(path: Path, built: Path) -> Path | None:
     as it was, when a move is refused."""
     _fold_wal(built)  # a copy in use has results in its own WAL, which would not follow it
     aside = _unique_aside(path)
-    moved: list[str] = []
+    moved = _move_aside(path, aside)
     try:
-        for suffix in ("-wal", "-shm", ""):  # the WAL must never stay with the new file
-            source = path.with_name(path.name + suffix)
-            if source.exists():
-                source.rename(aside.with_name(aside.name + suffix))
-                moved.append(suffix)
         built.rename(path)
     except OSError:
         _put_back(path, aside, moved)
         raise
     _sync_folder(path.parent)
     return aside if moved else None
+
+
+def _move_aside(path: Path, aside: Path) -> list[str]:
+    """Move the file at ``path`` to ``aside``, its WAL first (it must never stay behind for the
+    next file at ``path``) and its index; the suffixes moved. OSError, with every part put
+    back, when a move is refused."""
+    moved: list[str] = []
+    try:
+        for suffix in ("-wal", "-shm", ""):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                source.rename(aside.with_name(aside.name + suffix))
+                moved.append(suffix)
+    except OSError:
+        _put_back(path, aside, moved)
+        raise
+    return moved
 
 
 class _LogNotFoldedError(OSError):
@@ -319,22 +354,23 @@ def _fold_wal(built: Path) -> None:
 
 
 def _put_back(path: Path, aside: Path, moved: list[str]) -> None:
-    """Move the parts of the damaged outbox already moved aside back beside it, so that it
-    stays whole (its WAL with it); one that cannot be is said, with where it is."""
+    """Move the parts of the file at ``path`` (a damaged outbox) already moved aside back
+    beside it, so that it stays whole (its WAL with it); one that cannot be is said, with
+    where it is."""
     for suffix in reversed(moved):
         target = path.with_name(path.name + suffix)
         try:
             if not target.exists():
                 aside.with_name(aside.name + suffix).rename(target)
         except OSError as exc:
-            log.error("%s: could not be moved back beside the damaged outbox (%s); it stays as "
-                      "%s", target, exc, aside.with_name(aside.name + suffix))
+            log.error("%s: could not be moved back beside %s (%s); it stays as %s", target,
+                      path, exc, aside.with_name(aside.name + suffix))
 
 
-def _unique_aside(path: Path) -> Path:
-    """``outbox.sqlite3.corrupt-<unix time>``, with ``.2``, ``.3``... when that name is taken:
-    a rename replaces what it lands on, and every damaged copy is kept."""
-    stem = f"{path.name}.corrupt-{int(time.time())}"
+def _unique_aside(path: Path, what: str = "corrupt") -> Path:
+    """``outbox.sqlite3.corrupt-<unix time>`` (``what``), with ``.2``, ``.3``... when that name
+    is taken: a rename replaces what it lands on, and every damaged copy is kept."""
+    stem = f"{path.name}.{what}-{int(time.time())}"
     aside, tries = path.with_name(stem), 1
     while any(aside.with_name(aside.name + suffix).exists() for suffix in _SIDE_FILES):
         tries += 1

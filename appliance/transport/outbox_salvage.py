@@ -12,6 +12,14 @@ A damaged first page (the file header, or the schema that says where each table 
 every row although the pages holding them are intact: the rows are then read from a copy whose
 first page is rebuilt from a fresh outbox of the same page size (appliance/transport/
 outbox_header.py), since an outbox's tables always start on the same pages.
+
+Whether a file at a repaired copy's name is an outbox at all is told the same way: its schema
+names the outbox table, or, with its first page rebuilt, a result reads from it (looked for
+as the rows are read here, by seq past a bad page, in its first windows) or the outbox's index
+counts some. A rebuilt first page names the table over whatever pages follow, so the table
+alone says nothing there; garbage yields no result and no index. A file that cannot be read
+now (no room for the rebuilt copy, an I/O error) is taken for an outbox: that it is not is
+never guessed.
 """
 
 from __future__ import annotations
@@ -25,12 +33,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.transport.outbox_file import OutboxMessage
-from appliance.transport.outbox_header import with_rebuilt_first_page
+from appliance.transport.outbox_file import OutboxMessage, is_corrupt
+from appliance.transport.outbox_header import HEADER_BYTES, page_sizes, with_rebuilt_first_page
 
 log = logging.getLogger(__name__)
 MAX_PROBED_SEQS = 1_000_000  # row-by-row salvage never walks more seqs than this
 WINDOW_SEQS = 200  # seqs read (and held in memory) at once
+WINDOWS_LOOKED_IN = 10  # windows read, at most, to find one result in a file at a copy's name
 Keep = Callable[[Sequence[OutboxMessage]], object]
 _COLUMNS = "seq, measurement_id, topic, payload, created_at_s"
 
@@ -53,6 +62,74 @@ def _dropped_in_file(damaged: Path) -> int | None:
         return max(0, int(row[0]))
     except (sqlite3.Error, TypeError, ValueError):
         return None
+    finally:
+        db.close()
+
+
+def is_an_outbox(path: Path) -> bool:
+    """Whether the file at ``path`` is an outbox, however damaged: False only where it was
+    read and no outbox was found in it, even with its first page rebuilt."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'outbox'").fetchone():
+                return True
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if not is_corrupt(exc):  # it could not be read now: it may well be one
+            return True
+    return _a_result_reads_rebuilt(path)
+
+
+def _a_result_reads_rebuilt(path: Path) -> bool:
+    """Whether a result reads from ``path`` with its first page rebuilt (True where that could
+    not be tried: no room for the rebuilt copy, say)."""
+    tried: list[Path] = []
+
+    def a_result(copy: Path) -> bool | None:
+        tried.append(copy)
+        return _a_result_reads(copy) or _indexed_results(copy) > 0 or None
+
+    try:
+        if with_rebuilt_first_page(path, a_result):
+            return True
+        with path.open("rb") as handle:
+            header = handle.read(HEADER_BYTES)
+        return not tried and bool(page_sizes(header, path.stat().st_size))
+    except (OSError, sqlite3.Error):  # the rebuilt copy could not be made: no room, say
+        return True
+
+
+def _a_result_reads(path: Path) -> bool:
+    """Whether a result reads from the outbox table in ``path``, looked for as salvage reads
+    rows (a window of seqs at a time, seq by seq past a bad page) in its first windows."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        low, high = _seq_range(db)
+        probes = [WINDOW_SEQS * WINDOWS_LOOKED_IN]
+        starts = range(low, high + 1, WINDOW_SEQS)[:WINDOWS_LOOKED_IN]
+        return any(_window(db, start, min(high, start + WINDOW_SEQS - 1), probes)[0]
+                   for start in starts)
+    finally:
+        db.close()
+
+
+def _indexed_results(path: Path) -> int:
+    """How many results the outbox's index in ``path`` says its table holds (0 where it cannot
+    be read): a copy whose table's first pages are garbled still shows its rows there."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0
+    try:
+        sql = "SELECT COUNT(*) FROM outbox INDEXED BY outbox_measurement_id"
+        return int(db.execute(sql).fetchone()[0])
+    except (sqlite3.Error, TypeError, ValueError):
+        return 0
     finally:
         db.close()
 

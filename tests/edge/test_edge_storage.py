@@ -1432,3 +1432,174 @@ def test_a_copy_whose_log_a_full_disk_cannot_fold_in_is_not_said_to_be_an_immova
         assert placed.path == path
         assert placed.depth() == 305
         placed.close()
+
+
+@pytest.mark.parametrize("garbage_bytes", [1, 3 * PAGE_BYTES, 40 * PAGE_BYTES + 17])
+def test_garbage_at_the_repaired_copys_name_never_pushes_a_sound_outbox_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, garbage_bytes: int
+) -> None:
+    """A file of garbage at ``outbox.sqlite3.repaired`` was taken for a copy an earlier start
+    left: the sound outbox beside it (40 results) was moved aside as ``corrupt-<time>``, the
+    garbage "repaired" into an empty outbox, and none of the 40 was sent or counted dropped.
+    A file in which no outbox can be found, even with its first page rebuilt, is no copy now:
+    it is kept under another name, said once, and the outbox opens with every result."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    stored = stored_results(path, 40)
+    ids = [message.measurement_id for message in stored.pending(limit=1000)]
+    stored.close()
+    garbage = random.Random(3).randbytes(garbage_bytes)
+    copy.write_bytes(garbage)
+    with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"):
+        outbox = open_outbox(path)
+    assert outbox.path == path
+    assert [message.measurement_id for message in outbox.pending(limit=1000)] == ids
+    assert outbox.dropped() == 0
+    outbox.close()
+    assert not list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    assert not copy.exists()
+    (kept,) = tmp_path.glob("outbox.sqlite3.repaired.unreadable-*")
+    assert kept.read_bytes() == garbage  # never deleted
+    said = [r.getMessage() for r in caplog.records if r.name == "appliance.transport.outbox_repair"]
+    assert said == [f"{copy} is a file in which no outbox can be found, not a repaired copy of "
+                    f"the outbox: it is kept as {kept} and never takes the place of {path}, "
+                    "which is opened as it is"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"):
+        open_outbox(path).close()  # the next start: nothing more to say
+    assert [r for r in caplog.records if r.name == "appliance.transport.outbox_repair"] == []
+
+
+def test_garbage_at_the_name_of_the_copys_copy_leaves_the_copy_in_use_with_its_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file of garbage at ``outbox.sqlite3.repaired.repaired`` was put in place of the copy
+    in use: the copy (5 results) moved aside, the garbage "repaired" into an empty outbox the
+    kiosk then measured into. Now it is kept apart, said once, and the copy stays in use."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    inner = tmp_path / "outbox.sqlite3.repaired.repaired"
+    _running_on_a_copy(path, monkeypatch, 5)
+    garbage = random.Random(5).randbytes(8 * PAGE_BYTES)
+    inner.write_bytes(garbage)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"):
+        outbox = open_outbox(path)
+    assert outbox.path == copy
+    assert outbox.depth() == 5
+    assert outbox.dropped() == 0
+    outbox.close()
+    assert not list(tmp_path.glob("outbox.sqlite3.repaired.corrupt-*"))
+    (kept,) = tmp_path.glob("outbox.sqlite3.repaired.repaired.unreadable-*")
+    assert kept.read_bytes() == garbage
+    said = [r.getMessage() for r in caplog.records if str(inner) in r.getMessage()]
+    assert said == [f"{inner} is a file in which no outbox can be found, not a repaired copy of "
+                    f"the outbox: it is kept as {kept} and never takes the place of {copy}, "
+                    "which is opened as it is"]
+
+
+def test_a_repaired_copy_whose_first_page_a_power_cut_garbled_still_takes_the_outboxs_place(
+    tmp_path: Path,
+) -> None:
+    """A copy left by a repair cut short (of an outbox found damaged in use, which opens),
+    its header and schema then garbled by a power cut: it is not a database by its bytes,
+    but its results read with its first page rebuilt, so it is still the copy, and it takes
+    the place of the outbox beside it with every result it holds."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    stored_results(path, 40).close()
+    held = stored_results(copy, 45, device="kiosk-d")
+    ids = [message.measurement_id for message in held.pending(limit=1000)]
+    held.close()
+    for suffix in ("-wal", "-shm"):
+        assert not copy.with_name(copy.name + suffix).exists()
+    with copy.open("r+b") as db:
+        db.write(random.Random(1).randbytes(PAGE_BYTES))
+    outbox = open_outbox(path)
+    assert outbox.path == path
+    assert [message.measurement_id for message in outbox.pending(limit=1000)] == ids
+    assert outbox.dropped() == 0
+    outbox.close()
+    assert not list(tmp_path.glob("*.unreadable-*"))
+
+
+def test_garbage_at_the_repaired_copys_name_that_cannot_move_is_left_and_the_outbox_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the folder refuses to move the garbage off the copy's name, it stays as it is,
+    whole, the journal says why, and the sound outbox still opens with its 40 results."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    stored_results(path, 40).close()
+    garbage = random.Random(4).randbytes(5 * PAGE_BYTES)
+    copy.write_bytes(garbage)
+    refuse_moving(monkeypatch, copy, errno.EACCES)
+    with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"):
+        outbox = open_outbox(path)
+    assert outbox.path == path
+    assert outbox.depth() == 40
+    assert outbox.dropped() == 0
+    outbox.close()
+    assert copy.read_bytes() == garbage
+    assert not list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    said = [r.getMessage() for r in caplog.records if r.name == "appliance.transport.outbox_repair"]
+    assert said == [f"{copy} is a file in which no outbox can be found, not a repaired copy of "
+                    f"the outbox: it cannot be moved off that name ([Errno {errno.EACCES}] "
+                    f"{os.strerror(errno.EACCES)}: '{copy}'), so it is left as it is and never "
+                    f"takes the place of {path}, which is opened as it is"]
+
+
+def test_a_repaired_copy_garbled_at_its_first_page_and_its_first_rows_still_takes_the_place(
+    tmp_path: Path,
+) -> None:
+    """A copy whose first page and the page holding its first results a power cut garbled
+    was kept apart as no copy (its first rows did not read, so it looked like garbage), and
+    the results behind them were left in it. Rows are looked for as salvage reads them (seq
+    by seq past a bad page), so it is a copy: it takes the outbox's place, every result on
+    its sound pages kept, the garbled ones counted dropped."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    stored_results(path, 40).close()
+    held = stored_results(copy, 60, device="kiosk-d")
+    first = held.pending(limit=1)[0]
+    held.close()
+    data = copy.read_bytes()
+    first_rows_page = data.index(first.payload) // PAGE_BYTES
+    assert first_rows_page > 0
+    with copy.open("r+b") as db:
+        for page in (0, first_rows_page):
+            db.seek(page * PAGE_BYTES)
+            db.write(random.Random(page).randbytes(PAGE_BYTES))
+    outbox = open_outbox(path)
+    assert outbox.path == path
+    kept = outbox.depth()
+    assert 50 < kept < 60
+    assert first.measurement_id not in {m.measurement_id for m in outbox.pending(limit=1000)}
+    assert all(m.topic == "corrupt/lab/kiosk-d/result" for m in outbox.pending(limit=1000))
+    assert outbox.dropped() == 60 - kept
+    outbox.close()
+    assert not list(tmp_path.glob("*.unreadable-*"))
+
+
+def test_a_copy_in_use_garbled_at_its_first_page_and_its_tables_root_is_still_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy in use (the damaged outbox cannot move) whose first page and its table's root
+    page a power cut garbled (written one after the other at a checkpoint): no result reads,
+    but its index still counts them, so it is the copy, repaired as one, and the 30 results
+    measured into it are counted dropped rather than gone without a trace."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    _running_on_a_copy(path, monkeypatch, 40)
+    in_use = open_outbox(path)
+    in_use.add_many([(f"new-{i}", "t", b"x" * 1500) for i in range(30)])
+    in_use.close()
+    with copy.open("r+b") as db:
+        for page in (0, 1):
+            db.seek(page * PAGE_BYTES)
+            db.write(random.Random(page).randbytes(PAGE_BYTES))
+    outbox = open_outbox(path)
+    assert outbox.path == copy
+    assert outbox.dropped() == 70
+    outbox.close()
+    assert not list(tmp_path.glob("*.unreadable-*"))
