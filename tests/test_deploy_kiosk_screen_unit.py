@@ -68,6 +68,42 @@ def test_the_kiosk_screen_unit_exposure_is_at_most_3(tmp_path: Path) -> None:
     assert float(found.group(1)) <= 3.0
 
 
+EDGE = "appliance-edge.service"
+# systemd.unit(5): each of these starts the units it names whenever this unit starts
+STARTS_THE_NAMED_UNIT = ("Wants", "Requires", "BindsTo", "Upholds")
+
+
+def _named(settings: dict[str, list[str]], name: str) -> list[str]:
+    """The units a dependency setting names, over all its lines."""
+    return [unit for value in settings.get(name, []) for unit in value.split()]
+
+
+def test_the_kiosk_screen_never_starts_the_edge_and_goes_with_it(tmp_path: Path) -> None:
+    """It had Wants=appliance-edge.service and Restart=always: an edge stopped for maintenance
+    was started again by the screen's next start (its restart, a start by hand, the boot),
+    and stopping the edge left Chromium on a dead page. Now it runs only beside the edge:
+    started without it, its start fails (Requisite=, ordered After=); the edge's stop and
+    restart are its own (PartOf=); enabled, it starts with the edge (WantedBy=), which the
+    offline `systemctl --root enable` shows by the link it makes."""
+    unit = service_settings(UNIT, "Unit")
+    assert [name for name in STARTS_THE_NAMED_UNIT if EDGE in _named(unit, name)] == []
+    assert EDGE in _named(unit, "Requisite")
+    assert EDGE in _named(unit, "PartOf")
+    assert EDGE in _named(unit, "After")
+    assert service_settings(UNIT, "Install") == {"WantedBy": [EDGE]}
+    units = tmp_path / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for name in (UNIT, EDGE):
+        shutil.copy(DEPLOY / name, units / name)
+    tool = shutil.which("systemctl")
+    assert tool, "systemctl missing: apt-get install systemd (./dev installs it)"
+    enabled = subprocess.run([tool, f"--root={tmp_path}", "enable", UNIT], capture_output=True,
+                             text=True, check=False, timeout=60)
+    assert enabled.returncode == 0, enabled.stderr
+    links = sorted(str(link.relative_to(units)) for link in units.rglob("*") if link.is_symlink())
+    assert links == [f"{EDGE}.wants/{UNIT}"]
+
+
 class _Page(BaseHTTPRequestHandler):
     """PAGE, whatever the path."""
 

@@ -84,16 +84,16 @@ WORST_CASE = {  # file in deploy/ -> the most descriptors its daemon may hold at
 }
 
 
-def service_settings(source: str) -> dict[str, list[str]]:
-    """The [Service] section's settings of a unit in deploy/, each name's values in order
-    (continued lines joined)."""
+def service_settings(source: str, wanted: str = "Service") -> dict[str, list[str]]:
+    """The [Service] section's settings (or another section's) of a unit in deploy/, each
+    name's values in order (continued lines joined)."""
     text = (DEPLOY / source).read_text().replace("\\\n", " ")
     section, settings = "", {}
     for raw in text.splitlines():
         line = raw.strip()
         if line.startswith("[") and line.endswith("]"):
             section = line
-        elif section == "[Service]" and line and not line.startswith("#"):
+        elif section == f"[{wanted}]" and line and not line.startswith("#"):
             name, _, value = line.partition("=")
             settings.setdefault(name.strip(), []).append(value.strip())
     return settings
@@ -114,13 +114,15 @@ def test_each_daemon_sets_a_descriptor_limit_above_its_worst_case(source: str) -
 
 def test_the_kiosk_screen_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     """Its compositor (cage) is installed on a kiosk only: here a program that exists stands
-    in for it, so verify checks the rest of the unit."""
+    in for it, so verify checks the rest of the unit; beside the edge's unit, which it needs
+    (Requisite=: it does not start without it)."""
     stand_in = shutil.which("true")
     assert stand_in
     unit = tmp_path / "appliance-kiosk-screen.service"
     unit.write_text((DEPLOY / "appliance-kiosk-screen.service").read_text()
                     .replace("/usr/bin/cage ", f"{stand_in} "))
-    done = analyze("verify", str(unit))
+    edge = local_copy(tmp_path, "appliance-edge.service", "appliance-edge.service")
+    done = analyze("verify", str(unit), str(edge))
     assert done.returncode == 0, done.stderr
     assert [line for line in (done.stdout + done.stderr).splitlines() if unit.name in line] == []
 
