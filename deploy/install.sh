@@ -28,13 +28,16 @@
 # --uninstall stops and removes units, udev rule and /opt/appliance; it keeps /etc/appliance
 # and /var/lib/appliance (unsent results, the store) unless --purge is given as well. While
 # another role's units remain on the host (a back office beside a pathology server), it removes
-# only this role's units: the others run from the same venv, config folder and state.
+# only this role's units: the others run from the same venv, config folder and state. The
+# edge's also stops and disables the kiosk screen's unit (it shows the edge's page) and keeps
+# its file, copied by hand.
 # For packaging and tests: --root DIR installs under DIR (no user, no service start) and
 # --skip-pip creates the venv without installing into it. Sourced, it defines its functions and
 # runs nothing (tests/test_deploy_install.py runs main with a recording systemctl).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICE_USER=appliance  # User= of every daemon's unit
+SCREEN=appliance-kiosk-screen.service  # copied by hand beside the edge (its comment says how)
 
 usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 
@@ -92,8 +95,13 @@ systemctl_do() {  # systemctl on the running system, or offline on the files und
 }
 
 role_units() {  # the role's units: those enabled, and those running though not enabled (started
-  # by hand, or disabled while they ran), which would run on from the files uninstall removes
-  if [[ "$role" == edge ]]; then echo appliance-edge.service; return 0; fi
+  # by hand, or disabled while they ran), which would run on from the files uninstall removes;
+  # the edge's: the kiosk screen's too, where its unit was copied (it shows the edge's page)
+  if [[ "$role" == edge ]]; then
+    echo appliance-edge.service
+    if [[ -e "$UNITS/$SCREEN" ]]; then echo "$SCREEN"; fi
+    return 0
+  fi
   local link name
   for link in "$UNITS"/multi-user.target.wants/appliance-"$role"@*.service; do
     if [[ -e "$link" || -L "$link" ]]; then basename "$link"; fi
@@ -112,7 +120,7 @@ uninstall() {
     forget_enabled "$name"
   done
   for unit in "${unit_files[@]}"; do rm -f "$UNITS/$unit"; done
-  [[ "$role" == edge ]] && rm -f "$R/etc/udev/rules.d/99-scalar-microscope.rules"
+  [[ "$role" == edge ]] && remove_edge_files
   local others=()  # another role on this host runs from the same venv, config and state (the
   # kiosk screen's unit, copied by hand, runs Chromium: nothing of these)
   for unit in "$UNITS"/appliance-{edge,backoffice@,pathology@}.service; do
@@ -130,6 +138,14 @@ uninstall() {
     if [[ "$ROOT" == / ]] && id appliance >/dev/null 2>&1; then userdel appliance || true; fi
   fi
   say "removed the $role install${PURGE:+ }$([[ $PURGE -eq 1 ]] && echo '(config and data purged)' || echo '(kept /etc/appliance and /var/lib/appliance)')"
+}
+
+remove_edge_files() {  # the camera's udev rule; the kiosk screen's unit, stopped and disabled
+  # with the edge's, is the operator's copy (install.sh does not install it): kept, and said so
+  rm -f "$R/etc/udev/rules.d/99-scalar-microscope.rules"
+  if [[ -e "$UNITS/$SCREEN" ]]; then
+    say "stopped and disabled $SCREEN (it shows the edge's page); kept its file, copied by hand: rm $UNITS/$SCREEN removes it"
+  fi
 }
 
 remove_program() {  # /opt/appliance, moved aside first: a removal cut short leaves no half

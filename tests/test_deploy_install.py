@@ -22,6 +22,7 @@ from appliance.shipped import SKIN_MODEL, shipped_path
 INSTALL = Path(__file__).resolve().parent.parent / "deploy" / "install.sh"
 NOBODY = 65534
 REPO = INSTALL.parents[1]
+SCREEN = "appliance-kiosk-screen.service"
 
 
 def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -186,12 +187,32 @@ def test_removing_the_kiosk_removes_its_program_beside_the_kiosk_screen_s_unit(
     ran from it (the screen runs Chromium, nothing of the program)."""
     root = tmp_path / "root"
     assert install(root, "edge").returncode == 0
-    screen = root / "etc/systemd/system/appliance-kiosk-screen.service"
-    shutil.copy(INSTALL.parent / "appliance-kiosk-screen.service", screen)
+    shutil.copy(INSTALL.parent / SCREEN, root / "etc/systemd/system" / SCREEN)
     gone = install(root, "edge", "--uninstall")
     assert gone.returncode == 0, gone.stderr
     assert not (root / "opt/appliance").exists()
     assert "removed the edge install (kept /etc/appliance and /var/lib/appliance)" in gone.stderr
+
+
+def test_removing_the_kiosk_disables_the_kiosk_screen_s_unit_and_keeps_its_file(
+    tmp_path: Path,
+) -> None:
+    """--uninstall edge left the screen's unit enabled: the next boot started Chromium on the
+    page of an edge that was gone (offline here: `systemctl --root` removes the link)."""
+    root = tmp_path / "root"
+    assert install(root, "edge").returncode == 0
+    units = root / "etc/systemd/system"
+    shutil.copy(INSTALL.parent / SCREEN, units / SCREEN)
+    enabled = subprocess.run(["systemctl", f"--root={root}", "enable", SCREEN],
+                             capture_output=True, text=True, check=False, timeout=60)
+    assert enabled.returncode == 0, enabled.stderr
+    assert [link.name for link in units.rglob("*") if link.is_symlink()] == [SCREEN]
+    gone = install(root, "edge", "--uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert [link.name for link in units.rglob("*") if link.is_symlink()] == []
+    assert (units / SCREEN).exists()
+    assert (f"stopped and disabled {SCREEN} (it shows the edge's page); kept its file, copied "
+            f"by hand: rm {units / SCREEN} removes it") in gone.stderr
 
 
 def _check_with_this_checkout(root: Path) -> None:
@@ -619,6 +640,27 @@ def test_uninstall_stops_the_role_s_instances_that_run_without_being_enabled(
     _said, calls = live_host.install("backoffice", "--uninstall")
     assert f"disable --now {two}" in calls
     assert live_host.said("running") == [EDGE]  # the other role's unit runs on
+
+
+def test_uninstalling_the_edge_stops_and_disables_the_kiosk_screen(live_host: LiveHost) -> None:
+    """The screen's unit, copied by hand, ran on after --uninstall edge, Chromium on the page of
+    a daemon that was gone, and started again at the next boot; a host without it is left as
+    it was."""
+    live_host.install("edge")
+    units = live_host.root / "etc/systemd/system"
+    said, calls = live_host.install("edge", "--uninstall")
+    assert [call for call in calls if SCREEN in call] == []  # not installed: not touched
+    assert "stopped and disabled" not in said
+    live_host.install("edge")
+    shutil.copy(INSTALL.parent / SCREEN, units / SCREEN)
+    live_host.running(EDGE, SCREEN)
+    live_host.units("enabled", EDGE, SCREEN)
+    said, calls = live_host.install("edge", "--uninstall")
+    assert f"disable --now {SCREEN}" in calls
+    assert live_host.said("running") == []
+    assert live_host.said("enabled") == []
+    assert (units / SCREEN).exists()  # the operator's copy
+    assert f"stopped and disabled {SCREEN} (it shows the edge's page)" in said
 
 
 def test_an_install_after_an_uninstall_cut_short_builds_the_venv_again(
