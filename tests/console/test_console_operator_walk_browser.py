@@ -1,0 +1,41 @@
+"""What a new operator walking the console in a real browser (Debian chromium) ran into: which
+page the header says is open, and how an error page names what went wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from console_helpers import Console, operator_page
+from playwright.sync_api import expect
+
+
+@pytest.fixture(scope="module")
+def page(console: Console) -> Iterator[Any]:
+    """A browser page logged in as the operator alice."""
+    with operator_page(console) as opened:
+        yield opened
+
+
+# each page and the header link that leads to it (a single result is one of the results)
+OPEN_LINK = [("/fleet", "Fleet"), ("/results", "Results"), ("/cohort", "Cohort"),
+             ("/rollouts", "Rollouts"), ("/rollouts/r0llout1", "Rollouts"),
+             ("/pathology", "Pathology"), ("/pathology/job-1", "Pathology"),
+             ("/dead-letters", "Dead letters"), ("/docs", "API"), ("/tokens", "Tokens"),
+             ("/account", "alice")]
+
+
+@pytest.mark.parametrize(("path", "link"), OPEN_LINK)
+def test_the_header_says_which_page_is_open_to_the_eye_and_to_a_screen_reader(
+    console: Console, page: Any, path: str, link: str,
+) -> None:
+    page.goto(console.url + path)
+    current = page.locator("header a[aria-current=page]")
+    expect(current).to_have_count(1)
+    expect(current).to_have_text(link)
+    expect(current).to_have_class("on")  # underlined
+    expect(page.locator("header a.on")).to_have_count(1)
+    expect(page.get_by_role("navigation", name="console pages")
+           .get_by_role("link", name="Fleet", exact=True)).to_be_visible()
+
