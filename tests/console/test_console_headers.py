@@ -56,7 +56,7 @@ def test_a_request_that_fails_inside_the_console_keeps_its_security_headers(
         assert status == 500
         _assert_guarded(headers, "/rollouts")
         assert headers["content-type"].startswith("text/html")
-        assert b"Refused (500)" in body
+        assert b"Failed (500)" in body
         assert b"no such table" not in body  # the cause goes to the log, not to the visitor
         status, headers, body = console.get("/api/v1/rollouts", console.token)
         assert status == 500

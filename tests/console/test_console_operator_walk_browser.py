@@ -10,6 +10,9 @@ import pytest
 from console_helpers import Console, operator_page
 from playwright.sync_api import expect
 
+from appliance.backoffice.queries import ConsoleQueries
+from appliance.backoffice.storeerrors import StoreError
+
 
 @pytest.fixture(scope="module")
 def page(console: Console) -> Iterator[Any]:
@@ -39,3 +42,28 @@ def test_the_header_says_which_page_is_open_to_the_eye_and_to_a_screen_reader(
     expect(page.get_by_role("navigation", name="console pages")
            .get_by_role("link", name="Fleet", exact=True)).to_be_visible()
 
+
+@pytest.mark.parametrize("case", [
+    (RuntimeError("a bug"), "Failed (500)", "the console could not answer this request"),
+    (StoreError("disk I/O error"), "Unavailable (503)", "store cannot be reached now"),
+])
+def test_an_error_page_calls_the_console_s_own_failure_no_refusal(
+    console: Console, page: Any, monkeypatch: pytest.MonkeyPatch,
+    case: tuple[Exception, str, str],
+) -> None:
+    """A failure inside the console (500) or of its store (503) was headed "Refused", as if
+    the operator had asked for something wrong; a refusal is still called one."""
+    failure, heading, says = case
+
+    def fails(*_: object, **__: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(ConsoleQueries, "rollout_rows", fails)
+    page.goto(console.url + "/rollouts")
+    expect(page.locator("h1")).to_have_text(heading)
+    expect(page.locator("main .error")).to_contain_text(says)
+    monkeypatch.undo()
+    page.goto(console.url + "/rollouts?before=x")
+    expect(page.locator("h1")).to_have_text("Refused (400)")
+    page.goto(console.url + "/rollouts/none")
+    expect(page.locator("h1")).to_have_text("Not found (404)")
