@@ -67,3 +67,15 @@ def test_an_error_page_calls_the_console_s_own_failure_no_refusal(
     expect(page.locator("h1")).to_have_text("Refused (400)")
     page.goto(console.url + "/rollouts/none")
     expect(page.locator("h1")).to_have_text("Not found (404)")
+
+
+def test_the_job_page_names_its_pictures_as_its_heading_does(console: Console,
+                                                             page: Any) -> None:
+    """The column is headed "heatmap and CAM" (and an unsupported slide's picture is a "CAM:
+    under audit"); the pictures' alt texts and the missing ones said "cam"."""
+    page.goto(console.url + "/pathology/job-1")
+    expect(page.locator("#slides th").last).to_have_text("heatmap and CAM (select to enlarge)")
+    expect(page.get_by_role("img", name="heatmap of slide a", exact=True)).to_be_visible()
+    expect(page.get_by_role("img", name="CAM of slide a", exact=True)).to_be_visible()
+    unsupported = page.locator("#slides tr", has_text="unsupported")
+    expect(unsupported.locator("td.pictures")).to_have_text("no heatmap no CAM")
