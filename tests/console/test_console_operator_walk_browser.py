@@ -79,3 +79,11 @@ def test_the_job_page_names_its_pictures_as_its_heading_does(console: Console,
     expect(page.get_by_role("img", name="CAM of slide a", exact=True)).to_be_visible()
     unsupported = page.locator("#slides tr", has_text="unsupported")
     expect(unsupported.locator("td.pictures")).to_have_text("no heatmap no CAM")
+
+
+def test_a_rollout_of_one_canary_says_so_in_the_console_s_count_words(console: Console,
+                                                                     page: Any) -> None:
+    """The seeded rollout has one canary: its page said "1 canaries"; counts elsewhere read
+    "0 takeover(s)", "7 kiosk(s)"."""
+    page.goto(console.url + "/rollouts/r0llout1")
+    expect(page.locator("main p").first).to_contain_text("update to site tokyo, 1 canary kiosk(s);")
