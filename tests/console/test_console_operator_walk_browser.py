@@ -87,3 +87,16 @@ def test_a_rollout_of_one_canary_says_so_in_the_console_s_count_words(console: C
     "0 takeover(s)", "7 kiosk(s)"."""
     page.goto(console.url + "/rollouts/r0llout1")
     expect(page.locator("main p").first).to_contain_text("update to site tokyo, 1 canary kiosk(s);")
+
+
+def test_each_revoke_button_names_the_token_it_revokes(console: Console, page: Any) -> None:
+    """An operator sees every user's tokens, each row with its Revoke button: to a screen
+    reader, which lists a page's buttons by name, they were all one "Revoke"."""
+    page.goto(console.url + "/tokens")
+    ids = page.locator("#tokens td code").all_inner_texts()
+    assert len(ids) >= 2  # alice's and victor's
+    for token_id in ids:
+        button = page.get_by_role("button", name=f"Revoke token {token_id}", exact=True)
+        expect(button).to_have_count(1)
+        expect(button).to_have_text("Revoke")
+        expect(page.locator("#tokens tr", has=button)).to_contain_text(token_id)
