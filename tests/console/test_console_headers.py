@@ -261,7 +261,7 @@ def test_a_missing_result_job_rollout_or_picture_page_says_not_found_404(
                  "/rollouts/nope", "/pathology/job-1/slides/99/heatmap"):
         status, _, body = get_with(console, path, cookie)
         assert status == 404, path
-        assert b"<title>404 - appliance console</title>" in body, path  # on main: " - ..."
+        assert b"<title>Not found (404) - appliance console</title>" in body, path
         assert b"<h1>Not found (404)</h1>" in body, path
 
 

@@ -100,3 +100,27 @@ def test_each_revoke_button_names_the_token_it_revokes(console: Console, page: A
         expect(button).to_have_count(1)
         expect(button).to_have_text("Revoke")
         expect(page.locator("#tokens tr", has=button)).to_contain_text(token_id)
+
+
+@pytest.mark.parametrize(("path", "title"), [
+    ("/rollouts/r0llout1", "Rollout r0llout1"),
+    ("/pathology/job-1", "Pathology job job-1"),
+    ("/fleet/tokyo/kiosk-1/models", "Models of tokyo/kiosk-1"),
+    ("/results?limit=7", "Refused (400)"),
+    ("/rollouts/none", "Not found (404)"),
+])
+def test_a_page_s_title_names_what_it_shows(console: Console, page: Any, path: str,
+                                            title: str) -> None:
+    """Tabs and history told one result, rollout or job from another by the URL alone: their
+    titles were "Result", "Rollout", "Pathology job" (a kiosk's models page named its kiosk),
+    and an error page's a bare status ("400")."""
+    page.goto(console.url + path)
+    expect(page.locator("h1")).to_contain_text(title)
+    expect(page).to_have_title(f"{title} - appliance console")
+
+
+def test_a_result_s_title_names_its_measurement(console: Console, page: Any) -> None:
+    page.goto(console.url + "/results?limit=10")
+    page.locator("#results td a").first.click()
+    measurement_id = page.url.rsplit("/", 1)[1]
+    expect(page).to_have_title(f"Result {measurement_id} - appliance console")
