@@ -99,3 +99,16 @@ def test_the_api_pages_through_every_report_of_a_kiosk_newest_first(
     assert pages[-1] == [("installed", "1.1.0"), ("installed", "1.0.0")]
     assert console.get(path + "?before=x", console.token)[0] == 400
     assert console.get(path)[0] == 401
+
+
+def test_the_kiosk_s_clock_column_is_named_as_on_the_results_page(
+    told: tuple[Console, str],
+) -> None:
+    """The results list heads the time a kiosk's clock wrote "kiosk's clock (UTC)"; this
+    page headed the same kind of time "kiosk time (UTC)"."""
+    console, cookie = told
+    _, _, results = get_with(console, "/results", cookie)
+    _, _, models = get_with(console, "/fleet/tokyo/kiosk-1/models", cookie)
+    name = "<th>received (UTC)</th><th>kiosk's clock (UTC)</th>"
+    assert ">kiosk's clock (UTC)</th>" in results.decode()
+    assert name in models.decode()
