@@ -124,3 +124,22 @@ def test_a_result_s_title_names_its_measurement(console: Console, page: Any) -> 
     page.locator("#results td a").first.click()
     measurement_id = page.url.rsplit("/", 1)[1]
     expect(page).to_have_title(f"Result {measurement_id} - appliance console")
+
+
+@pytest.mark.parametrize(("path", "first_field"), [("/results", "site"),
+                                                    ("/account", "password")])
+def test_a_keyboard_skips_the_header_to_the_page_itself(console: Console, page: Any,
+                                                        path: str, first_field: str) -> None:
+    """Without a mouse, every page began with the header's ten links and its account link
+    and Log out, tabbed through on each page before its own fields."""
+    page.goto(console.url + path)
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    box = skip.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0
+    assert box["y"] >= 0  # in view while it has the focus
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    expect(page.locator(f"main [name={first_field}]")).to_be_focused()
