@@ -94,7 +94,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 
 @router.get("/login")
 def login_form(request: Request, next: str | None = None, failed: bool = False,
-               ended: bool = False) -> Response:
+               ended: bool = False, logged_out: bool = False) -> Response:
     """The login page; its form carries a CSRF token that is also set as a cookie. A HEAD
     gets the page's status and type alone: no store read (whether anyone can log in yet) and
     no CSRF cookie, which would replace the one of a login form open in another tab for a
@@ -102,16 +102,18 @@ def login_form(request: Request, next: str | None = None, failed: bool = False,
     if asked_head(request):
         return head_answer(PAGE_TYPE, status=401 if failed else 200)
     return _login_page(request, next, 401 if failed else 200, failed=failed, ended=ended,
-                       nobody=_nobody_can_log_in(request))
+                       logged_out=logged_out, nobody=_nobody_can_log_in(request))
 
 
 def _login_page(request: Request, next: str | None, status: int, *, failed: bool = False,
                 wait_s: float = 0.0, store_failed: bool = False,
-                ended: bool = False, nobody: bool = False) -> HTMLResponse:
+                ended: bool = False, logged_out: bool = False,
+                nobody: bool = False) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     page = render(request, "login.html", status=status, csrf=token, next=safe_next(next),
                   failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0,
-                  store_failed=store_failed, ended=ended and not failed, login=None,
+                  store_failed=store_failed, ended=ended and not failed,
+                  logged_out=logged_out and not (failed or ended), login=None,
                   nobody=nobody)
     # Secure behind a TLS proxy, as the session cookie: not sent again over plain HTTP
     page.set_cookie(login_csrf_cookie(request), token, httponly=True, samesite="strict",
@@ -200,7 +202,7 @@ async def logout(request: Request) -> Response:
     response: Response
     try:
         await run_in_threadpool(forget)
-        response = RedirectResponse("/login", status_code=303)
+        response = RedirectResponse("/login?logged_out=1", status_code=303)
     except STORE_ERRORS as exc:
         log.error("console logout of %s: the store did not end the session: %s",
                   shorten(login.name, 64), exc)

@@ -66,4 +66,4 @@ def test_the_console_s_own_forms_still_work_in_the_browser(console: Console) -> 
         browser_login(page, "victor")
         expect(page).to_have_url(console.url + "/fleet")
         page.click("header button[type=submit]")
-        expect(page).to_have_url(console.url + "/login")
+        expect(page).to_have_url(console.url + "/login?logged_out=1")

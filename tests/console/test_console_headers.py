@@ -98,7 +98,7 @@ def test_after_logout_the_back_button_shows_no_result(console: Console) -> None:
         page.locator("#results td a").first.click()
         expect(page.locator("#features")).to_be_visible()
         page.click("header button[type=submit]")
-        expect(page).to_have_url(console.url + "/login")
+        expect(page).to_have_url(console.url + "/login?logged_out=1")
         page.go_back()
         expect(page).to_have_url(re.compile(re.escape(console.url) + r"/login\?next=/results/"))
         assert page.locator("#features").count() == 0
@@ -169,7 +169,7 @@ def test_injected_markup_can_neither_re_point_links_nor_send_a_form_elsewhere(
         assert page.url == console.url + "/fleet"
         page.goto(console.url + "/fleet")
         page.click("header button[type=submit]")  # the console's own forms still work
-        expect(page).to_have_url(console.url + "/login")
+        expect(page).to_have_url(console.url + "/login?logged_out=1")
 
 
 def test_a_page_url_no_page_answers_is_an_error_page_and_the_api_keeps_json(

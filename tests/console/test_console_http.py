@@ -692,8 +692,8 @@ def test_every_page_and_api_call_refuses_a_parameter_it_does_not_take(console: C
         assert status == 400, path
         assert b"site: &#39;&lt;b&gt;&#39; refused: unknown parameter" in body, path
     status, _, body = console.get("/login?next=/fleet&colour=red")
-    assert (status, b"colour: &#39;red&#39; refused: unknown parameter; use ended, failed, next"
-            in body) == (400, True)
+    assert (status, b"colour: &#39;red&#39; refused: unknown parameter; use ended, failed, "
+            b"logged_out, next" in body) == (400, True)
     assert console.get("/login?next=/fleet&next=/cohort")[0] == 400  # which one?
     assert console.get("/login?next=/cohort")[0] == 200
     status, _, body = get_with(console, "/results.csv?site=lab&limit=10&colour=red", cookie)

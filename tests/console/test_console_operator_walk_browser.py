@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from console_helpers import Console, operator_page
+from console_helpers import Console, browser_login, operator_page
 from playwright.sync_api import expect
 
 from appliance.backoffice.queries import ConsoleQueries
@@ -143,3 +143,24 @@ def test_a_keyboard_skips_the_header_to_the_page_itself(console: Console, page: 
     page.keyboard.press("Enter")
     page.keyboard.press("Tab")
     expect(page.locator(f"main [name={first_field}]")).to_be_focused()
+
+
+def test_a_logout_is_said_on_the_login_page_it_leads_to(console: Console, page: Any) -> None:
+    """Log out led to the bare login form, as if nothing had happened; the page says so now,
+    and a login page asked for otherwise does not."""
+    context = page.context.browser.new_context()  # a session of its own: the module's stays
+    try:
+        mine = context.new_page()
+        mine.goto(console.url + "/login")
+        browser_login(mine)
+        expect(mine).to_have_url(console.url + "/fleet")
+        mine.get_by_role("button", name="Log out").click()
+        expect(mine.get_by_role("status")).to_have_text("You are logged out.")
+        expect(mine.locator("input[name=user]")).to_be_focused()
+        mine.go_back()  # the page before: its session is gone, so the login page again
+        expect(mine.locator("input[name=password]")).to_be_visible()
+        expect(mine.get_by_text("You are logged out.")).to_have_count(0)
+        mine.goto(console.url + "/login?logged_out=1&failed=1")
+        expect(mine.get_by_text("You are logged out.")).to_have_count(0)
+    finally:
+        context.close()
