@@ -58,6 +58,11 @@ class StoreReads(StoreConnection):
             f"SELECT {','.join(DEVICE_READ_COLUMNS)} FROM devices ORDER BY site, device_id")
         return [dict(zip(DEVICE_READ_COLUMNS, row, strict=True)) for row in rows]
 
+    def knows_device(self, site: str, device: str) -> bool:
+        """Whether the fleet registry holds ``device`` of ``site``."""
+        return bool(self._fetch("SELECT 1 FROM devices WHERE site = ? AND device_id = ?",
+                                (site, device)))
+
     def select_results(
         self,
         columns: Sequence[str],

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
 from appliance.backoffice.accounts import Login
-from appliance.console.api import ERROR_RESPONSES, ApiLogin
+from appliance.console.api import ERROR_RESPONSES, ApiLogin, error
 from appliance.console.filters import InputError, checked_id, parse_limit
 from appliance.console.guard import body_store, page_login
 from appliance.console.pages import render
@@ -34,6 +34,10 @@ def device_models_page(request: Request, site: str, device: str,
     site, device = checked_id("site", site), checked_id("device", device)
     with body_store(request) as store:
         reports = store.model_reports(device, site, limit=REPORTS_SHOWN)
+        known = bool(reports) or store.knows_device(site, device)
+    if not known:
+        return render(request, "error.html", status=404, login=login,
+                      message=f"no kiosk {device} at site {site}")
     return render(request, "device_models.html", login=login, site=site, device=device,
                   reports=reports, shown=REPORTS_SHOWN)
 
@@ -47,7 +51,8 @@ def device_models_page(request: Request, site: str, device: str,
          "`running_version`), `reason`, `healthy`, `rollout`, the kiosk's time "
          "(`reported_at`) and the back office's receipt (`received_at`), in the order the "
          "back office stored them. `next` (given as `before`) continues them; null after "
-         "the oldest.")
+         "the oldest.",
+         responses={404: error("no kiosk with that site and device id")})
 def api_model_reports(
     request: Request,
     site: Annotated[str, Path(description="the kiosk's site id, as in the fleet")],
@@ -65,5 +70,8 @@ def api_model_reports(
     with body_store(request) as store:
         reports = store.model_reports(device, site, limit=size + 1,
                                       before_id=None if before is None else int(before))
+        known = bool(reports) or store.knows_device(site, device)
+    if not known:
+        raise HTTPException(404, f"no kiosk {device} at site {site}")
     following = str(reports[size - 1]["id"]) if len(reports) > size else None
     return {"reports": reports[:size], "next": following}

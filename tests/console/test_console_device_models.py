@@ -74,7 +74,7 @@ def test_the_fleet_page_links_each_kiosk_to_its_models_and_the_page_needs_a_logi
     _, _, body = get_with(console, "/fleet", cookie)
     assert 'href="/fleet/tokyo/kiosk-1/models"' in body.decode()
     assert get_with(console, "/fleet/tokyo/kiosk-1/models", "")[0] == 303  # to the login
-    status, _, body = get_with(console, "/fleet/osaka/kiosk-9/models", cookie)
+    status, _, body = get_with(console, "/fleet/osaka/kiosk-9/models", cookie)  # no report
     assert status == 200
     assert "No model report of this kiosk is stored." in body.decode()
     assert get_with(console, "/fleet/tokyo/kiosk%20one/models", cookie)[0] == 400
@@ -112,3 +112,24 @@ def test_the_kiosk_s_clock_column_is_named_as_on_the_results_page(
     name = "<th>received (UTC)</th><th>kiosk's clock (UTC)</th>"
     assert ">kiosk's clock (UTC)</th>" in results.decode()
     assert name in models.decode()
+
+
+def test_an_unknown_kiosk_s_models_are_not_found_on_the_page_or_in_the_api(
+    told: tuple[Console, str],
+) -> None:
+    """A kiosk the fleet does not hold was answered 200 "No model report of this kiosk is
+    stored" (and an empty list by the API), as if it were a known kiosk that sent none
+    (osaka/kiosk-9 still is); an unknown id is a 404 everywhere else in the console."""
+    console, cookie = told
+    status, _, body = get_with(console, "/fleet/osaka/kiosk-7/models", cookie)
+    assert status == 404
+    assert "no kiosk kiosk-7 at site osaka" in body.decode()
+    assert "No model report" not in body.decode()
+    assert get_with(console, "/fleet/tokyo/kiosk-9/models", cookie)[0] == 404  # other site
+    status, _, body = console.get("/api/v1/fleet/osaka/kiosk-7/model-reports",
+                                  console.viewer_token)
+    assert status == 404
+    assert "no kiosk kiosk-7 at site osaka" in body.decode()
+    status, _, body = console.get("/api/v1/fleet/osaka/kiosk-9/model-reports",
+                                  console.viewer_token)
+    assert (status, json.loads(body)) == (200, {"reports": [], "next": None})
