@@ -96,11 +96,15 @@ def camera_text(device: dict[str, Any], now: datetime) -> str:
     return f"{camera}, {seen_ago(reported, now)}"
 
 
+# a year as astronomers count it (365.25 days): a clock a dead CMOS battery reset is years off
+_YEAR_S = 31_557_600
+
+
 def offset_text(seconds: float) -> str:
-    """'3h 12m', '9835d 4h', '42s': the two largest whole units of a clock offset."""
+    """'3h 12m', '26y 340d', '42s': the two largest whole units of a clock offset."""
     whole = round(abs(seconds))
     parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in (("y", _YEAR_S), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if whole >= size or (unit == "s" and not parts):
             parts.append(f"{whole // size}{unit}")
             whole %= size

@@ -208,7 +208,7 @@ def test_a_clock_within_a_minute_is_not_flagged() -> None:
     now = datetime.now(UTC)
     device = {"clock_ahead_s": -42.4, "clock_read_at": iso_utc(now - timedelta(seconds=5))}
     assert clock_text(device, now) == "42s behind, read 5s ago"
-    assert offset_text(26 * 365.25 * 86400) == "9496d 12h"  # a clock at 2000 in 2026
+    assert offset_text(26 * 365.25 * 86400) == "26y"  # a clock at 2000 in 2026
 
 
 def test_the_fleet_json_says_when_a_kiosk_sent_its_status_by_both_clocks(
@@ -225,3 +225,14 @@ def test_the_fleet_json_says_when_a_kiosk_sent_its_status_by_both_clocks(
     if not store.postgres:  # the command prints what fleet_json says (a schema: no --store)
         assert main(["fleet", "--json", "--store", store.url]) == 0
         assert json.loads(capsys.readouterr().out) == [listed]
+
+
+def test_a_clock_years_off_is_said_in_years_and_days() -> None:
+    """A clock a dead CMOS battery put at 2000-01-01 read "9835d 22h behind": days by the
+    thousand, which nobody reads as 26 years at a glance."""
+    now = datetime(2026, 12, 5, 22, 0, tzinfo=UTC)
+    offset_s = (datetime(2000, 1, 1, tzinfo=UTC) - now).total_seconds()
+    device = {"clock_ahead_s": offset_s, "clock_read_at": iso_utc(now - timedelta(minutes=2))}
+    assert clock_text(device, now) == "26y 339d behind (check its NTP), read 2m ago"
+    assert offset_text(400 * 86400 + 7200) == "1y 34d"
+    assert offset_text(364 * 86400 + 7200) == "364d 2h"
