@@ -256,11 +256,14 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
     def link(name: str, cursor: str | None) -> str | None:
         return None if cursor is None else f"/results?{urlencode({**shared, name: cursor})}"
 
-    paged = query.before is not None or query.after is not None
+    # Newest only where it leads further than Newer, which leads to the first page itself
+    # where that is the newest (else both led to the same results)
+    newest = f"/results?{urlencode(shared)}"
+    newer = newest if page.newer_is_newest else link("after", page.newer)
     return render(request, "results.html", login=login, items=page.items, echo=query.echo,
-                  limit=query.limit, older=link("before", page.older),
-                  newer=link("after", page.newer), csv=f"/results.csv?{urlencode(query.echo)}",
-                  newest=f"/results?{urlencode(shared)}" if paged else None,
+                  limit=query.limit, older=link("before", page.older), newer=newer,
+                  csv=f"/results.csv?{urlencode(query.echo)}",
+                  newest=newest if page.newer and not page.newer_is_newest else None,
                   matching=matching.text())
 
 

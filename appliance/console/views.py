@@ -150,11 +150,13 @@ def _oldest(age_s: float | None) -> str:
 class ResultsPage:
     """One page of results (newest placed capture first) and the cursors of the pages
     beside it: ``older`` (give it as ``before``) and ``newer`` (as ``after``); None where
-    there is none."""
+    there is none. ``newer_is_newest``: no result lies beyond the newer page, which holds
+    the newest results."""
 
     items: list[dict[str, Any]]
     older: str | None
     newer: str | None
+    newer_is_newest: bool = False
 
 
 def results_page(store: Store, query: ResultQuery) -> ResultsPage:
@@ -180,8 +182,10 @@ def results_page(store: Store, query: ResultQuery) -> ResultsPage:
         probabilities = graded.get(item["measurement_id"])
         item["grade_between"] = grade_between(json.loads(probabilities) if probabilities
                                               else None)
+    newest_next = newer is not None and len(store.page_results(
+        ("measurement_id",), query.where, None, query.limit + 1, after=newer)) <= query.limit
     return ResultsPage(items, cursor_of(*older) if older else None,
-                       cursor_of(*newer) if newer else None)
+                       cursor_of(*newer) if newer else None, newest_next)
 
 
 def csv_pages(pool: StorePool, query: ResultQuery) -> Iterator[list[tuple[Any, ...]]]:

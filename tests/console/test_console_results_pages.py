@@ -49,7 +49,22 @@ def test_newer_leads_back_page_by_page_keeping_filter_and_size(console: Console)
         ids, links, _ = _page(console, cookie, path)
         assert ids == expected
     assert "newer" not in links  # the newest page: nothing newer
-    assert set(links) == {"newest", "older"}
+    assert set(links) == {"older"}
+
+
+def test_newest_is_shown_only_where_newer_does_not_lead_there(console: Console) -> None:
+    """Page 2 showed "Newest" and "← Newer", two links to the same newest results."""
+    cookie, _ = login_cookie(console)
+    first, links, _ = _page(console, cookie, "/results?site=tokyo&limit=10")
+    assert set(links) == {"older"}
+    second, links, _ = _page(console, cookie, links["older"])
+    assert set(links) == {"newer", "older"}
+    assert links["newer"] == "/results?site=tokyo&limit=10"  # the newest page itself
+    _, links, _ = _page(console, cookie, links["older"])
+    assert set(links) == {"newest", "newer", "older"}
+    assert links["newest"] == "/results?site=tokyo&limit=10"
+    assert _page(console, cookie, links["newer"])[0] == second
+    assert _page(console, cookie, links["newest"])[0] == first
 
 
 def test_the_page_says_how_many_results_match(console: Console) -> None:
