@@ -637,6 +637,21 @@ def test_rollouts_show_each_rollout_and_where_each_kiosk_stands(console: Console
     assert get_with(console, "/rollouts", cookie)[0] == 200
 
 
+def test_a_rollout_links_each_kiosk_s_site_and_device_as_the_fleet_does(
+    console: Console,
+) -> None:
+    """The rollout page's site and device cells were plain text, where the fleet page links a
+    site to its kiosks and a device to its results."""
+    cookie, _ = login_cookie(console)
+    pages = [get_with(console, path, cookie)[2].decode() for path in ("/rollouts/r0llout1",
+                                                                      "/fleet?site=tokyo")]
+    rollout, fleet = (re.findall(r'<td><a (?:class="site" )?href="([^"]+)">(kiosk-1|tokyo)</a>',
+                                 page) for page in pages)
+    assert rollout[:2] == [("/fleet?site=tokyo", "tokyo"),
+                           ("/results?site=tokyo&amp;device=kiosk-1", "kiosk-1")]
+    assert set(rollout[:2]) <= set(fleet)
+
+
 def test_pathology_jobs_show_state_and_slide_results(console: Console) -> None:
     _, _, body = console.get("/api/v1/pathology/jobs", console.token)
     (job,) = json.loads(body)["jobs"]
