@@ -67,13 +67,18 @@ class Period:
 
     def text(self) -> str:
         """The period in words, for a report's page."""
-        covered = (f"Results captured from {self.captured_from} to {self.captured_to} "
-                   "(capture times as the back office places them)." if self.captured_from
-                   else "No results stored.")
+        covered = (f"Results captured from {_second(self.captured_from)} to "
+                   f"{_second(self.captured_to)} (capture times as the back office places "
+                   "them)." if self.captured_from else "No results stored.")
         if self.removed_before is None:
             return covered
-        return (f"{covered} Results captured before {self.removed_before} were removed "
+        return (f"{covered} Results captured before {_second(self.removed_before)} were removed "
                 "(the retention bound: backoffice.retention_days, `appliance results prune`).")
+
+
+def _second(stored: str | None) -> str:
+    """A stored time to the second, as pages show times ('2026-12-05T09:30:00Z')."""
+    return f"{(stored or '-')[:19]}Z"
 
 
 def cut_off(days: int) -> str:

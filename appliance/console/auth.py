@@ -175,12 +175,14 @@ def token_owner_text(token: TokenRow) -> str:
     return f"{token.name} (disabled)" if token.user_disabled else token.name
 
 
-def token_expiry_text(token: TokenRow) -> str:
-    """A listed token's expiry in words: its time, ``expired TIME``, or ``no expiry`` (a
-    token made before tokens expired)."""
+def token_expiry_text(token: TokenRow, *, to_the_second: bool = False) -> str:
+    """A listed token's expiry in words: its time (``to_the_second``: as the console's
+    tables show times), ``expired TIME``, or ``no expiry`` (a token made before tokens
+    expired)."""
     if token.expires_at is None:
         return "no expiry"
-    return f"expired {token.expires_at}" if token.expired else token.expires_at
+    when = token.expires_at[:19] if to_the_second else token.expires_at
+    return f"expired {when}" if token.expired else when
 
 
 def verify_password(store: Store, name: str, password: str) -> Login | None:

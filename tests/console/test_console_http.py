@@ -713,3 +713,26 @@ def test_every_page_and_api_call_refuses_a_parameter_it_does_not_take(console: C
     assert console.get("/login?next=/cohort")[0] == 200
     status, _, body = get_with(console, "/results.csv?site=lab&limit=10&colour=red", cookie)
     assert (status, b"colour: &#39;red&#39; refused" in body) == (400, True)
+
+
+def test_the_tokens_cohort_and_fleet_pages_say_times_to_the_second_in_utc(
+    console: Console,
+) -> None:
+    """The tokens table, the cohort's period and the fleet's tooltips showed times to the
+    microsecond (the tokens' columns not headed UTC), where every other table says "(UTC)"
+    and shows seconds."""
+    cookie, _ = login_cookie(console)
+    assert console.get("/api/v1/fleet", console.token)[0] == 200  # a token's last use
+    second = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
+    tokens = get_with(console, "/tokens", cookie)[2].decode()
+    table = tokens.split('<table id="tokens">', 1)[1].split("</table>", 1)[0]
+    assert "<th>created (UTC)</th><th>expires (UTC)</th><th>last used (UTC)</th>" in table
+    cells = re.findall(rf"<td>(?:expired )?({second}[^<]*)</td>", table)
+    assert len(cells) >= 5  # created and expires of each token, the used one's last use
+    assert all(re.fullmatch(second, cell) for cell in cells), cells
+    cohort = get_with(console, "/cohort", cookie)[2].decode()
+    assert re.search(rf'<p id="period">Results captured from {second}Z to {second}Z ', cohort)
+    fleet = get_with(console, "/fleet", cookie)[2].decode()
+    stamped = [t for t in re.findall(r'title="([^"]*)"', fleet) if re.search(r"\d\dT\d\d", t)]
+    assert len(stamped) >= 4
+    assert not [t for t in stamped if re.search(r"\d\d\.\d+", t)], stamped
