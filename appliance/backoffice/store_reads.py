@@ -59,9 +59,12 @@ class StoreReads(StoreConnection):
         return [dict(zip(DEVICE_READ_COLUMNS, row, strict=True)) for row in rows]
 
     def knows_device(self, site: str, device: str) -> bool:
-        """Whether the fleet registry holds ``device`` of ``site``."""
-        return bool(self._fetch("SELECT 1 FROM devices WHERE site = ? AND device_id = ?",
-                                (site, device)))
+        """Whether the back office knows ``device`` of ``site``: the fleet registry holds it
+        (a status or a result of it was stored), or a model report of it was stored."""
+        return bool(self._fetch(
+            "SELECT 1 FROM devices WHERE site = ? AND device_id = ? UNION ALL "
+            "SELECT 1 FROM model_reports WHERE site = ? AND device_id = ?",
+            (site, device, site, device)))
 
     def select_results(
         self,

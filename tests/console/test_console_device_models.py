@@ -133,3 +133,24 @@ def test_an_unknown_kiosk_s_models_are_not_found_on_the_page_or_in_the_api(
     status, _, body = console.get("/api/v1/fleet/osaka/kiosk-9/model-reports",
                                   console.viewer_token)
     assert (status, json.loads(body)) == (200, {"reports": [], "next": None})
+
+
+def test_a_kiosk_known_by_its_model_reports_alone_is_found_past_its_oldest(
+    told: tuple[Console, str],
+) -> None:
+    """A kiosk that sent a model report but no status or result is not in the fleet
+    registry; the API's page past its oldest report is empty, not a 404."""
+    console, _ = told
+    report = ModelState(device_id="kiosk-3", site="nagoya", state="installed",
+                        at=datetime.now(UTC), model=ModelInfo(name="skin", version="1.0.0"))
+    store = open_store(console.store_url)
+    try:
+        store.write_batch(Triage("appliance", 2**20).sort([Inbound(
+            "appliance/nagoya/kiosk-3/model/state", report.to_json(), 1, 1)])[0], 100)
+    finally:
+        store.close()
+    path = "/api/v1/fleet/nagoya/kiosk-3/model-reports"
+    status, _, body = console.get(path, console.viewer_token)
+    (only,) = json.loads(body)["reports"]
+    status, _, body = console.get(f"{path}?before={only['id']}", console.viewer_token)
+    assert (status, json.loads(body)) == (200, {"reports": [], "next": None})
