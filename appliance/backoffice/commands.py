@@ -7,6 +7,7 @@ results_removal.py)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -250,10 +251,23 @@ def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
                 "standard output)")
     if out == "-":
         return PARQUET_NEEDS_A_FILE if fmt == "parquet" else None
-    if not os.path.lexists(out):
+    if not _lexists(out):
         return _missing_folder(Path(out))
     # a file, or a link to nothing (or a loop), is replaced only when asked
     return _no_file_to_replace(out, fmt) or replacing_refusal([Path(out)], force)
+
+
+def _lexists(out: str) -> bool:
+    """Whether anything, a link to nothing included, is at ``out``; a path the system cannot
+    take at all (too long) raises, as the commands' path errors are said in one line, where
+    ``os.path.lexists`` would say "not there" and the export would go on to open the store."""
+    try:
+        os.lstat(out)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return False
+        raise
+    return True
 
 
 def _no_file_to_replace(out: str, fmt: str) -> str | None:

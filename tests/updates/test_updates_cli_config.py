@@ -154,8 +154,9 @@ def test_status_shows_a_kiosk_s_own_words_with_control_characters_escaped(
 
     state = payloads.ModelState(
         device_id="k1", site="lab", state="rejected", at=payloads.utc_now(),
-        running=payloads.ModelInfo(name="grader\x1b[8m", version="1\u202e0"),
-        reason="\x1b[2J\x1b]0;title\x07self-test failed")
+        running=payloads.ModelInfo(name="grader", version="1.0"),
+        # names and versions refuse control characters at the contract; a reason is free text
+        reason="\x1b[2J\x1b]0;title\x07self-test failed \u202e1.0")
     retained = _Retained(mqtt_broker)
     try:
         retained.publish(f"{topic_prefix}/lab/k1/model/state", state.to_json())
@@ -165,6 +166,7 @@ def test_status_shows_a_kiosk_s_own_words_with_control_characters_escaped(
     out = capsys.readouterr().out
     assert not set(out) & {"\x1b", "\x07", "\u202e"}
     assert "\\x1b[2J\\x1b]0;title\\u0007self-test failed" in out
+    assert "self-test failed \\u202e1.0" in out
 
 
 @pytest.mark.usefixtures("elsewhere", "broker_env")
