@@ -225,7 +225,7 @@ def test_the_result_and_the_choices_fit_a_1280x800_1024x600_or_800x480_screen(
         expect(page.locator("#overlay" if picture else "#preview")).to_be_visible()
         for language in ("en", "ja"):
             page.click(f"#lang-{language}")
-            expect(page.locator("html")).to_have_attribute("lang", language)
+            expect(page.locator("html")).to_have_attribute("lang", language, timeout=15_000)
             expect(page.locator("#features")).to_contain_text("40-49")
             choices = page.evaluate(CHOICES_IN_VIEW)
             assert len(choices) == 11  # nine age bands, yes and no
@@ -267,7 +267,7 @@ def test_every_other_screen_fits_a_1024x600_or_800x480_screen(
                                                                ((1024, 600), (800, 480))):
                 page.set_viewport_size({"width": width, "height": height})
                 page.click(f"#lang-{language}")
-                expect(page.locator("html")).to_have_attribute("lang", language)
+                expect(page.locator("html")).to_have_attribute("lang", language, timeout=15_000)
                 size = page.evaluate("[document.documentElement.scrollWidth, "
                                      "document.documentElement.scrollHeight]")
                 assert size[0] <= width, (language, width, size)
