@@ -87,7 +87,9 @@ def test_kiosk_screen_unit_shows_the_loopback_page_full_screen(tmp_path: Path) -
         assert f"--app=http://127.0.0.1:{port}/" in command, config.name
     assert "--kiosk" in command
     assert "--incognito" in command
-    assert unit["Unit"]["Wants"] == "appliance-edge.service"
+    # shown only while the edge runs, never starting it (tests/test_deploy_kiosk_screen_unit.py)
+    assert unit["Unit"]["Requisite"] == "appliance-edge.service"
+    assert "Wants" not in unit["Unit"]
 
 
 REFUSED_PROBE = """
