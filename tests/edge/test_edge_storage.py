@@ -429,6 +429,26 @@ def checkpoint_and_damage_first_page(path: Path, in_use: Outbox | None = None) -
         damage(path, 0)
 
 
+def damage_in_use_and_stop(daemon: Any, path: Path) -> None:
+    """Run ``daemon`` until it committed 20 results, damage the first page of the outbox file
+    at ``path`` it has in use, and see it stop with exit 1 (systemd starts it again)."""
+    thread, codes = run_in_thread(daemon)
+    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
+    checkpoint_and_damage_first_page(path, daemon.outbox)
+    thread.join(30)
+    assert codes == [1]
+
+
+def assert_kept_on_the_copy(path: Path, daemon: Any) -> None:
+    """The next start, the damaged outbox at ``path`` still immovable, opens the repaired copy
+    with every result ``daemon`` measured, none counted as dropped."""
+    restarted = open_outbox(path)
+    assert restarted.path == path.with_name(path.name + ".repaired")
+    assert restarted.depth() == daemon.analysis.measurements  # every measured result kept
+    assert restarted.dropped() == 0
+    restarted.close()
+
+
 def test_an_outbox_damaged_in_use_says_so_and_still_answers_its_counters(tmp_path: Path) -> None:
     # a damaged file raised bare sqlite3 errors from every read: the status line's dropped()
     # killed the daemon's main thread
@@ -453,12 +473,8 @@ def test_results_measured_after_the_outbox_is_damaged_in_use_are_kept_not_droppe
     state = tmp_path / "state"
     nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})  # only the committer
     daemon = fast_daemon(edge_config(state, nobody, "damaged"))  # reads the outbox
-    thread, codes = run_in_thread(daemon)
-    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
     path = state / "outbox.sqlite3"
-    checkpoint_and_damage_first_page(path, daemon.outbox)
-    thread.join(30)
-    assert codes == [1]  # systemd starts it again, on the repaired outbox
+    damage_in_use_and_stop(daemon, path)  # systemd starts it again, on the repaired outbox
     assert daemon.committer.refused == 0  # nothing counted as dropped
     repaired = Outbox(path)  # repaired on the way out: opens as it is
     assert repaired.depth() == daemon.analysis.measurements  # every measured result kept
@@ -480,12 +496,8 @@ def test_held_results_a_failed_repair_cannot_keep_are_counted_as_dropped(
         raise OutboxError("no room for the repaired outbox (as on a full disk)")
 
     monkeypatch.setattr(daemon_module, "new_outbox", no_room)
-    thread, codes = run_in_thread(daemon)
-    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
     path = state / "outbox.sqlite3"
-    checkpoint_and_damage_first_page(path, daemon.outbox)
-    thread.join(30)
-    assert codes == [1]
+    damage_in_use_and_stop(daemon, path)
     monkeypatch.undo()
     repaired = open_outbox(path)  # the next start, with room again
     assert repaired.depth() == daemon.committer.committed  # every committed result kept
@@ -925,17 +937,9 @@ def test_a_kiosk_whose_outbox_is_damaged_in_use_and_cannot_be_moved_keeps_every_
     daemon = fast_daemon(edge_config(state, nobody, "damaged"))
     path = state / "outbox.sqlite3"
     refuse_moving(monkeypatch, path, errno.EACCES)
-    thread, codes = run_in_thread(daemon)
-    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
-    checkpoint_and_damage_first_page(path, daemon.outbox)
-    thread.join(30)
-    assert codes == [1]  # systemd starts it again
+    damage_in_use_and_stop(daemon, path)  # systemd starts it again
     assert daemon.committer.refused == 0  # nothing counted as dropped
-    restarted = open_outbox(path)  # the next start, the move still refused: the copy
-    assert restarted.path == state / "outbox.sqlite3.repaired"
-    assert restarted.depth() == daemon.analysis.measurements  # every measured result kept
-    assert restarted.dropped() == 0
-    restarted.close()
+    assert_kept_on_the_copy(path, daemon)  # the next start, the move still refused
 
 
 def _running_on_a_copy(path: Path, monkeypatch: pytest.MonkeyPatch, count: int) -> bytes:
@@ -1102,17 +1106,9 @@ def test_a_kiosk_whose_repaired_copy_is_damaged_in_use_keeps_every_result(
     nobody = type("B", (), {"host": "127.0.0.1", "port": free_port()})
     daemon = fast_daemon(edge_config(state, nobody, "damaged"))
     assert daemon.outbox.path == state / "outbox.sqlite3.repaired"
-    thread, codes = run_in_thread(daemon)
-    assert wait_until(lambda: daemon.committer.committed >= 20, 30)
-    checkpoint_and_damage_first_page(daemon.outbox.path, daemon.outbox)
-    thread.join(30)
-    assert codes == [1]  # systemd starts it again
+    damage_in_use_and_stop(daemon, daemon.outbox.path)  # systemd starts it again
     assert daemon.committer.refused == 0  # nothing counted as dropped
-    restarted = open_outbox(path)  # the next start, the move still refused: the copy
-    assert restarted.path == state / "outbox.sqlite3.repaired"
-    assert restarted.depth() == daemon.analysis.measurements  # every measured result kept
-    assert restarted.dropped() == 0
-    restarted.close()
+    assert_kept_on_the_copy(path, daemon)  # the next start, the move still refused
 
 
 def _put_at(place: Path, what: str, outbox: Path) -> None:
