@@ -7,7 +7,6 @@ results_removal.py)."""
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import re
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config, ConfigError, load_config_or_defaults
+from appliance.filekind import kind_of
 from appliance.logsafe import escape_controls
 from appliance.numbertext import whole_number
 from appliance.outfile import replacing_refusal
@@ -251,23 +251,10 @@ def _export_out_problem(out: str, fmt: str, force: bool) -> str | None:
                 "standard output)")
     if out == "-":
         return PARQUET_NEEDS_A_FILE if fmt == "parquet" else None
-    if not _lexists(out):
+    if kind_of(Path(out)) is None:  # a link to nothing is there; a path too long raises
         return _missing_folder(Path(out))
     # a file, or a link to nothing (or a loop), is replaced only when asked
     return _no_file_to_replace(out, fmt) or replacing_refusal([Path(out)], force)
-
-
-def _lexists(out: str) -> bool:
-    """Whether anything, a link to nothing included, is at ``out``; a path the system cannot
-    take at all (too long) raises, as the commands' path errors are said in one line, where
-    ``os.path.lexists`` would say "not there" and the export would go on to open the store."""
-    try:
-        os.lstat(out)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return False
-        raise
-    return True
 
 
 def _no_file_to_replace(out: str, fmt: str) -> str | None:
