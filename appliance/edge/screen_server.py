@@ -141,6 +141,11 @@ class Streams:
                 if (connection, ended) in self._open:
                     self._open.remove((connection, ended))
 
+    def __len__(self) -> int:
+        """How many streams hold a place now."""
+        with self._lock:
+            return len(self._open)
+
     def _end(self, connection: socket.socket, ended: threading.Event) -> None:
         ended.set()
         with contextlib.suppress(OSError):  # its client sees the end now, its write fails

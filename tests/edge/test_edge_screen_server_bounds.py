@@ -203,6 +203,9 @@ def test_the_screen_follows_the_kiosk_again_after_its_event_stream_and_preview_w
     with screen(tmp_path, fps=20.0) as server, feeding_frames(server):
         page.goto(url(server, "/"))
         expect(page.locator("h1")).to_have_text("Skin texture check")
+        # The page's own two streams hold their places first: one still on its way would end
+        # a stream of the test's (the oldest) instead and never meet the refusal
+        assert holding(page, server, 2), f"the page holds {len(server.streams)} streams, not 2"
         page.route("**/events", refuse)
         page.route("**/preview.mjpg*", refuse)
         with ExitStack() as stack:  # two newer streams end the page's two
@@ -215,6 +218,15 @@ def test_the_screen_follows_the_kiosk_again_after_its_event_stream_and_preview_w
         server.state.set_language("ja")
         expect(page.locator("h1")).to_have_text("肌のキメチェック")
         expect(page.locator("#preview")).to_have_js_property("naturalWidth", 320)
+
+
+def holding(page: Any, server: ScreenServer, count: int) -> bool:
+    """Whether ``count`` streams hold a place on ``server`` within ANSWER_WAIT_S."""
+    for _ in range(int(ANSWER_WAIT_S / 0.05)):
+        if len(server.streams) == count:
+            return True
+        page.wait_for_timeout(50)
+    return False
 
 
 def asked(page: Any, refused: list[str], path: str) -> bool:
