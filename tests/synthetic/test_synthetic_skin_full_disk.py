@@ -52,8 +52,7 @@ def test_several_workers_on_a_full_disk_leave_the_series_up_to_the_first_frame_n
         err = capsys.readouterr().err
         left = sorted(path.name for path in disk.iterdir())
     assert code == 1
-    kept = len(left) // 2
-    assert kept >= 1
+    kept = len(left) // 2  # 0 too: a later frame's worker can fill the disk before frame 0's
     assert left == sorted(f"skin-4-{index:05d}.{suffix}" for index in range(kept)
                           for suffix in ("jpg", "json"))  # 0..k-1 whole, nothing after
     assert "No space left on device" in err
