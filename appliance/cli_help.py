@@ -26,7 +26,7 @@ class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS, [], ()) or action.option_strings == []:
+        if default in (None, False, "", argparse.SUPPRESS, [], ()) or action.option_strings == []:
             return text
         shown = _shown(default)
         if names_default(text, default):

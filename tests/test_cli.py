@@ -146,6 +146,16 @@ def test_no_option_shows_its_default_twice(capsys: pytest.CaptureFixture[str]) -
     assert "give up after this many seconds (900) --config" in demo
 
 
+def test_no_option_shows_an_empty_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """`models halt --help` said "--reason REASON  why, recorded with who halted it (default: )":
+    an option whose default is the empty text (nothing given) shows no default."""
+    for command in command_paths(build_parser()):
+        text = " ".join(_help(capsys, *command.split()).split())
+        assert "default: )" not in text, command
+    halt = " ".join(_help(capsys, "models", "halt").split())
+    assert "--reason REASON why, recorded with who halted it --config" in halt
+
+
 def test_one_name_for_worker_processes(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("synth skin", "synth he", "models skin-table"):
         text = _help(capsys, *command.split())
