@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import appliance
 from appliance.backoffice import commands_demo, demo
 from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
@@ -154,6 +155,20 @@ def test_no_option_shows_an_empty_default(capsys: pytest.CaptureFixture[str]) ->
         assert "default: )" not in text, command
     halt = " ".join(_help(capsys, "models", "halt").split())
     assert "--reason REASON why, recorded with who halted it --config" in halt
+
+
+def test_no_option_shows_where_the_package_is_installed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`pathology run --help` gave the tile model's default as this checkout's (or the venv's
+    site-packages) path, broken across lines: "(default: /work/.../appliance/shipped/msi-" and
+    "vgg19-w16.onnx)". A shipped file is named as the shipped one, as `models show` names it."""
+    package = str(Path(appliance.__file__).resolve().parent)
+    for command in command_paths(build_parser()):
+        text = "".join(_help(capsys, *command.split()).split())
+        assert "".join(package.split()) not in text, command
+    for command in ("run", "submit"):
+        shown = "".join(_help(capsys, "pathology", command).split())
+        assert "tilemodel(default:theshippedmsi-vgg19-w16.onnx)" in shown
 
 
 def test_one_name_for_worker_processes(capsys: pytest.CaptureFixture[str]) -> None:

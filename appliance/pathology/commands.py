@@ -59,7 +59,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace an earlier run in --out (its results, heatmaps, CAMs and "
                         "tile tables)")
-    parser.add_argument("--model", type=named_path, default=DEFAULT_MODEL, help="tile model (ONNX)")
+    parser.add_argument("--model", type=named_path, default=DEFAULT_MODEL,
+                        help=f"tile model (default: the shipped {DEFAULT_MODEL.name})")
     parser.add_argument("--um-per-px", type=um_per_px_option,
                         help="slide resolution in µm per pixel (0.1-4) when labels lack it")
     parser.add_argument("--tile-um", type=finite_number(MIN_TILE_UM, MAX_TILE_UM, "µm"),
