@@ -138,8 +138,11 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Measure um_per_px from a photo of a stage micrometer (a scale of parallel lines a known "
         "distance apart). Anything that is not a regular line grating is refused with a reason, "
         "and so is a result skin.um_per_px would refuse (outside 0.5-30 um/px: check --mm); a "
-        "result outside the validated 7-13 um/px is printed with a warning.",
-        ("appliance calibrate micrometer.jpg --mm 0.01",
+        "result outside the validated 7-13 um/px is printed with a warning. At the 25x lens, "
+        "lines 0.1 mm apart (the scale it was checked with) are about 10 px apart; the 0.01 mm "
+        "graduations of a fine scale are about 1 px apart there and cannot be resolved.",
+        ("appliance calibrate micrometer.jpg --mm 0.1",
+         "appliance synth micrometer --out micrometer.png --um-per-px 9.6",
          "appliance calibrate micrometer.png --mm 0.1"),
     ),
     "config": (

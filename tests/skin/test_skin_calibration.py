@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from appliance.cli import main
+from appliance.cli_help_text import COMMAND_HELP
 from appliance.skin.calibration import CalibrationError, calibrate_from_micrometer
+from appliance.skin.validity import SCALE_UM_PER_PX
 from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame
 from appliance.synthetic.skin import synthetic_frame
 
@@ -188,3 +190,24 @@ def test_a_large_photo_is_calibrated_in_bounded_scratch_memory() -> None:
         tracemalloc.stop()
     assert peak_bytes <= 12 * gray.size, f"{peak_bytes / gray.size:.1f} bytes a pixel"
     assert result.um_per_px == pytest.approx(10.0 * 1280 / 4000, rel=0.002)
+
+
+def _examples_mm(command: str) -> set[float]:
+    """The line spacings (--mm) the examples of ``appliance COMMAND --help`` give."""
+    examples = COMMAND_HELP[command][1]
+    return {float(match) for line in examples for match in re.findall(r"--mm (\S+)", line)}
+
+
+@pytest.mark.parametrize("um_per_px", SCALE_UM_PER_PX)
+def test_the_help_s_example_spacings_can_be_calibrated_at_the_validated_scales(
+        um_per_px: float) -> None:
+    """`calibrate --help` gave `appliance calibrate micrometer.jpg --mm 0.01`: lines 0.01 mm
+    apart are 0.8-1.4 px apart at the 7-13 um/px the measurement is validated on, which no
+    photo resolves (`synth micrometer` refuses to draw them). Every spacing an example gives is
+    one the 25x lens can be calibrated with, at either end of that range."""
+    spacings = _examples_mm("calibrate")
+    assert spacings
+    for pitch_mm in spacings:
+        spec = MicrometerSpec(um_per_px=um_per_px, pitch_mm=pitch_mm, lines=125)
+        result = calibrate_from_micrometer(_gray(spec), pitch_mm)
+        assert result.um_per_px == pytest.approx(um_per_px, rel=0.001), pitch_mm
