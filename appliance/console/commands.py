@@ -278,15 +278,21 @@ def _reference(args: argparse.Namespace) -> int:
         return 2
 
     def write(store: Any) -> int:
-        table = reference_table(feature_views(store.band_sums(REPORT_FEATURES)))
-        return _write_reference(args.out, table)
+        views = feature_views(store.band_sums(REPORT_FEATURES))
+        table = reference_table(views)
+        with_results = {band.band: None for view in views for band in view.bands if band.n}
+        return _write_reference(args.out, table, [b for b in with_results if b in table],
+                                [b for b in with_results if b not in table])
 
     return with_store(args, "console reference", write)
 
 
-def _write_reference(out: str, table: dict[str, Any]) -> int:
+def _write_reference(out: str, table: dict[str, Any], bands: list[str],
+                     left_out: list[str]) -> int:
     """Replace ``out`` with the reference ranges, whole or not at all (a full disk keeps the
-    old file): 0, or 1 after saying why not (no band to write, the file cannot be written)."""
+    old file): 0, or 1 after saying why not (no band to write, the file cannot be written).
+    ``bands``: those written, youngest first; ``left_out``: those whose results are too few to
+    give a range."""
     import json
     from datetime import UTC, datetime
 
@@ -304,7 +310,10 @@ def _write_reference(out: str, table: dict[str, Any]) -> int:
     except OSError as exc:
         print(f"console reference: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote reference ranges of {len(table) - 1} age band(s) to {out}")
+    print(f"wrote reference ranges of {len(bands)} age band(s) ({', '.join(bands)}) to {out}")
+    if left_out:
+        print(f"left out, with fewer than two results: {', '.join(left_out)} (a kiosk compares "
+              "a customer of such a band with the bands written, pooled)")
     return 0
 
 

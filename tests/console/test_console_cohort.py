@@ -118,6 +118,29 @@ def test_kiosk_reference_ranges_from_the_console_place_a_customer(tmp_path: Path
                              if f["key"] == "kime_score")["standing"]["high"])
 
 
+def test_console_reference_names_the_bands_it_wrote_and_those_it_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a demo with one result in 40-49 and one in 50-59, `console reference` said "wrote
+    reference ranges of 3 age band(s)" of five with results: which three, and why not the
+    others, the operator had to find in the file. A band needs two results for a range; a
+    kiosk compares a customer of a band left out with the bands written, pooled (all)."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    seeded = open_store(url)
+    seed(seeded, count=7)  # 30-39 twice; 20-29, 40-49, 50-59, 60-69 once; one without a band
+    seeded.close()
+    out = tmp_path / "reference.json"
+    assert main(["console", "reference", "--store", url, "--out", str(out)]) == 0
+    assert capsys.readouterr().out == (
+        f"wrote reference ranges of 1 age band(s) (30-39) to {out}\n"
+        "left out, with fewer than two results: 20-29, 40-49, 50-59, 60-69 (a kiosk compares a "
+        "customer of such a band with the bands written, pooled)\n")
+    references = load_references(out)
+    assert set(references) == {"30-39", "all"}
+    view = result_view(make_result(1, "tokyo", "kiosk-1", "60-69"), references, overlay=False)
+    assert view["reference_band"] == "all"
+
+
 def test_console_reference_never_replaces_a_pipe_or_device(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
