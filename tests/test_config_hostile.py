@@ -184,6 +184,14 @@ def test_the_pathology_site_is_reserved_for_the_pathology_server_s_topics() -> N
         ({"APPLIANCE__MQTT__PORT": "1884", "appliance__mqtt__port": "1885"},
          "environment variables APPLIANCE__MQTT__PORT and appliance__mqtt__port both set "
          "mqtt.port;"),
+        # one underscore after APPLIANCE: read by nothing, the file's port used without a word
+        ({"APPLIANCE_MQTT__PORT": "1884"},
+         "environment variable APPLIANCE_MQTT__PORT is not read: an override is "
+         "APPLIANCE__SECTION__KEY, two underscores after APPLIANCE (APPLIANCE__MQTT__PORT); "
+         "rename or unset it"),
+        ({"appliance_skin__um_per_px": "9.5"},
+         "environment variable appliance_skin__um_per_px is not read: an override is "
+         "APPLIANCE__SECTION__KEY, two underscores after APPLIANCE (APPLIANCE__skin__um_per_px)"),
     ],
 )
 def test_an_override_naming_no_key_or_clashing_with_another_is_a_config_error(
@@ -195,6 +203,13 @@ def test_an_override_naming_no_key_or_clashing_with_another_is_a_config_error(
         config_from_mapping({}, "config.yaml", environ=environ)
     assert str(error.value).startswith("config.yaml: invalid config:\n  ")
     assert refused in str(error.value)
+
+
+def test_variables_of_one_underscore_without_a_key_path_are_no_overrides() -> None:
+    """APPLIANCE_MQTT_PASSWORD (the broker password) and APPLIANCE_TEST_WORKERS (./dev test)
+    are read by what they are for, and are no near miss of an override."""
+    environ = {"APPLIANCE_MQTT_PASSWORD": "secret", "APPLIANCE_TEST_WORKERS": "0"}
+    assert config_from_mapping({}, "config.yaml", environ=environ).mqtt.port == 1883
 
 
 def test_config_check_names_an_override_that_names_no_key(

@@ -106,6 +106,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     set_by: dict[tuple[str, ...], str] = {}  # key path -> the variable that set it
     for name, raw in sorted(environ.items()):
         if not name.upper().startswith(ENV_PREFIX):
+            _refuse_a_near_miss(name)
             continue
         parts = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p)
         if not parts:
@@ -128,6 +129,18 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         except yaml.YAMLError:
             node[parts[-1]] = raw
     return tree
+
+
+def _refuse_a_near_miss(name: str) -> None:
+    """ValueError for ``APPLIANCE_MQTT__PORT``: a key path under one underscore after APPLIANCE,
+    which no override reads, so the value it meant to set was silently the file's. Variables of
+    one underscore without a key path (``APPLIANCE_MQTT_PASSWORD``) are not overrides."""
+    prefix = ENV_PREFIX.rstrip("_") + "_"
+    if name.upper().startswith(prefix) and "__" in name[len(prefix):]:
+        meant = ENV_PREFIX + name[len(prefix):].lstrip("_")
+        raise ValueError(f"environment variable {name} is not read: an override is "
+                         f"APPLIANCE__SECTION__KEY, two underscores after APPLIANCE ({meant}); "
+                         "rename or unset it")
 
 
 def _env_names(environ: Mapping[str, str]) -> dict[str, str]:
