@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from appliance import __version__, interrupts, logsafe
-from appliance.cli_help import ExampleFormatter, apply_help, chosen_parser
+from appliance.cli_help import ExampleFormatter, apply_help, chosen_parser, command_parsers
 from appliance.numbertext import NEGATIVE_NUMBER
 from appliance.stdout import StdoutError, emit, refused_line, watched_stdout
 
@@ -305,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     _register_config(root)
     for module_name in _command_modules():
         importlib.import_module(module_name).register(root, groups)
+    for command in command_parsers(parser):
+        # `appliance fleet -v` (the flag after the command, as most tools take it) was refused
+        # "unrecognized arguments: -v"; taken there too, unlisted (it is `appliance`'s own)
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help=argparse.SUPPRESS)
     apply_help(parser)
     return parser
 

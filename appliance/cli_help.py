@@ -70,6 +70,11 @@ def command_paths(parser: argparse.ArgumentParser) -> list[str]:
     return [path for path, _ in _commands(parser, "")]
 
 
+def command_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser of every command, groups and leaves."""
+    return [command for _, command in _commands(parser, "")]
+
+
 def leaf_commands(parser: argparse.ArgumentParser) -> list[str]:
     """Paths of the commands that run something (``results query``, ``analyze``, ...)."""
     return [path for path, command in _commands(parser, "") if not _subcommands(command)]

@@ -171,6 +171,19 @@ def test_no_option_shows_where_the_package_is_installed(
         assert "tilemodel(default:theshippedmsi-vgg19-w16.onnx)" in shown
 
 
+@pytest.mark.parametrize("arguments", [
+    ["fleet", "-v"], ["demo", "--verbose"], ["results", "query", "-v"],
+    ["results", "-v", "query"], ["analyze", "frame.jpg", "-v"],
+    ["models", "repo", "init", "repo", "-v"], ["-v", "fleet"],
+])
+def test_the_verbose_flag_is_taken_after_the_command_as_before_it(arguments: list[str]) -> None:
+    """`appliance fleet -v` was refused "appliance fleet: error: unrecognized arguments: -v": the
+    flag was taken only before the command (`appliance -v fleet`), where few tools want it."""
+    assert build_parser().parse_args(arguments).verbose is True
+    plain = [word for word in arguments if word not in ("-v", "--verbose")]
+    assert build_parser().parse_args(plain).verbose is False
+
+
 def test_one_name_for_worker_processes(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("synth skin", "synth he", "models skin-table"):
         text = _help(capsys, *command.split())
