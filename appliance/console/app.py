@@ -283,8 +283,15 @@ async def _user_busy(request: Request, exc: Exception) -> Response:
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:
-    """Input a page or API call refused (filters.InputError): its status, 400 by default."""
-    return await _visitor_refusal(request, getattr(exc, "status", 400), str(exc))
+    """Input a page or API call refused (filters.InputError): its status, 400 by default. A
+    logged-in visitor's refused results filter is the results page with the form as it was
+    sent (pages.refused_filter), not an error page that lost the other fields."""
+    assert isinstance(exc, InputError)
+    if request.url.path == pages.FILTER_PAGE:
+        login = await run_in_threadpool(visitor_login, request)
+        if login is not None:
+            return pages.refused_filter(request, login, exc)
+    return await _visitor_refusal(request, exc.status, str(exc))
 
 
 async def _invalid(request: Request, exc: Exception) -> Response:

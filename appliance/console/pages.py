@@ -30,6 +30,10 @@ from appliance.console.auth import digest, open_session
 from appliance.console.cohortview import svg_plot
 from appliance.console.db import StoreBusyError, anyone_can_log_in
 from appliance.console.filters import (
+    DEFAULT_LIMIT,
+    FILTER_FIELDS,
+    PAGE_SIZES,
+    InputError,
     check_measurement_id,
     once_each,
     one_way,
@@ -82,6 +86,7 @@ DEAD_LETTERS_SHOWN = 100  # a page of them; Older pages through every one kept
 # getting a bare login page. The cookie is worth nothing then: the store refuses it.
 SESSION_COOKIE_AFTER_END_S = 24 * 3600
 CSV_TYPE = "text/csv; charset=utf-8"
+FILTER_PAGE = "/results"  # the page whose filter form a refusal shows again (refused_filter)
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -243,7 +248,7 @@ def fleet_list(request: Request, login: PageLogin, site: str | None = None,
                   first=first if start or end else None)
 
 
-@router.get("/results")
+@router.get(FILTER_PAGE)
 def results_list(request: Request, login: PageLogin) -> HTMLResponse:
     """Stored results, newest first, filtered, one keyset page at a time (Older and Newer
     lead to the pages beside it), and how many match (counted up to RESULTS_COUNTED)."""
@@ -265,6 +270,21 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
                   csv=f"/results.csv?{urlencode(query.echo)}",
                   newest=newest if page.newer and not page.newer_is_newest else None,
                   matching=matching.text())
+
+
+def refused_filter(request: Request, login: Login, refused: InputError) -> HTMLResponse:
+    """The results page for a filter it refused (its status, 400): the form filled in as it
+    was sent, the refused field marked, named and focused, and no results, as nothing was
+    looked up; the person corrects that field instead of typing the others again."""
+    given: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        given.setdefault(name, value.strip())  # a field given twice: its first value
+    echo = {name: given[name] for name in FILTER_FIELDS if given.get(name)}
+    limit = given.get("limit", "")
+    return render(request, "results.html", refused.status, login=login, items=[], echo=echo,
+                  limit=int(limit) if limit in map(str, PAGE_SIZES) else DEFAULT_LIMIT,
+                  refused=str(refused), refused_field=refused.field, csv=None, older=None,
+                  newer=None, newest=None, matching=None)
 
 
 @router.get("/results.csv")

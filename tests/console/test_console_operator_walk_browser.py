@@ -106,7 +106,7 @@ def test_each_revoke_button_names_the_token_it_revokes(console: Console, page: A
     ("/rollouts/r0llout1", "Rollout r0llout1"),
     ("/pathology/job-1", "Pathology job job-1"),
     ("/fleet/tokyo/kiosk-1/models", "Models of tokyo/kiosk-1"),
-    ("/results?limit=7", "Refused (400)"),
+    ("/rollouts?before=x", "Refused (400)"),
     ("/rollouts/none", "Not found (404)"),
 ])
 def test_a_page_s_title_names_what_it_shows(console: Console, page: Any, path: str,

@@ -1,0 +1,67 @@
+"""What the console's forms keep for the person filling them in, in a real browser (Debian
+chromium): a refused filter keeps the form's other values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from console_helpers import Console, operator_page
+from playwright.sync_api import expect
+
+
+@pytest.fixture(scope="module")
+def page(console: Console) -> Iterator[Any]:
+    """A browser page logged in as the operator alice."""
+    with operator_page(console) as opened:
+        yield opened
+
+
+def _filter(page: Any, values: dict[str, str]) -> None:
+    """Fill in the results page's filter form (per page: 25) and send it."""
+    for name, value in values.items():
+        page.fill(f"form.filter input[name={name}]", value)
+    page.select_option("form.filter select[name=limit]", "25")
+    page.click("form.filter button[type=submit]")
+
+
+@pytest.mark.parametrize(("refused", "values", "says"), [
+    ("grade", {"site": "tokyo", "device": "kiosk-1", "grade": "fine;"},
+     "grade: 'fine;' refused"),
+    ("to", {"site": "tokyo", "from": "2026-11-01", "to": "2026-10-31"},
+     "to: '2026-10-31' refused: a day on or after from (2026-11-01)"),
+])
+def test_a_refused_filter_keeps_the_form_s_other_values(
+    console: Console, page: Any, refused: str, values: dict[str, str], says: str,
+) -> None:
+    """A refused filter was an error page without the form: the person typed every field
+    again to correct one."""
+    page.goto(console.url + "/results")
+    _filter(page, values)
+    expect(page.locator("#refused")).to_contain_text(says)
+    expect(page.locator("h1")).to_have_text("Results")
+    for name, value in values.items():
+        expect(page.locator(f"form.filter input[name={name}]")).to_have_value(value)
+    expect(page.locator("form.filter select[name=limit]")).to_have_value("25")
+    field = page.locator(f"form.filter input[name={refused}]")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_accessible_description(re.compile(re.escape(says)))
+    expect(field).to_be_focused()
+    expect(page.locator("#results")).to_have_count(0)  # nothing was looked up
+    page.fill(f"form.filter input[name={refused}]", "fine" if refused == "grade" else "")
+    page.click("form.filter button[type=submit]")
+    expect(page.locator("#matching")).to_contain_text("match")
+    expect(page.locator("#refused")).to_have_count(0)
+    assert set(page.locator("#results tr td:nth-child(3)").all_inner_texts()) == {"tokyo"}
+
+
+def test_a_filter_given_twice_in_the_address_keeps_its_first_value(console: Console,
+                                                                 page: Any) -> None:
+    """A parameter given twice is refused before the page runs; the form keeps the first."""
+    page.goto(console.url + "/results?site=tokyo&device=kiosk-2&device=kiosk-1")
+    expect(page.locator("#refused")).to_contain_text("device: 'kiosk-1' refused: given more "
+                                                     "than once")
+    expect(page.locator("form.filter input[name=site]")).to_have_value("tokyo")
+    expect(page.locator("form.filter input[name=device]")).to_have_value("kiosk-2")
