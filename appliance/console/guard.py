@@ -206,6 +206,12 @@ def login_csrf_cookie(request: Request) -> str:
     return f"appliance_login_csrf_{request.app.state.settings.port}"
 
 
+def login_name_cookie(request: Request) -> str:
+    """The name of the cookie that keeps the user name of a failed login for the login page
+    it is sent back to (carrying the port, as ``login_csrf_cookie``)."""
+    return f"appliance_login_name_{request.app.state.settings.port}"
+
+
 def page_login(request: Request) -> Login:
     """The logged-in user of a page request, or a redirect to the login page; its answer
     counts as one the user has being sent (inflight.py: UserBusyError past the bound)."""

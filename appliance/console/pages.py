@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS
 from appliance.backoffice.storeerrors import STORE_ERRORS
-from appliance.console.auth import digest, open_session
+from appliance.console.auth import USER_NAME, digest, open_session
 from appliance.console.cohortview import svg_plot
 from appliance.console.db import StoreBusyError, anyone_can_log_in
 from appliance.console.filters import (
@@ -52,6 +52,7 @@ from appliance.console.guard import (
     head_ends_here,
     judged_password,
     login_csrf_cookie,
+    login_name_cookie,
     operator,
     page_login,
     page_or_api_login,
@@ -86,6 +87,7 @@ DEAD_LETTERS_SHOWN = 100  # a page of them; Older pages through every one kept
 # getting a bare login page. The cookie is worth nothing then: the store refuses it.
 SESSION_COOKIE_AFTER_END_S = 24 * 3600
 CSV_TYPE = "text/csv; charset=utf-8"
+LOGIN_NAME_KEPT_S = 600  # a refused login's user name, for its login page (a shared browser)
 FILTER_PAGE = "/results"  # the page whose filter form a refusal shows again (refused_filter)
 
 
@@ -106,20 +108,24 @@ def login_form(request: Request, next: str | None = None, failed: bool = False,
     form it does not send."""
     if asked_head(request):
         return head_answer(PAGE_TYPE, status=401 if failed else 200)
+    typed = request.cookies.get(login_name_cookie(request), "") if failed else ""
     return _login_page(request, next, 401 if failed else 200, failed=failed, ended=ended,
-                       logged_out=logged_out, nobody=_nobody_can_log_in(request))
+                       logged_out=logged_out, nobody=_nobody_can_log_in(request), user=typed)
 
 
 def _login_page(request: Request, next: str | None, status: int, *, failed: bool = False,
                 wait_s: float = 0.0, store_failed: bool = False,
                 ended: bool = False, logged_out: bool = False,
-                nobody: bool = False) -> HTMLResponse:
+                nobody: bool = False, user: str = "") -> HTMLResponse:
+    """The login page; ``user``: the name typed in the login just refused, filled in again
+    (only one that could be a user's: a password typed into that field by mistake is not
+    shown back)."""
     token = secrets.token_urlsafe(24)
     page = render(request, "login.html", status=status, csrf=token, next=safe_next(next),
                   failed=failed, wait_min=math.ceil(wait_s / 60.0) if wait_s else 0,
                   store_failed=store_failed, ended=ended and not failed,
                   logged_out=logged_out and not (failed or ended), login=None,
-                  nobody=nobody)
+                  nobody=nobody, user=user if USER_NAME.match(user) else "")
     # Secure behind a TLS proxy, as the session cookie: not sent again over plain HTTP
     page.set_cookie(login_csrf_cookie(request), token, httponly=True, samesite="strict",
                     path="/login", secure=request.url.scheme == "https")
@@ -166,7 +172,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     wait_s = guard.admit(name, address)  # counted as failed until it succeeds
     if wait_s:
         _say_refused(request, name, address)
-        return _login_page(request, form.get("next"), 429, wait_s=wait_s)
+        return _login_page(request, form.get("next"), 429, wait_s=wait_s, user=name)
 
     def attempt() -> Any:
         login = password_login(pool, name, form.get("password", ""))
@@ -180,15 +186,21 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     except STORE_ERRORS as exc:  # a full disk, a lost server: say so on the login page
         log.error("console login for %s: the store did not answer or record it: %s",
                   shorten(name, 64), exc)
-        return _login_page(request, form.get("next"), 503, store_failed=True)
+        return _login_page(request, form.get("next"), 503, store_failed=True, user=name)
     target = safe_next(form.get("next"))
-    if session is None:
-        return RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
+    secure = request.url.scheme == "https"
+    if session is None:  # the page it is sent to fills in the name again, not the password
+        refused = RedirectResponse(f"/login?{urlencode({'next': target, 'failed': 1})}", 303)
+        if USER_NAME.match(name):
+            refused.set_cookie(login_name_cookie(request), name, max_age=LOGIN_NAME_KEPT_S,
+                               httponly=True, samesite="strict", path="/login", secure=secure)
+        return refused
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(session_cookie_name(request), session.cookie,
                         max_age=int(hours * 3600) + SESSION_COOKIE_AFTER_END_S, httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https", path="/")
+                        samesite="strict", secure=secure, path="/")
     response.delete_cookie(login_csrf_cookie(request), path="/login")
+    response.delete_cookie(login_name_cookie(request), path="/login")
     return response
 
 

@@ -1,5 +1,5 @@
 """What the console's forms keep for the person filling them in, in a real browser (Debian
-chromium): a refused filter keeps the form's other values."""
+chromium): a refused filter keeps the form's other values, a wrong password the user name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from console_helpers import Console, operator_page
+from console_helpers import PASSWORD, Console, browser_login, operator_page
 from playwright.sync_api import expect
 
 
@@ -17,6 +17,18 @@ def page(console: Console) -> Iterator[Any]:
     """A browser page logged in as the operator alice."""
     with operator_page(console) as opened:
         yield opened
+
+
+@pytest.fixture
+def fresh(page: Any) -> Iterator[Any]:
+    """A page of its own (no cookies) in the module page's browser."""
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        opened = context.new_page()
+        opened.set_default_timeout(10_000)
+        yield opened
+    finally:
+        context.close()
 
 
 def _filter(page: Any, values: dict[str, str]) -> None:
@@ -65,3 +77,27 @@ def test_a_filter_given_twice_in_the_address_keeps_its_first_value(console: Cons
                                                      "than once")
     expect(page.locator("form.filter input[name=site]")).to_have_value("tokyo")
     expect(page.locator("form.filter input[name=device]")).to_have_value("kiosk-2")
+
+
+def test_a_wrong_password_keeps_the_user_name_typed(console: Console, fresh: Any) -> None:
+    """A wrong password emptied the user name too: the person typed both again; the cursor
+    now waits in the password field."""
+    fresh.goto(console.url + "/results?site=tokyo")
+    browser_login(fresh, "victor", "not the password")
+    expect(fresh.locator(".error")).to_contain_text("Wrong user name or password")
+    expect(fresh.locator("input[name=user]")).to_have_value("victor")
+    password = fresh.locator("input[name=password]")
+    expect(password).to_have_value("")
+    expect(password).to_be_focused()
+    fresh.keyboard.type(PASSWORD)
+    fresh.keyboard.press("Enter")
+    expect(fresh).to_have_url(console.url + "/results?site=tokyo")
+
+
+def test_a_password_typed_as_the_user_name_is_not_shown_back(console: Console,
+                                                             fresh: Any) -> None:
+    fresh.goto(console.url + "/login")
+    browser_login(fresh, PASSWORD, "victor")  # the two fields the wrong way round
+    expect(fresh.locator(".error")).to_contain_text("Wrong user name or password")
+    expect(fresh.locator("input[name=user]")).to_have_value("")
+    expect(fresh.locator("input[name=user]")).to_be_focused()
