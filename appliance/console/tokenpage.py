@@ -4,16 +4,20 @@ its own.
 Tokens are listed by id (the start of their hash), never shown themselves: owner, label,
 created, expiry and last use. A revoke form carries the session's CSRF token; a token id that
 is not the user's own is answered as an unknown one (404), so a user learns nothing of
-others' tokens.
+others' tokens. A revoke done is answered with a redirect to the page (POST, redirect, GET),
+so reloading it does not send the revoke again; the page says what was revoked when the link
+carries the session's mark of it (``_mark``), so a link made elsewhere cannot have it say so.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import TOKEN_ID, TOKEN_ID_CHARS, Login, TokenRow
@@ -46,16 +50,28 @@ def _page(request: Request, login: Login, status: int = 200, **message: str) -> 
 
 
 @router.get("/tokens")
-def tokens_page(request: Request, login: Annotated[Login, Depends(page_login)]
+def tokens_page(request: Request, login: Annotated[Login, Depends(page_login)],
+                revoked: str | None = None, of: str | None = None, mark: str | None = None
                 ) -> HTMLResponse:
-    """The API tokens the user may see: every user's for an operator, else its own."""
+    """The API tokens the user may see: every user's for an operator, else its own; after a
+    revoke (``revoked``, ``of``, ``mark``: the redirect's), what was revoked."""
+    if revoked and of and mark and hmac.compare_digest(mark, _mark(login, revoked, of)):
+        return _page(request, login, done=f"Revoked API token {revoked} of {of}: it is "
+                     "refused from now on.")
     return _page(request, login)
 
 
-@router.post("/tokens/revoke")
-async def revoke(request: Request) -> HTMLResponse:
+def _mark(login: Login, token_id: str, owner: str) -> str:
+    """The session's mark of "``token_id`` of ``owner`` was revoked": keyed with its CSRF
+    token, which only its own pages hold."""
+    said = f"revoked {token_id} of {owner}".encode()
+    return hmac.new(login.csrf.encode(), said, "sha256").hexdigest()[:32]
+
+
+@router.post("/tokens/revoke", response_model=None)
+async def revoke(request: Request) -> HTMLResponse | RedirectResponse:
     """Revoke one API token by its id (the form's CSRF token first): any user's for an
-    operator, else only the user's own."""
+    operator, else only the user's own; done, 303 to the page, which says so."""
     login = await run_in_threadpool(page_login, request)
     form = await read_form(request)
     check_csrf(login.csrf, form)
@@ -81,5 +97,5 @@ async def revoke(request: Request) -> HTMLResponse:
             request, login, 404, error=f"No API token {shown_id}{whose}; nothing was revoked."))
     log.info("console: %s revoked API token %s of %s", shorten(login.name, 64), shown_id,
              shorten(owner, 64))
-    done = f"Revoked API token {shown_id} of {owner}: it is refused from now on."
-    return await run_in_threadpool(lambda: _page(request, login, done=done))
+    said = {"revoked": shown_id, "of": owner, "mark": _mark(login, shown_id, owner)}
+    return RedirectResponse(f"/tokens?{urlencode(said)}", status_code=303)

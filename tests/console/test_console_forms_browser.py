@@ -1,5 +1,6 @@
 """What the console's forms keep for the person filling them in, in a real browser (Debian
-chromium): a refused filter keeps the form's other values, a wrong password the user name."""
+chromium): a refused filter keeps the form's other values, a wrong password the user name,
+and a revoke done is not sent again by a reload."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 import pytest
 from console_helpers import PASSWORD, Console, browser_login, operator_page
 from playwright.sync_api import expect
+
+from appliance.backoffice.store import open_store
+from appliance.console.auth import create_token
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +105,34 @@ def test_a_password_typed_as_the_user_name_is_not_shown_back(console: Console,
     expect(fresh.locator(".error")).to_contain_text("Wrong user name or password")
     expect(fresh.locator("input[name=user]")).to_have_value("")
     expect(fresh.locator("input[name=user]")).to_be_focused()
+
+
+def test_reloading_the_page_after_a_revoke_does_not_send_it_again(console: Console,
+                                                                  page: Any) -> None:
+    """The revoke's answer was the page itself, at /tokens/revoke: a reload sent the revoke
+    again, and the page then said no such token was there."""
+    store = open_store(console.store_url)
+    try:
+        token_id = create_token(store, "victor", label="to revoke").token_id
+    finally:
+        store.close()
+    page.goto(console.url + "/tokens")
+    page.get_by_role("button", name=f"Revoke token {token_id}", exact=True).click()
+    done = f"Revoked API token {token_id} of victor: it is refused from now on."
+    expect(page.locator(".done")).to_have_text(done)
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.method))
+    page.reload()
+    expect(page.locator("h1")).to_have_text("API tokens")
+    assert sent == ["GET"]
+    expect(page.locator(".error")).to_have_count(0)
+    expect(page.locator(".done")).to_have_text(done)  # still true
+    expect(page.locator("#tokens")).not_to_contain_text(token_id)
+
+
+def test_a_revoke_link_made_elsewhere_says_nothing_was_revoked(console: Console,
+                                                              page: Any) -> None:
+    """The page says a token was revoked only after this session revoked it."""
+    page.goto(console.url + "/tokens?revoked=0123456789abcdef&of=victor&mark=" + "0" * 32)
+    expect(page.locator("h1")).to_have_text("API tokens")
+    expect(page.locator(".done")).to_have_count(0)

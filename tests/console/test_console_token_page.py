@@ -41,8 +41,13 @@ def _tokens_of(console: Console, name: str, role: str, count: int) -> list[tuple
 
 
 def _revoke(console: Console, cookie: str, csrf: str, token_id: str) -> tuple[int, bytes]:
-    status, _, body = post(console.url + "/tokens/revoke", urlencode(
+    """A revoke through the form: the status and page it ends on (a revoke done redirects to
+    the tokens page, which says so)."""
+    status, headers, body = post(console.url + "/tokens/revoke", urlencode(
         {"csrf": csrf, "id": token_id}).encode(), {"Content-Type": FORM, "Cookie": cookie})
+    if status == 303:
+        assert headers["location"].startswith("/tokens?")
+        status, _, body = get_with(console, headers["location"], cookie)
     return status, body
 
 
