@@ -104,6 +104,13 @@ def iso_utc(moment: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
+def second_text(stored: str) -> str:
+    """A stored time (``iso_utc`` text) to the second, as the commands print times
+    ('2026-12-05T09:30:00Z'): the microseconds the store keeps for order say nothing to a
+    person."""
+    return f"{stored[:19]}Z"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """A message the back office could not use, kept for inspection."""

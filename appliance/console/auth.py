@@ -175,14 +175,14 @@ def token_owner_text(token: TokenRow) -> str:
     return f"{token.name} (disabled)" if token.user_disabled else token.name
 
 
-def token_expiry_text(token: TokenRow, *, to_the_second: bool = False) -> str:
-    """A listed token's expiry in words: its time (``to_the_second``: as the console's
-    tables show times), ``expired TIME``, or ``no expiry`` (a token made before tokens
-    expired)."""
+def token_expiry_text(token: TokenRow, when: Callable[[str], str]) -> str:
+    """A listed token's expiry in words: its time as ``when`` writes it (the tokens page's
+    tables, the command's lines), ``expired TIME``, or ``no expiry`` (a token made before
+    tokens expired)."""
     if token.expires_at is None:
         return "no expiry"
-    when = token.expires_at[:19] if to_the_second else token.expires_at
-    return f"expired {when}" if token.expired else when
+    shown = when(token.expires_at)
+    return f"expired {shown}" if token.expired else shown
 
 
 def verify_password(store: Store, name: str, password: str) -> Login | None:

@@ -29,6 +29,7 @@ from appliance.backoffice.commands import (
     open_for,
     with_store,
 )
+from appliance.backoffice.schema import second_text
 from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
 from appliance.logsafe import escape_controls
 from appliance.numbertext import decimal_number
@@ -189,8 +190,9 @@ def _user_list(args: argparse.Namespace) -> int:
         print("no console users yet (console user add NAME)")
         return 0
     header = ("USER", "ROLE", "CREATED", "SESSIONS", "API TOKENS", "STATE")
-    cells = [(escape_controls(u.name), u.role, u.created_at, str(u.sessions), str(u.tokens),
-              f"disabled {u.disabled_at}" if u.disabled_at else "enabled") for u in users]
+    cells = [(escape_controls(u.name), u.role, second_text(u.created_at), str(u.sessions),
+              str(u.tokens), f"disabled {second_text(u.disabled_at)}" if u.disabled_at
+              else "enabled") for u in users]
     _print_table([header, *cells])
     return 0
 
@@ -230,8 +232,8 @@ def _token_create(args: argparse.Namespace) -> int:
     print(made.token)  # alone on stdout, for scripts; the hint goes to the person at the terminal
     print("send it as the header 'Authorization: Bearer TOKEN' (e.g. curl -H ...) to "
           "/api/v1/...; only its hash is kept, so copy it now. It expires at "
-          f"{made.expires_at}. Its id is {made.token_id} (console token list, console token "
-          "revoke ID)", file=sys.stderr)
+          f"{second_text(made.expires_at)}. Its id is {made.token_id} (console token list, "
+          "console token revoke ID)", file=sys.stderr)
     return 0
 
 
@@ -248,7 +250,8 @@ def _token_list(args: argparse.Namespace) -> int:
         print("no API tokens" + (f" of {escape_controls(args.user)}" if args.user else ""))
         return 0
     cells = [(t.token_id, escape_controls(token_owner_text(t)), escape_controls(t.label) or "-",
-              t.created_at, token_expiry_text(t), t.last_used_at or "never") for t in tokens]
+              second_text(t.created_at), token_expiry_text(t, second_text),
+              second_text(t.last_used_at) if t.last_used_at else "never") for t in tokens]
     _print_table([("ID", "USER", "LABEL", "CREATED", "EXPIRES", "LAST USED"), *cells])
     return 0
 

@@ -45,7 +45,7 @@ def _tokens(request: Request, login: Login) -> list[TokenRow]:
 def _page(request: Request, login: Login, status: int = 200, **message: str) -> HTMLResponse:
     return render(request, "tokens.html", status, login=login, everyone=_everyone(login),
                   tokens=_tokens(request, login),
-                  expiry=lambda token: token_expiry_text(token, to_the_second=True),
+                  expiry=lambda token: token_expiry_text(token, lambda at: at[:19]),
                   owner=token_owner_text, **message)
 
 

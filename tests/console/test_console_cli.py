@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -340,3 +341,40 @@ def test_a_password_on_a_pipe_is_read_without_a_prompt(
     done = _user_add_fed_on_a_pipe(store, controlling_terminal)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == "added console user bob (viewer)\n"
+
+
+SECOND = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+def test_the_user_and_token_lists_say_times_to_the_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`console token list` and `console user list` printed the store's times with their
+    microseconds (2026-12-06T00:51:16.123456Z), as no other command or page says a time."""
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    password = tmp_path / "password"
+    password.write_text("correct horse battery staple\n")
+    for name, role in (("ops", "operator"), ("vic", "viewer")):
+        assert main(["console", "user", "add", name, "--role", role, "--password-file",
+                     str(password), "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["console", "token", "create", "ops", "--store", url]) == 0
+    made = capsys.readouterr()
+    said = re.search(r"It expires at (\S+)\. ", made.err)
+    assert said
+    assert SECOND.fullmatch(said.group(1))
+    store = open_store(url)
+    try:
+        assert bearer_login(store, f"Bearer {made.out.strip()}") is not None  # a last use
+    finally:
+        store.close()
+    assert main(["console", "user", "disable", "vic", "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["console", "token", "list", "--store", url]) == 0
+    _, _, _, created, expires, used = capsys.readouterr().out.splitlines()[1].split()
+    assert all(SECOND.fullmatch(time) for time in (created, expires, used))
+    assert main(["console", "user", "list", "--store", url]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [SECOND.fullmatch(row[2]) is not None for row in rows] == [True, True]
+    assert rows[1][-2] == "disabled"
+    assert SECOND.fullmatch(rows[1][-1])
