@@ -137,9 +137,27 @@ def repeat_rows(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def svg_plot(view: FeatureView, width: int = 360, height: int = 200) -> str:
+def plotted_bands(view: FeatureView) -> list[tuple[str, int, str, str]]:
+    """What a feature's plot shows, as text, band by band along its axis: the band, n, the
+    mean and its 95 % CI ("-" where a band has none): the plot's text alternative, for a
+    screen reader and for anyone who wants the figures themselves."""
+    bands = {b.band: b for b in view.bands}
+    rows = []
+    for name in view.axis or tuple(age_axis(list(bands))):
+        band = bands.get(name)
+        if band is None or not math.isfinite(band.mean):
+            rows.append((name, band.n if band else 0, "-", "-"))
+            continue
+        ci = f"{band.low:.4g} to {band.high:.4g}" if math.isfinite(band.low) else "-"
+        rows.append((name, band.n, f"{band.mean:.4g}", ci))
+    return rows
+
+
+def svg_plot(view: FeatureView, width: int = 360, height: int = 200,
+             described_by: str = "") -> str:
     """An inline SVG: the band means with their 95 % CIs as error bars over every band of the
-    age range, a band without a measured value marked n=0 (text escaped)."""
+    age range, a band without a measured value marked n=0 (text escaped); ``described_by``:
+    the id of the element that says its figures in text (plotted_bands)."""
     bands = {b.band: b for b in view.bands if math.isfinite(b.mean)}
     if not bands:
         return ""
@@ -155,8 +173,9 @@ def svg_plot(view: FeatureView, width: int = 360, height: int = 200) -> str:
 
     axis = view.axis or tuple(age_axis(list(bands)))
     step = plot_w / len(axis)
+    description = f' aria-describedby="{html.escape(described_by)}"' if described_by else ""
     parts = [f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{html.escape(view.key)} by age band">',
+             f'aria-label="{html.escape(view.key)} by age band"{description}>',
              f'<text x="4" y="{top + 8}" font-size="10">{high:.3g}</text>',
              f'<text x="4" y="{top + plot_h}" font-size="10">{low:.3g}</text>']
     for i, name in enumerate(axis):

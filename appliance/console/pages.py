@@ -27,7 +27,7 @@ from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import USER_NAME, digest, open_session
-from appliance.console.cohortview import svg_plot
+from appliance.console.cohortview import plotted_bands, svg_plot
 from appliance.console.db import StoreBusyError, anyone_can_log_in
 from appliance.console.filters import (
     DEFAULT_LIMIT,
@@ -346,10 +346,12 @@ def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
     with body_store(request) as store:
         figures = request.app.state.cohort.get(store, pool_of(request))
     views = figures.views
-    plots = {v.key: Markup(svg_plot(v)) for v in views}  # svg_plot escapes its text
+    plots = {v.key: Markup(svg_plot(v, described_by=f"bands-{v.key}"))  # text escaped
+             for v in views}
     total = sum(b.n for b in views[0].bands) + views[0].not_measured if views else 0
     left_out = sum(v.not_measured for v in views)
     return render(request, "cohort.html", login=login, views=views, plots=plots,
+                  bands={v.key: plotted_bands(v) for v in views},
                   repeats=figures.repeats, total=total, left_out=left_out,
                   isfinite=math.isfinite, computed_at=figures.computed_at,
                   period=figures.period.text(), max_age_s=request.app.state.cohort.max_age_s)
