@@ -1,16 +1,22 @@
 """The console as a screen reader and a keyboard meet it, in a real browser (Debian
-chromium): what a plot shows is said in text."""
+chromium): what a plot shows is said in text, and what a column or a grade means is said on
+the page, not in a tooltip only."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from console_helpers import Console, operator_page
+from console_helpers import Console, make_result, operator_page
 from playwright.sync_api import expect
+
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.store import Batch, open_store
+from appliance.transport import payloads
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +43,44 @@ def test_each_cohort_plot_says_its_figures_in_text(console: Console, page: Any) 
     first = figures["kime_score"]["bands"][0]
     expect(rows.nth(1)).to_have_text(re.compile(f"^{first['band']}\\s*{first['n']}\\s*"
                                                 f"{first['mean']:.4g}"))
+
+
+@pytest.mark.parametrize(("path", "header", "said"), [
+    ("/results", "placed (UTC)", "placed: the capture as the back office places it"),
+    ("/results", "kiosk's clock (UTC)", "kiosk's clock: the capture time as the kiosk's"),
+    ("/fleet", "oldest un-sent", "how long the oldest of them had waited, when the kiosk "
+     "last reported"),
+])
+def test_what_a_column_means_is_said_on_the_page_not_in_a_tooltip_only(
+    console: Console, page: Any, path: str, header: str, said: str,
+) -> None:
+    """The results list's two times and the fleet's un-sent results were explained only in
+    tooltips (title), which neither a keyboard nor a touch screen opens."""
+    page.goto(console.url + path)
+    expect(page.get_by_text(said)).to_be_visible()
+    column = page.get_by_role("columnheader", name=header, exact=True)
+    expect(column).to_have_accessible_description(re.compile(re.escape(said)))
+
+
+def test_a_withheld_grade_s_legend_says_where_to_read_why(console: Console, page: Any) -> None:
+    page.goto(console.url + "/results?limit=200")
+    expect(page.locator("#grade-legend")).to_contain_text("the result's page says which")
+
+
+def test_a_near_tie_is_explained_on_the_results_page(console: Console, page: Any) -> None:
+    """"between fine and normal" was explained only in its tooltip."""
+    tied = make_result(0, "osaka", "kiosk-tie", "30-39").model_copy(update={
+        "measurement_id": payloads.new_measurement_id(),
+        "classification": payloads.Classification(
+            model="skin-texture-grade", version="1", label="normal",
+            probabilities={"fine": 0.44, "normal": 0.46, "coarse": 0.10})})
+    store = open_store(console.store_url)
+    try:
+        store.write_batch(Batch(results=[result_row(tied, iso_utc(datetime.now(UTC)),
+                                                    tied.to_json().decode())]), 10)
+    finally:
+        store.close()
+    page.goto(console.url + "/results?device=kiosk-tie")
+    expect(page.locator("#results td.grade")).to_have_text("between fine and normal")
+    expect(page.get_by_text("between two grades: a near-tie, the model's two most probable "
+                            "grades less than 0.15 apart")).to_be_visible()
