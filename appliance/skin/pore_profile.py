@@ -62,6 +62,13 @@ MELANIN_BLUE_BEYOND_RED = 1.33
 MELANIN_BLUE_BEYOND_GREEN = 0.4
 MELANIN_GREEN_BEYOND_RED = 0.67
 RED_CLIP_BAND = 8.0  # red within 8 levels of 255 is taken as clipped; within 16, blended
+# A pit's blue this close to black is not read: sensor noise and the JPEG's rounding are then a
+# large share of it, and a dark brown spot's blue bottoms out, its drop no more than a lower
+# bound (the green beyond red decides there too; blended over the next BLUE_DARK_BAND levels).
+# Set on the project's own pigment scenes (synthetic.skin_scenes, seeds 0-5, three casts):
+# 8 / 8 lets a spot of seeds 0 and 1 through, 12 / 12 and 16 / 16 none.
+BLUE_DARK_LEVEL = 12.0
+BLUE_DARK_BAND = 12.0
 # The skin a pit's colour is compared with: just outside its rim, and 240 µm further out (a
 # pigment spot is 150-600 µm across: the near ring can lie on the spot itself).
 PIGMENT_RINGS_PX = (3.0, 15.0)
@@ -544,16 +551,12 @@ def local_junction_floor(shape: tuple[int, int], centres: np.ndarray,
 
 
 def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
-    """How melanin-like the darkening of a pit is: 0 for a grey shadow (a pore, a furrow), about
-    1 for a pigment spot or freckle.
+    """How melanin-like the darkening of a pit is: 0 for a shadow (a pore, a furrow), grey or a
+    little redder than the skin, about 1 for a pigment spot or freckle.
 
-    ``rgb`` is the work image, ``centres`` and ``radius_px`` in work px. Melanin absorbs blue
-    more than green and green more than red, so a pigment spot darkens blue beyond red by
-    ``MELANIN_BLUE_BEYOND_RED`` of the red darkening (beyond green by
-    ``MELANIN_BLUE_BEYOND_GREEN`` of the green one). Red is the better reference, but on bright
-    skin it clips at 255 on the hills, which would make every pit read bluish; where the skin
-    around reads within ``RED_CLIP_BAND`` of 255 green takes over, blended, so the score moves
-    smoothly with the frame's brightness.
+    ``rgb`` is the work image, ``centres`` and ``radius_px`` in work px. Each channel's
+    darkening is read as a log ratio against the skin around the pit, so a colour cast (a gain
+    per channel, of lamp or sensor) cancels; ``melanin_share`` says what the three drops mean.
     """
     # the rings one after the other in one pass (each pit once per ring), then per pit the
     # more melanin-like of its rings
@@ -594,16 +597,36 @@ def _melanin_share(rgb: np.ndarray, pit: list[np.ndarray], centres: np.ndarray,
     angles = np.arange(RAY_COUNT) * (2.0 * np.pi / RAY_COUNT)
     out = ring_px[:, None]
     xs, ys = centres[:, :1] + out * np.cos(angles), centres[:, 1:] + out * np.sin(angles)
-    skin = _planes(_ray_median(colour_at(rgb, xs, ys)))
+    return melanin_share(_planes(_ray_median(colour_at(rgb, xs, ys))), pit)
+
+
+def melanin_share(skin: list[np.ndarray], pit: list[np.ndarray]) -> np.ndarray:
+    """How melanin-like the darkening from ``skin`` to ``pit`` (R, G, B planes, 0-255) is.
+
+    Melanin's absorption falls steeply from blue to red, so a pigment spot darkens blue beyond
+    green by ``MELANIN_BLUE_BEYOND_GREEN`` of the green drop and beyond red by
+    ``MELANIN_BLUE_BEYOND_RED`` of the red one. A pit is a shadow: it darkens every channel
+    alike, and where red light scattered through the skin, or the blood in the pit's wall,
+    tints it, red darkens less (haemoglobin absorbs green and blue, hardly red). Neither darkens
+    blue beyond green, so melanin must show against both: the share is the smaller of the two
+    blue readings. The green one tells melanin from a red tint; the red one, three times finer
+    (melanin's blue-red step is three times its blue-green one), keeps the noise of a dark blue
+    from reading as melanin. Red clips at 255 on bright skin: within ``RED_CLIP_BAND`` of it
+    green alone is read, blended. A pit's blue near black (``BLUE_DARK_LEVEL``) gives its drop
+    only as a lower bound: there green darkening beyond red counts as melanin too, blended.
+    """
     red_drop, green_drop, blue_drop = (np.log(s + 1.0) - np.log(p + 1.0)
                                        for s, p in zip(skin, pit, strict=True))
-    by_red = np.maximum(
-        (blue_drop - red_drop) / MELANIN_BLUE_BEYOND_RED,
-        (green_drop - red_drop) / MELANIN_GREEN_BEYOND_RED,  # blue can bottom out in the dark
-    ) / np.maximum(red_drop, 0.02)
-    by_green = (blue_drop - green_drop) / np.maximum(green_drop, 0.02) / MELANIN_BLUE_BEYOND_GREEN
+    beyond_green = (blue_drop - green_drop) / np.maximum(green_drop, 0.02) / (
+        MELANIN_BLUE_BEYOND_GREEN)
+    beyond_red = (blue_drop - red_drop) / np.maximum(red_drop, 0.02) / MELANIN_BLUE_BEYOND_RED
+    green_over_red = (green_drop - red_drop) / np.maximum(red_drop, 0.02) / (
+        MELANIN_GREEN_BEYOND_RED)
     red_ok = np.clip((255.0 - skin[0]) / RED_CLIP_BAND - 1.0, 0.0, 1.0)
-    share: np.ndarray = red_ok * by_red + (1.0 - red_ok) * by_green
+    by_blue = red_ok * np.minimum(beyond_red, beyond_green) + (1.0 - red_ok) * beyond_green
+    dark_blue = red_ok * np.maximum(beyond_red, green_over_red) + (1.0 - red_ok) * beyond_green
+    blue_read = np.clip((pit[2] - BLUE_DARK_LEVEL) / BLUE_DARK_BAND, 0.0, 1.0)
+    share: np.ndarray = blue_read * by_blue + (1.0 - blue_read) * np.maximum(by_blue, dark_blue)
     return share
 
 
