@@ -37,7 +37,7 @@ TABLE_COLUMNS = (
     ("pores", "pore_count", 5, "d"),
     ("pore um", "pore_mean_diameter_um", 7, ".0f"),
     ("L*", "lab_l", 5, ".1f"),
-    ("class", "classification", 13, ""),  # "normal/coarse": a near-tie
+    ("grade", "classification", 13, ""),  # "normal/coarse": a near-tie
 )
 REJECTED_CELLS = "not measured"  # after a rejected frame's verdict, where the numbers would be
 TABLE_LEGEND = ("n/m: not measured (outside the validated range, docs/measurement.md; --json's "

@@ -89,6 +89,8 @@ def test_readable_table(images: dict[str, Path], capsys: pytest.CaptureFixture[s
     header, row = capsys.readouterr().out.strip().splitlines()
     assert "kime" in header
     assert "pores" in header
+    # the grade, as the legend, the overlay, the demo and the kiosk screen name it (was "class")
+    assert header.split()[-1] == "grade"
     assert row.startswith("good.jpg")
     assert " ok " in row
 
