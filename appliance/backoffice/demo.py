@@ -403,7 +403,7 @@ def _finished(store: Store, printer: ResultPrinter, elapsed_s: float, store_url:
 def _failed(exc: DemoError, printer: ResultPrinter, stop: threading.Event,
             store_url: str | None, store_option: str) -> int:
     """Say why the demo stopped and what it had stored; the exit code (130 when stopped)."""
-    print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+    print(f"demo {'stopped' if stop.is_set() else 'failed'}: {exc}", file=sys.stderr, flush=True)
     if not printer.stored:
         print("demo: no result was stored before it stopped", flush=True)
     elif store_url is not None:
