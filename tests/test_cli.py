@@ -18,6 +18,7 @@ from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
 from appliance.cli_help import command_paths, leaf_commands
 from appliance.cli_help_text import COMMAND_HELP
+from appliance.config.backoffice import MAX_RETENTION_DAYS
 from appliance.updates.repository import DEFAULT_EXPIRY_S
 from tests.signal_helpers import started_and_signalled
 
@@ -115,6 +116,8 @@ def test_job_commands_document_their_exit_codes(
         (("synth", "he"), "0 to 1 (0.35)"),  # --msi-fraction
         (("models", "build-skin"), "the shipped model is never overwritten"),  # --out
         (("pathology", "evaluate"), "resamples, 10-100000 (1000)"),  # --bootstrap
+        # --older-than: the range it refuses outside of, as the config's retention_days
+        (("results", "prune"), f"this many days, 1 to {MAX_RETENTION_DAYS} "),
     ],
 )
 def test_options_show_their_default_or_format(

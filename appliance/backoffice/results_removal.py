@@ -192,7 +192,8 @@ def register_prune(sub: Any) -> None:
         "received before then")
     add_store_options(prune)
     prune.add_argument("--older-than", type=days, required=True, metavar="DAYS",
-                       help="remove what is older than this many days")
+                       help="remove what is older than this many days, 1 to 36525 (as "
+                       "backoffice.retention_days)")
     prune.add_argument("--yes", action="store_true",
                        help="do not ask (needed where standard input is not a terminal)")
     prune.set_defaults(handler=_prune)
