@@ -26,6 +26,7 @@ from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame, record_name, shown_name
 
 MAX_SIDECAR_BYTES = 1_000_000  # `appliance synth skin` writes a few kB
+OVERLAY_SUFFIX = ".overlay.jpg"  # NAME.overlay.jpg: an input's overlay in the --overlay folder
 
 TABLE_COLUMNS = (
     ("quality", "quality", 12, ""),
@@ -250,8 +251,8 @@ def overlay_names(images: Sequence[Path]) -> dict[Path, str]:
     for image, name in names.items():
         if (other := taken.setdefault(name.casefold(), image)) != image:
             raise ValueError(f"--overlay: {shown_name(other)} and {shown_name(image)} would both "
-                             f"write {shown_name(name)}.overlay.jpg; rename one of them")
-    return {image: f"{name}.overlay.jpg" for image, name in names.items()}
+                             f"write {shown_name(name)}{OVERLAY_SUFFIX}; rename one of them")
+    return {image: f"{name}{OVERLAY_SUFFIX}" for image, name in names.items()}
 
 
 def sidecar_um_per_px(image: Path) -> float | None:

@@ -97,7 +97,12 @@ def _analyze(args: argparse.Namespace) -> int:
 
     keep_frame_buffers()  # many frames in one process: reuse the frame-sized buffers
 
-    images = [Path(image) for image in args.images]
+    images, drawn = _frames_and_overlays([Path(image) for image in args.images])
+    if drawn:
+        print(f"analyze: left out {_overlays_named(drawn)}: overlays `analyze --overlay` "
+              "draws (NAME.overlay.jpg), not frames", file=sys.stderr)
+        if not images:
+            return 1
     try:  # overlay names first: a clash is refused before anything is written
         overlays = overlay_names(images) if args.overlay else {}
         run = AnalyzeRun.from_config(args.config, args.overlay, args.white, args.um_per_px)
@@ -121,6 +126,25 @@ def _analyze(args: argparse.Namespace) -> int:
     if legend:
         return print_out("analyze", TABLE_LEGEND) or (1 if failures else 0)
     return 1 if failures else 0
+
+
+def _frames_and_overlays(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
+    """The inputs to measure, and those named as the overlays ``--overlay`` writes: a second
+    `analyze frames/*.jpg --overlay frames` met its first run's overlays among its inputs and
+    refused each as a frame of the wrong size, exit 1."""
+    from appliance.skin.analyze_run import OVERLAY_SUFFIX  # noqa: PLC0415 - keep --help fast
+
+    drawn = [image for image in inputs if image.name.lower().endswith(OVERLAY_SUFFIX)]
+    return [image for image in inputs if image not in drawn], drawn
+
+
+def _overlays_named(drawn: list[Path]) -> str:
+    """The left-out overlays as said: the first few by name, then how many more."""
+    from appliance.skin.frames import shown_name  # noqa: PLC0415 - keep --help fast
+
+    named = ", ".join(shown_name(image) for image in drawn[:3])
+    more = f" and {len(drawn) - 3} more" if len(drawn) > 3 else ""
+    return f"{named}{more}"
 
 
 def _measure_each(

@@ -107,6 +107,30 @@ def test_overlay_files_are_written(
     assert overlay.shape[0] > 960  # the frame whole, the caption band below it
 
 
+def test_overlays_drawn_beside_the_frames_are_left_out_when_the_folder_is_measured_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`analyze frames/*.jpg --overlay frames` run a second time met the first run's overlays
+    among its inputs: each refused as "wrong size 1280x1070 px", exit 1. They are left out,
+    named once, and the frames are measured (and drawn) as the first time."""
+    frame = tmp_path / "good.jpg"
+    frame.write_bytes(_jpeg())
+    assert main(["analyze", "--overlay", str(tmp_path), str(frame)]) == 0
+    overlay = tmp_path / "good.overlay.jpg"
+    assert overlay.exists()
+    capsys.readouterr()
+    inputs = sorted(str(path) for path in tmp_path.glob("*.jpg"))  # the shell's frames/*.jpg
+    assert inputs == [str(frame), str(overlay)]
+    assert main(["analyze", "--overlay", str(tmp_path), *inputs]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (f"analyze: left out {overlay}: overlays `analyze --overlay` draws "
+                            "(NAME.overlay.jpg), not frames\n")
+    _header, row = captured.out.strip().splitlines()
+    assert row.startswith("good.jpg")
+    assert main(["analyze", str(overlay)]) == 1  # nothing else to measure: nothing measured
+    assert capsys.readouterr().out == ""
+
+
 def test_inputs_of_one_stem_get_an_overlay_each_named_in_their_records(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
