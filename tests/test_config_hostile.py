@@ -8,6 +8,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -15,6 +16,8 @@ from paho.mqtt.properties import Properties
 
 from appliance.cli import main
 from appliance.config import ConfigError, config_from_mapping, load_config
+from appliance.config.loader import PATTERN_WORDS
+from appliance.config.tree import Config
 from appliance.hostile import yaml_alias_bomb, yaml_deep_nesting
 from appliance.safeyaml import MAX_EXPANDED_NODES, safe_load_limited
 from appliance.transport.client import connect_properties, publish_properties, settings_from_config
@@ -203,6 +206,40 @@ def test_an_override_naming_no_key_or_clashing_with_another_is_a_config_error(
         config_from_mapping({}, "config.yaml", environ=environ)
     assert str(error.value).startswith("config.yaml: invalid config:\n  ")
     assert refused in str(error.value)
+
+
+@pytest.mark.parametrize(("mapping", "refused"), [
+    ({"device": {"id": "kiosk 1"}}, "device.id: got 'kiosk 1'; expected ASCII letters, digits "
+     "and _ . - only (no spaces), starting with a letter or digit"),
+    ({"mqtt": {"topic_prefix": "shop/#"}}, "mqtt.topic_prefix: got 'shop/#'; expected topic "
+     "levels without # or + and without spaces, not starting with /"),
+    ({"store": {"url": "mysql://db/x"}}, "store.url: got 'mysql://db/x'; expected sqlite:///PATH "
+     "or postgresql://USER@HOST:PORT/DATABASE"),
+    ({"updates": {"url": "ftp://models"}}, "updates.url: got 'ftp://models'; expected an "
+     "http:// or https:// URL"),
+])
+def test_a_value_refused_by_a_pattern_is_told_what_is_taken_in_words(
+    mapping: dict[str, Any], refused: str
+) -> None:
+    """A shop's name with a space said "device.id: got 'kiosk 1'; expected String should match
+    pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'": a regular expression, for whoever set up a kiosk."""
+    with pytest.raises(ConfigError) as error:
+        config_from_mapping(mapping, "config.yaml", environ={})
+    assert str(error.value) == f"config.yaml: invalid config:\n  {refused}"
+
+
+def test_every_pattern_a_key_must_match_is_said_in_words() -> None:
+    def patterns(node: object) -> set[str]:
+        if isinstance(node, dict):
+            own = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+            return own.union(*(patterns(value) for value in node.values()))
+        if isinstance(node, list):
+            return set().union(*(patterns(value) for value in node))
+        return set()
+
+    found = patterns(Config.model_json_schema())
+    assert len(found) >= 4
+    assert found <= set(PATTERN_WORDS), found - set(PATTERN_WORDS)
 
 
 def test_variables_of_one_underscore_without_a_key_path_are_no_overrides() -> None:

@@ -15,13 +15,14 @@ from appliance.transport.payloads import (
 # the dead-letter bounds go to the store as SQL parameters, 64-bit integers in both databases
 # (a larger one made every batch with a dead letter fail on SQLite: all of them were lost)
 STORE_INTEGER_MAX = 2**62
+STORE_URL_PATTERN = r"^(sqlite:///.+|postgresql://.*)$"
 MAX_RETENTION_DAYS = 36525  # a hundred years (a cut-off must stay in datetime's range)
 
 
 class StoreConfig(Section):
     url: str | None = Field(
         None,
-        pattern=r"^(sqlite:///.+|postgresql://.*)$",
+        pattern=STORE_URL_PATTERN,
         description="Back-office store: sqlite:///PATH (a relative PATH is relative to the "
         "config file; without one: the working folder) or postgresql://user@host:port/db "
         "(unset: SQLite file backoffice.sqlite3 in state_dir).",

@@ -16,16 +16,29 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from appliance.config.backoffice import STORE_URL_PATTERN
+from appliance.config.mqtt import TOPIC_PREFIX_PATTERN
 from appliance.config.tree import Config
+from appliance.config.updates import UPDATES_URL_PATTERN
 from appliance.filekind import link_to_nothing, not_a_file
 from appliance.logsafe import escape_controls, shorten
 from appliance.safeyaml import YamlLimitError, safe_load_limited
 from appliance.tlsfiles import TlsFileError, client_tls_context
+from appliance.transport.payloads import IDENTIFIER_PATTERN
 
 ENV_PREFIX = "APPLIANCE__"
 MAX_CONFIG_BYTES = 1_000_000
 SQLITE_URL_PREFIX = "sqlite:///"  # then the file's path: relative (store.db) or absolute (/x)
 DEFAULT_CONFIG_FILE = "config.yaml"  # looked for in the working folder when no --config is given
+# what each pattern a key must match takes, in words: the pattern itself ("String should match
+# pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'") is no answer for whoever typed a shop's name
+PATTERN_WORDS = {
+    IDENTIFIER_PATTERN: "ASCII letters, digits and _ . - only (no spaces), starting with a "
+                        "letter or digit",
+    TOPIC_PREFIX_PATTERN: "topic levels without # or + and without spaces, not starting with /",
+    STORE_URL_PATTERN: "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE",
+    UPDATES_URL_PATTERN: "an http:// or https:// URL",
+}
 
 
 class ConfigError(Exception):
@@ -57,6 +70,8 @@ def _format_errors(exc: ValidationError, environ: Mapping[str, str]) -> list[str
             problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         else:
             expected = err["msg"].removeprefix("Input should be ")
+            if err["type"] == "string_pattern_mismatch":
+                expected = PATTERN_WORDS.get(err.get("ctx", {}).get("pattern", ""), expected)
             problems.append(f"{path}: got {_shown(err['input'])}; expected {expected}"
                             + _unquoted_note(err["type"], err["input"], key_path, environ))
     return problems

@@ -18,6 +18,7 @@ from appliance.boundedread import TooLargeError, read_bounded
 from appliance.config.section import Section, a_host, a_real_host, filled_in
 
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
+TOPIC_PREFIX_PATTERN = r"^[^#+/\s][^#+\s]*$"  # no wildcard or blank; not starting with /
 PASSWORD_CREDENTIAL = "mqtt-password"
 # A topic is the prefix and at most ~150 more characters (site, device id, leaf); MQTT caps it
 # at 65535 bytes, past which the link thread failed on its first publish
@@ -55,7 +56,7 @@ class MqttConfig(Section):
         "appliance",
         min_length=1,
         max_length=MAX_TOPIC_PREFIX_CHARS,
-        pattern=r"^[^#+/\s][^#+\s]*$",
+        pattern=TOPIC_PREFIX_PATTERN,
         description="First topic level(s) of every topic; no wildcards, not starting with $.",
     )
     username: str | None = Field(None, max_length=MAX_USERNAME_CHARS,

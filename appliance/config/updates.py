@@ -6,11 +6,13 @@ from pydantic import Field, model_validator
 
 from appliance.config.section import Section
 
+UPDATES_URL_PATTERN = r"^https?://"
+
 
 class UpdatesConfig(Section):
     url: str | None = Field(
         None,
-        pattern=r"^https?://",
+        pattern=UPDATES_URL_PATTERN,
         description="Base URL of the TUF model repository (metadata/ and targets/ under it); "
         "unset: no remote model updates.",
     )
