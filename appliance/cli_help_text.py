@@ -29,8 +29,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance backoffice --config backoffice-2.yaml --retire"),
     ),
     "fleet": (
-        "The kiosks the back office has heard from: online/offline, last seen, model and "
-        "software versions, outbox depth, the oldest un-sent result's wait, dropped results.",
+        "The kiosks the back office has heard from, a row each, in the table's order: site, "
+        "device id, state (online/offline), last seen, its clock as last read (ahead of or "
+        "behind the back office's), software version, model, camera (as last reported), "
+        "outbox depth, how long the oldest un-sent result has waited, results dropped.",
         ("appliance fleet", "appliance fleet --json | head",
          "appliance fleet --store sqlite:///state/backoffice.sqlite3"),
     ),

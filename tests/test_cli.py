@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import appliance
-from appliance.backoffice import commands_demo, demo
+from appliance.backoffice import commands_demo, demo, fleet
 from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
 from appliance.cli_help import command_paths, leaf_commands
@@ -185,6 +185,21 @@ def test_the_verbose_flag_is_taken_after_the_command_as_before_it(arguments: lis
     assert build_parser().parse_args(arguments).verbose is True
     plain = [word for word in arguments if word not in ("-v", "--verbose")]
     assert build_parser().parse_args(plain).verbose is False
+
+
+def test_the_fleet_help_says_what_each_column_of_its_table_is(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """After the demo a newcomer met CLOCK ("1s behind, read 6s ago") and CAMERA ("online, 3s
+    ago" beside an offline kiosk) in `appliance fleet`, which its help did not name."""
+    said = {"SITE": "site", "DEVICE_ID": "device id", "STATE": "state (online/offline)",
+            "LAST_SEEN": "last seen", "CLOCK": "clock as last read",
+            "SOFTWARE_VERSION": "software version", "MODEL": "model",
+            "CAMERA": "camera (as last reported)", "OUTBOX_DEPTH": "outbox depth",
+            "OLDEST_UNSENT": "oldest un-sent result", "DROPPED": "results dropped"}
+    assert list(said) == [fleet.HEADERS.get(c, c.upper()) for c in fleet.FLEET_COLUMNS]
+    text = " ".join(_help(capsys, "fleet").split())
+    for header, words in said.items():
+        assert words in text, header
 
 
 def test_one_name_for_worker_processes(capsys: pytest.CaptureFixture[str]) -> None:
