@@ -4,7 +4,10 @@ A new password needs the current one, checked as a login is: held against the us
 and the address's failed logins (console/throttle.py; a stolen session cannot guess the
 password faster than the login form could), and at most PASSWORD_CHECKS_AT_ONCE hashes at
 once. A changed password ends the user's other sessions and revokes its API tokens; the
-session it was changed from stays.
+session it was changed from stays. A change done is answered with a redirect to the page
+(POST, redirect, GET), which says what it ended when the link carries the session's mark of it
+(auth.session_mark): reloading the page sent the form again, the old password now wrong,
+counted as a failed login, and the page said the current password was wrong.
 """
 
 from __future__ import annotations
@@ -12,14 +15,22 @@ from __future__ import annotations
 import logging
 import math
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import Login, Revoked
 from appliance.backoffice.storeerrors import STORE_ERRORS
-from appliance.console.auth import AccessError, check_user, digest, password_hash
+from appliance.console.auth import (
+    AccessError,
+    check_user,
+    digest,
+    marked,
+    password_hash,
+    session_mark,
+)
 from appliance.console.guard import (
     check_csrf,
     client_address,
@@ -39,15 +50,26 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/account")
-def account_page(request: Request, login: Annotated[Login, Depends(page_login)]
-                 ) -> HTMLResponse:
-    """The logged-in user and the form to change its password."""
+def account_page(request: Request, login: Annotated[Login, Depends(page_login)],
+                 ended: str | None = None, revoked: str | None = None,
+                 mark: str | None = None) -> HTMLResponse:
+    """The logged-in user and the form to change its password; after a change (``ended``,
+    ``revoked``, ``mark``: the redirect's), what it ended."""
+    if ended and revoked and marked(login.csrf, _changed(ended, revoked), mark):
+        return render(request, "account.html", login=login,
+                      done=_changed_text(Revoked(int(ended), int(revoked))))
     return render(request, "account.html", login=login)
 
 
-@router.post("/account/password")
-async def change_password(request: Request) -> HTMLResponse:
-    """Set a new password after checking the current one (the form's CSRF token first)."""
+def _changed(sessions: object, tokens: object) -> str:
+    """What a password change ended, as the session marks it (auth.session_mark)."""
+    return f"password changed: {sessions} session(s) ended, {tokens} token(s) revoked"
+
+
+@router.post("/account/password", response_model=None)
+async def change_password(request: Request) -> HTMLResponse | RedirectResponse:
+    """Set a new password after checking the current one (the form's CSRF token first);
+    done, 303 to the account page, which says so."""
     login = await run_in_threadpool(page_login, request)
     form = await read_form(request)
     check_csrf(login.csrf, form)
@@ -82,7 +104,9 @@ async def change_password(request: Request) -> HTMLResponse:
     if revoked is None:
         return render(request, "account.html", 403, login=login,
                       error="The current password is wrong; the password is unchanged.")
-    return render(request, "account.html", login=login, done=_changed_text(revoked))
+    said = {"ended": revoked.sessions, "revoked": revoked.tokens,
+            "mark": session_mark(login.csrf, _changed(revoked.sessions, revoked.tokens))}
+    return RedirectResponse(f"/account?{urlencode(said)}", status_code=303)
 
 
 def _refused(login: Login, form: dict[str, Any]) -> str | None:

@@ -279,3 +279,16 @@ _last_uses = _LastUseWrites()
 def same_token(expected: str, given: str | None) -> bool:
     """Constant-time comparison of a CSRF token with the one a form sent."""
     return bool(expected) and given is not None and hmac.compare_digest(expected, given)
+
+
+def session_mark(csrf: str, said: str) -> str:
+    """A session's mark of what one of its forms did (a token revoked, a password changed),
+    keyed with its CSRF token, which only its own pages hold: the page the form redirects to
+    says ``said`` only with this mark (``marked``), so a link made elsewhere cannot have it
+    say so."""
+    return hmac.new(csrf.encode(), said.encode(), "sha256").hexdigest()[:32]
+
+
+def marked(csrf: str, said: str, mark: str | None) -> bool:
+    """Whether ``mark`` is the session's mark of ``said`` (session_mark)."""
+    return same_token(session_mark(csrf, said), mark)

@@ -6,12 +6,12 @@ created, expiry and last use. A revoke form carries the session's CSRF token; a 
 is not the user's own is answered as an unknown one (404), so a user learns nothing of
 others' tokens. A revoke done is answered with a redirect to the page (POST, redirect, GET),
 so reloading it does not send the revoke again; the page says what was revoked when the link
-carries the session's mark of it (``_mark``), so a link made elsewhere cannot have it say so.
+carries the session's mark of it (auth.session_mark), so a link made elsewhere cannot have it
+say so.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Annotated
 from urllib.parse import urlencode
@@ -22,7 +22,12 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import TOKEN_ID, TOKEN_ID_CHARS, Login, TokenRow
 from appliance.backoffice.storeerrors import STORE_ERRORS
-from appliance.console.auth import token_expiry_text, token_owner_text
+from appliance.console.auth import (
+    marked,
+    session_mark,
+    token_expiry_text,
+    token_owner_text,
+)
 from appliance.console.filters import InputError
 from appliance.console.guard import body_store, check_csrf, page_login, pool_of, read_form
 from appliance.console.pages import render
@@ -55,17 +60,15 @@ def tokens_page(request: Request, login: Annotated[Login, Depends(page_login)],
                 ) -> HTMLResponse:
     """The API tokens the user may see: every user's for an operator, else its own; after a
     revoke (``revoked``, ``of``, ``mark``: the redirect's), what was revoked."""
-    if revoked and of and mark and hmac.compare_digest(mark, _mark(login, revoked, of)):
+    if revoked and of and marked(login.csrf, _revoked(revoked, of), mark):
         return _page(request, login, done=f"Revoked API token {revoked} of {of}: it is "
                      "refused from now on.")
     return _page(request, login)
 
 
-def _mark(login: Login, token_id: str, owner: str) -> str:
-    """The session's mark of "``token_id`` of ``owner`` was revoked": keyed with its CSRF
-    token, which only its own pages hold."""
-    said = f"revoked {token_id} of {owner}".encode()
-    return hmac.new(login.csrf.encode(), said, "sha256").hexdigest()[:32]
+def _revoked(token_id: str, owner: str) -> str:
+    """What a revoke did, as the session marks it (auth.session_mark)."""
+    return f"revoked {token_id} of {owner}"
 
 
 @router.post("/tokens/revoke", response_model=None)
@@ -97,5 +100,6 @@ async def revoke(request: Request) -> HTMLResponse | RedirectResponse:
             request, login, 404, error=f"No API token {shown_id}{whose}; nothing was revoked."))
     log.info("console: %s revoked API token %s of %s", shorten(login.name, 64), shown_id,
              shorten(owner, 64))
-    said = {"revoked": shown_id, "of": owner, "mark": _mark(login, shown_id, owner)}
+    said = {"revoked": shown_id, "of": owner,
+            "mark": session_mark(login.csrf, _revoked(shown_id, owner))}
     return RedirectResponse(f"/tokens?{urlencode(said)}", status_code=303)

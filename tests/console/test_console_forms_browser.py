@@ -1,6 +1,6 @@
 """What the console's forms keep for the person filling them in, in a real browser (Debian
 chromium): a refused filter keeps the form's other values, a wrong password the user name,
-and a revoke done is not sent again by a reload."""
+and a revoke or a password change done is not sent again by a reload."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from console_helpers import PASSWORD, Console, browser_login, operator_page
 from playwright.sync_api import expect
 
 from appliance.backoffice.store import open_store
-from appliance.console.auth import create_token
+from appliance.console.auth import add_user, create_token
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,36 @@ def test_a_revoke_link_made_elsewhere_says_nothing_was_revoked(console: Console,
     page.goto(console.url + "/tokens?revoked=0123456789abcdef&of=victor&mark=" + "0" * 32)
     expect(page.locator("h1")).to_have_text("API tokens")
     expect(page.locator(".done")).to_have_count(0)
+
+
+def test_reloading_the_page_after_a_password_change_does_not_send_it_again(
+    console: Console, fresh: Any,
+) -> None:
+    """The change's answer was the page itself: a reload sent the form again, the old
+    password now wrong, which counted as a failed login, and the page said "The current
+    password is wrong"."""
+    store = open_store(console.store_url)
+    try:
+        add_user(store, "pat", "viewer", PASSWORD)
+    finally:
+        store.close()
+    fresh.goto(console.url + "/login")
+    browser_login(fresh, "pat")
+    fresh.goto(console.url + "/account")
+    new = "a new and longer secret"
+    for field, value in (("password", PASSWORD), ("new_password", new),
+                         ("new_password_again", new)):
+        fresh.fill(f"#password input[name={field}]", value)
+    fresh.click("#password button[type=submit]")
+    done = ("Password changed: 0 other session(s) ended, 0 API token(s) revoked. This "
+            "session goes on.")
+    expect(fresh.locator(".done")).to_have_text(done)
+    sent: list[str] = []
+    fresh.on("request", lambda request: sent.append(request.method))
+    fresh.reload()
+    expect(fresh.locator("h1")).to_have_text("Account: pat (viewer)")
+    assert sent == ["GET"]
+    expect(fresh.locator(".error")).to_have_count(0)
+    expect(fresh.locator(".done")).to_have_text(done)
+    fresh.goto(console.url + "/account?ended=5&revoked=9&mark=" + "0" * 32)  # made elsewhere
+    expect(fresh.locator(".done")).to_have_count(0)
