@@ -84,3 +84,17 @@ def test_a_near_tie_is_explained_on_the_results_page(console: Console, page: Any
     expect(page.locator("#results td.grade")).to_have_text("between fine and normal")
     expect(page.get_by_text("between two grades: a near-tie, the model's two most probable "
                             "grades less than 0.15 apart")).to_be_visible()
+
+
+def test_the_cohort_page_s_parts_are_headed_and_its_tables_named(console: Console,
+                                                                 page: Any) -> None:
+    """A screen reader's list of headings showed the page's title and the repeats only: the
+    correlations and the plots had no heading, and no table a name."""
+    page.goto(console.url + "/cohort")
+    expect(page.get_by_role("heading", level=2)).to_have_text([
+        "Correlation with age", "Each feature by age band",
+        "Repeat measurements of the same subject"])
+    for name, first_column in (("Correlation with age", "feature"),
+                               ("Repeat measurements of the same subject", "subject")):
+        table = page.get_by_role("table", name=name, exact=True)
+        expect(table.get_by_role("columnheader").first).to_have_text(first_column)
