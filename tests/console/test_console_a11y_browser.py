@@ -98,3 +98,24 @@ def test_the_cohort_page_s_parts_are_headed_and_its_tables_named(console: Consol
                                ("Repeat measurements of the same subject", "subject")):
         table = page.get_by_role("table", name=name, exact=True)
         expect(table.get_by_role("columnheader").first).to_have_text(first_column)
+
+
+@pytest.mark.parametrize(("path", "cells"), [
+    ("/results?limit=10", [f"#results tr:nth-child(2) td:nth-child({n})" for n in (1, 2, 6)]),
+    ("/tokens", ["#tokens tr:nth-child(2) td:nth-child(4)"]),  # created
+])
+def test_a_time_or_age_band_is_not_broken_at_its_hyphen_at_200_percent_zoom(
+    console: Console, page: Any, path: str, cells: list[str],
+) -> None:
+    """At 200 % zoom (a 640 px wide window) a time in a table broke after its date's hyphen
+    ("2026-11-" over "01T09:59:00") and an age band after its own ("60-" over "69")."""
+    page.set_viewport_size({"width": 640, "height": 900})
+    try:
+        page.goto(console.url + path)
+        for cell in cells:
+            lines = page.locator(cell).first.evaluate(
+                "cell => { const range = document.createRange(); range.selectNodeContents(cell);"
+                " return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; }")
+            assert lines == 1, cell
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})

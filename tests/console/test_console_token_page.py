@@ -163,9 +163,9 @@ def test_a_full_store_answers_the_api_without_last_use_and_says_a_revoke_failed(
             assert _works(console, token)  # as the page says
             filler.unlink()
             _, _, page = get_with(console, "/tokens", cookie)
-            assert page.count(b"<td>never</td>") == 1  # the use during the full disk: unwritten
+            assert page.count(b">never</td>") == 1  # the use during the full disk: unwritten
             assert _works(console, token)
             _, _, page = get_with(console, "/tokens", cookie)
-            assert b"<td>never</td>" not in page
+            assert b">never</td>" not in page
             assert _revoke(console, cookie, csrf, token_id)[0] == 200
             assert not _works(console, token)
