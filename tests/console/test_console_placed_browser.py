@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -81,7 +82,11 @@ def test_the_results_page_lists_it_first_and_inside_since_yesterday(
     expect(page.locator("#matching")).to_have_text("1 result(s) match.")
     page.locator("#results td a").click()
     expect(page).to_have_url(console.url + f"/results/{late}")
-    expect(page.locator("tr[data-time=captured_at] td").first).to_have_text(WRITTEN)
+    expect(page.locator("tr[data-time=captured_at] td").first).to_have_text(
+        WRITTEN[:19] + "Z")  # to the second, as the list and every page say times
+    for kind in ("received_at", "placed_at"):  # they were shown with their microseconds
+        assert re.fullmatch(r"[0-9-]{10}T[0-9:]{8}Z", page.locator(
+            f"tr[data-time={kind}] td").first.inner_text())
     expect(page.locator("tr[data-time=captured_at]")).to_contain_text("the kiosk's clock")
     placed = page.locator("tr[data-time=placed_at] td").first.inner_text()
     assert _placed_today(placed)
