@@ -119,3 +119,24 @@ def test_a_time_or_age_band_is_not_broken_at_its_hyphen_at_200_percent_zoom(
             assert lines == 1, cell
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
+
+
+@pytest.mark.parametrize("path", ["/pathology/job-1", "/rollouts/r0llout1"])
+def test_a_time_in_a_sentence_is_not_broken_at_its_hyphen_at_200_percent_zoom(
+    console: Console, page: Any, path: str,
+) -> None:
+    """A job's and a rollout's "submitted 2026-11-" over "30T08:00:00Z"."""
+    page.set_viewport_size({"width": 640, "height": 900})
+    try:
+        page.goto(console.url + path)
+        lines = page.locator("main p").first.evaluate(
+            """p => [...p.innerText.matchAll(/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z/g)].map(m => {
+                 const walker = document.createTreeWalker(p, NodeFilter.SHOW_TEXT);
+                 let node; while ((node = walker.nextNode()) && !node.data.includes(m[0])) {}
+                 const range = document.createRange(), at = node.data.indexOf(m[0]);
+                 range.setStart(node, at); range.setEnd(node, at + m[0].length);
+                 return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+               })""")
+        assert lines == [1, 1]
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
