@@ -169,3 +169,15 @@ def test_reloading_the_page_after_a_password_change_does_not_send_it_again(
     expect(fresh.locator(".done")).to_have_text(done)
     fresh.goto(console.url + "/account?ended=5&revoked=9&mark=" + "0" * 32)  # made elsewhere
     expect(fresh.locator(".done")).to_have_count(0)
+
+
+def test_the_fleet_is_narrowed_to_a_site_by_its_name(console: Console, page: Any) -> None:
+    """A site was reached only through a link to it in a page of the fleet: among thousands
+    of kiosks, 100 a page, a clinic's own site could be many pages away."""
+    page.goto(console.url + "/fleet")
+    page.get_by_label("site").fill("osaka")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(console.url + "/fleet?site=osaka")
+    expect(page.locator("#fleet tr")).to_have_count(2)  # the header and kiosk-9
+    expect(page.locator("#fleet")).to_contain_text("kiosk-9")
+    expect(page.get_by_label("site")).to_have_value("osaka")
