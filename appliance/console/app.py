@@ -284,13 +284,14 @@ async def _user_busy(request: Request, exc: Exception) -> Response:
 
 async def _input_error(request: Request, exc: Exception) -> Response:
     """Input a page or API call refused (filters.InputError): its status, 400 by default. A
-    logged-in visitor's refused results filter is the results page with the form as it was
-    sent (pages.refused_filter), not an error page that lost the other fields."""
+    logged-in visitor's refused results filter or fleet site is that page with its form as
+    it was sent (pages.REFUSED_FORMS), not an error page that lost what was typed."""
     assert isinstance(exc, InputError)
-    if request.url.path == pages.FILTER_PAGE:
+    shown_again = pages.REFUSED_FORMS.get(request.url.path)
+    if shown_again is not None:
         login = await run_in_threadpool(visitor_login, request)
         if login is not None:
-            return pages.refused_filter(request, login, exc)
+            return shown_again(request, login, exc)
     return await _visitor_refusal(request, exc.status, str(exc))
 
 

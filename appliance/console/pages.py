@@ -88,7 +88,6 @@ DEAD_LETTERS_SHOWN = 100  # a page of them; Older pages through every one kept
 SESSION_COOKIE_AFTER_END_S = 24 * 3600
 CSV_TYPE = "text/csv; charset=utf-8"
 LOGIN_NAME_KEPT_S = 600  # a refused login's user name, for its login page (a shared browser)
-FILTER_PAGE = "/results"  # the page whose filter form a refusal shows again (refused_filter)
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -260,7 +259,7 @@ def fleet_list(request: Request, login: PageLogin, site: str | None = None,
                   first=first if start or end else None)
 
 
-@router.get(FILTER_PAGE)
+@router.get("/results")
 def results_list(request: Request, login: PageLogin) -> HTMLResponse:
     """Stored results, newest first, filtered, one keyset page at a time (Older and Newer
     lead to the pages beside it), and how many match (counted up to RESULTS_COUNTED)."""
@@ -297,6 +296,20 @@ def refused_filter(request: Request, login: Login, refused: InputError) -> HTMLR
                   limit=int(limit) if limit in map(str, PAGE_SIZES) else DEFAULT_LIMIT,
                   refused=str(refused), refused_field=refused.field, csv=None, older=None,
                   newer=None, newest=None, matching=None)
+
+
+def refused_site(request: Request, login: Login, refused: InputError) -> HTMLResponse:
+    """The fleet page for a site or page it refused (400): the site field as it was sent,
+    marked, named and focused where it was the site, and no kiosks, as nothing was looked
+    up."""
+    typed = next((value.strip() for name, value in request.query_params.multi_items()
+                  if name == "site"), "")
+    return render(request, "fleet.html", refused.status, login=login, fleet=None, site=typed,
+                  refused=str(refused), refused_field=refused.field)
+
+
+# the pages whose form a refusal of their input shows again, as it was sent (app.py)
+REFUSED_FORMS = {"/results": refused_filter, "/fleet": refused_site}
 
 
 @router.get("/results.csv")

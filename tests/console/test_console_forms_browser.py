@@ -181,3 +181,21 @@ def test_the_fleet_is_narrowed_to_a_site_by_its_name(console: Console, page: Any
     expect(page.locator("#fleet tr")).to_have_count(2)  # the header and kiosk-9
     expect(page.locator("#fleet")).to_contain_text("kiosk-9")
     expect(page.get_by_label("site")).to_have_value("osaka")
+
+
+def test_a_refused_site_stays_in_the_fleet_s_site_field(console: Console, page: Any) -> None:
+    """A site name the fleet refused was an error page: what was typed, and the field to
+    correct it in, were gone."""
+    page.goto(console.url + "/fleet")
+    page.get_by_label("site").fill("os aka")
+    page.keyboard.press("Enter")
+    says = "site: 'os aka' refused: letters, digits and _ . - only"
+    expect(page.locator("#refused")).to_contain_text(says)
+    field = page.get_by_label("site")
+    expect(field).to_have_value("os aka")
+    expect(field).to_have_accessible_description(re.compile(re.escape(says)))
+    expect(field).to_be_focused()
+    expect(page.locator("#fleet")).to_have_count(0)
+    field.fill("osaka")
+    page.keyboard.press("Enter")
+    expect(page.locator("#fleet")).to_contain_text("kiosk-9")
