@@ -16,17 +16,15 @@ Method (on the valley response of ``texture``, at the canonical 20 µm/px):
    growing by distance alone, the seeds' rounded corners (a hill region ends a couple of pixels
    before its furrows) meet in several points spread around a junction, shorter than its
    star of furrows.
-4. A border between two cores of one region stays only where it runs along a furrow: at least
-   ``MIN_FURROW_SHARE`` of it has a valley response above ``FURROW_LEVEL``. Otherwise the two
-   cells are one hill (the dip between the cores was the dome's own shading, not a furrow) and
-   are merged. This is decided on the cells' shared borders alone, before any border is
-   measured, so the merged hill's border with a neighbour is then measured as one segment: no
-   junction is left where the undone border met it. The share is the frame's own where its
-   split borders fall clearly into two groups (``split_share_limit``): the dips of hill tops,
-   little of them on a furrow, and faint furrows, most of their length on one. A furrow too
-   faint to clear ``FURROW_LEVEL`` over a quarter of its length is still a furrow when the
-   frame's dips lie far below it, and the frame's contrast, blur and noise set where a faint
-   furrow's share lies; a frame whose borders do not separate keeps the fixed share.
+4. A border between two cores of one region stays only where it runs along a furrow: enough
+   of it (``splits.split_share_limit``) has a valley response above ``FURROW_LEVEL``.
+   Otherwise the two cells are one hill (the dip between the cores was the dome's own
+   shading, not a furrow) and are merged. This is decided on the cells' shared borders alone,
+   before any border is measured, so the merged hill's border with a neighbour is then
+   measured as one segment: no junction is left where the undone border met it. Enough is a
+   fixed share, or the frame's own split between the dips of its hill tops and its faint
+   furrows where its split borders fall clearly into those two groups: how much of a faint
+   furrow clears ``FURROW_LEVEL`` depends on the frame's contrast, blur and noise.
 5. Hairs: a hair lying across a hill covers a strip of it with valley response, so the hill
    reads as two regions, one each side. The hair is found by its colour (``hair_mask``: a
    strand whose blue falls against its red, as melanin absorbs, where furrows and pores are
@@ -44,6 +42,7 @@ import cv2
 import numpy as np
 
 from appliance.skin.borders import CrackMasks, sort_order
+from appliance.skin.splits import split_share_limit
 
 HILL_LEVEL = 0.02  # valley response, in units of the hill level: below a faint furrow
 # A hill's core: no valley at all. Fitted on the project's generator only (seeds 11 and 12,
@@ -62,19 +61,6 @@ GROWTH_LEVELS = (0.025, 0.05, 0.1, 0.2)
 GROWTH_STEPS_PER_LEVEL = 3  # 4 read as a standstill does (5-13); 3: speed (docs/measurement.md)
 FURROW_LEVEL = 0.03  # a border pixel lies on a furrow when its valley response is above this
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
-MIN_FURROW_SHARE = 0.77  # share of a split border that must lie on a furrow for it to stay
-# ... unless the frame's split borders fall clearly into two groups (step 4, ``split_share_limit``):
-# the dips of hill tops, a small share of them on a furrow, and faint furrows, most of their
-# length on one. The gates keep the fixed share where the project's generator needs it: its
-# frames with much shading on coarse hills (seed 1, mixed) separate by only 0.59-0.68, with an
-# upper group of mean share 0.62-0.73, and their split lies among the dips. Chosen among a few
-# settings on seed 11 (mixed and wide, 30 frames each): the worst of the six texture median
-# errors 2.13 % against 2.52 % with the fixed share (docs/measurement.md "Texture accuracy").
-SPLIT_SHARE_FLOOR = 0.5  # a border less than half on a furrow is never one
-SPLIT_SEPARATION = (0.7, 0.8)  # Otsu's separability from which the limit moves, and fully
-SPLIT_FURROW_GROUP = (MIN_FURROW_SHARE, 0.85)  # the upper group's mean share: the same
-SPLIT_BORDERS = 100  # split borders from which a frame's own split counts fully
-SPLIT_ROUNDS = 30  # isodata steps (it settles in a few)
 # Hairs (step 5). Fitted on the project's generator only (preset wide, seeds 11 and 12, 60 frames
 # each; never on the second renderer or seed 1): hairs there read 55-75 levels of the blue/red
 # ratio below the skin around them (ratio x 128), furrows a few; 12-30 read alike.
@@ -221,47 +207,6 @@ def merge_cells(
     relabel = _joined_labels(int(hill.max()) + 1, halves)[hill].astype(cells.dtype)
     merged = np.take(relabel, cells)
     return merged, CrackMasks.of(merged)
-
-
-def split_share_limit(shares: np.ndarray) -> float:
-    """The share of a split border that must lie on a furrow for it to stay (step 4), from the
-    furrow shares of the frame's split borders.
-
-    The fixed ``MIN_FURROW_SHARE``, moved towards the frame's own split between its two kinds
-    of split border: the isodata threshold (Ridler and Calvard, IEEE Trans. SMC 8(8), 1978:
-    halfway between the mean shares below and above it), never below ``SPLIT_SHARE_FLOOR``.
-    It moves as far as the shares clearly fall into two groups (the share of their variance
-    the two groups' means explain, Otsu's separability: none of the way at the first of
-    ``SPLIT_SEPARATION``, all of it at the second), the upper group is furrows (its mean share
-    across ``SPLIT_FURROW_GROUP``: where both groups are dips, it is not), and the frame has
-    ``SPLIT_BORDERS`` split borders. Each factor is continuous in the shares.
-    """
-    count = len(shares)
-    limit = SPLIT_SHARE_FLOOR
-    for _ in range(SPLIT_ROUNDS):
-        above = shares >= limit
-        highs = int(np.count_nonzero(above))
-        if highs in (0, count):
-            return MIN_FURROW_SHARE  # one group only: nothing to split
-        high_mean = float(shares[above].mean())
-        low_mean = float(shares[~above].mean())
-        moved = 0.5 * (high_mean + low_mean)
-        if moved == limit:
-            break
-        limit = moved
-    low_part = 1.0 - highs / count
-    explained = low_part * (1.0 - low_part) * (high_mean - low_mean) ** 2
-    separation = explained / max(float(shares.var()), 1e-12)
-    weight = (_ramp(separation, SPLIT_SEPARATION) * _ramp(high_mean, SPLIT_FURROW_GROUP)
-              * min(count / SPLIT_BORDERS, 1.0))
-    own = min(max(limit, SPLIT_SHARE_FLOOR), MIN_FURROW_SHARE)
-    return MIN_FURROW_SHARE - weight * (MIN_FURROW_SHARE - own)
-
-
-def _ramp(value: float, span: tuple[float, float]) -> float:
-    """0 up to the first of ``span``, 1 from the second, linear between."""
-    low, high = span
-    return min(max((value - low) / (high - low), 0.0), 1.0)
 
 
 def _sibling_borders(

@@ -1,6 +1,6 @@
 """Splits of a hill region: a faint furrow between two hills keeps them apart where the frame's
 split borders fall into dips and furrows; a frame whose borders do not separate keeps the fixed
-share (hills.split_share_limit)."""
+share (splits.split_share_limit)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.skin.hills import (
-    CORE_LEVEL,
-    FURROW_LEVEL,
-    HILL_LEVEL,
-    MIN_FURROW_SHARE,
-    SPLIT_SHARE_FLOOR,
-    split_share_limit,
-)
+from appliance.skin.hills import CORE_LEVEL, FURROW_LEVEL, HILL_LEVEL
 from appliance.skin.preprocess import WORK_UM_PER_PX
+from appliance.skin.splits import MIN_FURROW_SHARE, SPLIT_SHARE_FLOOR, split_share_limit
 from appliance.skin.texture import hill_cells
 
 SQUARE_PX = 25  # lattice squares of 500 µm at the work scale
