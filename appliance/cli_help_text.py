@@ -44,7 +44,11 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "--out results.csv", "appliance results dead-letters"),
     ),
     "results query": (
-        "Print the newest stored results (newest first) and how many match in all.",
+        "Print the newest stored results (newest first) and how many match in all. Columns: "
+        "placed_at (the capture as the back office places it, its kiosk's clock as read: the "
+        "order and --since go by it), captured_at (the time the kiosk's own clock wrote), site, "
+        "device_id, measurement_id, kime_score, pore_count, label (the grade; A/B: a near-tie "
+        "between two) and age_band (as the customer chose it on the kiosk screen).",
         ("appliance results query", "appliance results query --limit 10 --device kiosk-demo-1",
          "appliance results query --since 2026-11-01T09:00:00Z"),
     ),

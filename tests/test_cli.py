@@ -14,6 +14,7 @@ import pytest
 
 import appliance
 from appliance.backoffice import commands_demo, demo, fleet
+from appliance.backoffice.export import QUERY_COLUMNS
 from appliance.backoffice.store import open_store
 from appliance.cli import build_parser, main
 from appliance.cli_help import command_paths, leaf_commands
@@ -200,6 +201,17 @@ def test_the_fleet_help_says_what_each_column_of_its_table_is(
     text = " ".join(_help(capsys, "fleet").split())
     for header, words in said.items():
         assert words in text, header
+
+
+def test_the_results_query_help_names_each_column_of_its_table(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`results query` prints PLACED_AT before CAPTURED_AT, two times of one capture, and its
+    help said only "the newest stored results": which time is which was in the README alone."""
+    text = " ".join(_help(capsys, "results", "query").split())
+    for column in QUERY_COLUMNS:
+        assert f"{column} (" in text or f"{column}," in text or f"{column} and" in text, column
+    assert "placed_at (the capture as the back office places it" in text
+    assert "captured_at (the time the kiosk's own clock wrote)" in text
 
 
 def test_one_name_for_worker_processes(capsys: pytest.CaptureFixture[str]) -> None:
