@@ -145,6 +145,8 @@ def test_no_option_shows_its_default_twice(capsys: pytest.CaptureFixture[str]) -
             assert "default" not in before, f"{command}: ({before}) (default: {default})"
             assert not _same_value(before, default), f"{command}: ({before}) (default: {default})"
         assert "(default: [])" not in text, command
+        # "(0: any free one) (default: 8470)": two asides in a row read as one garbled one
+        assert not re.search(r"\([^()]*\) \(default: ", text), command
         checked += text.count("(default: ")
     assert checked > 20  # the formatter still adds the defaults help omits
     demo = " ".join(_help(capsys, "demo").split())

@@ -328,7 +328,8 @@ def _register_results(root: Any) -> None:
     query.set_defaults(handler=_results_query)
     export.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv",
                         help="file format: csv, jsonl (one JSON object a line) or parquet (csv)")
-    export.add_argument("--out", default="-", help="output file (- = stdout, not for parquet)")
+    export.add_argument("--out", default="-",
+                        help="output file; - for standard output, csv and jsonl only")
     export.add_argument("--force", action="store_true", help="replace an existing --out file")
     export.set_defaults(handler=_results_export)
     dead = sub.add_parser("dead-letters", help="messages the back office refused, newest first")

@@ -49,7 +49,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     serve.add_argument("dir", type=named_path, help="repository folder")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=whole_number(0, 65535), default=8470,
-                       help="TCP port to listen on (0: any free one)")
+                       help="TCP port to listen on; 0: any free one")
     serve.add_argument("--max-connections", type=whole_number(1, 1000),
                        default=MAX_CONNECTIONS,
                        help="connections served at once; one more is answered 503 at once")
