@@ -324,7 +324,7 @@ def test_a_topic_part_longer_than_mqtt_takes_is_refused_before_the_link_fails_on
     # a 70000-character prefix passed; the edge's link thread then died on its first publish
     # (struct.error: a topic is at most 65535 bytes) and the daemon exited 1, again and again
     with pytest.raises(ConfigError, match=rf"{re.escape(key_path)} .*{variable}.*\(70000 chars\)"
-                       r"; expected String should have at most \d+ characters"):
+                       r"; expected at most \d+ characters"):
         config_from_mapping({}, environ={variable: "p" * 69998})
 
 
@@ -337,7 +337,7 @@ def test_a_broker_user_name_longer_than_mqtt_takes_is_refused_naming_the_variabl
     # it passed config check; the edge's link thread then died building its CONNECT
     # (struct.error), and the daemon exited 1 to be restarted again and again
     with pytest.raises(ConfigError, match=r"mqtt\.username \(from environment variable "
-                       r"APPLIANCE__MQTT__USERNAME\): .*expected String should have at most 256"):
+                       r"APPLIANCE__MQTT__USERNAME\): .*expected at most 256"):
         config_from_mapping({}, environ={"APPLIANCE__MQTT__USERNAME": "u" * 70000})
     named = config_from_mapping({}, environ={"APPLIANCE__MQTT__USERNAME": "shop-1-kiosk-1"})
     assert named.mqtt.username == "shop-1-kiosk-1"
@@ -536,6 +536,6 @@ def test_an_empty_file_name_is_refused_naming_its_key(
     # file", and a slide root '' let jobs read any slide beside the config
     path = tmp_path / "config.yaml"
     path.write_text(written)
-    with pytest.raises(ConfigError, match=rf"{re.escape(key_path)}: got ''; expected String "
-                       "should have at least 1 character"):
+    with pytest.raises(ConfigError, match=rf"{re.escape(key_path)}: got ''; expected at least "
+                       "1 character"):
         load_config(path, environ={})

@@ -9,6 +9,7 @@ that set it), the bad value and what was expected.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,9 @@ def _format_errors(exc: ValidationError, environ: Mapping[str, str]) -> list[str
         elif err["type"] == "value_error":
             problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         else:
-            expected = err["msg"].removeprefix("Input should be ")
+            # "String should have at least 1 character": the value is named already
+            expected = re.sub(r"^(Input|String|List|Dictionary|Value) should (be |have )?", "",
+                              err["msg"])
             if err["type"] == "string_pattern_mismatch":
                 expected = PATTERN_WORDS.get(err.get("ctx", {}).get("pattern", ""), expected)
             problems.append(f"{path}: got {_shown(err['input'])}; expected {expected}"
