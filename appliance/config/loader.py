@@ -25,7 +25,7 @@ from appliance.filekind import link_to_nothing, not_a_file
 from appliance.logsafe import escape_controls, shorten
 from appliance.safeyaml import YamlLimitError, safe_load_limited
 from appliance.tlsfiles import TlsFileError, client_tls_context
-from appliance.transport.payloads import IDENTIFIER_PATTERN
+from appliance.transport.payloads import IDENTIFIER_PATTERN, IDENTIFIER_WORDS
 
 ENV_PREFIX = "APPLIANCE__"
 MAX_CONFIG_BYTES = 1_000_000
@@ -34,8 +34,7 @@ DEFAULT_CONFIG_FILE = "config.yaml"  # looked for in the working folder when no 
 # what each pattern a key must match takes, in words: the pattern itself ("String should match
 # pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'") is no answer for whoever typed a shop's name
 PATTERN_WORDS = {
-    IDENTIFIER_PATTERN: "ASCII letters, digits and _ . - only (no spaces), starting with a "
-                        "letter or digit",
+    IDENTIFIER_PATTERN: IDENTIFIER_WORDS,
     TOPIC_PREFIX_PATTERN: "topic levels without # or + and without spaces, not starting with /",
     STORE_URL_PATTERN: "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE",
     UPDATES_URL_PATTERN: "an http:// or https:// URL",

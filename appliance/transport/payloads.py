@@ -56,6 +56,18 @@ IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # a UUIDv7 in lower case (new_measurement_id): the only form a stored result's id has
 MEASUREMENT_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 MAX_IDENTIFIER_CHARS = 64
+AGE_BAND_PATTERN = r"^[0-9]{2}-[0-9]{2}$|^[0-9]{2}\+$"  # ASCII digits: \d takes any script's
+BASE64_PATTERN = r"^[A-Za-z0-9+/]*={0,2}$"
+IDENTIFIER_WORDS = ("ASCII letters, digits and _ . - only (no spaces), starting with a letter "
+                    "or digit")
+# what each pattern takes, in words: a refusal that quotes the pattern itself ("site: String
+# should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'") is no answer for an operator
+PATTERN_WORDS = {
+    IDENTIFIER_PATTERN: IDENTIFIER_WORDS,
+    MEASUREMENT_ID_PATTERN: "a UUIDv7 in lower case",
+    AGE_BAND_PATTERN: "an age band such as 40-49 or 80+, in ASCII digits",
+    BASE64_PATTERN: "base64 text",
+}
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER_CHARS,
                                   pattern=IDENTIFIER_PATTERN)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
@@ -181,7 +193,7 @@ class Subject(_Payload):
 
     subject_id: str | None = Field(None, max_length=64, description="Pseudonym, never a name.")
     age_band: str | None = Field(
-        None, pattern=r"^[0-9]{2}-[0-9]{2}$|^[0-9]{2}\+$",  # ASCII digits: \d takes any script's
+        None, pattern=AGE_BAND_PATTERN,
         description="Age band, e.g. 40-49 or 80+.",
     )
     consent: Literal[True] | None = Field(
@@ -215,7 +227,7 @@ class Result(_Payload):
         "(docs/measurement.md): show them as not measured.",
     )
     thumbnail_jpeg_b64: str | None = Field(
-        None, max_length=64 * 1024, pattern=r"^[A-Za-z0-9+/]*={0,2}$", description="Opt-in only."
+        None, max_length=64 * 1024, pattern=BASE64_PATTERN, description="Opt-in only."
     )
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
@@ -329,7 +341,16 @@ def parse_payload(raw: bytes, model: type[PayloadT]) -> PayloadT:
         # a map's key is part of where: a kiosk's text, escaped as the refused value is
         where = escape_controls(".".join(str(p) for p in first["loc"])) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise PayloadError(f"{where}: {first['msg']}{_why(first)}{more}") from exc
+        raise PayloadError(f"{where}: {_said(first)}{_why(first)}{more}") from exc
+
+
+def _said(error: ErrorDetails) -> str:
+    """Pydantic's message, a pattern's own text replaced by what it takes in words."""
+    if error["type"] == "string_pattern_mismatch":
+        words = PATTERN_WORDS.get(error.get("ctx", {}).get("pattern", ""))
+        if words is not None:
+            return f"must be {words}"
+    return error["msg"]
 
 
 def _why(error: ErrorDetails) -> str:

@@ -23,6 +23,7 @@ from appliance.transport.payloads import (
     MAX_PAYLOAD_BYTES,
     MAX_REASON_CHARS,
     MAX_SCORES,
+    PATTERN_WORDS,
     SCHEMA_DIR,
     ModelState,
     PayloadError,
@@ -82,6 +83,28 @@ def test_result_round_trips_through_the_wire_form() -> None:
 def test_bad_payloads_are_refused_with_the_place_named(raw: bytes, reason: str) -> None:
     with pytest.raises(PayloadError, match=reason):
         parse_payload(raw, Result)
+
+
+@pytest.mark.parametrize(("over", "said"), [
+    ({"site": "shop 1"}, "site: must be ASCII letters, digits and _ . - only (no spaces), "
+     "starting with a letter or digit"),
+    ({"measurement_id": "1"}, "measurement_id: must be a UUIDv7 in lower case"),
+    ({"subject": {"age_band": "forty"}},
+     "subject.age_band: must be an age band such as 40-49 or 80+, in ASCII digits"),
+])
+def test_a_value_a_pattern_refuses_is_said_in_words(over: dict[str, Any], said: str) -> None:
+    """A dead letter's reason quoted the pattern: "site: String should match pattern
+    '^[A-Za-z0-9][A-Za-z0-9_.-]*$'", a regular expression for whoever reads the dead letters."""
+    with pytest.raises(PayloadError) as refused:
+        parse_payload(json.dumps(result_dict(**over)).encode(), Result)
+    assert str(refused.value) == said
+
+
+def test_every_pattern_of_a_payload_is_said_in_words() -> None:
+    found = set(re.findall(r'"pattern": "((?:[^"\\]|\\.)*)"', json.dumps(json_schemas())))
+    patterns = {json.loads(f'"{pattern}"') for pattern in found}
+    assert len(patterns) >= 4
+    assert patterns <= set(PATTERN_WORDS), patterns - set(PATTERN_WORDS)
 
 
 def test_missing_and_out_of_range_features_are_named() -> None:
