@@ -73,8 +73,8 @@ RESULTS_COUNTED = 10_000
 # all (256 KiB, 16 reasons): one reason could fill it. The longest a kiosk writes, a withheld
 # grade naming every feature key, has 326 characters.
 SHOWN_REASON_CHARS = 600
-# of a result's quality scores or grade probabilities on its page (the quality gate writes 5
-# or 6 scores, the grader 3 probabilities)
+# of a result's quality scores or grade probabilities on its page (the quality gate writes 7
+# or 8 scores, the grader 3 probabilities)
 SHOWN_SCORES = 16
 SHOWN_NAME_CHARS = 64  # of a score's or label's name there (as long as a contract identifier)
 FLEET_SHOWN = 100  # kiosks on a page of the fleet, by site and device id

@@ -155,7 +155,8 @@ class EdgeDaemon:
         self.staff = StaffNotice(self.link)
         self.updater = self._attach_updater()
         self.sessions = SessionTracker(config.edge.burst_frames, config.edge.rearm_frames)
-        self._build_pipeline(source, analyzer, gate or QualityGate(), stall_s)
+        gate = gate or QualityGate(um_per_px=config.skin.um_per_px)
+        self._build_pipeline(source, analyzer, gate, stall_s)
         self._watchdog_every_s = watchdog_interval_s()
         self._next_ping_s = 0.0
         self._next_status_s = 0.0

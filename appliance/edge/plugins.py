@@ -35,6 +35,6 @@ def source_from_config(config: Config) -> tuple[FrameSource, float | None]:
     return source, config.edge.camera_stall_s
 
 
-def default_gate() -> QualityGate:
-    """The quality gate with its calibrated thresholds."""
-    return QualityGate()
+def default_gate(config: Config) -> QualityGate:
+    """The quality gate with its calibrated thresholds, at the kiosk's calibrated scale."""
+    return QualityGate(um_per_px=config.skin.um_per_px)

@@ -62,7 +62,7 @@ def build_daemon(config: Config, requests: Requests | None = None) -> EdgeDaemon
         source=source,
         analyzer=skin_measurement,
         classifier=load_model(config),
-        gate=default_gate(),
+        gate=default_gate(config),
         stall_s=stall_s,
         requests=requests,
     )

@@ -63,7 +63,7 @@ class AnalyzeRun:
         self.overlay_dir = overlay_dir
         self.classifier = classifier
         self.white_reference = white_reference
-        self.gate = QualityGate()
+        self.gate = QualityGate(um_per_px=config.skin.um_per_px)
         self.overlay_names: dict[Path, str] = {}  # from overlay_names() for the run's inputs
 
     def _analyzer(self, rgb: np.ndarray, um_per_px: float) -> Measurement:
