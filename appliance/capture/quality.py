@@ -138,9 +138,8 @@ def _band_noise_gain(inner_sigma_px: float, outer_sigma_px: float) -> float:
     size = 2 * int(np.ceil(4.0 * outer_sigma_px)) + 3
     delta = np.zeros((size, size), np.float32)
     delta[size // 2, size // 2] = 1.0
-    inner = _blurred(delta, inner_sigma_px) if inner_sigma_px > 0 else delta
-    band = inner - _blurred(_blurred(delta, inner_sigma_px), _quadrature(outer_sigma_px,
-                                                                       inner_sigma_px))
+    inner = _blurred(delta, inner_sigma_px)
+    band = inner - _blurred(inner, _quadrature(outer_sigma_px, inner_sigma_px))
     return float(np.square(band).sum())
 
 
