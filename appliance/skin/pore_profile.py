@@ -39,6 +39,15 @@ ARM_LEVEL = 0.5
 # only (the median, median + 20 µm, each ray's own rim and the 75th percentile + 20 / 40 µm
 # were tried; docs/experiments/README.md "pore-outer-rim").
 OUTER_RIM = 3 * RAY_COUNT // 4
+# A second reading of the arms, on rings beyond the pit's outer rim (``ring_arm_count``): an arm
+# stays deep across every ring from RING_ARM_FROM_UM to RING_ARM_TO_UM beyond that rim at one
+# angle (a furrow passing by crosses the outer rings, not the inner ones there), read at
+# RING_ARM_SAMPLES angles. The rays read an arm from the median rim on, along one of 16
+# directions: at a junction of wide furrows drawn deeper than its furrows (a disc no wider than
+# they are) the arms dip under the level right beyond that rim, where the disc's shoulder meets
+# the furrow, or leave between two rays, and the junction reads 1 or 2 arms on its rays.
+RING_ARM_FROM_UM, RING_ARM_TO_UM, RING_ARM_STEP_UM = 20.0, 60.0, 10.0
+RING_ARM_SAMPLES = 64
 OUTLINE_INSIDE, OUTLINE_OUTSIDE = 0.6, 1.5  # where a pit's outline is read, in rim radii
 END_REACH_PX = 2.0 * FINE  # how far beyond the rim the ends of a drawn-out pit are read
 # Where the deepest straight path from a pit's centre is read (``along_of``), in equivalent
@@ -297,6 +306,27 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     far = _FAR[shallowest.argmax(axis=1)]
     far_side: np.ndarray = np.max(shallowest, axis=1, where=far, initial=-np.inf)
     return count, floor, far_side
+
+
+def ring_arm_count(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
+                   level: float) -> np.ndarray:
+    """How many furrow arms leave each pit across the rings ``RING_ARM_FROM_UM`` to
+    ``RING_ARM_TO_UM`` beyond its outer rim (``outer_px``, fine px): runs of the
+    ``RING_ARM_SAMPLES`` angles at which every ring is at least ``level`` deep. Deep all round
+    (a pit in a dark patch): ``RAY_COUNT``, as ``arm_count`` reads it."""
+    angles = np.arange(RING_ARM_SAMPLES) * (2.0 * np.pi / RING_ARM_SAMPLES)
+    beyond = np.arange(RING_ARM_FROM_UM, RING_ARM_TO_UM + 0.5 * RING_ARM_STEP_UM,
+                       RING_ARM_STEP_UM) / FINE_UM_PER_PX
+    deep = np.ones((len(centres), RING_ARM_SAMPLES), dtype=bool)
+    for out in beyond:
+        radius = outer_px[:, None] + out
+        xs = centres[:, :1] + radius * np.cos(angles)
+        ys = centres[:, 1:] + radius * np.sin(angles)
+        deep &= bilinear(depth, xs, ys) >= level
+    before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 point on
+    runs = np.count_nonzero(deep & ~before, axis=1)
+    result: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
+    return result
 
 
 def log_light(depth: np.ndarray) -> np.ndarray:

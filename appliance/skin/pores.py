@@ -13,7 +13,9 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    junction's floor there, and the median gap of a sample is the frame's junction gap.
 4. The arms (pore_profile.arm_count): rays that stay half a furrow deep from the rim out to
    80 µm beyond it run down a furrow arm. A junction has 3 or more; a pit along one furrow 2;
-   a pit in a hill none.
+   a pit in a hill none. Where the rays find at most 2, the arms are read again on rings
+   20-60 µm beyond the pit's outer rim (pore_profile.ring_arm_count): a junction of wide
+   furrows drawn deeper than them has its rim far out, and its arms dip or leave between rays.
 5. The tests (``junction_tests``, thresholds in ``PoreRule``): a pore is deeper than the
    furrows and than the junctions around it, at least as wide between its arms as a junction (or
    much deeper than one and than its arms: a small deep pore in a furrow), deeper than its arms
@@ -60,6 +62,7 @@ import numpy as np
 from appliance.skin.pore_profile import (
     ARM_LEVEL,
     FINE_SMOOTH_PX,
+    OUTER_RIM,
     SMOOTH_PX,
     SPREAD_UM,
     Junctions,
@@ -69,6 +72,7 @@ from appliance.skin.pore_profile import (
     junction_sample,
     local_junction_floor,
     median_of,
+    ring_arm_count,
     ring_of,
     second_furrow,
     shape_and_gaps,
@@ -183,6 +187,12 @@ class PoreRule:
     model_keep: float = -2.0
     model_admit: float = 0.0
     admit_min_line_rest: float = 0.25
+    # A pit with at most 2 arms on its rays but 3 or more on the rings beyond its rim
+    # (``missed_arms``: a junction of wide furrows, deepened, whose arms the rays miss) that
+    # passes every test is kept only where it scores at least this (a pit along one furrow or
+    # in a hill whatever its score). Chosen on seed 11 wide 0-59 (own generator only) among
+    # -2 to -6 on the count median + p90 / 4 (docs/measurement.md "Pores").
+    missed_arms_keep: float = -4.0
 
 
 @dataclass(frozen=True)
@@ -266,7 +276,7 @@ BORDERLINE_MARGIN = 1.05
 UPPER_LIMITS = ("max_blue_excess", "max_elongation", "max_diameter_um", "pit_max_elongation",
                 "oval_max_elongation", "oval_end_max_elongation", "hill_max_arms",
                 "beside_max_outline", "outline_max_ratio")
-NOT_A_LIMIT = ("halo_um", "model_keep", "model_admit")
+NOT_A_LIMIT = ("halo_um", "model_keep", "model_admit", "missed_arms_keep")
 
 
 RULE = PoreRule()
@@ -301,6 +311,10 @@ class Candidates:
     um_per_work_px: float
     shallow_work_px: np.ndarray  # (M, 2) candidates not profiled: too shallow to be a pore
     depth_fine: np.ndarray | None = None  # the fine depth the profiles were read on
+    # (N,) furrow arms on the rings beyond the outer rim (pore_profile.ring_arm_count), read
+    # where the rays find at most 2 (the rays' count elsewhere); None: the rays' count alone
+    # decides (``missed_arms``)
+    ring_arms: np.ndarray | None = None
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
@@ -344,9 +358,14 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     junction = typical_junction(floor_of[row[sample]], gap_of[row[sample]])
     blue = (blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
             if colour else np.zeros(len(shape.floor)))
+    # the rings are read only where the rays find at most 2 arms (``missed_arms``)
+    few = np.flatnonzero(shape.arm_count <= PIT_MAX_ARMS)
+    ring_arms = shape.arm_count.copy()
+    ring_arms[few] = ring_arm_count(fine, centres[deep][few], np.sort(
+        shape.rim_px[few], axis=1)[:, OUTER_RIM], ARM_LEVEL * furrow_floor)
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep], fine)
+                      prepared.um_per_work_px, centres_work[~deep], fine, ring_arms)
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
@@ -423,6 +442,18 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
     closed_outline = found.shape.outline <= rule.outline_max_ratio
     return {name: verdict | closed_outline if name in OUTLINE_PASSES else verdict
             for name, verdict in verdicts.items()}
+
+
+def missed_arms(found: Candidates) -> np.ndarray:
+    """Pits that read at most ``PIT_MAX_ARMS`` furrow arms on their rays but more on the rings
+    beyond their outer rim (``Candidates.ring_arms``): junctions whose arms the rays missed. A
+    junction of wide furrows drawn deeper than them has its rim far out; beyond it its arms dip
+    under the rays' level where the deeper disc meets them, or leave between two rays."""
+    result: np.ndarray = found.shape.arm_count <= PIT_MAX_ARMS
+    if found.ring_arms is None:
+        return np.zeros_like(result)
+    result &= found.ring_arms > PIT_MAX_ARMS
+    return result
 
 
 def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]:
@@ -579,14 +610,17 @@ def pore_verdict(found: Candidates, tests: dict[str, np.ndarray], rule: PoreRule
     ``depth_over_furrow`` deep, ``not_a_dash`` (a short deep stretch of furrow) and, with 3
     or more arms, ``closed`` and ``deeper_than_strand`` (a junction where a deeper furrow
     segment ends is not a pore, however the rest reads). Then either every test passed (with
-    3 or more arms, and a score (``pore_score``) of at least ``rule.model_keep``), or a score
+    3 or more arms, and a score (``pore_score``) of at least ``rule.model_keep``; with arms
+    the rays missed (``missed_arms``), at least ``rule.missed_arms_keep``), or a score
     of at least ``rule.model_admit`` and a pit darker than any straight line through it
     (``rule.admit_min_line_rest``). ``readings``: ``reading_score``, when already known;
     ``shift``: the frame's ``prior_shift``, added to every score."""
     score = pore_score(found, tests, model, readings) + shift
     every = np.logical_and.reduce(list(tests.values()))
     few = found.shape.arm_count <= PIT_MAX_ARMS
-    kept = every & (few | (score >= rule.model_keep))
+    keep_from = np.where(few, np.where(missed_arms(found), rule.missed_arms_keep, -np.inf),
+                         rule.model_keep)
+    kept = every & (score >= keep_from)
     admitted = (score >= rule.model_admit) & (
         found.shape.line_rest >= rule.admit_min_line_rest)
     result: np.ndarray = fixed_tests(found, tests, rule) & (kept | admitted)
@@ -699,7 +733,8 @@ def stricter(rule: PoreRule, factor: float) -> PoreRule:
     # the score's limits: raised by what a pit ``factor`` shallower loses (``floor_weight``)
     shift = floor_weight() * float(np.log(factor))
     return replace(rule, **moved, model_keep=rule.model_keep + shift,
-                   model_admit=rule.model_admit + shift)
+                   model_admit=rule.model_admit + shift,
+                   missed_arms_keep=rule.missed_arms_keep + shift)
 
 
 def floor_weight(model: PoreModel = MODEL) -> float:

@@ -16,7 +16,9 @@ import pytest
 from appliance.skin.analysis import SkinAnalysis, analyze
 from appliance.skin.pore_profile import (
     ARM_LEVEL,
+    OUTER_RIM,
     Junctions,
+    ring_arm_count,
     ring_of,
     second_furrow,
     shape_and_gaps,
@@ -25,14 +27,18 @@ from appliance.skin.pore_profile import (
 from appliance.skin.pores import (
     HILL_RING_UM,
     Candidates,
+    choose_pores,
     deepest_apart,
+    frame_shift,
     measure_candidates,
+    missed_arms,
     own_diameters_um,
     pore_diameters_um,
     pore_tests,
+    reading_score,
 )
-from appliance.skin.preprocess import prepare
-from appliance.skin.texture import furrow_mask, tophat_response
+from appliance.skin.preprocess import on_grid, prepare
+from appliance.skin.texture import furrow_mask, measure_texture, tophat_response
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_scenes import (
@@ -634,3 +640,77 @@ def test_shape_and_gaps_reads_the_whole_profile_of_the_chosen_pits_and_every_rim
         assert np.array_equal(floor, every.floor)
         assert np.array_equal(gap, every.gap_px)
 
+
+
+def _necked_junction(pit_radius_px: int, pit: float) -> np.ndarray:
+    """Three furrows 6 px (60 µm) wide and 0.3 deep meet at a pit; each arm is shallow (0.14,
+    under half the furrow floor) for its first 6 px, as the arms of a deepened junction of
+    wide furrows read right beyond its rim in generated frames."""
+    depth = np.zeros((121, 121), dtype=np.float32)
+    for turn in np.deg2rad([0.0, 120.0, 240.0]):
+        direction = np.array([np.cos(turn), np.sin(turn)])
+        for reach, level in ((70.0, 0.3), (6.0, 0.14)):
+            end = np.round(60.0 + reach * direction).astype(int)
+            cv2.line(depth, (60, 60), (int(end[0]), int(end[1])), level, 6)
+    cv2.circle(depth, (60, 60), pit_radius_px, pit, -1)
+    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("depth", "rays_at_most", "ring"),
+    [(_necked_junction(4, 0.45), 2, (3, 4)),  # the rays miss the arms; the rings find them
+     (_necked_junction(9, 0.7), 3, (3, 3)),  # a pore at the junction: both read its arms
+     (_depth_with([((0, 60), (120, 60))], 5.0), 2, (2, 2)),  # a pit along one furrow
+     (_depth_with([((0, 20), (120, 20))], 5.0), 0, (0, 0))],  # a furrow passing by: no arm
+)
+def test_the_rings_beyond_the_rim_find_the_arms_the_rays_miss(
+    depth: np.ndarray, rays_at_most: int, ring: tuple[int, int]
+) -> None:
+    centre = np.array([[60.0, 60.0]])
+    shape = shape_of(depth, centre, ARM_LEVEL * 0.3)
+    outer = np.sort(shape.rim_px, axis=1)[:, OUTER_RIM]
+    assert int(shape.arm_count[0]) <= rays_at_most
+    assert ring[0] <= int(ring_arm_count(depth, centre, outer, ARM_LEVEL * 0.3)[0]) <= ring[1]
+
+
+# Fine skin (hills of 0.05 mm²) with wide furrows (62 µm) and deepened junctions no wider than
+# the furrows (a soft disc of 0.55 furrow widths' radius, 0.4 darker) at 12.5 µm/px: the
+# failure of issue 11 item 2 ("pores are pores") drawn with the own generator.
+WIDE_DEEPENED = {"furrow_width_um": 62.0, "lattice_cell_area_mm2": 0.05,
+                 "junction_darkness": 0.4, "junction_size": 0.55, "um_per_px": 12.5}
+
+
+def test_deepened_junctions_of_wide_furrows_whose_arms_the_rays_miss_are_not_counted() -> None:
+    """No pore is drawn. Before, deepened junctions that read at most 2 arms on their rays
+    were judged as pits along one furrow, whatever their score (14 counted). Those the rings
+    beyond their rim find 3 or more arms at are junctions: each one no longer counted lies on
+    a drawn junction, and fewer are counted."""
+    scene = junction_scene(0, **WIDE_DEEPENED)
+    prepared = prepare(scene.rgb, scene.um_per_px)
+    found = measure_candidates(prepared, measure_texture(prepared).furrow_sample)
+    tests, readings = pore_tests(found), reading_score(found)
+    shift = frame_shift(found, tests, readings)
+    counted = set(choose_pores(found, tests=tests, readings=readings, shift=shift).tolist())
+    rays_only = dataclasses.replace(found, ring_arms=None)
+    before = set(choose_pores(rays_only, tests=pore_tests(rays_only), readings=readings,
+                              shift=shift).tolist())
+    dropped = np.asarray(sorted(before - counted), dtype=np.intp)
+    assert len(dropped) >= len(before) // 3
+    assert np.all(missed_arms(found)[dropped])
+    degree = np.bincount(scene.geometry.edges.ravel(), minlength=len(scene.geometry.vertices_px))
+    junctions = scene.geometry.vertices_px[degree >= 3]
+    frame_px = on_grid(found.centres_work_px[dropped], prepared.frame_px_per_work_px)
+    nearest_um = np.min(np.hypot(*(frame_px[:, None, :] - junctions[None]).transpose(2, 0, 1)),
+                        axis=1) * scene.um_per_px
+    assert np.all(nearest_um < 40.0)  # on a junction, within its deepened disc and the blur
+
+
+def test_pores_at_deepened_junctions_of_wide_furrows_are_counted() -> None:
+    """Pores of 150-250 µm on such junctions are wider than the arms meeting them, round and
+    deeper than their arms: each is counted where it is drawn."""
+    scene = junction_scene(0, (150.0, 200.0, 250.0), **WIDE_DEEPENED)
+    analysis = analyze(scene.rgb, scene.um_per_px)
+    found = analysis.pore_centres_frame_px()
+    for centre in scene.geometry.pore_centres_px:
+        assert np.min(np.hypot(*(found - centre).T)) < 6.0  # px
