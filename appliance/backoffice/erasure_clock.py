@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.schema import iso_utc, second_text
 
 MARGIN = timedelta(minutes=5)  # a reading's error: the status's delay and the drift since
 LIVE = timedelta(minutes=10)  # received later than this after its capture: from a backlog
@@ -143,7 +143,7 @@ def _ahead(reading: ClockReading) -> str:
 
 def _second(moment: datetime) -> str:
     """``moment`` as UTC ISO 8601 to the second."""
-    return iso_utc(moment)[:19] + "Z"
+    return second_text(iso_utc(moment))
 
 
 def _minutes(span: timedelta) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from appliance.backoffice.schema import second_text
 from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
 from appliance.texttable import aligned
@@ -132,7 +133,7 @@ def _cell(column: str, row: dict[str, Any], now: datetime) -> str:
     if value is None:
         return "-"
     if column == "last_seen":
-        return f"{value[:19]}Z ({seen_ago(value, now)})"
+        return f"{second_text(value)} ({seen_ago(value, now)})"
     if column == "outbox_oldest_age_s":
         return duration(float(value))
     return escape_controls(str(value))

@@ -53,7 +53,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from appliance.backoffice.erasure_clock import MARGIN, READING_FRESH, ClockReading, HeldResult
-from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc
+from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, second_text
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.transport.bootstamp import BootStamp
 
@@ -132,7 +132,7 @@ def unplaceable(captured_at: datetime, received_at: datetime,
             reading.clock.read_at - reading.oldest_waiting - MARGIN >= oldest)
     if capture >= oldest or vouched:
         return None
-    written = f"captured_at: {iso_utc(captured_at)[:19]}Z is older than {MAX_AGE.days} days"
+    written = f"captured_at: {second_text(iso_utc(captured_at))} is older than {MAX_AGE.days} days"
     if reading is not None and fresh:
         seconds = reading.clock.ahead.total_seconds()
         return (f"{written}, also by its kiosk's clock as read ({abs(seconds):.0f} s "

@@ -35,7 +35,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.erasure import Erased
-from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.schema import iso_utc, second_text
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.transport.payloads import utc_now
@@ -77,8 +77,8 @@ class Period:
 
 
 def _second(stored: str | None) -> str:
-    """A stored time to the second, as pages show times ('2026-12-05T09:30:00Z')."""
-    return f"{(stored or '-')[:19]}Z"
+    """A stored time to the second (schema.second_text), '-Z' where there is none."""
+    return second_text(stored or "-")
 
 
 def cut_off(days: int) -> str:
