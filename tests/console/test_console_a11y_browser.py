@@ -140,3 +140,14 @@ def test_a_time_in_a_sentence_is_not_broken_at_its_hyphen_at_200_percent_zoom(
         assert lines == [1, 1]
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_each_kiosk_s_model_link_names_its_kiosk(console: Console, page: Any) -> None:
+    """The link to a kiosk's model reports was named by its model alone, "-" for a kiosk
+    that reported none: a screen reader's list of links held one "-" for each of them."""
+    page.goto(console.url + "/fleet")
+    for kiosk in ("osaka/kiosk-9", "tokyo/kiosk-1", "tokyo/kiosk-2"):
+        link = page.get_by_role("link", name=f"no model reported: model reports of {kiosk}",
+                                exact=True)
+        expect(link).to_have_text("-")
+        expect(link).to_have_attribute("href", f"/fleet/{kiosk}/models")
