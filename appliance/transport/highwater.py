@@ -108,15 +108,24 @@ def raise_seq(db: sqlite3.Connection, floor: int) -> None:
         db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (floor,))
 
 
+def shortfall(found: Mark | None, last_seq: int, dropped: int) -> tuple[int, int] | None:
+    """What an outbox that has committed up to ``last_seq`` and counted ``dropped`` lacks of
+    what its mark ``found`` says it had: (results that waited in it, up to the commits it
+    lacks; the dropped count it had beyond ``dropped``); None when it lacks no commit."""
+    if found is None or found.last_seq <= last_seq:
+        return None
+    return min(found.waiting, found.last_seq - last_seq), max(0, found.dropped - dropped)
+
+
 def lost_since(mark: HighWater, outbox: Path, now: Mark) -> int | None:
     """How many results to count as dropped because the outbox at ``outbox`` holds fewer
     commits than its mark says it made (said in the journal): those that waited in it, up to
     the commits it lacks, and the dropped count it had; None when it lost nothing."""
     found = mark.found
-    if found is None or found.last_seq <= now.last_seq:
+    short = shortfall(found, now.last_seq, now.dropped)
+    if found is None or short is None:
         return None
-    unaccounted = min(found.waiting, found.last_seq - now.last_seq)
-    earlier = max(0, found.dropped - now.dropped)
+    unaccounted, earlier = short
     log.log(
         logging.ERROR if unaccounted or earlier else logging.WARNING,
         "%s: the outbox lost results it held: it has committed up to result #%d, but %s says it "

@@ -5,9 +5,11 @@ itself: every row that can still be read (appliance/transport/outbox_salvage.py)
 with its measurement id and age, into a fresh outbox built as ``outbox.sqlite3.repairing``.
 Rows that cannot be read are counted as dropped in it, and so are the ones the damaged outbox
 had already counted (its ``dropped`` counter, where it can be read), so the device's
-``dropped`` never goes down with a repair. Once complete the copy is renamed
-``outbox.sqlite3.repaired``; then the damaged file (with its WAL) is moved aside
-(``outbox.sqlite3.corrupt-<unix time>``, kept for inspection) and the copy takes its place.
+``dropped`` never goes down with a repair; so are the results the high-water mark beside the
+outbox says it had committed past the damaged file (a copy in use, found unreadable and kept
+apart, held them), which the renumbering past the mark would otherwise hide. Once complete
+the copy is renamed ``outbox.sqlite3.repaired``; then the damaged file (with its WAL) is moved
+aside (``outbox.sqlite3.corrupt-<unix time>``, kept for inspection) and the copy takes its place.
 
 Each step leaves a state the next start finishes: a kill or power cut while building leaves
 the damaged file in place (the build starts again); one after the copy is complete leaves
@@ -51,10 +53,10 @@ from typing import Any
 from appliance.diskspace import free_bytes, full_disk_hint
 from appliance.filekind import kind_of_mode
 from appliance.outfile import fsync_path
-from appliance.transport.highwater import read_mark
+from appliance.transport.highwater import Mark, read_mark, shortfall
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxCorruptError, OutboxError
-from appliance.transport.outbox_salvage import dropped_before, is_an_outbox, salvage
+from appliance.transport.outbox_salvage import Salvaged, dropped_before, is_an_outbox, salvage
 
 log = logging.getLogger(__name__)
 _SIDE_FILES = ("", "-wal", "-shm")
@@ -165,7 +167,7 @@ def _repair(path: Path, built: Path, *, beside: Path, copies: int,
             bounds: dict[str, Any]) -> Outbox:
     """The readable rows of the damaged ``path`` in a copy, put in its place or, where it
     cannot be moved aside and a copy may stand in for it, the outbox in use at ``built``."""
-    recovered, lost, earlier = build_repaired(path, built, beside=beside)
+    recovered, lost, earlier = build_repaired(path, built, beside=beside)[:3]
     try:
         _put_in_place(path, built)
     except (OSError, sqlite3.Error) as exc:
@@ -229,11 +231,15 @@ def _kept_as_they_are(copy: Path, built: Path, refused: OSError | sqlite3.Error,
     )
 
 
-def build_repaired(path: Path, built: Path, *, beside: Path | None = None) -> tuple[int, int, int]:
+def build_repaired(
+    path: Path, built: Path, *, beside: Path | None = None
+) -> tuple[int, int, int, int]:
     """Write the readable rows of ``path`` into a fresh outbox at ``built``; counts of
-    (recovered, unreadable, counted before). ``beside``: the outbox whose high-water mark it
-    goes on from (a repaired copy's: the outbox it stands in for). OutboxError, nothing
-    changed, when it cannot (a folder where the copy goes, too: it is never written over)."""
+    (recovered, unreadable, counted before, lost beyond the file). ``beside``: the outbox whose
+    high-water mark it goes on from (a repaired copy's: the outbox it stands in for); what the
+    mark says the outbox had committed past ``path`` is counted dropped too (a copy in use that
+    held it, kept apart as unreadable). OutboxError, nothing changed, when it cannot (a folder
+    where the copy goes, too: it is never written over)."""
     building = path.with_name(path.name + ".repairing")
     try:
         _remove(building)  # an earlier build cut short: it holds only copies
@@ -244,10 +250,12 @@ def build_repaired(path: Path, built: Path, *, beside: Path | None = None) -> tu
     try:
         fresh = Outbox(building, side_files=False)
         try:
-            recovered, lost = salvage(path, fresh.add_recovered)
+            found = salvage(path, fresh.add_recovered)
             # the rows are renumbered: the sequence goes on from the mark
             mark = read_mark(beside or path)
-            fresh.add_recovered([], dropped=lost + earlier, after_seq=mark.last_seq if mark else 0)
+            beyond = _lost_beyond(path, beside or path, mark, found, earlier)
+            fresh.add_recovered([], dropped=found.unreadable + earlier + beyond,
+                                after_seq=mark.last_seq if mark else 0)
         finally:
             fresh.close()
         building.rename(built)
@@ -256,7 +264,30 @@ def build_repaired(path: Path, built: Path, *, beside: Path | None = None) -> tu
             _remove(building)
         raise _unfinished(path, exc) from exc
     _sync_folder(path.parent)
-    return recovered, lost, earlier
+    return found.kept, found.unreadable, earlier, beyond
+
+
+def _lost_beyond(path: Path, beside: Path, mark: Mark | None, found: Salvaged,
+                 earlier: int) -> int:
+    """How many results to count dropped because the high-water mark beside ``beside`` says
+    the outbox had committed past the damaged ``path`` (said in the journal): those that
+    waited, up to the commits the file lacks, and the dropped count it had. A copy in use
+    while ``path`` could not move holds them; one found unreadable is kept apart, and its
+    results are counted here, since the repair renumbers the rows past the mark, which then
+    no longer shows the loss."""
+    short = shortfall(mark, found.last_seq, found.unreadable + earlier)
+    if mark is None or short is None or not sum(short):
+        return 0
+    unaccounted, counted = short
+    log.error(
+        "%s: the outbox had committed up to result #%d with %d waiting (its high-water mark "
+        "%s.highwater), and the damaged file holds up to #%d: the rest are in none of the "
+        "files a repair reads (a repaired copy that held them can no longer be read, the "
+        "damage took them, or the file is older); %d result(s) are unaccounted for (counted "
+        "dropped, with the %d it had counted beyond the file)", path, mark.last_seq,
+        mark.waiting, beside, found.last_seq, unaccounted, counted,
+    )
+    return unaccounted + counted
 
 
 def _unfinished(path: Path, exc: Exception) -> OutboxError:

@@ -31,7 +31,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from appliance.transport.outbox_file import OutboxMessage, is_corrupt
 from appliance.transport.outbox_header import HEADER_BYTES, page_sizes, with_rebuilt_first_page
@@ -42,6 +42,15 @@ WINDOW_SEQS = 200  # seqs read (and held in memory) at once
 WINDOWS_LOOKED_IN = 10  # windows read, at most, to find one result in a file at a copy's name
 Keep = Callable[[Sequence[OutboxMessage]], object]
 _COLUMNS = "seq, measurement_id, topic, payload, created_at_s"
+
+
+class Salvaged(NamedTuple):
+    """What a salvage of a damaged outbox found: rows handed on, known rows that could not be
+    read, and the last seq the outbox had committed (its sequence, else its highest row)."""
+
+    kept: int
+    unreadable: int
+    last_seq: int
 
 
 def dropped_before(damaged: Path) -> int:
@@ -134,9 +143,9 @@ def _indexed_results(path: Path) -> int:
         db.close()
 
 
-def salvage(damaged: Path, keep: Keep) -> tuple[int, int]:
+def salvage(damaged: Path, keep: Keep) -> Salvaged:
     """Hand the readable rows of a damaged outbox to ``keep``, oldest first, a window at a
-    time; returns (rows handed on, known rows that could not be read)."""
+    time; returns what it found (rows handed on, known rows unreadable, last seq committed)."""
     found = _salvage_file(damaged, keep)
     if found is None:  # no outbox table to be found: the first page is what is damaged
         found = with_rebuilt_first_page(damaged, lambda copy: _salvage_file(copy, keep))
@@ -145,12 +154,12 @@ def salvage(damaged: Path, keep: Keep) -> tuple[int, int]:
             "%s: no outbox table can be found in it, even with its first page rebuilt; how many "
             "results it held is unknown (the file is kept for inspection)", damaged,
         )
-        return 0, 0
+        return Salvaged(0, 0, 0)
     return found
 
 
-def _salvage_file(damaged: Path, keep: Keep) -> tuple[int, int] | None:
-    """Rows kept and unreadable count of the file, or None when it shows no outbox table."""
+def _salvage_file(damaged: Path, keep: Keep) -> Salvaged | None:
+    """What a salvage of the file found, or None when it shows no outbox table."""
     try:
         db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
     except sqlite3.Error:
@@ -170,7 +179,9 @@ def _salvage_file(damaged: Path, keep: Keep) -> tuple[int, int] | None:
         known = _known_rows(db)
         if known is None and not kept and not unreadable:
             return None  # the table is named but none of it can be read: not an outbox's page
-        return kept, max(unreadable, (known or 0) - kept)
+        unreadable = max(unreadable, (known or 0) - kept)
+        # seqs are distinct and positive: the last is at least the count of known rows
+        return Salvaged(kept, unreadable, _last_seq(db, max(high, kept + unreadable)))
     finally:
         db.close()
 
@@ -239,6 +250,15 @@ def _seq_range(db: sqlite3.Connection) -> tuple[int, int]:
             low, high = db.execute(sql).fetchone()
             return int(low), int(high)
     return 1, 0
+
+
+def _last_seq(db: sqlite3.Connection, highest_row: int) -> int:
+    """The last seq the outbox committed: its sequence, which rows acked since do not lower
+    (``highest_row`` where it cannot be read)."""
+    with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return max(highest_row, int(row[0]))
+    return highest_row
 
 
 def _message(row: tuple[Any, ...]) -> OutboxMessage | None:

@@ -1599,3 +1599,45 @@ def test_a_copy_in_use_garbled_at_its_first_page_and_its_tables_root_is_still_th
     assert outbox.dropped() == 70
     outbox.close()
     assert not list(tmp_path.glob("*.unreadable-*"))
+
+
+@pytest.mark.parametrize("still_refused", [True, False])
+def test_results_only_an_unreadable_repaired_copy_held_are_counted_dropped_and_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    still_refused: bool,
+) -> None:
+    """A copy in use (the damaged outbox cannot move) took 30 new results, its own counted
+    drop and acks of 10 recovered ones; then garbage covered it whole. It was kept apart as
+    no outbox and the damaged outbox repaired afresh, renumbered past the high-water mark,
+    so the 30 results only the copy held, and the 2 it had counted dropped, were neither
+    counted nor said (dropped 0). Now they are counted, and the journal says how many,
+    naming the outbox and its mark."""
+    path = tmp_path / "outbox.sqlite3"
+    copy = tmp_path / "outbox.sqlite3.repaired"
+    _running_on_a_copy(path, monkeypatch, 40)
+    in_use = open_outbox(path, max_rows=58)
+    in_use.remove([message.seq for message in in_use.pending(limit=10)])  # acked
+    in_use.add_many([(f"new-{i}", "t", b"x" * 1500) for i in range(30)])  # 2 oldest dropped
+    assert (in_use.depth(), in_use.dropped()) == (58, 2)
+    in_use.close()
+    copy.write_bytes(random.Random(9).randbytes(copy.stat().st_size))
+    if not still_refused:
+        monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="appliance.transport.outbox_repair"):
+        outbox = open_outbox(path)
+    assert outbox.path == (copy if still_refused else path)
+    assert outbox.depth() == 40  # the damaged outbox's results, read again
+    assert not {m.measurement_id for m in outbox.pending(limit=1000)} & {"new-0", "new-29"}
+    assert outbox.dropped() == 32
+    outbox.close()
+    (kept,) = tmp_path.glob("outbox.sqlite3.repaired.unreadable-*")
+    said = [r.getMessage() for r in caplog.records if "unaccounted" in r.getMessage()]
+    assert said == [f"{path}: the outbox had committed up to result #70 with 58 waiting (its "
+                    f"high-water mark {path}.highwater), and the damaged file holds up to #40: "
+                    "the rest are in none of the files a repair reads (a repaired copy that "
+                    "held them can no longer be read, the damage took them, or the file is "
+                    "older); 30 result(s) are "
+                    "unaccounted for (counted dropped, with the 2 it had counted beyond the "
+                    "file)"]
+    assert any(str(kept) in r.getMessage() for r in caplog.records)  # the file kept, named
+    assert open_outbox(path).dropped() == 32  # the next start: counted once, not again
