@@ -60,15 +60,41 @@ def _round_pores(spots_of: Callable[[SkinGeometry], np.ndarray], stride: int,
     def place(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
         spots = spots_of(geometry)
         count = len(pore_diameters_um)
-        centres = np.asarray([spots[k * stride % len(spots)] for k in range(count)], dtype=float)
+        centres = spots[_picks(len(spots), count, stride, "a place for a pore")].astype(float)
         return replace(
             geometry,
             pore_centres_px=centres.reshape(-1, 2),
-            pore_radii_px=np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px,
+            pore_radii_px=_radii_px(pore_diameters_um, params),
             pore_at_junction=np.full(count, at_junction),
         )
 
     return place
+
+
+def _radii_px(pore_diameters_um: tuple[float, ...], params: SkinParams) -> np.ndarray:
+    """The pores' radii in pixels; ValueError naming ``pore_diameters_um`` where one is no
+    size a pore can be drawn at (zero, negative, not a number)."""
+    diameters = np.asarray(pore_diameters_um, dtype=float)
+    if not np.all(np.isfinite(diameters) & (diameters > 0)):
+        raise ValueError(f"pore_diameters_um: {tuple(pore_diameters_um)} holds a diameter that "
+                         "is not a positive number of micrometres")
+    radii: np.ndarray = diameters / 2.0 / params.um_per_px
+    return radii
+
+
+def _picks(places: int, count: int, stride: int, what: str) -> np.ndarray:
+    """Indices of every ``stride``-th of ``places`` (cycling) for ``count`` pores; ValueError
+    naming ``pore_diameters_um`` where the scene has no such place (the pores cannot be
+    drawn)."""
+    if count and not places:
+        raise ValueError(f"pore_diameters_um: this scene has no {what} (near its middle); "
+                         "ask for smaller pores or another seed")
+    return np.asarray([k * stride % places for k in range(count)], dtype=np.intp)
+
+
+def _segment_for(pore_diameters_um: tuple[float, ...]) -> str:
+    """What a pore of the largest of ``pore_diameters_um`` needs: a long furrow segment."""
+    return f"furrow segment long enough for a pore of {max(pore_diameters_um, default=0):g} um"
 
 
 def junction_scene(seed: int, pore_diameters_um: tuple[float, ...] = (),
@@ -122,12 +148,12 @@ def oval_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), aspect: flo
         middle = (starts + ends) / 2.0
         along = ends - starts
         inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
-        radii = np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px
+        radii = _radii_px(pore_diameters_um, params)
         # long enough that the pore's ends stay 2 px clear of the junctions at the segment's ends
         room = np.hypot(*along.T) > 2.0 * (float(radii.max(initial=0.0)) * np.sqrt(aspect) + 2.0)
         chosen = np.flatnonzero(inside & room)
         count = len(pore_diameters_um)
-        picks = np.asarray([chosen[k * 5 % len(chosen)] for k in range(count)], dtype=np.intp)
+        picks = chosen[_picks(len(chosen), count, 5, _segment_for(pore_diameters_um))]
         return replace(
             geometry,
             pore_centres_px=middle[picks].reshape(-1, 2),
@@ -153,10 +179,10 @@ def beside_scene(seed: int, pore_diameters_um: tuple[float, ...] = (), gap_um: f
         along = ends - starts
         length = np.hypot(*along.T)
         inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
-        radii = np.asarray(pore_diameters_um, dtype=float) / 2.0 / params.um_per_px
+        radii = _radii_px(pore_diameters_um, params)
         chosen = np.flatnonzero(inside & (length > 4.0 * float(radii.max(initial=0.0)) + 10.0))
         count = len(pore_diameters_um)
-        picks = np.asarray([chosen[k * 5 % len(chosen)] for k in range(count)], dtype=np.intp)
+        picks = chosen[_picks(len(chosen), count, 5, _segment_for(pore_diameters_um))]
         normal = np.stack([-along[picks, 1], along[picks, 0]], axis=1) / length[picks, None]
         out = (params.furrow_width_um / 2.0 + gap_um) / params.um_per_px + radii
         return replace(
