@@ -19,7 +19,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "edge": (
         "The kiosk daemon: camera, quality gate, measurement, classification, durable outbox, "
         "MQTT. systemd runs it (deploy/appliance-edge.service).",
-        ("appliance edge --config /etc/appliance/config.yaml",),
+        ("appliance edge --config /etc/appliance/config.yaml",
+         "appliance edge --out-of-order --screen-port 8090"),
     ),
     "backoffice": (
         "The back-office ingest worker: stores results and fleet status from the broker. Run "

@@ -82,7 +82,8 @@ check_arguments() {  # refuse what cannot be installed; the role's unit files an
     say "pathology needs --instance I (0, 1, ...: one per accelerator; its broker login is pathology-HOST-I)"; exit 2
   fi
   if [[ "$role" == edge ]]; then
-    unit_files=(appliance-edge.service); enabled=(appliance-edge.service)
+    unit_files=(appliance-edge.service appliance-kiosk-out-of-order.service)  # OnFailure= starts it
+    enabled=(appliance-edge.service)
   elif [[ "$role" == backoffice ]]; then
     unit_files=(appliance-backoffice@.service); enabled=("appliance-backoffice@${WORKER:-*}.service")
   else

@@ -32,8 +32,10 @@ GUIDANCE = {
 }
 # why the kiosk cannot measure now (catalogue keys): the outbox cannot write (its disk is full),
 # the camera is gone, another kiosk runs with this one's device id
+# the daemon is down for good (appliance/edge/out_of_order.py), and says why in ``detail``
+DOWN_FOR_GOOD = "guide_out_of_order"
 OUT_OF_ORDER = ("guide_paused_storage", "guide_paused_disk_full", "guide_camera_offline",
-                "guide_duplicate_device")
+                "guide_duplicate_device", DOWN_FOR_GOOD)
 # who knows why the kiosk cannot measure (said after the OUT_OF_ORDER guidance; edge/staff.py):
 # staff were told (its status reached the broker), or the customer is asked to tell them
 STAFF_TOLD, STAFF_ASK = "told", "ask"
@@ -64,8 +66,9 @@ class ScreenState:
 
     def _update(self, **changes: Any) -> None:
         """Apply changes (lock held); wake the event streams when something visible changed."""
-        if "guidance" in changes:  # who was told belongs to the out-of-order guidance only
+        if "guidance" in changes:  # who was told, and why, belong to the out-of-order guidance
             changes.setdefault("staff", None)
+            changes.setdefault("detail", None)
         if all(self._view.get(k) == v for k, v in changes.items()):
             return
         self._view.update(changes)
@@ -89,13 +92,16 @@ class ScreenState:
             else:
                 self._update(phase="guiding", guidance=GUIDANCE[quality.verdict], progress=0)
 
-    def set_out_of_order(self, why: str | None, staff_told: bool = False) -> None:
+    def set_out_of_order(self, why: str | None, staff_told: bool = False,
+                         detail: dict[str, str] | None = None) -> None:
         """Say why the kiosk cannot measure now (a key of OUT_OF_ORDER), and whether staff
-        were told of it or the customer should tell them; or that it can measure again."""
+        were told of it or the customer should tell them (``detail``: what staff read there,
+        a catalogue key and its words); or that it can measure again."""
         with self._changed:
             if why is not None:
                 staff = STAFF_TOLD if staff_told else STAFF_ASK
-                self._update(phase="guiding", guidance=why, staff=staff, progress=0)
+                self._update(phase="guiding", guidance=why, staff=staff, progress=0,
+                             detail=detail)
             elif self._view["guidance"] in OUT_OF_ORDER:
                 self._update(phase="welcome", guidance=None, progress=0)
 
@@ -181,8 +187,9 @@ class ScreenState:
                 self._changed.notify_all()
 
     def _cleared(self) -> dict[str, Any]:
-        return {"phase": "welcome", "guidance": None, "staff": None, "progress": 0, "result": None,
-                "subject": None, "language": self.default_language}
+        return {"phase": "welcome", "guidance": None, "staff": None, "detail": None,
+                "progress": 0, "result": None, "subject": None,
+                "language": self.default_language}
 
     def snapshot(self) -> dict[str, Any]:
         """The state as the page reads it (with its version and the burst length)."""

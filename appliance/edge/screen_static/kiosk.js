@@ -113,6 +113,10 @@ function render() {
   // the back office's broker), or the customer is asked to tell them
   const staff = state.staff ? text("sentence_separator") + text("staff_" + state.staff) : "";
   document.getElementById("guidance").textContent = state.guidance ? text(state.guidance) + staff : "";
+  // what staff read about a kiosk down for good (appliance/edge/out_of_order.py): why, in
+  // systemd's words
+  const detail = state.guidance && state.detail;
+  document.getElementById("staff-detail").textContent = detail ? text(detail.key, detail) : "";
   const progress = document.getElementById("progress");
   progress.max = state.burst;
   progress.value = state.progress;
@@ -207,18 +211,27 @@ const REFUSED_RETRY_MS = 1000;
 // restarted yet, a restart loop) nothing would, and the last customer's result stayed on screen
 // for the next one. After this long without it the page clears itself and says why.
 const AWAY_AFTER_MS = 5000;
+// A daemon gone this long is not starting again (a start may take systemd's TimeoutStartSec=,
+// 120 s, after RestartSec=, 5 s): nothing serves the page (systemd gave up on it and its
+// out-of-order screen, appliance/edge/out_of_order.py, is not there either), so the page
+// says the kiosk is out of order, not that it is starting again.
+const DOWN_AFTER_MS = 180000;
 let lost = false;  // the event stream dropped: the daemon went away, its preview with it
 let awayTimer = null;
+let downTimer = null;
 function listen() {
   const events = new EventSource("/events");
   events.onerror = () => {
     lost = true;
     if (awayTimer === null) awayTimer = setTimeout(showAway, AWAY_AFTER_MS);
+    if (downTimer === null) downTimer = setTimeout(showDown, DOWN_AFTER_MS);
     if (events.readyState === EventSource.CLOSED) setTimeout(listen, REFUSED_RETRY_MS);
   };
   events.onopen = () => {
     clearTimeout(awayTimer);
+    clearTimeout(downTimer);
     awayTimer = null;
+    downTimer = null;
     if (lost) { lost = false; daemonBack(); }
   };
   events.onmessage = (event) => {
@@ -232,9 +245,20 @@ function listen() {
 // (its first event is the whole state again).
 function showAway() {
   awayTimer = null;
+  if (!lost || !state || state.guidance === "guide_out_of_order") return;  // never promise again
+  state = {...state, phase: "guiding", guidance: "guide_kiosk_away", staff: null, detail: null, progress: 0,
+           result: null, subject: null};
+  choice = null;
+  render();
+}
+
+// The daemon has not come back: the kiosk is out of order, and the customer is asked to tell
+// staff (nothing here can tell them).
+function showDown() {
+  downTimer = null;
   if (!lost || !state) return;
-  state = {...state, phase: "guiding", guidance: "guide_kiosk_away", staff: null, progress: 0, result: null,
-           subject: null};
+  state = {...state, phase: "guiding", guidance: "guide_out_of_order", staff: "ask",
+           detail: {key: "down_unreachable"}, progress: 0, result: null, subject: null};
   choice = null;
   render();
 }
