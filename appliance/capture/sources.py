@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FRAME_WIDTH_PX = 1280
 FRAME_HEIGHT_PX = 960
+MIN_FRAME_SIDE_PX = 16  # the quality gate judges a quarter-size copy of each frame
 # A live camera whose lit picture has not changed at all for this long is frozen (sensor noise
 # alone changes every frame); a dark field (the scope lifted, a lens cap) may rightly stay the same
 FROZEN_S = 10.0
@@ -50,6 +51,22 @@ class Frame:
     name: str = ""
     age_band: str | None = None  # what the customer stated (e.g. "40-49"), when asked
     stamp: FileStamp | None = None  # the saved file it was read from (a folder source)
+
+
+def unusable_picture(rgb: object) -> str | None:
+    """What is wrong with a source's picture, said as what the camera delivers (None: it is
+    8-bit, three channels, at least MIN_FRAME_SIDE_PX a side). A camera in another mode (grey,
+    with alpha, 16 bits a channel) or a driver's garbage would otherwise stop the analysis
+    thread at its first frame, and the kiosk would restart for ever on the same camera."""
+    if not isinstance(rgb, np.ndarray):
+        return f"pictures that are no pixel array ({type(rgb).__name__})"
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape = "x".join(str(side) for side in rgb.shape) or "a scalar"
+        return f"pictures that are not 8-bit colour ({shape}, {rgb.dtype})"
+    if min(rgb.shape[:2]) < MIN_FRAME_SIDE_PX:
+        return (f"pictures of {rgb.shape[1]}x{rgb.shape[0]} px, below "
+                f"{MIN_FRAME_SIDE_PX} px a side")
+    return None
 
 
 class FrameSource(Protocol):
@@ -122,6 +139,10 @@ class UvcSource:
         ok, bgr = self._capture.read()
         if not ok or bgr is None:
             raise SourceError(f"{self.device_path}: read failed (unplugged?)")
+        problem = unusable_picture(bgr)
+        if problem is not None:
+            raise SourceError(f"{self.device_path}: camera delivers {problem}; check the camera "
+                              "mode (MJPG 1280x960)")
         if bgr.shape[:2] != (FRAME_HEIGHT_PX, FRAME_WIDTH_PX):
             raise SourceError(
                 f"{self.device_path}: camera delivers {bgr.shape[1]}x{bgr.shape[0]}, not "

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from appliance.capture.sources import Frame, FrameSource, SourceError
+from appliance.capture.sources import Frame, FrameSource, SourceError, unusable_picture
 from appliance.transport.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,10 @@ class CaptureRunner(threading.Thread):
         if frame is None:
             if self.stall_s is not None and now_s - self._last_frame_s > self.stall_s:
                 self._fail(f"{self.source.description}: no frame for {self.stall_s:.0f} s")
+            return
+        problem = unusable_picture(frame.rgb)
+        if problem is not None:  # never handed on: it would stop the analysis thread
+            self._fail(f"{self.source.description}: the camera delivers {problem}")
             return
         self._last_frame_s = now_s
         self._backoff.reset()

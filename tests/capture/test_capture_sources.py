@@ -201,3 +201,75 @@ def test_a_camera_that_delivers_the_same_picture_for_frozen_s_counts_as_failed(
     frozen.open()
     with pytest.raises(SourceError, match=r"video0: the camera delivers the very same picture"):
         _read_for(frozen, 5.0)
+
+
+class GarbageSource:
+    """A camera that opens fine and delivers pictures the pipeline cannot take."""
+
+    description = "garbage camera"
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+
+    def open(self) -> None:
+        """Opens fine."""
+
+    def read(self) -> Frame | None:
+        time.sleep(0.005)
+        return Frame(self.rgb, 1)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+NOT_COLOUR = "pictures that are not 8-bit colour"
+
+
+@pytest.mark.parametrize(("rgb", "said"), [
+    (np.zeros((960, 1280), np.uint8), f"{NOT_COLOUR} (960x1280, uint8)"),
+    (np.zeros((960, 1280, 4), np.uint8), f"{NOT_COLOUR} (960x1280x4, uint8)"),
+    (np.zeros((960, 1280, 3), np.float64), f"{NOT_COLOUR} (960x1280x3, float64)"),
+    (np.zeros((960, 1280, 3), np.uint16), f"{NOT_COLOUR} (960x1280x3, uint16)"),
+    (np.zeros((960, 1280, 3), bool), f"{NOT_COLOUR} (960x1280x3, bool)"),
+    (np.zeros((0, 0, 3), np.uint8), "pictures of 0x0 px, below 16 px a side"),
+    (np.zeros((4, 4, 3), np.uint8), "pictures of 4x4 px, below 16 px a side"),
+])
+def test_a_camera_delivering_pictures_the_pipeline_cannot_take_counts_as_failed(
+    rgb: np.ndarray, said: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A grey, four-channel, 16-bit, float or empty picture went on to the quality gate, where
+    OpenCV raised: the analysis thread ended and the daemon exited 1, to be restarted by
+    systemd onto the same camera, for ever. Such a picture is never handed on now: the camera
+    counts as failed (offline, reopened with backoff, the kiosk says so) and it is said why."""
+    frames: queue.Queue[Frame] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    runner = CaptureRunner(GarbageSource(rgb), frames, stop, reopen_initial_s=0.05,
+                           reopen_cap_s=0.1)
+    with caplog.at_level("WARNING", logger="appliance.capture.supervisor"):
+        runner.start()
+        try:
+            assert wait_until(lambda: runner.failures >= 2, 10)
+        finally:
+            stop.set()
+            runner.join(5)
+    assert frames.empty()
+    assert runner.frames_captured == 0
+    assert runner.failed
+    assert f"camera failed: garbage camera: the camera delivers {said}; reopening" in caplog.text
+
+
+def test_a_uvc_camera_in_a_grey_mode_is_refused_as_a_source_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A V4L2 camera left in a grey mode (GREY, Y16) delivers 1280x960 pictures of one channel:
+    the size check passed them and OpenCV's colour conversion raised past the capture thread's
+    SourceError handler, which ended the thread (the watchdog then killed the kiosk)."""
+    device = tmp_path / "video0"
+    device.touch()
+    grey = _FakeCamera(lambda n: np.full((960, 1280), n % 200, np.uint8))
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *_a: grey)
+    source = UvcSource(str(device))
+    source.open()
+    with pytest.raises(SourceError, match=r"video0: camera delivers pictures that are not 8-bit "
+                       r"colour \(960x1280, uint8\); check the camera mode"):
+        source.read()
