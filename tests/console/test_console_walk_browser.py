@@ -185,7 +185,7 @@ def test_a_kiosk_s_link_on_the_fleet_page_shows_its_own_results_only(console: Co
     finally:
         store.close()
     page.goto(console.url + "/fleet")
-    page.locator("#fleet tr", has_text="paris").get_by_role("link", name="k-0").click()
+    page.locator("#fleet tr", has_text="paris").get_by_role("link", name="k-0", exact=True).click()
     expect(page.locator("#results tr td:nth-child(4)")).to_have_text(["k-0"])
     assert page.locator("#results tr td:nth-child(3)").all_inner_texts() == ["paris"]
 
