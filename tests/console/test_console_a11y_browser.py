@@ -151,3 +151,16 @@ def test_each_kiosk_s_model_link_names_its_kiosk(console: Console, page: Any) ->
                                 exact=True)
         expect(link).to_have_text("-")
         expect(link).to_have_attribute("href", f"/fleet/{kiosk}/models")
+
+
+def test_the_login_page_s_heading_says_it_is_the_login(console: Console, page: Any) -> None:
+    """Its one heading said "appliance console", which a screen reader's list of headings
+    gives for no page in particular."""
+    context = page.context.browser.new_context()
+    try:
+        fresh = context.new_page()
+        fresh.goto(console.url + "/login")
+        expect(fresh.get_by_role("heading", level=1)).to_have_text(
+            "Log in to the appliance console")
+    finally:
+        context.close()
