@@ -164,3 +164,20 @@ def test_the_login_page_s_heading_says_it_is_the_login(console: Console, page: A
             "Log in to the appliance console")
     finally:
         context.close()
+
+
+def test_the_links_to_the_pages_beside_are_a_landmark_and_never_an_empty_line(
+    console: Console, page: Any,
+) -> None:
+    """Older and Newer were a bare paragraph after the table, which a screen reader's list of
+    landmarks did not offer; a page with none beside it kept that paragraph, empty."""
+    page.goto(console.url + "/results?limit=10")
+    pages = page.get_by_role("navigation", name="pages of results", exact=True)
+    pages.get_by_role("link", name="Older").click()
+    expect(page.get_by_role("navigation", name="pages of results", exact=True)
+           .get_by_role("link", name="Newer")).to_be_visible()
+    for path in ("/dead-letters", "/fleet", "/rollouts", "/pathology"):  # one page each
+        page.goto(console.url + path)
+        expect(page.locator("main h1")).to_be_visible()
+        assert page.locator("main p:empty").count() == 0, path
+        expect(page.locator("main nav")).to_have_count(0)
