@@ -148,7 +148,9 @@ def test_a_kiosk_s_install_refusal_and_rollback_are_three_rows_and_a_replay_adds
         fleet.publish_messages("127.0.0.1", 1883, [
             (f"{topic_prefix}/lab/kiosk-2/model/state", marker.to_json())])
         assert wait_until(lambda: _states(store, "kiosk-2") == ["installed"], 20)
-        assert worker[0].stats.model_reports >= 2  # the replay was written, before the marker
+        # the replay was written, before the marker (the worker counts a batch just after its
+        # commit, which the store shows a moment before)
+        assert wait_until(lambda: worker[0].stats.model_reports >= 2, 20), worker[0].stats
         assert _states(store, "kiosk-1") == ["rolled_back", "rejected", "installed"]
     finally:
         fleet.publish_messages("127.0.0.1", 1883, [(topic, b"")], retain=True)
