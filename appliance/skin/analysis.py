@@ -87,7 +87,8 @@ def analyze(
         values["hill_density_per_mm2"], values["furrow_mean_width_um"]
     )
     features = SkinFeatures.from_values(values)
-    validity = assess(features, um_per_px, pores.furrow_floor, pores.borderline)
+    validity = assess(features, um_per_px, pores.furrow_floor, pores.borderline,
+                      pores.doubt)
     return SkinAnalysis(
         features, texture, pores, um_per_px, prepared.frame_px_per_work_px, validity
     )

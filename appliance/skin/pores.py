@@ -270,6 +270,7 @@ HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before 
 # limit times this, each upper limit over it. 5 % is about the step between neighbouring fitted
 # values of the thresholds (docs/measurement.md "Validated range").
 BORDERLINE_MARGIN = 1.05
+DOUBT_SLACK = 1.0  # pores a count may be off by before ``count_doubt`` counts them
 # The thresholds of PoreRule that are upper limits (a pore reads at most this); halo_um is a
 # size, not a threshold, and stays; the score's limits move by a margin of the score
 # (``stricter``).
@@ -292,6 +293,8 @@ class Pores:
     furrow_floor: float  # median depth of furrow pixels below the hill level (the contrast)
     # share of the pores the pooled rule counts that a stricter rule drops (``borderline_share``)
     borderline: float
+    # how much the count disagrees with its pits' own scores, per pore counted (``count_doubt``)
+    doubt: float
 
 
 @dataclass(frozen=True)
@@ -679,7 +682,9 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     # the frame's share of pores (after the shift the few left pass by a wide margin)
     pooled = choose_pores(found, rule, tests, readings) if shift else chosen
     return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen, rule),
-                        prepared, found.contrast, borderline_share(found, pooled, rule, readings))
+                        prepared, found.contrast, borderline_share(found, pooled, rule, readings),
+                        doubt=count_doubt(frame_scores(found, tests, readings, rule) + shift,
+                                          len(chosen)))
 
 
 def frame_shift(found: Candidates, tests: dict[str, np.ndarray], readings: np.ndarray,
@@ -688,9 +693,36 @@ def frame_shift(found: Candidates, tests: dict[str, np.ndarray], readings: np.nd
     scores of the pits that pass ``fixed_tests`` whatever their colour (``tests``:
     ``pore_tests``; ``readings``: ``reading_score``). benchmarks/fit_pore_rule.py reads it
     alike, so a rule is fitted on what the product counts."""
+    return prior_shift(frame_scores(found, tests, readings, rule))
+
+
+def frame_scores(found: Candidates, tests: dict[str, np.ndarray], readings: np.ndarray,
+                 rule: PoreRule = RULE) -> np.ndarray:
+    """The ``pore_score`` of each pit that passes ``fixed_tests`` whatever its colour
+    (``tests``: ``pore_tests``; ``readings``: ``reading_score``), the frame's shift not added."""
     uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
-    return prior_shift(pore_score(found, uncoloured, readings=readings)[
-        fixed_tests(found, uncoloured, rule)])
+    scores: np.ndarray = pore_score(found, uncoloured, readings=readings)[
+        fixed_tests(found, uncoloured, rule)]
+    return scores
+
+
+def count_doubt(scores: np.ndarray, count: int) -> float:
+    """How many pores more than ``DOUBT_SLACK`` a count of ``count`` may be off by, by its pits'
+    own scores, per pore counted.
+
+    ``scores``: the frame's ``frame_scores`` with its ``prior_shift`` added, each the log odds
+    that the pit is a pore. Their posteriors p sum to the count the score expects, with a
+    standard deviation of sqrt(sum p (1 - p)) (each pit a coin of its own p). The doubt is
+    |count - sum p| plus that deviation, less ``DOUBT_SLACK``, over the count (at least 1):
+    where the rule's tests count pits the score calls junctions, or where many pits are coin
+    flips (pores no darker than the junctions around them), it is large, and the count is off
+    far more often (appliance/skin/validity.py, docs/measurement.md "Validated range"). The
+    slack keeps a single doubtful pit from flagging a frame of one or two pores. No truth
+    enters it."""
+    posterior = 1.0 / (1.0 + np.exp(-np.clip(scores, -50.0, 50.0)))
+    expected = float(np.sum(posterior))
+    spread = float(np.sqrt(np.sum(posterior * (1.0 - posterior))))
+    return max(abs(count - expected) + spread - DOUBT_SLACK, 0.0) / max(count, 1)
 
 
 def prior_shift(scores: np.ndarray, fit_share: float = PRIOR_FIT_SHARE) -> float:
@@ -806,7 +838,7 @@ def _overlapping_pairs(xs: np.ndarray, ys: np.ndarray,
 
 def _pore_result(
     centres: np.ndarray, diameters_um: np.ndarray, prepared: Prepared, furrow_floor: float,
-    borderline: float,
+    borderline: float, *, doubt: float,
 ) -> Pores:
     count = len(diameters_um)
     area_mm2 = float(np.sum(np.pi * (diameters_um / 2000.0) ** 2))
@@ -816,4 +848,4 @@ def _pore_result(
         "pore_mean_diameter_um": float(diameters_um.mean()) if count else 0.0,
         "pore_area_ratio": min(area_mm2 / prepared.frame_area_mm2, 1.0),
     }
-    return Pores(centres.reshape(-1, 2), diameters_um, metrics, furrow_floor, borderline)
+    return Pores(centres.reshape(-1, 2), diameters_um, metrics, furrow_floor, borderline, doubt)

@@ -15,8 +15,14 @@ from appliance.capture.quality import QualityGate
 from appliance.edge.measure import measure_frame, skin_measurement
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.skin.analysis import SkinAnalysis, analyze
-from appliance.skin.pores import BORDERLINE_MARGIN, RULE, stricter
-from appliance.skin.validity import MAX_BORDERLINE_SHARE, PORE_KEYS, TEXTURE_KEYS, assess
+from appliance.skin.pores import BORDERLINE_MARGIN, RULE, count_doubt, stricter
+from appliance.skin.validity import (
+    MAX_BORDERLINE_SHARE,
+    MAX_COUNT_DOUBT,
+    PORE_KEYS,
+    TEXTURE_KEYS,
+    assess,
+)
 from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_scenes import junction_scene
 from appliance.transport import payloads
@@ -65,7 +71,7 @@ def test_hills_larger_than_validated_flag_the_texture_features() -> None:
     assert set(TEXTURE_KEYS) <= set(validity.not_validated)
     # a count needs no size calibration: the hill size alone does not flag it (on this frame,
     # 1.8x enlarged, 12 pores are counted where 19 lie, 42 % of them borderline: that does)
-    hills_alone = assess(analysis.features, 12.0, analysis.pores.furrow_floor, 0.0)
+    hills_alone = assess(analysis.features, 12.0, analysis.pores.furrow_floor, 0.0, 0.0)
     assert "pore_count" not in hills_alone.not_validated
 
 
@@ -98,8 +104,9 @@ def test_the_result_says_why_its_pore_features_were_not_measured() -> None:
                              _AlwaysFine(("lab_l",)))
     assert set(PORE_KEYS) <= set(measured.not_validated)
     why = [r for r in measured.quality.reasons if r.startswith("not measured: ")]
-    assert len(why) == 1
-    assert why[0].startswith("not measured: pore count borderline: ")
+    # borderline, and (junctions drawn darker than the pores) doubted by the pits' scores too
+    assert [reason.split(":")[1] for reason in why] == [" pore count borderline",
+                                                       " pore count doubtful"]
     assert not any(r.startswith("outside validated range") for r in measured.quality.reasons)
     assert measured.classification is not None  # a model reading colour alone still grades
     measured.quality.model_validate(measured.quality.model_dump())  # the payload takes it
@@ -110,6 +117,54 @@ def test_the_same_pores_on_ordinary_junctions_are_counted_with_margin() -> None:
     assert analysis.features.pore_count == len(SCENE_PORES_UM)
     assert analysis.pores.borderline == 0.0
     assert "pore_count" not in analysis.validity.not_validated
+
+
+def test_the_doubt_is_the_count_off_from_its_pits_posteriors_beyond_one_pore() -> None:
+    sure = np.full(20, 12.0)  # 20 pits the score is sure of
+    assert count_doubt(sure, 20) == pytest.approx(0.0, abs=1e-4)
+    assert count_doubt(sure, 30) == pytest.approx(9.0 / 30, abs=1e-3)  # 10 more counted
+    coin = np.zeros(20)  # 20 coin flips: 10 expected, spread sqrt(5)
+    assert count_doubt(coin, 20) == pytest.approx((10.0 + np.sqrt(5.0) - 1.0) / 20)
+    assert count_doubt(coin, 20) > MAX_COUNT_DOUBT
+    assert count_doubt(np.zeros(2), 1) == 0.0  # one doubtful pit of a single pore: no doubt
+    assert count_doubt(np.array([]), 0) == 0.0
+
+
+@lru_cache(maxsize=1)
+def _doubted() -> tuple[SkinAnalysis, float]:
+    # a wide-preset frame (seed 1, index 16) whose pits read as coin flips: 8 counted of 10,
+    # none of them borderline
+    frame = synthetic_frame(1, 16, "wide")
+    return analyze(frame.image_rgb, frame.um_per_px), frame.truth["pore_count"]
+
+
+def test_a_count_its_pits_scores_doubt_is_not_validated() -> None:
+    analysis, truth = _doubted()
+    assert abs(analysis.features.pore_count - truth) / truth > 0.15  # the count is off
+    assert analysis.pores.borderline <= MAX_BORDERLINE_SHARE  # and not borderline
+    assert analysis.pores.doubt > MAX_COUNT_DOUBT
+    validity = analysis.validity
+    assert set(PORE_KEYS) <= set(validity.not_validated)
+    assert not set(TEXTURE_KEYS) & set(validity.not_validated)  # the texture still stands
+    assert not validity.frame_outside
+    assert [reason for reason in validity.reasons if reason.startswith("pore count")] == [
+        f"pore count doubtful: by its pits' scores off by {analysis.pores.doubt:.0%} beyond 1 "
+        f"pore (at most {MAX_COUNT_DOUBT:.0%})"]
+
+
+def test_a_doubted_count_says_not_measured_in_the_result() -> None:
+    frame = synthetic_frame(1, 16, "wide")
+    measured = measure_frame(frame.image_rgb, frame.um_per_px,
+                             QualityGate().assess(frame.image_rgb), skin_measurement,
+                             _AlwaysFine(("lab_l",)))
+    assert set(PORE_KEYS) <= set(measured.not_validated)
+    why = [r for r in measured.quality.reasons if r.startswith("not measured: ")]
+    assert [reason.split(":")[1] for reason in why] == [" pore count doubtful"]
+    measured.quality.model_validate(measured.quality.model_dump())  # the payload takes it
+
+
+def test_the_same_pores_on_ordinary_junctions_are_not_doubted() -> None:
+    assert _junction_scene(0.0).pores.doubt <= MAX_COUNT_DOUBT
 
 
 def test_the_stricter_rule_moves_every_threshold_against_the_pits() -> None:
@@ -130,7 +185,10 @@ def test_the_quality_verdict_gains_a_reason_and_the_result_names_the_features() 
     assert measured.quality.verdict == gated.verdict
     assert any("outside validated range: scale 14.50" in r for r in measured.quality.reasons)
     assert any(r.startswith("not graded: the model reads") for r in measured.quality.reasons)
-    assert not any(r.startswith("not measured: ") for r in measured.quality.reasons)  # the frame's
+    # the frame's reason; of the pore features' own, only that their pits' scores (fitted at 7-13
+    # µm/px) doubt the count read at 14.5
+    assert [r for r in measured.quality.reasons if r.startswith("not measured: ")
+            and not r.startswith("not measured: pore count doubtful: ")] == []
     assert "hill_density_per_mm2" in measured.not_validated
     inside = measure_frame(rgb, 10.0, gated, skin_measurement, _AlwaysFine())
     assert inside.classification is not None
@@ -212,8 +270,8 @@ def test_no_pores_counted_means_no_mean_pore_size() -> None:
     features = _analysis("normal", 10.0).features
     empty = dataclasses.replace(features, pore_count=0.0, pore_density_per_cm2=0.0,
                                 pore_mean_diameter_um=0.0, pore_area_ratio=0.0)
-    validity = assess(empty, 10.0, 0.3, 0.0)
+    validity = assess(empty, 10.0, 0.3, 0.0, 0.0)
     assert validity.not_validated == ("pore_mean_diameter_um",)
     assert "no pores counted: no mean pore size" in validity.feature_reasons
     assert not validity.frame_outside
-    assert assess(features, 10.0, 0.3, 0.0).not_validated == ()
+    assert assess(features, 10.0, 0.3, 0.0, 0.0).not_validated == ()
