@@ -665,7 +665,8 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     tests = pore_tests(found, rule)
     readings = reading_score(found)
     uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
-    shift = frame_shift(found, tests, readings, rule)
+    scores = frame_scores(found, tests, readings, rule)
+    shift = prior_shift(scores)  # frame_shift's, its scores kept for the count's doubt
     # the pits the shifted rule or the pooled one (``pooled`` below) may count: the verdict
     # only gains pits as the score rises, so both are those of the higher of the two
     grey_decides = np.flatnonzero(pore_verdict(found, uncoloured, rule, readings=readings,
@@ -683,8 +684,7 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     pooled = choose_pores(found, rule, tests, readings) if shift else chosen
     return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen, rule),
                         prepared, found.contrast, borderline_share(found, pooled, rule, readings),
-                        doubt=count_doubt(frame_scores(found, tests, readings, rule) + shift,
-                                          len(chosen)))
+                        doubt=count_doubt(scores + shift, len(chosen)))
 
 
 def frame_shift(found: Candidates, tests: dict[str, np.ndarray], readings: np.ndarray,
