@@ -12,8 +12,10 @@ with age, bent furrows whose width varies between and along them, hills as the p
 furrow centre lines, soft-edged pores (most on furrow junctions), melanin and redness varying
 smoothly, oblique ring-light shading, uneven illumination and vignetting, specular shine on
 oily hill tops, defocus, sensor noise and JPEG compression; the "wide" preset adds scales of
-7-13 µm/px, elliptical pores, dark junctions, shallow and deep furrows, pigment spots, freckles,
-hairs, dust and colour casts (``skin_extras``). Not modelled: scales and flakes, wrinkles and
+7-13 µm/px, elliptical pores, reddish and brownish pores, dark junctions, shallow and deep
+furrows, pigment spots, freckles, hairs, dust and colour casts (``skin_extras``), and on half
+its frames hill size and furrow width drawn apart (fine hills with wide furrows) with deepened
+junctions no wider than their furrows. Not modelled: scales and flakes, wrinkles and
 folds, other lesions, make-up, sebum plugs, curvature or pressure marks of the scope, motion
 blur, exposure or focus changing between frames, lens distortion and colour fringes, or
 furrows that end inside a hill.

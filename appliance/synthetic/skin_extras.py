@@ -1,6 +1,6 @@
 """What the "wide" skin preset adds to a frame: things that look a little like pores but are not.
 
-Dark furrow junctions (wider and darker than the furrows meeting there), pigment spots and
+Dark furrow junctions (darker than the furrows meeting there, as wide or wider), pigment spots and
 freckles (soft, brownish, larger), hairs (long dark curves), dust (small sharp specks) and a
 colour cast of lamp and sensor. None of them changes the ground truth: they are not pores and
 not furrows. With the other presets' parameters every layer is empty and no random number is

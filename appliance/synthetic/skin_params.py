@@ -11,6 +11,13 @@ Resulting ground truth (5th-95th percentile over 25 frames per preset): hill den
 17-34 /mm² (fine) to 5-10 /mm² (coarse); mean hill area 0.03-0.06 to 0.10-0.20 mm²; furrow
 density 10-14 to 5-7 mm/mm²; furrow width 27-40 to 55-87 µm; anisotropy 0.03-0.21 to 0.25-0.38;
 pore diameter 99-164 µm (fine) and 139-215 µm from the 40s on; 33-113 pores /cm².
+
+The "wide" preset breaks the age model's tie of small hills to thin furrows: on half its frames
+(drawn from a child of the frame's generator, so that the other frames keep their skin) the
+lattice cell (0.04-0.25 mm²) and the furrow width (25-70 µm, at most 0.3 of the cell's side)
+are drawn log-uniformly and apart, and the junctions deepened (darkness 0.15-0.5) but no wider
+than their furrows (0.8-1.2 furrow widths across); on every frame the pores are neutral,
+reddish or slightly brownish, a third each.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ FRAME_WIDTH_PX = 1280
 FRAME_HEIGHT_PX = 960
 JPEG_QUALITY = 90
 NO_PORE_DIAMETER_LIMIT_UM = 1e9  # the largest pore diameter of a preset that sets none
+# the "wide" frames whose hill size and furrow width are drawn apart from the age model, which
+# ties small hills to thin furrows; their furrows up to 70 µm, and no wider than 0.3 of the
+# lattice cell's side (a 0.05 mm² cell: 67 µm), so that a hill is left between them
+UNBOUND_SHARE = 0.5
+FURROW_WIDTH_MAX_UM = 70.0
+UNBOUND_WIDTH_PER_CELL_SIDE = 0.3
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,8 @@ class SkinParams:
     dust_specks: int = 0
     colour_cast_red: float = 1.0  # gain of the red channel (colour cast of lamp and sensor)
     colour_cast_blue: float = 1.0
+    pore_erythema: float = 0.0  # extra redness inside the pores (reddish pores)
+    pore_melanin: float = 0.0  # extra melanin inside the pores (brownish pores)
 
     def to_json(self) -> dict[str, float | int]:
         """The parameters as a JSON-ready mapping."""
@@ -174,6 +189,37 @@ def _wide_params(rng: np.random.Generator, um_per_px: float) -> dict[str, Any]:
     }
 
 
+def _unbound_params(rng: np.random.Generator) -> dict[str, Any]:
+    """A share of the "wide" frames: hill size and furrow width drawn apart from the age (fine
+    hills with wide furrows too), junctions deepened, no wider than their furrows."""
+    cell_area_mm2 = float(np.exp(rng.uniform(np.log(0.04), np.log(0.25))))
+    widest_um = min(FURROW_WIDTH_MAX_UM, UNBOUND_WIDTH_PER_CELL_SIDE * 1000.0 * cell_area_mm2**0.5)
+    return {
+        "lattice_cell_area_mm2": cell_area_mm2,
+        "furrow_width_um": float(np.exp(rng.uniform(np.log(25.0), np.log(widest_um)))),
+        "junction_darkness": float(rng.uniform(0.15, 0.5)),
+        "junction_size": float(rng.uniform(0.4, 0.6)),
+    }
+
+
+def _pore_hue_params(rng: np.random.Generator) -> dict[str, Any]:
+    """Pore hue of a "wide" frame: neutral, reddish or slightly brownish (a third each)."""
+    hue, erythema, melanin = int(rng.integers(0, 3)), rng.uniform(0.3, 0.9), rng.uniform(0.1, 0.35)
+    return {"pore_erythema": float(erythema) if hue == 1 else 0.0,
+            "pore_melanin": float(melanin) if hue == 2 else 0.0}
+
+
+def _wide_second_stream(rng: np.random.Generator, params: SkinParams) -> SkinParams:
+    """What the "wide" preset draws from a child of the frame's generator (the parent's state,
+    and so the geometry of frames outside the unbound share, as before): pore hue on every
+    frame; on ``UNBOUND_SHARE`` of them hill size, furrow width and junctions of their own."""
+    child = rng.spawn(1)[0]
+    unbound = bool(child.random() < UNBOUND_SHARE)
+    drawn = _unbound_params(child)  # drawn on every frame: the same count of draws each time
+    params = replace(params, **_pore_hue_params(child))
+    return replace(params, **drawn) if unbound else params
+
+
 def sample_params(rng: np.random.Generator, preset: str) -> SkinParams:
     """Draw an age from the preset's range and the generator parameters for that age."""
     low, high = PRESET_AGES_YEARS[check_preset(preset)]
@@ -181,7 +227,8 @@ def sample_params(rng: np.random.Generator, preset: str) -> SkinParams:
     params = _age_params(rng, age_years)
     if preset != "wide":
         return params
-    return replace(params, **_wide_params(rng, float(rng.uniform(7.0, 13.0))))
+    params = replace(params, **_wide_params(rng, float(rng.uniform(7.0, 13.0))))
+    return _wide_second_stream(rng, params)
 
 
 def _age_params(rng: np.random.Generator, age_years: float) -> SkinParams:

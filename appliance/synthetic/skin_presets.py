@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 # "wide" draws ages like "mixed" and, on top, everything the others keep fixed (scale 7-13 µm/px,
-# 0-60 round and elliptical pores of 50-320 µm, dark junctions, shallow and deep furrows,
-# pigment spots, freckles, hairs, dust, JPEG q70-95, strong vignetting, colour casts).
+# 0-60 round and elliptical pores of 50-320 µm, neutral, reddish or brownish, dark junctions,
+# shallow and deep furrows, pigment spots, freckles, hairs, dust, JPEG q70-95, strong
+# vignetting, colour casts); on half its frames hill size and furrow width apart from the age
+# (fine hills with wide furrows too) and junctions deepened, no wider than their furrows.
 PRESETS = ("fine", "normal", "coarse", "mixed", "wide")
 PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
     "fine": (20.0, 35.0),
@@ -26,5 +28,6 @@ def preset_help() -> str:
     """One line describing every preset's age range (and what ``wide`` varies), for help."""
     ranges = (f"{name} {low:.0f}-{high:.0f}" for name, (low, high) in PRESET_AGES_YEARS.items())
     return ("age range in years: " + ", ".join(ranges) + " (default mixed); wide also varies the "
-            "scale (7-13 um/px, in each frame's NAME.json: measure with --um-per-px), pores, "
-            "junctions, furrow depth, pigment, hairs, dust, JPEG quality and lighting")
+            "scale (7-13 um/px, in each frame's NAME.json: measure with --um-per-px), pores and "
+            "their hue, junctions, hill size apart from furrow width, furrow depth, pigment, "
+            "hairs, dust, JPEG quality and lighting")

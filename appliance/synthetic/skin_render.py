@@ -265,6 +265,9 @@ def render_linear(
     if junction is not None:
         luminance *= 1.0 - junction
     rgb = _albedo(rng, params, shape) * luminance[..., None]
+    if params.pore_erythema > 0.0 or params.pore_melanin > 0.0:  # "wide": reddish, brownish pores
+        rgb *= np.exp(-pore[..., None] * (params.pore_erythema * ERYTHEMA_ABSORPTION_RGB
+                                          + params.pore_melanin * MELANIN_ABSORPTION_RGB))
     rgb += _specular(rng, params, hill)[..., None]
     _add_extras(rng, params, rgb)
     return _blur(rgb, params.defocus_sigma_px), luminance
