@@ -27,6 +27,7 @@ GAUSSIAN_QUANTILES = np.asarray(
 SKIN_ALBEDO_RGB = np.array([0.92, 0.74, 0.62], dtype=np.float32)
 MELANIN_ABSORPTION_RGB = np.array([0.45, 0.75, 1.05], dtype=np.float32)
 ERYTHEMA_ABSORPTION_RGB = np.array([0.0, 0.3, 0.15], dtype=np.float32)
+GREY_WEIGHTS_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def _centre_line_labels(geometry: SkinGeometry) -> npt.NDArray[np.int32]:
@@ -229,6 +230,16 @@ def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, I
     return furrow.astype(as_image), hill.astype(as_image), pore, height.astype(as_image)
 
 
+def _pore_tint(pore: Image, params: SkinParams) -> Image:
+    """Per-pixel RGB gains that make the pores redder or browner by their depth, their grey
+    (ITU-R 601, as the measurement reads it) kept: the hue changes, not the pore's darkness."""
+    absorb = (params.pore_erythema * ERYTHEMA_ABSORPTION_RGB
+              + params.pore_melanin * MELANIN_ABSORPTION_RGB)
+    tint = np.exp(-pore[..., None] * absorb)
+    grey = tint @ GREY_WEIGHTS_RGB
+    return np.asarray(tint / grey[..., None], dtype=np.float32)
+
+
 def _add_extras(rng: np.random.Generator, params: SkinParams, rgb: Image) -> None:
     """The "wide" preset's pigment, hairs, dust and colour cast, in place (others: nothing)."""
     shape = rgb.shape[:2]
@@ -266,8 +277,7 @@ def render_linear(
         luminance *= 1.0 - junction
     rgb = _albedo(rng, params, shape) * luminance[..., None]
     if params.pore_erythema > 0.0 or params.pore_melanin > 0.0:  # "wide": reddish, brownish pores
-        rgb *= np.exp(-pore[..., None] * (params.pore_erythema * ERYTHEMA_ABSORPTION_RGB
-                                          + params.pore_melanin * MELANIN_ABSORPTION_RGB))
+        rgb *= _pore_tint(pore, params)
     rgb += _specular(rng, params, hill)[..., None]
     _add_extras(rng, params, rgb)
     return _blur(rgb, params.defocus_sigma_px), luminance

@@ -46,21 +46,22 @@ def test_wide_frames_draw_neutral_reddish_and_brownish_pores() -> None:
     assert hues == {"neutral", "reddish", "brownish"}
 
 
-def test_a_reddish_pore_is_redder_than_the_skin_around_it_and_a_neutral_one_is_not() -> None:
+def test_a_reddish_pore_is_redder_than_the_skin_around_it_and_no_darker_in_grey() -> None:
     rng, params, geometry = synthetic_scene(SEED, 0, "wide")
     assert len(geometry.pore_radii_px) > 0
     state = rng.bit_generator.state
     x, y = np.round(geometry.pore_centres_px[0]).astype(int)
 
-    def red_over_green_at_pore_over_around(drawn: SkinParams) -> float:
+    def pore_reading(drawn: SkinParams) -> tuple[float, float]:
+        """Red over green at the pore over that of the skin around it; grey at the pore."""
         rng.bit_generator.state = state  # the same draws: only the pore hue differs
         rgb, _ = render_linear(rng, geometry, drawn)
         pore = rgb[y, x, 0] / rgb[y, x, 1]
         ring = rgb[max(y - 40, 0) : y + 41, max(x - 40, 0) : x + 41]
-        return float(pore / np.median(ring[..., 0] / ring[..., 1]))
+        grey = float(rgb[y, x] @ np.array([0.299, 0.587, 0.114]))
+        return float(pore / np.median(ring[..., 0] / ring[..., 1])), grey
 
-    neutral = red_over_green_at_pore_over_around(replace(params, pore_erythema=0.0,
-                                                         pore_melanin=0.0))
-    reddish = red_over_green_at_pore_over_around(replace(params, pore_erythema=0.6,
-                                                         pore_melanin=0.0))
+    neutral, neutral_grey = pore_reading(replace(params, pore_erythema=0.0, pore_melanin=0.0))
+    reddish, reddish_grey = pore_reading(replace(params, pore_erythema=0.6, pore_melanin=0.0))
     assert reddish > 1.1 * neutral
+    assert abs(reddish_grey / neutral_grey - 1.0) < 0.02
