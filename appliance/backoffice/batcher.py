@@ -78,6 +78,36 @@ class IngestStats:
     # drop it): lost; the store counts them by device (``appliance results dead-letters``)
     only_copies_pruned: int = 0
 
+    def in_words(self) -> str:
+        """The counters as the log says them: the messages and what became of them, then each
+        refusal or failure that happened ("12 messages in 3 batches: 10 results stored, ...")."""
+        kept = ", ".join(_counted(count, one, many) for count, one, many in [
+            (self.stored, "result stored", "results stored"),
+            (self.duplicates, "duplicate", "duplicates"),
+            (self.dead_letters, "dead letter", "dead letters"),
+            (self.statuses, "status", "statuses"),
+            (self.model_reports, "model report", "model reports")])
+        refused = ", ".join(_counted(count, one, many) for count, one, many in [
+            (self.over_rate, "result", "results"),
+            (self.statuses_over_rate, "status", "statuses"),
+            (self.model_reports_over_rate, "model report", "model reports")] if count)
+        failed = ", ".join(_counted(count, one, many) for count, one, many in [
+            (self.qos0_refused, "QoS 0 message dropped (the inbox full)",
+             "QoS 0 messages dropped (the inbox full)"),
+            (self.commit_failures, "failed commit", "failed commits"),
+            (self.only_copies_pruned, "dead letter pruned that was a result's only copy",
+             "dead letters pruned that were a result's only copy")] if count)
+        said = (f"{_counted(self.received, 'message', 'messages')} in "
+                f"{_counted(self.batches, 'batch', 'batches')}: {kept}")
+        if refused:
+            said += f"; over their kiosk's rate: {refused}"
+        return f"{said}; {failed}" if failed else said
+
+
+def _counted(count: int, one: str, many: str) -> str:
+    """``count`` with its noun: ``one`` for a count of one, else ``many``."""
+    return f"{count} {one if count == 1 else many}"
+
 
 REPORT_WORDS = RateWords(
     "backoffice.kiosk_statuses_per_s", "model reports",

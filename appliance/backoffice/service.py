@@ -104,7 +104,7 @@ def _ingest(config: Config, stop: threading.Event) -> int:
                 log.error("%s", worker.failed)
                 return EXIT_BROKER_REFUSED
             if time.monotonic() >= next_stats:
-                log.info("ingest: %s", worker.stats)
+                log.info("ingest: %s", worker.stats.in_words())
                 next_stats += STATS_EVERY_S
     finally:
         if metrics is not None:
@@ -113,5 +113,5 @@ def _ingest(config: Config, stop: threading.Event) -> int:
         if pruner is not None:  # it ends with the worker
             pruner.halt(STOP_PRUNER_S)
         store.close()
-        log.info("stopped; ingest: %s", worker.stats)
+        log.info("stopped; ingest: %s", worker.stats.in_words())
     return 0
