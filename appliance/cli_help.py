@@ -33,6 +33,14 @@ class ExampleFormatter(argparse.RawDescriptionHelpFormatter):
             return text
         return f"{text} (default: {shown})" if text else f"default: {shown}"
 
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        """As argparse does, but a subcommand a command runs without is shown in brackets
+        (``appliance console [COMMAND ...]``: the console itself starts without one)."""
+        text = super()._format_args(action, default_metavar)
+        if action.nargs == argparse.PARSER and not action.required:
+            return f"[{text}]"
+        return text
+
 
 def _shown(default: object) -> str:
     """A default as help shows it: 900 for 900.0, 128,128 for a tuple."""

@@ -51,6 +51,21 @@ def test_a_command_given_without_its_subcommand_names_the_ones_it_takes(
         f"appliance {' '.join(command)}: error: the following arguments are required: {taken}")
 
 
+@pytest.mark.parametrize(("command", "ends"), [
+    (["console"], " [COMMAND ...]"),  # `appliance console` alone starts the console
+    (["results"], " COMMAND ..."),  # `appliance results` alone is refused
+    (["console", "user"], " ACTION ..."),
+])
+def test_the_usage_line_brackets_a_subcommand_only_where_the_command_runs_without_one(
+    capsys: pytest.CaptureFixture[str], command: list[str], ends: str
+) -> None:
+    """``appliance console --help`` showed "COMMAND ..." as if a subcommand were needed, though
+    ``appliance console`` alone is how the console starts."""
+    usage = _help(capsys, *command).split("\n\n")[0]
+    assert usage.startswith(f"usage: appliance {' '.join(command)} ")
+    assert usage.endswith(ends), usage
+
+
 def test_bare_appliance_prints_the_help_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
