@@ -256,7 +256,8 @@ def next_steps(store_url: str | None, store_option: str = "", *, stopped_with: i
     kept = (f"the {stopped_with} result(s) stored before it stopped are kept"
             if stopped_with else "results kept")
     export = _replacing("results.csv", [Path("results.csv")])
-    report = _replacing("report", report_files(Path("report")))
+    report = _replacing("report", report_files(Path("report")),
+                        "every feature by age band, with plots: report/index.html")
     return (
         f"demo: {kept} in {masked_url(store_url)}; explore them with\n"
         f"  {run} fleet{opt}\n  {run} results query{opt}\n"
@@ -267,13 +268,13 @@ def next_steps(store_url: str | None, store_option: str = "", *, stopped_with: i
     )
 
 
-def _replacing(what: str, files: list[Path]) -> str:
+def _replacing(what: str, files: list[Path], note: str = "") -> str:
     """`` --force`` and what it replaces, where an earlier export or report (the tour's, a
     demo's before) left ``files`` in the working folder: suggested without it, the command
-    is refused, exit 2."""
+    is refused, exit 2. ``note`` (what the command makes) is added in the parentheses."""
     if replacing_refusal(files, force=False) is None:
-        return ""
-    return f" --force (replaces the {what} here)"
+        return f" ({note})" if note else ""
+    return f" --force (replaces the {what} here{'; ' if note else ''}{note})"
 
 
 def shell_command() -> str:

@@ -116,6 +116,5 @@ def _cohort_text(views: dict[str, Any]) -> list[str]:
     if math.isfinite(pearson.r):  # enough results in two or more bands
         interval = (f"[{pearson.low:+.2f}, {pearson.high:+.2f}] (n={pearson.n})"
                     if math.isfinite(pearson.low) else f"(n={pearson.n}, too few for a 95 % CI)")
-        lines.append(f"cohort: kime score vs age, Pearson r {pearson.r:+.2f} {interval}; "
-                     "full report: the report cohort command, or the console")
+        lines.append(f"cohort: kime score vs age, Pearson r {pearson.r:+.2f} {interval}")
     return lines

@@ -554,7 +554,7 @@ def test_the_demo_s_next_steps_say_force_where_an_earlier_export_and_report_are_
     def suggested(command: str) -> list[str]:
         line = next(step for step in demo.next_steps(url, f" --store {url}").splitlines()
                     if f" {command} " in step)
-        return line.split(" (replaces", 1)[0].split()[1:]  # as typed, without the note
+        return line.split(" (", 1)[0].split()[1:]  # as typed, without the note
 
     assert "--force" not in suggested("export")
     assert main(suggested("export")) == 0
@@ -565,7 +565,25 @@ def test_the_demo_s_next_steps_say_force_where_an_earlier_export_and_report_are_
     assert main(suggested("export")) == 0, capsys.readouterr().err
     steps = demo.next_steps(url).splitlines()
     assert "--out results.csv --force (replaces the results.csv here)" in steps[3]
-    assert "--out report --force (replaces the report here)" in steps[4]
+    assert ("--out report --force (replaces the report here; every feature by age band, with "
+            "plots: report/index.html)") in steps[4]
+
+
+def test_the_demo_says_which_command_draws_the_full_cohort_report(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  ) -> None:
+    """The cohort line ended "full report: the report cohort command, or the console", which
+    named no command a newcomer could type; the report's own line among the next steps says
+    what it draws and where."""
+    monkeypatch.chdir(tmp_path)
+    pearson, _ = correlations([25.0, 35.0, 55.0, 65.0, 45.0], [80.0, 60.0, 30.0, 20.0, 50.0])
+    band = BandStats("20-29", 5, 56.7, 25.2, 0.0, 100.0)
+    lines = _cohort_text({"kime_score": FeatureView("kime_score", [band], pearson)})
+    assert lines[1].startswith("cohort: kime score vs age, Pearson r ")
+    assert lines[1].endswith(f"(n={pearson.n})"), lines[1]
+    steps = demo.next_steps("sqlite:///s").splitlines()
+    assert steps[4].endswith(" report cohort --out report (every feature by age band, with "
+                             "plots: report/index.html)"), steps[4]
 
 
 @pytest.mark.parametrize("stopping", [True, False])
