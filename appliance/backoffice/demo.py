@@ -322,7 +322,8 @@ def _run(
           "waiting for results...", flush=True)
     customers_done = threading.Event()
     customers = KioskCustomers(
-        [Kiosk(e.name, e.screen_port, e.camera_seed) for e in edges if e.screen_port],
+        [Kiosk(e.name, e.screen_port, e.camera_seed, number)
+         for number, e in enumerate(edges) if e.screen_port],
         customers_done,
     )
     customers.start()  # the simulated people choose age band and consent on each screen

@@ -6,8 +6,10 @@ camera's ``stated_age_band`` gives). Before each visit is
 measured, this driver does what the customer does on the screen: it posts that person's age
 band and a consent choice to the kiosk page's own endpoint (``POST /subject``), naming the
 measurement and the daemon run it is for, so the choice can never slip to the next person (or
-to a daemon run started since). Every fifth person
-declines, so the demo also shows results that arrive without subject data. The results the
+to a daemon run started since). Every fifth person at each kiosk
+declines, so the demo also shows results that arrive without subject data; each kiosk's first
+decline is one person earlier than the kiosk before it (``DECLINE_FIRST``), so the default demo,
+two kiosks of two customers, shows one. The results the
 back office stores then carry ``subject.age_band`` from the kiosk screen, and the cohort
 report runs on them.
 """
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 DECLINE_EVERY = 5
+DECLINE_FIRST = 2  # the first kiosk's first decliner is its person 2 (counting from 0)
 
 
 @dataclass
@@ -39,14 +42,15 @@ class Kiosk:
     name: str
     port: int
     camera_seed: int
+    number: int = 0  # the kiosk's place among the demo's kiosks, from 0
     chosen_for: int = -1  # the measurement number the last choice was posted for
 
 
-def customer_choice(camera_seed: int, index: int, run: str) -> dict[str, Any]:
+def customer_choice(camera_seed: int, index: int, run: str, kiosk: int = 0) -> dict[str, Any]:
     """What simulated person ``index`` of a synthetic camera chooses on the screen of the
-    daemon run ``run``."""
+    daemon run ``run``, at the demo's kiosk number ``kiosk``."""
     params, _ = synthetic_geometry(camera_seed, index)
-    consent = index % DECLINE_EVERY != DECLINE_EVERY - 1
+    consent = (index + kiosk) % DECLINE_EVERY != DECLINE_FIRST
     return {"age_band": age_band_of(params.age_years), "consent": consent, "measurement": index,
             "run": run}
 
@@ -83,7 +87,8 @@ class KioskCustomers(threading.Thread):
         if kiosk.chosen_for == upcoming:
             return
         try:
-            choice = customer_choice(kiosk.camera_seed, upcoming, str(state["run"]))
+            choice = customer_choice(kiosk.camera_seed, upcoming, str(state["run"]),
+                                     kiosk.number)
             _call(kiosk.port, "/subject", choice)
         except urllib.error.HTTPError as exc:
             if exc.code != 400:  # 400: that person was measured meanwhile; choose for the next

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,44 @@ def test_simulated_people_choose_the_band_their_camera_states() -> None:
     assert all(c["measurement"] == i for i, c in enumerate(choices))
     assert all(c["run"] == "run-1" for c in choices)  # the screen refuses a choice without
     assert len({c["age_band"] for c in choices}) > 1  # the generator's ages vary
+
+
+def test_the_default_demo_meets_one_customer_who_declines() -> None:
+    """Every fifth person of each kiosk declined, counting from each kiosk's first: the
+    default demo, two kiosks of two customers, showed no decline at all."""
+    from appliance.cli import build_parser
+
+    given = build_parser().parse_args(["demo"])
+    assert given.devices <= 4  # the demo's default stays small
+    choices = [customer_choice(kiosk + 1, index, "r", kiosk)
+               for kiosk in range(given.devices) for index in range(given.count)]
+    assert [c["consent"] for c in choices].count(False) == 1
+    for kiosk in range(commands_demo.MAX_DEMO_DEVICES):  # each kiosk: every fifth declines
+        declined = [not customer_choice(1, index, "r", kiosk)["consent"] for index in range(20)]
+        assert declined.count(True) == 4, kiosk
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_the_default_demo_s_kiosks_post_one_decline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each kiosk's customers choose as their kiosk's number says (a decline leaves no subject
+    in the result, as does a person measured before the choice arrived: the posts tell)."""
+    from appliance.backoffice import demo_kiosk
+
+    posted: list[dict[str, Any]] = []
+
+    def recorded(*args: Any) -> dict[str, Any]:
+        posted.append(choice := customer_choice(*args))
+        return choice
+
+    monkeypatch.setattr(demo_kiosk, "customer_choice", recorded)
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    assert demo.run_demo(devices=2, count=2, timeout_s=120, edge_command=FAST_EDGE,
+                         store_url=url) == 0
+    measured = [choice for choice in posted if choice["measurement"] < 2]
+    assert [choice["consent"] for choice in measured].count(False) == 1  # the next ones wait
 
 
 def test_a_choice_for_a_measurement_already_started_is_refused() -> None:
