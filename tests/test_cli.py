@@ -511,8 +511,9 @@ def test_an_empty_since_is_refused_not_taken_for_every_result(
     arguments = [str(out) if word == "OUT" else word for word in command]
     assert main(["results", *arguments, "--since", since, *store]) == 2
     captured = capsys.readouterr()
-    assert captured.err.strip() == (
-        f"--since {since!r}: empty; give an ISO date or date-time (e.g. 2026-11-01), or leave "
+    assert captured.err.strip() == (  # named its option, not its command
+        f"results {command[0]}: --since {since!r}: empty; give an ISO date or date-time (e.g. "
+        "2026-11-01), or leave "
         "--since out for every result (a script's \"$VARIABLE\" left unset?)")
     assert captured.out == ""
     assert not out.exists()

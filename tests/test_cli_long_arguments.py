@@ -35,7 +35,7 @@ def _refusal(capsys: pytest.CaptureFixture[str], *arguments: str) -> str:
     (("demo", "--count", LONG), "--count", "expected a whole number"),
     (("results", "query", "--format", LONG), "unrecognized arguments: --format", ""),
     ((LONG,), "invalid choice", "choose from"),
-    (("models", "status", "--repo", LONG), "status: aaa", "not a model repository"),
+    (("models", "status", "--repo", LONG), "models status: aaa", "not a model repository"),
     (("fleet", "--store", LONG), "store url 'aaa", "use sqlite:///PATH"),
     (("results", "query", "--store", LONG), "store url 'aaa", "use sqlite:///PATH"),
 ])
@@ -54,7 +54,7 @@ def test_export_names_an_overlong_since_in_one_short_line(
     out = tmp_path / "results.csv"
     line = _refusal(capsys, "results", "export", "--since", LONG, "--out", str(out))
     assert len(line) < ERROR_LINE_CHARS, line[:300]
-    assert line.startswith("--since 'aaa")
+    assert line.startswith("results export: --since 'aaa")
     assert SHOWN_TAIL in line
     assert not out.exists()
 
@@ -133,7 +133,7 @@ def test_an_overlong_argument_a_refusal_escaped_is_cut_too(
     record) wrote an overlong argument holding one whole: stderr looked only for it as given."""
     folder = str(tmp_path / "gone" / "\x1b[31m") + "/a" * 1000  # a path the system takes
     line = _refusal(capsys, "models", "repo", "refresh", folder)
-    assert line.startswith("repo refresh: ")
+    assert line.startswith("models repo refresh: ")
     assert "\x1b" not in line
     assert "\\x1b[31m" in line
     assert f"... ({len(folder) - 200} more characters)" in line

@@ -215,22 +215,22 @@ def _fleet(args: argparse.Namespace) -> int:
     return with_store(args, "fleet", show)
 
 
-def _since(args: argparse.Namespace) -> tuple[str | None] | None:
+def _since(args: argparse.Namespace, command: str) -> tuple[str | None] | None:
     """``(since,)`` for a results command (``None`` inside when not given), or None after
-    printing why it is no time."""
+    printing why it is no time, under the command's name."""
     from appliance.backoffice.export import parse_since
 
     try:
         return (parse_since(args.since) if args.since is not None else None,)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return None
 
 
 def _results_query(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import query_table
 
-    given = _since(args)
+    given = _since(args, "results query")
     if given is None:
         return 2
 
@@ -289,9 +289,9 @@ def _results_export(args: argparse.Namespace) -> int:
 
     problem = _export_out_problem(args.out, args.format, args.force)
     if problem is not None:
-        print(f"export: {problem}", file=sys.stderr)
+        print(f"results export: {problem}", file=sys.stderr)
         return 2
-    given = _since(args)
+    given = _since(args, "results export")
     if given is None:
         return 2
 
@@ -301,7 +301,7 @@ def _results_export(args: argparse.Namespace) -> int:
         except BrokenPipeError:
             raise  # the reader (e.g. `| head`) has seen enough; cli.main ends quietly
         except (ValueError, OSError) as exc:
-            print(escape_controls(f"export failed: {exc}"), file=sys.stderr)
+            print(escape_controls(f"results export: failed: {exc}"), file=sys.stderr)
             return 1
         where = "standard output" if args.out == "-" else args.out
         print(escape_controls(f"exported {count} result(s) as {args.format} to {where} from "

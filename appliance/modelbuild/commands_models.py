@@ -98,7 +98,7 @@ def _build_skin(args: argparse.Namespace) -> int:
     from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
 
     if refusal := _existing_outputs(args.out, args.force):
-        print(escape_controls(f"build-skin: {refusal}"), file=sys.stderr)
+        print(escape_controls(f"models build-skin: {refusal}"), file=sys.stderr)
         return 2
     try:
         features = args.features or FEATURE_KEYS
@@ -111,10 +111,11 @@ def _build_skin(args: argparse.Namespace) -> int:
         )
         built = build_model(settings)
     except (TableError, ModelError, ValueError) as exc:
-        print(escape_controls(f"build-skin: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models build-skin: {exc}"), file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk: nothing in --out was replaced
-        print(f"build-skin: --out {escape_controls(str(args.out))}: could not write the models "
+        print("models build-skin: "
+              f"--out {escape_controls(str(args.out))}: could not write the models "
               f"({exc.strerror or exc}); the files there are as they were", file=sys.stderr)
         return 1
     for path in (built.int8_path, built.float_path):
@@ -129,7 +130,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         report = evaluate(args.model, args.data, args.split, args.float_model)
     except (ModelError, TableError) as exc:
-        print(escape_controls(f"evaluate: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models evaluate: {exc}"), file=sys.stderr)
         return 2
     emit(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
     return 0
@@ -157,7 +158,7 @@ def _show(args: argparse.Namespace) -> int:
     try:
         runner = OnnxRunner(args.model, NAMED_MODEL_HINT)
     except ModelError as exc:
-        print(escape_controls(f"show: refused: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models show: refused: {exc}"), file=sys.stderr)
         return 2
     emit(json.dumps(_describe(runner), indent=2))
     return 0
@@ -169,7 +170,7 @@ def _skin_table(args: argparse.Namespace) -> int:
     from appliance.synthetic.pool_stop import WorkerDied  # noqa: PLC0415  (cv2)
 
     if refusal := _table_out_refusal(args.out, args.force):
-        print(escape_controls(f"skin-table: {refusal}"), file=sys.stderr)
+        print(escape_controls(f"models skin-table: {refusal}"), file=sys.stderr)
         return 2
     spec = TableSpec(rows=args.rows, seed=args.seed, features=args.features,
                      label_noise=args.label_noise)
@@ -182,7 +183,7 @@ def _skin_table(args: argparse.Namespace) -> int:
         print(escape_controls(_table_lost(args.out, stopped)), file=sys.stderr)
         raise
     except ValueError as exc:
-        print(escape_controls(f"skin-table: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models skin-table: {exc}"), file=sys.stderr)
         return 2
     except WorkerDied as died:
         said = f"{died} after {len(drawn)} of {spec.rows} frames were drawn"
@@ -191,7 +192,7 @@ def _skin_table(args: argparse.Namespace) -> int:
     try:
         path = write_table(args.out, table)
     except OSError as exc:  # names the file and whether the old one is still there
-        print(f"skin-table: {escape_controls(str(exc))}", file=sys.stderr)
+        print(f"models skin-table: {escape_controls(str(exc))}", file=sys.stderr)
         return 1
     print(escape_controls(
         f"wrote {path} ({len(table)} rows, {path.stat().st_size} bytes): {table.description}"))
@@ -203,7 +204,7 @@ def _table_lost(out: Path, what_happened: str) -> str:
     written only once every row is drawn: its grades are cut at the tertiles of all rows),
     and the earlier table at ``out``, if any."""
     earlier = f"; the earlier {out} is as it was" if out.exists() else ""
-    return (f"skin-table: {what_happened}, before the table was written: nothing "
+    return (f"models skin-table: {what_happened}, before the table was written: nothing "
             f"kept{earlier}; the same command again draws them all")
 
 

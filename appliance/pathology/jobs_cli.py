@@ -110,7 +110,7 @@ def _submitter(config: Config) -> str | None:
     submitter = config.mqtt.username or ANONYMOUS
     if JOB_ID_LEVEL.match(submitter):
         return submitter
-    print(f"job commands: mqtt.username {submitter[:80]!r} cannot submit jobs (a job id starts "
+    print(f"pathology job: mqtt.username {submitter[:80]!r} cannot submit jobs (a job id starts "
           "with its submitter's login: 1-64 of A-Z a-z 0-9 _ . -); use a login provisioned with "
           "--pathology-client (deploy/mosquitto/provision.py)", file=sys.stderr)
     return None
@@ -146,10 +146,10 @@ def _linked(command: str, config: Config, filters: Sequence[str],
         with JobLink(config, filters) as link:
             return work(link)
     except BrokerRefusedError as exc:
-        print(f"job {command}: {exc}", file=sys.stderr)
+        print(f"pathology job {command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionError as exc:
-        print(f"job {command}: {exc}", file=sys.stderr)
+        print(f"pathology job {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
@@ -159,7 +159,7 @@ def _submit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     missing = [str(path) for path in args.slides if not path.is_file()]
     if missing:  # the servers read the slides; this machine may not see the same files
-        print(f"job submit: not found on this machine (the servers must see them): "
+        print(f"pathology job submit: not found on this machine (the servers must see them): "
               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
     submitter = _submitter(config)
     if submitter is None:
@@ -167,7 +167,8 @@ def _submit(args: argparse.Namespace) -> int:
     request = make_request(args.slides, args.um_per_px, submitter)
     payload, limit = request.to_json().encode(), config.pathology.max_job_bytes
     if len(payload) > limit:  # a server refuses it; the fleet's broker (256 KiB) drops it
-        print(f"job submit: the request of {len(request.slides)} slides is {len(payload)} "
+        print("pathology job submit: "
+              f"the request of {len(request.slides)} slides is {len(payload)} "
               f"bytes; at most {limit} (pathology.max_job_bytes, and the broker's "
               "message_size_limit): split the slides into several jobs", file=sys.stderr)
         return EXIT_USAGE
@@ -177,7 +178,8 @@ def _submit(args: argparse.Namespace) -> int:
         topic = request_topic(prefix, request.job_id)
         room = payload_limit(limit, link.max_packet_bytes, topic)
         if len(payload) > room:  # the broker would drop the connection for it, again and again
-            print(f"job submit: the request of {len(request.slides)} slides is {len(payload)} "
+            print("pathology job submit: "
+                  f"the request of {len(request.slides)} slides is {len(payload)} "
                   f"bytes; broker {config.mqtt.host}:{config.mqtt.port} takes packets of at "
                   f"most {link.max_packet_bytes} bytes (its max_packet_size), {room} of them "
                   "for the request: split the slides into several jobs", file=sys.stderr)
@@ -267,7 +269,7 @@ def _list(args: argparse.Namespace) -> int:
         refusal = latest.pop(errors, b"")  # not retained: one that came while it read
         print_job_list(latest)
         if said := answer_about(refusal):
-            print(f"job list: heard meanwhile: {said}", file=sys.stderr)
+            print(f"pathology job list: heard meanwhile: {said}", file=sys.stderr)
         return EXIT_OK
 
     # its own jobs and refusals only: the fleet's broker refuses a login's subscription to
@@ -301,7 +303,7 @@ def _cancel(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     job_id = args.job_id if "/" in args.job_id else f"{submitter}/{args.job_id}"
     if job_submitter(job_id) != submitter:  # the fleet's broker refuses it; say why here
-        print(f"job cancel: {job_id} is a job of login {job_submitter(job_id)!r}, not of "
+        print(f"pathology job cancel: {job_id} is a job of login {job_submitter(job_id)!r}, not of "
               f"{submitter!r}: a login cancels only its own jobs; nothing sent", file=sys.stderr)
         return EXIT_USAGE
     prefix = config.mqtt.topic_prefix
@@ -319,13 +321,15 @@ def _cancel(args: argparse.Namespace) -> int:
             print(f"job {job_id} withdrawn: no server had taken it")
             return EXIT_OK
         if state is None:
-            print(f"job cancel: {job_id} is unknown: no server has published a state for it "
+            print("pathology job cancel: "
+                  f"{job_id} is unknown: no server has published a state for it "
                   "and no request waits (a mistyped id, or a job that ended longer ago than "
                   "pathology.final_state_keep_s: the store has it); nothing sent", file=sys.stderr)
             return EXIT_FAILED
         if state["state"] in FINAL_STATES:
             reason = f" ({state['reason']})" if state.get("reason") else ""
-            print(escape_controls(f"job cancel: {job_id} already ended: {state['state']}{reason}; "
+            print(escape_controls("pathology job cancel: "
+                                  f"{job_id} already ended: {state['state']}{reason}; "
                                   "nothing sent"), file=sys.stderr)
             return EXIT_FAILED
         link.publish(cancel_topic(prefix, job_id), request, retain=True)
@@ -358,6 +362,6 @@ def _cancel_answer(link: JobLink, job_id: str, errors: str) -> int:
         else:
             said = None
         if said:
-            print(f"job cancel: nothing cancelled: {said}", file=sys.stderr)
+            print(f"pathology job cancel: nothing cancelled: {said}", file=sys.stderr)
             return EXIT_FAILED
     return EXIT_OK

@@ -98,7 +98,8 @@ def print_job_list(latest: dict[str, bytes]) -> None:
     _print_waiting(sorted(requested - {state["job_id"] for state in states}))
     if unreadable:
         named = ", ".join(escape_controls(topic[:200]) for topic in sorted(unreadable)[:5])
-        print(f"job list: {len(unreadable)} retained message(s) that are no job state of their "
+        print("pathology job list: "
+              f"{len(unreadable)} retained message(s) that are no job state of their "
               f"topic or server presence ignored: {named}{' ...' if len(unreadable) > 5 else ''}",
               file=sys.stderr)
 

@@ -107,17 +107,17 @@ def _synth_skin(args: argparse.Namespace) -> int:
     problem = (_series_refusal(args.out, args.seed, indices, args.force)
                or _prepare_out_dir(args.out))
     if problem is not None:
-        print(f"appliance synth skin: error: {problem}", file=sys.stderr)
+        print(f"synth skin: {problem}", file=sys.stderr)
         return 2
     try:
         written = write_series(args.out, args.seed, indices, args.preset, args.workers)
     except SeriesIncomplete as stop:
-        print(f"appliance synth skin: error: writing to {str(args.out)!r} failed: {stop.reason}"
+        print(f"synth skin: writing to {str(args.out)!r} failed: {stop.reason}"
               f"; {_what_is_left(stop, indices)}", file=sys.stderr)
         return 1
     except OSError as exc:  # removing a frame written after the failed one
         print(
-            f"appliance synth skin: error: writing to {str(args.out)!r} failed: {exc}",
+            f"synth skin: writing to {str(args.out)!r} failed: {exc}",
             file=sys.stderr,
         )
         return 1
@@ -163,20 +163,20 @@ def _synth_he(args: argparse.Namespace) -> int:
     problem = (_cohort_refusal(args.out, [spec.slide for spec in specs], args.force)
                or _prepare_out_dir(args.out))
     if problem is not None:
-        print(f"appliance synth he: error: {problem}", file=sys.stderr)
+        print(f"synth he: {problem}", file=sys.stderr)
         return 2
     try:
         labels = write_cohort(args.out, specs, workers=args.workers, progress=not args.quiet)
     except OSError as exc:
-        print(f"appliance synth he: error: writing to {str(args.out)!r} failed: {exc}",
+        print(f"synth he: writing to {str(args.out)!r} failed: {exc}",
               file=sys.stderr)
         return 1
     except WorkerDied as died:
-        print(f"appliance synth he: error: {died} {_cohort_left(args.out, specs)}",
+        print(f"synth he: {died} {_cohort_left(args.out, specs)}",
               file=sys.stderr)
         return 1
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
-        print(f"appliance synth he: stopped {_cohort_left(args.out, specs)}", file=sys.stderr)
+        print(f"synth he: stopped {_cohort_left(args.out, specs)}", file=sys.stderr)
         raise
     print(f"{counted(len(specs), 'slide')} of {counted(args.patients, 'patient')} in {args.out}; "
           f"labels in {labels}")

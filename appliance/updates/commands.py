@@ -160,7 +160,7 @@ def _repo_init(args: argparse.Namespace) -> int:
         plan = {r: RoleKeys(counts.get(r, 1), thresholds.get(r, 1)) for r in ROLES}
         repo = init_repository(args.dir, plan, _pairs(args.expiry_s, int, "--expiry-s"))
     except (ValueError, RuntimeError, OSError) as exc:
-        print(escape_controls(f"repo init: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models repo init: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(describe(repo), indent=2))
     for line in ("", f"root keys: {repo.keys_dir / 'root'} -- move them offline now; they are "
@@ -184,11 +184,11 @@ def _repo_refresh(args: argparse.Namespace) -> int:
         version = refresh_timestamp(repo)
         expiring = offline_roles_expiring(repo)
     except (ValueError, RuntimeError, OSError) as exc:
-        print(escape_controls(f"repo refresh: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models repo refresh: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(escape_controls(f"{args.dir}: timestamp version {version} signed"))
     for warning in expiring:
-        print(escape_controls(f"repo refresh: warning: {warning}"), file=sys.stderr)
+        print(escape_controls(f"models repo refresh: warning: {warning}"), file=sys.stderr)
     return EXIT_OFFLINE_KEYS_NEEDED if expiring else 0
 
 
@@ -198,7 +198,7 @@ def _repo_serve(args: argparse.Namespace) -> int:
                                   max_connections=args.max_connections)
     except OSError as exc:  # no repository there, the address taken or unknown
         where = "" if isinstance(exc, FileNotFoundError) else f"{args.host}:{args.port}: "
-        print(escape_controls(f"repo serve: {where}{exc}"), file=sys.stderr)
+        print(escape_controls(f"models repo serve: {where}{exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(escape_controls(f"serving {args.dir / 'public'} on {server.url} (Ctrl-C stops)"),
           flush=True)

@@ -97,7 +97,7 @@ def deployable(
     if left_out:
         shown = escape_controls(", ".join(f"{site}/{device}" for site, device in left_out[:10]))
         more = f" and {len(left_out) - 10} more" if len(left_out) > 10 else ""
-        print(f"{args.decision}: left out {len(left_out)} device(s) that run models this "
+        print(f"models {args.decision}: left out {len(left_out)} device(s) that run models this "
               f"repository never released ({shown}{more}); --devices takes them",
               file=sys.stderr)
     return known - elsewhere

@@ -86,7 +86,7 @@ def run_release(args: argparse.Namespace) -> int:
         manifest = _release_manifest(args, runner, vectors)
         target = release_model(repo, data, manifest)
     except (*_ERRORS, ModelError, TableError, ValueError) as exc:
-        print(escape_controls(f"release: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models release: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     labels = ", ".join(f"{k} {v:.2f}" for k, v in sorted(manifest.label_shares().items()))
     print(escape_controls(f"released {manifest.name} {manifest.version} as {target}; "
@@ -174,7 +174,7 @@ def run_deploy(args: argparse.Namespace) -> int:
                              "(`appliance models status` shows it; run the command again to "
                              "complete it)")
     except (*_ERRORS, ValueError) as exc:
-        print(escape_controls(f"{args.decision}: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models {args.decision}: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(escape_controls(f"rollout {outcome.rollout_id} {outcome.state}: {outcome.reason}"))
     if outcome.state == "halted":
@@ -202,7 +202,7 @@ def run_halt(args: argparse.Namespace) -> int:
     ended before the halt took hold included) or an error."""
     if not os.path.lexists(args.repo / "settings.json"):  # as status says it
         shown = shorten(str(args.repo), SHOWN_ARGUMENT_CHARS)
-        print(f"halt: {shown}: not a model repository (no settings.json)", file=sys.stderr)
+        print(f"models halt: {shown}: not a model repository (no settings.json)", file=sys.stderr)
         return EXIT_ERROR
     try:
         config, url = _settings(args)
@@ -223,7 +223,7 @@ def run_halt(args: argparse.Namespace) -> int:
     except DATABASE_ERRORS as exc:
         return _store_failed("halt", url, exc)
     except (*_ERRORS, ValueError) as exc:
-        print(escape_controls(f"halt: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models halt: {exc}"), file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -303,7 +303,8 @@ def _answered(store: Store, rollout_id: str, reason: str, state: str | None) -> 
     own failures first (0, with their reason), ended otherwise before the halt took hold
     (nothing to halt: 2), or its deploy did not say so in time (1)."""
     if state is None:
-        print(escape_controls(f"halt: asked the deploy running rollout {rollout_id} to halt; it "
+        print(escape_controls("models halt: "
+                              f"asked the deploy running rollout {rollout_id} to halt; it "
                               f"did not say so within {HALT_WAIT_S:.0f} s (`appliance models "
                               "status` shows when it does)"), file=sys.stderr)
         return EXIT_HALTED
@@ -314,7 +315,8 @@ def _answered(store: Store, rollout_id: str, reason: str, state: str | None) -> 
         print(escape_controls(_serving_line(serving_devices(store, rollout_id),
                                             *_release_of(store, rollout_id))))
         return 0
-    print(escape_controls(f"halt: rollout {rollout_id} ended {state} before the halt took hold "
+    print(escape_controls("models halt: "
+                          f"rollout {rollout_id} ended {state} before the halt took hold "
                           f"({stored}); nothing halted (`appliance models rollback` takes "
                           "devices back)"), file=sys.stderr)
     return EXIT_ERROR
@@ -324,7 +326,7 @@ def run_status(args: argparse.Namespace) -> int:
     """Print the fleet's model status (a table, or one JSON object with --json); creates
     nothing (without a store yet, there are no rollouts to show)."""
     if (problem := _status_repo_problem(args)) is not None:
-        print(f"status: {problem}", file=sys.stderr)
+        print(f"models status: {problem}", file=sys.stderr)
         return EXIT_ERROR
     try:
         config, url = _settings(args)
@@ -336,7 +338,7 @@ def run_status(args: argparse.Namespace) -> int:
     except ConnectionError as exc:  # no broker: what the store holds (history.py)
         return run_without_broker(exc, url, as_json=args.json)
     except _ERRORS as exc:
-        print(escape_controls(f"status: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(report, indent=2) if args.json else _status_text(report, args.repo))
     return 0
@@ -360,7 +362,7 @@ def _store_failed(command: str, url: str, exc: Exception, after: str = "") -> in
     """Say in one line that the store failed while the command used it (its server went
     away), naming the database, as the back-office commands do; the exit code."""
     failed = " ".join(str(exc).split())
-    print(escape_controls(f"{command}: the {store_name(url)} failed: {failed}{after}"),
+    print(escape_controls(f"models {command}: the {store_name(url)} failed: {failed}{after}"),
           file=sys.stderr)
     return EXIT_STORE_FAILED
 

@@ -31,7 +31,7 @@ def run_history(device: str, url: str, *, limit: int, as_json: bool) -> int:
         with closing(open_existing_store(url)) as store:
             rows = store.model_reports(device_id, site or None, limit=limit)
     except STORE_ERRORS as exc:
-        print(escape_controls(f"status: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     if as_json:
         print(json.dumps({"device": device, "reports": rows}, indent=2))
@@ -48,14 +48,14 @@ def run_without_broker(why: Exception, url: str, *, as_json: bool) -> int:
     stored report, after a line saying why the live view is missing; exit 1 (2 without a
     store to read, or when the broker answered with a refusal: its login is to be fixed, and
     the stored reports would bury that line)."""
-    print(escape_controls(f"status: {why}"), file=sys.stderr)
+    print(escape_controls(f"models status: {why}"), file=sys.stderr)
     if isinstance(why, BrokerRefusedError) or missing_sqlite_file(url) is not None:
         return EXIT_ERROR
     try:
         with closing(open_existing_store(url)) as store:
             rows = store.latest_model_reports()
     except STORE_ERRORS as exc:
-        print(escape_controls(f"status: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(escape_controls("the broker cannot be reached: each kiosk's newest model report as "
                           "the store holds it (`--history DEVICE` shows a kiosk's earlier ones)"),

@@ -48,7 +48,7 @@ def test_a_forced_export_onto_a_full_disk_keeps_the_old_file_and_names_it(
     out.write_text(LAST_WEEK)
     assert main(["results", "export", "--store", url, "--out", str(out), "--force"]) == 1
     err = capsys.readouterr().err
-    assert f"export failed: {out}: could not write it (No space left on device)" in err
+    assert f"results export: failed: {out}: could not write it (No space left on device)" in err
     assert out.read_text() == LAST_WEEK
     assert sorted(p.name for p in small_disk.iterdir()) == ["results.csv"]  # no temporary left
 

@@ -300,7 +300,7 @@ def test_models_status_history_needs_no_repository(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[2] for line in lines[1:]] == ["installed"]
     assert main(["models", "status", "--store", url]) == 2  # the live status reads releases
-    assert capsys.readouterr().err == ("status: --repo DIR is needed (the model repository "
+    assert capsys.readouterr().err == ("models status: --repo DIR is needed (the model repository "
                                        "folder); only --history DEVICE reads no repository\n")
 
 
@@ -312,7 +312,7 @@ def test_models_status_without_the_broker_shows_each_kiosk_s_newest_stored_repor
     monkeypatch.setenv("APPLIANCE__MQTT__PORT", str(free_port()))  # nothing listens there
     assert main(["models", "status", "--repo", str(repo), "--store", url]) == 1
     captured = capsys.readouterr()
-    assert "status: broker 127.0.0.1:" in captured.err
+    assert "models status: broker 127.0.0.1:" in captured.err
     assert "the broker cannot be reached: each kiosk's newest model report" in captured.err
     rows = [line.split() for line in captured.out.splitlines()[1:]]
     assert [(row[0], row[3]) for row in rows] == [("lab/k1", "rolled_back"),

@@ -91,7 +91,8 @@ def test_export_to_a_folder_is_refused_at_once_naming_a_file_to_write(
     (folder / "kept").mkdir(parents=True)
     assert _cli("results", "export", "--store", store_url, "--format", "jsonl", "--out",
                 str(folder), *force) == 2
-    assert capsys.readouterr().err == (f"export: --out {folder}: a folder; name the file to "
+    assert capsys.readouterr().err == ("results export: "
+                                       f"--out {folder}: a folder; name the file to "
                                        f"write (e.g. {folder / 'results.jsonl'})\n")
     assert sorted(path.name for path in folder.iterdir()) == ["kept"]
 
@@ -104,7 +105,8 @@ def test_export_over_a_link_to_nothing_is_refused_unless_forced(
     out = tmp_path / "results.csv"
     out.symlink_to(tmp_path / "archive" / "results.csv")
     assert _cli("results", "export", "--store", store_url, "--out", str(out)) == 2
-    assert capsys.readouterr().err == (f"export: {out} exists; pass --force to replace it\n")
+    assert capsys.readouterr().err == ("results export: "
+                                       f"{out} exists; pass --force to replace it\n")
     assert out.is_symlink()
     assert _cli("results", "export", "--store", store_url, "--out", str(out), "--force") == 0
     assert len(out.read_text().splitlines()) == 13
@@ -118,12 +120,14 @@ def test_export_into_a_folder_that_is_not_there_is_refused_naming_it(
     folder (a mistyped path would hide the results): refused at once, naming the folder."""
     missing = tmp_path / "nodir" / "deeper"
     assert _cli("results", "export", "--store", store_url, "--out", str(missing / "x.csv")) == 2
-    assert capsys.readouterr().err == (f"export: --out {missing}/x.csv: no folder {missing}; "
+    assert capsys.readouterr().err == ("results export: "
+                                       f"--out {missing}/x.csv: no folder {missing}; "
                                        "make it first, or name a file in a folder that exists\n")
     (tmp_path / "afile").write_text("kept")
     assert _cli("results", "export", "--store", f"sqlite:///{tmp_path / 'none'}",
                 "--out", str(tmp_path / "afile" / "x.csv")) == 2  # before the store is opened
-    assert capsys.readouterr().err == (f"export: --out {tmp_path}/afile/x.csv: {tmp_path}/afile "
+    assert capsys.readouterr().err == ("results export: "
+                                       f"--out {tmp_path}/afile/x.csv: {tmp_path}/afile "
                                        "is not a folder\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "r.sqlite3"]
 
@@ -134,7 +138,8 @@ def test_export_to_an_empty_file_name_says_so_not_that_it_is_a_folder(
     """A script's --out "$FILE" with FILE unset said "--out : a folder; ... (e.g. results.csv)"
     (the empty name read as the working folder)."""
     assert _cli("results", "export", "--store", store_url, "--out", "") == 2
-    assert capsys.readouterr().err == ("export: --out: empty file name; name the file to write "
+    assert capsys.readouterr().err == ("results export: "
+                                       "--out: empty file name; name the file to write "
                                        "(e.g. results.csv, or - for standard output)\n")
 
 
@@ -146,7 +151,7 @@ def test_export_as_parquet_without_out_is_refused_as_an_option_naming_what_to_gi
     after the store was opened and read."""
     assert _cli("results", "export", "--store", store_url, "--format", "parquet") == 2
     assert capsys.readouterr().err == (
-        "export: --format parquet is binary, for a file: name it with --out (e.g. "
+        "results export: --format parquet is binary, for a file: name it with --out (e.g. "
         "results.parquet); standard output takes csv or jsonl\n")
 
 
@@ -161,7 +166,8 @@ def test_export_out_that_is_a_pipe_or_device_is_refused_and_left_as_it_is(
     os.mkfifo(pipe)
     assert _cli("results", "export", "--store", store_url, "--out", str(pipe), *force) == 2
     assert capsys.readouterr().err == (
-        f"export: --out {pipe}: not a regular file (a device, a pipe or a socket), which an "
+        "results export: "
+        f"--out {pipe}: not a regular file (a device, a pipe or a socket), which an "
         "export would replace; name a file to write, or - for standard output\n")
     assert stat.S_ISFIFO(pipe.stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "r.sqlite3"]

@@ -107,7 +107,7 @@ def test_evaluate_refuses_a_float_model_reading_other_features(
     assert main(["models", "evaluate", str(built.int8_path), "--data", str(table_path),
                  "--float", str(other)]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith(f"evaluate: {other}: the float model's features are "
+    assert captured.err.startswith(f"models evaluate: {other}: the float model's features are "
                                    f"{list(feature_names)}, {built.int8_path}'s are ")
     assert captured.err.endswith(" (in that order); compare the two models of one build\n")
     assert captured.out == ""
@@ -122,7 +122,7 @@ def test_evaluate_of_a_split_the_table_lacks_is_refused_not_scored_on_every_row(
     no_test = write_table(tmp_path / "no-test.parquet", table.rows("calibration"))
     assert main(["models", "evaluate", str(built.int8_path), "--data", str(no_test)]) == 2
     captured = capsys.readouterr()
-    assert captured.err == (f"evaluate: {no_test}: no test rows (its splits: calibration); "
+    assert captured.err == (f"models evaluate: {no_test}: no test rows (its splits: calibration); "
                             "name one with --split, or --split all for every row\n")
     assert captured.out == ""
     with pytest.raises(SystemExit) as refused:
@@ -333,7 +333,7 @@ def test_build_command_into_a_file_says_so_before_training(
     taken.write_text("the user's\n")
     assert main(["models", "build-skin", "--data", str(table), "--out", str(taken),
                  "--hidden", "16", "--epochs", "5"]) == 2
-    assert (f"build-skin: --out {taken}: a file, not a folder; name a folder for the two "
+    assert (f"models build-skin: --out {taken}: a file, not a folder; name a folder for the two "
             "models") in capsys.readouterr().err
     assert taken.read_text() == "the user's\n"
 
@@ -351,7 +351,7 @@ def test_build_command_into_a_link_loop_or_a_pipe_says_so_before_training(
                       (pipe, "a named pipe (FIFO)")):
         assert main(["models", "build-skin", "--data", str(table), "--out", str(out),
                      "--hidden", "16", "--epochs", "5"]) == 2
-        assert capsys.readouterr().err == (f"build-skin: --out {out}: {kind}, not a folder; "
+        assert capsys.readouterr().err == (f"models build-skin: --out {out}: {kind}, not a folder; "
                                            "name a folder for the two models\n")
 
 

@@ -75,7 +75,7 @@ def test_a_stop_signal_ends_the_table_without_the_rows_being_drawn(
     assert code == exit_code
     assert sorted((tmp_path / DRAWN).iterdir()) == []  # no row was drawn whole
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "skin-table: stopped after drawing 0 of 6 frames, " + LOST.format(out=out))
+        "models skin-table: stopped after drawing 0 of 6 frames, " + LOST.format(out=out))
     assert out.read_text() == "the earlier table\n"
 
 
@@ -90,7 +90,8 @@ def test_a_worker_killed_is_named_and_nothing_is_written(
     assert _exit_code([*TABLE, "--out", str(out)]) == 1
     [killed] = [path.name for path in (tmp_path / PAINTING).iterdir()]
     assert capsys.readouterr().err == (
-        f"skin-table: worker process {killed} was killed by SIGKILL (kill -9, or out of memory) "
+        "models skin-table: "
+        f"worker process {killed} was killed by SIGKILL (kill -9, or out of memory) "
         f"after 0 of 6 frames were drawn, {LOST.format(out=out)}\n")
     assert out.read_text() == "the earlier table\n"
 
@@ -115,7 +116,7 @@ def test_ctrl_c_with_a_worker_idle_is_no_traceback(tmp_path: Path) -> None:
         [sys.executable, "-c", WITH_THE_FIRST_ROW_FOR_A_MINUTE, *TABLE, "--out", str(out)],
         env, drawing, settle_s=1.0)
     assert code == 130, err
-    assert err == ("skin-table: stopped after drawing 0 of 6 frames, before the table was "
+    assert err == ("models skin-table: stopped after drawing 0 of 6 frames, before the table was "
                    "written: nothing kept; the same command again draws them all\n")
     assert not (tmp_path / DRAWN / "0").exists()
     assert not out.exists()

@@ -68,7 +68,8 @@ def test_build_skin_on_a_full_disk_keeps_the_models_there_whole_and_says_so(
         left = {path.name: path.read_bytes() for path in out.iterdir()}
     assert code == 1
     assert capsys.readouterr().err.endswith(
-        f"build-skin: --out {out}: could not write the models (No space left on device); the "
+        "models build-skin: "
+        f"--out {out}: could not write the models (No space left on device); the "
         "files there are as they were\n")
     assert left == dict.fromkeys(names, b"an earlier build")  # no staging folder left either
 
@@ -108,7 +109,8 @@ def test_skin_table_refuses_a_folder_before_drawing_any_frame(
     folder.mkdir()
     assert main(["models", "skin-table", "--rows", "6", "--features", "truth", "--out",
                  str(folder), "--force", "--quiet"]) == 2
-    assert capsys.readouterr().err == (f"skin-table: --out {folder}: a folder; name the table "
+    assert capsys.readouterr().err == ("models skin-table: "
+                                       f"--out {folder}: a folder; name the table "
                                        f"file to write (e.g. {folder / 'grades.parquet'})\n")
     assert list(folder.iterdir()) == []
 
@@ -133,7 +135,8 @@ def test_skin_table_refuses_a_pipe_before_drawing_any_frame(
     assert main(["models", "skin-table", "--rows", "6", "--features", "truth", "--workers", "1",
                  "--out", str(pipe), "--quiet", *force]) == 2
     assert capsys.readouterr().err == (
-        f"skin-table: --out {pipe}: not a regular file (a device, a pipe or a socket), which the "
+        "models skin-table: "
+        f"--out {pipe}: not a regular file (a device, a pipe or a socket), which the "
         "table would replace; name a file to write\n")
     assert drawn == []
     assert stat.S_ISFIFO(pipe.stat().st_mode)
@@ -153,7 +156,7 @@ def test_skin_table_on_a_full_disk_keeps_the_old_table_and_says_so(
         kept = old.read_text()
         left = sorted(path.name for path in disk.iterdir())
     assert code == 1
-    assert err == (f"skin-table: {old}: could not write it (No space left on device); "
+    assert err == (f"models skin-table: {old}: could not write it (No space left on device); "
                    "left as it was\n")
     assert kept == "the old table\n"
     assert left == ["filler", "grades.csv"]  # no temporary left behind
@@ -218,7 +221,8 @@ def test_skin_table_with_a_worker_killed_says_so_instead_of_waiting_forever(
     code, err, killed = kill_a_worker(["models", "skin-table", "--out", str(out), "--rows",
                                        "400", "--workers", "2", "--quiet"])
     assert code == 1, err
-    said = re.fullmatch(rf"skin-table: worker process {killed} was killed by SIGKILL \(kill -9, "
+    said = re.fullmatch("models skin-table: "
+                        rf"worker process {killed} was killed by SIGKILL \(kill -9, "
                         r"or out of memory\) after (\d+) of 400 frames were drawn, before the "
                         r"table was written: nothing kept; the same command again draws them "
                         r"all\n", err)
@@ -243,6 +247,7 @@ def test_skin_table_stopped_by_ctrl_c_says_nothing_is_kept_and_the_earlier_table
     out.write_text("the earlier table\n")
     assert main(["models", "skin-table", "--rows", "6", "--out", str(out), "--force"]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"skin-table: stopped after drawing 3 of 6 frames, before the table was written: nothing "
+        "models skin-table: "
+        f"stopped after drawing 3 of 6 frames, before the table was written: nothing "
         f"kept; the earlier {out} is as it was; the same command again draws them all")
     assert out.read_text() == "the earlier table\n"

@@ -87,7 +87,7 @@ def test_a_results_export_is_refused_as_a_table_naming_its_model_graded_label(
     capsys.readouterr()
     assert main(["models", "evaluate", str(shipped_path(SKIN_MODEL)), "--data", str(export)]) == 2
     assert capsys.readouterr().err == (
-        f"evaluate: {export}: a results export (its model_name column): its label column is "
+        f"models evaluate: {export}: a results export (its model_name column): its label column is "
         "the grade the kiosk's model gave, not an expert's, so a build would learn that "
         "model's answers and an evaluation would score the model against itself; put the "
         "expert's grades in label and remove the model_name column\n")

@@ -1916,7 +1916,7 @@ def test_a_request_larger_than_the_broker_s_packet_size_is_refused_before_it_is_
                      "--um-per-px", "1", "--config", str(tmp_path / "config.yaml")])
         out, err = capsys.readouterr()
         assert (code, out) == (2, "")  # no job id: nothing was sent
-        assert re.search(rf"job submit: the request of 40 slides is \d+ bytes; broker "
+        assert re.search(rf"pathology job submit: the request of 40 slides is \d+ bytes; broker "
                          rf"127.0.0.1:{broker.port} takes packets of at most 2048 bytes", err), err
         assert _retained_on(broker, request_topic(topic_prefix, ANY_JOB)) == []
         assert "oversize packet" not in broker.log_path.read_text(errors="replace")
@@ -2004,7 +2004,8 @@ def test_a_request_larger_than_a_server_takes_is_refused_at_the_command_line(
                      str(env.tmp_path / "config.yaml")]) == 2
         out, err = capsys.readouterr()
         assert out == ""  # no job id: nothing was sent
-        assert re.search(r"job submit: the request of 60 slides is \d+ bytes; at most 4096 "
+        assert re.search("pathology job submit: "
+                         r"the request of 60 slides is \d+ bytes; at most 4096 "
                          r"\(pathology.max_job_bytes", err), err
         caught_up(listener)
         assert heard == []
@@ -2038,7 +2039,8 @@ def test_wait_exits_1_naming_each_failed_slide_and_an_ended_job_cannot_be_cancel
     try:
         for ended, state in ((job_id, "done"), (failed_id, "failed")):
             assert main(["pathology", "job", "cancel", ended, *cfg]) == 1
-            assert f"job cancel: {ended} already ended: {state}" in capsys.readouterr().err
+            assert ("pathology job cancel: "
+                    f"{ended} already ended: {state}" in capsys.readouterr().err)
         caught_up(listener)
         assert heard == []  # no cancel request was left behind
     finally:
@@ -2190,7 +2192,8 @@ def test_cancel_of_a_job_that_ended_meanwhile_says_what_the_server_answered(
     assert main(["pathology", "job", "cancel", job_id, *cfg]) == 1
     captured = capsys.readouterr()
     assert f"cancel requested for {job_id} (running on elsewhere)" in captured.out
-    assert (f"job cancel: nothing cancelled: {job_id}: job {job_id} is unknown: no server "
+    assert ("pathology job cancel: "
+            f"nothing cancelled: {job_id}: job {job_id} is unknown: no server "
             "stored it") in captured.err, captured.err
 
 
@@ -2286,7 +2289,7 @@ def test_job_commands_name_an_unreachable_broker(
     data["mqtt"]["port"] = free_port()  # nothing listens there
     config.write_text(yaml.safe_dump(data))
     assert main(["pathology", "job", "list", "--config", str(config)]) == 1
-    assert f"job list: broker {env.broker.host}:{data['mqtt']['port']} unreachable" in \
+    assert f"pathology job list: broker {env.broker.host}:{data['mqtt']['port']} unreachable" in \
         capsys.readouterr().err
 
 
@@ -2304,8 +2307,8 @@ def test_job_commands_name_a_refused_login_at_once_with_exit_2(
                         ["list"], ["cancel", "20991231T000000-000000000000"]):
             assert main(["pathology", "job", *command, "--config", str(config)]) == 2, command
             captured = capsys.readouterr()
-            assert re.search(rf"^job {command[0]}: broker 127.0.0.1:{broker.port} refused "
-                             r"office \(reason code 0x8[67]: .*\): check "
+            assert re.search(rf"^pathology job {command[0]}: broker 127.0.0.1:{broker.port} "
+                             r"refused office \(reason code 0x8[67]: .*\): check "
                              r"mqtt.username and the password", captured.err), captured.err
             assert captured.out == ""  # no job id: nothing was sent
         monkeypatch.setenv(PASSWORD_ENV, "right")  # the same config with the right password

@@ -35,7 +35,7 @@ def test_synth_he_to_an_unwritable_out_exits_2_naming_it(
     taken = tmp_path / "slides"
     taken.write_text("a file")
     assert main(["synth", "he", "--out", str(taken), "--patients", "1", "--quiet"]) == 2
-    assert f"appliance synth he: error: cannot write to --out '{taken}'" in capsys.readouterr().err
+    assert f"synth he: cannot write to --out '{taken}'" in capsys.readouterr().err
     assert taken.read_text() == "a file"
 
 
@@ -140,7 +140,7 @@ def test_synth_he_with_a_worker_killed_says_so_not_a_traceback(tmp_path: Path) -
     assert code == 1, err
     painted = len(list(out.glob("*.jpg")))
     again = "with --force" if painted else "again"
-    assert err == (f"appliance synth he: error: worker process {killed} was killed by SIGKILL "
+    assert err == (f"synth he: worker process {killed} was killed by SIGKILL "
                    f"(kill -9, or out of memory) with {painted} of {len(cohort_specs(40, 0))} "
                    f"slides painted in {out} and no labels.csv, which a pathology run needs; "
                    f"the same command {again} paints the whole cohort\n")
@@ -164,7 +164,7 @@ def test_synth_he_stopped_midway_says_the_cohort_has_no_labels_yet(
     assert main(["synth", "he", "--out", str(out), "--patients", "3", "--seed", "1"]) == 130
     slides = len(cohort_specs(3, 1))
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"appliance synth he: stopped with 1 of {slides} slides painted in {out} and no "
+        f"synth he: stopped with 1 of {slides} slides painted in {out} and no "
         "labels.csv, which a pathology run needs; the same command with --force paints the "
         "whole cohort")
 
@@ -191,14 +191,14 @@ def test_a_cohort_already_in_out_is_kept_unless_forced(
     for earlier in (labels, slide):
         earlier.write_text("the last cohort's\n")
         assert main(command) == 2
-        assert capsys.readouterr() == ("", f"appliance synth he: error: {earlier} exists; pass "
+        assert capsys.readouterr() == ("", f"synth he: {earlier} exists; pass "
                                            "--force to replace it\n")
         assert sorted(tmp_path.iterdir()) == [earlier]
         assert earlier.read_text() == "the last cohort's\n"
         earlier.unlink()
     assert main(command) == 0
     assert main(command) == 2
-    assert capsys.readouterr().err.startswith(f"appliance synth he: error: {labels} and ")
+    assert capsys.readouterr().err.startswith(f"synth he: {labels} and ")
     labels.write_text("the last cohort's\n")
     assert main([*command, "--force"]) == 0
     assert labels.read_text().startswith("slide,patient,label")

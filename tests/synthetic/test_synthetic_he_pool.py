@@ -55,7 +55,7 @@ def test_a_worker_killed_ends_the_cohort_without_the_slide_the_other_paints(
         given_up.set()
     assert code == 1
     assert capsys.readouterr().err == (
-        f"appliance synth he: error: worker process {killed[0]} was killed by SIGKILL (kill -9, "
+        f"synth he: worker process {killed[0]} was killed by SIGKILL (kill -9, "
         f"or out of memory) with 0 of {len(he.cohort_specs(40, 0))} slides painted in {out} and "
         "no labels.csv, which a pathology run needs; the same command again paints the whole "
         "cohort\n")
@@ -80,7 +80,7 @@ def test_a_stop_signal_ends_the_cohort_without_the_slides_being_painted(
         given_up.set()
     assert code == exit_code
     assert capsys.readouterr().err.startswith(
-        f"appliance synth he: stopped with 0 of {len(he.cohort_specs(40, 0))} slides painted")
+        f"synth he: stopped with 0 of {len(he.cohort_specs(40, 0))} slides painted")
     assert sorted(out.iterdir()) == []
 
 
@@ -100,6 +100,6 @@ def test_ctrl_c_with_a_worker_idle_is_no_traceback(tmp_path: Path) -> None:
     # second): either way one line, no traceback, and the slides said are the slides there
     painted = sorted(out.iterdir()) if out.exists() else []
     again = "with --force" if painted else "again"  # a painted slide is refused without it
-    assert err == (f"appliance synth he: stopped with {len(painted)} of 1 slides painted in {out} "
+    assert err == (f"synth he: stopped with {len(painted)} of 1 slides painted in {out} "
                    "and no labels.csv, which a pathology run needs; the same command "
                    f"{again} paints the whole cohort\n")

@@ -62,7 +62,7 @@ def test_frames_of_the_series_already_there_are_kept_unless_forced(
     capsys.readouterr()
     assert main([*first, "--preset", "coarse", "--count", "2"]) == 2
     assert capsys.readouterr() == ("", (
-        f"appliance synth skin: error: {tmp_path / 'skin-1-00000.jpg'} and 1 more of the files "
+        f"synth skin: {tmp_path / 'skin-1-00000.jpg'} and 1 more of the files "
         "it would write exist; pass --force to replace them; frames of another --seed or "
         "--start go beside the ones there\n"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["skin-1-00000.jpg", "skin-1-00000.json"]
@@ -141,7 +141,7 @@ def test_an_out_that_is_no_folder_is_called_what_it_is(
     make(out)
     assert main(["synth", "skin", "--out", str(out), "--count", "1"]) == 2
     assert capsys.readouterr().err == (
-        f"appliance synth skin: error: cannot write to --out {str(out)!r}: {called}, not a "
+        f"synth skin: cannot write to --out {str(out)!r}: {called}, not a "
         "folder; name a folder for the output (created if missing)\n")
 
 
@@ -153,6 +153,6 @@ def test_an_out_that_is_a_file_is_called_a_file(
     taken.write_text("kept\n")
     assert main(["synth", "skin", "--out", str(taken), "--count", "1"]) == 2
     assert capsys.readouterr().err == (
-        f"appliance synth skin: error: cannot write to --out {str(taken)!r}: a file, not a "
+        f"synth skin: cannot write to --out {str(taken)!r}: a file, not a "
         "folder; name a folder for the output (created if missing)\n")
     assert taken.read_text() == "kept\n"

@@ -114,7 +114,7 @@ def test_a_worker_killed_ends_the_series_with_what_is_kept_not_a_traceback(
     kept = sorted(path.name for path in out.glob("*.json"))
     assert kept == [f"skin-3-{index:05d}.json" for index in range(len(kept))]  # no gap
     assert err.startswith(
-        f"appliance synth skin: error: writing to {str(out)!r} failed: worker process {killed} "
+        f"synth skin: writing to {str(out)!r} failed: worker process {killed} "
         f"was killed by SIGKILL (kill -9, or out of memory) after {len(kept)} of 2000 frames "
         "were written; the ones being drawn are not kept; "), err
     assert err.endswith(f"; finish with --start {len(kept)} --count {2000 - len(kept)}\n")

@@ -238,9 +238,9 @@ def test_deploy_to_a_site_leaves_out_kiosks_another_repository_serves(
         retained.close()
     assert code == 2
     assert capsys.readouterr().err == (
-        "deploy: left out 1 device(s) that run models this repository never released "
+        "models deploy: left out 1 device(s) that run models this repository never released "
         "(clinic/k9); --devices takes them\n"
-        "deploy: no device matches; kiosks appear once they publish a status\n")
+        "models deploy: no device matches; kiosks appear once they publish a status\n")
 
 
 @pytest.fixture
@@ -287,7 +287,7 @@ def test_models_status_names_a_postgres_server_lost_mid_read_in_one_line(
     assert main(["models", "status", "--repo", str(repo.dir), "--store",
                  models_pg_database]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"status: the PostgreSQL database {models_pg_database} failed: ")
+    assert err.startswith(f"models status: the PostgreSQL database {models_pg_database} failed: ")
     assert err.count("\n") == 1
     assert "Traceback" not in err
 
@@ -320,7 +320,7 @@ def test_models_deploy_names_a_postgres_server_lost_on_the_way_in_one_line(
     assert main(["models", "deploy", "skin-texture-grade", "1.0.0", "--all", "--repo",
                  str(repo.dir), "--store", models_pg_database]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"deploy: the PostgreSQL database {models_pg_database} failed: ")
+    assert err.startswith(f"models deploy: the PostgreSQL database {models_pg_database} failed: ")
     assert err.endswith("; the rollout stopped where it was (`appliance models status` shows "
                         "it; run the command again to complete it)\n")
     assert "Traceback" not in err

@@ -137,7 +137,7 @@ def test_a_halt_that_cannot_reach_the_broker_for_its_last_look_changes_nothing(
     signed = assignments(fleet.repo)
     assert main(["models", "halt", MODEL, "--repo", str(fleet.repo.dir), "--store", url]) == 2
     err = capsys.readouterr().err
-    assert "halt: broker 127.0.0.1:" in err, err
+    assert "models halt: broker 127.0.0.1:" in err, err
     assert "APPLIANCE__MQTT__PORT" in err
     assert "; nothing halted: the halt looks at the kiosks' reports first" in err
     assert assignments(fleet.repo) == signed

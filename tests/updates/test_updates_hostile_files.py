@@ -61,7 +61,8 @@ def test_a_pipe_in_place_of_signed_metadata_is_refused_naming_it(
     targets.unlink()
     os.mkfifo(targets)
     assert _in_time(lambda: main(["models", "repo", "refresh", str(repo.dir)]), targets) == 2
-    assert (f"repo refresh: {targets}: not a regular file (a pipe, a device or a folder); it "
+    assert ("models repo refresh: "
+            f"{targets}: not a regular file (a pipe, a device or a folder); it "
             "was changed outside `appliance models`") in capsys.readouterr().err
 
 
@@ -76,7 +77,8 @@ def test_a_timestamp_that_is_a_link_to_a_device_is_refused_not_called_an_unfinis
     timestamp.symlink_to("/dev/zero")
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
     err = capsys.readouterr().err
-    assert f"repo refresh: {timestamp}: not a regular file (a pipe, a device or a folder)" in err
+    assert ("models repo refresh: "
+            f"{timestamp}: not a regular file (a pipe, a device or a folder)" in err)
     assert "unfinished" not in err
 
 
@@ -88,7 +90,8 @@ def test_settings_that_are_a_link_to_a_device_are_refused_naming_them(
     settings.unlink()
     settings.symlink_to("/dev/zero")
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
-    assert (f"repo refresh: {settings}: not a regular file (a pipe, a device or a folder); put "
+    assert ("models repo refresh: "
+            f"{settings}: not a regular file (a pipe, a device or a folder); put "
             "back the file `appliance models repo init` wrote") in capsys.readouterr().err
 
 
@@ -136,7 +139,7 @@ def test_a_key_file_that_holds_no_key_of_its_role_is_named(
     signed = sorted(p.name for p in repo.metadata_dir.iterdir())
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"repo refresh: {pem}: not ")
+    assert err.startswith(f"models repo refresh: {pem}: not ")
     assert "put back the key file `appliance models repo init` wrote for timestamp" in err
     assert err.count("\n") == 1
     assert sorted(p.name for p in repo.metadata_dir.iterdir()) == signed
@@ -190,7 +193,8 @@ def test_a_garbled_offline_key_does_not_stop_the_timer_signing_the_timestamp(
     before = repo.latest_version("timestamp")
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"repo refresh: timestamp signed, but: {pem}: not an unencrypted PEM "
+    assert err.startswith("models repo refresh: "
+                          f"timestamp signed, but: {pem}: not an unencrypted PEM "
                           "private key")
     assert repo.latest_version("timestamp") == before + 1
 
@@ -204,7 +208,8 @@ def test_a_published_repository_that_lost_its_timestamp_is_not_called_unfinished
     (repo.metadata_dir / "timestamp.json").unlink()
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
     err = capsys.readouterr().err
-    assert (f"repo refresh: {repo.metadata_dir / 'timestamp.json'}: missing from a repository "
+    assert ("models repo refresh: "
+            f"{repo.metadata_dir / 'timestamp.json'}: missing from a repository "
             "that has published") in err
     assert f"do not remove {repo.dir}, whose keys its kiosks trust" in err
     assert (repo.keys_dir / "root").is_dir()
@@ -257,5 +262,5 @@ def test_a_model_file_replaced_by_a_pipe_as_release_reads_it_is_refused_not_wait
     monkeypatch.setattr(release, "check_model_file", checked_then_replaced)
     command = ["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0"]
     assert _in_time(lambda: main(command), model) == 2
-    assert (f"release: {model}: no longer a regular file (replaced since it was checked)"
+    assert (f"models release: {model}: no longer a regular file (replaced since it was checked)"
             in capsys.readouterr().err)

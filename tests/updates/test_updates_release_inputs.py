@@ -68,7 +68,8 @@ def test_vectors_from_a_table_of_only_the_features_the_model_reads(
     other = linear_model(tmp_path / "all.onnx", "3.0.0")  # reads all sixteen
     assert main(["models", "release", str(other), "--repo", str(repo.dir), "--version",
                  "3.0.0", "--vectors", str(table)]) == 2
-    assert f"release: {table}: missing column(s) pore_density_per_cm2, " in capsys.readouterr().err
+    assert ("models release: "
+            f"{table}: missing column(s) pore_density_per_cm2, " in capsys.readouterr().err)
 
 
 def test_a_model_file_replaced_during_the_release_ships_the_model_it_self_tested(

@@ -92,13 +92,14 @@ def test_init_into_a_file_names_it_and_leaves_it_alone(
     taken = tmp_path / "notes.txt"
     taken.write_text("the user's\n")
     assert main(["models", "repo", "init", str(taken)]) == 2
-    assert (f"repo init: {taken}: a file, not a folder; name a new folder for the repository"
+    assert (f"models repo init: {taken}: a file, not a folder; name a new folder for the repository"
             in capsys.readouterr().err)
     assert taken.read_text() == "the user's\n"
     loop = tmp_path / "repo"
     loop.symlink_to("repo")  # it said "[Errno 17] File exists: 'repo'" too
     assert main(["models", "repo", "init", str(loop)]) == 2
-    assert (f"repo init: {loop}: a symbolic link loop (the link leads back to itself), not a "
+    assert ("models repo init: "
+            f"{loop}: a symbolic link loop (the link leads back to itself), not a "
             "folder; name a new folder for the repository" in capsys.readouterr().err)
 
 
@@ -444,7 +445,7 @@ def test_an_assignment_file_changed_behind_the_repository_s_back_is_not_believed
     monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", topic_prefix)
     assert main(["models", "status", "--repo", str(repo.dir), "--store",
                  f"sqlite:///{tmp_path / 'none.sqlite3'}"]) == 2
-    assert f"status: {stored}: not the assignment the fleet role signed" in (
+    assert f"models status: {stored}: not the assignment the fleet role signed" in (
         capsys.readouterr().err)
 
 
@@ -623,7 +624,8 @@ def test_serve_refuses_what_it_cannot_serve_with_a_message_not_a_traceback(
     finally:
         taken.httpd.server_close()
     assert main(["models", "repo", "serve", str(tmp_path / "typo")]) == 2
-    assert f"repo serve: {tmp_path / 'typo' / 'public'}: no metadata/" in capsys.readouterr().err
+    assert ("models repo serve: "
+            f"{tmp_path / 'typo' / 'public'}: no metadata/" in capsys.readouterr().err)
 
 
 def test_a_release_does_not_sign_metadata_that_was_changed_behind_its_back(
@@ -702,7 +704,7 @@ def test_release_options_a_manifest_cannot_hold_are_named(
     assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0",
                  option, value]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"release: {said}"), err
+    assert err.startswith(f"models release: {said}"), err
     assert "pydantic" not in err
     assert len(err.splitlines()) == 1
 
@@ -786,7 +788,7 @@ def test_status_of_a_folder_that_is_no_repository_is_an_error(
 ) -> None:
     args = ["models", "status", "--repo", str(tmp_path / "typo"), "--config", "unused.yaml"]
     assert main(args) == 2
-    assert f"status: {tmp_path / 'typo'}: not a model repository" in capsys.readouterr().err
+    assert f"models status: {tmp_path / 'typo'}: not a model repository" in capsys.readouterr().err
 
 
 def test_release_without_vectors_uses_the_shipped_self_test_rows_in_any_folder(
