@@ -26,10 +26,11 @@ from appliance.pathology.run import (
 def score_jobs(args: argparse.Namespace, jobs: list[SlideJob]) -> int:
     """Score jobs; exit 0 when all slides scored, 1 when some failed, 2 on a bad model/options."""
     if not jobs:
-        print("pathology: no slides found (JPEG, PNG or TIFF files)", file=sys.stderr)
+        print(f"pathology {args.pathology_command}: no slides found (JPEG, PNG or TIFF files)",
+              file=sys.stderr)
         return 2
     if clash := name_clash(jobs):
-        print(escape_controls(f"pathology: {clash}"), file=sys.stderr)
+        print(escape_controls(f"pathology {args.pathology_command}: {clash}"), file=sys.stderr)
         return 2
     try:
         folder = ResultsFolder(args.out, args.force)
@@ -45,7 +46,7 @@ def _score_into(args: argparse.Namespace, jobs: list[SlideJob], folder: ResultsF
     try:
         model = TileModel(args.model, provider=args.provider)
     except ModelError as exc:
-        print(f"pathology: model error: {exc}", file=sys.stderr)
+        print(f"pathology {args.pathology_command}: model error: {exc}", file=sys.stderr)
         return 2
     settings = _settings(args, model)
     runner = SlideRunner(model, settings, folder.stage, _options(args))
@@ -54,8 +55,8 @@ def _score_into(args: argparse.Namespace, jobs: list[SlideJob], folder: ResultsF
         run_jobs(runner, jobs, results=results)
         write_results(folder.stage, results, _summary(args, model, runner, started))
     except OSError as exc:  # the results folder, not a slide: a full disk, no permission
-        print(f"pathology: cannot write to {args.out}: {exc}; stopped, results.csv not written",
-              file=sys.stderr)
+        print(f"pathology {args.pathology_command}: cannot write to {args.out}: {exc}; stopped, "
+              "results.csv not written", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: exit 130 or 143 all the same
         print(escape_controls(_stopped(args, len(results), len(jobs))), file=sys.stderr)
@@ -63,7 +64,8 @@ def _score_into(args: argparse.Namespace, jobs: list[SlideJob], folder: ResultsF
     try:
         folder.publish()
     except OSError as exc:
-        print(f"pathology: cannot move the results into {args.out} ({exc}); it holds no "
+        print(f"pathology {args.pathology_command}: cannot move the results into {args.out} "
+              f"({exc}); it holds no "
               "results.csv now: run again with --force", file=sys.stderr)
         return 1
     _print_summary(results, args.out / RESULTS_CSV)
