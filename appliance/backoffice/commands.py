@@ -183,18 +183,18 @@ def _retire(config: Config) -> int:
                          f"back office {client_id}",
                          "give this one its own backoffice.client_id")
     except StateLockError as exc:
-        print(f"retire failed: {exc}", file=sys.stderr)
+        print(f"backoffice --retire: {exc}", file=sys.stderr)
         return 1
     try:
         retire_session(config)
     except BrokerRefusedError as exc:  # as the worker itself exits (EXIT_BROKER_REFUSED)
-        print(f"retire failed: {exc}", file=sys.stderr)
+        print(f"backoffice --retire: {exc}", file=sys.stderr)
         return 3
     except IngestError as exc:
-        print(f"retire failed: {exc}", file=sys.stderr)
+        print(f"backoffice --retire: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:  # a TLS file that cannot be used: the message names it
-        print(f"retire failed: {exc}", file=sys.stderr)
+        print(f"backoffice --retire: {exc}", file=sys.stderr)
         return 2
     finally:
         lock.release()

@@ -457,7 +457,7 @@ def test_retire_names_a_broker_that_does_not_answer(
     path = tmp_path / "office.yaml"
     path.write_text(yaml.safe_dump({"mqtt": {"port": free_port()}, "state_dir": str(tmp_path)}))
     assert main(["backoffice", "--config", str(path), "--retire"]) == 1
-    assert "retire failed: cannot reach the broker at 127.0.0.1:" in capsys.readouterr().err
+    assert "backoffice --retire: cannot reach the broker at 127.0.0.1:" in capsys.readouterr().err
 
 
 def test_a_flood_of_qos0_results_is_bounded_in_memory_and_qos1_results_still_land(

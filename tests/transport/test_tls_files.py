@@ -49,5 +49,5 @@ def test_the_back_office_and_retire_say_so_in_one_line(
     assert any("cannot start: mqtt.tls.ca_file" in r.getMessage() for r in caplog.records)
     assert main(["backoffice", "--config", str(path), "--retire"]) == 2
     err = capsys.readouterr().err
-    assert "retire failed: mqtt.tls.ca_file" in err
+    assert "backoffice --retire: mqtt.tls.ca_file" in err
     assert "Traceback" not in err
