@@ -76,13 +76,21 @@ def device_id(text: str) -> str:
     return text
 
 
-def load_or_report(path: str | None) -> Config | None:
-    """The config (see ``load_config_or_defaults``), or None after printing the error."""
+def load_or_report(args: argparse.Namespace) -> Config | None:
+    """The config of ``--config`` (see ``load_config_or_defaults``), or None after printing the
+    error under the command's name."""
     try:
-        return load_config_or_defaults(path)
+        return load_config_or_defaults(args.config)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(f"{command_of(args)}: config error: {exc}", file=sys.stderr)
         return None
+
+
+def command_of(args: argparse.Namespace) -> str:
+    """The command as typed, without ``appliance`` ("results query"), for its refusals."""
+    from appliance.cli import command_named
+
+    return command_named(args).removeprefix("appliance ")
 
 
 def store_url_of(args: argparse.Namespace) -> str | None:
@@ -91,7 +99,7 @@ def store_url_of(args: argparse.Namespace) -> str | None:
 
     if args.store is not None:
         return str(args.store)
-    config = load_or_report(args.config)
+    config = load_or_report(args)
     return None if config is None else store_url_for(config.store.url, config.state_dir)
 
 
@@ -126,7 +134,7 @@ def open_for(args: argparse.Namespace, create: bool = False, writes: bool = Fals
             return store
         return open_existing_store(url)
     except StoreError as exc:
-        print(f"store error: {exc}", file=sys.stderr)
+        print(f"{command_of(args)}: store error: {exc}", file=sys.stderr)
         return None
 
 
@@ -155,7 +163,7 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
 def _backoffice(args: argparse.Namespace) -> int:
     from appliance.backoffice.service import run_backoffice, stop_on_signals
 
-    config = load_or_report(args.config)
+    config = load_or_report(args)
     if config is None:
         return 2
     if args.retire:  # a one-shot command: stop signals end it as they end the others

@@ -89,10 +89,10 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         store_url = None if args.throwaway else _default_store(args)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(f"demo: config error: {exc}", file=sys.stderr)
         return 2
     if store_url is not None and (problem := _store_refusal(store_url, args)):
-        print(f"store error: {problem}", file=sys.stderr)  # as the read commands say it
+        print(f"demo: store error: {problem}", file=sys.stderr)  # as the read commands say it
         return 2
     stop, received = threading.Event(), list[int]()
     with _backoffice_log_at_warnings(unless=args.verbose), stop_on_signals(stop, received):

@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     with stop_on_signals(stop, logging.getLogger("appliance.console"), received):
         if stop.is_set():  # a stop signal while the command started
             return 0
-        config = load_or_report(args.config)
+        config = load_or_report(args)
         if config is None:
             return 2
         try:
@@ -60,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
                          Path(config.pathology.results_dir), _store_option(args),
                          stop=stop, received=received)
         except StoreError as exc:
-            print(f"store error: {exc}", file=sys.stderr)
+            print(f"console: store error: {exc}", file=sys.stderr)
             return 2
 
 

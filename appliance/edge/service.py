@@ -73,7 +73,7 @@ def run_edge(config_path: str, verbose: bool = False) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(f"edge: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(verbose, config.device.id)
     requests = Requests()

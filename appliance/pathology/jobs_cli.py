@@ -122,7 +122,10 @@ def _config(args: argparse.Namespace) -> Config | None:
     try:
         return load_config_or_defaults(args.config)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        from appliance.cli import command_named  # noqa: PLC0415 - only on a refusal
+
+        print(f"{command_named(args).removeprefix('appliance ')}: config error: {exc}",
+              file=sys.stderr)
         return None
 
 

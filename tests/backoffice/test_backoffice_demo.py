@@ -421,9 +421,9 @@ def test_a_store_url_naming_no_store_is_refused_before_anything_starts_as_read_c
     calls = _recorded_demo(monkeypatch)
     assert main(["fleet", "--store", url]) == 2
     refusal = capsys.readouterr().err
-    assert refusal.startswith("store error: ")
+    assert refusal.startswith("fleet: store error: ")
     assert main(["demo", "--store", url]) == 2
-    assert capsys.readouterr().err == refusal
+    assert capsys.readouterr().err == refusal.replace("fleet: ", "demo: ", 1)
     assert calls == []
     assert list(tmp_path.iterdir()) == []
 
@@ -440,7 +440,7 @@ def test_a_demo_store_in_a_folder_that_is_not_there_is_refused_naming_it(
                         (f"sqlite:///{tmp_path / 'gone' / 'x.sqlite3'}", tmp_path / "gone")):
         assert main(["demo", "--store", url]) == 2
         errors.append(capsys.readouterr().err)
-        assert errors[-1].startswith(f"store error: no folder {folder} for the store ")
+        assert errors[-1].startswith(f"demo: store error: no folder {folder} for the store ")
     assert "sqlite:////nope/x.sqlite3 names /nope/x.sqlite3" in errors[0]  # relative, read so
     assert calls == []
     assert list(tmp_path.iterdir()) == []

@@ -29,7 +29,8 @@ def test_a_read_command_on_a_server_that_closes_at_once_says_so_in_one_line(
         assert main([*command, "--store", url]) == 2
         assert server.cut.is_set()
     err = capsys.readouterr().err
-    assert err.startswith(f"store error: cannot open the PostgreSQL database {url}: {CLOSED}")
+    assert err.startswith(f"{' '.join(command)}: store error: cannot open the PostgreSQL "
+                          f"database {url}: {CLOSED}")
     assert len(err.splitlines()) == 1
 
 

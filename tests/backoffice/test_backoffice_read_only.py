@@ -469,9 +469,9 @@ def test_a_store_path_that_is_a_folder_or_a_pipe_is_refused_by_writers_as_by_rea
     assert main(["store", "migrate", "--store", url]) == 2
     assert capsys.readouterr().err.startswith(f"store migrate: {said}")
     assert main(["results", "retry", "--store", url]) == 2  # a writer
-    assert capsys.readouterr().err.startswith(f"store error: {said}")
+    assert capsys.readouterr().err.startswith(f"results retry: store error: {said}")
     assert main(["fleet", "--store", url]) == 2  # a reader
-    assert capsys.readouterr().err.startswith(f"store error: {said}")
+    assert capsys.readouterr().err.startswith(f"fleet: store error: {said}")
     with pytest.raises(StoreError, match=re.escape(said)):
         open_store(url)
     assert [p.name for p in tmp_path.iterdir()] == ["store"]
@@ -536,7 +536,7 @@ def test_a_damaged_store_file_is_one_line_saying_so_and_stays_as_it_was(
     before = store_file.read_bytes()
     url = f"sqlite:///{store_file}"
     for command, said in ((["store", "migrate"], "store migrate"), (["results", "retry"],
-                          "store error"), (["fleet"], "store error")):
+                          "results retry: store error"), (["fleet"], "fleet: store error")):
         assert main([*command, "--store", url]) == 2, command
         err = capsys.readouterr().err
         assert err.startswith(f"{said}: cannot open SQLite store {store_file}: "), err
@@ -565,7 +565,7 @@ def test_another_applications_sqlite_database_is_refused_and_left_as_it_was(
     assert main(["store", "migrate", "--store", url]) == 2
     assert capsys.readouterr().err == f"store migrate: {said}"
     assert main(["results", "retry", "--store", url]) == 2
-    assert capsys.readouterr().err == f"store error: {said}"
+    assert capsys.readouterr().err == f"results retry: store error: {said}"
     with pytest.raises(StoreError, match="holds another application's tables"):
         open_store(url)
     assert other.read_bytes() == before

@@ -57,7 +57,8 @@ def test_a_read_command_refuses_it_with_exit_2_in_one_line(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines() == [
-        "store error: store URL 'postgresql://viewer:***@127.0.0.1:5432/' names no database: "
+        "results dead-letters: store error: store URL 'postgresql://viewer:***@127.0.0.1:5432/' "
+        "names no database: "
         "add the store's database after the host (postgresql://USER@HOST:PORT/DATABASE); "
         "without one PostgreSQL picks the database named after the role (or PGDATABASE), not "
         "the store's"]
