@@ -39,10 +39,10 @@ def test_a_damaged_settings_file_is_named_by_every_command_and_nothing_is_signed
     settings.write_bytes(content)
     before = sorted(path.name for path in repo.metadata_dir.iterdir())
     commands = {
-        "repo refresh": ["models", "repo", "refresh", str(repo.dir)],
-        "release": ["models", "release", str(model), "--repo", str(repo.dir), "--version",
-                    "1.0.0"],
-        "status": ["models", "status", "--repo", str(repo.dir)],
+        "models repo refresh": ["models", "repo", "refresh", str(repo.dir)],
+        "models release": ["models", "release", str(model), "--repo", str(repo.dir),
+                           "--version", "1.0.0"],
+        "models status": ["models", "status", "--repo", str(repo.dir)],
     }
     for shown, command in commands.items():
         assert main(command) == 2, shown
