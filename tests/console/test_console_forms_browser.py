@@ -120,13 +120,7 @@ def test_reloading_the_page_after_a_revoke_does_not_send_it_again(console: Conso
     page.get_by_role("button", name=f"Revoke token {token_id}", exact=True).click()
     done = f"Revoked API token {token_id} of victor: it is refused from now on."
     expect(page.locator(".done")).to_have_text(done)
-    sent: list[str] = []
-    page.on("request", lambda request: sent.append(request.method))
-    page.reload()
-    expect(page.locator("h1")).to_have_text("API tokens")
-    assert sent == ["GET"]
-    expect(page.locator(".error")).to_have_count(0)
-    expect(page.locator(".done")).to_have_text(done)  # still true
+    reload_sends_only_a_get(page, "API tokens", done)  # and what was done is still said
     expect(page.locator("#tokens")).not_to_contain_text(token_id)
 
 
@@ -160,13 +154,7 @@ def test_reloading_the_page_after_a_password_change_does_not_send_it_again(
     done = ("Password changed: 0 other session(s) ended, 0 API token(s) revoked. This "
             "session goes on.")
     expect(fresh.locator(".done")).to_have_text(done)
-    sent: list[str] = []
-    fresh.on("request", lambda request: sent.append(request.method))
-    fresh.reload()
-    expect(fresh.locator("h1")).to_have_text("Account: pat (viewer)")
-    assert sent == ["GET"]
-    expect(fresh.locator(".error")).to_have_count(0)
-    expect(fresh.locator(".done")).to_have_text(done)
+    reload_sends_only_a_get(fresh, "Account: pat (viewer)", done)
     fresh.goto(console.url + "/account?ended=5&revoked=9&mark=" + "0" * 32)  # made elsewhere
     expect(fresh.locator(".done")).to_have_count(0)
 
@@ -199,3 +187,15 @@ def test_a_refused_site_stays_in_the_fleet_s_site_field(console: Console, page: 
     field.fill("osaka")
     page.keyboard.press("Enter")
     expect(page.locator("#fleet")).to_contain_text("kiosk-9")
+
+
+def reload_sends_only_a_get(page: Any, heading: str, done: str) -> None:
+    """A reload of the page a form's 303 led to asks for it again (one GET, no form sent
+    again) and shows ``heading`` and what was done, with no error."""
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.method))
+    page.reload()
+    expect(page.locator("h1")).to_have_text(heading)
+    assert sent == ["GET"]
+    expect(page.locator(".error")).to_have_count(0)
+    expect(page.locator(".done")).to_have_text(done)
