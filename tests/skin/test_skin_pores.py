@@ -262,6 +262,22 @@ def test_oval_pores_along_a_furrow_are_counted() -> None:
     assert counted <= found + 2
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_round_pore_in_the_middle_of_a_furrow_is_one_pore(seed: int) -> None:
+    """A round pore centred on a furrow segment, away from its junctions, about twice the
+    furrow's width across: the furrow is deeper there along its length too, so the curvature
+    search has a candidate on it, and it is counted by its own rim; the same skin without it
+    reads none (docs/experiments/README.md "furrowpit")."""
+    scene = oval_scene(seed, (110.0,), aspect=1.0, furrow_width_um=50.0)
+    analysis = analyze(scene.rgb, scene.um_per_px)
+    assert analysis.features.pore_count == 1
+    found = analysis.pore_centres_frame_px()[0]
+    assert np.hypot(*(found - scene.geometry.pore_centres_px[0])) < 6.0  # px
+    assert analysis.features.pore_mean_diameter_um == pytest.approx(110.0, rel=0.15)
+    plain = oval_scene(seed, (), aspect=1.0, furrow_width_um=50.0)
+    assert analyze(plain.rgb, plain.um_per_px).features.pore_count == 0
+
+
 def _oval_depth(length_px: float, ramp: bool) -> np.ndarray:
     """A fine depth image: a furrow 5 px wide and 0.3 deep along x; on it, a pit 0.6 deep,
     ``length_px`` long and 9 px wide. With ``ramp`` the furrow beyond the pit's ends stays
