@@ -367,7 +367,9 @@ def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
                   bands={v.key: plotted_bands(v) for v in views},
                   repeats=figures.repeats, total=total, left_out=left_out,
                   isfinite=math.isfinite, computed_at=figures.computed_at,
-                  period=figures.period.text(), max_age_s=request.app.state.cohort.max_age_s)
+                  period=figures.period.text(), max_age_s=request.app.state.cohort.max_age_s,
+                  stored=figures.period.captured_from is not None,
+                  pruned=figures.period.removed_before is not None)
 
 
 @router.get("/dead-letters")

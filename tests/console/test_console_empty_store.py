@@ -50,9 +50,19 @@ def _main(empty: tuple[Console, str], path: str) -> str:
 def test_the_cohort_of_no_results_claims_nothing_about_them(
         empty: tuple[Console, str]) -> None:
     main = _main(empty, "/cohort")
-    assert "0 stored results with an age band" in main
-    assert "No stored result has an age band yet" in main
+    assert "No result is stored yet" in main
+    assert "each kiosk sends its results over MQTT to the back office" in main
     assert "every feature of these results was measured" not in main
+
+
+def test_the_cohort_of_no_results_explains_no_figures(empty: tuple[Console, str]) -> None:
+    """The page said how its points and correlations are drawn, and how many results it
+    had (0), as if it showed some: an empty store's page says only that there is none yet."""
+    main = _main(empty, "/cohort")
+    for said_of_figures in ("Points:", "Pearson r", "0 stored results",
+                            "No stored result has an age band", "Repeat measurements",
+                            "No subject was measured more than once"):
+        assert said_of_figures not in main
 
 
 def test_no_dead_letters_are_said_to_be_none_not_an_empty_table(
