@@ -58,6 +58,16 @@ def sample_features(rng: random.Random, age_band: str) -> Features:
     )
 
 
+def sample_quality_scores(rng: random.Random) -> dict[str, float]:
+    """The sharpness and focus scores of a frame the quality gate passed, as a kiosk sends
+    them (appliance/capture/quality.py): sharpness 0.6-1.2 (the gate refuses under 0.5;
+    sharp frames read 0.7-1.25, docs/measurement.md "Frame sharpness"), focus 200-1300. One
+    draw sets both (blur lowers them together), so the draws after it are those of before."""
+    sharp_share = rng.random()
+    return {"sharpness": round(0.6 + 0.6 * sharp_share, 3),
+            "focus": round(200.0 + 1100.0 * sharp_share, 1)}
+
+
 def sample_result(
     rng: random.Random, site: str, device_id: str, index: int, subject_id: str | None = None
 ) -> Result:
@@ -72,7 +82,7 @@ def sample_result(
         site=site,
         captured_at=captured,
         software_version="0.1.0",
-        quality=Quality(verdict="ok", scores={"focus": round(rng.uniform(0.6, 1.0), 3)}),
+        quality=Quality(verdict="ok", scores=sample_quality_scores(rng)),
         features=features,
         classification=Classification(
             model=SIMULATED_MODEL.name,
