@@ -31,7 +31,12 @@ def test_the_edge_failed_for_good_starts_the_out_of_order_screen_and_a_new_start
     port = re.search(r"--screen-port (\d+)", command)
     assert port
     assert f"http://127.0.0.1:{port.group(1)}/" in screen  # the page Chromium shows
-    assert command.endswith(f"edge --out-of-order --screen-port {port.group(1)}")
+    assert command.endswith(f"--screen-port {port.group(1)}")
+    # the page starts in the language the kiosk's config sets: the unit names the edge's config
+    (edge_command,) = service_settings(EDGE)["ExecStart"]
+    edge_config = re.search(r" --config (\S+)", edge_command)
+    assert edge_config
+    assert re.search(rf"edge --out-of-order --config {re.escape(edge_config.group(1))} ", command)
     assert UNIT in (DEPLOY / "install.sh").read_text()  # installed with the edge's unit
 
 

@@ -17,7 +17,8 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         help="serve only the kiosk screen, saying the kiosk is out of order and, for staff, why "
         "(systemd's words: $MONITOR_SERVICE_RESULT, $MONITOR_EXIT_CODE, $MONITOR_EXIT_STATUS); "
         "the edge unit's OnFailure= runs it (deploy/appliance-kiosk-out-of-order.service); "
-        "reads no config")
+        "reads only screen.language of --config (the language the page starts in; its "
+        "default where the file cannot be read)")
     edge.add_argument("--screen-port", type=int, default=8090, metavar="PORT",
                       help="with --out-of-order: the kiosk screen's port (8090)")
     edge.set_defaults(handler=_run, own_stop_signals=True)  # held until run_edge takes them
@@ -29,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
         from appliance.edge.systemd import setup_logging  # noqa: PLC0415
 
         setup_logging(bool(getattr(args, "verbose", False)))
-        return serve_out_of_order(args.screen_port)
+        return serve_out_of_order(args.screen_port, config_path=args.config)
     from appliance.edge.service import run_edge  # noqa: PLC0415 - heavy deps load on use
 
     return run_edge(args.config, verbose=bool(getattr(args, "verbose", False)))

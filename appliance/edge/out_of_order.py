@@ -11,8 +11,10 @@ the same page on the same port, saying the kiosk is out of order, asking the cus
 staff, and telling staff why in systemd's words (``$MONITOR_SERVICE_RESULT``,
 ``$MONITOR_EXIT_CODE``, ``$MONITOR_EXIT_STATUS``: systemd.exec(5), "Environment variables in
 spawned processes"). A start of the daemon stops that unit first (the edge unit's
-ExecStartPre=) and the daemon takes the port back. No config is read: a config the daemon
-refused is one reason this runs.
+ExecStartPre=) and the daemon takes the port back. Of the kiosk's config only
+``screen.language`` is read (the language the screen starts in), and on its own: a config the
+daemon refused is one reason this runs. Where it cannot be read, the page starts in that key's
+default, and the log says why.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from appliance import interrupts
+from appliance.config.edge import ScreenConfig
+from appliance.config.loader import ENV_PREFIX, ConfigError, read_yaml
 from appliance.edge.screen_preview import PreviewFeed
 from appliance.edge.screen_server import ScreenServer
-from appliance.edge.screen_state import DOWN_FOR_GOOD, ScreenState
+from appliance.edge.screen_state import DOWN_FOR_GOOD, LANGUAGES, ScreenState
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +51,52 @@ def failure_detail(environ: Mapping[str, str]) -> dict[str, str]:
     return {"key": why, "result": result, "code": code, "status": status}
 
 
-def out_of_order_state(detail: dict[str, str], language: str = "ja") -> ScreenState:
+DEFAULT_LANGUAGE: str = ScreenConfig.model_fields["language"].default
+LANGUAGE_VARIABLE = f"{ENV_PREFIX}SCREEN__LANGUAGE"  # the override the screen's config takes
+
+
+def configured_language(config_path: str | Path, environ: Mapping[str, str]) -> str:
+    """The language the kiosk screen starts in: ``screen.language`` of the kiosk's config
+    (its APPLIANCE__SCREEN__LANGUAGE override first), read alone, since the rest of the
+    config may be what the daemon refused; where it cannot be read or names no language the
+    screen has, DEFAULT_LANGUAGE, said in the log."""
+    if environ.get(LANGUAGE_VARIABLE):
+        return _known_language(environ[LANGUAGE_VARIABLE], LANGUAGE_VARIABLE)
+    try:
+        screen = read_yaml(Path(config_path)).get("screen")
+    except ConfigError as exc:
+        log.warning("the out-of-order screen starts in %s (screen.language's default): its "
+                    "config was not read: %s", DEFAULT_LANGUAGE, exc)
+        return DEFAULT_LANGUAGE
+    if not isinstance(screen, dict) or "language" not in screen:
+        return DEFAULT_LANGUAGE  # what the screen itself starts in with this config
+    return _known_language(screen["language"], f"{config_path}: screen.language")
+
+
+def _known_language(language: object, where: str) -> str:
+    """``language`` when the screen has it, else DEFAULT_LANGUAGE with a warning naming it."""
+    if isinstance(language, str) and language in LANGUAGES:
+        return language
+    log.warning("the out-of-order screen starts in %s (screen.language's default): %s is %r, "
+                "not one of %s", DEFAULT_LANGUAGE, where, language, ", ".join(LANGUAGES))
+    return DEFAULT_LANGUAGE
+
+
+def out_of_order_state(detail: dict[str, str],
+                       language: str = DEFAULT_LANGUAGE) -> ScreenState:
     """A screen state that says the kiosk is out of order (customers: tell staff), and why."""
     state = ScreenState(burst_frames=1, idle_s=3600.0, language=language)
     state.set_out_of_order(DOWN_FOR_GOOD, detail=detail)
     return state
 
 
-def serve_out_of_order(port: int = DEFAULT_PORT,
-                       environ: Mapping[str, str] | None = None) -> int:
-    """Serve the out-of-order screen on 127.0.0.1:``port`` until SIGTERM or SIGINT; exit code."""
-    detail = failure_detail(os.environ if environ is None else environ)
+def serve_out_of_order(port: int = DEFAULT_PORT, environ: Mapping[str, str] | None = None,
+                       config_path: str | Path = "config.yaml") -> int:
+    """Serve the out-of-order screen on 127.0.0.1:``port``, in the language the kiosk's
+    config at ``config_path`` sets, until SIGTERM or SIGINT; exit code."""
+    environ = os.environ if environ is None else environ
+    detail = failure_detail(environ)
+    language = configured_language(config_path, environ)
     log.error("the edge daemon is down for good (systemd: %s, %s, status %s): the kiosk "
               "screen says it is out of order until it is started again", detail["result"],
               detail["code"], detail["status"])
@@ -65,7 +104,7 @@ def serve_out_of_order(port: int = DEFAULT_PORT,
     with tempfile.TemporaryDirectory(prefix="kiosk-out-of-order-") as empty, \
             interrupts.stop_on_signals(stop, log):
         try:
-            server = _server(port, detail, Path(empty))
+            server = _server(port, out_of_order_state(detail, language), Path(empty))
         except OSError as exc:
             log.error("kiosk screen not served: cannot listen on 127.0.0.1:%d: %s", port, exc)
             return 1
@@ -80,7 +119,7 @@ def serve_out_of_order(port: int = DEFAULT_PORT,
     return 0
 
 
-def _server(port: int, detail: dict[str, str], empty: Path) -> ScreenServer:
+def _server(port: int, state: ScreenState, empty: Path) -> ScreenServer:
     """The kiosk screen's server on a state that says the kiosk is out of order; no camera,
     so its preview never sends a frame and its folder holds no overlay."""
-    return ScreenServer(port, out_of_order_state(detail), PreviewFeed(640), empty, 1.0)
+    return ScreenServer(port, state, PreviewFeed(640), empty, 1.0)

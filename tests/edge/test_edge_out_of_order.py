@@ -24,7 +24,7 @@ from playwright.sync_api import expect
 
 from appliance.browser import chromium_page
 from appliance.edge import screen_server
-from appliance.edge.out_of_order import failure_detail
+from appliance.edge.out_of_order import configured_language, failure_detail
 from appliance.edge.screen_preview import PreviewFeed
 from appliance.edge.screen_server import ScreenServer
 from appliance.edge.screen_state import ScreenState
@@ -106,6 +106,69 @@ def test_the_out_of_order_screen_says_why_and_stops_on_sigterm(
     assert "the edge daemon is down for good (systemd: exit-code, exited, status 2)" in said
 
 
+@pytest.mark.parametrize(("config", "language", "warned"), [
+    ("screen:\n  port: 8090\n  language: en\n", "en", ""),
+    # the config the daemon refused (an unknown key, a bad port): its language still holds
+    ("mqtt:\n  prot: 1883\nscreen:\n  port: -1\n  language: en\n", "en", ""),
+    ("screen:\n  language: ja\n", "ja", ""),
+    ("screen:\n  port: 8090\n", "ja", ""),  # what the screen itself starts in
+    ("screen:\n  language: fr\n", "ja", "'fr', not one of ja, en"),
+    ("screen: [en]\n", "ja", ""),
+    ("screen:\n  language: en\n  port: [8090\n", "ja", "broken YAML at line"),
+])
+def test_the_out_of_order_screen_starts_in_the_kiosk_s_configured_language(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, config: str, language: str, warned: str,
+) -> None:
+    """It started in Japanese whatever the kiosk's screen.language: it read no config."""
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    assert configured_language(path, {}) == language
+    said = " ".join(record.getMessage() for record in caplog.records)
+    if warned:
+        assert "the out-of-order screen starts in ja (screen.language's default)" in said
+        assert warned in said
+    else:
+        assert not said
+
+
+def test_without_its_config_the_out_of_order_screen_says_it_starts_in_the_default(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert configured_language(tmp_path / "gone.yaml", {}) == "ja"
+    said = " ".join(record.getMessage() for record in caplog.records)
+    assert "starts in ja (screen.language's default): its config was not read" in said
+    assert "gone.yaml: config file not found" in said
+
+
+def test_the_screen_s_language_override_holds_for_the_out_of_order_screen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("screen:\n  language: ja\n")
+    assert configured_language(path, {"APPLIANCE__SCREEN__LANGUAGE": "en"}) == "en"
+    assert configured_language(path, {"APPLIANCE__SCREEN__LANGUAGE": "de"}) == "ja"
+    assert "APPLIANCE__SCREEN__LANGUAGE is 'de'" in caplog.text
+
+
+def test_appliance_edge_out_of_order_serves_the_config_s_language(tmp_path: Path) -> None:
+    """The command the out-of-order unit runs, with the kiosk's config (refused by the daemon:
+    an unknown key) naming English: the page's state starts in English."""
+    config = tmp_path / "config.yaml"
+    config.write_text("mqtt:\n  prot: 1883\nscreen:\n  language: en\n")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "appliance", "edge", "--out-of-order",
+                                "--config", str(config), "--screen-port", str(port)],
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
+    try:
+        assert wait_until(lambda: answers(port), 30, poll_s=0.1)
+        state = get_state(port)
+        assert state["language"] == "en"
+        assert state["guidance"] == "guide_out_of_order"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+
+
 class StandInDaemon:
     """The daemon's screen server on a fresh state, on ``port``: what the page first shows."""
 
@@ -147,7 +210,7 @@ def test_a_page_whose_daemon_failed_for_good_says_out_of_order_and_why(
     process = subprocess.Popen([sys.executable, "-m", "appliance", "edge", "--out-of-order",
                                 "--screen-port", str(port)], env=environ, cwd=tmp_path)
     try:
-        expect(page.locator("#guidance")).to_have_text(  # the default language: no config read
+        expect(page.locator("#guidance")).to_have_text(  # no config.yaml: the default language
             CATALOGUE["ja"]["guide_out_of_order"] + CATALOGUE["ja"]["staff_ask"], timeout=30_000)
         page.locator("#lang-en").click()
         expect(page.locator("#guidance")).to_have_text(
