@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from appliance.backoffice.keyset import Keyset
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.console import EXPIRED_TOKEN_KEPT_DAYS
@@ -27,6 +28,9 @@ from appliance.transport.payloads import utc_now
 # an API token's id: the start of its SHA-256 (64 bits: no two tokens share one in practice)
 TOKEN_ID_CHARS = 16
 TOKEN_ID = re.compile(f"^[0-9a-f]{{{TOKEN_ID_CHARS}}}\\Z")
+# the tokens page's order, oldest first: by creation, then by id (unique in practice)
+TOKEN_KEYS = Keyset(("t.created_at", f"substr(t.token_sha256, 1, {TOKEN_ID_CHARS})"),
+                    descending=False)
 # a token's last use is written again only this long after the last write
 LAST_USE_EVERY_S = 60.0
 # how long an API request waits for another program's write lock on a SQLite store to write its
@@ -50,6 +54,13 @@ class Revoked:
 def token_id(token_sha256: str) -> str:
     """The id an API token is listed and revoked by: the start of its SHA-256 (not secret)."""
     return token_sha256[:TOKEN_ID_CHARS]
+
+
+def _token_row(row: tuple[Any, ...]) -> TokenRow:
+    """A token's row (``_token_select``'s columns) as listed: its id, never its hash."""
+    expired = row[4] is not None and row[4] <= row[6]
+    return TokenRow(token_id(row[0]), row[1], row[2], row[3], row[4], row[5], expired,
+                    row[7] is not None)
 
 
 class LastOperatorError(ValueError):
@@ -234,13 +245,33 @@ class ConsoleAccounts(StoreConnection):
         clock."""
         now, params = self._session_now()
         where, more = ("WHERE t.name = ? ", [name]) if name else ("", [])
-        rows = self._fetch(
-            "SELECT t.token_sha256, t.name, t.label, t.created_at, t.expires_at, "
-            f"t.last_used_at, {now}, u.disabled_at FROM console_tokens t "
-            f"LEFT JOIN console_users u ON u.name = t.name {where}"
-            "ORDER BY t.created_at, t.token_sha256", [*params, *more])
-        return [TokenRow(token_id(r[0]), r[1], r[2], r[3], r[4], r[5],
-                         r[4] is not None and r[4] <= r[6], r[7] is not None) for r in rows]
+        rows = self._fetch(f"{self._token_select(now)} {where}"
+                           "ORDER BY t.created_at, t.token_sha256", [*params, *more])
+        return [_token_row(row) for row in rows]
+
+    def token_page(self, name: str | None, limit: int, after: tuple[str, str] | None = None,
+                   before: tuple[str, str] | None = None) -> list[TokenRow]:
+        """Up to ``limit`` API tokens (of user ``name``, else all) oldest first: the first
+        after the ``after`` key (created at, token id), or the last before the ``before``
+        key, or the first of all; one keyset page of the tokens page, in that order."""
+        now, params = self._session_now()
+        rows = TOKEN_KEYS.page(lambda sql, more: self._fetch(sql, [*params, *more]),
+                               self._token_select(now),
+                               (["t.name = ?"], [name]) if name else ([], []), limit,
+                               onward=after, back=before)
+        return [_token_row(row) for row in rows]
+
+    def count_tokens(self, name: str | None = None) -> int:
+        """How many API tokens there are (of user ``name``, else all)."""
+        where, params = (" WHERE name = ?", [name]) if name else ("", [])
+        return int(self._fetch(f"SELECT COUNT(*) FROM console_tokens{where}", params)[0][0])
+
+    @staticmethod
+    def _token_select(now: str) -> str:
+        """The SELECT of a token's row with its user (expiry judged against ``now``)."""
+        return ("SELECT t.token_sha256, t.name, t.label, t.created_at, t.expires_at, "
+                f"t.last_used_at, {now}, u.disabled_at FROM console_tokens t "
+                "LEFT JOIN console_users u ON u.name = t.name")
 
     def revoke_token(self, token_id_text: str, owner: str | None = None) -> str | None:
         """Revoke the API token with this id (``owner``: only if it is that user's); its user,

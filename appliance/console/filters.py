@@ -34,6 +34,8 @@ _LISTED_CURSOR = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-
                             r"((?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/)?"
                             r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63})\Z")
 MAX_CURSOR_CHARS = 200
+_TOKEN_CURSOR = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                           r"(?:\.[0-9]{1,6})?Z)~([0-9a-f]{16})\Z")  # CREATED_AT~TOKEN_ID
 _LETTER_ID = re.compile(r"^[1-9][0-9]{0,17}\Z")  # a dead letter's number (below 2**63)
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _DEVICE_CURSOR = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})~"
@@ -184,6 +186,18 @@ def parse_device_cursor(name: str, value: str | None) -> tuple[str, str] | None:
     if match is None:
         raise InputError(name, value, "a site~device from a Next or Previous link of this page "
                          "or the `next` of an API answer")
+    return match.group(1), match.group(2)
+
+
+def parse_token_cursor(name: str, value: str | None) -> tuple[str, str] | None:
+    """Where a page of the API tokens starts (``after``) or ends (``before``): the creation
+    time and id ``CREATED~ID`` of a Next or Previous link of the tokens page; None when not
+    given."""
+    if not value:
+        return None
+    match = _TOKEN_CURSOR.match(value) if len(value) <= MAX_CURSOR_CHARS else None
+    if match is None:
+        raise InputError(name, value, "a created~id from a Next or Previous link of this page")
     return match.group(1), match.group(2)
 
 

@@ -13,6 +13,7 @@ say so.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice.accounts import TOKEN_ID, TOKEN_ID_CHARS, Login, TokenRow
+from appliance.backoffice.keyset import Neighbours
 from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import (
     marked,
@@ -28,13 +30,14 @@ from appliance.console.auth import (
     token_expiry_text,
     token_owner_text,
 )
-from appliance.console.filters import InputError
+from appliance.console.filters import InputError, one_way, parse_token_cursor
 from appliance.console.guard import body_store, check_csrf, page_login, pool_of, read_form
 from appliance.console.pages import render
 from appliance.logsafe import shorten
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
+TOKENS_SHOWN = 100  # tokens on a page of them, oldest first (as the fleet's kiosks)
 
 
 def _everyone(login: Login) -> bool:
@@ -42,28 +45,61 @@ def _everyone(login: Login) -> bool:
     return login.role == "operator"
 
 
-def _tokens(request: Request, login: Login) -> list[TokenRow]:
+TokenKey = tuple[str, str]  # (created at, token id): where a page starts or ends
+
+
+@dataclass(frozen=True)
+class TokensPage:
+    """One page of the tokens (TOKENS_SHOWN, oldest first), how many there are in all, and
+    the keys the pages beside it start after (``next``) or end before (``previous``)."""
+
+    tokens: list[TokenRow]
+    total: int
+    next: TokenKey | None
+    previous: TokenKey | None
+
+
+def _tokens(request: Request, login: Login, after: TokenKey | None = None,
+            before: TokenKey | None = None) -> TokensPage:
+    owner = None if _everyone(login) else login.name
     with body_store(request) as store:
-        return store.tokens(None if _everyone(login) else login.name)
+        listed: Neighbours[TokenRow, TokenKey] = Neighbours(
+            lambda limit, onward, back: store.token_page(owner, limit, onward, back),
+            lambda onward, back: bool(store.token_page(owner, 1, onward, back)),
+            lambda token: (token.created_at, token.token_id))
+        rows, following, preceding = listed.page(TOKENS_SHOWN, after, before)
+        return TokensPage(rows, store.count_tokens(owner), following, preceding)
 
 
-def _page(request: Request, login: Login, status: int = 200, **message: str) -> HTMLResponse:
+def _page(request: Request, login: Login, status: int = 200, after: TokenKey | None = None,
+          before: TokenKey | None = None, **message: str) -> HTMLResponse:
+    shown = _tokens(request, login, after, before)
+
+    def link(name: str, key: TokenKey | None) -> str | None:
+        return None if key is None else f"/tokens?{urlencode({name: '~'.join(key)})}"
+
     return render(request, "tokens.html", status, login=login, everyone=_everyone(login),
-                  tokens=_tokens(request, login),
+                  tokens=shown.tokens, total=shown.total, next=link("after", shown.next),
+                  previous=link("before", shown.previous),
+                  first="/tokens" if after or before else None,
                   expiry=lambda token: token_expiry_text(token, lambda at: at[:19]),
                   owner=token_owner_text, **message)
 
 
 @router.get("/tokens")
-def tokens_page(request: Request, login: Annotated[Login, Depends(page_login)],
-                revoked: str | None = None, of: str | None = None, mark: str | None = None
-                ) -> HTMLResponse:
-    """The API tokens the user may see: every user's for an operator, else its own; after a
-    revoke (``revoked``, ``of``, ``mark``: the redirect's), what was revoked."""
+def tokens_page(request: Request, login: Annotated[Login, Depends(page_login)], *,
+                revoked: str | None = None, of: str | None = None, mark: str | None = None,
+                after: str | None = None, before: str | None = None) -> HTMLResponse:
+    """The API tokens the user may see, TOKENS_SHOWN a page, oldest first: every user's for
+    an operator, else its own; Next and Previous page through them all (``after``,
+    ``before``: their cursors); after a revoke (``revoked``, ``of``, ``mark``: the
+    redirect's), what was revoked."""
+    one_way(after, before)
+    start, end = parse_token_cursor("after", after), parse_token_cursor("before", before)
     if revoked and of and marked(login.csrf, _revoked(revoked, of), mark):
         return _page(request, login, done=f"Revoked API token {revoked} of {of}: it is "
                      "refused from now on.")
-    return _page(request, login)
+    return _page(request, login, after=start, before=end)
 
 
 def _revoked(token_id: str, owner: str) -> str:
