@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,6 +118,75 @@ def test_a_time_or_age_band_is_not_broken_at_its_hyphen_at_200_percent_zoom(
                 "cell => { const range = document.createRange(); range.selectNodeContents(cell);"
                 " return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; }")
             assert lines == 1, cell
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
+TABLE_PAGES = ("/fleet", "/results?limit=10", "/results/{id}", "/cohort", "/rollouts",
+               "/rollouts/r0llout1", "/pathology", "/pathology/job-1", "/tokens", "/docs")
+
+
+def test_every_table_scrolls_in_a_named_region_a_keyboard_reaches(console: Console,
+                                                                 page: Any) -> None:
+    """A table wider than the window (200 % zoom) scrolled sideways in an element no key
+    reached (WCAG 2.1.1): each table's scrolling wrapper is a focusable region named for it."""
+    newest = json.loads(console.get("/api/v1/results?limit=1", console.token)[2])
+    paths = [path.format(id=newest["results"][0]["measurement_id"]) for path in TABLE_PAGES]
+    for path in paths:
+        page.goto(console.url + path)
+        wrappers = page.locator("main table").evaluate_all(
+            "tables => tables.map(t => { const w = t.parentElement; return [w.className,"
+            " w.getAttribute('tabindex'), w.getAttribute('role'), w.getAttribute('aria-label'),"
+            " w.children.length]; })")
+        assert wrappers, path
+        for wrapper in wrappers:
+            assert wrapper[:3] == ["scroll", "0", "region"], (path, wrapper)
+            assert wrapper[3].endswith(" (table)"), (path, wrapper)
+            assert wrapper[4] == 1, (path, wrapper)  # the table alone
+        names = [wrapper[3] for wrapper in wrappers]
+        assert len(set(names)) == len(names), (path, names)  # each region told apart
+
+
+def test_every_template_s_table_is_in_a_named_scrolling_region() -> None:
+    """The pages above and those the seeded store shows no table on (dead letters)."""
+    templates = Path(__file__).resolve().parents[2] / "appliance/console/templates"
+    wrapper = re.compile(r'<div class="scroll" tabindex="0" role="region" '
+                         r'aria-label="[^"]+ \(table\)">$')
+    tables = 0
+    for template in templates.glob("*.html"):
+        text = template.read_text()
+        for found in re.finditer(r"<table\b", text):
+            tables += 1
+            assert wrapper.search(text[:found.start()]), (template.name, found.start())
+    assert tables >= 18
+
+
+def test_a_keyboard_reaches_a_wide_table_and_scrolls_it_at_200_percent_zoom(
+    console: Console, page: Any,
+) -> None:
+    page.set_viewport_size({"width": 640, "height": 900})
+    try:
+        page.goto(console.url + "/results?limit=10")
+        region = page.get_by_role("region", name="Results (table)", exact=True)
+        assert region.evaluate("r => r.scrollWidth > r.clientWidth")  # it does scroll
+        assert region.evaluate("r => r.scrollLeft") == 0
+        for _ in range(80):  # Tab from the page's start, as a keyboard user goes
+            page.keyboard.press("Tab")
+            if region.evaluate("r => r === document.activeElement"):
+                break
+        expect(region).to_be_focused()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("r => r.scrollLeft > 0", arg=region.element_handle())
+        at_end = "r => r.scrollLeft + r.clientWidth >= r.scrollWidth - 1"
+        for _ in range(60):  # on to the last column: every column reached
+            if region.evaluate(at_end):
+                break
+            page.keyboard.press("ArrowRight")
+            page.wait_for_timeout(50)  # the scroll's animation, between presses
+        assert region.evaluate(at_end)
+        last = page.locator("#results tr").nth(1).locator("td").last.bounding_box()
+        assert last["x"] >= 0
+        assert last["x"] + last["width"] <= 640
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
 

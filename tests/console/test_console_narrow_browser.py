@@ -40,9 +40,9 @@ def test_every_page_fits_a_narrow_window(console: Console, narrow: Any, path: st
 def test_a_wide_table_scrolls_inside_itself_in_a_narrow_window(console: Console,
                                                                 narrow: Any) -> None:
     narrow.goto(console.url + "/results")
-    table = narrow.locator("#results")
-    assert table.evaluate("t => t.scrollWidth > t.clientWidth")  # its columns are all there
-    table.evaluate("t => { t.scrollLeft = t.scrollWidth; }")
+    wrapper = narrow.locator("#results").locator("xpath=..")  # the table's scrolling region
+    assert wrapper.evaluate("t => t.scrollWidth > t.clientWidth")  # its columns are all there
+    wrapper.evaluate("t => { t.scrollLeft = t.scrollWidth; }")
     quality = narrow.locator("#results tr").nth(1).locator("td").last
     box = quality.bounding_box()
     assert box["x"] + box["width"] <= NARROW_PX  # scrolled to, the last column is in view
@@ -53,6 +53,7 @@ def test_a_wide_window_shows_the_tables_whole(console: Console, narrow: Any) -> 
     try:
         for path, table in (("/results", "#results"), ("/fleet", "#fleet")):
             narrow.goto(console.url + path)
-            assert narrow.locator(table).evaluate("t => t.scrollWidth <= t.clientWidth"), path
+            wrapper = narrow.locator(table).locator("xpath=..")
+            assert wrapper.evaluate("t => t.scrollWidth <= t.clientWidth"), path
     finally:
         narrow.set_viewport_size({"width": NARROW_PX, "height": 800})
