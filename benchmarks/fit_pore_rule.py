@@ -61,7 +61,6 @@ GRID: dict[str, tuple[float, ...]] = {
     "min_roundness": (0.2, 0.3, 0.35, 0.4, 0.45, 0.5),
     "max_elongation": (1.6, 1.8, 2.0, 2.2, 2.4, 2.6, 3.0),
     "min_diameter_um": (30.0, 35.0, 40.0, 45.0, 50.0),
-    "halo_um": (40.0, 50.0, 55.0, 58.0, 60.0, 65.0, 70.0),
     "pit_min_contrast": (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 2.0),
     "pit_over_arms": (1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8),
     "pit_min_roundness": (0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
@@ -141,7 +140,7 @@ def errors(frames: list[_Frame], rule: PoreRule) -> dict[str, np.ndarray]:
             continue
         chosen = counted(frame.found, rule)
         count_error = abs(len(chosen) - frame.true_count) / frame.true_count
-        measured = pore_diameters_um(frame.found, chosen, rule)
+        measured = pore_diameters_um(frame.found, chosen)
         diameter_error = (abs(float(measured.mean()) - frame.true_mean_diameter_um)
                           / frame.true_mean_diameter_um) if len(chosen) else 1.0
         out.setdefault(frame.preset, []).append((count_error, diameter_error))

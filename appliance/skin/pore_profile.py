@@ -28,6 +28,17 @@ RAY_REACH_UM = 320.0
 SKIN_ITERATIONS = 2  # rim, then skin just outside it, then the rim again
 SKIN_RING = 1.5  # the skin: the lower-quartile ray depth between the rim and 1.5 rims out
 ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow arm
+# A pit's own edge on each ray (``steepest_fall``): where its depth falls fastest, the fall read
+# over EDGE_WINDOW of the ray's half-depth rim (at least EDGE_MIN_WINDOW_PX), searched from the
+# centre out to EDGE_REACH half-depth rims at EDGE_POSITIONS points. At a junction the
+# half-depth level of a pit drawn on the junction's core lies near the core's depth and the rim
+# follows the core out between the arms; the wall's steepest fall stays on the pit
+# (docs/experiments/README.md "pitrim": window 0.4 and reach 2 of 0.2-0.6 and 1.2-2, read on
+# the own generator's junction and hill scenes and the blind renderer).
+EDGE_WINDOW = 0.4
+EDGE_MIN_WINDOW_PX = 1.0
+EDGE_REACH = 2.0
+EDGE_POSITIONS = 33
 # A furrow arm: a ray that stays at least ARM_LEVEL of the frame's furrow floor deep all the way
 # from the pit's rim to ARM_REACH_UM beyond it (a furrow that only passes by is crossed: the ray
 # climbs onto the hill between). Fitted with the pore rule on the own generator only.
@@ -244,6 +255,8 @@ class Shape:
     line_rest: np.ndarray  # the floor in log light below the straightest dark line through it
     along: np.ndarray  # depth the deepest straight path out keeps to 1.5 rims (``along_of``)
     rim_px: np.ndarray  # (P, RAY_COUNT) each ray's rim radius, rays in angle order (fine px)
+    edge_px: np.ndarray  # (P, RAY_COUNT) each ray's own edge: its steepest fall (fine px)
+    edge_radius_px: np.ndarray  # equivalent radius of the own edge, arms cut back (fine px)
 
 
 def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
@@ -483,6 +496,7 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
         floor, skin, crossed, rim, median = (a[rows] for a in (floor, skin, crossed, rim, median))
     own = np.minimum(rim, ARM_CUT * median[:, None])  # rays down a furrow arm stop at the rim
     radius = np.sqrt(np.mean(own**2, axis=1))  # area of the star-shaped rim = pi * radius**2
+    edge = steepest_fall(with_floor, crossed.ravel(), radii).reshape(crossed.shape)
     gap = rim[:, 1]
     # np.minimum, not np.clip: the index is never negative (np.clip of integers checks its
     # bounds' type each call, longer than the clipping itself)
@@ -493,8 +507,51 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
     shape = Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
                   elongation, count, ends, arm_floor, outline_of(rays, radius), far_side,
-                  line_rest(rays.depth, floor), along_of(rays.depth, floor, radius), crossed)
+                  line_rest(rays.depth, floor), along_of(rays.depth, floor, radius), crossed,
+                  edge, equivalent_radius(edge))
     return shape, every_floor, every_gap
+
+
+def equivalent_radius(rim: np.ndarray) -> np.ndarray:
+    """The equivalent radius of rims (P, RAY_COUNT): rays longer than ``ARM_CUT`` times the
+    median ray (down a furrow arm) cut back to that, then the rms ray (the star-shaped rim's
+    area is pi * radius**2)."""
+    median = np.sort(rim, axis=1)[:, RAY_COUNT // 2]
+    radius: np.ndarray = np.sqrt(np.mean(np.minimum(rim, ARM_CUT * median[:, None])**2, axis=1))
+    return radius
+
+
+def steepest_fall(with_floor: np.ndarray, half_rim: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Per ray (rows of ``with_floor``: the depth at ``radii``, evenly spaced from 0), the
+    radius where its depth falls fastest: the fall over a window of ``EDGE_WINDOW`` of the
+    ray's ``half_rim`` (where it falls halfway from the floor to the skin), searched out to
+    ``EDGE_REACH`` of it, its peak placed by a parabola through the three best points.
+
+    The window and the search scale with the ray's rim, so the edge moves smoothly with the
+    calibration; a constant added under the pit (a junction's core) moves no fall."""
+    step = float(radii[1] - radii[0])
+    positions = half_rim[:, None] * np.linspace(0.0, EDGE_REACH, EDGE_POSITIONS)[None, :]
+    window = np.maximum(EDGE_WINDOW * half_rim, EDGE_MIN_WINDOW_PX)[:, None] / 2.0
+    fall = _along_rows(with_floor, (positions - window) / step) - _along_rows(
+        with_floor, (positions + window) / step)
+    best = np.minimum(np.maximum(fall.argmax(axis=1), 1), EDGE_POSITIONS - 2)
+    rows = np.arange(len(fall))
+    before, peak, after = fall[rows, best - 1], fall[rows, best], fall[rows, best + 1]
+    curve = before - 2.0 * peak + after
+    shift = np.where(curve < 0.0, 0.5 * (before - after) / np.minimum(curve, -1e-12), 0.0)
+    place = np.clip(best + shift, 0.0, EDGE_POSITIONS - 1.0)
+    result: np.ndarray = half_rim * place * (EDGE_REACH / (EDGE_POSITIONS - 1))
+    return result
+
+
+def _along_rows(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each row of ``values`` read at float ``index`` (same rows), linear, clipped to the row."""
+    index = np.clip(index, 0.0, values.shape[1] - 1.0)
+    lower = np.minimum(index.astype(np.intp), values.shape[1] - 2)
+    share = index - lower
+    rows = np.arange(len(values))[:, None]
+    result: np.ndarray = values[rows, lower] * (1.0 - share) + values[rows, lower + 1] * share
+    return result
 
 
 @dataclass(frozen=True)

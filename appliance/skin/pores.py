@@ -32,10 +32,11 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    round, not drawn out, grey and pore-sized; the junctions' floor does not enter. A pit in a
    hill (at most one arm, no second furrow within 80 µm) needs neither the contrast nor the
    arm test, and is profiled whatever its depth. Overlapping candidates keep the deepest.
-6. Diameter: the equivalent diameter of the rim, with the imaging halo of a pit's darkness
-   taken off in quadrature. A counted pore with a ray that runs into a furrow is sized from
-   its own edge (appliance/skin/pore_rim.py): the rays that run into a furrow are left out
-   and a circle is fitted to the rest.
+6. Diameter: the equivalent diameter of the pit's own edge, each ray's steepest fall
+   (pore_profile.steepest_fall): a pore drawn on a junction's dark core has its half-depth rim
+   out on the core, its wall's steepest fall on itself. A counted pore with a ray that runs
+   into a furrow is sized from the rays that do not (appliance/skin/pore_rim.py): a circle is
+   fitted to their edges.
 7. The frame's own share of pores (``prior_shift``): the score is fitted on pits pooled
    from frames with few and many pores; where a frame's pits, scored, imply fewer (or more)
    pores than that pooled share, every score of the frame is shifted by the log odds between
@@ -113,12 +114,14 @@ class PoreRule:
     max_blue_excess: float = 0.5  # how melanin-like the darkening is (0 grey, 1 a pigment spot)
     min_roundness: float = 0.45  # shortest over median rim ray (a ragged star is a furrow knot)
     max_elongation: float = 2.4  # longest over shortest rim diameter above the arms
-    # 50-320 µm is what a pore is; the lower limit sits below 50 µm by the spread of the
-    # diameter measured on 50-70 µm pores, the upper one above 320 µm likewise. Dust is <= 45 µm
-    # and reads smaller still.
-    min_diameter_um: float = 40.0
+    # 50-320 µm is what a pore is (issue 11); the own edge reads it without bias, so the lower
+    # limit sits just below 50 µm by the spread of the edges of 50 µm pores (49-61 µm on the own
+    # generator's junction scenes at 7-13 µm/px; the blind renderer's 50-65 µm pores 0.95 of
+    # their size, median), above the generator's dust (up to 45 µm, read 42-44 µm: a speck
+    # reads its own size), and the upper one above 320 µm likewise
+    # (docs/experiments/README.md "pitrim").
+    min_diameter_um: float = 45.0
     max_diameter_um: float = 400.0
-    halo_um: float = 55.0  # imaging halo of a pit's darkness, off the rim diameter in quadrature
     # A pit with at most PIT_MAX_ARMS furrow arms (along one furrow, in a hill) cannot be a
     # junction: failing the junction tests, it is judged again against its own surround.
     # pit_min_contrast is the only one the fit (seeds 11/12 and scenes, own generator only)
@@ -271,13 +274,12 @@ HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before 
 # values of the thresholds (docs/measurement.md "Validated range").
 BORDERLINE_MARGIN = 1.05
 DOUBT_SLACK = 1.0  # pores a count may be off by before ``count_doubt`` counts them
-# The thresholds of PoreRule that are upper limits (a pore reads at most this); halo_um is a
-# size, not a threshold, and stays; the score's limits move by a margin of the score
-# (``stricter``).
+# The thresholds of PoreRule that are upper limits (a pore reads at most this); the score's
+# limits move by a margin of the score (``stricter``).
 UPPER_LIMITS = ("max_blue_excess", "max_elongation", "max_diameter_um", "pit_max_elongation",
                 "oval_max_elongation", "oval_end_max_elongation", "hill_max_arms",
                 "beside_max_outline", "outline_max_ratio")
-NOT_A_LIMIT = ("halo_um", "model_keep", "model_admit", "missed_arms_keep")
+NOT_A_LIMIT = ("model_keep", "model_admit", "missed_arms_keep")
 
 
 RULE = PoreRule()
@@ -392,37 +394,27 @@ def _deep_enough(floor: np.ndarray, around: np.ndarray, spread: np.ndarray,
     return result
 
 
-def own_diameters_um(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
-    """Each pit's own equivalent diameter: the imaging halo taken off its rim in quadrature.
-
-    Shading of the pit's walls, defocus and JPEG spread every pit's darkness by about the same
-    width, so the rim of a small pit sits relatively further out than a large one's.
-    """
-    return _without_halo_um(found.shape.radius_px, found, rule)
-
-
-def _without_halo_um(measured: np.ndarray, found: Candidates, rule: PoreRule) -> np.ndarray:
-    """Diameters (µm) of rims of ``measured`` fine px with the imaging halo taken off in
-    quadrature (at most halving them)."""
-    halo_px = rule.halo_um / 2.0 / found.um_per_fine_px
-    squared = np.maximum(measured**2 - halo_px**2, (measured / 2.0) ** 2)
-    diameters: np.ndarray = 2.0 * np.sqrt(squared) * found.um_per_fine_px
+def own_diameters_um(found: Candidates) -> np.ndarray:
+    """Each pit's own equivalent diameter (µm): of its edge, each ray's steepest fall
+    (``Shape.edge_radius_px``), not of its half-depth rim, which at a junction follows the
+    junction's dark core out between the arms (docs/measurement.md "Pores", the diameter)."""
+    diameters: np.ndarray = 2.0 * found.shape.edge_radius_px * found.um_per_fine_px
     return diameters
 
 
-def pore_diameters_um(found: Candidates, index: np.ndarray, rule: PoreRule = RULE) -> np.ndarray:
-    """The diameters of the pits ``index`` (the pores counted): from their own edge where a ray
-    runs into a furrow (``pore_rim.own_edge``: the rays left, a circle fitted to them), else
-    from the rim (``own_diameters_um``), in between where the deepest-reaching ray runs into
-    one only in part; the imaging halo taken off either way."""
-    plain: np.ndarray = own_diameters_um(found, rule)[index]
+def pore_diameters_um(found: Candidates, index: np.ndarray) -> np.ndarray:
+    """The diameters of the pits ``index`` (the pores counted): from the edges of the rays
+    that do not run into a furrow where one does (``pore_rim.own_edge``: a circle fitted to
+    them), else of every ray (``own_diameters_um``), in between where the deepest-reaching ray
+    runs into one only in part."""
+    plain: np.ndarray = own_diameters_um(found)[index]
     if found.depth_fine is None or not len(index):
         return plain
     shape = found.shape
     centres = on_grid(found.centres_work_px[index], found.um_per_work_px / found.um_per_fine_px)
-    edge = own_edge(found.depth_fine, centres, shape.floor[index], shape.rim_px[index],
-                    shape.radius_px[index])
-    own = _without_halo_um(edge.radius_px, found, rule)
+    edge = own_edge(found.depth_fine, centres, shape.floor[index], shape.edge_px[index],
+                    shape.edge_radius_px[index])
+    own = 2.0 * edge.radius_px * found.um_per_fine_px
     result: np.ndarray = plain + edge.into_furrow * (own - plain)
     return result
 
@@ -531,7 +523,7 @@ def _oval(found: Candidates, rule: PoreRule) -> np.ndarray:
 
 def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     """The tests every pore passes, junction or not: no hair's end, pore-sized, grey."""
-    diameters = own_diameters_um(found, rule)
+    diameters = own_diameters_um(found)
     strand = found.shape.floor >= rule.depth_over_strand * found.shape.strand
     if rule.junction_over_strand > rule.depth_over_strand:  # stricter for 3+ arms
         strand &= (found.shape.arm_count <= PIT_MAX_ARMS) | (
@@ -650,7 +642,7 @@ def choose_pores(found: Candidates, rule: PoreRule = RULE,
     passed = pore_verdict(found, tests or pore_tests(found, rule), rule, readings=readings,
                           shift=shift)
     index = np.flatnonzero(passed)
-    radius_work_px = own_diameters_um(found, rule)[index] / 2.0 / found.um_per_work_px
+    radius_work_px = own_diameters_um(found)[index] / 2.0 / found.um_per_work_px
     chosen = deepest_apart(found.centres_work_px[index], found.shape.floor[index],
                             radius_work_px)
     result: np.ndarray = index[chosen]
@@ -682,7 +674,7 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     # the frame alike, and junctions that read like pores pass that rule by a little whatever
     # the frame's share of pores (after the shift the few left pass by a wide margin)
     pooled = choose_pores(found, rule, tests, readings) if shift else chosen
-    return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen, rule),
+    return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen),
                         prepared, found.contrast, borderline_share(found, pooled, rule, readings),
                         doubt=count_doubt(scores + shift, len(chosen)))
 

@@ -7,6 +7,7 @@ generator's scale), so every test knows exactly what is in the frame.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import lru_cache
 
 import cv2
@@ -43,6 +44,7 @@ from appliance.synthetic.skin import decode_jpeg, encode_jpeg, synthetic_frame, 
 from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_render import render_rgb
 from appliance.synthetic.skin_scenes import (
+    Scene,
     beside_scene,
     dash_scene,
     hill_scene,
@@ -114,6 +116,26 @@ def test_pore_size_sweep_finds_and_sizes_every_pore(diameter_um: float, at_least
         if analysis.features.pore_count:
             ratios.append(analysis.features.pore_mean_diameter_um / diameter_um)
     assert found >= at_least  # of 12
+    assert float(np.mean(ratios)) == pytest.approx(1.0, abs=0.15)
+
+
+@pytest.mark.parametrize(("scene_of", "at_least"), [(hill_scene, 6), (junction_scene, 10)])
+def test_a_60_um_pore_reads_its_own_edge_in_a_hill_and_at_a_junction(
+    scene_of: Callable[..., Scene], at_least: int
+) -> None:
+    """Pores of 60 µm in the middle of hills and on furrow junctions are counted (of 12; in a
+    hill a pit that small is not always a candidate) and read within 15 % either way: the
+    diameter is the pit's own edge, its steepest fall, not a half-depth rim with a fixed halo
+    off (which read hill pores of 60 µm as about 35-45 µm, below the size limit, and junction
+    pores by how far the junction's core widened their rim)."""
+    found, ratios = 0, []
+    for seed in SEEDS:
+        scene = scene_of(seed, (60.0,) * 4)
+        analysis = analyze(scene.rgb, scene.um_per_px)
+        found += analysis.features.pore_count
+        if analysis.features.pore_count:
+            ratios.append(analysis.features.pore_mean_diameter_um / 60.0)
+    assert found >= at_least
     assert float(np.mean(ratios)) == pytest.approx(1.0, abs=0.15)
 
 
@@ -424,7 +446,7 @@ def test_a_pore_touching_a_furrow_is_sized_from_its_own_edge(
 ) -> None:
     """A pore 80-270 µm across touching a furrow as deep as itself reads the diameter of the
     same pore alone within 2 %: the rays that run into the furrow do not widen its rim (read
-    on all rays, the furrow makes it 3-8 % wider)."""
+    on all rays, the furrow makes its edge 2-5 % wider)."""
     alone = np.zeros((121, 121), dtype=np.float32)
     cv2.circle(alone, (60, 60), radius_px, 0.6, -1)
     alone = cv2.GaussianBlur(alone, (0, 0), 1.0)
@@ -432,7 +454,7 @@ def test_a_pore_touching_a_furrow_is_sized_from_its_own_edge(
     touching = _candidates_at_centre(_pore_beside_furrow(radius_px, width_px, overlap_px))
     measured = pore_diameters_um(touching, np.array([0]))[0]
     assert measured == pytest.approx(truth, rel=0.02), (measured, truth)
-    assert own_diameters_um(touching)[0] > 1.03 * truth  # the rim that runs into the furrow
+    assert own_diameters_um(touching)[0] > 1.015 * truth  # the edge that runs into the furrow
 
 
 def test_pores_that_furrows_run_into_read_their_own_size_on_generated_frames() -> None:

@@ -174,7 +174,6 @@ def test_the_stricter_rule_moves_every_threshold_against_the_pits() -> None:
     assert strict.outline_max_ratio == pytest.approx(RULE.outline_max_ratio / 1.05)
     assert strict.max_blue_excess == pytest.approx(RULE.max_blue_excess / 1.05)
     assert strict.hill_max_arms == pytest.approx(RULE.hill_max_arms / 1.05)
-    assert strict.halo_um == RULE.halo_um  # a size, not a threshold
 
 
 def test_the_quality_verdict_gains_a_reason_and_the_result_names_the_features() -> None:
