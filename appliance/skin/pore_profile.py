@@ -38,7 +38,7 @@ ARM_CUT = 1.15  # a ray longer than this times the median ray runs down a furrow
 EDGE_WINDOW = 0.4
 EDGE_MIN_WINDOW_PX = 1.0
 EDGE_REACH = 2.0
-EDGE_POSITIONS = 33
+EDGE_POSITIONS = 17
 # A furrow arm: a ray that stays at least ARM_LEVEL of the frame's furrow floor deep all the way
 # from the pit's rim to ARM_REACH_UM beyond it (a furrow that only passes by is crossed: the ray
 # climbs onto the hill between). Fitted with the pore rule on the own generator only.
@@ -546,11 +546,14 @@ def steepest_fall(with_floor: np.ndarray, half_rim: np.ndarray, radii: np.ndarra
 
 def _along_rows(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Each row of ``values`` read at float ``index`` (same rows), linear, clipped to the row."""
-    index = np.clip(index, 0.0, values.shape[1] - 1.0)
-    lower = np.minimum(index.astype(np.intp), values.shape[1] - 2)
+    columns = values.shape[1]
+    index = np.clip(index, 0.0, columns - 1.0)
+    lower = np.minimum(index.astype(np.intp), columns - 2)
     share = index - lower
-    rows = np.arange(len(values))[:, None]
-    result: np.ndarray = values[rows, lower] * (1.0 - share) + values[rows, lower + 1] * share
+    lower += (np.arange(len(values)) * columns)[:, None]  # flat: np.take, not a 2-D index
+    flat = values.ravel()
+    below = np.take(flat, lower)
+    result: np.ndarray = below + share * (np.take(flat, lower + 1) - below)
     return result
 
 
