@@ -115,7 +115,7 @@ class PoreRule:
     min_roundness: float = 0.45  # shortest over median rim ray (a ragged star is a furrow knot)
     max_elongation: float = 2.4  # longest over shortest rim diameter above the arms
     # 50-320 µm is what a pore is (issue 11); the own edge reads it without bias, so the lower
-    # limit sits just below 50 µm by the spread of the edges of 50 µm pores (49-61 µm on the own
+    # limit sits just below 50 µm by the spread of the edges of 50 µm pores (49-62 µm on the own
     # generator's junction scenes at 7-13 µm/px; the blind renderer's 50-65 µm pores 0.95 of
     # their size, median), above the generator's dust (up to 45 µm, read 42-44 µm: a speck
     # reads its own size), and the upper one above 320 µm likewise
