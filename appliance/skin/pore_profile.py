@@ -194,11 +194,13 @@ def _weaker_curvature(depth: np.ndarray, sigma: float) -> np.ndarray:
     # a = dxx and b = dyy are the 3x3 Sobel second derivatives (scale 1/4); their sum and
     # difference are read straight off the image, 3 passes fewer: a + b by the 3x3 Laplacian,
     # a - b = left + right - above - below
+    # (each result written over an image read last: three image buffers, not six)
     trace = cv2.Laplacian(smooth, cv2.CV_32F, ksize=3, scale=0.25)
     difference = cv2.filter2D(smooth, cv2.CV_32F, _SOBEL_XX_MINUS_YY)
-    dxy2 = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3, scale=0.5)  # twice the cross term
-    spread = cv2.magnitude(difference, dxy2)  # 2 * sqrt(((a-b)/2)^2 + c^2)
-    weaker: np.ndarray = cv2.addWeighted(trace, -0.5 * sigma**2, spread, -0.5 * sigma**2, 0.0)
+    dxy2 = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3, scale=0.5, dst=smooth)  # 2x cross term
+    spread = cv2.magnitude(difference, dxy2, difference)  # 2 * sqrt(((a-b)/2)^2 + c^2)
+    weaker: np.ndarray = cv2.addWeighted(trace, -0.5 * sigma**2, spread, -0.5 * sigma**2, 0.0,
+                                         dst=trace)
     return weaker
 
 
@@ -207,7 +209,7 @@ def blobness(depth: np.ndarray) -> np.ndarray:
     the better of two scales). A furrow curves across but not along, so it scores ~0; a pit
     curves both ways; a junction somewhere between."""
     fine, coarse = (_weaker_curvature(depth, sigma) for sigma in BLOB_SCALES_PX)
-    result: np.ndarray = cv2.max(fine, coarse)
+    result: np.ndarray = cv2.max(fine, coarse, dst=fine)
     return result
 
 
