@@ -168,28 +168,34 @@ def grow_cells(seeds: np.ndarray, response: np.ndarray | None = None) -> np.ndar
     cells = seeds.copy()
     if not cv2.countNonZero(cells):
         return cells  # no hill at all: nothing to grow
-    nothing = np.zeros_like(cells)
+    # every step writes over the same few buffers (they stay in the cache)
+    grown, open_ = np.empty_like(cells), np.empty(cells.shape, dtype=np.uint8)
     if response is not None:
+        allowed = np.empty_like(cells)
         for level in GROWTH_LEVELS:
-            _grow_over(cells, np.less_equal(response, level).astype(cells.dtype))
+            np.less_equal(response, level, out=allowed)
+            _grow_over(cells, allowed, grown, open_)
     step = 0
     while True:
-        empty = cv2.compare(cells, nothing, cv2.CMP_EQ)
+        # OpenCV takes the scalar 0 (its type stubs list arrays only)
+        empty = cv2.compare(cells, 0, cv2.CMP_EQ, dst=open_)  # type: ignore[call-overload]
         if step >= 2 and not cv2.countNonZero(empty):  # furrows are two steps wide at least
             return cells
-        grown = cv2.dilate(cells, _CROSS if step % 2 == 0 else _SQUARE)
+        cv2.dilate(cells, _CROSS if step % 2 == 0 else _SQUARE, dst=grown)
         cv2.copyTo(grown, empty, cells)
         step += 1
 
 
-def _grow_over(cells: np.ndarray, allowed: np.ndarray) -> None:
+def _grow_over(cells: np.ndarray, allowed: np.ndarray, grown: np.ndarray,
+               open_: np.ndarray) -> None:
     """Grow ``cells`` in place over the empty ``allowed`` pixels (1, 0 elsewhere, the type of
     ``cells``): ``GROWTH_STEPS_PER_LEVEL`` one-pixel steps (a level's band on a furrow's flank
-    is a few pixels wide; what is left grows at the next level)."""
+    is a few pixels wide; what is left grows at the next level). ``grown`` (the type of
+    ``cells``) and ``open_`` (uint8) are scratch images of its size."""
     for step in range(GROWTH_STEPS_PER_LEVEL):
         # labels are whole numbers >= 0: below ``allowed`` is empty and allowed, in one compare
-        open_ = cv2.compare(cells, allowed, cv2.CMP_LT)
-        grown = cv2.dilate(cells, _CROSS if step % 2 == 0 else _SQUARE)
+        cv2.compare(cells, allowed, cv2.CMP_LT, dst=open_)
+        cv2.dilate(cells, _CROSS if step % 2 == 0 else _SQUARE, dst=grown)
         cv2.copyTo(grown, open_, cells)  # an unlabelled neighbour copies 0: nothing changes
 
 

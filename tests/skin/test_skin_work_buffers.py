@@ -10,6 +10,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from appliance.skin.hills import grow_cells
 from appliance.skin.pore_profile import blobness
 
 
@@ -35,3 +36,14 @@ def test_blobness_holds_at_most_four_work_images() -> None:
     work images at once (seven when each filter wrote a new one)."""
     depth = _depth()
     assert _peak_bytes(lambda: blobness(depth)) <= 4.5 * depth.nbytes
+
+
+def test_hill_growth_holds_its_cells_and_three_scratch_images() -> None:
+    """The growth's steps write over one dilation, one mask of open pixels and one of allowed
+    pixels: 7 bytes a pixel with the uint16 cells (11 when each step wrote new ones)."""
+    response = _depth() * np.float32(0.1)
+    seeds = np.zeros(response.shape, dtype=np.uint16)
+    seeds[::40, ::40] = np.arange(1, seeds[::40, ::40].size + 1).reshape(seeds[::40, ::40].shape)
+    cells = grow_cells(seeds, response)
+    assert cv2.countNonZero(cells) == cells.size  # every pixel given to a seed
+    assert _peak_bytes(lambda: grow_cells(seeds, response)) <= 7.5 * seeds.size
