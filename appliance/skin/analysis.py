@@ -13,6 +13,7 @@ import numpy as np
 
 from appliance.skin.colour import WhiteReference, colour_features
 from appliance.skin.features import SkinFeatures
+from appliance.skin.pore_profile import FINE_SMOOTH_PX
 from appliance.skin.pores import Pores, measure_pores
 from appliance.skin.preprocess import on_grid, prepare
 from appliance.skin.texture import Texture, measure_texture
@@ -78,7 +79,8 @@ def analyze(
     """Measure every feature (docs/measurement.md) of an RGB uint8 frame at ``um_per_px``."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"analyze needs an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
-    prepared = prepare(rgb, um_per_px)
+    # the pores read the fine depth smoothed only: smoothed in place (speed only)
+    prepared = prepare(rgb, um_per_px, fine_smooth_px=FINE_SMOOTH_PX)
     texture = measure_texture(prepared)
     pores = measure_pores(prepared, texture.furrow_sample)
     colour = colour_features(prepared.rgb_work, white_reference)

@@ -337,8 +337,10 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     contrast = median_of(on_furrows) if on_furrows.size else 0.0
     furrow_floor = max(contrast, 0.05)
     found = candidates(depth, furrow_floor)
-    # blurred right before it is read (speed only: the profiles then find it in the cache)
-    fine = cv2.GaussianBlur(prepared.depth_fine, (5, 5), FINE_SMOOTH_PX)
+    # blurred right before it is read (speed only: the profiles then find it in the cache),
+    # unless ``prepare`` smoothed it alike already
+    fine = prepared.depth_fine if prepared.fine_smoothed_px == FINE_SMOOTH_PX else (
+        cv2.GaussianBlur(prepared.depth_fine, (5, 5), FINE_SMOOTH_PX))
     centres = to_fine(prepared, found, fine)
     ratio = prepared.um_per_work_px / prepared.um_per_fine_px
     centres_work = (centres + 0.5) / ratio - 0.5

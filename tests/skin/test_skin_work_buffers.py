@@ -11,7 +11,11 @@ import cv2
 import numpy as np
 
 from appliance.skin.hills import grow_cells
-from appliance.skin.pore_profile import blobness
+from appliance.skin.pore_profile import FINE_SMOOTH_PX, blobness
+from appliance.skin.pores import measure_candidates
+from appliance.skin.preprocess import prepare
+from appliance.skin.texture import measure_texture
+from appliance.synthetic.skin import synthetic_frame
 
 
 def _peak_bytes(call: Callable[[], object]) -> int:
@@ -47,3 +51,20 @@ def test_hill_growth_holds_its_cells_and_three_scratch_images() -> None:
     cells = grow_cells(seeds, response)
     assert cv2.countNonZero(cells) == cells.size  # every pixel given to a seed
     assert _peak_bytes(lambda: grow_cells(seeds, response)) <= 7.5 * seeds.size
+
+
+def test_the_fine_depth_smoothed_in_place_is_what_the_profiles_read() -> None:
+    """``prepare(..., fine_smooth_px=FINE_SMOOTH_PX)`` (as ``analyze`` calls it) smooths the
+    fine depth in its own buffer, to the value the pores otherwise smooth it to, and the pores
+    then read that image, not a smoothed copy of it (one 1280 x 960 float image less)."""
+    frame = synthetic_frame(1, 0)
+    plain = prepare(frame.image_rgb, frame.um_per_px)
+    smoothed = prepare(frame.image_rgb, frame.um_per_px, fine_smooth_px=FINE_SMOOTH_PX)
+    assert np.array_equal(smoothed.depth_fine,
+                          cv2.GaussianBlur(plain.depth_fine, (5, 5), FINE_SMOOTH_PX))
+    furrows = measure_texture(smoothed).furrow_sample
+    found = measure_candidates(smoothed, furrows)
+    assert found.depth_fine is smoothed.depth_fine
+    again = measure_candidates(plain, furrows)
+    assert np.array_equal(again.centres_work_px, found.centres_work_px)
+    assert np.array_equal(again.shape.radius_px, found.shape.radius_px)
