@@ -77,12 +77,13 @@ def prepare(rgb: np.ndarray, um_per_px: float, fine_smooth_px: float = 0.0) -> P
     work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     gray_u8 = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
     background = hill_background(gray_u8)
-    flat = cv2.divide(gray_u8, background, dtype=cv2.CV_32F)  # as float32 / float32, one pass
-    depth = _depth(flat)
     fine = work_size(width, height, um_per_px * WORK_UM_PER_PX / FINE_UM_PER_PX)
     depth_fine = _fine_depth(rgb, background, fine)
     if fine_smooth_px:
         cv2.GaussianBlur(depth_fine, (5, 5), fine_smooth_px, dst=depth_fine)
+    # as float32 / float32, one pass, over the background (read last by the fine depth)
+    flat = cv2.divide(gray_u8, background, dst=background, dtype=cv2.CV_32F)
+    depth = _depth(flat)
     area_mm2 = width * height * um_per_px * um_per_px / 1e6
     um_work = um_per_px * width / size[0]
     return Prepared(work, flat, um_work, width / size[0], area_mm2, depth, depth_fine,
