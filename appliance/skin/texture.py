@@ -110,7 +110,9 @@ def furrow_width_um(
     floor = cv2.dilate(depth, np.ones((3, 3), np.uint8))
     floor_at_line = np.multiply(floor, centre_lines, out=floor)  # floor >= 0: np.where, 7x faster
     local_floor = cv2.dilate(floor_at_line, np.ones((7, 7), np.uint8))
-    half_depth = (depth > 0.5 * local_floor) & (local_floor > 0.02)
+    half_floor = np.multiply(local_floor, np.float32(0.5), out=floor)  # (over the floor, read)
+    half_depth = np.greater(depth, half_floor)
+    half_depth &= np.greater(local_floor, 0.02)
     return float(np.count_nonzero(half_depth)) / length_px * um_per_px
 
 

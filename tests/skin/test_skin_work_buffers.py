@@ -14,7 +14,7 @@ from appliance.skin.hills import grow_cells
 from appliance.skin.pore_profile import FINE_SMOOTH_PX, blobness
 from appliance.skin.pores import measure_candidates
 from appliance.skin.preprocess import prepare
-from appliance.skin.texture import measure_texture, tophat_response
+from appliance.skin.texture import furrow_width_um, measure_texture, tophat_response
 from appliance.synthetic.skin import synthetic_frame
 
 
@@ -84,3 +84,14 @@ def test_the_top_hat_writes_its_steps_and_response_over_the_smoothed_level() -> 
     most 6.5 bytes a work pixel (12.1 when each took a buffer of its own)."""
     flat = np.float32(1.0) - _depth() * np.float32(0.3)
     assert _peak_bytes(lambda: tophat_response(flat)) <= 6.5 * flat.size
+
+
+def test_the_furrow_width_reads_half_the_floor_over_the_floor() -> None:
+    """The floor, its spread and the two masks of the half-depth test at once: at most 10.5
+    bytes a work pixel (13.0 when half the spread floor took a float image of its own)."""
+    depth = _depth()
+    lines = np.zeros(depth.shape, dtype=bool)
+    lines[::9] = True
+    lines[:, ::11] = True
+    assert furrow_width_um(depth, lines, float(np.count_nonzero(lines)), 20.0) > 0.0
+    assert _peak_bytes(lambda: furrow_width_um(depth, lines, 1000.0, 20.0)) <= 10.5 * depth.size
