@@ -47,6 +47,7 @@ from appliance.edge.heap import keep_frame_buffers
 from appliance.skin.analysis import analyze
 from appliance.skin.colour import colour_features
 from appliance.skin.frames import load_frame
+from appliance.skin.pore_profile import FINE_SMOOTH_PX
 from appliance.skin.pores import measure_pores
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import measure_texture
@@ -113,7 +114,7 @@ def stage_times_ms(frames: list[np.ndarray]) -> dict[str, float]:
     stages: dict[str, list[float]] = {"prepare": [], "texture": [], "pores": [], "colour": []}
     for rgb in frames:
         marks = [time.thread_time()]
-        prepared = prepare(rgb, UM_PER_PX)
+        prepared = prepare(rgb, UM_PER_PX, fine_smooth_px=FINE_SMOOTH_PX)  # as analyze calls it
         marks.append(time.thread_time())
         texture = measure_texture(prepared)
         marks.append(time.thread_time())
