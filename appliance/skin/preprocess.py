@@ -137,7 +137,9 @@ def hill_background(gray: np.ndarray) -> np.ndarray:
     )
     sigma_small_px = BACKGROUND_SIGMA_UM / (WORK_UM_PER_PX * 8)
     blurred = cv2.GaussianBlur(small, (0, 0), sigma_small_px, borderType=cv2.BORDER_REFLECT)
-    background = cv2.resize(blurred, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
+    # enlarged over the closing (read by then)
+    background = cv2.resize(blurred, (gray.shape[1], gray.shape[0]), dst=closed,
+                            interpolation=cv2.INTER_LINEAR)
     # never divide by 0; OpenCV takes the scalar (its type stubs list arrays only)
     result: np.ndarray = cv2.max(background, 1.0, dst=background)  # type: ignore[call-overload]
     return result
