@@ -15,10 +15,12 @@ oily hill tops, defocus, sensor noise and JPEG compression; the "wide" preset ad
 7-13 µm/px, elliptical pores, reddish and brownish pores, dark junctions, shallow and deep
 furrows, pigment spots, freckles, hairs, dust and colour casts (``skin_extras``), and on half
 its frames hill size and furrow width drawn apart (fine hills with wide furrows) with deepened
-junctions no wider than their furrows. Not modelled: scales and flakes, wrinkles and
-folds, other lesions, make-up, sebum plugs, curvature or pressure marks of the scope, motion
-blur, exposure or focus changing between frames, lens distortion and colour fringes, or
-furrows that end inside a hill.
+junctions no wider than their furrows, and pores from faint to dark, furrows up to as dark as
+the pores, on half its frames the depth the deeper of pit and furrow (a pore a hole in the fold
+it opens into, no darker than a deep furrow) rather than their sum. Not modelled: scales and
+flakes, wrinkles and folds, other lesions, make-up, sebum plugs, curvature or pressure marks of
+the scope, motion blur, exposure or focus changing between frames, lens distortion and colour
+fringes, or furrows that end inside a hill.
 """
 
 from __future__ import annotations

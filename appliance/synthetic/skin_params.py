@@ -17,7 +17,12 @@ The "wide" preset breaks the age model's tie of small hills to thin furrows: on 
 lattice cell (0.04-0.25 mm²) and the furrow width (25-70 µm, at most 0.3 of the cell's side)
 are drawn log-uniformly and apart, and the junctions deepened (darkness 0.15-0.5) but no wider
 than their furrows (0.8-1.2 furrow widths across); on every frame the pores are neutral,
-reddish or slightly brownish, a third each.
+reddish or slightly brownish, a third each; and on every frame the pores are drawn from faint to
+the other presets' darkness (their floor takes 20-50 % of the light), the furrows from the other
+presets' 30 % up to as dark as the pores, and on half the frames the depth is the deeper of pit
+and furrow (a pore a hole, a furrow a fold: a pore on a deep junction no darker than the
+junction) rather than their sum, as the other presets draw it (pores about twice as dark as
+their furrows).
 """
 
 from __future__ import annotations
@@ -43,6 +48,13 @@ NO_PORE_DIAMETER_LIMIT_UM = 1e9  # the largest pore diameter of a preset that se
 UNBOUND_SHARE = 0.5
 FURROW_WIDTH_MAX_UM = 70.0
 UNBOUND_WIDTH_PER_CELL_SIDE = 0.3
+# how dark a furrow's and a pore's floor are (the share of light they take away), and the share
+# of "wide" frames where the depth is the deeper of pit and fold rather than their sum (a pore
+# a hole, a furrow a fold: a pore no darker than the deep furrows and junctions around it)
+DEFAULT_FURROW_DARKNESS = 0.3
+DEFAULT_PORE_DARKNESS = 0.5
+FAINTEST_PORE_DARKNESS = 0.2
+MAX_COMBINED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,9 @@ class SkinParams:
     colour_cast_blue: float = 1.0
     pore_erythema: float = 0.0  # extra redness inside the pores (reddish pores)
     pore_melanin: float = 0.0  # extra melanin inside the pores (brownish pores)
+    furrow_darkness: float = DEFAULT_FURROW_DARKNESS  # light taken away on a furrow's floor
+    pore_darkness: float = DEFAULT_PORE_DARKNESS  # on a pore's floor; its pit as much shallower
+    pits_max_combined: bool = False  # depth the deeper of pit and fold, not their sum
 
     def to_json(self) -> dict[str, float | int]:
         """The parameters as a JSON-ready mapping."""
@@ -209,14 +224,24 @@ def _pore_hue_params(rng: np.random.Generator) -> dict[str, Any]:
             "pore_melanin": float(melanin) if hue == 2 else 0.0}
 
 
+def _darkness_params(rng: np.random.Generator) -> dict[str, Any]:
+    """How a "wide" frame's pits and folds combine and how dark each is: pores from faint to
+    the other presets' darkness, furrows from theirs up to as dark as the pores."""
+    max_combined = bool(rng.random() < MAX_COMBINED_SHARE)
+    pore = float(rng.uniform(FAINTEST_PORE_DARKNESS, DEFAULT_PORE_DARKNESS))
+    furrow = float(rng.uniform(DEFAULT_FURROW_DARKNESS, max(DEFAULT_FURROW_DARKNESS, pore)))
+    return {"pits_max_combined": max_combined, "pore_darkness": pore, "furrow_darkness": furrow}
+
+
 def _wide_second_stream(rng: np.random.Generator, params: SkinParams) -> SkinParams:
     """What the "wide" preset draws from a child of the frame's generator (the parent's state,
-    and so the geometry of frames outside the unbound share, as before): pore hue on every
-    frame; on ``UNBOUND_SHARE`` of them hill size, furrow width and junctions of their own."""
+    and so the geometry of frames outside the unbound share, as before): pore hue, pore and
+    furrow darkness and how pit and fold combine on every frame; on ``UNBOUND_SHARE`` of them
+    hill size, furrow width and junctions of their own."""
     child = rng.spawn(1)[0]
     unbound = bool(child.random() < UNBOUND_SHARE)
     drawn = _unbound_params(child)  # drawn on every frame: the same count of draws each time
-    params = replace(params, **_pore_hue_params(child))
+    params = replace(params, **_pore_hue_params(child), **_darkness_params(child))
     return replace(params, **drawn) if unbound else params
 
 

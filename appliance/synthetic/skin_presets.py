@@ -6,7 +6,9 @@ from __future__ import annotations
 # 0-60 round and elliptical pores of 50-320 µm, neutral, reddish or brownish, dark junctions,
 # shallow and deep furrows, pigment spots, freckles, hairs, dust, JPEG q70-95, strong
 # vignetting, colour casts); on half its frames hill size and furrow width apart from the age
-# (fine hills with wide furrows too) and junctions deepened, no wider than their furrows.
+# (fine hills with wide furrows too) and junctions deepened, no wider than their furrows; pores
+# from faint to dark, furrows up to as dark as the pores, and on half its frames a pore's depth
+# the deeper of pit and furrow rather than their sum (pores no darker than deep furrows).
 PRESETS = ("fine", "normal", "coarse", "mixed", "wide")
 PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
     "fine": (20.0, 35.0),
@@ -28,6 +30,6 @@ def preset_help() -> str:
     """One line describing every preset's age range (and what ``wide`` varies), for help."""
     ranges = (f"{name} {low:.0f}-{high:.0f}" for name, (low, high) in PRESET_AGES_YEARS.items())
     return ("age range in years: " + ", ".join(ranges) + " (default mixed); wide also varies the "
-            "scale (7-13 um/px, in each frame's NAME.json: measure with --um-per-px), pores and "
-            "their hue, junctions, hill size apart from furrow width, furrow depth, pigment, "
-            "hairs, dust, JPEG quality and lighting")
+            "scale (7-13 um/px, in each frame's NAME.json: measure with --um-per-px), pores, "
+            "their hue and darkness, furrow darkness, junctions, hill size apart from furrow "
+            "width, furrow depth, pigment, hairs, dust, JPEG quality and lighting")

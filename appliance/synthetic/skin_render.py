@@ -16,7 +16,7 @@ from scipy.special import erfinv
 
 from appliance.synthetic import skin_extras
 from appliance.synthetic.skin_geometry import SkinGeometry
-from appliance.synthetic.skin_params import SkinParams
+from appliance.synthetic.skin_params import DEFAULT_PORE_DARKNESS, SkinParams
 
 Image = npt.NDArray[np.float32]
 PAD_PX = 24
@@ -210,8 +210,14 @@ def _sensor_noise(
     rgb += cv2.resize(chroma, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, Image, Image, Image]:
-    """Furrow depth (0..1), hill dome (0..1), pore depth (0..1) and the combined height field."""
+def _height_fields(
+    geometry: SkinGeometry, params: SkinParams, junction: Image | None
+) -> tuple[Image, Image, Image, Image]:
+    """Furrow depth (0..1), hill dome (0..1), pore depth (0..1) and the combined height field.
+
+    A furrow's fold and a pore's pit are added, or (``params.pits_max_combined``) the deeper
+    of the two is taken, as where a pore is a hole in the fold it opens into.
+    """
     distance, width, depth = _furrow_maps(geometry)
     half_width = width * np.float32(0.5)
     # the logistic edge; its argument held below float32's exp overflow (far from every
@@ -225,9 +231,36 @@ def _height_fields(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, I
     )
     hill = 1.0 - np.exp(-np.maximum(distance - half_width, 0.0) / rounding_px)
     pore = pore_field(geometry)
-    height = 3.0 * hill - furrow * (0.35 * width + 1.0) - 3.0 * pore
+    fold = furrow * (0.35 * width + 1.0)
+    pit = (3.0 * params.pore_darkness / DEFAULT_PORE_DARKNESS) * pore  # fainter pits, shallower
+    if params.pits_max_combined:
+        if junction is not None:
+            fold = fold + 2.0 * junction
+        height = 3.0 * hill - np.maximum(fold, pit)
+    else:
+        height = 3.0 * hill - fold - pit
+        if junction is not None:
+            height -= 2.0 * junction
     as_image = np.float32
     return furrow.astype(as_image), hill.astype(as_image), pore, height.astype(as_image)
+
+
+def _darken(
+    luminance: Image, furrow: Image, pore: Image, junction: Image | None, params: SkinParams
+) -> Image:
+    """``luminance`` times the share of light furrows, junctions and pores leave: their
+    product, or with ``params.pits_max_combined`` the darker of fold (furrow and junction)
+    and pit."""
+    fold = 1.0 - params.furrow_darkness * furrow
+    pit = 1.0 - params.pore_darkness * pore
+    if params.pits_max_combined:
+        if junction is not None:
+            fold = fold * (1.0 - junction)
+        return np.asarray(luminance * np.minimum(fold, pit), dtype=np.float32)
+    luminance = luminance * fold * pit
+    if junction is not None:
+        luminance *= 1.0 - junction
+    return luminance
 
 
 def _pore_tint(pore: Image, params: SkinParams) -> Image:
@@ -264,17 +297,11 @@ def render_linear(
     The random draws do not depend on the pores, so the same generator state renders the same
     frame with some pores left out of ``geometry`` (how a pore's own visibility is measured).
     """
-    furrow, hill, pore, height = _height_fields(geometry, params)
+    junction = skin_extras.junction_darkening(geometry, params)  # "wide": darker junctions
+    furrow, hill, pore, height = _height_fields(geometry, params, junction)
     shape = (geometry.height_px, geometry.width_px)
-    junction = skin_extras.junction_darkening(geometry, params)
-    if junction is not None:  # "wide" preset: darker, larger junctions
-        height -= 2.0 * junction
     light = _shading(_blur(height, 1.5), float(rng.uniform(0, 360)))
-    luminance = (
-        light * _illumination(rng, params, shape) * (1.0 - 0.3 * furrow) * (1.0 - 0.5 * pore)
-    )
-    if junction is not None:
-        luminance *= 1.0 - junction
+    luminance = _darken(light * _illumination(rng, params, shape), furrow, pore, junction, params)
     rgb = _albedo(rng, params, shape) * luminance[..., None]
     if params.pore_erythema > 0.0 or params.pore_melanin > 0.0:  # "wide": reddish, brownish pores
         rgb *= _pore_tint(pore, params)

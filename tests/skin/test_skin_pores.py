@@ -506,9 +506,14 @@ def test_pores_touching_furrows_as_dark_as_themselves_are_counted() -> None:
     under it). Their outline is closed in light; the depth tests alone found 19 of the 37
     and counted 42 pores."""
     # its pores neutral, as the frame was drawn before the wide preset's pore hues (2026-12-06):
-    # this is about furrows; drawn brownish now, it counts 50 of its 61 pores (neutral: 52)
+    # this is about furrows; drawn brownish now, it counts 50 of its 61 pores (neutral: 52).
+    # Its pits added to the furrows at the other presets' darkness, as drawn before the wide
+    # preset's darkness draws (2026-12-06): drawn now with pits as dark as its furrows (31 %)
+    # and max-combined with them, none of the 37 off the junctions is counted
     rng, params, geometry = synthetic_scene(11, 15, "wide")
-    params = dataclasses.replace(params, pore_erythema=0.0, pore_melanin=0.0)
+    params = dataclasses.replace(params, pore_erythema=0.0, pore_melanin=0.0,
+                                 pits_max_combined=False, pore_darkness=0.5,
+                                 furrow_darkness=0.3)
     image = decode_jpeg(encode_jpeg(render_rgb(rng, geometry, params), params.jpeg_quality))
     analysis = analyze(image, params.um_per_px)
     counted = analysis.pore_centres_frame_px()

@@ -1,6 +1,7 @@
 """The "wide" preset draws the skin the age model never draws: fine hills with wide furrows and
 junctions deepened but no wider than their furrows (the held-out renderers' skin whose junctions
-the measurement counted as pores), and pores of more than one hue."""
+the measurement counted as pores), pores of more than one hue, and pores from faint to dark,
+furrows up to as dark as them, the depth of pit and furrow added or the deeper of the two."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from appliance.synthetic.skin import synthetic_geometry, synthetic_scene
 from appliance.synthetic.skin_params import SkinParams
-from appliance.synthetic.skin_render import render_linear
+from appliance.synthetic.skin_render import furrow_fields, pore_field, render_linear
 from appliance.synthetic.skin_truth import ground_truth
 
 SEED, FRAMES = 7, 60
@@ -65,3 +66,44 @@ def test_a_reddish_pore_is_redder_than_the_skin_around_it_and_no_darker_in_grey(
     reddish, reddish_grey = pore_reading(replace(params, pore_erythema=0.6, pore_melanin=0.0))
     assert reddish > 1.1 * neutral
     assert abs(reddish_grey / neutral_grey - 1.0) < 0.02
+
+
+def test_wide_frames_draw_pits_added_and_max_combined_and_pores_from_faint_to_dark() -> None:
+    drawn = [synthetic_geometry(SEED, index, "wide")[0] for index in range(30)]
+    assert {params.pits_max_combined for params in drawn} == {False, True}
+    darkness = [params.pore_darkness for params in drawn]
+    assert min(darkness) < 0.3, darkness
+    assert max(darkness) > 0.45, darkness
+    # furrows from the other presets' 30 % up to as dark as the pores, never fainter
+    assert all(0.3 <= params.furrow_darkness <= max(0.3, params.pore_darkness)
+               for params in drawn)
+    assert any(params.furrow_darkness >= 0.9 * params.pore_darkness >= 0.36 for params in drawn)
+
+
+def _pore_over_furrow_floor(max_combined: bool) -> float:
+    """Median over the pores on a furrow of seed 7 wide 0 (pores and furrows both 45 % dark):
+    the luminance of the pore's core over that of the furrow floors around it."""
+    rng, params, geometry = synthetic_scene(SEED, 0, "wide")
+    drawn = replace(params, pits_max_combined=max_combined, pore_darkness=0.45,
+                    furrow_darkness=0.45, pore_erythema=0.0, pore_melanin=0.0)
+    _, luminance = render_linear(rng, geometry, drawn)
+    distance, width = furrow_fields(geometry)
+    floors = (distance < 0.25 * width) & (pore_field(geometry) < 0.01)
+    ratios = []
+    for (cx, cy), radius in zip(geometry.pore_centres_px, geometry.pore_radii_px, strict=True):
+        x, y = min(int(cx), luminance.shape[1] - 1), min(int(cy), luminance.shape[0] - 1)
+        reach, core = int(4 * radius + 20), int(radius / 2)
+        around = np.s_[max(y - reach, 0) : y + reach, max(x - reach, 0) : x + reach]
+        if distance[y, x] <= 0.5 * width[y, x] and floors[around].sum() >= 20:
+            pore = luminance[max(y - core, 0) : y + core + 1, max(x - core, 0) : x + core + 1]
+            ratios.append(np.median(pore) / np.median(luminance[around][floors[around]]))
+    assert len(ratios) >= 10
+    return float(np.median(ratios))
+
+
+def test_a_pore_on_a_furrow_is_no_darker_than_the_furrow_where_pit_and_fold_max_combine() -> None:
+    """Where the depth is the deeper of pit and fold (a pore a hole in the fold) a pore on a
+    furrow as dark as itself reads about as dark as the furrow floors around it; added, as the
+    other presets draw it, clearly darker (here 0.95 against 0.59)."""
+    assert _pore_over_furrow_floor(max_combined=True) >= 0.85
+    assert _pore_over_furrow_floor(max_combined=False) <= 0.7
