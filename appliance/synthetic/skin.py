@@ -17,10 +17,14 @@ furrows, pigment spots, freckles, hairs, dust and colour casts (``skin_extras``)
 its frames hill size and furrow width drawn apart (fine hills with wide furrows) with deepened
 junctions no wider than their furrows, and pores from faint to dark, furrows up to as dark as
 the pores, on half its frames the depth the deeper of pit and furrow (a pore a hole in the fold
-it opens into, no darker than a deep furrow) rather than their sum. Not modelled: scales and
-flakes, wrinkles and folds, other lesions, make-up, sebum plugs, curvature or pressure marks of
-the scope, motion blur, exposure or focus changing between frames, lens distortion and colour
-fringes, or furrows that end inside a hill.
+it opens into, no darker than a deep furrow) rather than their sum; on three quarters of its
+frames furrows that end inside a hill (``skin_dead_ends``: from the middle of a furrow into
+5-30 % of the hills, as wide and deep as that furrow, some stopping a few µm short of the
+furrow across the hill; they add furrow length and no hill), and on half its frames hairs of
+near-neutral grey instead of dark brown. Not modelled: scales and flakes, wrinkles and folds,
+other lesions, make-up, sebum plugs, curvature or pressure marks of the scope, motion blur,
+exposure or focus changing between frames, lens distortion and colour fringes, micro-relief on
+the hill domes.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.outfile import replaced_when_complete
+from appliance.synthetic.skin_dead_ends import draw_dead_ends, with_dead_ends
 from appliance.synthetic.skin_geometry import SkinGeometry, build_geometry
 from appliance.synthetic.skin_params import (
     FRAME_HEIGHT_PX,
@@ -116,7 +121,11 @@ def decode_jpeg(jpeg: bytes) -> npt.NDArray[np.uint8]:
 def _params_and_geometry(rng: np.random.Generator, preset: str) -> tuple[SkinParams, SkinGeometry]:
     """Draw the parameters, then the geometry, from the frame's generator (in that order)."""
     params = sample_params(rng, preset)
-    return params, build_geometry(rng, params, FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
+    geometry = build_geometry(rng, params, FRAME_WIDTH_PX, FRAME_HEIGHT_PX)
+    if params.dead_end_share <= 0.0:
+        return params, geometry
+    # drawn last, from a child (the parent's state, and so the rendering, as without them)
+    return params, with_dead_ends(geometry, draw_dead_ends(rng.spawn(1)[0], params, geometry))
 
 
 def synthetic_geometry(

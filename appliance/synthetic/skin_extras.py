@@ -1,7 +1,8 @@
 """What the "wide" skin preset adds to a frame: things that look a little like pores but are not.
 
 Dark furrow junctions (darker than the furrows meeting there, as wide or wider), pigment spots and
-freckles (soft, brownish, larger), hairs (long dark curves), dust (small sharp specks) and a
+freckles (soft, brownish, larger), hairs (long curves: dark brown, or near-neutral grey as
+``params.hair_grey_level`` says; their colour is the renderer's), dust (small sharp specks) and a
 colour cast of lamp and sensor. None of them changes the ground truth: they are not pores and
 not furrows. With the other presets' parameters every layer is empty and no random number is
 drawn, so their frames stay as they were.

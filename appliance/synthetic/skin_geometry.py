@@ -26,6 +26,7 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 PRIMARY_A, PRIMARY_B, SECONDARY = 0, 1, 2
+DEAD_END = 3  # a furrow that ends inside a hill ("wide" preset, skin_dead_ends)
 SECONDARY_WIDTH_FACTOR = 0.75
 
 

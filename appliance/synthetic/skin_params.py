@@ -22,7 +22,10 @@ the other presets' darkness (their floor takes 20-50 % of the light), the furrow
 presets' 30 % up to as dark as the pores, and on half the frames the depth is the deeper of pit
 and furrow (a pore a hole, a furrow a fold: a pore on a deep junction no darker than the
 junction) rather than their sum, as the other presets draw it (pores about twice as dark as
-their furrows).
+their furrows). Last from that child: on three quarters of the frames furrows that end inside
+5-30 % of the hills (``skin_dead_ends``), 30-80 % of them a few µm short of the next furrow,
+and on half the frames hairs of near-neutral grey (0.55-1.15 of the skin's grey) instead of
+dark brown.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ DEFAULT_FURROW_DARKNESS = 0.3
 DEFAULT_PORE_DARKNESS = 0.5
 FAINTEST_PORE_DARKNESS = 0.2
 MAX_COMBINED_SHARE = 0.5
+# the "wide" frames with furrows that end inside hills (skin_dead_ends), and those whose hairs
+# are near-neutral grey rather than dark brown
+DEAD_END_FRAME_SHARE = 0.75
+NEUTRAL_HAIR_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,9 @@ class SkinParams:
     furrow_darkness: float = DEFAULT_FURROW_DARKNESS  # light taken away on a furrow's floor
     pore_darkness: float = DEFAULT_PORE_DARKNESS  # on a pore's floor; its pit as much shallower
     pits_max_combined: bool = False  # depth the deeper of pit and fold, not their sum
+    dead_end_share: float = 0.0  # share of hills a furrow reaches into and ends in
+    dead_end_short_share: float = 0.0  # share of those stopping a few µm short of a furrow
+    hair_grey_level: float = 0.0  # 0: dark brown hairs; else near-neutral, this times the skin
 
     def to_json(self) -> dict[str, float | int]:
         """The parameters as a JSON-ready mapping."""
@@ -233,16 +243,31 @@ def _darkness_params(rng: np.random.Generator) -> dict[str, Any]:
     return {"pits_max_combined": max_combined, "pore_darkness": pore, "furrow_darkness": furrow}
 
 
+def _dead_end_and_hair_params(rng: np.random.Generator) -> dict[str, Any]:
+    """A "wide" frame's dead-end furrows (on ``DEAD_END_FRAME_SHARE`` of the frames, into
+    5-30 % of the hills, 30-80 % of them stopping a few µm short of the next furrow) and the
+    colour of its hairs (on ``NEUTRAL_HAIR_SHARE`` of the frames near-neutral grey, from
+    darker to a little lighter than the skin, instead of dark brown)."""
+    with_dead_ends = bool(rng.random() < DEAD_END_FRAME_SHARE)
+    share, short = float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.3, 0.8))
+    neutral = bool(rng.random() < NEUTRAL_HAIR_SHARE)
+    grey = float(rng.uniform(0.55, 1.15))
+    return {"dead_end_share": share if with_dead_ends else 0.0,
+            "dead_end_short_share": short if with_dead_ends else 0.0,
+            "hair_grey_level": grey if neutral else 0.0}
+
+
 def _wide_second_stream(rng: np.random.Generator, params: SkinParams) -> SkinParams:
     """What the "wide" preset draws from a child of the frame's generator (the parent's state,
     and so the geometry of frames outside the unbound share, as before): pore hue, pore and
     furrow darkness and how pit and fold combine on every frame; on ``UNBOUND_SHARE`` of them
-    hill size, furrow width and junctions of their own."""
+    hill size, furrow width and junctions of their own; last, dead ends and hair colour."""
     child = rng.spawn(1)[0]
     unbound = bool(child.random() < UNBOUND_SHARE)
     drawn = _unbound_params(child)  # drawn on every frame: the same count of draws each time
     params = replace(params, **_pore_hue_params(child), **_darkness_params(child))
-    return replace(params, **drawn) if unbound else params
+    params = replace(params, **drawn) if unbound else params
+    return replace(params, **_dead_end_and_hair_params(child))
 
 
 def sample_params(rng: np.random.Generator, preset: str) -> SkinParams:

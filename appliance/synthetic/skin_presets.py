@@ -8,7 +8,9 @@ from __future__ import annotations
 # vignetting, colour casts); on half its frames hill size and furrow width apart from the age
 # (fine hills with wide furrows too) and junctions deepened, no wider than their furrows; pores
 # from faint to dark, furrows up to as dark as the pores, and on half its frames a pore's depth
-# the deeper of pit and furrow rather than their sum (pores no darker than deep furrows).
+# the deeper of pit and furrow rather than their sum (pores no darker than deep furrows); on
+# three quarters of its frames furrows that end inside hills (some a few µm short of the next
+# furrow), on half of them near-neutral grey hairs.
 PRESETS = ("fine", "normal", "coarse", "mixed", "wide")
 PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
     "fine": (20.0, 35.0),
@@ -32,4 +34,5 @@ def preset_help() -> str:
     return ("age range in years: " + ", ".join(ranges) + " (default mixed); wide also varies the "
             "scale (7-13 um/px, in each frame's NAME.json: measure with --um-per-px), pores, "
             "their hue and darkness, furrow darkness, junctions, hill size apart from furrow "
-            "width, furrow depth, pigment, hairs, dust, JPEG quality and lighting")
+            "width, furrow depth, dead-end furrows, pigment, hairs (brown or grey), dust, JPEG "
+            "quality and lighting")

@@ -280,7 +280,12 @@ def _add_extras(rng: np.random.Generator, params: SkinParams, rgb: Image) -> Non
     if melanin is not None:
         rgb *= np.exp(-melanin[..., None] * MELANIN_ABSORPTION_RGB)
     hair = skin_extras.hairs(rng, params, shape)
-    if hair is not None:  # dark brown strands: strong melanin absorption and a shadow
+    if hair is not None and params.hair_grey_level > 0.0:  # near-neutral grey strands
+        strand = hair[..., None]
+        grey = rgb @ GREY_WEIGHTS_RGB
+        rgb *= 1.0 - strand
+        rgb += strand * (np.float32(params.hair_grey_level) * grey)[..., None]
+    elif hair is not None:  # dark brown strands: strong melanin absorption and a shadow
         strand = hair[..., None]
         rgb *= np.exp(-3.0 * strand * MELANIN_ABSORPTION_RGB) * (1.0 - 0.4 * strand)
     specks = skin_extras.dust(rng, params, shape)
