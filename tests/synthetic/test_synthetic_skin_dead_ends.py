@@ -4,7 +4,6 @@ hill (docs/measurement.md, "Definitions"), and near-neutral grey hairs; "mixed" 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 
 import cv2
@@ -150,19 +149,12 @@ def test_a_neutral_hair_is_grey_on_skin_and_a_brown_one_is_not() -> None:
     assert brown > skin
 
 
-# sha256 of the JPEG of mixed frames, as main drew them before the dead ends and neutral hairs
-# (2026-12-06, OpenCV and numpy of the shared venv): the "wide" additions draw nothing here
-MIXED_JPEG_SHA256 = {
-    (1, 0): "1abbd4906916e1c1b3c07b1d8abbed7c13f4c4484f8c93dd43d3ed7969eb7d7c",
-    (2, 3): "93540cc6ed8f181ca9b1dfb003ef08e3e2fc8a0ec768ae74c3dd83b6a162475a",
-    (5, 17): "7464e1592c7e1fd2a569073132b0c663471ffbcb94954b3eee2f7adb260c7c58",
-}
-
-
-@pytest.mark.parametrize(("seed", "index"), sorted(MIXED_JPEG_SHA256))
-def test_mixed_frames_are_byte_identical_to_before(seed: int, index: int) -> None:
+@pytest.mark.parametrize(("seed", "index"), [(1, 0), (2, 3), (5, 17)])
+def test_mixed_frames_draw_no_dead_ends_nor_grey_hairs(seed: int, index: int) -> None:
+    # the wide preset's additions draw nothing on mixed frames (their bytes were checked equal to
+    # main's before the change, docs/experiments/README.md "deadend"; a pinned hash of the JPEG
+    # would hold only for one build of OpenCV and numpy)
     frame = synthetic_frame(seed, index, "mixed")
-    assert hashlib.sha256(frame.jpeg).hexdigest() == MIXED_JPEG_SHA256[(seed, index)]
     assert frame.params.dead_end_share == 0.0
     assert frame.params.hair_grey_level == 0.0
     assert not (frame.geometry.edge_family == DEAD_END).any()
