@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy.spatial import Delaunay
+from scipy.spatial import Delaunay, cKDTree
 
 from appliance.synthetic.skin_params import SkinParams
 from appliance.synthetic.skin_pore_layout import place_pores
@@ -326,14 +326,60 @@ def build_geometry(
         height_px=height_px,
         vertices_px=network.vertices,
         edges=network.edges,
-        edge_width_px=network.widths,
+        edge_width_px=_widths_in_space(network, params) if wide else network.widths,
         edge_family=network.family,
         faces=network.faces,
         pore_centres_px=centres,
         pore_radii_px=radii,
         pore_at_junction=at_junction,
-        edge_depth=np.exp(rng.normal(0.0, params.furrow_depth_spread, len(network.edges)))
+        edge_depth=_depth_in_space(rng.normal(0.0, params.furrow_depth_spread,
+                                              len(network.edges)), network, params)
         if wide else None,
         pore_axis_ratio=ratios if wide else None,
         pore_angle_rad=rng.uniform(0.0, np.pi, len(ratios)) if wide else None,
     )
+
+
+DEPTH_CELLS = 1.5  # furrow depth and width vary over about this many lattice cells (Gaussian sd)
+
+
+def _depth_in_space(drawn: FloatArray, network: _Network, params: SkinParams) -> FloatArray:
+    """Each furrow piece's depth factor from its own log-normal draw (``drawn``: the log
+    factors), smoothed in space (``_in_space``). Deep and shallow regions of furrows, not single
+    pieces: a piece drawn alone deeper than the pieces it meets (a short straight piece or a
+    bend) is a small closed dark dash, which reads as a pore (docs/experiments/README.md
+    "wideover")."""
+    return np.asarray(np.exp(_in_space(drawn, network, params)))
+
+
+def _widths_in_space(network: _Network, params: SkinParams) -> FloatArray:
+    """The pieces' widths with their log-normal scatter (``_edge_widths``) smoothed in space
+    (``_in_space``), each family's mean kept: a short piece drawn alone wider (so also deeper:
+    the renderer carves a furrow by its width) than the pieces it meets is a closed dark blob."""
+    logs = np.log(network.widths)
+    family_mean = np.zeros_like(logs)
+    for family in np.unique(network.family):
+        family_mean[network.family == family] = np.mean(logs[network.family == family])
+    return np.asarray(np.exp(family_mean + _in_space(logs - family_mean, network, params)))
+
+
+def _in_space(drawn: FloatArray, network: _Network, params: SkinParams) -> FloatArray:
+    """Per furrow piece, the Gaussian-weighted mean (sd ``DEPTH_CELLS`` lattice cells) of the
+    values ``drawn`` around its midpoint, centred and rescaled to the drawn spread: the same
+    draws (the generator's stream is untouched), neighbouring pieces alike."""
+    if len(drawn) < 2 or not np.std(drawn) > 0.0:
+        return drawn
+    mid = 0.5 * (network.vertices[network.edges[:, 0]] + network.vertices[network.edges[:, 1]])
+    sd_px = DEPTH_CELLS * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px
+    pairs = cKDTree(mid).query_pairs(3.0 * sd_px, output_type="ndarray")
+    weight = np.exp(-np.sum((mid[pairs[:, 0]] - mid[pairs[:, 1]]) ** 2, axis=1)
+                    / (2.0 * sd_px**2))
+    total, weights = drawn.copy(), np.ones_like(drawn)
+    for here, there in ((0, 1), (1, 0)):
+        np.add.at(total, pairs[:, here], weight * drawn[pairs[:, there]])
+        np.add.at(weights, pairs[:, here], weight)
+    smooth = total / weights
+    spread = np.std(smooth)
+    result: FloatArray = ((smooth - np.mean(smooth)) * (np.std(drawn) / spread)
+                          if spread > 0 else smooth)
+    return result
