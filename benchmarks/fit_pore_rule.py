@@ -37,8 +37,10 @@ from appliance.skin.pores import (
     choose_pores,
     frame_shift,
     measure_candidates,
+    only_pits,
     pore_diameters_um,
     pore_tests,
+    profiled_pits,
     reading_score,
 )
 from appliance.skin.preprocess import prepare
@@ -125,11 +127,17 @@ def _profiled(job: tuple[str, int, int]) -> _Frame:
 
 def counted(found: Candidates, rule: PoreRule) -> np.ndarray:
     """Indices of the pits counted as pores with ``rule``, as ``pores.measure_pores`` counts
-    them: the score shifted by the frame's share of pores (``pores.frame_shift``)."""
+    them: of the pits it profiles (``pores.profiled_pits``: the others are not there for it,
+    neither to count nor to shift the score), the score shifted by the frame's share of pores
+    (``pores.frame_shift``)."""
+    keep = profiled_pits(found, rule)
+    found = only_pits(found, keep)
     tests = pore_tests(found, rule)
     readings = reading_score(found)
-    return choose_pores(found, rule, tests, readings,
-                        shift=frame_shift(found, tests, readings, rule))
+    chosen = choose_pores(found, rule, tests, readings,
+                          shift=frame_shift(found, tests, readings, rule))
+    result: np.ndarray = np.flatnonzero(keep)[chosen]
+    return result
 
 
 def errors(frames: list[_Frame], rule: PoreRule) -> dict[str, np.ndarray]:

@@ -350,9 +350,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
         floor, 1e-6)
     nearby = _nearby_furrows(fine, centres, floor >= rule.depth_over_furrow * furrow_floor,
                              prepared.um_per_fine_px)
-    deep = (_deep_enough(floor, around, spread, furrow_floor, rule)
-            | (floor >= rule.pit_min_contrast * furrow_floor) | profile_all
-            | (nearby < rule.hill_max_arms * furrow_floor))
+    deep = _profiled(floor, around, spread, nearby, furrow_floor, rule=rule) | profile_all
     # the junction sample and the deep pits are profiled in one pass (each row on its own),
     # a pit in both once (speed only: a third to half of the sample is deep); of the sample's
     # other pits only the rims are read, all the junction floor and gap need
@@ -385,6 +383,37 @@ def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
     ring = ring_of(fine, centres[read], HILL_RING_UM / um_per_fine_px)
     result[read] = second_furrow(ring)
     return result
+
+
+def _profiled(floor: np.ndarray, around: np.ndarray, spread: np.ndarray, nearby: np.ndarray,
+              furrow_floor: float, *, rule: PoreRule) -> np.ndarray:
+    """The pits ``measure_candidates`` profiles (the only ones ``measure_pores`` can count):
+    deep enough, or far deeper than the furrows, or with no second furrow near (in a hill)."""
+    result: np.ndarray = (_deep_enough(floor, around, spread, furrow_floor, rule)
+                          | (floor >= rule.pit_min_contrast * furrow_floor)
+                          | (nearby < rule.hill_max_arms * furrow_floor))
+    return result
+
+
+def profiled_pits(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
+    """Of pits profiled with ``measure_candidates(..., profile_all=True)``, those it profiles
+    without (``_profiled``, with ``rule``): the pits ``measure_pores`` has before its tests. A
+    pit it does not profile enters neither its count (a score over ``model_admit`` needs no
+    depth test) nor the frame's prior shift (``frame_shift``)."""
+    return _profiled(found.shape.floor, found.around, found.spread, found.nearby,
+                     found.furrow_floor, rule=rule)
+
+
+def only_pits(found: Candidates, keep: np.ndarray) -> Candidates:
+    """``found`` with only the pits ``keep`` (bool per pit), the others moved to
+    ``shallow_work_px`` (not profiled)."""
+    shape = replace(found.shape, **{f.name: getattr(found.shape, f.name)[keep]
+                                    for f in fields(found.shape)})
+    return replace(
+        found, centres_work_px=found.centres_work_px[keep], shape=shape,
+        around=found.around[keep], spread=found.spread[keep], nearby=found.nearby[keep],
+        blue=found.blue[keep], ring_arms=None if found.ring_arms is None else found.ring_arms[keep],
+        shallow_work_px=np.concatenate([found.shallow_work_px, found.centres_work_px[~keep]]))
 
 
 def _deep_enough(floor: np.ndarray, around: np.ndarray, spread: np.ndarray,
