@@ -40,6 +40,7 @@ from appliance.skin.pores import (
 )
 from appliance.skin.preprocess import on_grid, prepare
 from appliance.skin.texture import furrow_mask, measure_texture, tophat_response
+from appliance.synthetic import skin_geometry
 from appliance.synthetic.skin import decode_jpeg, encode_jpeg, synthetic_frame, synthetic_scene
 from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_render import render_rgb
@@ -500,11 +501,18 @@ def test_the_arm_windows_gather_exactly_the_radii_a_mask_would_keep() -> None:
 
 
 
-def test_pores_touching_furrows_as_dark_as_themselves_are_counted() -> None:
+def test_pores_touching_furrows_as_dark_as_themselves_are_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Wide frame 15 of seed 11 (a fit seed): 61 pores, 37 of them off the junctions and
     most of those touching furrows about as dark as they are (each still halves the light
     under it). Their outline is closed in light; the depth tests alone found 19 of the 37
     and counted 42 pores."""
+    # its furrows each as deep and wide as drawn, piece by piece, as the frame was drawn before
+    # the wide preset smoothed them in space (2026-12-06, inspace): the same draws, so the
+    # same pores, skin and hues. Drawn in regions now, the furrows the pores touch are others
+    # (and, at 24 of the 37, the pores a hair fewer): this test is about the pores, not about
+    # those furrows
+    monkeypatch.setattr(skin_geometry, "_in_space", lambda drawn, network, params: drawn)
     # its pores neutral, as the frame was drawn before the wide preset's pore hues (2026-12-06):
     # this is about furrows; drawn brownish now, it counts 50 of its 61 pores (neutral: 52).
     # Its pits added to the furrows at the other presets' darkness, as drawn before the wide
