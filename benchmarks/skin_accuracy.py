@@ -5,7 +5,8 @@ five target features, each frame measured at its own calibrated scale, on three 
 ``generator_mixed`` (the project's generator, ``--count`` frames at 10 µm/px),
 ``generator_wide`` (its "wide" preset: 7-13 µm/px, dark junctions, pigment, brown and grey
 hairs, dust, JPEG q70-95, elliptical pores of 50-320 µm, pores and furrows of per-frame
-darkness, on half the frames no darker than the furrow they sit in, dead-end furrows) and ``second_renderer`` (``synthetic.skin_voronoi``,
+darkness, on half the frames no darker than the furrow they sit in, dead-end furrows) and
+``second_renderer`` (``synthetic.skin_voronoi``,
 drawn by other means and never used to set anything in the measurement). Targets: pores median
 <= 5 % and p90 <= 15 %, texture median <= 2 %. Beside these all-frames figures (the headline),
 ``pore_count_where_validated`` gives the pore count's error on the frames whose result does not
