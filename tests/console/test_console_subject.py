@@ -26,8 +26,8 @@ def test_consent_reads_yes_not_python_s_true(console: Console) -> None:
     cookie, _ = login_cookie(console)
     status, _, body = get_with(console, f"/results/{result.measurement_id}", cookie)
     assert status == 200
-    subject = re.search(r"<h2>Subject</h2>\s*(?:<div[^>]*>\s*)?<table[^>]*>(.*?)</table>", body.decode(),
-                        re.S)
+    subject = re.search(r"<h2>Subject</h2>\s*(?:<div[^>]*>\s*)?<table[^>]*>(.*?)</table>",
+                        body.decode(), re.S)
     assert subject
     assert re.findall(r"<tr><th>(\w+)</th><td>([^<]*)</td></tr>", subject.group(1)) == [
         ("age_band", "30-39"), ("consent", "yes")]
