@@ -201,6 +201,9 @@ def test_a_page_whose_daemon_failed_for_good_says_out_of_order_and_why(
     try:
         page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")  # no preview
         expect(page.locator("body")).to_have_attribute("data-phase", "welcome")
+        # the words come from /messages.json, fetched beside the event stream: a daemon gone
+        # before they arrive leaves the page without words (it failed so 1 run in 5 here)
+        assert wait_until(lambda: page.evaluate("Object.keys(messages).length > 0"), 15)
     finally:
         daemon.stop()  # exit 2: systemd does not restart it, and starts the unit below
     expect(page.locator("#guidance")).to_have_text(CATALOGUE["en"]["guide_kiosk_away"],
@@ -235,6 +238,9 @@ def test_a_page_whose_daemon_never_comes_back_says_out_of_order_not_starting_aga
     try:
         page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")  # no preview
         expect(page.locator("body")).to_have_attribute("data-phase", "welcome")
+        # the words come from /messages.json, fetched beside the event stream: a daemon gone
+        # before they arrive leaves the page without words (it failed so 1 run in 5 here)
+        assert wait_until(lambda: page.evaluate("Object.keys(messages).length > 0"), 15)
     finally:
         daemon.stop()
     assert wait_until(lambda: page.evaluate("lost"), 15)  # the stream dropped
