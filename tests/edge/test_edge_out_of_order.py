@@ -250,3 +250,26 @@ def test_a_page_whose_daemon_never_comes_back_says_out_of_order_not_starting_aga
     expect(page.locator("#guidance")).to_have_text(
         CATALOGUE["en"]["guide_out_of_order"] + " " + CATALOGUE["en"]["staff_ask"])
     expect(page.locator("#staff-detail")).to_have_text(CATALOGUE["en"]["down_unreachable"])
+
+
+def test_a_page_that_could_not_fetch_its_words_asks_again(
+    tmp_path: Path, page: Any,
+) -> None:
+    """The daemon went away while the page was fetching /messages.json: once it answers again
+    the page has its words and its buttons, without a reload."""
+    port = free_port()
+    daemon = StandInDaemon(port, tmp_path)
+    try:
+        page.route("**/messages.json", lambda route: route.abort())
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")  # no preview
+        expect(page.locator("body")).to_have_attribute("data-phase", "welcome")
+        assert page.evaluate("Object.keys(messages).length") == 0
+        expect(page.locator("#bands button")).to_have_count(0)
+        page.unroute("**/messages.json")
+        expect(page.locator("#bands button")).to_have_count(9, timeout=10_000)
+        assert wait_until(lambda: page.evaluate("Object.keys(messages).length > 0"), 10)
+        page.locator("#lang-en").click()
+        expect(page.locator('#bands button[data-msg="age_none"]')).to_have_text(
+            CATALOGUE["en"]["age_none"])
+    finally:
+        daemon.stop()

@@ -265,4 +265,12 @@ function showDown() {
 
 document.getElementById("preview").addEventListener(
   "error", () => setTimeout(askPreview, REFUSED_RETRY_MS));
-fetch("/messages.json").then((r) => r.json()).then((m) => { messages = m; setUp(); render(); });
+// The words, once: a page loaded just before its daemon went away asks again until they come
+// (without them it would show no words and no buttons until it is reloaded).
+function loadMessages() {
+  fetch("/messages.json")
+    .then((r) => { if (!r.ok) throw new Error("messages: HTTP " + r.status); return r.json(); })
+    .then((m) => { messages = m; setUp(); render(); })
+    .catch(() => setTimeout(loadMessages, REFUSED_RETRY_MS));
+}
+loadMessages();
