@@ -301,3 +301,30 @@ def operator_page(console: Console) -> Iterator[Any]:
         browser_login(opened)
         expect(opened).to_have_url(console.url + "/fleet")
         yield opened
+
+
+def listed_page(console: Console, cookie: str, path: str,
+                row: str) -> tuple[list[str], dict[str, str], str]:
+    """What a paged console list shows at ``path``: the rows' keys (the one group of the regular
+    expression ``row``), its First/Previous/Next links by id, and its text."""
+    status, _, body = get_with(console, path, cookie)
+    text = body.decode()
+    assert status == 200, text
+    keys = re.findall(row, text)
+    links = {name: href.replace("&amp;", "&") for name, href in
+             re.findall(r'<a id="(first|previous|next)" href="([^"]+)"', text)}
+    return keys, links, text
+
+
+def walk_pages(console: Console, cookie: str, start: str, way: str, *, row: str,
+               per_page: int) -> list[list[str]]:
+    """Every page of a paged console list from ``start``, following the ``way`` link (next or
+    previous) to its end; each holds 1 to ``per_page`` rows."""
+    pages, path = [], start
+    while True:
+        keys, links, _ = listed_page(console, cookie, path, row)
+        assert 0 < len(keys) <= per_page
+        pages.append(keys)
+        if way not in links:
+            return pages
+        path = links[way]

@@ -13,7 +13,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from console_helpers import Console, get_with, login_cookie, running_console
+from console_helpers import (
+    Console,
+    get_with,
+    listed_page,
+    login_cookie,
+    running_console,
+    walk_pages,
+)
 
 from appliance.backoffice.schema import device_row, iso_utc
 from appliance.backoffice.store import Batch, Store, open_store
@@ -45,27 +52,15 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Console, str
         yield console, cookie
 
 
+ROW = r'<td><a href="/results\?[^"]*">([^<]+)</a></td>'  # the device ids a page lists
+
+
 def _page(console: Console, cookie: str, path: str) -> tuple[list[str], dict[str, str], str]:
-    """The device ids a fleet page lists, its links by id, and its text."""
-    status, _, body = get_with(console, path, cookie)
-    text = body.decode()
-    assert status == 200, text
-    devices = re.findall(r'<td><a href="/results\?[^"]*">([^<]+)</a></td>', text)
-    links = {name: href.replace("&amp;", "&") for name, href in
-             re.findall(r'<a id="(first|previous|next)" href="([^"]+)"', text)}
-    return devices, links, text
+    return listed_page(console, cookie, path, ROW)
 
 
 def _walk(console: Console, cookie: str, start: str, way: str) -> list[list[str]]:
-    """Every page from ``start``, following the ``way`` link (next or previous) to the end."""
-    pages, path = [], start
-    while True:
-        devices, links, _ = _page(console, cookie, path)
-        assert 0 < len(devices) <= FLEET_SHOWN
-        pages.append(devices)
-        if way not in links:
-            return pages
-        path = links[way]
+    return walk_pages(console, cookie, start, way, row=ROW, per_page=FLEET_SHOWN)
 
 
 def test_a_site_of_many_kiosks_is_shown_a_page_at_a_time(big: tuple[Console, str]) -> None:

@@ -8,7 +8,15 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from console_helpers import PASSWORD, Console, get_with, login_cookie, running_console
+from console_helpers import (
+    PASSWORD,
+    Console,
+    get_with,
+    listed_page,
+    login_cookie,
+    running_console,
+    walk_pages,
+)
 
 from appliance.backoffice.accounts import TokenRow
 from appliance.backoffice.store import Store, open_store
@@ -40,27 +48,15 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Console, li
         yield console, ids
 
 
+ROW = r"<td><code>([0-9a-f]{16})</code></td>"  # the token ids a page lists
+
+
 def _page(console: Console, cookie: str, path: str) -> tuple[list[str], dict[str, str], str]:
-    """The token ids a tokens page lists, its page links by id, and its text."""
-    status, _, body = get_with(console, path, cookie)
-    text = body.decode()
-    assert status == 200, text
-    ids = re.findall(r"<td><code>([0-9a-f]{16})</code></td>", text)
-    links = {name: href.replace("&amp;", "&") for name, href in
-             re.findall(r'<a id="(first|previous|next)" href="([^"]+)"', text)}
-    return ids, links, text
+    return listed_page(console, cookie, path, ROW)
 
 
 def _walk(console: Console, cookie: str, start: str, way: str) -> list[list[str]]:
-    """Every page from ``start``, following the ``way`` link (next or previous) to its end."""
-    pages, path = [], start
-    while True:
-        ids, links, _ = _page(console, cookie, path)
-        assert 0 < len(ids) <= TOKENS_SHOWN
-        pages.append(ids)
-        if way not in links:
-            return pages
-        path = links[way]
+    return walk_pages(console, cookie, start, way, row=ROW, per_page=TOKENS_SHOWN)
 
 
 def test_many_tokens_are_shown_a_page_at_a_time_and_next_reaches_each_once(
