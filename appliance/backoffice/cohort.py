@@ -41,6 +41,16 @@ class Correlation:
     p_value: float
     n: int
 
+    def text(self) -> str:
+        """``+0.52 [+0.31, +0.68]`` as the report and the console show it; ``n/a`` without a
+        correlation, and the coefficient without an interval where too few values give none
+        (n = 3: a demo's first cohort), rather than ``[+nan, +nan]``."""
+        if not math.isfinite(self.r):
+            return "n/a"
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return f"{self.r:+.2f} (n={self.n}, too few for a 95% CI)"
+        return f"{self.r:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
 
 @dataclass(frozen=True)
 class Repeat:

@@ -37,9 +37,7 @@ MAX_REPEAT_ROWS = 50
 
 
 def _fmt(corr: Correlation) -> str:
-    if math.isnan(corr.r):
-        return "n/a"
-    return f"{corr.r:+.2f} [{corr.low:+.2f}, {corr.high:+.2f}]"
+    return corr.text()
 
 
 def draw_feature(cohort: Cohort, key: str, corr: dict[str, Correlation], out: Path) -> None:

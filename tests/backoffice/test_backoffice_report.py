@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 from appliance.backoffice import report
 from appliance.backoffice.cohort import (
+    Correlation,
     age_axis,
     band_midpoint_years,
     correlations,
@@ -457,3 +459,30 @@ def test_a_subject_s_repeat_measurements_come_in_the_order_the_back_office_place
     assert placed["k-right"] < placed["k-2000"]  # placed as measured: an hour apart
     assert listed == ["k-right", "k-2000"]  # on main: k-2000 first, by its clock's 2000
     assert (repeat.subject_id, repeat.count, repeat.devices) == ("s-repeat", 2, 2)
+
+
+def test_a_demo_s_three_results_give_r_without_an_interval_not_nan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default demo stores 3 results with an age band: too few for a Fisher-z interval,
+    and the report's table and figure titles showed each r as ``-0.99 [+nan, +nan]``."""
+    import matplotlib.pyplot as plt
+
+    store = _store(tmp_path, 3, subjects=3)
+    monkeypatch.setattr(report, "draw_feature",  # one figure below, not ten
+                        lambda cohort, key, corr, out: out.write_bytes(b""))
+    text = write_cohort_report(store, tmp_path / "out").read_text()
+    assert "nan" not in text.lower()
+    cells = re.findall(r"<td>([+-]\d\.\d\d[^<]*)</td>", text)
+    assert len(cells) == 20  # Pearson and Spearman of each of the 10 features
+    assert all(cell.endswith(" (n=3, too few for a 95% CI)") for cell in cells)
+    cohort = load_cohort(store)
+    pearson, spearman = correlations(cohort.ages(), cohort.values["kime_score"])
+    fig = feature_figure(cohort, "kime_score", {"pearson": pearson, "spearman": spearman})
+    try:
+        title = fig.axes[0].get_title()
+    finally:
+        plt.close(fig)
+    assert "nan" not in title.lower()
+    assert f"Pearson {pearson.r:+.2f} (n=3, too few for a 95% CI)" in title
+    assert Correlation(math.nan, math.nan, math.nan, math.nan, 2).text() == "n/a"

@@ -13,7 +13,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from console_helpers import BANDS, NOT_VALIDATED_IN_SEED, UNMEASURED_KIME, make_result, seed
+from console_helpers import (
+    BANDS,
+    NOT_VALIDATED_IN_SEED,
+    PASSWORD,
+    UNMEASURED_KIME,
+    Console,
+    free_port,
+    get_with,
+    login_cookie,
+    make_result,
+    seed,
+)
 
 from appliance.backoffice.cohort import (
     REPORT_FEATURES,
@@ -27,6 +38,8 @@ from appliance.backoffice.cohort import (
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.cli import main
+from appliance.config import ConsoleConfig
+from appliance.console.auth import add_user
 from appliance.console.cohortview import (
     FeatureView,
     band_stats,
@@ -34,6 +47,8 @@ from appliance.console.cohortview import (
     repeat_rows,
     svg_plot,
 )
+from appliance.console.db import StorePool
+from appliance.console.server import ConsoleThread
 from appliance.console.views import CohortCache
 from appliance.edge.screen_view import load_references, result_view
 from tests.store_helpers import BACKENDS, fresh_store
@@ -244,3 +259,35 @@ def test_figures_never_reused_are_computed_once_per_request(
     assert {v.key for v in views} == set(REPORT_FEATURES)
     cache.get(store)  # stale at once, no pool to refresh in the background: computed here
     assert len(computed) == 2
+
+
+def test_a_demo_s_three_results_show_r_without_an_interval_not_nan(tmp_path: Path) -> None:
+    """The default demo stores 3 results with an age band (one customer declines): too few
+    for a Fisher-z interval, and the cohort page showed each r as ``-0.67 [+nan, +nan]``."""
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    store = open_store(url)
+    results = [make_result(i, "demo", "kiosk-demo-1", band)
+               for i, band in enumerate(("20-29", "30-39", "30-39"), start=1)]
+    store.write_batch(Batch(results=[result_row(r, iso_utc(r.captured_at), r.to_json().decode())
+                                     for r in results]), 10)
+    add_user(store, "alice", "operator", PASSWORD)
+    store.close()
+    config = ConsoleConfig(port=free_port(), cohort_cache_s=0)
+    pool = StorePool(url, size=1)
+    thread = ConsoleThread(config, pool, tmp_path / "pathology")
+    thread.start()
+    try:
+        assert thread.wait_started(), "console did not start"
+        console = Console(f"http://127.0.0.1:{config.port}", "", "", url, tmp_path)
+        cookie, _ = login_cookie(console)
+        status, _, body = get_with(console, "/cohort", cookie)
+    finally:
+        thread.stop()
+        pool.close()
+    assert status == 200
+    table = re.search(r'<table id="correlations".*?</table>', body.decode(), re.S)
+    assert table
+    assert "nan" not in table.group(0).lower()
+    kime = re.search(r"<td>kime_score</td>\s*<td>([^<]*)</td>", table.group(0))
+    assert kime
+    assert re.fullmatch(r"[+-]\d\.\d\d \(n=3, too few for a 95% CI\)", kime.group(1))
