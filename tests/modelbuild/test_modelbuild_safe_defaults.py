@@ -4,11 +4,15 @@ warns when its calibration or validation split is small and raises no pre-proces
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import re
 import stat
+import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from inference_helpers import make_table
@@ -251,3 +255,59 @@ def test_skin_table_stopped_by_ctrl_c_says_nothing_is_kept_and_the_earlier_table
         f"stopped after drawing 3 of 6 frames, before the table was written: nothing "
         f"kept; the earlier {out} is as it was; the same command again draws them all")
     assert out.read_text() == "the earlier table\n"
+
+
+def _build_script(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, Path]]]:
+    """models/skin/build_skin_model.py, loaded with its table, comparison and build recorded
+    (each as what it was asked and the path it was given) instead of run."""
+    path = Path(__file__).resolve().parents[2] / "models" / "skin" / "build_skin_model.py"
+    spec = importlib.util.spec_from_file_location("build_skin_model_under_test", path)
+    assert spec
+    assert spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    calls: list[tuple[str, Path]] = []
+
+    def build(settings: Any) -> Any:
+        calls.append(("build", settings.out_dir))
+        raise SystemExit(0)  # what a build would write is not the point here
+
+    monkeypatch.setattr(script, "build_skin_table", lambda *args, **kwargs: "rows")
+    monkeypatch.setattr(script, "write_table",
+                        lambda path, rows: calls.append(("table", path)) or path)
+    monkeypatch.setattr(script, "read_table", lambda path: SimpleNamespace(description="t"))
+    monkeypatch.setattr(script, "compare_architectures", lambda *args, **kwargs: {})
+    monkeypatch.setattr(script, "build_model", build)
+    return script, calls
+
+
+def test_the_rebuild_script_writes_nothing_unless_told_where(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    """`python models/skin/build_skin_model.py` with no argument built into
+    appliance/shipped/, replacing the tracked model (version 1.1.0 kept, a new created_at) as
+    its default; a newcomer trying it changed the shipped model."""
+    script, calls = _build_script(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["build_skin_model.py"])
+    with pytest.raises(SystemExit) as stopped:
+        script.main()
+    assert stopped.value.code == 2
+    assert "--out DIR" in capsys.readouterr().err
+    assert calls == []
+    for out in (script.SHIPPED, script.TABLE.parent):  # --out at the tracked files
+        monkeypatch.setattr(sys, "argv", ["build_skin_model.py", "--out", str(out)])
+        with pytest.raises(SystemExit) as stopped:
+            script.main()
+        assert stopped.value.code == 2
+        assert "--replace-shipped" in capsys.readouterr().err
+    assert calls == []
+    trial = tmp_path / "trial"
+    monkeypatch.setattr(sys, "argv", ["build_skin_model.py", "--out", str(trial), "--new-table"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert calls == [("table", trial / "skin-grades.parquet"), ("build", trial)]
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", ["build_skin_model.py", "--replace-shipped"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert calls == [("build", script.SHIPPED)]
