@@ -171,8 +171,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cohort", type=Path, default=Path("/tmp/he200"))
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--cohort-seed", type=int, default=7)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "appliance" / "shipped")
+    # no default: it was appliance/shipped/, so a run without --out (a newcomer's try) wrote
+    # the tracked splits.csv at once and the shipped models after training
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for the models and splits.csv (appliance/shipped "
+                        "replaces the shipped, tracked ones)")
     parser.add_argument("--width", type=float, default=1 / 16)
     parser.add_argument("--tile-px", type=int, default=64)
     parser.add_argument("--tile-um", type=float, default=256.0)
