@@ -58,6 +58,7 @@ from appliance.backoffice.storeerrors import (
 )
 from appliance.backoffice.storeurl import (
     POSTGRES_SCHEMES,
+    folder_not_a_folder,
     masked_url,
     missing_path,
     sqlite_path_shown,
@@ -362,7 +363,7 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
 
 def _refuse_missing(url: str) -> None:
     """A StoreError when ``url`` names a SQLite file that does not exist, or none at all."""
-    if (problem := missing_path(url)) is not None:
+    if (problem := missing_path(url) or folder_not_a_folder(url)) is not None:
         raise StoreError(problem)
     if (path := missing_sqlite_file(url)) is not None:
         if (problem := not_a_file(path)) is not None:

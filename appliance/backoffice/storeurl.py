@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from appliance.filekind import not_a_folder
 from appliance.logsafe import SHOWN_ARGUMENT_CHARS, shorten_quoted
 
 DEFAULT_SQLITE_NAME = "backoffice.sqlite3"
@@ -25,11 +26,27 @@ def store_url_for(url: str | None, state_dir: str) -> str:
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` can name no store (neither SQLite nor PostgreSQL, a PostgreSQL URL without
-    its database, ``sqlite:///`` without a file), decided without opening anything; or None."""
+    its database, ``sqlite:///`` without a file, a SQLite file whose folder is a file),
+    decided without opening anything; or None."""
     if not url.startswith((*POSTGRES_SCHEMES, "sqlite:///")):
         shown = shorten_quoted(masked_url(url), SHOWN_ARGUMENT_CHARS)
         return f"store url {shown}: use sqlite:///PATH or postgresql://...{_as_sqlite(url)}"
-    return missing_database(url) or missing_path(url)
+    return missing_database(url) or missing_path(url) or folder_not_a_folder(url)
+
+
+def folder_not_a_folder(url: str) -> str | None:
+    """Why a SQLite store cannot be in the folder ``url`` names: that folder, or a part of its
+    path, is a file (a ``state_dir`` set to a file): ``store migrate`` said only "File
+    exists", the demo that it could not make its lock file "(File exists)", and a read command
+    that nothing was ever stored there. None when it is a folder or could be made, and for
+    every other URL."""
+    if not url.startswith("sqlite:///") or missing_path(url):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    if (problem := not_a_folder(path.parent.absolute())) is None:
+        return None
+    return (f"the store {sqlite_path_shown(path)} cannot be in its folder: {problem} (the "
+            "config's state_dir, store.url or --store names it); name a folder")
 
 
 def _as_sqlite(url: str) -> str:

@@ -449,6 +449,26 @@ def test_a_demo_store_in_a_folder_that_is_not_there_is_refused_naming_it(
     assert calls == ["sqlite:///here/x.sqlite3"]
 
 
+def test_a_state_dir_that_is_a_file_is_refused_naming_it_by_the_demo_and_the_store_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`state_dir` set to a file: the demo said it could not make its lock file "(File
+    exists)", `store migrate` "[Errno 17] File exists", and `fleet` and `results query` that
+    nothing was ever stored there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("notes\n")
+    monkeypatch.setenv("APPLIANCE__STATE_DIR", "afile")
+    calls = _recorded_demo(monkeypatch)
+    said = (f"the store {tmp_path / 'afile' / 'backoffice.sqlite3'} cannot be in its folder: "
+            f"{tmp_path / 'afile'} is a file, not a folder")
+    for command in (["demo"], ["store", "migrate"], ["fleet"], ["results", "query"]):
+        assert main(command) == 2
+        assert said in capsys.readouterr().err
+    assert calls == []
+    assert [path.name for path in tmp_path.iterdir()] == ["afile"]
+    assert (tmp_path / "afile").read_text() == "notes\n"
+
+
 def test_the_demo_s_next_steps_name_the_store_or_config_it_was_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
