@@ -175,10 +175,12 @@ def test_git_ignores_every_file_the_readme_s_examples_write_in_the_repository() 
 def test_git_ignores_what_the_help_examples_write_in_the_working_folder() -> None:
     """`appliance synth skin --help`'s example, run in the repository, left a frames/ folder
     that `git status` showed as new files of the project (as did the examples' cohort/,
-    results/, table.parquet, micrometer.png and reference.json)."""
+    results/, table.parquet, micrometer.png and reference.json, and `analyze --help`'s
+    `--overlay overlays`)."""
     lines = (README.parent / ".gitignore").read_text().splitlines()
     ignored = {line.strip("/") for line in lines if not line.startswith("#")}
     written = {found.split("/", 1)[0] for _, examples in COMMAND_HELP.values()
-               for example in examples for found in re.findall(r"--out ([\w./-]+)", example)}
-    assert {"frames", "cohort", "ranges.json"} <= written
+               for example in examples
+               for found in re.findall(r"--(?:out|overlay) ([\w./-]+)", example)}
+    assert {"frames", "cohort", "ranges.json", "overlays"} <= written
     assert sorted(written - {"-"} - ignored) == []
