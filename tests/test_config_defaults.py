@@ -4,6 +4,7 @@ APPLIANCE__ variable, and `config check` refusing what the daemon would refuse."
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -301,3 +302,19 @@ def test_a_console_bound_for_others_behind_a_proxy_on_its_own_host_only_is_refus
     assert main(["config", "check", str(config)]) == 0  # a proxy on another host too
     config.write_text("console:\n  bind: 127.0.0.1\n  trusted_proxies: [127.0.0.1]\n")
     assert main(["config", "check", str(config)]) == 0  # README's: a proxy on this host
+
+
+def test_a_template_s_placeholders_name_the_provisioning_script_where_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`config check deploy/config.edge.yaml` told to set what "provision.py --device" and
+    "provision.py --host" gave: no such file at the top of a checkout (it is
+    deploy/mosquitto/provision.py), found only by searching."""
+    _without_appliance_variables(monkeypatch)
+    with pytest.raises(ConfigError) as refused:
+        config_from_mapping({"device": {"id": "kiosk-CHANGE-ME", "site": "site-CHANGE-ME"},
+                             "mqtt": {"host": "broker.example.org"}}, "template")
+    named = re.findall(r"([\w./-]*provision\.py) --(device|host)", str(refused.value))
+    assert sorted(option for _, option in named) == ["device", "device", "host"]
+    for script, _ in named:
+        assert (DEPLOY.parent / script).is_file(), script

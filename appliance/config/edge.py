@@ -36,7 +36,8 @@ class DeviceConfig(Section):
     @classmethod
     def _not_the_template_s(cls, value: str, info: ValidationInfo) -> str:
         return filled_in(value, f"the {'device id' if info.field_name == 'id' else 'site'} "
-                         "this kiosk was provisioned with (provision.py --device SITE/DEVICE)")
+                         "this kiosk was provisioned with (deploy/mosquitto/provision.py "
+                         "--device SITE/DEVICE)")
 
     @model_validator(mode="after")
     def _site_not_reserved(self) -> DeviceConfig:

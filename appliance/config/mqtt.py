@@ -75,8 +75,8 @@ class MqttConfig(Section):
     @field_validator("host")
     @classmethod
     def _not_the_template_s_host(cls, value: str) -> str:
-        what = ("the fleet broker's host name or address (the name provision.py --host put "
-                "in its certificate)")
+        what = ("the fleet broker's host name or address (the name "
+                "deploy/mosquitto/provision.py --host put in its certificate)")
         return a_real_host(a_host(value, "the broker's host (its port goes in mqtt.port)"), what)
 
     @field_validator("topic_prefix")
