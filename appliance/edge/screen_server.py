@@ -17,8 +17,9 @@ the newest stream is the screen's browser coming back (a page reloaded, a tab le
 goes); a stream whose write cannot proceed for ``stalled_write_s`` (its client reads nothing,
 and the small send buffer is full) is cut off.
 
-Routes: ``/`` the page (and its ``kiosk.js``, ``kiosk.css``, ``messages.json``), ``/state``,
-``/events`` (SSE), ``/preview.mjpg``, ``/overlay.png``; POST ``/subject`` and ``/language``.
+Routes: ``/`` the page (and its ``kiosk.js``, ``kiosk.css``, ``icon.svg``, ``messages.json``),
+``/state``, ``/events`` (SSE), ``/preview.mjpg``, ``/overlay.png``; POST ``/subject`` and
+``/language``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/kiosk.js": ("kiosk.js", "text/javascript; charset=utf-8"),
           "/kiosk.css": ("kiosk.css", "text/css; charset=utf-8"),
+          "/icon.svg": ("icon.svg", "image/svg+xml"),  # else Chromium asks /favicon.ico: a 404
           "/messages.json": ("messages.json", "application/json; charset=utf-8")}
 MAX_POST_BYTES = 1024
 ASCII_DIGITS = re.compile(r"[0-9]{1,18}")  # a length int() reads exactly, none of ²³¹

@@ -115,6 +115,33 @@ def test_kiosk_language_switches_on_screen(kiosk: Running, page: Any) -> None:
     expect(page.locator("#features")).to_contain_text("Hills")
 
 
+def test_the_kiosk_screen_asks_for_nothing_it_does_not_serve(kiosk: Running,
+                                                             page: Any) -> None:
+    """The screen's page asked Chromium's default /favicon.ico, which the kiosk does not
+    serve: a 404 and a red line in the browser's console on every load of the screen."""
+    errors: list[str] = []
+    missing: list[str] = []
+
+    def console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    def response(answer: Any) -> None:
+        if answer.status >= 400:
+            missing.append(answer.url)
+
+    page.on("console", console)
+    page.on("response", response)
+    try:
+        page.goto(kiosk.url)  # a new port: an origin this browser has not asked before
+        expect(page.locator("body")).to_have_attribute("data-phase", "result", timeout=15_000)
+        page.wait_for_load_state("networkidle")
+    finally:
+        page.remove_listener("console", console)
+        page.remove_listener("response", response)
+    assert (missing, errors) == ([], [])
+
+
 def choose_on_screen(page: Any, band: str, consent: str) -> None:
     page.click(f"#bands button[data-band='{band}']")
     page.click(consent)
