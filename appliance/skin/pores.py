@@ -129,6 +129,13 @@ class PoreRule:
     pit_min_contrast: float = 1.7  # (floor - skin right around it) / median furrow floor
     pit_over_arms: float = 1.5  # pit floor / second-deepest ray just outside the rim
     pit_min_roundness: float = 0.6
+    # A pit along a furrow (at most 2 arms on its rays, not alone in a hill) is a pore only where it
+    # is deeper than the junctions around it by this (pit floor / ``Candidates.around``): a
+    # junction deepened and wider than its furrows reads at most 2 arms when its arms meet it
+    # below the rays' level, and is as deep as the other junctions of its frame, not deeper
+    # (docs/experiments/README.md "darkjunc"; own generator only: the fit seed 11's wide
+    # frames tie at 1.0-1.3, its scenes of dark, large junction pits need 1.1).
+    pit_over_junctions: float = 1.1
     pit_max_elongation: float = 2.0
     # An oval pore along a furrow reads drawn out above its arms, like a dash (a short deep
     # stretch of furrow). It is told by either of two things: it is wider between its long
@@ -511,6 +518,7 @@ def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]
     return {
         "deep_enough": (in_hill | (shape.floor - shape.skin
                                    >= rule.pit_min_contrast * found.furrow_floor))
+        & (_alone_in_a_hill(found, rule) | (shape.floor >= rule.pit_over_junctions * found.around))
         & (shape.floor >= rule.depth_over_furrow * found.furrow_floor),
         "wide_or_deep": every,
         "wide_if_shallow": every,
@@ -533,6 +541,14 @@ def in_a_hill(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
     beside = (shape.arm_count <= PIT_MAX_ARMS) & (shape.far_side < most) & (
         shape.outline <= rule.beside_max_outline)
     result: np.ndarray = ((shape.arm_count <= 1) & (found.nearby < most)) | beside
+    return result
+
+
+def _alone_in_a_hill(found: Candidates, rule: PoreRule) -> np.ndarray:
+    """Pits in a hill with no furrow beside them: at most one arm and no second furrow near
+    (``in_a_hill`` without the pits beside one furrow)."""
+    result: np.ndarray = (found.shape.arm_count <= 1) & (
+        found.nearby < rule.hill_max_arms * found.furrow_floor)
     return result
 
 
