@@ -25,7 +25,11 @@ junction) rather than their sum, as the other presets draw it (pores about twice
 their furrows). Last from that child: on three quarters of the frames furrows that end inside
 5-30 % of the hills (``skin_dead_ends``), 30-80 % of them a few µm short of the next furrow,
 and on half the frames hairs of near-neutral grey (0.55-1.15 of the skin's grey) instead of
-dark brown.
+dark brown. Last of all, on ``DARK_JUNCTION_SHARE`` of the frames, dark and large junction pits
+(the meeting points of furrows, not pores): each adds 0.55-0.9 of its furrows' floor darkness
+(in optical density) and as much of their fold depth to the relief, on a disc 1.2-1.8 furrow
+widths across, wider than the furrows meeting there (the fifth renderer's junction pits that
+main counted as pores, docs/experiments/README.md "darkjunc").
 """
 
 from __future__ import annotations
@@ -62,6 +66,14 @@ MAX_COMBINED_SHARE = 0.5
 # are near-neutral grey rather than dark brown
 DEAD_END_FRAME_SHARE = 0.75
 NEUTRAL_HAIR_SHARE = 0.5
+# the "wide" frames with dark, large junction pits: darkness added as a share of the furrow
+# floor's (optical density, and the same share of the fold's depth), disc radius in furrow widths
+DARK_JUNCTION_SHARE = 0.3
+DARK_JUNCTION_FLOOR_SHARE = (0.55, 0.9)
+DARK_JUNCTION_RADIUS_WIDTHS = (0.6, 0.9)
+FOLD_DEPTH_PER_WIDTH_PX = 0.35  # skin_render: a fold's depth is 0.35 x its width in px + 1
+FOLD_DEPTH_BASE = 1.0
+DEFAULT_JUNCTION_RELIEF = 2.0  # depth a junction's darkening adds per unit of darkness
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,7 @@ class SkinParams:
     furrow_depth_spread: float = 0.0  # log-sd of a per-furrow depth factor (shallow and deep)
     junction_darkness: float = 0.0  # extra darkening of furrow junctions (0..1)
     junction_size: float = 0.0  # radius of that darkening / the local furrow width
+    junction_relief: float = DEFAULT_JUNCTION_RELIEF  # depth added per unit junction darkness
     pigment_spots: int = 0
     freckles: int = 0
     hairs: int = 0
@@ -257,17 +270,37 @@ def _dead_end_and_hair_params(rng: np.random.Generator) -> dict[str, Any]:
             "hair_grey_level": grey if neutral else 0.0}
 
 
+def _dark_junction_params(rng: np.random.Generator, params: SkinParams) -> dict[str, Any]:
+    """A "wide" frame's dark, large junction pits (on ``DARK_JUNCTION_SHARE`` of the frames,
+    else nothing): each junction's disc adds a share of 0.55-0.9 of its furrows' floor darkness
+    (in optical density: the light left is the floor's raised to that share) and the same share
+    of the fold's depth (at the frame's mean furrow width) to the relief, on a disc 1.2-1.8
+    furrow widths across. The numbers are drawn on every frame (the same count of draws)."""
+    dark = bool(rng.random() < DARK_JUNCTION_SHARE)
+    share = float(rng.uniform(*DARK_JUNCTION_FLOOR_SHARE))
+    radius = float(rng.uniform(*DARK_JUNCTION_RADIUS_WIDTHS))
+    if not dark:
+        return {}
+    darkness = 1.0 - (1.0 - params.furrow_darkness) ** share
+    width_px = params.furrow_width_um / params.um_per_px
+    fold_depth = FOLD_DEPTH_PER_WIDTH_PX * width_px + FOLD_DEPTH_BASE
+    return {"junction_darkness": darkness, "junction_size": radius,
+            "junction_relief": share * fold_depth / darkness}
+
+
 def _wide_second_stream(rng: np.random.Generator, params: SkinParams) -> SkinParams:
     """What the "wide" preset draws from a child of the frame's generator (the parent's state,
     and so the geometry of frames outside the unbound share, as before): pore hue, pore and
     furrow darkness and how pit and fold combine on every frame; on ``UNBOUND_SHARE`` of them
-    hill size, furrow width and junctions of their own; last, dead ends and hair colour."""
+    hill size, furrow width and junctions of their own; then dead ends and hair colour; last,
+    on ``DARK_JUNCTION_SHARE`` of them, dark and large junction pits."""
     child = rng.spawn(1)[0]
     unbound = bool(child.random() < UNBOUND_SHARE)
     drawn = _unbound_params(child)  # drawn on every frame: the same count of draws each time
     params = replace(params, **_pore_hue_params(child), **_darkness_params(child))
     params = replace(params, **drawn) if unbound else params
-    return replace(params, **_dead_end_and_hair_params(child))
+    params = replace(params, **_dead_end_and_hair_params(child))
+    return replace(params, **_dark_junction_params(child, params))
 
 
 def sample_params(rng: np.random.Generator, preset: str) -> SkinParams:

@@ -235,12 +235,12 @@ def _height_fields(
     pit = (3.0 * params.pore_darkness / DEFAULT_PORE_DARKNESS) * pore  # fainter pits, shallower
     if params.pits_max_combined:
         if junction is not None:
-            fold = fold + 2.0 * junction
+            fold = fold + params.junction_relief * junction
         height = 3.0 * hill - np.maximum(fold, pit)
     else:
         height = 3.0 * hill - fold - pit
         if junction is not None:
-            height -= 2.0 * junction
+            height -= params.junction_relief * junction
     as_image = np.float32
     return furrow.astype(as_image), hill.astype(as_image), pore, height.astype(as_image)
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
+from appliance.synthetic import skin_params
 from appliance.synthetic.skin import synthetic_geometry, synthetic_scene
-from appliance.synthetic.skin_params import SkinParams
+from appliance.synthetic.skin_params import PRESETS, SkinParams
 from appliance.synthetic.skin_render import furrow_fields, pore_field, render_linear
 from appliance.synthetic.skin_truth import ground_truth
 
@@ -135,3 +137,83 @@ def test_wide_furrow_depth_and_width_vary_in_regions_not_piece_by_piece() -> Non
         # the drawn spread is kept: regions of deep and shallow furrows, not all alike
         spread = float(np.std(np.log(depth)))
         assert 0.7 * params.furrow_depth_spread < spread < 1.3 * params.furrow_depth_spread
+
+
+def _wide_params(index: int) -> SkinParams:
+    """Frame ``index``'s parameters alone, drawn as ``synthetic_geometry`` draws them (fast)."""
+    return skin_params.sample_params(
+        np.random.default_rng(np.random.SeedSequence([SEED, index, PRESETS.index("wide")])), "wide")
+
+
+def test_the_parameters_alone_are_the_frames_parameters() -> None:
+    assert [_wide_params(index) for index in range(3)] == [
+        synthetic_geometry(SEED, index, "wide")[0] for index in range(3)]
+
+
+def _fold_depth(params: SkinParams) -> float:
+    """A fold's depth at the frame's mean furrow width, as skin_render draws it."""
+    return 0.35 * params.furrow_width_um / params.um_per_px + 1.0
+
+
+def _dark_and_large(params: SkinParams) -> bool:
+    """Junction pits as the fifth renderer draws those counted as pores: 0.55-0.9 of the
+    furrow floor's darkness (optical density) and of the fold's depth added, on a disc at
+    least 1.2 furrow widths across."""
+    density = -np.log1p(-params.junction_darkness) / -np.log1p(-params.furrow_darkness)
+    depth = params.junction_relief * params.junction_darkness / _fold_depth(params)
+    return (0.55 <= density <= 0.9 and 0.55 <= depth <= 0.9
+            and 2.0 * params.junction_size >= 1.2)
+
+
+def test_wide_frames_hold_dark_and_large_junction_pits() -> None:
+    """About 30 % of the wide frames deepen their junctions by 0.55-0.9 of their furrows' floor
+    darkness and depth on a disc wider than the furrows (the fifth renderer's junction pits that
+    main counted as pores, docs/experiments/README.md "darkjunc"); before, a junction added at
+    most 0.35 x 2 of depth, a fifth of a fold, on a disc no wider than 1.6 furrow widths."""
+    drawn = [_wide_params(index) for index in range(FRAMES)]
+    dark = [index for index, params in enumerate(drawn) if _dark_and_large(params)]
+    assert 10 <= len(dark) <= 30, dark
+
+
+def test_the_dark_junction_draw_changes_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dark junctions are the child stream's last draw: with none drawn, every frame's
+    other parameters, and every parameter of the frames outside the share, are as before."""
+    with_dark = [_wide_params(index) for index in range(FRAMES)]
+    monkeypatch.setattr(skin_params, "DARK_JUNCTION_SHARE", 0.0)
+    without = [_wide_params(index) for index in range(FRAMES)]
+    junction = ("junction_darkness", "junction_size", "junction_relief")
+    changed = 0
+    for dark, plain in zip(with_dark, without, strict=True):
+        assert replace(dark, **{name: getattr(plain, name) for name in junction}) == plain
+        changed += dark != plain
+    assert 0 < changed < FRAMES
+    assert all(params.junction_relief == 2.0 for params in without)
+
+
+def test_a_dark_junction_pit_is_darker_than_its_furrows_by_its_share() -> None:
+    """On a frame with dark junction pits, the luminance at the junctions is below that on the
+    furrows' floors by about the drawn share of the floor's optical density; the same frame with
+    its junctions as main drew them (no pit) reads them about as dark as the floors."""
+    index = next(i for i in range(FRAMES) if _dark_and_large(_wide_params(i)))
+    rng, params, geometry = synthetic_scene(SEED, index, "wide")
+    state = rng.bit_generator.state
+    degree = np.bincount(geometry.edges.ravel(), minlength=len(geometry.vertices_px))
+    corners = geometry.vertices_px[degree >= 3]
+    ends = geometry.vertices_px[geometry.edges]
+    middles = ends.mean(axis=1)
+    lengths = np.hypot(*(ends[:, 1] - ends[:, 0]).T)
+    middles = middles[lengths > 4.0 * geometry.edge_width_px]  # far from the junctions
+
+    def junction_over_floor(drawn: SkinParams) -> float:
+        rng.bit_generator.state = state
+        _, luminance = render_linear(rng, geometry, drawn)
+        # only the darkening, not the lamp: the frame's own shading divides out below
+        def at(points: np.ndarray) -> float:
+            x, y = np.round(points).astype(int).T
+            inside = (x >= 0) & (x < geometry.width_px) & (y >= 0) & (y < geometry.height_px)
+            return float(np.median(luminance[y[inside], x[inside]]))
+        return float(np.log(at(corners)) / np.log(at(middles)))
+
+    deepened = junction_over_floor(params)
+    plain = junction_over_floor(replace(params, junction_darkness=0.0, junction_size=0.0))
+    assert deepened >= 1.3 * plain, (deepened, plain)
