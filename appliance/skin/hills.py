@@ -28,10 +28,12 @@ Method (on the valley response of ``texture``, at the canonical 20 µm/px):
 5. Hairs: a hair lying across a hill covers a strip of it with valley response, so the hill
    reads as two regions, one each side. The hair is found by its colour (``hair_mask``: a
    strand whose blue falls against its red, as melanin absorbs, where furrows and pores are
-   grey shadows), and two cells whose border lies mostly under it are the halves of one hill
-   when each is the other's neighbour with the longest border under the hair and together
-   they are no larger than ``MAX_HALVES_AREA`` typical cells; they are merged. The halves are
-   chosen among the hills step 4 leaves, and both steps merge in one relabelling.
+   grey shadows; or a long narrow strand whose blue rises against its red, a grey or white
+   hair, told from shine by its shape: ``neutral_hairs``), and two cells whose border lies
+   mostly under it are the halves of one hill when each is the other's neighbour with the
+   longest border under the hair and together they are no larger than ``MAX_HALVES_AREA``
+   typical cells; they are merged. The halves are chosen among the hills step 4 leaves, and
+   both steps merge in one relabelling.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import cv2
 import numpy as np
 
 from appliance.skin.borders import CrackMasks, sort_order
+from appliance.skin.neutral_hairs import neutral_hair_mask
 from appliance.skin.splits import split_share_limit
 
 HILL_LEVEL = 0.02  # valley response, in units of the hill level: below a faint furrow
@@ -275,14 +278,21 @@ def _joined_labels(count: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def hair_mask(rgb: np.ndarray) -> np.ndarray:
-    """Pixels of hairs (step 5): long strands darker in blue than in red against the skin
-    around them (a black top-hat of the blue/red ratio), widened by one pixel for their blur.
+    """Pixels of hairs (step 5): brown strands (``_brown_hairs``) and grey or white ones
+    (``neutral_hairs``), from the blue/red ratio of the work-scale RGB frame."""
+    red, _, blue = cv2.split(rgb)  # contiguous planes: a faster divide than of strided views
+    ratio = cv2.divide(blue, red, scale=128)
+    hair: np.ndarray = _brown_hairs(ratio) | neutral_hair_mask(ratio, HAIR_CONTRAST)
+    return hair
+
+
+def _brown_hairs(ratio: np.ndarray) -> np.ndarray:
+    """Long strands darker in blue than in red against the skin around them (a black top-hat
+    of the blue/red ratio), widened by one pixel for their blur.
 
     Furrows and pores darken like shadows, all colours alike, and pigment spots are wider than
     the closing; components shorter than ``HAIR_MIN_EXTENT_PX`` (freckles, dust) are dropped.
     """
-    red, _, blue = cv2.split(rgb)  # contiguous planes: a faster divide than of strided views
-    ratio = cv2.divide(blue, red, scale=128)
     kernel = np.ones((HAIR_CLOSING_PX, HAIR_CLOSING_PX), np.uint8)  # square: 3x faster than a disk
     strands: np.ndarray = np.greater(cv2.morphologyEx(ratio, cv2.MORPH_BLACKHAT, kernel),
                                      HAIR_CONTRAST)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from scipy.spatial import Voronoi
 
+from appliance.skin.analysis import analyze
 from appliance.skin.borders import CrackMasks
+from appliance.skin.hills import hair_mask
 from appliance.skin.preprocess import prepare
 from appliance.skin.texture import (
     Texture,
@@ -239,13 +241,20 @@ def test_a_merged_split_leaves_one_border_per_pair_of_hills(quad: Texture) -> No
         quad.metrics["furrow_density_mm_per_mm2"], rel=0.002)
 
 
-def _with_strand(rgb: np.ndarray, melanin: float) -> np.ndarray:
-    """The scene with a 60 µm strand across it at 33° to the lattice, darkened by ``melanin``
-    as a hair is (blue absorbed most, red least) or, at ``melanin`` 0, by a grey shadow."""
+def _strand_cover() -> np.ndarray:
+    """Coverage (0..1, rows x columns x 1) of a 60 µm strand across the scene at 33° to the
+    lattice, blurred as the scene is."""
     strand = np.zeros(SIZE, np.float32)
     start, end = np.array([-100.0, 150.0]), np.array([1400.0, 1100.0])
     _stroke(strand, start, end, 6.0, 1.0)
-    strand = cv2.GaussianBlur(strand, (0, 0), 1.0)[..., None]
+    cover: np.ndarray = cv2.GaussianBlur(strand, (0, 0), 1.0)[..., None]
+    return cover
+
+
+def _with_strand(rgb: np.ndarray, melanin: float) -> np.ndarray:
+    """The scene with the strand (``_strand_cover``) darkened by ``melanin`` as a hair is
+    (blue absorbed most, red least) or, at ``melanin`` 0, by a grey shadow."""
+    strand = _strand_cover()
     if melanin > 0:
         absorb = melanin * np.array([0.45, 0.75, 1.05], np.float32)  # red, green, blue
         dark = np.exp(-strand * absorb)
@@ -263,6 +272,52 @@ def test_a_hair_across_hills_does_not_split_them_but_a_grey_furrow_does(plain: T
     # the same strand, grey (a furrow, not a hair): the ~25 hills it crosses are two each
     furrow = _measure(_with_strand(_scene(), melanin=0.0))
     assert furrow.metrics["hill_density_per_mm2"] > 1.03 * plain.metrics["hill_density_per_mm2"]
+
+
+def _with_grey_hair(rgb: np.ndarray, level: float = 0.7) -> np.ndarray:
+    """The scene with the strand (``_strand_cover``) as a grey hair, drawn as the wide preset
+    draws one: each pixel it covers takes ``level`` times its own grey and none of the skin's
+    red, so the hair darkens the skin as a furrow does and keeps the relief under it."""
+    strand = _strand_cover()
+    colour = rgb.astype(np.float32)
+    grey = colour @ np.array([0.299, 0.587, 0.114], np.float32)
+    drawn = colour * (1.0 - strand) + strand * (level * grey)[..., None]
+    return np.clip(drawn, 0, 255).astype(np.uint8)
+
+
+def test_a_grey_hair_across_hills_is_found_and_splits_none_of_them(plain: Texture) -> None:
+    rgb = _with_grey_hair(_scene())
+    found = hair_mask(prepare(rgb, UM_PER_PX).rgb_work)
+    work = prepare(np.repeat((_strand_cover() * 255).astype(np.uint8), 3, axis=2), UM_PER_PX)
+    strand = work.rgb_work[..., 0] > 127  # the hair's middle at work scale
+    assert np.mean(found[strand]) > 0.9  # the hair is found all along
+    assert np.sum(found) < 3 * np.sum(strand)  # and not much around it
+    hair = _measure(rgb)
+    # the ~25 hills the hair crosses stay one each, as under a brown hair
+    assert hair.metrics["hill_density_per_mm2"] == pytest.approx(4.0, rel=0.03)
+    assert hair.metrics["hill_density_per_mm2"] == pytest.approx(
+        plain.metrics["hill_density_per_mm2"], rel=0.02)
+    # its crossings with the furrows are no pores (the lattice has none)
+    assert analyze(rgb, UM_PER_PX).features.pore_count == 0
+
+
+def _with_glints(rgb: np.ndarray) -> np.ndarray:
+    """The scene with white shine: a 100 µm glint on every hill top along a straight row
+    across the frame (a long line of pale spots, each greyer than the skin)."""
+    shine = np.zeros(SIZE, np.float32)
+    centre, along, across = _lattice(12.0)
+    for k in range(-16, 17):
+        x, y = centre + (k * along + 0.5 * across) * SPACING_PX
+        cv2.circle(shine, (round(x), round(y)), 5, 1.0, -1, cv2.LINE_AA)
+    cover = cv2.GaussianBlur(shine, (0, 0), 1.0)[..., None]
+    return np.clip(rgb * (1.0 - cover) + 250.0 * cover, 0, 255).astype(np.uint8)
+
+
+def test_a_straight_furrow_network_and_a_row_of_glints_are_no_hair() -> None:
+    # straight furrows cross the whole frame, each a long uniform dark strand, and the glints
+    # are greyer than the skin in a long row; neither is a narrow strand greyer than the skin
+    for rgb in (_scene(), _scene(angle_deg=45.0), _with_glints(_scene())):
+        assert not np.any(hair_mask(prepare(rgb, UM_PER_PX).rgb_work))
 
 
 FRAME_MM2 = SIZE[0] * SIZE[1] * (UM_PER_PX / 1000.0) ** 2

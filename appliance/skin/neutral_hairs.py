@@ -1,0 +1,87 @@
+"""Grey and white hairs: strands greyer than the skin around them, told from shine by shape.
+
+``hills.hair_mask`` finds brown hairs by their colour: their blue falls against their red, as
+melanin absorbs. A grey or white hair takes none of the skin's red, so its blue/red ratio
+*rises* against the skin around it, where furrows and pores, shadows, keep the skin's ratio.
+Left unfound it reads as a furrow: it cuts every hill it crosses. Shine (white light off hill
+tops) lifts the ratio too, so colour alone is not enough; a hair is told by its shape. At the
+canonical 20 µm/px (``preprocess``):
+1. Greyer pixels: the white top-hat of the blue/red ratio (by a square wider than the thickest
+   hair, ``STRAND_MAX_PX``) above ``contrast``.
+2. Long: on a 4x coarser grid (a cell is greyer where a hair's width of it is), the components
+   spanning at least ``STRAND_MIN_EXTENT_PX`` (1 mm: several hill diameters, longer than any
+   furrow piece between its junctions or any cluster of shine facets). Most frames stop here.
+3. Narrow: what survives an opening by that square is a blob (shine on a hill top, a pale
+   spot), not a strand, and is taken out; a hair keeps its width all along, where it crosses
+   furrows too. What is left must still span ``STRAND_MIN_EXTENT_PX``.
+4. Greyer than the skin, not only than its surround: the strand's mean ratio lies above the
+   frame's by ``contrast`` (a strip of skin between two brown hairs rises against them, not
+   against the skin).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Set on the project's generator only (preset wide, seeds 11 and 12: its grey hairs span
+# 150-510 work px; shine facets, furrow pieces and chroma noise at most 40); never on the
+# second renderer, the blind renderers or seed 1.
+STRAND_MAX_PX = 7  # 140 µm: wider than the thickest hair (110 µm) with its blur
+STRAND_MIN_EXTENT_PX = 50  # 1 mm at 20 µm/px
+COARSE = 4  # the long-component test's grid (step 2), work px a cell
+COARSE_SHARE = 0.25  # greyer share of a cell for it to hold a strand: a 2 px hair across it
+
+
+def neutral_hair_mask(ratio: np.ndarray, contrast: float) -> np.ndarray:
+    """Pixels of grey or white hairs (steps 1-4) in the blue/red ratio image (uint8, x 128) of
+    a work-scale frame; ``contrast``: how far (ratio levels) a hair lies above the skin."""
+    kernel = np.ones((STRAND_MAX_PX, STRAND_MAX_PX), np.uint8)
+    top = cv2.morphologyEx(ratio, cv2.MORPH_TOPHAT, kernel)
+    greyer = cv2.threshold(top, contrast, 1, cv2.THRESH_BINARY)[1]
+    candidates = _long_strands(greyer)
+    if not candidates:  # most frames: no long greyer strand
+        return np.zeros(ratio.shape, dtype=bool)
+    hair = np.zeros(ratio.shape, dtype=np.uint8)
+    skin_ratio = cv2.mean(ratio)[0]
+    for rows, columns, near in candidates:
+        strand = cv2.bitwise_and(greyer[rows, columns], near)
+        # an opening's survivors are blobs wider than a hair (step 3)
+        narrow = cv2.subtract(strand, cv2.morphologyEx(strand, cv2.MORPH_OPEN, kernel))
+        for piece in _long_pieces(narrow):
+            if cv2.mean(ratio[rows, columns], mask=piece)[0] > skin_ratio + contrast:  # step 4
+                cv2.bitwise_or(hair[rows, columns], piece, dst=hair[rows, columns])
+    # widened by one pixel for the hair's blur
+    found: np.ndarray = cv2.dilate(hair, np.ones((3, 3), np.uint8)).view(bool)
+    return found
+
+
+def _long_strands(greyer: np.ndarray) -> list[tuple[slice, slice, np.ndarray]]:
+    """Each long component of ``greyer`` (0/1) on the coarse grid (step 2): its bounding box
+    in work pixels (rows, columns) and its cells there, as a 0/1 mask of work pixels."""
+    height, width = greyer.shape
+    whole = greyer[: height - height % COARSE, : width - width % COARSE]
+    # each cell's greyer share x 255 (INTER_AREA of a 0/1 image would round it away)
+    share = cv2.resize(whole * 255, (width // COARSE, height // COARSE),
+                       interpolation=cv2.INTER_AREA)
+    cells = np.greater(share, COARSE_SHARE * 255).view(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
+    extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    found = []
+    for label in np.flatnonzero(extent[1:] * COARSE >= STRAND_MIN_EXTENT_PX) + 1:
+        left, top, box_width, box_height = stats[label, :4]
+        own = (labels[top:top + box_height, left:left + box_width] == label).astype(np.uint8)
+        near = cv2.resize(own, None, fx=COARSE, fy=COARSE, interpolation=cv2.INTER_NEAREST)
+        rows = slice(top * COARSE, (top + box_height) * COARSE)
+        columns = slice(left * COARSE, (left + box_width) * COARSE)
+        found.append((rows, columns, near))
+    return found
+
+
+def _long_pieces(strand: np.ndarray) -> list[np.ndarray]:
+    """The 8-connected pieces of ``strand`` (0/1) spanning ``STRAND_MIN_EXTENT_PX``, each as
+    a 0/1 mask of its size."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(strand, connectivity=8)
+    extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    return [(labels == label).view(np.uint8)
+            for label in np.flatnonzero(extent[1:] >= STRAND_MIN_EXTENT_PX) + 1]
