@@ -118,7 +118,7 @@ def stage_times_ms(frames: list[np.ndarray]) -> dict[str, float]:
         marks.append(time.thread_time())
         texture = measure_texture(prepared)
         marks.append(time.thread_time())
-        measure_pores(prepared, texture.furrow_sample)
+        measure_pores(prepared, texture.furrow_sample, hair=texture.hair)
         marks.append(time.thread_time())
         colour_features(prepared.rgb_work)
         marks.append(time.thread_time())

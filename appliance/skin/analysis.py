@@ -82,7 +82,7 @@ def analyze(
     # the pores read the fine depth smoothed only: smoothed in place (speed only)
     prepared = prepare(rgb, um_per_px, fine_smooth_px=FINE_SMOOTH_PX)
     texture = measure_texture(prepared)
-    pores = measure_pores(prepared, texture.furrow_sample)
+    pores = measure_pores(prepared, texture.furrow_sample, hair=texture.hair)
     colour = colour_features(prepared.rgb_work, white_reference)
     values: dict[str, float] = {**texture.metrics, **pores.metrics, **colour}
     values["kime_score"] = kime_score(

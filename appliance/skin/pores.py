@@ -3,7 +3,9 @@
 Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill background:
 1. Candidates: maxima of how pit-like the work depth (20 µm/px) is (the weaker of its two
    curvatures, at two fixed scales) deeper than the typical furrow floor. A furrow curves
-   only across itself. Each is then read on the fine depth (10 µm/px).
+   only across itself. Each is then read on the fine depth (10 µm/px). A pit on a hair
+   (``hills.hair_mask``) is never counted: where a hair crosses a furrow the two darken each
+   other into a pit. It stays among the frame's pits for steps 3 and 7.
 2. Rays (appliance/skin/pore_profile.py): around each candidate the depth is sampled on 16
    rays out to 320 µm. The rim is where each ray falls halfway from the pit's floor to the
    skin right outside it. Rays that run on down a furrow arm are cut back to the pit's own
@@ -60,6 +62,7 @@ from dataclasses import dataclass, fields, replace
 import cv2
 import numpy as np
 
+from appliance.skin.hills import hair_mask
 from appliance.skin.pore_profile import (
     ARM_LEVEL,
     FINE_SMOOTH_PX,
@@ -327,15 +330,19 @@ class Candidates:
     # where the rays find at most 2 (the rays' count elsewhere); None: the rays' count alone
     # decides (``missed_arms``)
     ring_arms: np.ndarray | None = None
+    # (N,) bool: the pit lies on a hair and is never counted (``choose_pores``); None: none does
+    on_hair: np.ndarray | None = None
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
-                       profile_all: bool = False, colour: bool = True) -> Candidates:
+                       profile_all: bool = False, colour: bool = True, *,
+                       hair: np.ndarray | None = None) -> Candidates:
     """Find the pits of a frame and profile those deep enough (every one with ``profile_all``,
     for fitting and diagnosis; ``pore_tests`` then applies the depth tests itself). Without
     ``colour`` the pits' colour is left unread (``blue`` all 0): ``measure_pores`` reads it
     only for the pits that pass every other test. ``furrows``: the furrow pixels on every 2nd
-    row and column (``texture.Texture.furrow_sample``), or on every pixel."""
+    row and column (``texture.Texture.furrow_sample``), or on every pixel. ``hair``: the
+    frame's hair pixels (``texture.Texture.hair``; found here when not given)."""
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
     every_4th = np.ascontiguousarray(depth[::2, ::2]).ravel()  # every 4th pixel: same median
     if furrows.shape == depth.shape:
@@ -375,9 +382,20 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     ring_arms = shape.arm_count.copy()
     ring_arms[few] = ring_arm_count(fine, centres[deep][few], np.sort(
         shape.rim_px[few], axis=1)[:, OUTER_RIM], ARM_LEVEL * furrow_floor)
+    on_hair = _on_hair(centres_work[deep],
+                       hair_mask(prepared.rgb_work) if hair is None else hair)
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep], fine, ring_arms)
+                      prepared.um_per_work_px, centres_work[~deep], fine, ring_arms, on_hair)
+
+
+def _on_hair(centres_work: np.ndarray, hair: np.ndarray) -> np.ndarray:
+    """Which pits (x, y work px) lie on a hair pixel."""
+    height, width = hair.shape
+    columns = np.clip(np.rint(centres_work[:, 0]), 0, width - 1).astype(np.intp)
+    rows = np.clip(np.rint(centres_work[:, 1]), 0, height - 1).astype(np.intp)
+    on: np.ndarray = hair[rows, columns]
+    return on
 
 
 def _nearby_furrows(fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
@@ -420,6 +438,7 @@ def only_pits(found: Candidates, keep: np.ndarray) -> Candidates:
         found, centres_work_px=found.centres_work_px[keep], shape=shape,
         around=found.around[keep], spread=found.spread[keep], nearby=found.nearby[keep],
         blue=found.blue[keep], ring_arms=None if found.ring_arms is None else found.ring_arms[keep],
+        on_hair=None if found.on_hair is None else found.on_hair[keep],
         shallow_work_px=np.concatenate([found.shallow_work_px, found.centres_work_px[~keep]]))
 
 
@@ -685,9 +704,11 @@ def choose_pores(found: Candidates, rule: PoreRule = RULE,
                  readings: np.ndarray | None = None, shift: float = 0.0) -> np.ndarray:
     """Indices of the candidates counted as pores (``pore_verdict``; ``tests``, when already
     known, are ``pore_tests``, ``readings`` ``reading_score``; ``shift`` the frame's
-    ``prior_shift``), deepest of overlaps."""
+    ``prior_shift``), deepest of overlaps; none on a hair."""
     passed = pore_verdict(found, tests or pore_tests(found, rule), rule, readings=readings,
                           shift=shift)
+    if found.on_hair is not None:
+        passed &= ~found.on_hair
     index = np.flatnonzero(passed)
     radius_work_px = own_diameters_um(found)[index] / 2.0 / found.um_per_work_px
     chosen = deepest_apart(found.centres_work_px[index], found.shape.floor[index],
@@ -696,9 +717,11 @@ def choose_pores(found: Candidates, rule: PoreRule = RULE,
     return result
 
 
-def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE) -> Pores:
-    """Find pores and measure count, density, mean equivalent diameter and area ratio."""
-    found = measure_candidates(prepared, furrows, rule, colour=False)
+def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE, *,
+                  hair: np.ndarray | None = None) -> Pores:
+    """Find pores and measure count, density, mean equivalent diameter and area ratio
+    (``hair``: as ``measure_candidates`` takes it)."""
+    found = measure_candidates(prepared, furrows, rule, colour=False, hair=hair)
     # the colour decides only between pits that pass every other test: read it for those
     # alone (speed only; the others fail whatever their colour)
     tests = pore_tests(found, rule)

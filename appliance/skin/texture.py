@@ -70,6 +70,7 @@ class Texture:
     centre_lines: np.ndarray  # bool: pixels on a border between two hill cells or on a spur
     segments: BorderSegments
     metrics: dict[str, float]
+    hair: np.ndarray  # bool: pixels of hairs (``hills.hair_mask``): no pit there is a pore
 
 
 def furrow_mask(response: np.ndarray, connectivity: int = 8) -> np.ndarray:
@@ -164,7 +165,7 @@ def measure_texture(prepared: Prepared) -> Texture:
         "furrow_anisotropy": anisotropy(np.concatenate([segments.lengths_px, spurs.lengths_px]),
                                         np.concatenate([segments.angles_rad, spurs.angles_rad])),
     }
-    return Texture(furrow_sample(response), cells, lines, segments, metrics)
+    return Texture(furrow_sample(response), cells, lines, segments, metrics, hair)
 
 
 def _hill_metrics(
