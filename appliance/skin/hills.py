@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from appliance.skin.borders import CrackMasks, sort_order
-from appliance.skin.neutral_hairs import neutral_hair_mask
+from appliance.skin.neutral_hairs import label_extents, neutral_hair_mask
 from appliance.skin.splits import split_share_limit
 
 HILL_LEVEL = 0.02  # valley response, in units of the hill level: below a faint furrow
@@ -302,28 +302,12 @@ def _brown_hairs(ratio: np.ndarray) -> np.ndarray:
     if cv2.countNonZero(cv2.erode(mask, np.ones((2, 2), np.uint8))) < HAIR_MIN_EXTENT_PX - 1:
         return np.zeros_like(strands)
     count, labels = label_components(strands, connectivity=8)
-    keep = (_extents(strands, labels, count) >= HAIR_MIN_EXTENT_PX).astype(np.uint8)
+    keep = (label_extents(strands, labels, count) >= HAIR_MIN_EXTENT_PX).astype(np.uint8)
     keep[0] = 0
     if not np.any(keep):  # specks of chroma noise only (most frames): no hair
         return np.zeros_like(strands)
     hair: np.ndarray = cv2.dilate(np.take(keep, np.asarray(labels)), _SQUARE).view(bool)
     return hair
-
-
-def _extents(mask: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """Each label's extent (px): the longer side of its bounding box, as
-    ``cv2.connectedComponentsWithStats`` reads it, from the few pixels of a sparse ``mask``
-    (its stats cost a pass over every pixel)."""
-    height, width = mask.shape
-    at = np.flatnonzero(mask)
-    label = labels.ravel()[at]
-    extent = np.zeros(count, dtype=np.int64)
-    for position, size in zip(np.divmod(at, width), (height, width), strict=True):
-        low, high = np.full(count, size), np.full(count, -1)
-        np.minimum.at(low, label, position)
-        np.maximum.at(high, label, position)
-        np.maximum(extent, high - low + 1, out=extent)
-    return extent
 
 
 def hair_halves(

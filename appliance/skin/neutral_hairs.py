@@ -65,23 +65,41 @@ def _long_strands(greyer: np.ndarray) -> list[tuple[slice, slice, np.ndarray]]:
     share = cv2.resize(whole * 255, (width // COARSE, height // COARSE),
                        interpolation=cv2.INTER_AREA)
     cells = np.greater(share, COARSE_SHARE * 255).view(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
-    extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    if not cv2.countNonZero(cells):  # most mixed frames: no greyer cell at all
+        return []
+    count, labels = cv2.connectedComponents(cells, connectivity=8, ltype=cv2.CV_16U)
     found = []
-    for label in np.flatnonzero(extent[1:] * COARSE >= STRAND_MIN_EXTENT_PX) + 1:
-        left, top, box_width, box_height = stats[label, :4]
-        own = (labels[top:top + box_height, left:left + box_width] == label).astype(np.uint8)
+    for label in np.flatnonzero(label_extents(cells, labels, count)[1:] * COARSE
+                                >= STRAND_MIN_EXTENT_PX) + 1:
+        rows, columns = np.nonzero(labels == label)
+        top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
+        own = (labels[top:bottom, left:right] == label).astype(np.uint8)
         near = cv2.resize(own, None, fx=COARSE, fy=COARSE, interpolation=cv2.INTER_NEAREST)
-        rows = slice(top * COARSE, (top + box_height) * COARSE)
-        columns = slice(left * COARSE, (left + box_width) * COARSE)
-        found.append((rows, columns, near))
+        found.append((slice(top * COARSE, bottom * COARSE), slice(left * COARSE, right * COARSE),
+                      near))
     return found
 
 
 def _long_pieces(strand: np.ndarray) -> list[np.ndarray]:
     """The 8-connected pieces of ``strand`` (0/1) spanning ``STRAND_MIN_EXTENT_PX``, each as
     a 0/1 mask of its size."""
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(strand, connectivity=8)
-    extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    count, labels = cv2.connectedComponents(strand, connectivity=8)
+    extent = label_extents(strand, labels, count)
     return [(labels == label).view(np.uint8)
             for label in np.flatnonzero(extent[1:] >= STRAND_MIN_EXTENT_PX) + 1]
+
+
+def label_extents(mask: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Each label's extent (px): the longer side of its bounding box, as
+    ``cv2.connectedComponentsWithStats`` reads it, from the few pixels of a sparse ``mask``
+    (its stats cost a pass over every pixel)."""
+    height, width = mask.shape
+    at = np.flatnonzero(mask)
+    label = labels.ravel()[at]
+    extent = np.zeros(count, dtype=np.int64)
+    for position, size in zip(np.divmod(at, width), (height, width), strict=True):
+        low, high = np.full(count, size), np.full(count, -1)
+        np.minimum.at(low, label, position)
+        np.maximum.at(high, label, position)
+        np.maximum(extent, high - low + 1, out=extent)
+    return extent
