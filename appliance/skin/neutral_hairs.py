@@ -38,14 +38,14 @@ def neutral_hair_mask(ratio: np.ndarray, contrast: float) -> np.ndarray:
     a work-scale frame; ``contrast``: how far (ratio levels) a hair lies above the skin."""
     kernel = np.ones((STRAND_MAX_PX, STRAND_MAX_PX), np.uint8)
     top = cv2.morphologyEx(ratio, cv2.MORPH_TOPHAT, kernel)
-    greyer = cv2.threshold(top, contrast, 1, cv2.THRESH_BINARY)[1]
+    greyer = cv2.threshold(top, contrast, 255, cv2.THRESH_BINARY)[1]
     candidates = _long_strands(greyer)
     if not candidates:  # most frames: no long greyer strand
         return np.zeros(ratio.shape, dtype=bool)
     hair = np.zeros(ratio.shape, dtype=np.uint8)
     skin_ratio = cv2.mean(ratio)[0]
     for rows, columns, near in candidates:
-        strand = cv2.bitwise_and(greyer[rows, columns], near)
+        strand = cv2.bitwise_and(greyer[rows, columns], near)  # 0/1
         # an opening's survivors are blobs wider than a hair (step 3)
         narrow = cv2.subtract(strand, cv2.morphologyEx(strand, cv2.MORPH_OPEN, kernel))
         for piece in _long_pieces(narrow):
@@ -57,15 +57,15 @@ def neutral_hair_mask(ratio: np.ndarray, contrast: float) -> np.ndarray:
 
 
 def _long_strands(greyer: np.ndarray) -> list[tuple[slice, slice, np.ndarray]]:
-    """Each long component of ``greyer`` (0/1) on the coarse grid (step 2): its bounding box
+    """Each long component of ``greyer`` (0/255) on the coarse grid (step 2): its bounding box
     in work pixels (rows, columns) and its cells there, as a 0/1 mask of work pixels."""
     height, width = greyer.shape
     whole = greyer[: height - height % COARSE, : width - width % COARSE]
-    # each cell's greyer share x 255 (INTER_AREA of a 0/1 image would round it away)
-    share = cv2.resize(whole * 255, (width // COARSE, height // COARSE),
-                       interpolation=cv2.INTER_AREA)
+    share = cv2.resize(whole, (width // COARSE, height // COARSE), interpolation=cv2.INTER_AREA)
     cells = np.greater(share, COARSE_SHARE * 255).view(np.uint8)
-    if not cv2.countNonZero(cells):  # most mixed frames: no greyer cell at all
+    # a component spanning STRAND_MIN_EXTENT_PX holds as many cells as it spans (most frames
+    # have fewer greyer cells in all)
+    if cv2.countNonZero(cells) < -(-STRAND_MIN_EXTENT_PX // COARSE):
         return []
     count, labels = cv2.connectedComponents(cells, connectivity=8, ltype=cv2.CV_16U)
     found = []
