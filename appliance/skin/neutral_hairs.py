@@ -10,7 +10,8 @@ canonical 20 µm/px (``preprocess``):
    hair, ``STRAND_MAX_PX``) above ``contrast``.
 2. Long: on a 4x coarser grid (a cell is greyer where a hair's width of it is), the components
    spanning at least ``STRAND_MIN_EXTENT_PX`` (1 mm: several hill diameters, longer than any
-   furrow piece between its junctions or any cluster of shine facets). Most frames stop here.
+   furrow piece between its junctions or any cluster of shine facets). A frame without one
+   stops here.
 3. Narrow: what survives an opening by that square is a blob (shine on a hill top, a pale
    spot), not a strand, and is taken out; a hair keeps its width all along, where it crosses
    furrows too. What is left must still span ``STRAND_MIN_EXTENT_PX``.
@@ -24,9 +25,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# Set on the project's generator only (preset wide, seeds 11 and 12: its grey hairs span
-# 150-510 work px; shine facets, furrow pieces and chroma noise at most 40); never on the
-# second renderer, the blind renderers or seed 1.
+# Set on the project's generator only (preset wide, seeds 11 and 12: the greyer components of
+# its grey hairs span 146-507 work px, every other one at most 82, a strip of skin between two
+# brown hairs, most under 40); never on the second renderer, the blind renderers or seed 1.
 STRAND_MAX_PX = 7  # 140 µm: wider than the thickest hair (110 µm) with its blur
 STRAND_MIN_EXTENT_PX = 50  # 1 mm at 20 µm/px
 COARSE = 4  # the long-component test's grid (step 2), work px a cell
