@@ -43,7 +43,7 @@ def measure(scene: Scene) -> dict[str, float]:
     result = analyze(scene.rgb, scene.um_per_px)
     texture = result.texture
     scale = result.frame_px_per_work_px
-    borders = CrackMasks.of(texture.hill_labels).line_mask()
+    borders = CrackMasks.of(texture.cell_labels).line_mask()
     frame_mm2 = SIZE[0] * SIZE[1] * (scene.um_per_px / 1000.0) ** 2
     total_px = texture.metrics["furrow_density_mm_per_mm2"] * frame_mm2 * 1000.0 / scene.um_per_px
     border_px = texture.segments.total_length_px * scale

@@ -57,6 +57,9 @@ class BorderSegments:
     lengths_px: np.ndarray  # (S,) float
     angles_rad: np.ndarray  # (S,) float, direction of the segment, 0..π
     crack_sums: np.ndarray  # (S, 3): cracks, sum of their x, sum of their y (pixel indices)
+    # every crack's midpoint (pixel indices), segment by segment in their order
+    crack_xs: np.ndarray
+    crack_ys: np.ndarray
 
     @property
     def total_length_px(self) -> float:
@@ -499,7 +502,8 @@ def border_segments(
     cracks = _cracks(labels, masks, span)
     if len(cracks.keys) == 0:
         empty = np.zeros(0)
-        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty, np.zeros((0, 3)))
+        return BorderSegments(np.zeros((0, 2), dtype=np.int64), empty, empty, np.zeros((0, 3)),
+                              empty, empty)
     chains = _chains(cracks)
     factor = np.abs(chains.cos) + np.abs(chains.sin)
     usable = chains.count >= MIN_CRACKS_FOR_DIRECTION
@@ -517,4 +521,4 @@ def border_segments(
     lengths = np.where(inside, 0.0, chain_px + gaps)  # inside one junction: no furrow
     pairs = np.stack([keys // span, keys % span], axis=1)
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
-    return BorderSegments(pairs, lengths, chains.angles, sums)
+    return BorderSegments(pairs, lengths, chains.angles, sums, cracks.xs, cracks.ys)

@@ -209,11 +209,11 @@ def merge_cells(
     a hair crosses (step 5) merged, in one relabelling, and their crack masks."""
     pairs, on_furrow = _sibling_borders(cells, masks, seeds, response)
     faint = pairs[on_furrow < split_share_limit(on_furrow)]
-    hill = _joined_labels(len(seeds.region), faint)  # cell label -> hill after step 4
+    hill = joined_labels(len(seeds.region), faint)  # cell label -> hill after step 4
     halves = hair_halves(cells, masks, hair, hill)
     if len(faint) == 0 and len(halves) == 0:
         return cells, masks
-    relabel = _joined_labels(int(hill.max()) + 1, halves)[hill].astype(cells.dtype)
+    relabel = joined_labels(int(hill.max()) + 1, halves)[hill].astype(cells.dtype)
     merged = np.take(relabel, cells)
     return merged, CrackMasks.of(merged)
 
@@ -261,7 +261,7 @@ def _cracks_within(masks: CrackMasks, inside: np.ndarray,
     return found
 
 
-def _joined_labels(count: int, pairs: np.ndarray) -> np.ndarray:
+def joined_labels(count: int, pairs: np.ndarray) -> np.ndarray:
     """Labels 0..count-1 renumbered so that each joined pair shares one (0 stays 0)."""
     hill = np.arange(count)
     while True:  # each round moves every pair to its smaller label; chains of splits are short

@@ -20,7 +20,11 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
    the segments ending in a junction meet; plus the visible furrow centre line that is no
    border, the dead ends (``spurs``: a furrow that fades out before its next junction leaves
    its two hills one cell around its end), which add length and direction, never hills.
-5. Hill density: hills whose centre (the centroid of its outline: its borders with the other
+5. Hills (``gaps``): two cells whose border is furrow on both sides of a stretch that is
+   none, and which together are no larger than one hill, are one hill cut by a dead end that
+   stops short of the furrow across it. The dead end bounds nothing (docs/measurement.md
+   "Definitions"), so the two are counted as one; its centre line stays in step 4's length.
+6. Hill density: hills whose centre (the centroid of its outline: its borders with the other
    hills and, where it is cut, the frame edge) lies in the frame inset by ``INSET_UM`` or by
    one hill width (the square root of the mean hill area), whichever is more, on every side,
    per area of that inset frame. A hill cut by the frame edge is only partly seen (its seed may
@@ -38,11 +42,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
 
 from appliance.skin.borders import BorderSegments, CrackMasks, anisotropy, border_segments
+from appliance.skin.gaps import gap_hills, hill_borders
 from appliance.skin.hills import (
     STRONG_VALLEY,
     grow_cells,
@@ -66,11 +72,19 @@ class Texture:
     """Furrow and hill geometry of one frame (work-scale arrays) and the texture metrics."""
 
     furrow_sample: np.ndarray  # bool: furrow pixels on every 2nd row and column (``furrow_sample``)
-    hill_labels: np.ndarray  # uint16 (int32 past 65,535 labels): every pixel's hill cell (1..n)
+    cell_labels: np.ndarray  # uint16 (int32 past 65,535 labels): every pixel's hill cell (1..n)
+    cell_hills: np.ndarray  # (n + 1,) int: each cell's hill (step 5; 0 stays 0)
     centre_lines: np.ndarray  # bool: pixels on a border between two hill cells or on a spur
-    segments: BorderSegments
+    segments: BorderSegments  # the borders between the hill cells
     metrics: dict[str, float]
     hair: np.ndarray  # bool: pixels of hairs (``hills.hair_mask``): no pit there is a pore
+
+    @cached_property
+    def hill_labels(self) -> np.ndarray:
+        """Every pixel's hill (1..): its cell's."""
+        labels: np.ndarray = np.take(self.cell_hills.astype(self.cell_labels.dtype),
+                                     self.cell_labels)
+        return labels
 
 
 def furrow_mask(response: np.ndarray, connectivity: int = 8) -> np.ndarray:
@@ -156,46 +170,50 @@ def measure_texture(prepared: Prepared) -> Texture:
     segments = border_segments(cells, masks=masks)
     borders = masks.line_mask()
     spurs = dead_end_furrows(response, borders, hair)
+    cell_areas = label_areas(cells, int(cells.max()) + 1)
+    cell_hills = gap_hills(segments, response, cell_areas)
     lines = borders | spurs.mask
     length_px = segments.total_length_px + spurs.length_px
     metrics = {
-        **_hill_metrics(cells, segments, um, hair),
+        **_hill_metrics(cells, cell_hills, cell_areas, segments, um_per_px=um, hair=hair),
         "furrow_density_mm_per_mm2": length_px * um / 1000.0 / prepared.frame_area_mm2,
         "furrow_mean_width_um": furrow_width_um(prepared.depth_work, lines, length_px, um),
         "furrow_anisotropy": anisotropy(np.concatenate([segments.lengths_px, spurs.lengths_px]),
                                         np.concatenate([segments.angles_rad, spurs.angles_rad])),
     }
-    return Texture(furrow_sample(response), cells, lines, segments, metrics, hair)
+    return Texture(furrow_sample(response), cells, cell_hills, lines, segments, metrics, hair)
 
 
 def _hill_metrics(
-    cells: np.ndarray, segments: BorderSegments, um_per_px: float, hair: np.ndarray
+    cells: np.ndarray, cell_hills: np.ndarray, cell_areas: np.ndarray, segments: BorderSegments,
+    *, um_per_px: float, hair: np.ndarray,
 ) -> dict[str, float]:
-    """Hill density in the inset frame outside the hairs and mean cell area of the hills
-    entirely inside."""
-    count = int(cells.max()) + 1
-    areas_px = label_areas(cells, count)
+    """Hill density in the inset frame outside the hairs and mean area of the hills entirely
+    inside (``cell_hills``: each cell's hill; ``cell_areas``: each cell's pixels)."""
+    count = int(cell_hills.max()) + 1
+    areas_px = np.bincount(cell_hills, cell_areas, minlength=count)
     whole = areas_px > 0
     whole[0] = False
-    whole &= ~_cells_on_border(cells, count)
+    whole &= ~_hills_on_border(cells, cell_hills, count)
     mean_px = float(areas_px[whole].mean()) if np.any(whole) else 0.0
     return {
-        "hill_density_per_mm2": _inset_density(cells, segments, um_per_px, hair, mean_px),
+        "hill_density_per_mm2": _inset_density(cells, cell_hills, segments, um_per_px=um_per_px,
+                                               hair=hair, mean_area_px=mean_px),
         "hill_mean_area_mm2": mean_px * um_per_px * um_per_px / 1e6,
     }
 
 
 def _inset_density(
-    cells: np.ndarray, segments: BorderSegments, um_per_px: float, hair: np.ndarray,
-    mean_area_px: float,
+    cells: np.ndarray, cell_hills: np.ndarray, segments: BorderSegments,
+    *, um_per_px: float, hair: np.ndarray, mean_area_px: float,
 ) -> float:
-    """Hills per mm² whose centre lies in the inset frame and not under a hair (step 5).
+    """Hills per mm² whose centre lies in the inset frame and not under a hair (step 6).
 
     The frame is inset by ``INSET_UM`` or one hill width (``mean_area_px`` ** 0.5), whichever
     is more, and by at most a quarter of its size.
     """
     height, width = cells.shape
-    centre_x, centre_y = _outline_centres(cells, segments)
+    centre_x, centre_y = _outline_centres(cells, cell_hills, segments)
     inset = min(max(INSET_UM / um_per_px, mean_area_px**0.5), 0.25 * min(height, width))
     inside = (np.abs(centre_x - 0.5 * width) <= 0.5 * width - inset) & (
         np.abs(centre_y - 0.5 * height) <= 0.5 * height - inset
@@ -215,18 +233,19 @@ def _inset_density(
 
 
 def _outline_centres(
-    cells: np.ndarray, segments: BorderSegments
+    cells: np.ndarray, cell_hills: np.ndarray, segments: BorderSegments
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each cell's centre in frame coordinates (the frame spans 0..width): the centroid of the
-    cracks of its borders with the other cells and, where it is cut, of the frame edge."""
+    """Each hill's centre in frame coordinates (the frame spans 0..width): the centroid of the
+    cracks of its borders with the other hills and, where it is cut, of the frame edge."""
     height, width = cells.shape
-    count = int(cells.max()) + 1
-    edge_labels = np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]])
+    count = int(cell_hills.max()) + 1
+    edge_labels = cell_hills.take(
+        np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]]))
+    pairs, sums = hill_borders(segments, cell_hills)
     along_x, along_y = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
     edge_x = np.concatenate([along_x, along_x, np.full(height, -0.5), np.full(height, width - 0.5)])
     edge_y = np.concatenate([np.full(width, -0.5), np.full(width, height - 0.5), along_y, along_y])
-    owners = np.concatenate([segments.cell_pairs[:, 0], segments.cell_pairs[:, 1], edge_labels])
-    sums = segments.crack_sums
+    owners = np.concatenate([pairs[:, 0], pairs[:, 1], edge_labels])
 
     def per_owner(column: int, edge: np.ndarray) -> np.ndarray:
         """A column of the crack sums for both cells of each border, then the edge's values,
@@ -243,8 +262,8 @@ def _outline_centres(
     return centre_x, centre_y
 
 
-def _cells_on_border(cells: np.ndarray, count: int) -> np.ndarray:
+def _hills_on_border(cells: np.ndarray, cell_hills: np.ndarray, count: int) -> np.ndarray:
     on_border = np.zeros(count, dtype=bool)
     for edge in (cells[0], cells[-1], cells[:, 0], cells[:, -1]):
-        on_border[edge] = True
+        on_border[cell_hills.take(edge)] = True
     return on_border

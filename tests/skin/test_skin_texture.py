@@ -329,7 +329,7 @@ def _length_mm(texture: Texture) -> float:
 
 def _spur_pixels(texture: Texture) -> np.ndarray:
     """Work pixels (x, y) of the centre lines that are no border between two hill cells."""
-    borders = CrackMasks.of(texture.hill_labels).line_mask()
+    borders = CrackMasks.of(texture.cell_labels).line_mask()
     rows, cols = np.nonzero(texture.centre_lines & ~borders)
     return np.stack([cols, rows], axis=1).astype(np.float64)
 
