@@ -71,11 +71,17 @@ def gap_pairs(segments: BorderSegments, response: np.ndarray, areas: np.ndarray)
                            <= MAX_GAP_HILLS_AREA * typical) & (counts >= MIN_GAP_CRACKS))
     if len(kept) == 0:
         return none
+    # a gap is under GAP_SHARE of the highest response along its border: only borders whose
+    # lowest crack is, need their cracks in order
+    first = np.cumsum(counts) - counts  # of each border in all cracks
+    at, border, starts = _cracks_of(first.take(kept), counts.take(kept))
+    values = _crack_response(segments.crack_xs.take(at), segments.crack_ys.take(at), response)
+    low = np.minimum.reduceat(values, starts) < GAP_SHARE * np.maximum.reduceat(values, starts)
+    kept = kept.take(np.flatnonzero(low))
+    if len(kept) == 0:
+        return none
+    at, border, starts = _cracks_of(first.take(kept), counts.take(kept))
     sizes = counts.take(kept)
-    starts = np.cumsum(sizes) - sizes  # of each kept border in the kept cracks
-    border = np.repeat(np.arange(len(kept)), sizes)
-    first = (np.cumsum(counts) - counts).take(kept)  # of each kept border in all cracks
-    at = np.arange(len(border)) + np.repeat(first - starts, sizes)
     values = _crack_response(segments.crack_xs.take(at), segments.crack_ys.take(at), response)
     values = values.take(_along_each_border(segments, kept, border, at))
     ends = starts + sizes
@@ -90,6 +96,17 @@ def gap_pairs(segments: BorderSegments, response: np.ndarray, areas: np.ndarray)
     cut = (values.take(lowest) < GAP_SHARE * floor) & (from_end >= GAP_END_SHARE)
     found: np.ndarray = pairs.take(kept.take(np.flatnonzero(cut)), axis=0)
     return found
+
+
+def _cracks_of(
+    first: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cracks of some borders (each's ``first`` crack in all cracks and its ``sizes``):
+    their indices in all cracks, which border each is of (in runs), and where each run starts."""
+    starts = np.cumsum(sizes) - sizes
+    border = np.repeat(np.arange(len(sizes)), sizes)
+    at = np.arange(len(border)) + np.repeat(first - starts, sizes)
+    return at, border, starts
 
 
 def _crack_response(xs: np.ndarray, ys: np.ndarray, response: np.ndarray) -> np.ndarray:
