@@ -46,14 +46,17 @@ def _hill_at(cells: np.ndarray, row: int, column: int, x: int, y: int) -> int:
 
 
 def _with_dead_end(response: np.ndarray) -> np.ndarray:
-    """A dead end from the middle of the square's left side three fifths of the way across,
-    and on from its tip to the right side a neck of hill too shaded to stay a hill region."""
+    """A dead end from the middle of the square's left side two fifths of the way across, and
+    on from its tip to the right side a neck of hill too shaded to stay a hill region, lowest
+    in its middle (one lowest pixel: the gap reads the same from either end of the border)."""
     top, left = ROW * SQUARE_PX, COLUMN * SQUARE_PX
     middle = top + SQUARE_PX // 2
-    tip = left + 3 * SQUARE_PX // 5
+    tip = left + 2 * SQUARE_PX // 5
     response[middle - 1:middle + 2, left:tip + 1] = FLANK
     response[middle, left:tip + 1] = CLEAR
-    response[middle - 1:middle + 2, tip + 1:left + SQUARE_PX - 1] = NECK
+    neck = np.arange(tip + 1, left + SQUARE_PX - 1)
+    lowest = (neck[0] + neck[-1]) // 2
+    response[middle - 1:middle + 2, neck] = NECK + 0.002 * np.abs(neck - lowest)
     return response
 
 
