@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.skin.borders import CrackMasks, sort_order
+from appliance.skin.borders import CrackMasks, sort_with
 from appliance.skin.neutral_hairs import label_extents, neutral_hair_mask
 from appliance.skin.splits import split_share_limit
 
@@ -238,10 +238,11 @@ def _sibling_borders(
     all_keys = np.concatenate(keys)
     if len(all_keys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
-    sorted_keys, order = sort_order(all_keys, span * span)
+    # each crack's on-furrow bit rides with its key through the sort
+    sorted_keys, on_furrow = sort_with(all_keys, np.concatenate(deepest) > FURROW_LEVEL,
+                                       span * span, 2)
     starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-    on_furrow = (np.concatenate(deepest).take(order) > FURROW_LEVEL).view(np.uint8)
-    share = np.add.reduceat(on_furrow, starts, dtype=np.int64) / np.diff(
+    share = np.add.reduceat(on_furrow, starts) / np.diff(
         np.concatenate([starts, [len(sorted_keys)]]))
     pair_keys = sorted_keys[starts]
     return np.stack([pair_keys // span, pair_keys % span], axis=1), share
@@ -359,9 +360,9 @@ def _hair_borders(
     all_keys = np.concatenate(keys)
     if len(all_keys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    sorted_keys, order = sort_order(all_keys, span * span)
+    sorted_keys, under_hair = sort_with(all_keys, np.concatenate(covered), span * span, 2)
     starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-    under = np.add.reduceat(np.concatenate(covered)[order].view(np.uint8), starts, dtype=np.int64)
+    under = np.add.reduceat(under_hair, starts)
     total = np.diff(np.concatenate([starts, [len(sorted_keys)]]))
     pair_keys = sorted_keys[starts]
     return np.stack([pair_keys // span, pair_keys % span], axis=1), under, total

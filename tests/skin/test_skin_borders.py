@@ -116,19 +116,47 @@ def test_grown_cells_read_their_many_arm_junctions_whole(spacing_px: float) -> N
 
 
 @pytest.mark.parametrize(
-    "key_bound", [2**12, 2**16, 2**16 + 1, 2**31, 2**32, 2**33, 2**40, 2**48, 2**48 + 1])
-def test_sort_order_sorts_keys_stably_in_any_range(key_bound: int) -> None:
-    # a guard for the 16-bit radix digits (two below 2^32, three up to 2^48) and the packed
-    # sort beyond: ties keep their first order, the sorted keys come back as int64 whatever
-    # the keys' type
-    from appliance.skin.borders import sort_order
+    ("key_bound", "payload_bound"),
+    [(2**12, 2), (2**16 + 1, 2), (2**30, 2), (2**31, 2), (2**24, 2**20), (2**40, 2**23),
+     (2**48, 2**16), (2**62, 4)])
+def test_sort_with_sorts_keys_with_their_payloads_in_any_range(
+        key_bound: int, payload_bound: int) -> None:
+    # a guard for the packing: int32 up to 31 bits of key and payload, int64 up to 63, lexsort
+    # beyond; keys come back sorted, each with its own payload, ties by payload, as int64
+    from appliance.skin.borders import sort_with
 
-    rng = np.random.default_rng(key_bound % 1000)
+    rng = np.random.default_rng(key_bound % 1000 + payload_bound)
     keys = rng.integers(0, key_bound, 5000, dtype=np.int64)
     keys[::7] = keys[0]  # many ties
     keys[1] = key_bound - 1
-    for typed in {keys.dtype, np.dtype(np.int32) if key_bound <= 2**31 else keys.dtype}:
-        sorted_keys, order = sort_order(keys.astype(typed), key_bound)
-        assert sorted_keys.dtype == np.int64
-        assert order.tolist() == np.argsort(keys, kind="stable").tolist()
-        assert sorted_keys.tolist() == np.sort(keys).tolist()
+    payload = rng.integers(0, payload_bound, 5000, dtype=np.int64)
+    payload[2] = payload_bound - 1
+    order = np.lexsort((payload, keys))
+    for typed in {np.dtype(np.int64), np.dtype(np.int32) if key_bound <= 2**31 else np.int64}:
+        sorted_keys, sorted_payload = sort_with(keys.astype(typed), payload, key_bound,
+                                                payload_bound)
+        assert sorted_keys.dtype == sorted_payload.dtype == np.int64
+        assert sorted_keys.tolist() == keys[order].tolist()
+        assert sorted_payload.tolist() == payload[order].tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cracks_are_each_border_pixel_pair_with_its_midpoint(seed: int) -> None:
+    """``_cracks`` against a plain reading: every pair of 4-neighbours with different labels,
+    its key and midpoint, the keys in order; of one key the same cracks (in any order)."""
+    from appliance.skin.borders import CrackMasks, _cracks
+
+    tiling, _ = hexagonal_voronoi(9.0, seed)
+    labels = _regrown(tiling[:90, :130], 1)  # grown cells' staircase borders, not square
+    labels[:5, :7] = labels.max() + 1  # a cell in the corner
+    span = int(labels.max()) + 1
+    expected = []
+    for (dy, dx), (x_off, y_off) in (((0, 1), (0.5, 0.0)), ((1, 0), (0.0, 0.5))):
+        here, there = labels[:labels.shape[0] - dy, :labels.shape[1] - dx], labels[dy:, dx:]
+        for y, x in zip(*np.nonzero(here != there), strict=True):
+            low, high = sorted((int(here[y, x]), int(there[y, x])))
+            expected.append((low * span + high, x + x_off, y + y_off))
+    cracks = _cracks(labels, CrackMasks.of(labels), span)
+    assert cracks.keys.tolist() == sorted(key for key, _, _ in expected)
+    found = sorted(zip(cracks.keys.tolist(), cracks.xs.tolist(), cracks.ys.tolist(), strict=True))
+    assert found == sorted(expected)
