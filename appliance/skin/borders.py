@@ -78,8 +78,8 @@ def anisotropy(lengths_px: np.ndarray, angles_rad: np.ndarray) -> float:
 @dataclass(frozen=True)
 class _Cracks:
     keys: np.ndarray  # pair key per crack, sorted
-    xs: np.ndarray
-    ys: np.ndarray
+    x2: np.ndarray  # twice the crack's midpoint, x (a whole number)
+    y2: np.ndarray  # and y
 
 
 @dataclass(frozen=True)
@@ -105,27 +105,26 @@ class CrackMasks:
 
 def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key (of one key, in no set order:
-    a chain's sums of its cracks' positions are exact whatever their order)."""
+    a chain's sums of its cracks' doubled midpoints are whole numbers, exact in any order)."""
     # gathers of many elements by ndarray.take here and below: the values indexing reads, faster
-    keys, pixels = [], []
+    keys, places = [], []
     key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
-    width = labels.shape[1]
+    height, width = labels.shape
+    x_bits = (2 * width - 1).bit_length()
     for step, differs in ((1, masks.right), (width, masks.below)):
-        at = np.flatnonzero(differs)  # of a bool mask: 10x faster than nonzero
-        if step == 1:  # the right mask is one column short: a row's worth on per row
-            at += at // (width - 1)
+        rows, cols = np.divmod(np.flatnonzero(differs), differs.shape[1])  # 10x faster: nonzero
+        at = rows * width + cols
         first = flat_labels.take(at).astype(key_type)
         second = flat_labels.take(at + step).astype(key_type)
         keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
-        at <<= 1  # the pixel, then a bit: the crack lies below it
-        pixels.append(at if step == 1 else at | 1)
-    # the pixel and direction ride with their key through one sort of both packed in a number
-    all_keys, pixel = sort_with(np.concatenate(keys), np.concatenate(pixels), span * span,
-                                2 * labels.size)
-    below = (pixel & 1) == 1
-    rows, cols = np.divmod(pixel >> 1, width)
-    return _Cracks(all_keys, cols + np.where(below, 0.0, 0.5), rows + np.where(below, 0.5, 0.0))
+        # the doubled midpoint: (2 col + 1, 2 row) between left and right neighbours, (2 col,
+        # 2 row + 1) between upper and lower ones; it rides with its key through the sort
+        places.append((2 * rows + (step != 1)) << x_bits | (2 * cols + (step == 1)))
+    all_keys, place = sort_with(np.concatenate(keys), np.concatenate(places), span * span,
+                                2 * height << x_bits)
+    return _Cracks(all_keys, np.bitwise_and(place, (1 << x_bits) - 1),
+                   np.right_shift(place, x_bits))
 
 
 def sort_with(keys: np.ndarray, payload: np.ndarray, key_bound: int,
@@ -247,11 +246,14 @@ class _Chains:
 def _chains(cracks: _Cracks) -> _Chains:
     starts = np.flatnonzero(np.concatenate([[True], cracks.keys[1:] != cracks.keys[:-1]]))
     count = np.diff(starts, append=len(cracks.keys)).astype(np.float64)
-    mean_x = np.add.reduceat(cracks.xs, starts) / count
-    mean_y = np.add.reduceat(cracks.ys, starts) / count
-    cxx = np.add.reduceat(cracks.xs * cracks.xs, starts) / count - mean_x**2
-    cyy = np.add.reduceat(cracks.ys * cracks.ys, starts) / count - mean_y**2
-    cxy = np.add.reduceat(cracks.xs * cracks.ys, starts) / count - mean_x * mean_y
+    x2, y2 = cracks.x2, cracks.y2
+    # whole-number sums of the doubled midpoints, halved (squares quartered) back: exactly the
+    # sums of the midpoints
+    mean_x = np.add.reduceat(x2, starts) * 0.5 / count
+    mean_y = np.add.reduceat(y2, starts) * 0.5 / count
+    cxx = np.add.reduceat(x2 * x2, starts) * 0.25 / count - mean_x**2
+    cyy = np.add.reduceat(y2 * y2, starts) * 0.25 / count - mean_y**2
+    cxy = np.add.reduceat(x2 * y2, starts) * 0.25 / count - mean_x * mean_y
     angles = (0.5 * np.arctan2(2.0 * cxy, cxx - cyy)) % np.pi
     return _Chains(cracks.keys[starts], count, mean_x, mean_y, angles, np.cos(angles),
                    np.sin(angles))

@@ -158,5 +158,6 @@ def test_cracks_are_each_border_pixel_pair_with_its_midpoint(seed: int) -> None:
             expected.append((low * span + high, x + x_off, y + y_off))
     cracks = _cracks(labels, CrackMasks.of(labels), span)
     assert cracks.keys.tolist() == sorted(key for key, _, _ in expected)
-    found = sorted(zip(cracks.keys.tolist(), cracks.xs.tolist(), cracks.ys.tolist(), strict=True))
+    found = sorted(zip(cracks.keys.tolist(), (cracks.x2 / 2.0).tolist(), (cracks.y2 / 2.0).tolist(),
+                       strict=True))
     assert found == sorted(expected)
