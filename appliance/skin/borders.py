@@ -107,22 +107,27 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
     """Every crack: its cell-pair key and midpoint, sorted by key (of one key, in no set order:
     a chain's sums of its cracks' doubled midpoints are whole numbers, exact in any order)."""
     # gathers of many elements by ndarray.take here and below: the values indexing reads, faster
-    keys, places = [], []
     key_type = np.int32 if span * span < 2**31 else np.int64
     flat_labels = labels.ravel()
     height, width = labels.shape
     x_bits = (2 * width - 1).bit_length()
-    for step, differs in ((1, masks.right), (width, masks.below)):
-        rows, cols = np.divmod(np.flatnonzero(differs), differs.shape[1])  # 10x faster: nonzero
-        at = rows * width + cols
-        first = flat_labels.take(at).astype(key_type)
-        second = flat_labels.take(at + step).astype(key_type)
-        keys.append(np.minimum(first, second) * key_type(span) + np.maximum(first, second))
+    found = [np.flatnonzero(differs) for differs in (masks.right, masks.below)]  # 10x: nonzero
+    keys = np.empty(sum(map(len, found)), dtype=key_type)
+    places = np.empty(len(keys), dtype=np.int64)
+    start = 0
+    for step, flat in zip((1, width), found, strict=True):
+        part = slice(start, start + len(flat))
+        start += len(flat)
+        rows, cols = np.divmod(flat, width - 1 if step == 1 else width)
+        at = flat + rows if step == 1 else flat  # the right mask is one column short
+        first, second = flat_labels.take(at), flat_labels.take(at + step)
+        np.multiply(np.minimum(first, second), span, out=keys[part], dtype=key_type)
+        np.add(keys[part], np.maximum(first, second), out=keys[part])
         # the doubled midpoint: (2 col + 1, 2 row) between left and right neighbours, (2 col,
         # 2 row + 1) between upper and lower ones; it rides with its key through the sort
-        places.append((2 * rows + (step != 1)) << x_bits | (2 * cols + (step == 1)))
-    all_keys, place = sort_with(np.concatenate(keys), np.concatenate(places), span * span,
-                                2 * height << x_bits)
+        np.left_shift(rows, x_bits + 1, out=places[part])
+        places[part] |= cols << 1 | (1 if step == 1 else 1 << x_bits)
+    all_keys, place = sort_with(keys, places, span * span, 2 * height << x_bits)
     return _Cracks(all_keys, np.bitwise_and(place, (1 << x_bits) - 1),
                    np.right_shift(place, x_bits))
 
