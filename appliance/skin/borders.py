@@ -52,9 +52,20 @@ class BorderSegments:
     lengths_px: np.ndarray  # (S,) float
     angles_rad: np.ndarray  # (S,) float, direction of the segment, 0..π
     crack_sums: np.ndarray  # (S, 3): cracks, sum of their x, sum of their y (pixel indices)
-    # every crack's midpoint (pixel indices), segment by segment in their order
-    crack_xs: np.ndarray
-    crack_ys: np.ndarray
+    # every crack's midpoint (pixel indices) doubled, whole numbers, segment by segment in
+    # their order (``crack_xs`` and ``crack_ys`` give them halved back)
+    crack_x2: np.ndarray
+    crack_y2: np.ndarray
+
+    def crack_xs(self, at: np.ndarray) -> np.ndarray:
+        """The midpoints' x of the cracks ``at`` (whole or half pixel indices), float64."""
+        xs: np.ndarray = self.crack_x2.take(at) * 0.5
+        return xs
+
+    def crack_ys(self, at: np.ndarray) -> np.ndarray:
+        """The midpoints' y of the cracks ``at``, float64."""
+        ys: np.ndarray = self.crack_y2.take(at) * 0.5
+        return ys
 
     @property
     def total_length_px(self) -> float:
@@ -525,4 +536,4 @@ def border_segments(
     lengths = np.where(inside, 0.0, chain_px + gaps)  # inside one junction: no furrow
     pairs = np.stack([keys // span, keys % span], axis=1)
     sums = np.stack([chains.count, chains.mean_x * chains.count, chains.mean_y * chains.count], 1)
-    return BorderSegments(pairs, lengths, chains.angles, sums, cracks.xs, cracks.ys)
+    return BorderSegments(pairs, lengths, chains.angles, sums, cracks.x2, cracks.y2)

@@ -75,14 +75,14 @@ def gap_pairs(segments: BorderSegments, response: np.ndarray, areas: np.ndarray)
     # lowest crack is, need their cracks in order
     first = np.cumsum(counts) - counts  # of each border in all cracks
     at, border, starts = _cracks_of(first.take(kept), counts.take(kept))
-    values = _crack_response(segments.crack_xs.take(at), segments.crack_ys.take(at), response)
+    values = _crack_response(segments.crack_xs(at), segments.crack_ys(at), response)
     low = np.minimum.reduceat(values, starts) < GAP_SHARE * np.maximum.reduceat(values, starts)
     kept = kept.take(np.flatnonzero(low))
     if len(kept) == 0:
         return none
     at, border, starts = _cracks_of(first.take(kept), counts.take(kept))
     sizes = counts.take(kept)
-    values = _crack_response(segments.crack_xs.take(at), segments.crack_ys.take(at), response)
+    values = _crack_response(segments.crack_xs(at), segments.crack_ys(at), response)
     values = values.take(_along_each_border(segments, kept, border, at))
     ends = starts + sizes
     lowest = _first_lowest(values, border, starts)
@@ -133,8 +133,8 @@ def _along_each_border(segments: BorderSegments, kept: np.ndarray, border: np.nd
     # lowest response, the first along the border is the gap (``_first_lowest``)
     angle = segments.angles_rad.take(kept)
     angle = np.where(angle > 0.5 * np.pi, angle - np.pi, angle)
-    along = ((segments.crack_xs.take(at) - centre_x) * np.cos(angle).take(border)
-             + (segments.crack_ys.take(at) - centre_y) * np.sin(angle).take(border))
+    along = ((segments.crack_xs(at) - centre_x) * np.cos(angle).take(border)
+             + (segments.crack_ys(at) - centre_y) * np.sin(angle).take(border))
     # one sort: by border, then along it (|along| is under the work image's diagonal)
     order: np.ndarray = np.argsort(border * ALONG_SPAN + along, kind="stable")
     return order
