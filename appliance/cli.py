@@ -99,7 +99,8 @@ def _console_refusal(console: ConsoleConfig) -> list[str]:
 def _checked_source(named: str | None) -> str:
     """What ``config check`` validates: the file named or found here, else the built-in
     defaults with the environment's overrides, as every other command without one uses them
-    (said on stdout; the daemons ``edge`` and ``pathology serve`` need a file)."""
+    (said on stdout; the daemons ``edge``, ``backoffice`` and ``pathology serve`` need a
+    file)."""
     from appliance.config import ENV_PREFIX  # noqa: PLC0415 - as in _config_check
 
     if named is not None or os.path.lexists(DEFAULT_CONFIG):
@@ -107,8 +108,8 @@ def _checked_source(named: str | None) -> str:
     variables = sorted(name for name in os.environ if name.upper().startswith(ENV_PREFIX))
     overrides = f"with {', '.join(variables)}" if variables else f"(no {ENV_PREFIX} variables)"
     emit(f"no ./{DEFAULT_CONFIG} here: checking the built-in defaults {overrides}, as every "
-         "command without --config uses them (`appliance edge` and `appliance pathology "
-         "serve` need a config file)")
+         "command without --config uses them (`appliance edge`, `appliance backoffice` and "
+         "`appliance pathology serve` need a config file)")
     return "built-in defaults"
 
 

@@ -25,7 +25,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "backoffice": (
         "The back-office ingest worker: stores results and fleet status from the broker. Run "
         "several with the same share group to split the load; --retire takes one out of "
-        "service for good (docs/delivery.md).",
+        "service for good (docs/delivery.md). It needs a config file (./config.yaml or "
+        "--config), as the edge daemon does: it joins the result group of the broker named "
+        "there, never of one the built-in defaults would pick.",
         ("appliance backoffice", "appliance backoffice --config backoffice.yaml",
          "appliance backoffice --config backoffice-2.yaml --retire"),
     ),

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.config import Config, ConfigError, load_config_or_defaults
+from appliance.config import (
+    DEFAULT_CONFIG_FILE,
+    Config,
+    ConfigError,
+    load_config,
+    load_config_or_defaults,
+)
 from appliance.filekind import kind_of
 from appliance.logsafe import escape_controls
 from appliance.numbertext import whole_number
@@ -23,6 +29,12 @@ from appliance.outfile import replacing_refusal
 from appliance.stdout import print_out
 
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
+# A worker joins the result group of the broker its config names, with a session that outlives
+# it (docs/delivery.md): started from the built-in defaults in a folder without config.yaml, it
+# would take a share of the results of whatever broker runs on 127.0.0.1:1883. So `backoffice`
+# (and its --retire) needs a config file, as `edge` and `pathology serve` do.
+BACKOFFICE_CONFIG_HELP = (f"config file ({DEFAULT_CONFIG_FILE}); needed: it names the broker "
+                          "whose result group the worker joins (no built-in defaults here)")
 MAX_DATABASE_INT = 2**63 - 1  # SQLite's INTEGER and PostgreSQL's BIGINT hold no more
 
 
@@ -163,8 +175,10 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
 def _backoffice(args: argparse.Namespace) -> int:
     from appliance.backoffice.service import run_backoffice, stop_on_signals
 
-    config = load_or_report(args)
-    if config is None:
+    try:  # a file, never the built-in defaults (BACKOFFICE_CONFIG_HELP says why)
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"backoffice: config error: {exc}", file=sys.stderr)
         return 2
     if args.retire:  # a one-shot command: stop signals end it as they end the others
         from appliance.cli import sigterm_ends_as_interrupt
@@ -406,7 +420,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``backoffice``, ``fleet`` and ``results`` to the command line."""
     backoffice = root.add_parser("backoffice", help="ingest results and fleet status to the store")
-    backoffice.add_argument("--config", help=CONFIG_HELP)
+    backoffice.add_argument("--config", default=DEFAULT_CONFIG_FILE, help=BACKOFFICE_CONFIG_HELP)
     backoffice.add_argument(
         "--retire", action="store_true",
         help="take this worker out of service: end its broker session (its client id), so "
