@@ -80,9 +80,12 @@ def gap_pairs(segments: BorderSegments, response: np.ndarray, areas: np.ndarray)
     kept = kept.take(np.flatnonzero(low))
     if len(kept) == 0:
         return none
-    at, border, starts = _cracks_of(first.take(kept), counts.take(kept))
+    # the low borders' cracks and their responses, as read above
+    of_low = np.flatnonzero(low.take(border))
+    at, values = at.take(of_low), values.take(of_low)
     sizes = counts.take(kept)
-    values = _crack_response(segments.crack_xs(at), segments.crack_ys(at), response)
+    starts = np.cumsum(sizes) - sizes
+    border = np.repeat(np.arange(len(sizes)), sizes)
     values = values.take(_along_each_border(segments, kept, border, at))
     ends = starts + sizes
     lowest = _first_lowest(values, border, starts)

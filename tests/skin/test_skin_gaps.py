@@ -5,8 +5,9 @@ furrow that fades between two hills of their own size keeps them two."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from appliance.skin.borders import border_segments
+from appliance.skin.borders import BorderSegments, border_segments
 from appliance.skin.gaps import gap_hills
 from appliance.skin.hills import FURROW_LEVEL, HILL_LEVEL, label_areas
 from appliance.skin.preprocess import WORK_UM_PER_PX
@@ -80,3 +81,20 @@ def test_a_furrow_that_fades_between_two_hills_keeps_them_two() -> None:
     left = _hill_at(cells, ROW, COLUMN, SQUARE_PX - 3, 12)
     assert left != _hill_at(cells, ROW, COLUMN + 1, 3, 12)
     assert len(np.unique(cells)) == ROWS * COLUMNS
+
+
+def test_the_gap_step_reads_each_border_s_cracks_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The borders whose lowest crack is low enough keep the responses read for that test: the
+    cracks' midpoints are read once for the responses and once to order them along their
+    border, not again for the gap's responses."""
+    reads: list[int] = []
+    read = BorderSegments.crack_xs
+
+    def counted(segments: BorderSegments, at: np.ndarray) -> np.ndarray:
+        reads.append(len(at))
+        return read(segments, at)
+
+    monkeypatch.setattr(BorderSegments, "crack_xs", counted)
+    cells = _hills(_with_dead_end(_lattice()))
+    assert len(np.unique(cells)) == ROWS * COLUMNS  # the dead end's hill joined, as above
+    assert len(reads) == 2
