@@ -22,6 +22,8 @@ canonical 20 µm/px (``preprocess``):
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -32,6 +34,7 @@ STRAND_MAX_PX = 7  # 140 µm: wider than the thickest hair (110 µm) with its bl
 STRAND_MIN_EXTENT_PX = 50  # 1 mm at 20 µm/px
 COARSE = 4  # the long-component test's grid (step 2), work px a cell
 COARSE_SHARE = 0.25  # greyer share of a cell for it to hold a strand: a 2 px hair across it
+_CELL_ROW = np.dtype(f"u{COARSE}")  # a cell's row of COARSE bytes as one integer
 
 
 def neutral_hair_mask(ratio: np.ndarray, contrast: float) -> np.ndarray:
@@ -60,13 +63,13 @@ def neutral_hair_mask(ratio: np.ndarray, contrast: float) -> np.ndarray:
 def _long_strands(greyer: np.ndarray) -> list[tuple[slice, slice, np.ndarray]]:
     """Each long component of ``greyer`` (0/255) on the coarse grid (step 2): its bounding box
     in work pixels (rows, columns) and its cells there, as a 0/1 mask of work pixels."""
-    height, width = greyer.shape
-    whole = greyer[: height - height % COARSE, : width - width % COARSE]
-    share = cv2.resize(whole, (width // COARSE, height // COARSE), interpolation=cv2.INTER_AREA)
-    cells = np.greater(share, COARSE_SHARE * 255).view(np.uint8)
-    # a component spanning STRAND_MIN_EXTENT_PX holds as many cells as it spans (most frames
-    # have fewer greyer cells in all)
-    if cv2.countNonZero(cells) < -(-STRAND_MIN_EXTENT_PX // COARSE):
+    # a component spanning STRAND_MIN_EXTENT_PX holds as many cells as it spans, each with
+    # COARSE_SHARE of its pixels greyer (most frames have fewer greyer pixels or cells in all)
+    least_cells = -(-STRAND_MIN_EXTENT_PX // COARSE)
+    if cv2.countNonZero(greyer) < least_cells * math.ceil(COARSE_SHARE * COARSE**2):
+        return []
+    cells = greyer_cells(greyer)
+    if cv2.countNonZero(cells) < least_cells:
         return []
     count, labels = cv2.connectedComponents(cells, connectivity=8, ltype=cv2.CV_16U)
     found = []
@@ -79,6 +82,23 @@ def _long_strands(greyer: np.ndarray) -> list[tuple[slice, slice, np.ndarray]]:
         found.append((slice(top * COARSE, bottom * COARSE), slice(left * COARSE, right * COARSE),
                       near))
     return found
+
+
+def greyer_cells(greyer: np.ndarray) -> np.ndarray:
+    """The coarse grid's cells (``COARSE`` work px a side, the last part-cells left out) with
+    at least ``COARSE_SHARE`` of their pixels greyer (``greyer``: 0/255), as 0/1: the cells
+    whose ``cv2.resize(..., INTER_AREA)`` reads above that share of 255, counted rather than
+    averaged (a quarter of 255, 63.75, rounds to 64: above the share)."""
+    height, width = greyer.shape
+    rows, columns = height // COARSE, width // COARSE
+    # each row's COARSE bytes of a cell (0/1) as one integer: its greyer pixels are its set bits
+    whole = np.ascontiguousarray(greyer[: rows * COARSE, : columns * COARSE] & 1)
+    bits = np.bitwise_count(whole.view(_CELL_ROW))  # (rows * COARSE, columns), 0..COARSE
+    counts = bits[0::COARSE].copy()
+    for row in range(1, COARSE):
+        counts += bits[row::COARSE]
+    cells: np.ndarray = np.greater_equal(counts, COARSE_SHARE * COARSE**2).view(np.uint8)
+    return cells
 
 
 def _long_pieces(strand: np.ndarray) -> list[np.ndarray]:
