@@ -332,12 +332,11 @@ def ring_arm_count(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
     angles = np.arange(RING_ARM_SAMPLES) * (2.0 * np.pi / RING_ARM_SAMPLES)
     beyond = np.arange(RING_ARM_FROM_UM, RING_ARM_TO_UM + 0.5 * RING_ARM_STEP_UM,
                        RING_ARM_STEP_UM) / FINE_UM_PER_PX
-    deep = np.ones((len(centres), RING_ARM_SAMPLES), dtype=bool)
-    for out in beyond:
-        radius = outer_px[:, None] + out
-        xs = centres[:, :1] + radius * np.cos(angles)
-        ys = centres[:, 1:] + radius * np.sin(angles)
-        deep &= bilinear(depth, xs, ys) >= level
+    # every ring of every pit in one reading: (pits, rings, angles)
+    radius = outer_px[:, None, None] + beyond[None, :, None]
+    xs = centres[:, :1, None] + radius * np.cos(angles)
+    ys = centres[:, 1:, None] + radius * np.sin(angles)
+    deep = np.all(bilinear(depth, xs, ys) >= level, axis=1)
     before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 point on
     runs = np.count_nonzero(deep & ~before, axis=1)
     result: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)

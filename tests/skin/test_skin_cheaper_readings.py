@@ -4,11 +4,22 @@ it does the smaller amount of work."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
 
+from appliance.skin import pore_profile
 from appliance.skin.neutral_hairs import COARSE, COARSE_SHARE, greyer_cells
+from appliance.skin.pore_profile import (
+    RING_ARM_FROM_UM,
+    RING_ARM_SAMPLES,
+    RING_ARM_STEP_UM,
+    RING_ARM_TO_UM,
+    ring_arm_count,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -24,4 +35,48 @@ def test_greyer_cells_are_the_area_resize_above_its_share(seed: int) -> None:
                            interpolation=cv2.INTER_AREA)
         expected = np.greater(share, COARSE_SHARE * 255).view(np.uint8)
         assert np.array_equal(greyer_cells(greyer), expected)
+
+def _counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[Any]:
+    """Replace ``owner.name`` by itself counting its calls: the first argument of each call."""
+    calls: list[Any] = []
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0] if args else None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def _rings_one_by_one(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
+                      level: float) -> np.ndarray:
+    """Each pit's angles deep on every ring, each ring sampled on its own (the plain form)."""
+    angles = np.arange(RING_ARM_SAMPLES) * (2.0 * np.pi / RING_ARM_SAMPLES)
+    deep = np.ones((len(centres), RING_ARM_SAMPLES), dtype=bool)
+    for out in np.arange(RING_ARM_FROM_UM, RING_ARM_TO_UM + 0.5 * RING_ARM_STEP_UM,
+                         RING_ARM_STEP_UM) / pore_profile.FINE_UM_PER_PX:
+        radius = outer_px[:, None] + out
+        deep &= pore_profile.bilinear(depth, centres[:, :1] + radius * np.cos(angles),
+                                      centres[:, 1:] + radius * np.sin(angles)) >= level
+    return deep
+
+
+def test_the_rings_are_read_in_one_remap_with_the_arms_read_ring_by_ring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """All rings of all pits in one cv2.remap (not one a ring); the deep angles as the rings
+    read one by one give them, but for samples within the remap's last bit of the level."""
+    rng = np.random.default_rng(4)
+    depth = cv2.GaussianBlur(rng.random((240, 320), dtype=np.float32), (0, 0), 3.0)
+    centres = np.column_stack([rng.uniform(20, 300, 200), rng.uniform(20, 220, 200)])
+    outer = rng.uniform(1.0, 6.0, 200)
+    level = float(np.median(depth))
+    plain = _rings_one_by_one(depth, centres, outer, level)
+    runs = np.count_nonzero(plain & ~np.roll(plain, 1, axis=1), axis=1)
+    expected = np.where(plain.all(axis=1), pore_profile.RAY_COUNT, runs)
+    remaps = _counting(monkeypatch, cv2, "remap")
+    counted = ring_arm_count(depth, centres, outer, level)
+    assert len(remaps) == 1
+    assert np.count_nonzero(counted != expected) <= 2  # of 200 pits, none seen on these
 
