@@ -188,9 +188,9 @@ def _remapped_around(image: np.ndarray, centres: np.ndarray) -> np.ndarray:
 _SOBEL_XX_MINUS_YY = np.array([[0, -1, 0], [1, 0, 1], [0, -1, 0]], dtype=np.float32)
 
 
-def _weaker_curvature(depth: np.ndarray, sigma: float) -> np.ndarray:
-    """Scale-normalised weaker curvature (minus the larger Hessian eigenvalue) at ``sigma``."""
-    smooth = cv2.GaussianBlur(depth, (0, 0), sigma)
+def _weaker_curvature(smooth: np.ndarray, sigma: float) -> np.ndarray:
+    """Scale-normalised weaker curvature (minus the larger Hessian eigenvalue) of the depth
+    smoothed at ``sigma`` (``smooth``, written over)."""
     # a = dxx and b = dyy are the 3x3 Sobel second derivatives (scale 1/4); their sum and
     # difference are read straight off the image, 3 passes fewer: a + b by the 3x3 Laplacian,
     # a - b = left + right - above - below
@@ -208,7 +208,12 @@ def blobness(depth: np.ndarray) -> np.ndarray:
     """How pit-like each pixel is: the weaker of the two curvatures of the depth (scale-normalised,
     the better of two scales). A furrow curves across but not along, so it scores ~0; a pit
     curves both ways; a junction somewhere between."""
-    fine, coarse = (_weaker_curvature(depth, sigma) for sigma in BLOB_SCALES_PX)
+    fine_sigma, coarse_sigma = BLOB_SCALES_PX
+    smooth = cv2.GaussianBlur(depth, (0, 0), fine_sigma)
+    # the coarse smoothing from the fine one: Gaussians compose, their variances adding
+    coarse = _weaker_curvature(
+        cv2.GaussianBlur(smooth, (0, 0), math.sqrt(coarse_sigma**2 - fine_sigma**2)), coarse_sigma)
+    fine = _weaker_curvature(smooth, fine_sigma)
     result: np.ndarray = cv2.max(fine, coarse, dst=fine)
     return result
 
