@@ -33,7 +33,10 @@ def junction_darkening(geometry: SkinGeometry, params: SkinParams) -> Image | No
     field = np.zeros(shape, dtype=np.float32)
     for vertex in junctions:
         radius = params.junction_size * width_sum[vertex] / degree[vertex]
-        _stamp_disc(field, geometry.vertices_px[vertex], radius, max(0.3 * radius, 0.5))
+        if params.junction_bowl:
+            _stamp_bowl(field, geometry.vertices_px[vertex], radius)
+        else:
+            _stamp_disc(field, geometry.vertices_px[vertex], radius, max(0.3 * radius, 0.5))
     return field * np.float32(params.junction_darkness)
 
 
@@ -48,6 +51,21 @@ def _stamp_disc(field: Image, centre: np.ndarray, radius: float, softness: float
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
     disc = 1.0 / (1.0 + np.exp((np.hypot(xs - cx, ys - cy) - radius) / softness))
     np.maximum(field[y0:y1, x0:x1], disc, out=field[y0:y1, x0:x1])
+
+
+def _stamp_bowl(field: Image, centre: np.ndarray, radius: float) -> None:
+    """Keep the larger of ``field`` and a round Gaussian bowl (1 in its middle, 0.5 on
+    ``radius``): a pit with no flat floor, whose outline closes in light."""
+    sigma = max(radius, 0.5) / np.sqrt(2.0 * np.log(2.0))
+    cx, cy = float(centre[0]), float(centre[1])
+    reach = int(np.ceil(3.5 * sigma + 2))
+    x0, y0 = max(int(cx) - reach, 0), max(int(cy) - reach, 0)
+    x1, y1 = min(int(cx) + reach + 1, field.shape[1]), min(int(cy) + reach + 1, field.shape[0])
+    if x0 >= x1 or y0 >= y1:
+        return
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
+    bowl = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / np.float32(2.0 * sigma**2))
+    np.maximum(field[y0:y1, x0:x1], bowl, out=field[y0:y1, x0:x1])
 
 
 def _gaussian_blobs(

@@ -29,7 +29,10 @@ dark brown. Last of all, on ``DARK_JUNCTION_SHARE`` of the frames, dark and larg
 (the meeting points of furrows, not pores): each adds 0.55-0.9 of its furrows' floor darkness
 (in optical density) and as much of their fold depth to the relief, on a disc 1.2-1.8 furrow
 widths across, wider than the furrows meeting there (the fifth renderer's junction pits that
-main counted as pores, docs/experiments/README.md "darkjunc").
+main counted as pores, docs/experiments/README.md "darkjunc"); on ``DARK_JUNCTION_BOWL_SHARE``
+of those frames the disc is a round Gaussian bowl (as deep in its middle, half as deep on the
+same radius) rather than flat-topped, so its outline closes in light as a pore's does
+(docs/experiments/README.md "junc2").
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ NEUTRAL_HAIR_SHARE = 0.5
 DARK_JUNCTION_SHARE = 0.3
 DARK_JUNCTION_FLOOR_SHARE = (0.55, 0.9)
 DARK_JUNCTION_RADIUS_WIDTHS = (0.6, 0.9)
+DARK_JUNCTION_BOWL_SHARE = 0.5  # of the dark-junction frames: a Gaussian bowl, not a flat disc
 FOLD_DEPTH_PER_WIDTH_PX = 0.35  # skin_render: a fold's depth is 0.35 x its width in px + 1
 FOLD_DEPTH_BASE = 1.0
 DEFAULT_JUNCTION_RELIEF = 2.0  # depth a junction's darkening adds per unit of darkness
@@ -112,6 +116,7 @@ class SkinParams:
     junction_darkness: float = 0.0  # extra darkening of furrow junctions (0..1)
     junction_size: float = 0.0  # radius of that darkening / the local furrow width
     junction_relief: float = DEFAULT_JUNCTION_RELIEF  # depth added per unit junction darkness
+    junction_bowl: bool = False  # junction pits as round Gaussian bowls, not flat-topped discs
     pigment_spots: int = 0
     freckles: int = 0
     hairs: int = 0
@@ -275,17 +280,19 @@ def _dark_junction_params(rng: np.random.Generator, params: SkinParams) -> dict[
     else nothing): each junction's disc adds a share of 0.55-0.9 of its furrows' floor darkness
     (in optical density: the light left is the floor's raised to that share) and the same share
     of the fold's depth (at the frame's mean furrow width) to the relief, on a disc 1.2-1.8
-    furrow widths across. The numbers are drawn on every frame (the same count of draws)."""
+    furrow widths across; on ``DARK_JUNCTION_BOWL_SHARE`` of them a round bowl. The numbers are
+    drawn on every frame (the same count of draws), the bowl last."""
     dark = bool(rng.random() < DARK_JUNCTION_SHARE)
     share = float(rng.uniform(*DARK_JUNCTION_FLOOR_SHARE))
     radius = float(rng.uniform(*DARK_JUNCTION_RADIUS_WIDTHS))
+    bowl = bool(rng.random() < DARK_JUNCTION_BOWL_SHARE)
     if not dark:
         return {}
     darkness = 1.0 - (1.0 - params.furrow_darkness) ** share
     width_px = params.furrow_width_um / params.um_per_px
     fold_depth = FOLD_DEPTH_PER_WIDTH_PX * width_px + FOLD_DEPTH_BASE
     return {"junction_darkness": darkness, "junction_size": radius,
-            "junction_relief": share * fold_depth / darkness}
+            "junction_relief": share * fold_depth / darkness, "junction_bowl": bowl}
 
 
 def _wide_second_stream(rng: np.random.Generator, params: SkinParams) -> SkinParams:

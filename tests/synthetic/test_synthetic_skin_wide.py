@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from appliance.synthetic import skin_params
+from appliance.synthetic import skin_extras, skin_params
 from appliance.synthetic.skin import synthetic_geometry, synthetic_scene
 from appliance.synthetic.skin_params import PRESETS, SkinParams
 from appliance.synthetic.skin_render import furrow_fields, pore_field, render_linear
@@ -181,7 +181,7 @@ def test_the_dark_junction_draw_changes_nothing_else(monkeypatch: pytest.MonkeyP
     with_dark = [_wide_params(index) for index in range(FRAMES)]
     monkeypatch.setattr(skin_params, "DARK_JUNCTION_SHARE", 0.0)
     without = [_wide_params(index) for index in range(FRAMES)]
-    junction = ("junction_darkness", "junction_size", "junction_relief")
+    junction = ("junction_darkness", "junction_size", "junction_relief", "junction_bowl")
     changed = 0
     for dark, plain in zip(with_dark, without, strict=True):
         assert replace(dark, **{name: getattr(plain, name) for name in junction}) == plain
@@ -217,3 +217,49 @@ def test_a_dark_junction_pit_is_darker_than_its_furrows_by_its_share() -> None:
     deepened = junction_over_floor(params)
     plain = junction_over_floor(replace(params, junction_darkness=0.0, junction_size=0.0))
     assert deepened >= 1.3 * plain, (deepened, plain)
+
+
+def test_some_dark_junction_frames_draw_round_bowls_and_nothing_else_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """About half the dark-junction frames draw their junction pits as round Gaussian bowls (the
+    fifth renderer's junction pits, whose outline closes in light; docs/experiments/README.md
+    "junc2"); the bowl is the child stream's last draw, so with none drawn every frame's other
+    parameters are as before."""
+    drawn = [_wide_params(index) for index in range(FRAMES)]
+    bowls = [index for index, params in enumerate(drawn) if params.junction_bowl]
+    dark = [index for index, params in enumerate(drawn) if _dark_and_large(params)]
+    assert set(bowls) <= set(dark)
+    assert 0 < len(bowls) < len(dark), (bowls, dark)
+    monkeypatch.setattr(skin_params, "DARK_JUNCTION_BOWL_SHARE", 0.0)
+    flat = [_wide_params(index) for index in range(FRAMES)]
+    assert [replace(params, junction_bowl=False) for params in drawn] == flat
+
+
+def test_a_bowl_junction_pit_is_deepest_in_its_middle_and_half_as_deep_on_its_radius() -> None:
+    """A bowl is 1 at the junction, 0.5 on the drawn radius and still 0.15-0.25 at 1.5 radii (a
+    Gaussian's skirt); the flat disc of the same radius stays under 0.97 in its middle."""
+    index = next(i for i in range(FRAMES) if _wide_params(i).junction_bowl)
+    params, geometry = synthetic_geometry(SEED, index, "wide")
+    degree = np.bincount(geometry.edges.ravel(), minlength=len(geometry.vertices_px))
+    junction = int(np.flatnonzero(degree == 3)[len(np.flatnonzero(degree == 3)) // 2])
+    arms = np.any(geometry.edges == junction, axis=1)
+    radius = params.junction_size * float(geometry.edge_width_px[arms].mean())
+    centre = geometry.vertices_px[junction]
+    lone = replace(geometry, edges=geometry.edges[arms], edge_width_px=geometry.edge_width_px[arms])
+    bowl = skin_extras.junction_darkening(lone, params)
+    disc = skin_extras.junction_darkening(lone, replace(params, junction_bowl=False))
+    assert bowl is not None
+    assert disc is not None
+
+    def at(field: np.ndarray, distance: float) -> float:
+        x, y = centre[0] + distance - 0.5, centre[1] - 0.5
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - x0, y - y0
+        patch = field[y0:y0 + 2, x0:x0 + 2] / params.junction_darkness
+        return float(patch[0, 0] * (1 - fx) * (1 - fy) + patch[0, 1] * fx * (1 - fy)
+                     + patch[1, 0] * (1 - fx) * fy + patch[1, 1] * fx * fy)
+
+    assert at(bowl, 0.0) == pytest.approx(1.0, abs=0.02)
+    assert at(bowl, radius) == pytest.approx(0.5, abs=0.03)
+    assert 0.15 <= at(bowl, 1.5 * radius) <= 0.25
+    assert at(disc, 0.0) < 0.97
