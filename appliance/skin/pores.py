@@ -187,6 +187,15 @@ class PoreRule:
     # furrow closes too). Chosen on seeds 11/12 (own generator only) among 0.70-0.85, read
     # at 0.6 / 1.5 or 2 rims, with the worst or second-worst ray; docs/measurement.md "Pores".
     outline_max_ratio: float = 0.8
+    # ... except where a furrow at least this share of the frame's furrow floor runs on the
+    # pit's far side too (``Shape.far_side``): there a dark round junction pit closes its
+    # outline too, if less clearly, so the closed outline passes only an outline that closes
+    # to ``meeting_max_outline`` or a pit ``pit_over_junctions`` deeper than the junctions
+    # around it. Chosen on seeds 11/12 wide 0-39 (own generator only, dark junctions flat and
+    # bowl) among 0.75-1.2 and 0.7-0.8 by pores found and pits invented (not the count: the
+    # wide preset under-counts faint pores); docs/experiments/README.md "junc2".
+    outline_far_furrow: float = 1.0
+    meeting_max_outline: float = 0.75
     # The tests' verdicts are then weighed together with the pit's readings (``PoreModel``,
     # ``pore_verdict``): a pit with 3 or more arms that passes every test is dropped where it
     # scores under ``model_keep`` (a dark junction passing each test by a little); a pit that
@@ -491,9 +500,25 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
         list(as_junction.values()))
     verdicts = {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
                 for name, verdict in as_junction.items()}
-    closed_outline = found.shape.outline <= rule.outline_max_ratio
+    closed_outline = _outline_passes(found, rule)
     return {name: verdict | closed_outline if name in OUTLINE_PASSES else verdict
             for name, verdict in verdicts.items()}
+
+
+def _outline_passes(found: Candidates, rule: PoreRule) -> np.ndarray:
+    """Pits whose dark outline closes in light (``rule.outline_max_ratio``), passed the depth
+    comparisons by it: a pore darkens whatever it lies on, so the light rises beyond its rim
+    every way. A round junction pit deeper than its arms closes its outline too, if less
+    clearly; so where a furrow as deep as the frame's furrows runs on the pit's far side too
+    (``rule.outline_far_furrow``: it sits where furrows meet, or on a deep furrow), the pit
+    passes by its outline only where it closes clearly (``rule.meeting_max_outline``) or the
+    pit is ``rule.pit_over_junctions`` deeper than the junctions around it."""
+    shape = found.shape
+    meeting = shape.far_side >= rule.outline_far_furrow * found.furrow_floor
+    result: np.ndarray = (shape.outline <= rule.outline_max_ratio) & (
+        ~meeting | (shape.outline <= rule.meeting_max_outline)
+        | (shape.floor >= rule.pit_over_junctions * found.around))
+    return result
 
 
 def missed_arms(found: Candidates) -> np.ndarray:
