@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
+from appliance.skin import neutral_hairs
 from appliance.skin.analysis import SkinAnalysis, analyze
 from appliance.synthetic import skin_extras, skin_params
 from appliance.synthetic.skin import synthetic_frame
@@ -40,3 +42,28 @@ def test_a_grey_hair_is_found_and_adds_no_pores_nor_hills() -> None:
     # found as a long strand across the frame: over 1,000 work px (0.4 mm²) are hair
     assert np.count_nonzero(hair.texture.hair) > 1000
     assert not np.any(bare.texture.hair)
+
+
+def test_long_greyer_pieces_read_at_once_are_those_read_one_by_one() -> None:
+    """Step 4 reads every long piece's mean ratio in one pass (a frame of close grey stripes
+    held hundreds, each compared over its whole box: 42 -> 171 ms a frame); the pieces kept
+    are those cv2.mean keeps one piece at a time."""
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        strand = np.zeros((120, 160), np.uint8)
+        for _ in range(int(rng.integers(1, 12))):
+            start = tuple(int(v) for v in rng.integers(0, (160, 120)))
+            end = tuple(int(v) for v in rng.integers(0, (160, 120)))
+            cv2.line(strand, start, end, 1, int(rng.integers(1, 3)))
+        ratio = rng.integers(100, 160, strand.shape, dtype=np.uint8)
+        above = float(rng.uniform(120, 140))
+        count, labels = cv2.connectedComponents(strand, connectivity=8)
+        expected = np.zeros_like(strand)
+        for label in range(1, count):
+            piece = (labels == label).view(np.uint8)
+            rows, columns = np.nonzero(piece)
+            span = max(np.ptp(rows), np.ptp(columns)) + 1
+            if span >= neutral_hairs.STRAND_MIN_EXTENT_PX and cv2.mean(
+                    ratio, mask=piece)[0] > above:
+                expected |= piece
+        assert np.array_equal(neutral_hairs.greyer_long_pieces(strand, ratio, above), expected)
