@@ -172,6 +172,33 @@ class ConsoleQueries(ConsoleAccounts):
                                     params)[0]
         return int(total), int(online)
 
+    def fleet_sites_of(self, device_id: str | None = None) -> list[str]:
+        """The sites of the fleet registry (or those with a kiosk ``device_id``), in order."""
+        where, params = (" WHERE device_id = ?", [device_id]) if device_id else ("", [])
+        return [row[0] for row in self._fetch(
+            f"SELECT DISTINCT site FROM devices{where} ORDER BY site", params)]
+
+    def fleet_device_ids(self, site: str | None) -> list[str]:
+        """The device ids of the fleet registry (or of one site's kiosks), in order."""
+        where, params = (" WHERE site = ?", [site]) if site else ("", [])
+        return [row[0] for row in self._fetch(
+            f"SELECT DISTINCT device_id FROM devices{where} ORDER BY device_id", params)]
+
+    def label_stored(self, label: str) -> bool:
+        """Whether a stored result carries the grade ``label`` (read along its index)."""
+        return bool(self._fetch("SELECT 1 FROM results WHERE label = ? LIMIT 1", (label,)))
+
+    def stored_labels(self, at_most: int) -> list[str]:
+        """Up to ``at_most`` grades (labels) stored results carry, in order: each read as the
+        next one after the last along the label index, not by reading every result."""
+        rows = self._fetch(
+            "WITH RECURSIVE grades(label) AS ("
+            "SELECT MIN(label) FROM results UNION ALL "
+            "SELECT (SELECT MIN(label) FROM results WHERE label > grades.label) "
+            f"FROM grades WHERE grades.label IS NOT NULL) "
+            f"SELECT label FROM grades WHERE label IS NOT NULL LIMIT {int(at_most):d}")
+        return [row[0] for row in rows]
+
     def result_row(self, measurement_id: str) -> dict[str, Any] | None:
         """One stored result by its measurement id, every column (its placed capture
         included), or None."""

@@ -21,7 +21,8 @@ from appliance.console.filters import (
     parse_limit,
     parse_query,
 )
-from appliance.console.guard import api_login, body_store, pool_of
+from appliance.console.guard import api_login, body_store, head_ends_here, pool_of
+from appliance.console.knownvalues import refuse_unknown_values
 from appliance.console.views import (
     cohort_json,
     fleet,
@@ -124,15 +125,19 @@ def api_results(
     request: Request,
     login: ApiLogin,
     *,
-    site: Annotated[str | None, Query(description="site id")] = None,
-    device: Annotated[str | None, Query(description="device id")] = None,
+    site: Annotated[str | None, Query(description="site id, as in the fleet (a site no kiosk "
+                                      "is at is refused, 400)")] = None,
+    device: Annotated[str | None, Query(description="device id, as in the fleet (one the fleet "
+                                        "does not hold, or not at `site`, is refused, 400)"
+                                        )] = None,
     from_: Annotated[str | None, Query(alias="from", description="first day, YYYY-MM-DD, a UTC "
                                        "day: results captured from its 00:00 UTC (`placed_at`)"
                                        )] = None,
     to: Annotated[str | None, Query(description="last day, YYYY-MM-DD, a UTC day: results "
                                     "captured before the next day's 00:00 UTC (`placed_at`)"
                                     )] = None,
-    grade: Annotated[str | None, Query(description="model label")] = None,
+    grade: Annotated[str | None, Query(description="model label (one no stored result carries "
+                                       "is refused, 400, naming those stored)")] = None,
     limit: Annotated[str | None, Query(description="results per page, 1 to 200 (50 when not "
                                          "given)")] = None,
     before: Annotated[str | None, Query(description="`next` of the previous page")] = None,
@@ -143,7 +148,9 @@ def api_results(
     back (null on the newest)."""
     params = once_each(request.query_params.multi_items())
     query = parse_query(params, sizes=None)  # any page size 1-200
-    with body_store(request) as store:
+    with pool_of(request).store() as store:
+        refuse_unknown_values(store, query.where)  # decides the status: a HEAD's too
+        head_ends_here(request)
         page = results_page(store, query)
     return {"results": page.items, "next": page.older, "previous": page.newer}
 

@@ -63,6 +63,7 @@ from appliance.console.guard import (
     session_cookie,
     session_cookie_name,
 )
+from appliance.console.knownvalues import refuse_unknown_values
 from appliance.console.throttle import LoginGuard, retry_after
 from appliance.console.views import (
     CSV_COLUMNS,
@@ -264,7 +265,9 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
     """Stored results, newest first, filtered, one keyset page at a time (Older and Newer
     lead to the pages beside it), and how many match (counted up to RESULTS_COUNTED)."""
     query = parse_query(once_each(request.query_params.multi_items()))
-    with body_store(request) as store:
+    with pool_of(request).store() as store:
+        refuse_unknown_values(store, query.where)  # decides the status: a HEAD's too
+        head_ends_here(request)
         page = results_page(store, query)
         matching = store.count_results_up_to(query.where, RESULTS_COUNTED)
     shared = {**query.echo, "limit": str(query.limit)}  # the next pages keep the page size
@@ -320,6 +323,8 @@ def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
     A HEAD gets the headers alone, the filter checked, without running the export's query."""
     query = parse_query(once_each(request.query_params.multi_items()))
     headers = {"Content-Disposition": 'attachment; filename="results.csv"'}
+    with pool_of(request).store() as store:  # a typo's empty file would read as "none"
+        refuse_unknown_values(store, query.where)
     if asked_head(request):  # the GET's own head: streamed, no length
         return head_answer(CSV_TYPE, headers)
     pages = csv_pages(pool_of(request), query)

@@ -71,7 +71,8 @@ def test_the_page_says_how_many_results_match(console: Console) -> None:
     cookie, _ = login_cookie(console)
     assert f"{SEEDED} result(s) match." in _page(console, cookie, "/results")[2]
     assert "20 result(s) match." in _page(console, cookie, "/results?site=osaka&limit=10")[2]
-    assert "0 result(s) match." in _page(console, cookie, "/results?site=nowhere")[2]
+    # a site the fleet knows, on a day without results (one it does not know is refused)
+    assert "0 result(s) match." in _page(console, cookie, "/results?site=osaka&from=2026-11-02")[2]
 
 
 # the last two: a placed time in fullwidth digits, which Python's \d took (any script's
