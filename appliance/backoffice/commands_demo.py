@@ -86,6 +86,9 @@ def _demo(args: argparse.Namespace) -> int:
     if refusal := _count_refusal(args) or _throwaway_refusal(args):  # before anything starts
         print(refusal, file=sys.stderr)
         return 2
+    if args.throwaway and (problem := _config_problem()):
+        print(f"demo: warning: the config is ignored, as --throwaway reads none; the commands "
+              f"that read it refuse it: {problem}", file=sys.stderr)
     try:
         store_url = None if args.throwaway else _default_store(args)
     except ConfigError as exc:
@@ -141,6 +144,19 @@ def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
         return 1
     # stopped: 130 after Ctrl-C, 143 after SIGTERM, as every command ends (README)
     return 128 + received[0] if code == EXIT_INTERRUPTED and received else code
+
+
+def _config_problem() -> str | None:
+    """What is wrong with the config the other commands read here (./config.yaml, the
+    APPLIANCE__ variables), or None: a throw-away demo reads none, and says so rather than
+    pass over a broken one in silence."""
+    from appliance.config import ConfigError, load_config_or_defaults  # noqa: PLC0415
+
+    try:
+        load_config_or_defaults(None)
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def _default_store(args: argparse.Namespace) -> str:
