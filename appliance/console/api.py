@@ -102,7 +102,8 @@ def api_fleet(
 
 NOT_MEASURED_DOC = (
     "A feature the result names in `not_validated` lies outside the range the measurement was "
-    "validated on (docs/measurement.md): it was not measured, and its value is `null`. "
+    "validated on (the console's page /validated-range lists it): it was not measured, and "
+    "its value is `null`. "
     "What the kiosk computed for it is kept for audit only, apart, under `not_validated_raw` "
     "(feature -> number); never read it as a measurement."
 )

@@ -39,7 +39,16 @@ from appliance.backoffice.accounts import Login
 from appliance.backoffice.storeerrors import StoreError
 from appliance.backoffice.storeurl import store_name
 from appliance.config import ConsoleConfig
-from appliance.console import account, api, devicemodels, jobs, pages, rollouts, tokenpage
+from appliance.console import (
+    account,
+    api,
+    devicemodels,
+    jobs,
+    pages,
+    rangepage,
+    rollouts,
+    tokenpage,
+)
 from appliance.console.api import ApiError
 from appliance.console.auth import PASSWORD_CHECKS_AT_ONCE
 from appliance.console.db import StoreBusyError, StorePool
@@ -86,7 +95,8 @@ SECURITY_HEADERS = {
 
 # every page and API call of the console
 ROUTERS = (pages.router, account.router, tokenpage.router, api.router, rollouts.pages,
-           rollouts.api, devicemodels.pages, devicemodels.api, jobs.pages, jobs.api)
+           rollouts.api, devicemodels.pages, devicemodels.api, jobs.pages, jobs.api,
+           rangepage.pages)
 
 
 def create_app(pool: StorePool, settings: ConsoleConfig,

@@ -50,6 +50,40 @@ PORE_SIZE_KEYS = ("pore_mean_diameter_um", "pore_area_ratio")
 
 
 @dataclass(frozen=True)
+class RangeCondition:
+    """One condition of the validated range, for people: what is read, the range it was
+    validated on, the features not measured outside it, and whether the frame as a whole
+    then is outside (its grade withheld, the quality block saying why)."""
+
+    condition: str
+    allowed: str
+    features: tuple[str, ...]
+    whole_frame: bool = False
+
+
+def validated_range() -> tuple[RangeCondition, ...]:
+    """The conditions ``assess`` checks, in the words and order of docs/measurement.md
+    "Validated range", from the limits it checks them with."""
+    return (
+        RangeCondition("scale", f"{SCALE_UM_PER_PX[0]:g}-{SCALE_UM_PER_PX[1]:g} µm/px",
+                       TEXTURE_KEYS + PORE_KEYS, whole_frame=True),
+        RangeCondition("furrow contrast (median furrow depth below the hill level)",
+                       f"≥ {MIN_FURROW_CONTRAST:g}", TEXTURE_KEYS + PORE_KEYS, whole_frame=True),
+        RangeCondition("pore size (mean diameter)",
+                       f"{PORE_DIAMETER_UM[0]:g}-{PORE_DIAMETER_UM[1]:g} µm", PORE_SIZE_KEYS),
+        RangeCondition("at least one pore counted", "≥ 1", ("pore_mean_diameter_um",)),
+        RangeCondition("hill size (mean area)",
+                       f"{HILL_AREA_MM2[0]:g}-{HILL_AREA_MM2[1]:g} mm²", TEXTURE_KEYS),
+        RangeCondition("borderline pore count: the share of the counted pores that a rule "
+                       f"{BORDERLINE_MARGIN - 1:.0%} stricter does not count",
+                       f"≤ {MAX_BORDERLINE_SHARE:g}", PORE_KEYS),
+        RangeCondition("doubted pore count: how many pores beyond one the count is off from "
+                       "what its pits' own scores expect, plus their spread, per pore counted",
+                       f"≤ {MAX_COUNT_DOUBT:g}", PORE_KEYS),
+    )
+
+
+@dataclass(frozen=True)
 class Validity:
     """Features outside the validated range, and why the frame as a whole is (if it is)."""
 

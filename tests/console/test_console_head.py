@@ -61,7 +61,7 @@ BODY_READ_SKIPPED = [
 ]
 # routes whose HEAD reads what the GET reads: nothing past the login, or the one thing whose
 # presence is the status (a result, a picture: 404 when there is none)
-READ_AS_GET = {"/", "/account", "/openapi.json", "/results/{measurement_id}",
+READ_AS_GET = {"/", "/account", "/openapi.json", "/validated-range", "/results/{measurement_id}",
                "/api/v1/results/{measurement_id}",
                "/pathology/{job_id:path}/slides/{slide_index}/{picture}",
                "/api/v1/pathology/jobs/{job_id:path}/slides/{slide_index}/{picture}"}
