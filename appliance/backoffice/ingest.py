@@ -16,6 +16,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ from appliance.transport.client import (
     new_ingest_client,
     packet_bound,
     publish_properties,
+    session_end_properties,
     settings_from_config,
 )
 from appliance.transport.pahofence import BufferedReadClient
@@ -53,6 +55,7 @@ RECONNECT_MAX_S = 30
 # so a payload over the 256 KiB is still read and dead-lettered, while a packet of megabytes of
 # user properties, which a broker without the shipped max_packet_size forwards, never arrives.
 MAX_PACKET_BYTES = packet_bound(MAX_PAYLOAD_BYTES)
+LEAVE_QUIET_S = 0.5  # leaving the group: no message for this long, the broker's queue sent
 
 
 class IngestError(RuntimeError):
@@ -141,6 +144,10 @@ class IngestWorker:
         self.subscribed = threading.Event()
         self.failed: str | None = None
         self.session_present: bool | None = None
+        # what leaving the group waits for: UNSUBACK, a quiet spell, every QoS 1 message acked
+        self._unsubscribed = threading.Event()
+        self._last_message_at = time.monotonic()
+        self._received_qos1 = self._acked_qos1 = 0  # each written by one thread only
         triage = Triage(config.mqtt.topic_prefix, settings.dead_letter_max_bytes)
         self.writer = BatchWriter(
             store, settings, triage, self._ack, on_stored, confirm=self._confirm
@@ -170,6 +177,7 @@ class IngestWorker:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = lambda *_: self._unsubscribed.set()
         return client
 
     def start(self) -> None:
@@ -186,11 +194,47 @@ class IngestWorker:
         self.client.loop_start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Commit and acknowledge what is queued, then disconnect keeping the session."""
+        """Commit and acknowledge what is queued, then disconnect keeping the session; with
+        ``backoffice.leave_group_on_stop``, leave the group first and end the session where
+        everything the broker sent was committed and acknowledged (``_left_group``)."""
+        leaving = self.config.backoffice.leave_group_on_stop
+        left = leaving and self._left_group(timeout_s)
         self.writer.stop_event.set()
         self.writer.join(timeout_s)
-        self.client.disconnect()
+        end = left and not self.writer.is_alive() and self._taken_all()
+        self.client.disconnect(properties=session_end_properties() if end else None)
         self.client.loop_stop()
+        if leaving:
+            log.info("%s %s", self.client_id, "left the result group and ended its session"
+                     if end else "keeps its session: what the broker sent it is not all "
+                     "committed, or the broker cannot be reached")
+
+    def _left_group(self, timeout_s: float) -> bool:
+        """Unsubscribe from every filter and take what the broker had queued for this session
+        until nothing more comes for LEAVE_QUIET_S and all of it is committed and acknowledged:
+        ending the session then drops nothing (mosquitto 2.0 drops a member's queue with its
+        session, never handing it to the group: docs/experiments/README.md "smallfix").
+        False where it cannot within ``timeout_s``: the session is kept."""
+        if not self.subscribed.is_set():
+            return False
+        self.client.unsubscribe(self._filters())
+        deadline = time.monotonic() + timeout_s
+        if not self._unsubscribed.wait(timeout_s):
+            return False
+        while time.monotonic() < deadline:
+            if time.monotonic() - self._last_message_at >= LEAVE_QUIET_S and self._taken_all():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _taken_all(self) -> bool:
+        """Every QoS 1 message received is acknowledged (after its commit) and still connected."""
+        return self.connected.is_set() and self._acked_qos1 == self._received_qos1
+
+    def _filters(self) -> list[str]:
+        prefix, group = self.config.mqtt.topic_prefix, self.config.backoffice.share_group
+        return [shared_filter(group, fleet_filter(prefix, "result")),
+                fleet_filter(prefix, "status"), fleet_filter(prefix, MODEL_STATE_LEAF)]
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
@@ -200,9 +244,7 @@ class IngestWorker:
             if reason.is_failure:
                 self._refused(reason)
                 return
-            prefix, group = self.config.mqtt.topic_prefix, self.config.backoffice.share_group
-            filters = [shared_filter(group, fleet_filter(prefix, "result")),
-                       fleet_filter(prefix, "status"), fleet_filter(prefix, MODEL_STATE_LEAF)]
+            filters = self._filters()
             client.subscribe([(each, SubscribeOptions(qos=1)) for each in filters])
             self.session_present = bool(flags.session_present)
             self.connected.set()
@@ -243,6 +285,8 @@ class IngestWorker:
             log.warning("%s disconnected (%s); reconnecting", self.client_id, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._last_message_at = time.monotonic()
+        self._received_qos1 += message.qos == 1
         try:
             payload = bytes(message.payload)
             inbound = Inbound(message.topic, payload, message.mid, message.qos, message.retain,
@@ -262,4 +306,6 @@ class IngestWorker:
         self.client.publish(topic, payload, qos=1, properties=publish_properties(None))
 
     def _ack(self, messages: list[Inbound]) -> None:
-        self.client.ack_many([m.mid for m in messages if m.qos == 1])
+        mids = [m.mid for m in messages if m.qos == 1]
+        self.client.ack_many(mids)
+        self._acked_qos1 += len(mids)

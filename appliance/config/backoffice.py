@@ -62,6 +62,15 @@ class BackofficeConfig(Section):
         86400, ge=60, le=MQTT_MAX_INTERVAL_S,
         description="How long the broker keeps a stopped worker's session (s)."
     )
+    leave_group_on_stop: bool = Field(
+        False, description="On an orderly stop (SIGTERM, Ctrl-C) leave the result group and "
+        "end the session, so the broker hands every new result to the workers still running "
+        "instead of queuing a share for this one until it is back or session_expiry_s ends: "
+        "the worker unsubscribes, takes what the broker had queued for it (committed and "
+        "acknowledged), then ends the session; where it cannot (no broker, the store down) it "
+        "keeps the session. For a back office of several workers; with one, the results sent "
+        "while it restarts wait for the kiosks' resends (docs/delivery.md)."
+    )
     receive_maximum: int = Field(
         2000, ge=10, le=65535, description="Unacknowledged messages the broker may send at once."
     )

@@ -216,6 +216,14 @@ def connect_properties(settings: LinkSettings, max_packet_bytes: int | None = No
     return properties
 
 
+def session_end_properties() -> Properties:
+    """DISCONNECT properties that end the session with the connection (MQTT 5 spec
+    3.14.2.2.2: a session expiry of 0; allowed where the CONNECT set one above 0)."""
+    properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = 0
+    return properties
+
+
 def packet_bound(max_payload_bytes: int) -> int:
     """The largest packet a client takes whose messages carry at most ``max_payload_bytes``
     (its CONNECT's Maximum Packet Size, MQTT 5 spec 3.1.2.11.4): four times that, so a payload
