@@ -306,7 +306,7 @@ def _missing_folder(out: Path) -> str | None:
 
 
 def _results_export(args: argparse.Namespace) -> int:
-    from appliance.backoffice.export import export_results
+    from appliance.backoffice.export import export_results, unknown_device
     from appliance.backoffice.storeurl import store_name
 
     problem = _export_out_problem(args.out, args.format, args.force)
@@ -318,6 +318,10 @@ def _results_export(args: argparse.Namespace) -> int:
         return 2
 
     def export(store: Any) -> int:
+        if unknown := unknown_device(store, args.device):  # an empty file would say "none"
+            print(escape_controls(f"results export: {unknown}; nothing written"),
+                  file=sys.stderr)
+            return 2
         try:
             count = export_results(store, args.format, args.out, args.device, given[0])
         except BrokenPipeError:

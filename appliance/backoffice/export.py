@@ -124,12 +124,30 @@ def _nothing_matched(store: Store, device: str | None) -> str:
     site's name) is named, with the devices the store knows and the command that lists them."""
     if device is None or store.count_matching(device):
         return "no results match"
-    known = sorted({str(row["device_id"]) for row in store.devices()})
+    return f"no results match: {_no_result_from(device, _known_devices(store))}"
+
+
+def _known_devices(store: Store) -> list[str]:
+    return sorted({str(row["device_id"]) for row in store.devices()})
+
+
+def _no_result_from(device: str, known: list[str]) -> str:
+    """'no stored result comes from device X (the devices the store knows: ...)'."""
     shown = ", ".join(known[:NAMED_DEVICES]) + (
         f" and {len(known) - NAMED_DEVICES} more" if len(known) > NAMED_DEVICES else "")
     named = f"the devices the store knows: {shown}; " if known else ""
-    return (f"no results match: no stored result comes from device {device!r} ({named}"
+    return (f"no stored result comes from device {device!r} ({named}"
             "`appliance fleet` lists the devices with their sites and states)")
+
+
+def unknown_device(store: Store, device: str | None) -> str | None:
+    """Why an export of ``device`` would be an empty file for a typo: a device id no stored
+    result comes from and no kiosk of the fleet registry has (said as the query says it);
+    None for a device the store knows, results or not, or none given."""
+    if device is None or store.count_matching(device):
+        return None
+    known = _known_devices(store)
+    return None if device in known else _no_result_from(device, known)
 
 
 def _query_cells(row: tuple[Any, ...], payload: str) -> tuple[list[str], bool]:

@@ -390,6 +390,28 @@ def test_a_query_for_a_device_no_result_comes_from_names_the_devices_there(
     assert capsys.readouterr().out == "no results match\n"  # k1 has results, none that late
 
 
+def test_an_export_for_a_device_the_store_does_not_know_is_refused_writing_nothing(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`results export --device nope --out x.csv` wrote a CSV of its header alone and said
+    'exported 0 result(s)': a mistyped device id looked like a kiosk that sent nothing."""
+    out = tmp_path / "x.csv"
+    assert _cli("results", "export", "--store", store_url, "--device", "nope",
+                "--out", str(out)) == 2  # on main: 0
+    assert capsys.readouterr().err == (
+        "results export: no stored result comes from device 'nope' (the devices the store "
+        "knows: k0, k1, k2; `appliance fleet` lists the devices with their sites and states); "
+        "nothing written\n")
+    assert not out.exists()
+    store = open_store(store_url)  # a kiosk of the fleet without results: an empty export
+    store.write_batch(Batch(statuses=[device_row(fleet.online_status("lab", "k7", 1),
+                                                 "2026-11-26T00:00:03.000000Z")]), 10)
+    store.close()
+    assert _cli("results", "export", "--store", store_url, "--device", "k7",
+                "--out", str(out)) == 0
+    assert out.read_text().splitlines() == [",".join(EXPORT_COLUMNS)]
+
+
 def test_every_export_says_a_near_tie_in_a_column_after_those_it_had(tmp_path: Path) -> None:
     """The console, its API and `results query` say a near-tie as between its two grades
     (edge/grade_margin.py); the exports carried the raw label alone, so a reader of one took
