@@ -106,11 +106,12 @@ def command_of(args: argparse.Namespace) -> str:
 
 
 def store_url_of(args: argparse.Namespace) -> str | None:
-    """The store URL from ``--store``, else from the config; None after printing a config error."""
+    """The store URL from ``--store``, else from the config; None after printing a config error
+    (of a ``--config`` given beside ``--store`` too: a file named is read, never passed over)."""
     from appliance.backoffice.storeurl import store_url_for
 
     if args.store is not None:
-        return str(args.store)
+        return str(args.store) if args.config is None or load_or_report(args) else None
     config = load_or_report(args)
     return None if config is None else store_url_for(config.store.url, config.state_dir)
 

@@ -165,10 +165,10 @@ def _default_store(args: argparse.Namespace) -> str:
     from appliance.backoffice.storeurl import store_url_for  # noqa: PLC0415
     from appliance.config import load_config_or_defaults  # noqa: PLC0415
 
-    if args.store:
+    if args.store and args.config is None:
         return str(args.store)
-    config = load_config_or_defaults(args.config)
-    return store_url_for(config.store.url, config.state_dir)
+    config = load_config_or_defaults(args.config)  # a --config named is read beside --store
+    return str(args.store) if args.store else store_url_for(config.store.url, config.state_dir)
 
 
 def _store_refusal(store_url: str, args: argparse.Namespace) -> str | None:
