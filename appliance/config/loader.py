@@ -202,8 +202,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except YamlLimitError as exc:
         raise ConfigError(f"{name}: refused: {exc}") from exc
     except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
-        raise ConfigError(f"{name}: broken YAML at line {line}: {exc.problem}") from exc
+        raise ConfigError(f"{name}: {_yaml_problem(exc)}") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{name}: not readable YAML: {exc}") from exc
     if data is None:
@@ -278,6 +277,15 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     file = Path(path)
     config = config_from_mapping(read_yaml(file), escape_controls(str(file)), environ)
     return resolve_paths(config, file.resolve().parent)
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """'broken YAML at line N: PROBLEM', and where what it was reading began when that is
+    another line (a quote or bracket left open is met only at the end of the file)."""
+    line = exc.problem_mark.line + 1 if exc.problem_mark else None
+    began = exc.context_mark.line + 1 if exc.context and exc.context_mark else None
+    opened = f" ({exc.context} begun at line {began})" if began and began != line else ""
+    return f"broken YAML at line {line or '?'}: {exc.problem}{opened}"
 
 
 def load_config_or_defaults(
