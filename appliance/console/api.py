@@ -137,8 +137,9 @@ def api_results(
     to: Annotated[str | None, Query(description="last day, YYYY-MM-DD, a UTC day: results "
                                     "captured before the next day's 00:00 UTC (`placed_at`)"
                                     )] = None,
-    grade: Annotated[str | None, Query(description="model label (one no stored result carries "
-                                       "is refused, 400, naming those stored)")] = None,
+    grade: Annotated[str | None, Query(description="model label (one neither the shipped model "
+                                       "gives nor a stored result carries is refused, 400, "
+                                       "naming those known)")] = None,
     limit: Annotated[str | None, Query(description="results per page, 1 to 200 (50 when not "
                                          "given)")] = None,
     before: Annotated[str | None, Query(description="`next` of the previous page")] = None,

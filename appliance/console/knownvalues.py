@@ -4,8 +4,9 @@ A site, device or grade that no kiosk and no stored result has would select noth
 empty answer reads as "no results", which a typo (``grade=fien``) should not say. So such a
 value is refused (InputError, 400) naming the field, the close names and the known ones: the
 sites and device ids of the fleet registry (a kiosk enters it with its first status or
-result), and the grades stored results carry. A known value that selects nothing (a site with
-no results in the days asked for) is an empty answer, as before.
+result), and the grades stored results carry or the shipped model gives (a grade no result
+carries yet, ``coarse`` on a new fleet, is no typo). A known value that selects nothing (a
+site with no results in the days asked for) is an empty answer, as before.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.store import Store
 from appliance.console.filters import InputError
+from appliance.modelbuild.labels import GRADE_LABELS
 
 NAMES_SHOWN = 10  # known values a refusal lists; `appliance fleet` lists every kiosk
 LABELS_READ = 100  # grades read for a refusal's list and close matches
@@ -28,10 +30,13 @@ def refuse_unknown_values(store: Store, where: ResultFilter) -> None:
         _refuse_unknown_site(store, where.site)
     if where.device_id is not None:
         _refuse_unknown_device(store, where.device_id, where.site)
-    if where.label is not None and not store.label_stored(where.label):
+    if where.label is not None and where.label not in GRADE_LABELS and \
+            not store.label_stored(where.label):
+        known = list(GRADE_LABELS)
+        known += [label for label in store.stored_labels(LABELS_READ) if label not in known]
         raise InputError("grade", where.label, _expected(
-            where.label, "no stored result has this grade", "the grades stored",
-            store.stored_labels(LABELS_READ)))
+            where.label, "no stored result and not the shipped model has this grade",
+            "the grades known", known))
 
 
 def _refuse_unknown_site(store: Store, site: str) -> None:

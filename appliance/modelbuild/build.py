@@ -34,6 +34,7 @@ import numpy as np
 from appliance.inference.contract import CREATED_AT_FORMAT, ModelContract
 from appliance.modelbuild import export, quantize, temperature
 from appliance.modelbuild.evaluate import FLOAT_MODEL_KEY
+from appliance.modelbuild.labels import GRADE_LABELS
 from appliance.modelbuild.reliability import expected_calibration_error, negative_log_likelihood
 from appliance.modelbuild.table import LabelledTable, TableError, assign_splits, read_table
 from appliance.modelbuild.training import TrainedMlp, label_indices, train_mlp
@@ -42,7 +43,6 @@ from appliance.transport.payloads import FEATURE_KEYS
 
 log = logging.getLogger(__name__)
 
-GRADE_LABELS = ("fine", "normal", "coarse")
 DEFAULT_NAME = "skin-texture-grade"
 FEW_ROWS = 50  # below this, INT8 ranges and validation figures are mostly sampling noise
 

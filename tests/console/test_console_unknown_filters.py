@@ -11,13 +11,17 @@ import urllib.request
 import pytest
 from console_helpers import Console, get_with, login_cookie, open_request, seed
 
+from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.store import Store
+from appliance.console.filters import InputError
+from appliance.console.knownvalues import refuse_unknown_values
+from appliance.modelbuild.labels import GRADE_LABELS
 
 
 @pytest.mark.parametrize(("query", "field", "named"), [
-    ("grade=fien", "grade", "did you mean fine?; the grades stored: coarse, fine, normal"),
-    ("grade=excellent", "grade", "no stored result has this grade; the grades stored: coarse, "
-                                 "fine, normal"),
+    ("grade=fien", "grade", "did you mean fine?; the grades known: fine, normal, coarse"),
+    ("grade=excellent", "grade", "no stored result and not the shipped model has this grade; "
+                                 "the grades known: fine, normal, coarse"),
     ("site=tokio", "site", "did you mean tokyo?; the fleet's sites: osaka, tokyo"),
     ("device=kiosk-7", "device", "the fleet's device ids: kiosk-1, kiosk-2, kiosk-9"),
     ("site=osaka&device=kiosk-1", "device", "no kiosk of this id is at site osaka; it is at "
@@ -53,6 +57,17 @@ def test_the_pages_and_the_csv_refuse_an_unknown_value_as_the_api_does(console: 
         assert head_status == 400, path  # the HEAD is refused as its GET is
     status, _, body = get_with(console, "/results.csv?site=osaka&grade=coarse", cookie)
     assert status == 200
+
+
+def test_a_grade_the_shipped_model_gives_is_known_before_any_result_carries_it(
+        store: Store) -> None:
+    """A new fleet with no result yet: "coarse", a grade the shipped model gives, is a known
+    value that selects nothing, not a typo (before: refused, since no stored result carried
+    it); a typo is still refused, naming the model's grades."""
+    for grade in GRADE_LABELS:
+        refuse_unknown_values(store, ResultFilter(label=grade))
+    with pytest.raises(InputError, match="did you mean coarse"):
+        refuse_unknown_values(store, ResultFilter(label="corse"))
 
 
 def _head(console: Console, path: str, cookie: str) -> urllib.request.Request:
