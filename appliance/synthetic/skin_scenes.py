@@ -105,6 +105,25 @@ def junction_scene(seed: int, pore_diameters_um: tuple[float, ...] = (),
                          **extras)
 
 
+def faint_junction_scene(seed: int, pore_diameters_um: tuple[float, ...] = (),
+                         faint: float = 0.4, **extras: Any) -> Scene:
+    """Skin of the "normal" preset whose furrows near the centre are ``faint`` times as deep
+    as the rest (the fifth renderer's shallow tertiary furrows among deep primaries), without
+    pores but ``pore_diameters_um`` placed in the middle of hills near the centre; ``extras``
+    set any other parameter: with dark junction pits (``junction_darkness``, ...), those of
+    the faint furrows stand out as pits whose arms are too shallow to read as furrows
+    (docs/experiments/README.md "b3over")."""
+    pores = _round_pores(hill_centres_near_centre, 5, pore_diameters_um, False)
+
+    def fade(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
+        starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
+        middle = (starts + ends) / 2.0
+        inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
+        return pores(replace(geometry, edge_depth=np.where(inside, faint, 1.0)), params)
+
+    return _normal_scene(seed, fade, **extras)
+
+
 def dash_scene(seed: int, factor: float = 2.2) -> Scene:
     """Skin without pores whose short furrow segments near the centre are ``factor`` times
     deeper than the rest: dashes to tell from pores."""
