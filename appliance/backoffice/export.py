@@ -68,7 +68,7 @@ _PLACED_AT, _CAPTURED_AT = QUERY_COLUMNS.index(PLACED_COLUMN), QUERY_COLUMNS.ind
 CLOCK_OFF_NOTE = ("CAPTURED_AT is the kiosk's clock; where it is more than a minute off "
                   "PLACED_AT (the capture as the back office places it, which orders the "
                   "table and --since selects) that clock was off")
-NAMED_DEVICES = 8  # a query for a device no result comes from names this many the store knows
+QUERY_NAMED_DEVICES = 8  # a query for a device no result comes from names this many the store knows
 
 
 def parse_since(text: str) -> str:
@@ -133,8 +133,8 @@ def _known_devices(store: Store) -> list[str]:
 
 def _no_result_from(device: str, known: list[str]) -> str:
     """'no stored result comes from device X (the devices the store knows: ...)'."""
-    shown = ", ".join(known[:NAMED_DEVICES]) + (
-        f" and {len(known) - NAMED_DEVICES} more" if len(known) > NAMED_DEVICES else "")
+    shown = ", ".join(known[:QUERY_NAMED_DEVICES]) + (
+        f" and {len(known) - QUERY_NAMED_DEVICES} more" if len(known) > QUERY_NAMED_DEVICES else "")
     named = f"the devices the store knows: {shown}; " if known else ""
     return (f"no stored result comes from device {device!r} ({named}"
             "`appliance fleet` lists the devices with their sites and states)")

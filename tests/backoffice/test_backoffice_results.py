@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from appliance.backoffice import export
 from appliance.backoffice.export import EXPORT_COLUMNS
 from appliance.backoffice.schema import DeadLetter, device_row, result_row
 from appliance.backoffice.store import Batch, open_store
@@ -446,3 +447,20 @@ def test_every_export_says_a_near_tie_in_a_column_after_those_it_had(tmp_path: P
     assert tuple(table) == EXPORT_COLUMNS
     with pytest.raises(TableError, match="a results export"):
         read_table(written["csv"])
+
+
+def test_a_device_no_result_comes_from_is_said_with_eight_known_devices_then_how_many_more(
+    tmp_path: Path,
+) -> None:
+    """The refusal names QUERY_NAMED_DEVICES (8) known devices; before, a second
+    NAMED_DEVICES = 10 further down export.py (the dead-letter table's) replaced its 8."""
+    store = open_store(f"sqlite:///{tmp_path / 'ten.db'}")
+    try:
+        store.write_batch(Batch(statuses=[
+            device_row(fleet.online_status("lab", f"k{index:02d}", 1), "2026-11-26T00:00:03Z")
+            for index in range(10)]), 10)
+        said = export.unknown_device(store, "nope")
+    finally:
+        store.close()
+    assert said is not None
+    assert "knows: k00, k01, k02, k03, k04, k05, k06, k07 and 2 more;" in said, said
