@@ -12,13 +12,19 @@ import pytest
 
 from appliance.synthetic import skin_extras, skin_params
 from appliance.synthetic.skin import synthetic_geometry, synthetic_scene
-from appliance.synthetic.skin_params import PRESETS, SkinParams
+from appliance.synthetic.skin_params import SkinParams
 from appliance.synthetic.skin_render import furrow_fields, pore_field, render_linear
 from appliance.synthetic.skin_truth import ground_truth
+from tests.synthetic.frame_params import frame_params
 
 SEED, FRAMES = 7, 60
 FINE_HILL_MM2 = 0.06  # mean hill area of fine skin (the age model's 20-year-olds: 0.03-0.06)
 WIDE_FURROW_UM = 55.0  # mean furrow width the age model draws only with coarse hills
+
+
+def _wide_params(index: int) -> SkinParams:
+    """Frame ``index``'s parameters alone, drawn as ``synthetic_geometry`` draws them (fast)."""
+    return frame_params(SEED, index, "wide")
 
 
 def _deepened(params: SkinParams) -> bool:
@@ -42,8 +48,8 @@ def test_wide_frames_hold_fine_hills_with_wide_furrows_and_deepened_junctions() 
 
 def test_wide_frames_draw_neutral_reddish_and_brownish_pores() -> None:
     hues = set()
-    for index in range(30):
-        params, _ = synthetic_geometry(SEED, index, "wide")
+    for index in range(30):  # the frames' parameters (test_the_parameters_alone_are_...)
+        params = _wide_params(index)
         hues.add(("reddish" if params.pore_erythema > 0 else "")
                  + ("brownish" if params.pore_melanin > 0 else "") or "neutral")
     assert hues == {"neutral", "reddish", "brownish"}
@@ -71,7 +77,7 @@ def test_a_reddish_pore_is_redder_than_the_skin_around_it_and_no_darker_in_grey(
 
 
 def test_wide_frames_draw_pits_added_and_max_combined_and_pores_from_faint_to_dark() -> None:
-    drawn = [synthetic_geometry(SEED, index, "wide")[0] for index in range(30)]
+    drawn = [_wide_params(index) for index in range(30)]  # the frames' parameters
     assert {params.pits_max_combined for params in drawn} == {False, True}
     darkness = [params.pore_darkness for params in drawn]
     assert min(darkness) < 0.3, darkness
@@ -139,15 +145,10 @@ def test_wide_furrow_depth_and_width_vary_in_regions_not_piece_by_piece() -> Non
         assert 0.7 * params.furrow_depth_spread < spread < 1.3 * params.furrow_depth_spread
 
 
-def _wide_params(index: int) -> SkinParams:
-    """Frame ``index``'s parameters alone, drawn as ``synthetic_geometry`` draws them (fast)."""
-    return skin_params.sample_params(
-        np.random.default_rng(np.random.SeedSequence([SEED, index, PRESETS.index("wide")])), "wide")
-
-
 def test_the_parameters_alone_are_the_frames_parameters() -> None:
     assert [_wide_params(index) for index in range(3)] == [
         synthetic_geometry(SEED, index, "wide")[0] for index in range(3)]
+    assert frame_params(3, 5, "mixed") == synthetic_geometry(3, 5, "mixed")[0]
 
 
 def _fold_depth(params: SkinParams) -> float:
