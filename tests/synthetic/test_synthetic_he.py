@@ -12,7 +12,7 @@ import pytest
 
 from appliance.cli import main
 from appliance.pathology.stain import REFERENCE, stain_concentrations
-from appliance.synthetic.he import SlideSpec, cohort_specs, render_slide
+from appliance.synthetic.he import SlideSpec, _progress_bar, cohort_specs, render_slide
 from tests.pool_helpers import kill_a_worker
 
 
@@ -44,12 +44,24 @@ def test_synth_he_into_a_log_says_its_progress_in_plain_lines(
 ) -> None:
     """With stderr a file or the journal, not a terminal, the bar wrote a carriage-return
     line every tenth of a second a large cohort took: now a plain line at each tenth."""
-    assert main(["synth", "he", "--out", str(tmp_path), "--patients", "4", "--seed", "4"]) == 0
+    assert main(["synth", "he", "--out", str(tmp_path), "--patients", "2", "--seed", "4"]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = [line for line in err.splitlines() if line.startswith("painting slides: ")]
-    assert 2 <= len(lines) <= 11
-    assert lines[-1].endswith("(100%)")
+    assert lines == ["painting slides: 1/2 slides (50%)", "painting slides: 2/2 slides (100%)"]
+
+
+def test_a_large_cohort_into_a_log_says_a_line_at_each_tenth_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The bar of 1,000 slides with stderr no terminal (capsys): its first slide, then each
+    tenth, eleven lines, not one a slide (the slides themselves: the test above)."""
+    with _progress_bar(1000, shown=True) as bar:
+        for _slide in range(1000):
+            bar.update()
+    tenths = [1, *range(100, 1001, 100)]
+    assert capsys.readouterr().err.splitlines() == [
+        f"painting slides: {done}/1000 slides ({done // 10}%)" for done in tenths]
 
 
 @pytest.mark.slow
