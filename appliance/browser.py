@@ -25,8 +25,8 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def chromium_page(width: int = 1280, height: int = 800, locale: str = "en-US") -> Iterator[Any]:
-    """A fresh page in a fresh headless chromium; closed afterwards."""
+def chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, under Playwright (its ``Browser``); closed afterwards."""
     from playwright.sync_api import sync_playwright  # noqa: PLC0415  (the dev extra)
 
     if not CHROMIUM.exists():
@@ -34,10 +34,28 @@ def chromium_page(width: int = 1280, height: int = 800, locale: str = "en-US") -
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": width, "height": height},
-                                          locale=locale, accept_downloads=True)
-            page = context.new_page()
-            page.set_default_timeout(10_000)
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def page_in(browser: Any, width: int = 1280, height: int = 800,
+            locale: str = "en-US") -> Iterator[Any]:
+    """A page of ``browser`` in a context of its own, which shares no cookies, storage or cache
+    with another context's pages, as a fresh browser's page would; closed afterwards."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale=locale,
+                                  accept_downloads=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        yield page
+    finally:
+        context.close()
+
+
+@contextmanager
+def chromium_page(width: int = 1280, height: int = 800, locale: str = "en-US") -> Iterator[Any]:
+    """A fresh page in a fresh headless chromium; closed afterwards."""
+    with chromium() as browser, page_in(browser, width, height, locale) as page:
+        yield page

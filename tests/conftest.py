@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from appliance.browser import chromium_page
+from appliance.browser import chromium, page_in
 from appliance.transport.broker import PrivateBroker, port_open
 from tests.signal_state import changes, restore, signal_state
 
@@ -79,10 +79,19 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
         broker.close()
 
 
+@pytest.fixture(scope="module")
+def chromium_browser() -> Iterator[Any]:
+    """Debian's headless chromium under Playwright, one per test module (appliance/browser.py);
+    each test takes its pages from it with ``page_in``, in a context of their own (no cookies,
+    storage or cache of another test's), instead of starting a browser of its own (~1 s)."""
+    with chromium() as browser:
+        yield browser
+
+
 @pytest.fixture
-def browser_page() -> Iterator[Any]:
-    """A Playwright page in Debian's headless chromium (appliance/browser.py)."""
-    with chromium_page() as page:
+def browser_page(chromium_browser: Any) -> Iterator[Any]:
+    """A Playwright page (1280x800) of the module's chromium, in a context of its own."""
+    with page_in(chromium_browser) as page:
         yield page
 
 

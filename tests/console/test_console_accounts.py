@@ -25,7 +25,7 @@ from playwright.sync_api import expect
 
 from appliance.backoffice.accounts import MAX_SESSIONS_PER_USER, Login, Revoked
 from appliance.backoffice.store import Store, open_store
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 from appliance.cli import main
 from appliance.config import ConsoleConfig
 from appliance.console import auth
@@ -157,11 +157,13 @@ def test_a_token_is_listed_by_its_id_and_revoked_alone(
     assert "16 hex digits expected" in capsys.readouterr().err
 
 
-def test_a_login_can_log_out_the_users_other_sessions(console: Console) -> None:
+def test_a_login_can_log_out_the_users_other_sessions(
+    console: Console, chromium_browser: Any,
+) -> None:
     _user_with_token(console, "grace")
     earlier, _ = login_cookie(console, "grace")
     kept, _ = login_cookie(console, "grace")
-    with chromium_page(1280, 900) as page:
+    with page_in(chromium_browser, 1280, 900) as page:
         page.goto(console.url + "/login")
         browser_login(page, "grace")  # without the box: the earlier sessions stay
         expect(page).to_have_url(console.url + "/fleet")
@@ -188,12 +190,12 @@ def _fill_password_form(page: Any, current: str, new: str, again: str) -> None:
 
 
 def test_a_user_changes_its_password_in_the_console_and_keeps_only_this_session(
-    console: Console,
+    console: Console, chromium_browser: Any,
 ) -> None:
     token = _user_with_token(console, "heidi")
     earlier, _ = login_cookie(console, "heidi")
     new = "a new and longer secret"
-    with chromium_page(1280, 900) as page:
+    with page_in(chromium_browser, 1280, 900) as page:
         page.goto(console.url + "/login")
         browser_login(page, "heidi")
         page.click("header a[href='/account']")

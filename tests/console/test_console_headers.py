@@ -10,6 +10,7 @@ import sqlite3
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from console_helpers import (
     Console,
@@ -22,7 +23,7 @@ from console_helpers import (
 )
 from playwright.sync_api import expect
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 from appliance.console.app import SECURITY_HEADERS
 
 
@@ -90,8 +91,10 @@ def test_no_answer_holding_results_or_pictures_is_kept_by_the_browser(console: C
         _assert_guarded(headers, path)
 
 
-def test_after_logout_the_back_button_shows_no_result(console: Console) -> None:
-    with chromium_page(1280, 900) as page:
+def test_after_logout_the_back_button_shows_no_result(
+    console: Console, chromium_browser: Any,
+) -> None:
+    with page_in(chromium_browser, 1280, 900) as page:
         page.goto(console.url + "/results")
         browser_login(page)
         expect(page).to_have_url(console.url + "/results")
@@ -105,8 +108,10 @@ def test_after_logout_the_back_button_shows_no_result(console: Console) -> None:
         expect(page.locator("input[name=password]")).to_be_visible()
 
 
-def test_every_link_of_an_error_page_works_under_its_own_csp(console: Console) -> None:
-    with chromium_page(1280, 900) as page:
+def test_every_link_of_an_error_page_works_under_its_own_csp(
+    console: Console, chromium_browser: Any,
+) -> None:
+    with page_in(chromium_browser, 1280, 900) as page:
         blocked: list[str] = []
         page.on("console", lambda message: blocked.append(message.text)
                 if "Content Security Policy" in message.text else None)
@@ -147,9 +152,9 @@ def test_a_form_sent_after_the_session_ended_leads_back_to_a_page(console: Conso
 
 
 def test_injected_markup_can_neither_re_point_links_nor_send_a_form_elsewhere(
-    console: Console,
+    console: Console, chromium_browser: Any,
 ) -> None:
-    with chromium_page(1280, 900) as page:
+    with page_in(chromium_browser, 1280, 900) as page:
         page.goto(console.url + "/login")
         browser_login(page)
         expect(page).to_have_url(console.url + "/fleet")
@@ -219,8 +224,10 @@ def test_head_answers_as_get_without_a_body(console: Console) -> None:
     assert _head(console, "/logout", {"Cookie": cookie})[0] == 405
 
 
-def test_a_missing_page_shows_the_error_page_in_the_browser(console: Console) -> None:
-    with chromium_page(1280, 900) as page:
+def test_a_missing_page_shows_the_error_page_in_the_browser(
+    console: Console, chromium_browser: Any,
+) -> None:
+    with page_in(chromium_browser, 1280, 900) as page:
         answer = page.goto(console.url + "/no-such-page")
         assert answer is not None
         assert answer.status == 404
@@ -230,11 +237,13 @@ def test_a_missing_page_shows_the_error_page_in_the_browser(console: Console) ->
         expect(page).to_have_url(console.url + "/login?next=/fleet")
 
 
-def test_a_missing_page_keeps_the_header_of_a_logged_in_user(console: Console) -> None:
+def test_a_missing_page_keeps_the_header_of_a_logged_in_user(
+    console: Console, chromium_browser: Any,
+) -> None:
     """The 404 of a URL no page answers (and the 405, the 400 of a refused query) had no
     header, unlike every other page of a logged-in user: no navigation, no logout. Logged
     out, it still names the login-guarded pages only."""
-    with chromium_page(1280, 900) as page:
+    with page_in(chromium_browser, 1280, 900) as page:
         page.goto(console.url + "/login")
         browser_login(page)
         expect(page).to_have_url(console.url + "/fleet")

@@ -14,7 +14,7 @@ import cv2
 import pytest
 from playwright.sync_api import expect
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 from appliance.capture.quality import FrameQuality
 from appliance.edge.reasons import not_graded_reason
 from appliance.edge.screen import OVERLAY_FILE
@@ -83,22 +83,25 @@ def result_page(page: Any, address: str) -> None:
     expect(page.locator("body")).to_have_attribute("data-phase", "result")
 
 
-def test_a_long_grade_label_stays_within_the_screen(tmp_path: Path) -> None:
+def test_a_long_grade_label_stays_within_the_screen(tmp_path: Path, chromium_browser: Any) -> None:
     """A model's label may be 64 characters without a space (the result contract's bound):
     drawn whole on one line it made the page 2,550 px wide on a 600 px screen, the preview and
     the customer's choices off to the side."""
     label = "<b>" + "W" * 56 + "$&{x}"
-    with showing(tmp_path, graded(label)) as address, chromium_page(600, 1024) as page:
+    with showing(tmp_path, graded(label)) as address, page_in(chromium_browser, 600, 1024) as page:
         result_page(page, address)
         expect(page.locator("#grade")).to_have_text(label)  # as text, not markup
         width = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
         assert width[0] <= width[1]
 
 
-def test_a_portrait_screen_shows_the_result_below_the_preview(tmp_path: Path) -> None:
+def test_a_portrait_screen_shows_the_result_below_the_preview(
+    tmp_path: Path, chromium_browser: Any,
+) -> None:
     """A kiosk display turned portrait (1080x1920) kept the two columns side by side: each
     feature's explanation ran a word or two a line in a third of half the screen."""
-    with showing(tmp_path, graded("fine")) as address, chromium_page(1080, 1920) as page:
+    with showing(tmp_path, graded("fine")) as address, \
+            page_in(chromium_browser, 1080, 1920) as page:
         result_page(page, address)
         live = page.locator("#live").bounding_box()
         panel = page.locator("#panel").bounding_box()
@@ -106,10 +109,12 @@ def test_a_portrait_screen_shows_the_result_below_the_preview(tmp_path: Path) ->
         assert panel["width"] > 0.9 * 1080 - 50  # the screen's width, less the margins
 
 
-def test_a_result_without_a_grade_does_not_show_an_empty_one(tmp_path: Path) -> None:
+def test_a_result_without_a_grade_does_not_show_an_empty_one(
+    tmp_path: Path, chromium_browser: Any,
+) -> None:
     """A kiosk without a model (or whose model's label the result contract refused) showed the
     customer "Grade -", a heading for nothing; a grade withheld still says so, and why."""
-    with showing(tmp_path, graded(None)) as address, chromium_page(1280, 800) as page:
+    with showing(tmp_path, graded(None)) as address, page_in(chromium_browser, 1280, 800) as page:
         result_page(page, address)
         expect(page.locator("#kime")).to_have_text("61")
         expect(page.locator(".score .grade")).to_be_hidden()
@@ -117,14 +122,14 @@ def test_a_result_without_a_grade_does_not_show_an_empty_one(tmp_path: Path) -> 
 
 
 def test_a_screen_whose_kiosk_went_away_does_not_keep_the_last_customers_result(
-    tmp_path: Path,
+    tmp_path: Path, chromium_browser: Any,
 ) -> None:
     """The daemon gone (a crash systemd has not yet restarted, or a restart loop): the page
     kept the last customer's result on screen, past the idle time that clears it (the daemon
     clears it), for the next customer to read; now it says the kiosk is starting again."""
     screen = Screen(tmp_path, result_state(tmp_path, graded("fine")))
     try:
-        with chromium_page(1280, 800) as page:
+        with page_in(chromium_browser, 1280, 800) as page:
             result_page(page, screen.address)
             expect(page.locator("#result")).to_be_visible()
             screen.stop()
@@ -145,10 +150,10 @@ LINES_OF_EACH_VALUE = """[...document.querySelectorAll('#features td.value')].ma
 })"""
 
 
-def test_a_number_and_its_unit_stay_on_one_line(tmp_path: Path) -> None:
+def test_a_number_and_its_unit_stay_on_one_line(tmp_path: Path, chromium_browser: Any) -> None:
     """On a 1024x600 panel in Japanese the furrows' "6.1 mm/mm²" broke after the number, the
     unit alone on the next line."""
-    with showing(tmp_path, graded("fine")) as address, chromium_page(1024, 600) as page:
+    with showing(tmp_path, graded("fine")) as address, page_in(chromium_browser, 1024, 600) as page:
         result_page(page, address)
         page.click("#lang-ja")
         expect(page.locator("h1")).to_have_text("肌のキメチェック")
@@ -157,11 +162,13 @@ def test_a_number_and_its_unit_stay_on_one_line(tmp_path: Path) -> None:
         assert all(count == 1 for _, count in lines), lines
 
 
-def test_a_near_tie_says_the_result_lies_between_two_grades(tmp_path: Path) -> None:
+def test_a_near_tie_says_the_result_lies_between_two_grades(
+    tmp_path: Path, chromium_browser: Any,
+) -> None:
     """The model's top two grades 0.46 and 0.44 apart read as a definite "Normal"."""
     near_tie = {"fine": 0.44, "normal": 0.46, "coarse": 0.10}
     with showing(tmp_path, graded("normal", near_tie)) as address, \
-            chromium_page(1280, 800) as page:
+            page_in(chromium_browser, 1280, 800) as page:
         result_page(page, address)
         grade = page.locator("#grade")
         expect(grade).to_have_text("between Fine and Normal")
@@ -205,7 +212,7 @@ READABLE_PX = 11.0
 @pytest.mark.parametrize(("withheld", "picture"), [(False, True), (True, True), (False, False)],
                          ids=["near-tie", "withheld", "no-picture"])
 def test_the_result_and_the_choices_fit_a_1280x800_1024x600_or_800x480_screen(
-    tmp_path: Path, withheld: bool, picture: bool, screen: tuple[int, int]
+    tmp_path: Path, withheld: bool, picture: bool, screen: tuple[int, int], chromium_browser: Any
 ) -> None:
     """At 1280x800 the result (its picture, every feature compared with the age band) ran to
     some 1,250 px: the age band and consent choices for the next customer lay below the
@@ -220,7 +227,7 @@ def test_the_result_and_the_choices_fit_a_1280x800_1024x600_or_800x480_screen(
     references = {"40-49": {key: {"mean": features[key] * 1.3, "sd": features[key] * 0.1,
                                   "n": 50.0} for key, _, _ in SHOWN_FEATURES}}
     with showing(tmp_path, customer_result(withheld), references) as address, \
-            chromium_page(*screen) as page:
+            page_in(chromium_browser, *screen) as page:
         result_page(page, address)
         expect(page.locator("#overlay" if picture else "#preview")).to_be_visible()
         for language in ("en", "ja"):
@@ -250,7 +257,7 @@ def measuring(state: ScreenState) -> None:
                  id="camera-offline-staff-told"),
 ])
 def test_every_other_screen_fits_a_1024x600_or_800x480_screen(
-    tmp_path: Path, show: Callable[[ScreenState], None]
+    tmp_path: Path, show: Callable[[ScreenState], None], chromium_browser: Any
 ) -> None:
     """The guidance (why the kiosk cannot measure, with who knows of it, or to measure again)
     sat under a preview as wide as half the screen: on a 1024x600 panel the page was 626-714 px
@@ -260,7 +267,7 @@ def test_every_other_screen_fits_a_1024x600_or_800x480_screen(
     show(state)
     screen = Screen(tmp_path, state)
     try:
-        with chromium_page(1024, 600) as page:
+        with page_in(chromium_browser, 1024, 600) as page:
             page.goto(screen.address, wait_until="domcontentloaded")
             expect(page.locator("body")).to_have_attribute("data-phase", state.snapshot()["phase"])
             for language, (width, height) in itertools.product(("en", "ja"),

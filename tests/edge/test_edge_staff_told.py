@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 from appliance.config import config_from_mapping
 from appliance.edge.staff import StaffNotice
 from appliance.edge.testing import FlakySource, fast_daemon, fast_source, wait_until
@@ -50,11 +50,13 @@ def unplugged_kiosk(tmp_path: Path, host: str, port: int) -> Iterator[tuple[Any,
         thread.join(10)
 
 
-def test_a_kiosk_off_the_broker_asks_the_customer_to_tell_staff(tmp_path: Path) -> None:
+def test_a_kiosk_off_the_broker_asks_the_customer_to_tell_staff(
+    tmp_path: Path, chromium_browser: Any,
+) -> None:
     """With the broker unreachable nobody learnt that the camera was gone, and the screen told
     the customer that staff had been told."""
     with unplugged_kiosk(tmp_path, "127.0.0.1", free_port()) as (daemon, address), \
-            chromium_page(1280, 800) as page:
+            page_in(chromium_browser, 1280, 800) as page:
         page.goto(address, wait_until="domcontentloaded")
         guidance = page.locator("#guidance")
         expect(guidance).to_have_text(f"{OFFLINE_EN} Please tell a member of staff.")
@@ -66,10 +68,10 @@ def test_a_kiosk_off_the_broker_asks_the_customer_to_tell_staff(tmp_path: Path) 
 
 @pytest.mark.broker
 def test_a_kiosk_whose_status_reached_the_broker_says_staff_were_told(
-    mqtt_broker: Any, tmp_path: Path
+    mqtt_broker: Any, tmp_path: Path, chromium_browser: Any
 ) -> None:
     with unplugged_kiosk(tmp_path, mqtt_broker.host, mqtt_broker.port) as (daemon, address), \
-            chromium_page(1280, 800) as page:
+            page_in(chromium_browser, 1280, 800) as page:
         page.goto(address, wait_until="domcontentloaded")
         guidance = page.locator("#guidance")
         expect(guidance).to_have_text(f"{OFFLINE_EN} Staff have been told.", timeout=15_000)
