@@ -1,7 +1,7 @@
 """Simulated customers at the demo's kiosk screens: each picks an age band and consent there.
 
 The demo's synthetic camera shows one simulated person per visit, with an age drawn by the
-skin generator (``synthetic_geometry``: parameters without rendering; the band is the one the
+skin generator (``synthetic_params``: parameters without geometry; the band is the one the
 camera's ``stated_age_band`` gives). Before each visit is
 measured, this driver does what the customer does on the screen: it posts that person's age
 band and a consent choice to the kiosk page's own endpoint (``POST /subject``), naming the
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.synthetic.camera import age_band_of
-from appliance.synthetic.skin import synthetic_geometry
+from appliance.synthetic.skin import synthetic_params
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Kiosk:
 def customer_choice(camera_seed: int, index: int, run: str, kiosk: int = 0) -> dict[str, Any]:
     """What simulated person ``index`` of a synthetic camera chooses on the screen of the
     daemon run ``run``, at the demo's kiosk number ``kiosk``."""
-    params, _ = synthetic_geometry(camera_seed, index)
+    params = synthetic_params(camera_seed, index)
     consent = (index + kiosk) % DECLINE_EVERY != DECLINE_FIRST
     return {"age_band": age_band_of(params.age_years), "consent": consent, "measurement": index,
             "run": run}

@@ -10,11 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.synthetic.skin import synthetic_frame, synthetic_geometry, synthetic_scene
+from appliance.synthetic.skin import (
+    synthetic_frame,
+    synthetic_geometry,
+    synthetic_params,
+    synthetic_scene,
+)
 from appliance.synthetic.skin_geometry import DEAD_END, SkinGeometry
 from appliance.synthetic.skin_render import render_linear
 from appliance.synthetic.skin_truth import clipped_lengths_px, ground_truth
-from tests.synthetic.frame_params import frame_params
 
 SEED = 7
 RASTER = 4  # centre lines drawn 1 px wide at 4x: a quarter of a frame pixel
@@ -121,7 +125,7 @@ def test_a_dead_end_is_as_wide_and_deep_as_the_furrow_it_leaves() -> None:
 
 
 def test_wide_frames_draw_neutral_and_dark_brown_hairs() -> None:
-    drawn = [frame_params(SEED, index, "wide") for index in range(30)]  # the frames' parameters
+    drawn = [synthetic_params(SEED, index, "wide") for index in range(30)]
     with_hairs = [params for params in drawn if params.hairs > 0]
     assert {params.hair_grey_level > 0 for params in with_hairs} == {False, True}
 

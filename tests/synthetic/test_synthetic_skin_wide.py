@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from appliance.synthetic import skin_extras, skin_params
-from appliance.synthetic.skin import synthetic_geometry, synthetic_scene
+from appliance.synthetic.skin import synthetic_geometry, synthetic_params, synthetic_scene
 from appliance.synthetic.skin_params import SkinParams
 from appliance.synthetic.skin_render import furrow_fields, pore_field, render_linear
 from appliance.synthetic.skin_truth import ground_truth
-from tests.synthetic.frame_params import frame_params
 
 SEED, FRAMES = 7, 60
 FINE_HILL_MM2 = 0.06  # mean hill area of fine skin (the age model's 20-year-olds: 0.03-0.06)
@@ -23,8 +22,8 @@ WIDE_FURROW_UM = 55.0  # mean furrow width the age model draws only with coarse 
 
 
 def _wide_params(index: int) -> SkinParams:
-    """Frame ``index``'s parameters alone, drawn as ``synthetic_geometry`` draws them (fast)."""
-    return frame_params(SEED, index, "wide")
+    """Frame ``index``'s parameters alone (fast: no geometry)."""
+    return synthetic_params(SEED, index, "wide")
 
 
 def _deepened(params: SkinParams) -> bool:
@@ -148,7 +147,7 @@ def test_wide_furrow_depth_and_width_vary_in_regions_not_piece_by_piece() -> Non
 def test_the_parameters_alone_are_the_frames_parameters() -> None:
     assert [_wide_params(index) for index in range(3)] == [
         synthetic_geometry(SEED, index, "wide")[0] for index in range(3)]
-    assert frame_params(3, 5, "mixed") == synthetic_geometry(3, 5, "mixed")[0]
+    assert synthetic_params(3, 5, "mixed") == synthetic_geometry(3, 5, "mixed")[0]
 
 
 def _fold_depth(params: SkinParams) -> float:
