@@ -84,11 +84,22 @@ def _scene(
 
 def _stroke(image: np.ndarray, start: np.ndarray, end: np.ndarray, width: float, dark: float
             ) -> None:
-    """Darken a straight stroke (keeping the darker of overlapping strokes)."""
-    layer = np.zeros_like(image)
-    points = [tuple(np.round(p * 16).astype(int)) for p in (start, end)]
-    cv2.line(layer, points[0], points[1], dark, max(1, round(width)), cv2.LINE_AA, 4)
-    np.maximum(image, layer, out=image)
+    """Darken a straight stroke (keeping the darker of overlapping strokes). Drawn in the box
+    around it, its caps and antialiased edge: the pixels a layer of the whole image gets, in a
+    small part of the time (the random networks draw thousands of strokes)."""
+    thickness = max(1, round(width))
+    reach = thickness // 2 + 3
+    low = np.floor(np.minimum(start, end)).astype(int) - reach
+    high = np.ceil(np.maximum(start, end)).astype(int) + reach + 1
+    x0, y0 = max(int(low[0]), 0), max(int(low[1]), 0)
+    x1, y1 = min(int(high[0]), image.shape[1]), min(int(high[1]), image.shape[0])
+    if x0 >= x1 or y0 >= y1:
+        return  # wholly off the image
+    box = image[y0:y1, x0:x1]
+    layer = np.zeros_like(box)
+    points = [tuple(np.round(p * 16).astype(int) - (16 * x0, 16 * y0)) for p in (start, end)]
+    cv2.line(layer, points[0], points[1], dark, thickness, cv2.LINE_AA, 4)
+    np.maximum(box, layer, out=box)
 
 
 def _measure(rgb: np.ndarray) -> Texture:
