@@ -13,6 +13,7 @@ from console_helpers import PASSWORD, Console, browser_login, operator_page
 from playwright.sync_api import expect
 
 from appliance.backoffice.store import open_store
+from appliance.browser import page_in
 from appliance.console.auth import add_user, create_token
 
 
@@ -26,13 +27,8 @@ def page(console: Console) -> Iterator[Any]:
 @pytest.fixture
 def fresh(page: Any) -> Iterator[Any]:
     """A page of its own (no cookies) in the module page's browser."""
-    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        opened = context.new_page()
-        opened.set_default_timeout(10_000)
+    with page_in(page.context.browser, 1280, 900) as opened:
         yield opened
-    finally:
-        context.close()
 
 
 def _filter(page: Any, values: dict[str, str]) -> None:
