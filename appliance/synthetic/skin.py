@@ -20,7 +20,8 @@ the pores, on half its frames the depth the deeper of pit and furrow (a pore a h
 it opens into, no darker than a deep furrow) rather than their sum; on three quarters of its
 frames furrows that end inside a hill (``skin_dead_ends``: from the middle of a furrow into
 5-30 % of the hills, as wide and deep as that furrow, some stopping a few µm short of the
-furrow across the hill; they add furrow length and no hill), and on half its frames hairs of
+furrow across the hill; they add furrow length, and one that ends within 13 µm of another furrow
+meets it and splits its hill in the truth, ``skin_hill_split``), and on half its frames hairs of
 near-neutral grey instead of dark brown; on 30 % of its frames junction pits darker and wider
 than the furrows meeting there (0.55-0.9 of a furrow floor's darkness and fold depth added, on a
 disc 1.2-1.8 furrow widths across: the fifth renderer's junctions, ``skin_params``).
@@ -44,6 +45,7 @@ import numpy.typing as npt
 from appliance.outfile import replaced_when_complete
 from appliance.synthetic.skin_dead_ends import draw_dead_ends, with_dead_ends
 from appliance.synthetic.skin_geometry import SkinGeometry, build_geometry
+from appliance.synthetic.skin_hill_split import MEET_GAP_UM
 from appliance.synthetic.skin_params import (
     FRAME_HEIGHT_PX,
     FRAME_WIDTH_PX,
@@ -57,6 +59,7 @@ from appliance.synthetic.skin_truth import ground_truth
 
 __all__ = [
     "PRESETS",
+    "TRUTH_DEFINITION",
     "SkinParams",
     "SyntheticSkin",
     "frame_name",
@@ -66,6 +69,12 @@ __all__ = [
     "synthetic_scene",
     "write_frame",
 ]
+
+
+# what the sidecar's truth counts as a hill border beyond the drawn furrow network
+# (docs/measurement.md "Definitions"): a reader of an older sidecar, without it, knows its hills
+# were counted on the drawn graph alone
+TRUTH_DEFINITION = {"dead_end_meets_furrow_within_um": MEET_GAP_UM}
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,7 @@ class SyntheticSkin:
             "index": self.index,
             "preset": self.preset,
             "truth": truth,
+            "truth_definition": dict(TRUTH_DEFINITION),
             "params": self.params.to_json(),
         }
 

@@ -1,12 +1,14 @@
 """Dead-end furrows of the "wide" preset: furrow pieces that leave a furrow and end inside a hill.
 
-docs/measurement.md's "Definitions": a hill is a region bounded by furrow centre lines, so a
-furrow that ends inside a hill bounds nothing. It adds centre-line length (and its width and
-direction to the furrow width and anisotropy) and leaves every hill as it was. Each one starts
-at the bend point in the middle of a furrow, runs into one of the two hills beside it, no more
-than one into any hill, as wide and as deep as the furrow it leaves, and stops either well
-inside the hill or (the hard case) a few µm short of the furrow across the hill, edge to edge.
-It never crosses a furrow, another dead end or a pore: the faces of the network stay the hills.
+docs/measurement.md's "Definitions": a hill is a region bounded by furrow centre lines, and a
+furrow that ends within 13 µm (edge to edge) of another furrow meets it (a gap the camera cannot
+show): such a dead end splits its hill in two (``skin_hill_split``); one that ends farther
+inside a hill bounds nothing. Either adds centre-line length (and its width and direction to
+the furrow width and anisotropy). Each one starts at the bend point in the middle of a furrow,
+runs into one of the two hills beside it, no more than one into any hill, as wide and as deep
+as the furrow it leaves, and stops either well inside the hill or (the hard case) a few µm
+short of the furrow across the hill, edge to edge. It never crosses a furrow, another dead end
+or a pore.
 """
 
 from __future__ import annotations

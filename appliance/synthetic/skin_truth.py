@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.synthetic.skin_geometry import FloatArray, SkinGeometry
+from appliance.synthetic.skin_hill_split import split_hills
 from appliance.transport.payloads import TEXTURE_PORE_KEYS
 
 Polygon = list[tuple[float, float]]
@@ -108,10 +109,32 @@ def _padded_faces(faces: tuple[tuple[int, ...], ...]) -> npt.NDArray[np.int64]:
     return np.array([face + (face[-1],) * (size - len(face)) for face in faces], dtype=np.int64)
 
 
-def _hill_counts(geometry: SkinGeometry) -> tuple[int, int, FloatArray]:
-    """Hills entirely inside, hills cut by the frame edge, and the areas of the inside ones."""
-    width, height = float(geometry.width_px), float(geometry.height_px)
-    corners = geometry.vertices_px[_padded_faces(geometry.faces)]  # (F, K, 2)
+def _padded_to(corners: FloatArray, size: int) -> FloatArray:
+    """(F, K, 2) polygons padded to (F, ``size``, 2) by repeating their last vertex."""
+    extra = np.repeat(corners[:, -1:], size - corners.shape[1], axis=1)
+    return np.concatenate([corners, extra], axis=1)
+
+
+def _hill_corners(geometry: SkinGeometry, um_per_px: float) -> FloatArray:
+    """The hills by docs/measurement.md's definition as (F, K, 2) padded polygons in frame px:
+    the faces of the furrow network, each one that dead ends meeting a furrow split replaced by
+    its parts (``skin_hill_split``)."""
+    parts = split_hills(geometry, um_per_px)
+    kept = tuple(face for index, face in enumerate(geometry.faces) if index not in parts)
+    corners = geometry.vertices_px[_padded_faces(kept)] if kept else np.zeros((0, 1, 2))
+    if not parts:
+        return corners
+    pieces = [part for index in sorted(parts) for part in parts[index]]
+    size = max(corners.shape[1], *(len(part) for part in pieces))
+    padded_pieces = np.array([_padded_to(part[None], size)[0] for part in pieces])
+    return np.concatenate([_padded_to(corners, size), padded_pieces])
+
+
+def _polygon_counts(
+    corners: FloatArray, width: float, height: float
+) -> tuple[int, int, FloatArray]:
+    """Of the (F, K, 2) polygons: how many lie entirely inside the frame, how many the frame
+    edge cuts, and the areas of the inside ones."""
     low, high = corners.min(axis=1), corners.max(axis=1)
     inside = (low[:, 0] >= 0) & (low[:, 1] >= 0) & (high[:, 0] <= width) & (high[:, 1] <= height)
     touching = (
@@ -127,6 +150,12 @@ def _hill_counts(geometry: SkinGeometry) -> tuple[int, int, FloatArray]:
     x, y = corners[inside, :, 0], corners[inside, :, 1]
     areas = np.abs(np.sum(x * np.roll(y, -1, axis=1) - y * np.roll(x, -1, axis=1), axis=1)) / 2.0
     return int(inside.sum()), int(cut_count), np.asarray(areas, dtype=np.float64)
+
+
+def _hill_counts(geometry: SkinGeometry, um_per_px: float) -> tuple[int, int, FloatArray]:
+    """Hills entirely inside, hills cut by the frame edge, and the areas of the inside ones."""
+    width, height = float(geometry.width_px), float(geometry.height_px)
+    return _polygon_counts(_hill_corners(geometry, um_per_px), width, height)
 
 
 def disc_area_in_frame_px2(
@@ -167,7 +196,7 @@ def _furrow_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) ->
 
 def _hill_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> dict[str, float]:
     """Hill density (inside + half of the cut ones) and mean area of the inside hills."""
-    inside_count, cut_count, inside_areas = _hill_counts(geometry)
+    inside_count, cut_count, inside_areas = _hill_counts(geometry, um_per_px)
     mean_area_px2 = float(np.mean(inside_areas)) if len(inside_areas) else 0.0
     return {
         "hill_density_per_mm2": (inside_count + 0.5 * cut_count) / frame_mm2,

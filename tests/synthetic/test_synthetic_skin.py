@@ -41,7 +41,10 @@ def test_sidecar_holds_truth_and_params(frame: SyntheticSkin, tmp_path: Path) ->
     assert image_path.read_bytes() == frame.jpeg
     assert sidecar_path.name == image_path.stem + ".json"
     sidecar = json.loads(sidecar_path.read_text())
-    assert set(sidecar) == {"image", "um_per_px", "seed", "index", "preset", "truth", "params"}
+    assert set(sidecar) == {"image", "um_per_px", "seed", "index", "preset", "truth",
+                            "truth_definition", "params"}
+    # the hill definition's rule for dead ends the camera cannot show apart from a furrow
+    assert sidecar["truth_definition"] == {"dead_end_meets_furrow_within_um": 13.0}
     assert sidecar["image"] == image_path.name
     assert list(sidecar["truth"]) == list(TEXTURE_PORE_KEYS)
     assert isinstance(sidecar["truth"]["pore_count"], int)
