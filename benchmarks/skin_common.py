@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from appliance.synthetic.skin import TRUTH_DEFINITION, synthetic_geometry
+from appliance.synthetic.skin_truth import ground_truth
+
 TARGET_KEYS = (
     "pore_count",
     "pore_mean_diameter_um",
@@ -68,8 +71,14 @@ def um_per_px_of(image: Path) -> float:
 
 
 def truth_of(image: Path) -> dict[str, float]:
-    """The ground truth in the sidecar next to a frame."""
+    """The ground truth of a frame: its sidecar's, or, where the sidecar of a frame of the
+    project's generator was written under another definition (before dead ends that meet a
+    furrow split hills: no ``truth_definition``), the truth recomputed from the frame's
+    geometry (its seed, index and preset)."""
     sidecar: dict[str, Any] = json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))
+    if "preset" in sidecar and sidecar.get("truth_definition") != TRUTH_DEFINITION:
+        params, geometry = synthetic_geometry(sidecar["seed"], sidecar["index"], sidecar["preset"])
+        return ground_truth(geometry, params.um_per_px)
     return {key: float(value) for key, value in sidecar["truth"].items()}
 
 
