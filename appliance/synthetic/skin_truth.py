@@ -2,7 +2,8 @@
 
 Definitions are docs/measurement.md's "Definitions". The frame is the rectangle [0, W] x [0, H]
 in pixel units; furrow lengths are centre-line lengths clipped to it; hills are the polygons of
-the furrow network bounded by furrow centre lines; pores are discs.
+the furrow network bounded by furrow centre lines, each one that a dead end meeting a furrow
+(within 13 µm) crosses split in its parts (``skin_hill_split``); pores are discs.
 """
 
 from __future__ import annotations
