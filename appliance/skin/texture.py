@@ -22,8 +22,10 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
    its two hills one cell around its end), which add length and direction, never hills.
 5. Hills (``gaps``): two cells whose border is furrow on both sides of a stretch that is
    none, and which together are no larger than one hill, are one hill cut by a dead end that
-   stops short of the furrow across it. The dead end bounds nothing (docs/measurement.md
-   "Definitions"), so the two are counted as one; its centre line stays in step 4's length.
+   stops short of the furrow across it by a gap the frame shows. Such a dead end bounds
+   nothing (docs/measurement.md "Definitions": one that ends within 13 µm of another furrow
+   meets it, as no frame resolves that gap, and is a border), so the two are counted as one;
+   its centre line stays in step 4's length.
 6. Hill density: hills whose centre (the centroid of its outline: its borders with the other
    hills and, where it is cut, the frame edge) lies in the frame inset by ``INSET_UM`` or by
    one hill width (the square root of the mean hill area), whichever is more, on every side,
