@@ -22,7 +22,7 @@ from appliance.transport.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-BEAT_S = 1.0  # a waiting capture thread still beats this often for the watchdog
+BEAT_S = 1.0  # a waiting capture thread still beats this often for the watchdog (at most)
 
 
 class CaptureRunner(threading.Thread):
@@ -37,6 +37,7 @@ class CaptureRunner(threading.Thread):
         stall_s: float | None = 5.0,
         reopen_initial_s: float = 0.5,
         reopen_cap_s: float = 30.0,
+        beat_s: float = BEAT_S,
         on_camera_change: Callable[[bool], None] | None = None,
         on_frame: Callable[[Frame], None] | None = None,
     ) -> None:
@@ -51,6 +52,7 @@ class CaptureRunner(threading.Thread):
         self.failures = 0  # reads that failed (then reopened)
         self.open_failures = 0  # opens that failed (the device missing, busy)
         self.last_beat_s = time.monotonic()
+        self.beat_s = min(beat_s, BEAT_S)  # a quarter of the watchdog's limit, from the daemon
         self._on_camera_change = on_camera_change
         self._on_frame = on_frame  # the kiosk screen's live preview (must return at once)
         self._backoff = Backoff(reopen_initial_s, reopen_cap_s)
@@ -146,7 +148,7 @@ class CaptureRunner(threading.Thread):
             left_s = deadline_s - self.last_beat_s
             if left_s <= 0:
                 return
-            self.stop_event.wait(min(left_s, BEAT_S))
+            self.stop_event.wait(min(left_s, self.beat_s))
 
     @property
     def failed(self) -> bool:

@@ -192,6 +192,9 @@ class EdgeDaemon:
             self.pipeline_stop,
             stall_s=stall_s,
             reopen_cap_s=edge.camera_reopen_cap_s,
+            # beats well inside the watchdog's limit: a beat as long as the limit itself read
+            # as a stall whenever the machine was slow to wake the thread
+            beat_s=edge.watchdog_stall_s / 4,
             on_camera_change=lambda _online: self.link.send_status(),
             on_frame=self.display.offer_frame,
         )

@@ -255,6 +255,34 @@ def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
         thread.join(10)
 
 
+def test_a_thread_waiting_for_an_unplugged_camera_beats_well_inside_the_watchdog_limit(
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """The waiting capture thread beat once a second whatever edge.watchdog_stall_s was: with
+    a limit of a second or less, every wait between beats read as a stall (a loaded CI run
+    failed the test below on it). It beats at a quarter of the limit, so only a thread the
+    machine leaves asleep for three quarters of it reads stalled."""
+    config = edge_config(tmp_path, broker.port, None, watchdog_stall_s=0.6,
+                         camera_reopen_cap_s=3.0)
+    unplugged = FlakySource(fast_source(config))
+    unplugged.failing.set()
+    daemon = EdgeDaemon(config, source=unplugged, analyzer=lambda rgb, um: Measurement(
+        FIXED_FEATURES))
+    thread, _codes = run_in_thread(daemon)
+    try:
+        assert wait_until(lambda: daemon.capture.open_failures >= 2, 10)  # between reopens
+        seen_stalled = 0
+        deadline_s = time.monotonic() + 2.5
+        while time.monotonic() < deadline_s:
+            seen_stalled += "CaptureRunner" in daemon.stalled_threads()
+            time.sleep(0.02)
+        assert not daemon.capture.online
+        assert seen_stalled == 0
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+
+
 def test_watchdog_pings_go_on_while_the_camera_is_unplugged(
     broker: PrivateBroker, tmp_path: Path, sock: socket.socket
 ) -> None:
