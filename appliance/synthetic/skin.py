@@ -74,7 +74,10 @@ __all__ = [
 # what the sidecar's truth counts as a hill border beyond the drawn furrow network
 # (docs/measurement.md "Definitions"): a reader of an older sidecar, without it, knows its hills
 # were counted on the drawn graph alone
-TRUTH_DEFINITION = {"dead_end_meets_furrow_within_um": MEET_GAP_UM}
+TRUTH_DEFINITION: dict[str, float | bool] = {
+    "dead_end_meets_furrow_within_um": MEET_GAP_UM,
+    "meeting_bridge_is_furrow": True,  # the bridge to the furrow met counts as centre line
+}
 
 
 @dataclass(frozen=True)

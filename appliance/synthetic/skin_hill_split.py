@@ -11,7 +11,8 @@ furrows joined, and a physical threshold keeps the truth the same at every calib
 2. A dead end whose gap is at most ``MEET_GAP_UM`` meets: its centre line goes on from the tip
    to the nearest point of a centre line around it in its hill (a side other than the furrow it
    leaves, or another dead end in that hill). This bridge is the shortest way there, so it
-   crosses no other centre line.
+   crosses no other centre line; it is furrow centre line as the dead end is (its length,
+   width and direction count in the furrow features, ``skin_truth``).
 3. The hill's sides, its dead ends and their bridges form a plane graph; its bounded faces,
    dangling pieces pruned, are the hill's parts: exact polygons (no raster), whose areas add up
    to the hill's. A dead end that meets another dead end splits the hill along both.
@@ -112,6 +113,7 @@ class _Graph:
         self.segments: list[tuple[int, int]] = []
         self.on_segment: dict[int, list[tuple[float, int]]] = defaultdict(list)
         self.bridges: list[tuple[int, int]] = []
+        self.bridge_pieces: list[int] = []  # the dead end (geometry edge) each bridge continues
 
     def add_point(self, point: FloatArray) -> int:
         """A new node at ``point``; its id."""
@@ -203,25 +205,47 @@ def _hill_graph(geometry: SkinGeometry, face: tuple[int, ...], pieces: list[int]
                                  for a, b in (graph.segments[s] for s in targets)])
         nearest = _nearest(graph.points[tip], segment_ends[:, 0], segment_ends[:, 1])
         graph.bridges.append((tip, graph.land(targets[nearest.segment], nearest.share)))
+        graph.bridge_pieces.append(piece)
     return graph
 
 
-def split_hills(geometry: SkinGeometry, um_per_px: float) -> dict[int, list[FloatArray]]:
-    """The hills that dead ends meeting a furrow split (face index), each with its parts as
-    polygons in frame px; hills no dead end splits are left out."""
+class Meetings(NamedTuple):
+    """What the dead ends that meet a furrow change: the hills they split (face index, each
+    with its parts as polygons in frame px; hills no dead end splits left out), and the
+    bridges, each a centre line from a meeting dead end's tip to where it meets, as wide as
+    that dead end."""
+
+    parts: dict[int, list[FloatArray]]
+    bridges: FloatArray  # (N, 2, 2) start (the tip) and end, frame px
+    bridge_width_px: FloatArray  # (N,)
+
+
+def dead_end_meetings(geometry: SkinGeometry, um_per_px: float) -> Meetings:
+    """The hills that dead ends meeting a furrow split, and their bridges."""
+    parts: dict[int, list[FloatArray]] = {}
+    bridges: list[FloatArray] = []
+    widths: list[float] = []
     pieces = np.flatnonzero(geometry.edge_family == DEAD_END)
     if len(pieces) == 0:
-        return {}
+        return Meetings(parts, np.zeros((0, 2, 2)), np.zeros(0))
     meets = dead_end_gaps_um(geometry, um_per_px) <= MEET_GAP_UM
     in_hill: dict[int, list[tuple[int, bool]]] = defaultdict(list)
     for piece, hill, meeting in zip(pieces, _hill_of_each(geometry, pieces), meets, strict=True):
         if hill >= 0:
             in_hill[hill].append((int(piece), bool(meeting)))
-    parts = {}
     for hill, dead_ends in in_hill.items():
         if not any(meeting for _, meeting in dead_ends):
             continue
         graph = _hill_graph(geometry, geometry.faces[hill], [p for p, _ in dead_ends],
                             [m for _, m in dead_ends])
         parts[hill] = _cycles(graph, _pruned_neighbours(graph.edges()))
-    return parts
+        for (tip, landing), dead_end in zip(graph.bridges, graph.bridge_pieces, strict=True):
+            bridges.append(np.array([graph.points[tip], graph.points[landing]]))
+            widths.append(float(geometry.edge_width_px[dead_end]))
+    return Meetings(parts, np.array(bridges).reshape(-1, 2, 2), np.array(widths))
+
+
+def split_hills(geometry: SkinGeometry, um_per_px: float) -> dict[int, list[FloatArray]]:
+    """The hills that dead ends meeting a furrow split (face index), each with its parts as
+    polygons in frame px; hills no dead end splits are left out."""
+    return dead_end_meetings(geometry, um_per_px).parts

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.synthetic.skin_geometry import FloatArray, SkinGeometry
-from appliance.synthetic.skin_hill_split import split_hills
+from appliance.synthetic.skin_hill_split import Meetings, dead_end_meetings
 from appliance.transport.payloads import TEXTURE_PORE_KEYS
 
 Polygon = list[tuple[float, float]]
@@ -116,11 +116,11 @@ def _padded_to(corners: FloatArray, size: int) -> FloatArray:
     return np.concatenate([corners, extra], axis=1)
 
 
-def _hill_corners(geometry: SkinGeometry, um_per_px: float) -> FloatArray:
+def _hill_corners(geometry: SkinGeometry, meetings: Meetings) -> FloatArray:
     """The hills by docs/measurement.md's definition as (F, K, 2) padded polygons in frame px:
     the faces of the furrow network, each one that dead ends meeting a furrow split replaced by
     its parts (``skin_hill_split``)."""
-    parts = split_hills(geometry, um_per_px)
+    parts = meetings.parts
     kept = tuple(face for index, face in enumerate(geometry.faces) if index not in parts)
     corners = geometry.vertices_px[_padded_faces(kept)] if kept else np.zeros((0, 1, 2))
     if not parts:
@@ -153,10 +153,10 @@ def _polygon_counts(
     return int(inside.sum()), int(cut_count), np.asarray(areas, dtype=np.float64)
 
 
-def _hill_counts(geometry: SkinGeometry, um_per_px: float) -> tuple[int, int, FloatArray]:
+def _hill_counts(geometry: SkinGeometry, meetings: Meetings) -> tuple[int, int, FloatArray]:
     """Hills entirely inside, hills cut by the frame edge, and the areas of the inside ones."""
     width, height = float(geometry.width_px), float(geometry.height_px)
-    return _polygon_counts(_hill_corners(geometry, um_per_px), width, height)
+    return _polygon_counts(_hill_corners(geometry, meetings), width, height)
 
 
 def disc_area_in_frame_px2(
@@ -178,26 +178,31 @@ def disc_area_in_frame_px2(
     return float(chord.sum() * 2 * radius / PORE_INTEGRATION_STEPS)
 
 
-def _furrow_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> dict[str, float]:
-    """Furrow density, length-weighted mean width and anisotropy of the in-frame centre lines."""
-    starts = geometry.vertices_px[geometry.edges[:, 0]]
-    ends = geometry.vertices_px[geometry.edges[:, 1]]
+def _furrow_truth(
+    geometry: SkinGeometry, meetings: Meetings, um_per_px: float, frame_mm2: float
+) -> dict[str, float]:
+    """Furrow density, length-weighted mean width and anisotropy of the in-frame centre lines:
+    the network's, and the bridges by which dead ends meet a furrow (``skin_hill_split``)."""
+    starts = np.concatenate([geometry.vertices_px[geometry.edges[:, 0]], meetings.bridges[:, 0]])
+    ends = np.concatenate([geometry.vertices_px[geometry.edges[:, 1]], meetings.bridges[:, 1]])
+    widths = np.concatenate([geometry.edge_width_px, meetings.bridge_width_px])
     lengths = clipped_lengths_px(starts, ends, geometry.width_px, geometry.height_px)
     total = float(lengths.sum())
     theta = np.arctan2(ends[:, 1] - starts[:, 1], ends[:, 0] - starts[:, 0])
     orientation = complex(np.sum(lengths * np.exp(2j * theta)))
     return {
         "furrow_density_mm_per_mm2": total * um_per_px / 1000.0 / frame_mm2,
-        "furrow_mean_width_um": float(np.dot(lengths, geometry.edge_width_px)) / total * um_per_px
+        "furrow_mean_width_um": float(np.dot(lengths, widths)) / total * um_per_px
         if total > 0
         else 0.0,
         "furrow_anisotropy": abs(orientation) / total if total > 0 else 0.0,
     }
 
 
-def _hill_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> dict[str, float]:
+def _hill_truth(geometry: SkinGeometry, meetings: Meetings, um_per_px: float,
+                frame_mm2: float) -> dict[str, float]:
     """Hill density (inside + half of the cut ones) and mean area of the inside hills."""
-    inside_count, cut_count, inside_areas = _hill_counts(geometry, um_per_px)
+    inside_count, cut_count, inside_areas = _hill_counts(geometry, meetings)
     mean_area_px2 = float(np.mean(inside_areas)) if len(inside_areas) else 0.0
     return {
         "hill_density_per_mm2": (inside_count + 0.5 * cut_count) / frame_mm2,
@@ -231,9 +236,10 @@ def _pore_truth(geometry: SkinGeometry, um_per_px: float, frame_mm2: float) -> d
 def ground_truth(geometry: SkinGeometry, um_per_px: float) -> dict[str, float]:
     """The nine texture and pore features of docs/measurement.md, exact for this geometry."""
     frame_mm2 = geometry.width_px * geometry.height_px * um_per_px**2 / 1e6
+    meetings = dead_end_meetings(geometry, um_per_px)
     truth = {
         **_pore_truth(geometry, um_per_px, frame_mm2),
-        **_furrow_truth(geometry, um_per_px, frame_mm2),
-        **_hill_truth(geometry, um_per_px, frame_mm2),
+        **_furrow_truth(geometry, meetings, um_per_px, frame_mm2),
+        **_hill_truth(geometry, meetings, um_per_px, frame_mm2),
     }
     return {key: truth[key] for key in TEXTURE_PORE_KEYS}

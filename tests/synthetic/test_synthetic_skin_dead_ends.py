@@ -113,8 +113,14 @@ def test_dead_ends_add_their_length_and_split_the_hills_they_nearly_cross() -> N
     truth, plain_truth = ground_truth(geometry, um_per_px), ground_truth(plain, um_per_px)
     dead = geometry.edges[geometry.edge_family == DEAD_END]
     ends = geometry.vertices_px[dead]
-    length_px = clipped_lengths_px(ends[:, 0], ends[:, 1], geometry.width_px,
-                                   geometry.height_px).sum()
+    bridges = _bridges(geometry, um_per_px)
+    assert len(bridges) > 20
+    # each dead end's centre line, and each meeting one's bridge on to the furrow it meets
+    bridge_ends = np.array(bridges)
+    length_px = clipped_lengths_px(
+        np.concatenate([ends[:, 0], bridge_ends[:, 0]]),
+        np.concatenate([ends[:, 1], bridge_ends[:, 1]]), geometry.width_px, geometry.height_px
+    ).sum()
     frame_mm2 = geometry.width_px * geometry.height_px * um_per_px**2 / 1e6
     added = truth["furrow_density_mm_per_mm2"] - plain_truth["furrow_density_mm_per_mm2"]
     assert added == pytest.approx(length_px * um_per_px / 1000.0 / frame_mm2, rel=1e-9)
@@ -122,8 +128,6 @@ def test_dead_ends_add_their_length_and_split_the_hills_they_nearly_cross() -> N
     # from pixels: the centre lines, with a bridge from each dead end that ends within 13 µm
     # of a furrow, bound the hills the truth counts (to the raster's quarter pixel at the
     # frame edge); without the bridges they bound the faces of the network alone
-    bridges = _bridges(geometry, um_per_px)
-    assert len(bridges) > 20
     regions = _raster_regions(geometry, bridges)
     assert regions.inside + 0.5 * regions.cut == pytest.approx(
         truth["hill_density_per_mm2"] * frame_mm2, rel=0.005)

@@ -185,3 +185,18 @@ def test_a_frame_without_dead_ends_keeps_its_truth(seed: int, index: int, preset
     assert not (geometry.edge_family == DEAD_END).any()
     assert _hills(geometry, params.um_per_px) == pytest.approx(TRUTH_BEFORE[seed, index, preset],
                                                                rel=1e-9)
+
+
+def test_a_dead_end_that_meets_a_furrow_runs_on_to_its_centre_line_in_the_furrow_length() -> None:
+    """The meeting dead end bounds hills as a through furrow does, so its centre line goes on
+    from its tip to the centre line it meets (the bridge): 5 µm short, edge to edge, it adds
+    the side's whole width across; 60 µm short it adds only its own length."""
+    plain = ground_truth(_row(10.0, [None]), 10.0)["furrow_density_mm_per_mm2"]
+
+    def added_um(gap_um: float) -> float:
+        truth = ground_truth(_row(10.0, [gap_um]), 10.0)
+        assert truth["furrow_mean_width_um"] == pytest.approx(WIDTH_UM)
+        return (truth["furrow_density_mm_per_mm2"] - plain) * FRAME_MM2 * 1000.0
+
+    assert added_um(5.0) == pytest.approx(SIDE_UM)  # 325 µm of dead end, 25 µm of bridge
+    assert added_um(60.0) == pytest.approx(SIDE_UM - WIDTH_UM - 60.0)
