@@ -44,7 +44,8 @@ def test_sidecar_holds_truth_and_params(frame: SyntheticSkin, tmp_path: Path) ->
     assert set(sidecar) == {"image", "um_per_px", "seed", "index", "preset", "truth",
                             "truth_definition", "params"}
     # the hill definition's rule for dead ends the camera cannot show apart from a furrow
-    assert sidecar["truth_definition"] == {"dead_end_meets_furrow_within_um": 13.0}
+    assert sidecar["truth_definition"] == {"dead_end_meets_furrow_within_um": 13.0,
+                                           "meeting_bridge_is_furrow": True}
     assert sidecar["image"] == image_path.name
     assert list(sidecar["truth"]) == list(TEXTURE_PORE_KEYS)
     assert isinstance(sidecar["truth"]["pore_count"], int)
