@@ -11,6 +11,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -188,13 +189,22 @@ class Classification(_Payload):
     )
 
 
+def _band_in_order(band: str | None) -> str | None:
+    """An age band runs from its first year to its last: "49-40" (which the pattern takes) was
+    stored as a band of its own, drawn beside 40-49 in the cohort's tables and figures."""
+    years = re.fullmatch(r"([0-9]{2})-([0-9]{2})", band or "")
+    if years is not None and int(years.group(1)) > int(years.group(2)):
+        raise ValueError(f"{band} ends before it starts; the first year comes first (40-49)")
+    return band
+
+
 class Subject(_Payload):
     """Pseudonymous facts about the person measured, when the kiosk asks for them."""
 
     subject_id: str | None = Field(None, max_length=64, description="Pseudonym, never a name.")
-    age_band: str | None = Field(
+    age_band: Annotated[str | None, AfterValidator(_band_in_order)] = Field(
         None, pattern=AGE_BAND_PATTERN,
-        description="Age band, e.g. 40-49 or 80+.",
+        description="Age band, e.g. 40-49 or 80+; a band's first year is not after its last.",
     )
     consent: Literal[True] | None = Field(
         None,
