@@ -19,8 +19,14 @@ from appliance.boundedread import NotRegularFileError, TooLargeError, read_bound
 from appliance.inference.contract import ModelContract, ModelError
 from appliance.inference.loader import check_model_file
 from appliance.inference.runner import MAX_MODEL_BYTES, NAMED_MODEL_HINT, OnnxRunner
-from appliance.transport.payloads import FEATURE_KEYS
-from appliance.updates.manifest import FEATURE_SCHEMA, ManifestError, ModelManifest, semver_key
+from appliance.transport.payloads import FEATURE_KEYS, PATTERN_WORDS
+from appliance.updates.manifest import (
+    FEATURE_SCHEMA,
+    SEMVER,
+    ManifestError,
+    ModelManifest,
+    semver_key,
+)
 from appliance.updates.selftest import record_self_test
 
 if TYPE_CHECKING:
@@ -80,6 +86,11 @@ def runner_manifest(
     """``manifest_for`` the model ``runner`` has loaded already."""
     semver_key(version)
     contract = runner.contract
+    if SEMVER.match(contract.version) is None:
+        raise ManifestError(
+            f"{runner.path}: the model's metadata says version {contract.version!r}, which is "
+            "not a semantic version like 1.2.3, so no release can carry it; rebuild the model "
+            "with one (appliance models build-skin --version)")
     if contract.version != version:
         raise ManifestError(
             f"{runner.path}: the model's metadata says version {contract.version}, the release "
@@ -94,7 +105,7 @@ def runner_manifest(
             self_test=record_self_test(runner, model_inputs(contract, inputs, input_names)),
         )
     except ValidationError as exc:
-        raise _refusal(exc) from exc
+        raise _refusal(exc, runner.path) from exc
 
 
 def model_inputs(
@@ -118,8 +129,9 @@ def model_inputs(
 _OPTION_OF = {"device_types": "--device-types", "feature_schema": "--feature-schema"}
 
 
-def _refusal(exc: ValidationError) -> ManifestError:
-    """The first thing the manifest could not hold, named as the release option that gave it."""
+def _refusal(exc: ValidationError, model: Path) -> ManifestError:
+    """The first thing the manifest could not hold, named as the release option that gave it
+    (the name: as ``model``'s metadata, which gave it)."""
     first = exc.errors()[0]
     field = str(first["loc"][0])
     option = _OPTION_OF.get(field, field)
@@ -127,7 +139,12 @@ def _refusal(exc: ValidationError) -> ManifestError:
         return ManifestError(f"{option}: at least one device type (comma-separated)")
     given = repr(first["input"])
     shown = given if len(given) <= 80 else given[:80] + "..."
-    return ManifestError(f"{option} {shown}: {first['msg']}")
+    words = PATTERN_WORDS.get(first.get("ctx", {}).get("pattern", ""))
+    said = f"must be {words}" if words is not None else first["msg"]
+    if field == "name":  # no option gives it: the model's own metadata does
+        return ManifestError(f"{model}: the model's metadata 'name' {shown}: {said}; rebuild it "
+                             "with a name that fits")
+    return ManifestError(f"{option} {shown}: {said}")
 
 
 def self_test_rows(

@@ -228,6 +228,28 @@ def test_release_refuses_a_wrong_version_and_a_second_release(tmp_path: Path) ->
     assert stored.read_bytes() == model.read_bytes()
 
 
+@pytest.mark.parametrize(("name", "version", "said"), [
+    ("../../etc", "1.1.0", "the model's metadata 'name' '../../etc': must be ASCII letters, "
+     "digits and _ . - only (no spaces), starting with a letter or digit; rebuild it"),
+    ("skin-texture-grade", "1.1.0/../x", "the model's metadata says version '1.1.0/../x', "
+     "which is not a semantic version like 1.2.3, so no release can carry it; rebuild"),
+])
+def test_a_model_whose_own_name_or_version_no_release_takes_is_refused_as_the_model_s(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, version: str, said: str,
+) -> None:
+    """The name was refused as "name '../../etc': String should match pattern '^[A-Za-z0-9]
+    [A-Za-z0-9_.-]*$'", and such a version with "release it as 1.1.0/../x", which the release
+    then refused as no semantic version."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "m.onnx", version, name=name)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.1.0"]) == 2
+    refused = capsys.readouterr().err
+    assert f"models release: {model}: {said}" in refused, refused
+    assert "pattern" not in refused
+    assert not list((repo.targets_dir).rglob("*.onnx"))
+
+
 def test_timestamp_refresh_signs_a_new_version_that_expires_soon(tmp_path: Path) -> None:
     repo = init_repository(tmp_path / "repo", expiry_s={"timestamp": 600})
     before = repo.timestamp()
