@@ -65,6 +65,7 @@ from appliance.backoffice.storeurl import (
     store_name,
     url_problem,
 )
+from appliance.diskspace import full_disk_hint
 
 log = logging.getLogger(__name__)
 __all__ = [  # Batch and StoreError live in store_writes.py and storeerrors.py; users of the
@@ -352,9 +353,14 @@ def open_existing_store(url: str, pg_schema: str | None = None) -> Store:
         problem = schema_problem(store)
     except Exception as exc:
         store.close()
+        path = Path(url.removeprefix("sqlite:///"))
         if not store.postgres and damaged(exc):
-            raise StoreError(cannot_open(Path(url.removeprefix("sqlite:///")), exc)) from exc
-        raise StoreError(f"cannot read the {store_name(url)}: {explained(exc)}") from exc
+            raise StoreError(cannot_open(path, exc)) from exc
+        # a reader of a WAL store makes its -shm file: on a full disk SQLite says "disk I/O
+        # error" of a store that is whole, so the disk is named, as a writer's error names it
+        full = "" if store.postgres else full_disk_hint(path)
+        raise StoreError(f"cannot read the {store_name(url)}: {explained(exc)}"
+                         + (f"; {full}" if full else "")) from exc
     if problem is not None:
         store.close()
         raise StoreError(problem)

@@ -16,6 +16,7 @@ from appliance.backoffice.batcher import BatchWriter
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, StoreError, open_store
 from appliance.backoffice.triage import Inbound, Triage
+from appliance.cli import main
 from appliance.config import BackofficeConfig
 from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet as fleetsim
@@ -40,6 +41,27 @@ def test_a_store_on_a_full_disk_names_the_full_disk_and_keeps_its_rows(tmp_path:
         reopened = Store(url)
         assert reopened.count_results() == 4
         reopened.close()
+
+
+def test_a_read_command_on_a_full_disk_names_the_full_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A reader makes the store's -shm file; on a full disk `results export` said only "cannot
+    read the SQLite store ...: disk I/O error", of a store that is whole."""
+    with small_tmpfs(tmp_path / "disk") as disk:
+        path = disk / "results.sqlite3"
+        open_store(f"sqlite:///{path}").close()  # WAL: its -wal and -shm go with the last close
+        filler = fill(disk)
+        out = tmp_path / "results.csv"  # on another disk, with room
+        assert main(["results", "export", "--store", f"sqlite:///{path}", "--format", "csv",
+                     "--out", str(out)]) == 2
+        said = capsys.readouterr().err
+        assert "cannot read the SQLite store" in said
+        assert f"the disk holding {path} is full" in said, said
+        assert not out.exists()
+        filler.unlink()
+        assert main(["results", "export", "--store", f"sqlite:///{path}", "--format", "csv",
+                     "--out", str(out)]) == 0
 
 
 @pytest.mark.broker
