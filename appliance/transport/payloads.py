@@ -201,7 +201,10 @@ def _band_in_order(band: str | None) -> str | None:
 class Subject(_Payload):
     """Pseudonymous facts about the person measured, when the kiosk asks for them."""
 
-    subject_id: str | None = Field(None, max_length=64, description="Pseudonym, never a name.")
+    # drawn whole, as a name is: the id an operator reads (the console, `results erasures`
+    # show what draws nothing escaped) is the one `results erase --subject` must be given
+    subject_id: Drawn | None = Field(None, max_length=64,
+                                     description=f"Pseudonym, never a name. {NO_HIDDEN}")
     age_band: Annotated[str | None, AfterValidator(_band_in_order)] = Field(
         None, pattern=AGE_BAND_PATTERN,
         description="Age band, e.g. 40-49 or 80+; a band's first year is not after its last.",

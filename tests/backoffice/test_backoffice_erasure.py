@@ -22,7 +22,7 @@ from appliance.console.views import CohortCache
 from appliance.edge.testing import wait_until
 from appliance.logsafe import escape_controls
 from appliance.synthetic import fleet
-from appliance.transport.payloads import Result
+from appliance.transport.payloads import Result, Subject
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
 RECEIVED = "2026-11-26T00:00:00.000000Z"
@@ -306,11 +306,14 @@ def test_a_letter_naming_an_id_no_result_can_have_is_erased_without_a_tombstone(
 def test_a_subject_id_with_controls_or_unprintables_can_be_erased_and_is_shown_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], subject: str
 ) -> None:
-    """Results carry a kiosk's free text as the subject id: each stored one must be
-    erasable, and the terminal sees its controls escaped."""
+    """Results carried a kiosk's free text as the subject id (the contract now refuses one
+    holding what draws nothing): each stored one must be erasable, and the terminal sees its
+    controls escaped."""
     url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
     store = open_store(url)
-    _store(store, _results(subject, 2, 13) + _results("other", 1, 14))
+    stored_before = [result.model_copy(update={"subject": Subject.model_construct(
+        subject_id=subject, age_band=None, consent=None)}) for result in _results("s", 2, 13)]
+    _store(store, stored_before + _results("other", 1, 14))
     store.close()
 
     assert main(["results", "erase", "--store", url, "--subject", subject, "--yes"]) == 0

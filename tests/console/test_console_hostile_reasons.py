@@ -98,7 +98,8 @@ def test_a_hostile_reason_does_not_widen_the_result_page(console: Console,
 
 
 def test_a_hostile_kiosk_s_free_text_is_shown_escaped_on_every_page(console: Console) -> None:
-    # the contract bounds these in length but not in content; 3,000 labels' probabilities (a
+    # rows stored before the contract refused what draws nothing in names and subject ids
+    # (it bounds the reasons in length only); 3,000 labels' probabilities (a
     # row stored before the contract bounded them to a model's 64 labels: no validation)
     flip = "\u202e txt.exe\x1b[2J"
     grade = payloads.Classification.model_construct(model="grader" + flip, version="1" + flip,
@@ -106,7 +107,8 @@ def test_a_hostile_kiosk_s_free_text_is_shown_escaped_on_every_page(console: Con
                                     probabilities={f"label-{i}": 0.5 for i in range(3_000)})
     hostile = make_result(3, "lab", "k-evil", "30-39").model_copy(update={
         "software_version": "0.1" + flip, "classification": grade,
-        "subject": payloads.Subject(subject_id="s" + flip, age_band="30-39")})
+        "subject": payloads.Subject.model_construct(subject_id="s" + flip, age_band="30-39",
+                                                    consent=None)})
     _stored(console.store_url, hostile)
     cookie, _ = login_cookie(console)
     for path in ("/results?device=k-evil", f"/results/{hostile.measurement_id}"):

@@ -100,6 +100,15 @@ def test_a_value_a_pattern_refuses_is_said_in_words(over: dict[str, Any], said: 
     assert str(refused.value) == said
 
 
+@pytest.mark.parametrize("subject_id", ["ab\u202ecd", "ab\x07cd", "ab\u200bcd"])
+def test_a_subject_id_holding_what_draws_nothing_is_refused(subject_id: str) -> None:
+    """Such an id was stored: the console and `results erasures` showed it escaped
+    ("ab\\u202ecd"), and `results erase --subject` given what they showed erased 0 results."""
+    raw = json.dumps(result_dict(subject={"subject_id": subject_id, "consent": True})).encode()
+    with pytest.raises(PayloadError, match=r"^subject\.subject_id: Value error, holds \\u"):
+        parse_payload(raw, Result)
+
+
 @pytest.mark.parametrize("band", ["49-40", "99-00"])
 def test_an_age_band_that_ends_before_it_starts_is_refused(band: str) -> None:
     """The pattern took "49-40": a hostile or broken kiosk's band was stored and shown in the
@@ -369,7 +378,7 @@ def _largest_result() -> Result:
                            "label": _wide_name(64),
                            "probabilities": {_wide_name(MAX_NAME_CHARS, i): 0.12345678901234568
                                              for i in range(MAX_LABELS)}},
-        "subject": {"subject_id": _wide(64), "age_band": "40-49", "consent": True},
+        "subject": {"subject_id": _wide_name(64), "age_band": "40-49", "consent": True},
         "not_validated": [longest] * 16, "thumbnail_jpeg_b64": "A" * (64 * 1024),
     })
 
