@@ -80,10 +80,11 @@ class Erased:
 
 
 def subject_id_problem(text: str) -> str | None:
-    """Why ``text`` cannot be a stored result's subject id (None: it can). The payload takes
-    any text up to its bound (a kiosk's free text: tabs, escapes, no-break spaces, joiners),
-    so only what no stored id holds is refused: bytes the locale could not decode (argv's
-    surrogate escapes; the store holds UTF-8), and the empty id, which names no person."""
+    """Why ``text`` cannot be a stored result's subject id (None: it can). The payload took
+    any text up to its bound (a kiosk's free text: tabs, escapes, no-break spaces, joiners;
+    it now refuses what draws nothing, but a store keeps what came before), so only what no
+    stored id holds is refused: bytes the locale could not decode (argv's surrogate escapes;
+    the store holds UTF-8), and the empty id, which names no person."""
     if not text or len(text) > MAX_SUBJECT_ID_CHARS:
         return f"a subject id has 1 to {MAX_SUBJECT_ID_CHARS} characters"
     try:

@@ -93,6 +93,7 @@ def _erase(args: argparse.Namespace) -> int:
         if (refused := _asked("results erase", question, args.yes)) is not None:
             return refused
         done = store.erase(selector, os_user())
+        _say_if_nothing_named(selector, done.results + done.dead_letters)
         return print_out("results erase", (
             f"erased {done.results} result(s) and {done.dead_letters} dead letter(s) of "
             f"{selector} (erasure {done.erasure_id}, by {done.os_user}); a kiosk that sends "
@@ -100,6 +101,17 @@ def _erase(args: argparse.Namespace) -> int:
             f"are computed again at their next request; {OUTSIDE}"))
 
     return with_store(args, "results erase", erase, writes=True)
+
+
+def _say_if_nothing_named(selector: Selector, erased: int) -> None:
+    """A note on stderr when a subject's erasure found nothing: kept all the same (it stops
+    that subject's later results), but a mistyped id, or one copied as a page shows it (what
+    draws nothing written as \\uXXXX), erases no one and looked like any other erasure."""
+    if selector.kind == "subject" and not erased:
+        print(f"results erase: note: no stored result or dead letter carries {selector}; the "
+              "erasure is recorded and keeps its later results from being stored, but check "
+              "the id if a person's results were meant (the console shows a character that "
+              "draws nothing as \\uXXXX, which is not the character)", file=sys.stderr)
 
 
 def _no_letter_names(selector: Selector, letters: int) -> int | None:

@@ -302,6 +302,30 @@ def test_a_letter_naming_an_id_no_result_can_have_is_erased_without_a_tombstone(
     store.close()
 
 
+def test_erasing_a_subject_nothing_carries_says_so_and_still_records_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--subject subj-44` (a typo of subj-4), or an id copied as the console shows it
+    ("ab\\u202ecd"), said "erased 0 result(s) ..." like any other erasure, and nothing else."""
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    store = open_store(url)
+    _store(store, _results("subj-4", 2, 15))
+    store.close()
+
+    assert main(["results", "erase", "--store", url, "--subject", "subj-44", "--yes"]) == 0
+    captured = capsys.readouterr()
+    assert "erased 0 result(s) and 0 dead letter(s) of subject subj-44" in captured.out
+    assert ("results erase: note: no stored result or dead letter carries subject subj-44; "
+            "the erasure is recorded") in captured.err
+    assert main(["results", "erase", "--store", url, "--subject", "subj-4", "--yes"]) == 0
+    captured = capsys.readouterr()
+    assert "erased 2 result(s)" in captured.out
+    assert "note" not in captured.err
+    store = open_store(url)
+    assert store.query("SELECT selector FROM erasures ORDER BY id") == [("subj-44",), ("subj-4",)]
+    store.close()
+
+
 @pytest.mark.parametrize("subject", ["a\tb", "anna\u00a0b", "x\u200dy", "\x1b[2Jz"])
 def test_a_subject_id_with_controls_or_unprintables_can_be_erased_and_is_shown_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], subject: str
