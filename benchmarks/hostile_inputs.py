@@ -8,7 +8,8 @@ nested lists in a config, a 20000x20000 PNG and a JPEG header claiming 65000x650
 ``analyze`` (followed by a good frame that must still be measured), a 30 Mpx RGBA PNG given
 as ``analyze --white`` (the size limit alone let it be decoded), slide names escaping the
 slide folder, and MQTT payloads nested 100,000 deep, with duplicate keys (also one among
-26,000), an integer of 200,000 digits, or from the future.
+26,000), an integer of 200,000 digits, from the future, or with a subject id holding U+202E
+and an age band that ends before it starts (49-40).
 """
 
 from __future__ import annotations
@@ -150,6 +151,20 @@ def run(folder):
     except PayloadError as exc:
         return f"refused: {exc}"
     return "ACCEPTED"
+""",
+    "payload_subject_hidden_id_and_inverted_band": """
+def run(folder):
+    import json, random
+    from appliance.synthetic import fleet as fleetsim
+    from appliance.backoffice.triage import Inbound, Triage
+    good = json.loads(fleetsim.sample_result(random.Random(1), "lab", "k1", 0).to_json())
+    hidden = dict(good, subject={"subject_id": "ab\\u202ecd", "consent": True})
+    inverted = dict(good, subject={"age_band": "49-40", "consent": True})
+    batch, _ = Triage("p", 1000).sort(
+        [Inbound("p/lab/k1/result", json.dumps(hidden).encode(), 1, 1),
+         Inbound("p/lab/k1/result", json.dumps(inverted).encode(), 2, 1)])
+    reasons = [d.reason for d in batch.dead_letters]
+    return ("refused: " if len(reasons) == 2 else "ACCEPTED: ") + " | ".join(reasons)
 """,
 }
 

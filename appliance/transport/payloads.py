@@ -108,14 +108,14 @@ MAX_NAME_CHARS = 64  # a score's or a label's name
 
 
 def _drawn_whole(text: str) -> str:
-    """A name or version holds no character that draws nothing or moves the text after it
-    (logsafe.INVISIBLE: controls, bidirectional-text controls, zero-width marks, tags): no
-    version, model or label a kiosk sends holds one (a model naming one is refused at load,
+    """A name, version or subject id holds no character that draws nothing or moves the text
+    after it (logsafe.INVISIBLE: controls, bidirectional-text controls, zero-width marks, tags):
+    no version, model or label a kiosk sends holds one (a model naming one is refused at load,
     inference/contract.py), and one there made two names read the same on an operator's
     screen, in the API and in exported files, which show them as sent."""
     if (hidden := INVISIBLE.search(text)) is not None:
         raise ValueError(f"holds {escape_controls(hidden.group())} at character "
-                         f"{hidden.start() + 1}; a name or version holds no control or format "
+                         f"{hidden.start() + 1}; a name, version or id holds no control or format "
                          "character (bidirectional-text controls, zero-width marks, tags)")
     return text
 
