@@ -134,9 +134,12 @@ def _decades(first: int, last: int) -> list[str]:
 
 
 def is_age_band(text: str | None) -> bool:
-    """Whether ``text`` is an age band ("40-49", "80+"; ASCII digits). A store may hold others
-    from before the payload's pattern took ASCII digits only ("٤٠-٤٩"): figures leave them out."""
-    return text is not None and _BAND.match(text) is not None
+    """Whether ``text`` is an age band ("40-49", "80+"; ASCII digits, the first year not after
+    the last). A store may hold others from before the payload took ASCII digits only
+    ("٤٠-٤٩") or bands in order only ("49-40"): figures leave them out."""
+    match = None if text is None else _BAND.match(text)
+    return match is not None and (match.group(2) is None or
+                                  int(match.group(1)) <= int(match.group(2)))
 
 
 def load_cohort(store: Store) -> Cohort:
