@@ -180,8 +180,7 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
         query = "SELECT id, topic, payload_bytes, payload FROM dead_letters ORDER BY id"
         letters, taken = self._judged(self._fetch(query), judge)  # a read: no write lock
         if dry_run:
-            would = sum(bool(found) for found in self._placeable(taken).values())
-            return would, len(letters) - would
+            return self._would_retry(letters, self._placeable(taken))
         with self._transaction() as cur:
             # the totals row before the letters are read again: an ingest batch that holds it
             # may be pruning these very letters (and counting them lost), so they are read
@@ -203,6 +202,19 @@ class IngestWrites(LetterWrites, StatusOrder, ModelReports):
             for start in range(0, len(done), _IN_CHUNK):
                 chunk = done[start : start + _IN_CHUNK]
                 self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
+        return len(fresh), len(letters) - len(done)
+
+    def _would_retry(self, letters: Sequence[int],
+                     placeable: dict[int, Sequence[tuple[Any, ...]]]) -> tuple[int, int]:
+        """What a retry of ``letters`` would store and leave refused, read as it sorts them
+        (``_sorted_out``): a letter whose result re-uses a stored measurement id with other
+        content stays, and one stored already with the same content is no new result. A dry
+        run counted both as results it would store."""
+        rows = [row for i in letters for row in placeable.get(i, ())]
+        fresh, conflicts = self._sorted_out(self._conn.cursor(), rows) if rows else ([], [])
+        conflicting = {id(row) for row in conflicts}
+        done = [i for i in letters
+                if placeable.get(i) and not any(id(row) in conflicting for row in placeable[i])]
         return len(fresh), len(letters) - len(done)
 
     def _placeable(self, taken: dict[int, Sequence[tuple[Any, ...]]]

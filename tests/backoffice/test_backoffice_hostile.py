@@ -228,6 +228,41 @@ def test_results_dead_lettered_for_a_clock_ahead_are_stored_by_retry_once_time_c
     assert "stored 0 result(s)" in capsys.readouterr().out
 
 
+def test_a_dry_run_counts_what_the_retry_stores_not_letters_that_conflict_or_are_stored(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A letter re-using a stored measurement id with other content (a replay with changed
+    features), and one whose result was stored since with the same content: `results retry
+    --dry-run` said "would store 2 result(s)", and the retry then stored none."""
+    from appliance import backoffice
+    from appliance.cli import main
+
+    now = datetime.now(UTC)
+    stored, ahead = result(1, captured_at=now), result(2, captured_at=now + timedelta(minutes=20))
+    changed = stored.model_copy(update={"features": stored.features.model_copy(
+        update={"kime_score": 1.0})})
+
+    def write(*results: Result) -> None:  # letters kept whole, as the retry needs them
+        inbound = [Inbound("p/lab/k1/result", r.to_json(), i, 1, False)
+                   for i, r in enumerate(results)]
+        store.write_batch(Triage("p", 65536).sort(inbound)[0], 100)
+
+    write(stored)
+    write(changed, ahead)
+    monkeypatch.setattr(backoffice.triage, "utc_now", lambda: now + timedelta(minutes=30))
+    write(ahead)  # its kiosk sent it again, and it is stored
+    assert (store.count_results(), store.count_dead_letters()) == (2, 2)
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    assert main(["results", "retry", "--store", url, "--dry-run"]) == 0
+    said = "0 result(s) from the dead letters; 1 dead-lettered result(s) are still refused"
+    assert f"would store {said}" in capsys.readouterr().out
+    assert main(["results", "retry", "--store", url]) == 0
+    assert f"stored {said}" in capsys.readouterr().out
+    assert [letter.reason for letter in store.dead_letters()] == [
+        f"measurement_id {stored.measurement_id} already stored with other content; not stored"]
+
+
 @pytest.mark.postgres
 def test_retry_takes_dead_lettered_results_on_postgresql_too(
     monkeypatch: pytest.MonkeyPatch,
