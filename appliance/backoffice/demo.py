@@ -5,7 +5,8 @@ synthetic frames with ``camera.limit``. Each result is printed as the back offic
 The results go to the store the back-office commands read by default (so ``appliance fleet``,
 ``results query`` and ``report cohort`` show them afterwards), or to a temporary SQLite store
 when no store URL is given (a throw-away run). Whatever happens (success, an edge failing,
-Ctrl-C, SIGTERM), the edges and the broker are stopped and the temporary folder is removed.
+Ctrl-C, SIGTERM, SIGHUP as its terminal closes), the edges and the broker are stopped and the
+temporary folder is removed.
 """
 
 from __future__ import annotations

@@ -145,12 +145,14 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                             (signal.SIGHUP, 129)])
 def test_the_demo_stopped_by_sigterm_exits_143_as_every_command_does(
     tmp_path: Path, signum: int, code: int
 ) -> None:
     """It exited 130 after SIGTERM too (README: SIGTERM ends a command as Ctrl-C does, with
-    exit 143), so `timeout` or systemd could not tell it from a Ctrl-C."""
+    exit 143), so `timeout` or systemd could not tell it from a Ctrl-C. SIGHUP (its terminal
+    closed) killed it where it stood: its mosquitto and edges ran on, orphaned."""
     pid_file = tmp_path / "edge.pid"
     run = subprocess.Popen(
         [sys.executable, "-c", DEMO_WITH_A_WAITING_EDGE, str(pid_file), "demo", "--throwaway",
