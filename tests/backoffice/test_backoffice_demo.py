@@ -207,14 +207,16 @@ def test_the_demo_prints_no_log_line_of_its_back_office_among_its_own(
 def _start_a_waiting_demo(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], Path]:
     """A demo run in ``tmp_path`` (its own process group; on ./state unless ``options`` name
     another store) whose edge waits for ever; returned once its edge runs, with the edge's pid
-    file."""
+    file. Its temporary folder is made in ``tmp_path`` too: a test that kills it with SIGKILL
+    left an ``appliance-demo-*`` folder in /tmp at each run."""
     pid_file = tmp_path / "edge.pid"
     run = subprocess.Popen(
         [sys.executable, "-c", DEMO_WITH_A_WAITING_EDGE, str(pid_file), "demo", "--devices",
          "1", "--count", "1", "--timeout-s", "120", *options],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+             "TMPDIR": str(tmp_path)})
     for _ in range(600):
         if pid_file.exists() or run.poll() is not None:
             break
