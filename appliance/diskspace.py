@@ -12,6 +12,7 @@ remounted so after an error), where SQLite says only "unable to open database fi
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -60,3 +61,14 @@ def read_only_hint(path: Path) -> str:
         return ""
     return (f"the file system holding {path} is mounted read-only (as after an error of its "
             "card or disk: check it, then remount it read-write or restart)")
+
+
+
+def full_disk_text(exc: BaseException) -> str | None:
+    """A full disk (ENOSPC, or EDQUOT: this user's quota) in words for a command's error line,
+    "PATH: the disk is full (No space left on device): free some space, then run it again",
+    not "[Errno 28] ..."; None for any other error."""
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}the disk is full ({exc.strerror or exc}): free some space, then run it again"

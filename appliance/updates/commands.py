@@ -14,6 +14,7 @@ from typing import Any
 
 from appliance.backoffice.commands import add_store_options
 from appliance.backoffice.model_reports import HISTORY_ROWS, MAX_HISTORY_ROWS
+from appliance.diskspace import full_disk_text
 from appliance.logsafe import escape_controls
 from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
 from appliance.updates.repository import DEFAULT_EXPIRY_S, ROLES
@@ -160,7 +161,7 @@ def _repo_init(args: argparse.Namespace) -> int:
         plan = {r: RoleKeys(counts.get(r, 1), thresholds.get(r, 1)) for r in ROLES}
         repo = init_repository(args.dir, plan, _pairs(args.expiry_s, int, "--expiry-s"))
     except (ValueError, RuntimeError, OSError) as exc:
-        print(escape_controls(f"models repo init: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models repo init: {full_disk_text(exc) or exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(describe(repo), indent=2))
     for line in ("", f"root keys: {repo.keys_dir / 'root'} -- move them offline now; they are "
@@ -184,7 +185,8 @@ def _repo_refresh(args: argparse.Namespace) -> int:
         version = refresh_timestamp(repo)
         expiring = offline_roles_expiring(repo)
     except (ValueError, RuntimeError, OSError) as exc:
-        print(escape_controls(f"models repo refresh: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models repo refresh: {full_disk_text(exc) or exc}"),
+              file=sys.stderr)
         return EXIT_ERROR
     print(escape_controls(f"{args.dir}: timestamp version {version} signed"))
     for warning in expiring:

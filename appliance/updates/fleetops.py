@@ -32,6 +32,7 @@ from appliance.config import (
     load_config_or_defaults,
     value_origin,
 )
+from appliance.diskspace import full_disk_text
 from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
@@ -86,7 +87,7 @@ def run_release(args: argparse.Namespace) -> int:
         manifest = _release_manifest(args, runner, vectors)
         target = release_model(repo, data, manifest)
     except (*_ERRORS, ModelError, TableError, ValueError) as exc:
-        print(escape_controls(f"models release: {exc}"), file=sys.stderr)
+        print(escape_controls(f"models release: {full_disk_text(exc) or exc}"), file=sys.stderr)
         return EXIT_ERROR
     labels = ", ".join(f"{k} {v:.2f}" for k, v in sorted(manifest.label_shares().items()))
     print(escape_controls(f"released {manifest.name} {manifest.version} as {target}; "

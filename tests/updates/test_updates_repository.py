@@ -615,13 +615,27 @@ def test_a_release_refused_for_a_full_disk_leaves_no_partial_model_behind(
         release = ["models", "release", str(model), "--repo", str(repo.dir), "--version", "1.1.0"]
         assert main(release) == 2
         err = capsys.readouterr().err
-        assert "No space left on device" in err
+        assert "the disk is full (No space left on device): free some space" in err
+        assert "[Errno" not in err  # said in words, not as Python prints an OSError
         assert f"{repo.targets_dir}/models/skin-texture-grade/1.1.0/" in err  # where (it said not)
         assert [p.name for p in repo.targets_dir.rglob("*") if p.is_file()] == []
         filler.unlink()
         assert main(release) == 0
         stored = [p for p in repo.targets_dir.rglob("*") if p.is_file()]
         assert [p.read_bytes() for p in stored] == [model.read_bytes()]
+
+
+def test_repo_init_on_a_full_disk_says_the_disk_is_full_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        fill(disk)
+        assert main(["models", "repo", "init", str(disk / "repo")]) == 2
+        err = capsys.readouterr().err
+        assert f"models repo init: {disk}/repo" in err
+        assert "the disk is full (No space left on device): free some space, then run it again" \
+            in err
+        assert "[Errno" not in err
 
 
 def test_serve_refuses_what_it_cannot_serve_with_a_message_not_a_traceback(
