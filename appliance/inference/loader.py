@@ -34,10 +34,12 @@ def check_model_file(path: Path, max_bytes: int, fix_hint: str) -> None:
     if (what := what_is_there(path, "model file")) is not None:
         raise ModelError(f"{path}: {what}; {fix_hint}")
     size = path.stat().st_size
-    if size == 0 or size > max_bytes:
+    if size == 0:
+        raise ModelError(f"{path}: model file is empty (0 bytes); {fix_hint}")
+    if size > max_bytes:
         raise ModelError(
-            f"{path}: model file is {size} bytes; a model here is between 1 and {max_bytes} "
-            f"bytes; the file is empty or not this kind of model; {fix_hint}"
+            f"{path}: model file is {size} bytes, more than the {max_bytes} a model here may "
+            f"be: not this kind of model; {fix_hint}"
         )
 
 

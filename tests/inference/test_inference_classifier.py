@@ -146,7 +146,7 @@ def _wrong_labels(models: Models, path: Path) -> None:
 BAD_MODELS: dict[str, tuple[Callable[[Models, Path], None], str]] = {
     "corrupt": (_corrupt, "cannot load it"),
     "truncated": (_truncated, "cannot load it"),
-    "empty": (_empty, "0 bytes"),
+    "empty": (_empty, r"model file is empty \(0 bytes\)"),
     "no metadata": (_no_metadata, "no metadata"),
     "unknown feature": (_unknown_feature, "pore_volume_nl"),
     "wrong input width": (_wrong_input_width, "does not fit its 15 feature_names"),

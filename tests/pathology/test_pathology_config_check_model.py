@@ -44,8 +44,9 @@ def test_a_model_larger_than_the_server_opens_is_refused_unread(
         os.truncate(sparse.fileno(), MAX_MODEL_BYTES + 1)
     code, said = _check(tmp_path, f"model: {model}", capsys)
     assert code == 2
-    assert (f"pathology.model: {model}: model file is {MAX_MODEL_BYTES + 1} bytes; a model "
-            f"here is between 1 and {MAX_MODEL_BYTES} bytes") in said
+    assert (f"pathology.model: {model}: model file is {MAX_MODEL_BYTES + 1} bytes, more than "
+            f"the {MAX_MODEL_BYTES} a model here may be: not this kind of model") in said
+    assert "empty" not in said  # it said "the file is empty or not this kind of model"
 
 
 @pytest.mark.parametrize(("shape", "refusal"), [
