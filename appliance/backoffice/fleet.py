@@ -85,8 +85,9 @@ def needs_staff(device: dict[str, Any]) -> bool:
 
 def camera_text(device: dict[str, Any], now: datetime) -> str:
     """The camera as the fleet shows it: its state while the kiosk is online; for an offline
-    kiosk the state it last reported and how long ago ('online, 2h ago'), or that it is not
-    known ('unknown (offline)')."""
+    kiosk the state it last reported and how long ago ('last said online, 2h ago': a bare
+    'online' beside the kiosk's 'offline' read as a contradiction), or that it is not known
+    ('unknown (offline)')."""
     camera = device.get("camera")
     if device["state"] != "offline":
         return camera or "-"
@@ -94,7 +95,7 @@ def camera_text(device: dict[str, Any], now: datetime) -> str:
     reported = device.get("status_sent_at") or device.get("status_at")
     if camera is None or not reported:
         return "unknown (offline)"
-    return f"{camera}, {seen_ago(reported, now)}"
+    return f"last said {camera}, {seen_ago(reported, now)}"
 
 
 # a year as astronomers count it (365.25 days): a clock a dead CMOS battery reset is years off

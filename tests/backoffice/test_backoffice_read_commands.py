@@ -145,7 +145,7 @@ def test_fleet_says_an_offline_kiosk_s_camera_is_what_it_last_reported(
     assert main(["fleet", "--store", url]) == 0
     row = capsys.readouterr().out.splitlines()[1]
     assert "offline" in row
-    assert "online, 2h ago" in row  # as the console says it, not a plain "online"
+    assert "last said online, 2h ago" in row  # as the console says it, not a plain "online"
 
 
 def test_fleet_shows_how_long_results_wait_and_how_many_were_dropped(

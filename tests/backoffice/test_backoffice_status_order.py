@@ -82,7 +82,7 @@ def test_after_a_clock_step_back_a_last_will_keeps_and_a_clean_stop_writes_detai
     shown = _shown(store, "k")
     assert (shown["state"], shown["outbox_depth"]) == ("offline", 7)
     # the camera as last reported, seconds ago by the back office's clock (before: 365d ago)
-    assert re.fullmatch(r"online, \d+s ago", camera_text(shown, datetime.now(UTC)))
+    assert re.fullmatch(r"last said online, \d+s ago", camera_text(shown, datetime.now(UTC)))
     _write(store, "k", _status("k", now - YEAR + timedelta(seconds=5), depth=0,
                                state="offline"))  # a clean stop: its outbox as it stopped
     assert _shown(store, "k")["outbox_depth"] == 0

@@ -63,7 +63,7 @@ def test_offline_kiosks_show_their_last_known_camera_state_or_that_it_is_unknown
     table = page.locator("#fleet")
     gone = table.locator("tr", has_text="kiosk-5")
     expect(gone.locator("td.offline")).to_have_text("offline")
-    expect(gone.locator("td.camera")).to_have_text("online, 2h ago")
+    expect(gone.locator("td.camera")).to_have_text("last said online, 2h ago")
     expect(gone.locator("td.camera")).to_have_attribute(
         "title", f"as the kiosk last reported, sent at {stored['camera_reported_at'][:19]}Z; it is "
         "offline now")  # its clock, never read, is taken as right: one time
@@ -73,7 +73,7 @@ def test_offline_kiosks_show_their_last_known_camera_state_or_that_it_is_unknown
     (api,) = [d for d in json.loads(console.get("/api/v1/fleet", console.token)[2])["devices"]
               if d["device_id"] == "kiosk-5"]
     assert (api["state"], api["camera"], api["camera_text"]) == ("offline", "online",
-                                                                 "online, 2h ago")
+                                                                 "last said online, 2h ago")
 
 
 def test_results_list_tells_a_withheld_grade_from_a_kiosk_without_a_model(

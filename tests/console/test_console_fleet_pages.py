@@ -301,7 +301,7 @@ def test_the_fleet_says_when_a_kiosk_sent_its_report_by_the_back_office_s_clock(
         _, _, text = _page(console, login_cookie(console)[0], "/fleet?site=clocked")
         described = _api(console, "/openapi.json")["paths"]["/api/v1/fleet"]["get"]
     assert (api["status_at"], api["status_sent_at"]) == ("2000-01-01T00:00:00.000000Z", sent)
-    assert api["camera_text"] == "online, 2h ago"
+    assert api["camera_text"] == "last said online, 2h ago"
     reported = f"sent at {sent[:19]}Z (by its own clock 2000-01-01T00:00:00Z)"
     titles = dict(re.findall(r'<td class="(camera|oldest)" title="([^"]*)"', text))
     assert unescape(titles["camera"]) == (f"as the kiosk last reported, {reported}; it is "

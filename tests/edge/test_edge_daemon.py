@@ -110,7 +110,7 @@ def test_a_clean_stop_leaves_the_status_of_its_stop_not_the_will_built_at_its_st
     assert last.at >= max(status.at for status in collector.statuses)
     assert last.outbox_depth == 0
     assert last.dropped == 0
-    assert last.camera == "online"  # as it last was (the fleet: "online, 5s ago")
+    assert last.camera == "online"  # as it last was (the fleet: "last said online, 5s ago")
     collector.close()
 
 
