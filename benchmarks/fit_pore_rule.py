@@ -8,8 +8,17 @@ keeping a move when it lowers the objective: for each preset, the median plus ha
 percentile of the relative pore-count error per frame, plus half the median relative error of
 the mean pore diameter; plus, for the hand-set scenes of ``synthetic.skin_scenes`` (junctions,
 pigment, hairs, dust, dark junctions and dashes without pores; pores of 80-320 µm on
-junctions; seeds 100 and up, the tests use 0-2), ``SCENE_WEIGHT`` times the mean number of
-pores miscounted per scene. The result is what ``PoreRule``'s defaults should be. A rule's
+junctions; junction pits as dark as pores (``HARD_SCENES``), with and without a pore on one;
+seeds 100 and up, the tests use 0-2), ``SCENE_WEIGHT`` times the mean number of pores
+miscounted per scene. The result is what ``PoreRule``'s defaults should be.
+
+With ``--joint ROUNDS`` the score (``PoreModel``) is fitted with the rule: each round refits it
+for the rule as benchmarks/fit_pore_score.py does (``fit_score``; the pits within a furrow width
+of a drawn junction, the hard negatives, weigh ``--junction-weight``; ``--scene-pits`` adds
+the scenes' pits), then searches the rule counting with it; the score is refitted last for the
+rule found and printed with its pooled share (``PRIOR_FIT_SHARE``). ``--check-seeds`` measures
+the shipped and the fitted pair on held-out series. docs/experiments/README.md "porefit" says
+what it found (no joint fit has been shipped). A rule's
 pores are counted and sized as ``pores.measure_pores`` does (``counted``: the score shifted
 by the frame's share of pores, ``pores.frame_shift``; the diameters
 ``pores.pore_diameters_um``, own edge included), so a fit sees what the kiosk reports.
@@ -28,24 +37,34 @@ from typing import Any
 
 import cv2
 import numpy as np
+from fit_pore_score import LABEL_REACH_UM, LEFT_OUT, NAMES, PORE, fit_logistic, labels
 from skin_common import int_at_least, load_average
 
 from appliance.skin.pores import (
+    MODEL,
+    PRIOR_FIT_SHARE,
+    PRIOR_SCORE_FLOOR,
     RULE,
     Candidates,
+    PoreModel,
     PoreRule,
     choose_pores,
+    failed_tests,
+    fixed_tests,
     frame_shift,
     measure_candidates,
     only_pits,
     pore_diameters_um,
+    pore_readings,
+    pore_score,
     pore_tests,
     profiled_pits,
     reading_score,
 )
-from appliance.skin.preprocess import prepare
+from appliance.skin.preprocess import on_grid, prepare
 from appliance.skin.texture import measure_texture
 from appliance.synthetic.skin import synthetic_frame
+from appliance.synthetic.skin_params import DEFAULT_FURROW_DARKNESS
 from appliance.synthetic.skin_scenes import dash_scene, junction_scene
 
 GRID: dict[str, tuple[float, ...]] = {
@@ -75,11 +94,30 @@ GRID: dict[str, tuple[float, ...]] = {
     "junction_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),  # 0: not tested
     "pit_over_arm_floor": (0.0, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5),
     "hill_max_arms": (0.0, 0.5, 0.75, 1.0, 1.2, 1.7, 99.0),  # 0: no pit is in a hill
+    "model_keep": (-4.0, -3.0, -2.5, -2.0, -1.5, -1.0, 0.0),
+    "model_admit": (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5),
+    "admit_min_line_rest": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3),
+    "missed_arms_keep": (-6.0, -5.0, -4.0, -3.0, -2.0, 0.0),
 }
 
 
 SCENE_WEIGHT = 1.0  # objective per pore miscounted per scene, on average
 SCENE_SIZES_UM = (80.0, 120.0, 180.0, 250.0, 320.0)
+# Junction pits as dark as pores, with and without a pore on one (the hard negatives of the
+# wide preset and the renderers the project did not draw; tests/skin/test_skin_pore_dark_junction
+# draws the first): dark, large junction discs (seed 12 wide frame 7's skin); pores and furrows
+# both 45 % dark, pit and fold max-combined, plain and with dark junction discs.
+_LARGE_DARKNESS = 1.0 - (1.0 - DEFAULT_FURROW_DARKNESS) ** 0.85
+_EQUAL = {"pits_max_combined": True, "pore_darkness": 0.45, "furrow_darkness": 0.45}
+HARD_SCENES: dict[str, dict[str, Any]] = {
+    "dark_large": {"furrow_width_um": 42.0, "lattice_cell_area_mm2": 0.05, "um_per_px": 12.7,
+                   "junction_darkness": _LARGE_DARKNESS, "junction_size": 0.8,
+                   "junction_relief": 0.85 * (0.35 * 42.0 / 12.7 + 1.0) / _LARGE_DARKNESS},
+    "equal": _EQUAL,
+    "equal_dark": {**_EQUAL, "junction_darkness": 1.0 - 0.55**0.85, "junction_size": 0.8,
+                   "junction_relief": 3.0},
+}
+HARD_SCENE_PORES_UM = ((), (150.0,), (200.0,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +126,28 @@ class _Frame:
     found: Candidates
     true_count: int
     true_mean_diameter_um: float
+    # each pit's label for the score (``fit_pore_score.labels``: PORE, NOT_A_PORE, LEFT_OUT)
+    # and whether it lies within a furrow width of a drawn junction (a hard negative)
+    label: np.ndarray | None = None
+    at_junction: np.ndarray | None = None
+
+
+def _labelled(preset: str, found: Candidates, geometry: Any, um_per_px: float,
+              frame_px_per_work_px: float) -> _Frame:
+    """A frame's pits with their truth: labels and the junction pits."""
+    radii = geometry.pore_radii_px
+    mean = float(2.0 * radii.mean() * um_per_px) if len(radii) else 0.0
+    pits = on_grid(found.centres_work_px, frame_px_per_work_px)
+    reach = np.maximum(radii, LABEL_REACH_UM / um_per_px)
+    label = labels(geometry.pore_centres_px, reach, pits)
+    degree = np.bincount(geometry.edges.ravel(), minlength=len(geometry.vertices_px))
+    junctions = geometry.vertices_px[degree >= 3]
+    width = float(np.median(geometry.edge_width_px)) if len(geometry.edge_width_px) else 0.0
+    near = np.zeros(len(pits), dtype=bool)
+    if len(junctions) and len(pits):
+        gaps = np.hypot(*(junctions[:, None, :] - pits[None]).transpose(2, 0, 1)).min(0)
+        near = gaps < width
+    return _Frame(preset, found, len(radii), mean, label, near & (label != PORE))
 
 
 def _scene(job: tuple[str, int, int]) -> _Frame:
@@ -100,14 +160,15 @@ def _scene(job: tuple[str, int, int]) -> _Frame:
         scene = dash_scene(seed)
     elif kind == "sizes":
         scene = junction_scene(seed, (SCENE_SIZES_UM[index],) * 4)
+    elif kind in HARD_SCENES:
+        scene = junction_scene(seed, HARD_SCENE_PORES_UM[index], **HARD_SCENES[kind])
     else:
         scene = junction_scene(seed, **extras[kind])
     prepared = prepare(scene.rgb, scene.um_per_px)
     found = measure_candidates(prepared, measure_texture(prepared).furrow_sample,
                                profile_all=True)
-    radii = scene.geometry.pore_radii_px
-    mean = float(2.0 * radii.mean() * scene.um_per_px) if len(radii) else 0.0
-    return _Frame("scene", found, len(radii), mean)
+    return _labelled("scene", found, scene.geometry, scene.um_per_px,
+                     prepared.frame_px_per_work_px)
 
 
 def _profiled(job: tuple[str, int, int]) -> _Frame:
@@ -120,33 +181,45 @@ def _profiled(job: tuple[str, int, int]) -> _Frame:
     prepared = prepare(frame.image_rgb, frame.um_per_px)
     found = measure_candidates(prepared, measure_texture(prepared).furrow_sample,
                                profile_all=True)
-    radii = frame.geometry.pore_radii_px
-    mean = float(2.0 * radii.mean() * frame.um_per_px) if len(radii) else 0.0
-    return _Frame(preset, found, len(radii), mean)
+    return _labelled(preset, found, frame.geometry, frame.um_per_px,
+                     prepared.frame_px_per_work_px)
 
 
-def counted(found: Candidates, rule: PoreRule) -> np.ndarray:
-    """Indices of the pits counted as pores with ``rule``, as ``pores.measure_pores`` counts
-    them: of the pits it profiles (``pores.profiled_pits``: the others are not there for it,
-    neither to count nor to shift the score), the score shifted by the frame's share of pores
-    (``pores.frame_shift``)."""
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """A pore score and the pooled share of pores it was fitted on (``pores.PRIOR_FIT_SHARE``)."""
+
+    model: PoreModel = MODEL
+    fit_share: float = PRIOR_FIT_SHARE
+
+
+SHIPPED = Score()
+
+
+def counted(found: Candidates, rule: PoreRule, score: Score = SHIPPED) -> np.ndarray:
+    """Indices of the pits counted as pores with ``rule`` and ``score``, as
+    ``pores.measure_pores`` counts them: of the pits it profiles (``pores.profiled_pits``: the
+    others are not there for it, neither to count nor to shift the score), the score shifted by
+    the frame's share of pores (``pores.frame_shift``)."""
     keep = profiled_pits(found, rule)
     found = only_pits(found, keep)
     tests = pore_tests(found, rule)
-    readings = reading_score(found)
-    chosen = choose_pores(found, rule, tests, readings,
-                          shift=frame_shift(found, tests, readings, rule))
+    readings = reading_score(found, score.model)
+    shift = frame_shift(found, tests, readings, rule, model=score.model,
+                        fit_share=score.fit_share)
+    chosen = choose_pores(found, rule, tests, readings, shift=shift, model=score.model)
     result: np.ndarray = np.flatnonzero(keep)[chosen]
     return result
 
 
-def errors(frames: list[_Frame], rule: PoreRule) -> dict[str, np.ndarray]:
+def errors(frames: list[_Frame], rule: PoreRule,
+           score: Score = SHIPPED) -> dict[str, np.ndarray]:
     """Per preset, (count error, diameter error) of every frame that has pores."""
     out: dict[str, list[tuple[float, float]]] = {}
     for frame in frames:
         if frame.true_count == 0 or frame.preset == "scene":
             continue
-        chosen = counted(frame.found, rule)
+        chosen = counted(frame.found, rule, score)
         count_error = abs(len(chosen) - frame.true_count) / frame.true_count
         measured = pore_diameters_um(frame.found, chosen)
         diameter_error = (abs(float(measured.mean()) - frame.true_mean_diameter_um)
@@ -155,46 +228,95 @@ def errors(frames: list[_Frame], rule: PoreRule) -> dict[str, np.ndarray]:
     return {preset: np.asarray(rows) for preset, rows in out.items()}
 
 
-def scene_miscount(frames: list[_Frame], rule: PoreRule) -> float:
+def scene_miscount(frames: list[_Frame], rule: PoreRule, score: Score = SHIPPED) -> float:
     """Mean number of pores miscounted per hand-set scene."""
-    misses = [abs(len(counted(f.found, rule)) - f.true_count) for f in frames
+    misses = [abs(len(counted(f.found, rule, score)) - f.true_count) for f in frames
               if f.preset == "scene"]
     return float(np.mean(misses)) if misses else 0.0
 
 
-def objective(frames: list[_Frame], rule: PoreRule) -> float:
+def objective(frames: list[_Frame], rule: PoreRule, score: Score = SHIPPED) -> float:
     """Sum over presets: median + p90 / 2 of the count error, + median diameter error / 2;
     plus ``SCENE_WEIGHT`` times the scenes' mean miscount."""
     return float(sum(np.median(e[:, 0]) + np.percentile(e[:, 0], 90) / 2.0
-                     + np.median(e[:, 1]) / 2.0 for e in errors(frames, rule).values())
-                 + SCENE_WEIGHT * scene_miscount(frames, rule))
+                     + np.median(e[:, 1]) / 2.0 for e in errors(frames, rule, score).values())
+                 + SCENE_WEIGHT * scene_miscount(frames, rule, score))
 
 
-def summary(frames: list[_Frame], rule: PoreRule) -> dict[str, Any]:
+def summary(frames: list[_Frame], rule: PoreRule, score: Score = SHIPPED) -> dict[str, Any]:
     return {preset: {"pore_count": {"median": round(float(np.median(e[:, 0])), 4),
                                     "p90": round(float(np.percentile(e[:, 0], 90)), 4)},
                      "pore_mean_diameter_um": {"median": round(float(np.median(e[:, 1])), 4),
                                                "p90": round(float(np.percentile(e[:, 1], 90)), 4)}}
-            for preset, e in errors(frames, rule).items()}
+            for preset, e in errors(frames, rule, score).items()}
 
 
 def search(frames: list[_Frame], start: PoreRule, sweeps: int,
-           only: tuple[str, ...] = ()) -> PoreRule:
+           only: tuple[str, ...] = (), score: Score = SHIPPED) -> PoreRule:
     """Coordinate search over ``GRID`` (the thresholds named in ``only``, if any) from
-    ``start``."""
-    rule, best = start, objective(frames, start)
+    ``start``, counting with ``score``."""
+    rule, best = start, objective(frames, start, score)
     grid = {name: values for name, values in GRID.items() if not only or name in only}
     for _ in range(sweeps):
         moved = False
         for name, values in grid.items():
             for value in values:
                 candidate = dataclasses.replace(rule, **{name: value})
-                score = objective(frames, candidate)
-                if score < best - 1e-9:
-                    rule, best, moved = candidate, score, True
+                value_reached = objective(frames, candidate, score)
+                if value_reached < best - 1e-9:
+                    rule, best, moved = candidate, value_reached, True
         if not moved:
             break
     return rule
+
+
+def fit_score(frames: list[_Frame], rule: PoreRule, junction_weight: float,
+              scene_pits: bool = False) -> Score:
+    """The score refitted for ``rule`` as benchmarks/fit_pore_score.py fits it (the pits of the
+    generator's frames that ``rule`` profiles and that pass its fixed tests, the pits left out
+    near a true pore dropped), each pit within a furrow width of a drawn junction weighing
+    ``junction_weight``; with ``scene_pits`` the hand-set scenes' pits too (dashes, dark junction
+    discs, pigment: hard negatives the frames hold few of); with the pooled share of pores it
+    reads (``PRIOR_FIT_SHARE``, of the frames' pits only)."""
+    columns, is_pore, weights, plausible = [], [], [], []
+    for frame in frames:
+        if (frame.preset == "scene" and not scene_pits) or frame.label is None or (
+                frame.at_junction is None):
+            continue
+        keep = profiled_pits(frame.found, rule)
+        found = only_pits(frame.found, keep)
+        count = len(found.shape.floor)
+        tests = pore_tests(found, rule)
+        readings = pore_readings(found)
+        readings["failed_tests"] = failed_tests(tests, count)
+        fixed = fixed_tests(found, tests, rule)
+        kept = fixed & (frame.label[keep] != LEFT_OUT)
+        columns.append(np.stack([readings[name] for name in NAMES], 1)[kept] if count
+                       else np.zeros((0, len(NAMES))))
+        is_pore.append(frame.label[keep][kept] == PORE)
+        weights.append(np.where(frame.at_junction[keep][kept], junction_weight, 1.0))
+        if frame.preset != "scene":
+            plausible.append((found, tests, fixed))
+    intercept, coefficients = fit_logistic(np.concatenate(columns), np.concatenate(is_pore),
+                                           sample_weight=np.concatenate(weights))
+    model = PoreModel(intercept=round(intercept, 4), **{
+        name: round(float(value), 4) for name, value in zip(NAMES, coefficients, strict=True)})
+    scores = np.concatenate([pore_score(found, tests, model)[fixed]
+                             for found, tests, fixed in plausible])
+    scores = scores[scores >= PRIOR_SCORE_FLOOR]
+    return Score(model, round(float(np.mean(1.0 / (1.0 + np.exp(-scores)))), 4))
+
+
+def joint(frames: list[_Frame], rounds: int, sweeps: int, only: tuple[str, ...],
+          junction_weight: float, *, scene_pits: bool = False) -> tuple[PoreRule, Score]:
+    """The rule and the score fitted together: ``rounds`` times the score refitted for the rule
+    (``fit_score``), then the rule searched with that score; the score refitted last for the
+    rule found (what benchmarks/fit_pore_score.py reproduces on the shipped rule)."""
+    rule = RULE
+    for _ in range(rounds):
+        rule = search(frames, rule, sweeps, only,
+                      fit_score(frames, rule, junction_weight, scene_pits))
+    return rule, fit_score(frames, rule, junction_weight, scene_pits)
 
 
 def main() -> None:
@@ -212,6 +334,17 @@ def main() -> None:
                         help="processes profiling the frames")
     parser.add_argument("--only", choices=sorted(GRID), nargs="+", default=[],
                         help="fit only these thresholds (the others keep their shipped values)")
+    parser.add_argument("--joint", type=int_at_least(0), default=0,
+                        help="rounds of the joint fit: the score refitted for the rule, then "
+                        "the rule searched with it (0: the rule alone, with the shipped score)")
+    parser.add_argument("--junction-weight", type=float, default=1.0,
+                        help="joint fit: weight of each pit within a furrow width of a drawn "
+                        "junction in the score's fit (the hard negatives)")
+    parser.add_argument("--scene-pits", action="store_true",
+                        help="joint fit: the hand-set scenes' pits enter the score's fit too")
+    parser.add_argument("--check-seeds", type=int_at_least(0), nargs="*", default=[],
+                        help="generator series held out: the shipped and the fitted rule and "
+                        "score are only measured on them (as many frames as --mixed, --wide)")
     args = parser.parse_args()
     if args.mixed + args.wide + args.scenes == 0:
         parser.error("--mixed, --wide and --scenes are all 0: no frames to fit on")
@@ -222,9 +355,20 @@ def main() -> None:
              for seed in range(100, 100 + args.scenes)]
     jobs += [("sizes", seed, index) for index in range(len(SCENE_SIZES_UM))
              for seed in range(100, 100 + args.scenes)]
+    jobs += [(kind, seed, index) for kind in HARD_SCENES
+             for index in range(len(HARD_SCENE_PORES_UM)) for seed in range(100, 100 + args.scenes)]
+    checks = [(preset, seed, index) for seed in args.check_seeds
+              for preset, count in (("mixed", args.mixed), ("wide", args.wide))
+              for index in range(count)]
     with Pool(args.workers) as pool:
         frames = pool.map(_profiled, jobs, chunksize=4)
-    fitted = search(frames, RULE, args.sweeps, tuple(args.only))
+        held_out = pool.map(_profiled, checks, chunksize=4)
+    score = SHIPPED
+    if args.joint:
+        fitted, score = joint(frames, args.joint, args.sweeps, tuple(args.only),
+                              args.junction_weight, scene_pits=args.scene_pits)
+    else:
+        fitted = search(frames, RULE, args.sweeps, tuple(args.only))
     result = {
         "benchmark": "fit_pore_rule",
         "seeds": args.seeds,
@@ -233,12 +377,22 @@ def main() -> None:
         "shipped_rule": dataclasses.asdict(RULE),
         "shipped_objective": round(objective(frames, RULE), 4),
         "fitted_rule": dataclasses.asdict(fitted),
-        "fitted_objective": round(objective(frames, fitted), 4),
-        "fitted_errors": summary(frames, fitted),
-        "fitted_scene_miscount": round(scene_miscount(frames, fitted), 4),
+        "fitted_objective": round(objective(frames, fitted, score), 4),
+        "fitted_errors": summary(frames, fitted, score),
+        "fitted_scene_miscount": round(scene_miscount(frames, fitted, score), 4),
         "shipped_scene_miscount": round(scene_miscount(frames, RULE), 4),
         "load_average": load_average(),
     }
+    if args.joint:
+        result["fitted_model"] = dataclasses.asdict(score.model)
+        result["fitted_prior_fit_share"] = score.fit_share
+    if held_out:
+        result["held_out"] = {
+            "seeds": args.check_seeds,
+            "shipped_objective": round(objective(held_out, RULE), 4),
+            "shipped_errors": summary(held_out, RULE),
+            "fitted_objective": round(objective(held_out, fitted, score), 4),
+            "fitted_errors": summary(held_out, fitted, score)}
     print(json.dumps(result))
 
 

@@ -99,18 +99,22 @@ def _frame_pits(job: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray, int,
 
 
 def fit_logistic(readings: np.ndarray, is_pore: np.ndarray, penalty: float = LAMBDA,
-                 steps: int = NEWTON_STEPS) -> tuple[float, np.ndarray]:
+                 steps: int = NEWTON_STEPS,
+                 sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """(intercept, coefficient per unit of each column) of an L2 logistic regression fitted
-    by Newton steps on the standardised columns (the intercept not penalised)."""
+    by Newton steps on the standardised columns (the intercept not penalised); each row
+    weighs ``sample_weight`` (1 each when not given)."""
     mean, spread = readings.mean(0), readings.std(0) + 1e-9
     design = np.c_[np.ones(len(readings)), (readings - mean) / spread]
     weights = np.zeros(design.shape[1])
     ridge = penalty * np.r_[0.0, np.ones(design.shape[1] - 1)]
     target = is_pore.astype(np.float64)
+    rows = np.ones(len(readings)) if sample_weight is None else sample_weight
     for _ in range(steps):
         chance = 1.0 / (1.0 + np.exp(-design @ weights))
-        gradient = design.T @ (chance - target) + ridge * weights
-        hessian = (design * (chance * (1.0 - chance))[:, None]).T @ design + np.diag(ridge)
+        gradient = design.T @ (rows * (chance - target)) + ridge * weights
+        hessian = (design * (rows * chance * (1.0 - chance))[:, None]).T @ design + np.diag(
+            ridge)
         weights -= np.linalg.solve(hessian, gradient)
     coefficients = weights[1:] / spread
     return float(weights[0] - mean @ coefficients), coefficients

@@ -31,3 +31,21 @@ def test_the_fit_counts_what_analyze_counts_with_the_frames_prior_shift(index: i
     assert abs(frame_shift(found, tests, reading_score(found), RULE)) > 0.1
     analysis = analyze(frame.image_rgb, frame.um_per_px)
     assert len(counted(found, RULE)) == analysis.features.pore_count
+
+
+def test_the_joint_fit_refits_the_score_on_the_pits_fit_pore_score_fits() -> None:
+    # the joint fit (--joint) profiles every pit and keeps those analyze profiles
+    # (pores.profiled_pits); with the shipped rule and no junction weight its score must be the
+    # one benchmarks/fit_pore_score.py fits on the same frames, which profiles as analyze does
+    import numpy as np
+    from fit_pore_rule import fit_score
+    from fit_pore_score import _frame_pits, fit_logistic
+
+    jobs = [("wide", 11, 4), ("mixed", 11, 0)]
+    joint = fit_score([_profiled(job) for job in jobs], RULE, 1.0).model
+    rows = [_frame_pits(job) for job in jobs]
+    intercept, coefficients = fit_logistic(np.concatenate([row[0] for row in rows]),
+                                           np.concatenate([row[1] for row in rows]))
+    assert joint.intercept == pytest.approx(intercept, abs=1e-3)
+    assert joint.floor_over_around == pytest.approx(coefficients[1], abs=1e-3)
+    assert joint.failed_tests == pytest.approx(coefficients[-1], abs=1e-3)

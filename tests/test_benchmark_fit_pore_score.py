@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from appliance.skin.pores import (
     MODEL,
@@ -100,3 +101,20 @@ def test_no_frames_is_refused_with_exit_2() -> None:
     assert done.returncode == 2
     assert "no frames to fit on" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_weight_of_k_fits_as_k_copies_of_the_row() -> None:
+    # the joint fit (benchmarks/fit_pore_rule.py --joint) weighs the junction pits, its hard
+    # negatives, by --junction-weight: a weight must mean what that many copies would
+    generator = np.random.default_rng(5)
+    readings = generator.normal(0.0, 1.0, size=(3_000, 2))
+    is_pore = generator.random(len(readings)) < 1.0 / (1.0 + np.exp(-(readings @ [1.5, -2.0])))
+    weight = np.where(is_pore, 1.0, 3.0)  # every negative weighs 3
+    copies = np.repeat(np.arange(len(readings)), weight.astype(int))
+    weighted = fit_logistic(readings, is_pore, sample_weight=weight)
+    copied = fit_logistic(readings[copies], is_pore[copies])
+    # the same to 0.1 % (the penalty is on the standardised columns, whose spread the copies
+    # move a little); negatives weighing 3 lower the intercept by about log 3
+    assert weighted[0] == pytest.approx(copied[0], abs=1e-3)
+    assert np.allclose(weighted[1], copied[1], rtol=1e-3)
+    assert fit_logistic(readings, is_pore)[0] - weighted[0] == pytest.approx(np.log(3.0), abs=0.2)

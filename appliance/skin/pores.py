@@ -726,12 +726,13 @@ def fixed_tests(found: Candidates, tests: dict[str, np.ndarray],
 
 def choose_pores(found: Candidates, rule: PoreRule = RULE,
                  tests: dict[str, np.ndarray] | None = None,
-                 readings: np.ndarray | None = None, shift: float = 0.0) -> np.ndarray:
+                 readings: np.ndarray | None = None, shift: float = 0.0, *,
+                 model: PoreModel = MODEL) -> np.ndarray:
     """Indices of the candidates counted as pores (``pore_verdict``; ``tests``, when already
-    known, are ``pore_tests``, ``readings`` ``reading_score``; ``shift`` the frame's
-    ``prior_shift``), deepest of overlaps; none on a hair."""
-    passed = pore_verdict(found, tests or pore_tests(found, rule), rule, readings=readings,
-                          shift=shift)
+    known, are ``pore_tests``, ``readings`` ``reading_score`` (of ``model``); ``shift`` the
+    frame's ``prior_shift``), deepest of overlaps; none on a hair."""
+    passed = pore_verdict(found, tests or pore_tests(found, rule), rule, model,
+                          readings=readings, shift=shift)
     if found.on_hair is not None:
         passed &= ~found.on_hair
     index = np.flatnonzero(passed)
@@ -775,20 +776,22 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
 
 
 def frame_shift(found: Candidates, tests: dict[str, np.ndarray], readings: np.ndarray,
-                rule: PoreRule = RULE) -> float:
+                rule: PoreRule = RULE, *, model: PoreModel = MODEL,
+                fit_share: float = PRIOR_FIT_SHARE) -> float:
     """The frame's ``prior_shift`` as ``measure_pores`` reads it, before the colour: on the
     scores of the pits that pass ``fixed_tests`` whatever their colour (``tests``:
-    ``pore_tests``; ``readings``: ``reading_score``). benchmarks/fit_pore_rule.py reads it
-    alike, so a rule is fitted on what the product counts."""
-    return prior_shift(frame_scores(found, tests, readings, rule))
+    ``pore_tests``; ``readings``: ``reading_score`` of ``model``, fitted with the pooled share
+    ``fit_share``). benchmarks/fit_pore_rule.py reads it alike, so a rule is fitted on what the
+    product counts."""
+    return prior_shift(frame_scores(found, tests, readings, rule, model), fit_share)
 
 
 def frame_scores(found: Candidates, tests: dict[str, np.ndarray], readings: np.ndarray,
-                 rule: PoreRule = RULE) -> np.ndarray:
+                 rule: PoreRule = RULE, model: PoreModel = MODEL) -> np.ndarray:
     """The ``pore_score`` of each pit that passes ``fixed_tests`` whatever its colour
     (``tests``: ``pore_tests``; ``readings``: ``reading_score``), the frame's shift not added."""
     uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
-    scores: np.ndarray = pore_score(found, uncoloured, readings=readings)[
+    scores: np.ndarray = pore_score(found, uncoloured, model, readings)[
         fixed_tests(found, uncoloured, rule)]
     return scores
 
