@@ -17,8 +17,8 @@ for the rule as benchmarks/fit_pore_score.py does (``fit_score``; the pits withi
 of a drawn junction, the hard negatives, weigh ``--junction-weight``; ``--scene-pits`` adds
 the scenes' pits), then searches the rule counting with it; the score is refitted last for the
 rule found and printed with its pooled share (``PRIOR_FIT_SHARE``). ``--check-seeds`` measures
-the shipped and the fitted pair on held-out series. docs/experiments/README.md "porefit" says
-what it found (no joint fit has been shipped). A rule's
+the shipped and the fitted pair on held-out series. docs/experiments/README.md "porefit"
+(2026-12-06) says what it found (no joint fit has been shipped). A rule's
 pores are counted and sized as ``pores.measure_pores`` does (``counted``: the score shifted
 by the frame's share of pores, ``pores.frame_shift``; the diameters
 ``pores.pore_diameters_um``, own edge included), so a fit sees what the kiosk reports.
