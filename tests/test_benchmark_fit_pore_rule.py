@@ -49,3 +49,22 @@ def test_the_joint_fit_refits_the_score_on_the_pits_fit_pore_score_fits() -> Non
     assert joint.intercept == pytest.approx(intercept, abs=1e-3)
     assert joint.floor_over_around == pytest.approx(coefficients[1], abs=1e-3)
     assert joint.failed_tests == pytest.approx(coefficients[-1], abs=1e-3)
+
+
+def test_a_pit_invented_does_not_make_up_for_a_pore_missed_in_the_matched_error() -> None:
+    # the count's error of a fit is blind to a frame that misses pores and counts as many
+    # junction pits instead (docs/experiments/README.md "porefit", 2026-12-06); --matched is not
+    import numpy as np
+    from fit_pore_rule import matched_error
+
+    frame = _profiled(("wide", 11, 4))
+    assert frame.pore_of is not None
+    assert frame.label is not None
+    every_pore = np.flatnonzero(frame.label == 1)  # the nearest pit to each drawn pore
+    assert matched_error(frame, every_pore) == pytest.approx(
+        1.0 - len(every_pore) / frame.true_count)
+    junction_pit = np.flatnonzero(frame.pore_of < 0)[0]
+    swapped = np.r_[every_pore[1:], junction_pit]  # one pore missed, one pit invented
+    assert len(swapped) == len(every_pore)  # the same count
+    assert matched_error(frame, swapped) == pytest.approx(
+        matched_error(frame, every_pore) + 2.0 / frame.true_count)
