@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -71,7 +72,6 @@ PATTERN_WORDS = {
 }
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_IDENTIFIER_CHARS,
                                   pattern=IDENTIFIER_PATTERN)]
-NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
 def _has_a_utc_reading(moment: datetime) -> datetime:
@@ -127,6 +127,56 @@ Drawn = Annotated[str, AfterValidator(_drawn_whole)]
 Name = Annotated[Drawn, Field(min_length=1, max_length=MAX_NAME_CHARS, description=NO_HIDDEN)]
 
 
+# What each feature can physically be (docs/measurement.md "Definitions"), so that a broken or
+# hostile kiosk cannot put an impossible value (pore_count 2^62, a density of 1e300) into the
+# cohort. Each bound is derived from how the feature is measured, over every frame a kiosk
+# measures: 1280 x 960 px (capture/sources.py, skin/frames.py: `analyze` and the folder source
+# take no other size) at any scale the config takes, up to 30 µm/px (config/skin.py
+# MAX_UM_PER_PX), resampled to work pixels of 20 µm (skin/preprocess.py). The contract imports
+# no measurement code; tests/transport/test_payload_bounds.py keeps these numbers in step with
+# those modules and checks that every frame measured lies well inside.
+KIOSK_FRAME_PX = (1280, 960)
+COARSEST_UM_PER_PX = 30.0
+WORK_UM_PER_PX = 20.0
+# The largest frame: 38.4 x 28.8 mm at 30 µm/px, A = 1105.92 mm², a diagonal of 48 mm.
+LARGEST_FRAME_MM2 = KIOSK_FRAME_PX[0] * KIOSK_FRAME_PX[1] * COARSEST_UM_PER_PX**2 / 1e6
+LARGEST_FRAME_DIAGONAL_UM = math.hypot(*KIOSK_FRAME_PX) * COARSEST_UM_PER_PX
+# Its work image: 1920 x 1440 work pixels at 30 µm/px.
+MOST_WORK_PIXELS = (round(KIOSK_FRAME_PX[0] * COARSEST_UM_PER_PX / WORK_UM_PER_PX)
+                    * round(KIOSK_FRAME_PX[1] * COARSEST_UM_PER_PX / WORK_UM_PER_PX))
+# A work pixel is the frame's width over its width in work pixels, rounded to whole pixels
+# (preprocess.work_size): at the finest scale taken (0.5 µm/px) 32 of them, so it is at least
+# 20 x 32 / 32.5 = 19.69 µm wide whatever the scale.
+NARROWEST_WORK_PX_UM = WORK_UM_PER_PX * 32 / 32.5
+# pore_count: every pore is a candidate, a local maximum of the work depth at a work pixel of
+# its own (skin/pores.py step 1; overlapping candidates keep the deepest): at most one pore a
+# work pixel of the largest frame, 2,764,800.
+MAX_PORE_COUNT = MOST_WORK_PIXELS
+# pore_density_per_cm2: one pore a work pixel, at most 1e8 / 19.69² a cm², 257,874 rounded up.
+MAX_PORES_PER_CM2 = float(math.ceil(1e8 / NARROWEST_WORK_PX_UM**2))
+# hill_density_per_mm2: every hill holds at least one work pixel (a cut hill counts 1/2):
+# at most 1e6 / 19.69² a mm², 2,579 rounded up.
+MAX_HILLS_PER_MM2 = float(math.ceil(1e6 / NARROWEST_WORK_PX_UM**2))
+# furrow_density_mm_per_mm2: centre lines run along the cracks between work pixels (hill
+# borders: each pixel owns two cracks, its right and lower side) and through them (dead ends:
+# at most a diagonal, sqrt(2), a pixel), so under 4 work-pixel widths of line a work pixel:
+# 4 / 0.01969 mm = 203.125 mm a mm².
+MAX_FURROW_MM_PER_MM2 = 4 / (NARROWEST_WORK_PX_UM / 1000)
+# hill_mean_area_mm2: a hill lies in the frame, at most 1105.92 mm². pore_mean_diameter_um and
+# furrow_mean_width_um: a pore's or a furrow's extent in the frame, at most its diagonal, 48 mm.
+# CIELAB of a mean colour of the sRGB cube [0, 1]³ (8-bit values over 255; a white reference's
+# correction clips at 255, skin/colour.py), OpenCV's conversion: L* 0-100, a* -86.19..98.23,
+# b* -107.86..94.47; the bounds are the whole numbers just outside.
+LAB_A_RANGE = (-87.0, 99.0)
+LAB_B_RANGE = (-108.0, 95.0)
+# melanin_index = 100 log10(1/R), erythema_index = 100 log10(R/G), with the mean red and green
+# reflectances R, G of 8-bit values over 255, kept within 0.001-1 (skin/colour.py):
+# melanin 0..300, erythema -300..300. A white frame's mean red is 1 only up to the rounding of
+# the mean (its melanin index reads -1e-14), so melanin's floor sits a millionth below 0.
+MAX_REFLECTANCE_INDEX = 300.0
+MIN_MELANIN_INDEX = -1e-6
+
+
 class PayloadError(ValueError):
     """A message that is not a valid payload; the text says why."""
 
@@ -144,21 +194,32 @@ class _Payload(BaseModel):
 class Features(_Payload):
     """Skin measurements of one frame; units are in the names (docs/measurement.md)."""
 
-    pore_count: Count = Field(description="Pores whose centre lies in the frame.")
-    pore_density_per_cm2: NonNegative = Field(description="pore_count per cm² of frame.")
-    pore_mean_diameter_um: NonNegative = Field(description="Mean equivalent circular diameter.")
+    pore_count: int = Field(ge=0, le=MAX_PORE_COUNT,
+                            description="Pores whose centre lies in the frame.")
+    pore_density_per_cm2: float = Field(ge=0.0, le=MAX_PORES_PER_CM2,
+                                        description="pore_count per cm² of frame.")
+    pore_mean_diameter_um: float = Field(ge=0.0, le=LARGEST_FRAME_DIAGONAL_UM,
+                                         description="Mean equivalent circular diameter.")
     pore_area_ratio: float = Field(ge=0.0, le=1.0, description="Total pore area / frame area.")
-    furrow_density_mm_per_mm2: NonNegative = Field(description="Furrow centre-line mm per mm².")
-    hill_density_per_mm2: NonNegative = Field(description="Hills (edge-cut count 1/2) per mm².")
-    hill_mean_area_mm2: NonNegative = Field(description="Mean area of hills inside the frame.")
-    furrow_mean_width_um: NonNegative = Field(description="Furrow width along the centre line.")
+    furrow_density_mm_per_mm2: float = Field(ge=0.0, le=MAX_FURROW_MM_PER_MM2,
+                                             description="Furrow centre-line mm per mm².")
+    hill_density_per_mm2: float = Field(ge=0.0, le=MAX_HILLS_PER_MM2,
+                                        description="Hills (edge-cut count 1/2) per mm².")
+    hill_mean_area_mm2: float = Field(ge=0.0, le=LARGEST_FRAME_MM2,
+                                      description="Mean area of hills inside the frame.")
+    furrow_mean_width_um: float = Field(ge=0.0, le=LARGEST_FRAME_DIAGONAL_UM,
+                                        description="Furrow width along the centre line.")
     furrow_anisotropy: float = Field(ge=0.0, le=1.0, description="0 isotropic, 1 one direction.")
     kime_score: float = Field(ge=0.0, le=100.0, description="Texture fineness, higher = finer.")
     lab_l: float = Field(ge=0.0, le=100.0, description="CIELAB L* of the skin.")
-    lab_a: float = Field(ge=-128.0, le=128.0, description="CIELAB a* of the skin.")
-    lab_b: float = Field(ge=-128.0, le=128.0, description="CIELAB b* of the skin.")
-    melanin_index: float = Field(allow_inf_nan=False, description="Melanin index.")
-    erythema_index: float = Field(allow_inf_nan=False, description="Erythema index.")
+    lab_a: float = Field(ge=LAB_A_RANGE[0], le=LAB_A_RANGE[1],
+                         description="CIELAB a* of the skin (an sRGB colour's range).")
+    lab_b: float = Field(ge=LAB_B_RANGE[0], le=LAB_B_RANGE[1],
+                         description="CIELAB b* of the skin (an sRGB colour's range).")
+    melanin_index: float = Field(ge=MIN_MELANIN_INDEX, le=MAX_REFLECTANCE_INDEX,
+                                 description="Melanin index, 100 log10(1/R).")
+    erythema_index: float = Field(ge=-MAX_REFLECTANCE_INDEX, le=MAX_REFLECTANCE_INDEX,
+                                  description="Erythema index, 100 log10(R/G).")
     shine_ratio: float = Field(ge=0.0, le=1.0, description="Specular (shine) area / frame area.")
 
 

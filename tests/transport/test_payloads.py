@@ -360,12 +360,14 @@ def _largest_result() -> Result:
     """A result with every part as large as the model lets it be."""
     longest = max(FEATURE_KEYS, key=len)
     long_float = 1.2345678901234567e+300
+    long_text = 0.00012345678901234568  # the longest a bounded feature's number prints
     features = dict.fromkeys(FEATURE_KEYS, 0.12345678901234568) | {
-        "pore_count": 2**63 - 1, "melanin_index": -long_float, "erythema_index": -long_float,
-        "pore_density_per_cm2": long_float, "pore_mean_diameter_um": long_float,
-        "furrow_density_mm_per_mm2": long_float, "hill_density_per_mm2": long_float,
-        "hill_mean_area_mm2": long_float, "furrow_mean_width_um": long_float,
-        "lab_a": -127.12345678901234, "lab_b": -127.12345678901234}
+        "pore_count": 2_764_800, "melanin_index": 299.12345678901234,
+        "erythema_index": -299.12345678901234, "pore_density_per_cm2": 257_000 + long_text,
+        "pore_mean_diameter_um": 47_000 + long_text,
+        "furrow_density_mm_per_mm2": 202.12345678901234, "hill_density_per_mm2": 2_500 + long_text,
+        "hill_mean_area_mm2": 1_100 + long_text, "furrow_mean_width_um": 47_000 + long_text,
+        "lab_a": -86.12345678901234, "lab_b": -107.12345678901234}
     return Result.model_validate({
         "measurement_id": new_measurement_id(), "device_id": "d" * 64, "site": "s" * 64,
         "captured_at": "2026-11-25T10:00:00.123456Z", "software_version": _wide_name(64),
