@@ -17,9 +17,16 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Final, Literal, TypeVar
+from typing import Annotated, Final, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from appliance import safejson
@@ -175,6 +182,14 @@ LAB_B_RANGE = (-108.0, 95.0)
 # the mean (its melanin index reads -1e-14), so melanin's floor sits a millionth below 0.
 MAX_REFLECTANCE_INDEX = 300.0
 MIN_MELANIN_INDEX = -1e-6
+# A grade's probabilities sum to 1 within this. The kiosk grades only when its model's answer
+# is a probability distribution: each value within PROBABILITY_TOLERANCE (0.001,
+# inference/runner.py) of 0-1 and their sum within it of 1, and sends each clamped into 0-1
+# (inference/classifier.py). A softmax sums to 1 within float32 rounding (64 labels: ~1e-5)
+# and needs no clamping, but a model whose answers pass that check may have each of up to
+# MAX_LABELS values clamped by 0.001 as well: the sum sent is within 0.001 x (1 + 64) of 1.
+PROBABILITY_TOLERANCE = 1e-3
+PROBABILITY_SUM_TOLERANCE = PROBABILITY_TOLERANCE * (1 + MAX_LABELS)
 
 
 class PayloadError(ValueError):
@@ -246,8 +261,24 @@ class Classification(_Payload):
                            description=f"Model version. {NO_HIDDEN}")
     label: Drawn = Field(min_length=1, max_length=64, description=f"Predicted label. {NO_HIDDEN}")
     probabilities: dict[Name, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
-        max_length=MAX_LABELS, description="Probability per label."
+        max_length=MAX_LABELS,
+        description="Probability per label, the label among them; they sum to 1 within "
+        f"{PROBABILITY_SUM_TOLERANCE:g}.",
     )
+
+    @model_validator(mode="after")
+    def _one_distribution(self) -> Self:
+        """The grade is one of the labels graded, and their probabilities are a distribution:
+        a label not among them, or probabilities summing to 3, was stored and entered the
+        cohort's grade figures as if a model had given it."""
+        if self.label not in self.probabilities:
+            raise ValueError(f"label {escape_controls(self.label)[:64]!r} is not among the "
+                             "probabilities' labels; the grade is one of the labels graded")
+        total = math.fsum(self.probabilities.values())
+        if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
+            raise ValueError(f"probabilities sum to {total:.6g}; they sum to 1 within "
+                             f"{PROBABILITY_SUM_TOLERANCE:g}")
+        return self
 
 
 def _band_in_order(band: str | None) -> str | None:

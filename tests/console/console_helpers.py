@@ -162,7 +162,7 @@ def make_result(index: int, site: str, device: str, band: str | None,
         features = features.model_copy(update={"kime_score": UNMEASURED_KIME})
     label = ("fine", "normal", "coarse")[min(age // 2, 2)]
     grade = payloads.Classification(model="skin-texture-grade", version="1", label=label,
-                                    probabilities={label: 0.9})
+                                    probabilities={label: 1.0})
     quality = payloads.Quality(verdict="ok")
     if index == WITHHELD_IN_SEED:
         grade = None

@@ -22,7 +22,7 @@ def test_a_kiosk_s_formula_text_is_quoted_in_the_results_csv(console: Console) -
         "software_version": FORMULAS["software_version"],
         "classification": payloads.Classification(
             model="skin-texture-grade", version=FORMULAS["model_version"],
-            label=FORMULAS["label"], probabilities={"x": 1.0})})
+            label=FORMULAS["label"], probabilities={FORMULAS["label"]: 1.0})})
     store = open_store(console.store_url)
     try:
         row = result_row(hostile, iso_utc(datetime.now(UTC)), hostile.to_json().decode())

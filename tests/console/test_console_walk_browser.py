@@ -29,7 +29,7 @@ def page(console: Console) -> Iterator[Any]:
     """A browser page logged in as the operator alice, with one result of each of GRADES."""
     results = [make_result(index, "paris", f"k-{index}", "30-39").model_copy(update={
         "classification": payloads.Classification(model="m", version="1", label=grade,
-                                                  probabilities={grade: 0.8})})
+                                                  probabilities={grade: 1.0})})
         for index, grade in enumerate(GRADES)]
     store = open_store(console.store_url)
     try:

@@ -22,6 +22,9 @@ from appliance.transport.payloads import (
     parse_payload,
 )
 
+GRADE = {"model": "grader", "version": "1.0.0", "label": "fine",
+         "probabilities": {"fine": 0.7, "normal": 0.2, "coarse": 0.1}}
+
 
 def result_json(features: dict[str, Any] | None = None, **over: Any) -> bytes:
     measured = dict.fromkeys(FEATURE_KEYS, 0.5) | {"pore_count": 12, "kime_score": 70.0}
@@ -74,6 +77,7 @@ def test_the_bounds_follow_the_frame_the_scale_and_the_work_pixel_they_are_deriv
     frame can hold."""
     from appliance.capture import sources
     from appliance.config import skin as skin_config
+    from appliance.inference import runner
     from appliance.skin import frames, preprocess
     from appliance.transport import payloads
 
@@ -81,6 +85,7 @@ def test_the_bounds_follow_the_frame_the_scale_and_the_work_pixel_they_are_deriv
     assert payloads.KIOSK_FRAME_PX == (frames.FRAME_WIDTH_PX, frames.FRAME_HEIGHT_PX)
     assert payloads.COARSEST_UM_PER_PX == preprocess.MAX_UM_PER_PX == skin_config.MAX_UM_PER_PX
     assert payloads.WORK_UM_PER_PX == preprocess.WORK_UM_PER_PX
+    assert payloads.PROBABILITY_TOLERANCE == runner.PROBABILITY_TOLERANCE
     width = payloads.KIOSK_FRAME_PX[0]
     narrowest = min(um * width / preprocess.work_size(width, 960, um)[0]
                     for um in np.linspace(skin_config.MIN_UM_PER_PX, 30.0, 20_000))
@@ -130,3 +135,39 @@ def _shipped_part(name: str) -> dict[str, Any]:
     shipped = json.loads((SCHEMA_DIR / "appliance-result-v1.schema.json").read_text())
     part: dict[str, Any] = shipped["$defs"][name]
     return part
+
+
+@pytest.mark.parametrize(("grade", "said"), [
+    (GRADE | {"label": "excellent"}, "label 'excellent' is not among the probabilities' labels"),
+    (GRADE | {"probabilities": {"fine": 1.0, "normal": 1.0, "coarse": 1.0}},
+     "probabilities sum to 3;"),
+    (GRADE | {"probabilities": {"fine": 0.5, "normal": 0.4}}, "probabilities sum to 0.9;"),
+    (GRADE | {"probabilities": {}}, "label 'fine' is not among"),
+])
+def test_a_grade_that_is_no_distribution_over_its_labels_is_refused(
+    grade: dict[str, Any], said: str,
+) -> None:
+    """A label not among the probabilities, or probabilities summing to 3, were stored and
+    counted in the cohort's grades."""
+    with pytest.raises(PayloadError) as refused:
+        parse_payload(result_json(classification=grade), Result)
+    assert str(refused.value).startswith("classification: Value error, " + said)
+
+
+def test_a_grade_a_kiosk_sends_is_taken() -> None:
+    """A float32 softmax over 64 labels, and the most a kiosk may send: each probability its
+    check let through 0.001 outside 0-1 clamped (inference/classifier.py)."""
+    logits = np.random.default_rng(3).normal(size=64).astype(np.float32)
+    soft = np.exp(logits) / np.exp(logits).sum(dtype=np.float32)
+    labels = [f"l{i}" for i in range(64)]
+    grade = GRADE | {"label": "l0", "probabilities": dict(zip(labels, map(float, soft),
+                                                              strict=True))}
+    assert parse_payload(result_json(classification=grade), Result).classification
+    clamped = dict.fromkeys(labels, 0.0) | {"l0": 1.0}  # from -0.001 x 63 and 1.001: sum 0.938
+    grade = GRADE | {"label": "l0", "probabilities": clamped}
+    assert parse_payload(result_json(classification=grade), Result).classification
+
+
+def test_the_published_schema_says_what_a_grade_s_probabilities_sum_to() -> None:
+    probabilities = _shipped_part("Classification")["properties"]["probabilities"]
+    assert "the label among them; they sum to 1 within 0.065" in probabilities["description"]

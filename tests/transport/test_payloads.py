@@ -378,8 +378,8 @@ def _largest_result() -> Result:
         "features": features,
         "classification": {"model": _wide_name(128), "version": _wide_name(64),
                            "label": _wide_name(64),
-                           "probabilities": {_wide_name(MAX_NAME_CHARS, i): 0.12345678901234568
-                                             for i in range(MAX_LABELS)}},
+                           "probabilities": {_wide_name(MAX_NAME_CHARS, i): 0.015623456789012345
+                                             for i in range(MAX_LABELS)}},  # sum 0.9999
         "subject": {"subject_id": _wide_name(64), "age_band": "40-49", "consent": True},
         "not_validated": [longest] * 16, "thumbnail_jpeg_b64": "A" * (64 * 1024),
     })
@@ -453,9 +453,10 @@ def _names_and_versions(text: str) -> list[tuple[str, type[BaseModel], dict[str,
         ("classification.model", Result, result_dict(classification=GRADE | {"model": text})),
         ("classification.version", Result,
          result_dict(classification=GRADE | {"version": text})),
-        ("classification.label", Result, result_dict(classification=GRADE | {"label": text})),
+        ("classification.label", Result,
+         result_dict(classification=GRADE | {"label": text, "probabilities": {text: 1.0}})),
         (f"classification.probabilities.{text}.[key]", Result,
-         result_dict(classification=GRADE | {"probabilities": {text: 1.0}})),
+         result_dict(classification=GRADE | {"probabilities": {text: 0.5, "fine": 0.5}})),
         ("software_version", Status, status | {"software_version": text}),
         ("model.name", Status, status | {"model": {"name": text, "version": "1"}}),
         ("model.version", Status, status | {"model": {"name": "grader", "version": text}}),
