@@ -198,10 +198,11 @@ class AnalysisRunner(threading.Thread):
         return Accepted(result, measured.draw_marked_frame, self.identity.result_topic, frame.stamp)
 
     def _subject_for(self, frame: Frame) -> payloads.Subject | None:
-        """The kiosk screen's choice where one was made; else what a replayed customer stated."""
+        """The kiosk screen's choice where one was made; else what a replayed customer stated
+        (and so agreed to keep: a subject goes only with consent)."""
         if self._subject is not None:
             return self._subject(frame.age_band)
-        return payloads.Subject(age_band=frame.age_band) if frame.age_band else None
+        return payloads.Subject(age_band=frame.age_band, consent=True) if frame.age_band else None
 
     def _hand_over(self, accepted: Accepted) -> None:
         while not self.stop_event.is_set():

@@ -164,15 +164,15 @@ class ScreenState:
         """The subject block of the result being made (analysis thread); used once.
 
         Without consent nothing about the customer is sent, not even the age band. When nobody
-        chose on the screen, ``stated_band`` (what a replayed synthetic customer states; a real
-        camera states nothing) is the answer.
+        chose on the screen, ``stated_band`` (what a replayed synthetic customer states, and so
+        agrees to keep; a real camera states nothing) is the answer.
         """
         with self._changed:
             chosen = self._view["subject"]
             self._measurements += 1
             self._update(subject=None)
         if chosen is None:
-            return payloads.Subject(age_band=stated_band) if stated_band else None
+            return payloads.Subject(age_band=stated_band, consent=True) if stated_band else None
         if not chosen["consent"]:
             return None
         return payloads.Subject(age_band=chosen["age_band"], consent=True)

@@ -90,7 +90,7 @@ def sample_result(
             label=grade,
             probabilities={g: (0.8 if g == grade else 0.1) for g in GRADES},
         ),
-        subject=Subject(subject_id=subject_id, age_band=age_band),
+        subject=Subject(subject_id=subject_id, age_band=age_band, consent=True),
     )
 
 

@@ -301,10 +301,12 @@ class Subject(_Payload):
         None, pattern=AGE_BAND_PATTERN,
         description="Age band, e.g. 40-49 or 80+; a band's first year is not after its last.",
     )
-    consent: Literal[True] | None = Field(
-        None,
-        description="True when the customer agreed, on the kiosk screen, to keep this anonymous "
-        "result with these facts; without consent a kiosk sends no subject at all.",
+    # required: a subject without it (an age band, counted in the cohort) was stored as if
+    # the customer had agreed; no kiosk sends one (edge/screen_state.py)
+    consent: Literal[True] = Field(
+        description="True: the customer agreed, on the kiosk screen, to keep this anonymous "
+        "result with these facts; without consent a kiosk sends no subject at all, so a "
+        "subject without it is refused.",
     )
 
 

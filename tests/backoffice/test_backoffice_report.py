@@ -113,7 +113,8 @@ def test_a_band_without_results_keeps_its_place_on_the_report_s_axis(tmp_path: P
     for i in range(40):
         result = fleet.sample_result(rng, "lab", "k0", i)
         band = ("30-39", "50-59", "80+")[i % 3]
-        result = result.model_copy(update={"subject": payloads.Subject(age_band=band)})
+        subject = payloads.Subject(age_band=band, consent=True)
+        result = result.model_copy(update={"subject": subject})
         rows.append(result_row(result, "2026-11-26T00:00:00.000000Z", result.to_json().decode()))
     store.write_batch(Batch(results=rows), 10)
     cohort = load_cohort(store)

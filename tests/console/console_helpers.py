@@ -172,7 +172,7 @@ def make_result(index: int, site: str, device: str, band: str | None,
         measurement_id=payloads.new_measurement_id(int(START.timestamp() * 1000) + index * 60_000),
         device_id=device, site=site, captured_at=START + timedelta(minutes=index),
         software_version="0.1.0", quality=quality, features=features, classification=grade,
-        subject=payloads.Subject(age_band=band, subject_id=subject) if band else None,
+        subject=payloads.Subject(age_band=band, subject_id=subject, consent=True) if band else None,
         not_validated=NOT_VALIDATED_IN_SEED.get(index, []),
     )
 

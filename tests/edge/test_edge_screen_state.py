@@ -89,7 +89,7 @@ def test_a_stated_band_answers_only_when_nobody_chose_on_the_screen() -> None:
     state = ScreenState(burst_frames=5, idle_s=30, language="ja")
     stated = state.take_subject("30-39")  # a replayed synthetic customer, no screen choice
     assert stated is not None
-    assert (stated.age_band, stated.consent) == ("30-39", None)
+    assert (stated.age_band, stated.consent) == ("30-39", True)  # stated, so agreed to keep
     state.set_subject("50-59", consent=False)
     assert state.take_subject("30-39") is None  # declined on the screen: nothing at all
     state.set_subject("50-59", consent=True)

@@ -171,3 +171,27 @@ def test_a_grade_a_kiosk_sends_is_taken() -> None:
 def test_the_published_schema_says_what_a_grade_s_probabilities_sum_to() -> None:
     probabilities = _shipped_part("Classification")["properties"]["probabilities"]
     assert "the label among them; they sum to 1 within 0.065" in probabilities["description"]
+
+
+@pytest.mark.parametrize("subject", [{"age_band": "40-49"}, {"subject_id": "s1"},
+                                     {"age_band": "40-49", "consent": False},
+                                     {"age_band": "40-49", "consent": None}])
+def test_a_subject_without_consent_is_refused(subject: dict[str, Any]) -> None:
+    """Without consent a kiosk sends no subject at all (DESIGN.md): one with an age band and no
+    consent was stored and counted in the cohort."""
+    with pytest.raises(PayloadError) as refused:
+        parse_payload(result_json(subject=subject), Result)
+    assert str(refused.value).startswith("subject.consent: ")
+
+
+def test_a_subject_with_consent_is_taken() -> None:
+    subject = {"age_band": "40-49", "consent": True}
+    parsed = parse_payload(result_json(subject=subject), Result)
+    assert parsed.subject is not None
+    assert parsed.subject.consent is True
+
+
+def test_the_published_schema_requires_consent_of_a_subject() -> None:
+    subject = _shipped_part("Subject")
+    assert subject["required"] == ["consent"]
+    assert subject["properties"]["consent"]["const"] is True

@@ -51,6 +51,11 @@ def result_dict(**over: Any) -> dict[str, Any]:
     return data | over
 
 
+def banded(band: str) -> bytes:
+    """A result whose consenting subject states ``band``."""
+    return json.dumps(result_dict(subject={"age_band": band, "consent": True})).encode()
+
+
 def test_result_round_trips_through_the_wire_form() -> None:
     result = parse_payload(json.dumps(result_dict()).encode(), Result)
     again = parse_payload(result.to_json(), Result)
@@ -70,9 +75,9 @@ def test_result_round_trips_through_the_wire_form() -> None:
         (json.dumps(result_dict(device_id="../etc")).encode(), "device_id"),
         (json.dumps(result_dict(extra_field=1)).encode(), "extra_field"),
         # Unicode digits (Arabic-Indic, full width) are no age band: they made bands of their own
-        (json.dumps(result_dict(subject={"age_band": "\u0664\u0660-\u0664\u0669"})).encode(),
+        (banded("\u0664\u0660-\u0664\u0669"),
          "age_band"),
-        (json.dumps(result_dict(subject={"age_band": "\uff14\uff10+"})).encode(), "age_band"),
+        (banded("\uff14\uff10+"), "age_band"),
         # a time before year 1 in UTC: the back office's conversion to UTC overflowed
         (json.dumps(result_dict(captured_at="0001-01-01T00:00:00+01:00")).encode(),
          "captured_at.*outside the years 1-9999"),
@@ -89,7 +94,7 @@ def test_bad_payloads_are_refused_with_the_place_named(raw: bytes, reason: str) 
     ({"site": "shop 1"}, "site: must be ASCII letters, digits and _ . - only (no spaces), "
      "starting with a letter or digit"),
     ({"measurement_id": "1"}, "measurement_id: must be a UUIDv7 in lower case"),
-    ({"subject": {"age_band": "forty"}},
+    ({"subject": {"age_band": "forty", "consent": True}},
      "subject.age_band: must be an age band such as 40-49 or 80+, in ASCII digits"),
 ])
 def test_a_value_a_pattern_refuses_is_said_in_words(over: dict[str, Any], said: str) -> None:
@@ -114,13 +119,13 @@ def test_an_age_band_that_ends_before_it_starts_is_refused(band: str) -> None:
     """The pattern took "49-40": a hostile or broken kiosk's band was stored and shown in the
     cohort as a band of its own beside 40-49."""
     with pytest.raises(PayloadError) as refused:
-        parse_payload(json.dumps(result_dict(subject={"age_band": band})).encode(), Result)
+        parse_payload(banded(band), Result)
     assert str(refused.value).startswith(f"subject.age_band: Value error, {band} ends before")
 
 
 @pytest.mark.parametrize("band", ["40-49", "45-45", "80+", "00-99"])
 def test_age_bands_in_order_are_taken(band: str) -> None:
-    result = parse_payload(json.dumps(result_dict(subject={"age_band": band})).encode(), Result)
+    result = parse_payload(banded(band), Result)
     assert result.subject is not None
     assert result.subject.age_band == band
 
