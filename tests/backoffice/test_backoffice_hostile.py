@@ -395,3 +395,74 @@ def test_letters_on_long_topics_are_named_cut_and_not_held_whole(
         finally:
             tracemalloc.stop()
     assert held_bytes < 2_000_000  # 199 topics of 60 KB held whole: 12 MB
+
+
+def _impossible(index: int) -> list[tuple[str, bytes]]:
+    """Results no kiosk can measure, as raw JSON (the model refuses to build them)."""
+    def changed(change: dict[str, dict[str, object]]) -> bytes:
+        data = json.loads(result(index).to_json())
+        for part, values in change.items():
+            data[part] = values if part == "subject" else data[part] | values
+        data["measurement_id"] = fleetsim.new_measurement_id()
+        return json.dumps(data).encode()
+
+    return [
+        ("features.pore_count: Input should be less than or equal to 2764800",
+         changed({"features": {"pore_count": 2**62}})),
+        ("features.pore_density_per_cm2: Input should be less than or equal to 257874",
+         changed({"features": {"pore_density_per_cm2": 1e300}})),
+        ("features.melanin_index: Input should be greater than or equal to -0.000001",
+         changed({"features": {"melanin_index": -1e300}})),
+        ("classification: Value error, label 'excellent' is not among the probabilities'",
+         changed({"classification": {"label": "excellent"}})),
+        ("classification: Value error, probabilities sum to 3;",
+         changed({"classification": {"probabilities": {"fine": 1.0, "normal": 1.0,
+                                                       "coarse": 1.0}}})),
+        ("subject.consent: Field required", changed({"subject": {"age_band": "40-49"}})),
+    ]
+
+
+def test_an_impossible_result_is_a_dead_letter_naming_the_key_and_its_bound(
+    store: Store,
+) -> None:
+    """pore_count 2^62, a density of 1e300, a label not among its probabilities, a subject
+    without consent: stored and counted in the cohort report before; now each is refused with
+    the key and what it may be, and the honest result beside them is stored."""
+    impossible = _impossible(1)
+    honest = result(2)
+    batch = sort(*[("p/lab/k1/result", raw) for _, raw in impossible],
+                 ("p/lab/k1/result", honest.to_json()))
+    store.write_batch(batch, 100)
+    assert [row[0] for row in store.select_results(["measurement_id"])] == [
+        honest.measurement_id]
+    reasons = sorted(letter.reason for letter in store.dead_letters())
+    assert len(reasons) == len(impossible)
+    for said, _raw in impossible:
+        assert [reason for reason in reasons if reason.startswith(said)], said
+
+
+def test_results_stored_before_the_bounds_are_still_read_exported_and_reported(
+    store: Store, tmp_path: Path,
+) -> None:
+    """A store keeps what it took before the bounds (a subject without consent, pore_count
+    2^62): listing, exporting and the cohort report read those rows as before."""
+    from appliance.backoffice.report import write_cohort_report
+    from appliance.backoffice.schema import result_row
+    from appliance.transport.payloads import Features, Subject
+
+    rows = []
+    for index in range(30):
+        before = result(index)
+        if index < 3:
+            assert before.subject is not None
+            before = before.model_copy(update={
+                "subject": Subject.model_construct(age_band=before.subject.age_band),
+                "features": Features.model_construct(**before.features.model_dump() | {
+                    "pore_count": 2**62, "melanin_index": -1e300})})
+        rows.append(result_row(before, "2026-11-26T00:00:00.000000Z",
+                               before.model_dump_json(by_alias=True, exclude_none=True,
+                                                      warnings=False)))
+    store.write_batch(Batch(results=rows), 100)
+    assert store.count_results() == 30
+    assert export_results(store, "jsonl", str(tmp_path / "all.jsonl")) == 30
+    assert write_cohort_report(store, tmp_path / "report").exists()
