@@ -8,8 +8,10 @@ nested lists in a config, a 20000x20000 PNG and a JPEG header claiming 65000x650
 ``analyze`` (followed by a good frame that must still be measured), a 30 Mpx RGBA PNG given
 as ``analyze --white`` (the size limit alone let it be decoded), slide names escaping the
 slide folder, and MQTT payloads nested 100,000 deep, with duplicate keys (also one among
-26,000), an integer of 200,000 digits, from the future, or with a subject id holding U+202E
-and an age band that ends before it starts (49-40).
+26,000), an integer of 200,000 digits, from the future, with a subject id holding U+202E
+and an age band that ends before it starts (49-40), or no result a kiosk can measure
+(pore_count 2^62, a density of 1e300, melanin index -1e300, a label not among its
+probabilities, probabilities summing to 3, a subject without consent).
 """
 
 from __future__ import annotations
@@ -165,6 +167,28 @@ def run(folder):
          Inbound("p/lab/k1/result", json.dumps(inverted).encode(), 2, 1)])
     reasons = [d.reason for d in batch.dead_letters]
     return ("refused: " if len(reasons) == 2 else "ACCEPTED: ") + " | ".join(reasons)
+""",
+    "payload_impossible_features_grade_and_subject": """
+def run(folder):
+    import json, random
+    from appliance.synthetic import fleet as fleetsim
+    from appliance.backoffice.triage import Inbound, Triage
+    good = json.loads(fleetsim.sample_result(random.Random(1), "lab", "k1", 0).to_json())
+    grade = good["classification"]
+    hostile = [
+        dict(good, features=dict(good["features"], pore_count=2**62)),
+        dict(good, features=dict(good["features"], pore_density_per_cm2=1e300)),
+        dict(good, features=dict(good["features"], melanin_index=-1e300)),
+        dict(good, classification=dict(grade, label="excellent")),
+        dict(good, classification=dict(grade, probabilities=dict.fromkeys(
+            grade["probabilities"], 1.0))),
+        dict(good, subject={"age_band": "40-49"}),
+    ]
+    batch, _ = Triage("p", 1000).sort([Inbound("p/lab/k1/result", json.dumps(one).encode(),
+                                               i, 1) for i, one in enumerate(hostile)])
+    reasons = [d.reason.replace("Input should be ", "").split(";")[0][:52]
+               for d in batch.dead_letters]
+    return ("refused: " if len(reasons) == 6 else "ACCEPTED: ") + " | ".join(reasons)
 """,
 }
 
