@@ -102,14 +102,14 @@ class PoreRule:
     """
 
     depth_over_furrow: float = 1.2  # pit floor / median furrow floor
-    depth_over_junction: float = 1.3  # pit floor / the junctions' floor around it
+    depth_over_junction: float = 1.25  # pit floor / the junctions' floor around it
     gap_over_junction: float = 0.9  # shortest rim rays / the frame's typical junction's
     # A pit no deeper than the junctions around it is still a pore when it is wide: as deep as
     # this share of its floor all round at SPREAD_UM from its centre, and much roomier between
     # its arms than a junction (the junctions of a frame can be drawn as dark as its pores).
-    shallow_over_junction: float = 1.15  # pit floor / the junctions' floor, for a wide pit
-    shallow_min_spread: float = 0.3  # shallowest of 8 rays at SPREAD_UM / pit floor
-    shallow_min_gap: float = 1.5  # shortest rim rays / the frame's typical junction's
+    shallow_over_junction: float = 0.9  # pit floor / the junctions' floor, for a wide pit
+    shallow_min_spread: float = 0.5  # shallowest of 8 rays at SPREAD_UM / pit floor
+    shallow_min_gap: float = 1.0  # shortest rim rays / the frame's typical junction's
     deep_over_junction: float = 1.3  # ... or this much deeper than the junctions around it
     deep_over_arms: float = 1.6  # ... and than its own arms (then half a junction's gap will do)
     depth_over_arms: float = 1.1  # pit floor / second-deepest ray just outside the rim
