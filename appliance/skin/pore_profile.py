@@ -329,11 +329,12 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
 
 
 def ring_arm_count(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
-                   level: float) -> np.ndarray:
+                   level: float | np.ndarray) -> np.ndarray:
     """How many furrow arms leave each pit across the rings ``RING_ARM_FROM_UM`` to
     ``RING_ARM_TO_UM`` beyond its outer rim (``outer_px``, fine px): runs of the
-    ``RING_ARM_SAMPLES`` angles at which every ring is at least ``level`` deep. Deep all round
-    (a pit in a dark patch): ``RAY_COUNT``, as ``arm_count`` reads it."""
+    ``RING_ARM_SAMPLES`` angles at which every ring is at least ``level`` deep (one level for
+    every pit, or one per pit). Deep all round (a pit in a dark patch): ``RAY_COUNT``, as
+    ``arm_count`` reads it."""
     angles = np.arange(RING_ARM_SAMPLES) * (2.0 * np.pi / RING_ARM_SAMPLES)
     beyond = np.arange(RING_ARM_FROM_UM, RING_ARM_TO_UM + 0.5 * RING_ARM_STEP_UM,
                        RING_ARM_STEP_UM) / FINE_UM_PER_PX
@@ -341,7 +342,7 @@ def ring_arm_count(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
     radius = outer_px[:, None, None] + beyond[None, :, None]
     xs = centres[:, :1, None] + radius * np.cos(angles)
     ys = centres[:, 1:, None] + radius * np.sin(angles)
-    deep = np.all(bilinear(depth, xs, ys) >= level, axis=1)
+    deep = np.all(bilinear(depth, xs, ys) >= np.reshape(level, (-1, 1, 1)), axis=1)
     before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 point on
     runs = np.count_nonzero(deep & ~before, axis=1)
     result: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
