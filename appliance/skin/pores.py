@@ -222,9 +222,12 @@ class PoreModel:
     """How pore-like a profiled pit is, all its readings weighed together: a logistic
     regression (each coefficient per unit of its reading; ``pore_score``).
 
-    Fitted (L2, lambda 1 on standardised readings, Newton steps; benchmarks/fit_pore_score.py,
-    which reproduces every coefficient to 4 decimals, on ``pore_readings`` and
-    ``failed_tests``) on seed 11 wide 0-129 and mixed 0-59 of the own generator only, on every
+    Fitted (L2, lambda 1 on standardised readings, Newton steps; benchmarks/fit_pore_score.py
+    on ``pore_readings`` and ``failed_tests``; it reproduced every coefficient to 4 decimals on
+    the generator and the rule of its day, not on today's: the wide preset has since drawn
+    darker junctions and pores as dark as their furrows, and the rule changed, so a refit
+    moves them: docs/experiments/README.md "darkpore", "porefit") on seed 11 wide 0-129 and
+    mixed 0-59 of the own generator only, on every
     profiled pit that passes the fixed tests of ``pore_verdict``: 29,142 pits, 8,580 of them
     the nearest profiled pit to a true pore (pits within a true pore's reach that are not the
     nearest left out). An AND of thresholds reads each comparison alone; the score lets a
