@@ -8,6 +8,8 @@ OnFailure= unit serves the page saying the kiosk is out of order and why (``appl
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import signal
@@ -202,8 +204,11 @@ def test_a_page_whose_daemon_failed_for_good_says_out_of_order_and_why(
         page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")  # no preview
         expect(page.locator("body")).to_have_attribute("data-phase", "welcome")
         # the words come from /messages.json, fetched beside the event stream: a daemon gone
-        # before they arrive leaves the page without words (it failed so 1 run in 5 here)
+        # before they arrive leaves the page without words (it failed so 1 run in 5 here); and
+        # the daemon's first event sets the language (before it, the page's own: Japanese; a
+        # loaded CI run at -n 4 stopped the daemon before it, and the page stayed blank)
         assert wait_until(lambda: page.evaluate("Object.keys(messages).length > 0"), 15)
+        assert wait_until(lambda: page.evaluate("state !== null"), 15)
     finally:
         daemon.stop()  # exit 2: systemd does not restart it, and starts the unit below
     expect(page.locator("#guidance")).to_have_text(CATALOGUE["en"]["guide_kiosk_away"],
@@ -239,8 +244,11 @@ def test_a_page_whose_daemon_never_comes_back_says_out_of_order_not_starting_aga
         page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")  # no preview
         expect(page.locator("body")).to_have_attribute("data-phase", "welcome")
         # the words come from /messages.json, fetched beside the event stream: a daemon gone
-        # before they arrive leaves the page without words (it failed so 1 run in 5 here)
+        # before they arrive leaves the page without words (it failed so 1 run in 5 here); and
+        # the daemon's first event sets the language (before it, the page's own: Japanese; a
+        # loaded CI run at -n 4 stopped the daemon before it, and the page stayed blank)
         assert wait_until(lambda: page.evaluate("Object.keys(messages).length > 0"), 15)
+        assert wait_until(lambda: page.evaluate("state !== null"), 15)
     finally:
         daemon.stop()
     assert wait_until(lambda: page.evaluate("lost"), 15)  # the stream dropped
@@ -273,3 +281,30 @@ def test_a_page_that_could_not_fetch_its_words_asks_again(
             CATALOGUE["en"]["age_none"])
     finally:
         daemon.stop()
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # the base's names
+        pass
+
+
+def test_a_page_whose_daemon_is_gone_before_its_first_event_says_the_kiosk_is_away(
+    page: Any,
+) -> None:
+    """The page's files served, but no daemon behind them (it went before the page heard its
+    first event: a crash at once, a restart loop): the page stayed blank for good, as what it
+    shows while the daemon is away was built on a state it never had. It says the kiosk is
+    starting again, in the page's own language (it heard no other)."""
+    handler = functools.partial(_QuietFiles, directory=str(REPO / "appliance/edge/screen_static"))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=files.serve_forever, args=(0.1,), daemon=True)
+    thread.start()
+    try:
+        page.goto(f"http://127.0.0.1:{files.server_address[1]}/", wait_until="domcontentloaded")
+        expect(page.locator("#guidance")).to_have_text(CATALOGUE["ja"]["guide_kiosk_away"],
+                                                       timeout=15_000)
+        assert page.evaluate("document.body.dataset.phase") == "guiding"
+    finally:
+        files.shutdown()
+        files.server_close()
+        thread.join(5)

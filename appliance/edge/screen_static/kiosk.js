@@ -241,12 +241,21 @@ function listen() {
   };
 }
 
+// What the page shows while no daemon answers is built on what it last heard; a page whose
+// daemon went before its first event (a crash at once, a restart loop) heard nothing, and stayed
+// blank for good: it builds on a fresh screen in the page's own language instead.
+function heardOrFresh() {
+  return state || {language: document.documentElement.lang, phase: "welcome", burst: 1,
+                   progress: 0, guidance: null, staff: null, detail: null, result: null,
+                   subject: null};
+}
+
 // The daemon is still gone: nothing of the last customer stays on screen until it is back
 // (its first event is the whole state again).
 function showAway() {
   awayTimer = null;
-  if (!lost || !state || state.guidance === "guide_out_of_order") return;  // never promise again
-  state = {...state, phase: "guiding", guidance: "guide_kiosk_away", staff: null, detail: null, progress: 0,
+  if (!lost || (state && state.guidance === "guide_out_of_order")) return;  // never promise again
+  state = {...heardOrFresh(), phase: "guiding", guidance: "guide_kiosk_away", staff: null, detail: null, progress: 0,
            result: null, subject: null};
   choice = null;
   render();
@@ -256,8 +265,8 @@ function showAway() {
 // staff (nothing here can tell them).
 function showDown() {
   downTimer = null;
-  if (!lost || !state) return;
-  state = {...state, phase: "guiding", guidance: "guide_out_of_order", staff: "ask",
+  if (!lost) return;
+  state = {...heardOrFresh(), phase: "guiding", guidance: "guide_out_of_order", staff: "ask",
            detail: {key: "down_unreachable"}, progress: 0, result: null, subject: null};
   choice = null;
   render();
