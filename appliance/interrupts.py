@@ -1,10 +1,10 @@
-"""Stop signals (Ctrl-C's SIGINT, SIGTERM) that come while a command is still starting.
+"""Stop signals (Ctrl-C's SIGINT, SIGTERM) and SIGHUP that come while a command still starts.
 
 Python raises KeyboardInterrupt wherever the main thread is when SIGINT comes. In a command's
 first second that is inside an import (pydantic, numpy, ONNX Runtime): an early Ctrl-C of
 ``appliance pathology serve`` printed a traceback from the middle of a library, and one a
 little later, before the server had put its stop handlers in place, ended it with exit 130
-and without its stop message. So ``appliance`` holds both signals from the start of ``main``
+and without its stop message. So ``appliance`` holds them from the start of ``main``
 until the command is ready for them, then delivers them: a command with its own stop handlers
 (``pathology serve``, ``edge``, ``backoffice``, ``console``, ``demo``: ``own_stop_signals``
 in their parsers) gets the held ones there, as it gets a later one (its stop message and exit
@@ -14,6 +14,14 @@ exit 143), never from SIGTERM's default action, which killed the process where i
 Either way the handlers last as long as the block that put them in place (``delivered``,
 ``stop_on_signals``): after it, the ones from before are back, for ``main``'s caller (a
 library, a test) as for the process.
+
+SIGHUP (its terminal closed, an ssh connection lost) is held too. ``stop_on_signals`` makes it
+a stop, as SIGTERM: its default action ended a service run in a terminal (``backoffice``,
+``console``, ``pathology serve``) where it stood, without its orderly stop. The edge daemon
+puts its own handler on it (read the config again), and one that came while it started is a
+reload once it runs. A one-shot command meets SIGHUP's default action, as before, when its run
+begins. Under ``nohup`` (SIGHUP ignored from the start) it stays ignored: that is what the
+caller asked for.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HANGUP = signal.SIGHUP  # the terminal closed: a service stops, the edge daemon reloads
+HELD_SIGNALS = (*STOP_SIGNALS, HANGUP)
 SignalHandler = Callable[[int, FrameType | None], Any]
 
 _held: list[int] = []  # in the order they came, each once
@@ -40,12 +50,19 @@ class WaitAbandonedError(Exception):
 
 
 def hold() -> None:
-    """From now until ``delivered`` or ``release``, a stop signal is noted, not acted on
-    (signals reach only the main thread: elsewhere this does nothing)."""
+    """From now until ``delivered`` or ``release``, a stop signal or SIGHUP is noted, not acted
+    on (signals reach only the main thread: elsewhere this does nothing); an ignored SIGHUP
+    (``nohup``) stays ignored."""
     if threading.current_thread() is not threading.main_thread() or _previous:
         return
-    for signum in STOP_SIGNALS:
-        _previous[signum] = signal.signal(signum, _note)
+    for signum in HELD_SIGNALS:
+        if signum != HANGUP or not _hangup_ignored():
+            _previous[signum] = signal.signal(signum, _note)
+
+
+def _hangup_ignored() -> bool:
+    """Whether SIGHUP was ignored before ``hold`` (or is now, when not holding): ``nohup``."""
+    return bool(_previous.get(HANGUP, signal.getsignal(HANGUP)) == signal.SIG_IGN)
 
 
 def _note(signum: int, frame: FrameType | None) -> None:
@@ -69,13 +86,19 @@ def _deliver(handlers: Mapping[int, SignalHandler]) -> None:
 @contextmanager
 def stop_on_signals(stop: threading.Event, log: logging.Logger,
                     received: list[int] | None = None) -> Iterator[None]:
-    """For the length of the block SIGTERM and SIGINT set ``stop`` (the main thread then shuts
-    down in order), said under ``log``, the service's own logger; also one that came while the
-    command started. Each one's number is added to ``received`` when given (a command's exit
-    code names it: 128 + it). After the block the handlers before it are back: a library
-    caller of ``cli.main`` was left with a Ctrl-C that only set an Event nobody waited on."""
+    """For the length of the block SIGTERM, SIGINT and SIGHUP (unless ignored: ``nohup``) set
+    ``stop`` (the main thread then shuts down in order), said under ``log``, the service's own
+    logger; also one that came while the command started. Each one's number is added to
+    ``received`` when given (a command's exit code names it: 128 + it). After the block the
+    handlers before it are back: a library caller of ``cli.main`` was left with a Ctrl-C that
+    only set an Event nobody waited on."""
+    hung_up: list[bool] = []
 
     def _handler(signum: int, frame: FrameType | None) -> None:
+        if signum == HANGUP:  # one hangup can come twice, from the shell (to its jobs) and
+            if hung_up:  # from the kernel: not a second stop, which would end the console's
+                return  # requests at once
+            hung_up.append(True)
         log.info("received %s; stopping", signal.Signals(signum).name)
         if received is not None:
             received.append(signum)
@@ -83,7 +106,10 @@ def stop_on_signals(stop: threading.Event, log: logging.Logger,
         if _abandoning:
             raise WaitAbandonedError(signal.Signals(signum).name)
 
-    with delivered({signal.SIGTERM: _handler, signal.SIGINT: _handler}):
+    handlers: dict[int, SignalHandler] = {signal.SIGTERM: _handler, signal.SIGINT: _handler}
+    if not _hangup_ignored():
+        handlers[HANGUP] = _handler
+    with delivered(handlers):
         yield
 
 
@@ -96,7 +122,7 @@ def delivered(handlers: Mapping[int, SignalHandler]) -> Iterator[None]:
         yield
         return
     before = {signum: _previous.get(signum, signal.getsignal(signum))
-              for signum in {*STOP_SIGNALS, *handlers}}
+              for signum in {*HELD_SIGNALS, *handlers}}
     try:
         _deliver(handlers)
         yield

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import shlex
-import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -99,31 +98,10 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"demo: store error: {problem}", file=sys.stderr)  # as the read commands say it
         return 2
     stop, received = threading.Event(), list[int]()
-    with (_backoffice_log_at_warnings(unless=args.verbose), stop_on_signals(stop, received),
-          _hangup_stops(stop, received)):
+    # SIGHUP (its terminal closed) stops it too: its default action ended the demo where it
+    # stood, its mosquitto and edges (which take SIGHUP as "read the config again") orphaned
+    with _backoffice_log_at_warnings(unless=args.verbose), stop_on_signals(stop, received):
         return _run_until_stopped(args, store_url, stop, received)
-
-
-@contextmanager
-def _hangup_stops(stop: threading.Event, received: list[int]) -> Iterator[None]:
-    """SIGHUP (the terminal closed, an ssh connection lost) stops the demo as Ctrl-C does, exit
-    129: its default action ended the demo where it stood, and its mosquitto and edge daemons
-    (which take SIGHUP as "read the config again") ran on for good, orphaned, with its folder
-    in /tmp. A daemon's SIGHUP reloads; the demo is a command in a terminal."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach it only
-        yield
-        return
-
-    def _handler(signum: int, frame: Any) -> None:
-        if signum not in received:
-            received.append(signum)
-        stop.set()
-
-    before = signal.signal(signal.SIGHUP, _handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGHUP, before)
 
 
 @contextmanager
@@ -151,7 +129,8 @@ def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
 
     if stop.is_set():
-        print("demo stopped (Ctrl-C or SIGTERM) before it started anything", file=sys.stderr)
+        print("demo stopped (Ctrl-C, SIGTERM or SIGHUP) before it started anything",
+              file=sys.stderr)
         return 128 + received[0] if received else 130
     try:
         with nullcontext() if store_url is None else demo_lock(store_url):

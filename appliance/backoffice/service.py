@@ -26,10 +26,10 @@ EXIT_BROKER_REFUSED = 3  # the broker refused our login or subscriptions: restar
 
 def stop_on_signals(stop: threading.Event,
                     received: list[int] | None = None) -> AbstractContextManager[None]:
-    """For the length of the block SIGTERM and SIGINT set ``stop``, said under the back office's
-    logger, also one that came while the command started (appliance/interrupts.py); each one's
-    number is added to ``received`` when given (a command's exit code names it: 128 + the
-    number). The handlers before it are back after it."""
+    """For the length of the block SIGTERM, SIGINT and SIGHUP (a terminal closed) set ``stop``,
+    said under the back office's logger, also one that came while the command started
+    (appliance/interrupts.py); each one's number is added to ``received`` when given (a
+    command's exit code names it: 128 + the number). The handlers before it are back after it."""
     return interrupts.stop_on_signals(stop, log, received)
 
 

@@ -40,8 +40,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """The console until Ctrl-C or SIGTERM, which stop it in order, exit 0, as they stop
-    ``backoffice`` and ``pathology serve`` (also one that came while it started)."""
+    """The console until Ctrl-C, SIGTERM or SIGHUP (its terminal closed), which stop it in
+    order, exit 0, as they stop ``backoffice`` and ``pathology serve`` (also one that came while
+    it started)."""
     from appliance.backoffice.store import StoreError
     from appliance.backoffice.storeurl import store_url_for
     from appliance.console.server import serve

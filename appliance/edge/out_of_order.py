@@ -93,7 +93,7 @@ def out_of_order_state(detail: dict[str, str],
 def serve_out_of_order(port: int = DEFAULT_PORT, environ: Mapping[str, str] | None = None,
                        config_path: str | Path = "config.yaml") -> int:
     """Serve the out-of-order screen on 127.0.0.1:``port``, in the language the kiosk's
-    config at ``config_path`` sets, until SIGTERM or SIGINT; exit code."""
+    config at ``config_path`` sets, until SIGTERM, SIGINT or SIGHUP; exit code."""
     environ = os.environ if environ is None else environ
     detail = failure_detail(environ)
     language = configured_language(config_path, environ)

@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def serve(config: Config) -> int:
-    """Serve until SIGTERM or Ctrl-C, whose stop message is said under this module's logger
-    (the server's own, as its start line); exit codes as ``run_server``. A stop signal that
-    came while the command started stops it here, before it opens anything."""
+    """Serve until SIGTERM, Ctrl-C or SIGHUP (its terminal closed), whose stop message is said
+    under this module's logger (the server's own, as its start line); exit codes as
+    ``run_server``. A stop signal that came while the command started stops it here, before it
+    opens anything."""
     stop = threading.Event()
     with interrupts.stop_on_signals(stop, log):
         return 0 if stop.is_set() else run_server(config, stop)

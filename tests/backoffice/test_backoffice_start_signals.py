@@ -29,6 +29,7 @@ def config_file(tmp_path: Path) -> Path:
     ("appliance.config", "SIGTERM"),
     ("appliance.backoffice.service", "SIGTERM"),  # while the worker's modules load
     ("appliance.backoffice.ingest", "SIGINT"),
+    ("appliance.backoffice.service", "SIGHUP"),  # its terminal closed: a kill where it stood
 ])
 def test_a_stop_signal_while_the_backoffice_starts_is_its_clean_stop(
     config_file: Path, module: str, signame: str,
@@ -47,16 +48,19 @@ def test_a_stop_signal_while_the_backoffice_starts_is_its_clean_stop(
     ("appliance.config", "SIGTERM"),
     ("appliance.backoffice.demo", "SIGTERM"),  # while the demo's modules load
     ("appliance.backoffice.demo", "SIGINT"),
+    ("appliance.backoffice.demo", "SIGHUP"),  # its terminal closed: a kill where it stood
 ])
 def test_a_stop_signal_while_the_demo_starts_stops_it_before_anything_runs(
     tmp_path: Path, module: str, signame: str,
 ) -> None:
-    """It was exit 130 (SIGINT) or 143 or a kill (SIGTERM), with nothing said; it now exits as a
-    later stop does (130 after Ctrl-C, 143 after SIGTERM), saying so."""
+    """It was exit 130 (SIGINT) or 143 or a kill (SIGTERM, SIGHUP), with nothing said; it now
+    exits as a later stop does (130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP), saying
+    so."""
     store = tmp_path / "demo.sqlite3"
     code, err = started_and_signalled(module, signame, "demo", "--devices", "1", "--count",
                                        "1", "--store", f"sqlite:///{store}")
     assert (code, "Traceback" in err) == (128 + signal.Signals[signame], False), err
     # the demo shows its back office's warnings only (its INFO "received ...; stopping" with `-v`)
-    assert err.splitlines() == ["demo stopped (Ctrl-C or SIGTERM) before it started anything"]
+    assert err.splitlines() == [
+        "demo stopped (Ctrl-C, SIGTERM or SIGHUP) before it started anything"]
     assert list(tmp_path.iterdir()) == []

@@ -25,10 +25,11 @@ from appliance.console.server import listening_socket, serve_until_stopped
 from appliance.transport.broker import free_port, port_open
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_ends_the_console_in_order_with_exit_0(
     stop_signal: signal.Signals, tmp_path: Path
 ) -> None:
+    """SIGHUP (its terminal closed, an ssh connection lost) killed it where it stood."""
     url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
     open_store(url).close()
     port = free_port()

@@ -108,6 +108,19 @@ def test_the_out_of_order_screen_says_why_and_stops_on_sigterm(
     assert "the edge daemon is down for good (systemd: exit-code, exited, status 2)" in said
 
 
+def test_the_out_of_order_screen_stops_in_order_when_its_terminal_closes(
+    out_of_order: tuple[int, subprocess.Popen[bytes]],
+) -> None:
+    """Run by hand in a terminal (systemd sends it no SIGHUP: its unit has no ExecReload),
+    SIGHUP killed it where it stood; it stops as on SIGTERM."""
+    port, process = out_of_order
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(15) == 0
+    assert process.stderr is not None
+    assert "received SIGHUP; stopping" in process.stderr.read().decode()
+    assert not answers(port)
+
+
 @pytest.mark.parametrize(("config", "language", "warned"), [
     ("screen:\n  port: 8090\n  language: en\n", "en", ""),
     # the config the daemon refused (an unknown key, a bad port): its language still holds

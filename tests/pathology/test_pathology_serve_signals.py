@@ -28,6 +28,7 @@ def config_file(tmp_path: Path) -> Path:
     ("appliance.config", "SIGINT"),  # while the commands are read
     ("appliance.pathology.service_main", "SIGINT"),  # while serve loads the server
     ("appliance.pathology.service_main", "SIGTERM"),
+    ("appliance.pathology.service_main", "SIGHUP"),  # its terminal closed: a kill, no word
 ])
 def test_a_stop_signal_while_serve_starts_is_its_clean_stop(
     config_file: Path, module: str, signame: str,
