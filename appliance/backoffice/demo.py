@@ -49,7 +49,7 @@ STOP_GRACE_S = 15.0
 # first_camera_seed(...) + index, a block of their own for each count of results already stored.
 SEEDS_PER_RUN = 32
 LOG_TAIL_CHARS = 1500
-EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM (the command names which: 130 or 143)
+EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP: 143 and 129 (the command says which)
 
 
 class DemoError(RuntimeError):
@@ -231,7 +231,7 @@ def wait_for_results(
         if time.monotonic() > deadline:
             raise DemoError(f"timed out after {timeout_s:.0f} s with {printer.stored} of "
                             f"{expected} results stored (raise --timeout-s on a slow machine)")
-    raise DemoError("interrupted (Ctrl-C or SIGTERM); everything was stopped")
+    raise DemoError("interrupted (Ctrl-C, SIGTERM or SIGHUP); everything was stopped")
 
 
 def _summary(store: Store, printer: ResultPrinter, elapsed_s: float) -> str:

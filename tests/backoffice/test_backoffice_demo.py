@@ -91,7 +91,7 @@ def test_stopping_the_demo_stops_its_edges(
     assert demo.run_demo(devices=1, count=1, timeout_s=60, edge_command=edge, stop=stop) == 130
     captured = capsys.readouterr()
     assert captured.err.splitlines()[-1] == (
-        "demo stopped: interrupted (Ctrl-C or SIGTERM); everything was stopped")
+        "demo stopped: interrupted (Ctrl-C, SIGTERM or SIGHUP); everything was stopped")
     assert captured.out.splitlines()[-1] == "demo: no result was stored before it stopped"
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
@@ -121,7 +121,7 @@ def test_a_demo_stopped_midway_says_that_the_results_it_stored_are_kept_and_wher
     assert demo.run_demo(devices=1, count=500, timeout_s=120, edge_command=FAST_EDGE,
                          stop=stop, store_url=url) == 130
     captured = capsys.readouterr()
-    assert "interrupted (Ctrl-C or SIGTERM)" in captured.err
+    assert "interrupted (Ctrl-C, SIGTERM or SIGHUP)" in captured.err
     store = open_store(url)
     try:
         stored = store.count_results()
@@ -169,7 +169,7 @@ def test_the_demo_stopped_by_sigterm_exits_143_as_every_command_does(
     finally:
         run.kill()
     assert run.returncode == code, err
-    assert "interrupted (Ctrl-C or SIGTERM); everything was stopped" in err
+    assert "interrupted (Ctrl-C, SIGTERM or SIGHUP); everything was stopped" in err
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
 
@@ -259,7 +259,7 @@ def test_a_second_demo_on_the_same_store_is_refused_while_the_first_runs(
         with contextlib.suppress(ProcessLookupError):  # none left after a normal end
             os.killpg(first.pid, signal.SIGKILL)
     assert first.returncode == 130, first_err
-    assert "interrupted (Ctrl-C or SIGTERM); everything was stopped" in first_err
+    assert "interrupted (Ctrl-C, SIGTERM or SIGHUP); everything was stopped" in first_err
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
 
