@@ -9,6 +9,7 @@ pixels across. Sizes here are in fine pixels unless named otherwise.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import cv2
@@ -72,6 +73,9 @@ ALONG_RIMS = (0.5, 1.0, 1.5)
 # frame's 190-1,230 -1.4 ms (12 frames each, speed7). The chunk is part of the readings in their
 # last bits (cv2.remap's blocks; diameters move by <= 3e-8 relative, no count moved).
 SHAPE_CHUNK = 512
+# Which candidates a profile need not finish (``shape_and_gaps``): from each one's floor,
+# strand, arm count and arm floor (``Shape``), those already known never to be counted.
+Settled = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 JUNCTION_SAMPLE = 64  # candidates profiled to learn the frame's typical junction gap
 SPREAD_UM = 60.0  # how far out a wide pit is still deep all round
 LOCAL_TILE_UM = 1000.0  # a pit is compared with the junctions of about 1 mm around it
@@ -455,17 +459,20 @@ def shape_of(depth: np.ndarray, centres: np.ndarray, arm_level: float) -> Shape:
 
 
 def shape_and_gaps(depth: np.ndarray, centres: np.ndarray, arm_level: float,
-                   whole: np.ndarray) -> tuple[Shape, np.ndarray, np.ndarray]:
+                   whole: np.ndarray, settled: Settled | None = None,
+                   ) -> tuple[Shape, np.ndarray, np.ndarray]:
     """``shape_of`` the candidates ``whole`` (bool per candidate), and the floor and gap of
     every candidate: what ``typical_junction`` reads of the others, whose rims alone are read
-    (the rest of a profile costs about as much again).
+    (the rest of a profile costs about as much again). ``settled``: which of them are decided
+    by their floor, strand, arm count and arm floor alone (``Settled``); their edge,
+    elongation, ends, outline, line rest and along are left NaN.
 
     Read ``SHAPE_CHUNK`` candidates at a time: every row is its own, and the arrays of a chunk
     stay in the cache."""
     if len(centres) <= SHAPE_CHUNK:
-        return _shape_rows(depth, centres, arm_level, whole)
+        return _shape_rows(depth, centres, arm_level, whole, settled)
     parts = [_shape_rows(depth, centres[start:start + SHAPE_CHUNK], arm_level,
-                         whole[start:start + SHAPE_CHUNK])
+                         whole[start:start + SHAPE_CHUNK], settled)
              for start in range(0, len(centres), SHAPE_CHUNK)]
     shape = Shape(*(np.concatenate([getattr(part[0], field.name) for part in parts])
                     for field in fields(Shape)))
@@ -474,7 +481,8 @@ def shape_and_gaps(depth: np.ndarray, centres: np.ndarray, arm_level: float,
 
 
 def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
-                whole: np.ndarray) -> tuple[Shape, np.ndarray, np.ndarray]:
+                whole: np.ndarray, settled: Settled | None = None,
+                ) -> tuple[Shape, np.ndarray, np.ndarray]:
     """``shape_and_gaps`` for a few candidates at once."""
     rays = profile(depth, centres)
     floor = bilinear(depth, centres[:, 0], centres[:, 1])
@@ -503,20 +511,45 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
         floor, skin, crossed, rim, median = (a[rows] for a in (floor, skin, crossed, rim, median))
     own = np.minimum(rim, ARM_CUT * median[:, None])  # rays down a furrow arm stop at the rim
     radius = np.sqrt(np.mean(own**2, axis=1))  # area of the star-shaped rim = pi * radius**2
-    edge = steepest_fall(with_floor, crossed.ravel(), radii).reshape(crossed.shape)
     gap = rim[:, 1]
     # np.minimum, not np.clip: the index is never negative (np.clip of integers checks its
     # bounds' type each call, longer than the clipping itself)
     ring = np.minimum(np.searchsorted(rays.radii_px, median + 2.0 * FINE), len(rays.radii_px) - 2)
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
-    elongation, ends = elongation_of(with_floor, floor, np.maximum(skin, arms), radii)
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
+    read = (np.arange(len(floor)) if settled is None
+            else np.flatnonzero(~settled(floor, strand, count, arm_floor)))
+    late = _late_readings(rays, with_floor, crossed, floor, np.maximum(skin, arms),
+                          radius=radius, radii=radii, read=read)
+    elongation, ends, outline, rest, along, edge = late
     shape = Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
-                  elongation, count, ends, arm_floor, outline_of(rays, radius), far_side,
-                  line_rest(rays.depth, floor), along_of(rays.depth, floor, radius), crossed,
+                  elongation, count, ends, arm_floor, outline, far_side, rest, along, crossed,
                   edge, equivalent_radius(edge))
     return shape, every_floor, every_gap
+
+
+def _late_readings(rays: Profiles, with_floor: np.ndarray, crossed: np.ndarray,
+                   floor: np.ndarray, top: np.ndarray, *, radius: np.ndarray,
+                   radii: np.ndarray, read: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The elongation, ends, outline, line rest, along and edge (``Shape``) of the candidates
+    ``read`` (indices), NaN for the others."""
+    count = len(floor)
+    if len(read) < count:
+        rays = Profiles(rays.depth[read], rays.radii_px)
+        with_floor = with_floor.reshape(count, -1)[read].reshape(-1, with_floor.shape[1])
+        crossed, floor, top, radius = (a[read] for a in (crossed, floor, top, radius))
+    edge = steepest_fall(with_floor, crossed.ravel(), radii).reshape(crossed.shape)
+    readings = (*elongation_of(with_floor, floor, top, radii), outline_of(rays, radius),
+                line_rest(rays.depth, floor), along_of(rays.depth, floor, radius), edge)
+    if len(read) == count:
+        return readings
+    filled = []
+    for reading in readings:
+        whole = np.full((count, *reading.shape[1:]), np.nan)
+        whole[read] = reading
+        filled.append(whole)
+    return tuple(filled)
 
 
 def equivalent_radius(rim: np.ndarray) -> np.ndarray:

@@ -365,13 +365,15 @@ class Candidates:
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
                        profile_all: bool = False, colour: bool = True, *,
-                       hair: np.ndarray | None = None) -> Candidates:
+                       hair: np.ndarray | None = None, every_reading: bool = True) -> Candidates:
     """Find the pits of a frame and profile those deep enough (every one with ``profile_all``,
     for fitting and diagnosis; ``pore_tests`` then applies the depth tests itself). Without
     ``colour`` the pits' colour is left unread (``blue`` all 0): ``measure_pores`` reads it
     only for the pits that pass every other test. ``furrows``: the furrow pixels on every 2nd
     row and column (``texture.Texture.furrow_sample``), or on every pixel. ``hair``: the
-    frame's hair pixels (``texture.Texture.hair``; found here when not given)."""
+    frame's hair pixels (``texture.Texture.hair``; found here when not given). Without
+    ``every_reading`` the readings that cannot change what ``measure_pores`` reports are left
+    NaN for the pits ``never_counted`` by ``rule``."""
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
     every_4th = np.ascontiguousarray(depth[::2, ::2]).ravel()  # every 4th pixel: same median
     if furrows.shape == depth.shape:
@@ -401,8 +403,9 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     profiled = deep.copy()
     profiled[sample] = True
     row = np.cumsum(profiled) - 1  # each profiled candidate's row
-    shape, floor_of, gap_of = shape_and_gaps(fine, centres[profiled], ARM_LEVEL * furrow_floor,
-                                             deep[profiled])
+    shape, floor_of, gap_of = shape_and_gaps(
+        fine, centres[profiled], ARM_LEVEL * furrow_floor, deep[profiled],
+        None if every_reading else lambda *read: never_counted(*read, rule=rule))
     junction = typical_junction(floor_of[row[sample]], gap_of[row[sample]])
     blue = (blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
             if colour else np.zeros(len(shape.floor)))
@@ -645,20 +648,45 @@ def _oval(found: Candidates, rule: PoreRule) -> np.ndarray:
 
 def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     """The tests every pore passes, junction or not: no hair's end, pore-sized, grey."""
-    diameters = own_diameters_um(found)
-    strand = found.shape.floor >= rule.depth_over_strand * found.shape.strand
-    if rule.junction_over_strand > rule.depth_over_strand:  # stricter for 3+ arms
-        strand &= (found.shape.arm_count <= PIT_MAX_ARMS) | (
-            found.shape.floor >= rule.junction_over_strand * found.shape.strand)
-    many = found.shape.arm_count > PIT_MAX_ARMS
-    closed = found.shape.floor >= np.where(many, rule.junction_over_arm_floor,
-                                           rule.pit_over_arm_floor) * found.shape.arm_floor
+    diameters, shape = own_diameters_um(found), found.shape
     return {
-        "deeper_than_strand": strand,
-        "closed": closed,
+        "deeper_than_strand": _deeper_than_strand(shape.floor, shape.strand, shape.arm_count,
+                                                  rule),
+        "closed": _closed(shape.floor, shape.arm_count, shape.arm_floor, rule),
         "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
         "grey": found.blue <= rule.max_blue_excess,
     }
+
+
+def _deeper_than_strand(floor: np.ndarray, strand: np.ndarray, arm_count: np.ndarray,
+                       rule: PoreRule) -> np.ndarray:
+    """No hair's end: deeper than the deepest ray just outside the rim (clearly, with 3 or more
+    arms: a junction where a deeper furrow segment ends)."""
+    result: np.ndarray = floor >= rule.depth_over_strand * strand
+    if rule.junction_over_strand > rule.depth_over_strand:  # stricter for 3+ arms
+        result &= (arm_count <= PIT_MAX_ARMS) | (floor >= rule.junction_over_strand * strand)
+    return result
+
+
+def _closed(floor: np.ndarray, arm_count: np.ndarray, arm_floor: np.ndarray,
+            rule: PoreRule) -> np.ndarray:
+    """A closed pit: deeper than every arm all along its reach (``Shape.arm_floor``)."""
+    many = arm_count > PIT_MAX_ARMS
+    result: np.ndarray = floor >= np.where(many, rule.junction_over_arm_floor,
+                                           rule.pit_over_arm_floor) * arm_floor
+    return result
+
+
+def never_counted(floor: np.ndarray, strand: np.ndarray, arm_count: np.ndarray,
+                  arm_floor: np.ndarray, *, rule: PoreRule = RULE) -> np.ndarray:
+    """Pits that fail ``fixed_tests`` on these readings alone: 3 or more arms and not
+    ``closed`` or not ``deeper_than_strand`` (a stricter rule fails them too). Nothing of them
+    enters a count, a score of the frame (``frame_scores``) or the borderline share, so their
+    profile need not be finished (``pore_profile.Settled``)."""
+    result: np.ndarray = (arm_count > PIT_MAX_ARMS) & ~(
+        _closed(floor, arm_count, arm_floor, rule)
+        & _deeper_than_strand(floor, strand, arm_count, rule))
+    return result
 
 
 def _log_ratio(top: np.ndarray, bottom: np.ndarray | float) -> np.ndarray:
@@ -778,7 +806,8 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
                   hair: np.ndarray | None = None) -> Pores:
     """Find pores and measure count, density, mean equivalent diameter and area ratio
     (``hair``: as ``measure_candidates`` takes it)."""
-    found = measure_candidates(prepared, furrows, rule, colour=False, hair=hair)
+    found = measure_candidates(prepared, furrows, rule, colour=False, hair=hair,
+                               every_reading=False)
     # the colour decides only between pits that pass every other test: read it for those
     # alone (speed only; the others fail whatever their colour)
     tests = pore_tests(found, rule)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from appliance.skin import pores
 from appliance.skin.analysis import SkinAnalysis, analyze
 from appliance.skin.pore_profile import (
     ARM_LEVEL,
@@ -33,6 +34,7 @@ from appliance.skin.pores import (
     frame_shift,
     measure_candidates,
     missed_arms,
+    never_counted,
     own_diameters_um,
     pore_diameters_um,
     pore_tests,
@@ -799,3 +801,34 @@ def test_roomy_pits_no_deeper_than_their_junctions_are_counted() -> None:
     assert sum(found) >= 4
     truth = ground_truth(geometry, frame.params.um_per_px)
     assert len(counted) <= truth["pore_count"]  # and it still counts no more than are drawn
+
+
+@pytest.mark.parametrize(("seed", "preset"), [(11, "mixed"), (12, "wide")])
+def test_pits_never_counted_are_left_unfinished_and_nothing_reported_moves(
+        monkeypatch: pytest.MonkeyPatch, seed: int, preset: str) -> None:
+    """The junctions that fail the fixed tests on their arms and strand alone (``never_counted``)
+    are not profiled to the end; every reported number stays as with every profile finished."""
+    frame = synthetic_frame(seed, 0, preset)
+    prepared = prepare(frame.image_rgb, frame.params.um_per_px)
+    texture = measure_texture(prepared)
+    full = measure_candidates(prepared, texture.furrow_sample, colour=False, hair=texture.hair)
+    lean = measure_candidates(prepared, texture.furrow_sample, colour=False, hair=texture.hair,
+                              every_reading=False)
+    settled = never_counted(full.shape.floor, full.shape.strand, full.shape.arm_count,
+                            full.shape.arm_floor)
+    assert 0 < np.count_nonzero(settled) < len(settled)
+    assert np.isnan(lean.shape.edge_radius_px).tolist() == settled.tolist()
+    for name in ("edge_px", "elongation", "ends", "outline", "line_rest", "along", "floor",
+                 "gap_px"):
+        assert np.array_equal(getattr(lean.shape, name)[~settled],
+                              getattr(full.shape, name)[~settled]), name
+    lean_result = analyze(frame.image_rgb, frame.params.um_per_px)
+    monkeypatch.setattr(pores, "never_counted",
+                        lambda floor, *_, **__: np.zeros(len(floor), dtype=bool))
+    full_result = analyze(frame.image_rgb, frame.params.um_per_px)
+    assert lean_result.features == full_result.features
+    assert np.array_equal(lean_result.pores.centres_work_px, full_result.pores.centres_work_px)
+    assert np.array_equal(lean_result.pores.diameters_um, full_result.pores.diameters_um)
+    assert (lean_result.pores.borderline, lean_result.pores.doubt) == (
+        full_result.pores.borderline, full_result.pores.doubt)
+    assert lean_result.validity == full_result.validity
