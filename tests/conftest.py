@@ -31,6 +31,16 @@ def pytest_configure(config: pytest.Config) -> None:
     Python handler is reset to the default across exec, so the commands start with the default."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The same for SIGHUP under ``nohup ./dev test``: every command a test started ignored the
+    # hangup the test sent it (the services keep SIGHUP ignored where they find it so, as nohup
+    # asks). A handler that does nothing keeps the suite itself deaf to a hangup, as nohup
+    # wanted, and is reset to the default across exec.
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _hangup_not_for_the_suite)
+
+
+def _hangup_not_for_the_suite(signum: int, frame: Any) -> None:
+    """SIGHUP to the suite itself (started under nohup): ignored, as nohup asked."""
 
 
 @pytest.fixture(autouse=True)
