@@ -255,6 +255,18 @@ def test_watchdog_pings_follow_progress_and_stop_when_analysis_hangs(
         thread.join(10)
 
 
+def _unplugged_camera_daemon(broker: PrivateBroker, tmp_path: Path,
+                             watchdog_stall_s: float) -> EdgeDaemon:
+    """A daemon whose camera is unplugged from the start: it waits between reopens (0.5, 1, 2,
+    then 3 s each) with the watchdog's limit ``watchdog_stall_s``."""
+    config = edge_config(tmp_path, broker.port, None, watchdog_stall_s=watchdog_stall_s,
+                         camera_reopen_cap_s=3.0)
+    unplugged = FlakySource(fast_source(config))
+    unplugged.failing.set()
+    return EdgeDaemon(config, source=unplugged, analyzer=lambda rgb, um: Measurement(
+        FIXED_FEATURES))
+
+
 def test_a_thread_waiting_for_an_unplugged_camera_beats_well_inside_the_watchdog_limit(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
@@ -262,12 +274,7 @@ def test_a_thread_waiting_for_an_unplugged_camera_beats_well_inside_the_watchdog
     a limit of a second or less, every wait between beats read as a stall (a loaded CI run
     failed the test below on it). It beats at a quarter of the limit, so only a thread the
     machine leaves asleep for three quarters of it reads stalled."""
-    config = edge_config(tmp_path, broker.port, None, watchdog_stall_s=0.6,
-                         camera_reopen_cap_s=3.0)
-    unplugged = FlakySource(fast_source(config))
-    unplugged.failing.set()
-    daemon = EdgeDaemon(config, source=unplugged, analyzer=lambda rgb, um: Measurement(
-        FIXED_FEATURES))
+    daemon = _unplugged_camera_daemon(broker, tmp_path, watchdog_stall_s=0.6)
     thread, _codes = run_in_thread(daemon)
     try:
         assert wait_until(lambda: daemon.capture.open_failures >= 2, 10)  # between reopens
@@ -289,12 +296,7 @@ def test_watchdog_pings_go_on_while_the_camera_is_unplugged(
     """The capture thread waits between reopen attempts (up to camera_reopen_cap_s, 600 s at
     most): a wait longer than watchdog_stall_s read as a hang, the pings stopped, and systemd
     killed a kiosk that the design keeps running with its camera offline."""
-    config = edge_config(tmp_path, broker.port, None, watchdog_stall_s=1.0,
-                         camera_reopen_cap_s=3.0)
-    unplugged = FlakySource(fast_source(config))
-    unplugged.failing.set()
-    daemon = EdgeDaemon(config, source=unplugged, analyzer=lambda rgb, um: Measurement(
-        FIXED_FEATURES))
+    daemon = _unplugged_camera_daemon(broker, tmp_path, watchdog_stall_s=1.0)
     thread, _codes = run_in_thread(daemon)
     try:
         _datagrams(sock, 4.0)  # the reopen waits grow past watchdog_stall_s: 0.5, 1, 2, 3 s
