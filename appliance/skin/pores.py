@@ -414,8 +414,8 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     ring_arms = shape.arm_count.copy()
     ring_arms[few] = ring_arm_count(fine, centres[deep][few], np.sort(
         shape.rim_px[few], axis=1)[:, OUTER_RIM], ARM_LEVEL * furrow_floor)
-    alone = np.flatnonzero((shape.arm_count <= 1)
-                           & (nearby[deep] < rule.hill_max_arms * furrow_floor))
+    alone = np.flatnonzero(_alone_at_the_frames_level(shape.arm_count, nearby[deep],
+                                                      furrow_floor, rule))
     own_arms = np.zeros(len(shape.floor), dtype=ring_arms.dtype)
     own_arms[alone] = ring_arm_count(fine, centres[deep][alone], np.sort(
         shape.rim_px[alone], axis=1)[:, OUTER_RIM], ALONE_ARM_SHARE * shape.floor[alone])
@@ -618,13 +618,20 @@ def in_a_hill(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
     return result
 
 
+def _alone_at_the_frames_level(arm_count: np.ndarray, nearby: np.ndarray, furrow_floor: float,
+                               rule: PoreRule) -> np.ndarray:
+    """At most one arm and no second furrow near, both read at the frame's furrow level."""
+    result: np.ndarray = (arm_count <= 1) & (nearby < rule.hill_max_arms * furrow_floor)
+    return result
+
+
 def _alone_in_a_hill(found: Candidates, rule: PoreRule) -> np.ndarray:
     """Pits in a hill with no furrow beside them: at most one arm and no second furrow near
     (``in_a_hill`` without the pits beside one furrow), and no more than ``ALONE_MAX_ARMS``
     arms beyond the rim at a share of the pit's own floor (``Candidates.own_arms``: a junction
     pit of faint furrows has them)."""
-    result: np.ndarray = (found.shape.arm_count <= 1) & (
-        found.nearby < rule.hill_max_arms * found.furrow_floor)
+    result = _alone_at_the_frames_level(found.shape.arm_count, found.nearby,
+                                        found.furrow_floor, rule)
     if found.own_arms is not None:
         result &= found.own_arms <= ALONE_MAX_ARMS
     return result
