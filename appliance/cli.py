@@ -403,12 +403,18 @@ def sigterm_ends_as_interrupt() -> Iterator[None]:
     """SIGTERM (``timeout``, systemd, ``kill``) ends a command as Ctrl-C would, by an exception
     in the main thread: the output file it was writing is removed on the way out (outfile.py,
     imagefile.py), not left as a hidden partial file, and a store it holds is closed; exit 143.
+    SIGHUP (its terminal closed, an ssh connection lost) ends it the same way, exit 129: its
+    default action killed ``synth skin`` or ``results export`` where they stood and left the
+    hidden file they were writing. Under ``nohup`` it stays ignored.
     The daemons (``edge``, ``backoffice``, the servers) put their own orderly stop in its place
     while they run. A stop signal held while the command started (appliance/interrupts.py) ends
     it as the block begins, as a later one would: SIGTERM's default action, which it met before,
     killed the process without its clean exit. Off the main thread (a test calling ``main``)
     signals cannot be handled."""
-    with interrupts.delivered({signal.SIGTERM: _exit_as_terminated}):
+    handlers: dict[int, interrupts.SignalHandler] = {signal.SIGTERM: _exit_as_terminated}
+    if not interrupts.hangup_ignored():  # under ``nohup`` it stays ignored, as asked
+        handlers[signal.SIGHUP] = _exit_as_terminated
+    with interrupts.delivered(handlers):
         yield
 
 

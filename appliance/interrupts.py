@@ -19,9 +19,9 @@ SIGHUP (its terminal closed, an ssh connection lost) is held too. ``stop_on_sign
 a stop, as SIGTERM: its default action ended a service run in a terminal (``backoffice``,
 ``console``, ``pathology serve``) where it stood, without its orderly stop. The edge daemon
 puts its own handler on it (read the config again), and one that came while it started is a
-reload once it runs. A one-shot command meets SIGHUP's default action, as before, when its run
-begins. Under ``nohup`` (SIGHUP ignored from the start) it stays ignored: that is what the
-caller asked for.
+reload once it runs. A one-shot command ends on it as on SIGTERM (cli.sigterm_ends_as_interrupt,
+exit 129), its partial output file removed on the way out. Under ``nohup`` (SIGHUP ignored from
+the start) it stays ignored: that is what the caller asked for.
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ def hold() -> None:
     if threading.current_thread() is not threading.main_thread() or _previous:
         return
     for signum in HELD_SIGNALS:
-        if signum != HANGUP or not _hangup_ignored():
+        if signum != HANGUP or not hangup_ignored():
             _previous[signum] = signal.signal(signum, _note)
 
 
-def _hangup_ignored() -> bool:
+def hangup_ignored() -> bool:
     """Whether SIGHUP was ignored before ``hold`` (or is now, when not holding): ``nohup``."""
     return bool(_previous.get(HANGUP, signal.getsignal(HANGUP)) == signal.SIG_IGN)
 
@@ -107,7 +107,7 @@ def stop_on_signals(stop: threading.Event, log: logging.Logger,
             raise WaitAbandonedError(signal.Signals(signum).name)
 
     handlers: dict[int, SignalHandler] = {signal.SIGTERM: _handler, signal.SIGINT: _handler}
-    if not _hangup_ignored():
+    if not hangup_ignored():
         handlers[HANGUP] = _handler
     with delivered(handlers):
         yield
