@@ -5,6 +5,7 @@ slide's name back as it was (appliance/csvcells.py)."""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from appliance.cli import main
@@ -44,3 +45,18 @@ def test_evaluate_reads_the_names_back_as_they_were(tmp_path: Path) -> None:
     run = load_run(tmp_path, labels, None)
     assert list(run.patients) == ["P0", "P1", "P2"]  # each slide found under its own name
     assert list(run.truth) == [True, False, False]
+
+
+def test_a_slide_file_name_that_is_no_utf8_gets_its_row(tmp_path: Path) -> None:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / os.fsdecode(b"scan\xff.jpg")).write_bytes(b"\xff\xd8")  # no slide: an error row
+    (folder / "s2.jpg").write_bytes(b"\xff\xd8")
+    out = tmp_path / "out"
+    # on main: UnicodeEncodeError out of results.csv after every slide was read, no table
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]) == 1
+    with (out / "results.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["slide"] for row in rows] == ["s2", "scan\\xff"]
+    assert rows[1]["path"].endswith("scan\\xff.jpg")
+    assert rows[1]["error"]
