@@ -67,3 +67,17 @@ def lying_jpeg(claimed_px: int = 65_000) -> bytes:
     sof = data.index(b"\xff\xc0")
     struct.pack_into(">HH", data, sof + 5, claimed_px, claimed_px)  # height, width
     return bytes(data)
+
+
+def progressive_jpeg(width: int, height: int, repeated_scans: int = 0) -> bytes:
+    """A 16x16 progressive JPEG whose frame header (SOF2) claims width x height, its last scan
+    sent ``repeated_scans`` more times: libjpeg holds the whole frame's coefficients for it and
+    goes over them once a scan (appliance/pathology/jpegscans.py)."""
+    ok, encoded = cv2.imencode(".jpg", np.full((16, 16, 3), (160, 90, 180), np.uint8),
+                               [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok, "OpenCV could not encode a 16x16 progressive JPEG"
+    data = bytearray(encoded.tobytes())
+    sof = data.index(b"\xff\xc2")
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    last_scan = data[data.rindex(b"\xff\xda"):data.rindex(b"\xff\xd9")]
+    return bytes(data[:-2] + last_scan * repeated_scans + data[-2:])

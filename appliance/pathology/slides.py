@@ -9,7 +9,9 @@ RGB) is decoded by tifffile. A slide is refused, before its pixels are decoded, 
 it would at its peak hold more bytes than an 8-bit RGB slide of MAX_SLIDE_PIXELS does: Pillow
 keeps every pixel of more than one band in 4 bytes (RGB included), and the conversions below
 hold the old and the new image together for a moment (an RGBA or CMYK slide: up to 9 bytes a
-pixel; an RGB one reduced 2x: 4 + 1).
+pixel; an RGB one reduced 2x: 4 + 1), and, for a progressive JPEG, the whole frame's
+coefficients libjpeg holds at full size (appliance/pathology/jpegscans.py, which also refuses a
+JPEG of more scans than a slide viewer's decoder reads).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import tifffile
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from appliance.pathology.bitdepth import eight_bit
+from appliance.pathology.jpegscans import MAX_JPEG_SCANS, coefficient_bytes, count_scans
 from appliance.pathology.resolution import resolution_problem
 
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -198,11 +201,19 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
     try:
         image = _open_image(handle, path)
         width, height = image.size
-        if isinstance(image, JpegImagePlugin.JpegImageFile) and reduction > 1:
-            image.draft("RGB", (width // reduction, height // reduction))
+        held_by_libjpeg = 0
+        if isinstance(image, JpegImagePlugin.JpegImageFile):
+            held_by_libjpeg = _jpeg_coefficient_bytes(handle, path, image)
+            if reduction > 1:
+                image.draft("RGB", (width // reduction, height // reduction))
         decoded_pixels = image.size[0] * image.size[1]  # a JPEG's, at its draft scale
-        _check_decoded_size(path, width * height, image.mode, decoded_pixels
-                            * _PEAK_BYTES_A_PIXEL.get(image.mode, _PEAK_BYTES_OTHER_MODES))
+        peak_bytes = held_by_libjpeg + decoded_pixels * _PEAK_BYTES_A_PIXEL.get(
+            image.mode, _PEAK_BYTES_OTHER_MODES)
+        if held_by_libjpeg:
+            _check_decoded_size(path, width * height, f"{image.mode}, a progressive or "
+                                "multi-scan JPEG, whose coefficients libjpeg holds whole",
+                                peak_bytes, "export it again as a baseline JPEG")
+        _check_decoded_size(path, width * height, image.mode, peak_bytes)
         image.load()
         if image.mode in _DEEP_MODES:
             image = _replace(image, _eight_bit_image(image))
@@ -243,6 +254,22 @@ def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
     return image
 
 
+def _jpeg_coefficient_bytes(handle: BinaryIO, path: Path,
+                            image: JpegImagePlugin.JpegImageFile) -> int:
+    """The bytes libjpeg holds beside the decoded image for this JPEG (its whole frame's
+    coefficients, for a progressive one or one of several scans; appliance/pathology/
+    jpegscans.py); one of more scans than a slide viewer's decoder reads is refused."""
+    scans = count_scans(handle)
+    if scans.scans > MAX_JPEG_SCANS:
+        raise SlideError(f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans (a camera's or "
+                         "scanner's has about 10; each scan is decoded over the whole slide); "
+                         "export the slide again as a baseline JPEG, or as PNG or TIFF")
+    if not scans.whole_frame_held:
+        return 0
+    width, height = image.size
+    return coefficient_bytes(width, height, [(h, v) for _, h, v, _ in image.layer])
+
+
 def _colour_below_sixteen_bits(image: Image.Image) -> bool:
     """Whether Pillow cut 16-bit colour samples to their top byte though the file says they
     reach less than 65535."""
@@ -253,7 +280,8 @@ def _colour_below_sixteen_bits(image: Image.Image) -> bool:
     return bits == 16 and top is not None and 0 < top < 65535
 
 
-def _check_decoded_size(path: Path, pixels: int, kind: str, peak_bytes: int) -> None:
+def _check_decoded_size(path: Path, pixels: int, kind: str, peak_bytes: int,
+                        fix: str = "export it as 8-bit RGB") -> None:
     """Refuse a slide whose decoding would hold more than the memory bound at its peak
     (checked before decoding)."""
     if pixels > MAX_SLIDE_PIXELS:
@@ -263,7 +291,7 @@ def _check_decoded_size(path: Path, pixels: int, kind: str, peak_bytes: int) -> 
         raise SlideError(
             f"{path}: {pixels} pixels ({kind}) need {peak_bytes} bytes while decoded, more "
             f"than the {MAX_DECODED_BYTES} of an 8-bit RGB slide of {MAX_SLIDE_PIXELS} pixels; "
-            "split the slide or export it as 8-bit RGB")
+            f"split the slide or {fix}")
 
 
 def _eight_bit_image(image: Image.Image) -> Image.Image:

@@ -16,7 +16,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from appliance.hostile import blank_png
+from appliance.hostile import blank_png, progressive_jpeg
+from appliance.pathology.slides import SlideError, read_slide
 
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 5 * MAX_PIXELS  # what an 8-bit RGB slide of MAX_PIXELS holds while decoded
@@ -106,3 +107,36 @@ def test_a_worker_holds_a_slide_and_its_tiles_not_copies_of_them(tmp_path: Path)
     assert prepared["same_statistics"]
     assert prepared["tile_bytes"] == 4836 * 128 * 128 * 3
     assert prepared["grown_bytes"] < 4 * 5000 * 4000 + 2 * prepared["tile_bytes"]
+
+
+def test_a_progressive_jpeg_over_the_decode_bound_is_refused_before_decoding(
+        tmp_path: Path) -> None:
+    """A 30 Mpx progressive JPEG of 200 bytes: its RGB image (150 MB) is within the 200 MB
+    bound, but libjpeg also holds its whole frame's coefficients (90 MB at 4:2:0) until its last
+    scan; before, it was decoded and grew the process by both."""
+    path = tmp_path / "progressive.jpg"
+    path.write_bytes(progressive_jpeg(6000, 5000))
+    refused, grown_bytes = _read_alone(path)
+    assert refused is not None
+    assert refused.startswith(f"{path}: 30000000 pixels (RGB, a progressive or multi-scan JPEG")
+    assert refused.endswith("; split the slide or export it again as a baseline JPEG")
+    assert grown_bytes < MAX_BYTES
+
+
+def test_a_jpeg_of_more_scans_than_a_viewer_reads_is_refused(tmp_path: Path) -> None:
+    """Each scan of a progressive JPEG is decoded over the whole frame: one scan sent 300
+    times held a worker 300 times as long as one (at 30,000 px, about 85 ms a scan)."""
+    path = tmp_path / "scans.jpg"
+    path.write_bytes(progressive_jpeg(64, 64, repeated_scans=300))
+    with pytest.raises(SlideError, match=rf"^{path}: a JPEG of more than 256 scans"):
+        read_slide(path, 0.5, 0.5)
+
+
+def test_a_progressive_jpeg_within_the_bounds_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "progressive.jpg"
+    pixels = np.zeros((600, 800, 3), np.uint8)
+    pixels[:, :, 0], pixels[:, :, 2] = np.arange(800) % 256, 200
+    Image.fromarray(pixels).save(path, progressive=True, quality=90)
+    slide = read_slide(path, 0.5, 2.0)  # reduced 4x as it is decoded
+    assert slide.size_px == (200, 150)
+    assert slide.thumbnail(2.0)[75, 100, 2] > 150
