@@ -229,6 +229,10 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
         raise SlideError(
             f"{path}: larger than {MAX_SLIDE_PIXELS} pixels; split or downsample the slide"
         ) from exc
+    except UnidentifiedImageError as exc:  # its text names our file object, not the file
+        raise SlideError(f"{path}: corrupt or truncated image: it starts as a JPEG, PNG or "
+                         "TIFF does, but its header cannot be read; copy or export the "
+                         "slide again") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise SlideError(
             f"{path}: corrupt or truncated image ({exc}); copy or export the slide again"

@@ -528,3 +528,18 @@ def test_um_per_px_that_labels_csv_overrides_is_said(
     caplog.clear()
     jobs_from_folder(folder, 1.0)  # the same scale: nothing to say
     assert "wins over" not in caplog.text
+
+
+def test_a_slide_whose_header_is_damaged_is_called_so_without_python_s_words(
+        tmp_path: Path) -> None:
+    """A PNG signature followed by damaged bytes: the error says what is wrong with the file,
+    not which Python object read it (on main: "cannot identify image file
+    <_io.BufferedReader name=7>")."""
+    slide = tmp_path / "damaged.png"
+    slide.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    out = tmp_path / "out"
+    assert main(["pathology", "submit", str(slide), "--um-per-px", "0.5", "--out", str(out),
+                 "--no-pictures"]) == 1
+    assert results_rows(out)["damaged"]["error"] == (
+        f"{slide}: corrupt or truncated image: it starts as a JPEG, PNG or TIFF does, but its "
+        "header cannot be read; copy or export the slide again")
