@@ -119,7 +119,7 @@ def tile_grid(
         source_width, source_height = slide.source_size_px
         um = slide.source_um_per_px
         raise SlideError(
-            f"{slide.path}: the slide is {source_width * um:.0f}x{source_height * um:.0f} µm "
+            f"{slide.path}: the slide is {source_width * um:g}x{source_height * um:g} µm "
             f"({source_width}x{source_height} px at {um:g} µm/px), smaller than one "
             f"{tile_um:g} µm tile; check the slide's µm/px or --tile-um"
         )

@@ -543,3 +543,14 @@ def test_a_slide_whose_header_is_damaged_is_called_so_without_python_s_words(
     assert results_rows(out)["damaged"]["error"] == (
         f"{slide}: corrupt or truncated image: it starts as a JPEG, PNG or TIFF does, but its "
         "header cannot be read; copy or export the slide again")
+
+
+def test_a_slide_smaller_than_a_micrometre_is_not_called_zero_wide(tmp_path: Path) -> None:
+    """A 1 px image at 0.5 µm/px is 0.5 µm across (on main: "the slide is 0x0 µm")."""
+    slide = tmp_path / "dot.png"
+    Image.new("RGB", (1, 3), PINK).save(slide)
+    out = tmp_path / "out"
+    assert main(["pathology", "submit", str(slide), "--um-per-px", "0.5", "--out", str(out),
+                 "--no-pictures"]) == 1
+    assert results_rows(out)["dot"]["error"].startswith(
+        f"{slide}: the slide is 0.5x1.5 µm (1x3 px at 0.5 µm/px), smaller than one 256 µm tile")
