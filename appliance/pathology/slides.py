@@ -9,13 +9,15 @@ RGB) is decoded by tifffile. A slide is refused, before its pixels are decoded, 
 it would at its peak hold more bytes than an 8-bit RGB slide of MAX_SLIDE_PIXELS does: Pillow
 keeps every pixel of more than one band in 4 bytes (RGB included), and the conversions below
 hold the old and the new image together for a moment (an RGBA or CMYK slide: up to 9 bytes a
-pixel; an RGB one reduced 2x: 4 + 1), and, for a progressive JPEG, the whole frame's
-coefficients libjpeg holds at full size (appliance/pathology/jpegscans.py, which also refuses a
-JPEG of more scans than a slide viewer's decoder reads).
+pixel; an RGB one reduced 2x: 4 + 1; and each image's pointer to each of its rows, 8 bytes a
+row: 1 x 40 million px held 480 MB, so 10^9 rows would hold 12 GB), and, for a progressive
+JPEG, the whole frame's coefficients libjpeg holds at full size (appliance/pathology/
+jpegscans.py, which also refuses a JPEG of more scans than a slide viewer's decoder reads).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import warnings
@@ -35,8 +37,12 @@ from appliance.pathology.resolution import resolution_problem
 
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MAX_SLIDE_PIXELS = 1_000_000_000
-# what decoding an 8-bit RGB slide of MAX_SLIDE_PIXELS holds at its peak (5 bytes a pixel)
-MAX_DECODED_BYTES = 5 * MAX_SLIDE_PIXELS
+# Pillow holds a pointer to each row of an image (8 bytes), and _decode two images at once:
+# nothing for a square slide, but a 1 px wide one held 8 bytes a pixel more than its pixels
+_ROW_TABLES_BYTES_A_ROW = 2 * 8
+# what decoding an 8-bit RGB slide of MAX_SLIDE_PIXELS holds at its peak (5 bytes a pixel, and
+# the row tables of a square one)
+MAX_DECODED_BYTES = 5 * MAX_SLIDE_PIXELS + _ROW_TABLES_BYTES_A_ROW * math.isqrt(MAX_SLIDE_PIXELS)
 _SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"II*\x00", b"MM\x00*")
 # Pixels that are palette indices or single bits, and the mode they are averaged in when the
 # slide is reduced (Pillow refuses "P" and "1", and averages a "PA" image's indices into other
@@ -207,8 +213,8 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
             if reduction > 1:
                 image.draft("RGB", (width // reduction, height // reduction))
         decoded_pixels = image.size[0] * image.size[1]  # a JPEG's, at its draft scale
-        peak_bytes = held_by_libjpeg + decoded_pixels * _PEAK_BYTES_A_PIXEL.get(
-            image.mode, _PEAK_BYTES_OTHER_MODES)
+        peak_bytes = (held_by_libjpeg + _ROW_TABLES_BYTES_A_ROW * image.size[1] + decoded_pixels
+                      * _PEAK_BYTES_A_PIXEL.get(image.mode, _PEAK_BYTES_OTHER_MODES))
         if held_by_libjpeg:
             _check_decoded_size(path, width * height, f"{image.mode}, a progressive or "
                                 "multi-scan JPEG, whose coefficients libjpeg holds whole",
@@ -324,7 +330,8 @@ def _tifffile_image(handle: BinaryIO, path: Path) -> Image.Image:
             pixels = page.imagewidth * page.imagelength
             # the samples, their 8-bit copy and its Pillow image (at most 3 + 4 bytes a pixel)
             _check_decoded_size(path, pixels, f"{page.samplesperpixel} {page.dtype} samples",
-                                page.size * page.dtype.itemsize + 7 * pixels)
+                                page.size * page.dtype.itemsize + 7 * pixels
+                                + _ROW_TABLES_BYTES_A_ROW * page.imagelength)
             samples = page.asarray()
             if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and samples.ndim == 3:
                 samples = np.moveaxis(samples, 0, -1)

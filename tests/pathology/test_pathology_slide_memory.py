@@ -61,7 +61,7 @@ def test_a_four_band_slide_over_the_decode_bound_is_refused_before_decoding(
                          compression="zlib")
     refused, grown_bytes = _read_alone(path)
     assert refused == (
-        f"{path}: 30000000 pixels ({'RGBA' if 'rgba' in name else 'CMYK'}) need 270000000 bytes "
+        f"{path}: 30000000 pixels ({'RGBA' if 'rgba' in name else 'CMYK'}) need 270080000 bytes "
         f"while decoded, more than the {MAX_BYTES} of an 8-bit RGB slide of {MAX_PIXELS} "
         "pixels; split the slide or export it as 8-bit RGB")
     assert grown_bytes < MAX_BYTES
@@ -140,3 +140,18 @@ def test_a_progressive_jpeg_within_the_bounds_is_read(tmp_path: Path) -> None:
     slide = read_slide(path, 0.5, 2.0)  # reduced 4x as it is decoded
     assert slide.size_px == (200, 150)
     assert slide.thumbnail(2.0)[75, 100, 2] > 150
+
+
+def test_a_slide_one_pixel_wide_counts_the_rows_pillow_points_to(tmp_path: Path) -> None:
+    """A PNG of 1 x 30,000,000 px (117 KB): 150 MB of RGB by the bytes a pixel, under the
+    200 MB bound, but Pillow also holds a pointer to each row (8 bytes, for each image the
+    decoding holds): before, it was decoded and grew the process by 360 MB (a 1 px wide slide
+    of the real pixel limit: 12 GB, past its 5 GB)."""
+    path = tmp_path / "thread.png"
+    path.write_bytes(blank_png(1, 30_000_000, colour_type=2, channels=3))
+    refused, grown_bytes = _read_alone(path)
+    assert refused == (
+        f"{path}: 30000000 pixels (RGB) need 630000000 bytes while decoded, more than the "
+        f"{MAX_BYTES} of an 8-bit RGB slide of {MAX_PIXELS} pixels; split the slide or export "
+        "it as 8-bit RGB")
+    assert grown_bytes < MAX_BYTES
