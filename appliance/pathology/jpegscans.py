@@ -17,7 +17,6 @@ data ends at the first 0xFF followed by neither 0x00, a stuffed byte, nor a rest
 
 from __future__ import annotations
 
-import mmap
 import re
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -25,18 +24,29 @@ from typing import BinaryIO
 # NVIDIA's nvImageCodec refuses a progressive JPEG of more than 256 scans by default for the
 # same reason (its NVIMGCODEC_MAX_JPEG_SCANS); a camera's or scanner's has about 10
 MAX_JPEG_SCANS = 256
+# A camera's or scanner's JPEG has a few dozen marker segments (APPn, DQT, DHT, SOF, SOS, COM);
+# the walk stops past this many, which it takes 1.4 s a million to walk (libjpeg skips them in C)
+MAX_JPEG_SEGMENTS = 4096
 COEFFICIENT_BYTES_A_BLOCK = 64 * 2  # libjpeg's JCOEF is 16 bits
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # after a scan's entropy-coded data
 _SOS, _EOI, _TEM = 0xDA, 0xD9, 0x01
+_BLOCK_BYTES = 1 << 20
 _PROGRESSIVE_FRAMES = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 
 
 @dataclass(frozen=True)
 class JpegScans:
-    """A JPEG's scans as its markers tell them (counted up to one past ``MAX_JPEG_SCANS``)."""
+    """A JPEG's scans and marker segments as its markers tell them (each counted up to one
+    past its bound, ``MAX_JPEG_SCANS`` and ``MAX_JPEG_SEGMENTS``)."""
 
     scans: int
     progressive: bool
+    segments: int = 0
+
+    @property
+    def too_many(self) -> bool:
+        """Whether it has more scans or marker segments than a slide viewer's decoder reads."""
+        return self.scans > MAX_JPEG_SCANS or self.segments > MAX_JPEG_SEGMENTS
 
     @property
     def whole_frame_held(self) -> bool:
@@ -46,35 +56,47 @@ class JpegScans:
 
 def count_scans(handle: BinaryIO) -> JpegScans:
     """The scans of the JPEG file ``handle`` reads, walked from its start marker (the handle
-    is left where it was); a walk that meets no marker where one must be stops there, and
-    Pillow says what is wrong with the file."""
-    where = handle.tell()
+    is left at its start); a walk that meets no marker where one must be stops there, and
+    Pillow says what is wrong with the file. Read a block at a time, not mapped: a file cut
+    short while mapped would kill the process (SIGBUS)."""
+    scans, segments, progressive, at = 0, 0, False, 2  # past SOI
     try:
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _walk(data)
+        while scans <= MAX_JPEG_SCANS and segments <= MAX_JPEG_SEGMENTS:
+            handle.seek(at)
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                break
+            marker = head[1]
+            if marker == 0xFF:  # a fill byte before a marker
+                at += 1
+                continue
+            if marker == _EOI:
+                break
+            if marker == _TEM or 0xD0 <= marker <= 0xD7:  # markers without a segment
+                at += 2
+                continue
+            progressive |= marker in _PROGRESSIVE_FRAMES
+            segments += 1
+            at += 2 + int.from_bytes(head[2:4], "big")
+            if marker == _SOS:
+                scans += 1
+                at = _next_marker(handle, at)
     finally:
-        handle.seek(where)
+        handle.seek(0)
+    return JpegScans(scans, progressive, segments)
 
 
-def _walk(data: mmap.mmap) -> JpegScans:
-    scans, progressive, at = 0, False, 2  # past SOI
-    while at + 4 <= len(data) and data[at] == 0xFF and scans <= MAX_JPEG_SCANS:
-        marker = data[at + 1]
-        if marker == 0xFF:  # a fill byte before a marker
-            at += 1
-            continue
-        if marker == _EOI:
-            break
-        if marker == _TEM or 0xD0 <= marker <= 0xD7:  # markers without a segment
-            at += 2
-            continue
-        progressive |= marker in _PROGRESSIVE_FRAMES
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
-        if marker == _SOS:
-            scans += 1
-            found = _NEXT_MARKER.search(data, at)
-            at = found.start() if found else len(data)
-    return JpegScans(scans, progressive)
+def _next_marker(handle: BinaryIO, at: int) -> int:
+    """Where the first marker at or after ``at`` starts (the file's end when none does)."""
+    while True:
+        handle.seek(at)
+        block = handle.read(_BLOCK_BYTES)
+        found = _NEXT_MARKER.search(block)
+        if found:
+            return at + found.start()
+        if len(block) < _BLOCK_BYTES:
+            return at + len(block)
+        at += len(block) - 1  # a 0xFF ending the block pairs with the next one's first byte
 
 
 def coefficient_bytes(width: int, height: int, sampling: list[tuple[int, int]]) -> int:

@@ -32,7 +32,13 @@ import tifffile
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from appliance.pathology.bitdepth import eight_bit
-from appliance.pathology.jpegscans import MAX_JPEG_SCANS, coefficient_bytes, count_scans
+from appliance.pathology.jpegscans import (
+    MAX_JPEG_SCANS,
+    MAX_JPEG_SEGMENTS,
+    JpegScans,
+    coefficient_bytes,
+    count_scans,
+)
 from appliance.pathology.resolution import resolution_problem
 
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -204,12 +210,13 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
     """Decode once at 1/reduction scale (draft for JPEG, reduce after load otherwise); the
     image and the slide's full size."""
     Image.MAX_IMAGE_PIXELS = MAX_SLIDE_PIXELS
+    scans = _jpeg_scans(handle, path)  # before Pillow walks its markers, in Python
     try:
         image = _open_image(handle, path)
         width, height = image.size
         held_by_libjpeg = 0
         if isinstance(image, JpegImagePlugin.JpegImageFile):
-            held_by_libjpeg = _jpeg_coefficient_bytes(handle, path, image)
+            held_by_libjpeg = _jpeg_coefficient_bytes(scans, image)
             if reduction > 1:
                 image.draft("RGB", (width // reduction, height // reduction))
         decoded_pixels = image.size[0] * image.size[1]  # a JPEG's, at its draft scale
@@ -264,17 +271,30 @@ def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
     return image
 
 
-def _jpeg_coefficient_bytes(handle: BinaryIO, path: Path,
-                            image: JpegImagePlugin.JpegImageFile) -> int:
-    """The bytes libjpeg holds beside the decoded image for this JPEG (its whole frame's
-    coefficients, for a progressive one or one of several scans; appliance/pathology/
-    jpegscans.py); one of more scans than a slide viewer's decoder reads is refused."""
-    scans = count_scans(handle)
-    if scans.scans > MAX_JPEG_SCANS:
-        raise SlideError(f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans (a camera's or "
-                         "scanner's has about 10; each scan is decoded over the whole slide); "
+def _jpeg_scans(handle: BinaryIO, path: Path) -> JpegScans | None:
+    """The scans of a file that starts as a JPEG does (appliance/pathology/jpegscans.py), None
+    for another; one of more scans or marker segments than a slide viewer's decoder reads is
+    refused (Pillow walks the markers before the first scan in Python: 0.45 s a MB of them)."""
+    if handle.read(2) != _SIGNATURES[0]:
+        handle.seek(0)
+        return None
+    try:
+        scans = count_scans(handle)
+    except OSError as exc:
+        raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc})") from exc
+    if scans.too_many:
+        raise SlideError(f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans or "
+                         f"{MAX_JPEG_SEGMENTS} marker segments (a camera's or scanner's has "
+                         "about 10 and a few dozen; each scan is decoded over the whole slide); "
                          "export the slide again as a baseline JPEG, or as PNG or TIFF")
-    if not scans.whole_frame_held:
+    return scans
+
+
+def _jpeg_coefficient_bytes(scans: JpegScans | None,
+                            image: JpegImagePlugin.JpegImageFile) -> int:
+    """The bytes libjpeg holds beside the decoded image for this JPEG: its whole frame's
+    coefficients, for a progressive one or one of several scans."""
+    if scans is None or not scans.whole_frame_held:
         return 0
     width, height = image.size
     return coefficient_bytes(width, height, [(h, v) for _, h, v, _ in image.layer])
