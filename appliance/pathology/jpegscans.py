@@ -99,6 +99,15 @@ def _next_marker(handle: BinaryIO, at: int) -> int:
         at += len(block) - 1  # a 0xFF ending the block pairs with the next one's first byte
 
 
+def too_many_scans(scans: JpegScans) -> str | None:
+    """Why a JPEG of these scans and segments is refused, or None."""
+    if not scans.too_many:
+        return None
+    return (f"a JPEG of more than {MAX_JPEG_SCANS} scans or {MAX_JPEG_SEGMENTS} marker segments "
+            "(a camera's or scanner's has about 10 and a few dozen; each scan is decoded over "
+            "the whole slide); export the slide again as a baseline JPEG, or as PNG or TIFF")
+
+
 def coefficient_bytes(width: int, height: int, sampling: list[tuple[int, int]]) -> int:
     """Bytes of the whole-frame coefficient buffer libjpeg holds for a JPEG of ``width`` x
     ``height`` px whose components are sampled (horizontally, vertically) as ``sampling``."""

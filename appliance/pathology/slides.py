@@ -33,12 +33,12 @@ from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from appliance.pathology.bitdepth import eight_bit
 from appliance.pathology.jpegscans import (
-    MAX_JPEG_SCANS,
-    MAX_JPEG_SEGMENTS,
     JpegScans,
     coefficient_bytes,
     count_scans,
+    too_many_scans,
 )
+from appliance.pathology.pieces import too_many_pieces
 from appliance.pathology.resolution import resolution_problem
 
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -210,7 +210,7 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
     """Decode once at 1/reduction scale (draft for JPEG, reduce after load otherwise); the
     image and the slide's full size."""
     Image.MAX_IMAGE_PIXELS = MAX_SLIDE_PIXELS
-    scans = _jpeg_scans(handle, path)  # before Pillow walks its markers, in Python
+    scans = _pieces(handle, path)  # before Pillow walks them, in Python
     try:
         image = _open_image(handle, path)
         width, height = image.size
@@ -271,22 +271,19 @@ def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
     return image
 
 
-def _jpeg_scans(handle: BinaryIO, path: Path) -> JpegScans | None:
-    """The scans of a file that starts as a JPEG does (appliance/pathology/jpegscans.py), None
-    for another; one of more scans or marker segments than a slide viewer's decoder reads is
-    refused (Pillow walks the markers before the first scan in Python: 0.45 s a MB of them)."""
-    if handle.read(2) != _SIGNATURES[0]:
-        handle.seek(0)
-        return None
+def _pieces(handle: BinaryIO, path: Path) -> JpegScans | None:
+    """A JPEG's scans (None for another format), refusing a slide stored in more pieces than a
+    slide viewer's decoder reads: a JPEG's scans and marker segments
+    (appliance/pathology/jpegscans.py), a PNG's chunks, a TIFF's strips or tiles
+    (appliance/pathology/pieces.py); Pillow handles each piece in Python."""
     try:
-        scans = count_scans(handle)
+        scans = count_scans(handle) if handle.read(2) == _SIGNATURES[0] else None
+        handle.seek(0)
+        refusal = too_many_scans(scans) if scans is not None else too_many_pieces(handle)
     except OSError as exc:
         raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc})") from exc
-    if scans.too_many:
-        raise SlideError(f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans or "
-                         f"{MAX_JPEG_SEGMENTS} marker segments (a camera's or scanner's has "
-                         "about 10 and a few dozen; each scan is decoded over the whole slide); "
-                         "export the slide again as a baseline JPEG, or as PNG or TIFF")
+    if refusal is not None:
+        raise SlideError(f"{path}: {refusal}")
     return scans
 
 
