@@ -226,6 +226,10 @@ def _answer_problem(named: dict[str, np.ndarray], count: int, tile_px: int) -> s
     cam = shapes.get("cam")
     if cam is not None and max(cam[1:]) > tile_px:  # each kept with its slide's decisive tiles
         return f"its CAMs are {cam[1]} x {cam[2]} maps, finer than the {tile_px} px tiles they map"
+    for name in ("probabilities", "cam", "features"):  # else drawn, or read as out of range,
+        values = named.get(name)                       # unsaid, on every slide
+        if values is not None and not np.isfinite(np.asarray(values, np.float64)).all():
+            return f"its {name} hold values that are not finite (NaN or infinite)"
     return None
 
 

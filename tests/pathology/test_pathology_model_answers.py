@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+import tile_model_helpers
+from onnx import numpy_helper
 from tile_model_helpers import tile_model
 
 from appliance.config import PathologyConfig
@@ -54,3 +58,31 @@ def test_a_model_answering_maps_finer_than_its_tiles_is_refused_as_it_loads(
     assert "its CAMs are 2000 x 2000 maps, finer than the 64 px tiles they map" in str(
         refused.value)
     assert TileModel(tile_model(tmp_path / "coarse.onnx", guard=True, cam=4)).has_cam
+
+
+def test_a_model_answering_cams_that_are_not_finite_is_refused_as_it_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On main it loaded, and every slide's CAM panel was drawn from infinities, a NumPy
+    warning on stderr the only word of it."""
+    monkeypatch.setattr(tile_model_helpers, "ONES", numpy_helper.from_array(
+        np.full(1, np.inf, np.float32)))
+    model = tile_model(tmp_path / "cam.onnx", cam=4)
+    with pytest.raises(ModelError) as refused:
+        TileModel(model, require_guard=False)
+    assert "its cam hold values that are not finite (NaN or infinite)" in str(refused.value)
+
+
+def test_a_model_answering_features_that_are_not_finite_is_refused_as_it_loads(
+        tmp_path: Path) -> None:
+    """On main it loaded, and the guard called every slide unsupported (0 % of its tiles in
+    distribution) without a word of the model's NaN."""
+    path = tile_model(tmp_path / "features.onnx", guard=True)
+    proto = onnx.load(str(path))
+    for weights in proto.graph.initializer:
+        if weights.name == "to_features":
+            weights.CopyFrom(numpy_helper.from_array(
+                np.full(numpy_helper.to_array(weights).shape, np.nan, np.float32), weights.name))
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelError) as refused:
+        TileModel(path)
+    assert "its features hold values that are not finite (NaN or infinite)" in str(refused.value)
