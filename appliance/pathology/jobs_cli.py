@@ -29,6 +29,7 @@ import queue
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.commands import CONFIG_HELP
@@ -156,14 +157,26 @@ def _linked(command: str, config: Config, filters: Sequence[str],
         return EXIT_FAILED
 
 
+def _say_slides_not_seen_here(slides: Sequence[Path]) -> None:
+    """Warn of the slides this machine does not see as slide files: the servers read them, and
+    may see other files under the same paths. A pipe, a device or a folder is no missing file:
+    before, a link to /dev/zero was "not found on this machine"."""
+    missing = [path for path in slides if not path.exists()]
+    others = [path for path in slides if path.exists() and not path.is_file()]
+    for paths, what in ((missing, "not found on this machine (the servers must see them)"),
+                        (others, "no slide files on this machine (a folder, a pipe or a "
+                                 "device; a server fails them)")):
+        if paths:
+            named = ", ".join(str(path) for path in paths[:5])
+            print(escape_controls(f"pathology job submit: {what}: {named}"
+                                  f"{' ...' if len(paths) > 5 else ''}"), file=sys.stderr)
+
+
 def _submit(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_USAGE
-    missing = [str(path) for path in args.slides if not path.is_file()]
-    if missing:  # the servers read the slides; this machine may not see the same files
-        print(f"pathology job submit: not found on this machine (the servers must see them): "
-              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
+    _say_slides_not_seen_here(args.slides)
     submitter = _submitter(config)
     if submitter is None:
         return EXIT_USAGE

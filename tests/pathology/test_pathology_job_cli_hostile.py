@@ -234,3 +234,24 @@ def test_submit_wait_says_a_refused_request_under_its_job_s_id_and_follows_the_j
     assert "lab/j1 done 1/1 slides" in captured.out
     assert captured.err.splitlines() == [
         "job lab/j1: a request under its id was refused: lab/j1: job id lab/j1 is taken"]
+
+
+def test_submit_tells_a_missing_slide_from_one_that_is_no_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pipe, a link to a device and a folder are there, but no slide files: on main each was
+    "not found on this machine" with the missing one, and a name's escape codes reached the
+    terminal."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "folder").mkdir()
+    file = tmp_path / "config.yaml"
+    file.write_text(yaml.safe_dump({"mqtt": {"host": "127.0.0.1", "port": free_port()}}))
+    slides = [tmp_path / name for name in ("pipe.jpg", "zero.jpg", "folder", "gone\x1b[2J.jpg")]
+    assert main(["pathology", "job", "submit", *map(str, slides), "--um-per-px", "1",
+                 "--config", str(file)]) == 1  # no broker there
+    said = capsys.readouterr().err.splitlines()
+    assert said[:2] == [
+        f"pathology job submit: not found on this machine (the servers must see them): "
+        f"{tmp_path}/gone\\x1b[2J.jpg",
+        f"pathology job submit: no slide files on this machine (a folder, a pipe or a device; "
+        f"a server fails them): {tmp_path}/pipe.jpg, {tmp_path}/zero.jpg, {tmp_path}/folder"]
