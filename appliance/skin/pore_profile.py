@@ -339,48 +339,6 @@ def ring_arm_count(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
     ``RING_ARM_SAMPLES`` angles at which every ring is at least ``level`` deep (one level for
     every pit, or one per pit). Deep all round (a pit in a dark patch): ``RAY_COUNT``, as
     ``arm_count`` reads it."""
-    deep = _ring_deep(depth, centres, outer_px, level)
-    before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 point on
-    runs = np.count_nonzero(deep & ~before, axis=1)
-    result: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
-    return result
-
-
-def ring_arms_apart(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
-                    level: float | np.ndarray) -> np.ndarray:
-    """Whether two of the furrow arms ``ring_arm_count`` reads (at ``level``) leave each pit at
-    least a right angle apart, each arm taken at the middle of its run of angles: the arms of
-    a junction do; the two crossings of a furrow that passes by, or two scraps of relief on
-    one side of a pit, need not. Deep all round: True, as a junction."""
-    deep = _ring_deep(depth, centres, outer_px, level)
-    result: np.ndarray = np.all(deep, axis=1)
-    before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 point on
-    two = np.flatnonzero(~result & (np.count_nonzero(deep & ~before, axis=1) >= 2))
-    if not len(two):
-        return result
-    samples = deep.shape[1]
-    # each pit's angles turned to start where no arm is, so that no run wraps round
-    angle = (np.arange(samples) + np.argmin(deep[two], axis=1)[:, None]) % samples
-    turned = np.take_along_axis(deep[two], angle, axis=1)
-    first = turned & ~np.concatenate([np.zeros_like(turned[:, :1]), turned[:, :-1]], axis=1)
-    # one label per pit and run (0: off the arms), and the middle of each run in samples from
-    # the turned start (NaN: no such run)
-    runs = samples // 2 + 1
-    label = (np.cumsum(first, axis=1) * turned + runs * np.arange(len(two))[:, None]).ravel()
-    width = np.bincount(label, minlength=runs * len(two)).reshape(len(two), runs)[:, 1:]
-    total = np.bincount(label, weights=np.tile(np.arange(samples, dtype=float), len(two)),
-                        minlength=runs * len(two)).reshape(len(two), runs)[:, 1:]
-    middle = np.where(width > 0, total / np.maximum(width, 1), np.nan)
-    apart = np.abs(middle[:, :, None] - middle[:, None, :])
-    far = np.minimum(apart, samples - apart) >= samples / 4  # NaN compares False
-    result[two] = far.any(axis=(1, 2))
-    return result
-
-
-def _ring_deep(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
-               level: float | np.ndarray) -> np.ndarray:
-    """(pits, ``RING_ARM_SAMPLES``): at which angles every ring ``RING_ARM_FROM_UM`` to
-    ``RING_ARM_TO_UM`` beyond each pit's outer rim is at least ``level`` deep."""
     angles = np.arange(RING_ARM_SAMPLES) * (2.0 * np.pi / RING_ARM_SAMPLES)
     beyond = np.arange(RING_ARM_FROM_UM, RING_ARM_TO_UM + 0.5 * RING_ARM_STEP_UM,
                        RING_ARM_STEP_UM) / FINE_UM_PER_PX
@@ -388,8 +346,11 @@ def _ring_deep(depth: np.ndarray, centres: np.ndarray, outer_px: np.ndarray,
     radius = outer_px[:, None, None] + beyond[None, :, None]
     xs = centres[:, :1, None] + radius * np.cos(angles)
     ys = centres[:, 1:, None] + radius * np.sin(angles)
-    deep: np.ndarray = np.all(bilinear(depth, xs, ys) >= np.reshape(level, (-1, 1, 1)), axis=1)
-    return deep
+    deep = np.all(bilinear(depth, xs, ys) >= np.reshape(level, (-1, 1, 1)), axis=1)
+    before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 point on
+    runs = np.count_nonzero(deep & ~before, axis=1)
+    result: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
+    return result
 
 
 def log_light(depth: np.ndarray) -> np.ndarray:

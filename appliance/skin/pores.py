@@ -77,7 +77,6 @@ from appliance.skin.pore_profile import (
     local_junction_floor,
     median_of,
     ring_arm_count,
-    ring_arms_apart,
     ring_of,
     second_furrow,
     shape_and_gaps,
@@ -266,18 +265,18 @@ MODEL_READING_LIMIT = 20.0  # each reading is clipped to +- this (a log of a nea
 
 PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count)
 # A pit alone in a hill (``_alone_in_a_hill``: at most one arm at the frame's furrow level, no
-# second furrow near) has hill skin on every side; one with two arms at least a right angle
-# apart on the rings beyond its outer rim (pore_profile.ring_arms_apart) at ALONE_ARM_SHARE of
-# its OWN floor is a junction pit of furrows too faint for the frame's level (a shallow furrow
+# second furrow near) has hill skin on every side; one with more than ALONE_MAX_ARMS arms on
+# the rings beyond its outer rim (pore_profile.ring_arm_count) at ALONE_ARM_SHARE of its OWN
+# floor is a junction pit of furrows too faint for the frame's level (a shallow furrow
 # never reaches it, however dark its junction is drawn), and is asked to be deeper than the
 # junctions around it as any pit along a furrow is. Relative to the pit's floor, a faint
-# pore reads its hill as hill however faint it is; a pore touched by one furrow, or with one
-# ending at it, has one arm, and the two crossings of a furrow passing by lie on one side.
-# Chosen on the own generator (seeds 11/12 wide 0-39), the faint-junction scene and blind3's
-# development seed 32 among 0.15-0.35 and "2 arms" / "2 arms a right angle apart" / "3 arms"
-# (before: 2 arms at 0.35): at 0.2 the own generator's pore with a dead end ending near it and
-# a furrow passing is held and lost (docs/experiments/README.md "arms2", "b3arms").
-ALONE_ARM_SHARE = 0.25
+# pore reads its hill as hill however faint it is. Chosen among 0.2-0.5 and 1 or 2 arms on the
+# own generator (seeds 11/12 wide 0-39: 110 pits invented by main, 0.35 removes 17 for 1 of 716
+# found pores, 0.3 20 for 2; mixed 11 0-19 unchanged), the faint-junction scene and blind3's
+# development seed 32; with 1 arm a pore touching one furrow that runs into it is held too
+# (docs/experiments/README.md "b3arms").
+ALONE_ARM_SHARE = 0.35
+ALONE_MAX_ARMS = 1
 # the depth comparisons a pit with a closed outline passes (not the dash test, nor those every
 # pore passes: strand, closed, size, colour)
 OUTLINE_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than_arms", "round")
@@ -356,11 +355,10 @@ class Candidates:
     # where the rays find at most 2 (the rays' count elsewhere); None: the rays' count alone
     # decides (``missed_arms``)
     ring_arms: np.ndarray | None = None
-    # (N,) bool: two furrow arms at least a right angle apart on the same rings at
-    # ALONE_ARM_SHARE of the pit's own floor (pore_profile.ring_arms_apart), read where the pit
-    # is alone in a hill at the frame's level (False elsewhere); None: not read
+    # (N,) furrow arms on the same rings at ALONE_ARM_SHARE of the pit's own floor, read where
+    # the pit is alone in a hill at the frame's level (0 elsewhere); None: not read
     # (``_alone_in_a_hill`` then reads the rays alone)
-    faint_junction: np.ndarray | None = None
+    own_arms: np.ndarray | None = None
     # (N,) bool: the pit lies on a hair and is never counted (``choose_pores``); None: none does
     on_hair: np.ndarray | None = None
 
@@ -418,14 +416,14 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
         shape.rim_px[few], axis=1)[:, OUTER_RIM], ARM_LEVEL * furrow_floor)
     alone = np.flatnonzero(_alone_at_the_frames_level(shape.arm_count, nearby[deep],
                                                       furrow_floor, rule))
-    faint_junction = np.zeros(len(shape.floor), dtype=bool)
-    faint_junction[alone] = ring_arms_apart(fine, centres[deep][alone], np.sort(
+    own_arms = np.zeros(len(shape.floor), dtype=ring_arms.dtype)
+    own_arms[alone] = ring_arm_count(fine, centres[deep][alone], np.sort(
         shape.rim_px[alone], axis=1)[:, OUTER_RIM], ALONE_ARM_SHARE * shape.floor[alone])
     on_hair = _on_hair(centres_work[deep],
                        hair_mask(prepared.rgb_work) if hair is None else hair)
     return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep], fine, ring_arms, faint_junction,
+                      prepared.um_per_work_px, centres_work[~deep], fine, ring_arms, own_arms,
                       on_hair)
 
 
@@ -478,7 +476,7 @@ def only_pits(found: Candidates, keep: np.ndarray) -> Candidates:
         found, centres_work_px=found.centres_work_px[keep], shape=shape,
         around=found.around[keep], spread=found.spread[keep], nearby=found.nearby[keep],
         blue=found.blue[keep], ring_arms=None if found.ring_arms is None else found.ring_arms[keep],
-        faint_junction=None if found.faint_junction is None else found.faint_junction[keep],
+        own_arms=None if found.own_arms is None else found.own_arms[keep],
         on_hair=None if found.on_hair is None else found.on_hair[keep],
         shallow_work_px=np.concatenate([found.shallow_work_px, found.centres_work_px[~keep]]))
 
@@ -629,13 +627,13 @@ def _alone_at_the_frames_level(arm_count: np.ndarray, nearby: np.ndarray, furrow
 
 def _alone_in_a_hill(found: Candidates, rule: PoreRule) -> np.ndarray:
     """Pits in a hill with no furrow beside them: at most one arm and no second furrow near
-    (``in_a_hill`` without the pits beside one furrow), and no two arms a right angle apart
-    beyond the rim at a share of the pit's own floor (``Candidates.faint_junction``: a
-    junction pit of faint furrows has them)."""
+    (``in_a_hill`` without the pits beside one furrow), and no more than ``ALONE_MAX_ARMS``
+    arms beyond the rim at a share of the pit's own floor (``Candidates.own_arms``: a junction
+    pit of faint furrows has them)."""
     result = _alone_at_the_frames_level(found.shape.arm_count, found.nearby,
                                         found.furrow_floor, rule)
-    if found.faint_junction is not None:
-        result &= ~found.faint_junction
+    if found.own_arms is not None:
+        result &= found.own_arms <= ALONE_MAX_ARMS
     return result
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from appliance.synthetic.skin import decode_jpeg, encode_jpeg
-from appliance.synthetic.skin_dead_ends import DeadEnds, with_dead_ends
 from appliance.synthetic.skin_geometry import SkinGeometry, build_geometry
 from appliance.synthetic.skin_params import SkinParams, sample_params
 from appliance.synthetic.skin_render import render_rgb
@@ -107,63 +106,22 @@ def junction_scene(seed: int, pore_diameters_um: tuple[float, ...] = (),
 
 
 def faint_junction_scene(seed: int, pore_diameters_um: tuple[float, ...] = (),
-                         faint: float = 0.4, furrow_at_pore: str = "none",
-                         **extras: Any) -> Scene:
+                         faint: float = 0.4, **extras: Any) -> Scene:
     """Skin of the "normal" preset whose furrows near the centre are ``faint`` times as deep
     as the rest (the fifth renderer's shallow tertiary furrows among deep primaries), without
     pores but ``pore_diameters_um`` placed in the middle of hills near the centre; ``extras``
     set any other parameter: with dark junction pits (``junction_darkness``, ...), those of
     the faint furrows stand out as pits whose arms are too shallow to read as furrows
-    (docs/experiments/README.md "b3over"). ``furrow_at_pore``: "beside" moves each pore to
-    touch the nearest furrow, "ending" draws a faint furrow from the nearest corner of its
-    hill that ends at its centre (a dead end)
-    (docs/experiments/README.md "arms2")."""
+    (docs/experiments/README.md "b3over")."""
     pores = _round_pores(hill_centres_near_centre, 5, pore_diameters_um, False)
-    touches: dict[str, Callable[[SkinGeometry, SkinParams], SkinGeometry]] = {
-        "none": lambda geometry, params: geometry, "beside": _touching,
-        "ending": lambda geometry, params: _ending(geometry, faint)}
-    if furrow_at_pore not in touches:
-        raise ValueError(f"furrow_at_pore: {furrow_at_pore!r} is none of {', '.join(touches)}")
-    touch = touches[furrow_at_pore]
 
     def fade(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
         starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
         middle = (starts + ends) / 2.0
         inside = (np.abs(middle[:, 0] - 320) < 200) & (np.abs(middle[:, 1] - 240) < 150)
-        faded = pores(replace(geometry, edge_depth=np.where(inside, faint, 1.0)), params)
-        return touch(faded, params)
+        return pores(replace(geometry, edge_depth=np.where(inside, faint, 1.0)), params)
 
     return _normal_scene(seed, fade, **extras)
-
-
-def _touching(geometry: SkinGeometry, params: SkinParams) -> SkinGeometry:
-    """``geometry`` with each pore moved straight towards the nearest furrow centre line until
-    its edge meets the furrow's edge."""
-    del params
-    starts, ends = (geometry.vertices_px[geometry.edges[:, k]] for k in (0, 1))
-    moved = []
-    for centre, radius in zip(geometry.pore_centres_px, geometry.pore_radii_px, strict=True):
-        along = ends - starts
-        share = np.clip(np.einsum("ij,ij->i", centre - starts, along)
-                        / np.maximum(np.einsum("ij,ij->i", along, along), 1e-9), 0.0, 1.0)
-        closest = starts + share[:, None] * along
-        nearest = int(np.argmin(np.hypot(*(centre - closest).T)))
-        away = centre - closest[nearest]
-        reach = radius + geometry.edge_width_px[nearest] / 2.0
-        moved.append(closest[nearest] + away / np.hypot(*away) * reach)
-    return replace(geometry, pore_centres_px=np.asarray(moved).reshape(-1, 2))
-
-
-def _ending(geometry: SkinGeometry, depth: float) -> SkinGeometry:
-    """``geometry`` with a furrow of ``depth`` (as wide as the frame's median furrow) from the
-    furrow vertex nearest each pore (a corner of its hill) to its centre, where it ends."""
-    starts = np.asarray([int(np.argmin(np.hypot(*(geometry.vertices_px - centre).T)))
-                         for centre in geometry.pore_centres_px], dtype=np.int64)
-    count = len(starts)
-    width = float(np.median(geometry.edge_width_px))
-    return with_dead_ends(geometry, DeadEnds(
-        tips_px=geometry.pore_centres_px.copy(), starts=starts,
-        widths_px=np.full(count, width), depths=np.full(count, depth)))
 
 
 def dash_scene(seed: int, factor: float = 2.2) -> Scene:

@@ -21,14 +21,12 @@ from appliance.skin.pore_profile import (
     OUTER_RIM,
     Junctions,
     ring_arm_count,
-    ring_arms_apart,
     ring_of,
     second_furrow,
     shape_and_gaps,
     shape_of,
 )
 from appliance.skin.pores import (
-    ALONE_ARM_SHARE,
     HILL_RING_UM,
     Candidates,
     choose_pores,
@@ -741,37 +739,6 @@ def test_the_rings_beyond_the_rim_find_the_arms_the_rays_miss(
     outer = np.sort(shape.rim_px, axis=1)[:, OUTER_RIM]
     assert int(shape.arm_count[0]) <= rays_at_most
     assert ring[0] <= int(ring_arm_count(depth, centre, outer, ARM_LEVEL * 0.3)[0]) <= ring[1]
-
-
-def _pit_with_arms(turns_deg: tuple[float, ...]) -> np.ndarray:
-    """A fine depth image (0 on the hills): a pit 0.6 deep, 5 px (50 µm) in radius, and faint
-    furrows 5 px wide and 0.2 deep (a third of its floor) leaving it at ``turns_deg``."""
-    depth = np.zeros((121, 121), dtype=np.float32)
-    for turn in np.deg2rad(turns_deg):
-        end = np.round(60.0 + 60.0 * np.array([np.cos(turn), np.sin(turn)])).astype(int)
-        cv2.line(depth, (60, 60), (int(end[0]), int(end[1])), 0.2, 5)
-    cv2.circle(depth, (60, 60), 5, 0.6, -1)
-    result: np.ndarray = cv2.GaussianBlur(depth, (0, 0), 1.0)
-    return result
-
-
-@pytest.mark.parametrize(
-    ("turns_deg", "junction"),
-    [((0.0, 120.0, 240.0), True),  # three faint arms: a junction
-     ((0.0, 90.0), True),  # two a right angle apart: a junction whose third arm is fainter
-     ((0.0, 180.0), True),  # along a faint furrow: held as any pit along a furrow
-     ((0.0,), False),  # a furrow ending at the pit
-     ((0.0, 45.0), False),  # two arms on one side
-     ((), False)],  # alone in a hill
-)
-def test_two_faint_arms_a_right_angle_apart_read_as_a_junction(
-        turns_deg: tuple[float, ...], junction: bool) -> None:
-    depth = _pit_with_arms(turns_deg)
-    centre = np.array([[60.0, 60.0]])
-    shape = shape_of(depth, centre, 0.5)
-    outer = np.sort(shape.rim_px, axis=1)[:, OUTER_RIM]
-    apart = ring_arms_apart(depth, centre, outer, ALONE_ARM_SHARE * shape.floor)
-    assert bool(apart[0]) is junction
 
 
 # Fine skin (hills of 0.05 mm²) with wide furrows (62 µm) and deepened junctions no wider than

@@ -51,22 +51,3 @@ def test_the_faint_junction_scene_fades_the_furrows_near_its_centre_alone() -> N
     assert np.all(geometry.edge_depth[inside] == 0.45)
     assert np.all(geometry.edge_depth[~inside] == 1.0)
     assert len(geometry.pore_centres_px) == 1
-
-
-def test_the_faint_junction_scene_puts_a_furrow_at_its_pores_as_asked() -> None:
-    plain = faint_junction_scene(1, (100.0,), faint=0.45).geometry
-    beside = faint_junction_scene(1, (100.0,), faint=0.45, furrow_at_pore="beside").geometry
-    ending = faint_junction_scene(1, (100.0,), faint=0.45, furrow_at_pore="ending").geometry
-    starts, ends = (beside.vertices_px[beside.edges[:, k]] for k in (0, 1))
-    along = ends - starts
-    centre, radius = beside.pore_centres_px[0], beside.pore_radii_px[0]
-    share = np.clip(np.einsum("ij,ij->i", centre - starts, along)
-                    / np.einsum("ij,ij->i", along, along), 0.0, 1.0)
-    gap = np.hypot(*(centre - starts - share[:, None] * along).T) - beside.edge_width_px / 2.0
-    assert np.isclose(gap.min(), radius)  # its edge meets the nearest furrow's edge
-    assert len(ending.edges) == len(plain.edges) + 1
-    assert np.allclose(ending.vertices_px[ending.edges[-1, 1]], ending.pore_centres_px[0])
-    assert ending.edge_depth is not None
-    assert ending.edge_depth[-1] == 0.45
-    with pytest.raises(ValueError, match=r"^furrow_at_pore: 'across' is none of none, beside"):
-        faint_junction_scene(1, (100.0,), furrow_at_pore="across")
