@@ -59,6 +59,7 @@ from appliance.skin.hills import (
     label_areas,
     label_components,
     merge_cells,
+    relabelled,
 )
 from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
 from appliance.skin.spurs import dead_end_furrows
@@ -84,9 +85,7 @@ class Texture:
     @cached_property
     def hill_labels(self) -> np.ndarray:
         """Every pixel's hill (1..): its cell's."""
-        labels: np.ndarray = np.take(self.cell_hills.astype(self.cell_labels.dtype),
-                                     self.cell_labels)
-        return labels
+        return relabelled(self.cell_hills.astype(self.cell_labels.dtype), self.cell_labels)
 
 
 def furrow_mask(response: np.ndarray, connectivity: int = 8) -> np.ndarray:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from appliance.skin.hills import grow_cells
+from appliance.skin.hills import LOOKUP_CHUNK_PX, grow_cells, relabelled
 from appliance.skin.pore_profile import FINE_SMOOTH_PX, blobness
 from appliance.skin.pores import measure_candidates
 from appliance.skin.preprocess import hill_background, prepare
@@ -105,3 +105,17 @@ def test_the_hill_background_is_enlarged_over_its_closing() -> None:
     assert background.shape == gray.shape
     assert float(background.min()) >= 1.0  # never 0: the level is divided by it
     assert _peak_bytes(lambda: hill_background(gray)) <= 5.5 * gray.size
+
+
+def test_relabelling_reads_the_table_at_every_label_without_a_whole_image_index() -> None:
+    rng = np.random.default_rng(5)
+    for shape in ((480, 640), (7, 3), (0, 5), (1, LOOKUP_CHUNK_PX + 1)):
+        labels = rng.integers(0, 3000, shape).astype(np.uint16)
+        for table in (rng.integers(0, 3000, 3000).astype(np.uint16), rng.random(3000) > 0.5):
+            got = relabelled(table, labels)
+            assert got.dtype == table.dtype
+            assert np.array_equal(got, np.take(table, labels))
+    labels = rng.integers(0, 3000, (480, 640)).astype(np.uint16)
+    table = rng.integers(0, 3000, 3000).astype(np.uint16)
+    # the result (2 bytes a pixel) and a chunk's index, not an index of the whole image (8)
+    assert _peak_bytes(lambda: relabelled(table, labels)) < 4 * labels.size
