@@ -373,7 +373,8 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     row and column (``texture.Texture.furrow_sample``), or on every pixel. ``hair``: the
     frame's hair pixels (``texture.Texture.hair``; found here when not given). Without
     ``every_reading`` the readings that cannot change what ``measure_pores`` reports are left
-    NaN for the pits ``never_counted`` by ``rule``."""
+    NaN for the pits ``never_counted`` by ``rule``, and the rings unread (``Candidates.ring_arms``
+    their rays' arm count, ``own_arms`` 0) for those that ``fails_fixed_tests``."""
     depth = cv2.GaussianBlur(prepared.depth_work, (0, 0), SMOOTH_PX)
     every_4th = np.ascontiguousarray(depth[::2, ::2]).ravel()  # every 4th pixel: same median
     if furrows.shape == depth.shape:
@@ -409,22 +410,34 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     junction = typical_junction(floor_of[row[sample]], gap_of[row[sample]])
     blue = (blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
             if colour else np.zeros(len(shape.floor)))
-    # the rings are read only where the rays find at most 2 arms (``missed_arms``)
-    few = np.flatnonzero(shape.arm_count <= PIT_MAX_ARMS)
-    ring_arms = shape.arm_count.copy()
-    ring_arms[few] = ring_arm_count(fine, centres[deep][few], np.sort(
-        shape.rim_px[few], axis=1)[:, OUTER_RIM], ARM_LEVEL * furrow_floor)
-    alone = np.flatnonzero(_alone_at_the_frames_level(shape.arm_count, nearby[deep],
-                                                      furrow_floor, rule))
-    own_arms = np.zeros(len(shape.floor), dtype=ring_arms.dtype)
-    own_arms[alone] = ring_arm_count(fine, centres[deep][alone], np.sort(
-        shape.rim_px[alone], axis=1)[:, OUTER_RIM], ALONE_ARM_SHARE * shape.floor[alone])
     on_hair = _on_hair(centres_work[deep],
                        hair_mask(prepared.rgb_work) if hair is None else hair)
-    return Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
+    pits = Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
-                      prepared.um_per_work_px, centres_work[~deep], fine, ring_arms, own_arms,
-                      on_hair)
+                      prepared.um_per_work_px, centres_work[~deep], fine, on_hair=on_hair)
+    # without every reading, the rings only of pits that may pass the fixed tests
+    may_count = (np.ones(len(shape.floor), dtype=bool) if every_reading
+                 else ~fails_fixed_tests(pits, rule))
+    return _with_rings(pits, fine, centres[deep], may_count, rule)
+
+
+def _with_rings(found: Candidates, fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
+                rule: PoreRule) -> Candidates:
+    """``found`` with its rings read on the fine depth (``Candidates.ring_arms``, ``own_arms``)
+    for the pits ``read`` (bool; the others keep their rays' arm count, and 0); ``centres``:
+    the pits' fine px."""
+    shape, furrow_floor = found.shape, found.furrow_floor
+    # the rings are read only where the rays find at most 2 arms (``missed_arms``)
+    few = np.flatnonzero((shape.arm_count <= PIT_MAX_ARMS) & read)
+    ring_arms = shape.arm_count.copy()
+    ring_arms[few] = ring_arm_count(fine, centres[few], np.sort(
+        shape.rim_px[few], axis=1)[:, OUTER_RIM], ARM_LEVEL * furrow_floor)
+    alone = np.flatnonzero(_alone_at_the_frames_level(shape.arm_count, found.nearby,
+                                                      furrow_floor, rule) & read)
+    own_arms = np.zeros(len(shape.floor), dtype=ring_arms.dtype)
+    own_arms[alone] = ring_arm_count(fine, centres[alone], np.sort(
+        shape.rim_px[alone], axis=1)[:, OUTER_RIM], ALONE_ARM_SHARE * shape.floor[alone])
+    return replace(found, ring_arms=ring_arms, own_arms=own_arms)
 
 
 def _on_hair(centres_work: np.ndarray, hair: np.ndarray) -> np.ndarray:
@@ -578,7 +591,7 @@ def junction_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.nda
         "wide_if_shallow": ~below_junctions | (gap >= rule.shallow_min_gap * junction_gap),
         "deeper_than_arms": shape.floor >= rule.depth_over_arms * shape.arms,
         "round": shape.roundness >= rule.min_roundness,
-        "not_a_dash": (shape.elongation <= rule.max_elongation) | _oval(found, rule),
+        "not_a_dash": _not_a_dash(found, rule.max_elongation, rule),
     }
 
 
@@ -598,7 +611,7 @@ def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]
         "wide_if_shallow": every,
         "deeper_than_arms": in_hill | (shape.floor >= rule.pit_over_arms * shape.arms),
         "round": shape.roundness >= rule.pit_min_roundness,
-        "not_a_dash": (shape.elongation <= rule.pit_max_elongation) | _oval(found, rule),
+        "not_a_dash": _not_a_dash(found, rule.pit_max_elongation, rule),
     }
 
 
@@ -655,14 +668,42 @@ def _oval(found: Candidates, rule: PoreRule) -> np.ndarray:
 
 def _common_tests(found: Candidates, rule: PoreRule) -> dict[str, np.ndarray]:
     """The tests every pore passes, junction or not: no hair's end, pore-sized, grey."""
-    diameters, shape = own_diameters_um(found), found.shape
+    shape = found.shape
     return {
         "deeper_than_strand": _deeper_than_strand(shape.floor, shape.strand, shape.arm_count,
                                                   rule),
         "closed": _closed(shape.floor, shape.arm_count, shape.arm_floor, rule),
-        "pore_sized": (diameters >= rule.min_diameter_um) & (diameters <= rule.max_diameter_um),
+        "pore_sized": _pore_sized(found, rule),
         "grey": found.blue <= rule.max_blue_excess,
     }
+
+
+def _pore_sized(found: Candidates, rule: PoreRule) -> np.ndarray:
+    diameters = own_diameters_um(found)
+    result: np.ndarray = (diameters >= rule.min_diameter_um) & (
+        diameters <= rule.max_diameter_um)
+    return result
+
+
+def _not_a_dash(found: Candidates, max_elongation: float, rule: PoreRule) -> np.ndarray:
+    """Not a short deep stretch of furrow: drawn out at most ``max_elongation``, or oval."""
+    result: np.ndarray = (found.shape.elongation <= max_elongation) | _oval(found, rule)
+    return result
+
+
+def fails_fixed_tests(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
+    """Pits that fail ``fixed_tests`` whatever their colour and whether ``pore_tests`` reads
+    them as junctions or as pits: not pore-sized, not ``depth_over_furrow`` deep, a dash to
+    both tests, or ``never_counted``. What is read of them after the profile (the rings, the
+    colour) changes nothing ``measure_pores`` reports: they are never counted, never in a
+    score of the frame (``frame_scores``) nor in the borderline share (a stricter rule fails
+    them too)."""
+    shape = found.shape
+    dash = ~_not_a_dash(found, max(rule.max_elongation, rule.pit_max_elongation), rule)
+    result: np.ndarray = ~_pore_sized(found, rule) | dash | (
+        shape.floor < rule.depth_over_furrow * found.furrow_floor) | never_counted(
+        shape.floor, shape.strand, shape.arm_count, shape.arm_floor, rule=rule)
+    return result
 
 
 def _deeper_than_strand(floor: np.ndarray, strand: np.ndarray, arm_count: np.ndarray,

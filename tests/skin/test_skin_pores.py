@@ -31,6 +31,8 @@ from appliance.skin.pores import (
     Candidates,
     choose_pores,
     deepest_apart,
+    fails_fixed_tests,
+    fixed_tests,
     frame_shift,
     measure_candidates,
     missed_arms,
@@ -825,6 +827,38 @@ def test_pits_never_counted_are_left_unfinished_and_nothing_reported_moves(
     lean_result = analyze(frame.image_rgb, frame.params.um_per_px)
     monkeypatch.setattr(pores, "never_counted",
                         lambda floor, *_, **__: np.zeros(len(floor), dtype=bool))
+    full_result = analyze(frame.image_rgb, frame.params.um_per_px)
+    assert lean_result.features == full_result.features
+    assert np.array_equal(lean_result.pores.centres_work_px, full_result.pores.centres_work_px)
+    assert np.array_equal(lean_result.pores.diameters_um, full_result.pores.diameters_um)
+    assert (lean_result.pores.borderline, lean_result.pores.doubt) == (
+        full_result.pores.borderline, full_result.pores.doubt)
+    assert lean_result.validity == full_result.validity
+
+
+@pytest.mark.parametrize(("seed", "preset"), [(11, "mixed"), (12, "wide")])
+def test_pits_that_fail_the_fixed_tests_have_no_rings_read_and_nothing_reported_moves(
+        monkeypatch: pytest.MonkeyPatch, seed: int, preset: str) -> None:
+    """The pits that fail the fixed tests whatever their colour (``fails_fixed_tests``) have
+    their rings left unread; every reported number stays as with every ring read."""
+    frame = synthetic_frame(seed, 0, preset)
+    prepared = prepare(frame.image_rgb, frame.params.um_per_px)
+    texture = measure_texture(prepared)
+    full = measure_candidates(prepared, texture.furrow_sample, colour=False, hair=texture.hair)
+    lean = measure_candidates(prepared, texture.furrow_sample, colour=False, hair=texture.hair,
+                              every_reading=False)
+    fails = fails_fixed_tests(full)
+    grey = np.ones(len(fails), dtype=bool)
+    assert not np.any(fails & fixed_tests(full, {**pore_tests(full), "grey": grey}))
+    few = full.shape.arm_count <= 2
+    assert np.count_nonzero(few & fails) > 0
+    assert full.ring_arms is not None
+    assert lean.ring_arms is not None
+    assert np.array_equal(lean.ring_arms[~fails], full.ring_arms[~fails])
+    assert np.array_equal(lean.ring_arms[fails], full.shape.arm_count[fails])  # rays' count
+    lean_result = analyze(frame.image_rgb, frame.params.um_per_px)
+    monkeypatch.setattr(pores, "fails_fixed_tests",
+                        lambda found, *_, **__: np.zeros(len(found.shape.floor), dtype=bool))
     full_result = analyze(frame.image_rgb, frame.params.um_per_px)
     assert lean_result.features == full_result.features
     assert np.array_equal(lean_result.pores.centres_work_px, full_result.pores.centres_work_px)
