@@ -157,7 +157,7 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     # a seeding core lies in a region that splits, whose pixels the region seeds leave 0: its
     # pixels take its own label (only those: a few cores, not a second pass over the image)
     labels = relabelled(region_seed, regions)
-    seeding_pixels = np.flatnonzero(np.take(seeding_core, core_of_pixel))
+    seeding_pixels = np.flatnonzero(relabelled(seeding_core, core_of_pixel))
     labels.ravel()[np.take(core_pixels, seeding_pixels)] = np.take(
         core_seed, np.take(core_of_pixel, seeding_pixels))
     region = np.concatenate([[0], np.flatnonzero(whole), region_of_core[seeding_core]])
