@@ -33,6 +33,8 @@ MAX_DECODE_BYTES = 200_000_000
 _PILLOW_BYTES_A_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 _OPENCV_BYTES_A_PIXEL = 7
 _RGB_STRIP_ROWS = 256
+_FRAME_SIZE_ADVICE = ("the microscope delivers {w}x{h} px frames (resize or crop it, or check "
+                      "the camera mode)")
 _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
 _PNG_MAGIC = b"\x89PNG"
@@ -173,13 +175,16 @@ def decode_frame(
     any pixel memory is taken; the decoded frame is checked against ``expected_shape`` again
     (an EXIF orientation may turn it).
     """
-    rgb = _decode(data, name, expected_shape)
+    rgb, stored_upright = _decode(data, name, expected_shape)
     if expected_shape is not None:
-        _check_upright(rgb, name, expected_shape)
+        _check_upright(rgb, name, expected_shape, stored_upright)
     return rgb
 
 
-def _decode(data: bytes, name: str, expected_shape: tuple[int, int] | None) -> np.ndarray:
+def _decode(
+    data: bytes, name: str, expected_shape: tuple[int, int] | None
+) -> tuple[np.ndarray, bool]:
+    """The RGB pixels, and whether the header's size was ``expected_shape`` (not turned)."""
     form, webp = _RIFF_WEBP
     if not data.startswith(_KNOWN_MAGIC) or (data.startswith(b"RIFF") and data[form] != webp):
         raise FrameError(f"{name}: not an image (no JPEG/PNG/BMP/TIFF/WebP signature); pass "
@@ -187,12 +192,9 @@ def _decode(data: bytes, name: str, expected_shape: tuple[int, int] | None) -> n
     if data.startswith(_JPEG_MAGIC) and not data.rstrip(b"\x00").endswith(_JPEG_END):
         raise FrameError(f"{name}: truncated JPEG (no end-of-image marker); copy the file again")
     width, height = header_size(data, name)
-    if expected_shape is not None and (height, width) != expected_shape:
-        raise FrameError(
-            f"{name}: wrong size {width}x{height} px (from the header); the microscope delivers "
-            f"{expected_shape[1]}x{expected_shape[0]} px frames (resize or crop it, or check "
-            "the camera mode)"
-        )
+    if expected_shape is not None and expected_shape not in ((height, width), (width, height)):
+        raise FrameError(f"{name}: wrong size {width}x{height} px (from the header); "
+                         f"{_FRAME_SIZE_ADVICE.format(w=expected_shape[1], h=expected_shape[0])}")
     if width * height > MAX_DECODE_PIXELS:
         raise FrameError(
             f"{name}: header says {width}x{height} px, over {MAX_DECODE_PIXELS} pixels; refused "
@@ -200,8 +202,9 @@ def _decode(data: bytes, name: str, expected_shape: tuple[int, int] | None) -> n
         )
     if data.startswith(_JPEG_MAGIC):
         _check_jpeg(data, name)
+    stored_upright = (height, width) == expected_shape
     if data.startswith((_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC)):
-        return _decode_with_pillow(data, name)
+        return _decode_with_pillow(data, name), stored_upright
     _check_decode_bytes(name, width, height, "", width * height * _OPENCV_BYTES_A_PIXEL)
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # libtiff's "Sorry, ..."
@@ -214,23 +217,31 @@ def _decode(data: bytes, name: str, expected_shape: tuple[int, int] | None) -> n
     if bgr is None or bgr.size == 0:
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return rgb
+    return rgb, stored_upright
 
 
-def _check_upright(rgb: np.ndarray, name: str, expected_shape: tuple[int, int]) -> None:
-    """Refuse a frame decoded to another shape than expected: its header said the right one."""
+def _check_upright(
+    rgb: np.ndarray, name: str, expected_shape: tuple[int, int], stored_upright: bool
+) -> None:
+    """Refuse a frame that is not ``expected_shape`` as shown (after its EXIF orientation, as
+    every viewer turns it): a frame stored on its side with a tag that turns it upright is the
+    frame the user sees, and is measured so."""
     height, width = expected_shape
-    if rgb.shape[:2] == (width, height):  # the header's size was right: EXIF turned it
+    if rgb.shape[:2] == (width, height) and stored_upright:  # EXIF turned it on its side
         raise FrameError(
             f"{name}: stored {width}x{height} px, but its EXIF orientation turns it "
             f"to {height}x{width} px; the microscope delivers {width}x{height} px frames "
             "upright (save it without the orientation tag)"
         )
-    if rgb.shape[:2] != (height, width):
+    if rgb.shape[:2] == (width, height):
         raise FrameError(
-            f"{name}: wrong size {rgb.shape[1]}x{rgb.shape[0]} px; the microscope "
-            f"delivers {width}x{height} px frames (resize or crop it, or check the camera mode)"
+            f"{name}: {height}x{width} px, a portrait picture; the microscope delivers "
+            f"{width}x{height} px landscape frames: turn it a quarter turn, or check the "
+            "camera mode"
         )
+    if rgb.shape[:2] != (height, width):
+        raise FrameError(f"{name}: wrong size {rgb.shape[1]}x{rgb.shape[0]} px; "
+                         f"{_FRAME_SIZE_ADVICE.format(w=width, h=height)}")
 
 
 def _check_jpeg(data: bytes, name: str) -> None:

@@ -76,6 +76,34 @@ def test_wrong_size(tmp_path: Path) -> None:
     assert load_frame(tmp_path / "small.jpg", expected_shape=None).shape == (480, 640, 3)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_frame_stored_on_its_side_that_exif_turns_upright_is_measured_as_shown(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A camera or phone stores the frame 960x1280 with EXIF Orientation 6 ("turn 90 degrees
+    clockwise to show"): every viewer shows the 1280x960 frame, and it was refused as "wrong
+    size 960x1280 px" by its header alone."""
+    rows, cols = np.mgrid[0:960, 0:1280]
+    upright = np.dstack([cols // 5, rows // 4, (rows + cols) // 9]).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(upright).copy()).save(tmp_path / f"side{suffix}", exif=exif)
+    rgb = load_frame(tmp_path / f"side{suffix}")
+    assert rgb.shape == (960, 1280, 3)
+    if suffix == ".png":  # lossless: the very pixels of the upright frame
+        assert np.array_equal(rgb, upright)
+    else:  # lossy: the upright frame, not a mirror or the other turn
+        assert np.abs(rgb.astype(int) - upright).max() < 12
+
+
+def test_a_portrait_picture_is_told_to_be_turned(tmp_path: Path) -> None:
+    with pytest.raises(FrameError) as refused:
+        load_frame(_jpeg(tmp_path / "tall.jpg", 1280, 960))
+    assert str(refused.value) == (
+        f"{tmp_path / 'tall.jpg'}: 960x1280 px, a portrait picture; the microscope delivers "
+        "1280x960 px landscape frames: turn it a quarter turn, or check the camera mode")
+
+
 def test_folder_is_not_a_frame(tmp_path: Path) -> None:
     with pytest.raises(FrameError, match="a folder, not an image file"):
         load_frame(tmp_path)
