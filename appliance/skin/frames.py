@@ -33,8 +33,10 @@ MAX_DECODE_BYTES = 200_000_000
 _PILLOW_BYTES_A_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 _OPENCV_BYTES_A_PIXEL = 7
 _RGB_STRIP_ROWS = 256
-_FRAME_SIZE_ADVICE = ("the microscope delivers {w}x{h} px frames (resize or crop it, or check "
-                      "the camera mode)")
+# what to do with a picture of another size: a crop keeps the scale, a resize does not
+_FRAME_SIZE_ADVICE = ("the microscope delivers {w}x{h} px frames: crop it to that size, or "
+                      "check the camera mode (resizing it changes its micrometres per pixel, "
+                      "the scale it must be measured at)")
 _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
 _PNG_MAGIC = b"\x89PNG"

@@ -76,6 +76,17 @@ def test_wrong_size(tmp_path: Path) -> None:
     assert load_frame(tmp_path / "small.jpg", expected_shape=None).shape == (480, 640, 3)
 
 
+def test_a_picture_of_another_size_is_told_to_be_cropped_not_resized(tmp_path: Path) -> None:
+    """A 2592x1944 picture was told "resize or crop it": resized to 1280x960 it was measured at
+    the config's 10 um/px where its pixels now span about 20 um each, every feature wrong."""
+    with pytest.raises(FrameError) as refused:
+        load_frame(_jpeg(tmp_path / "big.jpg", 1944, 2592))
+    assert str(refused.value) == (
+        f"{tmp_path / 'big.jpg'}: wrong size 2592x1944 px (from the header); the microscope "
+        "delivers 1280x960 px frames: crop it to that size, or check the camera mode (resizing "
+        "it changes its micrometres per pixel, the scale it must be measured at)")
+
+
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_a_frame_stored_on_its_side_that_exif_turns_upright_is_measured_as_shown(
     tmp_path: Path, suffix: str
