@@ -6,6 +6,7 @@ Each file is measured as the kiosk measures its best frame (``edge.measure.measu
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from appliance.logsafe import escape_controls
 from appliance.skin.colour import WhiteReference
 from appliance.skin.frames import FrameError, load_frame, record_name, shown_name
 
+NAME_COLUMN_WIDTH = 28  # the table's image column at its narrowest; longer names widen it
 MAX_SIDECAR_BYTES = 1_000_000  # `appliance synth skin` writes a few kB
 OVERLAY_SUFFIX = ".overlay.jpg"  # NAME.overlay.jpg: an input's overlay in the --overlay folder
 
@@ -170,21 +172,25 @@ class AnalyzeRun:
         return {"overlay": str(target)}
 
     @staticmethod
-    def table_header() -> str:
-        """The header line of the readable table."""
+    def table_header(name_width: int = NAME_COLUMN_WIDTH) -> str:
+        """The header line of the readable table, its name column ``name_width`` wide."""
         cells = [f"{title:>{width}}" for title, _, width, _ in TABLE_COLUMNS]
-        return f"{'image':<28} " + " ".join(cells)
+        return f"{'image':<{name_width}} " + " ".join(cells)
 
     @staticmethod
-    def table_row(record: dict[str, Any]) -> str:
-        """One readable table line for a result record. A rejected frame's line has its verdict
-        in the quality column and "not measured" beside it: why is said once, on stderr with
-        the run's other failures (``commands_analyze``), not again as a line wider than the
-        table."""
-        name = shown_name(Path(record["image"]).name)[:28]
+    def table_row(
+        record: dict[str, Any], name: str | None = None, name_width: int = NAME_COLUMN_WIDTH
+    ) -> str:
+        """One readable table line for a result record, under ``name`` (``table_names``; the
+        file's name by default) whole, in a column ``name_width`` wide. A rejected frame's line
+        has its verdict in the quality column and "not measured" beside it: why is said once,
+        on stderr with the run's other failures (``commands_analyze``), not again as a line
+        wider than the table."""
+        name = name if name is not None else shown_name(Path(record["image"]).name)
+        name = f"{name:<{name_width}}"
         if "rejected" in record:
             _, _, width, _ = TABLE_COLUMNS[0]
-            return f"{name:<28} {record['quality']['verdict']:>{width}} {REJECTED_CELLS}"
+            return f"{name} {record['quality']['verdict']:>{width}} {REJECTED_CELLS}"
         features = record["features"]
         cells = []
         for _, key, width, fmt in TABLE_COLUMNS:
@@ -197,7 +203,7 @@ class AnalyzeRun:
             else:
                 value = format(features[key], fmt)
             cells.append(f"{value:>{width}}")
-        return f"{name:<28} " + " ".join(cells)
+        return f"{name} " + " ".join(cells)
 
     @staticmethod
     def _grade(record: dict[str, Any]) -> str:
@@ -235,6 +241,16 @@ class AnalyzeRun:
         return (f"{shown_name(image.name)}: sidecar says {scale:.2f} um/px{more}, measuring at "
                 f"{measured_at:.2f} ({self.um_per_px_from}); use --um-per-px to measure at "
                 "another scale")
+
+
+def table_names(images: Sequence[Path]) -> dict[str, str]:
+    """Each input's name in the table, by its record's ``image``: the file's name, or the path
+    as given where two inputs share a file name (a/x.jpg and b/x.jpg); never cut, so that no
+    two rows read alike (names cut at 28 characters made ``subject-0042-left-cheek-visit1``
+    and ``-visit2`` one row name)."""
+    counts = Counter(image.name for image in images)
+    return {record_name(image): shown_name(image.name if counts[image.name] == 1 else image)
+            for image in images}
 
 
 def overlay_names(images: Sequence[Path]) -> dict[Path, str]:

@@ -153,8 +153,11 @@ def _measure_each(
     """Measure and print each image in turn, appending it to ``measured`` once printed; the
     failures, and whether the table needs its legend. The table's header comes with its first
     row: where every input failed there is no table, only the reasons."""
+    from appliance.skin.analyze_run import NAME_COLUMN_WIDTH, table_names  # noqa: PLC0415
     from appliance.skin.frames import shown_name  # noqa: PLC0415 - keep --help fast
 
+    names = table_names(images)
+    name_width = max([NAME_COLUMN_WIDTH, *map(len, names.values())])
     failures, legend, rows = 0, False, 0
     for image in images:
         record = run.measure(image)
@@ -165,9 +168,9 @@ def _measure_each(
             emit(json.dumps(record))
         elif "error" not in record:
             if not rows:
-                emit(run.table_header())
+                emit(run.table_header(name_width))
             rows += 1
-            emit(run.table_row(record))
+            emit(run.table_row(record, names[record["image"]], name_width))
             legend = legend or ("rejected" not in record and run.needs_legend(record))
         measured.append(image)
     return failures, legend

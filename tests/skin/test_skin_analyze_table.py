@@ -53,3 +53,21 @@ def test_a_table_header_comes_only_with_a_row(
     assert len(lines) == 2
     assert lines[0].split()[:2] == ["image", "quality"]
     assert lines[1].startswith("skin.jpg ")
+
+
+def test_every_row_names_its_own_file_however_long_or_shared_its_name(
+    frame: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Names were cut at 28 characters and shown without their folder: the two visits below
+    and a/x.jpg, b/x.jpg each read as one name twice, four rows that could not be told apart."""
+    visits = [tmp_path / f"subject-0042-left-cheek-visit{n}.jpg" for n in (1, 2)]
+    folders = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"]
+    for path in (*visits, *folders):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(frame.read_bytes())
+    assert main(["analyze", *map(str, visits), "a/x.jpg", "b/x.jpg"]) == 0
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    names = [row.split()[0] for row in rows]
+    assert names == [visits[0].name, visits[1].name, "a/x.jpg", "b/x.jpg"]
+    quality_ends = header.index("quality") + len("quality")
+    assert [row.index(" ok ") + len(" ok") for row in rows] == [quality_ends] * 4  # aligned
