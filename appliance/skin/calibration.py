@@ -1,6 +1,7 @@
 """Spatial calibration: micrometres per pixel from a photo of a stage micrometer.
 
-A stage micrometer shows parallel dark graduation lines a known distance apart. The method:
+A stage micrometer shows parallel graduation lines a known distance apart, dark on a bright
+field (lit from below) or bright on a dark one (lit from above). The method:
 
 1. Direction and rough pitch of the grating from the strongest peak of the image spectrum
    above 1/64 cycles per px (a short scale's outline or a slow shading is no grating), halved
@@ -8,7 +9,8 @@ A stage micrometer shows parallel dark graduation lines a known distance apart. 
 2. Turn the image so the lines stand upright.
 3. Keep the band of rows where the grating is (the rows whose profile swings at the grating's
    pitch): a scale 100 px tall in a 960 px frame is averaged over its own rows only.
-4. Locate every line centre in the band's column profile to a fraction of a pixel.
+4. Locate every line centre in the band's column profile to a fraction of a pixel (the
+   profile mirrored within its range where the lines are bright).
 5. Number the lines from their spacings and fit centre position against line number: the slope
    is the pitch in pixels, ``um_per_px = pitch_mm * 1000 / pitch_px``. The uncertainty combines
    the fit's standard error with an allowance for a common sub-pixel bias of the line centres.
@@ -69,8 +71,7 @@ def calibrate_from_micrometer(gray: np.ndarray, pitch_mm: float) -> Calibration:
     angle_deg, rough_pitch_px = _dominant_grating(grey)
     upright = _rotate(grey, angle_deg)
     del grey
-    profile = _band_profile(upright, rough_pitch_px)
-    centres = _line_centres(profile, rough_pitch_px)
+    profile, centres = _lines_either_way(_band_profile(upright, rough_pitch_px), rough_pitch_px)
     if len(centres) < MIN_LINES:
         raise CalibrationError(
             f"found only {len(centres)} graduation lines (need {MIN_LINES}): not a micrometer "
@@ -183,6 +184,20 @@ def _band_profile(upright: np.ndarray, pitch_px: float) -> np.ndarray:
     for row in band:  # the band's rows one at a time: no copy of the band
         sums += np.nan_to_num(upright[row], nan=0.0)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _lines_either_way(profile: np.ndarray, pitch_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """The profile with its lines dark, and their centres: a scale lit from above (a USB
+    microscope's own ring light on a chrome-on-glass micrometer) shows bright lines on a dark
+    field, which are measured as the dark lines of the profile mirrored within its range."""
+    centres = _line_centres(profile, pitch_px)
+    if len(centres) >= MIN_LINES:
+        return profile, centres
+    mirrored = float(np.nanmax(profile)) + float(np.nanmin(profile)) - profile
+    bright_centres = _line_centres(mirrored, pitch_px)
+    if len(bright_centres) > len(centres):
+        return mirrored, bright_centres
+    return profile, centres
 
 
 def _line_centres(profile: np.ndarray, pitch_px: float) -> np.ndarray:

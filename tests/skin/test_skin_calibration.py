@@ -211,3 +211,27 @@ def test_the_help_s_example_spacings_can_be_calibrated_at_the_validated_scales(
         spec = MicrometerSpec(um_per_px=um_per_px, pitch_mm=pitch_mm, lines=125)
         result = calibrate_from_micrometer(_gray(spec), pitch_mm)
         assert result.um_per_px == pytest.approx(um_per_px, rel=0.001), pitch_mm
+
+
+@pytest.mark.parametrize("spec", [
+    MicrometerSpec(um_per_px=9.6, lines=125, line_height_px=100, angle_deg=5.0),
+    MicrometerSpec(um_per_px=12.0, lines=60, line_height_px=960, angle_deg=30.0, seed=1),
+])
+def test_bright_lines_on_a_dark_field_are_measured_as_dark_lines_are(
+    spec: MicrometerSpec,
+) -> None:
+    """A chrome-on-glass scale under a USB microscope's own ring light shows bright lines on a
+    dark field: it was refused as "found only 2 graduation lines (need 8): not a micrometer
+    scale", the wide dark gaps between the lines taken for the lines."""
+    dark_lines = _gray(spec)
+    bright_lines = calibrate_from_micrometer(255 - dark_lines, spec.pitch_mm)
+    assert bright_lines.um_per_px == pytest.approx(spec.um_per_px, rel=0.001)
+    assert bright_lines.line_count == calibrate_from_micrometer(dark_lines,
+                                                                spec.pitch_mm).line_count
+
+
+def test_skin_frames_turned_negative_are_not_micrometers() -> None:
+    for index in range(4):
+        skin = cv2.cvtColor(synthetic_frame(index, index, "mixed").image_rgb, cv2.COLOR_RGB2GRAY)
+        with pytest.raises(CalibrationError):
+            calibrate_from_micrometer(255 - skin, 0.1)
