@@ -112,6 +112,8 @@ def _analyze(args: argparse.Namespace) -> int:
     run.overlay_names = overlays
     if args.um_per_px is None and (note := run.sidecar_note(images)):
         print(f"analyze: {note}", file=sys.stderr)
+    if note := _scale_not_validated(run):
+        print(f"analyze: {note}", file=sys.stderr)
     measured: list[Path] = []
     try:
         failures, legend = _measure_each(args, run, images, measured)
@@ -126,6 +128,24 @@ def _analyze(args: argparse.Namespace) -> int:
     if legend:
         return print_out("analyze", TABLE_LEGEND) or (1 if failures else 0)
     return 1 if failures else 0
+
+
+def _scale_not_validated(run: AnalyzeRun) -> str | None:
+    """One line when the whole run is measured at a scale outside the validated range: every
+    texture and pore feature is then "n/m" in the table, and this says why once."""
+    from appliance.skin.validity import (  # noqa: PLC0415 - keep --help fast
+        SCALE_UM_PER_PX,
+        scale_outside_validated,
+    )
+
+    um_per_px = run.config.skin.um_per_px
+    if not scale_outside_validated(um_per_px):
+        return None
+    low, high = SCALE_UM_PER_PX
+    return (f"measuring at {um_per_px:g} um/px ({run.um_per_px_from}), outside the {low:g}-"
+            f"{high:g} um/px the measurement was validated on (docs/measurement.md): the "
+            "texture and pore features are not measured (n/m; --json lists them under "
+            "not_validated) and no grade is given")
 
 
 def _frames_and_overlays(inputs: list[Path]) -> tuple[list[Path], list[Path]]:

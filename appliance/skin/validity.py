@@ -107,6 +107,11 @@ def _outside(value: float, low: float, high: float) -> bool:
     return not low <= value <= high
 
 
+def scale_outside_validated(um_per_px: float) -> bool:
+    """Whether every frame measured at ``um_per_px`` has its texture and pore features flagged."""
+    return _outside(um_per_px, *SCALE_UM_PER_PX)
+
+
 def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float,
            pore_borderline: float, pore_doubt: float) -> Validity:
     """Compare one frame's scale, contrast, pore and hill sizes, how borderline its pore count

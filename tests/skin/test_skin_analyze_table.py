@@ -71,3 +71,19 @@ def test_every_row_names_its_own_file_however_long_or_shared_its_name(
     assert names == [visits[0].name, visits[1].name, "a/x.jpg", "b/x.jpg"]
     quality_ends = header.index("quality") + len("quality")
     assert [row.index(" ok ") + len(" ok") for row in rows] == [quality_ends] * 4  # aligned
+
+
+@pytest.mark.parametrize("um_per_px", ["6", "14"])
+def test_a_run_at_a_scale_outside_the_validated_range_says_so_once(
+    frame: Path, capsys: pytest.CaptureFixture[str], um_per_px: str
+) -> None:
+    """Every texture and pore cell read n/m, and the legend sent the reader to --json to learn
+    why; a run at one scale is told once, on stderr, naming the scale and where it came from."""
+    assert main(["analyze", str(frame), str(frame), "--um-per-px", um_per_px]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.splitlines() == [
+        f"analyze: measuring at {um_per_px} um/px (--um-per-px), outside the 7-13 um/px the "
+        "measurement was validated on (docs/measurement.md): the texture and pore features are "
+        "not measured (n/m; --json lists them under not_validated) and no grade is given"]
+    assert main(["analyze", str(frame), "--um-per-px", "13"]) == 0  # inside, at its edge
+    assert capsys.readouterr().err == ""
