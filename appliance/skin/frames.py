@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from appliance.logsafe import escape_controls
 
@@ -206,7 +206,7 @@ def _decode(
         _check_jpeg(data, name)
     stored_upright = (height, width) == expected_shape
     if data.startswith((_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC)):
-        return _decode_with_pillow(data, name), stored_upright
+        return _in_srgb(_decode_with_pillow(data, name), data), stored_upright
     _check_decode_bytes(name, width, height, "", width * height * _OPENCV_BYTES_A_PIXEL)
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # libtiff's "Sorry, ..."
@@ -219,7 +219,42 @@ def _decode(
     if bgr is None or bgr.size == 0:
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return rgb, stored_upright
+    return _in_srgb(rgb, data), stored_upright
+
+
+def _in_srgb(rgb: np.ndarray, data: bytes) -> np.ndarray:
+    """The frame's colours in sRGB, as a colour-managed viewer shows them and as the colour
+    features read them (CIELAB from sRGB): a frame whose file carries an RGB ICC profile other
+    than sRGB (Adobe RGB, Display P3) has its pixels converted, a strip of rows at a time, in
+    place. Without a profile, with an sRGB one, a grey or CMYK one, or one too damaged to read,
+    the pixels are taken as sRGB, as viewers take them."""
+    transform = _srgb_transform(data)
+    if transform is None:
+        return rgb
+    for top in range(0, rgb.shape[0], _RGB_STRIP_ROWS):
+        strip = Image.fromarray(rgb[top:top + _RGB_STRIP_ROWS])
+        rgb[top:top + _RGB_STRIP_ROWS] = np.asarray(ImageCms.applyTransform(strip, transform))
+    return rgb
+
+
+def _srgb_transform(data: bytes) -> ImageCms.ImageCmsTransform | None:
+    """A transform from the file's RGB ICC profile to sRGB; None where there is nothing to do
+    (no profile, an sRGB one, one of another colour space, a damaged one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the file was decoded already: its header reads
+        with Image.open(io.BytesIO(data)) as image:
+            icc = image.info.get("icc_profile")
+    if not icc:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        described = ImageCms.getProfileDescription(profile)
+        if profile.profile.xcolor_space != "RGB " or "srgb" in described.casefold():
+            return None
+        return ImageCms.buildTransform(profile, _SRGB, "RGB", "RGB",
+                                       ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    except (OSError, ValueError, TypeError):  # ImageCms.PyCMSError is an OSError
+        return None
 
 
 def _check_upright(
@@ -332,6 +367,7 @@ def _strip_rgb8(strip: Image.Image) -> np.ndarray:
 
 
 _EXIF_ORIENTATION = 0x0112  # EXIF 2.3 tag 274
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def header_size(data: bytes, name: str = "frame") -> tuple[int, int]:
