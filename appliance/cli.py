@@ -72,7 +72,26 @@ def _config_check(args: argparse.Namespace) -> int:
 
     file = named if named is not None or not os.path.lexists(DEFAULT_CONFIG) else DEFAULT_CONFIG
     emit(f"{source}: ok: {role_summary(config, given_sections(file))}")
+    if warning := _unvalidated_scale(config.skin.um_per_px):
+        print(f"config check: warning: {source}: {warning}", file=sys.stderr)
     return 0
+
+
+def _unvalidated_scale(um_per_px: float) -> str | None:
+    """A warning for a skin.um_per_px the config takes but the measurement was not validated
+    at: every frame measured at it has its texture and pore features marked not measured."""
+    from appliance.skin.validity import (  # noqa: PLC0415 - as in _config_check
+        SCALE_UM_PER_PX,
+        scale_outside_validated,
+    )
+
+    if not scale_outside_validated(um_per_px):
+        return None
+    low, high = SCALE_UM_PER_PX
+    return (f"skin.um_per_px {um_per_px:g} is outside {low:g}-{high:g} um/px, the range the skin "
+            "measurement was validated on (docs/measurement.md): every frame measured at it has "
+            "its texture and pore features marked not measured (not_validated) and no grade; "
+            "check the calibration (appliance calibrate)")
 
 
 def _pathology_missing(config: Any) -> list[str]:

@@ -318,3 +318,23 @@ def test_a_template_s_placeholders_name_the_provisioning_script_where_it_is(
     assert sorted(option for _, option in named) == ["device", "device", "host"]
     for script, _ in named:
         assert (DEPLOY.parent / script).is_file(), script
+
+
+@pytest.mark.parametrize(("um_per_px", "warned"), [("6", True), ("13.5", True), ("7", False)])
+def test_config_check_warns_of_a_scale_the_measurement_was_not_validated_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    um_per_px: str, warned: bool,
+) -> None:
+    """A config at 6 um/px passed as "ok" where every frame the kiosk measured at it then read
+    "not measured" for all texture and pore features, with no grade; calibrate warns of such a
+    scale, config check said nothing."""
+    monkeypatch.chdir(tmp_path)
+    _without_appliance_variables(monkeypatch)
+    monkeypatch.setenv("APPLIANCE__SKIN__UM_PER_PX", um_per_px)
+    assert main(["config", "check"]) == 0  # a scale the config takes: a warning, not a refusal
+    warning = capsys.readouterr().err
+    assert warning == ("config check: warning: built-in defaults: skin.um_per_px "
+                       f"{um_per_px} is outside 7-13 um/px, the range the skin measurement was "
+                       "validated on (docs/measurement.md): every frame measured at it has its "
+                       "texture and pore features marked not measured (not_validated) and no "
+                       "grade; check the calibration (appliance calibrate)\n" if warned else "")
