@@ -28,7 +28,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "analyze", help="measure skin images offline (texture, pores, colour, quality)"
     )
     analyze.add_argument("images", nargs="+", type=named, metavar="IMG",
-                         help="image files (JPEG/PNG)")
+                         help="image files, 1280x960 px as shown (JPEG, PNG, TIFF, WebP, BMP)")
     analyze.add_argument("--json", action="store_true", help="one JSON object per image per line")
     analyze.add_argument("--overlay", metavar="DIR", help="write an overlay image per input here")
     analyze.add_argument(
