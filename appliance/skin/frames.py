@@ -137,6 +137,9 @@ def _check_frame_file(info: os.stat_result, name: str) -> None:
     """Refuse what is no frame file by its kind and size alone: a folder, a FIFO, a device, an
     empty file, one larger than any frame."""
     kind = next((what for is_kind, what in _NOT_REGULAR if is_kind(info.st_mode)), None)
+    if stat.S_ISDIR(info.st_mode):  # `analyze frames/` for `analyze frames/*.jpg`
+        raise FrameError(f"{name}: a folder, not an image file; name the image files in it "
+                         f"({os.path.join(name, '*.jpg')}, say)")
     if kind is not None:
         raise FrameError(f"{name}: {kind}, not an image file; pass image files")
     if info.st_size == 0:

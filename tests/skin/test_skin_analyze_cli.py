@@ -84,6 +84,15 @@ def test_a_folder_without_a_name_is_refused_and_the_other_files_measured(
     assert f"analyze: {folder}: a folder, not an image file" in captured.err
 
 
+def test_a_folder_is_answered_with_the_glob_that_names_its_frames(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`analyze frames` (for `analyze frames/*.jpg`) was told "pass image files"."""
+    assert main(["analyze", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"analyze: {tmp_path}: a folder, not an image file; name "
+                                       f"the image files in it ({tmp_path}/*.jpg, say)\n")
+
+
 def test_readable_table(images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(images["good"])]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
