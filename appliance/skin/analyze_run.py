@@ -6,6 +6,7 @@ Each file is measured as the kiosk measures its best frame (``edge.measure.measu
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,6 +104,9 @@ class AnalyzeRun:
                 raise ValueError(
                     f"--overlay {folder}: cannot make the folder ({why}); name a folder"
                 ) from exc
+            if why := unwritable_folder(folder):  # else every frame's overlay fails alike
+                raise ValueError(f"--overlay {folder}: cannot write in the folder ({why}); name "
+                                 "a folder you can write to")
         white = None
         if white_frame is not None:
             try:
@@ -251,6 +255,18 @@ def table_names(images: Sequence[Path]) -> dict[str, str]:
     counts = Counter(image.name for image in images)
     return {record_name(image): shown_name(image.name if counts[image.name] == 1 else image)
             for image in images}
+
+
+def unwritable_folder(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` (a read-only disk, no permission), None when one
+    can: known before any frame is measured, not said again for each overlay."""
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return "read-only file system" if read_only else "permission denied"
 
 
 def overlay_names(images: Sequence[Path]) -> dict[Path, str]:

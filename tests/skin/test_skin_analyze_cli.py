@@ -492,3 +492,23 @@ def test_analyze_stopped_by_ctrl_c_says_how_many_images_it_measured(
     assert captured.err.splitlines()[-1] == (
         f"analyze: stopped after 2 of 3 images, whose results are printed, their overlays in "
         f"{overlays}; 1 not measured")
+
+
+def test_an_overlay_folder_no_file_can_be_made_in_is_refused_before_any_frame_is_measured(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A read-only overlay folder had every frame measured and each overlay refused in its own
+    line (500 lines for 500 frames), exit 1. The folder's permission is what access(2) says
+    (root passes a mode check, so the answer for this folder is given here)."""
+    shut = tmp_path / "shut"
+    shut.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        Path(path) != shut and real_access(path, mode, **kw)))
+    assert main(["analyze", str(images["good"]), str(images["good"]), "--overlay",
+                 str(shut)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"analyze: --overlay {shut}: cannot write in the folder (permission "
+                            "denied); name a folder you can write to\n")
