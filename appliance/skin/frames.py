@@ -29,6 +29,9 @@ _READ_CHUNK_BYTES = 1024 * 1024
 # copy where it has one, and the RGB array (3); OpenCV's (TIFF, WebP), its decoder's buffers
 # and the BGR and RGB arrays (measured with a TIFF: 6.6 bytes a pixel).
 MAX_DECODE_PIXELS = 48_000_000
+# An ICC colour profile read from a frame file: a display's (sRGB, Adobe RGB, Display P3) is
+# 0.5-4 kB, a camera's with lookup tables well under this
+MAX_ICC_PROFILE_BYTES = 1_048_576
 MAX_DECODE_BYTES = 200_000_000
 _PILLOW_BYTES_A_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 _OPENCV_BYTES_A_PIXEL = 7
@@ -209,7 +212,7 @@ def _decode(
         _check_jpeg(data, name)
     stored_upright = (height, width) == expected_shape
     if data.startswith((_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC)):
-        return _in_srgb(_decode_with_pillow(data, name), data), stored_upright
+        return _in_srgb(_decode_with_pillow(data, name), data, name), stored_upright
     _check_decode_bytes(name, width, height, "", width * height * _OPENCV_BYTES_A_PIXEL)
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # libtiff's "Sorry, ..."
@@ -222,16 +225,16 @@ def _decode(
     if bgr is None or bgr.size == 0:
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return _in_srgb(rgb, data), stored_upright
+    return _in_srgb(rgb, data, name), stored_upright
 
 
-def _in_srgb(rgb: np.ndarray, data: bytes) -> np.ndarray:
+def _in_srgb(rgb: np.ndarray, data: bytes, name: str) -> np.ndarray:
     """The frame's colours in sRGB, as a colour-managed viewer shows them and as the colour
     features read them (CIELAB from sRGB): a frame whose file carries an RGB ICC profile other
     than sRGB (Adobe RGB, Display P3) has its pixels converted, a strip of rows at a time, in
     place. Without a profile, with an sRGB one, a grey or CMYK one, or one too damaged to read,
     the pixels are taken as sRGB, as viewers take them."""
-    transform = _srgb_transform(data)
+    transform = _srgb_transform(data, name)
     if transform is None:
         return rgb
     for top in range(0, rgb.shape[0], _RGB_STRIP_ROWS):
@@ -240,15 +243,19 @@ def _in_srgb(rgb: np.ndarray, data: bytes) -> np.ndarray:
     return rgb
 
 
-def _srgb_transform(data: bytes) -> ImageCms.ImageCmsTransform | None:
+def _srgb_transform(data: bytes, name: str) -> ImageCms.ImageCmsTransform | None:
     """A transform from the file's RGB ICC profile to sRGB; None where there is nothing to do
-    (no profile, an sRGB one, one of another colour space, a damaged one)."""
+    (no profile, an sRGB one, one of another colour space, a damaged one). A profile larger
+    than any display's is refused before littlecms reads it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the file was decoded already: its header reads
         with Image.open(io.BytesIO(data)) as image:
             icc = image.info.get("icc_profile")
     if not icc:
         return None
+    if len(icc) > MAX_ICC_PROFILE_BYTES:
+        raise FrameError(f"{name}: a colour profile of {len(icc)} bytes, more than any display's "
+                         f"({MAX_ICC_PROFILE_BYTES}); refused (save the frame as sRGB)")
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         described = ImageCms.getProfileDescription(profile)

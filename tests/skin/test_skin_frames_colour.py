@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from appliance.skin.frames import load_frame
+from appliance.skin.frames import FrameError, load_frame
 
 D50 = (0.9642, 1.0, 0.8249)
 
@@ -81,3 +81,15 @@ def test_an_srgb_profile_or_none_leaves_every_pixel_as_stored(tmp_path: Path) ->
     Image.fromarray(srgb).save(tmp_path / "broken.png", icc_profile=b"not a profile")
     for name in ("tagged.png", "broken.png"):
         assert np.array_equal(load_frame(tmp_path / name), srgb)
+
+
+def test_a_colour_profile_larger_than_any_display_s_is_refused_unread(tmp_path: Path) -> None:
+    """A 2 MB "profile" in a 1280x960 JPEG (31 APP2 segments) was handed to littlecms whole
+    (any file from outside: `analyze`, the kiosk's folder source)."""
+    padded = ADOBE_RGB + bytes(2_000_000)
+    Image.fromarray(_skin_coloured()).save(tmp_path / "padded.jpg", icc_profile=padded)
+    with pytest.raises(FrameError) as refused:
+        load_frame(tmp_path / "padded.jpg")
+    assert str(refused.value) == (
+        f"{tmp_path / 'padded.jpg'}: a colour profile of {len(padded)} bytes, more than any "
+        "display's (1048576); refused (save the frame as sRGB)")
