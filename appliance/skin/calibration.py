@@ -9,8 +9,8 @@ field (lit from below) or bright on a dark one (lit from above). The method:
 2. Turn the image so the lines stand upright.
 3. Keep the band of rows where the grating is (the rows whose profile swings at the grating's
    pitch): a scale 100 px tall in a 960 px frame is averaged over its own rows only.
-4. Locate every line centre in the band's column profile to a fraction of a pixel (the
-   profile mirrored within its range where the lines are bright).
+4. Locate every line centre in the band's column profile to a fraction of a pixel (where the
+   dark lines fail the tests below, the profile mirrored within its range, for bright lines).
 5. Number the lines from their spacings and fit centre position against line number: the slope
    is the pitch in pixels, ``um_per_px = pitch_mm * 1000 / pitch_px``. The uncertainty combines
    the fit's standard error with an allowance for a common sub-pixel bias of the line centres.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -71,24 +72,14 @@ def calibrate_from_micrometer(gray: np.ndarray, pitch_mm: float) -> Calibration:
     angle_deg, rough_pitch_px = _dominant_grating(grey)
     upright = _rotate(grey, angle_deg)
     del grey
-    profile, centres = _lines_either_way(_band_profile(upright, rough_pitch_px), rough_pitch_px)
-    if len(centres) < MIN_LINES:
-        raise CalibrationError(
-            f"found only {len(centres)} graduation lines (need {MIN_LINES}): not a micrometer "
-            "scale, or too little of it; photograph the scale in focus across the view"
-        )
-    pitch_px, fit_sd_px, scatter = _fit_pitch(centres)
-    span_px = float(centres[-1] - centres[0])
-    pitch_sd_px = math.hypot(fit_sd_px, pitch_px * CENTRE_BIAS_PX * math.sqrt(2.0) / span_px)
-    contrast = _contrast(profile, centres)
-    if contrast < MIN_CONTRAST:
-        raise CalibrationError(
-            f"the lines are faint (contrast {contrast:.0%}, need {MIN_CONTRAST:.0%}): not a "
-            "stage micrometer, or out of focus; light the slide from below and focus on the scale"
-        )
-    um_per_px = pitch_mm * 1000.0 / pitch_px
-    return Calibration(um_per_px, um_per_px * pitch_sd_px / pitch_px, pitch_px, len(centres),
-                       angle_deg, contrast, scatter)
+    profile = _band_profile(upright, rough_pitch_px)
+    try:
+        lines = _dark_lines(profile, rough_pitch_px)
+    except CalibrationError as dark_refusal:
+        lines = _bright_lines(profile, rough_pitch_px, dark_refusal)
+    um_per_px = pitch_mm * 1000.0 / lines.pitch_px
+    return Calibration(um_per_px, um_per_px * lines.pitch_sd_px / lines.pitch_px,
+                       lines.pitch_px, lines.line_count, angle_deg, lines.contrast, lines.scatter)
 
 
 def _dominant_grating(gray: np.ndarray) -> tuple[float, float]:
@@ -186,18 +177,47 @@ def _band_profile(upright: np.ndarray, pitch_px: float) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def _lines_either_way(profile: np.ndarray, pitch_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """The profile with its lines dark, and their centres: a scale lit from above (a USB
-    microscope's own ring light on a chrome-on-glass micrometer) shows bright lines on a dark
-    field, which are measured as the dark lines of the profile mirrored within its range."""
+class _Lines(NamedTuple):
+    """A grating's lines as read from the band's profile."""
+
+    pitch_px: float
+    pitch_sd_px: float  # standard uncertainty: line fit and centre-bias allowance
+    line_count: int
+    contrast: float
+    scatter: float
+
+
+def _dark_lines(profile: np.ndarray, pitch_px: float) -> _Lines:
+    """The dark lines of ``profile``; CalibrationError naming the test they fail (too few,
+    uneven, lines missing, faint)."""
     centres = _line_centres(profile, pitch_px)
-    if len(centres) >= MIN_LINES:
-        return profile, centres
+    if len(centres) < MIN_LINES:
+        raise CalibrationError(
+            f"found only {len(centres)} graduation lines (need {MIN_LINES}): not a micrometer "
+            "scale, or too little of it; photograph the scale in focus across the view"
+        )
+    pitch, fit_sd_px, scatter = _fit_pitch(centres)
+    span_px = float(centres[-1] - centres[0])
+    pitch_sd_px = math.hypot(fit_sd_px, pitch * CENTRE_BIAS_PX * math.sqrt(2.0) / span_px)
+    contrast = _contrast(profile, centres)
+    if contrast < MIN_CONTRAST:
+        raise CalibrationError(
+            f"the lines are faint (contrast {contrast:.0%}, need {MIN_CONTRAST:.0%}): not a "
+            "stage micrometer, or out of focus; light the slide from below and focus on the scale"
+        )
+    return _Lines(pitch, pitch_sd_px, len(centres), contrast, scatter)
+
+
+def _bright_lines(profile: np.ndarray, pitch_px: float, dark_refusal: CalibrationError) -> _Lines:
+    """The bright lines of ``profile``, read as the dark lines of it mirrored within its range:
+    a scale lit from above (a USB microscope's own ring light on a chrome-on-glass micrometer)
+    shows bright lines on a dark field. Taken only where they pass every test; else the dark
+    lines' refusal stands, as said for a scale lit from below."""
     mirrored = float(np.nanmax(profile)) + float(np.nanmin(profile)) - profile
-    bright_centres = _line_centres(mirrored, pitch_px)
-    if len(bright_centres) > len(centres):
-        return mirrored, bright_centres
-    return profile, centres
+    try:
+        return _dark_lines(mirrored, pitch_px)
+    except CalibrationError:
+        raise dark_refusal from None
 
 
 def _line_centres(profile: np.ndarray, pitch_px: float) -> np.ndarray:

@@ -235,3 +235,10 @@ def test_skin_frames_turned_negative_are_not_micrometers() -> None:
         skin = cv2.cvtColor(synthetic_frame(index, index, "mixed").image_rgb, cv2.COLOR_RGB2GRAY)
         with pytest.raises(CalibrationError):
             calibrate_from_micrometer(255 - skin, 0.1)
+
+
+def test_a_scale_too_short_keeps_the_dark_lines_refusal_when_no_bright_lines_pass() -> None:
+    """Seven lines: the bright reading found noise of the field as lines and refused them as
+    "not evenly spaced"; the refusal a user can act on is the dark lines' count."""
+    with pytest.raises(CalibrationError, match=r"found only \d graduation lines \(need 8\)"):
+        calibrate_from_micrometer(_gray(MicrometerSpec(lines=7, angle_deg=2.0)), 0.1)
