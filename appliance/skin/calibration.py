@@ -224,7 +224,8 @@ def _line_centres(profile: np.ndarray, pitch_px: float) -> np.ndarray:
     """Sub-pixel centres of the dark lines: darkness-weighted centroids of each dip."""
     valid = ~np.isnan(profile)
     darkness = np.where(valid, np.nanmax(profile) - profile, 0.0)
-    level = 0.5 * (np.percentile(darkness[valid], 95) + np.percentile(darkness[valid], 5))
+    on_scale = valid & _along_the_scale(darkness, pitch_px)
+    level = 0.5 * (np.percentile(darkness[on_scale], 95) + np.percentile(darkness[on_scale], 5))
     above = darkness > level
     edges = np.flatnonzero(np.diff(above.astype(np.int8)))
     centres = []
@@ -234,6 +235,22 @@ def _line_centres(profile: np.ndarray, pitch_px: float) -> np.ndarray:
         weights = darkness[start:stop] - level
         centres.append(float(np.sum(np.arange(start, stop) * weights) / np.sum(weights)))
     return np.asarray(centres)
+
+
+def _along_the_scale(darkness: np.ndarray, pitch_px: float) -> np.ndarray:
+    """The columns from the first to the last where the profile swings at least half as much
+    within two pitches as it does anywhere: a scale of 8 lines spans 80 px of a 1280 px frame,
+    and the level between its lines and the field is read there, not over the field's noise
+    beside it (where the lines were 2 % of the columns and the level fell into the noise)."""
+    window = max(round(2 * pitch_px), 3)
+    if darkness.size <= window:
+        return np.ones(darkness.size, bool)
+    windows = np.lib.stride_tricks.sliding_window_view(darkness, window)
+    swing = windows.max(axis=1) - windows.min(axis=1)
+    strong = np.flatnonzero(swing >= 0.5 * float(swing.max()))
+    inside = np.zeros(darkness.size, bool)
+    inside[strong[0]:strong[-1] + window] = True
+    return inside
 
 
 def _contrast(profile: np.ndarray, centres: np.ndarray) -> float:

@@ -242,3 +242,13 @@ def test_a_scale_too_short_keeps_the_dark_lines_refusal_when_no_bright_lines_pas
     "not evenly spaced"; the refusal a user can act on is the dark lines' count."""
     with pytest.raises(CalibrationError, match=r"found only \d graduation lines \(need 8\)"):
         calibrate_from_micrometer(_gray(MicrometerSpec(lines=7, angle_deg=2.0)), 0.1)
+
+
+@pytest.mark.parametrize("lines", [8, 10, 16])
+def test_a_scale_of_a_few_lines_is_measured_as_the_readme_says(lines: int) -> None:
+    """"At least 8 lines": a scale of 8 to 16 lines 0.1 mm apart (a 1 mm scale has 11) spans
+    80-160 px of the frame, and was refused, "not evenly spaced" or "found only 5 graduation
+    lines", the level between line and field read over the noise of the empty field beside it."""
+    result = calibrate_from_micrometer(_gray(MicrometerSpec(lines=lines, angle_deg=2.0)), 0.1)
+    assert result.line_count == lines
+    assert abs(result.um_per_px - 10.0) < 2 * result.um_per_px_sd
