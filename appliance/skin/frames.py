@@ -14,9 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from appliance.logsafe import escape_controls
+from appliance.skin.frame_colour import ColourProfileError, in_srgb
 
 FRAME_HEIGHT_PX = 960
 FRAME_WIDTH_PX = 1280
@@ -29,9 +30,6 @@ _READ_CHUNK_BYTES = 1024 * 1024
 # copy where it has one, and the RGB array (3); OpenCV's (TIFF, WebP), its decoder's buffers
 # and the BGR and RGB arrays (measured with a TIFF: 6.6 bytes a pixel).
 MAX_DECODE_PIXELS = 48_000_000
-# An ICC colour profile read from a frame file: a display's (sRGB, Adobe RGB, Display P3) is
-# 0.5-4 kB, a camera's with lookup tables well under this
-MAX_ICC_PROFILE_BYTES = 1_048_576
 MAX_DECODE_BYTES = 200_000_000
 _PILLOW_BYTES_A_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 _OPENCV_BYTES_A_PIXEL = 7
@@ -181,12 +179,16 @@ def decode_frame(
     The size is read from the header first and checked (against ``expected_shape`` when
     given, else MAX_DECODE_PIXELS), so a small file claiming a huge image is refused before
     any pixel memory is taken; the decoded frame is checked against ``expected_shape`` again
-    (an EXIF orientation may turn it).
+    (an EXIF orientation may turn it). Its colours are those a colour-managed viewer shows:
+    sRGB (``frame_colour.in_srgb``).
     """
     rgb, stored_upright = _decode(data, name, expected_shape)
     if expected_shape is not None:
         _check_upright(rgb, name, expected_shape, stored_upright)
-    return rgb
+    try:
+        return in_srgb(rgb, data)
+    except ColourProfileError as exc:
+        raise FrameError(f"{name}: {exc}") from exc
 
 
 def _decode(
@@ -212,7 +214,7 @@ def _decode(
         _check_jpeg(data, name)
     stored_upright = (height, width) == expected_shape
     if data.startswith((_JPEG_MAGIC, _PNG_MAGIC, _BMP_MAGIC)):
-        return _in_srgb(_decode_with_pillow(data, name), data, name), stored_upright
+        return _decode_with_pillow(data, name), stored_upright
     _check_decode_bytes(name, width, height, "", width * height * _OPENCV_BYTES_A_PIXEL)
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # libtiff's "Sorry, ..."
@@ -225,46 +227,7 @@ def _decode(
     if bgr is None or bgr.size == 0:
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return _in_srgb(rgb, data, name), stored_upright
-
-
-def _in_srgb(rgb: np.ndarray, data: bytes, name: str) -> np.ndarray:
-    """The frame's colours in sRGB, as a colour-managed viewer shows them and as the colour
-    features read them (CIELAB from sRGB): a frame whose file carries an RGB ICC profile other
-    than sRGB (Adobe RGB, Display P3) has its pixels converted, a strip of rows at a time, in
-    place. Without a profile, with an sRGB one, a grey or CMYK one, or one too damaged to read,
-    the pixels are taken as sRGB, as viewers take them."""
-    transform = _srgb_transform(data, name)
-    if transform is None:
-        return rgb
-    for top in range(0, rgb.shape[0], _RGB_STRIP_ROWS):
-        strip = Image.fromarray(rgb[top:top + _RGB_STRIP_ROWS])
-        rgb[top:top + _RGB_STRIP_ROWS] = np.asarray(ImageCms.applyTransform(strip, transform))
-    return rgb
-
-
-def _srgb_transform(data: bytes, name: str) -> ImageCms.ImageCmsTransform | None:
-    """A transform from the file's RGB ICC profile to sRGB; None where there is nothing to do
-    (no profile, an sRGB one, one of another colour space, a damaged one). A profile larger
-    than any display's is refused before littlecms reads it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the file was decoded already: its header reads
-        with Image.open(io.BytesIO(data)) as image:
-            icc = image.info.get("icc_profile")
-    if not icc:
-        return None
-    if len(icc) > MAX_ICC_PROFILE_BYTES:
-        raise FrameError(f"{name}: a colour profile of {len(icc)} bytes, more than any display's "
-                         f"({MAX_ICC_PROFILE_BYTES}); refused (save the frame as sRGB)")
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        described = ImageCms.getProfileDescription(profile)
-        if profile.profile.xcolor_space != "RGB " or "srgb" in described.casefold():
-            return None
-        return ImageCms.buildTransform(profile, _SRGB, "RGB", "RGB",
-                                       ImageCms.Intent.RELATIVE_COLORIMETRIC)
-    except (OSError, ValueError, TypeError):  # ImageCms.PyCMSError is an OSError
-        return None
+    return rgb, stored_upright
 
 
 def _check_upright(
@@ -377,7 +340,6 @@ def _strip_rgb8(strip: Image.Image) -> np.ndarray:
 
 
 _EXIF_ORIENTATION = 0x0112  # EXIF 2.3 tag 274
-_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def header_size(data: bytes, name: str = "frame") -> tuple[int, int]:
