@@ -74,7 +74,7 @@ def lying_jpeg(claimed_px: int = 65_000) -> bytes:
 def progressive_jpeg(width: int, height: int, repeated_scans: int = 0) -> bytes:
     """A 16x16 progressive JPEG whose frame header (SOF2) claims width x height, its last scan
     sent ``repeated_scans`` more times: libjpeg holds the whole frame's coefficients for it and
-    goes over them once a scan (appliance/pathology/jpegscans.py)."""
+    goes over them once a scan (appliance/jpegscans.py)."""
     ok, encoded = cv2.imencode(".jpg", np.full((16, 16, 3), (160, 90, 180), np.uint8),
                                [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
     assert ok, "OpenCV could not encode a 16x16 progressive JPEG"

@@ -11,7 +11,7 @@ keeps every pixel of more than one band in 4 bytes (RGB included), and the conve
 hold the old and the new image together for a moment (an RGBA or CMYK slide: up to 9 bytes a
 pixel; an RGB one reduced 2x: 4 + 1; and each image's pointer to each of its rows, 8 bytes a
 row: 1 x 40 million px held 480 MB, so 10^9 rows would hold 12 GB), and, for a progressive
-JPEG, the whole frame's coefficients libjpeg holds at full size (appliance/pathology/
+JPEG, the whole frame's coefficients libjpeg holds at full size (appliance/
 jpegscans.py, which also refuses a JPEG of more scans than a slide viewer's decoder reads).
 """
 
@@ -31,13 +31,13 @@ import numpy as np
 import tifffile
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
-from appliance.pathology.bitdepth import eight_bit
-from appliance.pathology.jpegscans import (
+from appliance.jpegscans import (
     JpegScans,
     coefficient_bytes,
     count_scans,
     too_many_scans,
 )
+from appliance.pathology.bitdepth import eight_bit
 from appliance.pathology.pieces import too_many_pieces
 from appliance.pathology.resolution import resolution_problem
 
@@ -274,7 +274,7 @@ def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
 def _pieces(handle: BinaryIO, path: Path) -> JpegScans | None:
     """A JPEG's scans (None for another format), refusing a slide stored in more pieces than a
     slide viewer's decoder reads: a JPEG's scans and marker segments
-    (appliance/pathology/jpegscans.py), a PNG's chunks, a TIFF's strips or tiles
+    (appliance/jpegscans.py), a PNG's chunks, a TIFF's strips or tiles
     (appliance/pathology/pieces.py); Pillow handles each piece in Python."""
     try:
         scans = count_scans(handle) if handle.read(2) == _SIGNATURES[0] else None

@@ -10,6 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from appliance.hostile import progressive_jpeg
 from appliance.skin.frames import FrameError, load_frame
 
 
@@ -176,3 +177,31 @@ def test_a_float_tiff_is_named_for_its_samples_not_called_corrupt(
                        r"which cannot be read here; save the frame as JPEG"):
         load_frame(path)
     assert "Sorry" not in capfd.readouterr().err
+
+
+def test_a_jpeg_of_more_scans_than_a_camera_writes_is_refused_before_decoding(
+        tmp_path: Path) -> None:
+    """A progressive JPEG sending one scan again and again is decoded over the whole frame once
+    a scan: 10,000 scans in 110 KB held `analyze` 1.35 s a frame, a few MB of them minutes.
+    A pathology slide had this bound already (appliance/jpegscans.py); a frame had none."""
+    path = tmp_path / "scans.jpg"
+    path.write_bytes(progressive_jpeg(1280, 960, repeated_scans=300))
+    with pytest.raises(FrameError, match=rf"^{path}: a JPEG of more than 256 scans or 4096 "
+                       "marker segments .*; save it again as a baseline JPEG or as PNG$"):
+        load_frame(path)
+    comments = tmp_path / "comments.jpg"
+    good = _jpeg(tmp_path / "good.jpg").read_bytes()
+    comments.write_bytes(good[:2] + b"\xff\xfe\x00\x02" * 5000 + good[2:])  # empty COM segments
+    with pytest.raises(FrameError, match=rf"^{comments}: a JPEG of more than 256 scans"):
+        load_frame(comments)
+
+
+def test_a_progressive_jpeg_frame_of_a_few_scans_is_read_as_the_baseline_one(
+        tmp_path: Path) -> None:
+    pixels = np.zeros((960, 1280, 3), np.uint8)
+    pixels[:, :, 0], pixels[:, :, 2] = np.arange(1280) % 256, 200
+    Image.fromarray(pixels).save(tmp_path / "progressive.jpg", progressive=True, quality=95)
+    Image.fromarray(pixels).save(tmp_path / "baseline.jpg", quality=95)
+    progressive = load_frame(tmp_path / "progressive.jpg")
+    assert progressive.shape == (960, 1280, 3)
+    assert np.abs(progressive.astype(int) - load_frame(tmp_path / "baseline.jpg")).max() <= 8

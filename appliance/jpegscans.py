@@ -1,5 +1,6 @@
-"""What a JPEG slide's markers say before its pixels are decoded: how many scans it has, and
-how many bytes libjpeg holds for it beside the decoded image.
+"""What a JPEG's markers say before its pixels are decoded: how many scans it has, and how many
+bytes libjpeg holds for it beside the decoded image (a pathology slide's, appliance/pathology/
+slides.py; a skin frame's scans are bounded too, appliance/skin/frames.py).
 
 A baseline JPEG of one scan is decoded a band of rows at a time, and at 1/2-1/8 scale when a
 slide is reduced (slides.py). A progressive JPEG (SOF2), or any of several scans, is not:
