@@ -8,11 +8,19 @@ the feature models' sessions fold no constants and allocate from one CPU arena o
 (weights aside), so a kiosk does not fill its memory for a hostile model; a run that wants more
 fails, and a model whose warm-up does is refused as any model failing its test input. Runs take
 at most MAX_ROWS_PER_RUN rows at a time, so a legitimate model's batch of any size fits.
+
+Nor is how long a run takes bounded by the file: a Loop node of a few bytes may run for hours.
+A runner given ``run_deadline_s`` (the kiosk verifying an update, a release) stops a run at that
+deadline (ONNX Runtime's terminate flag, which it reads between nodes and between a Loop's
+iterations) and refuses one that ends past it (a single slow node, which the flag cannot stop),
+with ModelTooSlowError.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,10 @@ MAX_MODEL_BYTES = 50 * 1024 * 1024
 MAX_RUN_BYTES = 256 * 1024 * 1024
 MAX_ROWS_PER_RUN = 4096
 PROBABILITY_TOLERANCE = 1e-3
+# The longest one run (up to MAX_ROWS_PER_RUN rows) may take on the kiosk: the shipped grader
+# answers 256 rows in 0.3 ms (Intel Xeon, 2 vCPU, load 4), a kiosk measures a frame in about
+# 1.2 s; a model that verified and then took 10 s a measurement (or for ever) was installed
+RUN_DEADLINE_S = 2.0
 FloatMatrix = npt.NDArray[np.float32]
 
 
@@ -80,6 +92,10 @@ def not_probabilities(row: np.ndarray) -> str | None:
     return None
 
 
+class ModelTooSlowError(ModelError):
+    """A run of the model did not end within its runner's ``run_deadline_s``."""
+
+
 def _shown(row: np.ndarray) -> str:
     return ", ".join(f"{float(value):.4g}" for value in row[:8]) + (", ..." if len(row) > 8 else "")
 
@@ -88,12 +104,16 @@ class OnnxRunner:
     """One loaded, checked and warmed-up model; ``probabilities(matrix)`` runs it."""
 
     def __init__(
-        self, path: str | Path, fix_hint: str = CONFIGURED_MODEL_HINT, *, data: bytes | None = None
+        self, path: str | Path, fix_hint: str = CONFIGURED_MODEL_HINT, *, data: bytes | None = None,
+        run_deadline_s: float | None = None,
     ) -> None:
         """``fix_hint``: what a refusal tells the user to do (the config's ``model.path`` by
         default; ``NAMED_MODEL_HINT`` where a command was given the file). ``data``: the file's
-        content, read already (a release hashes and ships the very bytes it self-tests)."""
+        content, read already (a release hashes and ships the very bytes it self-tests).
+        ``run_deadline_s``: the longest a run may take, the warm-up's included (None: no
+        bound; the attribute may be changed later)."""
         self.path = Path(path)
+        self.run_deadline_s = run_deadline_s
         self._session = _open_session(self.path, fix_hint, data)
         metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self.contract: ModelContract = parse_contract(self.path, metadata)
@@ -124,6 +144,8 @@ class OnnxRunner:
         zeros = np.zeros((1, len(self.contract.feature_names)), dtype=np.float32)
         try:
             probabilities = self.probabilities(zeros)
+        except ModelTooSlowError:
+            raise
         except Exception as exc:
             raise ModelError(f"{self.path}: the model fails on a test input: {exc}") from exc
         if probabilities.shape != (1, len(self.contract.labels)):
@@ -147,5 +169,36 @@ class OnnxRunner:
                                for start in range(0, len(features), MAX_ROWS_PER_RUN)])
 
     def _run(self, features: FloatMatrix) -> FloatMatrix:
-        outputs = self._session.run([self._output_name], {self._input_name: features})
+        deadline_s = self.run_deadline_s
+        if deadline_s is None:
+            outputs = self._session.run([self._output_name], {self._input_name: features})
+        else:
+            outputs = self._run_within(features, deadline_s)
         return np.asarray(outputs[0], dtype=np.float32)
+
+    def _run_within(self, features: FloatMatrix, deadline_s: float) -> list[Any]:
+        """One run, stopped at ``deadline_s``; ModelTooSlowError when it was, or ended later."""
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the stop is reported by us, not as an ORT error line
+        timer = threading.Timer(deadline_s, setattr, (options, "terminate", True))
+        timer.daemon = True
+        started = time.monotonic()
+        timer.start()
+        try:
+            outputs: list[Any] = self._session.run(
+                [self._output_name], {self._input_name: features}, options)
+        except Exception as exc:
+            if options.terminate:
+                raise self._too_slow(len(features), deadline_s) from exc
+            raise
+        finally:
+            timer.cancel()
+        if time.monotonic() - started > deadline_s:
+            raise self._too_slow(len(features), deadline_s)
+        return outputs
+
+    def _too_slow(self, rows: int, deadline_s: float) -> ModelTooSlowError:
+        return ModelTooSlowError(
+            f"{self.path}: a run of {rows} row(s) did not end within {deadline_s:g} s "
+            f"(stopped there); a feature model answers in milliseconds, so this one would hold "
+            f"every measurement up")

@@ -23,7 +23,7 @@ from tuf.ngclient import Updater
 from appliance.config import Config
 from appliance.inference.classifier import SkinClassifier
 from appliance.inference.contract import ModelError
-from appliance.inference.runner import OnnxRunner
+from appliance.inference.runner import RUN_DEADLINE_S, ModelTooSlowError, OnnxRunner
 from appliance.transport import payloads
 from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
 from appliance.updates.health import HealthCheck
@@ -310,14 +310,20 @@ class ModelUpdater(threading.Thread):
 
     def _verify(self, download: Path, offer: Offer) -> OnnxRunner:
         try:
-            runner = OnnxRunner(download)
+            # each run bounded: a release whose runs take 10 s (or for ever) held every
+            # measurement up once installed, or this thread, and so every later update, for good
+            runner = OnnxRunner(download, run_deadline_s=RUN_DEADLINE_S)
             check_self_test(runner, offer.manifest)
+        except ModelTooSlowError as exc:
+            discard(download)
+            raise UpdateRefusedError(f"model too slow: {exc}", permanent=True) from exc
         except ModelError as exc:
             discard(download)
             raise UpdateRefusedError(f"model does not load: {exc}", permanent=True) from exc
         except SelfTestError as exc:
             discard(download)
             raise UpdateRefusedError(f"self-test failed: {exc}", permanent=True) from exc
+        runner.run_deadline_s = None  # serving: a slow run under load is no refusal
         return runner
 
     # -- after the swap -------------------------------------------------------------------

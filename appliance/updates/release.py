@@ -18,7 +18,12 @@ from pydantic import ValidationError
 from appliance.boundedread import NotRegularFileError, TooLargeError, read_bounded
 from appliance.inference.contract import ModelContract, ModelError
 from appliance.inference.loader import check_model_file
-from appliance.inference.runner import MAX_MODEL_BYTES, NAMED_MODEL_HINT, OnnxRunner
+from appliance.inference.runner import (
+    MAX_MODEL_BYTES,
+    NAMED_MODEL_HINT,
+    RUN_DEADLINE_S,
+    OnnxRunner,
+)
 from appliance.transport.payloads import FEATURE_KEYS, PATTERN_WORDS
 from appliance.updates.manifest import (
     FEATURE_SCHEMA,
@@ -52,9 +57,11 @@ def read_once(model: Path) -> bytes:
 
 def load_once(model: Path) -> tuple[bytes, OnnxRunner]:
     """``model``'s content (``read_once``) and the one session loaded, checked and warmed up
-    from it: what the release self-tests is what it hashes, signs and ships."""
+    from it: what the release self-tests is what it hashes, signs and ships. Each run is
+    bounded as the kiosk bounds it (``RUN_DEADLINE_S``), so a model no kiosk would install is
+    refused here, before it is signed."""
     data = read_once(model)
-    return data, OnnxRunner(model, NAMED_MODEL_HINT, data=data)
+    return data, OnnxRunner(model, NAMED_MODEL_HINT, data=data, run_deadline_s=RUN_DEADLINE_S)
 
 
 def manifest_for(
@@ -69,7 +76,8 @@ def manifest_for(
     """The manifest of ``model`` released as ``version``, self-test recorded on ``inputs``:
     measured feature vectors of ``input_names`` (a feature table's rows), of which the model
     is given the features it reads, in its order, as the kiosk gives them."""
-    return runner_manifest(OnnxRunner(model, NAMED_MODEL_HINT), version, inputs,
+    runner = OnnxRunner(model, NAMED_MODEL_HINT, run_deadline_s=RUN_DEADLINE_S)
+    return runner_manifest(runner, version, inputs,
                            device_types=device_types, feature_schema=feature_schema,
                            input_names=input_names)
 

@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata
-from updates_helpers import Fleet
+from updates_helpers import Fleet, inputs
 
+from appliance.inference.runner import RUN_DEADLINE_S
 from appliance.transport.payloads import ModelState
+from appliance.updates.operations import release_model
+from appliance.updates.release import manifest_for
 from appliance.updates.repository import FLEET
 from appliance.updates.serve import RepositoryServer
-from appliance.updates.testing import ModelEvents
+from appliance.updates.testing import ModelEvents, linear_model
 
 pytestmark = pytest.mark.broker
 
@@ -177,6 +180,33 @@ def test_a_model_that_fails_its_self_test_is_refused(fleet: Fleet, events: Model
 
     state = _refused_after(fleet, events, attack)
     assert "self-test failed: self-test vector 0: the model says 'normal'" in state.reason
+
+
+def test_a_model_whose_runs_never_end_is_refused_and_later_updates_still_install(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """A release (its targets key holder careless or hostile) whose model answers what its
+    self-test recorded, only after a Loop node of 10^11 trips (hours): the kiosk's updater
+    waited in its warm-up for ever, said "downloading" last and installed nothing more, a
+    later good release included, until a restart, which waited again. Each run is now
+    stopped at RUN_DEADLINE_S and the release refused for good, naming it."""
+    def attack() -> None:
+        honest = manifest_for(linear_model(fleet.tmp / "honest.onnx", "1.1.0"), "1.1.0",
+                              inputs())
+        looping = linear_model(fleet.tmp / "looping.onnx", "1.1.0", loop_trips=10**11)
+        release_model(fleet.repo, looping, honest)  # the same answers: its self-test passes
+        fleet.assign(honest, ["k1"])
+
+    state = _refused_after(fleet, events, attack)
+    assert "model too slow: " in state.reason
+    assert f"did not end within {RUN_DEADLINE_S:g} s" in state.reason
+    assert list((fleet.tmp / "k1" / "models").glob(".download-*")) == []
+    _release_and_assign(fleet, "1.2.0")
+    fleet.daemons["k1"].updater.notify()
+    assert events.wait_until(
+        lambda: (s := events.last_state("k1")) is not None and s.healthy is True, 30
+    ), events.states.get("k1")
+    assert fleet.daemons["k1"].classifier.version == "1.2.0"
 
 
 def test_a_model_for_another_feature_schema_is_refused(

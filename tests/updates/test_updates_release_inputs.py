@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from appliance.cli import main
-from appliance.inference.runner import OnnxRunner
+from appliance.inference.runner import RUN_DEADLINE_S, OnnxRunner
 from appliance.modelbuild.table import LabelledTable, read_table, write_table
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.payloads import FEATURE_KEYS
@@ -121,3 +121,18 @@ def test_a_release_loads_the_model_once_and_ships_the_bytes_it_self_tested(
     manifest = released(repo, "skin-texture-grade", "1.1.0")
     info = repo.targets().targets[model_target(manifest.name, manifest.version)]
     assert info.length == model.stat().st_size
+
+
+def test_a_model_whose_runs_take_seconds_is_refused_before_it_is_signed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model answering its self-test rows right, each run after some 5 s in a Loop node
+    (3.5 million trips), was signed: every kiosk would have held each measurement up by that
+    much once it installed it. Its runs are bounded as the kiosk bounds them."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "slow.onnx", "1.1.0", loop_trips=3_500_000)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.1.0"]) == 2
+    err = capsys.readouterr().err
+    assert f"a run of 1 row(s) did not end within {RUN_DEADLINE_S:g} s" in err
+    assert model_target("skin-texture-grade", "1.1.0") not in repo.targets().targets
