@@ -8,6 +8,13 @@ file's exchange (connecting, the request, the headers, the body) has ``deadline_
 shuts the exchange's socket down when it passes, wherever the transfer waits then, and the
 fetch fails as a slow retrieval (retried as a cut transfer).
 
+A redirect is followed only to the host (scheme, name and port) the kiosk asked, at most
+MAX_REDIRECTS times: urllib3 follows any redirect by default, so whoever answers for the
+repository (its server, or anyone on the path of plain HTTP) had the kiosk send GETs to hosts
+of its choosing, the kiosk's own loopback services or its local network among them, and the
+kiosk's retained refusal told what came back (an HTTP status, "connection refused"). The
+signed lengths and hashes were never at stake: the files are checked wherever they came from.
+
 The socket is learnt through connection classes of our own (urllib3's documented
 ``ConnectionCls`` of a pool, and the pool classes a ``PoolManager`` keeps for its schemes); a
 connection made or reused while a fetch runs hands its socket to that fetch's deadline.
@@ -21,13 +28,18 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urljoin
 
 import urllib3
 from tuf.api import exceptions as tuf_errors
 from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util.url import parse_url
+from urllib3.util.url import Url, parse_url
+
+MAX_REDIRECTS = 3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ExchangeDeadline:
@@ -144,7 +156,28 @@ class DeadlineFetcher(Urllib3Fetcher):
         return self._body(response, url, deadline)
 
     def _request(self, url: str, deadline: ExchangeDeadline) -> urllib3.BaseHTTPResponse:
-        """Send the request and read the answer's headers, under ``deadline``."""
+        """Send the request and read the answer's headers, under ``deadline``, following
+        redirects to the same host only (module docstring)."""
+        asked, origin = url, _origin(parse_url(url))
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._request_once(url, deadline)
+            if response.status not in REDIRECT_STATUSES:
+                return response
+            location = response.headers.get("Location")
+            response.close()
+            if not location:
+                raise tuf_errors.DownloadError(
+                    f"{url}: HTTP {response.status}, a redirect naming no Location")
+            url = urljoin(url, location)
+            if _origin(parse_url(url)) != origin:
+                raise tuf_errors.DownloadError(
+                    f"{asked}: the server redirects to {url[:200]}, another host than the "
+                    "kiosk asked; a kiosk fetches from updates.url's host only (point "
+                    "updates.url at where the files are)")
+        raise tuf_errors.DownloadError(f"{asked}: more than {MAX_REDIRECTS} redirects")
+
+    def _request_once(self, url: str, deadline: ExchangeDeadline) -> urllib3.BaseHTTPResponse:
+        """One request and its answer's headers, under ``deadline``; a redirect not followed."""
         address = parse_url(url)
         # the parent's proxy handling (tuf 6's Urllib3Fetcher keeps it in _proxy_env: renamed,
         # every fetch raises AttributeError); urllib3 2 keeps a manager's pool classes per
@@ -155,7 +188,8 @@ class DeadlineFetcher(Urllib3Fetcher):
                                   read=self.socket_timeout)
         _current.deadline = deadline
         try:
-            response = manager.request("GET", url, preload_content=False, timeout=timeout)
+            response = manager.request("GET", url, preload_content=False, timeout=timeout,
+                                       redirect=False)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if deadline.expired:
                 raise self._too_slow(url, "answer's headers") from exc
@@ -194,3 +228,9 @@ class DeadlineFetcher(Urllib3Fetcher):
         return tuf_errors.SlowRetrievalError(
             f"{url}: {part + ' ' if part else ''}still arriving after {self.deadline_s:g} s "
             "(updates.download_deadline_s); a server or network this slow is refused")
+
+
+def _origin(address: Url) -> tuple[str, str, int | None]:
+    """The scheme, host and port of ``address``, a default port written out."""
+    scheme = (address.scheme or "http").lower()
+    return scheme, (address.host or "").lower(), address.port or _DEFAULT_PORTS.get(scheme)

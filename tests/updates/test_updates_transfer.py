@@ -71,3 +71,63 @@ def test_a_file_within_the_deadline_is_fetched_whole() -> None:
         url = f"http://127.0.0.1:{port}/metadata/timestamp.json"
         assert b"".join(fetcher.fetch(url)) == b"hello"
         assert b"".join(fetcher.fetch(url)) == b"hello"
+
+
+@contextmanager
+def answering(answers: dict[str, bytes], asked: list[str]) -> Iterator[int]:
+    """A server answering each request for a path in ``answers`` with its bytes (a 404
+    otherwise), recording each path asked in ``asked``; yields its port."""
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            path = conn.recv(4096).split(b" ")[1].decode()
+            asked.append(path)
+            conn.sendall(answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                                              b"Connection: close\r\n\r\n"))
+
+    with accepting("Answering", serve) as port:
+        yield port
+
+
+def _redirect(location: str) -> bytes:
+    return (f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n").encode()
+
+
+def test_a_redirect_to_another_host_is_refused_and_that_host_never_asked() -> None:
+    """urllib3 follows any redirect: whoever answers for the repository (its server, anyone on
+    the path of plain HTTP) had the kiosk send GETs to a host of its choosing (its loopback
+    services, its local network), and the kiosk's retained refusal told what came back."""
+    elsewhere: list[str] = []
+    asked: list[str] = []
+    fetcher = DeadlineFetcher(socket_timeout=5, deadline_s=5.0, app_user_agent="test")
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    with answering({"/admin/reboot": ok}, elsewhere) as other, \
+            answering({"/metadata/timestamp.json": _redirect(
+                f"http://127.0.0.1:{other}/admin/reboot")}, asked) as port:
+        url = f"http://127.0.0.1:{port}/metadata/timestamp.json"
+        with pytest.raises(tuf_errors.DownloadError) as refused:
+            b"".join(fetcher.fetch(url))
+    assert f"{url}: the server redirects to http://127.0.0.1:{other}/admin/reboot, another " \
+           "host than the kiosk asked" in str(refused.value)
+    assert asked == ["/metadata/timestamp.json"]
+    assert elsewhere == []
+
+
+def test_a_redirect_on_the_same_host_is_followed() -> None:
+    asked: list[str] = []
+    fetcher = DeadlineFetcher(socket_timeout=5, deadline_s=5.0, app_user_agent="test")
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    with answering({"/old/timestamp.json": _redirect("/new/timestamp.json"),
+                    "/new/timestamp.json": ok}, asked) as port:
+        assert b"".join(fetcher.fetch(f"http://127.0.0.1:{port}/old/timestamp.json")) == b"hello"
+    assert asked == ["/old/timestamp.json", "/new/timestamp.json"]
+
+
+def test_redirects_without_end_are_refused() -> None:
+    asked: list[str] = []
+    fetcher = DeadlineFetcher(socket_timeout=5, deadline_s=5.0, app_user_agent="test")
+    with answering({"/a": _redirect("/b"), "/b": _redirect("/a")}, asked) as port, \
+            pytest.raises(tuf_errors.DownloadError, match=r"more than 3 redirects"):
+        b"".join(fetcher.fetch(f"http://127.0.0.1:{port}/a"))
+    assert asked == ["/a", "/b", "/a", "/b"]
