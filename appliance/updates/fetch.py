@@ -34,7 +34,7 @@ from appliance.updates.manifest import (
     parse_assignment,
     parse_manifest,
 )
-from appliance.updates.transfer import DeadlineFetcher
+from appliance.updates.transfer import DeadlineFetcher, TransferCutError
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +146,8 @@ class RepositoryClient:
 
     def check(self) -> tuple[Updater, Offer] | None:
         """Refresh metadata; the offer signed for this device, or None when nothing is."""
-        updater = self._updater()
         try:
-            info = updater.get_targetinfo(self.assignment_path)
+            updater, info = self._refresh()
             if info is None:
                 return None
             if info.length > MAX_ASSIGNMENT_BYTES:
@@ -167,6 +166,25 @@ class RepositoryClient:
         except ManifestError as exc:
             raise UpdateRefusedError(str(exc)) from exc
         return updater, Offer(assignment, manifest, target)
+
+    def _refresh(self) -> tuple[Updater, TargetFile | None]:
+        """A refreshed Updater and this device's assignment's target, if one is signed; a
+        metadata transfer that fails is tried again, ``download_tries`` times as a download
+        is, each with a fresh Updater (ngclient refreshes once an instance)."""
+        tries = self.config.download_tries
+        for attempt in range(1, tries + 1):
+            updater = self._updater()
+            try:
+                return updater, updater.get_targetinfo(self.assignment_path)
+            except tuf_errors.RepositoryError:
+                raise  # verified and refused: trying again cannot make it right
+            except _TRANSFER_ERRORS as exc:
+                if attempt == tries or isinstance(exc, tuf_errors.DownloadLengthMismatchError):
+                    raise _as_download_error(exc, attempt) from exc
+                log.warning("metadata refresh failed (%s); try %d of %d", exc, attempt + 1,
+                            tries)
+                time.sleep(RETRY_PAUSE_S * attempt)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def _download_bytes(self, updater: Updater, info: TargetFile) -> bytes:
         path = self.metadata_dir / ".assignment.part"
@@ -204,7 +222,7 @@ class RepositoryClient:
 
 
 def _as_download_error(exc: BaseException, attempts: int) -> tuf_errors.DownloadError:
-    if isinstance(exc, tuf_errors.DownloadError):
+    if isinstance(exc, tuf_errors.DownloadError) and not isinstance(exc, TransferCutError):
         return exc
     return tuf_errors.DownloadError(
         f"transfer broke off after {attempts} tries ({type(exc).__name__}: {exc})"

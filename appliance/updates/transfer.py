@@ -42,6 +42,12 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+class TransferCutError(tuf_errors.DownloadError):
+    """The body's transfer broke off (the connection closed or reset before its end): a cut
+    transfer, tried again as one. urllib3's own error escaped ngclient's fetch from the body,
+    which wraps only the request, and a check whose metadata was cut so said nothing."""
+
+
 class ExchangeDeadline:
     """Shuts down the sockets of one exchange when ``deadline_s`` has passed since start."""
 
@@ -216,7 +222,8 @@ class DeadlineFetcher(Urllib3Fetcher):
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if deadline.expired:
                 raise self._too_slow(url, "") from exc
-            raise
+            raise TransferCutError(f"{url}: cut before its end ({type(exc).__name__}: "
+                                   f"{exc})") from exc
         finally:
             deadline.cancel()
             if deadline.expired:

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from securesystemslib.signer import CryptoSigner
@@ -245,6 +245,66 @@ def test_a_transfer_cut_halfway_is_retried_then_refused(
     assert "after 2 tries" in state.reason
     leftovers = list((fleet.tmp / "k1" / "models").glob(".download-*"))
     assert leftovers == []
+
+
+class _CutTimestampHandler(http.server.SimpleHTTPRequestHandler):
+    """Sends timestamp.json's full Content-Length but only half its bytes, then hangs up, the
+    first ``cuts`` times it is asked (a server restarting, a link dropping, or an attacker)."""
+
+    cuts: ClassVar[list[int]] = [0]  # one list per handler class made by _cut_timestamps
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        data = source.read()
+        if self.path.endswith("timestamp.json") and self.cuts[0] > 0:
+            self.cuts[0] -= 1
+            data = data[: len(data) // 2]
+            self.close_connection = True
+        outputfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def _cut_timestamps(cuts: int) -> type[_CutTimestampHandler]:
+    return type("CutTimestamps", (_CutTimestampHandler,), {"cuts": [cuts]})
+
+
+def test_metadata_cut_at_every_try_is_a_refusal_said_not_a_silent_check(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """urllib3's error from a body cut short escaped the kiosk's check: it logged a traceback,
+    reported nothing (its last report stood, a rollout waited out its timeout) and did not try
+    again until its next check (an hour by default)."""
+    cutting = RepositoryServer(fleet.repo.dir / "public", handler=_cut_timestamps(10**6)).start()
+    fleet.daemons["k1"] = fleet.kiosk("k1", url=cutting.url, download_tries=2)
+    try:
+        state = _refused_after(fleet, events, lambda: _release_and_assign(fleet))
+    finally:
+        cutting.close()
+    assert "download failed: DownloadError: transfer broke off after 2 tries" in state.reason
+    assert "timestamp.json: cut before its end (ProtocolError" in state.reason
+
+
+def test_metadata_cut_once_is_tried_again_and_the_update_installs(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    handler = _cut_timestamps(0)
+    cutting = RepositoryServer(fleet.repo.dir / "public", handler=handler).start()
+    daemon = fleet.daemons["k1"] = fleet.kiosk("k1", url=cutting.url, download_tries=2)
+    try:
+        assert events.wait_until(lambda: daemon.updater.checks >= 1, 20)
+        _release_and_assign(fleet)
+        handler.cuts[0] = 1
+        daemon.updater.notify()
+        assert events.wait_until(
+            lambda: (s := events.last_state("k1")) is not None and s.healthy is True, 30
+        ), events.states.get("k1")
+    finally:
+        cutting.close()
+    assert handler.cuts == [0]
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.1.0"
+    assert "rejected" not in [s.state for s in events.states["k1"]]
 
 
 class _DripHandler(http.server.SimpleHTTPRequestHandler):
