@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from appliance.inference.runner import OnnxRunner
+from appliance.inference.runner import ModelTooSlowError, OnnxRunner
 from appliance.updates.manifest import ModelManifest, SelfTestVector
 
 MAX_VECTORS = 256
@@ -28,7 +28,7 @@ def record_self_test(runner: OnnxRunner, inputs: Sequence[Sequence[float]]) -> l
     if not 1 <= len(inputs) <= MAX_VECTORS:
         raise SelfTestError(f"{len(inputs)} self-test inputs; give between 1 and {MAX_VECTORS}")
     matrix = np.asarray(inputs, dtype=np.float32)
-    probabilities = runner.probabilities(matrix)
+    probabilities = _answers(runner, matrix)
     labels = runner.contract.labels
     return [
         SelfTestVector(
@@ -55,9 +55,31 @@ def check_self_test(runner: OnnxRunner, manifest: ModelManifest) -> None:
             f"{len(contract.feature_names)}"
         )
     matrix = np.asarray([v.features for v in manifest.self_test], dtype=np.float32)
-    answers = runner.probabilities(matrix)
+    answers = _answers(runner, matrix)
     for index, (vector, got) in enumerate(zip(manifest.self_test, answers, strict=True)):
         _check_one(index, vector, got, contract.labels, manifest.tolerance)
+
+
+def _answers(runner: OnnxRunner, matrix: np.ndarray) -> np.ndarray:
+    """The model's probabilities for ``matrix``, one row of them for each of its rows;
+    SelfTestError otherwise. The warm-up sees one row only, so a model answering one row
+    whatever it is given (a mean over the batch), or failing on more than one (a fixed reshape),
+    passed it, and the replay's ``zip`` raised a ValueError, or ONNX Runtime its own error, that
+    nothing caught: the kiosk said nothing and tried the release again at every check."""
+    try:
+        answers = runner.probabilities(matrix)
+    except ModelTooSlowError:
+        raise
+    except Exception as exc:  # ORT raises its own pybind classes (Fail, RuntimeException, ...)
+        text = str(exc).strip().splitlines()
+        raise SelfTestError(f"the model fails on its {len(matrix)} self-test rows: "
+                            f"{text[0][:300] if text else repr(exc)}") from exc
+    wanted = (len(matrix), len(runner.contract.labels))
+    if answers.shape != wanted:
+        raise SelfTestError(
+            f"the model answers shape {list(answers.shape)} for {len(matrix)} self-test rows; "
+            f"a release answers {list(wanted)} (one probability per label for each row)")
+    return answers
 
 
 def _check_one(

@@ -53,11 +53,15 @@ def linear_model(
     *,
     feature_names: Sequence[str] = payloads.FEATURE_KEYS,
     loop_trips: int = 0,
+    one_answer: bool = False,
+    one_row_only: bool = False,
 ) -> Path:
     """softmax(features @ weights + bias) as an ONNX model with a valid contract, reading
     ``feature_names`` in that order. ``loop_trips``: each run first counts to that many in a
     Loop node (about 1.4 µs a trip on an Intel Xeon), whose count adds 0 to the logits: the
-    same answers, as late as wanted."""
+    same answers, as late as wanted. ``one_answer``: the model answers one row, for the mean
+    of the rows it is given (one row: the same answer). ``one_row_only``: the model reshapes its
+    input to one row, so a run of more fails in ONNX Runtime."""
     import onnx  # noqa: PLC0415 - the train extra; only tests and benchmarks build models
     from onnx import helper, numpy_helper  # noqa: PLC0415
 
@@ -73,6 +77,15 @@ def linear_model(
     if loop_trips:
         nodes[1:2], more = _counting_loop(loop_trips)
         initializers += more
+    if one_answer:
+        nodes[:0] = [helper.make_node("ReduceMean", ["features"], ["mean"], axes=[0],
+                                      keepdims=1)]
+        nodes[1].input[0] = "mean"
+    if one_row_only:
+        nodes[:0] = [helper.make_node("Reshape", ["features", "one_row"], ["row"])]
+        nodes[1].input[0] = "row"
+        initializers.append(numpy_helper.from_array(np.array([1, n_features], np.int64),
+                                                    "one_row"))
     graph = helper.make_graph(
         nodes, "linear",
         [helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, ["batch", n_features])],

@@ -209,6 +209,35 @@ def test_a_model_whose_runs_never_end_is_refused_and_later_updates_still_install
     assert fleet.daemons["k1"].classifier.version == "1.2.0"
 
 
+@pytest.mark.parametrize(("model", "refusal"), [
+    ({"one_answer": True}, "the model answers shape [1, 3] for 12 self-test rows; a release "
+                           "answers [12, 3]"),
+    ({"one_row_only": True}, "the model fails on its 12 self-test rows: "),
+])
+def test_a_model_answering_one_row_for_its_whole_self_test_is_refused_said_once(
+    fleet: Fleet, events: ModelEvents, model: dict[str, bool], refusal: str
+) -> None:
+    """A model answering one row whatever its batch (a mean over it), or failing on more than
+    one (a fixed reshape), passed the one-row warm-up; the self-test's replay then raised a
+    ValueError, or ONNX Runtime's own error, nothing caught: the kiosk logged a traceback, said
+    nothing after "downloading", and downloaded and tried the release again at every check."""
+    def attack() -> None:
+        honest = manifest_for(linear_model(fleet.tmp / "honest.onnx", "1.1.0"), "1.1.0",
+                              inputs())
+        odd = linear_model(fleet.tmp / "odd.onnx", "1.1.0", **model)
+        release_model(fleet.repo, odd, honest)
+        fleet.assign(honest, ["k1"])
+
+    state = _refused_after(fleet, events, attack)
+    assert f"self-test failed: {refusal}" in state.reason
+    refusals = len(events.states["k1"])
+    daemon = fleet.daemons["k1"]
+    checks = daemon.updater.checks
+    daemon.updater.notify()
+    assert events.wait_until(lambda: daemon.updater.checks > checks, 20)
+    assert len(events.states["k1"]) == refusals  # refused for good: not tried, not said again
+
+
 def test_a_model_for_another_feature_schema_is_refused(
     fleet: Fleet, events: ModelEvents
 ) -> None:

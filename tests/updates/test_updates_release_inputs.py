@@ -136,3 +136,16 @@ def test_a_model_whose_runs_take_seconds_is_refused_before_it_is_signed(
     err = capsys.readouterr().err
     assert f"a run of 1 row(s) did not end within {RUN_DEADLINE_S:g} s" in err
     assert model_target("skin-texture-grade", "1.1.0") not in repo.targets().targets
+
+
+def test_a_model_answering_one_row_for_many_is_refused_naming_its_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its one-row warm-up passed; the self-test's record then failed in a ``zip`` and the
+    release said only "zip() argument 2 is shorter than argument 1"."""
+    repo = init_repository(tmp_path / "repo")
+    model = linear_model(tmp_path / "one.onnx", "1.1.0", one_answer=True)
+    assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
+                 "1.1.0"]) == 2
+    assert ("the model answers shape [1, 3] for 32 self-test rows; a release answers [32, 3]"
+            in capsys.readouterr().err)
