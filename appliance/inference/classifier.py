@@ -72,6 +72,11 @@ class SkinClassifier:
         """The file the serving model came from."""
         return self._runner.path
 
+    def bound_runs(self, deadline_s: float | None) -> None:
+        """Stop each later run of this model (its pinned copies' too) at ``deadline_s``,
+        refused as ModelTooSlowError (``OnnxRunner.run_deadline_s``); None: no bound."""
+        self._runner.run_deadline_s = deadline_s
+
     def reload(self, path: str | Path) -> None:
         """Swap in the model at ``path``; on ModelError the old model keeps serving (the
         caller logs which model serves: ``edge/service.py`` ``reload_model``)."""

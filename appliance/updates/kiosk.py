@@ -271,6 +271,10 @@ class ModelUpdater(threading.Thread):
         )
         self._previous = previous
         self._confirmed = False
+        if self.serving.classifier is not None:
+            # a model slow only on this kiosk's measurements (its self-test's ran in time)
+            # held each one up, or for ever; each run now fails the check past the deadline
+            self.serving.classifier.bound_runs(RUN_DEADLINE_S)
         self.serving.swap(self.serving.classifier, self._health)
 
     def _check_compatible(self, offer: Offer) -> None:
@@ -323,7 +327,6 @@ class ModelUpdater(threading.Thread):
         except SelfTestError as exc:
             discard(download)
             raise UpdateRefusedError(f"self-test failed: {exc}", permanent=True) from exc
-        runner.run_deadline_s = None  # serving: a slow run under load is no refusal
         return runner
 
     # -- after the swap -------------------------------------------------------------------
@@ -339,6 +342,8 @@ class ModelUpdater(threading.Thread):
         self.wake.set()  # assignments that came during the probation are looked at now
         if verdict.healthy:
             self._confirmed = True
+            if serving is not None:
+                serving.bound_runs(None)  # passed: a slow run under load is no failure
             self.serving.swap(serving, None)
             self._confirm_on_disk()
             self._report_state("installed", model, verdict.reason, healthy=True)

@@ -55,13 +55,16 @@ def linear_model(
     loop_trips: int = 0,
     one_answer: bool = False,
     one_row_only: bool = False,
+    loop_above_kime: float | None = None,
 ) -> Path:
     """softmax(features @ weights + bias) as an ONNX model with a valid contract, reading
     ``feature_names`` in that order. ``loop_trips``: each run first counts to that many in a
     Loop node (about 1.4 µs a trip on an Intel Xeon), whose count adds 0 to the logits: the
     same answers, as late as wanted. ``one_answer``: the model answers one row, for the mean
     of the rows it is given (one row: the same answer). ``one_row_only``: the model reshapes its
-    input to one row, so a run of more fails in ONNX Runtime."""
+    input to one row, so a run of more fails in ONNX Runtime. ``loop_above_kime``: the Loop
+    counts only in a run where some row's ``kime_score`` is above that (slow on such inputs
+    alone: the self-test's may all be below)."""
     import onnx  # noqa: PLC0415 - the train extra; only tests and benchmarks build models
     from onnx import helper, numpy_helper  # noqa: PLC0415
 
@@ -77,6 +80,10 @@ def linear_model(
     if loop_trips:
         nodes[1:2], more = _counting_loop(loop_trips)
         initializers += more
+        if loop_above_kime is not None:
+            nodes[:0], more = _trips_above(feature_names.index("kime_score"), loop_above_kime)
+            next(i for i in initializers if i.name == "trips").name = "most_trips"
+            initializers += more
     if one_answer:
         nodes[:0] = [helper.make_node("ReduceMean", ["features"], ["mean"], axes=[0],
                                       keepdims=1)]
@@ -103,6 +110,23 @@ def linear_model(
     helper.set_model_props(proto, metadata)
     onnx.save_model(proto, str(path))
     return path
+
+
+def _trips_above(kime: int, threshold: float) -> tuple[list[Any], list[Any]]:
+    """The nodes computing ``trips = most_trips if max(kime_score) > threshold else 0``, and
+    their constants (``_counting_loop``'s count then reads ``trips``)."""
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    nodes = [
+        helper.make_node("Gather", ["features", "kime_index"], ["kimes"], axis=1),
+        helper.make_node("ReduceMax", ["kimes"], ["top"], keepdims=0),
+        helper.make_node("Greater", ["top", "kime_threshold"], ["slow"]),
+        helper.make_node("Cast", ["slow"], ["slow_count"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["slow_count", "most_trips"], ["trips"]),
+    ]
+    constants = [numpy_helper.from_array(np.array(kime, np.int64), "kime_index"),
+                 numpy_helper.from_array(np.array(threshold, np.float32), "kime_threshold")]
+    return nodes, constants
 
 
 def _counting_loop(trips: int) -> tuple[list[Any], list[Any]]:

@@ -15,10 +15,11 @@ import yaml
 from paho.mqtt import publish
 from updates_helpers import Fleet, coarse_on_high_kime, inputs
 
+from appliance.inference.runner import RUN_DEADLINE_S
 from appliance.updates.install import ModelStore
 from appliance.updates.operations import assignments, release_model, unassign
 from appliance.updates.release import manifest_for
-from appliance.updates.testing import ModelEvents
+from appliance.updates.testing import ModelEvents, linear_model
 from tests.inference_helpers import answering_badly_above
 
 REPO = Path(__file__).resolve().parents[2]
@@ -263,6 +264,34 @@ def test_a_release_answering_this_kiosk_with_nan_grades_nothing_and_rolls_back(
     served = len(events.versions["k1"])
     assert events.wait_until(lambda: len(events.versions["k1"]) > served, 20)
     assert "1.1.0" not in events.versions["k1"].values()
+
+
+def test_a_release_slow_only_on_this_kiosk_s_measurements_fails_its_health_check(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """A release whose runs count to 10^11 in a Loop node (hours) only when a kime_score is
+    above 55: its self-test's (near 30) run in time, so `models release` and the kiosk's
+    verification pass it, and this kiosk's measurements (61) each waited for it for ever, the
+    health check saying nothing. Its runs are bounded until its health verdict: the first
+    fails the check, and the kiosk goes back."""
+    daemon = fleet.kiosk("k1")
+    model = linear_model(fleet.tmp / "slow-1.1.0.onnx", "1.1.0", loop_trips=10**11,
+                         loop_above_kime=55.0)
+    built = manifest_for(model, "1.1.0", inputs())
+    release_model(fleet.repo, model, built)
+    fleet.assign(built, ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 30), \
+        events.states.get("k1")
+    state = events.last_state("k1")
+    assert state is not None
+    assert state.reason is not None
+    assert "classification failed after the swap" in state.reason
+    assert f"did not end within {RUN_DEADLINE_S:g} s" in state.reason
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+    served = len(events.versions["k1"])
+    assert events.wait_until(lambda: len(events.versions["k1"]) > served, 20)
 
 
 def test_a_release_refused_here_is_not_tried_again_after_a_restart_whatever_its_hash(
