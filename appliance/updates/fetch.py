@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import urllib3
 from tuf.api import exceptions as tuf_errors
@@ -37,6 +39,7 @@ from appliance.updates.manifest import (
 from appliance.updates.transfer import DeadlineFetcher, TransferCutError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_MODEL_BYTES = 50 * 1024 * 1024  # the runner's limit too (inference/runner.py)
 RETRY_PAUSE_S = 0.5
@@ -168,23 +171,14 @@ class RepositoryClient:
         return updater, Offer(assignment, manifest, target)
 
     def _refresh(self) -> tuple[Updater, TargetFile | None]:
-        """A refreshed Updater and this device's assignment's target, if one is signed; a
-        metadata transfer that fails is tried again, ``download_tries`` times as a download
-        is, each with a fresh Updater (ngclient refreshes once an instance)."""
-        tries = self.config.download_tries
-        for attempt in range(1, tries + 1):
+        """A refreshed Updater and this device's assignment's target, if one is signed; tried
+        again as a download is (``_tried``), each time with a fresh Updater (ngclient refreshes
+        once an instance)."""
+        def refreshed() -> tuple[Updater, TargetFile | None]:
             updater = self._updater()
-            try:
-                return updater, updater.get_targetinfo(self.assignment_path)
-            except tuf_errors.RepositoryError:
-                raise  # verified and refused: trying again cannot make it right
-            except _TRANSFER_ERRORS as exc:
-                if attempt == tries or isinstance(exc, tuf_errors.DownloadLengthMismatchError):
-                    raise _as_download_error(exc, attempt) from exc
-                log.warning("metadata refresh failed (%s); try %d of %d", exc, attempt + 1,
-                            tries)
-                time.sleep(RETRY_PAUSE_S * attempt)
-        raise AssertionError("unreachable: the last try returns or raises")
+            return updater, updater.get_targetinfo(self.assignment_path)
+
+        return self._tried(refreshed, "metadata refresh")
 
     def _download_bytes(self, updater: Updater, info: TargetFile) -> bytes:
         path = self.metadata_dir / ".assignment.part"
@@ -205,20 +199,23 @@ class RepositoryClient:
             raise UpdateRefusedError(reason_for(exc)) from exc
 
     def _download(self, updater: Updater, info: TargetFile, dest: Path) -> None:
-        """ngclient's download, tried ``download_tries`` times on transfer failures only."""
-        tries = self.config.download_tries
-        for attempt in range(1, tries + 1):
+        """ngclient's download, tried again as ``_tried`` says."""
+        self._tried(lambda: updater.download_target(info, str(dest)), f"download of {info.path}")
+
+    def _tried(self, action: Callable[[], T], what: str) -> T:
+        """``action``'s result, tried ``download_tries`` times on transfer failures only."""
+        tries, attempt = self.config.download_tries, 1
+        while True:
             try:
-                updater.download_target(info, str(dest))
-                return
+                return action()
             except tuf_errors.RepositoryError:
-                raise  # a verified mismatch: trying again cannot make it right
+                raise  # verified and refused: trying again cannot make it right
             except _TRANSFER_ERRORS as exc:
                 if attempt == tries or isinstance(exc, tuf_errors.DownloadLengthMismatchError):
                     raise _as_download_error(exc, attempt) from exc
-                log.warning("download of %s failed (%s); try %d of %d", info.path, exc,
-                            attempt + 1, tries)
+                log.warning("%s failed (%s); try %d of %d", what, exc, attempt + 1, tries)
                 time.sleep(RETRY_PAUSE_S * attempt)
+                attempt += 1
 
 
 def _as_download_error(exc: BaseException, attempts: int) -> tuf_errors.DownloadError:
