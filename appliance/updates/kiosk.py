@@ -28,7 +28,7 @@ from appliance.transport import payloads
 from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
 from appliance.updates.health import HealthCheck
 from appliance.updates.install import POINTER, ModelStore, discard
-from appliance.updates.manifest import FEATURE_SCHEMA, semver_key
+from appliance.updates.manifest import FEATURE_SCHEMA, SEMVER, semver_key
 from appliance.updates.rejected import RejectedReleases
 from appliance.updates.selftest import SelfTestError, check_self_test
 from appliance.updates.serving import ServingModel
@@ -303,6 +303,12 @@ class ModelUpdater(threading.Thread):
     def _check_not_downgrade(self, offer: Offer) -> None:
         running = self.serving.version
         if not running or offer.assignment.decision == "rollback":
+            return
+        if SEMVER.match(running) is None:
+            # a model of this name built elsewhere ("1.0"): no order to keep, so the signed
+            # assignment is followed; comparing raised, and the kiosk installed nothing ever
+            log.info("serving %s %s, no semantic version: %s is not compared with it",
+                     self.serving.name, running, offer.manifest.version)
             return
         if self.serving.name == offer.manifest.name and semver_key(
             offer.manifest.version

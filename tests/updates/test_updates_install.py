@@ -294,6 +294,25 @@ def test_a_release_slow_only_on_this_kiosk_s_measurements_fails_its_health_check
     assert events.wait_until(lambda: len(events.versions["k1"]) > served, 20)
 
 
+def test_a_kiosk_serving_a_model_versioned_otherwise_than_semantically_installs_its_release(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """A kiosk set up with a model of the same name built elsewhere, versioned "1.0" (the
+    contract takes any version): its downgrade check raised on that version, which nothing
+    caught, so at every check it said "available" and then nothing, and installed no release
+    ever. Such a version has no order to keep: the signed assignment is followed."""
+    linear_model(fleet.tmp / "initial.onnx", "1.0")  # the model every kiosk here starts on
+    daemon = fleet.kiosk("k1")
+    assert events.wait_until(lambda: daemon.updater.checks >= 1, 20)
+    fleet.assign(fleet.release("1.1.0"), ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(
+        lambda: (s := events.last_state("k1")) is not None and s.healthy is True, 30
+    ), events.states.get("k1")
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.1.0"
+
+
 def test_a_release_refused_here_is_not_tried_again_after_a_restart_whatever_its_hash(
     fleet: Fleet, events: ModelEvents
 ) -> None:
