@@ -147,6 +147,20 @@ class ModelUpdater(threading.Thread):
             self._install(updater, offer)
         except UpdateRefusedError as exc:
             self._refused(offer, exc)
+        except Exception as exc:
+            if self._current_sha == offer.sha256:
+                raise  # swapped in already: not a refusal (the caller logs it)
+            self._failed(offer, exc)
+
+    def _failed(self, offer: Offer, exc: Exception) -> None:
+        """A step of the install failed in a way none of them names: said, retained, and
+        tried again at the next check. Such errors (a version no semantic one, a self-test
+        that ONNX Runtime could not run) were logged only, and the kiosk said "available"
+        last, at every check, while a rollout waited for it."""
+        log.exception("install of %s %s failed", offer.manifest.name, offer.manifest.version)
+        discard(self.store.download_path(offer.sha256))
+        self._report("rejected", offer, f"install failed: {type(exc).__name__}: {exc}; the "
+                     "serving model stays, and the next check tries again")
 
     def _refused_before(self, offer: Offer) -> bool:
         """Whether ``offer`` was refused here already: for good (said again once when

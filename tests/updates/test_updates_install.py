@@ -16,6 +16,7 @@ from paho.mqtt import publish
 from updates_helpers import Fleet, coarse_on_high_kime, inputs
 
 from appliance.inference.runner import RUN_DEADLINE_S
+from appliance.updates import kiosk
 from appliance.updates.install import ModelStore
 from appliance.updates.operations import assignments, release_model, unassign
 from appliance.updates.release import manifest_for
@@ -311,6 +312,37 @@ def test_a_kiosk_serving_a_model_versioned_otherwise_than_semantically_installs_
     ), events.states.get("k1")
     assert daemon.classifier is not None
     assert daemon.classifier.version == "1.1.0"
+
+
+def test_an_install_step_failing_unforeseen_is_said_and_tried_again(
+    fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error no step of the install names (here the self-test's replay raising KeyError)
+    was logged only: the kiosk said "available" last at every check, and a rollout waited out
+    its timeout for it. It is said, retained, and the next check tries again."""
+    daemon = fleet.kiosk("k1")
+    assert events.wait_until(lambda: daemon.updater.checks >= 1, 20)
+
+    def broken(*args: Any) -> None:
+        raise KeyError("probabilities")
+
+    monkeypatch.setattr(kiosk, "check_self_test", broken)
+    fleet.assign(fleet.release("1.1.0"), ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(
+        lambda: (s := events.last_state("k1")) is not None and s.state == "rejected", 30
+    ), events.states.get("k1")
+    state = events.last_state("k1")
+    assert state is not None
+    assert state.reason == ("install failed: KeyError: 'probabilities'; the serving model "
+                            "stays, and the next check tries again")
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+    assert list((fleet.tmp / "k1" / "models").glob(".download-*")) == []
+    monkeypatch.undo()
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "installed", "1.1.0"), 30), \
+        events.states.get("k1")
 
 
 def test_a_release_refused_here_is_not_tried_again_after_a_restart_whatever_its_hash(
