@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -53,6 +54,13 @@ def prepare_or_die(job_id: str, slide_index: int, *args: Any, **kwargs: Any) -> 
     """``prepare_for_model``; slide 0's worker dies as it starts preparing it."""
     if slide_index == 0:
         die_now()
+    return prepare_for_model(job_id, slide_index, *args, **kwargs)
+
+
+def prepare_slowly(job_id: str, slide_index: int, *args: Any, **kwargs: Any) -> PreparedTiles:
+    """``prepare_for_model``; slide 0 takes 120 s first, as a codec's own loop may."""
+    if slide_index == 0:
+        time.sleep(120)
     return prepare_for_model(job_id, slide_index, *args, **kwargs)
 
 

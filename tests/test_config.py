@@ -330,3 +330,14 @@ def test_a_login_s_share_of_the_retained_requests_is_at_most_all_of_them(tmp_pat
     capped = config_from_mapping({"pathology": {"max_retained_requests": 10}})
     assert capped.pathology.retained_requests_per_login_limit == 10  # the default 100, capped
     assert config_from_mapping({}).pathology.retained_requests_per_login_limit == 100
+
+
+def test_a_slide_preparation_time_limit_is_checked_as_a_number_of_seconds(
+    tmp_path: Path,
+) -> None:
+    for value in ("0", "0.5", "1:30", "100000"):  # under 1 s, base 60, over a day
+        refused = run_check(write(tmp_path, f"pathology: {{prepare_timeout_s: {value}}}\n"))
+        assert refused.returncode == 2, (value, refused.stdout)
+        assert "pathology.prepare_timeout_s" in refused.stderr, refused.stderr
+    assert run_check(write(tmp_path, "pathology: {prepare_timeout_s: 60}\n")).returncode == 0
+    assert config_from_mapping({}).pathology.prepare_timeout_s == 900

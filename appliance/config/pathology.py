@@ -60,6 +60,11 @@ class PathologyConfig(Section):
                              description="Longest wait to fill a batch before running it (ms).")
     prepare_workers: int = Field(2, ge=1, le=64,
                                  description="Processes decoding, masking and tiling slides.")
+    prepare_timeout_s: float = Field(
+        900.0, ge=1.0, le=86_400.0,
+        description="Longest one slide's preparation (decoding, masking, tiling) may take in "
+        "its worker: past it the slide fails naming the limit, its worker is ended and a new "
+        "one takes the next slide (a file slow to decode within every bound on its size).")
     max_pending_tiles: int = Field(
         4096, ge=1, description="Prepared tiles waiting for the model; slide preparation "
         "pauses above this (back-pressure when the model is the bottleneck).")

@@ -1,8 +1,9 @@
 """Slide preparation of ``appliance pathology serve``: slides of the running jobs handed to
 the preparation worker processes (appliance/pathology/workerpool.py), round-robin over jobs
 while the batcher has room, and the prepared tiles handed on to the batcher and the finisher
-(docs/pathology-server.md, Batching). A worker that dies (killed: out of memory on a huge
-slide) fails the slide it held; the next slide starts a new worker.
+(docs/pathology-server.md, Batching). A slide whose preparation runs past
+pathology.prepare_timeout_s fails, its worker ended; a worker that dies (killed: out of memory
+on a huge slide) fails the slide it held; the next slide starts a new worker.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from appliance.pathology.jobrun import JobRun
 from appliance.pathology.jobs import job_submitter
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.slideworker import PreparedTiles, prepare_for_model
-from appliance.pathology.workerpool import PreparationWorkers, WorkerError
+from appliance.pathology.workerpool import PreparationWorkers, WorkerError, WorkerTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -88,4 +89,7 @@ class SlidePreparation:
 
 def _failure(exc: Exception) -> str:
     """What stopped a slide's preparation: a worker's error says it already."""
+    if isinstance(exc, WorkerTimeoutError):
+        return f"its preparation {exc}, a new one takes the next slide; the limit is " \
+            "pathology.prepare_timeout_s"
     return str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}"

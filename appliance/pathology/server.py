@@ -118,7 +118,8 @@ class PathologyServer(ServerLink, RequestAdmission, CancelRequests, SlidePrepara
                            thread_name=f"metrics-http {self.server_id}")
         try:
             with PreparationWorkers(self.settings.prepare_workers,
-                                    thread_name=f"SlidePreparation {self.server_id}") as pool:
+                                    thread_name=f"SlidePreparation {self.server_id}",
+                                    call_limit_s=self.settings.prepare_timeout_s) as pool:
                 self.pool = pool
                 finisher.start()
                 runner.start()

@@ -9,6 +9,9 @@ pool's manager thread waited for the rest for ever, no future ended, the other w
 on the lock, and the job stayed "running" at 0 slides. Here a worker is the only writer of its
 pipe, so when it dies, whatever it was doing, its pipe ends (EOFError) and its call fails
 saying how the process ended.
+
+A call may be given a time limit: a slide whose decoding runs past it (a codec's own loop
+within every bound on the file) ends its worker, which is replaced for the next call.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class WorkerTracebackError(Exception):
 
 class WorkerDiedError(WorkerError):
     """The worker process died before its call's answer was in; the message says how."""
+
+
+class WorkerTimeoutError(WorkerError):
+    """The call ran past its time limit; its worker was ended (the message says which)."""
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -92,10 +99,15 @@ class _Worker:
         child_end.close()  # the worker now holds its end alone: its death ends the pipe
 
     def call(self, function: Callable[..., Result], args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> Result:
-        """Run the call in this worker and wait for its answer."""
+             kwargs: dict[str, Any], limit_s: float | None = None) -> Result:
+        """Run the call in this worker and wait for its answer, at most ``limit_s`` seconds
+        for it to begin (then the worker is killed)."""
         try:
             self.connection.send((function, args, kwargs))
+            if limit_s is not None and not self.connection.poll(limit_s):
+                self.process.kill()
+                raise WorkerTimeoutError(f"ran past its time limit of {limit_s:g} s; its "
+                                         f"worker (pid {self.process.pid}) was ended")
             answer, failure = self.connection.recv()
         except (EOFError, OSError) as exc:
             raise WorkerDiedError(f"the preparation worker (pid {self.process.pid}) died: "
@@ -126,11 +138,13 @@ class _Worker:
 class PreparationWorkers:
     """``count`` worker processes, each running one call at a time; ``submit`` returns a future,
     as an executor's does, that fails with ``WorkerError``. A worker starts with its first call,
-    and again with the next call after it died."""
+    and again with the next call after it died or ran past ``call_limit_s`` (unset: no limit)."""
 
     def __init__(self, count: int,
                  context: multiprocessing.context.BaseContext | None = None,
-                 thread_name: str = "SlidePreparation") -> None:
+                 thread_name: str = "SlidePreparation", call_limit_s: float | None = None,
+                 ) -> None:
+        self._call_limit_s = call_limit_s
         self._context = context or worker_context()
         self._threads = ThreadPoolExecutor(count, thread_name_prefix=thread_name)
         self._own = threading.local()  # each thread of the pool feeds its own worker
@@ -172,11 +186,12 @@ class PreparationWorkers:
 
     def _call(self, function: Callable[..., Result], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> Result:
-        """In a thread of the pool: the call, run by this thread's worker."""
+        """In a thread of the pool: the call, run by this thread's worker, which is forgotten
+        if it died or ran late."""
         worker = self._worker()
         try:
-            return worker.call(function, args, kwargs)
-        except WorkerDiedError:
+            return worker.call(function, args, kwargs, self._call_limit_s)
+        except (WorkerDiedError, WorkerTimeoutError):
             self._forget(worker)
             raise
 

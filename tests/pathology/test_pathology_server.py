@@ -900,6 +900,29 @@ def test_a_killed_preparation_worker_fails_its_slide_only_and_the_server_goes_on
     assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
 
 
+def test_a_slide_whose_preparation_runs_past_the_limit_fails_and_the_job_goes_on(
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slide slow to decode within every bound on its file held its worker as long as it
+    took (a codec's own loop); past pathology.prepare_timeout_s it now fails naming the
+    limit, its worker is ended, and the next slides are scored by a new one."""
+    serve(env.config(prepare_workers=1, prepare_timeout_s=2))
+    with monkeypatch.context() as patch:
+        patch.setattr(preparing, "prepare_for_model", hooks.prepare_slowly)  # slide 0: 120 s
+        env.watcher.submit(_job("lab/slow", [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+        final = env.watcher.wait("lab/slow", {"done", "failed", "cancelled"}, timeout_s=60)
+    assert final["state"] == "done", final
+    errors = {row["slide_index"]: row["error"] for row in final["results"]}
+    found = re.fullmatch(r".*b11.jpg: could not be prepared \(its preparation ran past its "
+                         r"time limit of 2 s; its worker \(pid (\d+)\) was ended, a new one "
+                         r"takes the next slide; the limit is pathology.prepare_timeout_s\)",
+                         errors[0])
+    assert found, errors
+    assert errors[1] == "", errors
+    ended = int(found.group(1))
+    assert wait_until(lambda: not _running(ended), 30, poll_s=0.05), f"worker {ended} runs on"
+
+
 class NanBackend(SlowBackend):
     """The real ONNX backend whose first tiles of each batch come back NaN (what a
     half-precision backend gives where its activations overflow)."""
@@ -2518,3 +2541,12 @@ def test_a_finisher_whose_store_cannot_be_opened_at_start_waits_for_it(
     assert "opening the slide finisher's connection failed (cannot connect to the test store: " \
            "it is not there yet)" in said[0]
     assert "answers again after 2 failed tries" in said[1]
+
+
+def _running(pid: int) -> bool:
+    """Whether a process of that id is there (a worker ended is reaped by its fork server)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

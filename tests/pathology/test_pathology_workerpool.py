@@ -11,7 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from appliance.edge.testing import wait_until
-from appliance.pathology.workerpool import PreparationWorkers, WorkerDiedError, WorkerError
+from appliance.pathology.workerpool import (
+    PreparationWorkers,
+    WorkerDiedError,
+    WorkerError,
+    WorkerTimeoutError,
+)
 from tests import pathology_worker_hooks as hooks
 
 
@@ -46,6 +51,19 @@ def test_a_worker_killed_as_it_takes_its_call_fails_that_call(
     with pytest.raises(WorkerDiedError, match="killed by SIGKILL"):
         one_worker.submit(hooks.answer, hooks.DiesWhenTaken()).result(timeout=60)
     assert one_worker.submit(hooks.answer, "next").result(timeout=60) == "next"
+
+
+def test_a_call_past_the_time_limit_ends_its_worker_and_the_next_call_gets_a_new_one() -> None:
+    with PreparationWorkers(1, call_limit_s=1.0) as pool:
+        first = pool.submit(os.getpid).result(timeout=60)
+        with pytest.raises(WorkerTimeoutError, match=rf"^ran past its time limit of 1 s; its "
+                           rf"worker \(pid {first}\) was ended$"):
+            pool.submit(time.sleep, 120).result(timeout=60)
+        assert wait_until(lambda: first not in _living([first]), 30, poll_s=0.05), \
+            f"worker {first} still runs past the time limit"
+        second = pool.submit(os.getpid).result(timeout=60)
+        assert second != first
+        assert pool.worker_pids() == [second]
 
 
 def test_a_worker_killed_while_idle_fails_no_call_and_is_replaced(
