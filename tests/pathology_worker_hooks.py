@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -57,10 +58,32 @@ def prepare_or_die(job_id: str, slide_index: int, *args: Any, **kwargs: Any) -> 
     return prepare_for_model(job_id, slide_index, *args, **kwargs)
 
 
+def die_the_first_time(marker: str) -> int:
+    """SIGKILL this process if the file ``marker`` is not there yet (it is made first); else
+    this process's id: a call that kills its first worker only."""
+    try:
+        with open(marker, "x"):
+            pass
+    except FileExistsError:
+        return os.getpid()
+    die_now()
+    return 0
+
+
 def prepare_slowly(job_id: str, slide_index: int, *args: Any, **kwargs: Any) -> PreparedTiles:
     """``prepare_for_model``; slide 0 takes 120 s first, as a codec's own loop may."""
     if slide_index == 0:
         time.sleep(120)
+    return prepare_for_model(job_id, slide_index, *args, **kwargs)
+
+
+def prepare_or_die_once(job_id: str, slide_index: int, *args: Any,
+                        **kwargs: Any) -> PreparedTiles:
+    """``prepare_for_model``; slide 0's first worker dies as it starts preparing it (the
+    marker file beside the system's temporary files is named for the job)."""
+    if slide_index == 0:
+        die_the_first_time(os.path.join(tempfile.gettempdir(),
+                                        "pathology-hook-" + job_id.replace("/", "-")))
     return prepare_for_model(job_id, slide_index, *args, **kwargs)
 
 

@@ -3,7 +3,7 @@ the preparation worker processes (appliance/pathology/workerpool.py), round-robi
 while the batcher has room, and the prepared tiles handed on to the batcher and the finisher
 (docs/pathology-server.md, Batching). A slide whose preparation runs past
 pathology.prepare_timeout_s fails, its worker ended; a worker that dies (killed: out of memory
-on a huge slide) fails the slide it held; the next slide starts a new worker.
+on a huge slide) has its slide tried once more in a new worker, and fails it if that dies too.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ pipe, so when it dies, whatever it was doing, its pipe ends (EOFError) and its c
 saying how the process ended.
 
 A call may be given a time limit: a slide whose decoding runs past it (a codec's own loop
-within every bound on the file) ends its worker, which is replaced for the next call.
+within every bound on the file) ends its worker, which is replaced for the next call. A worker
+that dies during a call is the kernel's doing as often as the slide's (out of memory while
+another worker held the rest), so its call is tried once more in a new worker; a second death
+fails it, saying it was tried twice.
 """
 
 from __future__ import annotations
@@ -186,8 +189,23 @@ class PreparationWorkers:
 
     def _call(self, function: Callable[..., Result], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> Result:
-        """In a thread of the pool: the call, run by this thread's worker, which is forgotten
-        if it died or ran late."""
+        """In a thread of the pool: the call, run by this thread's worker; tried once more in
+        a new worker where its worker died (not while the pool stops)."""
+        try:
+            return self._call_once(function, args, kwargs)
+        except WorkerDiedError as first:
+            with self._lock:
+                if self._stopping:
+                    raise
+            log.warning("%s; its call is tried once more in a new worker", first)
+            try:
+                return self._call_once(function, args, kwargs)
+            except WorkerDiedError as second:
+                raise WorkerDiedError(f"tried twice: {first}; then {second}") from second
+
+    def _call_once(self, function: Callable[..., Result], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Result:
+        """The call, run by this thread's worker, which is forgotten if it died or ran late."""
         worker = self._worker()
         try:
             return worker.call(function, args, kwargs, self._call_limit_s)

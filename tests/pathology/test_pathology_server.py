@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -893,11 +894,33 @@ def test_a_killed_preparation_worker_fails_its_slide_only_and_the_server_goes_on
         final = env.watcher.wait("lab/killed", {"done", "failed", "cancelled"}, timeout_s=60)
     assert final["state"] == "done", final
     errors = {row["slide_index"]: row["error"] for row in final["results"]}
-    assert re.fullmatch(r".*b11.jpg: could not be prepared \(the preparation worker \(pid \d+\) "
-                        r"died: killed by SIGKILL\)", errors[0]), errors
+    assert re.fullmatch(r".*b11.jpg: could not be prepared \(tried twice: the preparation "
+                        r"worker \(pid \d+\) died: killed by SIGKILL; then the preparation "
+                        r"worker \(pid \d+\) died: killed by SIGKILL\)", errors[0]), errors
     assert [errors[index] for index in (1, 2, 3)] == ["", "", ""], errors
     after = env.watcher.submit(_job("lab/after-killed", [env.slides / "b11.jpg"]))
     assert env.watcher.wait(after, {"done", "failed"}, timeout_s=60)["state"] == "done"
+
+
+def test_a_slide_whose_preparation_worker_is_killed_once_is_scored_by_a_new_worker(
+    env: Env, serve: Servers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kernel may kill a worker for another worker's memory: on main its slide failed for
+    good; now it is prepared once more in a new worker and scored."""
+    serve(env.config(prepare_workers=1))
+    job_id = f"lab/killed-once-{uuid.uuid4().hex[:8]}"  # names the hook's marker file
+    marker = Path(tempfile.gettempdir()) / f"pathology-hook-{job_id.replace('/', '-')}"
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(preparing, "prepare_for_model", hooks.prepare_or_die_once)
+            env.watcher.submit(_job(job_id, [env.slides / "b11.jpg", env.slides / "b12.jpg"]))
+            final = env.watcher.wait(job_id, {"done", "failed", "cancelled"}, timeout_s=60)
+        assert marker.exists()  # its first worker was there, and was killed
+    finally:
+        marker.unlink(missing_ok=True)
+    assert final["state"] == "done", final
+    assert [row["error"] for row in final["results"]] == ["", ""], final
+    assert final["slides_failed"] == 0
 
 
 def test_a_slide_whose_preparation_runs_past_the_limit_fails_and_the_job_goes_on(

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,26 @@ def test_a_worker_killed_as_it_takes_its_call_fails_that_call(
 ) -> None:
     with pytest.raises(WorkerDiedError, match="killed by SIGKILL"):
         one_worker.submit(hooks.answer, hooks.DiesWhenTaken()).result(timeout=60)
+    assert one_worker.submit(hooks.answer, "next").result(timeout=60) == "next"
+
+
+def test_a_call_whose_worker_is_killed_once_is_answered_by_a_new_worker(
+    one_worker: PreparationWorkers, tmp_path: Path,
+) -> None:
+    """The kernel may kill a worker for another's memory: its call is tried once more."""
+    marker = tmp_path / "killed-once"
+    answered_by = one_worker.submit(hooks.die_the_first_time, str(marker)).result(timeout=60)
+    assert marker.exists()  # the first worker made it, then was killed
+    assert one_worker.worker_pids() == [answered_by]
+
+
+def test_a_call_that_kills_every_worker_fails_after_its_second_try(
+    one_worker: PreparationWorkers,
+) -> None:
+    with pytest.raises(WorkerDiedError, match=r"^tried twice: the preparation worker \(pid "
+                       r"(\d+)\) died: killed by SIGKILL; then the preparation worker \(pid "
+                       r"(?!\1)\d+\) died: killed by SIGKILL$"):
+        one_worker.submit(hooks.die_now).result(timeout=60)
     assert one_worker.submit(hooks.answer, "next").result(timeout=60) == "next"
 
 
