@@ -12,6 +12,8 @@ from typing import Any
 from appliance.logsafe import escape_controls
 from appliance.pathology.jobs import job_id_of_topic, read_presence, read_state
 
+PICTURE_NAMES = (("heatmap_path", "heatmap"), ("cam_path", "CAMs"), ("tiles_path", "tile table"))
+
 
 def state_count(state: dict[str, Any], key: str, default: int) -> int:
     """A count a state carries (a whole number), or ``default`` where it has none."""
@@ -28,7 +30,7 @@ def describe_state(state: dict[str, Any]) -> str:
         head += f" ({state['reason']})"
     lines = [head]
     for row in state.get("results", []):
-        lines.append(f"  {row['slide']}: {row.get('error') or _verdict(row)}")
+        lines.append(f"  {row['slide']}: {row.get('error') or _verdict(row)}{_unwritten(row)}")
     if omitted := state_count(state, "results_omitted", 0):
         lines.append(f"  ({state_count(state, 'slides_failed', 0)} failed; {omitted} slides' "
                      "results are not in this message, too large for one: all are in the "
@@ -49,6 +51,20 @@ def _verdict(row: dict[str, Any]) -> str:
                     "distribution)")
         return f"{row.get('label')} ({row['reason']})"
     return f"{row.get('label')} score {shown}" + (f" ({tiles} tiles)" if counted else "")
+
+
+def _unwritten(row: dict[str, Any]) -> str:
+    """What the server could not write of a scored slide: its tile table is written with every
+    slide it scores, so an empty path there (a full results disk: the server stores the score
+    without its files and says why in its log) names each file the row leaves empty."""
+    if row.get("error") or row.get("tiles_path") != "":
+        return ""  # failed, written, or a row that says nothing of its files
+    missing = [name for key, name in PICTURE_NAMES if row.get(key) == ""]
+    return f"; {_listed(missing)} not written (the server's log says why)"
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _is_number(value: Any) -> bool:

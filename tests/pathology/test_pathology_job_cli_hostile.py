@@ -216,6 +216,29 @@ def test_job_submit_wait_shows_each_slide_as_pathology_run_does() -> None:
     ]
 
 
+def test_job_submit_wait_names_the_pictures_a_full_results_disk_left_unwritten() -> None:
+    """The server stores a slide's score without its pictures and tile table where it cannot
+    write them (a full disk), with empty paths; `--wait` said only the score."""
+    written = {"heatmap_path": "/r/h.png", "cam_path": "/r/c.png", "tiles_path": "/r/t.csv"}
+    state = {"job_id": "j", "state": "done", "results": [
+        {"slide": "a", "label": "MSS", "score": 0.25, "tile_count": 9,
+         "heatmap_path": "", "cam_path": "", "tiles_path": ""},
+        {"slide": "b", "label": "MSI", "score": 0.75, "tile_count": 9, **written},
+        {"slide": "c", "label": "MSI", "score": 0.75, "tile_count": 9, **written,
+         "cam_path": ""},  # a model without CAMs draws none
+        {"slide": "e", "error": "e.jpg: slide file not found",
+         "heatmap_path": "", "cam_path": "", "tiles_path": ""},
+    ]}
+    assert jobs_display.describe_state(state).splitlines() == [
+        "j done",
+        "  a: MSS score 0.250 (9 tiles); heatmap, CAMs and tile table not written (the "
+        "server's log says why)",
+        "  b: MSI score 0.750 (9 tiles)",
+        "  c: MSI score 0.750 (9 tiles)",
+        "  e: e.jpg: slide file not found",
+    ]
+
+
 def test_submit_wait_says_a_refused_request_under_its_job_s_id_and_follows_the_job(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -56,6 +56,7 @@ from appliance.pathology.jobs import (
     state_payload,
     state_topic,
 )
+from appliance.pathology.jobs_display import describe_state
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.pathology.serverlink import MAX_QOS0_WAITING
@@ -698,6 +699,9 @@ def test_a_full_results_disk_stores_the_scores_without_pictures_and_ends_the_job
     (row,) = final["results"]
     assert row["label"] in ("MSI", "MSS")
     assert (row["heatmap_path"], row["cam_path"], row["tiles_path"]) == ("", "", "")
+    (line,) = describe_state(final).splitlines()[1:]  # as `job submit --wait` says it
+    assert line.endswith("; heatmap, CAMs and tile table not written (the server's log says "
+                         "why)"), line
 
 
 def test_a_slide_result_the_store_refuses_fails_its_slide_and_the_job_still_ends(
