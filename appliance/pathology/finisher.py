@@ -58,6 +58,7 @@ from appliance.pathology.run import (
     SlideResult,
     picture_titles,
     slide_result,
+    unfinite_cams_note,
     unlike_tiles,
     write_tile_scores,
 )
@@ -219,11 +220,16 @@ class SlideFinisher(threading.Thread):
         prepared = work.prepared
         write_tile_scores(paths["tiles_path"], prepared.tiles, work.probability,
                           work.in_distribution)
+        if work.decisive.unfinite_cams:
+            log.warning("slide %s of job %s: the model answered %d tiles' CAMs that are not "
+                        "finite (NaN or infinite); those are not drawn", prepared.slide_index,
+                        prepared.job_id, work.decisive.unfinite_cams)
         titles = picture_titles(result, "mean", self.info.threshold)
         if prepared.thumbnail is not None:
             write_png(paths["heatmap_path"], tile_heatmap(
                 prepared.thumbnail, prepared.thumbnail_scale, prepared.tiles, work.probability,
-                titles[0], unlike=unlike_tiles(work.in_distribution, self.info.guard)))
+                titles[0], unlike=unlike_tiles(work.in_distribution, self.info.guard),
+                note=unfinite_cams_note(work.decisive)))
         if work.decisive.pixels:
             write_png(paths["cam_path"], cam_panel(
                 np.stack(work.decisive.pixels), np.stack(work.decisive.cams),

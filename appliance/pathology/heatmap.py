@@ -33,10 +33,11 @@ def _colours(probability: np.ndarray) -> np.ndarray:
 
 def tile_heatmap(
     thumbnail_rgb: np.ndarray, scale: float, tiles: list[Tile], probability: np.ndarray,
-    title: str = "", *, unlike: np.ndarray | None = None,
+    title: str = "", *, unlike: np.ndarray | None = None, note: str = "",
 ) -> np.ndarray:
     """The thumbnail with each scored tile tinted by its probability (scale: thumb px per px),
-    a title line above (slide, score, label) and a colour legend with ticks below.
+    a title line above (slide, score, label) and a colour legend with ticks below, and
+    ``note`` under it where given.
 
     A tile marked in ``unlike`` (unlike the model's training data, docs/pathology-ood.md) is
     striped grey instead: the model has no say there, and a red or blue tint would show a
@@ -52,9 +53,9 @@ def tile_heatmap(
         overlay[y0:y1, x0:x1] = stripes[y0:y1, x0:x1] if striped else colour
     blended = cv2.addWeighted(thumbnail_rgb, 1 - HEATMAP_OPACITY, overlay, HEATMAP_OPACITY, 0)
     width = max(blended.shape[1], MIN_PICTURE_WIDTH_PX)
-    note = [_text_band(UNLIKE_NOTE, width, 28)] if marked.any() else []
+    notes = [UNLIKE_NOTE] * bool(marked.any()) + [note] * bool(note)
     return np.vstack([_text_band(title, width), _pad_width(blended, width), _legend(width),
-                      *note])
+                      *(_text_band(text, width, 28) for text in notes)])
 
 
 def _stripes(shape: tuple[int, ...]) -> np.ndarray:

@@ -90,20 +90,25 @@ class RunOptions:
 
 
 class DecisiveTiles:
-    """The k most decisive tiles seen so far (pixels, CAM, probability)."""
+    """The k most decisive tiles seen so far (pixels, CAM, probability) of those whose CAM is
+    finite; ``unfinite_cams`` counts the tiles left out for a CAM that is not (a model finite on
+    the blank tiles it is checked with as it loads, and not on tissue)."""
 
     def __init__(self, k: int) -> None:
         self.k = k
         self.pixels: list[np.ndarray] = []
         self.cams: list[np.ndarray] = []
         self.probability: list[float] = []
+        self.unfinite_cams = 0
 
     def offer(self, pixels: np.ndarray, cams: np.ndarray | None, probability: np.ndarray) -> None:
         if cams is None or self.k == 0:
             return
-        self.pixels += list(pixels)
-        self.cams += list(cams)
-        self.probability += [float(p) for p in probability]
+        finite = np.flatnonzero(np.isfinite(cams).reshape(len(cams), -1).all(axis=1))
+        self.unfinite_cams += len(cams) - len(finite)
+        self.pixels += [pixels[i] for i in finite]
+        self.cams += [cams[i] for i in finite]
+        self.probability += [float(probability[i]) for i in finite]
         keep = decisive_tiles(np.array(self.probability), self.k)
         self.pixels = [self.pixels[i] for i in keep]
         self.cams = [self.cams[i] for i in keep]
@@ -180,7 +185,8 @@ class SlideRunner:
         thumb = slide.thumbnail(slide.um_per_px * factor)
         scale = thumb.shape[1] / slide.size_px[0]
         write_png(inside(self.out_dir, HEATMAPS, f"{name}.png"),
-                  tile_heatmap(thumb, scale, tiles, probability, titles[0], unlike=unlike))
+                  tile_heatmap(thumb, scale, tiles, probability, titles[0], unlike=unlike,
+                               note=unfinite_cams_note(decisive)))
         if decisive.pixels:
             panel = cam_panel(np.stack(decisive.pixels), np.stack(decisive.cams),
                               np.array(decisive.probability), titles[1])
@@ -197,6 +203,13 @@ def picture_titles(result: SlideResult, method: str, threshold: float) -> tuple[
     return (f"{result.slide}: {result.label}, score {result.score:.2f} ({method}; threshold "
             f"{threshold:.2f}), {result.tile_count} tiles",
             f"{result.slide}: the most decisive tiles")
+
+
+def unfinite_cams_note(decisive: DecisiveTiles) -> str:
+    """The line under a slide's heatmap where the model answered CAMs that are not finite."""
+    if not decisive.unfinite_cams:
+        return ""
+    return f"{decisive.unfinite_cams} tiles' CAMs not finite (NaN or infinite): not drawn"
 
 
 def unlike_tiles(in_distribution: np.ndarray, guard: DistributionGuard | None) -> np.ndarray | None:

@@ -16,7 +16,10 @@ from tile_model_helpers import tile_model
 
 from appliance.config import PathologyConfig
 from appliance.pathology.backends import open_backend
+from appliance.pathology.heatmap import tile_heatmap
 from appliance.pathology.model import ModelError, TileModel
+from appliance.pathology.run import DecisiveTiles, unfinite_cams_note
+from appliance.pathology.tiles import Tile
 
 
 def test_a_model_without_probabilities_is_refused_as_it_loads(tmp_path: Path) -> None:
@@ -86,3 +89,27 @@ def test_a_model_answering_features_that_are_not_finite_is_refused_as_it_loads(
     with pytest.raises(ModelError) as refused:
         TileModel(path)
     assert "its features hold values that are not finite (NaN or infinite)" in str(refused.value)
+
+
+def test_cams_that_are_not_finite_are_left_out_of_the_decisive_tiles_and_counted() -> None:
+    """A model finite on the 16 blank tiles it is checked with as it loads may answer NaN or
+    infinite CAMs on tissue: those were drawn as they came (a NumPy warning, no word in the
+    result); now they are left out and a line under the heatmap says how many."""
+    decisive = DecisiveTiles(2)
+    pixels = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
+    cams = np.ones((4, 4, 4), np.float32)
+    cams[0, 1, 2], cams[3, 0, 0] = np.nan, np.inf
+    decisive.offer(pixels, cams, np.array([0.99, 0.5, 0.9, 0.01]))
+    assert decisive.unfinite_cams == 2
+    assert decisive.probability == pytest.approx([0.9, 0.5])  # tiles 0 and 3 left out
+    assert [tile.tolist() for tile in decisive.pixels] == [pixels[2].tolist(), pixels[1].tolist()]
+    assert all(np.isfinite(cam).all() for cam in decisive.cams)
+    note = unfinite_cams_note(decisive)
+    assert note == "2 tiles' CAMs not finite (NaN or infinite): not drawn"
+    assert unfinite_cams_note(DecisiveTiles(2)) == ""
+    thumbnail, tiles = np.full((64, 64, 3), 200, np.uint8), [Tile(0, 0, 0, 0, 32, 1.0)]
+    plain = tile_heatmap(thumbnail, 1.0, tiles, np.array([0.9]), "s")
+    noted = tile_heatmap(thumbnail, 1.0, tiles, np.array([0.9]), "s", note=note)
+    assert noted.shape[0] == plain.shape[0] + 28  # the line under the legend
+    assert (noted[:plain.shape[0]] == plain).all()
+    assert (noted[plain.shape[0]:] < 255).any()  # the note's ink

@@ -984,6 +984,36 @@ def test_tiles_the_model_answers_with_nan_fail_their_slide_instead_of_labelling_
     assert not (env.tmp_path / "out" / "lab" / "nan-tiles" / "heatmaps").exists()
 
 
+class NanCamBackend(SlowBackend):
+    """The real ONNX backend whose CAMs come back NaN on every tile: a model finite on the
+    blank tiles it is checked with as it loads, and not on tissue."""
+
+    def infer(self, tiles_rgb: np.ndarray) -> ModelOutputs:
+        outputs = super().infer(tiles_rgb)
+        assert outputs.cam is not None
+        return ModelOutputs(outputs.probability, np.full_like(outputs.cam, np.nan),
+                            outputs.features)
+
+
+def test_cams_the_model_answers_not_finite_are_not_drawn_and_the_slide_keeps_its_score(
+    env: Env, serve: Servers, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On main such CAMs were drawn as they came, with a NumPy warning on stderr and no word
+    in the result; now no CAM panel is drawn, the heatmap is, and the log says why."""
+    serve(env.config(), NanCamBackend(delay_s=0.0))
+    with caplog.at_level(logging.WARNING, logger="appliance.pathology.finisher"):
+        env.watcher.submit(_job("lab/nan-cams", [env.slides / "b11.jpg"]))
+        final = env.watcher.wait("lab/nan-cams", {"done", "failed"}, timeout_s=60)
+    assert final["state"] == "done", final
+    (row,) = final["results"]
+    assert (row["error"], row["label"] in ("MSI", "MSS")) == ("", True), row
+    assert np.isfinite(row["score"]), row
+    assert row["cam_path"] == "", row
+    assert Path(row["heatmap_path"]).is_file(), row
+    assert re.search(r"slide 0 of job lab/nan-cams: the model answered \d+ tiles' CAMs that "
+                     r"are not finite \(NaN or infinite\); those are not drawn", caplog.text)
+
+
 class _HungShare:
     """A slide folder whose stat and lstat calls wait while it is hung, as the kernel holds
     them on a network share that stopped answering (tests/hung_share.py blocks stat and
