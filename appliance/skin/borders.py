@@ -371,8 +371,14 @@ def _columns(array: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def _column_sums(columns: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
-    """The columns of ``columns`` (k, n) summed per ``owner`` (0..count-1): (k, count)."""
-    return np.stack([np.bincount(owner, row, count) for row in columns])
+    """The columns of ``columns`` (k, n) summed per ``owner`` (0..count-1): (k, count).
+
+    One ``np.bincount`` over all k rows, row r's owners offset by r * count: each sum adds the
+    same values in the same order as a bincount per row, so it is the same float."""
+    rows = len(columns)
+    bins = (owner + np.arange(rows)[:, None] * count).ravel()
+    sums: np.ndarray = np.bincount(bins, columns.ravel(), rows * count).reshape(rows, count)
+    return sums
 
 
 def _solved(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

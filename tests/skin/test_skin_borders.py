@@ -161,3 +161,22 @@ def test_cracks_are_each_border_pixel_pair_with_its_midpoint(seed: int) -> None:
     found = sorted(zip(cracks.keys.tolist(), (cracks.x2 / 2.0).tolist(), (cracks.y2 / 2.0).tolist(),
                        strict=True))
     assert found == sorted(expected)
+
+
+def test_column_sums_add_each_owner_s_values_as_a_bincount_per_row_does() -> None:
+    """The one-bincount column sums are the same floats as a bincount of each row: the same
+    values added in the same order, owners that own nothing read 0, and no rows or owners."""
+    from appliance.skin.borders import _column_sums
+
+    rng = np.random.default_rng(7)
+    for rows, values, count in ((8, 500, 700), (4, 3000, 40), (8, 0, 12), (4, 6, 0)):
+        columns = rng.normal(size=(rows, values)) * 10.0 ** rng.integers(-3, 4, size=(rows, 1))
+        owner = rng.integers(0, max(count, 1), values) if count else np.zeros(0, dtype=np.int64)
+        columns = columns[:, : len(owner)]
+        expected = np.zeros((rows, count))
+        for row in range(rows):
+            for value, at in zip(columns[row], owner, strict=True):
+                expected[row, at] += value
+        summed = _column_sums(columns, owner, count)
+        assert summed.shape == (rows, count)
+        assert np.array_equal(summed, expected)
