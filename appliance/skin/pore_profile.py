@@ -493,8 +493,8 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
     # each ray's samples in a row, after the floor: (P * RAY_COUNT, 1 + radii), written in place
     with_floor = np.empty((len(centres) * RAY_COUNT, 1 + len(rays.radii_px)))
     with_floor[:, 0] = np.repeat(floor, RAY_COUNT)
-    with_floor[:, 1:].reshape(len(centres), RAY_COUNT, len(rays.radii_px))[...] = np.moveaxis(
-        rays.depth, 2, 1)
+    by_ray = with_floor[:, 1:].reshape(len(centres), RAY_COUNT, len(rays.radii_px))
+    by_ray[...] = rays.depth.transpose(0, 2, 1)  # (P, radii, rays) -> (P, rays, radii)
     for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
         half = (floor + skin) / 2.0
         crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii).reshape(-1, RAY_COUNT)
@@ -561,6 +561,9 @@ def equivalent_radius(rim: np.ndarray) -> np.ndarray:
     return radius
 
 
+_EDGE_SHARES = np.linspace(0.0, EDGE_REACH, EDGE_POSITIONS)  # of a ray's half_rim
+
+
 def steepest_fall(with_floor: np.ndarray, half_rim: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Per ray (rows of ``with_floor``: the depth at ``radii``, evenly spaced from 0), the
     radius where its depth falls fastest: the fall over a window of ``EDGE_WINDOW`` of the
@@ -570,7 +573,7 @@ def steepest_fall(with_floor: np.ndarray, half_rim: np.ndarray, radii: np.ndarra
     The window and the search scale with the ray's rim, so the edge moves smoothly with the
     calibration; a constant added under the pit (a junction's core) moves no fall."""
     step = float(radii[1] - radii[0])
-    positions = half_rim[:, None] * np.linspace(0.0, EDGE_REACH, EDGE_POSITIONS)[None, :]
+    positions = half_rim[:, None] * _EDGE_SHARES[None, :]
     window = np.maximum(EDGE_WINDOW * half_rim, EDGE_MIN_WINDOW_PX)[:, None] / 2.0
     fall = _along_rows(with_floor, (positions - window) / step) - _along_rows(
         with_floor, (positions + window) / step)
@@ -674,7 +677,8 @@ def local_junction_floor(shape: tuple[int, int], centres: np.ndarray,
     bounds = np.searchsorted(cell[order], np.arange(grid[0] * grid[1] + 1))
     for index in np.flatnonzero(np.diff(bounds) >= LOCAL_MIN_CANDIDATES):
         medians.flat[index] = median_of(floor[order[bounds[index]:bounds[index + 1]]])
-    padded = np.pad(medians, 1, mode="edge")  # tile i's centre is padded index i + 1
+    # tile i's centre is padded index i + 1 (the edge tiles repeated, as np.pad's "edge")
+    padded = cv2.copyMakeBorder(medians, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
     local: np.ndarray = bilinear(padded, centres[:, 0] / step_x + 0.5,
                                  centres[:, 1] / step_y + 0.5)
     return local

@@ -57,6 +57,7 @@ benchmarks/skin_pore_diagnosis.py shows what each test costs on any frame set.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields, replace
 
 import cv2
@@ -954,6 +955,7 @@ def prior_shift(scores: np.ndarray, fit_share: float = PRIOR_FIT_SHARE) -> float
     return PRIOR_DAMPING * shift * weight
 
 
+@functools.lru_cache(maxsize=16)
 def stricter(rule: PoreRule, factor: float) -> PoreRule:
     """The rule with every threshold moved against the pits: lower limits times ``factor``,
     upper limits (``UPPER_LIMITS``) over it."""
@@ -988,7 +990,9 @@ def borderline_share(found: Candidates, chosen: np.ndarray, rule: PoreRule = RUL
         return 0.0
     strict = stricter(rule, BORDERLINE_MARGIN)
     kept = choose_pores(found, strict, readings=readings)
-    return float(np.count_nonzero(~np.isin(chosen, kept))) / len(chosen)
+    counted = np.zeros(len(found.shape.floor), dtype=bool)
+    counted[kept] = True
+    return float(np.count_nonzero(~counted[chosen])) / len(chosen)
 
 
 def deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
