@@ -37,6 +37,7 @@ import numpy as np
 
 from appliance.skin.borders import BorderSegments
 from appliance.skin.hills import joined_labels
+from appliance.skin.pore_profile import median_of
 
 GAP_SHARE = 0.2  # a gap reads under this share of the furrow floor on both sides of it
 GAP_END_SHARE = 0.25  # the gap lies at least this share of the border's course from its ends
@@ -64,7 +65,8 @@ def gap_pairs(segments: BorderSegments, response: np.ndarray, areas: np.ndarray)
     none = np.zeros((0, 2), dtype=np.int64)
     if len(areas) < 2 or len(segments.cell_pairs) == 0:
         return none
-    typical = float(np.median(areas[1:][areas[1:] > 0]))
+    grown = areas[1:][areas[1:] > 0]
+    typical = median_of(grown) if len(grown) else float("nan")  # np.median's value
     counts = segments.crack_sums[:, 0].astype(np.int64)
     pairs = segments.cell_pairs
     kept = np.flatnonzero((areas.take(pairs[:, 0]) + areas.take(pairs[:, 1])

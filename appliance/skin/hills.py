@@ -45,6 +45,7 @@ import numpy as np
 
 from appliance.skin.borders import CrackMasks, sort_with
 from appliance.skin.neutral_hairs import label_extents, neutral_hair_mask
+from appliance.skin.pore_profile import median_of
 from appliance.skin.splits import split_share_limit
 
 HILL_LEVEL = 0.02  # valley response, in units of the hill level: below a faint furrow
@@ -337,7 +338,8 @@ def hair_halves(
         return none
     pairs, under, total = _hair_borders(cells, masks, hair, hill)
     areas = np.bincount(hill, label_areas(cells, len(hill)), minlength=int(hill.max()) + 1)
-    typical = float(np.median(areas[1:][areas[1:] > 0])) if np.any(areas[1:]) else 0.0
+    grown = areas[1:][areas[1:] > 0]
+    typical = median_of(grown) if len(grown) else 0.0
     # (a border of under 3 cracks is a corner the two cells share, not a hair's length)
     candidate = (under >= MIN_HAIR_SHARE * total) & (total >= 3) & (
         areas[pairs[:, 0]] + areas[pairs[:, 1]] <= MAX_HALVES_AREA * typical)

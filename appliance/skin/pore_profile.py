@@ -611,14 +611,18 @@ class Junctions:
 def median_of(values: np.ndarray) -> float:
     """``np.median`` of a non-empty 1-D array, the same value: it is partitioned about its upper
     middle element alone, and the lower middle (even counts) is the largest element below it
-    (numpy partitions about both middles at once, which takes several times longer)."""
+    (numpy partitions about both middles at once, which takes several times longer); the two
+    are summed and halved as np.median's mean of them does (floats in their own type)."""
     middle = len(values) // 2
     part = np.partition(values, middle)
     if np.isnan(part[-1]):  # a partition places NaN last; np.median then reads NaN
         return float("nan")
     if len(values) % 2:
         return float(part[middle])
-    return float(np.mean([part[:middle].max(), part[middle]]))
+    low, high = part[:middle].max(), part[middle]
+    if values.dtype.kind != "f":  # whole numbers: np.median sums them as float64
+        return (float(low) + float(high)) / 2.0
+    return float((low + high) / 2)
 
 
 def junction_sample(count: int) -> np.ndarray:

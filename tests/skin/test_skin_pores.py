@@ -559,6 +559,22 @@ def test_the_furrow_contrast_median_is_numpys_to_the_bit() -> None:
     assert np.isnan(median_of(with_nan))
 
 
+def test_the_median_of_whole_numbers_is_numpys_where_their_sum_leaves_their_type() -> None:
+    """Cell areas and counts are whole numbers: the two middles are halved as np.median halves
+    them (in float64), not summed in their own type, where uint16 and int64 would wrap."""
+    from appliance.skin.pore_profile import median_of
+
+    rng = np.random.default_rng(6)
+    for dtype, low, high in ((np.uint16, 40_000, 65_535), (np.uint8, 200, 255),
+                             (np.int64, 2**62, 2**63 - 1), (np.int64, -50, 50)):
+        for size in (2, 4, 7, 600):
+            values = rng.integers(low, high, size, dtype=dtype, endpoint=True)
+            assert median_of(values) == float(np.median(values))
+    for size in (2, 6, 1001):  # floats: halved in their own type, as np.median's mean is
+        for values in (rng.normal(size=size) * 1e30, rng.normal(size=size).astype(np.float32)):
+            assert median_of(values) == float(np.median(values))
+
+
 def test_a_ray_crosses_the_level_where_it_first_falls_below_it() -> None:
     from appliance.skin.pore_profile import crossing
 
