@@ -365,8 +365,8 @@ def _line_terms(chains: _Chains, chain_px: np.ndarray, chosen: np.ndarray) -> np
 
 
 def _columns(array: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The columns ``at`` of a 2-D array (``np.take``: 2x faster than ``array[:, at]``)."""
-    taken: np.ndarray = np.take(array, at, axis=1)
+    """The columns ``at`` of a 2-D array (``take``: 2x faster than ``array[:, at]``)."""
+    taken: np.ndarray = array.take(at, axis=1)
     return taken
 
 

@@ -113,7 +113,7 @@ def relabelled(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
     flat, out = labels.ravel(), result.ravel()
     for start in range(0, flat.size, LOOKUP_CHUNK_PX):
         chunk = slice(start, start + LOOKUP_CHUNK_PX)
-        np.take(table, flat[chunk], out=out[chunk])
+        table.take(flat[chunk], out=out[chunk])
     return result
 
 
@@ -140,12 +140,12 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     # the core pixels in runs of one core each (a core lies in one region: a run's first pixel
     # says which); the runs' lengths summed per core, exact in float64, are its area
     runs = run_starts(core_of_pixel)
-    run_core = np.take(core_of_pixel, runs)
+    run_core = core_of_pixel.take(runs)
     areas = np.bincount(run_core, np.diff(runs, append=len(core_pixels)), minlength=core_count)
     big = areas >= MIN_CORE_AREA_UM2 / um_per_px**2
     big[0] = False
     region_of_core = np.zeros(core_count, dtype=np.int64)
-    region_of_core[run_core] = np.take(regions.ravel(), np.take(core_pixels, runs))
+    region_of_core[run_core] = regions.ravel().take(core_pixels.take(runs))
     split = np.bincount(region_of_core[big], minlength=count) >= 2
     whole = kept & ~split
     seeding_core = big & split[region_of_core]
@@ -159,8 +159,8 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     # pixels take its own label (only those: a few cores, not a second pass over the image)
     labels = relabelled(region_seed, regions)
     seeding_pixels = np.flatnonzero(relabelled(seeding_core, core_of_pixel))
-    labels.ravel()[np.take(core_pixels, seeding_pixels)] = np.take(
-        core_seed, np.take(core_of_pixel, seeding_pixels))
+    labels.ravel()[core_pixels.take(seeding_pixels)] = core_seed.take(
+        core_of_pixel.take(seeding_pixels))
     region = np.concatenate([[0], np.flatnonzero(whole), region_of_core[seeding_core]])
     return Seeds(labels, region, wholes + 1)
 

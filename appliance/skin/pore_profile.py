@@ -237,9 +237,9 @@ def crossing(values: np.ndarray, level: np.ndarray, radii: np.ndarray) -> np.nda
     below = values < level[:, None]
     first = below.argmax(axis=1)  # 0 where none is below, as where the first one is
     starts = np.arange(0, values.size, values.shape[1])  # each row's flat index
-    first[~np.take(below, starts + first)] = values.shape[1] - 1  # none below: the last
+    first[~below.take(starts + first)] = values.shape[1] - 1  # none below: the last
     inner = np.maximum(first - 1, 0)
-    v0, v1 = np.take(values, starts + inner), np.take(values, starts + first)
+    v0, v1 = values.take(starts + inner), values.take(starts + first)
     r0 = np.where(first > 0, radii[inner], 0.0)
     span = np.where(np.abs(v0 - v1) > 1e-9, (v0 - level) / (v0 - v1 + 1e-12), 0.0)
     crossed: np.ndarray = r0 + np.clip(span, 0.0, 1.0) * (radii[first] - r0)
@@ -445,7 +445,7 @@ def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
     inside = index < stop[:, None]
     # the window's radii, each a row of all the rays: rows of (candidates * radii, rays)
     row = np.arange(count)[:, None] * length + np.minimum(index, length - 1)
-    taken = np.take(rays.depth.reshape(count * length, rays_per_pit), row, axis=0)
+    taken = rays.depth.reshape(count * length, rays_per_pit).take(row, axis=0)
     taken[~inside] = np.inf
     result: np.ndarray = taken.min(axis=1)
     return result
@@ -595,8 +595,8 @@ def _along_rows(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     share = index - lower
     lower += (np.arange(len(values)) * columns)[:, None]  # flat: np.take, not a 2-D index
     flat = values.ravel()
-    below = np.take(flat, lower)
-    result: np.ndarray = below + share * (np.take(flat, lower + 1) - below)
+    below = flat.take(lower)
+    result: np.ndarray = below + share * (flat.take(lower + 1) - below)
     return result
 
 
@@ -650,7 +650,7 @@ def to_fine(prepared: Prepared, centres_work: np.ndarray, depth_fine: np.ndarray
     # np.minimum / np.maximum, not np.clip (integers: see _shape_rows); a flat np.take
     xs = np.minimum(np.maximum(around[..., 0], 0), width - 1)
     ys = np.minimum(np.maximum(around[..., 1], 0), height - 1)
-    deepest = np.argmax(np.take(depth_fine, ys * width + xs), axis=1)
+    deepest = np.argmax(depth_fine.take(ys * width + xs), axis=1)
     rows = np.arange(len(rounded))
     return np.stack([xs[rows, deepest], ys[rows, deepest]], axis=1).astype(np.float64)
 
