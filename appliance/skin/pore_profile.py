@@ -122,8 +122,8 @@ def bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     image's slope, smoothly enough for every threshold that reads it.
     """
     height, width = image.shape
-    xs = np.clip(xs, 0.0, width - 1.001)
-    ys = np.clip(ys, 0.0, height - 1.001)
+    xs = xs.clip(0.0, width - 1.001)
+    ys = ys.clip(0.0, height - 1.001)
     if image.dtype == np.float32 and xs.size:
         return _remapped(image, xs, ys)
     x0, y0 = xs.astype(np.intp), ys.astype(np.intp)
@@ -180,7 +180,7 @@ def _remapped_around(image: np.ndarray, centres: np.ndarray) -> np.ndarray:
     for axis, offsets, bound in ((0, _RAY_DX, width - 1.001), (1, _RAY_DY, height - 1.001)):
         np.add(centres[:, axis, None, None], offsets[None], out=maps[axis, :count].reshape(shape),
                casting="same_kind")
-        np.clip(maps[axis], 0.0, bound, out=maps[axis])
+        maps[axis].clip(0.0, bound, out=maps[axis])
     sampled = cv2.remap(image, maps[0].reshape(rows, REMAP_COLUMNS),
                         maps[1].reshape(rows, REMAP_COLUMNS), cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REPLICATE)
@@ -242,7 +242,7 @@ def crossing(values: np.ndarray, level: np.ndarray, radii: np.ndarray) -> np.nda
     v0, v1 = values.take(starts + inner), values.take(starts + first)
     r0 = np.where(first > 0, radii[inner], 0.0)
     span = np.where(np.abs(v0 - v1) > 1e-9, (v0 - level) / (v0 - v1 + 1e-12), 0.0)
-    crossed: np.ndarray = r0 + np.clip(span, 0.0, 1.0) * (radii[first] - r0)
+    crossed: np.ndarray = r0 + span.clip(0.0, 1.0) * (radii[first] - r0)
     return crossed
 
 
@@ -289,7 +289,7 @@ def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
     for ray in (longest, longest + RAY_COUNT // 2):
         out = (rim[rows, ray] + END_REACH_PX) / RAY_STEP_PX  # index into ``radii``
         inner = np.minimum(out.astype(np.intp), len(radii) - 2)  # rims >= 0
-        share = np.clip(out - inner, 0.0, 1.0)
+        share = (out - inner).clip(0.0, 1.0)
         depth = (per_ray[rows, ray, inner] * (1.0 - share)
                  + per_ray[rows, ray, inner + 1] * share)
         ends = np.maximum(ends, depth)
@@ -396,7 +396,7 @@ def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
     radii, rows = rays.radii_px, np.arange(len(radius))
 
     def light_at(scale: float) -> np.ndarray:
-        at = np.clip(scale * radius, radii[0], radii[-1])
+        at = (scale * radius).clip(radii[0], radii[-1])
         inner = np.minimum(np.maximum(np.searchsorted(radii, at) - 1, 0), len(radii) - 2)
         share = ((at - radii[inner]) / (radii[inner + 1] - radii[inner]))[:, None]
         depth = rays.depth[rows, inner] * (1.0 - share) + rays.depth[rows, inner + 1] * share
@@ -582,7 +582,7 @@ def steepest_fall(with_floor: np.ndarray, half_rim: np.ndarray, radii: np.ndarra
     before, peak, after = fall[rows, best - 1], fall[rows, best], fall[rows, best + 1]
     curve = before - 2.0 * peak + after
     shift = np.where(curve < 0.0, 0.5 * (before - after) / np.minimum(curve, -1e-12), 0.0)
-    place = np.clip(best + shift, 0.0, EDGE_POSITIONS - 1.0)
+    place = (best + shift).clip(0.0, EDGE_POSITIONS - 1.0)
     result: np.ndarray = half_rim * place * (EDGE_REACH / (EDGE_POSITIONS - 1))
     return result
 
@@ -590,7 +590,7 @@ def steepest_fall(with_floor: np.ndarray, half_rim: np.ndarray, radii: np.ndarra
 def _along_rows(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Each row of ``values`` read at float ``index`` (same rows), linear, clipped to the row."""
     columns = values.shape[1]
-    index = np.clip(index, 0.0, columns - 1.0)
+    index = index.clip(0.0, columns - 1.0)
     lower = np.minimum(index.astype(np.intp), columns - 2)
     share = index - lower
     lower += (np.arange(len(values)) * columns)[:, None]  # flat: np.take, not a 2-D index
@@ -709,8 +709,8 @@ def blue_excess(rgb: np.ndarray, centres: np.ndarray, radius_px: np.ndarray) -> 
 def colour_at(rgb: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """``bilinear`` of each plane of an RGB uint8 image, the three at once: (*xs.shape, 3)."""
     height, width = rgb.shape[:2]
-    xs = np.clip(xs, 0.0, width - 1.001)
-    ys = np.clip(ys, 0.0, height - 1.001)
+    xs = xs.clip(0.0, width - 1.001)
+    ys = ys.clip(0.0, height - 1.001)
     x0, y0 = xs.astype(np.intp), ys.astype(np.intp)
     fx, fy = (xs - x0)[..., None], (ys - y0)[..., None]
     pixels = rgb.reshape(-1, 3)

@@ -444,8 +444,8 @@ def _with_rings(found: Candidates, fine: np.ndarray, centres: np.ndarray, read: 
 def _on_hair(centres_work: np.ndarray, hair: np.ndarray) -> np.ndarray:
     """Which pits (x, y work px) lie on a hair pixel."""
     height, width = hair.shape
-    columns = np.clip(np.rint(centres_work[:, 0]), 0, width - 1).astype(np.intp)
-    rows = np.clip(np.rint(centres_work[:, 1]), 0, height - 1).astype(np.intp)
+    columns = np.rint(centres_work[:, 0]).clip(0, width - 1).astype(np.intp)
+    rows = np.rint(centres_work[:, 1]).clip(0, height - 1).astype(np.intp)
     on: np.ndarray = hair[rows, columns]
     return on
 

@@ -144,8 +144,8 @@ def _root_lengths(border: np.ndarray, pieces: _Pieces, keep: np.ndarray) -> np.n
     height, width = border.shape
     touching = cv2.dilate(border, np.ones((3, 3), np.uint8))
     distance = np.arange(1.0, MAX_ROOT_CLEARANCES * CLEARANCE_PX + 0.5)[:, None]  # (steps, 1)
-    x = np.clip(np.rint(root_x + distance * step_x), 0, width - 1).astype(np.int64)
-    y = np.clip(np.rint(root_y + distance * step_y), 0, height - 1).astype(np.int64)
+    x = np.rint(root_x + distance * step_x).clip(0, width - 1).astype(np.int64)
+    y = np.rint(root_y + distance * step_y).clip(0, height - 1).astype(np.int64)
     hit = touching[y, x] > 0  # (steps, spurs)
     hidden = np.where(hit.any(axis=0), distance[hit.argmax(axis=0), 0], CLEARANCE_PX)
     return hidden
