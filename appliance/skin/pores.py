@@ -944,11 +944,17 @@ def prior_shift(scores: np.ndarray, fit_share: float = PRIOR_FIT_SHARE) -> float
     fit_log_odds = float(np.log(fit_share / (1.0 - fit_share)))
     most = PRIOR_MAX_SHIFT / PRIOR_DAMPING
     odds_against = np.exp(-plausible)
+    posterior = np.empty_like(odds_against)
     shift = 0.0
     for _ in range(PRIOR_ITERATIONS):
-        share = float(np.mean(1.0 / (1.0 + odds_against * np.exp(-shift))))
+        # the mean posterior: np.mean's sum over the count, its steps written in place
+        np.multiply(odds_against, np.exp(-shift), out=posterior)
+        posterior += 1.0
+        np.divide(1.0, posterior, out=posterior)
+        share = float(posterior.sum() / len(posterior))
         share = min(max(share, 1e-6), 1.0 - 1e-6)
-        step = min(max(np.log(share / (1.0 - share)) - fit_log_odds, -most), most) - shift
+        log_odds = float(np.log(share / (1.0 - share)))  # numpy's log, in a Python float
+        step = min(max(log_odds - fit_log_odds, -most), most) - shift
         shift += step
         if abs(step) < PRIOR_TOLERANCE:
             break
