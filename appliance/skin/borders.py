@@ -315,7 +315,7 @@ def _block_cracks(labels: np.ndarray, blocks: _MeetingBlocks, chains: _Chains,
     pixel = (record & ((1 << pixel_bits) - 1)).astype(np.int32 if labels.size < 2**31 else np.int64)
     record >>= pixel_bits
     across = (record & 1) == 0
-    chain = np.searchsorted(chains.keys, record >> 1)
+    chain = chains.keys.searchsorted(record >> 1)
     block = pixel - np.where(second_block, 0, np.where(across, width, 1))
     rows, cols = np.divmod(pixel, width)
     x = cols + np.where(across, 0.5, 0.0)
@@ -434,7 +434,7 @@ def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
         in_pair[low] = True
         in_pair[high] = True
         between = np.flatnonzero(apart & in_pair[first] & in_pair[second])
-        pair_of = np.minimum(np.searchsorted(pairs, pair_keys[between]), len(pairs) - 1)
+        pair_of = np.minimum(pairs.searchsorted(pair_keys[between]), len(pairs) - 1)
         of_a_pair = pairs[pair_of] == pair_keys[between]  # every border of a pair
         shared = _column_sums(_columns(both_ends, between[of_a_pair]), pair_of[of_a_pair],
                               len(pairs))
@@ -452,10 +452,10 @@ def _grouped_junctions(ends: np.ndarray, chains: _Chains, chain_px: np.ndarray,
         if len(joins) == 0:
             break
         # each group's choice: its join that misses least (ties: the first)
-        joins = joins[np.argsort(miss[joins], kind="stable")]
+        joins = joins[miss[joins].argsort(kind="stable")]
         chosen = np.full(count, -1)
         sides = np.stack([low[joins], high[joins]], axis=1).ravel()
-        chosen[sides[::-1]] = np.repeat(joins, 2)[::-1]  # the best written last: it stays
+        chosen[sides[::-1]] = joins.repeat(2)[::-1]  # the best written last: it stays
         mutual = joins[(chosen[low[joins]] == joins) & (chosen[high[joins]] == joins)]
         renumber = np.arange(count)
         renumber[high[mutual]] = low[mutual]
@@ -536,7 +536,7 @@ def border_segments(
     group = _grouped_junctions(ends, chains, chain_px, points)
     used = np.zeros(len(group), dtype=bool)
     used[group] = True
-    renumber = np.cumsum(used) - 1  # junction 0 (none) stays 0
+    renumber = used.cumsum() - 1  # junction 0 (none) stays 0
     inside, gaps = _junction_ends(chains, renumber[group][ends],
                                   points.grouped(renumber[group]).centres(), chain_px)
     lengths = np.where(inside, 0.0, chain_px + gaps)  # inside one junction: no furrow

@@ -75,7 +75,7 @@ def gap_pairs(segments: BorderSegments, response: np.ndarray, areas: np.ndarray)
         return none
     # a gap is under GAP_SHARE of the highest response along its border: only borders whose
     # lowest crack is, need their cracks in order
-    first = np.cumsum(counts) - counts  # of each border in all cracks
+    first = counts.cumsum() - counts  # of each border in all cracks
     at, border, starts = _cracks_of(first.take(kept), counts.take(kept))
     values = _crack_response(segments.crack_xs(at), segments.crack_ys(at), response)
     low = np.minimum.reduceat(values, starts) < GAP_SHARE * np.maximum.reduceat(values, starts)
@@ -86,7 +86,7 @@ def gap_pairs(segments: BorderSegments, response: np.ndarray, areas: np.ndarray)
     of_low = np.flatnonzero(low.take(border))
     at, values = at.take(of_low), values.take(of_low)
     sizes = counts.take(kept)
-    starts = np.cumsum(sizes) - sizes
+    starts = sizes.cumsum() - sizes
     border = np.repeat(np.arange(len(sizes)), sizes)
     values = values.take(_along_each_border(segments, kept, border, at))
     ends = starts + sizes
@@ -108,7 +108,7 @@ def _cracks_of(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The cracks of some borders (each's ``first`` crack in all cracks and its ``sizes``):
     their indices in all cracks, which border each is of (in runs), and where each run starts."""
-    starts = np.cumsum(sizes) - sizes
+    starts = sizes.cumsum() - sizes
     border = np.repeat(np.arange(len(sizes)), sizes)
     at = np.arange(len(border)) + np.repeat(first - starts, sizes)
     return at, border, starts

@@ -291,7 +291,7 @@ def joined_labels(count: int, pairs: np.ndarray) -> np.ndarray:
         hill = hill[hill]
     used = np.zeros(count, dtype=bool)
     used[hill] = True
-    relabel: np.ndarray = (np.cumsum(used) - 1)[hill]  # label 0 is its own and stays 0
+    relabel: np.ndarray = (used.cumsum() - 1)[hill]  # label 0 is its own and stays 0
     return relabel
 
 

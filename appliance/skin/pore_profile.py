@@ -397,7 +397,7 @@ def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
 
     def light_at(scale: float) -> np.ndarray:
         at = (scale * radius).clip(radii[0], radii[-1])
-        inner = np.minimum(np.maximum(np.searchsorted(radii, at) - 1, 0), len(radii) - 2)
+        inner = np.minimum(np.maximum(radii.searchsorted(at) - 1, 0), len(radii) - 2)
         share = ((at - radii[inner]) / (radii[inner + 1] - radii[inner]))[:, None]
         depth = rays.depth[rows, inner] * (1.0 - share) + rays.depth[rows, inner + 1] * share
         result: np.ndarray = 1.0 - depth
@@ -423,7 +423,7 @@ def along_of(rays: np.ndarray, floor: np.ndarray, radius: np.ndarray) -> np.ndar
     minimum over 8-15 samples in about 5 ms, the points in under 1)."""
     count, length, _ = rays.shape
     rows = np.arange(count)[:, None]
-    result = np.repeat(floor[:, None], rays.shape[2], axis=1)
+    result = floor[:, None].repeat(rays.shape[2], axis=1)
     for rims in ALONG_RIMS:
         at = np.minimum(rims * radius, RAY_REACH_UM / FINE_UM_PER_PX) / RAY_STEP_PX
         inner = np.minimum(at.astype(np.intp), length - 1)[:, None]  # 0: the floor
@@ -439,8 +439,8 @@ def _window_min(rays: Profiles, start: np.ndarray, reach: float) -> np.ndarray:
     reach`` (inf where none): only the few samples of each window are gathered, not every
     radius masked."""
     radii, (count, length, rays_per_pit) = rays.radii_px, rays.depth.shape
-    first = np.searchsorted(radii, start, side="left")  # radii >= start
-    stop = np.searchsorted(radii, start + reach, side="right")  # radii <= start + reach
+    first = radii.searchsorted(start, side="left")  # radii >= start
+    stop = radii.searchsorted(start + reach, side="right")  # radii <= start + reach
     index = first[:, None] + np.arange(int(reach / RAY_STEP_PX) + 2)[None, :]
     inside = index < stop[:, None]
     # the window's radii, each a row of all the rays: rows of (candidates * radii, rays)
@@ -492,12 +492,12 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
     radii = _RADII_FROM_CENTRE if rays.radii_px is _RADII else np.r_[0.0, rays.radii_px]
     # each ray's samples in a row, after the floor: (P * RAY_COUNT, 1 + radii), written in place
     with_floor = np.empty((len(centres) * RAY_COUNT, 1 + len(rays.radii_px)))
-    with_floor[:, 0] = np.repeat(floor, RAY_COUNT)
+    with_floor[:, 0] = floor.repeat(RAY_COUNT)
     by_ray = with_floor[:, 1:].reshape(len(centres), RAY_COUNT, len(rays.radii_px))
     by_ray[...] = rays.depth.transpose(0, 2, 1)  # (P, radii, rays) -> (P, rays, radii)
     for _ in range(SKIN_ITERATIONS):  # the skin right outside the rim, not a far hill top
         half = (floor + skin) / 2.0
-        crossed = crossing(with_floor, np.repeat(half, RAY_COUNT), radii).reshape(-1, RAY_COUNT)
+        crossed = crossing(with_floor, half.repeat(RAY_COUNT), radii).reshape(-1, RAY_COUNT)
         rim = np.sort(crossed)
         median = rim[:, RAY_COUNT // 2]
         beyond = (rays.radii_px[None, :] >= median[:, None]) & (
@@ -514,7 +514,7 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
     gap = rim[:, 1]
     # np.minimum, not np.clip: the index is never negative (np.clip of integers checks its
     # bounds' type each call, longer than the clipping itself)
-    ring = np.minimum(np.searchsorted(rays.radii_px, median + 2.0 * FINE), len(rays.radii_px) - 2)
+    ring = np.minimum(rays.radii_px.searchsorted(median + 2.0 * FINE), len(rays.radii_px) - 2)
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
@@ -677,8 +677,8 @@ def local_junction_floor(shape: tuple[int, int], centres: np.ndarray,
     cols = np.minimum(np.maximum((centres[:, 0] / step_x).astype(np.intp), 0), grid[1] - 1)
     medians = np.full(grid, median_of(floor))
     cell = rows * grid[1] + cols
-    order = np.argsort(cell, kind="stable")
-    bounds = np.searchsorted(cell[order], np.arange(grid[0] * grid[1] + 1))
+    order = cell.argsort(kind="stable")
+    bounds = cell[order].searchsorted(np.arange(grid[0] * grid[1] + 1))
     for index in np.flatnonzero(np.diff(bounds) >= LOCAL_MIN_CANDIDATES):
         medians.flat[index] = median_of(floor[order[bounds[index]:bounds[index + 1]]])
     # tile i's centre is padded index i + 1 (the edge tiles repeated, as np.pad's "edge")

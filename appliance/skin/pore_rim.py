@@ -101,12 +101,12 @@ def _falls_before_rim(depth: np.ndarray, centres: np.ndarray, floor: np.ndarray,
     pits, which = long_rays  # pits in ascending order
     new_pit = np.concatenate([[True], pits[1:] != pits[:-1]])
     own_pits = pits[new_pit]
-    back = np.cumsum(new_pit) - 1  # each long ray's pit among own_pits
+    back = new_pit.cumsum() - 1  # each long ray's pit among own_pits
     reach = rim[pits, which] - INTO_FURROW_MARGIN_PX
     radii = np.arange(1, int(np.ceil(reach.max() / READ_STEP_PX)) + 2) * READ_STEP_PX
     # each ray reads the radii first <= column < stop (from the median rim to its own)
-    first = np.searchsorted(radii, median[pits] - RAY_STEP_PX)
-    stop = np.searchsorted(radii, reach + RAY_STEP_PX, side="right")
+    first = radii.searchsorted(median[pits] - RAY_STEP_PX)
+    stop = radii.searchsorted(reach + RAY_STEP_PX, side="right")
     angles = which * (2.0 * np.pi / RAY_COUNT)
     cos, sin = np.cos(angles), np.sin(angles)
     half_of = half[pits]
@@ -118,7 +118,7 @@ def _falls_before_rim(depth: np.ndarray, centres: np.ndarray, floor: np.ndarray,
         low = first + start
         counts = np.where(fallen, 0, np.maximum(np.minimum(first + end, stop) - low, 0))
         rays = np.repeat(np.arange(len(pits)), counts)
-        columns = low[rays] + np.arange(len(rays)) - np.repeat(np.cumsum(counts) - counts, counts)
+        columns = low[rays] + np.arange(len(rays)) - np.repeat(counts.cumsum() - counts, counts)
         on_ray = radii[columns]
         points = np.stack([centres[pits[rays], 0] + cos[rays] * on_ray,
                            centres[pits[rays], 1] + sin[rays] * on_ray], axis=1)

@@ -404,7 +404,7 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     sample = junction_sample(len(centres))
     profiled = deep.copy()
     profiled[sample] = True
-    row = np.cumsum(profiled) - 1  # each profiled candidate's row
+    row = profiled.cumsum() - 1  # each profiled candidate's row
     shape, floor_of, gap_of = shape_and_gaps(
         fine, centres[profiled], ARM_LEVEL * furrow_floor, deep[profiled],
         None if every_reading else lambda *read: never_counted(*read, rule=rule))
@@ -1014,8 +1014,8 @@ def deepest_apart(centres: np.ndarray, floor: np.ndarray, radius_px: np.ndarray)
     alone[ends] = False
     kept = alone.copy()
     blocked = alone.copy()
-    by_end = np.argsort(ends, kind="stable")
-    bounds = np.searchsorted(ends[by_end], np.arange(len(order) + 1))
+    by_end = ends.argsort(kind="stable")
+    bounds = ends[by_end].searchsorted(np.arange(len(order) + 1))
     others = others[by_end]
     for rank in np.flatnonzero(~alone):
         if not blocked[rank]:
@@ -1032,12 +1032,12 @@ def _overlapping_pairs(xs: np.ndarray, ys: np.ndarray,
     Only the pairs less than the largest rim apart in x are measured (the distance is at least
     that), found in the points sorted by x: a frame's pits are far apart for their size."""
     count = len(xs)
-    by_x = np.argsort(xs, kind="stable")
+    by_x = xs.argsort(kind="stable")
     sorted_x = xs[by_x]
-    stop = np.searchsorted(sorted_x, sorted_x + np.max(rims, initial=0.0), side="right")
+    stop = sorted_x.searchsorted(sorted_x + np.max(rims, initial=0.0), side="right")
     after = np.maximum(stop - np.arange(1, count + 1), 0)  # the points after each within reach
     near = np.repeat(np.arange(count), after)
-    far = near + 1 + np.arange(len(near)) - np.repeat(np.cumsum(after) - after, after)
+    far = near + 1 + np.arange(len(near)) - np.repeat(after.cumsum() - after, after)
     first, second = by_x[near], by_x[far]
     gaps = np.hypot(xs[first] - xs[second], ys[first] - ys[second])
     close = gaps < np.maximum(rims[first], rims[second])
