@@ -360,8 +360,10 @@ def _line_terms(chains: _Chains, chain_px: np.ndarray, chosen: np.ndarray) -> np
     weight = np.minimum(chain_px[chosen], MEETING_WEIGHT_CAP_PX)
     nxx, nyy, nxy = 1.0 - cos * cos, 1.0 - sin * sin, -cos * sin
     bx, by = nxx * x + nxy * y, nxy * x + nyy * y
-    return np.stack([weight * nxx, weight * nyy, weight * nxy, weight * bx, weight * by,
-                     weight * (x * bx + y * by), weight, np.ones_like(weight)])
+    rows = [weight * nxx, weight * nyy, weight * nxy, weight * bx, weight * by,
+            weight * (x * bx + y * by), weight, np.ones_like(weight)]
+    terms: np.ndarray = np.concatenate(rows).reshape(len(rows), len(weight))
+    return terms
 
 
 def _columns(array: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -781,10 +781,11 @@ def pore_readings(found: Candidates) -> dict[str, np.ndarray]:
         "floor_over_ends": _log_ratio(shape.floor, shape.ends),
         "floor_over_along": np.minimum(_log_ratio(shape.floor, shape.along), ALONG_MAX_LOG),
     }
-    # one row a reading: NaN to 0 and clipped in one pass each (speed only)
-    stacked = np.stack(list(readings.values()))
-    np.nan_to_num(stacked, copy=False)
-    np.clip(stacked, -MODEL_READING_LIMIT, MODEL_READING_LIMIT, out=stacked)
+    # one row a reading: NaN to 0 and clipped in one pass each (speed only; what nan_to_num
+    # makes of an infinite reading, the largest float, clips to the limit as the infinity does)
+    stacked = np.concatenate(list(readings.values())).reshape(len(readings), len(shape.floor))
+    np.copyto(stacked, 0.0, where=np.isnan(stacked))
+    stacked.clip(-MODEL_READING_LIMIT, MODEL_READING_LIMIT, out=stacked)
     return dict(zip(readings, stacked, strict=True))
 
 
