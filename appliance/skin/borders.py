@@ -143,6 +143,16 @@ def _cracks(labels: np.ndarray, masks: CrackMasks, span: int) -> _Cracks:
                    np.right_shift(place, x_bits))
 
 
+def run_lengths(starts: np.ndarray, total: int) -> np.ndarray:
+    """The length of each run of ``total`` items from the runs' ``starts`` (ascending, the
+    first 0): ``np.diff(starts, append=total)``, without its Python-level argument handling."""
+    lengths = np.empty_like(starts)
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+    if len(starts):
+        lengths[-1] = total - starts[-1]
+    return lengths
+
+
 def sort_with(keys: np.ndarray, payload: np.ndarray, key_bound: int,
               payload_bound: int) -> tuple[np.ndarray, np.ndarray]:
     """The keys (whole numbers >= 0, below ``key_bound``) sorted, each with its payload (whole
@@ -261,7 +271,7 @@ class _Chains:
 
 def _chains(cracks: _Cracks) -> _Chains:
     starts = np.flatnonzero(np.concatenate([[True], cracks.keys[1:] != cracks.keys[:-1]]))
-    count = np.diff(starts, append=len(cracks.keys)).astype(np.float64)
+    count = run_lengths(starts, len(cracks.keys)).astype(np.float64)
     x2, y2 = cracks.x2, cracks.y2
     # whole-number sums of the doubled midpoints, halved (squares quartered) back: exactly the
     # sums of the midpoints

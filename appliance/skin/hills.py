@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from appliance.skin.borders import CrackMasks, sort_with
+from appliance.skin.borders import CrackMasks, run_lengths, sort_with
 from appliance.skin.neutral_hairs import label_extents, neutral_hair_mask
 from appliance.skin.pore_profile import median_of
 from appliance.skin.splits import split_share_limit
@@ -141,7 +141,7 @@ def hill_seeds(response: np.ndarray, um_per_px: float) -> Seeds:
     # says which); the runs' lengths summed per core, exact in float64, are its area
     runs = run_starts(core_of_pixel)
     run_core = core_of_pixel.take(runs)
-    areas = np.bincount(run_core, np.diff(runs, append=len(core_pixels)), minlength=core_count)
+    areas = np.bincount(run_core, run_lengths(runs, len(core_pixels)), minlength=core_count)
     big = areas >= MIN_CORE_AREA_UM2 / um_per_px**2
     big[0] = False
     region_of_core = np.zeros(core_count, dtype=np.int64)
@@ -259,8 +259,7 @@ def _sibling_borders(
     sorted_keys, on_furrow = sort_with(all_keys, np.concatenate(deepest) > FURROW_LEVEL,
                                        span * span, 2)
     starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-    share = np.add.reduceat(on_furrow, starts) / np.diff(
-        np.concatenate([starts, [len(sorted_keys)]]))
+    share = np.add.reduceat(on_furrow, starts) / run_lengths(starts, len(sorted_keys))
     pair_keys = sorted_keys[starts]
     return np.stack([pair_keys // span, pair_keys % span], axis=1), share
 
@@ -381,6 +380,6 @@ def _hair_borders(
     sorted_keys, under_hair = sort_with(all_keys, np.concatenate(covered), span * span, 2)
     starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
     under = np.add.reduceat(under_hair, starts)
-    total = np.diff(np.concatenate([starts, [len(sorted_keys)]]))
+    total = run_lengths(starts, len(sorted_keys))
     pair_keys = sorted_keys[starts]
     return np.stack([pair_keys // span, pair_keys % span], axis=1), under, total

@@ -180,3 +180,21 @@ def test_column_sums_add_each_owner_s_values_as_a_bincount_per_row_does() -> Non
         summed = _column_sums(columns, owner, count)
         assert summed.shape == (rows, count)
         assert np.array_equal(summed, expected)
+
+
+def test_run_lengths_are_the_gaps_between_run_starts_and_the_last_run_to_the_end() -> None:
+    """``run_lengths`` is ``np.diff`` of the starts with the total appended: the same values and
+    type, a single run and no run at all included."""
+    from appliance.skin.borders import run_lengths
+
+    rng = np.random.default_rng(8)
+    cases = [(np.zeros(0, dtype=np.intp), 0), (np.zeros(1, dtype=np.intp), 7)]
+    for total in (1, 2, 50, 3000):
+        changes = rng.random(total - 1) < 0.3
+        cases.append((np.flatnonzero(np.concatenate([[True], changes])), total))
+    for starts, total in cases:
+        lengths = run_lengths(starts, total)
+        expected = np.diff(starts, append=total)
+        assert lengths.dtype == expected.dtype
+        assert np.array_equal(lengths, expected)
+        assert lengths.sum() == total
