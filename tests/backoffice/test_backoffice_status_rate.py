@@ -24,7 +24,7 @@ import pytest
 
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.kiosk_rate import REPORT_EVERY_S
-from appliance.backoffice.schema import iso_utc
+from appliance.backoffice.schema import DEVICE_COLUMNS, iso_utc
 from appliance.backoffice.status_rate import MAX_HELD_BYTES, StatusRate
 from appliance.backoffice.store import Store, open_store
 from appliance.backoffice.triage import Inbound, Triage
@@ -169,10 +169,13 @@ def test_a_status_flood_writes_its_burst_and_rate_and_ends_at_its_last_status(
     caplog.set_level(logging.WARNING, logger=LOGGER)
     per_s, burst, count = 2.0, 10, 300
     upserted: list[str] = []
+    flood_depths: list[int] = []  # the flood's outbox depths upserted, in order (a failure says)
+    depth_at = DEVICE_COLUMNS.index("outbox_depth")
     upsert = store._upsert_statuses  # noqa: SLF001  (the write counted)
 
     def counted(cur: Any, rows: Any) -> None:
         upserted.extend(row[1] for row in rows)
+        flood_depths.extend(row[depth_at] for row in rows if row[1] == "flood")
         upsert(cur, rows)
 
     monkeypatch.setattr(store, "_upsert_statuses", counted)
@@ -199,7 +202,8 @@ def test_a_status_flood_writes_its_burst_and_rate_and_ends_at_its_last_status(
         flooding.join(60)
         assert wait_until(lambda: worker.stats.received >= count + len(honest), 60), worker.stats
         assert wait_until(lambda: (row := _flood_row(reader)) is not None
-                          and row["outbox_depth"] == count - 1, 30), _flood_row(reader)
+                          and row["outbox_depth"] == count - 1, 30), (
+            (_flood_row(reader) or {}).get("outbox_depth"), flood_depths[-8:], worker.stats)
         elapsed_s = time.monotonic() - started_s
         assert wait_until(lambda: reader.count_results() == len(honest), 30)
     finally:
