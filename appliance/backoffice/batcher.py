@@ -36,7 +36,7 @@ from appliance.backoffice.storeerrors import DATABASE_ERRORS, refused_for_its_va
 from appliance.backoffice.storeurl import masked_url
 from appliance.backoffice.triage import Confirmed, Inbound, Triage
 from appliance.config import BackofficeConfig
-from appliance.transport.payloads import Result
+from appliance.transport.payloads import Result, utc_now
 from appliance.transport.topics import MODEL_STATE_LEAF
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,11 @@ class BatchWriter(threading.Thread):
         (``stats.over_rate``), not refused: True. So is a status over its kiosk's rate
         (``stats.statuses_over_rate``), its kiosk's newest held by ``status_rate``, and a model
         report over its kiosk's rate (``stats.model_reports_over_rate``): not kept."""
+        if message.received is None and self.status_rate.is_status(message.topic):
+            # a status's receipt is when it came, not when its batch is written: one held over
+            # its kiosk's rate is stamped as it came, so the statuses queued before it must be
+            # too, or, written after it while the writer is behind, they read newer than it
+            message = replace(message, received=utc_now())
         if self.kiosk_rate.refuses(message.topic):
             self.stats.over_rate += 1
             if message.qos == 0:
@@ -248,7 +253,7 @@ class BatchWriter(threading.Thread):
             self.stats.received += len(messages)
             return
         # a status held over its kiosk's rate was acknowledged (and counted) in its own batch
-        messages = [message for message in messages if message.received is None]
+        messages = [message for message in messages if not message.held]
         batch, results = self._triage.sort(within)
         fresh = self._commit(batch)
         if fresh is None:

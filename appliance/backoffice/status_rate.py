@@ -14,11 +14,13 @@ A status is latest-wins, and a kiosk does not send one again, so a status over t
 acknowledged to the broker in its turn and not written, EXCEPT the newest of a kiosk's: that
 one is held here, in place of any it held, and written once its bucket has a token again (the
 writer's loop asks ``due`` every tenth of a second and before it stops), with the time it was
-received, which its clock reading needs. A status within the rate supersedes the one held.
-So the kiosk's row ends at the last status it sent: the older ones are superseded, not lost.
-A held status is in this worker's memory only: a worker that dies before writing it loses it,
-but the kiosk's status is retained by the broker, which hands its newest to the worker that
-subscribes next.
+received, which its clock reading needs. Every status is stamped so as it comes (batcher.py), not
+as its batch is written: the writer behind, the statuses queued before a held one were written
+after it and read newer, and the row ended at an older status. A status within the rate
+supersedes the one held. So the kiosk's row ends at the last status it sent: the older ones
+are superseded, not lost. A held status is in this worker's memory only: a worker that dies
+before writing it loses it, but the kiosk's status is retained by the broker, which hands its
+newest to the worker that subscribes next.
 
 Only a status with a payload of at most ``MAX_HELD_BYTES`` is held (a valid one is far
 smaller; a larger one could only be dead-lettered), and at most ``MAX_HELD`` kiosks' are (the
@@ -82,7 +84,8 @@ class StatusRate:
                 return False
             if kiosk != NO_KIOSK and 0 < len(message.payload) <= MAX_HELD_BYTES:
                 self._held.pop(kiosk, None)
-                self._held[kiosk] = replace(message, received=utc_now())
+                self._held[kiosk] = replace(message, received=message.received or utc_now(),
+                                             held=True)
                 if len(self._held) > self._max_held:
                     pushed_out = self._held.popitem(last=False)[0]
                     self.pushed_out += 1
@@ -91,6 +94,10 @@ class StatusRate:
                              "written: %d kiosks hold one (status_rate.MAX_HELD); its row "
                              "shows its last status written", *pushed_out, self._max_held)
         return True
+
+    def is_status(self, topic: str) -> bool:
+        """Whether ``topic`` is a status topic under this prefix (a kiosk's or naming none)."""
+        return self.rate.kiosk_of(topic) is not None
 
     def due(self, *, every: bool = False) -> list[Inbound]:
         """The statuses held whose kiosk's bucket has a token again (taken), to be written

@@ -78,9 +78,12 @@ class Inbound:
     # a result or status over its kiosk's rate (kiosk_rate.py, status_rate.py): acknowledged
     # to the broker in its turn, not written; its payload is not kept
     over_rate: bool = False
-    # a status held over its kiosk's rate (status_rate.py), written later: when it came (its
-    # receipt, its clock reading); it was acknowledged with the batch it came in
+    # a status's receipt, stamped as it came (batcher.py; its clock reading, its order among
+    # its kiosk's statuses); None: stamped as its batch is sorted
     received: datetime | None = None
+    # a status held over its kiosk's rate, written later (status_rate.py): acknowledged and
+    # counted with the batch it came in, not again with the one that writes it
+    held: bool = False
     # where in its boot the kiosk built it, from its user properties (a status's:
     # appliance/transport/bootstamp.py; None: not said), which orders one boot's statuses
     boot: BootStamp | None = None
@@ -128,7 +131,7 @@ class Triage:
             at, received = ((now, received_at) if message.received is None
                             else (message.received, iso_utc(message.received)))
             try:
-                result = self._one(message, batch, received, at, sorted_at=received_at)
+                result = self._one(message, batch, received, at, sorted_at=received)
             except PayloadError as exc:
                 batch.dead_letters.append(self._dead(message, str(exc), received))
                 continue
@@ -147,8 +150,10 @@ class Triage:
         self, message: Inbound, batch: Batch, received_at: str, now: datetime, *,
         sorted_at: str,
     ) -> Result | None:
-        """``sorted_at``: now, which orders a live online status after every status of its
-        kiosk sorted before (a held one's receipt is older: status_rate.py)."""
+        """``sorted_at``: when it came (its receipt, stamped as the network thread hands it
+        over: batcher.py), else now, which orders a live online status after every status of
+        its kiosk that came before it, also one held over its rate (status_rate.py) and written
+        after the statuses queued behind it."""
         where = parse_device_topic(self.topic_prefix, message.topic)
         if where is None or where[2] not in ("result", "status", MODEL_STATE_LEAF):
             raise PayloadError(f"not a device result, status or model state topic under "

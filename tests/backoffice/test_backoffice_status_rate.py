@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from appliance.backoffice.batcher import BatchWriter
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.kiosk_rate import REPORT_EVERY_S
 from appliance.backoffice.schema import DEVICE_COLUMNS, iso_utc
@@ -29,6 +30,7 @@ from appliance.backoffice.status_rate import MAX_HELD_BYTES, StatusRate
 from appliance.backoffice.store import Store, open_store
 from appliance.backoffice.triage import Inbound, Triage
 from appliance.config import config_from_mapping
+from appliance.config.backoffice import BackofficeConfig
 from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet
 from tests.store_helpers import BACKENDS, fresh_store
@@ -215,3 +217,26 @@ def test_a_status_flood_writes_its_burst_and_rate_and_ends_at_its_last_status(
     said = [r.getMessage() for r in caplog.records if "sends statuses faster" in r.getMessage()]
     assert len(said) == 1
     assert "kiosk lab/flood" in said[0]
+
+
+def test_a_held_status_is_not_taken_for_older_than_the_statuses_queued_before_it(
+        store: Store) -> None:
+    """The writer behind its inbox (more waiting than one batch): a status held over its
+    kiosk's rate was stamped as it was held, and the statuses queued before it as they were
+    written, later, so they were taken for newer and the row ended at an older one (the
+    status-flood test met it once at load 6-9). Each is now stamped as it comes."""
+    settings = BackofficeConfig(batch_max_rows=1, kiosk_statuses_per_s=50.0,
+                                kiosk_statuses_burst=2)
+    writer = BatchWriter(store, settings, Triage("p", 65536), lambda batch: None)
+    for depth in range(3):  # two within the burst, the third held
+        status = fleet.online_status("lab", "flood", outbox_depth=depth)
+        assert writer.offer(Inbound("p/lab/flood/status", status.to_json(), depth + 1, 1))
+    assert writer.stats.statuses_over_rate == 1
+    time.sleep(0.1)  # the bucket has a token again: the held one is due at the first batch
+    writer.start()
+    writer.stop_event.set()  # it writes what waits, then every status still held, and ends
+    writer.join(30)
+    assert not writer.is_alive()
+    row = _flood_row(store)
+    assert row is not None
+    assert row["outbox_depth"] == 2
