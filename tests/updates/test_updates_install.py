@@ -35,6 +35,27 @@ def _state_is(events: ModelEvents, device: str, state: str, version: str) -> boo
     )
 
 
+def _rolled_back_after_the_swap(fleet: Fleet, events: ModelEvents, daemon: Any, model: Path,
+                                why: str) -> None:
+    """``model`` released as 1.1.0 and assigned to k1 is rolled back, its classification
+    having failed after the swap for ``why``; 1.0.0 serves again and grades the next results."""
+    built = manifest_for(model, "1.1.0", inputs())
+    release_model(fleet.repo, model, built)
+    fleet.assign(built, ["k1"])
+    daemon.updater.notify()
+    assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 30), \
+        events.states.get("k1")
+    state = events.last_state("k1")
+    assert state is not None
+    assert state.reason is not None
+    assert "classification failed after the swap" in state.reason
+    assert why in state.reason
+    assert daemon.classifier is not None
+    assert daemon.classifier.version == "1.0.0"
+    served = len(events.versions["k1"])
+    assert events.wait_until(lambda: len(events.versions["k1"]) > served, 20)
+
+
 def test_unhealthy_labels_after_the_swap_roll_back_automatically(
     fleet: Fleet, events: ModelEvents
 ) -> None:
@@ -249,21 +270,8 @@ def test_a_release_answering_this_kiosk_with_nan_grades_nothing_and_rolls_back(
     check, seeing "fine" as the self-test did, kept it), and it is rolled back."""
     daemon = fleet.kiosk("k1")
     model = answering_badly_above(fleet.tmp / "nan-1.1.0.onnx", "1.1.0", 50.0, "nan")
-    built = manifest_for(model, "1.1.0", inputs())
-    release_model(fleet.repo, model, built)
-    fleet.assign(built, ["k1"])
-    daemon.updater.notify()
-    assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 30), \
-        events.states.get("k1")
-    state = events.last_state("k1")
-    assert state is not None
-    assert state.reason is not None
-    assert "classification failed after the swap" in state.reason
-    assert "not finite numbers (nan, nan, nan)" in state.reason
-    assert daemon.classifier is not None
-    assert daemon.classifier.version == "1.0.0"
-    served = len(events.versions["k1"])
-    assert events.wait_until(lambda: len(events.versions["k1"]) > served, 20)
+    _rolled_back_after_the_swap(fleet, events, daemon, model,
+                                "not finite numbers (nan, nan, nan)")
     assert "1.1.0" not in events.versions["k1"].values()
 
 
@@ -278,21 +286,8 @@ def test_a_release_slow_only_on_this_kiosk_s_measurements_fails_its_health_check
     daemon = fleet.kiosk("k1")
     model = linear_model(fleet.tmp / "slow-1.1.0.onnx", "1.1.0", loop_trips=10**11,
                          loop_above_kime=55.0)
-    built = manifest_for(model, "1.1.0", inputs())
-    release_model(fleet.repo, model, built)
-    fleet.assign(built, ["k1"])
-    daemon.updater.notify()
-    assert events.wait_until(lambda: _state_is(events, "k1", "rolled_back", "1.1.0"), 30), \
-        events.states.get("k1")
-    state = events.last_state("k1")
-    assert state is not None
-    assert state.reason is not None
-    assert "classification failed after the swap" in state.reason
-    assert f"did not end within {RUN_DEADLINE_S:g} s" in state.reason
-    assert daemon.classifier is not None
-    assert daemon.classifier.version == "1.0.0"
-    served = len(events.versions["k1"])
-    assert events.wait_until(lambda: len(events.versions["k1"]) > served, 20)
+    _rolled_back_after_the_swap(fleet, events, daemon, model,
+                                f"did not end within {RUN_DEADLINE_S:g} s")
 
 
 def test_a_kiosk_serving_a_model_versioned_otherwise_than_semantically_installs_its_release(
