@@ -844,12 +844,7 @@ def test_pits_never_counted_are_left_unfinished_and_nothing_reported_moves(
     monkeypatch.setattr(pores, "never_counted",
                         lambda floor, *_, **__: np.zeros(len(floor), dtype=bool))
     full_result = analyze(frame.image_rgb, frame.params.um_per_px)
-    assert lean_result.features == full_result.features
-    assert np.array_equal(lean_result.pores.centres_work_px, full_result.pores.centres_work_px)
-    assert np.array_equal(lean_result.pores.diameters_um, full_result.pores.diameters_um)
-    assert (lean_result.pores.borderline, lean_result.pores.doubt) == (
-        full_result.pores.borderline, full_result.pores.doubt)
-    assert lean_result.validity == full_result.validity
+    _assert_reports_the_same(lean_result, full_result)
 
 
 @pytest.mark.parametrize(("seed", "preset"), [(11, "mixed"), (12, "wide")])
@@ -876,9 +871,13 @@ def test_pits_that_fail_the_fixed_tests_have_no_rings_read_and_nothing_reported_
     monkeypatch.setattr(pores, "fails_fixed_tests",
                         lambda found, *_, **__: np.zeros(len(found.shape.floor), dtype=bool))
     full_result = analyze(frame.image_rgb, frame.params.um_per_px)
-    assert lean_result.features == full_result.features
-    assert np.array_equal(lean_result.pores.centres_work_px, full_result.pores.centres_work_px)
-    assert np.array_equal(lean_result.pores.diameters_um, full_result.pores.diameters_um)
-    assert (lean_result.pores.borderline, lean_result.pores.doubt) == (
-        full_result.pores.borderline, full_result.pores.doubt)
-    assert lean_result.validity == full_result.validity
+    _assert_reports_the_same(lean_result, full_result)
+
+
+def _assert_reports_the_same(lean: SkinAnalysis, full: SkinAnalysis) -> None:
+    """Every number two analyses of one frame report is the same (features, pores, validity)."""
+    assert lean.features == full.features
+    assert np.array_equal(lean.pores.centres_work_px, full.pores.centres_work_px)
+    assert np.array_equal(lean.pores.diameters_um, full.pores.diameters_um)
+    assert (lean.pores.borderline, lean.pores.doubt) == (full.pores.borderline, full.pores.doubt)
+    assert lean.validity == full.validity
