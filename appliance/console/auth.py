@@ -277,8 +277,14 @@ _last_uses = _LastUseWrites()
 
 
 def same_token(expected: str, given: str | None) -> bool:
-    """Constant-time comparison of a CSRF token with the one a form sent."""
-    return bool(expected) and given is not None and hmac.compare_digest(expected, given)
+    """Constant-time comparison of a CSRF token (or a session's mark) with the one a form or
+    link sent, as bytes: hmac.compare_digest raises TypeError for a str holding any non-ASCII
+    character, so a form sent with ``csrf=é`` was a 500 (and a traceback in the log) where a
+    forged token is a 403."""
+    if not expected or given is None:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8", "surrogatepass"),
+                               given.encode("utf-8", "surrogatepass"))
 
 
 def session_mark(csrf: str, said: str) -> str:
