@@ -313,15 +313,20 @@ class ConsoleAccounts(StoreConnection):
                 (used_at, token_sha256, _earlier(used_at, LAST_USE_EVERY_S)))
 
     def add_session(self, session_sha256: str, name: str, csrf: str, lifetime_s: float,
-                    *, end_others: bool = False) -> None:
+                    *, end_others: bool = False, replaces: str | None = None) -> None:
         """Keep a new login session of ``lifetime_s`` (and forget expired ones), both timed on
         the store's clock. The user keeps at most MAX_SESSIONS_PER_USER: its oldest end
-        (``end_others``: all the others), so logins cannot grow the table without end."""
+        (``end_others``: all the others), so logins cannot grow the table without end.
+        ``replaces``: the session the logging-in browser held (its cookie's hash), whoever's
+        it was, ended with it, as the new cookie takes its place in that browser."""
         keep_others = 0 if end_others else MAX_SESSIONS_PER_USER - 1
         with self._transaction() as cur:
             now = self._session_clock(cur)
             cur.execute(self._sql("DELETE FROM console_sessions WHERE expires_at < ?"),
                         (iso_utc(now),))
+            if replaces is not None:
+                cur.execute(self._sql("DELETE FROM console_sessions WHERE session_sha256 = ?"),
+                            (replaces,))
             cur.execute(self._sql(
                 "DELETE FROM console_sessions WHERE name = ? AND session_sha256 NOT IN "
                 "(SELECT session_sha256 FROM console_sessions WHERE name = ? "

@@ -208,12 +208,15 @@ def check_password(found: tuple[str, str] | None, name: str, password: str) -> L
 
 
 def open_session(store: Store, login: Login, hours: float, *,
-                 end_others: bool = False) -> NewSession:
-    """Start a login session (``end_others``: and end the user's other sessions); the cookie
-    value is returned once and kept only as a hash."""
+                 end_others: bool = False, replaced_cookie: str | None = None) -> NewSession:
+    """Start a login session (``end_others``: and end the user's other sessions; and the
+    session of ``replaced_cookie``, the one the logging-in browser held, which the new
+    cookie replaces there: left open, it stayed valid for whoever had copied it, unseen
+    in that browser); the cookie value is returned once and kept only as a hash."""
     cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     store.add_session(digest(cookie), login.name, csrf, hours * 3600,  # on the store's clock
-                      end_others=end_others)
+                      end_others=end_others,
+                      replaces=digest(replaced_cookie) if replaced_cookie else None)
     return NewSession(cookie, csrf, Login(login.name, login.role, csrf))
 
 

@@ -169,6 +169,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
     pool, hours = pool_of(request), request.app.state.settings.session_hours
     guard: LoginGuard = request.app.state.logins
     name, address = form.get("user", ""), client_address(request)
+    held = session_cookie(request)  # a session this browser holds: the login replaces it
     wait_s = guard.admit(name, address)  # counted as failed until it succeeds
     if wait_s:
         _say_refused(request, name, address)
@@ -179,7 +180,8 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
         if login is None:
             return None
         with pool.store() as store:
-            return open_session(store, login, hours, end_others=form.get("end_others") == "1")
+            return open_session(store, login, hours, end_others=form.get("end_others") == "1",
+                                replaced_cookie=held)
 
     try:  # a busy store (no connection came free: nothing checked) is the 503 page
         session = await judged_password(request, name, attempt)
