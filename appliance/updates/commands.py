@@ -1,4 +1,4 @@
-"""``appliance models repo|release|deploy|halt|status|rollback``: the fleet's model updates.
+"""``appliance models repo|release|yank|deploy|halt|status|rollback``: the fleet's model updates.
 
 Repository commands work on the folder alone; deploy, halt, status and rollback also talk to the
 broker and the back-office store: from ``--config``, else ./config.yaml when present, else
@@ -70,6 +70,13 @@ def _register_release(models: Any) -> None:
     release.add_argument("--device-types", default="skin-kiosk", help="comma-separated")
     release.add_argument("--feature-schema", default=None, help="default: this version's")
     release.set_defaults(handler=_release)
+    yank = models.add_parser("yank", help="withdraw a release: no kiosk installs it again, "
+                             "those running it go back")
+    yank.add_argument("name", help="model name")
+    yank.add_argument("--version", required=True, help="the released version to withdraw")
+    yank.add_argument("--repo", type=named_path, required=True, help="repository folder")
+    yank.add_argument("--reason", default="", help="why, recorded (signed) with who and when")
+    yank.set_defaults(handler=_yank)
 
 
 def _register_fleet(models: Any) -> None:
@@ -215,6 +222,12 @@ def _release(args: argparse.Namespace) -> int:
     from appliance.updates.fleetops import run_release  # noqa: PLC0415
 
     return run_release(args)
+
+
+def _yank(args: argparse.Namespace) -> int:
+    from appliance.updates.fleetops import run_yank  # noqa: PLC0415
+
+    return run_yank(args)
 
 
 def _deploy(args: argparse.Namespace) -> int:

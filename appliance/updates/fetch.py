@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import urllib3
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, Root, TargetFile
+from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import Updater, UpdaterConfig
 
@@ -28,13 +28,18 @@ from appliance.updates.install import discard
 from appliance.updates.manifest import (
     MAX_ASSIGNMENT_BYTES,
     MAX_TARGETS_METADATA_BYTES,
+    MODELS_DIR,
     Assignment,
     ManifestError,
     ModelManifest,
+    Withdrawal,
     assignment_target,
     check_target_path,
     parse_assignment,
     parse_manifest,
+    parse_withdrawal,
+    semver_key,
+    withdrawn_target,
 )
 from appliance.updates.transfer import DeadlineFetcher, TransferCutError
 
@@ -123,6 +128,17 @@ class Offer:
         return str(self.target.hashes["sha256"])
 
 
+@dataclass(frozen=True)
+class Look:
+    """One check's refreshed metadata: the offer signed for this device (None: nothing, or a
+    withdrawn release), its assignment, and the withdrawal of the release it names, if any."""
+
+    updater: Updater
+    offer: Offer | None
+    assignment: Assignment | None = None
+    withdrawn: Withdrawal | None = None
+
+
 class RepositoryClient:
     """Looks up and downloads this device's assigned model through tuf's ngclient."""
 
@@ -148,27 +164,85 @@ class RepositoryClient:
         )
 
     def check(self) -> tuple[Updater, Offer] | None:
-        """Refresh metadata; the offer signed for this device, or None when nothing is."""
+        """Refresh metadata; the offer signed for this device, or None when nothing is (a
+        withdrawn release assigned: UpdateRefusedError saying so)."""
+        look = self.look()
+        if look.withdrawn is not None:
+            raise UpdateRefusedError(f"{look.withdrawn.model} {look.withdrawn.version} was "
+                                     f"{look.withdrawn.said()}")
+        return None if look.offer is None else (look.updater, look.offer)
+
+    def look(self) -> Look:
+        """Refresh metadata; what it signs for this device (``Look``)."""
         try:
             updater, info = self._refresh()
             if info is None:
-                return None
+                return Look(updater, None)
             if info.length > MAX_ASSIGNMENT_BYTES:
                 raise UpdateRefusedError(f"{self.assignment_path}: {info.length} bytes, too big")
             raw = self._download_bytes(updater, info)
             assignment = parse_assignment(raw, self.assignment_path)
             target = updater.get_targetinfo(check_target_path(assignment.target))
+            withdrawn = None if target is not None else self.withdrawal(
+                updater, assignment.model, assignment.version)
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError, OSError) as exc:
             raise UpdateRefusedError(reason_for(exc)) from exc
         except ManifestError as exc:
             raise UpdateRefusedError(str(exc)) from exc
+        if withdrawn is not None:
+            return Look(updater, None, assignment, withdrawn)
         if target is None:
             raise UpdateRefusedError(f"{assignment.target}: assigned but not a signed release")
         try:
             manifest = parse_manifest(target.custom, assignment.target)
         except ManifestError as exc:
             raise UpdateRefusedError(str(exc)) from exc
-        return updater, Offer(assignment, manifest, target)
+        return Look(updater, Offer(assignment, manifest, target), assignment)
+
+    def withdrawal(self, updater: Updater, name: str, version: str) -> Withdrawal | None:
+        """The signed record that release ``name`` ``version`` was withdrawn, or None (a name
+        no target path can hold is none: nothing signed names it). ManifestError for a record
+        signed that is none."""
+        try:
+            path = check_target_path(withdrawn_target(name, version))
+        except ManifestError:
+            return None
+        info = updater.get_targetinfo(path)
+        if info is None:
+            return None
+        withdrawal = parse_withdrawal(info.custom, path)
+        if (withdrawal.model, withdrawal.version) != (name, version):
+            raise ManifestError(f"{path}: the record names {withdrawal.model} "
+                                f"{withdrawal.version}")
+        return withdrawal
+
+    def older_releases(self, updater: Updater, name: str, below: str) -> list[Offer]:
+        """The releases of ``name`` older than ``below`` that the refreshed targets metadata
+        lists, newest first, each as an Offer whose assignment is a rollback to it (what a
+        kiosk running a withdrawn release may go back to). The paths are read from the
+        targets metadata ngclient verified and stored in the metadata folder; each is looked
+        up again through the updater, which answers only what it verified."""
+        try:
+            raw = read_bounded(self.metadata_dir / "targets.json", MAX_TARGETS_METADATA_BYTES)
+            signed = Metadata.from_bytes(raw).signed
+        except (OSError, ValueError, DeserializationError):
+            return []
+        listed: dict[str, TargetFile] = signed.targets if isinstance(signed, Targets) else {}
+        prefix, found = f"{MODELS_DIR}/{name}/", []
+        for path in listed:
+            target = updater.get_targetinfo(path) if path.startswith(prefix) else None
+            if target is None:
+                continue
+            try:
+                manifest = parse_manifest(target.custom, path)
+                older = manifest.name == name and semver_key(manifest.version) < semver_key(below)
+            except ManifestError:
+                continue
+            if older:
+                assignment = Assignment(model=name, version=manifest.version, target=path,
+                                        decision="rollback", rollout="withdrawn")
+                found.append(Offer(assignment, manifest, target))
+        return sorted(found, key=lambda offer: semver_key(offer.manifest.version), reverse=True)
 
     def _refresh(self) -> tuple[Updater, TargetFile | None]:
         """A refreshed Updater and this device's assignment's target, if one is signed; tried

@@ -17,7 +17,7 @@ from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls
 from appliance.updates.fleetwatch import DeviceView, FleetWatcher
 from appliance.updates.manifest import Device
-from appliance.updates.operations import assignments, releases
+from appliance.updates.operations import assignments, releases, withdrawals
 from appliance.updates.repository import FileRepository
 from appliance.updates.rolloutrecords import latest_rollouts
 
@@ -36,9 +36,11 @@ def fleet_status(
     views = watcher.devices()
     targeted = assignments(repo)
     rollouts = latest_rollouts(store, repo) if store is not None else {}
-    names = {manifest.name for manifest in releases(repo)}
+    withdrawn = withdrawals(repo)
+    names = {manifest.name for manifest in releases(repo)} | {name for name, _ in withdrawn}
     devices = sorted(set(views) | set(targeted) | set(rollouts))
-    return [{**_row(d, views.get(d), targeted, rollouts),
+    return [{**_row(d, views.get(d), targeted, rollouts), **_withdrawn(d, views.get(d),
+                                                                      targeted, withdrawn),
              "elsewhere": d not in targeted and d not in rollouts and _served_elsewhere(
                  views[d], names)} for d in devices]
 
@@ -55,6 +57,18 @@ def _reported_models(view: DeviceView) -> list[Any]:
     if state is not None:
         models += [state.running, state.model]
     return [model for model in models if model is not None]
+
+
+def _withdrawn(device: Device, view: DeviceView | None, targeted: Any,
+               withdrawn: Any) -> dict[str, Any]:
+    """Whether the release the device is assigned, and the one it reports running, were
+    withdrawn (``models yank``): each the record's "when, by whom: why", or None."""
+    assignment = targeted.get(device)
+    assigned = withdrawn.get((assignment.model, assignment.version)) if assignment else None
+    model = view.running_model if view is not None else None
+    running = withdrawn.get((model.name, model.version)) if model is not None else None
+    return {"targeted_withdrawn": assigned.said() if assigned else None,
+            "running_withdrawn": running.said() if running else None}
 
 
 def _row(device: Device, view: DeviceView | None, targeted: Any, rollouts: Any) -> dict[str, Any]:

@@ -54,10 +54,13 @@ from appliance.updates.history import run_history, run_without_broker
 from appliance.updates.manifest import Device, ManifestError, ModelManifest, semver_key
 from appliance.updates.operations import (
     assignment_bytes,
+    assignments,
     check_fleet_room,
     release_model,
     released,
     releases,
+    withdraw_release,
+    withdrawals,
 )
 from appliance.updates.release import load_once, runner_manifest, table_inputs
 from appliance.updates.repofiles import RepositoryError, make_readable_by_all
@@ -93,6 +96,33 @@ def run_release(args: argparse.Namespace) -> int:
     print(escape_controls(f"released {manifest.name} {manifest.version} as {target}; "
                           f"{len(manifest.self_test)} self-test vectors ({labels})"))
     return 0
+
+
+def run_yank(args: argparse.Namespace) -> int:
+    """Withdraw a release (``operations.withdraw_release``): exit 0 withdrawn, 2 an error
+    (not released, withdrawn already, the targets key not at hand: nothing signed)."""
+    try:
+        repo = FileRepository(args.repo)
+        withdrawal = withdraw_release(repo, args.name, args.version, args.reason, _who())
+        assigned = sorted(d for d, a in assignments(repo).items()
+                          if (a.model, a.version) == (args.name, args.version))
+    except (*_ERRORS, ValueError) as exc:
+        print(escape_controls(f"models yank: {full_disk_text(exc) or exc}"), file=sys.stderr)
+        return EXIT_ERROR
+    print(escape_controls(
+        f"{withdrawal.model} {withdrawal.version} {withdrawal.said()}; no kiosk installs it "
+        "from now on, and one running it goes back to the newest older release it may run, "
+        "at its next check (updates.check_interval_s, or the next deploy's notice)"))
+    if assigned:
+        print(escape_controls(f"{len(assigned)} device(s) still assigned it (they keep or go "
+                              f"back to an older release): {_devices_named(assigned)}"))
+    return 0
+
+
+def _devices_named(devices: Sequence[Device]) -> str:
+    shown = ", ".join(f"{site}/{device_id}" for site, device_id in devices[:SHOWN_DEVICES])
+    more = f" and {len(devices) - SHOWN_DEVICES} more" if len(devices) > SHOWN_DEVICES else ""
+    return shown + more
 
 
 def _release_manifest(
@@ -383,6 +413,10 @@ def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[s
         return {
             "releases": [{"name": m.name, "version": m.version} for m in sorted(
                 releases(repo), key=lambda m: (m.name, semver_key(m.version)))],
+            "withdrawn": [{"name": w.model, "version": w.version, "sha256": w.sha256,
+                           "at": w.at, "by": w.by, "reason": w.reason}
+                          for (_, _), w in sorted(withdrawals(repo).items(), key=lambda kv: (
+                              kv[0][0], semver_key(kv[0][1])))],
             "store": {"url": url, "exists": not never_made},
             "devices": [row for row in rows if args.all_devices or not row["elsewhere"]],
             "other_devices": 0 if args.all_devices else sum(row["elsewhere"] for row in rows),
@@ -409,9 +443,19 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
     lines.append(f"{'DEVICE':24} {'RUNNING':10} {'TARGETED':28} {'STATE':12} {'ROLLOUT':12} WHY")
     for row in report["devices"]:
         why = row["reason"] or row["rollout_reason"] or ""
-        lines.append(f"{row['site'] + '/' + row['device_id']:24} {row['running'] or '-':10} "
-                     f"{row['targeted'] or '-':28} {row['state'] or '-':12} "
+        targeted = (row["targeted"] or "-") + (" (withdrawn)" if row["targeted_withdrawn"] else "")
+        running = (row["running"] or "-") + ("!" if row["running_withdrawn"] else "")
+        lines.append(f"{row['site'] + '/' + row['device_id']:24} {running:10} "
+                     f"{targeted:28} {row['state'] or '-':12} "
                      f"{row['rollout_state'] or '-':12} {why[:120]}")
+    for withdrawn in report["withdrawn"]:
+        release = (withdrawn["name"], withdrawn["version"])
+        running = [f"{row['site']}/{row['device_id']}" for row in report["devices"]
+                   if row["running_withdrawn"] and row["running"] == release[1]]
+        lines.append(f"withdrawn: {' '.join(release)} ({withdrawn['at']} by {withdrawn['by']}: "
+                     f"{withdrawn['reason']})" + (
+                         f"; still reported running it (marked !): {', '.join(running)}"
+                         if running else ""))
     kept = [f"{row['site']}/{row['device_id']}" for row in report["devices"]
             if row["rollout_state"] == "halted" and row["rollout_device_state"] in KEEPING]
     if kept:

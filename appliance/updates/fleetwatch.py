@@ -58,12 +58,18 @@ class DeviceView:
     @property
     def running(self) -> str | None:
         """The model version it runs, by its newest report."""
+        model = self.running_model
+        return model.version if model is not None else None
+
+    @property
+    def running_model(self) -> payloads.ModelInfo | None:
+        """The model (name and version) it runs, by its newest report."""
         state, status = self.state, self.status
         newer_state = state is not None and (status is None or _rank(status.at) <= _rank(state.at))
         model = state.running if newer_state and state is not None else None
         if model is None and status is not None:
             model = status.model
-        return model.version if model is not None else None
+        return model
 
 
 def _rank(at: datetime) -> datetime:

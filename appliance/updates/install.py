@@ -112,6 +112,10 @@ class ModelStore:
         if installed.probation is not None:
             self._point(installed.current, installed.previous)
 
+    def point_at(self, current: Path) -> None:
+        """Serve ``current`` with nothing to go back to (a withdrawn release was left)."""
+        self._point(current, None)
+
     def rollback(self, current: Path, previous: Path | None) -> None:
         """Point back at ``previous`` (the model that served before ``current``)."""
         self._point(previous, current)

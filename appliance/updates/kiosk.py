@@ -25,10 +25,17 @@ from appliance.inference.classifier import SkinClassifier
 from appliance.inference.contract import ModelError
 from appliance.inference.runner import RUN_DEADLINE_S, ModelTooSlowError, OnnxRunner
 from appliance.transport import payloads
-from appliance.updates.fetch import Offer, RepositoryClient, UpdateRefusedError
+from appliance.updates.fetch import Look, Offer, RepositoryClient, UpdateRefusedError
 from appliance.updates.health import HealthCheck
 from appliance.updates.install import POINTER, ModelStore, discard
-from appliance.updates.manifest import FEATURE_SCHEMA, SEMVER, semver_key
+from appliance.updates.manifest import (
+    FEATURE_SCHEMA,
+    SEMVER,
+    Assignment,
+    ManifestError,
+    Withdrawal,
+    semver_key,
+)
 from appliance.updates.rejected import RejectedReleases
 from appliance.updates.selftest import SelfTestError, check_self_test
 from appliance.updates.serving import ServingModel
@@ -84,6 +91,8 @@ class ModelUpdater(threading.Thread):
         self._rejected = RejectedReleases(self.store.dir)
         # the downgrade last refused: (release, its assignment's rollout, version serving then)
         self._refused_downgrade: tuple[str, str, str] | None = None
+        # the assignment of a withdrawn release last said: (its rollout, the version serving)
+        self._said_withdrawn: tuple[str, str] | None = None
         current = serving.classifier.path if serving.classifier is not None else None
         self._current_sha = _sha256(current) if current is not None and current.is_file() else ""
 
@@ -128,14 +137,10 @@ class ModelUpdater(threading.Thread):
         """Refresh signed metadata and install what it assigns to this kiosk, if new."""
         if self._health is not None:
             return  # the last install is still on probation
-        try:
-            found = self.client.check()
-        except UpdateRefusedError as exc:
-            self._report("rejected", None, exc.reason)
+        look = self._look()
+        if look is None or look.offer is None:
             return
-        if found is None:
-            return
-        updater, offer = found
+        updater, offer = look.updater, look.offer
         if offer.sha256 == self._current_sha:
             if not self._confirmed:  # restarted since the install: check its health again
                 self._start_probation(offer.manifest.label_shares(), self.store.read().previous)
@@ -151,6 +156,127 @@ class ModelUpdater(threading.Thread):
             if self._current_sha == offer.sha256:
                 raise  # swapped in already: not a refusal (the caller logs it)
             self._failed(offer, exc)
+
+    # -- a withdrawn release (``appliance models yank``) ------------------------------------
+
+    def _look(self) -> Look | None:
+        """The refreshed metadata, or None once a refusal, or a withdrawn release served or
+        assigned, was seen to (``_left_withdrawn``, ``_say_withdrawn``)."""
+        try:
+            look = self.client.look()
+            if self._left_withdrawn(look):
+                return None
+        except UpdateRefusedError as exc:
+            self._report("rejected", None, exc.reason)
+            return None
+        if look.assignment is not None and look.withdrawn is not None:
+            self._say_withdrawn(look.assignment, look.withdrawn)
+            return None
+        return look
+
+    def _left_withdrawn(self, look: Look) -> bool:
+        """Whether the serving model is a release the repository withdrew (its signed record
+        names this very file), in which case it is left now: for the newest older release of
+        it still signed that passes its self-test here (downloaded, verified, installed with
+        nothing to go back to: the withdrawn file is never served again), else the model that
+        served before it, if that is no withdrawn release; said ``rolled_back``, retained.
+        With neither, it serves on and says so (``rejected``)."""
+        serving = self.serving.classifier
+        if serving is None or not self._current_sha:
+            return False
+        try:
+            withdrawal = self.client.withdrawal(look.updater, serving.name, serving.version)
+        except ManifestError as exc:
+            raise UpdateRefusedError(str(exc)) from exc
+        if withdrawal is None or withdrawal.sha256 != self._current_sha:
+            return False
+        left = _info(serving)
+        self._rejected.remember(self._current_sha)
+        self._rollout = look.assignment.rollout if look.assignment is not None else None
+        why = f"{withdrawal.model} {withdrawal.version} was {withdrawal.said()}"
+        went = self._go_back_from_withdrawn(look, serving, withdrawal.version)
+        if went is None:
+            self._report_state("rejected", left, f"{why}; this kiosk has no other release to "
+                               "go back to and serves it on: assign it a release")
+            return True
+        if look.assignment is not None:
+            self._said_withdrawn = (look.assignment.rollout, self.serving.version)
+        log.error("model %s %s withdrawn; serving %s now", left.name if left else "?",
+                  withdrawal.version, self.serving.version)
+        self._report_state("rolled_back", left, f"{why}; went back to {went}")
+        return True
+
+    def _go_back_from_withdrawn(self, look: Look, serving: SkinClassifier,
+                                version: str) -> str | None:
+        """Serve the newest older release of ``serving`` that passes here, else the model
+        before it; what it serves now, said, or None when there was nothing."""
+        for offer in self.client.older_releases(look.updater, serving.name, version):
+            if offer.sha256 in self._rejected:
+                continue
+            try:
+                self._check_compatible(offer)
+                download = self.store.download_path(offer.sha256)
+                self.client.download(look.updater, offer, download)
+                runner = self._verify(download, offer)
+                manifest = offer.manifest
+                runner.path = self.store.install(download, manifest.name, manifest.version,
+                                                 offer.sha256, None)
+            except UpdateRefusedError as exc:
+                if exc.permanent:
+                    self._rejected.remember(offer.sha256)
+                log.warning("%s %s not gone back to: %s", offer.manifest.name,
+                            offer.manifest.version, exc.reason)
+                continue
+            except OSError as exc:  # a full disk: the next older one, or the one before
+                log.warning("%s %s not installed: %s", offer.manifest.name,
+                            offer.manifest.version, exc.strerror or exc)
+                self.store.clean(self.config.model.path)
+                continue
+            self._serve_instead(SkinClassifier(runner), offer.sha256)
+            return (f"{offer.manifest.name} {offer.manifest.version}, the newest older release "
+                    "still signed that passes its self-test here")
+        previous = self.store.read().previous
+        if previous is None or not previous.is_file() or self._withdrawn_file(look, previous):
+            return None
+        before = _load_or_none(previous)
+        if before is None:
+            return None
+        self.store.point_at(previous)
+        self._serve_instead(before, _sha256(previous))
+        return (f"{before.name} {before.version}, the model it served before (no older "
+                "release of it is signed that passes here)")
+
+    def _withdrawn_file(self, look: Look, path: Path) -> bool:
+        """Whether the model file ``path`` is a withdrawn release."""
+        try:
+            model = SkinClassifier.load(path)
+            withdrawal = self.client.withdrawal(look.updater, model.name, model.version)
+        except (ModelError, ManifestError):
+            return True  # not known to be fine: not gone back to
+        return withdrawal is not None and withdrawal.sha256 == _sha256(path)
+
+    def _serve_instead(self, classifier: SkinClassifier, sha256: str) -> None:
+        """Serve ``classifier`` now, with no health check and no way back to what served."""
+        self.serving.swap(classifier, None)
+        self._current_sha = sha256
+        self._previous = None
+        self._confirmed = True
+        self._on_swap(self.serving)
+
+    def _say_withdrawn(self, assignment: Assignment, withdrawal: Withdrawal) -> None:
+        """The assignment names a withdrawn release (this kiosk does not serve it): not
+        installed, said once while it and the serving model stay."""
+        said = (assignment.rollout, self.serving.version)
+        if self._said_withdrawn == said:
+            return
+        self._said_withdrawn = said
+        self._rollout = assignment.rollout
+        serving = (f"{self.serving.name} {self.serving.version}" if self.serving.classifier
+                   is not None else "no model")
+        self._report_state(
+            "rejected", payloads.ModelInfo(name=assignment.model, version=assignment.version),
+            f"{withdrawal.model} {withdrawal.version} was {withdrawal.said()}; not installed, "
+            f"serving {serving}")
 
     def _failed(self, offer: Offer, exc: Exception) -> None:
         """A step of the install failed in a way none of them names: said, retained, and

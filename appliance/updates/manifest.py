@@ -22,6 +22,7 @@ FEATURE_SCHEMA = "appliance.features/1"
 SEMVER = re.compile(r"^(\d{1,6})\.(\d{1,6})\.(\d{1,6})(?:-([0-9A-Za-z.-]{1,40}))?$")
 MODELS_DIR = "models"
 DEVICES_DIR = "devices"
+WITHDRAWN_DIR = "withdrawn"  # one signed record per release taken back (`models yank`)
 Device = tuple[str, str]  # a kiosk of the fleet: (site, device id), as its topics name it
 MAX_ASSIGNMENT_BYTES = 4096
 # The most a kiosk reads of a targets role's metadata (the top-level role and the fleet role,
@@ -99,9 +100,47 @@ class Assignment(_Frozen):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+class Withdrawal(_Frozen):
+    """A release taken back (``appliance models yank``): the custom metadata of the target
+    ``withdrawn/{name}/{version}.json``, which the targets role lists in the place of the
+    release's own target. Kiosks never install the release afterwards, and one serving that
+    file (``sha256``) goes back to the newest release it may still run; the version is never
+    released again (a rollback decision could otherwise name it anew)."""
+
+    model: Name
+    version: str = Field(pattern=SEMVER.pattern)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reason: str = Field(min_length=1, max_length=1000)
+    at: str = Field(min_length=1, max_length=64)  # when, ISO 8601 UTC
+    by: str = Field(min_length=1, max_length=200)  # user@host
+
+    def signed_bytes(self) -> bytes:
+        """The record's file (its content is also the target's custom metadata)."""
+        return self.model_dump_json().encode()
+
+    def said(self) -> str:
+        """One line: when, by whom and why."""
+        return f"withdrawn {self.at} by {self.by}: {self.reason}"
+
+
 def model_target(name: str, version: str) -> str:
     """The target path of a release."""
     return f"{MODELS_DIR}/{name}/{version}/{name}-{version}.onnx"
+
+
+def withdrawn_target(name: str, version: str) -> str:
+    """The target path of the record that a release was withdrawn."""
+    return f"{WITHDRAWN_DIR}/{name}/{version}.json"
+
+
+def parse_withdrawal(custom: object, where: str) -> Withdrawal:
+    """The withdrawal record in a target's custom metadata; ManifestError names the target."""
+    try:
+        return Withdrawal.model_validate(custom)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ManifestError(f"{where}: custom metadata {key}: {first['msg']}") from exc
 
 
 def assignment_target(site: str, device_id: str) -> str:

@@ -21,15 +21,19 @@ from appliance.filekind import other_than_a_folder
 from appliance.updates.manifest import (
     MAX_ASSIGNMENT_BYTES,
     MAX_TARGETS_METADATA_BYTES,
+    WITHDRAWN_DIR,
     Assignment,
     HaltedRelease,
     ModelManifest,
+    Withdrawal,
     assignment_target,
     check_target_path,
     model_target,
     parse_assignment,
     parse_manifest,
+    parse_withdrawal,
     semver_key,
+    withdrawn_target,
 )
 from appliance.updates.repofiles import (
     RepositoryError,
@@ -138,6 +142,11 @@ def release_model(repo: FileRepository, model: Path | bytes, manifest: ModelMani
     data = model if isinstance(model, bytes) else model.read_bytes()
     with repo.locked():
         repo.check_keys(Targets.type, *PUBLISHING_ROLES)
+        withdrawn = withdrawals(repo).get((manifest.name, manifest.version))
+        if withdrawn is not None:  # listed anew, a rollback decision could name it again
+            raise RepositoryError(
+                f"{manifest.name} {manifest.version} was {withdrawn.said()}; a withdrawn "
+                "version is never released again: release the model as a new version")
         listed = repo.targets().targets.get(target)
         if listed is None:
             repo.add_target(Targets.type, data, target, manifest.model_dump(mode="json"))
@@ -170,6 +179,12 @@ def released(repo: FileRepository, name: str, version: str) -> ModelManifest:
         versions = sorted(
             (m.version for m in releases(repo) if m.name == name), key=semver_key
         )
+        withdrawn = withdrawals(repo).get((name, version))
+        if withdrawn is not None:
+            raise RepositoryError(
+                f"{name} {version} was {withdrawn.said()}; kiosks never install it, so it can "
+                f"be neither deployed nor rolled back to (released: "
+                f"{', '.join(versions) or 'none'})")
         raise RepositoryError(
             f"{name} {version} is not released in {repo.dir} (released: "
             f"{', '.join(versions) or 'none'}); run `appliance models release` first"
@@ -184,6 +199,44 @@ def releases(repo: FileRepository) -> list[ModelManifest]:
         for path, info in repo.targets().targets.items()
         if path.startswith("models/")
     ]
+
+
+def withdrawals(repo: FileRepository) -> dict[tuple[str, str], Withdrawal]:
+    """Every withdrawn release's record, keyed by (name, version)."""
+    found = {}
+    for path, info in repo.targets().targets.items():
+        if path.startswith(f"{WITHDRAWN_DIR}/"):
+            withdrawal = parse_withdrawal(info.custom, path)
+            found[(withdrawal.model, withdrawal.version)] = withdrawal
+    return found
+
+
+def withdraw_release(
+    repo: FileRepository, name: str, version: str, reason: str, by: str
+) -> Withdrawal:
+    """Take a release back: one new version of the targets role (its offline key, as a
+    release) lists ``withdrawn/{name}/{version}.json`` (the ``Withdrawal``) in the place of the
+    release's target, and snapshot and timestamp publish it. The model file stays in public/
+    (nothing signed names it any more; a kiosk fetches only what is signed)."""
+    target = model_target(name, version)
+    with repo.locked():
+        repo.check_keys(Targets.type, *PUBLISHING_ROLES)
+        before = withdrawals(repo).get((name, version))
+        if before is not None:
+            raise RepositoryError(f"{name} {version} was {before.said()}; nothing to do")
+        manifest = released(repo, name, version)
+        listed = repo.targets().targets[target]
+        withdrawal = Withdrawal(
+            model=manifest.name, version=manifest.version, sha256=listed.hashes["sha256"],
+            reason=reason.strip()[:1000] or "no reason given", by=by[:200],
+            at=datetime.now(UTC).replace(microsecond=0).isoformat())
+        record = repo.store_target(withdrawal.signed_bytes(), withdrawn_target(name, version),
+                                   withdrawal.model_dump(mode="json"))
+        with repo.edit_targets(Targets.type) as targets:
+            del targets.targets[target]
+            targets.targets[record.path] = record
+        repo.publish()
+    return withdrawal
 
 
 def assign(
