@@ -64,6 +64,46 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 MAX_ROOT_BYTES = 1024 * 1024  # a root of 32 keys per role is a few KiB
 
 
+class DuplicateKeyError(tuf_errors.RepositoryError):
+    """Metadata that lists one key under two key ids in a role (see ``one_key_twice``)."""
+
+
+def one_key_twice(signed: object) -> str | None:
+    """What is wrong with ``signed`` (root, or targets with delegations) where one of its roles
+    lists the same public key under two key ids, or None. python-tuf counts the key ids that
+    signed, not the keys: one signature filed under both ids met a threshold of 2, so a role
+    of one key read as signed by two. ``repo init`` names each key by its own hash; only a
+    root (or targets) signer could write such metadata, and a kiosk refuses it."""
+    if isinstance(signed, Root):
+        keys, roles = signed.keys, {name: role.keyids for name, role in signed.roles.items()}
+    elif isinstance(signed, Targets) and signed.delegations is not None:
+        keys = signed.delegations.keys
+        roles = {name: role.keyids for name, role in (signed.delegations.roles or {}).items()}
+    else:
+        return None
+    for name, keyids in roles.items():
+        seen: dict[tuple[str, str], str] = {}
+        for keyid in keyids:
+            key = keys.get(keyid)
+            public = (key.keytype, str(key.keyval.get("public"))) if key is not None else None
+            if public is None:
+                continue
+            if public in seen:
+                return (f"{signed.type} metadata version {signed.version} lists one key of role "
+                        f"{name!r} under two key ids ({seen[public][:12]}..., {keyid[:12]}...): "
+                        f"one signature would count twice toward its threshold of "
+                        f"{_threshold(signed, name)}")
+            seen[public] = keyid
+    return None
+
+
+def _threshold(signed: Root | Targets, role: str) -> int:
+    if isinstance(signed, Root):
+        return signed.roles[role].threshold
+    assert signed.delegations is not None and signed.delegations.roles is not None  # noqa: PT018
+    return signed.delegations.roles[role].threshold
+
+
 def _read_root_file(path: str) -> bytes:
     """The bytes of the regular file ``path``, at most MAX_ROOT_BYTES (``read_bounded``);
     ValueError otherwise (a pipe would wait for a writer for ever, a link to /dev/zero never
@@ -90,6 +130,8 @@ def read_trusted_root(path: str) -> bytes:
     if not isinstance(signed, Root):
         raise ValueError(f"updates.trusted_root: {path}: holds {signed.type} metadata, not "
                          f"root; copy the repository's public/metadata/1.root.json")
+    if (twice := one_key_twice(signed)) is not None:
+        raise ValueError(f"updates.trusted_root: {path}: {twice}; refused")
     return raw
 
 
@@ -250,9 +292,29 @@ class RepositoryClient:
         once an instance)."""
         def refreshed() -> tuple[Updater, TargetFile | None]:
             updater = self._updater()
+            updater.refresh()
+            self._check_keys_distinct()
             return updater, updater.get_targetinfo(self.assignment_path)
 
         return self._tried(refreshed, "metadata refresh")
+
+    def _check_keys_distinct(self) -> None:
+        """DuplicateKeyError where a root the refresh went through (each kept in the metadata
+        folder's root_history), or the top-level targets metadata, lists one key twice in a
+        role (``one_key_twice``): nothing it signed is acted on, at this check or any later
+        one (a later root is signed under that one's forged threshold too), until the kiosk
+        starts again from a trusted root without it and its metadata folder cleared. ngclient
+        trusts such a root as it reads it; this looks at what it kept, before any target is
+        read."""
+        files = sorted((self.metadata_dir / "root_history").glob("*.root.json"))
+        files.append(self.metadata_dir / "targets.json")
+        for path in files:
+            try:
+                signed = Metadata.from_bytes(read_bounded(path, MAX_TARGETS_METADATA_BYTES)).signed
+            except (OSError, ValueError, DeserializationError):
+                continue  # none kept (no delegations read yet), or not ngclient's to vouch for
+            if (twice := one_key_twice(signed)) is not None:
+                raise DuplicateKeyError(twice)
 
     def _download_bytes(self, updater: Updater, info: TargetFile) -> bytes:
         path = self.metadata_dir / ".assignment.part"
