@@ -93,7 +93,13 @@ def _register_rollout(command: Any, name: str) -> None:
     if name == "deploy":
         command.add_argument("version", help="released version")
         command.add_argument("--canary", type=whole_number(0, MAX_DEVICES), default=1,
-                             help="canary devices first (1)")
+                             help="canary devices first (1); more than the rollout's devices "
+                             "is refused")
+        command.add_argument("--canary-results", type=whole_number(0, 10_000), default=0,
+                             help="before any wave, wait for this many results of each canary "
+                             "in the store classified by the release, captured after its "
+                             "installed report, and halt on one classified otherwise (0: its "
+                             "report alone; needs the back-office ingest running)")
     else:
         command.add_argument("--to", dest="version", required=True, help="released version")
     command.add_argument("--repo", type=named_path, required=True, help="repository folder")

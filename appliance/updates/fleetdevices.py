@@ -165,8 +165,14 @@ def named_devices(names: list[str], known: set[Device]) -> list[Device]:
     unknown = [name for name in names if name not in by_name]
     if unknown:
         raise ValueError(f"unknown device(s) {', '.join(unknown)}: no status from them yet")
+    named: dict[Device, str] = {}
     for name in names:
         if len(by_name[name]) > 1:
             sites = ", ".join(site for site, _ in by_name[name])
             raise ValueError(f"{name} is a device of sites {sites}; name it as SITE/DEVICE")
-    return [by_name[name][0] for name in names]
+        device = by_name[name][0]
+        if device in named:  # a device taken twice was two canaries, and one kiosk's report
+            raise ValueError(f"{named[device]} and {name} name one device, "
+                             f"{device[0]}/{device[1]}; name each device once")
+        named[device] = name
+    return list(named)

@@ -66,7 +66,7 @@ from appliance.updates.release import load_once, runner_manifest, table_inputs
 from appliance.updates.repofiles import RepositoryError, make_readable_by_all
 from appliance.updates.repository import FileRepository
 from appliance.updates.rollout import SHOWN_DEVICES, Rollout, RolloutPlan
-from appliance.updates.rolloutrecords import mark_interrupted
+from appliance.updates.rolloutrecords import mark_interrupted, rollout_reasons
 
 if TYPE_CHECKING:
     from appliance.inference.runner import OnnxRunner
@@ -182,12 +182,15 @@ def run_deploy(args: argparse.Namespace) -> int:
             watcher = opened.enter_context(closing(_watch(config, args.config)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
             mark_interrupted(store, repo)
+            devices = online_first(
+                args, choose_devices(args, deployable(args, repo, watcher, store), repo), watcher)
+            canaries = 0 if args.decision == "rollback" else args.canary
+            _enough_canaries(canaries, devices)
             plan = RolloutPlan(
                 manifest=manifest,
-                devices=online_first(
-                    args, choose_devices(args, deployable(args, repo, watcher, store), repo),
-                    watcher),
-                canaries=0 if args.decision == "rollback" else args.canary,
+                devices=devices,
+                canaries=canaries,
+                canary_results=getattr(args, "canary_results", 0),
                 wave_size=args.wave, timeout_s=args.timeout_s,
                 max_failures=args.max_failures, decision=args.decision,
                 # only kiosks named are waited for when offline; --all, --site and a rollback
@@ -211,6 +214,19 @@ def run_deploy(args: argparse.Namespace) -> int:
     if outcome.state == "halted":
         print(escape_controls(_serving_line(outcome.serving(), args.name, args.version)))
     return 0 if outcome.state == "complete" else EXIT_HALTED
+
+
+def _enough_canaries(canaries: int, devices: Sequence[Device]) -> None:
+    """ValueError, before anything is signed, where the rollout has fewer devices than the
+    canaries asked for: the canary phase took them all, and the completion rested on fewer
+    kiosks' reports (each kiosk reports over its own login) than the operator asked for, one
+    alone with ``--canary 2`` and one device (or one device named twice, which was assigned and
+    awaited once)."""
+    if canaries > len(devices):
+        raise ValueError(
+            f"--canary {canaries}, and the rollout takes {len(devices)} device(s) "
+            f"({_devices_named(devices)}): its completion would rest on the reports of fewer "
+            "kiosks than the canaries asked for; name more devices or ask for fewer canaries")
 
 
 def _serving_line(serving: Sequence[Device], name: str, version: str) -> str:
@@ -410,6 +426,9 @@ def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[s
         store = None if never_made else opened.enter_context(closing(open_existing_store(url)))
         watcher = opened.enter_context(closing(_watch(config, args.config)))
         rows = fleet_status(repo, watcher, store)
+        shown = [row for row in rows if args.all_devices or not row["elsewhere"]]
+        newest = {row["rollout"] for row in shown if row["rollout"]}
+        recorded = rollout_reasons(store, newest) if store is not None else {}
         return {
             "releases": [{"name": m.name, "version": m.version} for m in sorted(
                 releases(repo), key=lambda m: (m.name, semver_key(m.version)))],
@@ -418,7 +437,11 @@ def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[s
                           for (_, _), w in sorted(withdrawals(repo).items(), key=lambda kv: (
                               kv[0][0], semver_key(kv[0][1])))],
             "store": {"url": url, "exists": not never_made},
-            "devices": [row for row in rows if args.all_devices or not row["elsewhere"]],
+            "devices": shown,
+            # each device's newest rollout: how it ended, and (complete) whose reports it
+            # rested on
+            "rollouts": [{"rollout": rollout_id, "state": state, "reason": reason}
+                         for rollout_id, (state, reason) in recorded.items()],
             "other_devices": 0 if args.all_devices else sum(row["elsewhere"] for row in rows),
         }
 
@@ -448,6 +471,9 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
         lines.append(f"{row['site'] + '/' + row['device_id']:24} {running:10} "
                      f"{targeted:28} {row['state'] or '-':12} "
                      f"{row['rollout_state'] or '-':12} {why[:120]}")
+    for rollout in report["rollouts"]:
+        if rollout["state"] == "complete":
+            lines.append(f"rollout {rollout['rollout']} complete: {rollout['reason']}")
     for withdrawn in report["withdrawn"]:
         release = (withdrawn["name"], withdrawn["version"])
         running = [f"{row['site']}/{row['device_id']}" for row in report["devices"]

@@ -77,6 +77,9 @@ class RolloutPlan:
     decision: str = "deploy"
     scope: str = ""
     await_offline: bool = True  # False: waves after the canaries wait only for kiosks online
+    # results of each canary the store must hold classified by the release, captured after
+    # its installed and healthy report, before any wave (0: its report alone; ``canary_proof``)
+    canary_results: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ class Rollout:
         self._newest: datetime | None = None  # the last stamp recorded (``_stamp``)
         self._repository = repo.identity()
         self.requested: str | None = None  # why `models halt` asked this rollout to halt
+        # when each device that reported installed and healthy said so (its own clock)
+        self.reported_at: dict[Device, datetime] = {}
+        self.proof: dict[Device, int] = {}  # canary -> its results classified by the release
 
     def run(self) -> RolloutOutcome:
         """Canaries, then waves; returns how it ended (recorded in the store too). A rollout
@@ -148,6 +154,8 @@ class Rollout:
             self.requested = halt_requested(self.repo, self.rollout_id)
             if self.requested is None:  # asked between waves: the next one is not assigned
                 self._run_wave(wave, phase)
+            if phase == "canary" and self.requested is None and self._halt_reason(phase) is None:
+                self._prove_canaries(wave)
             halt = self.requested or self._halt_reason(phase)
             if halt is not None:
                 self._halt(halt)
@@ -161,8 +169,88 @@ class Rollout:
         if self.not_awaited:
             reason += (f"; {len(self.not_awaited)} {NOT_AWAITED} (they install when they are "
                        f"back): {_named(sorted(self.not_awaited))}")
+        reason += self._rested_on()
         self._record_rollout("complete", reason)
         return self._outcome("complete", reason)
+
+    def _rested_on(self) -> str:
+        """Whose reports the completion rests on: each kiosk reports over its own login
+        (docs/threat-model.md), so the canaries named are the logins a forger would need."""
+        canaries = sorted(d for d, p in self.phases.items() if p == "canary"
+                          and self.outcomes.get(d, ("",))[0] == "installed")
+        others = sorted(d for d, o in self.outcomes.items()
+                        if o[0] == "installed" and d not in canaries)
+        said = f"; on the reports of {len(canaries) + len(others)} kiosk(s), each its own login"
+        if canaries:
+            said += f": canaries {_named(canaries)}"
+            if self.plan.canary_results:
+                said += (f" (each with at least {self.plan.canary_results} result(s) in the store "
+                         f"classified by {self.plan.manifest.version} since)")
+        if others:
+            said += f"; waves {_named(others)}"
+        return said
+
+    def _prove_canaries(self, canaries: Sequence[Device]) -> None:
+        """With ``canary_results``: wait, up to the timeout, until the store holds that many
+        results of each canary classified by the release and captured after its installed
+        and healthy report; a result captured since that another model classified fails the
+        canary at once (the kiosk does not serve what it reported: a stolen login's forged
+        report, say). Each failure is recorded as the canary's outcome, and the rollout halts
+        on it as on a canary's failure. Results reach the store through the back-office
+        ingest, as the kiosks' other messages do; a login can forge its own results too, so
+        this binds a forger to forge both, consistently, while the kiosk itself is off."""
+        wanted = self.plan.canary_results
+        if not wanted:
+            return
+        deadline_s = time.monotonic() + self.plan.timeout_s
+        waiting = {d for d in canaries if self.outcomes.get(d, ("",))[0] == "installed"}
+        while waiting:
+            self.requested = halt_requested(self.repo, self.rollout_id)
+            if self.requested is not None:
+                return
+            for device in sorted(waiting):
+                proven, failure = self._results_since(device)
+                self.proof[device] = proven
+                if failure is None and proven < wanted:
+                    continue
+                waiting.discard(device)
+                if failure is not None:
+                    self.outcomes[device] = ("unconfirmed", failure)
+                    self._record_device(device, "canary", "unconfirmed", failure,
+                                        self._running(device))
+            if waiting and time.monotonic() >= deadline_s:
+                break
+            if waiting:
+                time.sleep(POLL_S)
+        for device in sorted(waiting):
+            failure = (f"reported {self._model()} installed and healthy, but the store holds "
+                       f"{self.proof.get(device, 0)} of the {wanted} result(s) of it classified "
+                       f"by it since that --canary-results asks for, after "
+                       f"{self.plan.timeout_s:.0f} s (is the back-office ingest running? was "
+                       "the report its own?)")
+            self.outcomes[device] = ("unconfirmed", failure)
+            self._record_device(device, "canary", "unconfirmed", failure, self._running(device))
+
+    def _results_since(self, device: Device) -> tuple[int, str | None]:
+        """How many stored results of ``device`` captured since its installed report are
+        classified by the release, and why it fails if one is classified otherwise."""
+        since = self.reported_at.get(device)
+        if since is None:
+            return 0, None
+        rows = self.store.query(
+            "SELECT model_name, model_version, COUNT(*) FROM results WHERE site = ? AND "
+            "device_id = ? AND captured_at > ? AND model_version IS NOT NULL "
+            "GROUP BY model_name, model_version", [*device, iso_utc(since)])
+        release = self._release()
+        proven = sum(int(count) for name, version, count in rows if (name, version) == release)
+        other = [f"{count} by {name} {version}" for name, version, count in rows
+                 if (name, version) != release]
+        if other:
+            return proven, (f"reported {self._model()} installed and healthy at "
+                            f"{iso_utc(since)}, but results of it captured since are classified "
+                            f"{', '.join(other)}: it does not serve what its report says (a "
+                            "forged report? its login may be stolen)")
+        return proven, None
 
     def _outcome(self, state: str, reason: str) -> RolloutOutcome:
         return RolloutOutcome(self.rollout_id, state, reason, dict(self.outcomes),
@@ -247,10 +335,13 @@ class Rollout:
         stop waiting for it; returns the devices as the watcher sees them now."""
         views = self.watcher.devices()
         for device in sorted(waiting):
-            verdict = self._verdict(views.get(device))
+            view = views.get(device)
+            verdict = self._verdict(view)
             if verdict is not None:
                 waiting.discard(device)
                 self.outcomes[device] = verdict
+                if verdict[0] == "installed" and view is not None and view.state is not None:
+                    self.reported_at[device] = view.state.at
                 self._record_device(device, phase, *verdict, self._running(device))
         return views
 

@@ -10,6 +10,7 @@ one whose deploy is gone.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from appliance.backoffice.schema import iso_utc
@@ -91,3 +92,14 @@ def _latest_rows(
         "ORDER BY d.updated_at", [repo.identity()]
     )
     return {(row[0], row[1]): (row[2], row[3], row[4], row[5]) for row in rows}
+
+
+def rollout_reasons(store: Store, rollout_ids: Collection[str]) -> dict[str, tuple[str, str]]:
+    """(state, reason) of each of ``rollout_ids`` as recorded: a complete one's reason names
+    the kiosks whose reports it rested on (``Rollout._rested_on``)."""
+    found = {}
+    for rollout_id in sorted(rollout_ids):
+        rows = store.query("SELECT state, reason FROM rollouts WHERE rollout_id = ?", [rollout_id])
+        if rows:
+            found[rollout_id] = (str(rows[0][0]), str(rows[0][1] or ""))
+    return found

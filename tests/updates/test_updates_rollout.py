@@ -152,8 +152,11 @@ def test_cli_deploy_then_signed_rollback_of_every_assigned_kiosk_with_no_config_
         fleet.daemons[n].classifier.version == "1.0.5" for n in names), 30)
     assert main(["models", "status", *common]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert len(table) == 4
-    assert all("1.0.5" in line and "installed" in line for line in table[1:])
+    assert len(table) == 5
+    assert all("1.0.5" in line and "installed" in line for line in table[1:4])
+    assert table[4].startswith("rollout ")  # the rollback, and whose reports it rested on
+    assert "complete: 3 device(s) installed skin-texture-grade 1.0.5" in table[4]
+    assert "on the reports of 3 kiosk(s), each its own login; waves " in table[4]
     assert list(elsewhere.iterdir()) == []  # the store is where --store said, nothing here
 
 
