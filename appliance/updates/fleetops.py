@@ -463,13 +463,16 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
         if not report["other_devices"]:
             lines.append("no device has reported a model or been assigned one yet")
         return "\n".join(escape_controls(line) for line in lines)
-    lines.append(f"{'DEVICE':24} {'RUNNING':10} {'TARGETED':28} {'STATE':12} {'ROLLOUT':12} WHY")
+    wide = max([28, *(len(row["targeted"] or "") + len(" (withdrawn)") * bool(
+        row["targeted_withdrawn"]) for row in report["devices"])])  # the columns kept in line
+    lines.append(f"{'DEVICE':24} {'RUNNING':10} {'TARGETED':{wide}} {'STATE':12} {'ROLLOUT':12} "
+                 "WHY")
     for row in report["devices"]:
         why = row["reason"] or row["rollout_reason"] or ""
         targeted = (row["targeted"] or "-") + (" (withdrawn)" if row["targeted_withdrawn"] else "")
         running = (row["running"] or "-") + ("!" if row["running_withdrawn"] else "")
         lines.append(f"{row['site'] + '/' + row['device_id']:24} {running:10} "
-                     f"{targeted:28} {row['state'] or '-':12} "
+                     f"{targeted:{wide}} {row['state'] or '-':12} "
                      f"{row['rollout_state'] or '-':12} {why[:120]}")
     for rollout in report["rollouts"]:
         if rollout["state"] == "complete":

@@ -177,6 +177,9 @@ def _status_says_so(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "status", "--repo", str(fleet.repo.dir), "--store", store]) == 0
     table = capsys.readouterr().out
     assert f"{MODEL} 1.2.0 (withdrawn)" in table
+    header = next(line for line in table.splitlines() if line.startswith("DEVICE"))
+    k1 = next(line for line in table.splitlines() if line.startswith(f"{fleet.site}/k1 "))
+    assert k1.index(" rejected ") + 1 == header.index("STATE")  # the columns kept in line
     assert "withdrawn: skin-texture-grade 1.2.0 (" in table
     assert "by ops@backoffice: grades dark skin coarse)" in table
 
