@@ -114,8 +114,12 @@ def run_yank(args: argparse.Namespace) -> int:
         "from now on, and one running it goes back to the newest older release it may run, "
         "at its next check (updates.check_interval_s, or the next deploy's notice)"))
     if assigned:
+        older = sorted((m.version for m in releases(repo) if m.name == args.name
+                        and semver_key(m.version) < semver_key(args.version)), key=semver_key)
+        now = (f"; to take them back now rather than at their next check: `appliance models "
+               f"rollback {args.name} --to {older[-1]} --repo {args.repo}`" if older else "")
         print(escape_controls(f"{len(assigned)} device(s) still assigned it (they keep or go "
-                              f"back to an older release): {_devices_named(assigned)}"))
+                              f"back to an older release): {_devices_named(assigned)}{now}"))
     return 0
 
 

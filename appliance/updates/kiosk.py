@@ -93,6 +93,7 @@ class ModelUpdater(threading.Thread):
         self._refused_downgrade: tuple[str, str, str] | None = None
         # the assignment of a withdrawn release last said: (its rollout, the version serving)
         self._said_withdrawn: tuple[str, str] | None = None
+        self._leaving: str | None = None  # why the install under way leaves a withdrawn release
         current = serving.classifier.path if serving.classifier is not None else None
         self._current_sha = _sha256(current) if current is not None and current.is_file() else ""
 
@@ -137,6 +138,7 @@ class ModelUpdater(threading.Thread):
         """Refresh signed metadata and install what it assigns to this kiosk, if new."""
         if self._health is not None:
             return  # the last install is still on probation
+        self._leaving = None
         look = self._look()
         if look is None or look.offer is None:
             return
@@ -192,8 +194,13 @@ class ModelUpdater(threading.Thread):
             return False
         left = _info(serving)
         self._rejected.remember(self._current_sha)
-        self._rollout = look.assignment.rollout if look.assignment is not None else None
         why = f"{withdrawal.model} {withdrawal.version} was {withdrawal.said()}"
+        if look.offer is not None and _takes_over(look.offer, serving, self._rejected):
+            # the assignment names a release it installs over this one (a signed rollback,
+            # `models rollback` after the yank): installed and reported as its rollout awaits
+            self._leaving = why
+            return False
+        self._rollout = look.assignment.rollout if look.assignment is not None else None
         went = self._go_back_from_withdrawn(look, serving, withdrawal.version)
         if went is None:
             self._report_state("rejected", left, f"{why}; this kiosk has no other release to "
@@ -332,6 +339,8 @@ class ModelUpdater(threading.Thread):
         self._report("rejected", offer, exc.reason)
 
     def _install(self, updater: Updater, offer: Offer) -> None:
+        # leaving a withdrawn release: said with the install, and never gone back to
+        leaving, self._leaving = self._leaving, None
         self._report("available", offer)
         self._check_compatible(offer)
         self._report("downloading", offer)
@@ -340,7 +349,7 @@ class ModelUpdater(threading.Thread):
         runner = self._verify(download, offer)
         self._report("verified", offer)
         before = self.serving.classifier
-        previous = before.path if before is not None else None
+        previous = before.path if before is not None and leaving is None else None
         manifest = offer.manifest
         final = self._install_file(download, offer, previous)
         runner.path = final
@@ -349,7 +358,8 @@ class ModelUpdater(threading.Thread):
         self._start_probation(manifest.label_shares(), previous)
         self._on_swap(self.serving)
         log.info("model %s %s installed; health check running", manifest.name, manifest.version)
-        self._report("installed", offer)
+        self._report("installed", offer, None if leaving is None else (
+            f"{leaving}; installed the release assigned instead, with no way back to it"))
 
     def _install_file(self, download: Path, offer: Offer, previous: Path | None) -> Path:
         """Put the verified download in place and point at it; a full disk (or any refusal of
@@ -562,6 +572,17 @@ class ModelUpdater(threading.Thread):
             rollout=self._rollout,
         )
         self._publish(message.to_json())
+
+def _takes_over(offer: Offer, serving: SkinClassifier, rejected: RejectedReleases) -> bool:
+    """Whether the assigned ``offer`` installs over the (withdrawn) ``serving`` model: not
+    refused here before, and a signed rollback, another model, or a newer version (a plain
+    deploy of an older one is refused as a downgrade)."""
+    if offer.sha256 in rejected:
+        return False
+    manifest = offer.manifest
+    return (offer.assignment.decision == "rollback" or manifest.name != serving.name
+            or semver_key(manifest.version) > semver_key(serving.version))
+
 
 def _load_or_none(path: Path | None) -> SkinClassifier | None:
     """The model at ``path`` (None when there is none or it no longer loads)."""

@@ -15,6 +15,7 @@ from appliance.cli import main
 from appliance.updates.install import ModelStore
 from appliance.updates.manifest import model_target, withdrawn_target
 from appliance.updates.operations import (
+    assign,
     init_repository,
     release_model,
     released,
@@ -41,12 +42,16 @@ def test_a_yanked_release_is_unlisted_and_can_be_neither_deployed_rolled_back_to
     repo = init_repository(tmp_path / "repo")
     for version in ("1.1.0", "1.2.0"):
         _release(repo.dir, version)
+    assign(repo, [("lab", "k1")], released(repo, MODEL, "1.2.0"))
     capsys.readouterr()
     assert main(["models", "yank", MODEL, "--version", "1.2.0", "--repo", str(repo.dir),
                  "--reason", "grades dark skin coarse"]) == 0
     said = capsys.readouterr().out
     assert f"{MODEL} 1.2.0 withdrawn " in said
     assert "grades dark skin coarse" in said
+    assert ("1 device(s) still assigned it (they keep or go back to an older release): lab/k1; "
+            f"to take them back now rather than at their next check: `appliance models rollback "
+            f"{MODEL} --to 1.1.0 --repo {repo.dir}`") in said
     targets = repo.targets().targets
     assert model_target(MODEL, "1.2.0") not in targets  # kiosks find no release to install
     assert model_target(MODEL, "1.1.0") in targets
@@ -203,3 +208,34 @@ def test_a_kiosk_on_a_yanked_release_with_no_older_one_signed_goes_back_to_its_m
     assert k1.classifier is not None
     assert k1.classifier.version == "1.0.0"
     assert ModelStore(fleet.tmp / "k1").read().current == fleet.tmp / "initial.onnx"
+
+
+@pytest.mark.broker
+def test_a_rollback_signed_after_the_yank_is_installed_and_reported_as_its_rollout_awaits(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """What `models yank` suggests for kiosks assigned the release: `models rollback` to the
+    one before. The kiosk serving the withdrawn release installs the rollback's release and
+    reports it installed and healthy for that rollout (going back by itself, it said only
+    `rolled_back`, about the withdrawn one, and the rollback waited out its timeout), with no
+    way back to the withdrawn file."""
+    older = fleet.release("1.1.0")
+    bad = fleet.release("1.2.0")
+    k1 = fleet.kiosk("k1")
+    fleet.assign(bad, ["k1"])
+    k1.updater.notify()
+    assert events.wait_until(lambda: (s := events.last_state("k1")) is not None
+                             and s.state == "installed" and s.healthy is True, 30)
+    withdraw_release(fleet.repo, MODEL, "1.2.0", "grades dark skin coarse", "ops@backoffice")
+    rollout = fleet.assign(older, ["k1"], decision="rollback")
+    k1.updater.notify()
+    assert events.wait_until(lambda: (s := events.last_state("k1")) is not None
+                             and s.rollout == rollout and s.state == "installed"
+                             and s.healthy is True, 30), events.states.get("k1")
+    assert _last(events, "k1").model.version == "1.1.0"
+    said = [s.reason or "" for s in events.states["k1"] if s.rollout == rollout]
+    assert any("1.2.0 was withdrawn" in reason and "installed the release assigned instead"
+               in reason for reason in said), said
+    assert k1.classifier is not None
+    assert k1.classifier.version == "1.1.0"
+    assert ModelStore(fleet.tmp / "k1").read().previous is None
