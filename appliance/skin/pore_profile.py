@@ -804,3 +804,57 @@ def second_furrow(ring: np.ndarray) -> np.ndarray:
     near = (np.arange(8)[None, :] - deepest[:, None]) % 8
     result: np.ndarray = np.where((near <= 1) | (near == 7), -np.inf, ring).max(axis=1)
     return result
+
+
+# The junctions along a pit's own furrows (``junctions_along``): the candidates within
+# ALONG_REACH_UM of it, and ALONG_FROM_UM beyond its outer rim (not its own maxima), that a
+# straight path from the pit reaches without leaving a furrow: at ALONG_POINTS along it,
+# the deepest of ALONG_OFFSETS_UM across it stays at least a share of the pit's arms' depth.
+# A furrow runs from junction to junction, so those are the junctions its arms lead to (a
+# shallower furrow meeting it is left out by the share), drawn as deep as that furrow's.
+ALONG_REACH_UM = 600.0
+ALONG_FROM_UM = 20.0
+ALONG_POINTS = 16  # points read evenly along a path (at most 35 µm apart at the reach)
+ALONG_OFFSETS_UM = (-20.0, 0.0, 20.0)
+_ALONG_SHARES = np.arange(1, ALONG_POINTS + 1) / (ALONG_POINTS + 1)
+
+
+def junctions_along(depth: np.ndarray, pits: np.ndarray, outer_px: np.ndarray,
+                    level: np.ndarray, *, centres: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """The median floor of the candidates (``centres`` fine px, ``floor``) that each pit
+    (``pits`` fine px, its outer rim ``outer_px``) reaches along a furrow at least ``level``
+    (one per pit) deep; NaN where it reaches none. Continuous in the calibration: µm on the
+    fine depth, a share of a depth."""
+    result = np.full(len(pits), np.nan)
+    if not len(pits) or not len(centres):
+        return result
+    # a candidate shallower than the level ends no such path
+    deep = np.flatnonzero(floor >= level.min())
+    dx = centres[None, deep, 0] - pits[:, None, 0]
+    dy = centres[None, deep, 1] - pits[:, None, 1]
+    squared = dx * dx + dy * dy
+    start = outer_px + ALONG_FROM_UM / FINE_UM_PER_PX
+    pit, near = np.nonzero((squared > (start * start)[:, None])
+                           & (squared <= (ALONG_REACH_UM / FINE_UM_PER_PX) ** 2)
+                           & (floor[deep][None, :] >= level[:, None]))
+    if not len(pit):
+        return result
+    along_x, along_y = dx[pit, near], dy[pit, near]
+    # across: ALONG_OFFSETS_UM at right angles to each path
+    across = np.asarray(ALONG_OFFSETS_UM) / FINE_UM_PER_PX / np.sqrt(squared[pit, near])[:, None]
+    xs = (pits[pit, 0, None, None] + along_x[:, None, None] * _ALONG_SHARES[None, :, None]
+          - (along_y[:, None] * across)[:, None, :])
+    ys = (pits[pit, 1, None, None] + along_y[:, None, None] * _ALONG_SHARES[None, :, None]
+          + (along_x[:, None] * across)[:, None, :])
+    reached = bilinear(depth, xs, ys).max(axis=2).min(axis=1) >= level[pit]
+    pit, other = pit[reached], deep[near[reached]]
+    # each pit's median: its reached floors sorted, the mean of the two middle ones
+    reached_floor = floor[other]
+    order = np.lexsort((reached_floor, pit))
+    first = np.searchsorted(pit[order], np.arange(len(pits) + 1))
+    count = np.diff(first)
+    read = np.flatnonzero(count)
+    sorted_floor = reached_floor[order]
+    result[read] = (sorted_floor[first[read] + (count[read] - 1) // 2]
+                    + sorted_floor[first[read] + count[read] // 2]) / 2.0
+    return result

@@ -31,9 +31,13 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    smaller). A pit with at most 2 arms cannot be a junction: when it fails
    those it is judged again against its own surround (``pit_tests``): darker than the skin
    right around it by 1.7 times the frame's furrow contrast, 1.5 times as deep as its arms,
-   round, not drawn out, grey and pore-sized; the junctions' floor does not enter. A pit in a
-   hill (at most one arm, no second furrow within 80 µm) needs neither the contrast nor the
-   arm test, and is profiled whatever its depth. Overlapping candidates keep the deepest.
+   round, not drawn out, grey and pore-sized, and deeper than the junctions around it and than
+   those along its own furrows (``pore_profile.junctions_along``: a junction of a frame's
+   deepest furrows is deeper than the junctions of shallower furrows around it, not than the
+   other junctions of its own furrows); the frame's typical junction gap does not enter. A
+   pit in a hill (at most one arm, no second furrow within 80 µm) needs neither the contrast
+   nor the arm test nor the junctions, and is profiled whatever its depth. Overlapping
+   candidates keep the deepest.
 6. Diameter: the equivalent diameter of the pit's own edge, each ray's steepest fall
    (pore_profile.steepest_fall): a pore drawn on a junction's dark core has its half-depth rim
    out on the core, its wall's steepest fall on itself. A counted pore with a ray that runs
@@ -75,6 +79,7 @@ from appliance.skin.pore_profile import (
     blue_excess,
     candidates,
     junction_sample,
+    junctions_along,
     local_junction_floor,
     median_of,
     ring_arm_count,
@@ -140,6 +145,12 @@ class PoreRule:
     # (docs/experiments/README.md "darkjunc"; own generator only: the fit seed 11's wide
     # frames tie at 1.0-1.3, its scenes of dark, large junction pits need 1.1).
     pit_over_junctions: float = 1.1
+    # ... and, where it reaches junctions along its own furrows (``Candidates.furrow_junctions``:
+    # those a straight path at ALONG_ARM_SHARE of its arms' depth leads to), deeper than those
+    # by this: a junction of the frame's deepest furrows is deeper than the junctions of the
+    # shallower furrows around it, not than the other junctions along its own furrows
+    # (docs/experiments/README.md "junc3").
+    pit_over_furrow_junctions: float = 1.1
     pit_max_elongation: float = 2.0
     # An oval pore along a furrow reads drawn out above its arms, like a dash (a short deep
     # stretch of furrow). It is told by either of two things: it is wider between its long
@@ -278,6 +289,10 @@ PIT_MAX_ARMS = 2  # a junction has 3 or more furrow arms (pore_profile.arm_count
 # (docs/experiments/README.md "b3arms").
 ALONE_ARM_SHARE = 0.35
 ALONE_MAX_ARMS = 1
+# A path along the pit's own furrow stays at least this share of its arms' depth
+# (``Shape.arms``) deep (pore_profile.junctions_along): a shallower furrow meeting it is not
+# its own.
+ALONG_ARM_SHARE = 0.6
 # the depth comparisons a pit with a closed outline passes (not the dash test, nor those every
 # pore passes: strand, closed, size, colour)
 OUTLINE_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than_arms", "round")
@@ -360,6 +375,10 @@ class Candidates:
     # the pit is alone in a hill at the frame's level (0 elsewhere); None: not read
     # (``_alone_in_a_hill`` then reads the rays alone)
     own_arms: np.ndarray | None = None
+    # (N,) the median floor of the junctions along the pit's own furrows
+    # (pore_profile.junctions_along), read for pits with at most PIT_MAX_ARMS arms; NaN where
+    # none is reached or not read; None: not read
+    furrow_junctions: np.ndarray | None = None
     # (N,) bool: the pit lies on a hair and is never counted (``choose_pores``); None: none does
     on_hair: np.ndarray | None = None
 
@@ -419,14 +438,18 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     # without every reading, the rings only of pits that may pass the fixed tests
     may_count = (np.ones(len(shape.floor), dtype=bool) if every_reading
                  else ~fails_fixed_tests(pits, rule))
-    return _with_rings(pits, fine, centres[deep], may_count, rule)
+    return _with_rings(pits, fine, centres[deep], may_count, rule,
+                       every_centre=centres, every_floor=floor)
 
 
 def _with_rings(found: Candidates, fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
-                rule: PoreRule) -> Candidates:
+                rule: PoreRule, *, every_centre: np.ndarray | None = None,
+                every_floor: np.ndarray | None = None) -> Candidates:
     """``found`` with its rings read on the fine depth (``Candidates.ring_arms``, ``own_arms``)
     for the pits ``read`` (bool; the others keep their rays' arm count, and 0); ``centres``:
-    the pits' fine px."""
+    the pits' fine px. With ``every_centre`` and ``every_floor`` (every candidate's fine px and
+    floor), the junctions along the furrows of those ``rule`` compares with the junctions
+    around them (``Candidates.furrow_junctions``)."""
     shape, furrow_floor = found.shape, found.furrow_floor
     # the rings are read only where the rays find at most 2 arms (``missed_arms``)
     few = np.flatnonzero((shape.arm_count <= PIT_MAX_ARMS) & read)
@@ -438,7 +461,19 @@ def _with_rings(found: Candidates, fine: np.ndarray, centres: np.ndarray, read: 
     own_arms = np.zeros(len(shape.floor), dtype=ring_arms.dtype)
     own_arms[alone] = ring_arm_count(fine, centres[alone], np.sort(
         shape.rim_px[alone], axis=1)[:, OUTER_RIM], ALONE_ARM_SHARE * shape.floor[alone])
-    return replace(found, ring_arms=ring_arms, own_arms=own_arms)
+    found = replace(found, ring_arms=ring_arms, own_arms=own_arms)
+    if every_centre is None or every_floor is None:
+        return found
+    # the junctions along its furrows only where they can change a verdict: a pit with at
+    # most PIT_MAX_ARMS arms, held to the junctions around it and deeper than those
+    compared = np.flatnonzero(
+        (shape.arm_count <= PIT_MAX_ARMS) & read & ~_alone_in_a_hill(found, rule)
+        & (shape.floor >= rule.pit_over_junctions * found.around))
+    furrow_junctions = np.full(len(shape.floor), np.nan)
+    furrow_junctions[compared] = junctions_along(
+        fine, centres[compared], np.sort(shape.rim_px[compared], axis=1)[:, OUTER_RIM],
+        ALONG_ARM_SHARE * shape.arms[compared], centres=every_centre, floor=every_floor)
+    return replace(found, furrow_junctions=furrow_junctions)
 
 
 def _on_hair(centres_work: np.ndarray, hair: np.ndarray) -> np.ndarray:
@@ -491,6 +526,8 @@ def only_pits(found: Candidates, keep: np.ndarray) -> Candidates:
         around=found.around[keep], spread=found.spread[keep], nearby=found.nearby[keep],
         blue=found.blue[keep], ring_arms=None if found.ring_arms is None else found.ring_arms[keep],
         own_arms=None if found.own_arms is None else found.own_arms[keep],
+        furrow_junctions=(None if found.furrow_junctions is None
+                          else found.furrow_junctions[keep]),
         on_hair=None if found.on_hair is None else found.on_hair[keep],
         shallow_work_px=np.concatenate([found.shallow_work_px, found.centres_work_px[~keep]]))
 
@@ -561,7 +598,18 @@ def _outline_passes(found: Candidates, rule: PoreRule) -> np.ndarray:
     meeting = shape.far_side >= rule.outline_far_furrow * found.furrow_floor
     result: np.ndarray = (shape.outline <= rule.outline_max_ratio) & (
         ~meeting | (shape.outline <= rule.meeting_max_outline)
-        | (shape.floor >= rule.pit_over_junctions * found.around))
+        | _over_junctions(found, rule))
+    return result
+
+
+def _over_junctions(found: Candidates, rule: PoreRule) -> np.ndarray:
+    """Pits ``rule.pit_over_junctions`` deeper than the junctions around them and, where
+    they reach junctions along their own furrows (``Candidates.furrow_junctions``),
+    ``rule.pit_over_furrow_junctions`` deeper than those."""
+    floor = found.shape.floor
+    result: np.ndarray = floor >= rule.pit_over_junctions * found.around
+    if found.furrow_junctions is not None:
+        result &= ~(floor < rule.pit_over_furrow_junctions * found.furrow_junctions)
     return result
 
 
@@ -606,7 +654,7 @@ def pit_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray]
     return {
         "deep_enough": (in_hill | (shape.floor - shape.skin
                                    >= rule.pit_min_contrast * found.furrow_floor))
-        & (_alone_in_a_hill(found, rule) | (shape.floor >= rule.pit_over_junctions * found.around))
+        & (_alone_in_a_hill(found, rule) | _over_junctions(found, rule))
         & (shape.floor >= rule.depth_over_furrow * found.furrow_floor),
         "wide_or_deep": every,
         "wide_if_shallow": every,
