@@ -21,9 +21,10 @@ from appliance.cli import main
 from appliance.config import PASSWORD_ENV
 from appliance.edge.testing import wait_until
 from appliance.pathology.jobs import JOB_SCHEMA
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
 from appliance.transport.client import new_client
 from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
+from tests.he_slides import painted
 
 pytestmark = pytest.mark.broker
 SERVER, USER, KIOSK, WORKER = "pathology-lab-0", "lab-user", ("shop-1", "kiosk-a"), "backoffice-1"
@@ -158,7 +159,7 @@ def _slide(tmp_path: Path) -> Path:
     slides = tmp_path / "slides"
     slides.mkdir()
     spec = SlideSpec("b11", "P11", "MSI", "biopsy", 1, 0.5, seed=11)
-    Image.fromarray(render_slide(spec)).save(slides / "b11.jpg", quality=88)
+    Image.fromarray(painted(spec)).save(slides / "b11.jpg", quality=88)
     return slides / "b11.jpg"
 
 

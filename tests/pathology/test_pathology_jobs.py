@@ -32,7 +32,8 @@ from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.prepare import TileSettings
 from appliance.pathology.requestcheck import RequestChecks
 from appliance.pathology.slideworker import prepare_for_model
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
+from tests.he_slides import painted
 from tests.store_helpers import BACKENDS, PG_URL, fresh_store
 
 LEADS_OUTSIDE = ("leads outside the slide roots now (a link, or a folder on its way, replaced "
@@ -169,7 +170,7 @@ def test_a_slide_that_leads_out_of_the_roots_when_read_is_refused(tmp_path: Path
     root, outside = tmp_path / "slides", tmp_path / "private"
     (root / "case").mkdir(parents=True)
     outside.mkdir()
-    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 1, 0.5, seed=3))
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 1, 0.5, seed=3))
     for place in (root / "case" / "a.jpg", root / "case" / "b.jpg", outside / "a.jpg",
                   outside / "b.jpg"):
         Image.fromarray(rgb).save(place, quality=88)
@@ -205,7 +206,7 @@ def test_a_slide_that_leads_out_of_the_roots_to_a_name_not_utf8_says_so_in_text_
     root, outside = tmp_path / "slides", tmp_path / "private"
     root.mkdir()
     outside.mkdir()
-    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 1, 0.5, seed=3))
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 1, 0.5, seed=3))
     Image.fromarray(rgb).save(root / "a.jpg", quality=88)
     job = parse_job(_payload([str(root / "a.jpg")]), [root], 10_000, 3)
     odd = os.fsdecode(bytes(outside) + b"/\xff.jpg")

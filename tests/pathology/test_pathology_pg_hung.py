@@ -33,7 +33,8 @@ from appliance.pathology.jobs import JOB_SCHEMA, request_topic, server_topic
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.pathology.service_main import run_server
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
+from tests.he_slides import painted
 from tests.pg_cut import CutServer, cut_server
 from tests.store_helpers import PG_URL
 
@@ -83,7 +84,7 @@ def _config(tmp_path: Path, broker: Any, prefix: str, url: str, **pathology: Any
     if not root.exists():
         root.mkdir()
         spec = SlideSpec("b11", "P11", "MSI", "biopsy", 1, 0.5, seed=11)
-        Image.fromarray(render_slide(spec)).save(root / "b11.jpg", quality=88)
+        Image.fromarray(painted(spec)).save(root / "b11.jpg", quality=88)
     return config_from_mapping({
         "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": prefix},
         "state_dir": str(tmp_path / "state"), "store": {"url": url},

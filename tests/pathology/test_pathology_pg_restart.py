@@ -27,7 +27,8 @@ from appliance.pathology.backends import ModelOutputs, OnnxBackend
 from appliance.pathology.jobs import JOB_SCHEMA, request_topic
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
+from tests.he_slides import painted
 from tests.pg_cluster import HeldCall, PgCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]
@@ -56,7 +57,7 @@ def slide_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("slides")
     for seed, name in enumerate(SLIDES, start=11):
         spec = SlideSpec(name, f"P{seed}", "MSI", "biopsy", 1, 0.5, seed=seed)
-        Image.fromarray(render_slide(spec)).save(root / f"{name}.jpg", quality=88)
+        Image.fromarray(painted(spec)).save(root / f"{name}.jpg", quality=88)
     return root
 
 

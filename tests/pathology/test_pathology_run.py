@@ -15,8 +15,9 @@ from PIL import Image
 from appliance.cli import main
 from appliance.pathology.model import ModelError, TileModel, TileScores
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
 from tests.disk_helpers import fill, small_tmpfs
+from tests.he_slides import painted
 from tests.pathology_helpers import results_rows
 from tests.shared_data import SHARED_DATA
 
@@ -29,7 +30,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One good synthetic biopsy plus every kind of bad slide, with labels.csv."""
     folder = tmp_path_factory.mktemp("cohort")
     spec = SlideSpec("good", "P1", "MSI", "biopsy", 2, 0.8, seed=5)
-    Image.fromarray(render_slide(spec)).save(folder / "good.jpg", quality=88)
+    Image.fromarray(painted(spec)).save(folder / "good.jpg", quality=88)
     data = (folder / "good.jpg").read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)

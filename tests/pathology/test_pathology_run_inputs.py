@@ -13,7 +13,8 @@ from PIL import Image
 
 from appliance.cli import main
 from appliance.pathology.labels import jobs_from_folder, read_labels
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
+from tests.he_slides import painted
 from tests.pathology_helpers import results_rows
 
 HEADER = "slide,patient,label,material,um_per_px\n"
@@ -109,7 +110,7 @@ def test_a_palette_png_slide_is_scored_like_its_rgb_original(tmp_path: Path) -> 
     like any other; its palette indices must not be averaged as if they were intensities."""
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / "rgb.png")
     Image.fromarray(rgb).quantize(256).save(folder / "indexed.png")
     out = tmp_path / "out"
@@ -160,7 +161,7 @@ def test_a_results_folder_inside_the_slide_folder_is_not_read_as_slides(tmp_path
     slide, not the first run's heatmaps and CAMs."""
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / "s.jpg", quality=88)
     out = folder / "results"
     command = ["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1"]
@@ -177,7 +178,7 @@ def test_results_written_into_the_slide_folder_itself_leave_its_slides_found(
     """--out the slide folder itself: its slides are still scored, its pictures never."""
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / "s.jpg", quality=88)
     command = ["pathology", "run", str(folder), "--out", str(folder), "--um-per-px", "1"]
     assert main(command) == 0
@@ -252,7 +253,7 @@ def test_a_missing_slide_is_named_by_what_named_it(tmp_path: Path) -> None:
                                                      "check its path")
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / "S1.jpg", quality=88)
     (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\nS2,P2,MSS,biopsy,1.0\n"
                                        "S3.png,P3,MSS,biopsy,1.0\n")
@@ -272,7 +273,7 @@ def test_a_labels_row_finds_its_image_beside_files_of_the_same_name(tmp_path: Pa
     """S1.geojson (a QuPath annotation export) sorts before S1.jpg: the row "S1" is the image."""
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / "S1.jpg", quality=88)
     (folder / "S1.geojson").write_text("{}")
     (folder / "labels.csv").write_text(HEADER + "S1,P1,MSI,biopsy,1.0\n")
@@ -287,7 +288,7 @@ def test_a_slide_name_with_dots_finds_its_image(tmp_path: Path) -> None:
     folder = tmp_path / "slides"
     folder.mkdir()
     name = "TCGA-3L-AA1B-01Z-00-DX1.8923A151-A690-40B7-9E5A-FCBEDFC2394F"
-    rgb = render_slide(SlideSpec(name, "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec(name, "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / f"{name}.jpg", quality=88)
     (folder / "labels.csv").write_text(HEADER + f"{name},P1,MSI,biopsy,1.0\n")
     out = tmp_path / "out"
@@ -301,7 +302,7 @@ def test_slides_with_the_longest_file_names_are_scored_or_refused_alone(tmp_path
     with its suffix, whose heatmap name could not exist, fails alone."""
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     long_name, longest = "é" * 120, "x" * 249 + ".jpg"  # 240 bytes in UTF-8; 253 bytes
     for name in (f"{long_name}.jpg", longest, "short.jpg"):
         Image.fromarray(rgb).save(folder / name, quality=88)
@@ -325,7 +326,7 @@ def test_a_pipe_device_or_dangling_link_among_the_slides_is_reported_not_opened(
     is no file was left out without a word, so a cohort came out a slide short unnoticed."""
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / "S1.jpg", quality=88)
     os.mkfifo(folder / "pipe.jpg")  # opening it would wait for a writer
     (folder / "null.tif").symlink_to("/dev/null")
@@ -445,7 +446,7 @@ def test_a_labels_row_finds_its_image_named_on_a_mac_and_evaluate_matches_it(
     found"). Now it is that slide, kept under the row's name, and evaluate matches it."""
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / f"{NFD_NAME}.jpg", quality=88)
     (folder / "labels.csv").write_text(HEADER + f"{NFC_NAME},P1,MSI,biopsy,1.0\n")
     out = tmp_path / "out"
@@ -495,7 +496,7 @@ def test_a_labels_row_finds_its_image_named_as_it_writes_it_where_nfc_changes_th
     written = "\u212b-\uf900"  # Å (ANGSTROM SIGN) and 豈 (CJK COMPATIBILITY IDEOGRAPH-F900)
     folder = tmp_path / "slides"
     folder.mkdir()
-    rgb = render_slide(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    rgb = painted(SlideSpec("S1", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
     Image.fromarray(rgb).save(folder / f"{written}.jpg", quality=88)
     (folder / "labels.csv").write_text(HEADER + f"{written},P1,MSI,biopsy,1.0\n")
     out = tmp_path / "out"

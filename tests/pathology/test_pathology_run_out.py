@@ -17,8 +17,9 @@ from PIL import Image
 
 from appliance.cli import main
 from appliance.pathology.outfolder import ResultsFolder
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
 from tests.disk_helpers import small_tmpfs
+from tests.he_slides import painted
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("slides")
     for seed, name in enumerate("abc"):
         spec = SlideSpec(name, f"P{seed}", "MSI", "biopsy", 2, 0.8, seed=5 + seed)
-        Image.fromarray(render_slide(spec)).save(folder / f"{name}.jpg", quality=88)
+        Image.fromarray(painted(spec)).save(folder / f"{name}.jpg", quality=88)
     return folder
 
 

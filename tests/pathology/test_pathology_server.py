@@ -60,11 +60,12 @@ from appliance.pathology.jobs_display import describe_state
 from appliance.pathology.jobstore import PathologyStore, open_pathology_store
 from appliance.pathology.server import PathologyServer
 from appliance.pathology.serverlink import MAX_QOS0_WAITING
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
 from appliance.transport.broker import PrivateBroker, free_port
 from tests import pathology_worker_hooks as hooks
 from tests.disk_helpers import fill, small_tmpfs
 from tests.gpu import needs_cuda
+from tests.he_slides import painted
 from tests.pathology_helpers import SteppedClock, caught_up, counting_subacks, serving, subscribed
 from tests.store_helpers import PG_URL
 
@@ -79,7 +80,7 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("slides")
     for seed, label in ((11, "MSI"), (12, "MSS")):
         spec = SlideSpec(f"b{seed}", f"P{seed}", label, "biopsy", 1, 0.5, seed=seed)
-        Image.fromarray(render_slide(spec)).save(root / f"b{seed}.jpg", quality=88)
+        Image.fromarray(painted(spec)).save(root / f"b{seed}.jpg", quality=88)
     (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)
     return root
 

@@ -42,7 +42,8 @@ from appliance.pathology.preparing import SlidePreparation
 from appliance.pathology.requestcheck import login_request
 from appliance.pathology.server import PathologyServer
 from appliance.pathology.slideworker import prepare_for_model
-from appliance.synthetic.he import SlideSpec, render_slide
+from appliance.synthetic.he import SlideSpec
+from tests.he_slides import painted
 from tests.pathology_helpers import counting_subacks, subscribed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ class Labs:
 def labs(tmp_path: Path) -> Labs:
     found = Labs(tmp_path / "slides" / "lab-a", tmp_path / "slides" / "lab-b",
                  tmp_path / "slides" / "shared")
-    rgb = render_slide(SlideSpec("s", "P1", "MSI", "biopsy", 1, 0.5, seed=3))
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 1, 0.5, seed=3))
     for folder in (found.a, found.b, found.shared):
         folder.mkdir(parents=True)
         Image.fromarray(rgb).save(folder / "s.jpg", quality=88)
