@@ -93,7 +93,7 @@ def test_names_no_file_can_have_are_not_found_and_no_traceback_is_printed(
         hanging_up.sendall(b"GET /metadata/large.json HTTP/1.0\r\n\r\n")
         hanging_up.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     deadline = time.monotonic() + 20
-    while "request ended early" not in caplog.text and time.monotonic() < deadline:
+    while ": requests ended early: " not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ": requests ended early: 1 since the last saying, the latest from 127.0.0.1: " in (
         caplog.text)
