@@ -9,6 +9,7 @@ import pytest
 
 from appliance.cli import main
 from appliance.pathology.report import RunData, evaluate_runs, format_group
+from tests.he_slides import placeholder_slide
 
 
 def test_synth_skin_says_one_frame(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,9 +35,15 @@ def test_an_evaluated_group_of_one_slide_says_one_slide_and_one_patient() -> Non
 
 
 def test_synth_he_of_one_patient_says_one_patient(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """It said "1 slides of 1 patients" (this seed paints one slide of the patient)."""
+    """It said "1 slides of 1 patients" (this seed paints one slide of the patient). The
+    slide's pixels are not the point (tests/synthetic/test_synthetic_he.py paints them): its
+    file is a placeholder here, not a 3072 px square painted for two CPU-seconds."""
+    from appliance.synthetic import he
+
+    monkeypatch.setattr(he, "_write_slide", placeholder_slide)
     assert main(["synth", "he", "--out", str(tmp_path / "he"), "--patients", "1",
                  "--seed", "0"]) == 0
     assert capsys.readouterr().out.startswith("1 slide of 1 patient in ")
+    assert [p.name for p in (tmp_path / "he").glob("*.jpg")] == ["P0000-S.jpg"]

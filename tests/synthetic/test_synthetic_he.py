@@ -13,6 +13,7 @@ import pytest
 from appliance.cli import main
 from appliance.pathology.stain import REFERENCE, stain_concentrations
 from appliance.synthetic.he import SlideSpec, _progress_bar, cohort_specs, render_slide
+from tests.he_slides import placeholder_slide
 from tests.pool_helpers import kill_a_worker
 
 
@@ -40,15 +41,20 @@ def test_synth_he_to_an_unwritable_out_exits_2_naming_it(
 
 
 def test_synth_he_into_a_log_says_its_progress_in_plain_lines(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With stderr a file or the journal, not a terminal, the bar wrote a carriage-return
-    line every tenth of a second a large cohort took: now a plain line at each tenth."""
+    line every tenth of a second a large cohort took: now a plain line at each tenth. (The
+    slides' pixels are not the point: test_synth_he_writes_slides_and_labels paints them.)"""
+    from appliance.synthetic import he
+
+    monkeypatch.setattr(he, "_write_slide", placeholder_slide)
     assert main(["synth", "he", "--out", str(tmp_path), "--patients", "2", "--seed", "4"]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = [line for line in err.splitlines() if line.startswith("painting slides: ")]
     assert lines == ["painting slides: 1/2 slides (50%)", "painting slides: 2/2 slides (100%)"]
+    assert sorted(p.name for p in tmp_path.glob("*.jpg")) == ["P0000-S.jpg", "P0001-S.jpg"]
 
 
 def test_a_large_cohort_into_a_log_says_a_line_at_each_tenth_only(
