@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 SUPERSAMPLE = 3
 LONG_LINE_FACTORS = {10: 1.6, 5: 1.3}  # every 10th / 5th graduation is this much longer
+MASK_ROWS = 240  # supersampled rows of the line mask worked out at once
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,24 @@ def micrometer_frame(spec: MicrometerSpec) -> npt.NDArray[np.uint8]:
 
 
 def _line_mask(spec: MicrometerSpec, width: int, height: int) -> npt.NDArray[np.float32]:
-    """1 inside a graduation line, 0 elsewhere, on the supersampled grid."""
+    """1 inside a graduation line, 0 elsewhere, on the supersampled grid.
+
+    Worked out a band of ``MASK_ROWS`` rows at a time: each pixel's value is the same
+    element-wise float32 arithmetic as over the whole grid at once, without the whole grid's
+    coordinate arrays (the 3840x2880 grid of a photo held some 800 MB of them)."""
+    mask = np.empty((height, width), np.float32)
+    for top in range(0, height, MASK_ROWS):
+        bottom = min(height, top + MASK_ROWS)
+        mask[top:bottom] = _line_band(spec, top, bottom, width)
+    return mask
+
+
+def _line_band(
+    spec: MicrometerSpec, top: int, bottom: int, width: int
+) -> npt.NDArray[np.bool_]:
+    """Rows ``top`` to ``bottom`` of the line mask (True inside a line)."""
     scale = float(SUPERSAMPLE)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys, xs = np.mgrid[top:bottom, 0:width].astype(np.float32)
     xs = (xs + 0.5) / scale - spec.size_px[0] / 2.0
     ys = (ys + 0.5) / scale - spec.size_px[1] / 2.0
     angle = math.radians(spec.angle_deg)
@@ -73,11 +89,10 @@ def _line_mask(spec: MicrometerSpec, width: int, height: int) -> npt.NDArray[np.
     half_length = np.full(number.shape, spec.line_height_px / 2.0, dtype=np.float32)
     for every, factor in sorted(LONG_LINE_FACTORS.items()):
         half_length[number % every == 0] = spec.line_height_px * factor / 2.0
-    inside = (np.abs(along_scale - centre) <= spec.line_width_fraction * spec.pitch_px / 2.0) & (
-        np.abs(along_line) <= half_length
-    )
-    mask: npt.NDArray[np.float32] = inside.astype(np.float32)
-    return mask
+    inside: npt.NDArray[np.bool_] = (
+        np.abs(along_scale - centre) <= spec.line_width_fraction * spec.pitch_px / 2.0
+    ) & (np.abs(along_line) <= half_length)
+    return inside
 
 
 def _vignette(width: int, height: int) -> npt.NDArray[np.float32]:
