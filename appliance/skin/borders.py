@@ -26,6 +26,7 @@ wholly inside one junction are not furrows and are dropped.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import cv2
@@ -159,9 +160,9 @@ def sort_with(keys: np.ndarray, payload: np.ndarray, key_bound: int,
     numbers >= 0, below ``payload_bound``) alongside, equal keys in the order of their payloads;
     both as int64.
 
-    One sort of key and payload packed into one number (int32 where it fits, else int64;
-    numpy sorts those values with SIMD, several times faster than any argsort), its halves
-    read back; beyond 63 bits, by ``np.lexsort``.
+    One sort of key and payload packed into one number (several times faster than any argsort;
+    ``sorted_whole`` where numpy sorts slowly, up to 53 bits), its halves read back; beyond 63
+    bits, by ``np.lexsort``.
     """
     payload_bits = max(int(payload_bound - 1).bit_length(), 1)
     bits = max(int(key_bound - 1).bit_length(), 1) + payload_bits
@@ -171,10 +172,70 @@ def sort_with(keys: np.ndarray, payload: np.ndarray, key_bound: int,
     packed = keys.astype(np.int32 if bits <= 31 else np.int64)
     np.left_shift(packed, payload_bits, out=packed)
     np.bitwise_or(packed, payload, out=packed)
-    packed.sort()
+    if NUMPY_SORTS_SLOWLY and bits <= WHOLE_SORT_BITS:
+        packed = sorted_whole(packed, bits)
+    else:
+        packed.sort()  # in place
     sorted_keys = np.right_shift(packed, payload_bits).astype(np.int64, copy=False)
     return sorted_keys, np.bitwise_and(packed, (1 << payload_bits) - 1).astype(np.int64,
                                                                                 copy=False)
+
+
+WHOLE_SORT_BITS = 53  # float64 holds every whole number below 2**53 exactly
+_ASCENDING_ROW = cv2.SORT_EVERY_ROW | cv2.SORT_ASCENDING
+
+
+def numpy_sorts_slowly(cpu_features: dict[str, bool], vendor: str) -> bool:
+    """Whether numpy's sort and partition are its AVX-512 ones (the CPU has AVX512_SKX and numpy
+    uses it) on an AMD CPU. Their compress-stores are slow on AMD Zen 4: there np.sort runs
+    about 5x slower than numpy's own AVX2 sort, np.partition about 6x, and OpenCV's sort (Intel
+    IPP's) beats them; elsewhere numpy's are the faster (and OpenCV's, without IPP off x86, a
+    plain sort)."""
+    return bool(cpu_features.get("AVX512_SKX")) and vendor == "AuthenticAMD"
+
+
+def _this_cpu() -> tuple[dict[str, bool], str]:
+    """numpy's CPU features as it runs (NPY_DISABLE_CPU_FEATURES applied) and the CPU vendor
+    (Linux's /proc/cpuinfo; empty elsewhere)."""
+    try:
+        core = importlib.import_module("numpy._core._multiarray_umath")
+    except ImportError:  # a numpy that keeps them elsewhere: numpy's sort
+        core = None
+    features = getattr(core, "__cpu_features__", {})
+    vendor = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    vendor = line.partition(":")[2].strip()
+                    break
+    except OSError:
+        pass
+    return dict(features), vendor
+
+
+NUMPY_SORTS_SLOWLY = numpy_sorts_slowly(*_this_cpu())  # ``sorted_whole``, ``median_of``
+
+
+def sorted_whole(values: np.ndarray, bits: int) -> np.ndarray:
+    """``np.sort`` of a 1-D array of whole numbers 0 <= v < 2**``bits`` (int32 up to 31 bits,
+    else int64; ``bits`` <= ``WHOLE_SORT_BITS``): the same array, in the same type; where
+    ``NUMPY_SORTS_SLOWLY``, by OpenCV's sort, int32 as they are and int64 as float64 (exact
+    below 2**53).
+
+    Speed only: on this project's AMD Zen 4 host OpenCV's sort took 0.6 ms where np.sort took
+    2.7 for the ~60,000 cracks of a mixed frame (docs/experiments/README.md "speed5"). Sorted
+    whole numbers are one array whichever sort made it."""
+    if bits > WHOLE_SORT_BITS:
+        raise ValueError(f"sorted_whole: {bits} bits do not fit a float64 exactly")
+    if not NUMPY_SORTS_SLOWLY or len(values) < 2:
+        return np.sort(values)
+    if bits <= 31:
+        ordered: np.ndarray = cv2.sort(values.astype(np.int32, copy=False).reshape(1, -1),
+                                       _ASCENDING_ROW).reshape(-1)
+        return ordered.astype(values.dtype, copy=False)
+    in_floats = cv2.sort(values.astype(np.float64).reshape(1, -1), _ASCENDING_ROW)
+    return in_floats.reshape(-1).astype(values.dtype)
 
 
 def _meeting_points(labels: np.ndarray, masks: CrackMasks) -> np.ndarray:
@@ -319,7 +380,9 @@ def _block_cracks(labels: np.ndarray, blocks: _MeetingBlocks, chains: _Chains,
     # the sorted crack list's order (pair, direction, raster), then the blocks' order, packed
     # into one number (below span² 2^(pixel_bits + 2): 2^63 for 10^6 cells of 10^6 pixels)
     record = ((keys << 1) | (kind >> 1)) << pixel_bits | pixel.take(present)
-    record = np.sort((record << 1) | (kind & 1))  # each record is a different number
+    record = (record << 1) | (kind & 1)  # each record is a different number
+    bits = max(span * span - 1, 1).bit_length() + pixel_bits + 2
+    record = sorted_whole(record, bits) if bits <= WHOLE_SORT_BITS else np.sort(record)
     second_block = (record & 1) == 1
     record >>= 1
     pixel = (record & ((1 << pixel_bits) - 1)).astype(np.int32 if labels.size < 2**31 else np.int64)

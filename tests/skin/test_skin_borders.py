@@ -119,11 +119,16 @@ def test_grown_cells_read_their_many_arm_junctions_whole(spacing_px: float) -> N
     ("key_bound", "payload_bound"),
     [(2**12, 2), (2**16 + 1, 2), (2**30, 2), (2**31, 2), (2**24, 2**20), (2**40, 2**23),
      (2**48, 2**16), (2**62, 4)])
+@pytest.mark.parametrize("slowly", [True, False])
 def test_sort_with_sorts_keys_with_their_payloads_in_any_range(
-        key_bound: int, payload_bound: int) -> None:
+        key_bound: int, payload_bound: int, slowly: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # a guard for the packing: int32 up to 31 bits of key and payload, int64 up to 63, lexsort
-    # beyond; keys come back sorted, each with its own payload, ties by payload, as int64
+    # beyond; keys come back sorted, each with its own payload, ties by payload, as int64;
+    # by OpenCV's sort (where numpy sorts slowly) and by numpy's
+    from appliance.skin import borders
     from appliance.skin.borders import sort_with
+
+    monkeypatch.setattr(borders, "NUMPY_SORTS_SLOWLY", slowly)
 
     rng = np.random.default_rng(key_bound % 1000 + payload_bound)
     keys = rng.integers(0, key_bound, 5000, dtype=np.int64)
@@ -138,6 +143,46 @@ def test_sort_with_sorts_keys_with_their_payloads_in_any_range(
         assert sorted_keys.dtype == sorted_payload.dtype == np.int64
         assert sorted_keys.tolist() == keys[order].tolist()
         assert sorted_payload.tolist() == payload[order].tolist()
+
+
+@pytest.mark.parametrize("opencv", [True, False])
+@pytest.mark.parametrize("bits", [1, 8, 16, 31, 32, 44, 52, 53])
+def test_sorted_whole_is_np_sort_of_whole_numbers_of_every_width(
+        bits: int, opencv: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV's sort of whole numbers, int32 as they are and int64 through float64, and
+    numpy's: np.sort's array and type, ties, the extremes 0 and 2**bits - 1, no and one value
+    included, the input left as it was; past 53 bits (not exact in a float64) it refuses."""
+    from appliance.skin import borders
+
+    monkeypatch.setattr(borders, "NUMPY_SORTS_SLOWLY", opencv)
+    rng = np.random.default_rng(bits)
+    for typed in (np.int32, np.int64) if bits <= 31 else (np.int64,):
+        for length in (0, 1, 2, 3, 5000, 70_000):
+            values = rng.integers(0, 2**bits, length, dtype=np.int64)
+            values[::5] = values[:1].repeat(len(values[::5]))  # many ties
+            values[1:2] = 2**bits - 1
+            values[2:3] = 0
+            values = values.astype(typed)
+            before = values.copy()
+            ordered = borders.sorted_whole(values, bits)
+            assert ordered.dtype == values.dtype
+            assert np.array_equal(ordered, np.sort(values))
+            assert np.array_equal(values, before)
+    with pytest.raises(ValueError, match="54 bits"):
+        borders.sorted_whole(np.arange(5, dtype=np.int64), 54)
+
+
+def test_numpy_sorts_slowly_where_it_would_sort_with_avx512_on_an_amd_cpu() -> None:
+    """numpy's AVX-512 sort is the slow one on AMD Zen 4; not its AVX2 sort, not on Intel's
+    AVX-512, other machines, or where the vendor is unknown."""
+    from appliance.skin.borders import numpy_sorts_slowly
+
+    avx512, avx2 = {"AVX512_SKX": True, "AVX2": True}, {"AVX512_SKX": False, "AVX2": True}
+    assert numpy_sorts_slowly(avx512, "AuthenticAMD")
+    assert not numpy_sorts_slowly(avx2, "AuthenticAMD")
+    assert not numpy_sorts_slowly(avx512, "GenuineIntel")
+    assert not numpy_sorts_slowly({}, "AuthenticAMD")
+    assert not numpy_sorts_slowly(avx512, "")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
