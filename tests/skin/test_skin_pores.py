@@ -575,6 +575,40 @@ def test_the_median_of_whole_numbers_is_numpys_where_their_sum_leaves_their_type
             assert median_of(values) == float(np.median(values))
 
 
+def test_the_median_selected_near_the_middle_is_the_whole_partition_s(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """From ``SELECT_FROM`` values on, where numpy partitions slowly, ``median_of`` partitions
+    only a window about the middle (placed by a sorted sample): the same value, to the bit, as
+    partitioning every value (the window switched off), for floats and whole numbers, many
+    ties, 0.0 and -0.0 among them and a NaN; and a furrow sample's depths are read through the
+    window."""
+    from appliance.skin import borders, pore_profile
+    from appliance.skin.pore_profile import _middles_selected
+
+    monkeypatch.setattr(borders, "NUMPY_SORTS_SLOWLY", True)
+    rng = np.random.default_rng(11)
+    arrays = []
+    for size in (4096, 4097, 45_232, 53_929):
+        arrays += [rng.gamma(2.0, 0.05, size).astype(np.float32), rng.gamma(2.0, 0.05, size),
+                   np.round(rng.random(size) * 4).astype(np.float32),
+                   rng.integers(0, 50, size).astype(np.uint16), rng.integers(-2**62, 2**62, size)]
+        signed = (rng.normal(size=size) * 1e-3).astype(np.float32)
+        signed[rng.random(size) < 0.4] = 0.0
+        signed[rng.random(size) < 0.3] = -0.0
+        arrays.append(signed)
+    with_nan = rng.random(5000)
+    with_nan[17] = np.nan
+    arrays.append(with_nan)
+    assert _middles_selected(arrays[0], len(arrays[0]) // 2) is not None
+    selected = [pore_profile.median_of(values) for values in arrays]
+    monkeypatch.setattr(pore_profile, "SELECT_FROM", 10**9)
+    whole = [pore_profile.median_of(values) for values in arrays]
+    for one, other in zip(selected, whole, strict=True):
+        assert np.isnan(one) == np.isnan(other)
+        assert np.isnan(one) or (one == other and np.signbit(one) == np.signbit(other))
+    assert np.isnan(whole[-1])
+
+
 def test_a_ray_crosses_the_level_where_it_first_falls_below_it() -> None:
     from appliance.skin.pore_profile import crossing
 
