@@ -454,7 +454,9 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
     """The status report as a table, with a line for what does not exist yet; every line
     escaped (a kiosk's own words, device ids, the folder and store as given)."""
     lines = []
-    if not report["releases"]:
+    if not report["releases"] and report["withdrawn"]:
+        lines.append(f"no release listed in {repo}: every one was withdrawn (below)")
+    elif not report["releases"]:
         lines.append(f"no releases yet in {repo} (appliance models release MODEL --repo {repo} "
                      f"--version VERSION)")
     if not report["store"]["exists"]:
@@ -466,6 +468,7 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
     if not report["devices"]:
         if not report["other_devices"]:
             lines.append("no device has reported a model or been assigned one yet")
+        lines.extend(_withdrawn_lines(report))
         return "\n".join(escape_controls(line) for line in lines)
     wide = max([28, *(len(row["targeted"] or "") + len(" (withdrawn)") * bool(
         row["targeted_withdrawn"]) for row in report["devices"])])  # the columns kept in line
@@ -481,14 +484,7 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
     for rollout in report["rollouts"]:
         if rollout["state"] == "complete":
             lines.append(f"rollout {rollout['rollout']} complete: {rollout['reason']}")
-    for withdrawn in report["withdrawn"]:
-        release = (withdrawn["name"], withdrawn["version"])
-        running = [f"{row['site']}/{row['device_id']}" for row in report["devices"]
-                   if row["running_withdrawn"] and row["running"] == release[1]]
-        lines.append(f"withdrawn: {' '.join(release)} ({withdrawn['at']} by {withdrawn['by']}: "
-                     f"{withdrawn['reason']})" + (
-                         f"; still reported running it (marked !): {', '.join(running)}"
-                         if running else ""))
+    lines.extend(_withdrawn_lines(report))
     kept = [f"{row['site']}/{row['device_id']}" for row in report["devices"]
             if row["rollout_state"] == "halted" and row["rollout_device_state"] in KEEPING]
     if kept:
@@ -497,3 +493,18 @@ def _status_text(report: dict[str, Any], repo: Path) -> str:
                      "it (a halt takes no kiosk back; `appliance models rollback` does): "
                      f"{', '.join(kept[:SHOWN_DEVICES])}{more}")
     return "\n".join(escape_controls(line) for line in lines)
+
+
+def _withdrawn_lines(report: dict[str, Any]) -> list[str]:
+    """A line for each withdrawn release: when, by whom, why, and the devices still reported
+    running it (shown whether or not any device has reported yet)."""
+    lines = []
+    for withdrawn in report["withdrawn"]:
+        release = (withdrawn["name"], withdrawn["version"])
+        running = [f"{row['site']}/{row['device_id']}" for row in report["devices"]
+                   if row["running_withdrawn"] and row["running"] == release[1]]
+        lines.append(f"withdrawn: {' '.join(release)} ({withdrawn['at']} by {withdrawn['by']}: "
+                     f"{withdrawn['reason']})" + (
+                         f"; still reported running it (marked !): {', '.join(running)}"
+                         if running else ""))
+    return lines

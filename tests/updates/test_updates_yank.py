@@ -239,3 +239,26 @@ def test_a_rollback_signed_after_the_yank_is_installed_and_reported_as_its_rollo
     assert k1.classifier is not None
     assert k1.classifier.version == "1.1.0"
     assert ModelStore(fleet.tmp / "k1").read().previous is None
+
+
+@pytest.mark.broker
+@pytest.mark.usefixtures("broker_env")
+def test_status_lists_a_withdrawn_release_where_no_device_reported_nor_any_release_is_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a repository whose one release was withdrawn before any kiosk reported: status said
+    # "no releases yet" and nothing of the withdrawal (its list came after the device table)
+    monkeypatch.chdir(tmp_path)  # no ./config.yaml
+    repo = init_repository(tmp_path / "repo")
+    _release(repo.dir, "1.2.0")
+    assert main(["models", "yank", MODEL, "--version", "1.2.0", "--repo", str(repo.dir),
+                 "--reason", "grades dark skin coarse"]) == 0
+    capsys.readouterr()
+    store = f"sqlite:///{tmp_path / 'none.db'}"
+    assert main(["models", "status", "--repo", str(repo.dir), "--store", store]) == 0
+    table = capsys.readouterr().out
+    assert "no device has reported a model or been assigned one yet" in table
+    assert f"withdrawn: {MODEL} 1.2.0 (" in table
+    assert "grades dark skin coarse)" in table
+    assert "no releases yet" not in table
+    assert f"no release listed in {repo.dir}: every one was withdrawn (below)" in table
