@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 from appliance import __version__, interrupts, logsafe
 from appliance.cli_help import ExampleFormatter, apply_help, chosen_parser, command_parsers
 from appliance.numbertext import NEGATIVE_NUMBER
+from appliance.skin.scale_range import SCALE_UM_PER_PX, scale_outside_validated
 from appliance.stdout import StdoutError, emit, refused_line, watched_stdout
 
 if TYPE_CHECKING:
@@ -80,11 +81,6 @@ def _config_check(args: argparse.Namespace) -> int:
 def _unvalidated_scale(um_per_px: float) -> str | None:
     """A warning for a skin.um_per_px the config takes but the measurement was not validated
     at: every frame measured at it has its texture and pore features marked not measured."""
-    from appliance.skin.validity import (  # noqa: PLC0415 - as in _config_check
-        SCALE_UM_PER_PX,
-        scale_outside_validated,
-    )
-
     if not scale_outside_validated(um_per_px):
         return None
     low, high = SCALE_UM_PER_PX

@@ -21,7 +21,7 @@ from appliance.cli import build_parser, main
 from appliance.cli_help import command_paths, leaf_commands
 from appliance.cli_help_text import COMMAND_HELP
 from appliance.config.backoffice import MAX_RETENTION_DAYS
-from appliance.updates.repository import DEFAULT_EXPIRY_S
+from appliance.updates.defaults import DEFAULT_EXPIRY_S
 from tests.signal_helpers import started_and_signalled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -497,10 +497,10 @@ def test_a_stop_signal_while_the_command_is_read_ends_it_as_a_later_one(
     """A SIGTERM while the command line was read was held, then handed to SIGTERM's default
     action as the command began, before its own stop handling was in place: killed where it
     stood (-15 here, 143 in a shell), not its clean exit 143. Sent as the command modules import
-    the config models (while the parser is built)."""
+    their argument types (while the parser is built; `synth skin` loads no config models)."""
     out = tmp_path / "frames"
-    exit_code, err = started_and_signalled("appliance.config", signame, "synth", "skin", "--out",
-                                           str(out), "--count", "1", "--seed", "5")
+    exit_code, err = started_and_signalled("appliance.synthetic.arguments", signame, "synth",
+                                           "skin", "--out", str(out), "--count", "1", "--seed", "5")
     assert (exit_code, err) == (code, "")
     assert not out.exists()
 

@@ -13,20 +13,17 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.config import (
-    DEFAULT_CONFIG_FILE,
-    Config,
-    ConfigError,
-    load_config,
-    load_config_or_defaults,
-)
+from appliance.configname import DEFAULT_CONFIG_FILE
 from appliance.filekind import kind_of
 from appliance.logsafe import escape_controls
 from appliance.numbertext import whole_number
 from appliance.outfile import replacing_refusal
 from appliance.stdout import print_out
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
 # A worker joins the result group of the broker its config names, with a session that outlives
@@ -91,6 +88,8 @@ def device_id(text: str) -> str:
 def load_or_report(args: argparse.Namespace) -> Config | None:
     """The config of ``--config`` (see ``load_config_or_defaults``), or None after printing the
     error under the command's name."""
+    from appliance.config import ConfigError, load_config_or_defaults  # pydantic: on use
+
     try:
         return load_config_or_defaults(args.config)
     except ConfigError as exc:
@@ -175,6 +174,7 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
 
 def _backoffice(args: argparse.Namespace) -> int:
     from appliance.backoffice.service import run_backoffice, stop_on_signals
+    from appliance.config import ConfigError, load_config
 
     try:  # a file, never the built-in defaults (BACKOFFICE_CONFIG_HELP says why)
         config = load_config(args.config)

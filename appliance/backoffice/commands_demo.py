@@ -15,7 +15,6 @@ from fractions import Fraction
 from typing import Any
 
 from appliance.backoffice.commands import named_store
-from appliance.backoffice.demolock import DemoLockError, demo_lock
 from appliance.synthetic.arguments import finite_number, whole_number
 
 # Each simulated kiosk is a whole edge daemon process (Python, OpenCV, ONNX Runtime: about
@@ -125,6 +124,7 @@ def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
     (which keeps a second demo off it), until it ends or ``stop`` is set (by a signal, whose
     number is in ``received``); the command's exit code."""
     from appliance.backoffice.demo import EXIT_INTERRUPTED, run_demo  # noqa: PLC0415
+    from appliance.backoffice.demolock import DemoLockError, demo_lock  # noqa: PLC0415 (psycopg)
     from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
 

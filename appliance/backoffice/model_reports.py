@@ -23,6 +23,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from appliance.backoffice.report_history import MAX_HISTORY_ROWS
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.transport.payloads import ModelState
@@ -32,8 +33,6 @@ MODEL_REPORT_COLUMNS = (
     "running_version", "reason", "healthy", "rollout", "reported_at", "received_at",
     "report_sha256",
 )
-MAX_HISTORY_ROWS = 1000  # the most one read returns (``models status --history``'s bound)
-HISTORY_ROWS = 20  # the reports ``models status --history`` shows by default, newest first
 
 
 def model_report_row(report: ModelState, received_at: str, payload: bytes) -> tuple[Any, ...]:

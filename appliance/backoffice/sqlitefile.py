@@ -13,7 +13,6 @@ import sqlite3
 from pathlib import Path
 
 from appliance.backoffice.migrations import MIGRATIONS
-from appliance.backoffice.storeerrors import explained, held_locked
 from appliance.diskspace import full_disk_hint
 from appliance.filekind import LINK_LOOP, kind_of
 from appliance.logsafe import escape_controls
@@ -98,6 +97,9 @@ def damaged(exc: BaseException) -> bool:
 
 def cannot_open(path: Path, exc: BaseException) -> str:
     """Why the SQLite file ``path`` could not be opened, and what to check."""
+    # psycopg loads with storeerrors: `config check` reads this module without opening a store
+    from appliance.backoffice.storeerrors import explained, held_locked  # noqa: PLC0415
+
     if damaged(exc):
         reason = "its schema is no UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc
         return f"cannot open SQLite store {path.absolute()}: {reason}; {DAMAGED_HINT}"

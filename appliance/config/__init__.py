@@ -22,8 +22,6 @@ from appliance.config.edge import (
     ScreenConfig,
 )
 from appliance.config.loader import (
-    DEFAULT_CONFIG_FILE,
-    ENV_PREFIX,
     MAX_CONFIG_BYTES,
     ConfigError,
     config_from_mapping,
@@ -39,6 +37,7 @@ from appliance.config.pathology import PathologyConfig
 from appliance.config.skin import SkinConfig
 from appliance.config.tree import Config
 from appliance.config.updates import UpdatesConfig
+from appliance.configname import DEFAULT_CONFIG_FILE, ENV_PREFIX
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",

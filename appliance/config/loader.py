@@ -21,16 +21,15 @@ from appliance.config.backoffice import STORE_URL_PATTERN
 from appliance.config.mqtt import TOPIC_PREFIX_PATTERN
 from appliance.config.tree import Config
 from appliance.config.updates import UPDATES_URL_PATTERN
+from appliance.configname import DEFAULT_CONFIG_FILE, ENV_PREFIX
 from appliance.filekind import link_to_nothing, not_a_file
 from appliance.logsafe import escape_controls, shorten
 from appliance.safeyaml import YamlLimitError, safe_load_limited
 from appliance.tlsfiles import TlsFileError, client_tls_context
 from appliance.transport.payloads import IDENTIFIER_PATTERN, IDENTIFIER_WORDS
 
-ENV_PREFIX = "APPLIANCE__"
 MAX_CONFIG_BYTES = 1_000_000
 SQLITE_URL_PREFIX = "sqlite:///"  # then the file's path: relative (store.db) or absolute (/x)
-DEFAULT_CONFIG_FILE = "config.yaml"  # looked for in the working folder when no --config is given
 # what each pattern a key must match takes, in words: the pattern itself ("String should match
 # pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'") is no answer for whoever typed a shop's name
 PATTERN_WORDS = {

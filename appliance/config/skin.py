@@ -9,9 +9,7 @@ from pydantic import Field, field_validator
 
 from appliance.config.section import Section
 from appliance.numbertext import decimal_number
-
-MIN_UM_PER_PX = 0.5  # exclusive; appliance/skin/preprocess.py measures nothing finer
-MAX_UM_PER_PX = 30.0  # appliance/skin/preprocess.py MAX_UM_PER_PX: memory stays bounded
+from appliance.skin.scale_range import MAX_UM_PER_PX, MIN_UM_PER_PX  # MIN exclusive here
 
 
 class SkinConfig(Section):

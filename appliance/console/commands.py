@@ -29,7 +29,6 @@ from appliance.backoffice.commands import (
     open_for,
     with_store,
 )
-from appliance.backoffice.schema import second_text
 from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
 from appliance.logsafe import escape_controls
 from appliance.numbertext import decimal_number
@@ -186,6 +185,8 @@ def _revoked_text(revoked: Any) -> str:
 
 
 def _user_list(args: argparse.Namespace) -> int:
+    from appliance.backoffice.schema import second_text
+
     users = _on_store(args, "user list", lambda store: store.users())
     if not users:
         print("no console users yet (console user add NAME)")
@@ -226,6 +227,7 @@ def _user_enable(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
+    from appliance.backoffice.schema import second_text
     from appliance.console.auth import create_token
 
     made = _on_store(args, "token create", lambda store: create_token(  # the user must exist:
@@ -239,6 +241,7 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
+    from appliance.backoffice.schema import second_text
     from appliance.console.auth import token_expiry_text, token_owner_text
 
     tokens, known = _on_store(args, "token list", lambda store: (

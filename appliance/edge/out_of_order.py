@@ -28,7 +28,8 @@ from pathlib import Path
 
 from appliance import interrupts
 from appliance.config.edge import ScreenConfig
-from appliance.config.loader import ENV_PREFIX, ConfigError, read_yaml
+from appliance.config.loader import ConfigError, read_yaml
+from appliance.configname import ENV_PREFIX
 from appliance.edge.screen_preview import PreviewFeed
 from appliance.edge.screen_server import ScreenServer
 from appliance.edge.screen_state import DOWN_FOR_GOOD, LANGUAGES, ScreenState

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.filekind import other_than_a_folder
-from appliance.inference.contract import CREATED_AT_FORMAT, ModelError
 from appliance.logsafe import escape_controls
-from appliance.modelbuild.table import MIN_TABLE_ROWS, SPLITS, TableError
+from appliance.modelbuild.table_splits import MIN_TABLE_ROWS, SPLITS
 from appliance.outfile import replacing_refusal
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.stdout import emit
@@ -52,6 +51,8 @@ def _semantic_version(text: str) -> str:
 def _created_at(text: str) -> str:
     """``--created-at``: a UTC time as the metadata writes it (the shipped model's: ``models
     show``), so that a rebuild can be the same bytes as the model it checks."""
+    from appliance.inference.contract import CREATED_AT_FORMAT  # noqa: PLC0415 (pydantic)
+
     try:  # written back as read: strptime alone takes 2026-1-5T2:4:5Z too
         canonical = datetime.strptime(text, CREATED_AT_FORMAT).strftime(CREATED_AT_FORMAT)
     except ValueError:
@@ -93,8 +94,9 @@ def _existing_outputs(out_dir: Path, force: bool) -> str | None:
 
 
 def _build_skin(args: argparse.Namespace) -> int:
+    from appliance.inference.contract import ModelError  # noqa: PLC0415  (pydantic)
     from appliance.modelbuild.build import BuildSettings, build_model  # noqa: PLC0415  (torch)
-    from appliance.modelbuild.table import read_table  # noqa: PLC0415  (pyarrow)
+    from appliance.modelbuild.table import TableError, read_table  # noqa: PLC0415  (pyarrow)
     from appliance.transport.payloads import FEATURE_KEYS  # noqa: PLC0415  (pydantic)
 
     if refusal := _existing_outputs(args.out, args.force):
@@ -125,7 +127,9 @@ def _build_skin(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from appliance.inference.contract import ModelError  # noqa: PLC0415  (pydantic)
     from appliance.modelbuild.evaluate import evaluate, format_report  # noqa: PLC0415  (ORT)
+    from appliance.modelbuild.table import TableError  # noqa: PLC0415  (NumPy)
 
     try:
         report = evaluate(args.model, args.data, args.split, args.float_model)
@@ -153,6 +157,7 @@ def _describe(runner: Any) -> dict[str, Any]:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from appliance.inference.contract import ModelError  # noqa: PLC0415  (pydantic)
     from appliance.inference.runner import NAMED_MODEL_HINT, OnnxRunner  # noqa: PLC0415
 
     try:

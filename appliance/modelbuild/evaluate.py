@@ -16,7 +16,8 @@ from appliance.inference.contract import ModelError
 from appliance.inference.runner import OnnxRunner
 from appliance.logsafe import escape_controls
 from appliance.modelbuild.reliability import chance_ece, reliability
-from appliance.modelbuild.table import SPLITS, LabelledTable, TableError, read_table
+from appliance.modelbuild.table import LabelledTable, TableError, read_table
+from appliance.modelbuild.table_splits import SPLITS
 
 FLOAT_MODEL_KEY = "float_model"
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from appliance.modelbuild.table import MIN_TABLE_ROWS, LabelledTable, assign_splits
+from appliance.modelbuild.table import LabelledTable, assign_splits
+from appliance.modelbuild.table_splits import MIN_TABLE_ROWS
 from appliance.transport.payloads import FEATURE_KEYS
 
 if TYPE_CHECKING:

@@ -21,15 +21,12 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.boundedread import what_is_there
+from appliance.modelbuild.table_splits import SPLIT_SHARES, SPLITS
 from appliance.outfile import replaced_when_complete
 from appliance.transport.payloads import FEATURE_KEYS
 
-MIN_TABLE_ROWS = 6  # a skin table: two rows of each of the three grades (tertiles)
-
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "calibration", "validation", "test")
-SPLIT_SHARES = {"train": 0.6, "calibration": 0.1, "validation": 0.1, "test": 0.2}
 KNOWN_COLUMNS = ("label", "split", "source")
 MAX_TABLE_BYTES = 200 * 1024 * 1024
 # a row is a measured frame (`models skin-table`: about 0.3 CPU s each): far above any table

@@ -30,10 +30,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.commands import CONFIG_HELP
-from appliance.config import Config, ConfigError, load_config_or_defaults
 from appliance.logsafe import escape_controls
 from appliance.pathology.jobs import (
     ANONYMOUS,
@@ -58,10 +57,12 @@ from appliance.pathology.jobs_display import (
     print_job_list,
     state_count,
 )
-from appliance.pathology.jobs_link import JobLink
 from appliance.pathology.resolution import um_per_px_option
 from appliance.synthetic.arguments import finite_number, named_path
-from appliance.transport.client import BrokerRefusedError
+
+if TYPE_CHECKING:
+    from appliance.config import Config
+    from appliance.pathology.jobs_link import JobLink
 
 LIST_WAIT_S = 1.0  # for the first retained message after the SUBACK
 LIST_QUIET_S = 0.3  # retained messages come back to back: this long without one ends them
@@ -120,6 +121,8 @@ def _submitter(config: Config) -> str | None:
 def _config(args: argparse.Namespace) -> Config | None:
     """The config file (serve: ./config.yaml unless given; the job commands, which need only
     the broker: ./config.yaml when present, else built-in defaults, with APPLIANCE__ overrides)."""
+    from appliance.config import ConfigError, load_config_or_defaults  # noqa: PLC0415 - pydantic
+
     try:
         return load_config_or_defaults(args.config)
     except ConfigError as exc:
@@ -146,6 +149,9 @@ def _linked(command: str, config: Config, filters: Sequence[str],
     """Run work over a link subscribed to filters. A refused login or subscription is a
     config error (exit 2, as for every command the broker refuses); an unreachable broker
     exit 1."""
+    from appliance.pathology.jobs_link import JobLink  # noqa: PLC0415 - paho loads on use
+    from appliance.transport.client import BrokerRefusedError  # noqa: PLC0415 - as above
+
     try:
         with JobLink(config, filters) as link:
             return work(link)

@@ -13,8 +13,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
 from appliance.numbertext import decimal_number
+from appliance.skin.scale_range import (
+    MAX_UM_PER_PX,
+    MIN_UM_PER_PX,
+    SCALE_UM_PER_PX,
+    scale_outside_validated,
+)
 from appliance.stdout import StdoutError, emit, print_out, refused_line, silence_stdout
 from appliance.synthetic.arguments import named
 
@@ -133,11 +138,6 @@ def _analyze(args: argparse.Namespace) -> int:
 def _scale_not_validated(run: AnalyzeRun) -> str | None:
     """One line when the whole run is measured at a scale outside the validated range: every
     texture and pore feature is then "n/m" in the table, and this says why once."""
-    from appliance.skin.validity import (  # noqa: PLC0415 - keep --help fast
-        SCALE_UM_PER_PX,
-        scale_outside_validated,
-    )
-
     um_per_px = run.config.skin.um_per_px
     if not scale_outside_validated(um_per_px):
         return None
@@ -261,8 +261,6 @@ def _unusable_scale(um_per_px: float, pitch_mm: float) -> str | None:
 
 def _unvalidated_scale(um_per_px: float) -> str | None:
     """A warning when the scale lies outside the range the measurement was validated on."""
-    from appliance.skin.validity import SCALE_UM_PER_PX  # noqa: PLC0415 - keep --help fast
-
     low, high = SCALE_UM_PER_PX
     if low <= um_per_px <= high:
         return None

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from appliance.skin.scale_range import MAX_UM_PER_PX, MIN_UM_PER_PX
+
 WORK_UM_PER_PX = 20.0  # the canonical scale every measurement runs at
 FINE_UM_PER_PX = 10.0  # the pores' profiles are read at twice that resolution
-# The coarsest scale measured: a 1280x960 frame then becomes a 3840x2880 fine image (44 MB as
-# float32); a 25x skin microscope reads ~10 µm/px, and 7-13 µm/px is the validated range.
-MAX_UM_PER_PX = 30.0
 BACKGROUND_SIGMA_UM = 600.0  # illumination varies over millimetres, hills over ~0.3 mm
 BACKGROUND_CLOSING_UM = 160.0  # wider than furrows and most pores: the closing sees hill tops
 SHINE_CLIP = 1.08  # relative level above the hill background treated as specular shine
@@ -68,9 +67,9 @@ def prepare(rgb: np.ndarray, um_per_px: float, fine_smooth_px: float = 0.0) -> P
     """Resample to the canonical scale, convert to grey and flatten the illumination; with
     ``fine_smooth_px``, the fine depth smoothed by a 5 x 5 Gaussian of that sigma, in place (for
     a caller that reads only the smoothed one: one large image less to write and hold)."""
-    if not 0.5 <= um_per_px <= MAX_UM_PER_PX:
-        raise ValueError(f"um_per_px must be within 0.5..{MAX_UM_PER_PX:g} µm per pixel, "
-                         f"got {um_per_px}")
+    if not MIN_UM_PER_PX <= um_per_px <= MAX_UM_PER_PX:
+        raise ValueError(f"um_per_px must be within {MIN_UM_PER_PX:g}..{MAX_UM_PER_PX:g} µm per "
+                         f"pixel, got {um_per_px}")
     height, width = rgb.shape[:2]
     size = work_size(width, height, um_per_px)
     shrink = size[0] < width

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from appliance.skin.features import FEATURE_KEYS, SkinFeatures
 from appliance.skin.pores import BORDERLINE_MARGIN, DOUBT_SLACK
+from appliance.skin.scale_range import SCALE_UM_PER_PX
 
-SCALE_UM_PER_PX = (7.0, 13.0)
 MIN_FURROW_CONTRAST = 0.08  # median depth of furrow pixels below the hill level
 PORE_DIAMETER_UM = (50.0, 320.0)
 HILL_AREA_MM2 = (0.03, 0.25)
@@ -105,11 +105,6 @@ class Validity:
 
 def _outside(value: float, low: float, high: float) -> bool:
     return not low <= value <= high
-
-
-def scale_outside_validated(um_per_px: float) -> bool:
-    """Whether every frame measured at ``um_per_px`` has its texture and pore features flagged."""
-    return _outside(um_per_px, *SCALE_UM_PER_PX)
 
 
 def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float,

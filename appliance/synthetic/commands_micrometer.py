@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.config.skin import MAX_UM_PER_PX, MIN_UM_PER_PX
+from appliance.skin.scale_range import MAX_UM_PER_PX, MIN_UM_PER_PX
 from appliance.synthetic.arguments import SEED, finite_number, named_path, whole_number
 
 MIN_PITCH_MM, MAX_PITCH_MM = 0.001, 10.0  # stage micrometers: 0.01 mm and 0.1 mm are usual

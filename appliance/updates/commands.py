@@ -13,12 +13,11 @@ import sys
 from typing import Any
 
 from appliance.backoffice.commands import add_store_options
-from appliance.backoffice.model_reports import HISTORY_ROWS, MAX_HISTORY_ROWS
+from appliance.backoffice.report_history import HISTORY_ROWS, MAX_HISTORY_ROWS
 from appliance.diskspace import full_disk_text
 from appliance.logsafe import escape_controls
 from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
-from appliance.updates.repository import DEFAULT_EXPIRY_S, ROLES
-from appliance.updates.serve import MAX_CONNECTIONS, RepositoryServer
+from appliance.updates.defaults import DEFAULT_EXPIRY_S, MAX_CONNECTIONS, ROLES
 
 MAX_DEVICES = 1_000_000
 MAX_WAVE_WAIT_S = 7 * 86400
@@ -208,6 +207,8 @@ def _repo_refresh(args: argparse.Namespace) -> int:
 
 
 def _repo_serve(args: argparse.Namespace) -> int:
+    from appliance.updates.serve import RepositoryServer  # noqa: PLC0415 - http.server, ssl
+
     try:
         server = RepositoryServer(args.dir / "public", args.host, args.port,
                                   max_connections=args.max_connections)

@@ -18,6 +18,7 @@ from pathlib import Path
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
 from appliance.filekind import other_than_a_folder
+from appliance.updates.defaults import DEFAULT_EXPIRY_S, FLEET, ROLES, TOP_ROLES
 from appliance.updates.manifest import (
     MAX_ASSIGNMENT_BYTES,
     MAX_TARGETS_METADATA_BYTES,
@@ -43,11 +44,7 @@ from appliance.updates.repofiles import (
 )
 from appliance.updates.repokeys import KeyFileError, generate_key
 from appliance.updates.repository import (
-    DEFAULT_EXPIRY_S,
-    FLEET,
     MAX_EXPIRY_S,
-    ROLES,
-    TOP_ROLES,
     FileRepository,
     fleet_delegation,
 )

@@ -44,6 +44,7 @@ from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
 from appliance import safejson
+from appliance.updates.defaults import DEFAULT_EXPIRY_S, FLEET, ROLES
 from appliance.updates.manifest import MAX_TARGETS_METADATA_BYTES
 from appliance.updates.repofiles import (
     PUBLIC_MODE,
@@ -57,16 +58,6 @@ from appliance.updates.repofiles import (
 )
 from appliance.updates.repokeys import key_file_signer, sslib_key
 
-TOP_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
-FLEET = "fleet"
-ROLES = (*TOP_ROLES, FLEET)
-DEFAULT_EXPIRY_S = {
-    Root.type: 365 * 86400,
-    Targets.type: 180 * 86400,
-    FLEET: 30 * 86400,
-    Snapshot.type: 7 * 86400,
-    Timestamp.type: 86400,
-}
 MAX_EXPIRY_S = 10 * 365 * 86400  # longer is a typo, and soon past the last date Python holds
 SETTINGS_SHAPE = '{"expiry_s": {ROLE: SECONDS, ...}}'
 # far above any metadata a kiosk takes (python-tuf's client: at most 5 MB of targets metadata)

@@ -23,10 +23,10 @@ from appliance.httpbounds import (
     BoundedThreadingMixIn,
     RequestDeadlineMixIn,
 )
+from appliance.updates.defaults import MAX_CONNECTIONS
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 64  # kiosks fetch a few small files each, one at a time
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

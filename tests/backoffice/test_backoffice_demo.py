@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from appliance.backoffice import commands_demo, demo
+from appliance.backoffice import demo, demolock
 from appliance.backoffice.cohort import Correlation, correlations
 from appliance.backoffice.demo_kiosk import _cohort_text
 from appliance.backoffice.ingest import IngestWorker
@@ -499,7 +499,7 @@ def test_the_demo_s_next_steps_name_the_store_or_config_it_was_given(
                for step in steps), steps
     pg = "postgresql://bo:s3cret@db.example.org/results"
     # no server there to take the demo's lock in (appliance/backoffice/demolock.py)
-    monkeypatch.setattr(commands_demo, "demo_lock", lambda url: contextlib.nullcontext())
+    monkeypatch.setattr(demolock, "demo_lock", lambda url: contextlib.nullcontext())
     assert main(["demo", "--store", pg]) == 0
     assert options[-1] == " --store 'postgresql://bo:***@db.example.org/results'"
 

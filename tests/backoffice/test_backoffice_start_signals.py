@@ -25,7 +25,7 @@ def config_file(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("module", "signame"), [
-    ("appliance.config", "SIGINT"),  # while the commands are read
+    ("appliance.config", "SIGINT"),  # while its config models load
     ("appliance.config", "SIGTERM"),
     ("appliance.backoffice.service", "SIGTERM"),  # while the worker's modules load
     ("appliance.backoffice.ingest", "SIGINT"),

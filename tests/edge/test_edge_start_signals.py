@@ -28,7 +28,7 @@ def config_file(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("module", "signame"), [
-    ("appliance.config", "SIGINT"),  # while the commands are read
+    ("appliance.config", "SIGINT"),  # while its config models load
     ("appliance.config", "SIGTERM"),
     ("appliance.edge.daemon", "SIGTERM"),  # while the daemon's modules load
     ("appliance.edge.daemon", "SIGINT"),

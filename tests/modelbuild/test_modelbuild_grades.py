@@ -13,7 +13,8 @@ from appliance.modelbuild.grades import (
     grade_labels,
     grade_scores,
 )
-from appliance.modelbuild.table import SPLITS, assign_splits
+from appliance.modelbuild.table import assign_splits
+from appliance.modelbuild.table_splits import SPLITS
 from appliance.transport.payloads import FEATURE_KEYS
 
 

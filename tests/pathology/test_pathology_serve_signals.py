@@ -25,7 +25,7 @@ def config_file(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("module", "signame"), [
-    ("appliance.config", "SIGINT"),  # while the commands are read
+    ("appliance.config", "SIGINT"),  # while its config models load
     ("appliance.pathology.service_main", "SIGINT"),  # while serve loads the server
     ("appliance.pathology.service_main", "SIGTERM"),
     ("appliance.pathology.service_main", "SIGHUP"),  # its terminal closed: a kill, no word
@@ -50,7 +50,7 @@ def test_a_stop_signal_while_serve_starts_is_its_clean_stop(
 
 def test_a_ctrl_c_while_run_starts_exits_130_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "slides").mkdir()
-    code, err = started_and_signalled("appliance.config", "SIGINT", "pathology", "run",
+    code, err = started_and_signalled("appliance.synthetic.arguments", "SIGINT", "pathology", "run",
                                        str(tmp_path / "slides"), "--out", str(tmp_path / "out"))
     assert (code, err) == (130, "")
     assert not (tmp_path / "out").exists()

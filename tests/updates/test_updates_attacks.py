@@ -21,9 +21,9 @@ from updates_helpers import Fleet, inputs
 
 from appliance.inference.runner import RUN_DEADLINE_S
 from appliance.transport.payloads import ModelState
+from appliance.updates.defaults import FLEET
 from appliance.updates.operations import release_model
 from appliance.updates.release import manifest_for
-from appliance.updates.repository import FLEET
 from appliance.updates.serve import RepositoryServer
 from appliance.updates.testing import ModelEvents, linear_model
 
