@@ -321,20 +321,21 @@ def build_geometry(
     in_frame = junctions[_in_box(junctions, 0.0, width_px, height_px)]
     centres, radii, at_junction, ratios = place_pores(rng, params, in_frame, width_px, height_px)
     wide = params.pore_aspect_max > 1.0 or params.furrow_depth_spread > 0.0
+    near = _neighbours(network, params) if wide else None
     return SkinGeometry(
         width_px=width_px,
         height_px=height_px,
         vertices_px=network.vertices,
         edges=network.edges,
-        edge_width_px=_widths_in_space(network, params) if wide else network.widths,
+        edge_width_px=_widths_in_space(network, near) if near is not None else network.widths,
         edge_family=network.family,
         faces=network.faces,
         pore_centres_px=centres,
         pore_radii_px=radii,
         pore_at_junction=at_junction,
         edge_depth=_depth_in_space(rng.normal(0.0, params.furrow_depth_spread,
-                                              len(network.edges)), network, params)
-        if wide else None,
+                                              len(network.edges)), near)
+        if near is not None else None,
         pore_axis_ratio=ratios if wide else None,
         pore_angle_rad=rng.uniform(0.0, np.pi, len(ratios)) if wide else None,
     )
@@ -343,16 +344,42 @@ def build_geometry(
 DEPTH_CELLS = 1.5  # furrow depth and width vary over about this many lattice cells (Gaussian sd)
 
 
-def _depth_in_space(drawn: FloatArray, network: _Network, params: SkinParams) -> FloatArray:
+class _Neighbours(NamedTuple):
+    """The pairs of furrow pieces whose midpoints lie within 3 sd (``DEPTH_CELLS`` lattice
+    cells) of each other, each pair once (P pairs, as cKDTree.query_pairs gives them), as the
+    additions ``_in_space`` makes: each pair adds to its first piece the second's value, then
+    (after all first pieces) to its second piece the first's, with the pair's Gaussian weight."""
+
+    at: IntArray  # (2P,) the piece each addition adds to
+    by: IntArray  # (2P,) the piece whose value it adds: the other of its pair
+    weight: FloatArray  # (2P,) its pair's weight
+    weight_sums: FloatArray  # (E,) per piece, 1 (its own value) plus the weights added to it
+
+
+def _neighbours(network: _Network, params: SkinParams) -> _Neighbours:
+    """The pieces' neighbours for ``_in_space`` (one set for the widths and the depths)."""
+    mid = 0.5 * (network.vertices[network.edges[:, 0]] + network.vertices[network.edges[:, 1]])
+    sd_px = DEPTH_CELLS * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px
+    pairs = cKDTree(mid).query_pairs(3.0 * sd_px, output_type="ndarray")
+    x, y = np.ascontiguousarray(mid[:, 0]), np.ascontiguousarray(mid[:, 1])
+    first, second = pairs[:, 0], pairs[:, 1]
+    dx, dy = x[first] - x[second], y[first] - y[second]
+    weight = np.exp(-(dx * dx + dy * dy) / (2.0 * sd_px**2))
+    at, both = np.concatenate((first, second)), np.concatenate((weight, weight))
+    return _Neighbours(at, np.concatenate((second, first)), both,
+                       added_in_order(np.ones(len(mid)), at, both))
+
+
+def _depth_in_space(drawn: FloatArray, near: _Neighbours) -> FloatArray:
     """Each furrow piece's depth factor from its own log-normal draw (``drawn``: the log
     factors), smoothed in space (``_in_space``). Deep and shallow regions of furrows, not single
     pieces: a piece drawn alone deeper than the pieces it meets (a short straight piece or a
     bend) is a small closed dark dash, which reads as a pore (docs/experiments/README.md
     "wideover")."""
-    return np.asarray(np.exp(_in_space(drawn, network, params)))
+    return np.asarray(np.exp(_in_space(drawn, near)))
 
 
-def _widths_in_space(network: _Network, params: SkinParams) -> FloatArray:
+def _widths_in_space(network: _Network, near: _Neighbours) -> FloatArray:
     """The pieces' widths with their log-normal scatter (``_edge_widths``) smoothed in space
     (``_in_space``), each family's mean kept: a short piece drawn alone wider (so also deeper:
     the renderer carves a furrow by its width) than the pieces it meets is a closed dark blob."""
@@ -360,26 +387,32 @@ def _widths_in_space(network: _Network, params: SkinParams) -> FloatArray:
     family_mean = np.zeros_like(logs)
     for family in np.unique(network.family):
         family_mean[network.family == family] = np.mean(logs[network.family == family])
-    return np.asarray(np.exp(family_mean + _in_space(logs - family_mean, network, params)))
+    return np.asarray(np.exp(family_mean + _in_space(logs - family_mean, near)))
 
 
-def _in_space(drawn: FloatArray, network: _Network, params: SkinParams) -> FloatArray:
+def _in_space(drawn: FloatArray, near: _Neighbours) -> FloatArray:
     """Per furrow piece, the Gaussian-weighted mean (sd ``DEPTH_CELLS`` lattice cells) of the
     values ``drawn`` around its midpoint, centred and rescaled to the drawn spread: the same
     draws (the generator's stream is untouched), neighbouring pieces alike."""
     if len(drawn) < 2 or not np.std(drawn) > 0.0:
         return drawn
-    mid = 0.5 * (network.vertices[network.edges[:, 0]] + network.vertices[network.edges[:, 1]])
-    sd_px = DEPTH_CELLS * np.sqrt(params.lattice_cell_area_mm2) * 1000.0 / params.um_per_px
-    pairs = cKDTree(mid).query_pairs(3.0 * sd_px, output_type="ndarray")
-    weight = np.exp(-np.sum((mid[pairs[:, 0]] - mid[pairs[:, 1]]) ** 2, axis=1)
-                    / (2.0 * sd_px**2))
-    total, weights = drawn.copy(), np.ones_like(drawn)
-    for here, there in ((0, 1), (1, 0)):
-        np.add.at(total, pairs[:, here], weight * drawn[pairs[:, there]])
-        np.add.at(weights, pairs[:, here], weight)
-    smooth = total / weights
+    smooth = added_in_order(drawn, near.at, near.weight * drawn[near.by]) / near.weight_sums
     spread = np.std(smooth)
     result: FloatArray = ((smooth - np.mean(smooth)) * (np.std(drawn) / spread)
                           if spread > 0 else smooth)
     return result
+
+
+def added_in_order(start: FloatArray, at: IntArray, values: FloatArray) -> FloatArray:
+    """``start`` with each of ``values`` added at its index ``at``, one after the other in their
+    order: ``np.add.at``'s sums to the bit (the frames of a seed stay the same files), by
+    ``np.bincount``, which adds in that order too, from 0.0, so the start goes in first (0.0 + x
+    is x for every x but -0.0: such a start is left to ``np.add.at``)."""
+    if np.any(np.signbit(start) & (start == 0.0)):
+        total = start.copy()
+        np.add.at(total, at, values)
+        return total
+    count = len(start)
+    summed = np.bincount(np.concatenate((np.arange(count), at)),
+                         np.concatenate((start, values)), minlength=count)
+    return np.asarray(summed, dtype=np.float64)  # float64 already: its stubs say int

@@ -522,7 +522,7 @@ def test_pores_touching_furrows_as_dark_as_themselves_are_counted(
     # same pores, skin and hues. Drawn in regions now, the furrows the pores touch are others
     # (and, at 24 of the 37, the pores a hair fewer): this test is about the pores, not about
     # those furrows
-    monkeypatch.setattr(skin_geometry, "_in_space", lambda drawn, network, params: drawn)
+    monkeypatch.setattr(skin_geometry, "_in_space", lambda drawn, near: drawn)
     # its pores neutral, as the frame was drawn before the wide preset's pore hues (2026-12-06):
     # this is about furrows; drawn brownish now, it counts 50 of its 61 pores (neutral: 52).
     # Its pits added to the furrows at the other presets' darkness, as drawn before the wide

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from appliance.synthetic import skin_extras, skin_params
+from appliance.synthetic import skin_extras, skin_geometry, skin_params
 from appliance.synthetic.skin import synthetic_geometry, synthetic_params, synthetic_scene
 from appliance.synthetic.skin_params import SkinParams
 from appliance.synthetic.skin_render import furrow_fields, pore_field, render_linear
@@ -263,3 +263,21 @@ def test_a_bowl_junction_pit_is_deepest_in_its_middle_and_half_as_deep_on_its_ra
     assert at(bowl, radius) == pytest.approx(0.5, abs=0.03)
     assert 0.15 <= at(bowl, 1.5 * radius) <= 0.25
     assert at(disc, 0.0) < 0.97
+
+
+@pytest.mark.parametrize("negative_zero_start", [False, True])
+def test_the_furrows_smoothing_in_space_sums_as_np_add_at_to_the_bit(
+    negative_zero_start: bool,
+) -> None:
+    """The smoothing's sums (skin_geometry.added_in_order, by np.bincount) are np.add.at's to
+    the last bit, pieces met by many pairs and by none, and a -0.0 start, included: a seed's
+    frames stay the same files."""
+    rng = np.random.default_rng(5)
+    start = rng.normal(size=400)
+    start[:6] = -0.0 if negative_zero_start else 0.0
+    at = rng.integers(3, 400, size=20_000)  # pieces 0-2 met by no pair: their start stays
+    values = rng.normal(size=20_000) * rng.uniform(0.0, 1.0, size=20_000) ** 8
+    values[:50] = -0.0
+    expected = start.copy()
+    np.add.at(expected, at, values)
+    assert skin_geometry.added_in_order(start, at, values).tobytes() == expected.tobytes()
