@@ -266,6 +266,17 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "by default for every device assigned the model.",
         ("appliance models rollback skin-texture-grade --to 1.0.0 --repo /srv/models",),
     ),
+    "models yank": (
+        "Withdraw a bad release, with the offline targets key (as release): the signed targets "
+        "list it no more, in its place a record of when, by whom and why; no kiosk installs it "
+        "from then on, one serving it goes back to the newest older release still signed (else "
+        "its model before) at its next check, and deploy, rollback --to and release of that "
+        "version are refused. Names the devices still assigned it and the rollback that takes "
+        "them back now. Exit 0 withdrawn, 2 not released, withdrawn already or the key not at "
+        "hand (nothing signed).",
+        ("appliance models yank skin-texture-grade --version 1.2.0 --repo /srv/models "
+         "--reason 'grades dark skin coarse'",),
+    ),
     "models halt": (
         "Halt the model's running rollout now, from another terminal: its deploy withdraws the "
         "assignments not yet installed (putting back what they replaced) and records halted with "
