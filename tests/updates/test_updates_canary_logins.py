@@ -15,7 +15,7 @@ import pytest
 from updates_helpers import Fleet
 
 from appliance.backoffice.schema import result_row
-from appliance.backoffice.store import Batch, Store, open_store
+from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
 from appliance.config import config_from_mapping
 from appliance.synthetic import fleet as simulated
@@ -53,10 +53,11 @@ def _forge_installed(fleet: Fleet, device: str, release: ModelManifest, rollout:
     return state.at
 
 
-def _results(store: Store, fleet: Fleet, device: str, version: str, after: Any, *,
+def _results(url: str, fleet: Fleet, device: str, version: str, after: Any, *,
              count: int) -> None:
     """``count`` results of ``device`` classified by ``version``, captured after ``after``,
-    stored as the back-office ingest stores them."""
+    stored as the back-office ingest stores them: through a connection of its own, as the
+    ingest's is (the rollout's store is in use on the rollout's thread meanwhile)."""
     rng = random.Random(5)
     rows = []
     for index in range(count):
@@ -67,7 +68,11 @@ def _results(store: Store, fleet: Fleet, device: str, version: str, after: Any, 
             "classification": sample.classification.model_copy(
                 update={"model": MODEL, "version": version})})
         rows.append(result_row(result, "2026-12-06T00:00:00.000000Z", result.to_json().decode()))
-    store.write_batch(Batch(results=rows), 100, 2**30)
+    store = open_store(url)
+    try:
+        store.write_batch(Batch(results=rows), 100, 2**30)
+    finally:
+        store.close()
 
 
 def _watcher(fleet: Fleet) -> FleetWatcher:
@@ -82,7 +87,8 @@ def _rollout(fleet: Fleet, devices: list[str], stored_version: str | None) -> Ro
     store holds 3 results of k1 since, classified by ``stored_version`` (None: none)."""
     release = fleet.release("1.2.0")
     watcher = _watcher(fleet)
-    store = open_store(f"sqlite:///{fleet.tmp / 'backoffice.sqlite3'}")
+    url = f"sqlite:///{fleet.tmp / 'backoffice.sqlite3'}"
+    store = open_store(url)
     try:
         plan = RolloutPlan(release, [(fleet.site, d) for d in devices], canaries=1,
                            timeout_s=3, canary_results=2)
@@ -92,7 +98,7 @@ def _rollout(fleet: Fleet, devices: list[str], stored_version: str | None) -> Ro
         running.start()
         at = _forge_installed(fleet, "k1", release, rollout.rollout_id)
         if stored_version is not None:
-            _results(store, fleet, "k1", stored_version, at, count=3)
+            _results(url, fleet, "k1", stored_version, at, count=3)
         running.join(30)
         assert outcome, "the rollout did not end"
         return outcome[0]
