@@ -14,6 +14,17 @@ import statistics
 from collections import Counter
 from typing import Any
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skin-frames", type=int, default=20)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import cv2
 
 from appliance.skin.calibration import CalibrationError, calibrate_from_micrometer
@@ -80,9 +91,7 @@ def skin_refusals(count: int) -> dict[str, Any]:
 
 def main() -> None:
     """Measure and print the figures and whether each target is met."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skin-frames", type=int, default=20)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     micrometers = micrometer_errors()
     skin = skin_refusals(args.skin_frames)
     refused_share = 1.0 - skin["accepted"] / skin["frames"]

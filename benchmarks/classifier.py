@@ -19,6 +19,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", type=Path,
+                        default=REPO / "appliance" / "shipped" / "skin-texture-grade.int8.onnx")
+    parser.add_argument("table", nargs="?", type=Path,
+                        default=REPO / "models" / "data" / "skin-grades.parquet")
+    parser.add_argument("--repeats", type=int, default=3000)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import numpy as np
 
 from appliance.edge.grade_margin import NEAR_TIE_MARGIN
@@ -31,7 +48,6 @@ from appliance.modelbuild.temperature import graph_temperature, tempered
 from appliance.modelbuild.training import label_indices
 from appliance.transport.payloads import FEATURE_KEYS
 
-REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"agreement_min": 0.995, "accuracy_loss_max_points": 0.5, "median_ms_max": 0.2,
            "size_ratio_min": 2.0}
 
@@ -192,13 +208,7 @@ def _met(
 
 def main() -> None:
     """Measure and print the figures and whether each target is met."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", type=Path,
-                        default=REPO / "appliance" / "shipped" / "skin-texture-grade.int8.onnx")
-    parser.add_argument("table", nargs="?", type=Path,
-                        default=REPO / "models" / "data" / "skin-grades.parquet")
-    parser.add_argument("--repeats", type=int, default=3000)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as on the kiosk
     float_path = find_float_model(OnnxRunner(args.model))
     assert float_path is not None, "the INT8 model names no float model beside it"

@@ -22,6 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=20)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import RESULT_READ_COLUMNS
 from appliance.backoffice.store import Store, open_store
@@ -95,10 +107,7 @@ def _measure(store: Store, count: int, repeat: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=20)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     out: dict[str, Any] = {"results": args.results, "repeat": args.repeat,
                            "counted_at_most": RESULTS_COUNTED}
     with tempfile.TemporaryDirectory() as folder:

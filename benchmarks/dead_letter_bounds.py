@@ -24,13 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from appliance.backoffice.schema import dead_letter
-from appliance.backoffice.store import Batch, Store, open_store
-from appliance.config import BackofficeConfig
-
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-AT = "2026-12-05T00:00:00.000000Z"
-FILL_AT_ONCE = 5000  # letters per filling batch
 
 
 def _whole_number(text: str) -> int:
@@ -41,6 +35,29 @@ def _whole_number(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kept", type=_whole_number, nargs="+", default=[20_000, 100_000],
+                        help="letters kept before the timed batches")
+    parser.add_argument("--batches", type=_whole_number, default=50)
+    parser.add_argument("--letter-bytes", type=_whole_number, default=300)
+    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument("--skip-postgres", action="store_true")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+from appliance.backoffice.schema import dead_letter
+from appliance.backoffice.store import Batch, Store, open_store
+from appliance.config import BackofficeConfig
+
+AT = "2026-12-05T00:00:00.000000Z"
+FILL_AT_ONCE = 5000  # letters per filling batch
 
 
 def _letters(start: int, count: int, size: int) -> list[Any]:
@@ -97,14 +114,7 @@ def run_store(url: str, pg_schema: str | None, args: argparse.Namespace) -> list
 
 def main() -> None:
     """Run the cases and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kept", type=_whole_number, nargs="+", default=[20_000, 100_000],
-                        help="letters kept before the timed batches")
-    parser.add_argument("--batches", type=_whole_number, default=50)
-    parser.add_argument("--letter-bytes", type=_whole_number, default=300)
-    parser.add_argument("--pg-url", default=PG_URL)
-    parser.add_argument("--skip-postgres", action="store_true")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     load_at_start = os.getloadavg()[0]
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,6 +25,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+PARTS = ("throughput_group_commit", "throughput_fsync_per_result", "latency", "latency_real",
+         "backlog", "rss")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer results per part (2,000 instead of 10,000)")
+    parser.add_argument("parts", nargs="*", metavar="PART",
+                        help=f"parts to run (default: all): {', '.join(PARTS)}")
+    return parser
+
+
+def _arguments() -> argparse.Namespace:
+    parser = _parser()
+    arguments = parser.parse_args()
+    unknown = [part for part in arguments.parts if part not in PARTS]
+    if unknown:
+        parser.error(f"argument PART: invalid choice: {unknown[0]!r} (choose from "
+                     f"{', '.join(PARTS)})")
+    return arguments
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _arguments()
+
 from appliance.capture.synthetic import CustomerScript, SkinFactory, SyntheticSource
 from appliance.config import Config, config_from_mapping
 from appliance.edge.committer import ResultCommitter
@@ -231,24 +258,6 @@ def bench_rss(broker: PrivateBroker, workdir: Path, total: int) -> dict[str, Any
         "measurements": measured,
         "measurements_per_s": round(rate, 1),
     }
-
-
-PARTS = ("throughput_group_commit", "throughput_fsync_per_result", "latency", "latency_real",
-         "backlog", "rss")
-
-
-def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer results per part (2,000 instead of 10,000)")
-    parser.add_argument("parts", nargs="*", metavar="PART",
-                        help=f"parts to run (default: all): {', '.join(PARTS)}")
-    arguments = parser.parse_args()
-    unknown = [part for part in arguments.parts if part not in PARTS]
-    if unknown:
-        parser.error(f"argument PART: invalid choice: {unknown[0]!r} (choose from "
-                     f"{', '.join(PARTS)})")
-    return arguments
 
 
 def main(quick: bool, only: list[str]) -> dict[str, Any]:

@@ -25,18 +25,32 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from appliance.edge.relabel import send_as_this_kiosk
-from appliance.synthetic import fleet as fleetsim
-from appliance.transport.outbox import Outbox
-
-OWN_TOPIC, FOREIGN_TOPIC = "p/shop/me/result", "p/shop/twin/result"
-
 
 def _whole_number(text: str) -> int:
     value = int(text) if text.isdigit() else -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
     return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--own", type=_whole_number, default=30_000)
+    parser.add_argument("--foreign", type=_whole_number, default=50)
+    parser.add_argument("--thumb-kib", type=_whole_number, default=8)
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the fresh process
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+from appliance.edge.relabel import send_as_this_kiosk
+from appliance.synthetic import fleet as fleetsim
+from appliance.transport.outbox import Outbox
+
+OWN_TOPIC, FOREIGN_TOPIC = "p/shop/me/result", "p/shop/twin/result"
 
 
 def full_outbox(path: Path, own: int, foreign: int, thumb_kib: int) -> None:
@@ -80,12 +94,7 @@ def start_cost(path: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """Run the figures and print them."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--own", type=_whole_number, default=30_000)
-    parser.add_argument("--foreign", type=_whole_number, default=50)
-    parser.add_argument("--thumb-kib", type=_whole_number, default=8)
-    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the fresh process
-    options = parser.parse_args(argv)
+    options = _parser().parse_args(argv)
     if options.measure is not None:
         print(json.dumps(start_cost(options.measure)))
         return 0

@@ -37,37 +37,7 @@ import json
 from multiprocessing import Pool
 from typing import Any
 
-import cv2
-import numpy as np
-from fit_pore_score import LABEL_REACH_UM, LEFT_OUT, NAMES, PORE, fit_logistic, labels
 from skin_common import int_at_least, load_average
-
-from appliance.skin.pores import (
-    MODEL,
-    PRIOR_FIT_SHARE,
-    PRIOR_SCORE_FLOOR,
-    RULE,
-    Candidates,
-    PoreModel,
-    PoreRule,
-    choose_pores,
-    failed_tests,
-    fixed_tests,
-    frame_shift,
-    measure_candidates,
-    only_pits,
-    pore_diameters_um,
-    pore_readings,
-    pore_score,
-    pore_tests,
-    profiled_pits,
-    reading_score,
-)
-from appliance.skin.preprocess import on_grid, prepare
-from appliance.skin.texture import measure_texture
-from appliance.synthetic.skin import synthetic_frame
-from appliance.synthetic.skin_params import DEFAULT_FURROW_DARKNESS
-from appliance.synthetic.skin_scenes import dash_scene, junction_scene
 
 GRID: dict[str, tuple[float, ...]] = {
     "depth_over_furrow": (1.2, 1.4, 1.5, 1.6, 1.7, 1.8, 2.0),
@@ -102,6 +72,73 @@ GRID: dict[str, tuple[float, ...]] = {
     "missed_arms_keep": (-6.0, -5.0, -4.0, -3.0, -2.0, 0.0),
 }
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[11, 12],
+                        help="generator series to fit on")
+    parser.add_argument("--mixed", type=int_at_least(0), default=30, help="mixed frames per seed")
+    parser.add_argument("--wide", type=int_at_least(0), default=130, help="wide frames per seed")
+    parser.add_argument("--scenes", type=int_at_least(0), default=6,
+                        help="seeds of each hand-set scene")
+    parser.add_argument("--sweeps", type=int_at_least(0), default=3,
+                        help="most passes of the coordinate search over every threshold "
+                        "(0: only score the shipped rule)")
+    parser.add_argument("--workers", type=int_at_least(1), default=2,
+                        help="processes profiling the frames")
+    parser.add_argument("--only", choices=sorted(GRID), nargs="+", default=[],
+                        help="fit only these thresholds (the others keep their shipped values)")
+    parser.add_argument("--joint", type=int_at_least(0), default=0,
+                        help="rounds of the joint fit: the score refitted for the rule, then "
+                        "the rule searched with it (0: the rule alone, with the shipped score)")
+    parser.add_argument("--junction-weight", type=float, default=1.0,
+                        help="joint fit: weight of each pit within a furrow width of a drawn "
+                        "junction in the score's fit (the hard negatives)")
+    parser.add_argument("--scene-pits", action="store_true",
+                        help="joint fit: the hand-set scenes' pits enter the score's fit too")
+    parser.add_argument("--matched", action="store_true",
+                        help="the objective counts every pore missed and every pit invented "
+                        "(matched_error) instead of the count's error")
+    parser.add_argument("--check-seeds", type=int_at_least(0), nargs="*", default=[],
+                        help="generator series held out: the shipped and the fitted rule and "
+                        "score are only measured on them (as many frames as --mixed, --wide)")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+import cv2
+import numpy as np
+from fit_pore_score import LABEL_REACH_UM, LEFT_OUT, NAMES, PORE, fit_logistic, labels
+
+from appliance.skin.pores import (
+    MODEL,
+    PRIOR_FIT_SHARE,
+    PRIOR_SCORE_FLOOR,
+    RULE,
+    Candidates,
+    PoreModel,
+    PoreRule,
+    choose_pores,
+    failed_tests,
+    fixed_tests,
+    frame_shift,
+    measure_candidates,
+    only_pits,
+    pore_diameters_um,
+    pore_readings,
+    pore_score,
+    pore_tests,
+    profiled_pits,
+    reading_score,
+)
+from appliance.skin.preprocess import on_grid, prepare
+from appliance.skin.texture import measure_texture
+from appliance.synthetic.skin import synthetic_frame
+from appliance.synthetic.skin_params import DEFAULT_FURROW_DARKNESS
+from appliance.synthetic.skin_scenes import dash_scene, junction_scene
 
 SCENE_WEIGHT = 1.0  # objective per pore miscounted per scene, on average
 SCENE_SIZES_UM = (80.0, 120.0, 180.0, 250.0, 320.0)
@@ -349,34 +386,7 @@ def joint(frames: list[_Frame], rounds: int, sweeps: int, only: tuple[str, ...],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[11, 12],
-                        help="generator series to fit on")
-    parser.add_argument("--mixed", type=int_at_least(0), default=30, help="mixed frames per seed")
-    parser.add_argument("--wide", type=int_at_least(0), default=130, help="wide frames per seed")
-    parser.add_argument("--scenes", type=int_at_least(0), default=6,
-                        help="seeds of each hand-set scene")
-    parser.add_argument("--sweeps", type=int_at_least(0), default=3,
-                        help="most passes of the coordinate search over every threshold "
-                        "(0: only score the shipped rule)")
-    parser.add_argument("--workers", type=int_at_least(1), default=2,
-                        help="processes profiling the frames")
-    parser.add_argument("--only", choices=sorted(GRID), nargs="+", default=[],
-                        help="fit only these thresholds (the others keep their shipped values)")
-    parser.add_argument("--joint", type=int_at_least(0), default=0,
-                        help="rounds of the joint fit: the score refitted for the rule, then "
-                        "the rule searched with it (0: the rule alone, with the shipped score)")
-    parser.add_argument("--junction-weight", type=float, default=1.0,
-                        help="joint fit: weight of each pit within a furrow width of a drawn "
-                        "junction in the score's fit (the hard negatives)")
-    parser.add_argument("--scene-pits", action="store_true",
-                        help="joint fit: the hand-set scenes' pits enter the score's fit too")
-    parser.add_argument("--matched", action="store_true",
-                        help="the objective counts every pore missed and every pit invented "
-                        "(matched_error) instead of the count's error")
-    parser.add_argument("--check-seeds", type=int_at_least(0), nargs="*", default=[],
-                        help="generator series held out: the shipped and the fitted rule and "
-                        "score are only measured on them (as many frames as --mixed, --wide)")
+    parser = _parser()
     args = parser.parse_args()
     if args.mixed + args.wide + args.scenes == 0:
         parser.error("--mixed, --wide and --scenes are all 0: no frames to fit on")

@@ -32,9 +32,28 @@ import json
 import time
 from multiprocessing import Pool
 
+from skin_common import int_at_least, load_average
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int_at_least(0), default=11,
+                        help="generator series to fit on")
+    parser.add_argument("--wide", type=int_at_least(0), nargs=2, default=[0, 129],
+                        metavar=("FIRST", "LAST"), help="wide frames to fit on (both ends in)")
+    parser.add_argument("--mixed", type=int_at_least(0), nargs=2, default=[0, 59],
+                        metavar=("FIRST", "LAST"), help="mixed frames to fit on (both ends in)")
+    parser.add_argument("--workers", type=int_at_least(1), default=2,
+                        help="processes profiling the frames")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import cv2
 import numpy as np
-from skin_common import int_at_least, load_average
 
 from appliance.skin.pores import (
     MODEL,
@@ -121,15 +140,7 @@ def fit_logistic(readings: np.ndarray, is_pore: np.ndarray, penalty: float = LAM
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int_at_least(0), default=11,
-                        help="generator series to fit on")
-    parser.add_argument("--wide", type=int_at_least(0), nargs=2, default=[0, 129],
-                        metavar=("FIRST", "LAST"), help="wide frames to fit on (both ends in)")
-    parser.add_argument("--mixed", type=int_at_least(0), nargs=2, default=[0, 59],
-                        metavar=("FIRST", "LAST"), help="mixed frames to fit on (both ends in)")
-    parser.add_argument("--workers", type=int_at_least(1), default=2,
-                        help="processes profiling the frames")
+    parser = _parser()
     args = parser.parse_args()
     jobs = [(preset, args.seed, index) for preset, (first, last) in
             (("wide", args.wide), ("mixed", args.mixed)) for index in range(first, last + 1)]

@@ -14,9 +14,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+from skin_common import DEFAULT_FRAMES_DIR, ensure_frames, load_average, truth_of, um_per_px_of
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES_DIR)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
+    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--wide-count", type=int, default=30)
+    parser.add_argument("--levels", type=float, nargs="+",
+                        default=[0.0015, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.005])
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import cv2
 import numpy as np
-from skin_common import DEFAULT_FRAMES_DIR, ensure_frames, load_average, truth_of, um_per_px_of
 
 from appliance.skin import hills
 from appliance.skin.frames import load_frame
@@ -40,14 +57,7 @@ def errors_by_level(images: list[Path], levels: list[float]) -> np.ndarray:
 
 def main() -> None:
     """Measure every level on both presets and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES_DIR)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
-    parser.add_argument("--count", type=int, default=40)
-    parser.add_argument("--wide-count", type=int, default=30)
-    parser.add_argument("--levels", type=float, nargs="+",
-                        default=[0.0015, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.005])
-    args = parser.parse_args()
+    args = _parser().parse_args()
     cv2.setNumThreads(1)
     sets = {preset: [p for seed in args.seeds
                      for p in ensure_frames(args.frames, count, seed, preset=preset)]

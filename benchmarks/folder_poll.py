@@ -21,18 +21,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
-from appliance.capture.folder import DirectorySource
-from appliance.capture.replayed import FileStamp, ReplayRecord
-
 
 def _whole_number(text: str) -> int:
     value = int(text) if text.isdigit() else 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=_whole_number, default=50_000)
+    parser.add_argument("--seconds", type=_whole_number, default=30)
+    parser.add_argument("--wait", type=_whole_number, default=90)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+import cv2
+import numpy as np
+
+from appliance.capture.folder import DirectorySource
+from appliance.capture.replayed import FileStamp, ReplayRecord
 
 
 def _picture(value: int) -> bytes:
@@ -88,11 +101,7 @@ def noticed_after_s(source: DirectorySource, path: Path, value: int, wait_s: flo
 
 def main(argv: list[str]) -> int:
     """Run the figures and print them."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=_whole_number, default=50_000)
-    parser.add_argument("--seconds", type=_whole_number, default=30)
-    parser.add_argument("--wait", type=_whole_number, default=90)
-    options = parser.parse_args(argv)
+    options = _parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="folder-poll-") as work:
         folder, record = Path(work) / "captures", Path(work) / "replayed.sqlite3"
         names = quiet_folder(folder, options.files, record)

@@ -32,6 +32,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument("--per-device", type=int, default=30)
+    parser.add_argument("--skip-postgres", action="store_true")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import config_from_mapping
@@ -309,11 +322,7 @@ MODES = {
 
 def main() -> None:
     """Run the cases and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=500)
-    parser.add_argument("--per-device", type=int, default=30)
-    parser.add_argument("--skip-postgres", action="store_true")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up brokers and schemas
     load_at_start = os.getloadavg()[0]

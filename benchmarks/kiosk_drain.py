@@ -21,6 +21,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backlog", type=int, default=300)
+    parser.add_argument("--per-s", type=float, default=5.0)
+    parser.add_argument("--burst", type=int, default=20)
+    parser.add_argument("--resend-initial-s", type=float, default=4.0)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store
 from appliance.config import config_from_mapping
@@ -81,12 +95,7 @@ def run(backlog: int, per_s: float, burst: int, resend_initial_s: float) -> dict
 
 def main() -> None:
     """Drain one backlog and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backlog", type=int, default=300)
-    parser.add_argument("--per-s", type=float, default=5.0)
-    parser.add_argument("--burst", type=int, default=20)
-    parser.add_argument("--resend-initial-s", type=float, default=4.0)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     load_at_start = os.getloadavg()[0]
     figures = run(args.backlog, args.per_s, args.burst, args.resend_initial_s)

@@ -26,6 +26,18 @@ import time
 import uuid
 from typing import Any
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flood", type=int, default=20_000)
+    parser.add_argument("--burst", type=int, default=200)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 from ingest import connect_packet, publish_packet, started_flood
 
 from appliance.backoffice.ingest import IngestWorker
@@ -37,7 +49,6 @@ from appliance.transport.payloads import Result
 
 PREFIX = "bench"
 UNBOUNDED = 1_000_000
-
 
 
 def _packets(device: str, count: int, seed: int) -> list[bytes]:
@@ -95,10 +106,7 @@ def run(per_s: float, burst: int, flood: list[bytes], second: list[bytes]) -> di
 
 def main() -> None:
     """Run unbounded, then bounded, and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flood", type=int, default=20_000)
-    parser.add_argument("--burst", type=int, default=200)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     flood, second = _packets("flood", args.flood, 1), _packets("second", args.burst, 2)
     defaults = BackofficeConfig()

@@ -26,11 +26,24 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from appliance.synthetic.arguments import whole_number
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kiosks", type=whole_number(1, 1000), default=20,
+                        help="simulated kiosks in the rollout, 1-1000 (20)")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import numpy as np
 
 from appliance.backoffice.store import open_store
 from appliance.config import Config, config_from_mapping
-from appliance.synthetic.arguments import whole_number
 from appliance.transport.broker import PrivateBroker
 from appliance.updates.fetch import RepositoryClient
 from appliance.updates.fleetwatch import FleetWatcher
@@ -142,10 +155,7 @@ def download_figures(work: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """Run both parts and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kiosks", type=whole_number(1, 1000), default=20,
-                        help="simulated kiosks in the rollout, 1-1000 (20)")
-    kiosks = parser.parse_args(argv).kiosks
+    kiosks = _parser().parse_args(argv).kiosks
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)

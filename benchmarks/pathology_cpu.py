@@ -22,6 +22,24 @@ import tempfile
 import time
 from pathlib import Path
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cohort", type=Path, default=Path("/tmp/he200"))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--big-px", type=int, default=20_000)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,16 +202,7 @@ def big_slide_memory(workdir: Path, side_px: int) -> dict[str, object]:
 
 def main() -> int:
     """Run the chosen parts and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cohort", type=Path, default=Path("/tmp/he200"))
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--big-px", type=int, default=20_000)
-    parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--skip-memory", action="store_true")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     result: dict[str, object] = {"load_before": load_average(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="pathology-bench-") as tmp:
         # Memory first: a forked child's ru_maxrss starts at the parent's RSS at fork time,

@@ -21,8 +21,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from skin_common import int_at_least
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int_at_least(1), default=3, help="best of this many")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -30,9 +42,7 @@ sys.path.insert(0, str(REPO))
 
 def main() -> int:
     """Time preparation per tile size and the guard; print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int_at_least(1), default=3, help="best of this many")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     from pathology_service import make_slides  # beside this script
 
     from appliance.pathology.model import TileModel

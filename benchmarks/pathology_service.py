@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models" / "pathology"
 sys.path.insert(0, str(MODELS))
@@ -44,6 +42,28 @@ BACKENDS = {
     "torch-cpu": ("torch-cpu", False, False), "torch-cuda": ("torch-cuda", False, False),
     "torch-cuda-compiled": ("torch-cuda", False, True),
 }
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS),
+                        default=["onnx-cpu-int8", "onnx-cpu-float"])
+    parser.add_argument("--full-width", action="store_true",
+                        help="random full-width VGG19 at 224 px (same as --width 1 --tile-px 224)")
+    parser.add_argument("--width", type=float, help="random VGG19 of this width (speed only)")
+    parser.add_argument("--tile-px", type=int, default=224, help="tile size of --width model")
+    parser.add_argument("--workers", type=int, default=2, help="slide preparation processes")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
+    parser.add_argument("--batch", type=int, default=64, help="pathology.max_batch")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per backend (median)")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    parse_args()
+
+import numpy as np
 
 
 def make_slides(folder: Path) -> list[Path]:
@@ -191,22 +211,6 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda run: run["tiles_per_s"])
     return {**ordered[len(ordered) // 2],
             "tiles_per_s_each_round": [run["tiles_per_s"] for run in runs]}
-
-
-def parse_args() -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS),
-                        default=["onnx-cpu-int8", "onnx-cpu-float"])
-    parser.add_argument("--full-width", action="store_true",
-                        help="random full-width VGG19 at 224 px (same as --width 1 --tile-px 224)")
-    parser.add_argument("--width", type=float, help="random VGG19 of this width (speed only)")
-    parser.add_argument("--tile-px", type=int, default=224, help="tile size of --width model")
-    parser.add_argument("--workers", type=int, default=2, help="slide preparation processes")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
-    parser.add_argument("--batch", type=int, default=64, help="pathology.max_batch")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per backend (median)")
-    return parser.parse_args()
 
 
 def measure(args: argparse.Namespace, width: float | None, gpu: str | None) -> dict[str, Any]:

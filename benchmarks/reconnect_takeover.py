@@ -15,6 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--cap-s", type=float, default=5.0)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import LinkSettings
 from appliance.transport.mqtt import MqttLink
@@ -49,10 +61,7 @@ def run(seconds: float, cap_s: float) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--cap-s", type=float, default=5.0)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.ERROR)  # each lost connection logs a warning
     print(json.dumps(run(args.seconds, args.cap_s)))
 

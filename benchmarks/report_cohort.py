@@ -24,15 +24,45 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def _whole_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _backends(text: str) -> list[str]:
+    named = text.split(",")
+    if not named or any(name not in BACKENDS for name in named):
+        raise argparse.ArgumentTypeError(f"{text!r}: name sqlite, postgresql or both")
+    return named
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=_whole_number, default=200_000,
+                        help="results stored (200000)")
+    parser.add_argument("--backends", type=_backends, default=list(BACKENDS),
+                        help="comma-separated: sqlite, postgresql (both)")
+    parser.add_argument("--schema-prefix", default="bench_cohort",
+                        help="name of the throw-away PostgreSQL schema (a suffix is added)")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.synthetic import fleet
 from appliance.transport.payloads import new_measurement_id
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DISTINCT = 1000
 BATCH_ROWS = 5000
-BACKENDS = ("sqlite", "postgresql")
 _SUBJECT_AT, _AGE_BAND_AT = 10, 11  # in a result_row
 
 
@@ -104,29 +134,9 @@ def _postgres(count: int, tmp: Path, schema_prefix: str) -> dict[str, Any]:
         store.close()
 
 
-def _whole_number(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return int(text)
-
-
-def _backends(text: str) -> list[str]:
-    named = text.split(",")
-    if not named or any(name not in BACKENDS for name in named):
-        raise argparse.ArgumentTypeError(f"{text!r}: name sqlite, postgresql or both")
-    return named
-
-
 def main() -> None:
     """Fill each store, run the report, print the figures as one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=_whole_number, default=200_000,
-                        help="results stored (200000)")
-    parser.add_argument("--backends", type=_backends, default=list(BACKENDS),
-                        help="comma-separated: sqlite, postgresql (both)")
-    parser.add_argument("--schema-prefix", default="bench_cohort",
-                        help="name of the throw-away PostgreSQL schema (a suffix is added)")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     figures: dict[str, Any] = {"results": args.results}
     with tempfile.TemporaryDirectory(prefix="report-cohort-bench-") as tmp:
         for backend in args.backends:

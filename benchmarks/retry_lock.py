@@ -28,12 +28,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--letters", type=int, default=10_000)
+    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--schema-prefix", default="bench_retry_lock",
+                        help="the throw-away PostgreSQL schema's name starts with this")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 from appliance.backoffice.schema import dead_letter
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main as appliance_main
 from appliance.synthetic import fleet
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 AT = "2026-12-05T00:00:00.000000Z"
 FILL_AT_ONCE = 2000  # letters per filling batch
 PROBE_EVERY_S = 0.01
@@ -125,13 +141,7 @@ def run_store(url: str, pg_schema: str | None, letters: int) -> dict[str, Any]:
 
 def main() -> None:
     """Run on each store and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--letters", type=int, default=10_000)
-    parser.add_argument("--pg-url", default=PG_URL)
-    parser.add_argument("--skip-postgres", action="store_true")
-    parser.add_argument("--schema-prefix", default="bench_retry_lock",
-                        help="the throw-away PostgreSQL schema's name starts with this")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     load_at_start = os.getloadavg()[0]
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

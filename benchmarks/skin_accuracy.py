@@ -45,12 +45,11 @@ and the diameter's three context readings are reported.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 from skin_common import (
     TARGET_KEYS,
     ensure_frames,
@@ -60,6 +59,26 @@ from skin_common import (
     truth_of,
     um_per_px_of,
 )
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = frame_set_parser(__doc__.splitlines()[0])
+    parser.add_argument("--repeat-frames", type=int, default=10)
+    parser.add_argument("--variants", type=int, default=6)
+    parser.add_argument("--wide-count", type=int, default=60)
+    parser.add_argument("--second-count", type=int, default=40)
+    parser.add_argument("--sweep-frames", type=int, default=10)
+    parser.add_argument("--sweep-offsets", type=int, default=1,
+                        help="interleaved grids 5 %% apart (5: a calibration every 1 %%)")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+import cv2
+import numpy as np
 
 from appliance.edge.heap import keep_frame_buffers
 from appliance.skin.analysis import SkinAnalysis, analyze
@@ -349,15 +368,7 @@ def repeatability(images: list[Path], variants: int) -> dict[str, Any]:
 
 def main() -> None:
     """Run both checks and print one JSON object."""
-    parser = frame_set_parser(__doc__.splitlines()[0])
-    parser.add_argument("--repeat-frames", type=int, default=10)
-    parser.add_argument("--variants", type=int, default=6)
-    parser.add_argument("--wide-count", type=int, default=60)
-    parser.add_argument("--second-count", type=int, default=40)
-    parser.add_argument("--sweep-frames", type=int, default=10)
-    parser.add_argument("--sweep-offsets", type=int, default=1,
-                        help="interleaved grids 5 %% apart (5: a calibration every 1 %%)")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     cv2.setNumThreads(1)
     keep_frame_buffers()
     images = ensure_frames(args.frames, args.count, args.seed)

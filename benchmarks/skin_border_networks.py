@@ -14,8 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 from skin_common import int_at_least, load_average
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int_at_least(1), default=4)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+import numpy as np
 
 from appliance.skin.borders import border_segments
 from appliance.synthetic.tilings import hexagonal_voronoi
@@ -26,9 +38,7 @@ RADII_PX = (1.0, 2.5)
 
 def main() -> None:
     """Measure the tilings at each spacing and radius, print the errors."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int_at_least(1), default=4)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     results = {}
     for spacing in SPACINGS_PX:
         for radius in RADII_PX:

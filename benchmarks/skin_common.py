@@ -1,4 +1,8 @@
-"""Shared helpers of the skin benchmarks: the frame set on disk and error statistics."""
+"""Shared helpers of the skin benchmarks: the frame set on disk and error statistics.
+
+Light to import: the argument types and the frame-set parser need neither NumPy nor the skin
+code, so a benchmark can parse its arguments (``--help``, a bad value) before its heavy imports;
+the helpers that need them import them when called."""
 
 from __future__ import annotations
 
@@ -9,12 +13,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from appliance.synthetic.skin import TRUTH_DEFINITION, synthetic_geometry
-from appliance.synthetic.skin_truth import ground_truth
+if TYPE_CHECKING:
+    import numpy as np
 
 TARGET_KEYS = (
     "pore_count",
@@ -75,6 +77,9 @@ def truth_of(image: Path) -> dict[str, float]:
     project's generator was written under another definition (before dead ends that meet a
     furrow split hills: no ``truth_definition``), the truth recomputed from the frame's
     geometry (its seed, index and preset)."""
+    from appliance.synthetic.skin import TRUTH_DEFINITION, synthetic_geometry
+    from appliance.synthetic.skin_truth import ground_truth
+
     sidecar: dict[str, Any] = json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))
     if "preset" in sidecar and sidecar.get("truth_definition") != TRUTH_DEFINITION:
         params, geometry = synthetic_geometry(sidecar["seed"], sidecar["index"], sidecar["preset"])
@@ -87,6 +92,8 @@ def error_summary(
 ) -> dict[str, Any]:
     """Median and 90th-percentile absolute relative error per target key, and the signed median
     (positive: the measurement reads high), which tells a bias from scatter."""
+    import numpy as np
+
     summary: dict[str, Any] = {}
     for key in TARGET_KEYS:
         pairs = zip(measured, truths, strict=True)
@@ -107,6 +114,8 @@ def load_average() -> list[float]:
 
 def nearest_segment(starts: np.ndarray, ends: np.ndarray, point: np.ndarray) -> int:
     """Index of the segment (``starts[i]`` to ``ends[i]``, (E, 2) each) nearest to a point."""
+    import numpy as np
+
     along = ends - starts
     share = np.clip(np.sum((point - starts) * along, axis=1)
                     / np.maximum(np.sum(along * along, axis=1), 1e-9), 0.0, 1.0)

@@ -14,12 +14,23 @@ kept, and the true edges that have no border at all. The four add up to the tota
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
+from skin_common import frame_set_parser, load_average
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    return frame_set_parser(__doc__.splitlines()[0])
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import cv2
 import numpy as np
-from skin_common import frame_set_parser, load_average
 from skin_furrow_oracle import BINS, oracle_labels, regrown
 
 from appliance.skin.borders import border_segments
@@ -76,7 +87,7 @@ def _frame(seed: int, index: int, preset: str) -> tuple[float, list[float], list
 
 def main() -> None:
     """Account every frame, print the mean parts by hill density."""
-    args = frame_set_parser(__doc__.splitlines()[0]).parse_args()
+    args = _parser().parse_args()
     cv2.setNumThreads(1)
     rows = [_frame(args.seed, index, preset)
             for preset in ("mixed", "wide") for index in range(args.count)]

@@ -18,8 +18,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from skin_common import um_per_px_of
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=Path, nargs="+", required=True)
+    parser.add_argument("--second-count", type=int, default=4)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--save", type=Path)
+    mode.add_argument("--against", type=Path)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+import numpy as np
 
 from appliance.skin.analysis import analyze
 from appliance.skin.frames import load_frame
@@ -77,13 +93,7 @@ def differences(now: dict[str, np.ndarray], then: dict[str, np.ndarray]) -> list
 
 def main() -> None:
     """Save or compare every reading of the frame set; print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=Path, nargs="+", required=True)
-    parser.add_argument("--second-count", type=int, default=4)
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--save", type=Path)
-    mode.add_argument("--against", type=Path)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     report: dict[str, Any] = {"benchmark": "skin_exactness", "frames": 0, "differing": {}}
     for name, rgb, um_per_px in frames(args.frames, args.second_count):
         now = readings(rgb, um_per_px)

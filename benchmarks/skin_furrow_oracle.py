@@ -22,12 +22,23 @@ cost.
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
+from skin_common import frame_set_parser, load_average
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    return frame_set_parser(__doc__.split("\n\n")[0])
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import cv2
 import numpy as np
-from skin_common import frame_set_parser, load_average
 
 from appliance.skin.borders import border_segments
 from appliance.skin.hills import grow_cells, hair_mask
@@ -93,7 +104,7 @@ def _frame_errors(seed: int, index: int, preset: str) -> tuple[float, ...]:
 
 def main() -> None:
     """Measure every frame, print the errors by hill density."""
-    args = frame_set_parser(__doc__.split("\n\n")[0]).parse_args()
+    args = _parser().parse_args()
     cv2.setNumThreads(1)
     rows = np.array([_frame_errors(args.seed, index, preset)
                      for preset in ("mixed", "wide") for index in range(args.count)])

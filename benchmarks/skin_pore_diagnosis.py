@@ -24,16 +24,34 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from skin_common import int_at_least, load_average, nearest_segment
+
+from appliance.synthetic.skin_presets import PRESETS
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--renderer", choices=("generator", "voronoi"), default="generator",
+                        help="the project's generator, or the evaluation-only second renderer")
+    parser.add_argument("--preset", choices=PRESETS, default="wide",
+                        help="the generator's preset (ignored by voronoi)")
+    parser.add_argument("--count", type=int_at_least(1), default=40, help="frames to diagnose")
+    parser.add_argument("--seed", type=int_at_least(0), default=11, help="series of the frames")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import cv2
 import numpy as np
-from skin_common import int_at_least, load_average, nearest_segment
 
 from appliance.skin.analysis import analyze
 from appliance.skin.pores import measure_candidates, pore_tests
 from appliance.skin.preprocess import on_grid, prepare
 from appliance.skin.texture import measure_texture
 from appliance.synthetic.skin import synthetic_frame
-from appliance.synthetic.skin_presets import PRESETS
 from appliance.synthetic.skin_voronoi import voronoi_frame
 
 SIZE_BINS_UM = (50.0, 70.0, 100.0, 140.0, 200.0, 320.0)
@@ -146,14 +164,7 @@ def diagnose(frame: _Frame, tally: dict[str, Counter[str]]) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--renderer", choices=("generator", "voronoi"), default="generator",
-                        help="the project's generator, or the evaluation-only second renderer")
-    parser.add_argument("--preset", choices=PRESETS, default="wide",
-                        help="the generator's preset (ignored by voronoi)")
-    parser.add_argument("--count", type=int_at_least(1), default=40, help="frames to diagnose")
-    parser.add_argument("--seed", type=int_at_least(0), default=11, help="series of the frames")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     cv2.setNumThreads(1)
     keys = ("counted", "missed", "too_shallow", "unseen", "fails", "fails_only", "false",
             "false_by_place", "false_on_segment", "counted_on_segment",

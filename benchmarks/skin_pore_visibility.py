@@ -42,10 +42,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from skin_common import int_at_least, load_average, nearest_segment
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="wide", help="the generator's preset")
+    parser.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[11, 12])
+    parser.add_argument("--first", type=int_at_least(0), default=0)
+    parser.add_argument("--last", type=int_at_least(0), default=59)
+    parser.add_argument("--dump", type=Path, help="write the per-pore records here (JSON)")
+    parser.add_argument("--crops", type=Path, help="save crops of missed pores in this folder")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import cv2
 import numpy as np
 import numpy.typing as npt
-from skin_common import int_at_least, load_average, nearest_segment
 
 from appliance.skin.analysis import analyze
 from appliance.synthetic.skin import decode_jpeg, encode_jpeg, synthetic_scene
@@ -241,14 +258,7 @@ def _visibility_counts(records: list[dict[str, float]]) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="wide", help="the generator's preset")
-    parser.add_argument("--seeds", type=int_at_least(0), nargs="+", default=[11, 12])
-    parser.add_argument("--first", type=int_at_least(0), default=0)
-    parser.add_argument("--last", type=int_at_least(0), default=59)
-    parser.add_argument("--dump", type=Path, help="write the per-pore records here (JSON)")
-    parser.add_argument("--crops", type=Path, help="save crops of missed pores in this folder")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     cv2.setNumThreads(1)
     records: list[dict[str, float]] = []
     frames: list[dict[str, float]] = []

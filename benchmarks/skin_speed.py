@@ -21,6 +21,7 @@ peak_rss_mb: maximum resident memory of ``appliance analyze --json`` over ``--co
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -31,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 from skin_common import (
     TARGET_KEYS,
     ensure_frames,
@@ -41,6 +40,21 @@ from skin_common import (
     load_average,
     truth_of,
 )
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = frame_set_parser(__doc__.splitlines()[0])
+    parser.add_argument("--timed-frames", type=int, default=30)
+    parser.add_argument("--baseline-frames", type=int, default=4)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+import cv2
+import numpy as np
 
 from appliance.capture.quality import QualityGate
 from appliance.edge.heap import keep_frame_buffers
@@ -140,10 +154,7 @@ def peak_rss_mb(images: list[Path]) -> float:
 
 def main() -> None:
     """Time both methods and the gate on the same frames; print one JSON object."""
-    parser = frame_set_parser(__doc__.splitlines()[0])
-    parser.add_argument("--timed-frames", type=int, default=30)
-    parser.add_argument("--baseline-frames", type=int, default=4)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     cv2.setNumThreads(1)
     keep_frame_buffers()  # as the daemon does at start-up
     if hasattr(os, "sched_setaffinity"):

@@ -17,15 +17,33 @@ whole ``analyze`` is timed by ``skin_speed.py``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from skin_common import ensure_frames, frame_set_parser, load_average, truth_of, um_per_px_of
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = frame_set_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--wide-count", type=int, default=60)
+    parser.add_argument("--second-count", type=int, default=40)
+    parser.add_argument("--sweep-frames", type=int, default=10)
+    parser.add_argument("--repeat-frames", type=int, default=10)
+    parser.add_argument("--variants", type=int, default=6)
+    parser.add_argument("--timed-frames", type=int, default=30)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import cv2
 import numpy as np
 from skin_accuracy import SWEEP_UM_PER_PX, TEXTURE_SCALE_POWER, _variant, texture_steps
-from skin_common import ensure_frames, frame_set_parser, load_average, truth_of, um_per_px_of
 
 from appliance.skin.frames import load_frame
 from appliance.skin.preprocess import prepare
@@ -106,14 +124,7 @@ def texture_time_ms(images: list[Path]) -> dict[str, float]:
 
 def main() -> None:
     """Run every check and print one JSON object."""
-    parser = frame_set_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--wide-count", type=int, default=60)
-    parser.add_argument("--second-count", type=int, default=40)
-    parser.add_argument("--sweep-frames", type=int, default=10)
-    parser.add_argument("--repeat-frames", type=int, default=10)
-    parser.add_argument("--variants", type=int, default=6)
-    parser.add_argument("--timed-frames", type=int, default=30)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     cv2.setNumThreads(1)
     mixed = ensure_frames(args.frames, args.count, args.seed)
     wide = ensure_frames(args.frames, args.wide_count, args.seed, preset="wide")

@@ -16,9 +16,24 @@ from __future__ import annotations
 import argparse
 import json
 
+from skin_common import int_at_least, load_average
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int_at_least(1), default=3)
+    parser.add_argument("--first-seed", type=int_at_least(0), default=100)
+    parser.add_argument("--rich", action="store_true",
+                        help="scenes at 8-12 µm/px with pores, vignetting and a colour cast")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 import numpy as np
 from scipy.spatial import cKDTree
-from skin_common import int_at_least, load_average
 
 from appliance.skin.analysis import analyze
 from appliance.skin.borders import CrackMasks, border_segments
@@ -57,12 +72,7 @@ def measure(scene: Scene) -> dict[str, float]:
 
 def main() -> None:
     """Draw and measure the scenes, print the errors by hill size."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int_at_least(1), default=3)
-    parser.add_argument("--first-seed", type=int_at_least(0), default=100)
-    parser.add_argument("--rich", action="store_true",
-                        help="scenes at 8-12 µm/px with pores, vignetting and a colour cast")
-    args = parser.parse_args()
+    args = _parser().parse_args()
     results = {}
     for spacing in SPACINGS_UM:
         for kind in ("poisson", "hexagonal"):

@@ -32,6 +32,22 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flood", type=int, default=20_000)
+    parser.add_argument("--results", type=int, default=20)
+    parser.add_argument("--every-s", type=float, default=0.1)
+    parser.add_argument("--pg-url", default=PG_URL)
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
 from ingest import connect_packet, publish_packet, started_flood
 
 import appliance
@@ -43,9 +59,7 @@ from appliance.transport.broker import PrivateBroker
 from appliance.transport.payloads import Result
 
 PREFIX = "bench"
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 UNBOUNDED = 1_000_000
-
 
 
 def _statuses(count: int) -> list[bytes]:
@@ -137,12 +151,7 @@ def runs_on(url: str, pg_schema: str | None, args: argparse.Namespace, flood: li
 
 def main() -> None:
     """Run on SQLite, then PostgreSQL, and print one JSON object."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flood", type=int, default=20_000)
-    parser.add_argument("--results", type=int, default=20)
-    parser.add_argument("--every-s", type=float, default=0.1)
-    parser.add_argument("--pg-url", default=PG_URL)
-    args = parser.parse_args()
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     flood, honest = _statuses(args.flood), _results(args.results, 2)
     load_at_start = os.getloadavg()[0]

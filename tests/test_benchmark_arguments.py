@@ -135,3 +135,44 @@ def test_dead_letter_bounds_refuses_bad_arguments(arguments: tuple[str, ...],
     assert done.returncode == 2
     assert complaint in done.stderr
     assert "Traceback" not in done.stderr
+
+
+HEAVY = ("numpy", "cv2", "scipy", "PIL", "torch", "onnxruntime", "psycopg", "pydantic", "yaml",
+         "paho", "tuf", "matplotlib", "appliance.config", "appliance.backoffice.store",
+         "appliance.skin.analysis")
+_EVERY_HELP = """
+import contextlib, io, json, os, runpy, sys
+folder, heavy = sys.argv[1], sys.argv[2].split(",")
+sys.path.insert(0, folder)
+found = {}
+for name in sorted(os.listdir(folder)):
+    if not name.endswith(".py") or name == "skin_common.py":
+        continue
+    before = set(sys.modules)
+    sys.argv = [name, "--help"]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            runpy.run_path(os.path.join(folder, name), run_name="__main__")
+        code = "ran on"
+    except SystemExit as end:
+        code = end.code
+    loaded = sorted(m for m in set(sys.modules) - before if m in heavy)
+    found[name] = [code, printed.getvalue().startswith("usage: "), loaded]
+print(json.dumps(found))
+"""
+
+
+def test_every_benchmark_parses_its_arguments_before_importing_its_heavy_modules() -> None:
+    """`--help` (and so a bad argument) of a benchmark cost 0.3-3 CPU-s: NumPy, OpenCV, the skin
+    analysis, the store, torch were imported first. Each script's `--help` runs here in one
+    process, one after the other, and must print its usage and exit 0 having loaded none of
+    them (a script that did would show them; those after it could hide theirs, not pass it)."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
+    done = subprocess.run([sys.executable, "-c", _EVERY_HELP, str(BENCHMARKS), ",".join(HEAVY)],
+                          capture_output=True, text=True, timeout=120, env=env, check=True)
+    found = json.loads(done.stdout)
+    assert len(found) >= 38  # every script, not an empty folder
+    assert {name: row for name, row in found.items() if row != [0, True, []]} == {}
