@@ -56,3 +56,32 @@ def test_config_check_loads_no_image_store_or_update_library() -> None:
     assert "pydantic" in loaded
     assert "onnxruntime" in loaded
     assert _among(loaded, NOT_FOR_THE_CHECK) == []
+
+
+def test_results_query_on_a_sqlite_store_loads_no_postgresql_driver(tmp_path: Path) -> None:
+    """storeerrors built its psycopg error tuples at import (~0.1 CPU-s): every SQLite command
+    paid for the PostgreSQL driver. They are built when first read now, and the SQLite path
+    reads them only in an ``except`` an error reaches."""
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    done, _ = _modules_loaded("store", "migrate", "--store", url)
+    assert "schema version" in done.stdout, done.stderr
+    done, loaded = _modules_loaded("results", "query", "--store", url)
+    assert "no results match" in done.stdout, done.stderr
+    assert _among(loaded, ("psycopg",)) == []
+
+
+def test_the_store_error_tuples_built_on_first_read_are_those_built_at_import_before() -> None:
+    import sqlite3
+
+    import psycopg
+
+    from appliance.backoffice import storeerrors
+    from appliance.backoffice.storeerrors import STORE_ERRORS, StoreError
+
+    assert STORE_ERRORS is storeerrors.STORE_ERRORS
+    assert (sqlite3.Error, psycopg.Error, StoreError) == STORE_ERRORS
+    assert (sqlite3.Error, psycopg.Error) == storeerrors.DATABASE_ERRORS
+    assert (psycopg.OperationalError,) == storeerrors.CONNECTION_LOST_ERRORS
+    assert (psycopg.DataError, psycopg.IntegrityError) == storeerrors.VALUE_REFUSED_ERRORS
+    assert storeerrors.is_outage(psycopg.OperationalError("gone"))
+    assert storeerrors.refused_for_its_values(psycopg.DataError("NUL"))

@@ -156,7 +156,8 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
     the way (its server went away, a damaged file) ends the command with one line naming the
     database and its error, exit 1; a file being written is left as it was, as it is when
     SIGTERM ends the command (cli.sigterm_ends_as_interrupt: exit 143)."""
-    from appliance.backoffice.storeerrors import STORE_ERRORS, explained
+    from appliance.backoffice import storeerrors
+    from appliance.backoffice.storeerrors import explained
     from appliance.backoffice.storeurl import store_name
 
     store = open_for(args, writes=writes)
@@ -164,7 +165,7 @@ def with_store(args: argparse.Namespace, command: str, body: Callable[[Any], int
         return 2
     try:
         return body(store)
-    except STORE_ERRORS as exc:
+    except storeerrors.STORE_ERRORS as exc:  # built here: SQLite loads no psycopg
         print(f"{command}: the {store_name(store.url)} failed: {explained(exc)}",
               file=sys.stderr)
         return 1

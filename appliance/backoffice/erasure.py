@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from appliance import safejson
+from appliance.backoffice import storeerrors
 from appliance.backoffice.erasure_clock import (
     Erasure,
     HeldResult,
@@ -41,7 +42,7 @@ from appliance.backoffice.erasure_clock import (
 )
 from appliance.backoffice.placed_capture import PlacedCaptures
 from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, named_measurement_id
-from appliance.backoffice.storeerrors import DATABASE_ERRORS, is_deadlock
+from appliance.backoffice.storeerrors import is_deadlock
 from appliance.logsafe import escape_controls
 from appliance.transport.payloads import MEASUREMENT_ID_PATTERN, utc_now
 
@@ -167,7 +168,7 @@ class ErasureWrites(PlacedCaptures):
         for _ in range(_DEADLOCK_ATTEMPTS - 1):
             try:
                 return self._erase_once(selector, user)
-            except DATABASE_ERRORS as exc:
+            except storeerrors.DATABASE_ERRORS as exc:  # built here: SQLite loads no psycopg
                 if not is_deadlock(exc):
                     raise
         return self._erase_once(selector, user)

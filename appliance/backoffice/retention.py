@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.erasure import Erased
 from appliance.backoffice.schema import iso_utc, second_text
 from appliance.backoffice.store_connection import StoreConnection
-from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.transport.payloads import utc_now
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ class RetentionWrites(StoreConnection):
         later, recorded only its own."""
         try:
             return call()
-        except DATABASE_ERRORS as exc:
+        except storeerrors.DATABASE_ERRORS as exc:  # built here: SQLite loads no psycopg
             if not self.reopened_after_close(exc, stop):
                 raise
         return call()

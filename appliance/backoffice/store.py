@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.erasure import ErasureWrites
 from appliance.backoffice.erasure_release import ReleaseWrites
 from appliance.backoffice.pgconnect import (
@@ -51,7 +52,6 @@ from appliance.backoffice.store_reads import StoreReads
 from appliance.backoffice.store_schema import SchemaVersions, schema_problem
 from appliance.backoffice.store_writes import Batch, IngestWrites
 from appliance.backoffice.storeerrors import (
-    CONNECTION_LOST_ERRORS,
     StoreError,
     cause_of,
     explained,
@@ -148,7 +148,7 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
         the keepalives), not ``answering_within`` cutting it: a new connection may take the
         call. SQLite's never is."""
         return (self.postgres and bool(self._conn.closed)
-                and isinstance(error, CONNECTION_LOST_ERRORS) and not was_cut(error))
+                and isinstance(error, storeerrors.CONNECTION_LOST_ERRORS) and not was_cut(error))
 
     def reopened_after_close(self, error: BaseException,
                              abandon: threading.Event | None = None) -> bool:

@@ -1,11 +1,19 @@
 """What the back-office store raises: ``StoreError`` when it cannot be opened or used (its text
 names the database and what to do), and the database drivers' own errors, met by a query or a
 write when the database fails on the way (a full disk, a server that went away).
+
+The tuples of the drivers' errors (DATABASE_ERRORS, STORE_ERRORS, CONNECTION_LOST_ERRORS,
+VALUE_REFUSED_ERRORS) are built on first use, not at import: psycopg is imported then (~0.1
+CPU-s), so a SQLite command that meets no error never loads it. Each is the same tuple
+whenever and wherever it is read; ``from ... import STORE_ERRORS`` builds it at once, so a
+module that must not load psycopg at import reads ``storeerrors.STORE_ERRORS`` in its
+``except`` (evaluated only when an exception reaches it).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
 
 class StoreError(RuntimeError):
@@ -50,7 +58,7 @@ def is_outage(exc: BaseException) -> bool:
     reason to refuse data."""
     if isinstance(exc, sqlite3.Error):
         return _sqlite_primary_code(exc) in _SQLITE_OUTAGE_CODES
-    return isinstance(exc, CONNECTION_LOST_ERRORS)
+    return isinstance(exc, _errors("CONNECTION_LOST_ERRORS"))
 
 
 # SQLite's primary result codes that refuse a write for the values it carries: a constraint
@@ -78,7 +86,7 @@ def refused_for_its_values(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         return isinstance(exc, sqlite3.IntegrityError) or \
             _sqlite_primary_code(exc) in _SQLITE_REFUSAL_CODES
-    return isinstance(exc, VALUE_REFUSED_ERRORS)
+    return isinstance(exc, _errors("VALUE_REFUSED_ERRORS"))
 
 
 def is_deadlock(exc: BaseException) -> bool:
@@ -115,7 +123,8 @@ def cause_of(exc: BaseException) -> str:
     if isinstance(exc, sqlite3.Error):
         return f"sqlite {_sqlite_primary_code(exc)}"
     state = getattr(exc, "sqlstate", None)
-    if isinstance(exc, StoreError) or (state is None and isinstance(exc, DATABASE_ERRORS)):
+    if isinstance(exc, StoreError) or (
+            state is None and isinstance(exc, _errors("DATABASE_ERRORS"))):
         return "server away"
     if state is None:
         return type(exc).__name__
@@ -141,8 +150,36 @@ def _value_refused_errors() -> tuple[type[Exception], ...]:
     return (psycopg.DataError, psycopg.IntegrityError)
 
 
-DATABASE_ERRORS = _database_errors()
-VALUE_REFUSED_ERRORS = _value_refused_errors()
-CONNECTION_LOST_ERRORS = _connection_lost_errors()
-# what a database that went away raises: its driver's error, or StoreError (no reconnect)
-STORE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StoreError)
+_BUILT: dict[str, tuple[type[Exception], ...]] = {}
+
+
+def _errors(name: str) -> tuple[type[Exception], ...]:
+    """One of the error tuples, all four built together the first time one is asked for."""
+    if not _BUILT:
+        database = _database_errors()
+        _BUILT.update(
+            DATABASE_ERRORS=database,
+            VALUE_REFUSED_ERRORS=_value_refused_errors(),
+            CONNECTION_LOST_ERRORS=_connection_lost_errors(),
+            # what a database that went away raises: its driver's error, or StoreError (no
+            # reconnect)
+            STORE_ERRORS=(*database, StoreError),
+        )
+    return _BUILT[name]
+
+
+def __getattr__(name: str) -> tuple[type[Exception], ...]:
+    """The error tuples, read as module attributes (PEP 562), built on the first read."""
+    if name in {"DATABASE_ERRORS", "VALUE_REFUSED_ERRORS", "CONNECTION_LOST_ERRORS",
+                "STORE_ERRORS"}:
+        value = _errors(name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    DATABASE_ERRORS: tuple[type[Exception], ...]
+    VALUE_REFUSED_ERRORS: tuple[type[Exception], ...]
+    CONNECTION_LOST_ERRORS: tuple[type[Exception], ...]
+    STORE_ERRORS: tuple[type[Exception], ...]
