@@ -136,7 +136,7 @@ from appliance.skin.pores import (
 )
 from appliance.skin.preprocess import on_grid, prepare
 from appliance.skin.texture import measure_texture
-from appliance.synthetic.skin import synthetic_frame
+from appliance.synthetic.skin import SyntheticSkin, synthetic_frame
 from appliance.synthetic.skin_params import DEFAULT_FURROW_DARKNESS
 from appliance.synthetic.skin_scenes import dash_scene, junction_scene
 
@@ -217,13 +217,15 @@ def _scene(job: tuple[str, int, int]) -> _Frame:
                      prepared.frame_px_per_work_px)
 
 
-def _profiled(job: tuple[str, int, int]) -> _Frame:
-    """One frame's pits, every one profiled, and its truth."""
+def _profiled(job: tuple[str, int, int], frame: SyntheticSkin | None = None) -> _Frame:
+    """One frame's pits, every one profiled, and its truth (``frame``: the job's generator
+    frame where the caller has drawn it already; else it is drawn here)."""
     preset, seed, index = job
     cv2.setNumThreads(1)
     if preset not in ("mixed", "wide"):
         return _scene(job)
-    frame = synthetic_frame(seed, index, preset)
+    if frame is None:
+        frame = synthetic_frame(seed, index, preset)
     prepared = prepare(frame.image_rgb, frame.um_per_px)
     found = measure_candidates(prepared, measure_texture(prepared).furrow_sample,
                                profile_all=True)
