@@ -11,7 +11,7 @@ model gave at release). Which model a device should run is a second, tiny target
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
 
@@ -40,6 +40,9 @@ DecimalText = Annotated[
 
 class ManifestError(ValueError):
     """Metadata that does not describe a usable release or assignment; the text says why."""
+
+
+_Custom = TypeVar("_Custom", bound=BaseModel)
 
 
 class _Frozen(BaseModel):
@@ -135,12 +138,7 @@ def withdrawn_target(name: str, version: str) -> str:
 
 def parse_withdrawal(custom: object, where: str) -> Withdrawal:
     """The withdrawal record in a target's custom metadata; ManifestError names the target."""
-    try:
-        return Withdrawal.model_validate(custom)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ManifestError(f"{where}: custom metadata {key}: {first['msg']}") from exc
+    return _custom_metadata(Withdrawal, custom, where)
 
 
 def assignment_target(site: str, device_id: str) -> str:
@@ -170,8 +168,14 @@ def semver_key(version: str) -> tuple[int, int, int, int, str]:
 
 def parse_manifest(custom: object, where: str) -> ModelManifest:
     """The manifest in a target's custom metadata; ManifestError names the target."""
+    return _custom_metadata(ModelManifest, custom, where)
+
+
+def _custom_metadata(kind: type[_Custom], custom: object, where: str) -> _Custom:
+    """``custom`` (a target's custom metadata) read as ``kind``; ManifestError names the
+    target and the first key that is wrong."""
     try:
-        return ModelManifest.model_validate(custom)
+        return kind.model_validate(custom)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
