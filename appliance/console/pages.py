@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS
 from appliance.backoffice.storeerrors import STORE_ERRORS
-from appliance.console.auth import USER_NAME, digest, open_session
+from appliance.console.auth import USER_NAME, digest, open_session, session_login
 from appliance.console.cohortview import plotted_bands, svg_plot
 from appliance.console.db import StoreBusyError, anyone_can_log_in
 from appliance.console.filters import (
@@ -68,6 +68,7 @@ from appliance.console.throttle import LoginGuard, retry_after
 from appliance.console.views import (
     CSV_COLUMNS,
     RESULTS_COUNTED,
+    ExportEndedError,
     csv_pages,
     fleet_page,
     result_detail,
@@ -329,18 +330,27 @@ def results_csv(request: Request, login: PageLogin) -> StreamingResponse:
         refuse_unknown_values(store, query.where)
     if asked_head(request):  # the GET's own head: streamed, no length
         return head_answer(CSV_TYPE, headers)
-    pages = csv_pages(pool_of(request), query)
+    cookie = session_cookie(request)
+    pages = csv_pages(pool_of(request), query,
+                      lambda store: session_login(store, cookie) is not None)
     first = next(pages)  # read here: a busy store is a 503 page, not a cut-off download
 
     def stream() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(CSV_COLUMNS)
-        for rows in itertools.chain([first], pages):
-            writer.writerows([csv_safe(v) for v in row] for row in rows)  # formulas defused
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+        sent = 0
+        try:
+            for rows in itertools.chain([first], pages):
+                writer.writerows([csv_safe(v) for v in row] for row in rows)  # formulas defused
+                yield buffer.getvalue()
+                sent += len(rows)
+                buffer.seek(0)
+                buffer.truncate()
+        except ExportEndedError:  # the download is cut short: the client sees it incomplete
+            log.warning("console: the CSV export of %s stopped after %d rows: the session "
+                        "ended while it was being sent", shorten(login.name, 64), sent)
+            raise
 
     return StreamingResponse(stream(), media_type=CSV_TYPE, headers=headers)
 

@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -188,13 +188,28 @@ def results_page(store: Store, query: ResultQuery) -> ResultsPage:
                        cursor_of(*newer) if newer else None, newest_next)
 
 
-def csv_pages(pool: StorePool, query: ResultQuery) -> Iterator[list[tuple[Any, ...]]]:
+class ExportEndedError(Exception):
+    """A CSV export being sent stopped: its user's session ended meanwhile (logged out,
+    disabled, removed, its password changed, or its time ran out)."""
+
+
+def csv_pages(pool: StorePool, query: ResultQuery,
+              still_allowed: Callable[[Store], bool] | None = None,
+              ) -> Iterator[list[tuple[Any, ...]]]:
     """Every matching result (newest first) in CSV_COLUMNS, CSV_PAGE_ROWS at a time: each page
     borrows a store connection and gives it back before the page is sent, so a client that
-    reads slowly, or stops reading, holds none of the console's few connections."""
+    reads slowly, or stops reading, holds none of the console's few connections.
+
+    ``still_allowed`` is asked on each page's connection before the page is read: an export
+    of many pages outlives its request's login check, and a user disabled or logged out
+    while it is being read gets no page read after that (ExportEndedError; the client sees a
+    download cut short, not one that looks whole)."""
     before: tuple[str, str] | None = None
     while True:
         with pool.store() as store:
+            if still_allowed is not None and not still_allowed(store):
+                raise ExportEndedError("the CSV export stopped: its user's session ended "
+                                       "while it was being sent")
             rows = store.page_results(_CSV_READ_COLUMNS, query.where, before, CSV_PAGE_ROWS)
         yield [(*row[:-1], between_cell(row[-1])) for row in rows]
         if len(rows) < CSV_PAGE_ROWS:

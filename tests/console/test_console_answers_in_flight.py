@@ -19,8 +19,9 @@ from starlette.types import Message
 from appliance.backoffice.accounts import Login
 from appliance.backoffice.store import Store, open_store
 from appliance.config import ConsoleConfig
+from appliance.console import views
 from appliance.console.app import create_app
-from appliance.console.auth import add_user, create_token, open_session
+from appliance.console.auth import add_user, create_token, disable_user, open_session
 from appliance.console.db import StorePool
 from appliance.console.guard import password_login
 from appliance.console.inflight import RETRY_AFTER_S
@@ -218,3 +219,48 @@ def test_a_user_s_refused_page_has_its_header_without_reading_the_session_again(
         await asyncio.wait_for(held, 30)
 
     asyncio.run(scenario())
+
+
+def test_a_csv_export_being_read_stops_when_its_user_is_disabled(
+    consoles: Callable[..., tuple[FastAPI, Logins]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An export of many pages outlives the login check of its request: each page after the
+    first asks the store again whether the session holds. bob is disabled while his client
+    reads slowly; no page is read after that, and the download is cut short (an error, not
+    an end that looks whole). On main every row went on to the disabled user."""
+    monkeypatch.setattr(views, "CSV_PAGE_ROWS", 10)  # the 60 seeded results: 6 pages
+    console, logins = consoles()
+
+    async def scenario() -> SlowReader:
+        slow = SlowReader()
+        held = _asked(console, "/results.csv", logins["bob"], slow)
+        await asyncio.wait_for(slow.started.wait(), 30)
+        while len(slow.body) == 0:  # the header and the first page are in the buffer
+            await asyncio.sleep(0.01)
+        store = open_store(f"sqlite:///{tmp_path / 'backoffice.sqlite3'}")
+        try:
+            disable_user(store, "bob")
+        finally:
+            store.close()
+        slow.read_all()
+        with pytest.raises(views.ExportEndedError, match="session ended"):
+            await asyncio.wait_for(held, 30)
+        return slow
+
+    slow = asyncio.run(scenario())
+    rows = slow.body.decode().splitlines()[1:]
+    assert slow.status == 200
+    assert 10 <= len(rows) < 60  # the pages read before the disable (a client buffer ahead)
+    assert any("the CSV export of bob stopped after" in r.getMessage() for r in caplog.records)
+
+
+def test_a_csv_export_of_a_session_that_holds_sends_every_page(
+    consoles: Callable[..., tuple[FastAPI, Logins]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-page check lets a valid session's export through whole: 60 rows in 6 pages."""
+    monkeypatch.setattr(views, "CSV_PAGE_ROWS", 10)
+    console, logins = consoles()
+    answer = asyncio.run(_answered(console, "/results.csv", logins["bob"]))
+    assert answer.status == 200
+    assert len(answer.body.decode().splitlines()) == 61
