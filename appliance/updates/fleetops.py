@@ -59,7 +59,6 @@ from appliance.updates.operations import (
     release_model,
     released,
     releases,
-    withdraw_release,
     withdrawals,
 )
 from appliance.updates.release import load_once, runner_manifest, table_inputs
@@ -67,6 +66,7 @@ from appliance.updates.repofiles import RepositoryError, make_readable_by_all
 from appliance.updates.repository import FileRepository
 from appliance.updates.rollout import SHOWN_DEVICES, Rollout, RolloutPlan
 from appliance.updates.rolloutrecords import mark_interrupted, rollout_reasons
+from appliance.updates.withdraw import withdraw_release
 
 if TYPE_CHECKING:
     from appliance.inference.runner import OnnxRunner
@@ -183,6 +183,9 @@ def run_deploy(args: argparse.Namespace) -> int:
         manifest = released(repo, args.name, args.version)  # before anything is created
         with ExitStack() as opened:
             opened.enter_context(repo.rolling_out(args.decision))
+            # looked up again under the lock: a yank that ended since withdrew it (yank holds
+            # the lock too, so none withdraws it from here on)
+            manifest = released(repo, args.name, args.version)
             watcher = opened.enter_context(closing(_watch(config, args.config)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
             mark_interrupted(store, repo)

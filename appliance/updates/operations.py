@@ -34,7 +34,6 @@ from appliance.updates.manifest import (
     parse_manifest,
     parse_withdrawal,
     semver_key,
-    withdrawn_target,
 )
 from appliance.updates.repofiles import (
     RepositoryError,
@@ -206,34 +205,6 @@ def withdrawals(repo: FileRepository) -> dict[tuple[str, str], Withdrawal]:
             withdrawal = parse_withdrawal(info.custom, path)
             found[(withdrawal.model, withdrawal.version)] = withdrawal
     return found
-
-
-def withdraw_release(
-    repo: FileRepository, name: str, version: str, reason: str, by: str
-) -> Withdrawal:
-    """Take a release back: one new version of the targets role (its offline key, as a
-    release) lists ``withdrawn/{name}/{version}.json`` (the ``Withdrawal``) in the place of the
-    release's target, and snapshot and timestamp publish it. The model file stays in public/
-    (nothing signed names it any more; a kiosk fetches only what is signed)."""
-    target = model_target(name, version)
-    with repo.locked():
-        repo.check_keys(Targets.type, *PUBLISHING_ROLES)
-        before = withdrawals(repo).get((name, version))
-        if before is not None:
-            raise RepositoryError(f"{name} {version} was {before.said()}; nothing to do")
-        manifest = released(repo, name, version)
-        listed = repo.targets().targets[target]
-        withdrawal = Withdrawal(
-            model=manifest.name, version=manifest.version, sha256=listed.hashes["sha256"],
-            reason=reason.strip()[:1000] or "no reason given", by=by[:200],
-            at=datetime.now(UTC).replace(microsecond=0).isoformat())
-        record = repo.store_target(withdrawal.signed_bytes(), withdrawn_target(name, version),
-                                   withdrawal.model_dump(mode="json"))
-        with repo.edit_targets(Targets.type) as targets:
-            del targets.targets[target]
-            targets.targets[record.path] = record
-        repo.publish()
-    return withdrawal
 
 
 def assign(

@@ -265,17 +265,18 @@ class FileRepository(Repository):
         )
 
     @contextlib.contextmanager
-    def rolling_out(self, command: str) -> Iterator[None]:
-        """Hold the repository's rollout lock for a whole deploy, rollback or halt (``command``,
-        recorded in the lock file for a refusal to name): two at once would overwrite each
-        other's device assignments, and one that halts withdraws them.
+    def rolling_out(self, command: str, advice: str = "wait until it ends") -> Iterator[None]:
+        """Hold the repository's rollout lock for a whole deploy, rollback, halt or yank
+        (``command``, recorded in the lock file for a refusal to name; ``advice``, what to do
+        instead, said in it): two at once would overwrite each other's device assignments, one
+        that halts withdraws them, and a deploy would go on assigning a release being yanked.
 
         Two files: deploys refuse each other on ``.rollout.lock``; ``.rollout.busy``, held too,
         is the one ``rollout_held`` looks at. Its look takes a shared lock for an instant, so a
         deploy waits that instant for it, where a look at ``.rollout.lock`` itself would refuse
         a deploy starting in that instant as if another deploy ran."""
-        busy = (f"{self.dir}: another `appliance models deploy`, `rollback` or `halt` is "
-                f"running on this repository; wait until it ends")
+        busy = (f"{self.dir}: another `appliance models deploy`, `rollback`, `halt` or "
+                f"`yank` is running on this repository; {advice}")
         with (held_alone(self.dir / ".rollout.lock", busy, f"`appliance models {command}`"),
               lock_file(self.dir / ".rollout.busy") as looked_at):
             fcntl.flock(looked_at, fcntl.LOCK_EX)  # only a status's look holds it, an instant

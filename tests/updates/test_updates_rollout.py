@@ -234,7 +234,7 @@ def test_one_rollout_at_a_time_and_a_killed_one_is_marked_interrupted(
     with fleet.repo.rolling_out("halt"):  # a halt withdrawing: a deploy now would undo it
         assert main(deploy) == 2
     err = capsys.readouterr().err  # it named a deploy or rollback only, not the halt it was
-    assert "another `appliance models deploy`, `rollback` or `halt` is running" in err, err
+    assert "another `appliance models deploy`, `rollback`, `halt` or `yank` is running" in err, err
     assert f"(pid {os.getpid()}: `appliance models halt`)" in err, err
     with closing(open_store(store_url)) as store:
         assert len(store.query("SELECT state FROM rollouts")) == 2  # nothing started

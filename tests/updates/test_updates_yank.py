@@ -19,12 +19,12 @@ from appliance.updates.operations import (
     init_repository,
     release_model,
     released,
-    withdraw_release,
     withdrawals,
 )
 from appliance.updates.release import manifest_for
 from appliance.updates.repofiles import RepositoryError
 from appliance.updates.testing import ModelEvents, linear_model
+from appliance.updates.withdraw import withdraw_release
 
 MODEL = "skin-texture-grade"
 
