@@ -66,7 +66,7 @@ from appliance.updates.repofiles import RepositoryError, make_readable_by_all
 from appliance.updates.repository import FileRepository
 from appliance.updates.rollout import SHOWN_DEVICES, Rollout, RolloutPlan
 from appliance.updates.rolloutrecords import mark_interrupted, rollout_reasons
-from appliance.updates.withdraw import withdraw_release
+from appliance.updates.withdraw import SET_ASIDE_DIR, withdraw_release
 
 if TYPE_CHECKING:
     from appliance.inference.runner import OnnxRunner
@@ -112,7 +112,8 @@ def run_yank(args: argparse.Namespace) -> int:
     print(escape_controls(
         f"{withdrawal.model} {withdrawal.version} {withdrawal.said()}; no kiosk installs it "
         "from now on, and one running it goes back to the newest older release it may run, "
-        "at its next check (updates.check_interval_s, or the next deploy's notice)"))
+        "at its next check (updates.check_interval_s, or the next deploy's notice); its model "
+        f"file is no longer served, kept in {args.repo / SET_ASIDE_DIR}"))
     if assigned:
         older = sorted((m.version for m in releases(repo) if m.name == args.name
                         and semver_key(m.version) < semver_key(args.version)), key=semver_key)

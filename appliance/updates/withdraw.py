@@ -1,13 +1,19 @@
 """Withdrawing a release (``appliance models yank``): one new version of the targets role lists
-the record ``withdrawn/{name}/{version}.json`` in the place of the release's target.
+the record ``withdrawn/{name}/{version}.json`` in the place of the release's target, and the
+model file leaves what the repository serves.
 
-The yank holds the rollout lock, so no deploy or rollback assigns the release while it is being
-withdrawn.
+A target no longer listed is not trusted by any kiosk (TUF), but the file itself stayed in
+``public/targets/``: anyone who could fetch from the update server still got the withdrawn
+model's bytes. It is moved to ``DIR/withdrawn/`` (never served, kept for the record) once the
+metadata that no longer names it is published. The yank holds the rollout lock, so no deploy or
+rollback assigns the release while it is being withdrawn.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tuf.api.metadata import Targets
 
@@ -16,13 +22,15 @@ from appliance.updates.operations import PUBLISHING_ROLES, released, withdrawals
 from appliance.updates.repofiles import RepositoryError
 from appliance.updates.repository import FileRepository
 
+SET_ASIDE_DIR = "withdrawn"  # DIR/withdrawn/: withdrawn model files, outside public/, never served
+
 
 def withdraw_release(
     repo: FileRepository, name: str, version: str, reason: str, by: str
 ) -> Withdrawal:
     """Take a release back: one new version of the targets role (its offline key, as a
-    release) lists the ``Withdrawal`` in the place of the release's target, and snapshot and
-    timestamp publish it.
+    release) lists the ``Withdrawal`` in the place of the release's target, snapshot and
+    timestamp publish it, and the model file is set aside out of ``public/`` (``set_aside``).
     Holds the rollout lock throughout: RepositoryError naming a deploy, rollback or halt at
     work, and what to do, before anything is signed."""
     advice = (f"to withdraw a release a rollout is assigning now, halt it first (`appliance "
@@ -32,7 +40,10 @@ def withdraw_release(
         repo.check_keys(Targets.type, *PUBLISHING_ROLES)
         before = withdrawals(repo).get((name, version))
         if before is not None:
-            raise RepositoryError(f"{name} {version} was {before.said()}; nothing to do")
+            moved = set_aside(repo, before)
+            raise RepositoryError(f"{name} {version} was {before.said()}; nothing to do" + (
+                f" (its file, left served by a yank stopped before, is set aside now: {moved})"
+                if moved else ""))
         manifest = released(repo, name, version)
         listed = repo.targets().targets[model_target(name, version)]
         withdrawal = Withdrawal(
@@ -45,5 +56,25 @@ def withdraw_release(
             del targets.targets[listed.path]
             targets.targets[record.path] = record
         repo.publish()
+        set_aside(repo, withdrawal)  # after the metadata that no longer names it is out
     return withdrawal
 
+
+def set_aside(repo: FileRepository, withdrawal: Withdrawal) -> Path | None:
+    """Move the withdrawn release's model file from ``public/targets/`` to
+    ``DIR/withdrawn/`` (same relative path; never served, kept for the record); the new path,
+    or None where nothing was served (set aside already)."""
+    directory, _, name = model_target(withdrawal.model, withdrawal.version).rpartition("/")
+    file_name = f"{withdrawal.sha256}.{name}"
+    served = repo.targets_dir / directory / file_name
+    if not served.is_file() or served.is_symlink():
+        return None
+    kept = repo.dir / SET_ASIDE_DIR / directory / file_name
+    kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.replace(served, kept)
+    for folder in (served.parent, served.parent.parent):  # its version's and model's folders
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: other releases of the model are served from it
+            break
+    return kept

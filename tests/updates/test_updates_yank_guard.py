@@ -1,11 +1,16 @@
 """Withdrawing a release (`appliance models yank`) against the rest of the system: the rollout
-lock it shares with deploy, rollback and halt."""
+lock it shares with deploy, rollback and halt; the model file set aside from what is served, as
+a kiosk switched off during the yank finds it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +20,10 @@ from updates_helpers import Fleet
 
 from appliance.cli import main
 from appliance.edge.testing import wait_until
-from appliance.updates import fleetops
+from appliance.updates import fleetops, withdraw
 from appliance.updates.manifest import model_target
 from appliance.updates.operations import assignments, init_repository, withdrawals
+from appliance.updates.repofiles import RepositoryError
 from appliance.updates.testing import ModelEvents, linear_model
 from appliance.updates.withdraw import withdraw_release
 
@@ -29,6 +35,56 @@ def _release(repo_dir: Path, version: str) -> Path:
     assert main(["models", "release", str(model), "--repo", str(repo_dir), "--version",
                  version]) == 0
     return model
+
+
+def _served(repo_dir: Path, version: str) -> list[Path]:
+    return sorted((repo_dir / "public" / "targets").rglob(f"*.{MODEL}-{version}.onnx"))
+
+
+def test_a_yanked_model_file_is_no_longer_served_but_kept_aside_and_a_new_version_released(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The withdrawn file leaves public/ (anyone could fetch it there), kept in DIR/withdrawn/;
+    the model rebuilt and released as 1.2.1 is served, and status still lists the withdrawal."""
+    monkeypatch.chdir(tmp_path)  # no ./config.yaml
+    repo = init_repository(tmp_path / "repo")
+    _release(repo.dir, "1.1.0")
+    model = _release(repo.dir, "1.2.0")
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert len(_served(repo.dir, "1.2.0")) == 1
+    capsys.readouterr()
+    assert main(["models", "yank", MODEL, "--version", "1.2.0", "--repo", str(repo.dir),
+                 "--reason", "grades dark skin coarse"]) == 0
+    said = capsys.readouterr().out
+    assert f"its model file is no longer served, kept in {repo.dir / 'withdrawn'}" in said
+    assert _served(repo.dir, "1.2.0") == []  # on main it stayed
+    kept = repo.dir / "withdrawn" / "models" / MODEL / "1.2.0" / f"{sha}.{MODEL}-1.2.0.onnx"
+    assert kept.read_bytes() == model.read_bytes()
+    assert withdrawals(repo)[(MODEL, "1.2.0")].sha256 == sha
+    assert len(_served(repo.dir, "1.1.0")) == 1  # the older release is served on
+    _release(repo.dir, "1.2.1")  # the model rebuilt as a new version
+    assert len(_served(repo.dir, "1.2.1")) == 1
+    assert model_target(MODEL, "1.2.1") in repo.targets().targets
+    capsys.readouterr()
+    assert main(["models", "status", "--repo", str(repo.dir), "--store",
+                 f"sqlite:///{tmp_path / 'none.db'}", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(w["version"], w["reason"]) for w in shown["withdrawn"]] == [
+        ("1.2.0", "grades dark skin coarse")]
+
+
+def test_a_yank_stopped_before_it_set_the_file_aside_sets_it_aside_when_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = init_repository(tmp_path / "repo")
+    _release(repo.dir, "1.2.0")
+    with monkeypatch.context() as patched:  # killed between the publish and the move
+        patched.setattr(withdraw, "set_aside", lambda *_: None)
+        withdraw_release(repo, MODEL, "1.2.0", "bad", "me@here")
+    assert len(_served(repo.dir, "1.2.0")) == 1
+    with pytest.raises(RepositoryError, match=r"nothing to do .*is set aside now"):
+        withdraw_release(repo, MODEL, "1.2.0", "bad", "me@here")
+    assert _served(repo.dir, "1.2.0") == []
 
 
 def test_a_deploy_whose_release_is_yanked_as_it_starts_assigns_nothing(
@@ -115,3 +171,47 @@ def test_a_yank_is_refused_while_a_deploy_assigns_the_release_and_done_once_it_i
     assert deploy.returncode == 1
     assert (MODEL, "1.1.0") in withdrawals(fleet.repo)
     assert (fleet.site, "mute") not in assignments(fleet.repo)
+
+
+def _fetch(fleet: Fleet, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{fleet.server.url}/targets/{path}", timeout=10) as got:
+            return int(got.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _installed(events: ModelEvents, device: str, version: str) -> None:
+    assert events.wait_until(lambda: (s := events.last_state(device)) is not None
+                             and s.state == "installed" and s.healthy is True
+                             and s.model is not None and s.model.version == version, 30), \
+        events.states.get(device)
+
+
+@pytest.mark.broker
+def test_a_kiosk_switched_off_during_the_yank_goes_back_when_on_and_the_file_is_not_served(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    fleet.release("1.1.0")
+    bad = fleet.release("1.2.0")
+    k1 = fleet.kiosk("k1")
+    fleet.assign(bad, ["k1"])
+    k1.updater.notify()
+    _installed(events, "k1", "1.2.0")
+    listed = fleet.repo.targets().targets[model_target(MODEL, "1.2.0")]
+    served = f"models/{MODEL}/1.2.0/{listed.hashes['sha256']}.{MODEL}-1.2.0.onnx"
+    assert _fetch(fleet, served) == 200
+    k1.request_stop()
+    fleet.threads[-1].join(10)
+    withdraw_release(fleet.repo, MODEL, "1.2.0", "grades dark skin coarse", "ops@backoffice")
+    assert _fetch(fleet, served) == 404  # on main anyone could still fetch it
+    again = fleet.kiosk("k1")
+    assert events.wait_until(lambda: (s := events.last_state("k1")) is not None
+                             and s.state == "rolled_back", 60), events.states.get("k1")
+    state = events.last_state("k1")
+    assert state is not None
+    assert state.running is not None
+    assert state.running.version == "1.1.0"
+    assert "grades dark skin coarse" in (state.reason or "")
+    assert again.classifier is not None
+    assert again.classifier.version == "1.1.0"
