@@ -17,11 +17,13 @@ from pathlib import Path
 
 from tuf.api.metadata import Targets
 
+from appliance.logsafe import INVISIBLE, escape_controls
 from appliance.updates.manifest import Withdrawal, model_target, withdrawn_target
 from appliance.updates.operations import PUBLISHING_ROLES, released, withdrawals
 from appliance.updates.repofiles import RepositoryError
 from appliance.updates.repository import FileRepository
 
+MAX_REASON_CHARS = 1000  # the record's reason (``Withdrawal.reason``), shown on every kiosk report
 SET_ASIDE_DIR = "withdrawn"  # DIR/withdrawn/: withdrawn model files, outside public/, never served
 
 
@@ -33,6 +35,7 @@ def withdraw_release(
     timestamp publish it, and the model file is set aside out of ``public/`` (``set_aside``).
     Holds the rollout lock throughout: RepositoryError naming a deploy, rollback or halt at
     work, and what to do, before anything is signed."""
+    said_reason = checked_reason(reason)
     advice = (f"to withdraw a release a rollout is assigning now, halt it first (`appliance "
               f"models halt {name} --repo {repo.dir} --reason ...`), then yank again; nothing "
               "was signed")
@@ -48,7 +51,7 @@ def withdraw_release(
         listed = repo.targets().targets[model_target(name, version)]
         withdrawal = Withdrawal(
             model=manifest.name, version=manifest.version, sha256=listed.hashes["sha256"],
-            reason=reason.strip()[:1000] or "no reason given", by=by[:200],
+            reason=said_reason, by=by[:200],
             at=datetime.now(UTC).replace(microsecond=0).isoformat())
         record = repo.store_target(withdrawal.signed_bytes(), withdrawn_target(name, version),
                                    withdrawal.model_dump(mode="json"))
@@ -58,6 +61,24 @@ def withdraw_release(
         repo.publish()
         set_aside(repo, withdrawal)  # after the metadata that no longer names it is out
     return withdrawal
+
+
+def checked_reason(reason: str) -> str:
+    """The reason as the record keeps it (stripped; "no reason given" for none);
+    RepositoryError for one longer than the record holds or with a control character: every
+    kiosk's report and `models status` repeat it, one line of visible text."""
+    said = reason.strip()
+    if len(said) > MAX_REASON_CHARS:
+        raise RepositoryError(
+            f"--reason is {len(said)} characters long; the withdrawal record keeps at most "
+            f"{MAX_REASON_CHARS} (every kiosk's report repeats it): say it shorter; nothing "
+            "was signed")
+    if (control := INVISIBLE.search(said)) is not None:
+        raise RepositoryError(
+            f"--reason holds a control or invisible character ({escape_controls(control.group())}"
+            f" at character {control.start() + 1}); the record is one line of visible text "
+            "that kiosks and `models status` show: give it without; nothing was signed")
+    return said or "no reason given"
 
 
 def set_aside(repo: FileRepository, withdrawal: Withdrawal) -> Path | None:

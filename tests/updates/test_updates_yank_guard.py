@@ -1,6 +1,6 @@
 """Withdrawing a release (`appliance models yank`) against the rest of the system: the rollout
 lock it shares with deploy, rollback and halt; the model file set aside from what is served, as
-a kiosk switched off during the yank finds it."""
+a kiosk switched off during the yank finds it; the reason every kiosk's report repeats."""
 
 from __future__ import annotations
 
@@ -85,6 +85,30 @@ def test_a_yank_stopped_before_it_set_the_file_aside_sets_it_aside_when_run_agai
     with pytest.raises(RepositoryError, match=r"nothing to do .*is set aside now"):
         withdraw_release(repo, MODEL, "1.2.0", "bad", "me@here")
     assert _served(repo.dir, "1.2.0") == []
+
+
+@pytest.mark.parametrize(("reason", "said"), [
+    ("x" * 10_000_000, "--reason is 10000000 characters long; the withdrawal record keeps at "
+                       "most 1000"),
+    ("ok\x1b[2J\x1b[Hall fine", "--reason holds a control or invisible character (\\x1b at "
+                                "character 3)"),
+    ("bad\nskin-texture-grade 1.3.0 withdrawn too", "(\\n at character 4)"),
+    ("release \u202eesaeler", "(\\u202e at character 9)"),
+])
+def test_a_reason_too_long_or_with_control_characters_is_refused_before_anything_is_signed(
+    tmp_path: Path, reason: str, said: str
+) -> None:
+    """On main a 10 MB reason was cut to its first 1,000 characters without a word, and a
+    newline or an escape went into the signed record every kiosk's report repeats."""
+    repo = init_repository(tmp_path / "repo")
+    _release(repo.dir, "1.2.0")
+    before = repo.latest_version("targets")
+    with pytest.raises(RepositoryError) as refused:
+        withdraw_release(repo, MODEL, "1.2.0", reason, "me@here")
+    assert said in str(refused.value)
+    assert "nothing was signed" in str(refused.value)
+    assert repo.latest_version("targets") == before
+    assert len(_served(repo.dir, "1.2.0")) == 1
 
 
 def test_a_deploy_whose_release_is_yanked_as_it_starts_assigns_nothing(
