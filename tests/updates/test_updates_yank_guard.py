@@ -1,6 +1,6 @@
 """Withdrawing a release (`appliance models yank`) against the rest of the system: the rollout
-lock it shares with deploy, rollback and halt; the model file set aside from what is served, as
-a kiosk switched off during the yank finds it; the reason every kiosk's report repeats."""
+lock it shares with deploy, rollback and halt; the model file set aside from what is served; its
+reason; and what an attacker or a kiosk switched off meanwhile makes of it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from updates_helpers import Fleet
 from appliance.cli import main
 from appliance.edge.testing import wait_until
 from appliance.updates import fleetops, withdraw
-from appliance.updates.manifest import model_target
+from appliance.updates.defaults import FLEET
+from appliance.updates.manifest import Withdrawal, model_target, withdrawn_target
 from appliance.updates.operations import assignments, init_repository, withdrawals
 from appliance.updates.repofiles import RepositoryError
 from appliance.updates.testing import ModelEvents, linear_model
@@ -210,6 +211,37 @@ def _installed(events: ModelEvents, device: str, version: str) -> None:
                              and s.state == "installed" and s.healthy is True
                              and s.model is not None and s.model.version == version, 30), \
         events.states.get(device)
+
+
+@pytest.mark.broker
+def test_a_withdrawal_signed_by_the_fleet_key_is_not_one(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """The fleet key (online, on the back office) signs a record of 1.1.0's withdrawal into its
+    own role: kiosks look withdrawals up in the targets role only (the fleet role is delegated
+    `devices/*/*` alone), so k1 keeps 1.1.0 and nothing lists it withdrawn."""
+    good = fleet.release("1.1.0")
+    k1 = fleet.kiosk("k1")
+    fleet.assign(good, ["k1"])
+    k1.updater.notify()
+    _installed(events, "k1", "1.1.0")
+    listed = fleet.repo.targets().targets[model_target(MODEL, "1.1.0")]
+    forged = Withdrawal(model=MODEL, version="1.1.0", sha256=listed.hashes["sha256"],
+                        reason="forged", at="2026-12-06T00:00:00+00:00", by="thief@fleet")
+    with fleet.repo.locked():
+        fleet.repo.add_targets(FLEET, forged.signed_bytes(), [withdrawn_target(MODEL, "1.1.0")],
+                               forged.model_dump(mode="json"))
+        fleet.repo.publish()
+    reports = len(events.states["k1"])
+    checks = k1.updater.checks
+    k1.updater.notify()
+    assert events.wait_until(lambda: k1.updater.checks > checks, 20)
+    assert len(events.states["k1"]) == reports  # nothing to say: it serves on
+    assert k1.classifier is not None
+    assert k1.classifier.version == "1.1.0"
+    assert withdrawals(fleet.repo) == {}
+    assert _fetch(fleet, listed.path.rpartition("/")[0] + "/"
+                  + f"{listed.hashes['sha256']}.{MODEL}-1.1.0.onnx") == 200
 
 
 @pytest.mark.broker
