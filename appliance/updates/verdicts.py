@@ -30,7 +30,10 @@ def verdict(
     if view is None or report is None:
         return None
     if already_serves(report, release):  # a kiosk that has it reports nothing new
-        return "installed", "already serving it, healthy"
+        return "installed", (f"already serving it: went back to it by itself from "
+                             f"{report.model.name} {report.model.version}"
+                             if report.state == "rolled_back" and report.model is not None
+                             else "already serving it, healthy")
     if not about_rollout(report, view.state_heard_s, rollout_id, started_s):
         return None
     about = report.model
@@ -59,13 +62,18 @@ def about_rollout(
 
 def already_serves(report: payloads.ModelState, release: tuple[str, str]) -> bool:
     """The device's newest report: ``release`` installed, healthy and serving (by an earlier
-    rollout of it, as when a deploy is run again after it was killed)."""
+    rollout of it, as when a deploy is run again after it was killed), or serving after the
+    kiosk went back to it by itself from another release (``rolled_back``: that one failed its
+    health check, or was withdrawn). Such a kiosk, assigned the release it serves (the
+    `models rollback --to` that `models yank` suggests), reports nothing new: a rollback
+    waited out its timeout for it and halted, saying no device served the release."""
     about, running = report.model, report.running
-    return (
-        report.state == "installed" and report.healthy is True
-        and about is not None and (about.name, about.version) == release
-        and running is not None and (running.name, running.version) == release
-    )
+    if running is None or (running.name, running.version) != release or about is None:
+        return False
+    if report.state == "rolled_back":
+        return (about.name, about.version) != release
+    return (report.state == "installed" and report.healthy is True
+            and (about.name, about.version) == release)
 
 
 def serves_through_halt(view: DeviceView | None, release: tuple[str, str]) -> str | None:

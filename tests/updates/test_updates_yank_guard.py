@@ -271,3 +271,34 @@ def test_a_kiosk_switched_off_during_the_yank_goes_back_when_on_and_the_file_is_
     assert "grades dark skin coarse" in (state.reason or "")
     assert again.classifier is not None
     assert again.classifier.version == "1.1.0"
+
+
+@pytest.mark.broker
+def test_the_rollback_yank_suggests_completes_for_a_kiosk_that_went_back_by_itself(
+    fleet: Fleet, events: ModelEvents, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """k1 went back to 1.1.0 by itself at its first check after the yank (`rolled_back`); the
+    operator then runs the `models rollback --to 1.1.0` that yank suggested. On main the kiosk,
+    serving 1.1.0 already, reported nothing new, and the rollback waited out its timeout, halted
+    (exit 1) and said "no device serves skin-texture-grade 1.1.0" while k1 served it."""
+    _broker_env(fleet, monkeypatch)
+    fleet.release("1.1.0")
+    bad = fleet.release("1.2.0")
+    k1 = fleet.kiosk("k1")
+    fleet.assign(bad, ["k1"])
+    k1.updater.notify()
+    _installed(events, "k1", "1.2.0")
+    withdraw_release(fleet.repo, MODEL, "1.2.0", "grades dark skin coarse", "ops@backoffice")
+    k1.updater.notify()
+    assert events.wait_until(lambda: (s := events.last_state("k1")) is not None
+                             and s.state == "rolled_back", 30), events.states.get("k1")
+    store_url = f"sqlite:///{fleet.tmp / 'rollouts.sqlite3'}"
+    capsys.readouterr()
+    assert main(["models", "rollback", MODEL, "--to", "1.1.0", "--repo", str(fleet.repo.dir),
+                 "--timeout-s", "20", "--store", store_url]) == 0
+    out = capsys.readouterr().out
+    assert " complete: 1 device(s) installed skin-texture-grade 1.1.0" in out, out
+    assert assignments(fleet.repo)[(fleet.site, "k1")].version == "1.1.0"
+    assert k1.classifier is not None
+    assert k1.classifier.version == "1.1.0"
