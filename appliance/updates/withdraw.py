@@ -18,8 +18,8 @@ from pathlib import Path
 from tuf.api.metadata import Targets
 
 from appliance.logsafe import INVISIBLE, escape_controls
-from appliance.updates.manifest import Withdrawal, model_target, withdrawn_target
-from appliance.updates.operations import PUBLISHING_ROLES, released, withdrawals
+from appliance.updates.manifest import Withdrawal, model_target, semver_key, withdrawn_target
+from appliance.updates.operations import PUBLISHING_ROLES, released, releases, withdrawals
 from appliance.updates.repofiles import RepositoryError
 from appliance.updates.repository import FileRepository
 
@@ -47,6 +47,8 @@ def withdraw_release(
             raise RepositoryError(f"{name} {version} was {before.said()}; nothing to do" + (
                 f" (its file, left served by a yank stopped before, is set aside now: {moved})"
                 if moved else ""))
+        if model_target(name, version) not in repo.targets().targets:
+            raise _not_released(repo, name, version)
         manifest = released(repo, name, version)
         listed = repo.targets().targets[model_target(name, version)]
         withdrawal = Withdrawal(
@@ -61,6 +63,16 @@ def withdraw_release(
         repo.publish()
         set_aside(repo, withdrawal)  # after the metadata that no longer names it is out
     return withdrawal
+
+
+def _not_released(repo: FileRepository, name: str, version: str) -> RepositoryError:
+    """The refusal of a yank of a version never released (``released`` would say to release
+    it first, which is no advice to someone withdrawing it)."""
+    versions = sorted((m.version for m in releases(repo) if m.name == name), key=semver_key)
+    return RepositoryError(
+        f"{name} {version} is not released in {repo.dir}, so there is nothing to withdraw "
+        f"(released: {', '.join(versions) or 'none'}; `appliance models status --repo "
+        f"{repo.dir}` shows what the kiosks run); nothing was signed")
 
 
 def checked_reason(reason: str) -> str:

@@ -302,3 +302,23 @@ def test_the_rollback_yank_suggests_completes_for_a_kiosk_that_went_back_by_itse
     assert assignments(fleet.repo)[(fleet.site, "k1")].version == "1.1.0"
     assert k1.classifier is not None
     assert k1.classifier.version == "1.1.0"
+
+
+def test_a_yank_of_a_version_never_released_says_there_is_nothing_to_withdraw(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On main it said "... is not released ...; run `appliance models release` first": advice
+    to release the very version the operator wants gone."""
+    repo = init_repository(tmp_path / "repo")
+    _release(repo.dir, "1.1.0")
+    before = repo.latest_version("targets")
+    capsys.readouterr()
+    for name, version, released_ in ((MODEL, "1.3.0", "1.1.0"), ("no-such-model", "1.0.0",
+                                                                  "none")):
+        assert main(["models", "yank", name, "--version", version, "--repo", str(repo.dir)]) == 2
+        err = capsys.readouterr().err
+        assert (f"models yank: {name} {version} is not released in {repo.dir}, so there is "
+                f"nothing to withdraw (released: {released_}; ") in err, err
+        assert "nothing was signed" in err
+        assert "run `appliance models release` first" not in err
+    assert repo.latest_version("targets") == before
