@@ -322,3 +322,39 @@ def test_a_yank_of_a_version_never_released_says_there_is_nothing_to_withdraw(
         assert "nothing was signed" in err
         assert "run `appliance models release` first" not in err
     assert repo.latest_version("targets") == before
+
+
+@pytest.mark.broker
+def test_a_withdrawal_record_replayed_for_another_version_withdraws_nothing(
+    fleet: Fleet, events: ModelEvents
+) -> None:
+    """1.2.0's real record listed (targets-signed) again as the withdrawal of 1.1.0, once as it
+    is and once with its version changed: the first names another release than its path (the
+    kiosk refuses it, `rejected`, naming both), the second another file than k1 serves (its
+    SHA-256): k1 serves 1.1.0 on either way."""
+    good = fleet.release("1.1.0")
+    fleet.release("1.2.0")
+    k1 = fleet.kiosk("k1")
+    fleet.assign(good, ["k1"])
+    k1.updater.notify()
+    _installed(events, "k1", "1.1.0")
+    real = withdraw_release(fleet.repo, MODEL, "1.2.0", "grades dark skin coarse", "ops@bo")
+    for replayed, said in ((real, "the record names skin-texture-grade 1.2.0"),
+                           (real.model_copy(update={"version": "1.1.0"}), None)):
+        with fleet.repo.locked():
+            fleet.repo.add_targets("targets", replayed.signed_bytes(),
+                                   [withdrawn_target(MODEL, "1.1.0")],
+                                   replayed.model_dump(mode="json"))
+            fleet.repo.publish()
+        reports = len(events.states["k1"])
+        checks = k1.updater.checks
+        k1.updater.notify()
+        assert events.wait_until(lambda: k1.updater.checks > checks, 20)  # noqa: B023
+        if said is not None:
+            assert events.wait_until(lambda: len(events.states["k1"]) > reports, 20)  # noqa: B023
+            state = events.last_state("k1")
+            assert state is not None
+            assert state.state == "rejected"
+            assert said in (state.reason or "")
+        assert k1.classifier is not None
+        assert k1.classifier.version == "1.1.0"
