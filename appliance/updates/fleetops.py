@@ -66,7 +66,7 @@ from appliance.updates.repofiles import RepositoryError, make_readable_by_all
 from appliance.updates.repository import FileRepository
 from appliance.updates.rollout import SHOWN_DEVICES, Rollout, RolloutPlan
 from appliance.updates.rolloutrecords import mark_interrupted, rollout_reasons
-from appliance.updates.withdraw import SET_ASIDE_DIR, withdraw_release
+from appliance.updates.withdraw import SET_ASIDE_DIR, checked_reason, withdraw_release
 
 if TYPE_CHECKING:
     from appliance.inference.runner import OnnxRunner
@@ -248,6 +248,8 @@ def _serving_line(serving: Sequence[Device], name: str, version: str) -> str:
 
 
 HALT_WAIT_S = 60.0  # for the running deploy to see the request (it looks every 0.1 s)
+# a halt's --reason: the record keeps 1,000 characters, "halted by user@host (...): " first
+MAX_HALT_REASON_CHARS = 800
 
 
 def run_halt(args: argparse.Namespace) -> int:
@@ -260,14 +262,15 @@ def run_halt(args: argparse.Namespace) -> int:
         print(f"models halt: {shown}: not a model repository (no settings.json)", file=sys.stderr)
         return EXIT_ERROR
     try:
+        said = checked_reason(args.reason, kept_by="the halt record",
+                              limit=MAX_HALT_REASON_CHARS, nothing_done="nothing was halted")
         config, url = _settings(args)
         repo = FileRepository(args.repo)
         if (missing := missing_sqlite_file(url)) is not None:
             raise ValueError(f"no rollouts yet: no store at {missing}")
         with closing(open_store(url)) as store:  # exists (checked): it records the halt
             rollout_id, state = _halted_rollout(store, repo, args.name)
-            reason = (f"halted by {_who()} (`appliance models halt`): "
-                      f"{args.reason or 'no reason given'}")[:1000]
+            reason = f"halted by {_who()} (`appliance models halt`): {said}"[:1000]
             if state == "running" and repo.rollout_held():  # its deploy is at work: ask it
                 request_halt(repo, rollout_id, reason)
                 ended = _await_halt(store, repo, rollout_id)

@@ -75,21 +75,23 @@ def _not_released(repo: FileRepository, name: str, version: str) -> RepositoryEr
         f"{repo.dir}` shows what the kiosks run); nothing was signed")
 
 
-def checked_reason(reason: str) -> str:
+def checked_reason(reason: str, *, option: str = "--reason",
+                   kept_by: str = "the withdrawal record", limit: int = MAX_REASON_CHARS,
+                   nothing_done: str = "nothing was signed") -> str:
     """The reason as the record keeps it (stripped; "no reason given" for none);
-    RepositoryError for one longer than the record holds or with a control character: every
-    kiosk's report and `models status` repeat it, one line of visible text."""
+    RepositoryError for one longer than ``kept_by`` holds or with a control character: every
+    kiosk's report and `models status` repeat it, one line of visible text. `models halt`
+    checks its reason so too (``kept_by`` the halt record)."""
     said = reason.strip()
-    if len(said) > MAX_REASON_CHARS:
+    if len(said) > limit:
         raise RepositoryError(
-            f"--reason is {len(said)} characters long; the withdrawal record keeps at most "
-            f"{MAX_REASON_CHARS} (every kiosk's report repeats it): say it shorter; nothing "
-            "was signed")
+            f"{option} is {len(said)} characters long; {kept_by} keeps at most "
+            f"{limit} (every kiosk's report repeats it): say it shorter; {nothing_done}")
     if (control := INVISIBLE.search(said)) is not None:
         raise RepositoryError(
-            f"--reason holds a control or invisible character ({escape_controls(control.group())}"
-            f" at character {control.start() + 1}); the record is one line of visible text "
-            "that kiosks and `models status` show: give it without; nothing was signed")
+            f"{option} holds a control or invisible character ({escape_controls(control.group())}"
+            f" at character {control.start() + 1}); {kept_by} is one line of visible text "
+            f"that kiosks and `models status` show: give it without; {nothing_done}")
     return said or "no reason given"
 
 

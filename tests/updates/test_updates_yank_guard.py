@@ -358,3 +358,25 @@ def test_a_withdrawal_record_replayed_for_another_version_withdraws_nothing(
             assert said in (state.reason or "")
         assert k1.classifier is not None
         assert k1.classifier.version == "1.1.0"
+
+
+@pytest.mark.parametrize(("reason", "said"), [
+    ("x" * 801, "--reason is 801 characters long; the halt record keeps at most 800"),
+    ("stop\x1b[2J\x1b[Hall fine", "--reason holds a control or invisible character (\\x1b at "
+                                  "character 5)"),
+    ("bad\nrollout 7 completed", "(\\n at character 4)"),
+])
+def test_a_halt_reason_too_long_or_with_control_characters_is_refused_before_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reason: str, said: str
+) -> None:
+    """`models halt --reason` is checked as yank's is, before the store or a rollout is looked
+    at: on main a long one was cut at 1,000 characters of the record without a word and a
+    newline or an escape went into the reason every kiosk's row and `models status` show."""
+    repo = init_repository(tmp_path / "repo")
+    capsys.readouterr()
+    assert main(["models", "halt", MODEL, "--repo", str(repo.dir), "--store",
+                 f"sqlite:///{tmp_path / 'rollouts.sqlite3'}", "--reason", reason]) == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert "nothing was halted" in err
+    assert not (tmp_path / "rollouts.sqlite3").exists()
