@@ -70,7 +70,6 @@ GRID: dict[str, tuple[float, ...]] = {
     "model_admit": (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5),
     "admit_min_line_rest": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3),
     "missed_arms_keep": (-6.0, -5.0, -4.0, -3.0, -2.0, 0.0),
-    "pit_keep": (-99.0, -4.0, -3.0, -2.5, -2.0, -1.5),  # -99: whatever its score
 }
 
 

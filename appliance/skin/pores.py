@@ -227,17 +227,6 @@ class PoreRule:
     # in a hill whatever its score). Chosen on seed 11 wide 0-59 (own generator only) among
     # -2 to -6 on the count median + p90 / 4 (docs/measurement.md "Pores").
     missed_arms_keep: float = -4.0
-    # A pit along a furrow (at most 2 arms, not in a hill: ``in_a_hill``) that passes every
-    # test is kept only where it scores at least this. Without it such a pit was counted
-    # whatever its score, while the same pit read one arm more (3: ``model_keep``) or failing
-    # one depth comparison by a hair (``model_admit``) needed a score: a step of the limit
-    # where a 5 % change of the calibration moves a reading across a boundary. The pits that
-    # stepped are junction pits the score ranks as junctions (docs/experiments/README.md
-    # "b3sweep": on blind3's development frames 1,216 of 1,541 pits that came and went at the
-    # steps over 15 %, median score -3.9 and -3.0). A pit in a hill keeps the limits above
-    # (none, or ``missed_arms_keep``): no junction lies under it, and the own wide preset's
-    # faint hill pores score low.
-    pit_keep: float = -2.5
 
 
 @dataclass(frozen=True)
@@ -341,7 +330,7 @@ DOUBT_SLACK = 1.0  # pores a count may be off by before ``count_doubt`` counts t
 UPPER_LIMITS = ("max_blue_excess", "max_elongation", "max_diameter_um", "pit_max_elongation",
                 "oval_max_elongation", "oval_end_max_elongation", "hill_max_arms",
                 "beside_max_outline", "outline_max_ratio")
-NOT_A_LIMIT = ("model_keep", "model_admit", "missed_arms_keep", "pit_keep")
+NOT_A_LIMIT = ("model_keep", "model_admit", "missed_arms_keep")
 
 
 RULE = PoreRule()
@@ -864,17 +853,15 @@ def pore_verdict(found: Candidates, tests: dict[str, np.ndarray], rule: PoreRule
     ``depth_over_furrow`` deep, ``not_a_dash`` (a short deep stretch of furrow) and, with 3
     or more arms, ``closed`` and ``deeper_than_strand`` (a junction where a deeper furrow
     segment ends is not a pore, however the rest reads). Then either every test passed (with
-    3 or more arms, and a score (``pore_score``) of at least ``rule.model_keep``; with at most
-    2 arms, not in a hill (``in_a_hill``), at least ``rule.pit_keep``; in a hill with arms the
-    rays missed (``missed_arms``), at least ``rule.missed_arms_keep``), or a score
+    3 or more arms, and a score (``pore_score``) of at least ``rule.model_keep``; with arms
+    the rays missed (``missed_arms``), at least ``rule.missed_arms_keep``), or a score
     of at least ``rule.model_admit`` and a pit darker than any straight line through it
     (``rule.admit_min_line_rest``). ``readings``: ``reading_score``, when already known;
     ``shift``: the frame's ``prior_shift``, added to every score."""
     score = pore_score(found, tests, model, readings) + shift
     every = np.logical_and.reduce(list(tests.values()))
     few = found.shape.arm_count <= PIT_MAX_ARMS
-    few_keep = np.where(missed_arms(found), rule.missed_arms_keep, -np.inf)
-    keep_from = np.where(few, np.where(in_a_hill(found, rule), few_keep, rule.pit_keep),
+    keep_from = np.where(few, np.where(missed_arms(found), rule.missed_arms_keep, -np.inf),
                          rule.model_keep)
     kept = every & (score >= keep_from)
     admitted = (score >= rule.model_admit) & (
@@ -1034,8 +1021,7 @@ def stricter(rule: PoreRule, factor: float) -> PoreRule:
     shift = floor_weight() * float(np.log(factor))
     return replace(rule, **moved, model_keep=rule.model_keep + shift,
                    model_admit=rule.model_admit + shift,
-                   missed_arms_keep=rule.missed_arms_keep + shift,
-                   pit_keep=rule.pit_keep + shift)
+                   missed_arms_keep=rule.missed_arms_keep + shift)
 
 
 def floor_weight(model: PoreModel = MODEL) -> float:
