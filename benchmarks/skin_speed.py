@@ -17,6 +17,9 @@ speed_ratio compares median thread CPU (speed_ratio_wall: wall); both methods' m
 relative errors on those frames are printed (target: >= 80x faster, at least as accurate).
 peak_rss_mb: maximum resident memory of ``appliance analyze --json`` over ``--count`` frames
 (target < 300 MB).
+malloc: how glibc's malloc ran (``--malloc``): by default as the kiosk's systemd unit runs the
+daemon (deploy/appliance-edge.service: transparent huge pages for its heap, which changes no
+number, only the time); ``--malloc plain`` for glibc's default.
 """
 
 from __future__ import annotations
@@ -47,11 +50,33 @@ def _parser() -> argparse.ArgumentParser:
     parser = frame_set_parser(__doc__.splitlines()[0])
     parser.add_argument("--timed-frames", type=int, default=30)
     parser.add_argument("--baseline-frames", type=int, default=4)
+    parser.add_argument(
+        "--malloc", choices=("hugetlb", "plain"), default="hugetlb",
+        help="hugetlb (default): run as deploy/appliance-edge.service runs the daemon, glibc's "
+             "malloc asking for transparent huge pages (GLIBC_TUNABLES, read at process start: "
+             "the script starts itself again with it); plain: glibc's default")
     return parser
 
 
+HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"  # as deploy/appliance-edge.service sets it
+
+
+def malloc_environment(choice: str, environ: dict[str, str]) -> dict[str, str] | None:
+    """The environment to start this script again in for the ``--malloc`` choice, or None
+    when this process already runs so (a tunable is read only when a process starts)."""
+    tunables = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
+    wanted = [t for t in tunables if not t.startswith("glibc.malloc.hugetlb=")]
+    if choice == "hugetlb":
+        wanted.append(HUGETLB_TUNABLE)
+    if sorted(wanted) == sorted(tunables):
+        return None
+    return {**environ, "GLIBC_TUNABLES": ":".join(wanted)}
+
+
 if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
-    _parser().parse_args()
+    _chosen = _parser().parse_args().malloc
+    if (_again := malloc_environment(_chosen, dict(os.environ))) is not None:
+        os.execve(sys.executable, [sys.executable, *sys.argv], _again)
 
 import cv2
 import numpy as np
@@ -178,6 +203,8 @@ def main() -> None:
     result["analyze_stages_thread_cpu_ms"] = stages
     result["quality_gate_with_motion_thread_cpu_ms"] = gate_motion.ms(digits=3)
     result["load_average"] = {"start": load_at_start, "end": load_average()}
+    result["malloc"] = {"choice": args.malloc,
+                        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     print(json.dumps(result))
 
 
