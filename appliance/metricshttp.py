@@ -100,14 +100,21 @@ def start_metrics_server(
 def stop_metrics_server(httpd: WSGIServer, thread: threading.Thread) -> None:
     """Stop serving and free the port, waiting at most STOP_WAIT_S for the serving thread:
     ``shutdown`` itself would wait for it without end, so it is asked from a thread of its
-    own. A serving thread still running then is said in the log, in one line."""
-    threading.Thread(target=httpd.shutdown, name=f"{thread.name}-stop", daemon=True).start()
+    own. A serving thread still running then is said in the log, in one line. Once the serving
+    thread has ended, the asking thread is waited for too: it returns as soon as the serving
+    loop has said it stopped, and one left alive would be a thread still running after the
+    daemon's stop (appliance/edge/ending.py: a warning and an exit without finalisation at
+    nearly every kiosk stop with its metrics on)."""
+    stopper = threading.Thread(target=httpd.shutdown, name=f"{thread.name}-stop", daemon=True)
+    stopper.start()
     thread.join(STOP_WAIT_S)
     if thread.is_alive():
         host, port = httpd.server_address[:2]
         log.warning("metrics HTTP server on %s:%s: its serving thread %s did not stop within "
                     "%.0f s; left running, the port freed", host, port, thread.name,
                     STOP_WAIT_S)
+    else:
+        stopper.join(STOP_WAIT_S)
     httpd.server_close()
 
 
