@@ -1,0 +1,822 @@
+"""Soak: the kiosk daemon and the back office run for a while; do they stay bounded?
+
+Prints ONE JSON object. Starts, as child processes, a private mosquitto on a free port, a back
+office (`appliance backoffice`) on a throw-away SQLite store and the kiosk daemon (`appliance
+edge`) on the synthetic microscope, its intervals at the fastest the config allows (status every
+1 s, one steady frame a measurement, one frame to re-arm, resends after 1 s) and the camera at
+`--fps` (16 frames a simulated customer: `--fps 16` is about a result a second, and a core).
+Every `--sample-s` it reads each process's resident memory, open file descriptors, threads and
+CPU time (/proc/PID), the kiosk's and the worker's metrics, the outbox, store, broker and log
+sizes on disk, and the broker's clients ($SYS). During the run it kills the back office with
+SIGKILL and starts it again (at 30 % of the run), and restarts the broker (at 50 %). At the end
+it waits for the outbox to drain, stops both daemons in order, and accounts for every result
+the kiosk's log says it committed: stored, kept as a dead letter, or still in its outbox (none
+in neither: `results_lost` 0). Figures: the slope of RSS, fds and threads per 1,000 results
+after the warm-up (the kiosk's from `--warmup` of the run on; the worker's and the broker's
+over their lives after the kill and the restart, from `--warmup` after them), the largest sizes,
+and the store file's bytes a result.
+Options: `--customers N` shows N customers over and over (a result then costs the measurement
+only, for more results an hour); `--clock-jump-s S` moves the kiosk's wall clock by S at 60 %
+of the run and back at 80 % (no root: its Python's clocks, via sitecustomize); `--full-disk-mib
+M` (root) puts the kiosk's state folder on a tmpfs of M MiB, filled at 70 % for 20 s.
+Usage: nice .venv/bin/python benchmarks/soak.py [--minutes 10] [--fps 16] [--sample-s 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+KILL_AT = 0.3  # fraction of the run: the back office killed with SIGKILL, then started again
+BROKER_RESTART_AT = 0.5  # fraction of the run: the broker stopped (SIGTERM) and started again
+CLOCK_JUMP_AT, CLOCK_BACK_AT = 0.6, 0.8  # fractions of the run: the kiosk's clock moved, restored
+FULL_DISK_AT, FULL_DISK_S = 0.7, 20.0  # the kiosk's disk filled then, for so long
+OUTAGE_S = 3.0  # how long the broker and the killed back office stay away
+DRAIN_S = 120.0  # the most the end waits for the outbox to drain
+
+
+def _positive(kind: type, text: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line, built without the heavy modules imported below."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=lambda t: _positive(float, t), default=10.0,
+                        help="how long the kiosk measures (default 10; the end's drain extra)")
+    parser.add_argument("--fps", type=lambda t: _positive(float, t), default=16.0,
+                        help="the synthetic camera's frame rate (default 16: a customer a "
+                        "second; lower it on a shared machine)")
+    parser.add_argument("--sample-s", type=lambda t: _positive(float, t), default=5.0,
+                        help="seconds between samples (default 5)")
+    parser.add_argument("--warmup", type=lambda t: _positive(float, t), default=0.2,
+                        help="fraction of the run left out of the slopes (default 0.2)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the logs, outbox and store here (default: a temp folder)")
+    parser.add_argument("--pg-url", default=None,
+                        help="the store on PostgreSQL instead: a schema of its own (made, and "
+                        "dropped at the end) in this database, e.g. "
+                        "postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--customers", type=lambda t: _positive(int, t), default=None,
+                        help="the synthetic camera shows this many customers over and over, "
+                        "each drawn once (a result then costs the measurement only; default: "
+                        "a new customer each time, as the daemon's camera does)")
+    parser.add_argument("--tracemalloc-s", type=lambda t: _positive(float, t), default=None,
+                        help="trace the kiosk's Python allocations (tracemalloc, 4 frames, "
+                        "from this long after its start; slower) and snapshot them this often "
+                        "after that; the figures then name the "
+                        "lines whose memory grew most from the first snapshot after the "
+                        "warm-up to the last")
+    parser.add_argument("--clock-jump-s", type=float, default=0.0,
+                        help="move the kiosk's wall clock by this many seconds (negative: "
+                        "back) at 60 %% of the run and back again at 80 %% (its process only: "
+                        "time.time and the payloads' clock, read from a file; no root)")
+    parser.add_argument("--full-disk-mib", type=lambda t: _positive(int, t), default=None,
+                        help="root only: the kiosk's state folder on a tmpfs of this many MiB, "
+                        "filled at 70 %% of the run and freed 20 s later")
+    parser.add_argument("--samples-out", type=Path, default=None,
+                        help="also write every sample as JSON lines to this file")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
+    _parser().parse_args()
+
+import yaml
+from paho.mqtt import client as mqtt
+
+from appliance.transport.broker import PrivateBroker, free_port
+
+PROCESSES = ("edge", "backoffice", "broker")
+# Put first on the kiosk's PYTHONPATH as sitecustomize, read before the daemon imports anything.
+# With SOAK_CLOCK_OFFSET_FILE: the kiosk's clock, moved without root. time.time, time.time_ns
+# and the payloads' utc_now (the capture time, the status's `at`, the outbox's ages, the
+# measurement ids) follow an offset read from that file every 0.2 s; the monotonic and boot
+# clocks do not move, as on a kiosk whose date is set by hand or by NTP. With SOAK_CUSTOMERS=N:
+# the synthetic camera shows N customers over and over, each drawn once, so a result costs the
+# measurement only (the skin generator draws a new customer in 0.3-0.7 CPU-s).
+KIOSK_SITECUSTOMIZE = """
+import functools, os, threading, time
+from datetime import UTC, datetime
+
+if os.environ.get("SOAK_CLOCK_OFFSET_FILE"):
+    _file = os.environ["SOAK_CLOCK_OFFSET_FILE"]
+    _offset = [0.0]
+    _time, _time_ns, _sleep = time.time, time.time_ns, time.sleep
+
+    def _follow():
+        while True:
+            try:
+                with open(_file) as f:
+                    _offset[0] = float(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pass
+            _sleep(0.2)
+
+    time.time = lambda: _time() + _offset[0]
+    time.time_ns = lambda: _time_ns() + int(_offset[0] * 1e9)
+    threading.Thread(target=_follow, name="soak-clock", daemon=True).start()
+    import appliance.transport.payloads as _payloads
+
+    _payloads.utc_now = lambda: datetime.fromtimestamp(time.time(), UTC)
+
+if os.environ.get("SOAK_TRACEMALLOC_DIR"):
+    import tracemalloc
+
+    _folder, _every_s = os.environ["SOAK_TRACEMALLOC_DIR"], float(os.environ["SOAK_TRACEMALLOC_S"])
+
+    def _dump():
+        time.sleep(_every_s)  # started late: drawing a customer under it is slower
+        tracemalloc.start(4)
+        count = 0
+        while True:
+            time.sleep(_every_s)
+            count += 1
+            path = os.path.join(_folder, f"snapshot-{count:04d}")
+            tracemalloc.take_snapshot().dump(path + ".part")
+            os.replace(path + ".part", path)
+
+    threading.Thread(target=_dump, name="soak-tracemalloc", daemon=True).start()
+
+if os.environ.get("SOAK_CUSTOMERS"):
+    import appliance.synthetic.camera as _camera
+
+    _customers = int(os.environ["SOAK_CUSTOMERS"])
+    _drawn = functools.lru_cache(maxsize=_customers)(_camera._generated.__wrapped__)
+    _camera._generated = lambda seed, index, preset: _drawn(seed, index % _customers, preset)
+"""
+
+
+def proc_figures(pid: int) -> dict[str, float] | None:
+    """RSS (MiB), fds, threads and CPU seconds of a live process; None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    ticks = os.sysconf("SC_CLK_TCK")
+    after_name = stat.rsplit(")", 1)[1].split()
+    return {
+        "rss_mib": round(int(fields["VmRSS"].split()[0]) / 1024, 2),
+        "fds": fds,
+        "threads": int(fields["Threads"].strip()),
+        "cpu_s": round((int(after_name[11]) + int(after_name[12])) / ticks, 2),
+    }
+
+
+def folder_bytes(folder: Path) -> tuple[int, int]:
+    """Bytes and files under ``folder`` (0, 0 where it is not there)."""
+    total = files = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+                files += 1
+            except FileNotFoundError:
+                continue
+    return total, files
+
+
+def file_bytes(path: Path) -> int:
+    """Bytes of a file and its SQLite WAL and shared-memory files, where there."""
+    total = 0
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            total += candidate.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A Prometheus text page as name -> value ({} where it cannot be read)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            try:
+                values[name] = float(value)
+            except ValueError:
+                continue
+    return values
+
+
+def table_counts(store: Path) -> dict[str, int]:
+    """Rows in each table of the SQLite store, read-only ({} where it cannot be read now)."""
+    if not store.exists():
+        return {}
+    try:
+        connection = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=2)
+        try:
+            names = [row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return {name: connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+                    for name in names}
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return {}
+
+
+class PgStore:
+    """The back office's store in a schema of its own on a PostgreSQL server (made here,
+    dropped at the end): its tables' rows, its bytes (tables, indexes and TOAST) and the
+    connections to its database."""
+
+    def __init__(self, url: str, schema: str) -> None:
+        import psycopg
+
+        self.url, self.schema = url, schema
+        self._psycopg = psycopg
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(f'CREATE SCHEMA "{schema}"')
+        joiner = "&" if "?" in url else "?"
+        self.store_url = f"{url}{joiner}options=-csearch_path%3D{schema}"
+
+    def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        try:
+            with self._psycopg.connect(self.url, autocommit=True, connect_timeout=5) as c:
+                return list(c.execute(sql, params).fetchall())
+        except self._psycopg.Error:
+            return []
+
+    def counts(self) -> dict[str, int]:
+        names = [row[0] for row in self._rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            self.schema)]
+        return {name: int(self._rows(f'SELECT count(*) FROM "{self.schema}"."{name}"')[0][0])
+                for name in names}
+
+    def bytes(self) -> int:
+        rows = self._rows(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN "
+            "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+            self.schema)
+        return int(rows[0][0]) if rows else 0
+
+    def connections(self) -> int | None:
+        rows = self._rows("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                          "current_database() AND pid <> pg_backend_pid()")
+        return int(rows[0][0]) if rows else None
+
+    def ids(self, sql: str) -> list[Any]:
+        return [row[0] for row in self._rows(sql.replace("FROM ", f'FROM "{self.schema}".'))]
+
+    def drop(self) -> None:
+        self._rows(f'DROP SCHEMA "{self.schema}" CASCADE')
+
+
+class SysWatcher:
+    """The broker's $SYS figures (clients, subscriptions, stored messages), kept up to date
+    by a client that reconnects by itself across the broker's restart."""
+
+    def __init__(self, port: int) -> None:
+        self.values: dict[str, str] = {}
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-sys",
+                                   clean_session=True)
+        self._client.on_connect = lambda c, *_: c.subscribe("$SYS/broker/#")
+        self._client.on_message = self._keep
+        self._client.reconnect_delay_set(0.2, 1)
+        self._client.connect_async("127.0.0.1", port, keepalive=10)
+        self._client.loop_start()
+
+    def _keep(self, _client: Any, _userdata: Any, message: Any) -> None:
+        self.values[message.topic.removeprefix("$SYS/broker/")] = message.payload.decode(
+            errors="replace")
+
+    def figure(self, name: str) -> int | None:
+        try:
+            return int(float(self.values[name]))
+        except (KeyError, ValueError):
+            return None
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class Soak:
+    """The three processes, their configs and their folders."""
+
+    def __init__(self, workdir: Path, fps: float, *, shifted_clock: bool = False,
+                 customers: int | None = None, pg_url: str | None = None,
+                 tracemalloc_s: float | None = None) -> None:
+        self.workdir = workdir
+        self.pg = PgStore(pg_url, f"soak_{os.getpid()}") if pg_url else None
+        self.customize = workdir / "kiosk-python"
+        self.customize.mkdir(parents=True, exist_ok=True)
+        (self.customize / "sitecustomize.py").write_text(KIOSK_SITECUSTOMIZE)
+        self.kiosk_env: dict[str, str] = {}
+        self.clock_file: Path | None = None
+        if shifted_clock:
+            self.clock_file = workdir / "kiosk-python" / "clock-offset"
+            self.clock_file.write_text("0")
+            self.kiosk_env["SOAK_CLOCK_OFFSET_FILE"] = str(self.clock_file)
+        if customers:
+            self.kiosk_env["SOAK_CUSTOMERS"] = str(customers)
+        self.snapshots = workdir / "tracemalloc"
+        if tracemalloc_s:
+            self.snapshots.mkdir(parents=True, exist_ok=True)
+            self.kiosk_env |= {"SOAK_TRACEMALLOC_DIR": str(self.snapshots),
+                               "SOAK_TRACEMALLOC_S": str(tracemalloc_s)}
+        self.broker = PrivateBroker(workdir=workdir / "broker")
+        self.prefix = f"soak{os.getpid()}"
+        self.edge_metrics = free_port()
+        self.backoffice_metrics = free_port()
+        self.store = workdir / "backoffice" / "store.sqlite3"
+        self.edge_state = workdir / "edge" / "state"
+        self.outbox = self.edge_state / "outbox.sqlite3"
+        self.edge_config = self._write("edge", self._edge_config(fps))
+        self.backoffice_config = self._write("backoffice", self._backoffice_config())
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.starts = {"edge": 0, "backoffice": 0}
+
+    def _edge_config(self, fps: float) -> dict[str, Any]:
+        return {
+            "device": {"id": "soak-kiosk", "site": "soak"},
+            "camera": {"source": "synthetic", "seed": 11},
+            "mqtt": {"host": "127.0.0.1", "port": self.broker.port, "topic_prefix": self.prefix},
+            "state_dir": str(self.edge_state),
+            "edge": {
+                "burst_frames": 1, "rearm_frames": 1, "synthetic_fps": fps,
+                "status_interval_s": 1, "reconnect_initial_s": 0.1, "reconnect_cap_s": 1,
+                "ack_resend_initial_s": 1, "ack_resend_cap_s": 10,
+                "metrics_port": self.edge_metrics,
+            },
+            "screen": {"port": None},
+        }
+
+    def _backoffice_config(self) -> dict[str, Any]:
+        return {
+            "mqtt": {"host": "127.0.0.1", "port": self.broker.port, "topic_prefix": self.prefix},
+            "state_dir": str(self.workdir / "backoffice"),
+            "store": {"url": self.pg.store_url if self.pg else f"sqlite:///{self.store}"},
+            "backoffice": {"client_id": "soak-backoffice", "metrics_port":
+                           self.backoffice_metrics},
+        }
+
+    def _write(self, name: str, config: dict[str, Any]) -> Path:
+        folder = self.workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self, name: str) -> None:
+        """Start ``edge`` or ``backoffice`` as a child, its log appended to NAME/NAME.log."""
+        config = self.edge_config if name == "edge" else self.backoffice_config
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APPLIANCE__")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        if name == "edge" and self.kiosk_env:
+            env["PYTHONPATH"] = os.pathsep.join((str(self.customize), env["PYTHONPATH"]))
+            env |= self.kiosk_env
+        with (self.workdir / name / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "appliance", name, "--config", str(config)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir / name,
+            )
+        self.starts[name] += 1
+
+    def stop(self, name: str, kill: bool = False) -> int | None:
+        """SIGKILL (``kill``) or SIGTERM a child and wait for it; its exit code."""
+        process = self.processes[name]
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            return process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return None
+
+    def table_counts(self) -> dict[str, int]:
+        return self.pg.counts() if self.pg else table_counts(self.store)
+
+    def store_file_bytes(self) -> int:
+        """The store's bytes without its WAL (SQLite); its tables' on PostgreSQL."""
+        if self.pg:
+            return self.pg.bytes()
+        return self.store.stat().st_size if self.store.exists() else 0
+
+    def stored_ids(self) -> set[str]:
+        if self.pg:
+            return {str(i) for i in self.pg.ids("SELECT measurement_id FROM results")}
+        return ids_in(self.store, "SELECT measurement_id FROM results")
+
+    def lettered_ids(self) -> set[str]:
+        if self.pg:
+            payloads = [bytes(p).decode(errors="replace")
+                        for p in self.pg.ids("SELECT payload FROM dead_letters")]
+        else:
+            payloads = list(ids_in(self.store, "SELECT CAST(payload AS TEXT) FROM dead_letters"))
+        return measurement_ids(payloads)
+
+    def pid(self, name: str) -> int | None:
+        if name == "broker":
+            proc = getattr(self.broker, "_proc", None)
+            return proc.pid if proc is not None else None
+        process = self.processes.get(name)
+        return process.pid if process is not None and process.poll() is None else None
+
+    def sample(self, started_s: float, sys_watch: SysWatcher) -> dict[str, Any]:
+        edge = scrape(self.edge_metrics)
+        worker = scrape(self.backoffice_metrics)
+        counts = self.table_counts()
+        row: dict[str, Any] = {
+            "t_s": round(time.monotonic() - started_s, 1),
+            "load1": round(os.getloadavg()[0], 2),
+            "committed": edge.get("appliance_edge_measurements_total"),
+            "confirmed": edge.get("appliance_edge_results_confirmed_total"),
+            "outbox_depth": edge.get("appliance_edge_outbox_depth"),
+            "dropped": edge.get("appliance_edge_outbox_dropped_total"),
+            "resent": edge.get("appliance_edge_results_resent_total"),
+            "reconnects": edge.get("appliance_edge_mqtt_reconnects_total"),
+            "measuring_paused": edge.get("appliance_edge_measuring_paused"),
+            "measurements_lost": edge.get("appliance_edge_measurements_lost_total"),
+            "worker_dead_letters": worker.get("appliance_backoffice_dead_letters_total"),
+            "worker_stored": worker.get("appliance_backoffice_results_stored_total"),
+            "worker_received": worker.get("appliance_backoffice_messages_received_total"),
+            "stored": counts.get("results"),
+            "tables": counts,
+            "outbox_bytes": file_bytes(self.outbox),
+            "edge_state_bytes": folder_bytes(self.edge_state)[0],
+            "edge_state_files": folder_bytes(self.edge_state)[1],
+            "store_bytes": self.pg.bytes() if self.pg else file_bytes(self.store),
+            "store_file_bytes": self.store_file_bytes(),
+            "pg_connections": self.pg.connections() if self.pg else None,
+            "backoffice_folder_bytes": folder_bytes(self.workdir / "backoffice")[0],
+            "broker_folder_bytes": folder_bytes(self.workdir / "broker")[0],
+            "edge_log_bytes": file_bytes(self.workdir / "edge" / "edge.log"),
+            "backoffice_log_bytes": file_bytes(self.workdir / "backoffice" / "backoffice.log"),
+            "mqtt_clients_total": sys_watch.figure("clients/total"),
+            "mqtt_clients_connected": sys_watch.figure("clients/connected"),
+            "mqtt_subscriptions": sys_watch.figure("subscriptions/count"),
+            "mqtt_retained": sys_watch.figure("retained messages/count"),
+            "mqtt_stored_messages": sys_watch.figure("store/messages/count"),
+        }
+        for name in PROCESSES:
+            pid = self.pid(name)
+            row[name] = proc_figures(pid) if pid is not None else None
+        return row
+
+
+def slope_per_1000(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y on x, times 1,000 (None with fewer than 3 points or no spread)."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    if spread == 0:
+        return None
+    return round(1000 * sum((x - mean_x) * (y - mean_y) for x, y in points) / spread, 3)
+
+
+def wait_for(condition: Any, timeout_s: float, every_s: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every_s)
+    return True
+
+
+COMMITTED = re.compile(r"measurement (\S+) committed to the outbox")
+
+
+def committed_ids(log: Path) -> set[str]:
+    """The ids the kiosk's log says it committed to its outbox (a line each)."""
+    return set(COMMITTED.findall(log.read_text(errors="replace"))) if log.exists() else set()
+
+
+def ids_in(database: Path, sql: str) -> set[str]:
+    """The first column of ``sql`` on a SQLite file, read-only (empty where it is not there)."""
+    if not database.exists():
+        return set()
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
+    try:
+        return {str(row[0]) for row in connection.execute(sql)}
+    except sqlite3.Error:
+        return set()
+    finally:
+        connection.close()
+
+
+def measurement_ids(payloads: list[str]) -> set[str]:
+    """The measurement ids the payloads (of dead letters) name."""
+    found = set()
+    for payload in payloads:
+        try:
+            found.add(str(json.loads(payload)["measurement_id"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+class FullDisk:
+    """The kiosk's state folder on a small tmpfs (root only), filled and freed at will."""
+
+    def __init__(self, folder: Path, mib: int) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs",
+                               str(folder)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"soak: --full-disk-mib needs root to mount a tmpfs: "
+                             f"{done.stderr.strip()}")
+        self.filler = folder / "filler"
+
+    def fill(self) -> int:
+        """Write zeros until ENOSPC; the bytes written."""
+        written = 0
+        with self.filler.open("wb", buffering=0) as out:
+            try:
+                while True:
+                    written += out.write(b"\0" * 65536)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+        return written
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        subprocess.run(["umount", "-l", str(self.folder)], capture_output=True, check=False)
+
+
+def summarise(samples: list[dict[str, Any]], seconds: float, warmup: float,
+              killed_at_s: float | None) -> dict[str, Any]:
+    """Slopes after the warm-up and the largest figures."""
+    figures: dict[str, Any] = {}
+    edge_from = warmup * seconds
+    # the worker's life after its kill, from a warm-up after it on
+    worker_from = (killed_at_s or 0.0) + warmup * seconds
+    for name, since_s, x_key in (("edge", edge_from, "committed"),
+                                 ("backoffice", worker_from, "stored"),
+                                 ("broker", edge_from, "committed")):
+        rows = [r for r in samples if r["t_s"] >= since_s and r.get(name) and r.get(x_key)
+                is not None and r["t_s"] <= seconds]
+        if name == "broker":  # the broker's life after its restart, likewise
+            restarted = [r["t_s"] for r in samples if r.get("broker_restarted")]
+            rows = [r for r in rows if not restarted or r["t_s"] >= restarted[0] + warmup * seconds]
+        per: dict[str, Any] = {}
+        for key in ("rss_mib", "fds", "threads"):
+            points = [(float(r[x_key]), float(r[name][key])) for r in rows]
+            per[f"{key}_per_1000_results"] = slope_per_1000(points)
+            values = [r[name][key] for r in samples if r.get(name)]
+            per[f"{key}_max"] = max(values) if values else None
+            per[f"{key}_first_fit"] = rows[0][name][key] if rows else None
+            per[f"{key}_last_fit"] = rows[-1][name][key] if rows else None
+        if name == "backoffice":  # the store's own file (its WAL aside) a result
+            slope = slope_per_1000([(float(r["stored"]), float(r["store_file_bytes"]))
+                                    for r in rows])
+            per["store_file_bytes_per_result"] = None if slope is None else round(slope / 1000)
+        per["fit_samples"] = len(rows)
+        per["fit_results"] = (
+            [rows[0][x_key], rows[-1][x_key]] if rows else None)
+        figures[name] = per
+    for key in ("outbox_bytes", "edge_state_bytes", "edge_state_files", "store_bytes",
+                "store_file_bytes",
+                "backoffice_folder_bytes", "broker_folder_bytes", "edge_log_bytes",
+                "backoffice_log_bytes", "outbox_depth", "mqtt_clients_total",
+                "mqtt_clients_connected", "mqtt_subscriptions", "mqtt_retained",
+                "mqtt_stored_messages", "pg_connections"):
+        values = [r[key] for r in samples if r.get(key) is not None]
+        figures[f"max_{key}"] = max(values) if values else None
+    return figures
+
+
+class Events:
+    """What happens during the run, each once at its fraction of it: the back office killed,
+    the broker restarted, the kiosk's clock moved and restored, its disk filled and freed."""
+
+    def __init__(self, soak: Soak, disk: FullDisk | None, seconds: float,
+                 clock_jump_s: float) -> None:
+        self.soak, self.disk, self.seconds, self.clock_jump_s = soak, disk, seconds, clock_jump_s
+        self.said: list[str] = []
+        self.done: set[str] = set()
+        self.killed_at_s: float | None = None
+
+    def _due(self, what: str, at_s: float, elapsed_s: float, marks: dict[str, Any]) -> bool:
+        if what in self.done or elapsed_s < at_s:
+            return False
+        self.done.add(what)
+        marks[what] = True
+        return True
+
+    def happen(self, elapsed_s: float, started_s: float) -> dict[str, Any]:
+        """Whatever is due at ``elapsed_s``; the marks for the sample."""
+        marks: dict[str, Any] = {}
+        soak, seconds, due = self.soak, self.seconds, self._due
+        if due("backoffice_killed", KILL_AT * seconds, elapsed_s, marks):
+            code = soak.stop("backoffice", kill=True)
+            time.sleep(OUTAGE_S)
+            soak.start("backoffice")
+            self.killed_at_s = time.monotonic() - started_s
+            self.said.append(f"back office SIGKILL at {elapsed_s:.0f} s (exit {code}), started "
+                             "again")
+        if due("broker_restarted", BROKER_RESTART_AT * seconds, elapsed_s, marks):
+            soak.broker.stop()
+            time.sleep(OUTAGE_S)
+            soak.broker.start()
+            self.said.append(f"broker stopped and started again at {elapsed_s:.0f} s")
+        clock = soak.clock_file
+        if clock is not None and due("clock_jumped", CLOCK_JUMP_AT * seconds, elapsed_s, marks):
+            clock.write_text(str(self.clock_jump_s))
+            self.said.append(f"kiosk clock moved by {self.clock_jump_s:+.0f} s at "
+                             f"{elapsed_s:.0f} s")
+        if clock is not None and due("clock_restored", CLOCK_BACK_AT * seconds, elapsed_s,
+                                     marks):
+            clock.write_text("0")
+            self.said.append(f"kiosk clock back at the true time at {elapsed_s:.0f} s")
+        if self.disk is not None:
+            if due("disk_filled", FULL_DISK_AT * seconds, elapsed_s, marks):
+                self.said.append(f"kiosk disk filled at {elapsed_s:.0f} s "
+                                 f"({self.disk.fill()} bytes)")
+            if due("disk_freed", FULL_DISK_AT * seconds + FULL_DISK_S, elapsed_s, marks):
+                self.disk.free()
+                self.said.append(f"kiosk disk freed at {elapsed_s:.0f} s")
+        return marks
+
+
+def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    seconds = arguments.minutes * 60
+    workdir = workdir.resolve()
+    soak = Soak(workdir, arguments.fps, shifted_clock=bool(arguments.clock_jump_s),
+                customers=arguments.customers, pg_url=arguments.pg_url,
+                tracemalloc_s=arguments.tracemalloc_s)
+    disk = (FullDisk(soak.edge_state, arguments.full_disk_mib)
+            if arguments.full_disk_mib else None)
+    soak.broker.start()
+    sys_watch = SysWatcher(soak.broker.port)
+    events = Events(soak, disk, seconds, arguments.clock_jump_s)
+    out = arguments.samples_out.open("w") if arguments.samples_out else None
+    try:
+        soak.start("backoffice")
+        time.sleep(2.0)  # its subscription first: the kiosk's first results find it
+        soak.start("edge")
+        started_s = time.monotonic()
+        first_result = wait_for(lambda: soak.processes["edge"].poll() is not None or (scrape(
+            soak.edge_metrics).get("appliance_edge_measurements_total") or 0) >= 1, 120)
+        events.said.append(f"first result committed: {first_result}, "
+                           f"{time.monotonic() - started_s:.1f} s")
+        started_s = time.monotonic()  # the run counts from the first result
+        samples: list[dict[str, Any]] = []
+        next_s = started_s
+        while time.monotonic() - started_s < seconds:
+            marks = events.happen(time.monotonic() - started_s, started_s)
+            for name in ("edge", "backoffice"):
+                if soak.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited on its own with "
+                                       f"{soak.processes[name].returncode}: see "
+                                       f"{workdir / name / (name + '.log')}")
+            samples.append(soak.sample(started_s, sys_watch) | marks)
+            if out:
+                out.write(json.dumps(samples[-1]) + "\n")
+                out.flush()
+            next_s += arguments.sample_s
+            time.sleep(max(0.0, next_s - time.monotonic()))
+        # the end: wait for everything committed to be confirmed, then stop both in order
+        drained = wait_for(lambda: scrape(soak.edge_metrics).get(
+            "appliance_edge_outbox_depth") == 0, DRAIN_S)
+        samples.append(soak.sample(started_s, sys_watch))
+        exits = {"kiosk_exit": soak.stop("edge")}
+        time.sleep(2.0)  # the worker stores what the kiosk's last moments sent
+        exits["backoffice_exit"] = soak.stop("backoffice")
+        return {
+            "minutes": arguments.minutes,
+            "fps": arguments.fps,
+            "customers": arguments.customers,
+            "clock_jump_s": arguments.clock_jump_s,
+            "full_disk_mib": arguments.full_disk_mib,
+            "sample_s": arguments.sample_s,
+            "samples": len(samples),
+            "events": events.said,
+            "outbox_drained": drained,
+            **accounting(soak, workdir, samples[-1]),
+            **exits,
+            "store": "postgresql" if soak.pg else "sqlite",
+            "store_tables_at_end": soak.table_counts(),
+            "store_file_bytes_at_end": soak.store_file_bytes(),
+            "cpu_fraction_of_a_core": cpu_fractions(samples),
+            "load1_range": [min(r["load1"] for r in samples), max(r["load1"] for r in samples)],
+            **summarise(samples, seconds, arguments.warmup, events.killed_at_s),
+            "tracemalloc_growth": traced_growth(soak.snapshots, arguments.warmup),
+            "workdir": str(workdir),
+        }
+    finally:
+        for name in ("edge", "backoffice"):
+            if name in soak.processes and soak.processes[name].poll() is None:
+                soak.stop(name)
+        sys_watch.close()
+        soak.broker.close()
+        if soak.pg is not None:
+            soak.pg.drop()
+        if disk is not None:
+            disk.close()
+        if out:
+            out.close()
+
+
+def accounting(soak: Soak, workdir: Path, last: dict[str, Any]) -> dict[str, Any]:
+    """Every result the kiosk's log says it committed: stored, kept as a dead letter, or still
+    in its outbox; those in none of them were lost."""
+    committed = committed_ids(workdir / "edge" / "edge.log")
+    stored = soak.stored_ids()
+    lettered = soak.lettered_ids()
+    waiting = ids_in(soak.outbox, "SELECT measurement_id FROM outbox")
+    return {
+        "results_committed_by_kiosk": len(committed),
+        "results_stored": len(stored),
+        "results_dead_lettered": len(lettered),
+        "results_left_in_outbox": len(waiting),
+        "results_lost": len(committed - stored - lettered - waiting),
+        "results_stored_not_committed": len(stored - committed),
+        "results_dropped_by_kiosk": last["dropped"],
+        "measurements_lost_by_kiosk": last["measurements_lost"],
+        "results_resent": last["resent"],
+        "kiosk_reconnects": last["reconnects"],
+    }
+
+
+def traced_growth(folder: Path, warmup: float, top: int = 10) -> dict[str, Any] | None:
+    """The traced memory's growth between the first snapshot after the warm-up and the last
+    one, in all and at the lines (4 frames each) where it grew most; None without snapshots."""
+    import tracemalloc
+
+    snapshots = sorted(folder.glob("snapshot-[0-9][0-9][0-9][0-9]")) if folder.is_dir() else []
+    if len(snapshots) < 2:
+        return None
+    first = tracemalloc.Snapshot.load(str(snapshots[min(int(warmup * len(snapshots)),
+                                                        len(snapshots) - 2)]))
+    last = tracemalloc.Snapshot.load(str(snapshots[-1]))
+    grown = sorted(last.compare_to(first, "traceback"), key=lambda stat: stat.size_diff,
+                   reverse=True)[:top]
+    total_kib = [sum(stat.size for stat in snapshot.statistics("filename")) / 1024
+                 for snapshot in (first, last)]
+    return {
+        "snapshots": len(snapshots),
+        "traced_kib_first_last": [round(kib, 1) for kib in total_kib],
+        "grew_most": [{"kib": round(stat.size_diff / 1024, 1), "blocks": stat.count_diff,
+                       "where": ["/".join(frame.filename.split("/")[-3:]) + f":{frame.lineno}"
+                                 for frame in stat.traceback]}
+                      for stat in grown],
+    }
+
+
+def cpu_fractions(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Each process's CPU seconds a second over its samples (the back office's last life)."""
+    cpu = {}
+    for name in PROCESSES:
+        lives = [r for r in samples if r.get(name)]
+        if name != "edge":  # its last life: after its kill, after its restart
+            mark = "backoffice_killed" if name == "backoffice" else "broker_restarted"
+            restarts = [i for i, r in enumerate(lives) if r.get(mark)]
+            lives = lives[restarts[-1]:] if restarts else lives
+        if len(lives) > 1 and lives[-1]["t_s"] > lives[0]["t_s"]:
+            cpu[name] = round((lives[-1][name]["cpu_s"] - lives[0][name]["cpu_s"])
+                              / (lives[-1]["t_s"] - lives[0]["t_s"]), 3)
+    return cpu
+
+
+def main() -> None:
+    arguments = _parser().parse_args()
+    if arguments.workdir is not None:
+        arguments.workdir.mkdir(parents=True, exist_ok=True)
+        figures = run(arguments, arguments.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="appliance-soak-") as folder:
+            figures = run(arguments, Path(folder))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
