@@ -130,6 +130,9 @@ def test_the_kiosk_screen_asks_for_nothing_it_does_not_serve(kiosk: Running,
         if answer.status >= 400:
             missing.append(answer.url)
 
+    # the module's page may still show an earlier test's screen, whose stopped kiosk its polls
+    # then find refused: leave it before listening (seen once in a loaded run)
+    page.goto("about:blank")
     page.on("console", console)
     page.on("response", response)
     try:
