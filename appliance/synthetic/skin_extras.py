@@ -2,7 +2,9 @@
 
 Dark furrow junctions (darker than the furrows meeting there, as wide or wider), pigment spots and
 freckles (soft, brownish, larger), hairs (long curves: dark brown, or near-neutral grey as
-``params.hair_grey_level`` says; their colour is the renderer's), dust (small sharp specks) and a
+``params.hair_grey_level`` says; their colour is the renderer's), hairs growing out of pores
+(``params.pore_hair_share`` of them: rooted at the pore's centre, thinner than the pore, near-black
+or grey), dust (small sharp specks) and a
 colour cast of lamp and sensor. None of them changes the ground truth: they are not pores and
 not furrows. With the other presets' parameters every layer is empty and no random number is
 drawn, so their frames stay as they were.
@@ -121,6 +123,55 @@ def hairs(rng: np.random.Generator, params: SkinParams, shape: tuple[int, int]) 
         points = np.round(curve * scale).astype(np.int32)
         cv2.polylines(mask, [points], False, 255, thickness, cv2.LINE_AA, SUBPIXEL_BITS)
     return mask.astype(np.float32) / np.float32(255.0)
+
+
+def _pore_hair_rng(params: SkinParams, centre: npt.NDArray[np.float64]) -> np.random.Generator:
+    """The generator of the hair of the pore at ``centre`` (its first draw: whether it has one)."""
+    key = [params.pore_hair_seed, *np.round(centre * (1 << SUBPIXEL_BITS)).astype(np.int64).tolist()]
+    return np.random.default_rng(np.abs(np.array(key, dtype=np.int64)))
+
+
+def pores_with_hairs(geometry: SkinGeometry, params: SkinParams) -> npt.NDArray[np.bool_]:
+    """Which pores of ``geometry`` ``pore_hairs`` gives a hair (the truth of a harness)."""
+    if params.pore_hair_share <= 0.0:
+        return np.zeros(len(geometry.pore_radii_px), dtype=bool)
+    return np.array([_pore_hair_rng(params, centre).random() < params.pore_hair_share
+                     for centre in geometry.pore_centres_px], dtype=bool)
+
+
+def pore_hairs(geometry: SkinGeometry, params: SkinParams) -> tuple[Image, Image] | None:
+    """Coverage (0..1) of hairs growing out of pores, near-black ones and grey ones apart.
+
+    On ``params.pore_hair_share`` of the pores a strand leaves the pore's centre in any direction:
+    0.4-2.5 mm long, gently curved, 25-90 µm thick but at most 0.6 of the pore's diameter (a pit
+    wider than the strand leaving it), near-black or (a third of them) grey. Each pore's draws
+    come from its own generator (``params.pore_hair_seed`` and its centre), so a pore left out of
+    ``geometry`` takes its hair with it and leaves the others as they were."""
+    if params.pore_hair_share <= 0.0 or len(geometry.pore_radii_px) == 0:
+        return None
+    shape = (geometry.height_px, geometry.width_px)
+    masks = (np.zeros(shape, dtype=np.uint8), np.zeros(shape, dtype=np.uint8))
+    scale = 1 << SUBPIXEL_BITS
+    for centre, radius in zip(geometry.pore_centres_px, geometry.pore_radii_px, strict=True):
+        rng = _pore_hair_rng(params, centre)
+        if rng.random() >= params.pore_hair_share:
+            continue
+        angle, length_um = rng.uniform(0.0, 2 * np.pi), rng.uniform(400.0, 2500.0)
+        bend, grey = rng.uniform(-0.25, 0.25), bool(rng.random() < 1.0 / 3.0)
+        thick_um = min(rng.uniform(25.0, 90.0), 0.6 * 2.0 * radius * params.um_per_px)
+        length = length_um / params.um_per_px
+        ahead = np.array([np.cos(angle), np.sin(angle)])
+        side = np.array([-ahead[1], ahead[0]])
+        ends = np.array([centre, centre + ahead * length / 2 + side * bend * length,
+                         centre + ahead * length])
+        t = np.linspace(0.0, 1.0, 48)[:, None]
+        curve = (1 - t) ** 2 * ends[0] + 2 * (1 - t) * t * ends[1] + t**2 * ends[2]
+        points = np.round(curve * scale).astype(np.int32)
+        thickness = max(1, round(thick_um / params.um_per_px))
+        cv2.polylines(masks[int(grey)], [points], False, 255, thickness, cv2.LINE_AA,
+                      SUBPIXEL_BITS)
+    dark, grey_mask = (mask.astype(np.float32) / np.float32(255.0) for mask in masks)
+    return dark, grey_mask
 
 
 def dust(rng: np.random.Generator, params: SkinParams, shape: tuple[int, int]) -> Image | None:

@@ -75,6 +75,9 @@ DARK_JUNCTION_SHARE = 0.3
 DARK_JUNCTION_FLOOR_SHARE = (0.55, 0.9)
 DARK_JUNCTION_RADIUS_WIDTHS = (0.6, 0.9)
 DARK_JUNCTION_BOWL_SHARE = 0.5  # of the dark-junction frames: a Gaussian bowl, not a flat disc
+# the "wide" frames' share of pores with a hair growing out of them (a follicle opens as a pore):
+# drawn per frame from this range, each such hair rooted at its pore's centre (skin_extras)
+PORE_HAIR_SHARE = (0.0, 0.35)
 FOLD_DEPTH_PER_WIDTH_PX = 0.35  # skin_render: a fold's depth is 0.35 x its width in px + 1
 FOLD_DEPTH_BASE = 1.0
 DEFAULT_JUNCTION_RELIEF = 2.0  # depth a junction's darkening adds per unit of darkness
@@ -131,6 +134,8 @@ class SkinParams:
     dead_end_share: float = 0.0  # share of hills a furrow reaches into and ends in
     dead_end_short_share: float = 0.0  # share of those stopping a few µm short of a furrow
     hair_grey_level: float = 0.0  # 0: dark brown hairs; else near-neutral, this times the skin
+    pore_hair_share: float = 0.0  # share of pores with a hair rooted at their centre (0: none)
+    pore_hair_seed: int = 0  # seeds those hairs' draws apart from the frame's other draws
 
     def to_json(self) -> dict[str, float | int]:
         """The parameters as a JSON-ready mapping."""
@@ -299,15 +304,24 @@ def _wide_second_stream(rng: np.random.Generator, params: SkinParams) -> SkinPar
     """What the "wide" preset draws from a child of the frame's generator (the parent's state,
     and so the geometry of frames outside the unbound share, as before): pore hue, pore and
     furrow darkness and how pit and fold combine on every frame; on ``UNBOUND_SHARE`` of them
-    hill size, furrow width and junctions of their own; then dead ends and hair colour; last,
-    on ``DARK_JUNCTION_SHARE`` of them, dark and large junction pits."""
+    hill size, furrow width and junctions of their own; then dead ends and hair colour; then,
+    on ``DARK_JUNCTION_SHARE`` of them, dark and large junction pits; last, the share of pores
+    a hair grows out of."""
     child = rng.spawn(1)[0]
     unbound = bool(child.random() < UNBOUND_SHARE)
     drawn = _unbound_params(child)  # drawn on every frame: the same count of draws each time
     params = replace(params, **_pore_hue_params(child), **_darkness_params(child))
     params = replace(params, **drawn) if unbound else params
     params = replace(params, **_dead_end_and_hair_params(child))
-    return replace(params, **_dark_junction_params(child, params))
+    params = replace(params, **_dark_junction_params(child, params))
+    return replace(params, **_pore_hair_params(child))
+
+
+def _pore_hair_params(rng: np.random.Generator) -> dict[str, Any]:
+    """A "wide" frame's share of pores with a hair growing out of them and the seed of those
+    hairs' draws: drawn after everything else, so the rest of the frame is as before."""
+    return {"pore_hair_share": float(rng.uniform(*PORE_HAIR_SHARE)),
+            "pore_hair_seed": int(rng.integers(0, 2**31 - 1))}
 
 
 def sample_params(rng: np.random.Generator, preset: str) -> SkinParams:

@@ -11,7 +11,9 @@ from __future__ import annotations
 # the deeper of pit and furrow rather than their sum (pores no darker than deep furrows); on
 # three quarters of its frames furrows that end inside hills (some a few µm short of the next
 # furrow), on half of them near-neutral grey hairs; on 30 % of its frames junction pits darker
-# and wider than their furrows (0.55-0.9 of a furrow floor's darkness and depth added).
+# and wider than their furrows (0.55-0.9 of a furrow floor's darkness and depth added); on
+# 0-35 % of the pores (drawn per frame) a near-black or grey hair growing out of the pore's
+# centre, thinner than the pore.
 PRESETS = ("fine", "normal", "coarse", "mixed", "wide")
 PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
     "fine": (20.0, 35.0),
@@ -35,5 +37,6 @@ def preset_help() -> str:
     return ("age range in years: " + ", ".join(ranges) + " (default mixed); wide also varies the "
             "scale (7-13 um/px, in each frame's NAME.json: measure with --um-per-px), pores, "
             "their hue and darkness, furrow darkness, junctions, hill size apart from furrow "
-            "width, furrow depth, dead-end furrows, pigment, hairs (brown or grey), dust, JPEG "
+            "width, furrow depth, dead-end furrows, pigment, hairs (brown or grey, some "
+            "growing out of pores), dust, JPEG "
             "quality and lighting")

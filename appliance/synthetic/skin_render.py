@@ -273,8 +273,23 @@ def _pore_tint(pore: Image, params: SkinParams) -> Image:
     return np.asarray(tint / grey[..., None], dtype=np.float32)
 
 
-def _add_extras(rng: np.random.Generator, params: SkinParams, rgb: Image) -> None:
-    """The "wide" preset's pigment, hairs, dust and colour cast, in place (others: nothing)."""
+def _add_pore_hairs(geometry: SkinGeometry, params: SkinParams, rgb: Image) -> None:
+    """Hairs growing out of pores, in place: near-black ones (most of the light absorbed, the
+    skin's hue kept faintly) and grey ones (0.7 of the skin's grey, none of its hue)."""
+    drawn = skin_extras.pore_hairs(geometry, params)
+    if drawn is None:
+        return
+    dark, grey_mask = (mask[..., None] for mask in drawn)
+    rgb *= np.exp(-4.0 * dark * MELANIN_ABSORPTION_RGB) * (1.0 - 0.5 * dark)
+    grey = rgb @ GREY_WEIGHTS_RGB
+    rgb *= 1.0 - grey_mask
+    rgb += grey_mask * (np.float32(0.7) * grey)[..., None]
+
+
+def _add_extras(rng: np.random.Generator, params: SkinParams, rgb: Image,
+                geometry: SkinGeometry) -> None:
+    """The "wide" preset's pigment, hairs (those growing out of pores too), dust and colour
+    cast, in place (others: nothing)."""
     shape = rgb.shape[:2]
     melanin = skin_extras.pigment(rng, params, shape)
     if melanin is not None:
@@ -288,6 +303,7 @@ def _add_extras(rng: np.random.Generator, params: SkinParams, rgb: Image) -> Non
     elif hair is not None:  # dark brown strands: strong melanin absorption and a shadow
         strand = hair[..., None]
         rgb *= np.exp(-3.0 * strand * MELANIN_ABSORPTION_RGB) * (1.0 - 0.4 * strand)
+    _add_pore_hairs(geometry, params, rgb)
     specks = skin_extras.dust(rng, params, shape)
     if specks is not None:
         rgb *= (1.0 - specks)[..., None]
@@ -311,7 +327,7 @@ def render_linear(
     if params.pore_erythema > 0.0 or params.pore_melanin > 0.0:  # "wide": reddish, brownish pores
         rgb *= _pore_tint(pore, params)
     rgb += _specular(rng, params, hill)[..., None]
-    _add_extras(rng, params, rgb)
+    _add_extras(rng, params, rgb, geometry)
     return _blur(rgb, params.defocus_sigma_px), luminance
 
 

@@ -25,6 +25,9 @@ def _measured(hairs: bool) -> SkinAnalysis:
         # the frame as drawn before the wide preset's dark junction pits (drawn last, so
         # nothing else moves): on this frame they add pits of their own, read apart elsewhere
         patch.setattr(skin_params, "DARK_JUNCTION_SHARE", 0.0)
+        # and without hairs growing out of pores (drawn last too; docs/experiments/README.md
+        # "hairpore"): the hair here is the one grey strand across the frame
+        patch.setattr(skin_params, "PORE_HAIR_SHARE", (0.0, 0.0))
         if not hairs:
             patch.setattr(skin_extras, "hairs", lambda rng, params, shape: (
                 drawn(rng, params, shape), None)[1])
