@@ -127,7 +127,8 @@ def hairs(rng: np.random.Generator, params: SkinParams, shape: tuple[int, int]) 
 
 def _pore_hair_rng(params: SkinParams, centre: npt.NDArray[np.float64]) -> np.random.Generator:
     """The generator of the hair of the pore at ``centre`` (its first draw: whether it has one)."""
-    key = [params.pore_hair_seed, *np.round(centre * (1 << SUBPIXEL_BITS)).astype(np.int64).tolist()]
+    where = np.round(centre * (1 << SUBPIXEL_BITS)).astype(np.int64).tolist()
+    key = [params.pore_hair_seed, *where]
     return np.random.default_rng(np.abs(np.array(key, dtype=np.int64)))
 
 
