@@ -58,7 +58,15 @@ def _positive(kind: type, text: str) -> Any:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def _assignment(text: str) -> tuple[str, str]:
+    """KEY=VALUE as (KEY, VALUE); KEY a name an environment takes."""
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def command_line() -> argparse.ArgumentParser:
     """The command line, built without the heavy modules imported below."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=lambda t: _positive(float, t), default=10.0,
@@ -93,13 +101,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--full-disk-mib", type=lambda t: _positive(int, t), default=None,
                         help="root only: the kiosk's state folder on a tmpfs of this many MiB, "
                         "filled at 70 %% of the run and freed 20 s later")
+    parser.add_argument("--kiosk-env", action="append", type=_assignment, default=[],
+                        metavar="KEY=VALUE",
+                        help="put KEY=VALUE in the kiosk's environment (repeatable; an empty "
+                        "VALUE takes KEY out), e.g. GLIBC_TUNABLES=glibc.malloc.hugetlb=1 as "
+                        "deploy/appliance-edge.service sets it")
     parser.add_argument("--samples-out", type=Path, default=None,
                         help="also write every sample as JSON lines to this file")
     return parser
 
 
 if __name__ == "__main__":  # --help and a bad argument end here, before the heavy imports
-    _parser().parse_args()
+    command_line().parse_args()
 
 import yaml
 from paho.mqtt import client as mqtt
@@ -182,7 +195,69 @@ def proc_figures(pid: int) -> dict[str, float] | None:
         "fds": fds,
         "threads": int(fields["Threads"].strip()),
         "cpu_s": round((int(after_name[11]) + int(after_name[12])) / ticks, 2),
+        **rollup_figures(pid),
     }
+
+
+def rollup_figures(pid: int) -> dict[str, float]:
+    """Anonymous memory and the part of it on transparent huge pages (MiB), from
+    /proc/PID/smaps_rollup ({} where it cannot be read)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {}
+    kib = {name: int(rest.split()[0]) for name, rest in
+           (line.split(":", 1) for line in text.splitlines()[1:] if ":" in line)}
+    return {"anon_mib": round(kib.get("Anonymous", 0) / 1024, 2),
+            "anon_huge_mib": round(kib.get("AnonHugePages", 0) / 1024, 2)}
+
+
+ARENA_ALIGN = 64 * 1024 * 1024  # glibc's thread arenas live in heaps mmapped at 64 MiB bounds
+LIBRARY_GROUPS = (("onnxruntime", "ONNX Runtime"), ("opencv", "OpenCV"), ("cv2", "OpenCV"),
+                  ("numpy", "NumPy"), ("scipy", "SciPy"), ("openblas", "NumPy"),
+                  ("skimage", "scikit-image"), ("pydantic", "pydantic"))
+
+
+def smaps_breakdown(text: str) -> dict[str, dict[str, float]]:
+    """/proc/PID/smaps grouped by what holds the memory: RSS and AnonHugePages (MiB) and the
+    mappings of each group. glibc's thread arenas are heaps mmapped at 64 MiB bounds, 64 MiB
+    each: an anonymous mapping within 64 MiB of such a start belongs to one (NumPy's madvise
+    of a large array splits a heap into several mappings); [heap] is the main arena; other
+    anonymous mappings are Python's object arenas, thread stacks and large mmaps; files by
+    their library."""
+    mappings: list[tuple[int, str, dict[str, int]]] = []
+    for line in text.splitlines():
+        head = line.split()
+        if head and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", head[0]):
+            mappings.append((int(head[0].split("-")[0], 16),
+                             head[5] if len(head) > 5 else "", {}))
+        elif head and head[0] in ("Rss:", "AnonHugePages:") and mappings:
+            mappings[-1][2][head[0]] = int(head[1])
+    heaps = {start for start, path, _ in mappings if not path and start % ARENA_ALIGN == 0}
+    groups: dict[str, dict[str, float]] = {}
+    for start, path, kib in mappings:
+        group = _mapping_group(start - start % ARENA_ALIGN in heaps, path)
+        entry = groups.setdefault(group, {"rss_mib": 0.0, "anon_huge_mib": 0.0,
+                                          "mappings": 0})
+        entry["mappings"] += 1
+        entry["rss_mib"] += kib.get("Rss:", 0) / 1024
+        entry["anon_huge_mib"] += kib.get("AnonHugePages:", 0) / 1024
+    return {name: {k: round(v, 2) for k, v in entry.items()}
+            for name, entry in sorted(groups.items(), key=lambda item: -item[1]["rss_mib"])}
+
+
+def _mapping_group(in_heap: bool, path: str) -> str:
+    if not path:
+        return "malloc thread arenas" if in_heap else "other anonymous"
+    if path.startswith("["):
+        return "main arena [heap]" if path == "[heap]" else path
+    within = path.rsplit("site-packages/", 1)[-1].lower()  # a package's path, else the file's
+    for needle, name in LIBRARY_GROUPS:
+        if needle in within:
+            return name
+    if os.path.basename(path).startswith(("python3", "libpython")):
+        return "Python"
+    return "other files"
 
 
 def folder_bytes(folder: Path) -> tuple[int, int]:
@@ -326,13 +401,15 @@ class Soak:
 
     def __init__(self, workdir: Path, fps: float, *, shifted_clock: bool = False,
                  customers: int | None = None, pg_url: str | None = None,
-                 tracemalloc_s: float | None = None) -> None:
+                 tracemalloc_s: float | None = None,
+                 extra_env: list[tuple[str, str]] | None = None) -> None:
         self.workdir = workdir
         self.pg = PgStore(pg_url, f"soak_{os.getpid()}") if pg_url else None
         self.customize = workdir / "kiosk-python"
         self.customize.mkdir(parents=True, exist_ok=True)
         (self.customize / "sitecustomize.py").write_text(KIOSK_SITECUSTOMIZE)
         self.kiosk_env: dict[str, str] = {}
+        self.extra_env = dict(extra_env or [])  # --kiosk-env, last word on the environment
         self.clock_file: Path | None = None
         if shifted_clock:
             self.clock_file = workdir / "kiosk-python" / "clock-offset"
@@ -396,6 +473,8 @@ class Soak:
         if name == "edge" and self.kiosk_env:
             env["PYTHONPATH"] = os.pathsep.join((str(self.customize), env["PYTHONPATH"]))
             env |= self.kiosk_env
+        if name == "edge":
+            env = kiosk_environment(env, self.extra_env)
         with (self.workdir / name / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "appliance", name, "--config", str(config)],
@@ -444,6 +523,21 @@ class Soak:
         process = self.processes.get(name)
         return process.pid if process is not None and process.poll() is None else None
 
+    def kiosk_memory(self) -> dict[str, Any]:
+        """The kiosk's memory now, by what holds it (its smaps), and its malloc tunables."""
+        pid = self.pid("edge")
+        if pid is None:
+            return {}
+        try:
+            text = Path(f"/proc/{pid}/smaps").read_text()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return {}
+        tunables = [item.decode(errors="replace") for item in environ
+                    if item.startswith(b"GLIBC_TUNABLES=")]
+        return {"glibc_tunables": tunables[0].split("=", 1)[1] if tunables else None,
+                "by_holder": smaps_breakdown(text)}
+
     def sample(self, started_s: float, sys_watch: SysWatcher) -> dict[str, Any]:
         edge = scrape(self.edge_metrics)
         worker = scrape(self.backoffice_metrics)
@@ -484,6 +578,12 @@ class Soak:
             pid = self.pid(name)
             row[name] = proc_figures(pid) if pid is not None else None
         return row
+
+
+def kiosk_environment(env: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """``env`` with ``--kiosk-env``'s assignments: an empty value takes the key out."""
+    merged = env | extra
+    return {key: value for key, value in merged.items() if value or key not in extra}
 
 
 def slope_per_1000(points: list[tuple[float, float]]) -> float | None:
@@ -588,13 +688,14 @@ def summarise(samples: list[dict[str, Any]], seconds: float, warmup: float,
             restarted = [r["t_s"] for r in samples if r.get("broker_restarted")]
             rows = [r for r in rows if not restarted or r["t_s"] >= restarted[0] + warmup * seconds]
         per: dict[str, Any] = {}
-        for key in ("rss_mib", "fds", "threads"):
-            points = [(float(r[x_key]), float(r[name][key])) for r in rows]
+        for key in ("rss_mib", "anon_huge_mib", "fds", "threads"):
+            keyed = [r for r in rows if key in r[name]]  # smaps_rollup may be unreadable
+            points = [(float(r[x_key]), float(r[name][key])) for r in keyed]
             per[f"{key}_per_1000_results"] = slope_per_1000(points)
-            values = [r[name][key] for r in samples if r.get(name)]
+            values = [r[name][key] for r in samples if r.get(name) and key in r[name]]
             per[f"{key}_max"] = max(values) if values else None
-            per[f"{key}_first_fit"] = rows[0][name][key] if rows else None
-            per[f"{key}_last_fit"] = rows[-1][name][key] if rows else None
+            per[f"{key}_first_fit"] = keyed[0][name][key] if keyed else None
+            per[f"{key}_last_fit"] = keyed[-1][name][key] if keyed else None
         if name == "backoffice":  # the store's own file (its WAL aside) a result
             slope = slope_per_1000([(float(r["stored"]), float(r["store_file_bytes"]))
                                     for r in rows])
@@ -672,7 +773,7 @@ def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     workdir = workdir.resolve()
     soak = Soak(workdir, arguments.fps, shifted_clock=bool(arguments.clock_jump_s),
                 customers=arguments.customers, pg_url=arguments.pg_url,
-                tracemalloc_s=arguments.tracemalloc_s)
+                tracemalloc_s=arguments.tracemalloc_s, extra_env=arguments.kiosk_env)
     disk = (FullDisk(soak.edge_state, arguments.full_disk_mib)
             if arguments.full_disk_mib else None)
     soak.broker.start()
@@ -708,6 +809,7 @@ def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         drained = wait_for(lambda: scrape(soak.edge_metrics).get(
             "appliance_edge_outbox_depth") == 0, DRAIN_S)
         samples.append(soak.sample(started_s, sys_watch))
+        kiosk_memory = soak.kiosk_memory()
         exits = {"kiosk_exit": soak.stop("edge")}
         time.sleep(2.0)  # the worker stores what the kiosk's last moments sent
         exits["backoffice_exit"] = soak.stop("backoffice")
@@ -716,6 +818,7 @@ def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "fps": arguments.fps,
             "customers": arguments.customers,
             "clock_jump_s": arguments.clock_jump_s,
+            "kiosk_env": dict(arguments.kiosk_env),
             "full_disk_mib": arguments.full_disk_mib,
             "sample_s": arguments.sample_s,
             "samples": len(samples),
@@ -730,6 +833,7 @@ def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "load1_range": [min(r["load1"] for r in samples), max(r["load1"] for r in samples)],
             **summarise(samples, seconds, arguments.warmup, events.killed_at_s),
             "tracemalloc_growth": traced_growth(soak.snapshots, arguments.warmup),
+            "kiosk_memory_at_end": kiosk_memory,
             "workdir": str(workdir),
         }
     finally:
@@ -808,7 +912,7 @@ def cpu_fractions(samples: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def main() -> None:
-    arguments = _parser().parse_args()
+    arguments = command_line().parse_args()
     if arguments.workdir is not None:
         arguments.workdir.mkdir(parents=True, exist_ok=True)
         figures = run(arguments, arguments.workdir)

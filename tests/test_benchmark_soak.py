@@ -54,3 +54,49 @@ def test_a_short_soak_stores_every_result_across_a_killed_back_office_and_a_brok
     for name in ("edge", "backoffice", "broker"):
         assert figures[name]["fds_max"] > 0
         assert figures[name]["rss_mib_max"] > 0
+
+
+def test_kiosk_env_sets_and_takes_out_variables_of_the_kiosk_only() -> None:
+    arguments = soak.command_line().parse_args(
+        ["--kiosk-env", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1", "--kiosk-env", "LANG="])
+    extra = dict(arguments.kiosk_env)
+    assert extra == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "LANG": ""}
+    env = soak.kiosk_environment({"LANG": "C.UTF-8", "PATH": "/bin"}, extra)
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    with pytest.raises(SystemExit):
+        soak.command_line().parse_args(["--kiosk-env", "no-equals-sign"])
+
+
+SITE = "/v/lib/python3.11/site-packages"
+SMAPS = "\n".join([
+    "55f402c00000-55f407200000 rw-p 00000000 00:00 0  [heap]",
+    "Rss:               71680 kB", "AnonHugePages:     71680 kB",
+    "7f7ba8000000-7f7ba9000000 rw-p 00000000 00:00 0",  # a thread arena's heap
+    "Rss:               16384 kB", "AnonHugePages:      2048 kB",
+    "7f7ba9000000-7f7baa000000 rw-p 00000000 00:00 0",  # its rest, split off by an madvise
+    "Rss:               10240 kB", "AnonHugePages:         0 kB",
+    "7f7baa000000-7f7bac000000 ---p 00000000 00:00 0",  # reserved, not yet used
+    "Rss:                   0 kB",
+    "7f7bc0001000-7f7bc0801000 rw-p 00000000 00:00 0",  # a thread stack, say
+    "Rss:                  40 kB",
+    f"7f7bc0ae9000-7f7bc26b5000 r-xp 000e9000 fe:00 5415263  {SITE}/onnxruntime/capi/x.so",
+    "Rss:               17800 kB",
+    f"7f7bd2df8000-7f7bd645a000 r-xp 001f8000 fe:00 5415072  {SITE}/cv2/cv2.abi3.so",
+    "Rss:               34128 kB",
+    "7f7bd7000000-7f7bd7001000 r--p 00000000 fe:00 1  /usr/bin/python3.11",
+    "Rss:                   4 kB",
+]) + "\n"
+
+
+def test_smaps_breakdown_tells_the_arenas_the_libraries_and_the_rest_apart() -> None:
+    groups = soak.smaps_breakdown(SMAPS)
+    assert groups["main arena [heap]"] == {"rss_mib": 70.0, "anon_huge_mib": 70.0,
+                                           "mappings": 1}
+    # a thread arena's heap split in two by an madvise, and its reserved rest
+    assert groups["malloc thread arenas"] == {"rss_mib": 26.0, "anon_huge_mib": 2.0,
+                                              "mappings": 3}
+    assert groups["other anonymous"]["mappings"] == 1  # a thread stack, say
+    assert groups["ONNX Runtime"]["rss_mib"] == round(17800 / 1024, 2)
+    assert groups["OpenCV"]["rss_mib"] == round(34128 / 1024, 2)
+    assert groups["Python"]["mappings"] == 1
+    assert next(iter(groups)) == "main arena [heap]"  # largest first
