@@ -20,6 +20,7 @@ FURROW_RGB = (40, 220, 255)
 PORE_RGB = (255, 60, 200)
 TEXT_RGB = (255, 255, 255)
 HILL_TINT_ALPHA = 0.28
+TINT_BAND_ROWS = 120  # rows blended at a time (1280x120: 1.8 MB a float image)
 CAPTION_LINE_PX = 32
 CAPTION_TEXT_PX = 24
 CAPTION_MARGIN_PX = 12
@@ -36,11 +37,18 @@ def _hill_palette(count: int) -> np.ndarray:
 
 
 def _tint_hills(rgb: np.ndarray, analysis: SkinAnalysis) -> np.ndarray:
+    """The frame blended with its hills' colours, a band of rows at a time: the blend's
+    float images then stay a band's size, not four of the frame's (60 MB at 1280x960, which
+    the drawing thread's malloc arena would keep for good)."""
     cells = analysis.texture.hill_labels
-    tint = _hill_palette(int(cells.max()) + 1)[cells]
+    tint = _hill_palette(int(cells.max()) + 1).astype(np.uint8)[cells]  # whole numbers
     tint_full = cv2.resize(tint, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
-    mixed = rgb.astype(np.float32) * (1.0 - HILL_TINT_ALPHA) + tint_full * HILL_TINT_ALPHA
-    tinted: np.ndarray = np.clip(mixed, 0, 255).astype(np.uint8)
+    tinted = np.empty_like(rgb)
+    for top in range(0, rgb.shape[0], TINT_BAND_ROWS):
+        rows = slice(top, top + TINT_BAND_ROWS)
+        mixed = (rgb[rows].astype(np.float32) * (1.0 - HILL_TINT_ALPHA)
+                 + tint_full[rows].astype(np.float32) * HILL_TINT_ALPHA)
+        tinted[rows] = np.clip(mixed, 0, 255)  # cut to uint8 as astype does
     return tinted
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tracemalloc
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import pytest
 
 from appliance.imagetext import text_font
+from appliance.skin import overlay
 from appliance.skin.analysis import SkinAnalysis, analyze
 from appliance.skin.overlay import (
     CAPTION_LINE_PX,
@@ -184,3 +187,38 @@ def test_a_hostile_grade_label_stays_inside_the_picture(label: str) -> None:
     assert band.shape[0] <= CAPTION_LINE_PX * MAX_ROWS_PER_LINE * len(lines) + 14
     assert not band[:, -8:].any()  # no text runs off the right edge
     assert not band[-3:].any()  # nor off the bottom
+
+
+def test_the_hills_are_tinted_as_the_blend_of_frame_and_palette() -> None:
+    """Each pixel 72 % frame, 28 % its hill's colour, in float32, cut to uint8."""
+    analysis = _analysis(10.0)
+    rgb = _rgb()
+    marked = draw_markings(rgb, analysis)
+    cells = analysis.texture.hill_labels
+    palette = overlay._hill_palette(int(cells.max()) + 1)  # noqa: SLF001 - the colours drawn
+    tint = cv2.resize(palette[cells], (rgb.shape[1], rgb.shape[0]),
+                      interpolation=cv2.INTER_NEAREST)
+    alpha = overlay.HILL_TINT_ALPHA
+    blend = rgb.astype(np.float32) * (1.0 - alpha) + tint * alpha
+    expected = np.clip(blend, 0, 255).astype(np.uint8)
+    untouched = (marked == expected).all(axis=2)  # furrow lines and pore circles drawn over it
+    assert untouched.mean() > 0.8
+    assert np.array_equal(marked[untouched], expected[untouched])
+
+
+def test_the_markings_are_drawn_without_frame_sized_float_images() -> None:
+    """The kiosk screen's thread draws them after each result, and its malloc arena keeps
+    what the drawing peaked at: the blend stays under two float copies of the frame (it held
+    four, 52 MB at 1280x960)."""
+    analysis = _analysis(10.0)
+    rgb = _rgb()
+    draw_markings(rgb, analysis)  # first call: the font and palette made once
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        draw_markings(rgb, analysis)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert rgb.shape == (960, 1280, 3)
+    assert peak < 2 * rgb.size * np.dtype(np.float32).itemsize
