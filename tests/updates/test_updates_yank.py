@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from updates_helpers import Fleet, inputs
+from updates_helpers import Fleet, inputs, wait_installed
 
 from appliance.cli import main
 from appliance.updates.install import ModelStore
@@ -91,13 +91,6 @@ def test_yank_without_the_targets_key_signs_nothing(tmp_path: Path) -> None:
     assert model_target(MODEL, "1.2.0") in repo.targets().targets
 
 
-def _installed_and_healthy(events: ModelEvents, device: str) -> None:
-    """Wait until ``device`` reports its release installed and healthy (30 s at most)."""
-    assert events.wait_until(lambda: (s := events.last_state(device)) is not None
-                             and s.state == "installed" and s.healthy is True, 30), \
-        events.states.get(device)
-
-
 def _last(events: ModelEvents, device: str) -> Any:
     state = events.last_state(device)
     assert state is not None
@@ -127,7 +120,7 @@ def test_a_kiosk_running_a_yanked_release_goes_back_and_none_installs_it_afterwa
     k1 = fleet.kiosk("k1")
     fleet.assign(bad, ["k1", "k2"])
     k1.updater.notify()
-    _installed_and_healthy(events, "k1")
+    wait_installed(events, "k1")
     fleet.release("1.3.0")
     withdraw_release(fleet.repo, MODEL, "1.2.0", "grades dark skin coarse", "ops@backoffice")
     k1.updater.notify()
@@ -202,7 +195,7 @@ def test_a_kiosk_on_a_yanked_release_with_no_older_one_signed_goes_back_to_its_m
     k1 = fleet.kiosk("k1")
     fleet.assign(bad, ["k1"])
     k1.updater.notify()
-    _installed_and_healthy(events, "k1")
+    wait_installed(events, "k1")
     withdraw_release(fleet.repo, MODEL, "1.2.0", "", "ops@backoffice")
     k1.updater.notify()
     assert events.wait_until(lambda: _last(events, "k1").state == "rolled_back", 30)
@@ -228,7 +221,7 @@ def test_a_rollback_signed_after_the_yank_is_installed_and_reported_as_its_rollo
     k1 = fleet.kiosk("k1")
     fleet.assign(bad, ["k1"])
     k1.updater.notify()
-    _installed_and_healthy(events, "k1")
+    wait_installed(events, "k1")
     withdraw_release(fleet.repo, MODEL, "1.2.0", "grades dark skin coarse", "ops@backoffice")
     rollout = fleet.assign(older, ["k1"], decision="rollback")
     k1.updater.notify()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from test_updates_halt import _broker_env, _mute_online, _rows
-from updates_helpers import Fleet
+from updates_helpers import Fleet, wait_installed
 
 from appliance.cli import main
 from appliance.edge.testing import wait_until
@@ -206,11 +206,19 @@ def _fetch(fleet: Fleet, path: str) -> int:
         return exc.code
 
 
-def _installed(events: ModelEvents, device: str, version: str) -> None:
-    assert events.wait_until(lambda: (s := events.last_state(device)) is not None
-                             and s.state == "installed" and s.healthy is True
-                             and s.model is not None and s.model.version == version, 30), \
-        events.states.get(device)
+def _serving(fleet: Fleet, events: ModelEvents, release: Any, version: str) -> Any:
+    """Kiosk k1, assigned ``release`` and told, once it reports ``version`` installed."""
+    k1 = fleet.kiosk("k1")
+    fleet.assign(release, ["k1"])
+    k1.updater.notify()
+    wait_installed(events, "k1", version)
+    return k1
+
+
+def _served_path(fleet: Fleet, version: str) -> str:
+    """Where the update server serves the release's model file (under /targets/)."""
+    listed = fleet.repo.targets().targets[model_target(MODEL, version)]
+    return f"models/{MODEL}/{version}/{listed.hashes['sha256']}.{MODEL}-{version}.onnx"
 
 
 @pytest.mark.broker
@@ -220,11 +228,7 @@ def test_a_withdrawal_signed_by_the_fleet_key_is_not_one(
     """The fleet key (online, on the back office) signs a record of 1.1.0's withdrawal into its
     own role: kiosks look withdrawals up in the targets role only (the fleet role is delegated
     `devices/*/*` alone), so k1 keeps 1.1.0 and nothing lists it withdrawn."""
-    good = fleet.release("1.1.0")
-    k1 = fleet.kiosk("k1")
-    fleet.assign(good, ["k1"])
-    k1.updater.notify()
-    _installed(events, "k1", "1.1.0")
+    k1 = _serving(fleet, events, fleet.release("1.1.0"), "1.1.0")
     listed = fleet.repo.targets().targets[model_target(MODEL, "1.1.0")]
     forged = Withdrawal(model=MODEL, version="1.1.0", sha256=listed.hashes["sha256"],
                         reason="forged", at="2026-12-06T00:00:00+00:00", by="thief@fleet")
@@ -240,8 +244,7 @@ def test_a_withdrawal_signed_by_the_fleet_key_is_not_one(
     assert k1.classifier is not None
     assert k1.classifier.version == "1.1.0"
     assert withdrawals(fleet.repo) == {}
-    assert _fetch(fleet, listed.path.rpartition("/")[0] + "/"
-                  + f"{listed.hashes['sha256']}.{MODEL}-1.1.0.onnx") == 200
+    assert _fetch(fleet, _served_path(fleet, "1.1.0")) == 200
 
 
 @pytest.mark.broker
@@ -249,13 +252,8 @@ def test_a_kiosk_switched_off_during_the_yank_goes_back_when_on_and_the_file_is_
     fleet: Fleet, events: ModelEvents
 ) -> None:
     fleet.release("1.1.0")
-    bad = fleet.release("1.2.0")
-    k1 = fleet.kiosk("k1")
-    fleet.assign(bad, ["k1"])
-    k1.updater.notify()
-    _installed(events, "k1", "1.2.0")
-    listed = fleet.repo.targets().targets[model_target(MODEL, "1.2.0")]
-    served = f"models/{MODEL}/1.2.0/{listed.hashes['sha256']}.{MODEL}-1.2.0.onnx"
+    k1 = _serving(fleet, events, fleet.release("1.2.0"), "1.2.0")
+    served = _served_path(fleet, "1.2.0")
     assert _fetch(fleet, served) == 200
     k1.request_stop()
     fleet.threads[-1].join(10)
@@ -284,11 +282,7 @@ def test_the_rollback_yank_suggests_completes_for_a_kiosk_that_went_back_by_itse
     (exit 1) and said "no device serves skin-texture-grade 1.1.0" while k1 served it."""
     _broker_env(fleet, monkeypatch)
     fleet.release("1.1.0")
-    bad = fleet.release("1.2.0")
-    k1 = fleet.kiosk("k1")
-    fleet.assign(bad, ["k1"])
-    k1.updater.notify()
-    _installed(events, "k1", "1.2.0")
+    k1 = _serving(fleet, events, fleet.release("1.2.0"), "1.2.0")
     withdraw_release(fleet.repo, MODEL, "1.2.0", "grades dark skin coarse", "ops@backoffice")
     k1.updater.notify()
     assert events.wait_until(lambda: (s := events.last_state("k1")) is not None
@@ -334,10 +328,7 @@ def test_a_withdrawal_record_replayed_for_another_version_withdraws_nothing(
     SHA-256): k1 serves 1.1.0 on either way."""
     good = fleet.release("1.1.0")
     fleet.release("1.2.0")
-    k1 = fleet.kiosk("k1")
-    fleet.assign(good, ["k1"])
-    k1.updater.notify()
-    _installed(events, "k1", "1.1.0")
+    k1 = _serving(fleet, events, good, "1.1.0")
     real = withdraw_release(fleet.repo, MODEL, "1.2.0", "grades dark skin coarse", "ops@bo")
     for replayed, said in ((real, "the record names skin-texture-grade 1.2.0"),
                            (real.model_copy(update={"version": "1.1.0"}), None)):

@@ -19,7 +19,7 @@ from appliance.updates.operations import assign, init_repository, release_model
 from appliance.updates.release import manifest_for
 from appliance.updates.repository import FileRepository
 from appliance.updates.serve import RepositoryServer
-from appliance.updates.testing import kiosk_daemon, linear_model
+from appliance.updates.testing import ModelEvents, kiosk_daemon, linear_model
 
 # Representative inputs: typical magnitudes of each feature (kime_score, index 9, about 30).
 SCALES = np.array(
@@ -122,3 +122,13 @@ def unmarked(held: Mapping[Device, Assignment]) -> dict[Device, Assignment]:
     (``Assignment.halted``): as they were before the rollout replaced them."""
     return {device: assignment.model_copy(update={"halted": None})
             for device, assignment in held.items()}
+
+
+def wait_installed(events: ModelEvents, device: str, version: str | None = None) -> None:
+    """Wait until ``device`` reports its release (``version``, where given) installed and
+    healthy (30 s at most)."""
+    assert events.wait_until(lambda: (s := events.last_state(device)) is not None
+                             and s.state == "installed" and s.healthy is True
+                             and (version is None or (s.model is not None
+                                                      and s.model.version == version)), 30), \
+        events.states.get(device)
