@@ -117,10 +117,17 @@ def run_yank(args: argparse.Namespace) -> int:
     if assigned:
         older = sorted((m.version for m in releases(repo) if m.name == args.name
                         and semver_key(m.version) < semver_key(args.version)), key=semver_key)
-        now = (f"; to take them back now rather than at their next check: `appliance models "
-               f"rollback {args.name} --to {older[-1]} --repo {args.repo}`" if older else "")
-        print(escape_controls(f"{len(assigned)} device(s) still assigned it (they keep or go "
-                              f"back to an older release): {_devices_named(assigned)}{now}"))
+        if older:
+            what = "they go back to an older release at their next check"
+            now = (f"; to take them back now rather than at their next check: `appliance models "
+                   f"rollback {args.name} --to {older[-1]} --repo {args.repo}`")
+        else:  # updates/kiosk.py _go_back_from_withdrawn: the model before, if it has one
+            what = ("no older release is signed: each goes back to the model it served before "
+                    "at its next check, and one with none keeps running it until another is "
+                    "deployed")
+            now = ""
+        print(escape_controls(f"{len(assigned)} device(s) still assigned it ({what}): "
+                              f"{_devices_named(assigned)}{now}"))
     return 0
 
 

@@ -49,7 +49,8 @@ def test_a_yanked_release_is_unlisted_and_can_be_neither_deployed_rolled_back_to
     said = capsys.readouterr().out
     assert f"{MODEL} 1.2.0 withdrawn " in said
     assert "grades dark skin coarse" in said
-    assert ("1 device(s) still assigned it (they keep or go back to an older release): lab/k1; "
+    assert ("1 device(s) still assigned it (they go back to an older release at their next check): "
+            "lab/k1; "
             f"to take them back now rather than at their next check: `appliance models rollback "
             f"{MODEL} --to 1.1.0 --repo {repo.dir}`") in said
     targets = repo.targets().targets
@@ -77,6 +78,22 @@ def test_a_yanked_release_is_unlisted_and_can_be_neither_deployed_rolled_back_to
     assert main(["models", "yank", MODEL, "--version", "9.9.9", "--repo", str(repo.dir)]) == 2
     assert "is not released" in capsys.readouterr().err
     assert released(repo, MODEL, "1.1.0").version == "1.1.0"
+
+
+def test_yank_of_the_only_release_says_its_devices_go_back_to_their_model_before_not_older(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./config.yaml
+    repo = init_repository(tmp_path / "repo")
+    _release(repo.dir, "1.2.0")
+    assign(repo, [("lab", "k1"), ("lab", "k2")], released(repo, MODEL, "1.2.0"))
+    capsys.readouterr()
+    assert main(["models", "yank", MODEL, "--version", "1.2.0", "--repo", str(repo.dir)]) == 0
+    said = capsys.readouterr().out
+    assert ("2 device(s) still assigned it (no older release is signed: each goes back to the "
+            "model it served before at its next check, and one with none keeps running it until "
+            "another is deployed): lab/k1, lab/k2\n") in said
+    assert "models rollback" not in said  # nothing to roll back to
 
 
 def test_yank_without_the_targets_key_signs_nothing(tmp_path: Path) -> None:
