@@ -167,10 +167,16 @@ def _origins(config: Config, config_path: str | None, *keys: str) -> str:
 
 
 def _watch(config: Config, config_path: str | None) -> FleetWatcher:
-    """A watcher on the configured broker; an error names the broker and where it came from."""
+    """A watcher on the configured broker; an error names the broker and where it came from.
+
+    Under a login its client id is that login (``rollout``): the shipped broker binds each
+    login to one client id, its own name for every login but a kiosk's
+    (deploy/mosquitto/provision.py), and refused ``models-PID`` (CONNACK 0x87), so no deploy,
+    rollback, halt or status reached it. Two commands under one login take the connection
+    from each other while both run (each reconnects); anonymous, each has an id of its own."""
     mqtt = config.mqtt
     try:
-        return FleetWatcher(mqtt, f"models-{os.getpid()}")
+        return FleetWatcher(mqtt, mqtt.username or f"models-{os.getpid()}")
     except BrokerRefusedError as exc:  # it answered: the address is right, the identity not
         raise BrokerRefusedError(f"{exc} ({_origins(config, config_path, 'username')})",
                                  exc.reason_code) from exc

@@ -117,7 +117,8 @@ def test_models_status_names_the_refusal_instead_of_showing_an_empty_fleet(
     repo = init_repository(tmp_path / "repo")
     assert main(["models", "status", "--repo", str(repo.dir)]) == 2
     captured = capsys.readouterr()
-    assert f"models status: broker 127.0.0.1:{locked_broker.port} refused models-" in captured.err
+    # under a login, its client id is the login (the shipped broker binds the two)
+    assert f"models status: broker 127.0.0.1:{locked_broker.port} refused {USER} (" in captured.err
     assert "check mqtt.username and the password" in captured.err
     assert "(mqtt.username from APPLIANCE__MQTT__USERNAME; no --config and no ./config.yaml)" \
         in captured.err
