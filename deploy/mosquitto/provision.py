@@ -4,9 +4,13 @@
     provision.py --out DIR --device shop-1/kiosk-1 --device shop-2/kiosk-7 [--devices FILE]
                  [--worker backoffice-1 ...] [--prefix appliance] [--host broker.example]
                  [--pathology-server pathology-lab1-0 ...] [--pathology-client lab-user ...]
+                 [--revoke LOGIN ...] [--rotate LOGIN ...]
 
-FILE holds one ``site/device`` per line. Writes into DIR (re-running keeps the CA, the keys
-and every password already made, and adds what is new):
+FILE holds one ``site/device`` per line. Each run names the whole fleet: a login DIR holds
+that the run does not name is refused (nothing written) unless ``--revoke`` names it, which
+removes it and its password file; ``--rotate`` gives a login of the run a new password.
+Writes into DIR (re-running keeps the CA, the keys and every password already made, and adds
+what is new); mosquitto reads it at its start (restart it after a run):
 
     certs/ca.crt, certs/ca.key         the CA kiosks trust (mqtt.tls.ca_file)
     certs/broker.crt, certs/broker.key the broker's TLS certificate (SAN: --host, localhost)
@@ -303,6 +307,39 @@ def dynsec_state(out: Path, devices: list[tuple[str, str]], workers: list[str],
     }
 
 
+def provisioned_logins(out: Path) -> set[str]:
+    """The logins DIR's dynamic-security state holds now, the derived ``@look`` and ``@probe``
+    ones left out (they come and go with their device or server)."""
+    path = out / "dynamic-security.json"
+    if not path.exists():
+        return set()
+    try:
+        state = json.loads(path.read_text())
+        return {c["username"] for c in state["clients"] if "@" not in c["username"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: cannot read the logins it holds ({exc}); "
+                         "nothing written") from exc
+
+
+def check_changes(out: Path, logins: list[str], revoke: list[str], rotate: list[str]) -> None:
+    """Refuse a run that would drop a login without ``--revoke`` naming it: a run writes the
+    broker's whole state from its arguments, so one naming only a new kiosk (or no
+    ``--worker``) removed every other login at the next broker restart, saying nothing.
+    Nothing is written when refused."""
+    named = set(logins)
+    if kept := sorted(named & set(revoke)):
+        raise SystemExit(f"--revoke {', '.join(kept)}: also named to keep; nothing written")
+    if unknown := sorted(set(rotate) - named):
+        raise SystemExit(f"--rotate {', '.join(unknown)}: not a login this run keeps (name it "
+                         "with --device, --worker, ... as well); nothing written")
+    if dropped := sorted(provisioned_logins(out) - named - set(revoke)):
+        raise SystemExit(
+            f"{out / 'dynamic-security.json'} holds login(s) this run does not name: "
+            f"{', '.join(dropped)}. Each run writes the whole fleet: name every device "
+            "(--devices FILE), --worker and pathology login each time, or --revoke LOGIN "
+            "to remove one; nothing written")
+
+
 def read_devices(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(site, device) pairs from --device and --devices; unique device ids, valid names."""
     lines = list(args.device)
@@ -334,6 +371,10 @@ def main(argv: list[str]) -> int:
                         help="pathology server login, also its client id (pathology.client_id)")
     parser.add_argument("--pathology-client", action="append", default=[],
                         help="login of whoever submits, lists and cancels pathology jobs")
+    parser.add_argument("--revoke", action="append", default=[], metavar="LOGIN",
+                        help="remove this login (and its @look or @probe one) and its password")
+    parser.add_argument("--rotate", action="append", default=[], metavar="LOGIN",
+                        help="give this login (named in this run) a new password")
     args = parser.parse_args(argv)
     devices = read_devices(args)
     workers = args.worker or ["backoffice-1"]
@@ -342,10 +383,18 @@ def main(argv: list[str]) -> int:
     if any(not NAME.match(login) for login in logins) or len(set(logins)) != len(logins):
         raise SystemExit("logins (devices, workers, rollout, pathology servers and clients): "
                          "letters, digits, _ . -, each used once")
+    check_changes(args.out, logins, args.revoke, args.rotate)
+    for login in args.rotate:  # password_for makes a new one
+        (args.out / "credentials" / f"{login}.password").unlink(missing_ok=True)
     make_certificates(args.out, [*args.host, "localhost", "127.0.0.1"])
     state = dynsec_state(args.out, devices, workers, args.prefix, args.share_group,
                          pathology_servers=servers, pathology_clients=users)
     _write_private(args.out / "dynamic-security.json", json.dumps(state, indent=1).encode())
+    for login in args.revoke:  # a login provisioned again later gets a new password
+        (args.out / "credentials" / f"{login}.password").unlink(missing_ok=True)
+    for what, names in (("revoked", args.revoke), ("new password for", args.rotate)):
+        if names:
+            print(f"{what}: {', '.join(names)} (mosquitto reads this at its start: restart it)")
     print(f"{args.out}: {len(devices)} device(s), {len(workers)} worker(s), rollout, "
           f"{len(servers)} pathology server(s), {len(users)} pathology client(s)")
     return 0
