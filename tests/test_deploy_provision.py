@@ -96,3 +96,42 @@ def test_rotate_gives_one_login_a_new_password_and_keeps_the_others(tmp_path: Pa
     refused = provision(out, *FLEET, "--rotate", "kiosk-9")
     assert refused.returncode != 0
     assert "kiosk-9" in refused.stderr
+
+
+def _doc_provision_lines(heading: str) -> list[str]:
+    """docs/broker-identity.md's provision.py command lines under ``heading``, continuations
+    joined, in order."""
+    text = (REPO / "docs" / "broker-identity.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = section.replace("\\\n", " ").splitlines()
+    return [" ".join(line.split()) for line in lines
+            if line.startswith("    ") and "provision.py" in line]
+
+
+def test_the_rotate_and_revoke_lines_of_broker_identity_do_what_it_says(tmp_path: Path) -> None:
+    """The doc's two lines, run as written (its /etc under a folder of the test's, its
+    fleet.txt the test's: kiosk-2 taken out of it before the revocation, as the doc says)."""
+    rotate, revoke = _doc_provision_lines("Rotate a password, revoke a login")
+    assert "--rotate kiosk-1" in rotate
+    assert "--revoke kiosk-2" in revoke
+    out = tmp_path / "etc" / "mosquitto" / "appliance"
+    assert provision(out, *FLEET).returncode == 0
+    first, other = password(out, "kiosk-1"), password(out, "kiosk-2")
+    fleet = tmp_path / "fleet.txt"
+
+    def run(line: str) -> None:
+        line = (line.replace("python3 ", f"{sys.executable} ", 1)
+                .replace("/etc/", f"{tmp_path}/etc/").replace("fleet.txt", str(fleet)))
+        done = subprocess.run(["bash", "-ec", line], cwd=REPO, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+
+    fleet.write_text("shop-1/kiosk-1\nshop-1/kiosk-2\n")
+    run(rotate)
+    assert password(out, "kiosk-1") != first
+    assert password(out, "kiosk-2") == other
+    fleet.write_text("shop-1/kiosk-1\n")
+    run(revoke)
+    assert "kiosk-2" not in clients(out)
+    assert "kiosk-1" in clients(out)
+    assert not (out / "credentials" / "kiosk-2.password").exists()
