@@ -74,6 +74,11 @@ def test_revoke_removes_the_login_its_look_login_and_its_password(tmp_path: Path
     # provisioned again later, it gets a new password, not the revoked one
     assert provision(out, *FLEET).returncode == 0
     assert hash_matches(clients(out)["kiosk-2"], password(out, "kiosk-2"))
+    outside = tmp_path / "outside.password"
+    outside.write_text("x\n")
+    refused = provision(out, *FLEET, "--revoke", "../../outside")
+    assert refused.returncode != 0
+    assert outside.exists()
     refused = provision(out, *FLEET, "--revoke", "kiosk-2")
     assert refused.returncode != 0
     assert "also named to keep" in refused.stderr

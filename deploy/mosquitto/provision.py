@@ -327,6 +327,8 @@ def check_changes(out: Path, logins: list[str], revoke: list[str], rotate: list[
     ``--worker``) removed every other login at the next broker restart, saying nothing.
     Nothing is written when refused."""
     named = set(logins)
+    if odd := [login for login in revoke if not NAME.match(login)]:  # names a file: no path
+        raise SystemExit(f"--revoke {odd[0]!r}: not a login name; nothing written")
     if kept := sorted(named & set(revoke)):
         raise SystemExit(f"--revoke {', '.join(kept)}: also named to keep; nothing written")
     if unknown := sorted(set(rotate) - named):
