@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from appliance.skin import borders
+from appliance.skin.pore_strand import strand_rays
 from appliance.skin.preprocess import FINE_UM_PER_PX, WORK_UM_PER_PX, Prepared, on_grid
 
 SMOOTH_PX = 0.7  # light smoothing of the work depth before the candidate search (work px)
@@ -270,22 +271,33 @@ class Shape:
     rim_px: np.ndarray  # (P, RAY_COUNT) each ray's rim radius, rays in angle order (fine px)
     edge_px: np.ndarray  # (P, RAY_COUNT) each ray's own edge: its steepest fall (fine px)
     edge_radius_px: np.ndarray  # equivalent radius of the own edge, arms cut back (fine px)
+    # (P, RAY_COUNT) bool: the rays down a strand narrower than the pit leaving it (a hair out
+    # of a pore, ``pore_strand``), left out of its arms, strand, arm count and the readings above
+    strand_rays: np.ndarray
 
 
 def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
-                  radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  radii: np.ndarray, away: np.ndarray | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Longest over shortest diameter of the pit where it rises halfway to the higher of the
     skin and its arms: a pore is round or oval; a short deep stretch of furrow is a dash.
     With it, the depth ``END_REACH_PX`` beyond that rim at both ends of the longest diameter
     (the deeper end): an oval pit's rim closes there; a dash runs on as a furrow.
 
-    With the level above the arms, rays do not run on down the furrows at a junction."""
+    With the level above the arms, rays do not run on down the furrows at a junction. The
+    diameters through a ray ``away`` (a strand leaving the pit, ``pore_strand``) are left out.
+    """
     level = np.repeat((floor + top) / 2.0, RAY_COUNT)
     rim = crossing(with_floor, level, radii).reshape(-1, RAY_COUNT)
     diameters = rim[:, : RAY_COUNT // 2] + rim[:, RAY_COUNT // 2:]
-    elongation: np.ndarray = diameters.max(axis=1) / np.maximum(diameters.min(axis=1), 1e-6)
+    longest_of, shortest_of = diameters, diameters
+    if away is not None and away.any():
+        out = away[:, : RAY_COUNT // 2] | away[:, RAY_COUNT // 2:]
+        longest_of, shortest_of = np.where(out, -np.inf, diameters), np.where(out, np.inf,
+                                                                               diameters)
+    elongation: np.ndarray = longest_of.max(axis=1) / np.maximum(shortest_of.min(axis=1), 1e-6)
     rows = np.arange(len(floor))
-    longest = diameters.argmax(axis=1)
+    longest = longest_of.argmax(axis=1)
     per_ray = with_floor.reshape(len(floor), RAY_COUNT, with_floor.shape[1])
     ends = np.zeros(len(floor))
     for ray in (longest, longest + RAY_COUNT // 2):
@@ -303,8 +315,8 @@ _TURN = (np.arange(RAY_COUNT)[None, :] - np.arange(RAY_COUNT)[:, None]) % RAY_CO
 _FAR = np.minimum(_TURN, RAY_COUNT - _TURN) > RAY_COUNT // 4
 
 
-def arm_count(rays: Profiles, median: np.ndarray, level: float,
-              outer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def arm_count(rays: Profiles, median: np.ndarray, level: float, outer: np.ndarray,
+              away: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How many furrow arms leave each pit: runs of neighbouring rays that stay at least
     ``level`` deep from the median rim out to ``ARM_REACH_UM`` beyond it. A junction has 3 or
     more, a pit along one furrow 2, a pit in a hill none (one, where it touches a furrow). A pit
@@ -320,15 +332,23 @@ def arm_count(rays: Profiles, median: np.ndarray, level: float,
     from the deepest one. A pit beside one furrow has its arm rays (one to three runs, where
     the blurred furrow covers some rays and is crossed by others) all on the furrow's side,
     and skin on the far side; a pit along a furrow, at a bend or at a junction has an arm
-    there."""
+    there.
+
+    The rays ``away`` (a strand leaving the pit, ``pore_strand``) are no arm: a hair out of a
+    pore is not a furrow."""
     reach = ARM_REACH_UM / FINE_UM_PER_PX
     shallowest = _window_min(rays, median, reach)  # (P, rays)
+    if away is not None:
+        shallowest[away] = -np.inf
     deep = shallowest >= level
     before = np.concatenate([deep[:, -1:], deep[:, :-1]], axis=1)  # np.roll's, 1 ray on
     runs = np.count_nonzero(deep & ~before, axis=1)
     count: np.ndarray = np.where(deep.all(axis=1), RAY_COUNT, runs)
     start = np.minimum(outer, rays.radii_px[-1] - reach)  # the rays end at RAY_REACH_UM
-    floor: np.ndarray = _window_min(rays, start, reach).max(axis=1)
+    windows = _window_min(rays, start, reach)
+    if away is not None:
+        windows[away] = -np.inf
+    floor: np.ndarray = windows.max(axis=1)
     far = _FAR[shallowest.argmax(axis=1)]
     far_side: np.ndarray = np.max(shallowest, axis=1, where=far, initial=-np.inf)
     return count, floor, far_side
@@ -362,7 +382,7 @@ def log_light(depth: np.ndarray) -> np.ndarray:
     return result
 
 
-def line_rest(rays: np.ndarray, floor: np.ndarray) -> np.ndarray:
+def line_rest(rays: np.ndarray, floor: np.ndarray, away: np.ndarray | None = None) -> np.ndarray:
     """How much darker each pit is, in log light, than the straightest dark line through it.
 
     Two opposite rays of the 16 make a line through the pit. Its linear opening at the pit is
@@ -376,25 +396,29 @@ def line_rest(rays: np.ndarray, floor: np.ndarray) -> np.ndarray:
     radius one step out), at least LINE_SAMPLES - 1 radii. A window reaching j samples out on
     one ray reaches LINE_SAMPLES - 1 - j on the opposite one, and its minimum is the smaller
     of the two rays' running minima out from the floor there: one running minimum per ray
-    (van Herk's opening, at the one place it is read), not a minimum per window."""
+    (van Herk's opening, at the one place it is read), not a minimum per window. The lines
+    through a ray ``away`` (a strand leaving the pit) are left out."""
     half, span = RAY_COUNT // 2, LINE_SAMPLES - 1
     running = np.empty((span + 1, len(floor), RAY_COUNT))  # radius first: each step contiguous
     running[0] = floor[:, None]
     for step in range(span):
         np.minimum(running[step], rays[:, step], out=running[step + 1])
-    opening = np.minimum(running[:, :, :half], running[::-1, :, half:]).max(axis=0).max(axis=1)
+    lines = np.minimum(running[:, :, :half], running[::-1, :, half:]).max(axis=0)
+    if away is not None:
+        lines[away[:, :half] | away[:, half:]] = -np.inf
+    opening = lines.max(axis=1)
     result: np.ndarray = log_light(floor) - log_light(opening)
     return result
 
 
-def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
+def outline_of(rays: Profiles, radius: np.ndarray, away: np.ndarray | None = None) -> np.ndarray:
     """How closed each pit's dark outline is, in light (1 - depth): per ray the light at
     ``OUTLINE_INSIDE`` of the rim radius over the light at ``OUTLINE_OUTSIDE`` rims, the
     second-highest of the rays (one ray may meet something darker: a hair, another pit).
 
     A pore multiplies the light of whatever it lies on, so the light rises beyond its rim in
     every direction, towards a furrow it touches too; along a junction's arms or a furrow it
-    stays (about 1)."""
+    stays (about 1). The rays ``away`` (a strand leaving the pit) are left out."""
     radii, rows = rays.radii_px, np.arange(len(radius))
 
     def light_at(scale: float) -> np.ndarray:
@@ -405,13 +429,16 @@ def outline_of(rays: Profiles, radius: np.ndarray) -> np.ndarray:
         result: np.ndarray = 1.0 - depth
         return result
 
-    ratios = np.sort(light_at(OUTLINE_INSIDE) / np.maximum(light_at(OUTLINE_OUTSIDE), 1e-3),
-                     axis=1)
+    ratios = light_at(OUTLINE_INSIDE) / np.maximum(light_at(OUTLINE_OUTSIDE), 1e-3)
+    if away is not None:
+        ratios[away] = -np.inf
+    ratios.sort(axis=1)
     result: np.ndarray = ratios[:, -2]
     return result
 
 
-def along_of(rays: np.ndarray, floor: np.ndarray, radius: np.ndarray) -> np.ndarray:
+def along_of(rays: np.ndarray, floor: np.ndarray, radius: np.ndarray,
+             away: np.ndarray | None = None) -> np.ndarray:
     """How deep the deepest straight path out of each pit stays: per ray, the shallowest of
     the depths at ``ALONG_RIMS`` equivalent rim radii (``radius``, fine px; interpolated
     between the samples) and the floor, the deepest of the rays.
@@ -422,7 +449,8 @@ def along_of(rays: np.ndarray, floor: np.ndarray, radius: np.ndarray) -> np.ndar
     segment for more than its own width. ``rays``: (P, radii, RAY_COUNT) depth every
     ``RAY_STEP_PX`` out from the centre (the first radius one step out). Three points along
     each ray, not its every sample (speed: a wide frame's 1,000 pits read each ray's running
-    minimum over 8-15 samples in about 5 ms, the points in under 1)."""
+    minimum over 8-15 samples in about 5 ms, the points in under 1). The rays ``away`` (a
+    strand leaving the pit) are left out."""
     count, length, _ = rays.shape
     rows = np.arange(count)[:, None]
     result = floor[:, None].repeat(rays.shape[2], axis=1)
@@ -432,6 +460,8 @@ def along_of(rays: np.ndarray, floor: np.ndarray, radius: np.ndarray) -> np.ndar
         share = (at[:, None] - inner)
         before = np.where(inner > 0, rays[rows, np.maximum(inner - 1, 0)][:, 0], floor[:, None])
         np.minimum(result, before + (rays[rows, inner][:, 0] - before) * share, out=result)
+    if away is not None:
+        result[away] = -np.inf
     along: np.ndarray = result.max(axis=1, initial=-np.inf)
     return along
 
@@ -519,31 +549,55 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
     ring = np.minimum(rays.radii_px.searchsorted(median + 2.0 * FINE), len(rays.radii_px) - 2)
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
-    count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM])
+    away = _strand_left_out(depth, centres[rows], rays, ring, crossed, median=median, skin=skin,
+                            floor=floor, arms=arms, strand=strand,
+                            furrow_floor=arm_level / ARM_LEVEL)
+    count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM], away)
     read = (np.arange(len(floor)) if settled is None
             else np.flatnonzero(~settled(floor, strand, count, arm_floor)))
     late = _late_readings(rays, with_floor, crossed, floor, np.maximum(skin, arms),
-                          radius=radius, radii=radii, read=read)
+                          radius=radius, radii=radii, read=read, away=away)
     elongation, ends, outline, rest, along, edge = late
     shape = Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
                   elongation, count, ends, arm_floor, outline, far_side, rest, along, crossed,
-                  edge, equivalent_radius(edge))
+                  edge, equivalent_radius(edge), away)
     return shape, every_floor, every_gap
+
+
+def _strand_left_out(depth: np.ndarray, centres: np.ndarray, rays: Profiles, ring: np.ndarray,
+                     crossed: np.ndarray, *, median: np.ndarray, skin: np.ndarray,
+                     floor: np.ndarray, arms: np.ndarray, strand: np.ndarray,
+                     furrow_floor: float) -> np.ndarray:
+    """The rays of each pit that run down a strand leaving it (``pore_strand``; (P, rays)
+    bool), and the pit's ``arms`` and ``strand`` read again without them (in place)."""
+    here = np.arange(len(floor))
+    at_ring = (rays.depth[here, ring] + rays.depth[here, ring + 1]) / 2.0  # (P, rays)
+    away = strand_rays(depth, centres, at_ring, crossed, crossed > ARM_CUT * median[:, None],
+                       skin=skin, floor=floor, furrow_floor=furrow_floor)
+    left = np.flatnonzero(away.any(axis=1))
+    if len(left):
+        kept = np.sort(np.where(away[left], -np.inf, at_ring[left]), axis=1)
+        arms[left], strand[left] = kept[:, -2], kept[:, -1]
+    return away
 
 
 def _late_readings(rays: Profiles, with_floor: np.ndarray, crossed: np.ndarray,
                    floor: np.ndarray, top: np.ndarray, *, radius: np.ndarray,
-                   radii: np.ndarray, read: np.ndarray) -> tuple[np.ndarray, ...]:
+                   radii: np.ndarray, read: np.ndarray,
+                   away: np.ndarray) -> tuple[np.ndarray, ...]:
     """The elongation, ends, outline, line rest, along and edge (``Shape``) of the candidates
-    ``read`` (indices), NaN for the others."""
+    ``read`` (indices), NaN for the others; the rays ``away`` (a strand) left out of the
+    first five."""
     count = len(floor)
     if len(read) < count:
         rays = Profiles(rays.depth[read], rays.radii_px)
         with_floor = with_floor.reshape(count, -1)[read].reshape(-1, with_floor.shape[1])
-        crossed, floor, top, radius = (a[read] for a in (crossed, floor, top, radius))
+        crossed, floor, top, radius, away = (a[read] for a in (crossed, floor, top, radius,
+                                                               away))
     edge = steepest_fall(with_floor, crossed.ravel(), radii).reshape(crossed.shape)
-    readings = (*elongation_of(with_floor, floor, top, radii), outline_of(rays, radius),
-                line_rest(rays.depth, floor), along_of(rays.depth, floor, radius), edge)
+    readings = (*elongation_of(with_floor, floor, top, radii, away),
+                outline_of(rays, radius, away), line_rest(rays.depth, floor, away),
+                along_of(rays.depth, floor, radius, away), edge)
     if len(read) == count:
         return readings
     filled = []

@@ -5,7 +5,9 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    curvatures, at two fixed scales) deeper than the typical furrow floor. A furrow curves
    only across itself. Each is then read on the fine depth (10 µm/px). A pit on a hair
    (``hills.hair_mask``) is never counted: where a hair crosses a furrow the two darken each
-   other into a pit. It stays among the frame's pits for steps 3 and 7.
+   other into a pit. It stays among the frame's pits for steps 3 and 7. But a pit in a hill
+   that a strand narrower than itself leaves (a hair growing out of a pore,
+   appliance/skin/pore_strand.py) is a pore on a hair's root, not a pit on a hair.
 2. Rays (appliance/skin/pore_profile.py): around each candidate the depth is sampled on 16
    rays out to 320 µm. The rim is where each ray falls halfway from the pit's floor to the
    skin right outside it. Rays that run on down a furrow arm are cut back to the pit's own
@@ -14,10 +16,14 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    most tens of pores), so the median floor of the candidates within about a millimetre is a
    junction's floor there, and the median gap of a sample is the frame's junction gap.
 4. The arms (pore_profile.arm_count): rays that stay half a furrow deep from the rim out to
-   80 µm beyond it run down a furrow arm. A junction has 3 or more; a pit along one furrow 2;
-   a pit in a hill none. Where the rays find at most 2, the arms are read again on rings
-   20-60 µm beyond the pit's outer rim (pore_profile.ring_arm_count): a junction of wide
-   furrows drawn deeper than them has its rim far out, and its arms dip or leave between rays.
+   80 µm beyond it run down a furrow arm; the rays of a strand narrower than the pit leaving
+   it on one side, three furrow floors deep and twice as deep as every other ray (a
+   near-black hair out of a pore, appliance/skin/pore_strand.py), are no arm, nor the pit's
+   deepest ray, nor part of its elongation, outline, straight lines and path out. A
+   junction has 3 or more; a pit along one furrow 2; a pit in a hill none. Where the rays
+   find at most 2, the arms are read again on rings 20-60 µm beyond the pit's outer rim
+   (pore_profile.ring_arm_count): a junction of wide furrows drawn deeper than them has its
+   rim far out, and its arms dip or leave between rays.
 5. The tests (``junction_tests``, thresholds in ``PoreRule``): a pore is deeper than the
    furrows and than the junctions around it, at least as wide between its arms as a junction (or
    much deeper than one and than its arms: a small deep pore in a furrow), deeper than its arms
@@ -430,8 +436,8 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
     junction = typical_junction(floor_of[row[sample]], gap_of[row[sample]])
     blue = (blue_excess(prepared.rgb_work, centres_work[deep], shape.radius_px / ratio)
             if colour else np.zeros(len(shape.floor)))
-    on_hair = _on_hair(centres_work[deep],
-                       hair_mask(prepared.rgb_work) if hair is None else hair)
+    on_hair = _on_hair(centres_work[deep], hair_mask(prepared.rgb_work) if hair is None else hair,
+                       shape)
     pits = Candidates(centres_work[deep], shape, around[deep], spread[deep], nearby[deep],
                       junction, blue, furrow_floor, contrast, prepared.um_per_fine_px,
                       prepared.um_per_work_px, centres_work[~deep], fine, on_hair=on_hair)
@@ -476,12 +482,16 @@ def _with_rings(found: Candidates, fine: np.ndarray, centres: np.ndarray, read: 
     return replace(found, furrow_junctions=furrow_junctions)
 
 
-def _on_hair(centres_work: np.ndarray, hair: np.ndarray) -> np.ndarray:
-    """Which pits (x, y work px) lie on a hair pixel."""
+def _on_hair(centres_work: np.ndarray, hair: np.ndarray, shape: Shape) -> np.ndarray:
+    """Which pits (x, y work px) lie on a hair pixel, but for those in a hill (at most one
+    furrow arm) that a strand narrower than the pit leaves (``Shape.strand_rays``): a pore
+    wider than the hair at its root is a pore. A hair that ends in a furrow or at a junction
+    reads as a pit there as wide as the furrow or the junction, not the hair."""
     height, width = hair.shape
     columns = np.rint(centres_work[:, 0]).clip(0, width - 1).astype(np.intp)
     rows = np.rint(centres_work[:, 1]).clip(0, height - 1).astype(np.intp)
-    on: np.ndarray = hair[rows, columns]
+    rooted = np.any(shape.strand_rays, axis=1) & (shape.arm_count <= 1)
+    on: np.ndarray = hair[rows, columns] & ~rooted
     return on
 
 
