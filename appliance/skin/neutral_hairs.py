@@ -27,6 +27,8 @@ import math
 import cv2
 import numpy as np
 
+from appliance.skin.borders import rows_and_columns
+
 # Set on the project's generator only (preset wide, seeds 11 and 12: the greyer components of
 # its grey hairs span 146-507 work px, every other one at most 82, a strip of skin between two
 # brown hairs, most under 40); never on the second renderer, the blind renderers or seed 1.
@@ -124,7 +126,7 @@ def label_extents(mask: np.ndarray, labels: np.ndarray, count: int) -> np.ndarra
     at = np.flatnonzero(mask)
     label = labels.ravel()[at]
     extent = np.zeros(count, dtype=np.int64)
-    for position, size in zip(np.divmod(at, width), (height, width), strict=True):
+    for position, size in zip(rows_and_columns(at, width), (height, width), strict=True):
         low, high = np.full(count, size), np.full(count, -1)
         np.minimum.at(low, label, position)
         np.maximum.at(high, label, position)

@@ -231,7 +231,7 @@ def candidates(depth: np.ndarray, furrow_floor: float) -> np.ndarray:
     peaks = pits >= cv2.dilate(pits, np.ones((5, 5), np.uint8))
     peaks &= (pits > MIN_BLOBNESS) & (depth > max(MIN_CANDIDATE_DEPTH, furrow_floor))
     # x, y in raster order (np.flatnonzero of a bool mask: cv2.findNonZero's points, faster)
-    ys, xs = np.divmod(np.flatnonzero(peaks), peaks.shape[1])
+    ys, xs = borders.rows_and_columns(np.flatnonzero(peaks), peaks.shape[1])
     return np.stack([xs, ys], axis=1).astype(np.float64)
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from appliance.skin.borders import rows_and_columns
 from appliance.skin.hills import FURROW_LEVEL, STRONG_VALLEY, label_components
 from appliance.skin.preprocess import disk
 
@@ -96,7 +97,7 @@ class _Pieces:
            root: np.ndarray) -> _Pieces:
         """The pieces of the pixels ``at`` (flat indices; ``piece``: each one's piece;
         ``root``: whether it lies on the clearance's edge)."""
-        rows, cols = np.divmod(at, response.shape[1])
+        rows, cols = rows_and_columns(at, response.shape[1])
         pixels = np.bincount(piece, minlength=count).astype(np.float64)
         weight = np.maximum(pixels, 1.0)
         mean_x = np.bincount(piece, cols, count) / weight

@@ -243,3 +243,24 @@ def test_run_lengths_are_the_gaps_between_run_starts_and_the_last_run_to_the_end
         assert lengths.dtype == expected.dtype
         assert np.array_equal(lengths, expected)
         assert lengths.sum() == total
+
+
+def test_rows_and_columns_are_numpys_divmod_of_flat_indices() -> None:
+    """``rows_and_columns`` gives what ``np.divmod`` gives for flat indices of any image width:
+    the same rows and columns, in the same type (int32 and int64 indices, Python and NumPy
+    widths, the first and last pixel of a row, none at all)."""
+    from appliance.skin.borders import rows_and_columns
+
+    rng = np.random.default_rng(11)
+    for dtype in (np.int32, np.int64, np.intp):
+        for width in (1, 2, 639, 640, 1280, np.int64(641)):
+            size = 480 * int(width)
+            edges = np.array([0, int(width) - 1, int(width), size - 1], dtype=dtype)
+            for flat in (np.zeros(0, dtype=dtype), edges,
+                         np.sort(rng.integers(0, size, 5000)).astype(dtype)):
+                rows, columns = rows_and_columns(flat, width)
+                expected_rows, expected_columns = np.divmod(flat, width)
+                assert rows.dtype == expected_rows.dtype
+                assert columns.dtype == expected_columns.dtype
+                assert np.array_equal(rows, expected_rows)
+                assert np.array_equal(columns, expected_columns)
