@@ -89,16 +89,28 @@ class Texture:
 
 
 def furrow_mask(response: np.ndarray, connectivity: int = 8) -> np.ndarray:
-    """Hysteresis threshold of the valley response: weak furrow pixels joined to strong ones."""
-    count, labels = label_components(response > WEAK_VALLEY, connectivity=connectivity)
-    # the labels of the strong pixels (0 elsewhere), counted per label (``label_areas``: by
-    # calcHist for uint16 labels, 2x faster than indexing the strong pixels and bincount)
-    strong_labels = np.zeros_like(labels)
-    cv2.copyTo(labels, np.greater(response, STRONG_VALLEY).view(np.uint8), strong_labels)
-    keep = label_areas(strong_labels, count) > 0
-    keep[0] = False
-    mask: np.ndarray = np.take(keep, np.asarray(labels))  # np.take: 2x faster than keep[labels]
+    """Hysteresis threshold of the valley response: weak furrow pixels joined to strong ones.
+
+    The strong pixels are weak too, so a weak component without a strong pixel is a component
+    of the weak-only pixels with no strong neighbour: those few are labelled and left out."""
+    weak = np.greater(response, WEAK_VALLEY)
+    strong = np.greater(response, STRONG_VALLEY)
+    count, labels = label_components(weak & ~strong, connectivity=connectivity)
+    # the labels of the weak-only pixels next to a strong one (0 elsewhere), counted per label
+    # (``label_areas``: by calcHist for uint16 labels)
+    beside_strong = np.zeros_like(labels)
+    cv2.copyTo(labels, cv2.dilate(strong.view(np.uint8), _NEIGHBOURS[connectivity]),
+               beside_strong)
+    keep = label_areas(beside_strong, count) > 0
+    keep[0] = True  # the strong pixels, and those not weak (left out below)
+    mask: np.ndarray = np.take(keep, labels)  # np.take: 2x faster than keep[labels]
+    mask &= weak
     return mask
+
+
+# a pixel and its neighbours, by connectivity
+_NEIGHBOURS = {4: cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)),
+               8: np.ones((3, 3), np.uint8)}
 
 
 def furrow_sample(response: np.ndarray) -> np.ndarray:

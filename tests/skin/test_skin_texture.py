@@ -489,6 +489,30 @@ def test_the_furrow_sample_is_the_hysteresis_on_every_second_row_and_column() ->
     assert np.array_equal(sample, furrow_mask(response)[::2, ::2])
 
 
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_the_furrow_mask_keeps_exactly_the_weak_components_that_hold_a_strong_pixel(
+        connectivity: int) -> None:
+    """``furrow_mask`` is the hysteresis threshold of the response: every weak component
+    (``scipy.ndimage.label`` with the same connectivity) that holds a strong pixel, whole, and
+    nothing else; on smoothed noise with components of every size, some touching the frame's
+    edge, and on no furrow at all."""
+    from scipy import ndimage
+
+    from appliance.skin.hills import STRONG_VALLEY
+    from appliance.skin.texture import WEAK_VALLEY
+
+    rng = np.random.default_rng(connectivity)
+    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    for shape, sigma in (((120, 160), 1.5), ((97, 131), 3.0), ((240, 320), 2.0)):
+        noise = cv2.GaussianBlur(rng.random(shape, dtype=np.float32), (0, 0), sigma)
+        response = (noise - noise.mean()) * np.float32(4.0 / max(float(noise.std()), 1e-6) * 0.02)
+        for scene in (response, np.zeros(shape, np.float32)):
+            labels, _ = ndimage.label(scene > WEAK_VALLEY, structure)
+            held = np.unique(labels[scene > STRONG_VALLEY])
+            expected = np.isin(labels, held[held > 0])
+            assert np.array_equal(furrow_mask(scene, connectivity), expected)
+
+
 def test_the_texture_keeps_the_furrow_mask_on_the_pores_grid(plain: Texture) -> None:
     response = tophat_response(prepare(_scene(), UM_PER_PX).flat_work)
     full = furrow_mask(response)[::2, ::2]
