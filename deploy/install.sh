@@ -287,7 +287,9 @@ ensure_config() {
   [[ "$role" == pathology ]] && credential=pathology-$(hostname -s)-$INSTANCE.password
   if [[ -n "$PASSWORD_FILE" ]]; then install_file 0600 "$PASSWORD_FILE" "$ETC/credentials/$credential"
   elif [[ ! -e "$ETC/credentials/$credential" ]]; then say "no password yet: put it in $ETC/credentials/$credential (0600)"; fi
-  if [[ "$ROOT" == / ]]; then chgrp appliance "$ETC/$name"; fi
+  # the check (and the unit) reads it as the units' user: under --root too, where that user
+  # exists (root's alone, the check said "permission denied")
+  if switch_user; then chgrp "$(id -gn "$SERVICE_USER")" "$ETC/$name"; fi
 }
 
 ensure_units() {

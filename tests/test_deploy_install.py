@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import os
 import shutil
@@ -21,6 +22,8 @@ from appliance.shipped import SKIN_MODEL, shipped_path
 
 INSTALL = Path(__file__).resolve().parent.parent / "deploy" / "install.sh"
 NOBODY = 65534
+NOBODY_GROUP = subprocess.run(["id", "-gn", "nobody"], capture_output=True, text=True,
+                              check=True).stdout.strip()
 REPO = INSTALL.parents[1]
 SCREEN = "appliance-kiosk-screen.service"
 
@@ -334,9 +337,13 @@ mkdir -p "$venv/bin" && cp "$FAKE_DIR/venv-python" "$venv/bin/python"
 if [ -e "$FAKE_DIR/kill-in-venv" ]; then rm "$FAKE_DIR/kill-in-venv"; kill -9 "$PPID" $$; fi
 touch "$venv/bin/pip"
 """
-# passes a config it may read that does not say "refuse", as the real check would refuse it
+# passes a config it may read that does not say "refuse", and whose files it names (a line
+# "file: PATH") it may read, as the real check would refuse it
 CHECKING_APPLIANCE = """#!/bin/sh
 if [ ! -r "$3" ]; then echo "$3: not readable by $(id -un)" >&2; exit 2; fi
+for named in $(sed -n 's/^file: //p' "$3"); do
+  if [ ! -r "$named" ]; then echo "$named: not readable by $(id -un)" >&2; exit 2; fi
+done
 if grep -q refuse "$3"; then echo "$3: refused" >&2; exit 2; fi
 echo "$3 passes for $(id -un) with $APPLIANCE__STATE_DIR ${APPLIANCE__MQTT__USERNAME:-}" >&2
 """
@@ -465,19 +472,37 @@ def test_a_rerun_restarts_the_running_units_that_run_from_what_it_changed_and_on
 
 
 def test_the_start_check_runs_as_the_units_user(live_host: LiveHost) -> None:
-    """It ran as root: a config only root may read passed, and the unit (User=appliance)
-    failed at start; checked as the unit's user, it is not started and the message says how
-    to check it so by hand."""
+    """It ran as root: a config naming a file only root may read passed, and the unit
+    (User=appliance) failed at start; checked as the unit's user, it is not started and the
+    message says how to check it so by hand."""
+    secret = live_host.folder / "client.key"
+    secret.write_text("key\n")
+    secret.chmod(0o600)
+    config = live_host.root / "etc/appliance/config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f"file: {secret}\n")
     said, calls = live_host.install("edge", user="nobody")
-    config = live_host.root / "etc/appliance/config.yaml"  # 0640 root:root under --root
-    assert f"{config}: not readable by nobody" in said
+    assert f"{secret}: not readable by nobody" in said
     assert not [call for call in calls if call.startswith("enable")]
     assert (f"until runuser -u nobody -- {live_host.root}/opt/appliance/venv/bin/appliance "
             f"config check {config} passes") in said
-    config.chmod(0o644)
+    secret.chmod(0o644)
     said, calls = live_host.install("edge", user="nobody")
     assert f"{config} passes for nobody with /var/lib/appliance" in said
     assert "enable --now appliance-edge.service" in calls
+
+
+def test_the_config_install_sh_writes_is_readable_by_the_units_user(live_host: LiveHost) -> None:
+    """Under --root on a host where the units' user exists, the check ran as that user on a
+    config left root's alone (0640 root:root: its group was set under / only): "permission
+    denied", and the unit was never started (docs/experiments/README.md, "deploywalk")."""
+    said, calls = live_host.install("edge", user="nobody")
+    config = live_host.root / "etc/appliance/config.yaml"
+    assert f"{config} passes for nobody with /var/lib/appliance" in said
+    assert "enable --now appliance-edge.service" in calls
+    written = config.stat()
+    assert (written.st_uid, written.st_gid, written.st_mode & 0o7777) == (
+        0, grp.getgrnam(NOBODY_GROUP).gr_gid, 0o640)  # read by the group, written by root
     # made as StateDirectory= makes it: the pathology server's results folder in it was
     # "cannot be made (/var/lib is not writable)" for the units' user before its first start
     state = (live_host.root / "var/lib/appliance").stat()
