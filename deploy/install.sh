@@ -14,10 +14,14 @@
 #   /opt/appliance/models, the config in
 #   /etc/appliance (a template when none is there; an existing one is never overwritten unless
 #   --config is given), the broker CA and password as systemd credentials in
-#   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule); the units
-#   are enabled and started only once the config passes `appliance config check` as the unit
-#   reads it (as user appliance, with the unit's APPLIANCE__ variables; a template passes when
-#   its placeholders are set); until then it says which file to edit and how to start them after.
+#   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule; the back
+#   office's: its worker's, the console's, the model repository's server and the timer that
+#   re-signs its timestamp); the units are enabled and started only once the config passes
+#   `appliance config check` as the unit reads it (as user appliance, with the unit's
+#   APPLIANCE__ variables; a template passes when its placeholders are set; the config is made
+#   group appliance's, 0640, so that user reads it), the model repository's two once
+#   /srv/models holds a repository (`appliance models repo init /srv/models`, as root); until
+#   then it says which file to edit, or what to make, and how to start them after.
 #   The first run whose config passes enables and starts the unit; a run after that leaves it
 #   as it finds it (stopped, disabled or masked by hand: it says so, and what starts it).
 #   Run again after an upgrade, it restarts the units that were running and run from what it
@@ -38,6 +42,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICE_USER=appliance  # User= of every daemon's unit
 SCREEN=appliance-kiosk-screen.service  # copied by hand beside the edge (its comment says how)
+# beside the workers: the console, the model repository's server and its refresh timer
+BACKOFFICE_UNITS=(appliance-console.service appliance-models-repo.service appliance-models-refresh.timer)
 
 usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 
@@ -45,7 +51,7 @@ parse_arguments() {  # the options into the globals below
   role=${1:-}; shift || true
   [[ "$role" == edge || "$role" == backoffice || "$role" == pathology ]] || usage
   ROOT=/ CONFIG= CONFIG_FILE= STARTED= PASSWORD_FILE= CA= WORKER= INSTANCE= UNINSTALL=0 PURGE=0 SKIP_PIP=0
-  CHANGED=() RUNNING=() KEPT=() CODE_BEFORE=
+  CHANGED=() RUNNING=() KEPT=() SUMMARY=() CODE_BEFORE=
   declare -gA CHECKED=()  # "ROLE INSTANCE" -> the check's exit status, each checked once
   while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -68,6 +74,7 @@ parse_arguments() {  # the options into the globals below
   VENV_BUILDING=$OPT/venv.building  # while the venv is built: a build cut short left it
   OWED=$OPT/restarts-owed  # the running units a run kept on the install before: one a line
   REMOVED=$R/opt/.appliance.removed  # /opt/appliance while --uninstall removes it
+  MODELS_REPO=/srv/models  # the model repository the back office's units serve and re-sign
 }
 
 live() { [[ "$ROOT" == / && -d /run/systemd/system ]]; }
@@ -85,7 +92,8 @@ check_arguments() {  # refuse what cannot be installed; the role's unit files an
     unit_files=(appliance-edge.service appliance-kiosk-out-of-order.service)  # OnFailure= starts it
     enabled=(appliance-edge.service)
   elif [[ "$role" == backoffice ]]; then
-    unit_files=(appliance-backoffice@.service); enabled=("appliance-backoffice@${WORKER:-*}.service")
+    unit_files=(appliance-backoffice@.service "${BACKOFFICE_UNITS[@]}" appliance-models-refresh.service)
+    enabled=("appliance-backoffice@${WORKER:-*}.service" "${BACKOFFICE_UNITS[@]}")
   else
     unit_files=(appliance-pathology@.service); enabled=("appliance-pathology@${INSTANCE:-*}.service")
   fi
@@ -110,6 +118,11 @@ role_units() {  # the role's units: those enabled, and those running though not 
   for name in $(running_units); do
     if [[ "$name" == appliance-"$role"@* ]]; then echo "$name"; fi
   done
+  if [[ "$role" == backoffice ]]; then  # one each a host: stopped and disabled where installed
+    for name in "${BACKOFFICE_UNITS[@]}"; do
+      if [[ -e "$UNITS/$name" ]]; then echo "$name"; fi
+    done
+  fi
 }
 
 uninstall() {
@@ -117,7 +130,7 @@ uninstall() {
   mapfile -t names < <(role_units | sort -u)
   for name in "${names[@]}"; do
     if live; then systemctl disable --now "$name" || true; else systemctl_do disable "$name"; fi
-    rm -f "$UNITS/multi-user.target.wants/$name"
+    rm -f "$UNITS/multi-user.target.wants/$name" "$UNITS/timers.target.wants/$name"
     forget_enabled "$name"
   done
   for unit in "${unit_files[@]}"; do rm -f "$UNITS/$unit"; done
@@ -231,12 +244,47 @@ unit_environment() {  # unit_environment ROLE INSTANCE: the APPLIANCE__ variable
   [[ "$role" == pathology ]] && login=pathology-$(hostname -s)-$instance
   echo "APPLIANCE__STATE_DIR=/var/lib/appliance"
   [[ -n "$login" ]] && echo "APPLIANCE__MQTT__USERNAME=$login" && echo "APPLIANCE__${role^^}__CLIENT_ID=$login"
-  [[ "$role" == pathology ]] && echo "APPLIANCE__PATHOLOGY__RESULTS_DIR=/var/lib/appliance/pathology"
+  [[ "$role" == pathology || "$role" == console ]] \
+    && echo "APPLIANCE__PATHOLOGY__RESULTS_DIR=/var/lib/appliance/pathology"
   return 0
 }
 
-config_of() {  # config_of ROLE: the file its unit reads
-  if [[ "$1" == edge ]]; then echo "$ETC/config.yaml"; else echo "$ETC/$1.yaml"; fi
+config_of() {  # config_of ROLE: the file its unit reads (the console: the back office's)
+  case "$1" in
+    edge) echo "$ETC/config.yaml" ;;
+    console) echo "$ETC/backoffice.yaml" ;;
+    *) echo "$ETC/$1.yaml" ;;
+  esac
+}
+
+unit_ready() {  # unit_ready NAME: whether the unit can start: its config passes the check as
+  # it reads it; the model repository's, once the folder they serve and sign is a repository
+  local name=$1 instance=
+  [[ "$name" == *@* ]] && instance=${name#*@} && instance=${instance%.service}
+  case "$name" in
+    appliance-models-*) [[ -f "$R$MODELS_REPO/public/metadata/timestamp.json" ]] ;;
+    *) config_passes "$(unit_role "$name")" "$instance" ;;
+  esac
+}
+
+unit_role() {  # unit_role NAME: the role whose config it reads (console: its own environment)
+  local name=${1#appliance-}
+  echo "${name%%[@.]*}"
+}
+
+role_of() {  # role_of NAME: the install.sh role that installs the unit
+  case "$1" in
+    appliance-console.service | appliance-models-*) echo backoffice ;;
+    *) unit_role "$1" ;;
+  esac
+}
+
+not_ready() {  # not_ready NAME: what to do before the unit can start
+  if [[ "$1" == appliance-models-* ]]; then
+    echo "no model repository in $R$MODELS_REPO yet: make it (as root, README \"Updating models\"): $OPT/venv/bin/appliance models repo init $R$MODELS_REPO"
+  else
+    echo "edit $(config_of "$(unit_role "$1")") until $(check_command "$(unit_role "$1")") passes"
+  fi
 }
 
 switch_user() {  # whether commands run as the units' user (User=appliance): root, where it exists
@@ -264,10 +312,10 @@ check_config() {  # check_config ROLE INSTANCE: `appliance config check` as its 
   as_service_user env "${variables[@]}" "$appliance" config check "$config" >&2
 }
 
-check_command() {  # what to run by hand to check the role's config as its unit reads it
+check_command() {  # check_command ROLE: what to run by hand to check its config so
   local prefix=
   if switch_user; then prefix="runuser -u $SERVICE_USER -- "; fi
-  echo "$prefix$OPT/venv/bin/appliance config check $CONFIG_FILE"
+  echo "$prefix$OPT/venv/bin/appliance config check $(config_of "$1")"
 }
 
 ensure_config() {
@@ -303,15 +351,23 @@ ensure_units() {
   if live; then systemctl daemon-reload; fi
 }
 
-ensure_started() {  # the first run whose config passes starts the unit (a template would exit
-  # 2); a run after that leaves it as the operator left it: stopped for maintenance, it stays so
-  local name=${enabled[0]} enablement
+ensure_started() {  # each of the role's units, and what became of it, for the closing line
+  local name
+  for name in "${enabled[@]}"; do
+    ensure_unit_started "$name"; SUMMARY+=("$name $STARTED")
+  done
+}
+
+ensure_unit_started() {  # ensure_unit_started NAME: the first run whose config passes starts
+  # the unit (a template would exit 2); a run after that leaves it as the operator left it:
+  # stopped for maintenance, it stays so
+  local name=$1 enablement
   enablement=$(enablement "$name")
   if [[ "$enablement" == enabled ]]; then remember_enabled "$name"; fi  # by hand, as README says
-  if ! config_passes "$role" "${WORKER:-$INSTANCE}"; then
+  if ! unit_ready "$name"; then
     if is_running "$name"; then KEPT+=("$name"); STARTED="kept running the install before this one"
     else
-      say "not started: edit $CONFIG_FILE until $(check_command) passes, then start: $(start_command "$enablement" "$name")"
+      say "not started: $(not_ready "$name"), then start: $(start_command "$enablement" "$name")"
       STARTED="installed, not started"
     fi
   elif [[ "$enablement" == new ]]; then enable_first "$name"
@@ -364,11 +420,12 @@ start_command() {  # start_command ENABLEMENT NAME: what starts the unit from th
   esac
 }
 
-running_units() {  # the daemons' units running now (before this install changes anything)
+running_units() {  # the daemons' units running now (before this install changes anything),
+  # and the model repository's refresh timer, waiting
   live || return 0
-  systemctl list-units --type=service --state=active --no-legend --plain \
+  systemctl list-units --type=service,timer --state=active --no-legend --plain \
     'appliance-edge.service' 'appliance-backoffice@*.service' 'appliance-pathology@*.service' \
-    | awk '{print $1}'
+    "${BACKOFFICE_UNITS[@]}" | awk '{print $1}'
 }
 
 restart_plan() {  # restart_plan CODE_CHANGED: the running units that run from what changed,
@@ -376,19 +433,17 @@ restart_plan() {  # restart_plan CODE_CHANGED: the running units that run from w
   local code_changed=$1 name changed shared=0
   for changed in "${CHANGED[@]}"; do [[ "$changed" == "$ETC/ca.crt" ]] && shared=1; done
   for name in "${RUNNING[@]}"; do
-    if [[ "$name" == appliance-"$role"[.@]* && ( $code_changed -eq 1 || ${#CHANGED[@]} -gt 0 ) ]] \
+    if [[ "$(role_of "$name")" == "$role" && ( $code_changed -eq 1 || ${#CHANGED[@]} -gt 0 ) ]] \
       || [[ $code_changed -eq 1 || $shared -eq 1 ]] || grep -qsxF "$name" "$OWED"; then echo "$name"; fi
   done
 }
 
 restart_running() {  # a running daemon keeps the code and config it started with until restarted
-  local code_changed=0 name unit_role instance restarted=()
+  local code_changed=0 name restarted=()
   [[ "$(code_fingerprint)" != "$CODE_BEFORE" ]] && code_changed=1
   for name in $(restart_plan "$code_changed"); do
     [[ " ${KEPT[*]} " == *" $name "* ]] && continue
-    unit_role=${name#appliance-}; unit_role=${unit_role%%[@.]*}
-    instance=${name#*@}; instance=${instance%.service}; [[ "$name" == *@* ]] || instance=
-    if ! config_passes "$unit_role" "$instance"; then KEPT+=("$name")
+    if ! unit_ready "$name"; then KEPT+=("$name")
     elif systemctl restart "$name"; then restarted+=("$name")
     else say "$name did not start again: journalctl -u $name says why"; fi
   done
@@ -428,7 +483,8 @@ main() {
   ensure_started
   if live; then restart_running; fi
   rm -f "$PENDING"
-  say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${enabled[*]} $STARTED"
+  local summary; summary=$(printf '%s; ' "${SUMMARY[@]}")
+  say "installed the $role ($([[ "$ROOT" == / ]] && echo "this host" || echo "under $ROOT")): ${summary%; }"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

@@ -24,6 +24,7 @@ INSTALL = Path(__file__).resolve().parent.parent / "deploy" / "install.sh"
 NOBODY = 65534
 NOBODY_GROUP = subprocess.run(["id", "-gn", "nobody"], capture_output=True, text=True,
                               check=True).stdout.strip()
+CONSOLE = "appliance-console.service"
 REPO = INSTALL.parents[1]
 SCREEN = "appliance-kiosk-screen.service"
 
@@ -441,6 +442,7 @@ def test_a_rerun_restarts_the_running_units_that_run_from_what_it_changed_and_on
     worker = ("backoffice", "--worker", "backoffice-1")
     said, calls = live_host.install(*worker, "--password-file", str(password))
     assert f"enable --now {this}" in calls
+    assert f"enable --now {CONSOLE}" in calls  # the back office's console, started with it
     assert _restarts(calls) == [this, sibling]  # the role's config and unit were written
     assert f"restarted {this} {sibling}: they ran the install before this one" in said
     said, calls = live_host.install(*worker)
@@ -448,13 +450,13 @@ def test_a_rerun_restarts_the_running_units_that_run_from_what_it_changed_and_on
     assert "restarted" not in said
     live_host.code("version 2")
     said, calls = live_host.install(*worker)
-    assert _restarts(calls) == [this, sibling, other]  # every daemon runs from the venv
+    assert _restarts(calls) == [this, sibling, CONSOLE, other]  # every daemon runs from the venv
     said, calls = live_host.install(*worker, "--ca", str(ca))
-    assert _restarts(calls) == [this, sibling, other]  # every daemon reads the fleet CA
+    assert _restarts(calls) == [this, sibling, CONSOLE, other]  # every daemon reads the fleet CA
     (live_host.root / "etc/appliance/pathology.yaml").write_text("refuse\n")
     live_host.code("version 3")
     said, calls = live_host.install(*worker)
-    assert _restarts(calls) == [this, sibling]
+    assert _restarts(calls) == [this, sibling, CONSOLE]
     assert (f"not restarted: {other} keep running the install before this one until their "
             f"config passes the check; then: systemctl restart {other}") in said
     live_host.running()
@@ -714,3 +716,61 @@ def test_a_first_start_that_fails_is_named_and_ends_no_install(live_host: LiveHo
     assert _starts(calls) == []
     assert (f"{EDGE} had failed before this run and is not started: journalctl -u {EDGE} says "
             f"why; systemctl start {EDGE} starts it") in said
+
+
+REPO_UNITS = ("appliance-models-repo.service", "appliance-models-refresh.timer")
+
+
+def test_the_back_office_installs_its_console_and_the_model_repository_s_units(
+    tmp_path: Path,
+) -> None:
+    """The console, `models repo serve` and the timer of `models repo refresh` shipped no unit:
+    the operator wrote their own (docs/experiments/README.md, "deploywalk"). The console is
+    enabled with the worker once the config passes; the repository's two once /srv/models
+    holds a repository; --uninstall removes them all."""
+    root = tmp_path / "root"
+    worker = ("backoffice", "--worker", "backoffice-1")
+    assert install(root, *worker).returncode == 0
+    units = root / "etc/systemd/system"
+    for name in (CONSOLE, *REPO_UNITS, "appliance-models-refresh.service"):
+        assert (units / name).read_text() == (INSTALL.parent / name).read_text()
+    _check_with_this_checkout(root)
+    (root / "etc/appliance/backoffice.yaml").write_text("mqtt:\n  host: 127.0.0.1\n")
+    done = install(root, *worker)
+    assert done.returncode == 0, done.stderr
+    assert f"{CONSOLE} enabled" in done.stderr
+    assert (units / "multi-user.target.wants" / CONSOLE).is_symlink()
+    assert (f"not started: no model repository in {root}/srv/models yet: make it (as root, "
+            f"README \"Updating models\"): {root}/opt/appliance/venv/bin/appliance models repo "
+            f"init {root}/srv/models, then start: systemctl enable --now "
+            "appliance-models-repo.service") in done.stderr
+    assert not [link for link in units.rglob("appliance-models-*") if link.is_symlink()]
+    metadata = root / "srv/models/public/metadata"
+    metadata.mkdir(parents=True)
+    (metadata / "timestamp.json").write_text("{}")  # `models repo init /srv/models` ran
+    done = install(root, *worker)
+    assert done.returncode == 0, done.stderr
+    assert "appliance-models-repo.service enabled; appliance-models-refresh.timer enabled" in (
+        done.stderr)
+    assert (units / "multi-user.target.wants/appliance-models-repo.service").is_symlink()
+    assert (units / "timers.target.wants/appliance-models-refresh.timer").is_symlink()
+    gone = install(root, "backoffice", "--uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert [path.name for path in units.rglob("*")] == []  # every unit and link removed
+
+
+def test_the_refresh_timer_on_a_rerun_is_running_not_stopped(live_host: LiveHost) -> None:
+    """A timer is active, not a running service: a rerun must find it so and leave it, and
+    restart the repository's server after an upgrade as it does the workers."""
+    metadata = live_host.root / "srv/models/public/metadata"
+    metadata.mkdir(parents=True)
+    (metadata / "timestamp.json").write_text("{}")
+    worker = ("backoffice", "--worker", "backoffice-1")
+    _said, calls = live_host.install(*worker)
+    assert [f"enable --now {name}" for name in REPO_UNITS] == [
+        call for call in calls if call.startswith("enable") and "models" in call]
+    live_host.code("version 2")
+    said, calls = live_host.install(*worker)
+    assert "stays so" not in said
+    assert "appliance-models-refresh.timer running" in said
+    assert "restart appliance-models-repo.service" in calls

@@ -8,6 +8,7 @@ replaced by this checkout's own ``appliance`` (the same program) so verify can c
 
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
 import subprocess
@@ -19,8 +20,11 @@ from annotated_types import Le
 
 from appliance import metricshttp
 from appliance.config.pathology import PathologyConfig
+from appliance.console import server as console_server
+from appliance.console.db import StorePool
 from appliance.edge import screen_server
 from appliance.pathology import jobstore, server
+from appliance.updates import defaults as update_defaults
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 INSTALLED = "/opt/appliance/venv/bin/appliance"
@@ -29,6 +33,8 @@ UNITS = {  # file in deploy/ -> (name to verify it under, highest exposure allow
     "appliance-backoffice@.service": ("appliance-backoffice@backoffice-1.service", 2.0),
     # the GPU needs its device nodes, PyTorch's CPU convolutions writable executable memory
     "appliance-pathology@.service": ("appliance-pathology@0.service", 2.0),
+    "appliance-console.service": ("appliance-console.service", 2.0),
+    "appliance-models-repo.service": ("appliance-models-repo.service", 2.0),
 }
 
 
@@ -73,6 +79,7 @@ def test_unit_exposure_is_at_most_its_limit(tmp_path: Path, source: str) -> None
 HELD_WHEN_QUIET = 64
 # measured: 8 workers took 26 descriptors, the fork server's 2 included
 PIPES_PER_PREPARATION_WORKER = 3
+STORE_CONNECTIONS = inspect.signature(StorePool).parameters["size"].default
 MOST_PREPARATION_WORKERS = next(rule.le for rule in PathologyConfig.model_fields[
     "prepare_workers"].metadata if isinstance(rule, Le))
 WORST_CASE = {  # file in deploy/ -> the most descriptors its daemon may hold at once
@@ -81,6 +88,11 @@ WORST_CASE = {  # file in deploy/ -> the most descriptors its daemon may hold at
     "appliance-backoffice@.service": HELD_WHEN_QUIET,
     "appliance-pathology@.service": HELD_WHEN_QUIET + metricshttp.MAX_CONNECTIONS
         + PIPES_PER_PREPARATION_WORKER * MOST_PREPARATION_WORKERS,
+    # every connection place taken, and each store connection the pool holds
+    "appliance-console.service": HELD_WHEN_QUIET + console_server.MAX_CONNECTIONS
+        + STORE_CONNECTIONS,
+    # a socket and the file it sends for each connection served at once
+    "appliance-models-repo.service": HELD_WHEN_QUIET + 2 * update_defaults.MAX_CONNECTIONS,
 }
 
 
@@ -132,10 +144,13 @@ HARDENED_ALIKE = {  # what every daemon's unit sets the same way
     "AmbientCapabilities": "", "ProtectSystem": "strict", "ProtectHome": "yes",
     "PrivateTmp": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
     "ProtectControlGroups": "yes", "RestrictSUIDSGID": "yes", "LockPersonality": "yes",
-    # the one folder ProtectSystem=strict leaves writable, where config.state_dir points
+}
+STATE_FOLDER = {  # the one folder ProtectSystem=strict leaves writable, where config.state_dir
+    # points; the model repository's server writes nothing at all
     "StateDirectory": "appliance", "WorkingDirectory": "/var/lib/appliance",
     "Environment": "APPLIANCE__STATE_DIR=/var/lib/appliance",
 }
+READ_ONLY = {"appliance-models-repo.service"}
 
 
 @pytest.mark.parametrize("source", sorted(UNITS))
@@ -145,6 +160,8 @@ def test_every_daemon_unit_is_hardened_alike_and_writes_its_state_folder_only(
     settings = service_settings(source)
     for name, value in HARDENED_ALIKE.items():
         assert value in settings.get(name, []), (source, name, settings.get(name))
+    for name, value in STATE_FOLDER.items():
+        assert (value in settings.get(name, [])) == (source not in READ_ONLY), (source, name)
     assert "ReadWritePaths" not in settings  # nothing writable beside the state folder
 
 
