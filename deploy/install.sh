@@ -305,6 +305,16 @@ config_passes() {  # config_passes ROLE INSTANCE: whether its config passes (che
 }
 
 check_config() {  # check_config ROLE INSTANCE: `appliance config check` as its unit reads it
+  # the console's after the worker's check refused the same file and said why: the console's
+  # (no MQTT login) refuses nothing more, so its words would only repeat the worker's
+  if [[ "$1" == console && "${CHECKED[backoffice $WORKER]:-}" == 1 ]]; then
+    run_check "$@" >/dev/null 2>&1
+  else
+    run_check "$@"
+  fi
+}
+
+run_check() {  # run_check ROLE INSTANCE: the check, its words on stderr
   local appliance=$OPT/venv/bin/appliance config variables
   config=$(config_of "$1")
   if [[ ! -x "$appliance" ]]; then say "could not check $config: no $appliance (--skip-pip)"; return 1; fi

@@ -774,3 +774,17 @@ def test_the_refresh_timer_on_a_rerun_is_running_not_stopped(live_host: LiveHost
     assert "stays so" not in said
     assert "appliance-models-refresh.timer running" in said
     assert "restart appliance-models-repo.service" in calls
+
+
+def test_a_refused_back_office_config_is_said_once_for_the_worker_and_the_console(
+    live_host: LiveHost,
+) -> None:
+    """The console reads the worker's file: its check repeated every complaint the worker's had
+    just printed."""
+    config = live_host.root / "etc/appliance/backoffice.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("refuse\n")
+    said, calls = live_host.install("backoffice", "--worker", "backoffice-1")
+    assert said.count(": refused") == 1
+    assert f"then start: systemctl enable --now {CONSOLE}" in said  # not started all the same
+    assert not [call for call in calls if call.startswith("enable")]
