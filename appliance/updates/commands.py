@@ -53,7 +53,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     serve.add_argument("--max-connections", type=whole_number(1, 1000),
                        default=MAX_CONNECTIONS,
                        help="connections served at once; one more is answered 503 at once")
-    serve.set_defaults(handler=_repo_serve)
+    serve.set_defaults(handler=_repo_serve, own_stop_signals=True)  # held until it serves
     _register_release(models)
     _register_fleet(models)
 
@@ -207,21 +207,35 @@ def _repo_refresh(args: argparse.Namespace) -> int:
 
 
 def _repo_serve(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C, SIGTERM or SIGHUP (its terminal closed), which stop it in order,
+    exit 0, as they stop the console (also one that came while it started): under systemd
+    a stop is then a stop, not a failed unit."""
+    import logging  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from appliance.interrupts import stop_on_signals  # noqa: PLC0415
     from appliance.updates.serve import RepositoryServer  # noqa: PLC0415 - http.server, ssl
 
-    try:
-        server = RepositoryServer(args.dir / "public", args.host, args.port,
-                                  max_connections=args.max_connections)
-    except OSError as exc:  # no repository there, the address taken or unknown
-        where = "" if isinstance(exc, FileNotFoundError) else f"{args.host}:{args.port}: "
-        print(escape_controls(f"models repo serve: {where}{exc}"), file=sys.stderr)
-        return EXIT_ERROR
-    print(escape_controls(f"serving {args.dir / 'public'} on {server.url} (Ctrl-C stops)"),
-          flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.close()
+    stop = threading.Event()
+    with stop_on_signals(stop, logging.getLogger("appliance.updates.serve")):
+        if stop.is_set():  # a stop signal while the command started
+            return 0
+        try:
+            server = RepositoryServer(args.dir / "public", args.host, args.port,
+                                      max_connections=args.max_connections)
+        except OSError as exc:  # no repository there, the address taken or unknown
+            where = "" if isinstance(exc, FileNotFoundError) else f"{args.host}:{args.port}: "
+            print(escape_controls(f"models repo serve: {where}{exc}"), file=sys.stderr)
+            return EXIT_ERROR
+        print(escape_controls(f"serving {args.dir / 'public'} on {server.url} (Ctrl-C stops)"),
+              flush=True)
+        threading.Thread(target=server.serve_forever, name="repo-serve", daemon=True).start()
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            server.close()
+    print(escape_controls(f"stopped serving {args.dir / 'public'}"), flush=True)
     return 0
 
 

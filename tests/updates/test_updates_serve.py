@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -132,3 +133,21 @@ def test_repo_serve_takes_its_cap_from_the_command_line(tmp_path: Path) -> None:
                 assert answer_to(excess).startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
         finally:
             serving.kill()
+
+
+def test_repo_serve_stops_in_order_on_sigterm_and_sighup_with_exit_0(tmp_path: Path) -> None:
+    """As systemd stops its unit (SIGTERM) or a terminal closes (SIGHUP): exit 0 and said, not
+    143 or 129 as a one-shot command ends, which left the unit failed after every stop."""
+    public_dir = tmp_path / "repo" / "public"
+    (public_dir / "metadata").mkdir(parents=True)
+    command = [sys.executable, "-m", "appliance", "models", "repo", "serve",
+               str(tmp_path / "repo"), "--port", "0"]
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as serving:
+            assert serving.stdout is not None
+            assert "serving" in serving.stdout.readline()
+            serving.send_signal(signum)
+            out, err = serving.communicate(timeout=30)
+        assert serving.returncode == 0, err
+        assert f"stopped serving {public_dir}" in out
