@@ -274,6 +274,8 @@ class Shape:
     # (P, RAY_COUNT) bool: the rays down a strand narrower than the pit leaving it (a hair out
     # of a pore, ``pore_strand``), left out of its arms, strand, arm count and the readings above
     strand_rays: np.ndarray
+    # (P,) that strand's width across over the pit's own width on the same line (inf: none)
+    strand_share: np.ndarray
 
 
 def elongation_of(with_floor: np.ndarray, floor: np.ndarray, top: np.ndarray,
@@ -549,9 +551,9 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
     ring = np.minimum(rays.radii_px.searchsorted(median + 2.0 * FINE), len(rays.radii_px) - 2)
     arms = (ordered[rows, ring, -2] + ordered[rows, ring + 1, -2]) / 2.0  # 2nd deepest ray
     strand = (ordered[rows, ring, -1] + ordered[rows, ring + 1, -1]) / 2.0  # the deepest one
-    away = _strand_left_out(depth, centres[rows], rays, ring, crossed, median=median, skin=skin,
-                            floor=floor, arms=arms, strand=strand,
-                            furrow_floor=arm_level / ARM_LEVEL)
+    away, strand_share = _strand_left_out(
+        depth, centres[rows], rays, ring, crossed, median=median, skin=skin, floor=floor,
+        arms=arms, strand=strand, furrow_floor=arm_level / ARM_LEVEL)
     count, arm_floor, far_side = arm_count(rays, median, arm_level, rim[:, OUTER_RIM], away)
     read = (np.arange(len(floor)) if settled is None
             else np.flatnonzero(~settled(floor, strand, count, arm_floor)))
@@ -560,25 +562,26 @@ def _shape_rows(depth: np.ndarray, centres: np.ndarray, arm_level: float,
     elongation, ends, outline, rest, along, edge = late
     shape = Shape(floor, skin, radius, gap, gap / np.maximum(median, 1e-6), arms, strand,
                   elongation, count, ends, arm_floor, outline, far_side, rest, along, crossed,
-                  edge, equivalent_radius(edge), away)
+                  edge, equivalent_radius(edge), away, strand_share)
     return shape, every_floor, every_gap
 
 
 def _strand_left_out(depth: np.ndarray, centres: np.ndarray, rays: Profiles, ring: np.ndarray,
                      crossed: np.ndarray, *, median: np.ndarray, skin: np.ndarray,
                      floor: np.ndarray, arms: np.ndarray, strand: np.ndarray,
-                     furrow_floor: float) -> np.ndarray:
-    """The rays of each pit that run down a strand leaving it (``pore_strand``; (P, rays)
-    bool), and the pit's ``arms`` and ``strand`` read again without them (in place)."""
+                     furrow_floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rays of each pit that run down a strand leaving it and the strand's share of the
+    pit's width (``pore_strand``; (P, rays) bool, (P,)), and the pit's ``arms`` and
+    ``strand`` read again without them (in place)."""
     here = np.arange(len(floor))
     at_ring = (rays.depth[here, ring] + rays.depth[here, ring + 1]) / 2.0  # (P, rays)
-    away = strand_rays(depth, centres, at_ring, crossed, crossed > ARM_CUT * median[:, None],
+    away, share = strand_rays(depth, centres, at_ring, crossed, crossed > ARM_CUT * median[:, None],
                        skin=skin, floor=floor, furrow_floor=furrow_floor)
     left = np.flatnonzero(away.any(axis=1))
     if len(left):
         kept = np.sort(np.where(away[left], -np.inf, at_ring[left]), axis=1)
         arms[left], strand[left] = kept[:, -2], kept[:, -1]
-    return away
+    return away, share
 
 
 def _late_readings(rays: Profiles, with_floor: np.ndarray, crossed: np.ndarray,

@@ -22,6 +22,9 @@ left out of those readings (``pore_profile.Shape``), so the pit's own edge is re
    that line (a line along a furrow does not), and the strand is at least half the pit's
    depth over the skin there and no deeper than the pit's floor (a pit at the end of a
    deeper stretch of furrow is shallower than the stretch).
+4. The strand's share of the pit's width is kept (``Shape.strand_share``): a pit on the hair
+   mask in a furrow or at a junction is a pore with its hair only where the strand is at most
+   ``STRAND_MAX_SHARE_IN_FURROW`` of it (a hair's tip there reads wider than its strand).
 """
 
 from __future__ import annotations
@@ -37,28 +40,36 @@ STRAND_AXIS_RIMS = 0.5  # the strand's own depth: the deepest sample this near t
 STRAND_MAX_SHARE = 0.9  # a strand is at most this share of the pit's own width wide
 STRAND_OVER_REST = 2.0  # a strand is this much deeper than every other ray just outside the rim
 STRAND_OVER_FURROWS = 3.0  # ... and this much deeper than the frame's furrow floor
+# a pit on a hair in a furrow or at a junction is a pore with a hair only where its strand is
+# at most this share of its width: a hair's tip there reads 0.75-0.88 of its "pit" (the tip
+# itself, widened by the furrow or junction under it; pores.py ``_on_hair``)
+STRAND_MAX_SHARE_IN_FURROW = 0.7
 
 _ACROSS = np.linspace(-1.0, 1.0, STRAND_SAMPLES)  # of STRAND_ACROSS_RIMS rims
 
 
 def strand_rays(depth: np.ndarray, centres: np.ndarray, ring: np.ndarray, rim: np.ndarray,
                 long: np.ndarray, *, skin: np.ndarray, floor: np.ndarray,
-                furrow_floor: float) -> np.ndarray:
+                furrow_floor: float) -> tuple[np.ndarray, np.ndarray]:
     """(P, rays) bool: the rays of each pit that run down a strand leaving it (none where no
+    strand leaves it); and (P,) the strand's width over the pit's own width (inf where no
     strand leaves it). ``ring``: each ray's depth just outside the rim; ``rim``: each ray's
     rim radius (fine px); ``long``: the rays whose rim runs on (rays in angle order);
     ``skin``, ``floor``: the pit's; ``furrow_floor``: the frame's."""
     away = np.zeros(long.shape, dtype=bool)
+    share = np.full(len(long), np.inf)
     # near-black: few pits have a ray that deep, and only those are read further (speed only)
     dark = np.flatnonzero(ring.max(axis=1) >= STRAND_OVER_FURROWS * furrow_floor)
     if len(dark):
-        away[dark] = _strand_rays_of(depth, centres[dark], ring[dark], rim[dark], long[dark],
-                                     skin=skin[dark], floor=floor[dark])
-    return away
+        away[dark], share[dark] = _strand_rays_of(
+            depth, centres[dark], ring[dark], rim[dark], long[dark], skin=skin[dark],
+            floor=floor[dark])
+    return away, share
 
 
 def _strand_rays_of(depth: np.ndarray, centres: np.ndarray, ring: np.ndarray, rim: np.ndarray,
-                    long: np.ndarray, *, skin: np.ndarray, floor: np.ndarray) -> np.ndarray:
+                    long: np.ndarray, *, skin: np.ndarray, floor: np.ndarray,
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """``strand_rays`` of pits whose deepest ray just outside the rim is near-black."""
     count, rays = long.shape
     rows = np.arange(count)
@@ -73,8 +84,9 @@ def _strand_rays_of(depth: np.ndarray, centres: np.ndarray, ring: np.ndarray, ri
     darker = ring[rows, deepest] >= STRAND_OVER_REST * rest
     maybe = np.flatnonzero((run >= 1) & (run <= STRAND_MAX_RAYS) & one_sided & darker)
     away = np.zeros(long.shape, dtype=bool)
+    share = np.full(count, np.inf)
     if not len(maybe):
-        return away
+        return away, share
     middle = (deepest[maybe] + (right[maybe] - left[maybe]) / 2.0) * (2.0 * np.pi / rays)
     # the pit's own width across the strand, read as the strand's is, through its centre
     across = (rim[maybe, (deepest[maybe] + rays // 4) % rays]
@@ -86,11 +98,12 @@ def _strand_rays_of(depth: np.ndarray, centres: np.ndarray, ring: np.ndarray, ri
     narrow = np.isfinite(own_width) & (width <= STRAND_MAX_SHARE * own_width) & (
         strand_depth >= (floor[maybe] + skin[maybe]) / 2.0) & (strand_depth <= floor[maybe])
     chosen = maybe[narrow]
+    share[chosen] = width[narrow] / own_width[narrow]
     offsets = np.arange(-STRAND_MAX_RAYS, STRAND_MAX_RAYS + 1)
     within = (offsets[None, :] >= -left[chosen, None]) & (offsets[None, :] <= right[chosen, None])
     ray_of = (deepest[chosen, None] + offsets[None, :]) % rays
     away[np.repeat(chosen, within.sum(axis=1)), ray_of[within]] = True
-    return away
+    return away, share
 
 
 def _run_sides(long: np.ndarray, deepest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -97,6 +97,7 @@ from appliance.skin.pore_profile import (
     typical_junction,
 )
 from appliance.skin.pore_rim import own_edge
+from appliance.skin.pore_strand import STRAND_MAX_SHARE_IN_FURROW
 from appliance.skin.preprocess import Prepared, on_grid
 
 
@@ -483,14 +484,17 @@ def _with_rings(found: Candidates, fine: np.ndarray, centres: np.ndarray, read: 
 
 
 def _on_hair(centres_work: np.ndarray, hair: np.ndarray, shape: Shape) -> np.ndarray:
-    """Which pits (x, y work px) lie on a hair pixel, but for those in a hill (at most one
-    furrow arm) that a strand narrower than the pit leaves (``Shape.strand_rays``): a pore
-    wider than the hair at its root is a pore. A hair that ends in a furrow or at a junction
-    reads as a pit there as wide as the furrow or the junction, not the hair."""
+    """Which pits (x, y work px) lie on a hair pixel, but for those that a strand narrower
+    than the pit leaves (``Shape.strand_rays``): a pore wider than the hair at its root is a
+    pore. In a hill (at most one furrow arm) any such strand will do; in a furrow or at a
+    junction the strand must be at most ``STRAND_MAX_SHARE_IN_FURROW`` of the pit's width: a
+    hair that ends there reads as a pit as wide as its tip over the furrow or the junction,
+    which widens it (docs/experiments/README.md "hairjunc")."""
     height, width = hair.shape
     columns = np.rint(centres_work[:, 0]).clip(0, width - 1).astype(np.intp)
     rows = np.rint(centres_work[:, 1]).clip(0, height - 1).astype(np.intp)
-    rooted = np.any(shape.strand_rays, axis=1) & (shape.arm_count <= 1)
+    wider = (shape.arm_count <= 1) | (shape.strand_share <= STRAND_MAX_SHARE_IN_FURROW)
+    rooted = np.any(shape.strand_rays, axis=1) & wider
     on: np.ndarray = hair[rows, columns] & ~rooted
     return on
 
