@@ -19,6 +19,16 @@ Options: `--customers N` shows N customers over and over (a result then costs th
 only, for more results an hour); `--clock-jump-s S` moves the kiosk's wall clock by S at 60 %
 of the run and back at 80 % (no root: its Python's clocks, via sitecustomize); `--full-disk-mib
 M` (root) puts the kiosk's state folder on a tmpfs of M MiB, filled at 70 % for 20 s.
+Several kiosks, the console and the screen: `--kiosks N` runs N kiosk daemons (each its own
+device id, state folder, camera seed and metrics port; the first is never killed, for its
+slopes) and `--kiosk-kill-every-s S` kills the others in turn with SIGKILL and starts them again;
+every result any kiosk committed is accounted for, and `duplicates_stored` counts rows beyond
+one a measurement id. `--console` runs `appliance console` on the store with an operator on it
+(benchmarks/soak_clients.py: login, every page, one result, the CSV export, the API, logout);
+`--screen` serves the first kiosk's screen to a browser-like client; `--browser-every-s S` has
+a real chromium visit both. Every process's sockets (TCP by state, to PostgreSQL) are read
+with its memory, and `lives` gives each process's figures over its last life (its slope an
+hour), so a killed kiosk and the console are read like the rest.
 Usage: nice .venv/bin/python benchmarks/soak.py [--minutes 10] [--fps 16] [--sample-s 5]
 """
 
@@ -34,7 +44,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -46,6 +58,9 @@ CLOCK_JUMP_AT, CLOCK_BACK_AT = 0.6, 0.8  # fractions of the run: the kiosk's clo
 FULL_DISK_AT, FULL_DISK_S = 0.7, 20.0  # the kiosk's disk filled then, for so long
 OUTAGE_S = 3.0  # how long the broker and the killed back office stay away
 DRAIN_S = 120.0  # the most the end waits for the outbox to drain
+MAX_KIOSKS = 8
+CONSOLE_USER = "soak"
+CONSOLE_PASSWORD = "soak operator password"  # a throw-away store's, never a real one
 
 
 def _positive(kind: type, text: str) -> Any:
@@ -108,6 +123,29 @@ def command_line() -> argparse.ArgumentParser:
                         "deploy/appliance-edge.service sets it")
     parser.add_argument("--samples-out", type=Path, default=None,
                         help="also write every sample as JSON lines to this file")
+    parser.add_argument("--kiosks", type=lambda t: _positive(int, t), default=1,
+                        help="this many kiosk daemons, each its own device id, state folder, "
+                        "camera seed and metrics port (default 1; at most 8)")
+    parser.add_argument("--kiosk-kill-every-s", type=lambda t: _positive(float, t),
+                        default=None,
+                        help="with --kiosks 2 or more: this often one of the kiosks after the "
+                        "first, in turn, is killed with SIGKILL and started again (the first "
+                        "runs throughout, for its slopes)")
+    parser.add_argument("--console", action="store_true",
+                        help="also run the console on the store, an operator on it (login, "
+                        "every page, one result, the CSV export, the API, logout) every "
+                        "--console-every-s")
+    parser.add_argument("--console-every-s", type=lambda t: _positive(float, t), default=5.0,
+                        help="seconds between the operator's visits (default 5)")
+    parser.add_argument("--screen", action="store_true",
+                        help="the first kiosk serves its screen, read by a browser-like client "
+                        "(its files, the state every second, the overlay, the events stream, "
+                        "the preview now and then)")
+    parser.add_argument("--browser-every-s", type=lambda t: _positive(float, t), default=None,
+                        help="with --console or --screen: a real chromium (Playwright) visits "
+                        "them this often")
+    parser.add_argument("--pg-schema", default=None,
+                        help="with --pg-url: the schema's name (default soak_PID)")
     return parser
 
 
@@ -116,6 +154,7 @@ if __name__ == "__main__":  # --help and a bad argument end here, before the hea
 
 import yaml
 from paho.mqtt import client as mqtt
+from soak_clients import BrowserVisits, Operator, ScreenClient
 
 from appliance.transport.broker import PrivateBroker, free_port
 
@@ -264,6 +303,55 @@ def _mapping_group(in_heap: bool, path: str) -> str:
     return "other files"
 
 
+TCP_STATES = {"01": "established", "0A": "listen", "08": "close_wait", "06": "time_wait"}
+
+
+def tcp_table() -> dict[str, tuple[int, int, str]]:
+    """Every TCP socket of this host by inode: local port, remote port, state (/proc/net)."""
+    table = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9:
+                local, remote = fields[1], fields[2]
+                table[fields[9]] = (int(local.rsplit(":", 1)[1], 16),
+                                    int(remote.rsplit(":", 1)[1], 16),
+                                    TCP_STATES.get(fields[3], fields[3]))
+    return table
+
+
+def socket_figures(pid: int, table: dict[str, tuple[int, int, str]],
+                   pg_port: int = 5432) -> dict[str, int]:
+    """A process's sockets: all of them, and its TCP ones by state and to PostgreSQL."""
+    figures = {"sockets": 0, "tcp_established": 0, "tcp_listen": 0, "tcp_close_wait": 0,
+               "pg_connections": 0}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return figures
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if not target.startswith("socket:["):
+            continue
+        figures["sockets"] += 1
+        entry = table.get(target[8:-1])
+        if entry is None:
+            continue
+        _local, remote, state = entry
+        if f"tcp_{state}" in figures:
+            figures[f"tcp_{state}"] += 1
+        if remote == pg_port and state == "established":
+            figures["pg_connections"] += 1
+    return figures
+
+
 def folder_bytes(folder: Path) -> tuple[int, int]:
     """Bytes and files under ``folder`` (0, 0 where it is not there)."""
     total = files = 0
@@ -304,6 +392,59 @@ def scrape(port: int) -> dict[str, float]:
             except ValueError:
                 continue
     return values
+
+
+def scrape_status(url: str) -> int | None:
+    """The status a GET of ``url`` is answered with (None where none came)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return None
+
+
+class Visitors:
+    """The console's operator, the screen's client and the browser's visits, where asked."""
+
+    def __init__(self, soak: Soak, arguments: argparse.Namespace) -> None:
+        self.soak, self.arguments = soak, arguments
+        self.stopping = threading.Event()
+        self.threads: dict[str, Any] = {}
+
+    def start(self) -> None:
+        soak, arguments = self.soak, self.arguments
+        console = f"http://127.0.0.1:{soak.console_port}" if soak.console_port else None
+        screen = f"http://127.0.0.1:{soak.screen_port}" if soak.screen_port else None
+        if console:
+            self.threads["operator"] = Operator(console, CONSOLE_USER, CONSOLE_PASSWORD,
+                                                token=soak.console_token,
+                                                every_s=arguments.console_every_s,
+                                                stop=self.stopping)
+        if screen:
+            self.threads["screen"] = ScreenClient(screen, self.stopping)
+        if arguments.browser_every_s and (console or screen):
+            self.threads["browser"] = BrowserVisits(console, screen, CONSOLE_USER,
+                                                    CONSOLE_PASSWORD,
+                                                    every_s=arguments.browser_every_s,
+                                                    stop=self.stopping)
+        for thread in self.threads.values():
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads.values():
+            thread.join(60)
+
+    def figures(self) -> dict[str, Any]:
+        figures = {name: thread.tally.figures() for name, thread in self.threads.items()}
+        if "operator" in self.threads:
+            figures["operator"]["csv_bytes_max"] = self.threads["operator"].csv_bytes_max
+        if "screen" in self.threads:
+            figures["screen"] |= {"events_read": self.threads["screen"].events_read,
+                                  "preview_bytes": self.threads["screen"].preview_bytes}
+        return figures
 
 
 def table_counts(store: Path) -> dict[str, int]:
@@ -406,9 +547,11 @@ class Soak:
     def __init__(self, workdir: Path, fps: float, *, shifted_clock: bool = False,
                  customers: int | None = None, pg_url: str | None = None,
                  tracemalloc_s: float | None = None,
-                 extra_env: list[tuple[str, str]] | None = None) -> None:
+                 extra_env: list[tuple[str, str]] | None = None, kiosks: int = 1,
+                 console: bool = False, screen: bool = False,
+                 pg_schema: str | None = None) -> None:
         self.workdir = workdir
-        self.pg = PgStore(pg_url, f"soak_{os.getpid()}") if pg_url else None
+        self.pg = PgStore(pg_url, pg_schema or f"soak_{os.getpid()}") if pg_url else None
         self.customize = workdir / "kiosk-python"
         self.customize.mkdir(parents=True, exist_ok=True)
         (self.customize / "sitecustomize.py").write_text(KIOSK_SITECUSTOMIZE)
@@ -428,29 +571,92 @@ class Soak:
                                "SOAK_TRACEMALLOC_S": str(tracemalloc_s)}
         self.broker = PrivateBroker(workdir=workdir / "broker")
         self.prefix = f"soak{os.getpid()}"
-        self.edge_metrics = free_port()
+        # the kiosks: "edge" (the first, never killed), "edge2", "edge3", ...
+        self.kiosks = ["edge", *(f"edge{n}" for n in range(2, kiosks + 1))]
+        self.kiosk_metrics = {name: free_port() for name in self.kiosks}
+        self.kiosk_state = {name: workdir / name / "state" for name in self.kiosks}
+        self.edge_metrics = self.kiosk_metrics["edge"]
         self.backoffice_metrics = free_port()
+        self.screen_port = free_port() if screen else None
+        self.console_port = free_port() if console else None
         self.store = workdir / "backoffice" / "store.sqlite3"
-        self.edge_state = workdir / "edge" / "state"
+        self.edge_state = self.kiosk_state["edge"]
         self.outbox = self.edge_state / "outbox.sqlite3"
-        self.edge_config = self._write("edge", self._edge_config(fps))
+        self.configs = {name: self._write(name, self._edge_config(fps, n))
+                        for n, name in enumerate(self.kiosks)}
+        self.edge_config = self.configs["edge"]
         self.backoffice_config = self._write("backoffice", self._backoffice_config())
+        self.configs["backoffice"] = self.backoffice_config
+        if console:
+            self.configs["console"] = self._write("console", self._backoffice_config() | {
+                "console": {"port": self.console_port}})
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.starts = {"edge": 0, "backoffice": 0}
+        self.starts = dict.fromkeys(self.configs, 0)
 
-    def _edge_config(self, fps: float) -> dict[str, Any]:
+    def start_all(self) -> None:
+        """The back office, then the kiosks, then the console (its user and token made)."""
+        self.start("backoffice")
+        time.sleep(2.0)  # its subscription first: the kiosk's first results find it
+        for kiosk in self.kiosks:
+            self.start(kiosk)
+        if self.console_port:
+            self.start_console()
+
+    def check_alive(self) -> None:
+        """Raise when a daemon or server has ended on its own."""
+        for name in self.names():
+            if name != "broker" and self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited on its own with "
+                                   f"{self.processes[name].returncode}: see "
+                                   f"{self.workdir / name / (name + '.log')}")
+
+    def stop_all(self) -> dict[str, int | None]:
+        """SIGTERM the kiosks, the console, then the back office; their exit codes."""
+        exits = {"kiosk_exit": self.stop("edge")}
+        for kiosk in self.kiosks[1:]:
+            exits[f"{kiosk}_exit"] = self.stop(kiosk)
+        if self.console_port:
+            exits["console_exit"] = self.stop("console")
+        time.sleep(2.0)  # the worker stores what the kiosk's last moments sent
+        exits["backoffice_exit"] = self.stop("backoffice")
+        return exits
+
+    def start_console(self) -> None:
+        """A console user and an API token on the store, then the console, answering."""
+        folder = self.workdir / "console"
+        (folder / "password").write_text(CONSOLE_PASSWORD)
+        base = [sys.executable, "-m", "appliance", "console", "--config",
+                str(self.configs["console"])]
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APPLIANCE__")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        subprocess.run([*base, "user", "add", CONSOLE_USER, "--role", "operator",
+                        "--password-file", str(folder / "password")], check=True, env=env,
+                       capture_output=True, cwd=folder)
+        made = subprocess.run([*base, "token", "create", CONSOLE_USER], check=True, env=env,
+                              capture_output=True, text=True, cwd=folder)
+        self.console_token = made.stdout.splitlines()[0].strip()
+        self.start("console")
+        wait_for(lambda: scrape_status(f"http://127.0.0.1:{self.console_port}/login") == 200,
+                 60)
+
+    def outbox_of(self, kiosk: str) -> Path:
+        return self.kiosk_state[kiosk] / "outbox.sqlite3"
+
+    def _edge_config(self, fps: float, number: int = 0) -> dict[str, Any]:
+        name = self.kiosks[number]
         return {
-            "device": {"id": "soak-kiosk", "site": "soak"},
-            "camera": {"source": "synthetic", "seed": 11},
+            "device": {"id": "soak-kiosk" if number == 0 else f"soak-kiosk-{number + 1}",
+                       "site": "soak"},
+            "camera": {"source": "synthetic", "seed": 11 + number},
             "mqtt": {"host": "127.0.0.1", "port": self.broker.port, "topic_prefix": self.prefix},
-            "state_dir": str(self.edge_state),
+            "state_dir": str(self.kiosk_state[name]),
             "edge": {
                 "burst_frames": 1, "rearm_frames": 1, "synthetic_fps": fps,
                 "status_interval_s": 1, "reconnect_initial_s": 0.1, "reconnect_cap_s": 1,
                 "ack_resend_initial_s": 1, "ack_resend_cap_s": 10,
-                "metrics_port": self.edge_metrics,
+                "metrics_port": self.kiosk_metrics[name],
             },
-            "screen": {"port": None},
+            "screen": {"port": self.screen_port if number == 0 else None},
         }
 
     def _backoffice_config(self) -> dict[str, Any]:
@@ -470,18 +676,21 @@ class Soak:
         return path
 
     def start(self, name: str) -> None:
-        """Start ``edge`` or ``backoffice`` as a child, its log appended to NAME/NAME.log."""
-        config = self.edge_config if name == "edge" else self.backoffice_config
+        """Start a kiosk (``edge``, ``edge2``, ...), ``backoffice`` or ``console`` as a
+        child, its log appended to NAME/NAME.log."""
+        config = self.configs[name]
+        kiosk = name in self.kiosks
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APPLIANCE__")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        if name == "edge" and self.kiosk_env:
+        if kiosk and self.kiosk_env:
             env["PYTHONPATH"] = os.pathsep.join((str(self.customize), env["PYTHONPATH"]))
             env |= self.kiosk_env
-        if name == "edge":
+        if kiosk:
             env = kiosk_environment(env, self.extra_env)
+        command = "edge" if kiosk else name
         with (self.workdir / name / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "appliance", name, "--config", str(config)],
+                [sys.executable, "-m", "appliance", command, "--config", str(config)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir / name,
             )
         self.starts[name] += 1
@@ -542,6 +751,31 @@ class Soak:
         return {"glibc_tunables": tunables[0].split("=", 1)[1] if tunables else None,
                 "by_holder": smaps_breakdown(text)}
 
+    def names(self) -> list[str]:
+        """Every process the soak reads: the kiosks, the back office, the broker, the
+        console where it runs."""
+        return [*self.kiosks, "backoffice", "broker",
+                *(["console"] if self.console_port else [])]
+
+    def kiosk_figures(self) -> dict[str, dict[str, float | None]]:
+        figures = {}
+        for name in self.kiosks:
+            metrics = scrape(self.kiosk_metrics[name])
+            figures[name] = {key: metrics.get(f"appliance_edge_{metric}") for key, metric in (
+                ("committed", "measurements_total"), ("outbox_depth", "outbox_depth"),
+                ("dropped", "outbox_dropped_total"), ("resent", "results_resent_total"),
+                ("reconnects", "mqtt_reconnects_total"))}
+        return figures
+
+    def duplicates_stored(self) -> int | None:
+        """Rows of results beyond one a measurement id (None where it cannot be read)."""
+        sql = "SELECT count(*) - count(DISTINCT measurement_id) FROM results"
+        if self.pg:
+            rows = self.pg.ids(sql)
+            return int(rows[0]) if rows else None
+        found = ids_in(self.store, sql)
+        return int(next(iter(found))) if found else None
+
     def sample(self, started_s: float, sys_watch: SysWatcher) -> dict[str, Any]:
         edge = scrape(self.edge_metrics)
         worker = scrape(self.backoffice_metrics)
@@ -578,9 +812,20 @@ class Soak:
             "mqtt_retained": sys_watch.figure("retained messages/count"),
             "mqtt_stored_messages": sys_watch.figure("store/messages/count"),
         }
-        for name in PROCESSES:
+        kiosks = self.kiosk_figures()
+        row["kiosks"] = kiosks
+        row["committed_all"] = sum(k["committed"] or 0 for k in kiosks.values())
+        row["outbox_depth_all"] = sum(k["outbox_depth"] or 0 for k in kiosks.values())
+        row["kiosk_states_bytes"] = sum(folder_bytes(self.kiosk_state[k])[0] for k in kiosks)
+        row["kiosk_logs_bytes"] = sum(file_bytes(self.workdir / k / f"{k}.log")
+                                      for k in kiosks)
+        row["console_log_bytes"] = file_bytes(self.workdir / "console" / "console.log")
+        table = tcp_table()
+        for name in self.names():
             pid = self.pid(name)
-            row[name] = proc_figures(pid) if pid is not None else None
+            figures = proc_figures(pid) if pid is not None else None
+            row[name] = (figures | socket_figures(pid, table) | {"pid": pid}
+                         if figures and pid else None)
         return row
 
 
@@ -724,8 +969,10 @@ class Events:
     the broker restarted, the kiosk's clock moved and restored, its disk filled and freed."""
 
     def __init__(self, soak: Soak, disk: FullDisk | None, seconds: float,
-                 clock_jump_s: float) -> None:
+                 clock_jump_s: float, kiosk_kill_every_s: float | None = None) -> None:
         self.soak, self.disk, self.seconds, self.clock_jump_s = soak, disk, seconds, clock_jump_s
+        self.kiosk_kill_every_s = kiosk_kill_every_s if len(soak.kiosks) > 1 else None
+        self.kiosk_kills = 0
         self.said: list[str] = []
         self.done: set[str] = set()
         self.killed_at_s: float | None = None
@@ -753,6 +1000,16 @@ class Events:
             time.sleep(OUTAGE_S)
             soak.broker.start()
             self.said.append(f"broker stopped and started again at {elapsed_s:.0f} s")
+        if self.kiosk_kill_every_s and elapsed_s >= (
+                self.kiosk_kills + 1) * self.kiosk_kill_every_s:
+            self.kiosk_kills += 1
+            name = soak.kiosks[1 + (self.kiosk_kills - 1) % (len(soak.kiosks) - 1)]
+            code = soak.stop(name, kill=True)
+            time.sleep(OUTAGE_S)
+            soak.start(name)
+            marks[f"{name}_killed"] = True
+            self.said.append(f"kiosk {name} SIGKILL at {elapsed_s:.0f} s (exit {code}), "
+                             "started again")
         clock = soak.clock_file
         if clock is not None and due("clock_jumped", CLOCK_JUMP_AT * seconds, elapsed_s, marks):
             clock.write_text(str(self.clock_jump_s))
@@ -777,46 +1034,43 @@ def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     workdir = workdir.resolve()
     soak = Soak(workdir, arguments.fps, shifted_clock=bool(arguments.clock_jump_s),
                 customers=arguments.customers, pg_url=arguments.pg_url,
-                tracemalloc_s=arguments.tracemalloc_s, extra_env=arguments.kiosk_env)
+                tracemalloc_s=arguments.tracemalloc_s, extra_env=arguments.kiosk_env,
+                kiosks=min(arguments.kiosks, MAX_KIOSKS), console=arguments.console,
+                screen=arguments.screen, pg_schema=arguments.pg_schema)
     disk = (FullDisk(soak.edge_state, arguments.full_disk_mib)
             if arguments.full_disk_mib else None)
     soak.broker.start()
     sys_watch = SysWatcher(soak.broker.port)
-    events = Events(soak, disk, seconds, arguments.clock_jump_s)
+    events = Events(soak, disk, seconds, arguments.clock_jump_s, arguments.kiosk_kill_every_s)
     out = arguments.samples_out.open("w") if arguments.samples_out else None
+    visitors = Visitors(soak, arguments)
     try:
-        soak.start("backoffice")
-        time.sleep(2.0)  # its subscription first: the kiosk's first results find it
-        soak.start("edge")
+        soak.start_all()
         started_s = time.monotonic()
         first_result = wait_for(lambda: soak.processes["edge"].poll() is not None or (scrape(
             soak.edge_metrics).get("appliance_edge_measurements_total") or 0) >= 1, 120)
         events.said.append(f"first result committed: {first_result}, "
                            f"{time.monotonic() - started_s:.1f} s")
         started_s = time.monotonic()  # the run counts from the first result
+        visitors.start()
         samples: list[dict[str, Any]] = []
         next_s = started_s
         while time.monotonic() - started_s < seconds:
             marks = events.happen(time.monotonic() - started_s, started_s)
-            for name in ("edge", "backoffice"):
-                if soak.processes[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited on its own with "
-                                       f"{soak.processes[name].returncode}: see "
-                                       f"{workdir / name / (name + '.log')}")
+            soak.check_alive()
             samples.append(soak.sample(started_s, sys_watch) | marks)
             if out:
                 out.write(json.dumps(samples[-1]) + "\n")
                 out.flush()
             next_s += arguments.sample_s
             time.sleep(max(0.0, next_s - time.monotonic()))
-        # the end: wait for everything committed to be confirmed, then stop both in order
-        drained = wait_for(lambda: scrape(soak.edge_metrics).get(
-            "appliance_edge_outbox_depth") == 0, DRAIN_S)
+        # the end: wait for everything committed to be confirmed, then stop all in order
+        visitors.stop()
+        drained = wait_for(lambda: all(scrape(soak.kiosk_metrics[k]).get(
+            "appliance_edge_outbox_depth") == 0 for k in soak.kiosks), DRAIN_S)
         samples.append(soak.sample(started_s, sys_watch))
         kiosk_memory = soak.kiosk_memory()
-        exits = {"kiosk_exit": soak.stop("edge")}
-        time.sleep(2.0)  # the worker stores what the kiosk's last moments sent
-        exits["backoffice_exit"] = soak.stop("backoffice")
+        exits = soak.stop_all()
         return {
             "minutes": arguments.minutes,
             "fps": arguments.fps,
@@ -838,11 +1092,19 @@ def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             **summarise(samples, seconds, arguments.warmup, events.killed_at_s),
             "tracemalloc_growth": traced_growth(soak.snapshots, arguments.warmup),
             "kiosk_memory_at_end": kiosk_memory,
+            "kiosks": len(soak.kiosks),
+            "kiosk_kills": events.kiosk_kills,
+            "lives": {name: life_figures(samples, name, arguments.warmup * seconds)
+                      for name in soak.names()},
+            "visitors": visitors.figures(),
+            "duplicates_stored": soak.duplicates_stored(),
+            "max_committed_all": samples[-1].get("committed_all"),
             "workdir": str(workdir),
         }
     finally:
-        for name in ("edge", "backoffice"):
-            if name in soak.processes and soak.processes[name].poll() is None:
+        visitors.stop()
+        for name in soak.processes:
+            if soak.processes[name].poll() is None:
                 soak.stop(name)
         sys_watch.close()
         soak.broker.close()
@@ -857,11 +1119,16 @@ def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def accounting(soak: Soak, workdir: Path, last: dict[str, Any]) -> dict[str, Any]:
     """Every result the kiosk's log says it committed: stored, kept as a dead letter, or still
     in its outbox; those in none of them were lost."""
-    committed = committed_ids(workdir / "edge" / "edge.log")
+    by_kiosk = {k: committed_ids(workdir / k / f"{k}.log") for k in soak.kiosks}
+    committed = set().union(*by_kiosk.values())
     stored = soak.stored_ids()
     lettered = soak.lettered_ids()
-    waiting = ids_in(soak.outbox, "SELECT measurement_id FROM outbox")
+    waiting = set().union(*(ids_in(soak.outbox_of(k), "SELECT measurement_id FROM outbox")
+                            for k in soak.kiosks))
     return {
+        "results_committed_by_each_kiosk": {k: len(ids) for k, ids in by_kiosk.items()},
+        "results_lost_by_each_kiosk": {k: len(ids - stored - lettered - waiting)
+                                       for k, ids in by_kiosk.items()},
         "results_committed_by_kiosk": len(committed),
         "results_stored": len(stored),
         "results_dead_lettered": len(lettered),
@@ -869,6 +1136,7 @@ def accounting(soak: Soak, workdir: Path, last: dict[str, Any]) -> dict[str, Any
         "results_lost": len(committed - stored - lettered - waiting),
         "results_stored_not_committed": len(stored - committed),
         "results_dropped_by_kiosk": last["dropped"],
+        "results_dropped_by_kiosks": sum(k["dropped"] or 0 for k in last["kiosks"].values()),
         "measurements_lost_by_kiosk": last["measurements_lost"],
         "results_resent": last["resent"],
         "kiosk_reconnects": last["reconnects"],
@@ -898,6 +1166,34 @@ def traced_growth(folder: Path, warmup: float, top: int = 10) -> dict[str, Any] 
                                  for frame in stat.traceback]}
                       for stat in grown],
     }
+
+
+LIFE_KEYS = ("rss_mib", "fds", "threads", "sockets", "tcp_established", "tcp_close_wait",
+             "pg_connections")
+
+
+def life_figures(samples: list[dict[str, Any]], name: str, warmup_s: float) -> dict[str, Any]:
+    """A process's figures over its last life (its last pid): each key's first value after the
+    warm-up (from ``warmup_s`` after that life began), its last and largest, and its slope an
+    hour over that span; its lives counted."""
+    rows = [r for r in samples if r.get(name)]
+    if not rows:
+        return {}
+    pids = [r[name]["pid"] for r in rows]
+    last = [r for r in rows if r[name]["pid"] == pids[-1]]
+    fit = [r for r in last if r["t_s"] >= last[0]["t_s"] + warmup_s]
+    figures: dict[str, Any] = {"lives": len(dict.fromkeys(pids)),
+                               "last_life_s": round(last[-1]["t_s"] - last[0]["t_s"], 1),
+                               "fit_samples": len(fit)}
+    for key in LIFE_KEYS:
+        values = [r[name].get(key) for r in rows if r[name].get(key) is not None]
+        fitted = [(r["t_s"] / 3600, float(r[name][key])) for r in fit if key in r[name]]
+        slope = slope_per_1000(fitted)
+        figures[key] = {"max": max(values) if values else None,
+                        "first_fit": fitted[0][1] if fitted else None,
+                        "last": fitted[-1][1] if fitted else None,
+                        "per_hour": None if slope is None else round(slope / 1000, 3)}
+    return figures
 
 
 def cpu_fractions(samples: list[dict[str, Any]]) -> dict[str, float]:

@@ -100,3 +100,87 @@ def test_smaps_breakdown_tells_the_arenas_the_libraries_and_the_rest_apart() -> 
     assert groups["OpenCV"]["rss_mib"] == round(34128 / 1024, 2)
     assert groups["Python"]["mappings"] == 1
     assert next(iter(groups)) == "main arena [heap]"  # largest first
+
+
+def _row(t_s: float, pid: int, rss: float) -> dict[str, object]:
+    return {"t_s": t_s, "edge2": {"pid": pid, "rss_mib": rss, "fds": 16, "threads": 12}}
+
+
+def test_life_figures_read_a_killed_kiosk_over_its_last_life_only() -> None:
+    # a first life that grew to 500 MiB, killed; the second from 300 MiB, 1 MiB every 100 s
+    samples = [_row(t, 11, 300.0 + t) for t in range(0, 200, 10)]
+    samples += [_row(t, 12, 300.0 + (t - 200) / 100) for t in range(200, 1200, 100)]
+    figures = soak.life_figures(samples, "edge2", warmup_s=100.0)
+    assert figures["lives"] == 2
+    assert figures["last_life_s"] == 900.0
+    assert figures["fit_samples"] == 9  # the second life from 100 s after it began
+    assert figures["rss_mib"]["max"] == 490.0  # the largest of every life
+    assert figures["rss_mib"]["first_fit"] == 301.0
+    assert figures["rss_mib"]["per_hour"] == 36.0
+    assert figures["fds"]["per_hour"] == 0.0
+    assert figures["sockets"]["max"] is None  # not read in these samples
+    assert soak.life_figures(samples, "console", warmup_s=0.0) == {}
+
+
+def test_socket_figures_count_this_process_s_tcp_connections_by_state() -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    served, _ = listener.accept()
+    before = soak.socket_figures(os.getpid(), soak.tcp_table())
+    served.close()  # the peer closed: the client's end waits in CLOSE_WAIT until it closes
+    after = soak.socket_figures(os.getpid(), soak.tcp_table())
+    client.close()
+    listener.close()
+    assert before["tcp_listen"] >= 1
+    assert before["tcp_established"] >= 2
+    assert after["tcp_close_wait"] == before["tcp_close_wait"] + 1
+    assert after["sockets"] == before["sockets"] - 1
+
+
+def test_the_visitors_tally_counts_answers_by_path_and_names_the_bad_ones() -> None:
+    import soak_clients
+
+    tally = soak_clients.Tally()
+    for path, status in (("/results/abc", 200), ("/results/def", 200), ("/fleet?x=1", 200),
+                         ("/login", 303), ("/cohort", 500), ("visit", "failed:OSError")):
+        tally.count(path, status)
+    figures = tally.figures()
+    assert figures["answers"]["/results/{measurement_id} 200"] == 2
+    assert figures["answers"]["/fleet 200"] == 1
+    assert figures["not_ok"] == {"/cohort 500": 1, "visit failed:OSError": 1}
+    assert figures["not_ok_total"] == 2
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_short_soak_of_two_kiosks_the_console_and_the_screen_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "soak.py"), "--minutes", "0.5", "--sample-s", "1",
+         "--fps", "8", "--kiosks", "2", "--kiosk-kill-every-s", "12", "--console",
+         "--console-every-s", "2", "--screen", "--workdir", str(tmp_path / "soak")],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["kiosk_kills"] >= 1
+    assert any("kiosk edge2 SIGKILL" in event for event in figures["events"])
+    assert figures["lives"]["edge2"]["lives"] >= 2
+    assert figures["lives"]["edge"]["lives"] == 1
+    each = figures["results_committed_by_each_kiosk"]
+    assert each["edge"] >= 1
+    assert each["edge2"] >= 1
+    assert figures["results_lost"] == 0
+    assert figures["duplicates_stored"] == 0
+    assert figures["console_exit"] == 0
+    assert figures["edge2_exit"] == 0
+    operator, screen = figures["visitors"]["operator"], figures["visitors"]["screen"]
+    assert operator["visits"] >= 2
+    assert operator["answers"]["/logout 303"] >= 1
+    assert operator["answers"]["/results.csv 200"] >= 1
+    assert screen["answers"]["/state 200"] >= 5
+    assert figures["lives"]["console"]["rss_mib"]["max"] > 0
