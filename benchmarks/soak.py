@@ -1098,7 +1098,6 @@ def run(arguments: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       for name in soak.names()},
             "visitors": visitors.figures(),
             "duplicates_stored": soak.duplicates_stored(),
-            "max_committed_all": samples[-1].get("committed_all"),
             "workdir": str(workdir),
         }
     finally:
