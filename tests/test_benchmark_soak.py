@@ -37,12 +37,12 @@ def test_a_short_soak_stores_every_result_across_a_killed_back_office_and_a_brok
 ) -> None:
     """One run of everything: two kiosks (the second killed and started again), the back
     office killed, the broker restarted, the console read by an operator, the screen by a
-    client."""
+    client, both by a chromium now and then."""
     env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent)}
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "soak.py"), "--minutes", "0.5", "--sample-s", "1",
          "--kiosks", "2", "--kiosk-kill-every-s", "12", "--console", "--console-every-s", "2",
-         "--screen", "--workdir", str(tmp_path / "soak")],
+         "--screen", "--browser-every-s", "10", "--workdir", str(tmp_path / "soak")],
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -73,6 +73,11 @@ def test_a_short_soak_stores_every_result_across_a_killed_back_office_and_a_brok
     assert operator["answers"]["/logout 303"] >= 1
     assert operator["answers"]["/results.csv 200"] >= 1
     assert screen["answers"]["/state 200"] >= 5
+    browser = figures["visitors"]["browser"]
+    assert browser["visits"] >= 1
+    assert browser["answers"]["console logout 200"] >= 1  # back on the login page
+    assert browser["answers"]["screen text 200"] >= 1  # the screen's page drew its texts
+    assert browser["not_ok_total"] == 0
     assert figures["lives"]["console"]["rss_mib"]["max"] > 0
 
 
