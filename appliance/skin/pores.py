@@ -99,6 +99,7 @@ from appliance.skin.pore_profile import (
 from appliance.skin.pore_rim import own_edge
 from appliance.skin.pore_strand import STRAND_MAX_SHARE_IN_FURROW
 from appliance.skin.preprocess import Prepared, on_grid
+from appliance.skin.validity import BORDERLINE_MARGIN, DOUBT_SLACK
 
 
 @dataclass(frozen=True)
@@ -327,11 +328,6 @@ PRIOR_TOLERANCE = 1e-4  # ... or until a step moves the log odds by less than th
 
 
 HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before profiling
-# How much stricter the rule is that tells a borderline count (``borderline_share``): each lower
-# limit times this, each upper limit over it. 5 % is about the step between neighbouring fitted
-# values of the thresholds (docs/measurement.md "Validated range").
-BORDERLINE_MARGIN = 1.05
-DOUBT_SLACK = 1.0  # pores a count may be off by before ``count_doubt`` counts them
 # The thresholds of PoreRule that are upper limits (a pore reads at most this); the score's
 # limits move by a margin of the score (``stricter``).
 UPPER_LIMITS = ("max_blue_excess", "max_elongation", "max_diameter_um", "pit_max_elongation",

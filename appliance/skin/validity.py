@@ -4,7 +4,7 @@ The method was validated (``benchmarks/skin_accuracy.py``, docs/measurement.md "
 range") on frames at 7-13 µm/px, with furrows at least ``MIN_FURROW_CONTRAST`` darker than the
 hills, pores of 50-320 µm and hills of 0.03-0.25 mm², and on counts that do not hang on narrow
 margins: at most ``MAX_BORDERLINE_SHARE`` of the counted pores pass some test by under 5 %
-(``pores.borderline_share``, ``pores.BORDERLINE_MARGIN``) and that agree with their pits' own
+(``pores.borderline_share``, ``BORDERLINE_MARGIN``) and that agree with their pits' own
 scores: a doubt (``pores.count_doubt``) of at most ``MAX_COUNT_DOUBT``. A feature that depends
 on something outside that range is named in ``Validity.not_validated`` (and the mean pore size
 where no pore is counted: it has none); a scale or a contrast outside it makes the whole frame
@@ -17,9 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.skin.features import FEATURE_KEYS, SkinFeatures
-from appliance.skin.pores import BORDERLINE_MARGIN, DOUBT_SLACK
 from appliance.skin.scale_range import SCALE_UM_PER_PX
 
+# How much stricter the rule is that tells a borderline count (``pores.borderline_share``): each
+# lower limit times this, each upper limit over it. 5 % is about the step between neighbouring
+# fitted values of the thresholds (docs/measurement.md "Validated range"). Kept here, not in
+# pores.py, so that what the range says can be read without the measurement's OpenCV (the
+# console's /validated-range page).
+BORDERLINE_MARGIN = 1.05
+DOUBT_SLACK = 1.0  # pores a count may be off by before ``pores.count_doubt`` counts them
 MIN_FURROW_CONTRAST = 0.08  # median depth of furrow pixels below the hill level
 PORE_DIAMETER_UM = (50.0, 320.0)
 HILL_AREA_MM2 = (0.03, 0.25)

@@ -15,8 +15,9 @@ from appliance.capture.quality import QualityGate
 from appliance.edge.measure import measure_frame, skin_measurement
 from appliance.inference.classifier import DEFAULT_MODEL, SkinClassifier
 from appliance.skin.analysis import SkinAnalysis, analyze
-from appliance.skin.pores import BORDERLINE_MARGIN, RULE, count_doubt, stricter
+from appliance.skin.pores import RULE, count_doubt, stricter
 from appliance.skin.validity import (
+    BORDERLINE_MARGIN,
     MAX_BORDERLINE_SHARE,
     MAX_COUNT_DOUBT,
     PORE_KEYS,
