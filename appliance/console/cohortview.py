@@ -5,16 +5,19 @@ their midpoints, Pearson r with a Fisher-z 95 % CI. Here everything comes from p
 count, sum and sum of squares computed by the database, so the page costs one grouped query
 however many results are stored: Pearson r needs only those sums because age is constant
 within a band. Each band's mean gets a Student-t 95 % CI. Spearman's rho needs every value and
-stays in the offline report.
+stays in the offline report. The t distribution's numbers come from backoffice/student_t.py,
+not SciPy, whose ``stats`` a long-running console would hold (~75 MiB) for two of them.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.backoffice import student_t
 from appliance.backoffice.cohort import (
     REPORT_FEATURES,
     Z_95,
@@ -51,10 +54,9 @@ class FeatureView:
     axis: tuple[str, ...] = ()  # every band from the youngest to the oldest stored (age_axis)
 
 
+@functools.lru_cache(maxsize=1024)  # a band's or a subject's count: the same few recur
 def _t_95(dof: int) -> float:
-    from scipy import stats  # noqa: PLC0415  (slow to import; cohort page only)
-
-    return float(stats.t.ppf(0.975, dof)) if dof > 0 else math.nan
+    return student_t.quantile(0.975, dof) if dof > 0 else math.nan
 
 
 def band_stats(band: str, n: int, total: float, squares: float) -> BandStats:
@@ -92,12 +94,10 @@ def fisher_ci(r: float, n: int) -> tuple[float, float]:
 
 
 def _p_value(r: float, n: int) -> float:
-    from scipy import stats  # noqa: PLC0415
-
     if abs(r) >= 1.0:
         return 0.0
     t = r * math.sqrt((n - 2) / (1 - r * r))
-    return float(2 * stats.t.sf(abs(t), n - 2))
+    return 2 * student_t.upper_tail(abs(t), n - 2)
 
 
 def feature_views(rows: list[tuple[Any, ...]]) -> list[FeatureView]:
