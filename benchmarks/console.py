@@ -188,7 +188,7 @@ def _count_costs(store: Any, targets: dict[str, str], repeat: int) -> dict[str, 
 
 
 def _features() -> tuple[str, ...]:
-    from appliance.backoffice.cohort import REPORT_FEATURES
+    from appliance.backoffice.agebands import REPORT_FEATURES
 
     return REPORT_FEATURES
 

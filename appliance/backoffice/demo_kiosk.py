@@ -100,7 +100,7 @@ class KioskCustomers(threading.Thread):
 
 def cohort_lines(store: Any) -> str:
     """The demo's cohort, from the age bands customers chose on the kiosk screens."""
-    from appliance.backoffice.cohort import REPORT_FEATURES  # noqa: PLC0415
+    from appliance.backoffice.agebands import REPORT_FEATURES  # noqa: PLC0415
     from appliance.console.cohortview import feature_views  # noqa: PLC0415  (scipy)
 
     views = {v.key: v for v in feature_views(store.band_sums(REPORT_FEATURES))}

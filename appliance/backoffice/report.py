@@ -12,17 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.cohort import (
-    REPORT_FEATURES,
-    Cohort,
-    Correlation,
-    Repeat,
-    age_axis,
-    by_band,
-    load_cohort,
-    repeats,
-    summary,
-)
+from appliance.backoffice.agebands import REPORT_FEATURES, Correlation, age_axis
+from appliance.backoffice.cohort import Cohort, Repeat, by_band, load_cohort, repeats, summary
 from appliance.backoffice.retention import Period
 from appliance.backoffice.store import Store
 from appliance.logsafe import escape_controls

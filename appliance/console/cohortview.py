@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.backoffice import student_t
-from appliance.backoffice.cohort import (
+from appliance.backoffice.agebands import (
     REPORT_FEATURES,
     Z_95,
     Correlation,

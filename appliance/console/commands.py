@@ -276,7 +276,7 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    from appliance.backoffice.cohort import REPORT_FEATURES
+    from appliance.backoffice.agebands import REPORT_FEATURES
     from appliance.console.cohortview import feature_views, reference_table
     from appliance.outfile import replacing_refusal
 

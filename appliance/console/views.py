@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.backoffice.cohort import REPORT_FEATURES
+from appliance.backoffice.agebands import REPORT_FEATURES
 from appliance.backoffice.export import GRADE_BETWEEN_COLUMN, between_cell
 from appliance.backoffice.fleet import (
     CLOCK_OFF_S,

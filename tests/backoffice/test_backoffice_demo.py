@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from appliance.backoffice import demo, demolock
-from appliance.backoffice.cohort import Correlation, correlations
+from appliance.backoffice.agebands import Correlation
+from appliance.backoffice.cohort import correlations
 from appliance.backoffice.demo_kiosk import _cohort_text
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.store import open_store

@@ -22,15 +22,8 @@ import numpy as np
 import pytest
 
 from appliance.backoffice import report
-from appliance.backoffice.cohort import (
-    Correlation,
-    age_axis,
-    band_midpoint_years,
-    correlations,
-    load_cohort,
-    repeats,
-    summary,
-)
+from appliance.backoffice.agebands import Correlation, age_axis, band_midpoint_years
+from appliance.backoffice.cohort import correlations, load_cohort, repeats, summary
 from appliance.backoffice.report import feature_figure, write_cohort_report
 from appliance.backoffice.schema import device_row, iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, open_store

@@ -26,15 +26,8 @@ from console_helpers import (
     seed,
 )
 
-from appliance.backoffice.cohort import (
-    REPORT_FEATURES,
-    Cohort,
-    Correlation,
-    by_band,
-    correlations,
-    load_cohort,
-    repeats,
-)
+from appliance.backoffice.agebands import REPORT_FEATURES, Correlation
+from appliance.backoffice.cohort import Cohort, by_band, correlations, load_cohort, repeats
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.cli import main

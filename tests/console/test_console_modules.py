@@ -41,7 +41,7 @@ except SystemExit:
     pass
 print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
-NOT_SERVED_BY_THE_CONSOLE = ("cv2", "scipy", "torch", "onnxruntime", "matplotlib", "paho",
+NOT_SERVED_BY_THE_CONSOLE = ("cv2", "scipy", "numpy", "torch", "onnxruntime", "matplotlib", "paho",
                              "appliance.skin.pores", "appliance.skin.analysis")
 PAGES = ("/fleet", "/results", "/results?grade=fine", "/results.csv", "/cohort",
          "/dead-letters", "/account", "/tokens", "/validated-range", "/rollouts",
