@@ -1,10 +1,11 @@
-"""``appliance console``, having served every page, holds no image or statistics library.
+"""``appliance console``, having served every page, holds no image, array or statistics library.
 
 The console imported OpenCV through the validated-range page (skin/validity.py read two
-constants of skin/pores.py) and SciPy's ``stats`` for the cohort page's t quantile and p-value:
-~60 MiB of a long-running server's ~200 MiB, for nothing it draws (docs/experiments/README.md
-"soak2", "consolemem"). The console is run here as an operator finds it, in a process of its
-own, and asked for every page, a result, a picture, the CSV export and the API.
+constants of skin/pores.py), NumPy through the age-band helpers of backoffice/cohort.py and
+SciPy's ``stats`` for the cohort page's t quantile and p-value: ~107 of a long-running
+server's ~200 MiB, for nothing it draws (docs/experiments/README.md "soak2", "consolemem").
+The console is run here as an operator finds it, in a process of its own, and asked for every
+page, a result, a picture, the CSV export and the API.
 """
 
 from __future__ import annotations
