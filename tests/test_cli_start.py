@@ -10,17 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.modules_loaded import MODULES_PRINTED_AT_EXIT
+
 REPO = Path(__file__).resolve().parents[1]
-# the command, then the modules it loaded, one JSON list on stderr's last line
-_CHILD = """
-import json, sys
-from appliance.cli import main
-try:
-    main(sys.argv[1:])
-except SystemExit:
-    pass
-print(json.dumps(sorted(sys.modules)), file=sys.stderr)
-"""
 # what registering the commands' options needs none of: configs (pydantic), stores (psycopg,
 # asyncio), model updates (python-tuf), arrays and images, models, MQTT
 HEAVY = ("pydantic", "yaml", "psycopg", "asyncio", "tuf", "securesystemslib", "numpy", "cv2",
@@ -32,8 +24,8 @@ NOT_FOR_THE_CHECK = ("psycopg", "asyncio", "tuf", "cv2", "scipy", "torch", "paho
 
 
 def _modules_loaded(*args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    done = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True,
-                          cwd=REPO, check=False)
+    done = subprocess.run([sys.executable, "-c", MODULES_PRINTED_AT_EXIT, *args],
+                          capture_output=True, text=True, cwd=REPO, check=False)
     return done, json.loads(done.stderr.splitlines()[-1])
 
 

@@ -30,18 +30,9 @@ from appliance.backoffice.store import open_store
 from appliance.console.auth import add_user, create_token
 from appliance.transport.broker import free_port, port_open
 from tests.console.console_helpers import PASSWORD, open_request, seed, seed_pathology
+from tests.modules_loaded import MODULES_PRINTED_AT_EXIT
 
 REPO = Path(__file__).resolve().parents[2]
-# the console, then, once SIGTERM has stopped it, the modules it loaded on stderr's last line
-_CHILD = """
-import json, sys
-from appliance.cli import main
-try:
-    main(sys.argv[1:])
-except SystemExit:
-    pass
-print(json.dumps(sorted(sys.modules)), file=sys.stderr)
-"""
 NOT_SERVED_BY_THE_CONSOLE = ("cv2", "scipy", "numpy", "torch", "onnxruntime", "matplotlib", "paho",
                              "appliance.skin.pores", "appliance.skin.analysis")
 PAGES = ("/fleet", "/results", "/results?grade=fine", "/results.csv", "/cohort",
@@ -107,7 +98,8 @@ def test_a_console_that_served_every_page_loaded_no_image_or_statistics_library(
     (tmp_path / "backoffice.yaml").write_text(
         f"console:\n  port: {port}\npathology:\n  results_dir: pathology-results\n")
     server = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, "console", "--config", "backoffice.yaml", "--store", url],
+        [sys.executable, "-c", MODULES_PRINTED_AT_EXIT, "console", "--config", "backoffice.yaml",
+         "--store", url],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
