@@ -21,8 +21,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.accounts import Login, Revoked
-from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import (
     AccessError,
     check_user,
@@ -95,7 +95,7 @@ async def change_password(request: Request) -> HTMLResponse | RedirectResponse:
 
     try:  # a busy store (no connection came free: nothing checked) is the 503 page
         revoked = await judged_password(request, login.name, attempt)
-    except STORE_ERRORS as exc:  # a full disk, a lost server: nothing was changed
+    except storeerrors.STORE_ERRORS as exc:  # a full disk, a lost server: nothing was changed
         log.error("console password change of %s: the store did not record it: %s",
                   shorten(login.name, 64), exc)
         return render(request, "account.html", 503, login=login, error=(

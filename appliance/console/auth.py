@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.accounts import LastOperatorError, Login, Revoked, TokenRow, token_id
 from appliance.backoffice.schema import iso_utc
 from appliance.backoffice.store import Store
-from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
 from appliance.logsafe import shorten
 
@@ -242,7 +242,7 @@ def bearer_login(store: Store, authorization: str | None) -> Login | None:
     if use_due_at is not None:
         try:
             store.record_token_use(token_sha256, use_due_at)
-        except DATABASE_ERRORS as exc:
+        except storeerrors.DATABASE_ERRORS as exc:
             _last_uses.failed(f"API token {token_id(token_sha256)} of {shorten(login.name, 64)}",
                               exc)
         else:

@@ -19,9 +19,10 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.store import Store, StoreError, open_store
 from appliance.backoffice.store_schema import ACCOUNT_RULES, newer_schema_problem
-from appliance.backoffice.storeerrors import DATABASE_ERRORS, STORE_ERRORS, is_outage
+from appliance.backoffice.storeerrors import is_outage
 from appliance.pathology.jobstore import open_pathology_store
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class StorePool:
         a connection that answers."""
         if isinstance(exc, StoreError) or is_outage(exc):
             return True
-        return isinstance(exc, DATABASE_ERRORS) and not store.answers()
+        return isinstance(exc, storeerrors.DATABASE_ERRORS) and not store.answers()
 
     def _forget_expired_tokens_when_due(self, store: Store) -> None:
         """Forget long-expired API tokens on ``store`` when FORGET_TOKENS_EVERY_S have passed
@@ -126,7 +127,7 @@ class StorePool:
                 return
             self._tokens_forgotten_at = self._clock()
             store.forget_expired_tokens()
-        except STORE_ERRORS as exc:
+        except storeerrors.STORE_ERRORS as exc:
             log.warning("expired API tokens not forgotten this hour: %s", exc)
         finally:
             self._forgetting.release()

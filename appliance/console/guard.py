@@ -26,9 +26,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.accounts import Login
 from appliance.backoffice.store import Store
-from appliance.backoffice.storeerrors import STORE_ERRORS, StoreError
+from appliance.backoffice.storeerrors import StoreError
 from appliance.console.auth import (
     MAX_PASSWORD_CHARS,
     bearer_login,
@@ -61,8 +62,15 @@ MAX_NEXT_CHARS = 501  # the login form's `next`: a console page's path and query
 _FORM_PAGES = {"/tokens/revoke": "/tokens", "/account/password": "/account"}
 _READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS}
 T = TypeVar("T")
-# a password check these end judged nothing: no store connection came free, or the store failed
-_CHECK_NOT_JUDGED: tuple[type[Exception], ...] = (StoreBusyError, *STORE_ERRORS)
+
+
+def _check_not_judged() -> tuple[type[Exception], ...]:
+    """What ends a password check having judged nothing: no store connection came free, or the
+    store failed. Read in an ``except`` only, when one is raised: the store's error tuples load
+    psycopg, which a console on SQLite does not otherwise need (backoffice/storeerrors.py)."""
+    return (StoreBusyError, *storeerrors.STORE_ERRORS)
+
+
 _BEARER = HTTPBearer(auto_error=False, description="a token from `appliance console token create`")
 
 
@@ -176,7 +184,7 @@ async def judged_password(request: Request, name: str, attempt: Callable[[], T |
     try:
         async with request.app.state.password_checks:
             outcome = await run_in_threadpool(attempt)
-    except _CHECK_NOT_JUDGED:
+    except _check_not_judged():
         guard.not_judged(name, client_address(request))
         raise
     if outcome is not None:

@@ -23,9 +23,9 @@ from jinja2 import Environment
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.accounts import Login
 from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS
-from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import USER_NAME, digest, open_session, session_login
 from appliance.console.cohortview import plotted_bands, svg_plot
 from appliance.console.db import StoreBusyError, anyone_can_log_in
@@ -147,7 +147,7 @@ def _nobody_can_log_in(request: Request) -> bool:
         state.someone_can_log_in = anyone_can_log_in(pool_of(request))
     except StoreBusyError:
         return False
-    except STORE_ERRORS:
+    except storeerrors.STORE_ERRORS:
         return False
     return not state.someone_can_log_in
 
@@ -186,7 +186,7 @@ async def login_submit(request: Request) -> RedirectResponse | HTMLResponse:
 
     try:  # a busy store (no connection came free: nothing checked) is the 503 page
         session = await judged_password(request, name, attempt)
-    except STORE_ERRORS as exc:  # a full disk, a lost server: say so on the login page
+    except storeerrors.STORE_ERRORS as exc:  # a full disk, a lost server: say so on the login page
         log.error("console login for %s: the store did not answer or record it: %s",
                   shorten(name, 64), exc)
         return _login_page(request, form.get("next"), 503, store_failed=True, user=name)
@@ -223,7 +223,7 @@ async def logout(request: Request) -> Response:
     try:
         await run_in_threadpool(forget)
         response = RedirectResponse("/login?logged_out=1", status_code=303)
-    except STORE_ERRORS as exc:
+    except storeerrors.STORE_ERRORS as exc:
         log.error("console logout of %s: the store did not end the session: %s",
                   shorten(login.name, 64), exc)
         response = render(request, "error.html", 503, login=None, message=(

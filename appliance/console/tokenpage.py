@@ -21,9 +21,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.accounts import TOKEN_ID, TOKEN_ID_CHARS, Login, TokenRow
 from appliance.backoffice.keyset import Neighbours
-from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.console.auth import (
     marked,
     session_mark,
@@ -124,7 +124,7 @@ async def revoke(request: Request) -> HTMLResponse | RedirectResponse:
 
     try:
         owner = await run_in_threadpool(revoke_it)
-    except STORE_ERRORS as exc:  # a full disk, a lost server: nothing was revoked
+    except storeerrors.STORE_ERRORS as exc:  # a full disk, a lost server: nothing was revoked
         log.error("console token revoke by %s: the store did not record it: %s",
                   shorten(login.name, 64), exc)
         return render(request, "error.html", 503, login=login, message=(

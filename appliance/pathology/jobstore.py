@@ -25,8 +25,9 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.store import Store, StoreError
-from appliance.backoffice.storeerrors import DATABASE_ERRORS, explained
+from appliance.backoffice.storeerrors import explained
 from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobs import FINAL_STATES, JobRequest, utc_text
 from appliance.pathology.refusals import refusals_let_go
@@ -375,7 +376,7 @@ def open_pathology_store(url: str, pg_schema: str | None = None,
     store = PathologyStore(url, pg_schema, stop)
     try:
         store.migrate_pathology()
-    except DATABASE_ERRORS as exc:
+    except storeerrors.DATABASE_ERRORS as exc:
         store.close()
         raise StoreError(f"cannot create the pathology tables in the {store_name(url)}: "
                          f"{explained(exc)}") from exc

@@ -21,9 +21,9 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.sqlitefile import missing_sqlite_file
 from appliance.backoffice.store import Store, StoreError, open_existing_store, open_store
-from appliance.backoffice.storeerrors import DATABASE_ERRORS
 from appliance.backoffice.storeurl import store_name, store_url_for
 from appliance.config import (
     DEFAULT_CONFIG_FILE,
@@ -224,7 +224,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             raw = assignment_bytes(manifest, plan.decision, rollout.rollout_id)
             check_fleet_room(repo, plan.devices, raw)  # every wave's, before the first
             outcome = rollout.run()
-    except DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
+    except storeerrors.DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
         return _store_failed(args.decision, url, exc, "; the rollout stopped where it was "
                              "(`appliance models status` shows it; run the command again to "
                              "complete it)")
@@ -291,7 +291,7 @@ def run_halt(args: argparse.Namespace) -> int:
                     return _answered(store, rollout_id, reason, ended)
             return _halt_here(store, repo, rollout_id, reason,
                               lambda: _watch(config, args.config))
-    except DATABASE_ERRORS as exc:
+    except storeerrors.DATABASE_ERRORS as exc:
         return _store_failed("halt", url, exc)
     except (*_ERRORS, ValueError) as exc:
         print(escape_controls(f"models halt: {exc}"), file=sys.stderr)
@@ -404,7 +404,7 @@ def run_status(args: argparse.Namespace) -> int:
         if args.history is not None:
             return run_history(args.history, url, limit=args.limit, as_json=args.json)
         report = _status_report(args, config, url)
-    except DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
+    except storeerrors.DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
         return _store_failed("status", url, exc)
     except ConnectionError as exc:  # no broker: what the store holds (history.py)
         return run_without_broker(exc, url, as_json=args.json)

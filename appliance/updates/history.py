@@ -13,9 +13,9 @@ import sys
 from contextlib import closing
 from typing import Any
 
+from appliance.backoffice import storeerrors
 from appliance.backoffice.sqlitefile import missing_sqlite_file
 from appliance.backoffice.store import open_existing_store
-from appliance.backoffice.storeerrors import STORE_ERRORS
 from appliance.logsafe import escape_controls
 from appliance.transport.client import BrokerRefusedError
 
@@ -30,7 +30,7 @@ def run_history(device: str, url: str, *, limit: int, as_json: bool) -> int:
     try:
         with closing(open_existing_store(url)) as store:
             rows = store.model_reports(device_id, site or None, limit=limit)
-    except STORE_ERRORS as exc:
+    except storeerrors.STORE_ERRORS as exc:
         print(escape_controls(f"models status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     if as_json:
@@ -54,7 +54,7 @@ def run_without_broker(why: Exception, url: str, *, as_json: bool) -> int:
     try:
         with closing(open_existing_store(url)) as store:
             rows = store.latest_model_reports()
-    except STORE_ERRORS as exc:
+    except storeerrors.STORE_ERRORS as exc:
         print(escape_controls(f"models status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(escape_controls("the broker cannot be reached: each kiosk's newest model report as "

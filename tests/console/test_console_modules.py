@@ -1,4 +1,5 @@
-"""``appliance console``, having served every page, holds no image, array or statistics library.
+"""``appliance console``, having served every page, holds no image, array or statistics library,
+nor, on a SQLite store, PostgreSQL's driver.
 
 The console imported OpenCV through the validated-range page (skin/validity.py read two
 constants of skin/pores.py), NumPy through the age-band helpers of backoffice/cohort.py and
@@ -33,8 +34,9 @@ from tests.console.console_helpers import PASSWORD, open_request, seed, seed_pat
 from tests.modules_loaded import MODULES_PRINTED_AT_EXIT
 
 REPO = Path(__file__).resolve().parents[2]
+# psycopg: the store here is SQLite (~10 MiB and 83 modules it does not use)
 NOT_SERVED_BY_THE_CONSOLE = ("cv2", "scipy", "numpy", "torch", "onnxruntime", "matplotlib", "paho",
-                             "appliance.skin.pores", "appliance.skin.analysis")
+                             "psycopg", "appliance.skin.pores", "appliance.skin.analysis")
 PAGES = ("/fleet", "/results", "/results?grade=fine", "/results.csv", "/cohort",
          "/dead-letters", "/account", "/tokens", "/validated-range", "/rollouts",
          "/rollouts/r0llout1", "/pathology", "/pathology/job-1",
