@@ -89,8 +89,8 @@ def analyze(
         values["hill_density_per_mm2"], values["furrow_mean_width_um"]
     )
     features = SkinFeatures.from_values(values)
-    validity = assess(features, um_per_px, pores.furrow_floor, pores.borderline,
-                      pores.doubt)
+    validity = assess(features, um_per_px, pores.furrow_floor, pore_borderline=pores.borderline,
+                      pore_doubt=pores.doubt, pore_lookalikes=pores.lookalikes)
     return SkinAnalysis(
         features, texture, pores, um_per_px, prepared.frame_px_per_work_px, validity
     )

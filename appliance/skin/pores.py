@@ -59,6 +59,10 @@ Method (docs/measurement.md "Pores"), depth = 1 - level relative to the hill bac
    would not count. Where pores and
    junctions read alike (junctions drawn as dark as pores) many pass by a narrow margin, and the
    count is off far more often (appliance/skin/validity.py says when it is not validated).
+9. How far the pits' own scores doubt the count (``count_doubt``), and how many pores the
+   pore-sized pits it left out read as by their readings alone, the tests they failed left
+   aside (``lookalikes``): where pores hide among junction discs as dark and wide as they are,
+   the left-out pits read as many pores and the count misses most of the pores.
 Every threshold is a ratio, a fixed number of pixels at a canonical scale or µm, and every
 radius is interpolated, so counts and diameters move smoothly with the calibration. The
 thresholds are fitted by benchmarks/fit_pore_rule.py on the project's own generator only;
@@ -351,6 +355,8 @@ class Pores:
     borderline: float
     # how much the count disagrees with its pits' own scores, per pore counted (``count_doubt``)
     doubt: float
+    # how many pores the pits left uncounted read as, per pore counted (``lookalikes``)
+    lookalikes: float
 
 
 @dataclass(frozen=True)
@@ -938,9 +944,12 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     # the frame alike, and junctions that read like pores pass that rule by a little whatever
     # the frame's share of pores (after the shift the few left pass by a wide margin)
     pooled = choose_pores(found, rule, tests, readings) if shift else chosen
+    left_out = _pore_sized(found, rule)
+    left_out[chosen] = False
     return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen),
                         prepared, found.contrast, borderline_share(found, pooled, rule, readings),
-                        doubt=count_doubt(scores + shift, len(chosen)))
+                        doubt=count_doubt(scores + shift, len(chosen)),
+                        lookalikes=lookalikes(readings[left_out] + shift, len(chosen)))
 
 
 def frame_shift(found: Candidates, tests: dict[str, np.ndarray], readings: np.ndarray,
@@ -981,6 +990,23 @@ def count_doubt(scores: np.ndarray, count: int) -> float:
     expected = float(np.sum(posterior))
     spread = float(np.sqrt(np.sum(posterior * (1.0 - posterior))))
     return max(abs(count - expected) + spread - DOUBT_SLACK, 0.0) / max(count, 1)
+
+
+def lookalikes(readings: np.ndarray, count: int) -> float:
+    """How many pores more than ``DOUBT_SLACK`` the pore-sized pits a count of ``count`` left
+    out read as, by their readings alone, per pore counted.
+
+    ``readings``: those pits' ``reading_score`` with the frame's ``prior_shift`` added: the
+    log odds the score gives a pit that fails none of the tests, so the tests each of them
+    failed are left aside. Their posteriors sum to the pores the left-out pits would hold if
+    the tests could not tell them; on skin whose junction discs (and hairs over furrows) are
+    as dark, round and wide as its pores they are many, and the count, which keeps only the
+    pits that pass the tests, misses pores it cannot tell from them far more often
+    (appliance/skin/validity.py, docs/measurement.md "Validated range"). Most of them are no
+    pore: it says how many pore-like pits the count left out, not how many pores it missed.
+    No truth enters it."""
+    posterior = 1.0 / (1.0 + np.exp(-np.clip(readings, -50.0, 50.0)))
+    return max(float(np.sum(posterior)) - DOUBT_SLACK, 0.0) / max(count, 1)
 
 
 def prior_shift(scores: np.ndarray, fit_share: float = PRIOR_FIT_SHARE) -> float:
@@ -1105,7 +1131,7 @@ def _overlapping_pairs(xs: np.ndarray, ys: np.ndarray,
 
 def _pore_result(
     centres: np.ndarray, diameters_um: np.ndarray, prepared: Prepared, furrow_floor: float,
-    borderline: float, *, doubt: float,
+    borderline: float, *, doubt: float, lookalikes: float,
 ) -> Pores:
     count = len(diameters_um)
     area_mm2 = float(np.sum(np.pi * (diameters_um / 2000.0) ** 2))
@@ -1115,4 +1141,5 @@ def _pore_result(
         "pore_mean_diameter_um": float(diameters_um.mean()) if count else 0.0,
         "pore_area_ratio": min(area_mm2 / prepared.frame_area_mm2, 1.0),
     }
-    return Pores(centres.reshape(-1, 2), diameters_um, metrics, furrow_floor, borderline, doubt)
+    return Pores(centres.reshape(-1, 2), diameters_um, metrics, furrow_floor, borderline, doubt,
+                 lookalikes)

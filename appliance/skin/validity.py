@@ -4,8 +4,10 @@ The method was validated (``benchmarks/skin_accuracy.py``, docs/measurement.md "
 range") on frames at 7-13 µm/px, with furrows at least ``MIN_FURROW_CONTRAST`` darker than the
 hills, pores of 50-320 µm and hills of 0.03-0.25 mm², and on counts that do not hang on narrow
 margins: at most ``MAX_BORDERLINE_SHARE`` of the counted pores pass some test by under 5 %
-(``pores.borderline_share``, ``BORDERLINE_MARGIN``) and that agree with their pits' own
-scores: a doubt (``pores.count_doubt``) of at most ``MAX_COUNT_DOUBT``. A feature that depends
+(``pores.borderline_share``, ``BORDERLINE_MARGIN``), that agree with their pits' own
+scores: a doubt (``pores.count_doubt``) of at most ``MAX_COUNT_DOUBT``, and that left out few
+pits reading as pores: at most ``MAX_LOOKALIKES`` per pore counted (``pores.lookalikes``). A
+feature that depends
 on something outside that range is named in ``Validity.not_validated`` (and the mean pore size
 where no pore is counted: it has none); a scale or a contrast outside it makes the whole frame
 unvalidated (``Validity.frame_reasons``), which the quality verdict reports. The kiosk and the
@@ -46,6 +48,14 @@ MAX_BORDERLINE_SHARE = 0.2
 # 1 of the 100 mixed frames, 11 of 60 wide, none of the second renderer's, 30 and 29 of 40
 # blind (docs/measurement.md "Validated range").
 MAX_COUNT_DOUBT = 0.2
+# How many pores beyond one the pore-sized pits a count left out read as, by their readings
+# alone, per pore counted (pores.lookalikes), above which the pore features are not validated:
+# where pores hide among junction discs as dark and wide as they are (and hairs over furrows),
+# the tests keep few of them and the count misses most pores (the own wide preset: 71 % low in
+# median). Chosen on seeds 11 and 12 (own generator only): the mixed preset reads at most 0.24
+# (80 frames), the wide frames the other two flags keep and that are off by more than 25 %
+# 0.36-1.9, those within 25 % 0.21-0.29 (docs/measurement.md "Validated range").
+MAX_LOOKALIKES = 0.3
 
 TEXTURE_KEYS = (
     "furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
@@ -86,6 +96,9 @@ def validated_range() -> tuple[RangeCondition, ...]:
         RangeCondition("doubted pore count: how many pores beyond one the count is off from "
                        "what its pits' own scores expect, plus their spread, per pore counted",
                        f"≤ {MAX_COUNT_DOUBT:g}", PORE_KEYS),
+        RangeCondition("pore look-alikes left out: how many pores beyond one the pore-sized "
+                       "pits the count left out read as, the tests they failed left aside, "
+                       "per pore counted", f"≤ {MAX_LOOKALIKES:g}", PORE_KEYS),
     )
 
 
@@ -113,11 +126,12 @@ def _outside(value: float, low: float, high: float) -> bool:
     return not low <= value <= high
 
 
-def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float,
-           pore_borderline: float, pore_doubt: float) -> Validity:
+def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float, *,
+           pore_borderline: float, pore_doubt: float, pore_lookalikes: float) -> Validity:
     """Compare one frame's scale, contrast, pore and hill sizes, how borderline its pore count
-    is (``pores.borderline_share``) and how much its pits' scores doubt it
-    (``pores.count_doubt``) with the validated range."""
+    is (``pores.borderline_share``), how much its pits' scores doubt it
+    (``pores.count_doubt``) and how many pores the pits it left out read as
+    (``pores.lookalikes``) with the validated range."""
     flagged: set[str] = set()
     reasons: list[str] = []
     frame: list[str] = []
@@ -136,6 +150,11 @@ def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float,
         flagged.update(PORE_KEYS)
         reasons.append(f"pore count doubtful: by its pits' scores off by {pore_doubt:.0%} beyond "
                        f"{DOUBT_SLACK:g} pore (at most {MAX_COUNT_DOUBT:.0%})")
+    if pore_lookalikes > MAX_LOOKALIKES:
+        flagged.update(PORE_KEYS)
+        reasons.append(f"pore count among look-alikes: its left-out pits read as "
+                       f"{pore_lookalikes:.0%} more pores beyond {DOUBT_SLACK:g} "
+                       f"(at most {MAX_LOOKALIKES:.0%})")
     diameter = features.pore_mean_diameter_um
     if features.pore_count == 0:  # a mean of no pores: 0 is no size (the count, area are 0)
         flagged.add("pore_mean_diameter_um")
