@@ -944,7 +944,11 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     # the frame alike, and junctions that read like pores pass that rule by a little whatever
     # the frame's share of pores (after the shift the few left pass by a wide margin)
     pooled = choose_pores(found, rule, tests, readings) if shift else chosen
-    left_out = _pore_sized(found, rule)
+    # the pore-sized pits left out, but for those settled as junctions or hair ends on their
+    # arms and strand alone (``never_counted``, read from their tests: no look-alikes, and
+    # their size is left unread)
+    left_out = _pore_sized(found, rule) & (
+        (found.shape.arm_count <= PIT_MAX_ARMS) | (tests["closed"] & tests["deeper_than_strand"]))
     left_out[chosen] = False
     return _pore_result(found.centres_work_px[chosen], pore_diameters_um(found, chosen),
                         prepared, found.contrast, borderline_share(found, pooled, rule, readings),

@@ -913,5 +913,6 @@ def _assert_reports_the_same(lean: SkinAnalysis, full: SkinAnalysis) -> None:
     assert lean.features == full.features
     assert np.array_equal(lean.pores.centres_work_px, full.pores.centres_work_px)
     assert np.array_equal(lean.pores.diameters_um, full.pores.diameters_um)
-    assert (lean.pores.borderline, lean.pores.doubt) == (full.pores.borderline, full.pores.doubt)
+    assert (lean.pores.borderline, lean.pores.doubt, lean.pores.lookalikes) == (
+        full.pores.borderline, full.pores.doubt, full.pores.lookalikes)
     assert lean.validity == full.validity
