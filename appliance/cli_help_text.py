@@ -125,7 +125,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "deploy) migrate it when they start; read commands (fleet, results, report, models "
         "status, console reference) never change it and refuse a store that is not up to date.",
         ("appliance store migrate", "appliance store migrate --store "
-         "postgresql://appliance@db.example.org:5432/appliance"),
+         "postgresql://appliance@db.example.org:5432/appliance",
+         "appliance store backup --out /var/backups/appliance/backoffice.sqlite3",
+         "appliance store restore /var/backups/appliance/backoffice.sqlite3"),
     ),
     "store migrate": (
         "Create the store's tables, or add what newer code needs (versioned migrations, each "
@@ -133,6 +135,31 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "store is unusable (the message names the database).",
         ("appliance store migrate", "appliance store migrate --config backoffice.yaml",
          "appliance store migrate --store sqlite:///state/backoffice.sqlite3"),
+    ),
+    "store backup": (
+        "A consistent copy of the store while the back office runs and ingests: SQLite through "
+        "its online backup API (every batch committed before it, none half), PostgreSQL with "
+        "pg_dump (postgresql-client) on one snapshot. Written to a hidden file beside FILE, "
+        "checked, owner-only, flushed and renamed: a full disk or a kill leaves the previous "
+        "backup or none, never part of one; FILE is never the store itself. Prints what it "
+        "holds: results per kiosk, the newest one's receipt. Keep backups on another disk. "
+        "Exit 0 done, 1 failed on the way, 2 refused.",
+        ("appliance store backup --out /var/backups/appliance/backoffice.sqlite3 --force",
+         "appliance store backup --config backoffice.yaml --out /mnt/offsite/2026-12-07.sqlite3",
+         "appliance store backup --store postgresql://appliance@/appliance --out store.dump"),
+    ),
+    "store restore": (
+        "Put the store back from a file `store backup` wrote, the back office's workers and "
+        "console stopped (a store another program has open is refused). A damaged or foreign "
+        "file, or one a newer appliance wrote, is refused naming it; an older one is migrated. "
+        "A store holding results is replaced only with --force (SQLite: moved aside as "
+        "NAME.replaced-TIME, never removed). Prints what the restored store holds; results "
+        "sent after the backup's newest are not in it (README, \"Back up and restore the back "
+        "office\"). Exit 0 done, 1 failed on the way, 2 refused.",
+        ("appliance store restore /var/backups/appliance/backoffice.sqlite3 "
+         "--config /etc/appliance/backoffice.yaml",
+         "appliance store restore backoffice.sqlite3 --force",
+         "appliance store restore store.dump --store postgresql://appliance@/appliance"),
     ),
     "analyze": (
         "Measure 1280x960 microscope frames offline: quality, texture, pores, colour and the "

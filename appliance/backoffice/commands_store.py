@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import Any
 
+from appliance.backoffice import store_backup_cli
 from appliance.backoffice.commands import add_store_options, store_url_of
 
 
@@ -64,3 +65,4 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "migrate", help="create or update the store's tables (read commands never do)")
     add_store_options(migrate)
     migrate.set_defaults(handler=_migrate)
+    store_backup_cli.register(sub)

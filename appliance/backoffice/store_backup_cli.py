@@ -1,0 +1,120 @@
+"""``appliance store backup`` and ``appliance store restore`` (added to the ``store`` group by
+commands_store.py): a consistent copy of a running
+back office's store, and the store put back from one (SQLite: store_backup.py and
+store_restore.py; PostgreSQL: pg_dump and pg_restore, store_backup_pg.py).
+
+Exit codes: 0 done; 1 the copy or the restore failed on the way (a full disk, a tool's error),
+nothing written under the name given and the store as it was; 2 refused before anything was
+written (a config, a file that is no backup, a store in use, a store with results and no
+--force, a tool not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.backoffice.commands import add_store_options, store_url_of
+from appliance.outfile import replacing_refusal
+
+LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it: each kiosk "
+             "deleted them from its outbox once the back office confirmed them (README, \"Back "
+             "up and restore the back office\"); subjects erased after the backup are in it "
+             "again: erase them again (appliance results erase)")
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from appliance.backoffice.store_backup import (  # noqa: PLC0415
+        BackupError,
+        back_up_sqlite,
+        sqlite_store_path,
+    )
+    from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
+
+    url = store_url_of(args)
+    if url is None:
+        return 2
+    out = Path(args.out)
+    if (refusal := replacing_refusal([out], args.force)) is not None:
+        print(f"store backup: {refusal}", file=sys.stderr)
+        return 2
+    try:
+        if url.startswith(POSTGRES_SCHEMES):
+            from appliance.backoffice.store_backup_pg import back_up_postgres  # noqa: PLC0415
+
+            contents = back_up_postgres(url, out)
+        else:
+            contents = back_up_sqlite(sqlite_store_path(url), out)
+    except BackupError as exc:
+        print(f"store backup: {exc}", file=sys.stderr)
+        return _exit_of(exc)
+    print(f"backed up the {store_name(url)} to {out}: {contents.summary()}")
+    print("\n".join(contents.kiosk_lines()))
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from appliance.backoffice.store_backup import BackupError  # noqa: PLC0415
+
+    url = store_url_of(args)
+    if url is None:
+        return 2
+    try:
+        lines = _restored(url, Path(args.backup), args.force)
+    except BackupError as exc:
+        print(f"store restore: {exc}", file=sys.stderr)
+        return _exit_of(exc)
+    print("\n".join(lines))
+    return 0
+
+
+def _restored(url: str, backup: Path, force: bool) -> list[str]:
+    """Restore ``backup`` into the store of ``url``; the lines that say what it holds now."""
+    from appliance.backoffice.store_backup import sqlite_store_path  # noqa: PLC0415
+    from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
+
+    if url.startswith(POSTGRES_SCHEMES):
+        from appliance.backoffice.store_backup_pg import restore_postgres  # noqa: PLC0415
+
+        version, contents = restore_postgres(backup, url, force)
+        head = f"restored the {store_name(url)} from {backup} (backed up at schema version " \
+               f"{version})"
+    else:
+        from appliance.backoffice.store_restore import restore_sqlite  # noqa: PLC0415
+
+        done = restore_sqlite(backup, sqlite_store_path(url), force)
+        contents = done.restored
+        aside = f"; the store it replaced is kept as {done.replaced}" if done.replaced else ""
+        head = (f"restored the {store_name(url)} from {backup} (backed up at schema version "
+                f"{done.backup.schema_version}){aside}")
+    return [f"{head}. It holds {contents.summary()}", *contents.kiosk_lines(),
+            f"Note: {LOSS_NOTE}"]
+
+
+def _exit_of(exc: Exception) -> int:
+    """1 for a failure on the way (nothing written under the name given), 2 for a refusal."""
+    from appliance.backoffice.store_backup import BackupFailedError  # noqa: PLC0415
+
+    return 1 if isinstance(exc, BackupFailedError) else 2
+
+
+def register(sub: Any) -> None:
+    """Add ``store backup`` and ``store restore`` to the ``store`` group."""
+    backup = sub.add_parser(
+        "backup", help="a consistent copy of the store while the back office runs")
+    add_store_options(backup)
+    backup.add_argument("--out", required=True, metavar="FILE",
+                        help="the backup file (SQLite: a store file; PostgreSQL: a pg_dump "
+                        "archive); put it on another disk")
+    backup.add_argument("--force", action="store_true",
+                        help="replace FILE when it is there (the nightly timer's)")
+    backup.set_defaults(handler=_backup)
+    restore = sub.add_parser(
+        "restore", help="put the store back from a backup (its workers and console stopped)")
+    add_store_options(restore)
+    restore.add_argument("backup", metavar="BACKUP", help="the file `store backup` wrote")
+    restore.add_argument("--force", action="store_true",
+                         help="replace a store that holds results (SQLite: moved aside, kept)")
+    restore.set_defaults(handler=_restore)

@@ -1,0 +1,179 @@
+"""Restoring a SQLite store from a backup (``appliance store restore``).
+
+1. The backup is checked first (store_backup.checked_backup): a damaged or foreign file, one
+   that holds no store, or one a newer appliance migrated is refused, naming it.
+2. A store already at the target is taken with an exclusive lock, which SQLite grants only while
+   no other connection has it open: a running worker, console or command is refused (stop them
+   first), since a file renamed under them would take their later writes with it. One holding
+   results is replaced only with ``--force``; the refusal says what it holds against the backup.
+3. The backup is copied into a hidden file beside the store and its migrations run there (an
+   older backup is taken forward), then flushed. The store it replaces is moved aside whole,
+   with its write-ahead log (``NAME.replaced-TIME``, never removed), and the copy renamed into
+   its place; the folder is flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from contextlib import closing, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from appliance.backoffice.store_backup import (
+    OWNER_ONLY,
+    BackupError,
+    BackupFailedError,
+    checked_backup,
+    no_leftovers,
+)
+from appliance.backoffice.store_contents import StoreContents, contents_of
+from appliance.diskspace import full_disk_hint
+from appliance.outfile import fsync_path, temp_name_part
+
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A restore done: what the backup held, what the store holds now, and where the store it
+    replaced was moved (None when there was none)."""
+
+    backup: StoreContents
+    restored: StoreContents
+    replaced: Path | None
+
+
+def restore_sqlite(backup: Path, store: Path, force: bool) -> Restored:
+    """Put the store held in ``backup`` at ``store`` (see the module's steps)."""
+    held = checked_backup(backup)
+    if not store.parent.is_dir():
+        raise BackupError(f"no folder {store.parent.absolute()} for the store {store}: make it")
+    _refuse_orphan_log(store)
+    current = _held_exclusively(store) if store.exists() else None
+    try:
+        if current is not None:
+            _refuse_replacing(current, store, held, force)
+        copy = _prepared_copy_or_fail(backup, store)
+        replaced = _move_aside(store, current) if current is not None else None
+        current = None  # closed by _move_aside
+        os.replace(copy, store)
+        fsync_path(store.parent)
+    finally:
+        if current is not None:
+            current.close()
+    return Restored(held, _restored_contents(store), replaced)
+
+
+def _refuse_orphan_log(store: Path) -> None:
+    """A -wal file without its store: SQLite would read it into the restored one."""
+    if not store.exists() and (log := Path(f"{store}-wal")).exists():
+        raise BackupError(f"{log} is there without its store {store}: SQLite would read it "
+                          "into the restored store; move it away first")
+
+
+def _held_exclusively(store: Path) -> sqlite3.Connection:
+    """A connection holding the store's exclusive lock; refused while another has it open."""
+    conn = sqlite3.connect(store, isolation_level=None, timeout=0)
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("COMMIT")  # the lock stays: the connection's locking mode keeps it
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise BackupError(f"cannot take the store {store.absolute()} ({exc}); nothing was "
+                              "changed") from exc
+        raise BackupError(
+            f"the store {store.absolute()} is open in another program (a running back office, "
+            "console or command): stop them first (systemctl stop 'appliance-backoffice@*' "
+            "appliance-console appliance-pathology@*); nothing was changed") from exc
+    except sqlite3.DatabaseError:  # no database, or a damaged one: no program has it open
+        return conn
+    return conn
+
+
+def _refuse_replacing(current: sqlite3.Connection, store: Path, held: StoreContents,
+                      force: bool) -> None:
+    """A BackupError when the store at the target holds results (or cannot be read) and
+    ``force`` was not given."""
+    if force:
+        return
+    try:
+        tables = frozenset(row[0] for row in current.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"))
+        there = (contents_of(lambda sql: current.execute(sql).fetchall(), tables)
+                 if {"results", "schema_migrations"} <= tables else None)
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"the store {store.absolute()} cannot be read ({exc}); pass --force "
+                          "to move it aside and restore the backup in its place") from exc
+    if there is None or there.results == 0:
+        return
+    newer = (there.newest_received_at or "") > (held.newest_received_at or "")
+    raise BackupError(
+        f"the store {store.absolute()} holds {there.results} result(s), the newest received "
+        f"{there.newest_received_at}{' (newer than the backup' + chr(39) + 's)' if newer else ''};"
+        f" the backup holds {held.results}, the newest received {held.newest_received_at}. "
+        "Pass --force to move that store aside (kept as NAME.replaced-TIME) and restore")
+
+
+def _prepared_copy_or_fail(backup: Path, store: Path) -> Path:
+    """``_prepared_copy``; a BackupFailedError naming the store when it cannot be made (a
+    full disk), nothing left of it and the store as it was."""
+    from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
+
+    try:
+        return _prepared_copy(backup, store)
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        hint = full_disk_hint(store.parent)
+        raise BackupFailedError(
+            f"could not make the restored store beside {store.absolute()} ({exc}); nothing was "
+            f"changed{'; ' + hint if hint else ''}") from exc
+
+
+def _prepared_copy(backup: Path, store: Path) -> Path:
+    """The backup copied into a hidden file beside ``store``, migrated, flushed."""
+    from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415  (the pathology tables too)
+
+    fd, name = tempfile.mkstemp(dir=store.parent, prefix=f".{temp_name_part(store.name)}.",
+                                suffix=".restoring")
+    os.close(fd)
+    copy = Path(name)
+    with no_leftovers(copy):
+        os.chmod(copy, OWNER_ONLY)
+        with closing(sqlite3.connect(f"{backup.absolute().as_uri()}?mode=ro&immutable=1",
+                                     uri=True)) as source, \
+                closing(sqlite3.connect(copy)) as target:
+            source.backup(target)
+        migrated = PathologyStore(f"sqlite:///{copy}")
+        try:
+            migrated.migrate()
+            migrated.migrate_pathology()
+        finally:
+            migrated.close()
+        fsync_path(copy)
+    return copy
+
+
+def _move_aside(store: Path, current: sqlite3.Connection) -> Path:
+    """Rename the store and its side files to ``NAME.replaced-TIME``; returns the new name.
+    Its log is folded in first where it can be, so the file kept is whole by itself."""
+    with suppress(sqlite3.Error):
+        current.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = store.with_name(f"{store.name}.replaced-{stamp}")
+    for end in ("", *SIDE_FILES):  # renamed while still locked: no one opens it meanwhile
+        if Path(f"{store}{end}").exists():
+            os.replace(f"{store}{end}", f"{aside}{end}")
+    current.close()
+    return aside
+
+
+def _restored_contents(store: Path) -> StoreContents:
+    with closing(sqlite3.connect(f"{store.absolute().as_uri()}?mode=rw", uri=True)) as conn:
+        conn.execute("PRAGMA query_only=ON")
+        tables = frozenset(row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"))
+        return contents_of(lambda sql: conn.execute(sql).fetchall(), tables)

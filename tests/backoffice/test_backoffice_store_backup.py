@@ -1,0 +1,249 @@
+"""``appliance store backup`` and ``store restore`` of a SQLite store: a backup taken while a
+real back office ingests from a real mosquitto (its own port) holds every result committed
+before it; files no restore may use are refused naming them; the live store is never written
+over; a full disk (a file-size limit in the child) leaves no part of a backup under its name."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice import store_schema
+from appliance.backoffice.ingest import IngestWorker
+from appliance.backoffice.migrations import MIGRATIONS
+from appliance.backoffice.schema import result_row
+from appliance.backoffice.store import Batch, open_store
+from appliance.backoffice.store_schema import LATEST_VERSION
+from appliance.config import config_from_mapping
+from appliance.synthetic import fleet
+from appliance.transport.broker import PrivateBroker
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, limit_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+    """``appliance ARGS`` in a child (under a file-size limit when given)."""
+    def limited() -> None:
+        if limit_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
+                          text=True, cwd=REPO, preexec_fn=limited, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _store_with(url: str, device_results: dict[str, int], received: str) -> set[str]:
+    """A store holding ``count`` results of each device, received at ``received``; their ids."""
+    rng = random.Random(7)
+    results = [fleet.sample_result(rng, "lab", device, i)
+               for device, count in device_results.items() for i in range(count)]
+    store = open_store(url)
+    try:
+        store.write_batch(Batch(results=[result_row(r, received, r.to_json().decode())
+                                         for r in results]), 10)
+    finally:
+        store.close()
+    return {r.measurement_id for r in results}
+
+
+def _ids(path: Path) -> set[str]:
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        return {row[0] for row in conn.execute("SELECT measurement_id FROM results")}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "state" / "backoffice.sqlite3"
+    path.parent.mkdir()
+    _store_with(f"sqlite:///{path}", {"kiosk-1": 3, "kiosk-2": 2}, "2026-12-01T10:00:00.000000Z")
+    return path
+
+
+def test_a_backup_taken_while_results_are_ingested_restores_every_result_committed_before_it(
+        private_broker: PrivateBroker, tmp_path: Path) -> None:
+    prefix = f"test/backup-{uuid.uuid4().hex[:8]}"
+    live = tmp_path / "live.sqlite3"
+    config = config_from_mapping({
+        "mqtt": {"host": private_broker.host, "port": private_broker.port,
+                 "topic_prefix": prefix},
+        "state_dir": str(tmp_path), "backoffice": {"client_id": "backup-w"}}, environ={})
+    writer = open_store(f"sqlite:///{live}")
+    worker = IngestWorker(config, writer)
+    worker.start()
+    assert worker.subscribed.wait(10)
+    rng, sent = random.Random(3), 0
+    backup_done = threading.Event()
+
+    def publish_until_backup_done() -> None:
+        nonlocal sent
+        while not backup_done.is_set() or sent < 400:
+            batch = [(f"{prefix}/lab/kiosk-{n % 4}/result",
+                      fleet.sample_result(rng, "lab", f"kiosk-{n % 4}", n).to_json())
+                     for n in range(sent, sent + 20)]
+            fleet.publish_messages(private_broker.host, private_broker.port, batch)
+            sent += len(batch)
+
+    publisher = threading.Thread(target=publish_until_backup_done)
+    publisher.start()
+    try:
+        while len(_ids(live)) < 100:  # ingest under way
+            backup_done.wait(0.05)
+        committed_before = _ids(live)
+        done = _cli("store", "backup", "--store", f"sqlite:///{live}",
+                    "--out", str(tmp_path / "nightly.sqlite3"))
+        backup_done.set()
+        publisher.join()
+    finally:
+        backup_done.set()
+        publisher.join()
+        worker.stop()
+        writer.close()
+    assert done.returncode == 0, done.stderr
+    assert "kiosk(s)" in done.stdout
+    assert "lab/kiosk-0:" in done.stdout
+    stored_at_end = _ids(live)
+    restored = tmp_path / "restored" / "backoffice.sqlite3"
+    restored.parent.mkdir()
+    back = _cli("store", "restore", str(tmp_path / "nightly.sqlite3"),
+                "--store", f"sqlite:///{restored}")
+    assert back.returncode == 0, back.stderr
+    in_backup = _ids(restored)
+    assert committed_before <= in_backup <= stored_at_end
+    assert len(in_backup) < len(stored_at_end)  # ingest went on past the backup
+    assert f"It holds {len(in_backup)} result(s) of 4 kiosk(s)" in back.stdout
+    assert "not in it" in back.stdout
+
+
+def test_restore_says_what_the_store_holds_and_an_older_backup_is_migrated(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    older = tmp_path / "older.sqlite3"  # as the appliance before the last migration made it
+    with monkeypatch.context() as patch:
+        patch.setattr(store_schema, "MIGRATIONS", MIGRATIONS[:-1])
+        ids = _store_with(f"sqlite:///{older}", {"kiosk-1": 3, "kiosk-2": 2},
+                          "2026-12-01T10:00:00.000000Z")
+    out = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{older}", "--out", str(out)
+                ).returncode == 0
+    assert os.stat(out).st_mode & 0o077 == 0  # personal data: its owner's only
+    target = tmp_path / "new" / "backoffice.sqlite3"
+    target.parent.mkdir()
+    done = _cli("store", "restore", str(out), "--store", f"sqlite:///{target}")
+    assert done.returncode == 0, done.stderr
+    assert f"backed up at schema version {LATEST_VERSION - 1}" in done.stdout
+    assert f"schema version {LATEST_VERSION}" in done.stdout
+    assert "lab/kiosk-1: 3 result(s), newest received 2026-12-01T10:00:00" in done.stdout
+    assert "lab/kiosk-2: 2 result(s)" in done.stdout
+    assert _ids(target) == ids
+
+
+def test_a_backup_is_never_written_over_the_store_or_an_earlier_backup(
+        store: Path, tmp_path: Path) -> None:
+    before = store.read_bytes()
+    for own in (store, Path(f"{store}-wal")):
+        done = _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(own),
+                    "--force")
+        assert done.returncode == 2
+        assert "never over the store" in done.stderr
+    assert store.read_bytes() == before
+    earlier = tmp_path / "earlier.sqlite3"
+    earlier.write_bytes(b"an earlier backup")
+    done = _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(earlier))
+    assert done.returncode == 2
+    assert "pass --force" in done.stderr
+    assert earlier.read_bytes() == b"an earlier backup"
+
+
+def test_a_full_disk_leaves_no_part_of_a_backup_under_its_name(
+        store: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    previous = folder / "nightly.sqlite3"
+    previous.write_bytes(b"last night's backup")
+    running = open_store(f"sqlite:///{store}")  # the back office runs: its -shm is there
+    try:
+        done = _cli("store", "backup", "--store", f"sqlite:///{store}", "--out",
+                    str(previous), "--force", limit_bytes=64 * 1024)  # the copy cannot fit
+    finally:
+        running.close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert str(previous) in done.stderr
+    assert previous.read_bytes() == b"last night's backup"
+    assert sorted(p.name for p in folder.iterdir()) == ["nightly.sqlite3"]  # no temporaries
+
+
+@pytest.mark.parametrize("kind", ["damaged", "foreign", "newer", "no store", "text"])
+def test_a_file_no_restore_may_use_is_refused_naming_it(
+        store: Path, tmp_path: Path, kind: str) -> None:
+    bad = tmp_path / f"{kind.replace(' ', '-')}.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(bad)
+                ).returncode == 0
+    _spoil(bad, kind)
+    target = tmp_path / "target.sqlite3"
+    done = _cli("store", "restore", str(bad), "--store", f"sqlite:///{target}")
+    assert done.returncode == 2, done.stdout
+    assert str(bad) in done.stderr
+    assert {"damaged": "damaged", "foreign": "another application's tables",
+            "newer": "newer than this appliance's", "no store": "holds no back-office store",
+            "text": "no SQLite database"}[kind] in done.stderr
+    assert not target.exists()
+
+
+def _spoil(path: Path, kind: str) -> None:
+    """Make the backup at ``path`` one of the files a restore refuses."""
+    if kind == "damaged":  # a page in the middle overwritten, the header whole
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2:len(data) // 2 + 4096] = os.urandom(4096)
+        path.write_bytes(bytes(data))
+    elif kind == "text":
+        path.write_text("results,device\n1,kiosk-1\n")
+    else:
+        with sqlite3.connect(path) as conn:
+            if kind == "newer":
+                conn.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', 'x')",
+                             (LATEST_VERSION + 1,))
+            else:
+                for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = "
+                                            "'table' AND name NOT LIKE 'sqlite%'").fetchall():
+                    conn.execute(f"DROP TABLE {name}")
+                if kind == "foreign":
+                    conn.execute("CREATE TABLE invoices (id INTEGER)")
+                else:
+                    conn.execute("CREATE TABLE schema_migrations (version INTEGER, "
+                                 "description TEXT, applied_at TEXT)")
+
+
+def test_restore_refuses_a_store_in_use_and_one_with_results_without_force(
+        store: Path, tmp_path: Path) -> None:
+    backup = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(backup)
+                ).returncode == 0
+    newer = _store_with(f"sqlite:///{store}", {"kiosk-3": 1}, "2026-12-05T08:00:00.000000Z")
+    running = open_store(f"sqlite:///{store}")  # as a worker holds it
+    try:
+        done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{store}", "--force")
+    finally:
+        running.close()
+    assert done.returncode == 2
+    assert "open in another program" in done.stderr
+    done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{store}")
+    assert done.returncode == 2
+    assert "holds 6 result(s), the newest received 2026-12-05T08:00:00" in done.stderr
+    assert "newer than the backup's" in done.stderr
+    assert "--force" in done.stderr
+    assert newer <= _ids(store)
+    done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{store}", "--force")
+    assert done.returncode == 0, done.stderr
+    (aside,) = store.parent.glob("backoffice.sqlite3.replaced-*[0-9Z]")
+    assert newer <= _ids(aside)  # the replaced store is kept whole
+    assert not newer & _ids(store)
+    assert len(_ids(store)) == 5
