@@ -21,12 +21,12 @@ import pytest
 from appliance.backoffice import store_schema
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.migrations import MIGRATIONS
-from appliance.backoffice.schema import result_row
-from appliance.backoffice.store import Batch, open_store
+from appliance.backoffice.store import open_store
 from appliance.backoffice.store_schema import LATEST_VERSION
 from appliance.config import config_from_mapping
 from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker
+from tests.store_helpers import store_with_results
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,20 +42,6 @@ def _cli(*args: str, limit_bytes: int | None = None) -> subprocess.CompletedProc
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def _store_with(url: str, device_results: dict[str, int], received: str) -> set[str]:
-    """A store holding ``count`` results of each device, received at ``received``; their ids."""
-    rng = random.Random(7)
-    results = [fleet.sample_result(rng, "lab", device, i)
-               for device, count in device_results.items() for i in range(count)]
-    store = open_store(url)
-    try:
-        store.write_batch(Batch(results=[result_row(r, received, r.to_json().decode())
-                                         for r in results]), 10)
-    finally:
-        store.close()
-    return {r.measurement_id for r in results}
-
-
 def _ids(path: Path) -> set[str]:
     with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
         return {row[0] for row in conn.execute("SELECT measurement_id FROM results")}
@@ -65,7 +51,8 @@ def _ids(path: Path) -> set[str]:
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "state" / "backoffice.sqlite3"
     path.parent.mkdir()
-    _store_with(f"sqlite:///{path}", {"kiosk-1": 3, "kiosk-2": 2}, "2026-12-01T10:00:00.000000Z")
+    store_with_results(f"sqlite:///{path}", {"kiosk-1": 3, "kiosk-2": 2},
+                       "2026-12-01T10:00:00.000000Z")
     return path
 
 
@@ -129,7 +116,7 @@ def test_restore_says_what_the_store_holds_and_an_older_backup_is_migrated(
     older = tmp_path / "older.sqlite3"  # as the appliance before the last migration made it
     with monkeypatch.context() as patch:
         patch.setattr(store_schema, "MIGRATIONS", MIGRATIONS[:-1])
-        ids = _store_with(f"sqlite:///{older}", {"kiosk-1": 3, "kiosk-2": 2},
+        ids = store_with_results(f"sqlite:///{older}", {"kiosk-1": 3, "kiosk-2": 2},
                           "2026-12-01T10:00:00.000000Z")
     out = tmp_path / "b.sqlite3"
     assert _cli("store", "backup", "--store", f"sqlite:///{older}", "--out", str(out)
@@ -227,7 +214,7 @@ def test_restore_refuses_a_store_in_use_and_one_with_results_without_force(
     backup = tmp_path / "b.sqlite3"
     assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(backup)
                 ).returncode == 0
-    newer = _store_with(f"sqlite:///{store}", {"kiosk-3": 1}, "2026-12-05T08:00:00.000000Z")
+    newer = store_with_results(f"sqlite:///{store}", {"kiosk-3": 1}, "2026-12-05T08:00:00.000000Z")
     running = open_store(f"sqlite:///{store}")  # as a worker holds it
     try:
         done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{store}", "--force")

@@ -1,0 +1,118 @@
+"""``appliance store backup`` and ``store restore`` of a PostgreSQL store, with pg_dump and
+pg_restore against the suite's server: throw-away databases, dropped afterwards. Without the
+tools the commands say what to install."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.store import open_existing_store, open_store
+from tests.store_helpers import store_with_results
+
+pytestmark = pytest.mark.postgres
+SERVER = "postgres@127.0.0.1:5432"
+ADMIN_URL = f"postgresql://{SERVER}/test"
+REPO = Path(__file__).resolve().parents[2]
+needs_tools = pytest.mark.skipif(shutil.which("pg_dump") is None, reason="no pg_dump here")
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql)
+
+
+@pytest.fixture
+def databases() -> Iterator[tuple[str, str]]:
+    """The URLs of two new, empty databases; dropped afterwards."""
+    names = [f"backup_{which}_{uuid.uuid4().hex[:10]}" for which in ("live", "new")]
+    for name in names:
+        _admin(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://{SERVER}/{names[0]}", f"postgresql://{SERVER}/{names[1]}"
+    finally:
+        for name in names:
+            _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, check=False)
+
+
+def _ids(url: str) -> set[str]:
+    store = open_existing_store(url)
+    try:
+        return {row[0] for row in store.query("SELECT measurement_id FROM results")}
+    finally:
+        store.close()
+
+
+@needs_tools
+def test_a_pg_dump_backup_restores_into_a_new_database_and_says_what_it_holds(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    live, new = databases
+    ids = store_with_results(live, {"kiosk-1": 3, "kiosk-2": 2}, "2026-12-01T10:00:00.000000Z")
+    archive = tmp_path / "store.dump"
+    done = _cli("store", "backup", "--store", live, "--out", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert "5 result(s) of 2 kiosk(s), the newest received 2026-12-01T10:00:00" in done.stdout
+    assert os.stat(archive).st_mode & 0o077 == 0
+    done = _cli("store", "restore", str(archive), "--store", new)
+    assert done.returncode == 0, done.stderr
+    assert "lab/kiosk-1: 3 result(s), newest received 2026-12-01T10:00:00" in done.stdout
+    assert _ids(new) == ids
+
+
+@needs_tools
+def test_pg_restore_refuses_a_database_in_use_one_with_results_and_a_damaged_archive(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    live, new = databases
+    store_with_results(live, {"kiosk-1": 2}, "2026-12-01T10:00:00.000000Z")
+    archive = tmp_path / "store.dump"
+    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    newer = store_with_results(new, {"kiosk-9": 1}, "2026-12-05T08:00:00.000000Z")
+    running = open_store(new)  # as a worker holds it
+    try:
+        done = _cli("store", "restore", str(archive), "--store", new, "--force")
+    finally:
+        running.close()
+    assert done.returncode == 2
+    assert "other session(s) connected" in done.stderr
+    done = _cli("store", "restore", str(archive), "--store", new)
+    assert done.returncode == 2
+    assert "holds 1 result(s), the newest received 2026-12-05T08:00:00" in done.stderr
+    assert _ids(new) == newer
+    damaged = tmp_path / "damaged.dump"
+    damaged.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    done = _cli("store", "restore", str(damaged), "--store", new, "--force")
+    assert done.returncode == 2
+    assert str(damaged) in done.stderr
+    assert _ids(new) == newer
+    done = _cli("store", "restore", str(archive), "--store", new, "--force")
+    assert done.returncode == 0, done.stderr
+    assert _ids(new) == _ids(live)
+
+
+def test_without_pg_dump_the_backup_says_what_to_install(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    live, _ = databases
+    store_with_results(live, {"kiosk-1": 1}, "2026-12-01T10:00:00.000000Z")
+    out = tmp_path / "store.dump"
+    done = _cli("store", "backup", "--store", live, "--out", str(out), path=str(tmp_path))
+    assert done.returncode == 2
+    assert "pg_dump is not installed here" in done.stderr
+    assert "postgresql-client" in done.stderr
+    assert not out.exists()
