@@ -16,7 +16,7 @@
 #   --config is given), the broker CA and password as systemd credentials in
 #   /etc/appliance/credentials (0600, root), the units (and the camera's udev rule; the back
 #   office's: its worker's, the console's, the model repository's server and the timer that
-#   re-signs its timestamp); the units are enabled and started only once the config passes
+#   re-signs its timestamp, and the store's nightly backup timer); the units are enabled and started only once the config passes
 #   `appliance config check` as the unit reads it (as user appliance, with the unit's
 #   APPLIANCE__ variables; a template passes when its placeholders are set; the config is made
 #   group appliance's, 0640, so that user reads it), the model repository's two once
@@ -42,8 +42,9 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICE_USER=appliance  # User= of every daemon's unit
 SCREEN=appliance-kiosk-screen.service  # copied by hand beside the edge (its comment says how)
-# beside the workers: the console, the model repository's server and its refresh timer
-BACKOFFICE_UNITS=(appliance-console.service appliance-models-repo.service appliance-models-refresh.timer)
+# beside the workers: the console, the model repository's server and its refresh timer, and
+# the store's nightly backup timer
+BACKOFFICE_UNITS=(appliance-console.service appliance-models-repo.service appliance-models-refresh.timer appliance-store-backup.timer)
 
 usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 
@@ -92,7 +93,7 @@ check_arguments() {  # refuse what cannot be installed; the role's unit files an
     unit_files=(appliance-edge.service appliance-kiosk-out-of-order.service)  # OnFailure= starts it
     enabled=(appliance-edge.service)
   elif [[ "$role" == backoffice ]]; then
-    unit_files=(appliance-backoffice@.service "${BACKOFFICE_UNITS[@]}" appliance-models-refresh.service)
+    unit_files=(appliance-backoffice@.service "${BACKOFFICE_UNITS[@]}" appliance-models-refresh.service appliance-store-backup.service)
     enabled=("appliance-backoffice@${WORKER:-*}.service" "${BACKOFFICE_UNITS[@]}")
   else
     unit_files=(appliance-pathology@.service); enabled=("appliance-pathology@${INSTANCE:-*}.service")
@@ -249,10 +250,11 @@ unit_environment() {  # unit_environment ROLE INSTANCE: the APPLIANCE__ variable
   return 0
 }
 
-config_of() {  # config_of ROLE: the file its unit reads (the console: the back office's)
+config_of() {  # config_of ROLE: the file its unit reads (the console and the store's backup:
+  # the back office's)
   case "$1" in
     edge) echo "$ETC/config.yaml" ;;
-    console) echo "$ETC/backoffice.yaml" ;;
+    console | store-backup) echo "$ETC/backoffice.yaml" ;;
     *) echo "$ETC/$1.yaml" ;;
   esac
 }
@@ -274,7 +276,7 @@ unit_role() {  # unit_role NAME: the role whose config it reads (console: its ow
 
 role_of() {  # role_of NAME: the install.sh role that installs the unit
   case "$1" in
-    appliance-console.service | appliance-models-*) echo backoffice ;;
+    appliance-console.service | appliance-models-* | appliance-store-*) echo backoffice ;;
     *) unit_role "$1" ;;
   esac
 }
@@ -305,9 +307,9 @@ config_passes() {  # config_passes ROLE INSTANCE: whether its config passes (che
 }
 
 check_config() {  # check_config ROLE INSTANCE: `appliance config check` as its unit reads it
-  # the console's after the worker's check refused the same file and said why: the console's
-  # (no MQTT login) refuses nothing more, so its words would only repeat the worker's
-  if [[ "$1" == console && "${CHECKED[backoffice $WORKER]:-}" == 1 ]]; then
+  # the console's and the backup's after the worker's check refused the same file and said
+  # why: theirs (no MQTT login) refuse nothing more, so their words would only repeat the worker's
+  if [[ ( "$1" == console || "$1" == store-backup ) && "${CHECKED[backoffice $WORKER]:-}" == 1 ]]; then
     run_check "$@" >/dev/null 2>&1
   else
     run_check "$@"
@@ -439,10 +441,13 @@ running_units() {  # the daemons' units running now (before this install changes
 }
 
 restart_plan() {  # restart_plan CODE_CHANGED: the running units that run from what changed,
-  # and those a run before kept running the install before it (their config failed the check)
+  # and those a run before kept running the install before it (their config failed the check);
+  # never a timer: it runs no code of its own, and the service it starts next runs what is
+  # installed then
   local code_changed=$1 name changed shared=0
   for changed in "${CHANGED[@]}"; do [[ "$changed" == "$ETC/ca.crt" ]] && shared=1; done
   for name in "${RUNNING[@]}"; do
+    [[ "$name" == *.timer ]] && continue
     if [[ "$(role_of "$name")" == "$role" && ( $code_changed -eq 1 || ${#CHANGED[@]} -gt 0 ) ]] \
       || [[ $code_changed -eq 1 || $shared -eq 1 ]] || grep -qsxF "$name" "$OWED"; then echo "$name"; fi
   done

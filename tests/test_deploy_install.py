@@ -25,6 +25,7 @@ NOBODY = 65534
 NOBODY_GROUP = subprocess.run(["id", "-gn", "nobody"], capture_output=True, text=True,
                               check=True).stdout.strip()
 CONSOLE = "appliance-console.service"
+BACKUP_TIMER = "appliance-store-backup.timer"
 REPO = INSTALL.parents[1]
 SCREEN = "appliance-kiosk-screen.service"
 
@@ -443,6 +444,7 @@ def test_a_rerun_restarts_the_running_units_that_run_from_what_it_changed_and_on
     said, calls = live_host.install(*worker, "--password-file", str(password))
     assert f"enable --now {this}" in calls
     assert f"enable --now {CONSOLE}" in calls  # the back office's console, started with it
+    assert f"enable --now {BACKUP_TIMER}" in calls  # and the store's nightly backup
     assert _restarts(calls) == [this, sibling]  # the role's config and unit were written
     assert f"restarted {this} {sibling}: they ran the install before this one" in said
     said, calls = live_host.install(*worker)

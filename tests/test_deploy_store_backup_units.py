@@ -1,0 +1,72 @@
+"""The store's nightly backup (appliance-store-backup.timer and .service): hardened as the
+workers' unit, the store found where the workers keep it, the backup in a folder systemd makes
+for it, a run each night (and at boot after a night the host was off), and ``store backup`` run
+under the unit's system call filters as systemd loads them (tests/unit_syscalls.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from tests.store_helpers import store_with_results
+from tests.test_deploy_backoffice_units import confined
+from tests.test_deploy_units import DEPLOY, HARDENING, analyze, local_copy, service_settings
+
+SERVICE = "appliance-store-backup.service"
+TIMER = "appliance-store-backup.timer"
+WORKER = "appliance-backoffice@.service"
+
+
+def test_the_backup_is_hardened_as_the_workers_and_reads_their_config_and_store() -> None:
+    worker = service_settings(WORKER)
+    settings = service_settings(SERVICE)
+    for name in (*HARDENING, "User", "Group", "UMask"):
+        assert settings.get(name) == worker.get(name), name
+    command = settings["ExecStart"][0].split()
+    assert command[1:4] == ["store", "backup", "--config"]
+    assert command[4] == worker["ExecStart"][0].split()[3]  # the workers' config file
+    assert "APPLIANCE__STATE_DIR=/var/lib/appliance" in worker["Environment"]
+    assert "APPLIANCE__STATE_DIR=/var/lib/appliance" in settings["Environment"]
+    out = Path(command[command.index("--out") + 1])
+    (folders,) = settings["StateDirectory"]
+    assert f"/var/lib/{out.parent.name}" == str(out.parent)  # a folder systemd makes for it
+    assert out.parent.name in folders.split()
+    assert "appliance" in folders.split()
+    assert "--force" in command  # each night's replaces the last, once whole
+
+
+def test_the_timer_runs_the_backup_every_night_and_after_a_night_the_host_was_off() -> None:
+    timer = service_settings(TIMER, "Timer")
+    (calendar,) = timer["OnCalendar"]
+    done = analyze("calendar", "--iterations=3", calendar)
+    assert done.returncode == 0, done.stderr
+    days = re.findall(r"(\d{4}-\d{2}-\d{2}) \d{2}:\d{2}:\d{2}", done.stdout)
+    assert len(set(days)) >= 3  # once a day at least: three runs on three days
+    assert timer["Persistent"] == ["true"]
+    assert service_settings(TIMER, "Install")["WantedBy"] == ["timers.target"]
+    assert service_settings(SERVICE, "Install") == {}  # the timer starts it, never boot
+
+
+def test_the_backup_and_its_timer_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    service = local_copy(tmp_path, SERVICE, SERVICE)
+    timer = local_copy(tmp_path, TIMER, TIMER)
+    done = analyze("verify", str(timer), str(service))
+    assert done.returncode == 0, done.stderr
+    assert [line for line in (done.stdout + done.stderr).splitlines()
+            if SERVICE in line or TIMER in line] == []
+
+
+def test_the_backup_runs_under_its_unit_s_filters(tmp_path: Path) -> None:
+    store = tmp_path / "backoffice.sqlite3"
+    store_with_results(f"sqlite:///{store}", {"kiosk-1": 2}, "2026-12-01T10:00:00.000000Z")
+    out = tmp_path / "backup" / "backoffice.sqlite3"
+    out.parent.mkdir()
+    done = subprocess.run(
+        confined(SERVICE, "store", "backup", "--store", f"sqlite:///{store}", "--out", str(out),
+                 "--force"),
+        capture_output=True, text=True, check=False, timeout=120, cwd=DEPLOY.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 result(s) of 1 kiosk(s)" in done.stdout
+    assert out.stat().st_size > 0
+    assert "not permitted" not in done.stderr.lower()
