@@ -21,8 +21,9 @@ from appliance.outfile import replacing_refusal
 
 LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it: each kiosk "
              "deleted them from its outbox once the back office confirmed them (README, \"Back "
-             "up and restore the back office\"); subjects erased after the backup are in it "
-             "again: erase them again (appliance results erase)")
+             "up and restore the back office\"). What was changed after the backup is undone: "
+             "do again the erasures (appliance results erase), token revocations, user "
+             "removals and disables, and password changes made since")
 
 
 def _backup(args: argparse.Namespace) -> int:
