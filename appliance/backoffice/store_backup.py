@@ -104,6 +104,11 @@ def checked_backup(backup: Path) -> StoreContents:
     """What the backup file ``backup`` holds, after refusing one that no restore may use."""
     if not backup.is_file():
         raise BackupError(f"{backup}: no such backup file")
+    if Path(f"{backup}-wal").exists():  # read as it is, the file would lack what the log holds
+        raise BackupError(
+            f"{backup} has a write-ahead log beside it ({backup}-wal: a copy of a live store's "
+            "files, not a file `store backup` wrote): restore a backup, or fold the log in first "
+            f"(sqlite3 {backup} 'PRAGMA wal_checkpoint(TRUNCATE)')")
     with closing(_open_as_is(backup)) as conn:
         try:
             if (problem := _check_failure(conn)) is not None:

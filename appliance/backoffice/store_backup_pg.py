@@ -136,7 +136,7 @@ def _refuse_target(url: str, force: bool) -> bool:
     try:
         others = conn.execute(
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()").fetchone()[0]
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()[0]
         if others:
             raise BackupError(
                 f"the {store_name(url)} has {others} other session(s) connected (a running back "

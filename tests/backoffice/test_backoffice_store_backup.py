@@ -234,3 +234,21 @@ def test_restore_refuses_a_store_in_use_and_one_with_results_without_force(
     assert newer <= _ids(aside)  # the replaced store is kept whole
     assert not newer & _ids(store)
     assert len(_ids(store)) == 5
+
+
+def test_a_copy_of_a_live_store_with_its_log_beside_is_refused_not_read_without_it(
+        store: Path, tmp_path: Path) -> None:
+    running = open_store(f"sqlite:///{store}")  # the back office runs: its log holds rows
+    try:
+        store_with_results(f"sqlite:///{store}", {"kiosk-3": 1}, "2026-12-05T08:00:00.000000Z")
+        copy = tmp_path / "copied.sqlite3"
+        copy.write_bytes(store.read_bytes())
+        Path(f"{copy}-wal").write_bytes(Path(f"{store}-wal").read_bytes())
+    finally:
+        running.close()
+    assert Path(f"{copy}-wal").stat().st_size > 0
+    target = tmp_path / "target.sqlite3"
+    done = _cli("store", "restore", str(copy), "--store", f"sqlite:///{target}")
+    assert done.returncode == 2, done.stdout
+    assert f"{copy} has a write-ahead log beside it" in done.stderr
+    assert not target.exists()
