@@ -121,9 +121,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance report cohort --out report --force"),
     ),
     "store": (
-        "The back-office store's schema. Writers and servers (backoffice, console, demo, models "
-        "deploy) migrate it when they start; read commands (fleet, results, report, models "
-        "status, console reference) never change it and refuse a store that is not up to date.",
+        "The back-office store: its schema, its backups and their restores. Writers and "
+        "servers (backoffice, console, demo, models deploy) migrate it when they start; read "
+        "commands (fleet, results, report, models status, console reference) never change it "
+        "and refuse a store that is not up to date.",
         ("appliance store migrate", "appliance store migrate --store "
          "postgresql://appliance@db.example.org:5432/appliance",
          "appliance store backup --out /var/backups/appliance/backoffice.sqlite3",
@@ -146,7 +147,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Exit 0 done, 1 failed on the way, 2 refused.",
         ("appliance store backup --out /var/backups/appliance/backoffice.sqlite3 --force",
          "appliance store backup --config backoffice.yaml --out /mnt/offsite/2026-12-07.sqlite3",
-         "appliance store backup --store postgresql://appliance@/appliance --out store.dump"),
+         "appliance store backup --store postgresql://appliance@/appliance "
+         "--out /srv/backup/store.dump"),
     ),
     "store restore": (
         "Put the store back from a file `store backup` wrote, the back office's workers and "

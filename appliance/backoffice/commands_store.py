@@ -59,7 +59,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``store migrate`` to the command line."""
-    store = root.add_parser("store", help="the back-office store's schema")
+    store = root.add_parser("store", help="the back-office store's schema, backup and restore")
     sub = store.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
     migrate = sub.add_parser(
         "migrate", help="create or update the store's tables (read commands never do)")
