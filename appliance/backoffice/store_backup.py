@@ -29,6 +29,8 @@ from appliance.outfile import OutputError, replaced_when_complete
 
 BUSY_TIMEOUT_MS = 30000  # a writer's checkpoint may hold the store a moment
 OWNER_ONLY = 0o600
+PG_DUMP_MAGIC = b"PGDMP"  # how pg_dump's custom format begins
+SQLITE_MAGIC = b"SQLite format 3\x00"  # how a SQLite database file begins
 
 
 class BackupError(Exception):
@@ -93,6 +95,7 @@ def _open_live(store: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(f"{store.absolute().as_uri()}?{read_mode(store)}", uri=True,
                                isolation_level=None)
+        conn.execute("PRAGMA query_only=ON")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         _refuse_no_store(conn, store)
     except sqlite3.Error as exc:
@@ -104,6 +107,9 @@ def checked_backup(backup: Path) -> StoreContents:
     """What the backup file ``backup`` holds, after refusing one that no restore may use."""
     if not backup.is_file():
         raise BackupError(f"{backup}: no such backup file")
+    if starts_with(backup, PG_DUMP_MAGIC):
+        raise BackupError(f"{backup} is a pg_dump archive, a PostgreSQL store's backup: restore "
+                          "it into a PostgreSQL store (--store postgresql://...)")
     if Path(f"{backup}-wal").exists():  # read as it is, the file would lack what the log holds
         raise BackupError(
             f"{backup} has a write-ahead log beside it ({backup}-wal: a copy of a live store's "
@@ -124,6 +130,12 @@ def checked_backup(backup: Path) -> StoreContents:
                           f"newer than this appliance's {LATEST_VERSION}: restore it with the "
                           "appliance that wrote it")
     return contents
+
+
+def starts_with(path: Path, magic: bytes) -> bool:
+    """Whether the file ``path`` begins with ``magic``."""
+    with path.open("rb") as file:
+        return file.read(len(magic)) == magic
 
 
 def _open_as_is(path: Path) -> sqlite3.Connection:

@@ -23,7 +23,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from appliance.backoffice.store_backup import OWNER_ONLY, BackupError, BackupFailedError
+from appliance.backoffice.store_backup import (
+    OWNER_ONLY,
+    SQLITE_MAGIC,
+    BackupError,
+    BackupFailedError,
+    starts_with,
+)
 from appliance.backoffice.store_contents import StoreContents, contents_of
 from appliance.backoffice.store_schema import LATEST_VERSION
 from appliance.backoffice.storeurl import store_name
@@ -114,6 +120,9 @@ def restore_postgres(archive: Path, url: str, force: bool) -> tuple[int, StoreCo
     the archive's schema version and what the database holds after."""
     if not archive.is_file():
         raise BackupError(f"{archive}: no such backup file")
+    if starts_with(archive, SQLITE_MAGIC):
+        raise BackupError(f"{archive} is a SQLite store's backup: restore it into a SQLite "
+                          "store (--store sqlite:///PATH)")
     version = archive_version(archive, url)
     if version > LATEST_VERSION:
         raise BackupError(f"{archive} holds a store at schema version {version}, newer than "

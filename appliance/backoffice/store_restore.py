@@ -153,8 +153,17 @@ def _prepared_copy(backup: Path, store: Path) -> Path:
             migrated.migrate_pathology()
         finally:
             migrated.close()
+        _owned_as_its_folder(copy)
         fsync_path(copy)
     return copy
+
+
+def _owned_as_its_folder(copy: Path) -> None:
+    """Run as root, give the copy to the owner of the store's folder: the workers run as that
+    user (User=appliance) and could not open a store root made 0600 for itself."""
+    if os.geteuid() == 0:
+        folder = copy.parent.stat()
+        os.chown(copy, folder.st_uid, folder.st_gid)
 
 
 def _move_aside(store: Path, current: sqlite3.Connection) -> Path:

@@ -168,7 +168,8 @@ def test_a_full_disk_leaves_no_part_of_a_backup_under_its_name(
     assert sorted(p.name for p in folder.iterdir()) == ["nightly.sqlite3"]  # no temporaries
 
 
-@pytest.mark.parametrize("kind", ["damaged", "foreign", "newer", "no store", "text"])
+@pytest.mark.parametrize("kind", ["damaged", "foreign", "newer", "no store", "text",
+                                  "pg_dump"])
 def test_a_file_no_restore_may_use_is_refused_naming_it(
         store: Path, tmp_path: Path, kind: str) -> None:
     bad = tmp_path / f"{kind.replace(' ', '-')}.sqlite3"
@@ -181,7 +182,8 @@ def test_a_file_no_restore_may_use_is_refused_naming_it(
     assert str(bad) in done.stderr
     assert {"damaged": "damaged", "foreign": "another application's tables",
             "newer": "newer than this appliance's", "no store": "holds no back-office store",
-            "text": "no SQLite database"}[kind] in done.stderr
+            "text": "no SQLite database",
+            "pg_dump": "is a pg_dump archive, a PostgreSQL store's backup"}[kind] in done.stderr
     assert not target.exists()
 
 
@@ -193,6 +195,8 @@ def _spoil(path: Path, kind: str) -> None:
         path.write_bytes(bytes(data))
     elif kind == "text":
         path.write_text("results,device\n1,kiosk-1\n")
+    elif kind == "pg_dump":  # a PostgreSQL store's backup offered to a SQLite store
+        path.write_bytes(b"PGDMP\x01\x0e\x00" + os.urandom(4096))
     else:
         with sqlite3.connect(path) as conn:
             if kind == "newer":
@@ -252,3 +256,20 @@ def test_a_copy_of_a_live_store_with_its_log_beside_is_refused_not_read_without_
     assert done.returncode == 2, done.stdout
     assert f"{copy} has a write-ahead log beside it" in done.stderr
     assert not target.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives files to another user")
+def test_a_restore_run_as_root_gives_the_store_to_its_folder_s_owner(
+        store: Path, tmp_path: Path) -> None:
+    """Run as root (a restore typed without runuser), the store was root's, 0600: the workers,
+    user appliance, could not open it."""
+    backup = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(backup)
+                ).returncode == 0
+    folder = tmp_path / "appliance"
+    folder.mkdir()
+    os.chown(folder, 4321, 4322)  # as StateDirectory= makes it for the units' user
+    target = folder / "backoffice.sqlite3"
+    done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{target}")
+    assert done.returncode == 0, done.stderr
+    assert (target.stat().st_uid, target.stat().st_gid) == (4321, 4322)

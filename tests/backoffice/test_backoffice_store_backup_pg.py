@@ -101,6 +101,11 @@ def test_pg_restore_refuses_a_database_in_use_one_with_results_and_a_damaged_arc
     assert done.returncode == 2
     assert str(damaged) in done.stderr
     assert _ids(new) == newer
+    sqlite_backup = tmp_path / "backoffice.sqlite3"
+    sqlite_backup.write_bytes(b"SQLite format 3\x00" + bytes(4096))
+    done = _cli("store", "restore", str(sqlite_backup), "--store", new, "--force")
+    assert done.returncode == 2
+    assert f"{sqlite_backup} is a SQLite store's backup" in done.stderr
     done = _cli("store", "restore", str(archive), "--store", new, "--force")
     assert done.returncode == 0, done.stderr
     assert _ids(new) == _ids(live)
