@@ -142,10 +142,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "its online backup API (every batch committed before it, none half), PostgreSQL with "
         "pg_dump (postgresql-client) on one snapshot. Written to a hidden file beside FILE, "
         "checked, owner-only, flushed and renamed: a full disk or a kill leaves the previous "
-        "backup or none, never part of one; FILE is never the store itself. Prints what it "
+        "backup or none, never part of one; FILE is never the store itself. --keep N: FILE's "
+        "name with the time in it, the oldest such beyond the N newest removed. Prints what it "
         "holds: results per kiosk, the newest one's receipt. Keep backups on another disk. "
         "Exit 0 done, 1 failed on the way, 2 refused.",
-        ("appliance store backup --out /var/backups/appliance/backoffice.sqlite3 --force",
+        ("appliance store backup --out /var/lib/appliance-backup/backoffice.sqlite3 --keep 7",
+         "appliance store backup --out /var/backups/appliance/backoffice.sqlite3 --force",
          "appliance store backup --config backoffice.yaml --out /mnt/offsite/2026-12-07.sqlite3",
          "appliance store backup --store postgresql://appliance@/appliance "
          "--out /srv/backup/store.dump"),

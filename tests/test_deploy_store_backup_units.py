@@ -33,7 +33,7 @@ def test_the_backup_is_hardened_as_the_workers_and_reads_their_config_and_store(
     assert f"/var/lib/{out.parent.name}" == str(out.parent)  # a folder systemd makes for it
     assert out.parent.name in folders.split()
     assert "appliance" in folders.split()
-    assert "--force" in command  # each night's replaces the last, once whole
+    assert int(command[command.index("--keep") + 1]) >= 7  # a week of nights to go back to
 
 
 def test_the_timer_runs_the_backup_every_night_and_after_a_night_the_host_was_off() -> None:
@@ -64,9 +64,11 @@ def test_the_backup_runs_under_its_unit_s_filters(tmp_path: Path) -> None:
     out.parent.mkdir()
     done = subprocess.run(
         confined(SERVICE, "store", "backup", "--store", f"sqlite:///{store}", "--out", str(out),
-                 "--force"),
+                 "--keep", "7"),
         capture_output=True, text=True, check=False, timeout=120, cwd=DEPLOY.parent)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 result(s) of 1 kiosk(s)" in done.stdout
-    assert out.stat().st_size > 0
+    (written,) = out.parent.iterdir()
+    assert written.name.startswith("backoffice-")
+    assert written.stat().st_size > 0
     assert "not permitted" not in done.stderr.lower()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.backoffice.commands import add_store_options, store_url_of
+from appliance.backoffice.commands import add_store_options, positive_int, store_url_of
 from appliance.outfile import replacing_refusal
 
 LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it: each kiosk "
@@ -27,33 +27,40 @@ LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it: 
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from appliance.backoffice.store_backup import (  # noqa: PLC0415
-        BackupError,
-        back_up_sqlite,
-        sqlite_store_path,
-    )
-    from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
+    from appliance.backoffice.backup_rotation import rotated, stamped  # noqa: PLC0415
+    from appliance.backoffice.store_backup import BackupError  # noqa: PLC0415
+    from appliance.backoffice.storeurl import store_name  # noqa: PLC0415
 
     url = store_url_of(args)
     if url is None:
         return 2
-    out = Path(args.out)
+    out = stamped(Path(args.out)) if args.keep else Path(args.out)
     if (refusal := replacing_refusal([out], args.force)) is not None:
         print(f"store backup: {refusal}", file=sys.stderr)
         return 2
     try:
-        if url.startswith(POSTGRES_SCHEMES):
-            from appliance.backoffice.store_backup_pg import back_up_postgres  # noqa: PLC0415
-
-            contents = back_up_postgres(url, out)
-        else:
-            contents = back_up_sqlite(sqlite_store_path(url), out)
+        contents = _backed_up(url, out)
     except BackupError as exc:
         print(f"store backup: {exc}", file=sys.stderr)
         return _exit_of(exc)
     print(f"backed up the {store_name(url)} to {out}: {contents.summary()}")
     print("\n".join(contents.kiosk_lines()))
+    if args.keep and (removed := rotated(Path(args.out), args.keep)):
+        print(f"removed {len(removed)} older backup(s) beyond the {args.keep} newest: "
+              f"{', '.join(path.name for path in removed)}")
     return 0
+
+
+def _backed_up(url: str, out: Path) -> Any:
+    """Back the store of ``url`` up to ``out``; what the backup holds (StoreContents)."""
+    from appliance.backoffice.store_backup import back_up_sqlite, sqlite_store_path  # noqa: PLC0415
+    from appliance.backoffice.storeurl import POSTGRES_SCHEMES  # noqa: PLC0415
+
+    if url.startswith(POSTGRES_SCHEMES):
+        from appliance.backoffice.store_backup_pg import back_up_postgres  # noqa: PLC0415
+
+        return back_up_postgres(url, out)
+    return back_up_sqlite(sqlite_store_path(url), out)
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -110,7 +117,10 @@ def register(sub: Any) -> None:
                         help="the backup file (SQLite: a store file; PostgreSQL: a pg_dump "
                         "archive); put it on another disk")
     backup.add_argument("--force", action="store_true",
-                        help="replace FILE when it is there (the nightly timer's)")
+                        help="replace FILE when it is there")
+    backup.add_argument("--keep", type=positive_int, metavar="N",
+                        help="write FILE's name with the time in it (NAME-TIME.SUFFIX), then "
+                        "remove the oldest of those beyond the N newest (the nightly timer's)")
     backup.set_defaults(handler=_backup)
     restore = sub.add_parser(
         "restore", help="put the store back from a backup (its workers and console stopped)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import resource
 import sqlite3
 import subprocess
@@ -273,3 +274,25 @@ def test_a_restore_run_as_root_gives_the_store_to_its_folder_s_owner(
     done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{target}")
     assert done.returncode == 0, done.stderr
     assert (target.stat().st_uid, target.stat().st_gid) == (4321, 4322)
+
+
+def test_keep_writes_each_backup_under_its_time_and_removes_the_oldest_beyond_n(
+        store: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    other = folder / "backoffice-handmade.sqlite3"  # not of the pattern: never touched
+    other.write_bytes(b"kept by hand")
+    oldest = folder / "backoffice-20261201T030000.000000Z.sqlite3"  # an earlier night's
+    oldest.write_bytes(b"the oldest")
+    written = []
+    for _ in range(3):
+        done = _cli("store", "backup", "--store", f"sqlite:///{store}",
+                    "--out", str(folder / "backoffice.sqlite3"), "--keep", "2")
+        assert done.returncode == 0, done.stderr
+        (name,) = re.findall(r"to (\S+): ", done.stdout)
+        written.append(Path(name))
+    assert len(set(written)) == 3
+    assert sorted(folder.iterdir()) == sorted([other, *written[1:]])
+    assert other.read_bytes() == b"kept by hand"
+    assert f"removed 1 older backup(s) beyond the 2 newest: {written[0].name}" in done.stdout
+    assert _ids(written[-1]) == _ids(store)
