@@ -57,10 +57,16 @@ def restore_sqlite(backup: Path, store: Path, force: bool) -> Restored:
         if current is not None:
             _refuse_replacing(current, store, held, force)
         copy = _prepared_copy_or_fail(backup, store)
-        replaced = _move_aside(store, current) if current is not None else None
-        current = None  # closed by _move_aside
-        os.replace(copy, store)
-        fsync_path(store.parent)
+        try:
+            replaced = _move_aside(store, current) if current is not None else None
+            current = None  # closed by _move_aside
+            os.replace(copy, store)
+            fsync_path(store.parent)
+        except OSError as exc:  # the folder refused a rename: both files are named
+            raise BackupFailedError(
+                f"could not put the restored store in place at {store.absolute()} ({exc}): "
+                f"it is whole in {copy}; the store there before, if any, is at its name or "
+                f"at {store.name}.replaced-TIME beside it") from exc
     finally:
         if current is not None:
             current.close()

@@ -5,6 +5,7 @@ over; a full disk (a file-size limit in the child) leaves no part of a backup un
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -16,6 +17,7 @@ import threading
 import uuid
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,8 @@ from appliance.backoffice import store_schema
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.store import open_store
+from appliance.backoffice.store_backup import BackupFailedError
+from appliance.backoffice.store_restore import restore_sqlite
 from appliance.backoffice.store_schema import LATEST_VERSION
 from appliance.config import config_from_mapping
 from appliance.edge.testing import wait_until
@@ -306,3 +310,24 @@ def test_keep_writes_each_backup_under_its_time_and_removes_the_oldest_beyond_n(
     assert other.read_bytes() == b"kept by hand"
     assert f"removed 1 older backup(s) beyond the 2 newest: {written[0].name}" in done.stdout
     assert _ids(written[-1]) == _ids(store)
+
+
+def test_a_rename_refused_at_the_end_names_where_both_stores_are(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backup = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(backup)
+                ).returncode == 0
+    replace = os.replace
+
+    def refused(source: Any, target: Any) -> None:
+        if str(source).endswith(".restoring"):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(BackupFailedError) as refusal:
+        restore_sqlite(backup, store, force=True)
+    (copy,) = store.parent.glob(".backoffice.sqlite3.*.restoring")
+    assert f"it is whole in {copy}" in str(refusal.value)
+    (aside,) = store.parent.glob("backoffice.sqlite3.replaced-*[0-9Z]")
+    assert _ids(copy) == _ids(aside) == _ids(backup)
