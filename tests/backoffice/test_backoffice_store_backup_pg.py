@@ -121,3 +121,28 @@ def test_without_pg_dump_the_backup_says_what_to_install(
     assert "pg_dump is not installed here" in done.stderr
     assert "postgresql-client" in done.stderr
     assert not out.exists()
+
+
+def test_the_password_reaches_pg_dump_in_its_environment_never_on_its_command_line(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    """Any user of the host reads a process's command line (/proc/PID/cmdline)."""
+    live, _ = databases
+    store_with_results(live, {"kiosk-1": 1}, "2026-12-01T10:00:00.000000Z")
+    with_password = live.replace("postgres@", "postgres:s3cret-word@")  # trust: any password
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    seen = tmp_path / "seen"
+    fake = tools / "pg_dump"  # records what it was given, then fails as pg_dump would
+    fake.write_text(f'#!/bin/sh\necho "$@" > {seen}.args\necho "$PGPASSWORD" > {seen}.env\n'
+                    'echo "pg_dump: error: connection failed" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    out = tmp_path / "store.dump"
+    done = _cli("store", "backup", "--store", with_password, "--out", str(out),
+                path=f"{tools}:{os.environ['PATH']}")
+    assert done.returncode == 1
+    assert "pg_dump failed (exit 1): pg_dump: error: connection failed" in done.stderr
+    assert "s3cret-word" not in Path(f"{seen}.args").read_text()
+    assert Path(f"{seen}.env").read_text().strip() == "s3cret-word"
+    assert "s3cret-word" not in done.stderr + done.stdout
+    assert not out.exists()
+    assert list(tmp_path.glob(".store.dump*")) == []
