@@ -62,8 +62,8 @@ def back_up_sqlite(store: Path, out: Path) -> StoreContents:
         except OutputError as exc:
             raise BackupFailedError(f"{exc}{_full_disk(out)}") from exc
         except sqlite3.Error as exc:
-            raise BackupFailedError(f"{out}: could not write the backup ({exc}); no backup was "
-                              f"written under that name{_full_disk(out)}") from exc
+            raise BackupFailedError(f"{out}: could not write the backup ({exc}); no backup "
+                                    f"was written under that name{_full_disk(out)}") from exc
 
 
 def _copied(source: sqlite3.Connection, temp: Path, out: Path) -> StoreContents:
@@ -72,8 +72,8 @@ def _copied(source: sqlite3.Connection, temp: Path, out: Path) -> StoreContents:
         source.backup(copy)  # every page in one step: a snapshot under one read transaction
         copy.execute("PRAGMA journal_mode=DELETE")
         if (problem := _check_failure(copy)) is not None:
-            raise BackupFailedError(f"{out}: the copy failed its check ({problem}); no backup was "
-                              "written under that name")
+            raise BackupFailedError(f"{out}: the copy failed its check ({problem}); no backup "
+                                    "was written under that name")
         return _contents(copy)
 
 
