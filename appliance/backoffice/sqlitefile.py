@@ -22,8 +22,9 @@ from appliance.logsafe import escape_controls
 _OWN_TABLES = frozenset(
     re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", "".join(m[2] for m in MIGRATIONS))
 ) | {"schema_migrations", "pathology_jobs", "pathology_slides"}
-DAMAGED_HINT = ("the file is damaged or is no SQLite database: restore the store from a backup, "
-                "or name another (--store, the config's store.url)")
+DAMAGED_HINT = ("the file is damaged or is no SQLite database: restore the store from a backup "
+                "(appliance store restore BACKUP --force), or name another (--store, the "
+                "config's store.url)")
 
 
 def missing_sqlite_file(url: str) -> Path | None:

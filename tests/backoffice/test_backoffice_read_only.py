@@ -541,8 +541,8 @@ def test_a_damaged_store_file_is_one_line_saying_so_and_stays_as_it_was(
         err = capsys.readouterr().err
         assert err.startswith(f"{said}: cannot open SQLite store {store_file}: "), err
         assert err.endswith("; the file is damaged or is no SQLite database: restore the store "
-                            "from a backup, or name another (--store, the config's "
-                            "store.url)\n"), err
+                            "from a backup (appliance store restore BACKUP --force), or name "
+                            "another (--store, the config's store.url)\n"), err
     assert store_file.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["store.sqlite3"]
 
