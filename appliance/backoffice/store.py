@@ -144,11 +144,14 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
 
     def closed_by_server(self, error: BaseException) -> bool:
         """Whether ``error`` is the PostgreSQL server having closed this connection (a
-        restart or a crash since it was last used, an idle timeout, a network cut found by
-        the keepalives), not ``answering_within`` cutting it: a new connection may take the
-        call. SQLite's never is."""
-        return (self.postgres and bool(self._conn.closed)
-                and isinstance(error, storeerrors.CONNECTION_LOST_ERRORS) and not was_cut(error))
+        restart or a crash since it was last used or while a call ran, an idle timeout, a
+        network cut found by the keepalives), not ``answering_within`` cutting it: a new
+        connection may take the call. psycopg says so of the connection, except where the
+        server's FATAL met a pipelined write (storeerrors.session_ended): then the error
+        says it. SQLite's never is."""
+        return (self.postgres and isinstance(error, storeerrors.CONNECTION_LOST_ERRORS)
+                and not was_cut(error)
+                and (bool(self._conn.closed) or storeerrors.session_ended(error)))
 
     def reopened_after_close(self, error: BaseException,
                              abandon: threading.Event | None = None) -> bool:

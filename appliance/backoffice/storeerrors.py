@@ -113,6 +113,31 @@ def _sqlite_primary_code(exc: BaseException) -> int | None:
 _SERVER_AWAY_STATES = {"57P01", "57P02", "57P03", "57P04", "57P05"}
 
 
+# the SQLSTATEs of a FATAL with which PostgreSQL ends a session it had taken: shut down (a
+# restart, an administrator's pg_terminate_backend, the postmaster gone: a crash), a crash of
+# another server process, an idle timeout, its database dropped
+_SESSION_ENDED_STATES = {"57P01", "57P02", "57P04", "57P05"}
+
+
+def session_ended(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised in place of (its cause or context, as
+    ``raise ... from`` and ``except`` chain them), is PostgreSQL ending the session: the server
+    closes the connection after that FATAL whatever the driver says of it yet. psycopg's
+    pipelined ``executemany`` (store_writes.py) met by a restart or a crash raises "cannot exit
+    pipeline mode while busy" in the server's AdminShutdown's place when libpq has read the
+    FATAL but not yet the connection's end: the connection then reads as open."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        state = getattr(error, "sqlstate", None)
+        if isinstance(error, _errors("CONNECTION_LOST_ERRORS")) and state is not None and (
+                state in _SESSION_ENDED_STATES or state[:2] == "08"):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def cause_of(exc: BaseException) -> str:
     """The kind of failure ``exc`` is, for telling when an outage's cause changes: the server
     away (refused, closed, cut, starting up; a StoreError, a failed reconnect, counts by its
