@@ -9,11 +9,13 @@ a read command for psycopg's default of 130 s an address, and ``appliance backof
 up after ``CONNECT_TIMEOUT_S`` with a StoreError naming the database and what to check.
 A server that hangs later while its host stays up answers TCP's keepalives still: a caller
 that must not wait on it for ever (the ingest writer's commit) bounds its statements with
-``answered_within``.
+``answered_within``. psycopg's warnings of a clean-up that failed after an error it raises
+are said at DEBUG (``IgnoredErrorsAtDebug``): the caller says the error.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -68,6 +70,28 @@ _ABANDON_LOOK_S = 0.1  # how often a block waiting on the server looks at its ab
 _MISSING_DATABASE = re.compile(r'database ".*" does not exist')  # the server's FATAL text
 MIGRATE_HINT = "`appliance store migrate` (with the same --store or --config)"
 CUT = "the connection was cut"  # how answered_within's error ends (``was_cut``)
+# psycopg's loggers (its transactions have one of their own) and how its warnings of a
+# clean-up that failed after an error it raises begin
+_PSYCOPG_LOGGERS = ("psycopg", "psycopg.transaction")
+_IGNORED_ERROR = "error ignored "
+
+
+class IgnoredErrorsAtDebug(logging.Filter):
+    """psycopg's warnings of a clean-up that failed after an error it raises anyway ("error
+    ignored terminating <psycopg.Pipeline [BAD]>: the connection is lost", when a restart or a
+    crash meets a pipelined write) said at DEBUG (shown with -v): the error itself reaches
+    the caller, which says it (a reconnect at INFO, an outage, a command's error), and the
+    clean-up's failure only added a WARNING to the journal at each such restart."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True for a record to say; one of those warnings is made DEBUG first."""
+        if record.levelno != logging.WARNING or not str(record.msg).startswith(_IGNORED_ERROR):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+_IGNORED_AT_DEBUG = IgnoredErrorsAtDebug()
 
 
 def connect(url: str, **options: Any) -> Any:
@@ -75,6 +99,8 @@ def connect(url: str, **options: Any) -> Any:
     libpq's own, such as ``application_name``); psycopg's error when it cannot be made."""
     import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
+    for name in _PSYCOPG_LOGGERS:  # once each: a logger keeps one of a filter
+        logging.getLogger(name).addFilter(_IGNORED_AT_DEBUG)
     return psycopg.connect(url, autocommit=True, **{**_limits(url), **options})
 
 
