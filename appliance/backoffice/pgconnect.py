@@ -99,7 +99,7 @@ def connect(url: str, **options: Any) -> Any:
     libpq's own, such as ``application_name``); psycopg's error when it cannot be made."""
     import psycopg  # noqa: PLC0415  (the backoffice extra; SQLite needs none)
 
-    for name in _PSYCOPG_LOGGERS:  # once each: a logger keeps one of a filter
+    for name in _PSYCOPG_LOGGERS:  # a logger adds a filter it has already only once
         logging.getLogger(name).addFilter(_IGNORED_AT_DEBUG)
     return psycopg.connect(url, autocommit=True, **{**_limits(url), **options})
 
