@@ -7,9 +7,11 @@
    first), since a file renamed under them would take their later writes with it. One holding
    results is replaced only with ``--force``; the refusal says what it holds against the backup.
 3. The backup is copied into a hidden file beside the store and its migrations run there (an
-   older backup is taken forward), then flushed. The store it replaces is moved aside whole,
-   with its write-ahead log (``NAME.replaced-TIME``, never removed), and the copy renamed into
-   its place; the folder is flushed.
+   older backup is taken forward), then flushed. A backup holding triggers or views is refused
+   before the migrations run, and a migrated copy that is not the product's schema (another
+   program's tables, or a schema version that lies) after (restore_schema.py). The store it
+   replaces is moved aside whole, with its write-ahead log (``NAME.replaced-TIME``, never
+   removed), and the copy renamed into its place; the folder is flushed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.backoffice.restore_schema import refuse_code, refuse_unlike_fresh
 from appliance.backoffice.store_backup import (
     OWNER_ONLY,
     BackupError,
@@ -153,12 +156,14 @@ def _prepared_copy(backup: Path, store: Path) -> Path:
                                      uri=True)) as source, \
                 closing(sqlite3.connect(copy)) as target:
             source.backup(target)
+            refuse_code(target, backup)  # before the migrations write to it
         migrated = PathologyStore(f"sqlite:///{copy}")
         try:
             migrated.migrate()
             migrated.migrate_pathology()
         finally:
             migrated.close()
+        refuse_unlike_fresh(copy, backup)
         _owned_as_its_folder(copy)
         fsync_path(copy)
     return copy

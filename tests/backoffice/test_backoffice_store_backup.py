@@ -331,3 +331,34 @@ def test_a_rename_refused_at_the_end_names_where_both_stores_are(
     assert f"it is whole in {copy}" in str(refusal.value)
     (aside,) = store.parent.glob("backoffice.sqlite3.replaced-*[0-9Z]")
     assert _ids(copy) == _ids(aside) == _ids(backup)
+
+
+HOSTILE = {  # what a handed-over backup may carry, and what the refusal says
+    "trigger": ("CREATE TRIGGER steal AFTER INSERT ON results BEGIN DELETE FROM results; END",
+                "holds trigger steal"),
+    "view": ("CREATE VIEW every_result AS SELECT * FROM results", "holds view every_result"),
+    "table": ("CREATE TABLE loot (measurement_id TEXT)", "holds table loot"),
+    "index": ("CREATE UNIQUE INDEX one_a_subject ON results (measurement_id, site)",
+              "holds index one_a_subject"),
+    "schema lie": ("DROP TABLE erasures", "lacks table erasures"),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_backup_carrying_code_or_a_schema_not_the_product_s_is_refused(
+        store: Path, tmp_path: Path, kind: str) -> None:
+    """Before, the restored store kept the backup's triggers, views and tables: a trigger on
+    results ran on the workers' first insert."""
+    backup = tmp_path / "handed-over.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(backup)
+                ).returncode == 0
+    statement, said = HOSTILE[kind]
+    with closing(sqlite3.connect(backup)) as conn:
+        conn.execute(statement)
+        conn.commit()
+    target = tmp_path / "target" / "backoffice.sqlite3"
+    target.parent.mkdir()
+    done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{target}")
+    assert done.returncode == 2, done.stdout
+    assert f"{backup} {said}" in done.stderr
+    assert list(target.parent.iterdir()) == []  # nothing made, no copy left
