@@ -64,8 +64,12 @@ class OutputError(OSError):
 
 
 @contextmanager
-def replaced_when_complete(path: Path) -> Iterator[Path]:
+def replaced_when_complete(path: Path, mode: int | None = None) -> Iterator[Path]:
     """A temporary path to write to; renamed over ``path`` once the block ends without error.
+
+    ``mode``: the permissions the temporary has from its start (a backup's owner-only 0600),
+    never wider meanwhile, so no reader opens it while it is written; by default as open()
+    would create it.
 
     The temporary keeps the target's suffix, so writers that pick a format by suffix (matplotlib)
     write the target's format. OSError (a full disk, an unwritable folder) comes back naming
@@ -81,7 +85,8 @@ def replaced_when_complete(path: Path) -> Iterator[Path]:
                                     suffix=f".tmp{path.suffix}")
         os.close(fd)
         temp = Path(name)
-        os.chmod(temp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
+        # mkstemp made it 0600; by default as open() would create it
+        os.chmod(temp, 0o666 & ~_umask() if mode is None else mode)
         yield temp
         fsync_path(temp)
         os.replace(temp, path)

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -53,8 +52,7 @@ def back_up_sqlite(store: Path, out: Path) -> StoreContents:
     _refuse_store_itself(store, out)
     with closing(_open_live(store)) as source:
         try:
-            with replaced_when_complete(out) as temp:
-                os.chmod(temp, OWNER_ONLY)
+            with replaced_when_complete(out, mode=OWNER_ONLY) as temp:
                 try:
                     return _copied(source, temp, out)
                 finally:

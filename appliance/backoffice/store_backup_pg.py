@@ -82,8 +82,7 @@ def back_up_postgres(url: str, out: Path) -> StoreContents:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         try:
-            with replaced_when_complete(out) as temp:
-                os.chmod(temp, OWNER_ONLY)
+            with replaced_when_complete(out, mode=OWNER_ONLY) as temp:
                 _run([pg_dump, "--format=custom", "--no-owner", f"--snapshot={snapshot}",
                       f"--file={temp}", f"--dbname={conninfo}"], url,
                      f"{out}: no backup was written under that name", BackupFailedError)

@@ -25,7 +25,7 @@ from appliance.backoffice import store_schema
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.store import open_store
-from appliance.backoffice.store_backup import BackupFailedError
+from appliance.backoffice.store_backup import BackupFailedError, back_up_sqlite
 from appliance.backoffice.store_restore import restore_sqlite
 from appliance.backoffice.store_schema import LATEST_VERSION
 from appliance.config import config_from_mapping
@@ -362,3 +362,21 @@ def test_a_backup_carrying_code_or_a_schema_not_the_product_s_is_refused(
     assert done.returncode == 2, done.stdout
     assert f"{backup} {said}" in done.stderr
     assert list(target.parent.iterdir()) == []  # nothing made, no copy left
+
+
+def test_the_backup_s_temporary_is_its_owner_s_only_from_its_start(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, the temporary was made as open() makes a file (0644 under umask 022), then
+    0600: a reader that opened it meanwhile kept a descriptor reading the whole backup."""
+    modes: list[int] = []
+    chmod = os.chmod
+
+    def recording(path: Any, mode: int, **kwargs: Any) -> None:
+        modes.append(mode)
+        chmod(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", recording)
+    out = tmp_path / "b.sqlite3"
+    back_up_sqlite(store, out)
+    assert [mode for mode in modes if mode & 0o077] == []
+    assert out.stat().st_mode & 0o777 == 0o600
