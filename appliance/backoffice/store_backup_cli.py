@@ -45,7 +45,7 @@ def _backup(args: argparse.Namespace) -> int:
         return _exit_of(exc)
     print(f"backed up the {store_name(url)} to {out}: {contents.summary()}")
     print("\n".join(contents.kiosk_lines()))
-    if args.keep and (removed := rotated(Path(args.out), args.keep)):
+    if args.keep and (removed := rotated(Path(args.out), args.keep, out)):
         print(f"removed {len(removed)} older backup(s) beyond the {args.keep} newest: "
               f"{', '.join(path.name for path in removed)}")
     return 0

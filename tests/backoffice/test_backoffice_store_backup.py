@@ -380,3 +380,20 @@ def test_the_backup_s_temporary_is_its_owner_s_only_from_its_start(
     back_up_sqlite(store, out)
     assert [mode for mode in modes if mode & 0o077] == []
     assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_keep_never_removes_the_backup_just_written_when_the_clock_went_back(
+        store: Path, tmp_path: Path) -> None:
+    """Before, backups named while the clock ran ahead sorted newer than tonight's, which was
+    removed as the oldest right after it was written, the command saying it was done."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    ahead = [folder / f"backoffice-2099010{day}T030000.000000Z.sqlite3" for day in (1, 2)]
+    for path in ahead:
+        path.write_bytes(b"named while the clock ran ahead")
+    done = _cli("store", "backup", "--store", f"sqlite:///{store}",
+                "--out", str(folder / "backoffice.sqlite3"), "--keep", "2")
+    assert done.returncode == 0, done.stderr
+    (name,) = re.findall(r"to (\S+): ", done.stdout)
+    assert _ids(Path(name)) == _ids(store)
+    assert sorted(folder.iterdir()) == sorted([Path(name), ahead[1]])
