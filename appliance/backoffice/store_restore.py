@@ -11,7 +11,8 @@
    before the migrations run, and a migrated copy that is not the product's schema (another
    program's tables, or a schema version that lies) after (restore_schema.py). The store it
    replaces is moved aside whole, with its write-ahead log (``NAME.replaced-TIME``, never
-   removed), and the copy renamed into its place; the folder is flushed.
+   removed; the store is linked to that name and stays at its own until the copy is renamed
+   over it), and the copy renamed into its place; the folder is flushed.
 """
 
 from __future__ import annotations
@@ -178,13 +179,19 @@ def _owned_as_its_folder(copy: Path) -> None:
 
 
 def _move_aside(store: Path, current: sqlite3.Connection) -> Path:
-    """Rename the store and its side files to ``NAME.replaced-TIME``; returns the new name.
-    Its log is folded in first where it can be, so the file kept is whole by itself."""
+    """Keep the store and its side files as ``NAME.replaced-TIME``; returns the new name.
+    Its log is folded in first where it can be, so the file kept is whole by itself. The store
+    is linked to that name, not renamed, so its own name holds it until the restored copy
+    replaces it in one rename: a restore killed between the two leaves the store in place."""
     with suppress(sqlite3.Error):
         current.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = store.with_name(f"{store.name}.replaced-{stamp}")
-    for end in ("", *SIDE_FILES):  # renamed while still locked: no one opens it meanwhile
+    try:
+        os.link(store, aside)
+    except OSError:  # a file system without hard links: renamed, as the side files are
+        os.replace(store, aside)
+    for end in SIDE_FILES:  # renamed while still locked: no one opens it meanwhile
         if Path(f"{store}{end}").exists():
             os.replace(f"{store}{end}", f"{aside}{end}")
     current.close()

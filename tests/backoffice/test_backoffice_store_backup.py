@@ -397,3 +397,36 @@ def test_keep_never_removes_the_backup_just_written_when_the_clock_went_back(
     (name,) = re.findall(r"to (\S+): ", done.stdout)
     assert _ids(Path(name)) == _ids(store)
     assert sorted(folder.iterdir()) == sorted([Path(name), ahead[1]])
+
+
+KILLED_BEFORE_THE_LAST_RENAME = """
+import os, signal, sys
+from pathlib import Path
+from appliance.backoffice.store_restore import restore_sqlite
+replace = os.replace
+def killed(source, target):
+    if str(source).endswith(".restoring"):  # the copy whole, about to take the store's name
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(source, target)
+os.replace = killed
+restore_sqlite(Path(sys.argv[1]), Path(sys.argv[2]), force=True)
+"""
+
+
+def test_a_restore_killed_before_its_last_rename_leaves_the_store_at_its_name(
+        store: Path, tmp_path: Path) -> None:
+    """Before, the store was renamed aside first: killed then (kill -9), no store was at its
+    name, and a worker started next made an empty one there."""
+    backup = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(backup)
+                ).returncode == 0
+    ids = store_with_results(f"sqlite:///{store}", {"kiosk-3": 1}, "2026-12-05T08:00:00.000000Z")
+    before = _ids(store)
+    done = subprocess.run([sys.executable, "-c", KILLED_BEFORE_THE_LAST_RENAME, str(backup),
+                           str(store)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == -9, done.stderr
+    assert ids <= _ids(store) == before  # whole, at its name
+    done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{store}", "--force")
+    assert done.returncode == 0, done.stderr  # and a restore run again puts the backup there
+    assert _ids(store) == _ids(backup)
