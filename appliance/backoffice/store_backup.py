@@ -78,11 +78,15 @@ def _copied(source: sqlite3.Connection, temp: Path, out: Path) -> StoreContents:
 def _refuse_store_itself(store: Path, out: Path) -> None:
     """A BackupError when ``out`` is the store, or one of its -wal, -shm, -journal files."""
     own = [store, *(Path(f"{store}{end}") for end in ("-wal", "-shm", "-journal"))]
-    for path in own:
-        if out.absolute() == path.absolute() or (
-                out.exists() and path.exists() and out.samefile(path)):
+    for path in own:  # by its folder's real path: `..` or a link to the folder names it too
+        if _real(out) == _real(path) or (out.exists() and path.exists() and out.samefile(path)):
             raise BackupError(f"{out} is the store's own file {path}: a backup goes to a file "
                               "of its own (better: on another disk), never over the store")
+
+
+def _real(path: Path) -> Path:
+    """``path`` in its folder's real path (its own name kept: a link there is replaced)."""
+    return path.parent.resolve() / path.name
 
 
 def _open_live(store: Path) -> sqlite3.Connection:

@@ -430,3 +430,20 @@ def test_a_restore_killed_before_its_last_rename_leaves_the_store_at_its_name(
     done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{store}", "--force")
     assert done.returncode == 0, done.stderr  # and a restore run again puts the backup there
     assert _ids(store) == _ids(backup)
+
+
+@pytest.mark.parametrize("end", ["", "-wal", "-journal"])
+def test_out_naming_a_file_of_the_store_by_another_path_is_refused(
+        store: Path, tmp_path: Path, end: str) -> None:
+    """Before, `--out DIR/../DIR/NAME-wal` was written where the store's write-ahead log is
+    (none there at the time), where SQLite looks for the store's log, and the
+    backup's own read connection removed it as it closed, the command saying it was done."""
+    link = tmp_path / "link"
+    link.symlink_to(store.parent)
+    for out in (store.parent / ".." / store.parent.name / f"{store.name}{end}",
+                link / f"{store.name}{end}"):
+        done = _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(out),
+                    "--force")
+        assert done.returncode == 2, done.stdout
+        assert f"{out} is the store's own file" in done.stderr
+    assert sorted(path.name for path in store.parent.iterdir()) == [store.name]
