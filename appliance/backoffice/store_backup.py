@@ -117,6 +117,11 @@ def checked_backup(backup: Path) -> StoreContents:
             f"{backup} has a write-ahead log beside it ({backup}-wal: a copy of a live store's "
             "files, not a file `store backup` wrote): restore a backup, or fold the log in first "
             f"(sqlite3 {backup} 'PRAGMA wal_checkpoint(TRUNCATE)')")
+    if (journal := Path(f"{backup}-journal")).exists() and journal.stat().st_size > 0:
+        raise BackupError(  # read as it is, the file would be half a transaction
+            f"{backup} has a rollback journal beside it ({journal}: it was copied or killed in "
+            "the middle of a write, and without the journal it is half of one): roll it back "
+            f"first (sqlite3 {backup} 'PRAGMA quick_check'), or take another backup")
     with closing(_open_as_is(backup)) as conn:
         try:
             if (problem := _check_failure(conn)) is not None:

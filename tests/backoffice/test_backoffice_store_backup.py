@@ -447,3 +447,30 @@ def test_out_naming_a_file_of_the_store_by_another_path_is_refused(
         assert done.returncode == 2, done.stdout
         assert f"{out} is the store's own file" in done.stderr
     assert sorted(path.name for path in store.parent.iterdir()) == [store.name]
+
+
+def test_a_backup_copied_in_the_middle_of_a_write_is_refused_naming_its_journal(
+        store: Path, tmp_path: Path) -> None:
+    """Before, the file was read without its hot journal and refused as damaged ("take an
+    older backup"), though opening it once rolls it back whole."""
+    source = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(source)
+                ).returncode == 0
+    copy = tmp_path / "copied.sqlite3"
+    with closing(sqlite3.connect(source, isolation_level=None)) as conn:
+        conn.execute("PRAGMA cache_size=1")  # pages reach the file before the commit
+        conn.execute("BEGIN")
+        conn.execute("DELETE FROM results")
+        copy.write_bytes(source.read_bytes())
+        Path(f"{copy}-journal").write_bytes(Path(f"{source}-journal").read_bytes())
+        conn.execute("ROLLBACK")
+    target = tmp_path / "target.sqlite3"
+    done = _cli("store", "restore", str(copy), "--store", f"sqlite:///{target}")
+    assert done.returncode == 2, done.stdout
+    assert f"{copy} has a rollback journal beside it" in done.stderr
+    assert not target.exists()
+    with closing(sqlite3.connect(copy)) as conn:  # rolled back as the refusal says
+        conn.execute("PRAGMA quick_check")
+    done = _cli("store", "restore", str(copy), "--store", f"sqlite:///{target}")
+    assert done.returncode == 0, done.stderr
+    assert _ids(target) == _ids(store)
