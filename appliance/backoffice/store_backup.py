@@ -107,8 +107,7 @@ def _open_live(store: Path) -> sqlite3.Connection:
 
 def checked_backup(backup: Path) -> StoreContents:
     """What the backup file ``backup`` holds, after refusing one that no restore may use."""
-    if not backup.is_file():
-        raise BackupError(f"{backup}: no such backup file")
+    refuse_no_file(backup)
     if starts_with(backup, PG_DUMP_MAGIC):
         raise BackupError(f"{backup} is a pg_dump archive, a PostgreSQL store's backup: restore "
                           "it into a PostgreSQL store (--store postgresql://...)")
@@ -137,6 +136,17 @@ def checked_backup(backup: Path) -> StoreContents:
                           f"newer than this appliance's {LATEST_VERSION}: restore it with the "
                           "appliance that wrote it")
     return contents
+
+
+def refuse_no_file(backup: Path) -> None:
+    """A BackupError when nothing is at ``backup``, or no regular file (nothing is read from a
+    pipe or a device, which would wait or never end)."""
+    if backup.is_file():
+        return
+    if not backup.exists():
+        raise BackupError(f"{backup}: no such backup file")
+    what = "a folder" if backup.is_dir() else "not a regular file (a device, a pipe or a socket)"
+    raise BackupError(f"{backup} is {what}, so no backup: name the file `store backup` wrote")
 
 
 def starts_with(path: Path, magic: bytes) -> bool:

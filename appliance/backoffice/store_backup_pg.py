@@ -28,6 +28,7 @@ from appliance.backoffice.store_backup import (
     SQLITE_MAGIC,
     BackupError,
     BackupFailedError,
+    refuse_no_file,
     starts_with,
 )
 from appliance.backoffice.store_contents import StoreContents, contents_of
@@ -117,8 +118,7 @@ def archive_version(archive: Path, url: str) -> int:
 def restore_postgres(archive: Path, url: str, force: bool) -> tuple[int, StoreContents]:
     """Restore the store in ``archive`` into the database of ``url`` (see the module's steps);
     the archive's schema version and what the database holds after."""
-    if not archive.is_file():
-        raise BackupError(f"{archive}: no such backup file")
+    refuse_no_file(archive)
     if starts_with(archive, SQLITE_MAGIC):
         raise BackupError(f"{archive} is a SQLite store's backup: restore it into a SQLite "
                           "store (--store sqlite:///PATH)")

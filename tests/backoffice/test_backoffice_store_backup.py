@@ -474,3 +474,23 @@ def test_a_backup_copied_in_the_middle_of_a_write_is_refused_naming_its_journal(
     done = _cli("store", "restore", str(copy), "--store", f"sqlite:///{target}")
     assert done.returncode == 0, done.stderr
     assert _ids(target) == _ids(store)
+
+
+@pytest.mark.parametrize(("offered", "said"), [
+    ("/dev/zero", "is not a regular file (a device, a pipe or a socket)"),
+    ("fifo", "is not a regular file (a device, a pipe or a socket)"),
+    ("folder", "is a folder")])
+def test_a_device_a_pipe_or_a_folder_offered_as_a_backup_is_refused_saying_what_it_is(
+        tmp_path: Path, offered: str, said: str) -> None:
+    """Before, each was "no such backup file", though it was there."""
+    backup = Path(offered) if offered.startswith("/") else tmp_path / offered
+    if offered == "fifo":
+        os.mkfifo(backup)
+    elif offered == "folder":
+        backup.mkdir()
+    target = tmp_path / "target.sqlite3"
+    for store in (f"sqlite:///{target}", "postgresql://appliance@127.0.0.1:1/none"):
+        done = _cli("store", "restore", str(backup), "--store", store)
+        assert done.returncode == 2, done.stdout
+        assert f"{backup} {said}, so no backup" in done.stderr
+    assert not target.exists()
