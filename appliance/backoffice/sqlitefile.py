@@ -19,7 +19,7 @@ from appliance.logsafe import escape_controls
 
 # the tables this appliance makes: the back office's migrations, their marker, and the
 # pathology server's (appliance/pathology/jobstore.py), which may be the first in a store
-_OWN_TABLES = frozenset(
+OWN_TABLES = frozenset(
     re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", "".join(m[2] for m in MIGRATIONS))
 ) | {"schema_migrations", "pathology_jobs", "pathology_slides"}
 DAMAGED_HINT = ("the file is damaged or is no SQLite database: restore the store from a backup "
@@ -75,7 +75,7 @@ def foreign_tables(conn: sqlite3.Connection, path: Path) -> str | None:
     names = [row[0] for row in conn.execute(
         "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
         "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")]
-    ours = _OWN_TABLES.intersection(names)
+    ours = OWN_TABLES.intersection(names)
     if "schema_migrations" in names:  # the marker, unless another tool's of the same name
         marked = conn.execute("SELECT COUNT(*) FROM pragma_table_info('schema_migrations') "
                               "WHERE name IN ('description', 'applied_at')").fetchone()[0]

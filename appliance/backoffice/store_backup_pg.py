@@ -8,8 +8,10 @@
    flushed, renamed), after ``pg_restore --list`` read it whole.
 2. The password never goes on a command line, which other users of the host can read
    (``/proc/PID/cmdline``): the tools get it in their environment (``PGPASSWORD``).
-3. A restore reads the archive's list (a damaged or foreign file is refused, naming it) and its
-   schema version (the ``schema_migrations`` rows), refuses a database other sessions are
+3. A restore reads the archive's list (a damaged or foreign file is refused, naming it, and so
+   is one listing what a store's dump never holds: a function, a trigger, a view, another
+   application's table, which would run or stay in the restored store) and its schema version
+   (the ``schema_migrations`` rows), refuses a database other sessions are
    connected to (a running worker or console) and one holding results without ``--force``, then
    runs ``pg_restore`` in one transaction (``--clean`` where the store's tables are there) and
    the migrations (an older backup is taken forward).
@@ -23,6 +25,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice.sqlitefile import OWN_TABLES
 from appliance.backoffice.store_backup import (
     OWNER_ONLY,
     SQLITE_MAGIC,
@@ -34,9 +37,15 @@ from appliance.backoffice.store_backup import (
 from appliance.backoffice.store_contents import StoreContents, contents_of
 from appliance.backoffice.store_schema import LATEST_VERSION
 from appliance.backoffice.storeurl import store_name
+from appliance.logsafe import escape_controls
 from appliance.outfile import OutputError, replaced_when_complete
 
 TOOLS_PACKAGE = "postgresql-client"
+# what pg_dump lists for a store's tables, the longer before the shorter that begins it
+STORE_ENTRIES = ("TABLE DATA", "TABLE", "INDEX", "FK CONSTRAINT", "CONSTRAINT",
+                 "SEQUENCE OWNED BY", "SEQUENCE SET", "SEQUENCE", "DEFAULT", "SCHEMA", "ACL",
+                 "COMMENT")
+STORE_TABLES = OWN_TABLES | {"pathology_slides_orphaned"}  # the last kept by a migration
 TOOL_ERROR_LINES = 5  # of a tool's error output, in the command's message
 
 
@@ -105,9 +114,30 @@ def _archive_list(archive: Path, url: str, named: Path) -> str:
     return listing
 
 
+def _refuse_foreign_entries(listing: str, archive: Path) -> None:
+    """A BackupError naming the entries of an archive's list that a store's dump never holds:
+    code (a function, a trigger, a view, a rule), or a table not the appliance's."""
+    foreign = []
+    for line in listing.splitlines():
+        if not line or line.startswith(";"):
+            continue
+        entry = line.split(" ", 3)[-1]  # "ID; OID OID TYPE SCHEMA NAME OWNER"
+        kind = next((kind for kind in STORE_ENTRIES if entry.startswith(f"{kind} ")), None)
+        name = entry[len(kind or "") + 1:].split(" ")[1:2] if kind else []
+        if kind is None or (kind in ("TABLE", "TABLE DATA") and name[0] not in STORE_TABLES):
+            foreign.append(escape_controls(entry.rsplit(" ", 1)[0]))
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise BackupError(f"{archive} holds {', '.join(foreign[:5])}{more}, which a store's "
+                          "dump never holds (code that would run in the restored store, or "
+                          "another application's tables): no store is restored from it; take "
+                          "a backup `store backup` wrote")
+
+
 def archive_version(archive: Path, url: str) -> int:
-    """The newest migration the store in a pg_dump archive had run."""
-    _archive_list(archive, url, archive)
+    """The newest migration the store in a pg_dump archive had run, after refusing an archive
+    that holds what no store's dump holds."""
+    _refuse_foreign_entries(_archive_list(archive, url, archive), archive)
     rows = _run([tool("pg_restore"), "--data-only", "--table=schema_migrations", "--file=-",
                  str(archive)], url, f"{archive} cannot be read")
     versions = [int(line.split("\t")[0]) for line in rows.splitlines()

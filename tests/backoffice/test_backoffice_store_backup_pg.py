@@ -146,3 +146,43 @@ def test_the_password_reaches_pg_dump_in_its_environment_never_on_its_command_li
     assert "s3cret-word" not in done.stderr + done.stdout
     assert not out.exists()
     assert list(tmp_path.glob(".store.dump*")) == []
+
+
+FOREIGN = {  # what another database's dump, or a tampered store's, may hold
+    "trigger": ["CREATE TABLE loot (measurement_id TEXT)",
+                "CREATE FUNCTION steal() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "INSERT INTO loot VALUES (NEW.measurement_id); RETURN NULL; END $$",
+                "CREATE TRIGGER steal BEFORE INSERT ON results FOR EACH ROW "
+                "EXECUTE FUNCTION steal()"],
+    "another application": ["CREATE TABLE schema_migrations (version VARCHAR PRIMARY KEY)",
+                            "INSERT INTO schema_migrations VALUES ('3')",
+                            "CREATE TABLE users (id INTEGER)"],
+}
+
+
+@needs_tools
+@pytest.mark.parametrize("kind", FOREIGN)
+def test_an_archive_holding_code_or_another_application_s_tables_is_refused_naming_them(
+        databases: tuple[str, str], tmp_path: Path, kind: str) -> None:
+    """Before, the trigger (and its function) came back with the store and ran on the workers'
+    first insert; another application's dump with a schema_migrations table was restored into
+    the database, then its migration failed with a traceback."""
+    import psycopg
+
+    live, new = databases
+    if kind == "trigger":
+        store_with_results(live, {"kiosk-1": 2}, "2026-12-01T10:00:00.000000Z")
+    with psycopg.connect(live, autocommit=True) as conn:
+        for statement in FOREIGN[kind]:
+            conn.execute(statement)
+    archive = tmp_path / "handed-over.dump"
+    subprocess.run(["pg_dump", "--format=custom", f"--file={archive}", f"--dbname={live}"],
+                   check=True)
+    done = _cli("store", "restore", str(archive), "--store", new)
+    assert done.returncode == 2, done.stdout + done.stderr
+    named = "TRIGGER public results steal" if kind == "trigger" else "TABLE public users"
+    assert f"{archive} holds " in done.stderr
+    assert named in done.stderr
+    with psycopg.connect(new) as conn:  # nothing restored
+        assert conn.execute("SELECT COUNT(*) FROM information_schema.tables "
+                            "WHERE table_schema = 'public'").fetchone()[0] == 0
