@@ -185,17 +185,33 @@ def _move_aside(store: Path, current: sqlite3.Connection) -> Path:
     replaces it in one rename: a restore killed between the two leaves the store in place."""
     with suppress(sqlite3.Error):
         current.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    aside = store.with_name(f"{store.name}.replaced-{stamp}")
-    try:
-        os.link(store, aside)
-    except OSError:  # a file system without hard links: renamed, as the side files are
-        os.replace(store, aside)
+    aside = _kept_aside(store)
     for end in SIDE_FILES:  # renamed while still locked: no one opens it meanwhile
         if Path(f"{store}{end}").exists():
             os.replace(f"{store}{end}", f"{aside}{end}")
     current.close()
     return aside
+
+
+def _kept_aside(store: Path) -> Path:
+    """The store linked to a new ``NAME.replaced-TIME`` (``-2``, ``-3``... after it where a
+    restore in the same second took that name: never over a store kept before)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    count = 1
+    while True:
+        aside = store.with_name(f"{store.name}.replaced-{stamp}{f'-{count}' * (count > 1)}")
+        count += 1
+        if any(Path(f"{aside}{end}").exists() for end in SIDE_FILES):
+            continue
+        try:
+            os.link(store, aside)
+        except FileExistsError:
+            continue
+        except OSError:  # a file system without hard links: renamed, as the side files are
+            if aside.exists():
+                continue
+            os.replace(store, aside)
+        return aside
 
 
 def _restored_contents(store: Path) -> StoreContents:

@@ -16,12 +16,13 @@ import sys
 import threading
 import uuid
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from appliance.backoffice import store_schema
+from appliance.backoffice import store_restore, store_schema
 from appliance.backoffice.ingest import IngestWorker
 from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.store import open_store
@@ -401,6 +402,7 @@ def test_keep_never_removes_the_backup_just_written_when_the_clock_went_back(
 
 KILLED_BEFORE_THE_LAST_RENAME = """
 import os, signal, sys
+from datetime import datetime
 from pathlib import Path
 from appliance.backoffice.store_restore import restore_sqlite
 replace = os.replace
@@ -494,3 +496,25 @@ def test_a_device_a_pipe_or_a_folder_offered_as_a_backup_is_refused_saying_what_
         assert done.returncode == 2, done.stdout
         assert f"{backup} {said}, so no backup" in done.stderr
     assert not target.exists()
+
+
+def test_two_restores_in_one_second_keep_both_stores_they_replaced(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, the second restore's NAME.replaced-TIME was renamed over the first's: the store
+    the first one replaced (the newer results) was gone."""
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Frozen:
+            return cls(2026, 12, 7, 3, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr(store_restore, "datetime", Frozen)
+    backup = tmp_path / "b.sqlite3"
+    back_up_sqlite(store, backup)
+    newer = store_with_results(f"sqlite:///{store}", {"kiosk-3": 1}, "2026-12-05T08:00:00.000000Z")
+    first = restore_sqlite(backup, store, force=True).replaced
+    second = restore_sqlite(backup, store, force=True).replaced
+    assert first is not None
+    assert second is not None
+    assert newer <= _ids(first)  # kept whole, under a name of its own
+    assert first != second
+    assert _ids(second) == _ids(backup)
