@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,21 +89,39 @@ def back_up_postgres(url: str, out: Path) -> StoreContents:
     """``pg_dump`` the store's database to ``out`` (see the module's steps); what it holds."""
     pg_dump = tool("pg_dump")
     conninfo, _ = _conninfo_and_env(url)
-    conn = _connection(url)
-    try:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    with _server_failures(f"{out}: no backup was written under that name"):
+        conn = _connection(url)
         try:
-            with replaced_when_complete(out, mode=OWNER_ONLY) as temp:
-                _run([pg_dump, "--format=custom", "--no-owner", f"--snapshot={snapshot}",
-                      f"--file={temp}", f"--dbname={conninfo}"], url,
-                     f"{out}: no backup was written under that name", BackupFailedError)
-                _archive_list(temp, url, out)
-        except OutputError as exc:
-            raise BackupFailedError(str(exc)) from exc
-        return _contents(conn)
-    finally:
-        conn.close()
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            try:
+                with replaced_when_complete(out, mode=OWNER_ONLY) as temp:
+                    _run([pg_dump, "--format=custom", "--no-owner", f"--snapshot={snapshot}",
+                          f"--file={temp}", f"--dbname={conninfo}"], url,
+                         f"{out}: no backup was written under that name", BackupFailedError)
+                    _archive_list(temp, url, out)
+                    contents = _contents(conn)  # before the rename: a server gone, no backup
+            except OutputError as exc:
+                raise BackupFailedError(str(exc)) from exc
+            return contents
+        finally:
+            conn.close()
+
+
+@contextmanager
+def _server_failures(what: str) -> Iterator[None]:
+    """A server that cannot be reached, refuses or goes away (StoreError, psycopg's errors) as
+    a BackupFailedError naming ``what`` was left, where it was a traceback."""
+    import psycopg  # noqa: PLC0415  (the backoffice extra)
+
+    from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
+
+    try:
+        yield
+    except StoreError as exc:
+        raise BackupFailedError(f"{exc}; {what}") from exc
+    except psycopg.Error as exc:
+        raise BackupFailedError(f"the PostgreSQL server failed ({exc}); {what}") from exc
 
 
 def _archive_list(archive: Path, url: str, named: Path) -> str:
@@ -157,14 +177,17 @@ def restore_postgres(archive: Path, url: str, force: bool) -> tuple[int, StoreCo
         raise BackupError(f"{archive} holds a store at schema version {version}, newer than "
                           f"this appliance's {LATEST_VERSION}: restore it with the appliance "
                           "that wrote it")
-    has_tables = _refuse_target(url, force)
+    with _server_failures("nothing was changed"):
+        has_tables = _refuse_target(url, force)
     conninfo, _ = _conninfo_and_env(url)
     clean = ["--clean", "--if-exists"] if has_tables else []
     _run([tool("pg_restore"), "--no-owner", "--exit-on-error", "--single-transaction", *clean,
           f"--dbname={conninfo}", str(archive)], url,
          f"restoring {archive} into the {store_name(url)} failed, and changed nothing",
          BackupFailedError)
-    return version, _migrated_contents(url)
+    with _server_failures(f"{archive} was restored, but not yet migrated: run `appliance "
+                          "store migrate` once the server answers"):
+        return version, _migrated_contents(url)
 
 
 def _refuse_target(url: str, force: bool) -> bool:

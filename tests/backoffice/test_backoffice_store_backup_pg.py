@@ -186,3 +186,26 @@ def test_an_archive_holding_code_or_another_application_s_tables_is_refused_nami
     with psycopg.connect(new) as conn:  # nothing restored
         assert conn.execute("SELECT COUNT(*) FROM information_schema.tables "
                             "WHERE table_schema = 'public'").fetchone()[0] == 0
+
+
+@needs_tools
+def test_a_server_that_does_not_answer_is_one_line_and_nothing_written(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    """Before, backup and restore ended in a traceback (StoreError) when the server could
+    not be reached."""
+    gone = "postgresql://postgres@127.0.0.1:1/none"  # nothing listens on port 1
+    out = tmp_path / "store.dump"
+    done = _cli("store", "backup", "--store", gone, "--out", str(out))
+    assert done.returncode == 1, done.stdout
+    assert "Traceback" not in done.stderr
+    assert "cannot connect to the PostgreSQL database" in done.stderr
+    assert f"{out}: no backup was written under that name" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+    live, _ = databases
+    store_with_results(live, {"kiosk-1": 1}, "2026-12-01T10:00:00.000000Z")
+    assert _cli("store", "backup", "--store", live, "--out", str(out)).returncode == 0
+    done = _cli("store", "restore", str(out), "--store", gone)
+    assert done.returncode == 1, done.stdout
+    assert "Traceback" not in done.stderr
+    assert "cannot connect to the PostgreSQL database" in done.stderr
+    assert "nothing was changed" in done.stderr
