@@ -49,8 +49,8 @@ def refuse_unlike_fresh(copy: Path, backup: Path) -> None:
                      if kind == "table" and (kind, name) in restored
                      for column in columns - restored[(kind, name)])
     if extra:
-        raise BackupError(f"{backup} holds {_named(extra)}, which are not the appliance's: no "
-                          "store is restored from it; take a backup `store backup` wrote")
+        raise BackupError(f"{backup} holds {_named(extra)}, not the appliance's: no store "
+                          "is restored from it; take a backup `store backup` wrote")
     if missing or lacking:
         shown = _named(missing) if missing else "column(s) " + _listed(lacking)
         raise BackupError(f"{backup} lacks {shown} of the store at its schema version (its "
