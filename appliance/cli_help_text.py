@@ -155,7 +155,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "store restore": (
         "Put the store back from a file `store backup` wrote, the back office's workers and "
         "console stopped (a store another program has open is refused). A damaged or foreign "
-        "file, or one a newer appliance wrote, is refused naming it; an older one is migrated. "
+        "file, one a newer appliance wrote, or one carrying what the appliance never makes "
+        "(triggers, views, functions, another program's tables), is refused naming it; an "
+        "older one is migrated. "
         "A store holding results is replaced only with --force (SQLite: moved aside as "
         "NAME.replaced-TIME, never removed). Prints what the restored store holds; results "
         "sent after the backup's newest are not in it (README, \"Back up and restore the back "
