@@ -9,11 +9,13 @@ table of another program's stays in the store to be read or filled later. So a r
 2. once the copy is migrated, compares it with a store the same migrations made afresh
    (``refuse_unlike_fresh``): a table, an index or a column of the fresh store missing (a
    schema version that lies: the migrations skipped what the copy lacks, and the first ingest
-   would fail), or one the fresh store has not (another program's), refuses it, naming them.
+   would fail), one the fresh store has not (another program's), or one defined otherwise (a
+   CHECK that refuses every insert, a unique index on other columns) refuses it, naming them.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import tempfile
 from contextlib import closing
@@ -25,6 +27,8 @@ from appliance.logsafe import escape_controls
 # made only by the migration that keys the slide results of an older store (jobstore.py)
 KEPT_BY_MIGRATIONS = frozenset({("table", "pathology_slides_orphaned")})
 SHOWN = 5  # names in a refusal
+# each object's (type, name): a table's column names, and its definition as written
+Schema = dict[tuple[str, str], tuple[frozenset[str], str]]
 
 
 def refuse_code(conn: sqlite3.Connection, backup: Path) -> None:
@@ -45,9 +49,10 @@ def refuse_unlike_fresh(copy: Path, backup: Path) -> None:
     extra = sorted(set(restored) - set(fresh) - KEPT_BY_MIGRATIONS)
     missing = sorted(set(fresh) - set(restored), key=lambda kind_name: (
         kind_name[0] != "table", kind_name))  # a table first: its indexes go with it
-    lacking = sorted(f"{name}.{column}" for (kind, name), columns in fresh.items()
+    lacking = sorted(f"{name}.{column}" for (kind, name), (columns, _) in fresh.items()
                      if kind == "table" and (kind, name) in restored
-                     for column in columns - restored[(kind, name)])
+                     for column in columns - restored[(kind, name)][0])
+    unlike = sorted(key for key in set(fresh) & set(restored) if fresh[key][1] != restored[key][1])
     if extra:
         raise BackupError(f"{backup} holds {_named(extra)}, not the appliance's: no store "
                           "is restored from it; take a backup `store backup` wrote")
@@ -56,9 +61,13 @@ def refuse_unlike_fresh(copy: Path, backup: Path) -> None:
         raise BackupError(f"{backup} lacks {shown} of the store at its schema version (its "
                           "schema_migrations rows claim what its tables are not): no store is "
                           "restored from it; take another backup")
+    if unlike:
+        raise BackupError(f"{backup} holds {_named(unlike)} defined otherwise than the "
+                          "appliance's (a constraint, a column's type, an index's columns): no "
+                          "store is restored from it; take a backup `store backup` wrote")
 
 
-def _fresh_schema() -> dict[tuple[str, str], frozenset[str]]:
+def _fresh_schema() -> Schema:
     """The schema the migrations give an empty store (made in a temporary folder)."""
     from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415
 
@@ -73,13 +82,22 @@ def _fresh_schema() -> dict[tuple[str, str], frozenset[str]]:
             return _schema(conn)
 
 
-def _schema(conn: sqlite3.Connection) -> dict[tuple[str, str], frozenset[str]]:
-    """Each object but SQLite's own, as (type, name), with a table's column names."""
-    objects = conn.execute("SELECT type, name FROM sqlite_master "
+def _schema(conn: sqlite3.Connection) -> Schema:
+    """Each object but SQLite's own, as (type, name), with a table's column names and its
+    definition as written (``_as_written``)."""
+    objects = conn.execute("SELECT type, name, sql FROM sqlite_master "
                            "WHERE name NOT LIKE 'sqlite!_%' ESCAPE '!'").fetchall()
-    return {(kind, name): frozenset(
+    return {(kind, name): (frozenset(
         row[1] for row in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,))
-    ) if kind == "table" else frozenset() for kind, name in objects}
+    ) if kind == "table" else frozenset(), _as_written(sql)) for kind, name, sql in objects}
+
+
+def _as_written(sql: str | None) -> str:
+    """A definition as the migrations wrote it, whichever way SQLite kept it: a table renamed
+    into place is kept quoted (``CREATE TABLE "pathology_slides"``), one made as it was kept
+    without ``IF NOT EXISTS``; case and spacing never matter."""
+    unquoted = re.sub(r'["`\[\]]', "", sql or "")
+    return " ".join(unquoted.lower().split()).replace("if not exists ", "")
 
 
 def _named(objects: list[tuple[str, str]]) -> str:

@@ -342,7 +342,20 @@ HOSTILE = {  # what a handed-over backup may carry, and what the refusal says
     "index": ("CREATE UNIQUE INDEX one_a_subject ON results (measurement_id, site)",
               "holds index one_a_subject"),
     "schema lie": ("DROP TABLE erasures", "lacks table erasures"),
+    "constraint": ("REBUILD erasures WITH CHECK (0)", "holds table erasures defined otherwise"),
 }
+
+
+def _rebuilt_refusing_every_insert(conn: sqlite3.Connection, table: str) -> None:
+    """``table`` made again as it was, its indexes too, with a CHECK no row passes."""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    indexes = [row[0] for row in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+        (table,))]
+    conn.execute(f"DROP TABLE {table}")
+    conn.execute(f"{sql[:sql.rindex(')')]}, CHECK (0))")
+    for index in indexes:
+        conn.execute(index)
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
@@ -355,7 +368,10 @@ def test_a_backup_carrying_code_or_a_schema_not_the_product_s_is_refused(
                 ).returncode == 0
     statement, said = HOSTILE[kind]
     with closing(sqlite3.connect(backup)) as conn:
-        conn.execute(statement)
+        if statement.startswith("REBUILD "):
+            _rebuilt_refusing_every_insert(conn, statement.split()[1])
+        else:
+            conn.execute(statement)
         conn.commit()
     target = tmp_path / "target" / "backoffice.sqlite3"
     target.parent.mkdir()
@@ -518,3 +534,17 @@ def test_two_restores_in_one_second_keep_both_stores_they_replaced(
     assert newer <= _ids(first)  # kept whole, under a name of its own
     assert first != second
     assert _ids(second) == _ids(backup)
+
+
+def test_a_store_of_every_older_schema_restores_past_the_schema_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check compares a migrated copy with a fresh store: stores migrated from any older
+    version (tables rebuilt and renamed on the way) must read as the fresh one."""
+    for version in range(1, len(MIGRATIONS)):
+        older = tmp_path / f"v{version}.sqlite3"
+        with monkeypatch.context() as patch:
+            patch.setattr(store_schema, "MIGRATIONS", MIGRATIONS[:version])
+            open_store(f"sqlite:///{older}").close()
+        done = restore_sqlite(older, tmp_path / f"restored-v{version}.sqlite3", force=False)
+        assert done.backup.schema_version == version
+        assert done.restored.schema_version == LATEST_VERSION
