@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.backoffice.commands import add_store_options, positive_int, store_url_of
+from appliance.logsafe import escape_controls
 from appliance.outfile import replacing_refusal
 
 LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it: each kiosk "
@@ -35,7 +36,7 @@ def _backup(args: argparse.Namespace) -> int:
     if url is None:
         return 2
     out = stamped(Path(args.out)) if args.keep else Path(args.out)
-    if (refusal := replacing_refusal([out], args.force)) is not None:
+    if (refusal := replacing_refusal([out], args.force) or _no_file(out)) is not None:
         print(f"store backup: {refusal}", file=sys.stderr)
         return 2
     try:
@@ -49,6 +50,17 @@ def _backup(args: argparse.Namespace) -> int:
         print(f"removed {len(removed)} older backup(s) beyond the {args.keep} newest: "
               f"{', '.join(path.name for path in removed)}")
     return 0
+
+
+def _no_file(out: Path) -> str | None:
+    """Why ``out`` can hold no backup (a folder, a device, a pipe), before anything is copied;
+    None for a file or nothing yet."""
+    if out.is_dir():
+        return f"{escape_controls(str(out))} is a folder: name the backup file in it (--out FILE)"
+    if out.exists() and not out.is_file():
+        return (f"{escape_controls(str(out))} is not a regular file (a device, a pipe or a "
+                "socket), which the backup would replace: name a file (--out FILE)")
+    return None
 
 
 def _backed_up(url: str, out: Path) -> Any:

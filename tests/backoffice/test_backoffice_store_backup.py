@@ -548,3 +548,17 @@ def test_a_store_of_every_older_schema_restores_past_the_schema_check(
         done = restore_sqlite(older, tmp_path / f"restored-v{version}.sqlite3", force=False)
         assert done.backup.schema_version == version
         assert done.restored.schema_version == LATEST_VERSION
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_out_a_folder_or_a_pipe_is_refused_before_anything_is_copied(
+        store: Path, tmp_path: Path, kind: str) -> None:
+    """Before, a folder failed only after the whole copy, and either was exit 1 (a failure
+    on the way) where nothing was wrong but the name."""
+    out = tmp_path / "out"
+    out.mkdir() if kind == "folder" else os.mkfifo(out)
+    done = _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(out), "--force")
+    assert done.returncode == 2, done.stderr
+    assert f"{out} is " in done.stderr
+    assert "--out FILE" in done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "state"]
