@@ -6,16 +6,29 @@ error, a store damaged in a way its check passes) was in the only backup by then
 to the microsecond, so names sort by time), and once the new backup is in place the oldest
 of that pattern beyond the N newest are removed, never the one just written (a clock set back
 would name it older than the rest); other files in the folder are never touched.
+
+A backup killed on the way (kill -9, the unit's timeout, out of memory) leaves its hidden
+temporary beside ``--out``: a whole or partial copy of the store, personal data that no
+erasure reaches. Each backup holds a lock (``flock``) on its temporary while it writes it, and
+the next backup to the same name (or pattern) removes the temporaries of that name that no
+process holds and that were last written over a minute before (``dead_temporaries_removed``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 _STAMP = r"\d{8}T\d{6}\.\d{6}Z"
+_MKSTEMP = r"[a-z0-9_]{8}"  # tempfile's random part
+SETTLED_S = 60.0  # a temporary not written for this long, and not held, is a killed one's
 
 
 def stamped(out: Path, now: datetime | None = None) -> Path:
@@ -35,3 +48,44 @@ def rotated(out: Path, keep: int, written: Path) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+@contextmanager
+def held_while_written(temp: Path) -> Iterator[None]:
+    """Hold a lock on the temporary ``temp`` while the block writes it: a later backup leaves
+    it alone (``dead_temporaries_removed``)."""
+    fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def dead_temporaries_removed(out: Path, keep: bool) -> list[Path]:
+    """Remove the temporaries killed backups to ``out`` (with ``keep``: to its pattern's
+    names) left, no process holding them; those removed."""
+    name = (rf"{re.escape(out.stem)}-{_STAMP}{re.escape(out.suffix)}" if keep
+            else re.escape(out.name))
+    pattern = re.compile(rf"\.{name}\.{_MKSTEMP}\.tmp{re.escape(out.suffix)}")
+    removed = []
+    for path in out.parent.iterdir():
+        if pattern.fullmatch(path.name) and path.is_file() and _dead(path):
+            path.unlink(missing_ok=True)
+            Path(f"{path}-journal").unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _dead(temp: Path) -> bool:
+    """Whether ``temp`` settled over a minute ago and no process holds its lock."""
+    if time.time() - temp.stat().st_mtime < SETTLED_S:
+        return False
+    fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True

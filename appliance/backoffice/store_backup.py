@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+from appliance.backoffice.backup_rotation import held_while_written
 from appliance.backoffice.sqlitefile import damaged, foreign_tables, read_mode
 from appliance.backoffice.store_contents import StoreContents, contents_of
 from appliance.backoffice.store_schema import LATEST_VERSION
@@ -52,7 +53,7 @@ def back_up_sqlite(store: Path, out: Path) -> StoreContents:
     _refuse_store_itself(store, out)
     with closing(_open_live(store)) as source:
         try:
-            with replaced_when_complete(out, mode=OWNER_ONLY) as temp:
+            with replaced_when_complete(out, mode=OWNER_ONLY) as temp, held_while_written(temp):
                 try:
                     return _copied(source, temp, out)
                 finally:

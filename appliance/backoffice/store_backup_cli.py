@@ -28,7 +28,11 @@ LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it: 
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from appliance.backoffice.backup_rotation import rotated, stamped  # noqa: PLC0415
+    from appliance.backoffice.backup_rotation import (  # noqa: PLC0415
+        dead_temporaries_removed,
+        rotated,
+        stamped,
+    )
     from appliance.backoffice.store_backup import BackupError  # noqa: PLC0415
     from appliance.backoffice.storeurl import store_name  # noqa: PLC0415
 
@@ -39,6 +43,9 @@ def _backup(args: argparse.Namespace) -> int:
     if (refusal := replacing_refusal([out], args.force) or _no_file(out)) is not None:
         print(f"store backup: {refusal}", file=sys.stderr)
         return 2
+    if dead := dead_temporaries_removed(Path(args.out), bool(args.keep)):
+        print(f"removed {len(dead)} temporary file(s) that killed backups left: "
+              f"{', '.join(escape_controls(path.name) for path in dead)}")
     try:
         contents = _backed_up(url, out)
     except BackupError as exc:

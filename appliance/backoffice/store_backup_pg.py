@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from appliance.backoffice.backup_rotation import held_while_written
 from appliance.backoffice.sqlitefile import OWN_TABLES
 from appliance.backoffice.store_backup import (
     OWNER_ONLY,
@@ -95,7 +96,8 @@ def back_up_postgres(url: str, out: Path) -> StoreContents:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
             try:
-                with replaced_when_complete(out, mode=OWNER_ONLY) as temp:
+                with replaced_when_complete(out, mode=OWNER_ONLY) as temp, \
+                        held_while_written(temp):
                     _run([pg_dump, "--format=custom", "--no-owner", f"--snapshot={snapshot}",
                           f"--file={temp}", f"--dbname={conninfo}"], url,
                          f"{out}: no backup was written under that name", BackupFailedError)

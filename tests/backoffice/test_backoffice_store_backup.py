@@ -6,6 +6,7 @@ over; a full disk (a file-size limit in the child) leaves no part of a backup un
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import random
 import re
@@ -562,3 +563,37 @@ def test_out_a_folder_or_a_pipe_is_refused_before_anything_is_copied(
     assert f"{out} is " in done.stderr
     assert "--out FILE" in done.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "state"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_temporaries_killed_backups_left_are_removed_by_the_next_one(
+        store: Path, tmp_path: Path, keep: bool) -> None:
+    """Before, each backup killed on the way (kill -9, the unit's timeout) left its hidden
+    copy of the store beside --out for good: personal data no erasure reaches."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    name = "backoffice-20261201T030000.000000Z.sqlite3" if keep else "backoffice.sqlite3"
+    killed, running, fresh = (folder / f".{name}.{part}.tmp.sqlite3"
+                              for part in ("k1ll3d_0", "runn1ng_", "fr3sh_00"))
+    for path in (killed, running, fresh):
+        path.write_bytes(b"part of a backup")
+    for path in (killed, running):
+        os.utime(path, (1, 1))  # last written long ago
+    Path(f"{killed}-journal").write_bytes(b"its journal")
+    other = folder / ".backoffice.sqlite3.handmade"  # not a temporary's name: never touched
+    other.write_bytes(b"kept")
+    holder = os.open(running, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as a backup that runs holds its temporary
+    try:
+        args = ["--keep", "3"] if keep else []
+        done = _cli("store", "backup", "--store", f"sqlite:///{store}",
+                    "--out", str(folder / "backoffice.sqlite3"), *args)
+    finally:
+        os.close(holder)
+    assert done.returncode == 0, done.stderr
+    assert f"removed 1 temporary file(s) that killed backups left: {killed.name}" in done.stdout
+    assert not killed.exists()
+    assert not Path(f"{killed}-journal").exists()
+    assert running.exists()
+    assert fresh.exists()
+    assert other.exists()
