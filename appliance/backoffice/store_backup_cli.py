@@ -60,8 +60,11 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _no_file(out: Path) -> str | None:
-    """Why ``out`` can hold no backup (a folder, a device, a pipe), before anything is copied;
-    None for a file or nothing yet."""
+    """Why ``out`` can hold no backup (a folder, a device, a pipe, no folder to hold it), before
+    anything is copied; None for a file or nothing yet."""
+    if not out.parent.is_dir():
+        return (f"no folder {escape_controls(str(out.parent))} for the backup: make it first, "
+                "owner-only (mkdir -m 0700), on another disk where there is one")
     if out.is_dir():
         return f"{escape_controls(str(out))} is a folder: name the backup file in it (--out FILE)"
     if out.exists() and not out.is_file():

@@ -566,6 +566,20 @@ def test_out_a_folder_or_a_pipe_is_refused_before_anything_is_copied(
 
 
 @pytest.mark.parametrize("keep", [False, True])
+def test_out_in_a_folder_not_there_is_refused_naming_it(store: Path, tmp_path: Path,
+                                                        keep: bool) -> None:
+    """Before, it was a traceback (exit 1): README's own command names
+    /var/lib/appliance-backup, which only the timer's unit makes, at its first run."""
+    folder = tmp_path / "appliance-backup"
+    args = ["--keep", "7"] if keep else ["--force"]
+    done = _cli("store", "backup", "--store", f"sqlite:///{store}",
+                "--out", str(folder / "backoffice.sqlite3"), *args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"store backup: no folder {folder} for the backup: make it")
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize("keep", [False, True])
 def test_the_temporaries_killed_backups_left_are_removed_by_the_next_one(
         store: Path, tmp_path: Path, keep: bool) -> None:
     """Before, each backup killed on the way (kill -9, the unit's timeout) left its hidden
