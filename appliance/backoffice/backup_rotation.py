@@ -12,6 +12,9 @@ temporary beside ``--out``: a whole or partial copy of the store, personal data 
 erasure reaches. Each backup holds a lock (``flock``) on its temporary while it writes it, and
 the next backup to the same name (or pattern) removes the temporaries of that name that no
 process holds and that were last written over a minute before (``dead_temporaries_removed``).
+A restore holds its copy of the backup (``.NAME.XXXXXXXX.restoring`` beside the store) the same
+way until it takes the store's name, and the next restore to that store removes the copies
+killed ones left (``dead_restorings_removed``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from appliance.outfile import temp_name_part
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 _STAMP = r"\d{8}T\d{6}\.\d{6}Z"
@@ -67,12 +72,25 @@ def dead_temporaries_removed(out: Path, keep: bool) -> list[Path]:
     names) left, no process holding them; those removed."""
     name = (rf"{re.escape(out.stem)}-{_STAMP}{re.escape(out.suffix)}" if keep
             else re.escape(out.name))
-    pattern = re.compile(rf"\.{name}\.{_MKSTEMP}\.tmp{re.escape(out.suffix)}")
+    return _dead_removed(out.parent,
+                         re.compile(rf"\.{name}\.{_MKSTEMP}\.tmp{re.escape(out.suffix)}"))
+
+
+def dead_restorings_removed(store: Path) -> list[Path]:
+    """Remove the copies killed restores to ``store`` left beside it (``.NAME.XXXXXXXX.restoring``),
+    no process holding them; those removed."""
+    name = re.escape(temp_name_part(store.name))
+    return _dead_removed(store.parent, re.compile(rf"\.{name}\.{_MKSTEMP}\.restoring"))
+
+
+def _dead_removed(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Remove the files in ``folder`` whose names ``pattern`` matches and that are dead, with
+    the SQLite side files their writers left; those removed."""
     removed = []
-    for path in out.parent.iterdir():
+    for path in folder.iterdir():
         if pattern.fullmatch(path.name) and path.is_file() and _dead(path):
-            path.unlink(missing_ok=True)
-            Path(f"{path}-journal").unlink(missing_ok=True)
+            for end in ("-journal", "-wal", "-shm", ""):  # the file last: found again if killed
+                Path(f"{path}{end}").unlink(missing_ok=True)
             removed.append(path)
     return removed
 

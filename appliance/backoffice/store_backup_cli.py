@@ -105,6 +105,7 @@ def _restored(url: str, backup: Path, force: bool) -> list[str]:
     from appliance.backoffice.store_backup import sqlite_store_path  # noqa: PLC0415
     from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
 
+    cleaned: list[str] = []
     if url.startswith(POSTGRES_SCHEMES):
         from appliance.backoffice.store_backup_pg import restore_postgres  # noqa: PLC0415
 
@@ -119,8 +120,17 @@ def _restored(url: str, backup: Path, force: bool) -> list[str]:
         aside = f"; the store it replaced is kept as {done.replaced}" if done.replaced else ""
         head = (f"restored the {store_name(url)} from {backup} (backed up at schema version "
                 f"{done.backup.schema_version}){aside}")
-    return [f"{head}. It holds {contents.summary()}", *contents.kiosk_lines(),
+        cleaned = _leftovers_line(done.leftovers_removed)
+    return [*cleaned, f"{head}. It holds {contents.summary()}", *contents.kiosk_lines(),
             f"Note: {LOSS_NOTE}"]
+
+
+def _leftovers_line(removed: list[Path]) -> list[str]:
+    """The line naming the copies killed restores left, which this one removed; none when none."""
+    if not removed:
+        return []
+    return [f"removed {len(removed)} copy(ies) of a backup that killed restores left: "
+            f"{', '.join(escape_controls(path.name) for path in removed)}"]
 
 
 def _exit_of(exc: Exception) -> int:

@@ -20,11 +20,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from contextlib import closing, suppress
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.backoffice.backup_rotation import dead_restorings_removed, held_while_written
 from appliance.backoffice.restore_schema import refuse_code, refuse_unlike_fresh
 from appliance.backoffice.store_backup import (
     OWNER_ONLY,
@@ -42,12 +44,14 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 
 @dataclass(frozen=True)
 class Restored:
-    """A restore done: what the backup held, what the store holds now, and where the store it
-    replaced was moved (None when there was none)."""
+    """A restore done: what the backup held, what the store holds now, where the store it
+    replaced was moved (None when there was none), and the copies killed restores had left
+    beside the store, removed."""
 
     backup: StoreContents
     restored: StoreContents
     replaced: Path | None
+    leftovers_removed: list[Path]
 
 
 def restore_sqlite(backup: Path, store: Path, force: bool) -> Restored:
@@ -56,25 +60,33 @@ def restore_sqlite(backup: Path, store: Path, force: bool) -> Restored:
     if not store.parent.is_dir():
         raise BackupError(f"no folder {store.parent.absolute()} for the store {store}: make it")
     _refuse_orphan_log(store)
+    leftovers = dead_restorings_removed(store)
     current = _held_exclusively(store) if store.exists() else None
     try:
         if current is not None:
             _refuse_replacing(current, store, held, force)
-        copy = _prepared_copy_or_fail(backup, store)
-        try:
-            replaced = _move_aside(store, current) if current is not None else None
-            current = None  # closed by _move_aside
-            os.replace(copy, store)
-            fsync_path(store.parent)
-        except OSError as exc:  # the folder refused a rename: both files are named
-            raise BackupFailedError(
-                f"could not put the restored store in place at {store.absolute()} ({exc}): "
-                f"it is whole in {copy}; the store there before, if any, is at its name or "
-                f"at {store.name}.replaced-TIME beside it") from exc
+        with _prepared_copy_or_fail(backup, store) as copy:
+            replaced = _put_in_place(copy, store, current)
+            current = None  # closed by _put_in_place
     finally:
         if current is not None:
             current.close()
-    return Restored(held, _restored_contents(store), replaced)
+    return Restored(held, _restored_contents(store), replaced, leftovers)
+
+
+def _put_in_place(copy: Path, store: Path, current: sqlite3.Connection | None) -> Path | None:
+    """Move the store at ``store`` aside (closing ``current``) and rename ``copy`` over it;
+    where the store was kept (None when there was none)."""
+    try:
+        replaced = _move_aside(store, current) if current is not None else None
+        os.replace(copy, store)
+        fsync_path(store.parent)
+    except OSError as exc:  # the folder refused a rename: both files are named
+        raise BackupFailedError(
+            f"could not put the restored store in place at {store.absolute()} ({exc}): "
+            f"it is whole in {copy}; the store there before, if any, is at its name or "
+            f"at {store.name}.replaced-TIME beside it") from exc
+    return replaced
 
 
 def _refuse_orphan_log(store: Path) -> None:
@@ -129,13 +141,19 @@ def _refuse_replacing(current: sqlite3.Connection, store: Path, held: StoreConte
         "Pass --force to move that store aside (kept as NAME.replaced-TIME) and restore")
 
 
-def _prepared_copy_or_fail(backup: Path, store: Path) -> Path:
-    """``_prepared_copy``; a BackupFailedError naming the store when it cannot be made (a
-    full disk), nothing left of it and the store as it was."""
+@contextmanager
+def _prepared_copy_or_fail(backup: Path, store: Path) -> Iterator[Path]:
+    """The backup copied into a hidden file beside ``store``, migrated, flushed, and locked
+    until the block ends (a later restore leaves it alone while this one may still rename it);
+    a BackupFailedError naming the store when it cannot be made (a full disk), nothing left of
+    it and the store as it was."""
     from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
 
     try:
-        return _prepared_copy(backup, store)
+        copy = _new_copy(store)
+        with held_while_written(copy):
+            _prepared(backup, copy)
+            yield copy
     except (OSError, sqlite3.Error, StoreError) as exc:
         hint = full_disk_hint(store.parent)
         raise BackupFailedError(
@@ -143,14 +161,18 @@ def _prepared_copy_or_fail(backup: Path, store: Path) -> Path:
             f"changed{'; ' + hint if hint else ''}") from exc
 
 
-def _prepared_copy(backup: Path, store: Path) -> Path:
-    """The backup copied into a hidden file beside ``store``, migrated, flushed."""
-    from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415  (the pathology tables too)
-
+def _new_copy(store: Path) -> Path:
+    """A new hidden owner-only file beside ``store`` (``.NAME.XXXXXXXX.restoring``)."""
     fd, name = tempfile.mkstemp(dir=store.parent, prefix=f".{temp_name_part(store.name)}.",
                                 suffix=".restoring")
     os.close(fd)
-    copy = Path(name)
+    return Path(name)
+
+
+def _prepared(backup: Path, copy: Path) -> None:
+    """The backup copied into ``copy``, migrated, flushed; ``copy`` removed when that fails."""
+    from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415  (the pathology tables too)
+
     with no_leftovers(copy):
         os.chmod(copy, OWNER_ONLY)
         with closing(sqlite3.connect(f"{backup.absolute().as_uri()}?mode=ro&immutable=1",
@@ -167,7 +189,6 @@ def _prepared_copy(backup: Path, store: Path) -> Path:
         refuse_unlike_fresh(copy, backup)
         _owned_as_its_folder(copy)
         fsync_path(copy)
-    return copy
 
 
 def _owned_as_its_folder(copy: Path) -> None:

@@ -611,3 +611,71 @@ def test_the_temporaries_killed_backups_left_are_removed_by_the_next_one(
     assert running.exists()
     assert fresh.exists()
     assert other.exists()
+
+
+def _killed_restore(backup: Path, store: Path) -> Path:
+    """Run a restore of ``backup`` to ``store`` killed (kill -9) just before its last rename;
+    the copy it left beside the store, made to look last written long ago."""
+    done = subprocess.run([sys.executable, "-c", KILLED_BEFORE_THE_LAST_RENAME, str(backup),
+                           str(store)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == -9, done.stderr
+    (left,) = store.parent.glob(f".{store.name}.*.restoring")
+    for path in store.parent.glob(f"{left.name}*"):
+        os.utime(path, (1, 1))
+    return left
+
+
+def test_the_copies_killed_restores_left_are_removed_by_the_next_one(
+        store: Path, tmp_path: Path) -> None:
+    """Before, each restore killed on the way left its hidden copy of the backup beside the
+    store for good: personal data no erasure reaches."""
+    backup = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(backup)
+                ).returncode == 0
+    killed = _killed_restore(backup, store)
+    running, fresh = (store.parent / f".{store.name}.{part}.restoring"
+                      for part in ("runn1ng_", "fr3sh_00"))
+    for path in (running, fresh):
+        path.write_bytes(b"part of a restore")
+    os.utime(running, (1, 1))
+    other = store.parent / f".{store.name}.handmade"  # not a copy's name: never touched
+    other.write_bytes(b"kept")
+    holder = os.open(running, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as a restore that runs holds its copy
+    try:
+        done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{store}", "--force")
+    finally:
+        os.close(holder)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        f"removed 1 copy(ies) of a backup that killed restores left: {killed.name}\n")
+    assert not list(store.parent.glob(f"{killed.name}*"))  # its -wal, -shm, -journal too
+    assert running.exists()
+    assert fresh.exists()
+    assert other.exists()
+
+
+def test_a_restore_holds_its_copy_until_it_takes_the_store_s_name(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock that keeps a later restore from removing the copy of one still running."""
+    backup = tmp_path / "b.sqlite3"
+    back_up_sqlite(store, backup)
+    held_at_rename = []
+    replace = os.replace
+
+    def checked(source: Any, target: Any) -> None:
+        if str(source).endswith(".restoring"):
+            probe = os.open(source, os.O_RDONLY)
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held_at_rename.append(False)
+            except BlockingIOError:
+                held_at_rename.append(True)
+            finally:
+                os.close(probe)
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", checked)
+    restore_sqlite(backup, store, force=True)
+    assert held_at_rename == [True]
