@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -140,14 +141,37 @@ def checked_backup(backup: Path) -> StoreContents:
 
 
 def refuse_no_file(backup: Path) -> None:
-    """A BackupError when nothing is at ``backup``, or no regular file (nothing is read from a
-    pipe or a device, which would wait or never end)."""
+    """A BackupError when nothing is at ``backup``, no regular file (nothing is read from a
+    pipe or a device, which would wait or never end), or a file this user cannot read."""
     if backup.is_file():
+        _refuse_unreadable(backup)
         return
     if not backup.exists():
         raise BackupError(f"{backup}: no such backup file")
     what = "a folder" if backup.is_dir() else "not a regular file (a device, a pipe or a socket)"
     raise BackupError(f"{backup} is {what}, so no backup: name the file `store backup` wrote")
+
+
+def _refuse_unreadable(backup: Path) -> None:
+    """A BackupError naming the file and the user when the file cannot be opened (a backup
+    copied in by root, 0600, restored as the store's user)."""
+    try:
+        backup.open("rb").close()
+    except OSError as exc:
+        raise BackupError(
+            f"{backup} cannot be read by the user {_user_name()} that runs the restore "
+            f"({exc.strerror}): give it that user (chown), as the store's own files are; "
+            "nothing was changed") from exc
+
+
+def _user_name() -> str:
+    """This process's user, by name where the system has one."""
+    import pwd  # noqa: PLC0415
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def starts_with(path: Path, magic: bytes) -> bool:

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -679,3 +680,28 @@ def test_a_restore_holds_its_copy_until_it_takes_the_store_s_name(
     monkeypatch.setattr(os, "replace", checked)
     restore_sqlite(backup, store, force=True)
     assert held_at_rename == [True]
+
+
+def test_a_backup_the_restoring_user_cannot_read_is_refused_naming_it(
+        store: Path, tmp_path: Path) -> None:
+    """Before, a traceback (PermissionError): README's restore runs as user appliance, and a
+    backup copied back onto a new disk by root is root's, 0600."""
+    backup = tmp_path / "b.sqlite3"
+    back_up_sqlite(store, backup)
+    target = tmp_path / "restored" / "backoffice.sqlite3"
+    target.parent.mkdir()
+    command = [sys.executable, "-m", "appliance", "store", "restore", str(backup),
+               "--store", f"sqlite:///{target}"]
+    if os.geteuid() == 0:  # root reads any file: its right to is taken from the child
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv (util-linux) to run the restore without root's rights")
+        os.chown(backup, 65534, 65534)
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *command]
+    else:
+        backup.chmod(0)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"store restore: {backup} cannot be read by the user ")
+    assert "chown" in done.stderr
+    assert list(target.parent.iterdir()) == []
