@@ -110,8 +110,10 @@ def _held_exclusively(store: Path) -> sqlite3.Connection:
                               "changed") from exc
         raise BackupError(
             f"the store {store.absolute()} is open in another program (a running back office, "
-            "console or command): stop them first (systemctl stop 'appliance-backoffice@*' "
-            "appliance-console appliance-pathology@*); nothing was changed") from exc
+            "console, backup or command): stop them first (systemctl stop "
+            "'appliance-backoffice@*' appliance-console appliance-pathology@*), and let a "
+            "backup end (until `systemctl is-active appliance-store-backup` says inactive); "
+            "nothing was changed") from exc
     except sqlite3.DatabaseError:  # no database, or a damaged one: no program has it open
         return conn
     return conn

@@ -705,3 +705,17 @@ def test_a_backup_the_restoring_user_cannot_read_is_refused_naming_it(
     assert done.stderr.startswith(f"store restore: {backup} cannot be read by the user ")
     assert "chown" in done.stderr
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_restore_during_a_backup_is_refused_naming_the_backup_s_unit(
+        store: Path, tmp_path: Path) -> None:
+    """Before, the refusal named the workers, the console and the pathology server to stop,
+    all stopped already, and not the nightly backup that held the store open."""
+    backup = tmp_path / "b.sqlite3"
+    back_up_sqlite(store, backup)
+    with closing(sqlite3.connect(f"{store.as_uri()}?mode=ro", uri=True)) as reading:
+        reading.execute("SELECT COUNT(*) FROM results").fetchone()  # as a backup reads it
+        done = _cli("store", "restore", str(backup), "--store", f"sqlite:///{store}", "--force")
+    assert done.returncode == 2
+    assert "open in another program" in done.stderr
+    assert "appliance-store-backup" in done.stderr
