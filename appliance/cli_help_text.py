@@ -161,9 +161,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "A store holding results is replaced only with --force (SQLite: moved aside as "
         "NAME.replaced-TIME, never removed). Prints what the restored store holds; results "
         "sent after the backup's newest are not in it (README, \"Back up and restore the back "
-        "office\"). Exit 0 done, 1 failed on the way, 2 refused.",
+        "office\"). To check a backup, restore it into a store of its own (--store) and "
+        "remove that after. Exit 0 done, 1 failed on the way, 2 refused.",
         ("appliance store restore /var/backups/appliance/backoffice.sqlite3 "
          "--config /etc/appliance/backoffice.yaml",
+         "appliance store restore backoffice-20261207T031500.000000Z.sqlite3 "
+         "--store sqlite:///check.sqlite3",
          "appliance store restore backoffice.sqlite3 --force",
          "appliance store restore store.dump --store postgresql://appliance@/appliance"),
     ),
