@@ -67,17 +67,23 @@ def refuse_unlike_fresh(copy: Path, backup: Path) -> None:
                           "store is restored from it; take a backup `store backup` wrote")
 
 
-def _fresh_schema() -> Schema:
-    """The schema the migrations give an empty store (made in a temporary folder)."""
+def migrate_file(path: Path) -> None:
+    """Bring the SQLite store at ``path`` (made if missing) to this release's schema: the back
+    office's tables and the pathology server's."""
     from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415
 
+    store = PathologyStore(f"sqlite:///{path}")
+    try:
+        store.migrate()
+        store.migrate_pathology()
+    finally:
+        store.close()
+
+
+def _fresh_schema() -> Schema:
+    """The schema the migrations give an empty store (made in a temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="appliance-restore-") as folder:
-        store = PathologyStore(f"sqlite:///{Path(folder) / 'fresh.sqlite3'}")
-        try:
-            store.migrate()
-            store.migrate_pathology()
-        finally:
-            store.close()
+        migrate_file(Path(folder) / "fresh.sqlite3")
         with closing(sqlite3.connect(Path(folder) / "fresh.sqlite3")) as conn:
             return _schema(conn)
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.backoffice.backup_rotation import dead_restorings_removed, held_while_written
-from appliance.backoffice.restore_schema import refuse_code, refuse_unlike_fresh
+from appliance.backoffice.restore_schema import migrate_file, refuse_code, refuse_unlike_fresh
 from appliance.backoffice.store_backup import (
     OWNER_ONLY,
     BackupError,
@@ -173,8 +173,6 @@ def _new_copy(store: Path) -> Path:
 
 def _prepared(backup: Path, copy: Path) -> None:
     """The backup copied into ``copy``, migrated, flushed; ``copy`` removed when that fails."""
-    from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415  (the pathology tables too)
-
     with no_leftovers(copy):
         os.chmod(copy, OWNER_ONLY)
         with closing(sqlite3.connect(f"{backup.absolute().as_uri()}?mode=ro&immutable=1",
@@ -182,12 +180,7 @@ def _prepared(backup: Path, copy: Path) -> None:
                 closing(sqlite3.connect(copy)) as target:
             source.backup(target)
             refuse_code(target, backup)  # before the migrations write to it
-        migrated = PathologyStore(f"sqlite:///{copy}")
-        try:
-            migrated.migrate()
-            migrated.migrate_pathology()
-        finally:
-            migrated.close()
+        migrate_file(copy)  # the pathology tables too
         refuse_unlike_fresh(copy, backup)
         _owned_as_its_folder(copy)
         fsync_path(copy)
