@@ -303,12 +303,7 @@ def test_a_restart_that_lands_in_a_batch_commit_is_one_quiet_reconnect_and_each_
     with _three_results_written(store, seed=7) as (acked, ids):
         held.restart_under_it(pg_cluster)
         assert wait_until(lambda: len(acked) == 3, 60), _loud(caplog)
-    assert sorted(acked) == [1, 2, 3]
-    assert _stored(url) == {"k1": (3, ids)}
-    assert _loud(caplog) == []
-    reopened = [r.getMessage() for r in caplog.records if "had closed the connection" in
-                r.getMessage()]
-    assert len(reopened) == 1, reopened
+    _three_stored_after_one_quiet_reconnect(url, acked, ids, caplog)
 
 
 def test_a_session_ended_inside_a_pipelined_write_is_one_quiet_reconnect_not_an_outage(
@@ -343,12 +338,7 @@ def test_a_session_ended_inside_a_pipelined_write_is_one_quiet_reconnect_not_an_
     with _three_results_written(store, seed=10) as (acked, ids):
         assert wait_until(lambda: len(acked) == 3, 60), _loud(caplog)
     assert len(ended) == 1
-    assert sorted(acked) == [1, 2, 3]
-    assert _stored(url) == {"k1": (3, ids)}
-    assert _loud(caplog) == []
-    reopened = [r.getMessage() for r in caplog.records if "had closed the connection" in
-                r.getMessage()]
-    assert len(reopened) == 1, reopened
+    _three_stored_after_one_quiet_reconnect(url, acked, ids, caplog)
 
 
 def test_a_session_ended_before_a_pipelined_write_says_no_warning_of_psycopgs_clean_up(
@@ -407,6 +397,18 @@ def _end_session(url: str, conn: psycopg.Connection[Any]) -> None:
     its process has ended (nothing of it read on ``conn`` yet)."""
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s, 10000)", [conn.info.backend_pid])
+
+
+def _three_stored_after_one_quiet_reconnect(url: str, acked: list[int], ids: set[str],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """The three results written were each acknowledged and stored once, nothing was said at
+    WARNING or above, and the writer reconnected once, said at INFO."""
+    assert sorted(acked) == [1, 2, 3]
+    assert _stored(url) == {"k1": (3, ids)}
+    assert _loud(caplog) == []
+    reopened = [r.getMessage() for r in caplog.records if "had closed the connection" in
+                r.getMessage()]
+    assert len(reopened) == 1, reopened
 
 
 def _loud(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
