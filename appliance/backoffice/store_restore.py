@@ -10,9 +10,11 @@
    older backup is taken forward), then flushed. A backup holding triggers or views is refused
    before the migrations run, and a migrated copy that is not the product's schema (another
    program's tables, or a schema version that lies) after (restore_schema.py). The store it
-   replaces is moved aside whole, with its write-ahead log (``NAME.replaced-TIME``, never
-   removed; the store is linked to that name and stays at its own until the copy is renamed
-   over it), and the copy renamed into its place; the folder is flushed.
+   replaces is moved aside whole, its write-ahead log folded into it (``NAME.replaced-TIME``,
+   nothing beside it, never removed; a damaged store whose log cannot be folded keeps it
+   beside, as ``NAME.replaced-TIME-wal``; the store is linked to that name and stays at its own
+   until the copy is renamed over it), and the copy renamed into its place; the folder is
+   flushed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,18 +197,32 @@ def _owned_as_its_folder(copy: Path) -> None:
 
 
 def _move_aside(store: Path, current: sqlite3.Connection) -> Path:
-    """Keep the store and its side files as ``NAME.replaced-TIME``; returns the new name.
-    Its log is folded in first where it can be, so the file kept is whole by itself. The store
+    """Keep the store as ``NAME.replaced-TIME``; returns the new name. Its log is folded in
+    first where it can be, so the file kept is whole by itself and nothing is kept beside it;
+    where it cannot be (a damaged store), its side files go with it, under its name. The store
     is linked to that name, not renamed, so its own name holds it until the restored copy
     replaces it in one rename: a restore killed between the two leaves the store in place."""
-    with suppress(sqlite3.Error):
-        current.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    folded = _log_folded(current)
     aside = _kept_aside(store)
-    for end in SIDE_FILES:  # renamed while still locked: no one opens it meanwhile
-        if Path(f"{store}{end}").exists():
-            os.replace(f"{store}{end}", f"{aside}{end}")
-    current.close()
+    for end in SIDE_FILES:  # while still locked: no one opens it meanwhile
+        side = Path(f"{store}{end}")
+        if folded and end != "-journal":  # an emptied log, its index: nothing of the store
+            side.unlink(missing_ok=True)
+        elif side.exists():
+            os.replace(side, f"{aside}{end}")
+    current.close()  # SQLite deletes its log by the store's name: gone already
     return aside
+
+
+def _log_folded(current: sqlite3.Connection) -> bool:
+    """Fold the store's write-ahead log into it and empty the log; whether all of it was.
+    Before, an emptied log (0 bytes) was kept as ``NAME.replaced-TIME-wal`` beside the store
+    it had been folded into."""
+    try:
+        row = current.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == 0  # not busy; a store not in WAL mode: (0, -1, -1)
 
 
 def _kept_aside(store: Path) -> Path:

@@ -719,3 +719,29 @@ def test_a_restore_during_a_backup_is_refused_naming_the_backup_s_unit(
     assert done.returncode == 2
     assert "open in another program" in done.stderr
     assert "appliance-store-backup" in done.stderr
+
+
+def test_the_store_a_restore_replaces_is_kept_whole_with_nothing_beside_it(
+        store: Path, tmp_path: Path) -> None:
+    """Before, the replaced store's emptied write-ahead log was kept beside it, 0 bytes, as
+    NAME.replaced-TIME-wal. Here the store was left by a writer killed with rows only in its
+    log (its files copied while it ran): they are folded into the store kept aside."""
+    backup = tmp_path / "b.sqlite3"
+    back_up_sqlite(store, backup)
+    crashed = tmp_path / "crashed" / "backoffice.sqlite3"
+    crashed.parent.mkdir()
+    running = open_store(f"sqlite:///{store}")  # the back office runs: its log holds rows
+    try:
+        newer = store_with_results(f"sqlite:///{store}", {"kiosk-3": 1},
+                                   "2026-12-05T08:00:00.000000Z")
+        for end in ("", "-wal"):
+            Path(f"{crashed}{end}").write_bytes(Path(f"{store}{end}").read_bytes())
+    finally:
+        running.close()
+    assert Path(f"{crashed}-wal").stat().st_size > 0
+    for target in (store, crashed):
+        replaced = restore_sqlite(backup, target, force=True).replaced
+        assert replaced is not None
+        assert sorted(target.parent.iterdir()) == [target, replaced]
+        assert newer <= _ids(replaced)
+        assert _ids(target) == _ids(backup)
