@@ -352,6 +352,20 @@ ensure_config() {
   if switch_user; then chgrp "$(id -gn "$SERVICE_USER")" "$ETC/$name"; fi
 }
 
+ensure_store_tools() {  # a PostgreSQL store is backed up with pg_dump (appliance-store-backup):
+  # without postgresql-client on the host the nightly backup failed every night
+  [[ "$role" == backoffice ]] && postgres_store || return 0
+  command -v pg_dump >/dev/null 2>&1 && return 0
+  if live && apt-get install -y -qq postgresql-client >/dev/null 2>&1; then
+    say "installed postgresql-client: the store's nightly backup runs its pg_dump"; return 0
+  fi
+  say "no pg_dump here, and store.url in $CONFIG_FILE is PostgreSQL: appliance-store-backup fails each night until it is installed: apt-get install postgresql-client (its major version at least the server's)"
+}
+
+postgres_store() {  # whether the back office's config names a PostgreSQL store
+  grep -Eq "^[[:space:]]*url:[[:space:]]*[\"']?postgres(ql)?(\+[a-z0-9]+)?://" "$CONFIG_FILE" 2>/dev/null
+}
+
 ensure_units() {
   for unit in "${unit_files[@]}"; do install_file 0644 "$REPO/deploy/$unit" "$UNITS/$unit"; done
   if [[ "$role" == edge ]]; then
@@ -494,6 +508,7 @@ main() {
   ensure_venv
   ensure_fonts
   ensure_config
+  ensure_store_tools
   ensure_units
   ensure_started
   if live; then restart_running; fi

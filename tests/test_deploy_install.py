@@ -397,9 +397,10 @@ class LiveHost:
         path = self.folder / state
         return sorted(path.read_text().split()) if path.exists() else []
 
-    def install(self, *args: str, user: str = "root",
-                finishes: bool = True) -> tuple[str, list[str]]:
-        """install.sh's main as on a live host: its messages and its systemctl calls."""
+    def install(self, *args: str, user: str = "root", finishes: bool = True,
+                path: str | None = None) -> tuple[str, list[str]]:
+        """install.sh's main as on a live host: its messages and its systemctl calls;
+        ``path``: the host's programs (PATH), after the stand-ins."""
         calls = self.folder / "systemctl.calls"
         calls.unlink(missing_ok=True)
         done = subprocess.run(
@@ -407,7 +408,7 @@ class LiveHost:
              "--root", str(self.root)],
             capture_output=True, text=True, check=False, timeout=120,
             env={**os.environ, "FAKE_DIR": str(self.folder),
-                 "PATH": f"{self.folder / 'bin'}:{os.environ['PATH']}"})
+                 "PATH": f"{self.folder / 'bin'}:{path or os.environ['PATH']}"})
         assert (done.returncode == 0) == finishes, done.stderr
         return done.stderr, calls.read_text().splitlines() if calls.exists() else []
 
@@ -790,3 +791,54 @@ def test_a_refused_back_office_config_is_said_once_for_the_worker_and_the_consol
     assert said.count(": refused") == 1
     assert f"then start: systemctl enable --now {CONSOLE}" in said  # not started all the same
     assert not [call for call in calls if call.startswith("enable")]
+
+
+# apt-get records what it was asked to install; it fails where the test left a file apt-fails
+RECORDING_APT_GET = """#!/bin/sh
+echo "$*" >> "$FAKE_DIR/apt-get.calls"
+if [ -e "$FAKE_DIR/apt-fails" ]; then echo "E: Unable to locate package" >&2; exit 100; fi
+"""
+
+
+def _path_without_pg_dump(folder: Path) -> str:
+    """A PATH of this host's programs, pg_dump and pg_restore left out (postgresql-client not
+    installed)."""
+    folder.mkdir()
+    for where in os.environ["PATH"].split(":"):
+        for program in Path(where).glob("*") if Path(where).is_dir() else []:
+            link = folder / program.name
+            if program.name not in ("pg_dump", "pg_restore") and not link.exists():
+                link.symlink_to(program)
+    return str(folder)
+
+
+def test_a_back_office_on_postgresql_gets_pg_dump_for_its_nightly_backup(
+    live_host: LiveHost,
+) -> None:
+    """Before, install.sh installed the backup's timer on a PostgreSQL back office without
+    postgresql-client: the backup failed every night ("pg_dump is not installed here")."""
+    apt_get = live_host.folder / "bin/apt-get"
+    apt_get.write_text(RECORDING_APT_GET)
+    apt_get.chmod(0o755)
+    calls = live_host.folder / "apt-get.calls"
+    path = _path_without_pg_dump(live_host.folder / "host-bin")
+    config = live_host.root / "etc/appliance/backoffice.yaml"
+    config.parent.mkdir(parents=True)
+    worker = ("backoffice", "--worker", "backoffice-1")
+    config.write_text("store:\n  url: null\n")  # SQLite: no client needed
+    said, _ = live_host.install(*worker, path=path)
+    assert not calls.exists()
+    assert "pg_dump" not in said
+    config.write_text("store:\n  url: 'postgresql://appliance@db.example.org/appliance'\n")
+    said, _ = live_host.install(*worker, path=path)
+    assert calls.read_text().split("\n")[0].split()[-1] == "postgresql-client"
+    assert "installed postgresql-client" in said
+    (live_host.folder / "apt-fails").touch()
+    said, _ = live_host.install(*worker, path=path)  # the install goes on, saying so
+    assert ("no pg_dump here, and store.url in " f"{config} is PostgreSQL: "
+            "appliance-store-backup fails each night until it is installed: apt-get install "
+            "postgresql-client") in said
+    calls.unlink()
+    said, _ = live_host.install(*worker)  # pg_dump there already: nothing installed
+    assert not calls.exists()
+    assert "pg_dump" not in said
