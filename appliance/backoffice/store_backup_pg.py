@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -62,6 +63,22 @@ def tool(name: str) -> str:
     return found
 
 
+def _refuse_older_tool(pg_dump: str, server_version: int, url: str) -> None:
+    """A BackupError when ``pg_dump`` is of an older major version than the server, which it
+    refuses to dump ("server version mismatch", once each night under the timer)."""
+    said = subprocess.run([pg_dump, "--version"], capture_output=True, text=True,
+                          check=False).stdout
+    found = re.search(r"\s(\d+)(?:\.\d+)*", said)
+    server_major = server_version // 10000  # 150020: 15; 90624: 9 (its 9.6 then reads as 9)
+    if found is None or int(found.group(1)) >= server_major:
+        return
+    raise BackupError(f"{pg_dump} is of PostgreSQL {found.group(1)}, older than the "
+                      f"{store_name(url)}'s server, PostgreSQL {server_major}, which it refuses "
+                      f"to back up: install {TOOLS_PACKAGE}-{server_major} (PostgreSQL's own "
+                      "apt repository, apt.postgresql.org, where the host's release has none); "
+                      "nothing was written")
+
+
 def _conninfo_and_env(url: str) -> tuple[str, dict[str, str]]:
     """The URL as libpq's connection string without its password, and an environment that
     carries the password (``PGPASSWORD``) to the tool."""
@@ -93,6 +110,7 @@ def back_up_postgres(url: str, out: Path) -> StoreContents:
     with _server_failures(f"{out}: no backup was written under that name"):
         conn = _connection(url)
         try:
+            _refuse_older_tool(pg_dump, conn.info.server_version, url)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
             try:

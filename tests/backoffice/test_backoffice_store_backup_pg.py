@@ -123,6 +123,38 @@ def test_without_pg_dump_the_backup_says_what_to_install(
     assert not out.exists()
 
 
+def test_a_pg_dump_older_than_the_server_is_refused_saying_which_client_to_install(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    """pg_dump refuses a newer server: before, the backup failed with its words alone ("server
+    version mismatch"), exit 1, every night under the timer."""
+    import psycopg
+
+    live, _ = databases
+    store_with_results(live, {"kiosk-1": 1}, "2026-12-01T10:00:00.000000Z")
+    with psycopg.connect(live) as conn:
+        server = conn.info.server_version // 10000
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "pg_dump"  # one major version behind the server, as pg_dump answers then
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) '
+                    f'{server - 1}.4"; exit 0; fi\necho "pg_dump: error: aborting because of '
+                    'server version mismatch" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    out = tmp_path / "store.dump"
+    done = _cli("store", "backup", "--store", live, "--out", str(out),
+                path=f"{tools}:{os.environ['PATH']}")
+    assert done.returncode == 2, done.stderr
+    assert (f"{fake} is of PostgreSQL {server - 1}, older than the " in done.stderr)
+    assert f"server, PostgreSQL {server}, which it refuses to back up" in done.stderr
+    assert f"install postgresql-client-{server} " in done.stderr
+    assert not out.exists()
+    fake.write_text(fake.read_text().replace(f"{server - 1}.4", f"{server}.1"))  # as new: used
+    done = _cli("store", "backup", "--store", live, "--out", str(out),
+                path=f"{tools}:{os.environ['PATH']}")
+    assert done.returncode == 1
+    assert "server version mismatch" in done.stderr
+
+
 def test_the_password_reaches_pg_dump_in_its_environment_never_on_its_command_line(
         databases: tuple[str, str], tmp_path: Path) -> None:
     """Any user of the host reads a process's command line (/proc/PID/cmdline)."""
