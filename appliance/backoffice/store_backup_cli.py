@@ -1,7 +1,7 @@
 """``appliance store backup`` and ``appliance store restore`` (added to the ``store`` group by
 commands_store.py): a consistent copy of a running
 back office's store, and the store put back from one (SQLite: store_backup.py and
-store_restore.py; PostgreSQL: pg_dump and pg_restore, store_backup_pg.py).
+store_restore.py; PostgreSQL: pg_dump and pg_restore, store_backup_pg.py and restore_pg.py).
 
 Exit codes: 0 done; 1 the copy or the restore failed on the way (a full disk, a tool's error),
 nothing written under the name given and the store as it was; 2 refused before anything was
@@ -107,7 +107,7 @@ def _restored(url: str, backup: Path, force: bool) -> list[str]:
 
     cleaned: list[str] = []
     if url.startswith(POSTGRES_SCHEMES):
-        from appliance.backoffice.store_backup_pg import restore_postgres  # noqa: PLC0415
+        from appliance.backoffice.restore_pg import restore_postgres  # noqa: PLC0415
 
         version, contents = restore_postgres(backup, url, force)
         head = f"restored the {store_name(url)} from {backup} (backed up at schema version " \

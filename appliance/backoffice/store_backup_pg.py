@@ -1,5 +1,6 @@
-"""Backing up and restoring a PostgreSQL store with PostgreSQL's own tools, ``pg_dump`` and
-``pg_restore`` (Debian's ``postgresql-client``; its major version at least the server's).
+"""Backing up a PostgreSQL store, and reading an archive for its restore, with PostgreSQL's
+own tools, ``pg_dump`` and ``pg_restore`` (Debian's ``postgresql-client``; its major version
+at least the server's).
 
 1. The backup is ``pg_dump --format=custom`` of the store's database, run on a snapshot this
    module exports from a REPEATABLE READ transaction (``pg_export_snapshot``): the dump and the
@@ -8,13 +9,10 @@
    flushed, renamed), after ``pg_restore --list`` read it whole.
 2. The password never goes on a command line, which other users of the host can read
    (``/proc/PID/cmdline``): the tools get it in their environment (``PGPASSWORD``).
-3. A restore reads the archive's list (a damaged or foreign file is refused, naming it, and so
-   is one listing what a store's dump never holds: a function, a trigger, a view, another
-   application's table, which would run or stay in the restored store) and its schema version
-   (the ``schema_migrations`` rows), refuses a database other sessions are
-   connected to (a running worker or console) and one holding results without ``--force``, then
-   runs ``pg_restore`` in one transaction (``--clean`` where the store's tables are there) and
-   the migrations (an older backup is taken forward).
+3. A restore (restore_pg.py) first reads the archive's list here: a damaged or foreign file is
+   refused, naming it, and so is one listing what a store's dump never holds (a function, a
+   trigger, a view, another application's table), and its schema version (the
+   ``schema_migrations`` rows).
 """
 
 from __future__ import annotations
@@ -32,14 +30,10 @@ from appliance.backoffice.backup_rotation import held_while_written
 from appliance.backoffice.sqlitefile import OWN_TABLES
 from appliance.backoffice.store_backup import (
     OWNER_ONLY,
-    SQLITE_MAGIC,
     BackupError,
     BackupFailedError,
-    refuse_no_file,
-    starts_with,
 )
 from appliance.backoffice.store_contents import StoreContents, contents_of
-from appliance.backoffice.store_schema import LATEST_VERSION
 from appliance.backoffice.storeurl import store_name
 from appliance.logsafe import escape_controls
 from appliance.outfile import OutputError, replaced_when_complete
@@ -79,7 +73,7 @@ def _refuse_older_tool(pg_dump: str, server_version: int, url: str) -> None:
                       "nothing was written")
 
 
-def _conninfo_and_env(url: str) -> tuple[str, dict[str, str]]:
+def conninfo_and_env(url: str) -> tuple[str, dict[str, str]]:
     """The URL as libpq's connection string without its password, and an environment that
     carries the password (``PGPASSWORD``) to the tool."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: PLC0415
@@ -91,10 +85,10 @@ def _conninfo_and_env(url: str) -> tuple[str, dict[str, str]]:
     return make_conninfo(**params), env
 
 
-def _run(args: list[str], url: str, what: str, failure: type[BackupError] = BackupError
+def run_tool(args: list[str], url: str, what: str, failure: type[BackupError] = BackupError
          ) -> str:
     """Run a tool; its standard output, or ``failure`` with the end of its errors."""
-    _, env = _conninfo_and_env(url)
+    _, env = conninfo_and_env(url)
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         said = " ".join(done.stderr.strip().splitlines()[-TOOL_ERROR_LINES:])
@@ -106,9 +100,9 @@ def _run(args: list[str], url: str, what: str, failure: type[BackupError] = Back
 def back_up_postgres(url: str, out: Path) -> StoreContents:
     """``pg_dump`` the store's database to ``out`` (see the module's steps); what it holds."""
     pg_dump = tool("pg_dump")
-    conninfo, _ = _conninfo_and_env(url)
-    with _server_failures(f"{out}: no backup was written under that name"):
-        conn = _connection(url)
+    conninfo, _ = conninfo_and_env(url)
+    with server_failures(f"{out}: no backup was written under that name"):
+        conn = connection(url)
         try:
             _refuse_older_tool(pg_dump, conn.info.server_version, url)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -116,7 +110,7 @@ def back_up_postgres(url: str, out: Path) -> StoreContents:
             try:
                 with replaced_when_complete(out, mode=OWNER_ONLY) as temp, \
                         held_while_written(temp):
-                    _run([pg_dump, "--format=custom", "--no-owner", f"--snapshot={snapshot}",
+                    run_tool([pg_dump, "--format=custom", "--no-owner", f"--snapshot={snapshot}",
                           f"--file={temp}", f"--dbname={conninfo}"], url,
                          f"{out}: no backup was written under that name", BackupFailedError)
                     _archive_list(temp, url, out)
@@ -129,7 +123,7 @@ def back_up_postgres(url: str, out: Path) -> StoreContents:
 
 
 @contextmanager
-def _server_failures(what: str) -> Iterator[None]:
+def server_failures(what: str) -> Iterator[None]:
     """A server that cannot be reached, refuses or goes away (StoreError, psycopg's errors) as
     a BackupFailedError naming ``what`` was left, where it was a traceback."""
     import psycopg  # noqa: PLC0415  (the backoffice extra)
@@ -146,7 +140,7 @@ def _server_failures(what: str) -> Iterator[None]:
 
 def _archive_list(archive: Path, url: str, named: Path) -> str:
     """``pg_restore --list`` of an archive, refused when it is no store's dump."""
-    listing = _run([tool("pg_restore"), "--list", str(archive)], url,
+    listing = run_tool([tool("pg_restore"), "--list", str(archive)], url,
                    f"{named} is damaged or is no pg_dump archive")
     if "TABLE DATA" not in listing or " schema_migrations " not in listing:
         raise BackupError(f"{named} is a pg_dump archive of another database, no back-office "
@@ -178,79 +172,14 @@ def archive_version(archive: Path, url: str) -> int:
     """The newest migration the store in a pg_dump archive had run, after refusing an archive
     that holds what no store's dump holds."""
     _refuse_foreign_entries(_archive_list(archive, url, archive), archive)
-    rows = _run([tool("pg_restore"), "--data-only", "--table=schema_migrations", "--file=-",
+    rows = run_tool([tool("pg_restore"), "--data-only", "--table=schema_migrations", "--file=-",
                  str(archive)], url, f"{archive} cannot be read")
     versions = [int(line.split("\t")[0]) for line in rows.splitlines()
                 if line[:1].isdigit() and "\t" in line]
     return max(versions, default=0)
 
 
-def restore_postgres(archive: Path, url: str, force: bool) -> tuple[int, StoreContents]:
-    """Restore the store in ``archive`` into the database of ``url`` (see the module's steps);
-    the archive's schema version and what the database holds after."""
-    refuse_no_file(archive)
-    if starts_with(archive, SQLITE_MAGIC):
-        raise BackupError(f"{archive} is a SQLite store's backup: restore it into a SQLite "
-                          "store (--store sqlite:///PATH)")
-    version = archive_version(archive, url)
-    if version > LATEST_VERSION:
-        raise BackupError(f"{archive} holds a store at schema version {version}, newer than "
-                          f"this appliance's {LATEST_VERSION}: restore it with the appliance "
-                          "that wrote it")
-    with _server_failures("nothing was changed"):
-        has_tables = _refuse_target(url, force)
-    conninfo, _ = _conninfo_and_env(url)
-    clean = ["--clean", "--if-exists"] if has_tables else []
-    _run([tool("pg_restore"), "--no-owner", "--exit-on-error", "--single-transaction", *clean,
-          f"--dbname={conninfo}", str(archive)], url,
-         f"restoring {archive} into the {store_name(url)} failed, and changed nothing",
-         BackupFailedError)
-    with _server_failures(f"{archive} was restored, but not yet migrated: run `appliance "
-                          "store migrate` once the server answers"):
-        return version, _migrated_contents(url)
-
-
-def _refuse_target(url: str, force: bool) -> bool:
-    """Refuse a database in use, or holding results without ``force``; whether the store's
-    tables are there."""
-    conn = _connection(url)
-    try:
-        others = conn.execute(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()[0]
-        if others:
-            raise BackupError(
-                f"the {store_name(url)} has {others} other session(s) connected (a running back "
-                "office, console or command): stop them first; nothing was changed")
-        if conn.execute("SELECT to_regclass('results') IS NULL").fetchone()[0]:
-            return False
-        results, newest = conn.execute("SELECT COUNT(*), MAX(received_at) FROM results"
-                                       ).fetchone()
-    finally:
-        conn.close()
-    if results and not force:
-        raise BackupError(f"the {store_name(url)} holds {results} result(s), the newest "
-                          f"received {newest}: pass --force to replace its tables with the "
-                          "backup's")
-    return True
-
-
-def _migrated_contents(url: str) -> StoreContents:
-    from appliance.pathology.jobstore import PathologyStore  # noqa: PLC0415
-
-    store = PathologyStore(url)
-    try:
-        store.migrate()
-        store.migrate_pathology()
-        tables = frozenset(row[0] for row in store.query(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema()"))
-        return contents_of(store.query, tables)
-    finally:
-        store.close()
-
-
-def _connection(url: str) -> Any:
+def connection(url: str) -> Any:
     from appliance.backoffice.pgconnect import postgres_connection  # noqa: PLC0415
 
     return postgres_connection(url, application_name="appliance store backup")

@@ -45,8 +45,9 @@ class SchemaVersions(StoreConnection):
         done = {int(row[0]) for row in self._fetch("SELECT version FROM schema_migrations")}
         return [version for version, _, _ in MIGRATIONS if version not in done]
 
-    def migrate(self) -> list[int]:
-        """Apply the migrations this store has not run yet; returns their versions."""
+    def migrate(self, through: int | None = None) -> list[int]:
+        """Apply the migrations this store has not run yet (those up to ``through`` where
+        given: a restore makes a backup's schema version); returns their versions."""
         types = _PG_TYPES if self.postgres else _SQLITE_TYPES
         with self._transaction() as cur:
             self.lock_for_migration(cur)
@@ -58,7 +59,7 @@ class SchemaVersions(StoreConnection):
             done = {row[0] for row in cur.fetchall()}
             applied = []
             for version, description, ddl in MIGRATIONS:
-                if version in done:
+                if version in done or (through is not None and version > through):
                     continue
                 for statement in ddl.format(**types).split(";"):
                     if statement.strip():

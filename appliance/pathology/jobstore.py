@@ -158,10 +158,10 @@ class PathologyStore(Store):
         finally:
             self._migrating = False
 
-    def migrate(self) -> list[int]:
+    def migrate(self, through: int | None = None) -> list[int]:
         """Store.migrate, cut by the stop only."""
         with self._migration():
-            return super().migrate()
+            return super().migrate(through)
 
     def migrate_pathology(self) -> None:
         """Create the pathology tables when missing, and key the slide results of a store made

@@ -241,3 +241,111 @@ def test_a_server_that_does_not_answer_is_one_line_and_nothing_written(
     assert "Traceback" not in done.stderr
     assert "cannot connect to the PostgreSQL database" in done.stderr
     assert "nothing was changed" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def genuine_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A store's archive as `store backup` writes it (pg_dump --format=custom), 3 results."""
+    name = f"backup_crafted_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        url = f"postgresql://{SERVER}/{name}"
+        store_with_results(url, {"kiosk-1": 3}, "2026-12-01T10:00:00.000000Z")
+        archive = tmp_path_factory.mktemp("crafted") / "genuine.dump"
+        subprocess.run(["pg_dump", "--format=custom", f"--file={archive}", f"--dbname={url}"],
+                       check=True)
+        yield archive
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+LOOT = "CREATE TABLE public.loot AS SELECT * FROM pg_catalog.pg_authid;\n"
+CRAFTED = {  # an entry of the archive, and the SQL it is made to carry besides its own
+    "table": (("TABLE", "devices"), "defn", "CREATE ROLE {role} SUPERUSER LOGIN;\n"),
+    "index": (("INDEX", "results_subject"), "defn", LOOT),
+    "sequence": (("SEQUENCE", "erasures_id_seq"), "defn", LOOT),
+    "constraint": (("CONSTRAINT", "results results_pkey"), "defn", LOOT),
+    "copy": (("TABLE DATA", "results"), "copy_stmt", LOOT),
+    "search path": (("SEARCHPATH", "SEARCHPATH"), "defn", LOOT),
+}
+
+
+@needs_tools
+@pytest.mark.parametrize("kind", CRAFTED)
+def test_an_archive_whose_entry_carries_sql_of_its_own_is_refused_and_none_of_it_runs(
+        databases: tuple[str, str], genuine_archive: Path, tmp_path: Path, kind: str) -> None:
+    """Before, `store restore` checked the archive's list (each entry's type and name, which
+    are labels) and pg_restore ran each entry's text: a TABLE entry that also created a
+    superuser role, an INDEX, a SEQUENCE, a CONSTRAINT, a COPY or the search path that copied
+    pg_authid into a table of the store, under the store's login."""
+    import psycopg
+
+    from tests.pg_archive import Archive
+
+    _, new = databases
+    ids = store_with_results(new, {"kiosk-9": 2}, "2026-12-05T08:00:00.000000Z")
+    role = f"backup_crafted_{uuid.uuid4().hex[:10]}"
+    (desc, tag), field, extra = CRAFTED[kind]
+    archive = Archive(genuine_archive)
+    entry = archive.entry(desc, tag)
+    entry.fields[field] = extra.format(role=role) + str(entry.fields[field])
+    crafted = tmp_path / "crafted.dump"
+    archive.write(crafted)
+    try:
+        done = _cli("store", "restore", str(crafted), "--store", new, "--force")
+        with psycopg.connect(ADMIN_URL) as admin:
+            role_made = admin.execute("SELECT COUNT(*) FROM pg_roles WHERE rolname = %s",
+                                      (role,)).fetchone()[0]
+    finally:
+        _admin(f"DROP ROLE IF EXISTS {role}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    named = f"{desc} {'-' if desc == 'SEARCHPATH' else 'public'} {tag}"
+    assert f"{crafted} holds {named} whose SQL is not what the appliance's store" in done.stderr
+    assert role_made == 0
+    with psycopg.connect(new) as conn:
+        assert conn.execute("SELECT to_regclass('public.loot') IS NULL").fetchone()[0]
+        assert conn.execute("SELECT COUNT(*) FROM pg_namespace WHERE nspname <> 'public' AND "
+                            "nspname NOT LIKE 'pg!_%' ESCAPE '!' AND nspname <> "
+                            "'information_schema'").fetchone()[0] == 0
+    assert _ids(new) == ids  # the store as it was
+
+
+@needs_tools
+def test_the_crafting_keeps_a_genuine_archive_restorable(
+        databases: tuple[str, str], genuine_archive: Path, tmp_path: Path) -> None:
+    """The archive the test above crafts from, taken apart and put back unchanged, restores:
+    the refusals are the crafted SQL's, not the crafting's."""
+    from tests.pg_archive import Archive
+
+    _, new = databases
+    store_with_results(new, {"kiosk-9": 2}, "2026-12-05T08:00:00.000000Z")
+    rewritten = tmp_path / "rewritten.dump"
+    Archive(genuine_archive).write(rewritten)
+    assert rewritten.read_bytes() == genuine_archive.read_bytes()
+    done = _cli("store", "restore", str(rewritten), "--store", new, "--force")
+    assert done.returncode == 0, done.stderr
+    assert "lab/kiosk-1: 3 result(s), newest received 2026-12-01T10:00:00" in done.stdout
+    assert len(_ids(new)) == 3
+
+
+@needs_tools
+def test_an_archive_of_an_older_schema_version_is_compared_with_that_version_and_taken_forward(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    """The product's tables are made at the archive's version (its migrations up to it), the
+    rows loaded there, then the later migrations run."""
+    from appliance.backoffice.store import Store
+    from appliance.backoffice.store_schema import LATEST_VERSION
+
+    live, new = databases
+    older = Store(live)
+    try:
+        older.migrate(through=LATEST_VERSION - 5)
+    finally:
+        older.close()
+    archive = tmp_path / "older.dump"
+    subprocess.run(["pg_dump", "--format=custom", f"--file={archive}", f"--dbname={live}"],
+                   check=True)
+    done = _cli("store", "restore", str(archive), "--store", new)
+    assert done.returncode == 0, done.stderr
+    assert f"(backed up at schema version {LATEST_VERSION - 5})" in done.stdout
+    assert f"schema version {LATEST_VERSION}" in done.stdout
