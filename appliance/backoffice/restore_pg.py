@@ -140,13 +140,11 @@ def _make_schema(url: str, staging: str, version: int, entries: list[ArchiveEntr
     store = PathologyStore(url, pg_schema=staging)
     try:
         store.migrate(through=version)
-        if any(entry.desc == "TABLE" and entry.tag.startswith("pathology_")
-               for entry in entries):
+        tables = {entry.tag for entry in entries if entry.desc == "TABLE"}
+        if "pathology_slides_orphaned" in tables:  # made by the migration that keyed slides
+            store.make_unkeyed_pathology()
+        if any(table.startswith("pathology_") for table in tables):
             store.migrate_pathology()
-        if any(entry.desc == "TABLE" and entry.tag == "pathology_slides_orphaned"
-               for entry in entries):  # kept by the migration that keyed the slides
-            store.write("CREATE TABLE pathology_slides_orphaned AS SELECT * FROM "
-                        "pathology_slides WITH NO DATA", [()])
     finally:
         store.close()
 

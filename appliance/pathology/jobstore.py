@@ -32,6 +32,9 @@ from appliance.backoffice.storeurl import store_name
 from appliance.pathology.jobs import FINAL_STATES, JobRequest, utc_text
 from appliance.pathology.refusals import refusals_let_go
 
+# the slide results' key to their job (a store's tables made before it had none)
+_SLIDES_KEY = """ CONSTRAINT pathology_slides_job_fkey
+        REFERENCES pathology_jobs (job_id)"""
 # A job's slide results, keyed to the job (a foreign key; tables made before it had none and
 # are rebuilt with it by migrate_pathology, rows naming no job kept aside)
 _SLIDES_DDL = """
@@ -175,6 +178,18 @@ class PathologyStore(Store):
                     cur.execute(statement)
             if not self._slides_keyed(cur):
                 self._key_slides(cur, real)
+
+    def make_unkeyed_pathology(self) -> None:
+        """The pathology tables as releases before the slides' foreign key made them, for
+        ``migrate_pathology`` to key: a restore remakes so the schema of a store that
+        migration took forward (its names: ``pathology_slides_keyed_pkey``)."""
+        real = "DOUBLE PRECISION" if self.postgres else "REAL"
+        slides = _SLIDES_DDL.format(exists="IF NOT EXISTS ", name="pathology_slides", real=real)
+        unkeyed = slides.replace(_SLIDES_KEY, "")
+        with self._migration(), self._transaction() as cur:
+            for statement in _DDL.format(real=real, slides=unkeyed + ";").split(";"):
+                if statement.strip():
+                    cur.execute(statement)
 
     def _slides_keyed(self, cur: Any) -> bool:
         """Whether pathology_slides has its foreign key to pathology_jobs."""

@@ -311,14 +311,20 @@ def test_an_archive_whose_entry_carries_sql_of_its_own_is_refused_and_none_of_it
 
 
 @needs_tools
-def test_the_crafting_keeps_a_genuine_archive_restorable(
+def test_the_crafting_keeps_a_genuine_archive_restorable_and_a_killed_restore_s_schema_goes(
         databases: tuple[str, str], genuine_archive: Path, tmp_path: Path) -> None:
     """The archive the test above crafts from, taken apart and put back unchanged, restores:
-    the refusals are the crafted SQL's, not the crafting's."""
+    the refusals are the crafted SQL's, not the crafting's. The schema a restore killed on
+    the way left (a backup's rows: personal data) is dropped by the next."""
+    import psycopg
+
     from tests.pg_archive import Archive
 
     _, new = databases
     store_with_results(new, {"kiosk-9": 2}, "2026-12-05T08:00:00.000000Z")
+    with psycopg.connect(new, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA appliance_restoring_0123456789abcdef")
+        conn.execute("CREATE TABLE appliance_restoring_0123456789abcdef.results (x text)")
     rewritten = tmp_path / "rewritten.dump"
     Archive(genuine_archive).write(rewritten)
     assert rewritten.read_bytes() == genuine_archive.read_bytes()
@@ -326,6 +332,9 @@ def test_the_crafting_keeps_a_genuine_archive_restorable(
     assert done.returncode == 0, done.stderr
     assert "lab/kiosk-1: 3 result(s), newest received 2026-12-01T10:00:00" in done.stdout
     assert len(_ids(new)) == 3
+    with psycopg.connect(new) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE "
+                            "'appliance!_restoring!_%' ESCAPE '!'").fetchone()[0] == 0
 
 
 @needs_tools
@@ -349,3 +358,33 @@ def test_an_archive_of_an_older_schema_version_is_compared_with_that_version_and
     assert done.returncode == 0, done.stderr
     assert f"(backed up at schema version {LATEST_VERSION - 5})" in done.stdout
     assert f"schema version {LATEST_VERSION}" in done.stdout
+
+
+@needs_tools
+def test_an_archive_of_a_store_whose_slides_the_migration_keyed_restores_with_its_kept_rows(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    """That migration names the slides' key after the table it built (``..._keyed_pkey``) and
+    keeps slides naming no job in pathology_slides_orphaned: the product's schema it is
+    compared with is made the same way."""
+    import psycopg
+
+    from appliance.pathology.jobstore import PathologyStore
+
+    live, new = databases
+    older = PathologyStore(live)
+    try:
+        older.migrate()
+        older.make_unkeyed_pathology()
+        older.write("INSERT INTO pathology_slides VALUES ('gone', 0, 's', 'p', 'l', 0.5, 0.5, "
+                    "0.1, 3, 1.0, '', '', '', '', '', 'cpu', 'srv', 'now')", [()])
+        older.migrate_pathology()
+    finally:
+        older.close()
+    archive = tmp_path / "keyed.dump"
+    subprocess.run(["pg_dump", "--format=custom", f"--file={archive}", f"--dbname={live}"],
+                   check=True)
+    done = _cli("store", "restore", str(archive), "--store", new)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(new) as conn:
+        assert conn.execute("SELECT job_id FROM pathology_slides_orphaned").fetchall() == [
+            ("gone",)]
