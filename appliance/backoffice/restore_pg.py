@@ -31,7 +31,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -120,17 +120,23 @@ def _drop_left_staging(conn: Any) -> None:
 
 @contextmanager
 def _staging_schema(url: str) -> Iterator[str]:
-    """The name of a new schema for the block (step 2), dropped after it where it is left."""
+    """The name of a new schema for the block (step 2), dropped after it where it is left;
+    where the server is gone by then, by the next restore."""
+    import psycopg  # noqa: PLC0415  (the backoffice extra)
+
+    from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
+
     staging = f"{STAGING_PREFIX}{uuid.uuid4().hex[:16]}"
     try:
         yield staging
     finally:
-        conn = connection(url)
-        try:
-            conn.execute(f"DROP SCHEMA IF EXISTS {staging} CASCADE")
-            conn.commit()
-        finally:
-            conn.close()
+        with suppress(StoreError, psycopg.Error):  # the block's own error is the one to say
+            conn = connection(url)
+            try:
+                conn.execute(f"DROP SCHEMA IF EXISTS {staging} CASCADE")
+                conn.commit()
+            finally:
+                conn.close()
 
 
 def _make_schema(url: str, staging: str, version: int, entries: list[ArchiveEntry]) -> None:
