@@ -63,6 +63,33 @@ class Archive:
                     if entry.fields["desc"] == desc and entry.fields["tag"] == tag]
         return found
 
+    def insert_in_rows(self, dump_id: int, text: bytes) -> None:
+        """Put ``text`` before the rows of the entry ``dump_id`` (an archive written without
+        compression, ``pg_dump --compress=0``: a data block is a byte 1, the entry's id, then
+        chunks, each its length and its bytes, and a length 0). The offsets of the blocks
+        after it move by as much."""
+        position = 0
+        while self.rest[position] == 1:  # BLK_DATA
+            self.pos = len(self.head) + self.toc_length + position + 1
+            self.data = self.head + bytes(self.toc_length) + self.rest
+            block_id = self._int()
+            chunk = self.pos - len(self.head) - self.toc_length
+            if block_id == dump_id:
+                start = len(self.head) + self.toc_length + position  # the block's, in the file
+                length = int.from_bytes(self.rest[chunk + 1:chunk + 1 + self.int_size],
+                                        "little")
+                body = chunk + 1 + self.int_size
+                self.rest = (self.rest[:chunk] + self._int_bytes(length + len(text)) + text
+                             + self.rest[body:])
+                for entry in self.entries:
+                    if entry.offset_flag == 2 and entry.offset > start:
+                        entry.offset += len(text)
+                return
+            while (length := self._int()) != 0:
+                self.pos += length
+            position = self.pos - len(self.head) - self.toc_length
+        raise ValueError(f"no rows of entry {dump_id} (or the archive is compressed)")
+
     def write(self, path: Path) -> None:
         """The archive, its entries as they are now, to ``path``."""
         toc = bytearray(self._int_bytes(len(self.entries)))

@@ -388,3 +388,31 @@ def test_an_archive_of_a_store_whose_slides_the_migration_keyed_restores_with_it
     with psycopg.connect(new) as conn:
         assert conn.execute("SELECT job_id FROM pathology_slides_orphaned").fetchall() == [
             ("gone",)]
+
+
+@needs_tools
+def test_rows_that_end_early_and_carry_sql_after_are_refused_not_run_nor_cut_short(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    """Rows are COPY data: before, a line ``\\.`` put before a table's rows ended its COPY at
+    the server, which dropped every row after it (exit 0, the results gone); the SQL after it
+    never ran there, and does not now: the archive is refused, naming what it holds."""
+    import psycopg
+
+    from tests.pg_archive import Archive
+
+    live, new = databases
+    store_with_results(live, {"kiosk-1": 3}, "2026-12-01T10:00:00.000000Z")
+    plain = tmp_path / "plain.dump"
+    subprocess.run(["pg_dump", "--format=custom", "--compress=0", f"--file={plain}",
+                    f"--dbname={live}"], check=True)
+    archive = Archive(plain)
+    archive.insert_in_rows(int(archive.entry("TABLE DATA", "results").fields["dump_id"] or 0),
+                           b"\\.\n" + LOOT.encode())
+    crafted = tmp_path / "crafted.dump"
+    archive.write(crafted)
+    done = _cli("store", "restore", str(crafted), "--store", new)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{crafted} holds, among its rows, 'CREATE TABLE public.loot AS" in done.stderr
+    with psycopg.connect(new) as conn:
+        assert conn.execute("SELECT to_regclass('public.loot') IS NULL").fetchone()[0]
+        assert conn.execute("SELECT to_regclass('public.results') IS NULL").fetchone()[0]
