@@ -39,6 +39,18 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("appliance fleet", "appliance fleet --json | head",
          "appliance fleet --store sqlite:///state/backoffice.sqlite3"),
     ),
+    "fleet resend": (
+        "Have the kiosks send again the results the back office confirmed at or after TIME (by "
+        "each kiosk's clock), which each keeps edge.keep_confirmed_h (48 h by default): after "
+        "`store restore`, which prints the command with its time, and after the erasures made "
+        "since the backup are done again. Publishes on each kiosk's cmd/resend (every kiosk "
+        "whose status the broker holds, or --device), logged in as the config's mqtt.username "
+        "(the rollout login); the store keeps each result once. Exit 0 every kiosk asked, 1 "
+        "some not (named), 2 nothing sent.",
+        ("appliance fleet resend --since 2026-12-07T02:45:00Z --config rollout.yaml",
+         "appliance fleet resend --since 2026-12-07T02:45:00Z --device lab/kiosk-1 "
+         "--config rollout.yaml"),
+    ),
     "results": (
         "Read the results the back office stored: the newest ones, an export to a file, and the "
         "messages it refused (dead letters), and those of them it would store now. Each takes "
@@ -161,10 +173,11 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "(PostgreSQL: none of the archive's SQL runs; its rows are loaded into tables the "
         "appliance makes). "
         "A store holding results is replaced only with --force (SQLite: moved aside as "
-        "NAME.replaced-TIME, never removed). Prints what the restored store holds; results "
-        "sent after the backup's newest are not in it (README, \"Back up and restore the back "
-        "office\"). To check a backup, restore it into a store of its own (--store) and "
-        "remove that after. Exit 0 done, 1 failed on the way, 2 refused.",
+        "NAME.replaced-TIME, never removed). Prints what the restored store holds, and the "
+        "`fleet resend` command that has the kiosks send again what the back office confirmed "
+        "after the backup, which they keep edge.keep_confirmed_h (README, \"Back up and "
+        "restore the back office\"). To check a backup, restore it into a store of its own "
+        "(--store) and remove that after. Exit 0 done, 1 failed on the way, 2 refused.",
         ("appliance store restore /var/backups/appliance/backoffice.sqlite3 "
          "--config /etc/appliance/backoffice.yaml",
          "appliance store restore backoffice-20261207T031500.000000Z.sqlite3 "

@@ -436,4 +436,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
     add_store_options(fleet)
     fleet.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fleet.set_defaults(handler=_fleet)
+    from appliance.backoffice.fleet_resend import register as register_resend
+
+    register_resend(fleet)
     _register_results(root)

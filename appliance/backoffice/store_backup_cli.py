@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,29 @@ from appliance.backoffice.commands import add_store_options, positive_int, store
 from appliance.logsafe import escape_controls
 from appliance.outfile import replacing_refusal
 
-LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it: each kiosk "
-             "deleted them from its outbox once the back office confirmed them (README, \"Back "
-             "up and restore the back office\"). What was changed after the backup is undone: "
-             "do again the erasures (appliance results erase), token revocations, user "
-             "removals and disables, and password changes made since")
+LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it yet. What was "
+             "changed after the backup is undone: do again the erasures (appliance results "
+             "erase), token revocations, user removals and disables, and password changes made "
+             "since")
+# how far before the backup's newest receipt the kiosks are asked to send again from: their
+# clocks may lag the back office's, and a result sent twice is stored once
+RESEND_MARGIN = timedelta(minutes=15)
+EPOCH = "1970-01-01T00:00:00Z"
+
+
+def resend_line(newest_received_at: str | None) -> str:
+    """The command that has the kiosks send again what the back office confirmed after the
+    backup (each kiosk keeps it edge.keep_confirmed_h), from the backup's newest receipt."""
+    since = EPOCH
+    if newest_received_at is not None:
+        moment = datetime.fromisoformat(newest_received_at.replace("Z", "+00:00"))
+        since = (moment - RESEND_MARGIN).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ("Then, with the workers running and those erasures done again (their records keep "
+            "an erased result out), have the kiosks send again what the back office confirmed "
+            "after the backup (each kiosk keeps it edge.keep_confirmed_h, 48 h by default; the "
+            "store keeps each result once), under the broker's rollout login: "
+            "APPLIANCE__MQTT__USERNAME=rollout APPLIANCE_MQTT_PASSWORD=$(cat rollout.password) "
+            f"appliance fleet resend --since {since} --config /etc/appliance/backoffice.yaml")
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -122,7 +141,7 @@ def _restored(url: str, backup: Path, force: bool) -> list[str]:
                 f"{done.backup.schema_version}){aside}")
         cleaned = _leftovers_line(done.leftovers_removed)
     return [*cleaned, f"{head}. It holds {contents.summary()}", *contents.kiosk_lines(),
-            f"Note: {LOSS_NOTE}"]
+            f"Note: {LOSS_NOTE}", resend_line(contents.newest_received_at)]
 
 
 def _leftovers_line(removed: list[Path]) -> list[str]:

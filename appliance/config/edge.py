@@ -104,6 +104,11 @@ class EdgeConfig(Section):
     outbox_policy: Literal["drop_oldest", "refuse_new"] = Field(
         "drop_oldest", description="What a full outbox does: drop its oldest or refuse new ones."
     )
+    keep_confirmed_h: float = Field(
+        48.0, ge=0, le=720, description="How long a result the back office confirmed is kept in "
+        "the outbox, to send again if its store is restored from a backup (`appliance fleet "
+        "resend`); 0: deleted at once. Covers the nightly backup with a day's margin (hours)."
+    )
     max_inflight: int = Field(
         1000, ge=1, le=65535, description="QoS 1 results published and not yet acknowledged."
     )

@@ -46,6 +46,7 @@ from appliance.transport.outbox_repair import open_outbox
 from appliance.transport.presence import PRESENCE_LEAF, PresenceKeeper
 from appliance.transport.presence_look import PresenceLook
 from appliance.transport.presence_messages import Presence
+from appliance.transport.resend import RESEND_LEAF, ResendRequests
 from appliance.transport.session_topics import SESSION_TOPICS_FILE
 from appliance.transport.topics import device_topic
 
@@ -100,6 +101,7 @@ def new_outbox(config: Config, *, rebuild: bool = False) -> Outbox:
         max_rows=edge.outbox_max_rows,
         max_age_s=edge.outbox_max_age_h * 3600.0,
         policy=edge.outbox_policy,
+        keep_confirmed_s=edge.keep_confirmed_h * 3600.0,
     )
 
 
@@ -153,6 +155,7 @@ class EdgeDaemon:
             session_file=Path(config.state_dir) / SESSION_TOPICS_FILE,
         )
         self.staff = StaffNotice(self.link)
+        self._resends = ResendRequests(self.link.ignored, self.link.resend_confirmed_since)
         self.updater = self._attach_updater()
         self.sessions = SessionTracker(config.edge.burst_frames, config.edge.rearm_frames)
         gate = gate or QualityGate(um_per_px=config.skin.um_per_px)
@@ -344,6 +347,8 @@ class EdgeDaemon:
                 # said when it asks something new: a flood of them is one line per measurement
                 if self.sessions.request_measurement():
                     log.info("measurement requested over MQTT (%s)", shown_topic(message.topic))
+            elif message.topic.endswith(f"/{RESEND_LEAF}"):
+                self._resends.handle(message.payload, shown_topic(message.topic))
             elif message.topic.endswith("/model/update") and self.updater is not None:
                 self.updater.notify()  # only "refresh now": signed metadata decides what runs
             else:

@@ -24,6 +24,9 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge", "1 while the results are kept in the repaired copy of a damaged outbox that "
         "cannot be moved aside (outbox.sqlite3.repaired): free the damaged file."),
     "appliance_edge_outbox_depth": ("gauge", "Results the back office has not confirmed."),
+    "appliance_edge_outbox_kept_confirmed": (
+        "gauge", "Results the back office confirmed, kept to send again on request "
+        "(edge.keep_confirmed_h)."),
     "appliance_edge_outbox_oldest_age_seconds": ("gauge", "Age of the oldest unconfirmed result."),
     "appliance_edge_outbox_dropped": ("counter", "Results lost: policy, age, refused commits."),
     "appliance_edge_results_confirmed": ("counter", "Results the back office confirmed."),

@@ -110,7 +110,8 @@ class DeviceStatus:
                       f"pid {rival.pid}, {alerts}")
         return (
             f"{alerts}camera {'online' if d.capture.online else 'offline'}, "
-            f"{d.committer.committed} measured, outbox {d.outbox.depth()}, "
+            f"{d.committer.committed} measured, outbox {d.outbox.depth()} "
+            f"(and {d.outbox.kept_confirmed()} confirmed kept), "
             f"dropped {d.outbox.dropped()}, "
             f"broker {'connected' if d.link.connected else 'disconnected'}"
         )
@@ -140,6 +141,7 @@ class DeviceStatus:
             "appliance_edge_measuring_paused": float(d.measuring_paused.is_set()),
             "appliance_edge_outbox_on_repaired_copy": float(self._outbox_in_use() is not None),
             "appliance_edge_outbox_depth": d.outbox.depth(),
+            "appliance_edge_outbox_kept_confirmed": d.outbox.kept_confirmed(),
             "appliance_edge_outbox_oldest_age_seconds": d.outbox.oldest_age_s() or 0.0,
             "appliance_edge_outbox_dropped": d.outbox.dropped(),
             "appliance_edge_results_confirmed": d.link.stats.acked,

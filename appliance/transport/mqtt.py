@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from appliance.transport.client import (
 )
 from appliance.transport.confirmations import LinkConfirmations, LinkStats
 from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import OutboxError
 from appliance.transport.presence import PresenceKeeper
 from appliance.transport.sender import ResultSender
 from appliance.transport.subscriptions import LinkSubscriptions
@@ -101,8 +103,10 @@ class MqttLink(threading.Thread):
         self._status_requests: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self._retained: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._retained_latest: dict[str, bytes] = {}
+        self._resend_requests: queue.SimpleQueue[float] = queue.SimpleQueue()
         self._wake_r, self._wake_w = _wake_pair()
         unconfirmed = Unconfirmed(settings.ack_resend_initial_s, settings.ack_resend_cap_s)
+        self._unconfirmed = unconfirmed
         self._confirmations = LinkConfirmations(outbox, ack_topic, self.stats, unconfirmed,
                                                 self.ignored)
         self._reconnects = Reconnects(settings.reconnect_initial_s, settings.reconnect_cap_s,
@@ -141,6 +145,12 @@ class MqttLink(threading.Thread):
         self._retained.put((topic, payload))
         self.wake()
 
+    def resend_confirmed_since(self, since_s: float) -> None:
+        """Send again the kept results the back office confirmed at or after ``since_s``
+        (Unix time, this kiosk's clock), at the pace of the resends (any thread)."""
+        self._resend_requests.put(since_s)
+        self.wake()
+
     def status_reached_since(self, since_s: float) -> bool:
         """Whether the broker took (PUBACK below 0x80, spec 3.4.2.1) a status built at or
         after ``since_s`` (monotonic) and the link is connected now: then the back office's
@@ -173,6 +183,7 @@ class MqttLink(threading.Thread):
                     self._sender.publish_pending()
                     self._sender.resend_when_due()
                 self._sender.expire_when_due()
+                self._reopen_requested()
         except Exception:
             log.exception("MQTT link failed")
             self.fatal_error = "MQTT link thread crashed; see the log"
@@ -353,6 +364,26 @@ class MqttLink(threading.Thread):
             self.connected = False
             self._client.disconnect()
 
+    def _reopen_requested(self) -> None:
+        """Have the kept results a resend request names wait again, each due at the next
+        resend round (transport/unconfirmed.py paces them as any result sent again)."""
+        while True:
+            try:
+                since_s = self._resend_requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                seqs = self.outbox.reopen_confirmed(since_s)
+            except OutboxError as exc:  # they stay kept: a later request can ask again
+                log.error("could not send again the results confirmed since %s: %s",
+                          _utc_text(since_s), exc)
+                continue
+            for seq in seqs:
+                self._unconfirmed.send_later(seq)
+            log.warning("the back office asked for the results it confirmed since %s: %d kept "
+                        "result(s) wait again and are sent at the pace of the resends",
+                        _utc_text(since_s), len(seqs))
+
     def _send_statuses(self) -> None:
         requested = False
         while True:
@@ -437,6 +468,11 @@ class MqttLink(threading.Thread):
             log.warning("the broker refused the offline status on %s (PUBACK reason code "
                         "0x%02X); leaving with the last will instead", self.status_topic, code)
         return will_disconnect_reason()
+
+
+def _utc_text(unix_s: float) -> str:
+    """A Unix time as UTC ISO 8601, to the second."""
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _wake_pair() -> tuple[socket.socket, socket.socket]:

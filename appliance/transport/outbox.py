@@ -6,12 +6,18 @@ has committed them (an end-to-end ack naming their ``measurement_id``; a broker'
 enough); deletes commit with ``synchronous=NORMAL``, because losing a delete to a power cut
 only means a duplicate later (the back office de-duplicates on ``measurement_id``), never a loss.
 The outbox is bounded by a row count and an age; what the policy drops is counted, persisted
-and reported in the device status. When a commit is refused (disk full, I/O error) the
-results it held are counted as lost in ``LostTally`` (appliance/transport/losttally.py), a
-file of 8 bytes beside the outbox that is overwritten in place (no new block, so it takes the
-count on a full disk too, and the count survives a restart before the disk has room again);
-where even that fails the count is kept in memory and written with the next commit that
-succeeds, so ``dropped()`` never under-reports (appliance/transport/outbox_losses.py).
+and reported in the device status. With ``keep_confirmed_s`` a confirmed result is not deleted
+but marked confirmed (appliance/transport/outbox_kept.py): kept for that long, never sent again on
+its own, sent again when the back office asks for what it confirmed since a time (a store
+restored from a backup), and the first to go when room is needed; it counts in no bound of the
+waiting results and never pushes one out; where less than ``keep_free_bytes`` is free on its
+disk they all go (checked with the age limit, once a minute).
+When a commit is refused (disk full, I/O error) the results it held are counted as lost in
+``LostTally`` (appliance/transport/losttally.py), a file of 8 bytes beside the outbox that is
+overwritten in place (no new block, so it takes the count on a full disk too, and the count
+survives a restart before the disk has room again); where even that fails the count is kept in
+memory and written with the next commit that succeeds, so ``dropped()`` never under-reports
+(appliance/transport/outbox_losses.py).
 A kiosk started on a full disk still sends what waits, and a new outbox a full disk cannot take
 waits in memory, refusing writes, until its file can be made (appliance/transport/outbox_file.py).
 An outbox that lost rows it had (cut to 0 bytes, deleted, replaced) is noticed by the high-water
@@ -37,8 +43,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from appliance.diskspace import full_disk_hint
-from appliance.transport import highwater, outbox_file, wallclock
+from appliance.diskspace import free_bytes, full_disk_hint
+from appliance.transport import highwater, outbox_file, outbox_kept, wallclock
 from appliance.transport.outbox_file import (
     OutboxCorruptError,
     OutboxError,
@@ -52,6 +58,8 @@ from appliance.transport.outbox_losses import OutboxLosses, count_dropped, read_
 log = logging.getLogger(__name__)
 
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
+KEEP_FREE_BYTES = 64 << 20  # room on the disk that kept confirmed results never take
+WAITING = f"{outbox_file.CONFIRMED_COLUMN} IS NULL"  # a row the back office has not confirmed
 
 
 class Outbox:
@@ -66,8 +74,12 @@ class Outbox:
         *,
         side_files: bool = True,  # False: a copy being built by a repair, not the outbox yet
         beside: Path | None = None,  # whose side files it keeps (a repaired copy: the outbox's)
+        keep_confirmed_s: float = 0.0,  # how long a confirmed result is kept (0: deleted at once)
+        keep_free_bytes: int = KEEP_FREE_BYTES,  # kept results go where less is free on the disk
     ) -> None:
+        self.keep_free_bytes = keep_free_bytes
         self.path = path
+        self.keep_confirmed_s = keep_confirmed_s
         self.beside = beside or path  # the outbox path its lost tally and mark sit beside
         self.max_rows = max_rows
         self.max_age_s = max_age_s
@@ -85,6 +97,7 @@ class Outbox:
                 raise outbox_file.open_error(path, exc, full) from exc
             self._db = self._put_off(exc, full)
         self._losses = OutboxLosses(self.beside, side_files)
+        self._kept = outbox_kept.count(self._db)  # confirmed results kept (as ``_depth``)
         if self._losses.found_lost_rows(self._db, self._depth):
             self.writable()  # counted, and the sequence going on from the mark, now if it can
 
@@ -222,7 +235,8 @@ class Outbox:
 
     def _drop_oldest_locked(self, count: int) -> int:
         dropped = self._db.execute(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+            f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE {WAITING} "
+            "ORDER BY seq LIMIT ?)",
             (count,),
         ).rowcount
         count_dropped(self._db, dropped)
@@ -272,13 +286,14 @@ class Outbox:
 
     def pending(self, after_seq: int = 0, limit: int = 1000) -> list[OutboxMessage]:
         """Messages with ``seq > after_seq``, oldest first."""
-        return self._pending_where("seq > ?", (after_seq,), limit)
+        return self._pending_where(f"seq > ? AND {WAITING}", (after_seq,), limit)
 
     def pending_elsewhere(self, topic: str, after_seq: int = 0,
                           limit: int = 1000) -> list[OutboxMessage]:
         """Messages with ``seq > after_seq`` on another topic than ``topic``, oldest first;
         the payloads of those on ``topic`` are not read (a full outbox is mostly them)."""
-        return self._pending_where("seq > ? AND topic != ?", (after_seq, topic), limit)
+        return self._pending_where(f"seq > ? AND topic != ? AND {WAITING}", (after_seq, topic),
+                                   limit)
 
     def _pending_where(self, where: str, args: tuple[int | str, ...],
                        limit: int) -> list[OutboxMessage]:
@@ -298,28 +313,43 @@ class Outbox:
         with self._lock:
             with self._writing("NORMAL", "remove acknowledged results"):
                 before = self._db.total_changes
-                self._db.executemany("DELETE FROM outbox WHERE seq = ?", batch)
+                self._db.executemany(f"DELETE FROM outbox WHERE seq = ? AND {WAITING}", batch)
                 removed = self._db.total_changes - before
             self._depth -= removed
             self._record_mark_locked()
         return removed
 
     def remove_ids(self, measurement_ids: Iterable[str]) -> list[int]:
-        """Delete the messages of these measurement ids (acknowledged); returns their seqs."""
+        """The back office committed the messages of these measurement ids: they wait no
+        more (deleted, or kept marked confirmed for ``keep_confirmed_s``); returns their seqs."""
         ids = [(mid,) for mid in dict.fromkeys(measurement_ids)]
         if not ids:
             return []
-        seqs: list[int] = []
+        now_s = wallclock.clock_now()[0]
         with self._lock:
             with self._writing("NORMAL", "remove acknowledged results"):
-                for (mid,) in ids:
-                    rows = self._db.execute(
-                        "DELETE FROM outbox WHERE measurement_id = ? RETURNING seq", (mid,)
-                    ).fetchall()
-                    seqs += [int(row[0]) for row in rows]
+                seqs = outbox_kept.confirm(self._db, ids, now_s if self.keep_confirmed_s else None)
+                kept = len(seqs) if self.keep_confirmed_s else 0
+                kept -= outbox_kept.trim(self._db, self.max_rows) if kept else 0
             self._depth -= len(seqs)
+            self._kept += kept
             self._record_mark_locked()
         return seqs
+
+    def reopen_confirmed(self, since_s: float) -> list[int]:
+        """Have the kept results the back office confirmed at or after ``since_s`` (this
+        kiosk's clock) wait again, to be sent again; returns their seqs, oldest first."""
+        with self._lock:
+            with self._writing("FULL", "reopen confirmed results"):
+                seqs = outbox_kept.reopen(self._db, since_s)
+            self._depth += len(seqs)
+            self._kept -= len(seqs)
+            self._record_mark_locked()
+        return seqs
+
+    def kept_confirmed(self) -> int:
+        """How many confirmed results the outbox keeps, to send again on request."""
+        return self._kept
 
     def relabel(self, changes: Sequence[tuple[int, str, bytes]]) -> int:
         """Give waiting messages (seq, new topic, new payload) a new topic and payload, each
@@ -341,7 +371,7 @@ class Outbox:
             with self._lock, self._reading("read results to send again"):
                 rows = self._db.execute(
                     "SELECT seq, measurement_id, topic, payload, created_at_s FROM outbox "
-                    f"WHERE seq IN ({marks})",
+                    f"WHERE seq IN ({marks}) AND {WAITING}",
                     chunk,
                 ).fetchall()
             found += self._messages(rows)
@@ -351,7 +381,8 @@ class Outbox:
         """Seconds since the oldest waiting message was committed (None: empty or unreadable)."""
         try:
             with self._lock, self._reading("read the oldest result's age"):
-                row = self._db.execute("SELECT MIN(created_at_s) FROM outbox").fetchone()
+                row = self._db.execute(
+                    f"SELECT MIN(created_at_s) FROM outbox WHERE {WAITING}").fetchone()
         except OutboxError:
             return None
         if row is None or row[0] is None:
@@ -359,21 +390,39 @@ class Outbox:
         return max(0.0, (time.time() if now_s is None else now_s) - float(row[0]))
 
     def expire(self, now_s: float | None = None) -> int:
-        """Drop messages older than ``max_age_s`` (counted as dropped); returns how many."""
+        """Drop messages older than ``max_age_s`` (counted as dropped); returns how many.
+        Kept confirmed results past ``keep_confirmed_s`` go too (not counted: delivered)."""
         now = wallclock.clock_now()
-        cutoff_s = (now[0] if now_s is None else now_s) - self.max_age_s
+        base_s = now[0] if now_s is None else now_s
+        cutoff_s = base_s - self.max_age_s
         with self._lock:
             with self._writing("FULL", "expire old results"):
                 self._follow_clock_jump_locked(now)
                 removed = self._db.execute(
-                    "DELETE FROM outbox WHERE created_at_s < ?", (cutoff_s,)
+                    f"DELETE FROM outbox WHERE created_at_s < ? AND {WAITING}", (cutoff_s,)
                 ).rowcount
                 if removed:
                     count_dropped(self._db, removed)
+                aged = outbox_kept.expire(self._db, base_s - self.keep_confirmed_s)
+                aged += self._make_room_locked(self._kept - aged)
             self._depth -= removed
+            self._kept -= aged
             self._record_mark_locked()
             self._clock.seen(now)
         return int(removed)
+
+    def _make_room_locked(self, kept: int) -> int:
+        """Delete the ``kept`` confirmed results (in a write) where less than
+        ``keep_free_bytes`` is free on the outbox's disk: they are delivered, and the room is
+        for results that wait; how many went."""
+        free = free_bytes(self.path) if kept else None
+        if free is None or free >= self.keep_free_bytes:
+            return 0
+        freed = outbox_kept.free(self._db)
+        log.warning("%s: %d KiB free on its disk, less than the %d KiB kept for waiting results; "
+                    "deleted the %d confirmed result(s) kept for a resend", self.path,
+                    free // 1024, self.keep_free_bytes // 1024, freed)
+        return freed
 
     def depth(self) -> int:
         """How many messages wait for the back office's acknowledgement."""

@@ -29,6 +29,10 @@ OUTBOX_SCHEMA = (  # the tables in creation order: their root pages follow it
     "INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)",
     "CREATE INDEX IF NOT EXISTS outbox_measurement_id ON outbox (measurement_id)",
 )
+# when the back office confirmed a row (the kiosk's wall clock; NULL: it waits). Added by
+# ``migrate`` to the table ``OUTBOX_SCHEMA`` makes, so an outbox of an earlier release and a new
+# one hold the same schema, their tables on the same pages (appliance/transport/outbox_header.py)
+CONFIRMED_COLUMN = "confirmed_at_s"
 
 
 class OutboxError(RuntimeError):
@@ -74,10 +78,12 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, int]:
     try:
         for statement in OUTBOX_SCHEMA:
             db.execute(statement)
+        migrate(db)
         check = str(db.execute("PRAGMA quick_check").fetchone()[0])
         if check != "ok":
             raise OutboxCorruptError(f"{path}: the outbox file is damaged ({check[:200]})")
-        depth = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        depth = int(db.execute(
+            f"SELECT COUNT(*) FROM outbox WHERE {CONFIRMED_COLUMN} IS NULL").fetchone()[0])
     except BaseException:
         db.close()
         raise
@@ -89,7 +95,17 @@ def stand_in() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     for statement in OUTBOX_SCHEMA:
         db.execute(statement)
+    migrate(db)
     return db
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Give an outbox of an earlier release the column that marks a row confirmed. One ALTER
+    TABLE, a transaction of its own: a kill leaves the file as it was or migrated, never half;
+    every row it held waits, as it did."""
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(outbox)")}
+    if CONFIRMED_COLUMN not in columns:
+        db.execute(f"ALTER TABLE outbox ADD COLUMN {CONFIRMED_COLUMN} REAL")
 
 
 def lost_tally(path: Path) -> LostTally | None:

@@ -166,7 +166,7 @@ def _origins(config: Config, config_path: str | None, *keys: str) -> str:
     return named
 
 
-def _watch(config: Config, config_path: str | None) -> FleetWatcher:
+def watch_fleet(config: Config, config_path: str | None) -> FleetWatcher:
     """A watcher on the configured broker; an error names the broker and where it came from.
 
     Under a login its client id is that login (``rollout``): the shipped broker binds each
@@ -200,7 +200,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             # looked up again under the lock: a yank that ended since withdrew it (yank holds
             # the lock too, so none withdraws it from here on)
             manifest = released(repo, args.name, args.version)
-            watcher = opened.enter_context(closing(_watch(config, args.config)))
+            watcher = opened.enter_context(closing(watch_fleet(config, args.config)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
             mark_interrupted(store, repo)
             devices = online_first(
@@ -290,7 +290,7 @@ def run_halt(args: argparse.Namespace) -> int:
                 if ended != "interrupted":  # else its deploy stopped or is gone: halted here
                     return _answered(store, rollout_id, reason, ended)
             return _halt_here(store, repo, rollout_id, reason,
-                              lambda: _watch(config, args.config))
+                              lambda: watch_fleet(config, args.config))
     except storeerrors.DATABASE_ERRORS as exc:
         return _store_failed("halt", url, exc)
     except (*_ERRORS, ValueError) as exc:
@@ -448,7 +448,7 @@ def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[s
     with ExitStack() as opened:
         never_made = missing_sqlite_file(url) is not None
         store = None if never_made else opened.enter_context(closing(open_existing_store(url)))
-        watcher = opened.enter_context(closing(_watch(config, args.config)))
+        watcher = opened.enter_context(closing(watch_fleet(config, args.config)))
         rows = fleet_status(repo, watcher, store)
         shown = [row for row in rows if args.all_devices or not row["elsewhere"]]
         newest = {row["rollout"] for row in shown if row["rollout"]}

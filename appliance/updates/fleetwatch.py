@@ -203,6 +203,19 @@ class FleetWatcher:
                     "while this deploy runs; else it installs at its next check "
                     "(updates.check_interval_s)", site, device_id, reason)
 
+    def command(self, site: str, device_id: str, leaf: str, body: bytes) -> int | None:
+        """Publish a command (QoS 1, not retained) to one device; the broker's PUBACK reason
+        code (``NO_MATCHING_SUBSCRIBERS``: no session of the kiosk takes it), or None when it
+        did not acknowledge it within ``NOTICE_WAIT_S``."""
+        topic = device_topic(self.prefix, site, device_id, leaf)
+        try:
+            sent = self._link.client.publish(topic, body, qos=1)
+            sent.wait_for_publish(NOTICE_WAIT_S)
+        except (ValueError, RuntimeError):  # paho: its queue is full, or not connected
+            return None
+        with self._lock:  # on_publish runs before is_published() turns true
+            return self._acknowledged.pop(sent.mid, None)
+
     def _on_published(self, _c: object, _u: object, mid: int, code: object,
                       _props: object) -> None:
         """The broker acknowledged a notice (PUBACK), perhaps one sent again after a

@@ -210,14 +210,17 @@ def backoffice_role(prefix: str, group: str) -> dict[str, Any]:
 
 
 def rollout_role(prefix: str) -> dict[str, Any]:
-    """The model rollout: the only publisher of model updates. It subscribes the fleet's two
-    filters as written, literal (appliance/updates/fleetwatch.py)."""
+    """The model rollout: the only publisher of model updates, and the operator's login that
+    asks the kiosks to send again what the back office confirmed since a time (``appliance
+    fleet resend``, after a store restore: ``cmd/resend``, no other command). It subscribes the
+    fleet's two filters as written, literal (appliance/updates/fleetwatch.py)."""
     fleet = f"{prefix}/+/+"
     return {
         "rolename": "rollout",
         "acls": [
             *_not_pathology(prefix),
             _acl("publishClientSend", f"{fleet}/model/update"),
+            _acl("publishClientSend", f"{fleet}/cmd/resend"),
             _acl("subscribeLiteral", f"{fleet}/model/state"),
             _acl("subscribeLiteral", f"{fleet}/status"),  # which devices exist (deploy --all)
         ],

@@ -149,7 +149,8 @@ def test_sigkill_mid_run_then_restart_delivers_every_accepted_measurement(
         daemon.wait(10)
     accepted = _committed_ids(log_path.read_text())
     with sqlite3.connect(tmp_path / "state" / "outbox.sqlite3") as db:
-        unsent = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        unsent = db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE confirmed_at_s IS NULL").fetchone()[0]
     assert unsent >= 5
     broker.start()
     restarted = _start_daemon(_write_config(tmp_path, broker.port, 1), log_path)

@@ -6,6 +6,7 @@ id or publish under another site; while one tries, the other kiosks' results all
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -24,6 +25,7 @@ from appliance.transport.outbox import Outbox
 from appliance.transport.presence_look import NOBODY, PresenceLook
 from appliance.transport.presence_messages import Presence
 from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
+from tests.resend_kiosk import ResendKiosk
 
 pytestmark = pytest.mark.broker
 KIOSKS = [("shop-1", "kiosk-b"), ("shop-1", "kiosk-c"), ("shop-2", "kiosk-d")]
@@ -298,3 +300,36 @@ def test_each_login_subscribes_only_the_filters_it_uses_as_written(
     finally:
         for probe in (kiosk, worker, rollout):
             probe.close()
+
+
+def test_only_the_back_office_side_may_ask_a_kiosk_to_resend(
+    fleet_broker: FleetBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a kiosk's login makes no other kiosk (nor itself) send again what it keeps; the rollout
+    # login (`appliance fleet resend`) does, and a request the kiosk refuses changes nothing
+    site, device = KIOSKS[0]
+    kiosk = ResendKiosk(tmp_path, "127.0.0.1", fleet_broker.port, prefix="appliance", site=site,
+                        device=device, settings=fleet_broker.settings(device,
+                                                                      f"edge-{site}-{device}"))
+    kiosk.add([(f"m{i}", b"{}") for i in range(5)])
+    kiosk.outbox.remove_ids([f"m{i}" for i in range(5)])  # confirmed: kept
+    kiosk.start()
+    cmd = f"appliance/{site}/{device}/cmd/resend"
+    valid = json.dumps({"since": "2020-01-01T00:00:00Z"}).encode()
+    try:
+        assert wait_until(lambda: kiosk.link.connected, 10)
+        attacker = Probe(fleet_broker, ATTACKER[1], f"edge-{ATTACKER[0]}-{ATTACKER[1]}")
+        assert attacker.publish(cmd, valid) == 0x87
+        own = f"appliance/{ATTACKER[0]}/{ATTACKER[1]}/cmd/resend"
+        assert attacker.publish(own, valid) == 0x87
+        attacker.close()
+        rollout = Probe(fleet_broker, "rollout", "rollout")
+        with caplog.at_level(logging.WARNING):
+            assert rollout.publish(cmd, b'{"since": "2999-01-01T00:00:00Z"}') == 0
+            assert wait_until(lambda: "refused a resend request" in caplog.text, 10)
+        assert (kiosk.outbox.depth(), kiosk.outbox.kept_confirmed()) == (0, 5)
+        assert rollout.publish(cmd, valid) == 0
+        assert wait_until(lambda: kiosk.outbox.depth() == 5, 10)
+        rollout.close()
+    finally:
+        kiosk.stop()

@@ -1,0 +1,68 @@
+"""Confirmed results the outbox keeps for a while: marked, never sent on their own, sent again
+on request.
+
+The back office confirms a result once it has committed it (docs/delivery.md); an outbox that
+deleted it then held no copy anywhere but the store, so a store restored from the night's backup
+had lost for good what it confirmed since. With ``edge.keep_confirmed_h`` the outbox marks such
+a row (``confirmed_at_s``, this kiosk's wall clock) instead of deleting it: every read of what
+waits passes it by, the bounds of what waits (row count, age, the drop-oldest policy) neither
+count it nor take it, and it is deleted once it is older than the window, or as the oldest of
+more kept rows than the outbox's row limit, or all at once when the disk runs low (they are
+delivered; the room is for results that wait). ``reopen`` makes the rows confirmed
+since a time wait again, so the link sends them again (appliance/transport/resend.py says when);
+the back office stores each measurement id once. Each function runs in the caller's
+transaction (appliance/transport/outbox.py holds the lock).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from appliance.transport.outbox_file import CONFIRMED_COLUMN
+
+_KEPT = f"{CONFIRMED_COLUMN} IS NOT NULL"
+
+
+def confirm(db: sqlite3.Connection, ids: list[tuple[str]], now_s: float | None) -> list[int]:
+    """Mark the waiting rows of these measurement ids confirmed at ``now_s`` (None: delete
+    them, nothing kept); their seqs."""
+    seqs: list[int] = []
+    for (mid,) in ids:
+        if now_s is None:
+            rows = db.execute(f"DELETE FROM outbox WHERE measurement_id = ? AND NOT {_KEPT} "
+                              "RETURNING seq", (mid,)).fetchall()
+        else:
+            rows = db.execute(f"UPDATE outbox SET {CONFIRMED_COLUMN} = ? WHERE measurement_id = ? "
+                              f"AND NOT {_KEPT} RETURNING seq", (now_s, mid)).fetchall()
+        seqs += [int(row[0]) for row in rows]
+    return seqs
+
+
+def trim(db: sqlite3.Connection, most: int) -> int:
+    """Delete the oldest kept rows beyond ``most``; how many went."""
+    return int(db.execute(
+        f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE {_KEPT} "
+        "ORDER BY seq DESC LIMIT -1 OFFSET ?)", (most,)).rowcount)
+
+
+def expire(db: sqlite3.Connection, before_s: float) -> int:
+    """Delete the kept rows confirmed before ``before_s``; how many went."""
+    return int(db.execute(f"DELETE FROM outbox WHERE {CONFIRMED_COLUMN} < ?",
+                          (before_s,)).rowcount)
+
+
+def free(db: sqlite3.Connection) -> int:
+    """Delete every kept row (room for waiting results on a disk running low); how many went."""
+    return int(db.execute(f"DELETE FROM outbox WHERE {_KEPT}").rowcount)
+
+
+def reopen(db: sqlite3.Connection, since_s: float) -> list[int]:
+    """Have the rows confirmed at or after ``since_s`` wait again; their seqs, oldest first."""
+    rows = db.execute(f"UPDATE outbox SET {CONFIRMED_COLUMN} = NULL WHERE {CONFIRMED_COLUMN} >= ? "
+                      "RETURNING seq", (since_s,)).fetchall()
+    return sorted(int(row[0]) for row in rows)
+
+
+def count(db: sqlite3.Connection) -> int:
+    """How many confirmed rows are kept."""
+    return int(db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_KEPT}").fetchone()[0])
