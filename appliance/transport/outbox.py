@@ -330,7 +330,8 @@ class Outbox:
             with self._writing("NORMAL", "remove acknowledged results"):
                 seqs = outbox_kept.confirm(self._db, ids, now_s if self.keep_confirmed_s else None)
                 kept = len(seqs) if self.keep_confirmed_s else 0
-                kept -= outbox_kept.trim(self._db, self.max_rows) if kept else 0
+                if self._kept + kept > self.max_rows:  # a scan: only when there are too many
+                    kept -= outbox_kept.trim(self._db, self.max_rows)
             self._depth -= len(seqs)
             self._kept += kept
             self._record_mark_locked()

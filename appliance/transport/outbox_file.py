@@ -100,12 +100,16 @@ def stand_in() -> sqlite3.Connection:
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Give an outbox of an earlier release the column that marks a row confirmed. One ALTER
-    TABLE, a transaction of its own: a kill leaves the file as it was or migrated, never half;
-    every row it held waits, as it did."""
+    """Give an outbox of an earlier release the column that marks a row confirmed, and the
+    index of the confirmed rows (so the minute's expiry and a resend read those only, not every
+    payload before the column). Each statement a transaction of its own: a kill leaves the file
+    as it was, or with the column and no index yet (made at the next opening); every row it
+    held waits, as it did."""
     columns = {str(row[1]) for row in db.execute("PRAGMA table_info(outbox)")}
     if CONFIRMED_COLUMN not in columns:
         db.execute(f"ALTER TABLE outbox ADD COLUMN {CONFIRMED_COLUMN} REAL")
+    db.execute(f"CREATE INDEX IF NOT EXISTS outbox_{CONFIRMED_COLUMN} ON outbox "
+               f"({CONFIRMED_COLUMN}) WHERE {CONFIRMED_COLUMN} IS NOT NULL")
 
 
 def lost_tally(path: Path) -> LostTally | None:

@@ -39,15 +39,15 @@ def confirm(db: sqlite3.Connection, ids: list[tuple[str]], now_s: float | None) 
 
 
 def trim(db: sqlite3.Connection, most: int) -> int:
-    """Delete the oldest kept rows beyond ``most``; how many went."""
+    """Delete the kept rows confirmed first beyond ``most``; how many went."""
     return int(db.execute(
         f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE {_KEPT} "
-        "ORDER BY seq DESC LIMIT -1 OFFSET ?)", (most,)).rowcount)
+        f"ORDER BY {CONFIRMED_COLUMN} DESC LIMIT -1 OFFSET ?)", (most,)).rowcount)
 
 
 def expire(db: sqlite3.Connection, before_s: float) -> int:
     """Delete the kept rows confirmed before ``before_s``; how many went."""
-    return int(db.execute(f"DELETE FROM outbox WHERE {CONFIRMED_COLUMN} < ?",
+    return int(db.execute(f"DELETE FROM outbox WHERE {_KEPT} AND {CONFIRMED_COLUMN} < ?",
                           (before_s,)).rowcount)
 
 
@@ -58,8 +58,8 @@ def free(db: sqlite3.Connection) -> int:
 
 def reopen(db: sqlite3.Connection, since_s: float) -> list[int]:
     """Have the rows confirmed at or after ``since_s`` wait again; their seqs, oldest first."""
-    rows = db.execute(f"UPDATE outbox SET {CONFIRMED_COLUMN} = NULL WHERE {CONFIRMED_COLUMN} >= ? "
-                      "RETURNING seq", (since_s,)).fetchall()
+    rows = db.execute(f"UPDATE outbox SET {CONFIRMED_COLUMN} = NULL WHERE {_KEPT} AND "
+                      f"{CONFIRMED_COLUMN} >= ? RETURNING seq", (since_s,)).fetchall()
     return sorted(int(row[0]) for row in rows)
 
 

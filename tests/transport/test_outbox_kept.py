@@ -119,6 +119,7 @@ def test_an_outbox_of_the_release_before_opens_with_every_row_waiting(tmp_path: 
     outbox.close()
     fresh = tmp_path / "new.db"
     Outbox(fresh).close()
-    schema = "SELECT type, name, sql, rootpage FROM sqlite_schema ORDER BY name"
+    schema = ("SELECT type, name, sql, CASE type WHEN 'table' THEN rootpage END FROM "
+              "sqlite_schema ORDER BY name")  # an index made since has its own root page
     assert sqlite3.connect(path).execute(schema).fetchall() == \
         sqlite3.connect(fresh).execute(schema).fetchall()  # migrated as a new one is made
