@@ -32,6 +32,7 @@ from appliance.edge.testing import (
 )
 from appliance.transport.broker import free_port
 from appliance.transport.client import LinkSettings, new_client
+from appliance.transport.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
@@ -462,3 +463,35 @@ def test_a_crashed_analysis_thread_ends_the_daemon_with_1_for_a_restart(
     thread, codes = run_in_thread(daemon)
     thread.join(20)
     assert codes == [1]
+
+
+def test_cmd_resend_has_the_results_the_back_office_confirmed_since_wait_again(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    # the daemon keeps what the back office confirmed (edge.keep_confirmed_h, 48 h by default)
+    # and a resend request has those confirmed since its time wait again, to be sent again
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
+    outbox = Outbox(Path(config.state_dir) / "outbox.sqlite3", keep_confirmed_s=48 * 3600.0)
+    outbox.add_many([(f"kept-{i}", f"{kiosk_topic(topic_prefix)}/result", b"{}")
+                     for i in range(4)])
+    outbox.remove_ids([f"kept-{i}" for i in range(4)])  # as the back office's ack does
+    outbox.close()
+    resting = fast_source(config, CustomerScript(approach_frames=10**6))  # measures nothing
+    daemon = fast_daemon(config, source=resting)
+    assert (daemon.outbox.depth(), daemon.outbox.kept_confirmed()) == (0, 4)
+    thread, _codes = run_in_thread(daemon)
+    try:
+        assert wait_until(lambda: daemon.link.connected, 10)
+        sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
+        sender.connect(mqtt_broker.host, mqtt_broker.port)
+        sender.loop_start()
+        since = json.dumps({"since": "2020-01-01T00:00:00Z"}).encode()
+        sender.publish(f"{kiosk_topic(topic_prefix)}/cmd/resend", since, qos=1).wait_for_publish()
+        sender.disconnect()
+        sender.loop_stop()
+        assert wait_until(lambda: daemon.outbox.kept_confirmed() == 0, 10)
+        assert daemon.outbox.depth() == 4  # waiting again: no back office confirms them here
+        assert daemon.status.metrics()["appliance_edge_outbox_depth"] == 4
+    finally:
+        daemon.request_stop()
+        thread.join(10)
