@@ -155,22 +155,26 @@ def test_a_kiosk_killed_while_it_resends_loses_nothing_and_the_store_duplicates_
     assert wait_until(lambda: "sent again" in log.read_text(), 30)  # a resend round went out
     process.send_signal(signal.SIGKILL)
     process.wait(10)
-    with sqlite3.connect(tmp_path / "outbox.sqlite3") as db:
-        waiting = db.execute("SELECT COUNT(*) FROM outbox WHERE confirmed_at_s IS NULL")
-        assert waiting.fetchone() == (60,)  # every reopened one still waits after the kill
+    assert outbox_counts(tmp_path) == (60, 0)  # every reopened one still waits after the kill
     worker, store = worker_on(broker, tmp_path, store_path)
     process = start_kiosk(broker, tmp_path, tmp_path / "restarted.log")
-    try:
-        assert wait_until(lambda: len(stored_ids(store_path)) == 60, 30)
+    try:  # stored, and the kiosk has the acks: each kept, none waiting
+        assert wait_until(lambda: len(stored_ids(store_path)) == 60
+                          and outbox_counts(tmp_path) == (0, 60), 30), outbox_counts(tmp_path)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
         worker.stop()
         store.close()
     assert sorted(stored_ids(store_path)) == sorted(every)
-    with sqlite3.connect(tmp_path / "outbox.sqlite3") as db:
-        kept = db.execute("SELECT COUNT(*) FROM outbox WHERE confirmed_at_s IS NOT NULL")
-        assert kept.fetchone() == (60,)
+    assert outbox_counts(tmp_path) == (0, 60)
+
+
+def outbox_counts(state: Path) -> tuple[int, int]:
+    """The kiosk's outbox as its file holds it: (results waiting, confirmed results kept)."""
+    with sqlite3.connect(state / "outbox.sqlite3") as db:
+        return db.execute("SELECT COUNT(*) - COUNT(confirmed_at_s), COUNT(confirmed_at_s) "
+                          "FROM outbox").fetchone()
 
 
 def start_kiosk(broker: PrivateBroker, tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
