@@ -32,7 +32,11 @@ widths across, wider than the furrows meeting there (the fifth renderer's juncti
 main counted as pores, docs/experiments/README.md "darkjunc"); on ``DARK_JUNCTION_BOWL_SHARE``
 of those frames the disc is a round Gaussian bowl (as deep in its middle, half as deep on the
 same radius) rather than flat-topped, so its outline closes in light as a pore's does
-(docs/experiments/README.md "junc2").
+(docs/experiments/README.md "junc2"). After the pores' hairs, the light (``skin_light``): the
+share of one oblique source beside the LED ring (0-0.8 of the light on flat skin), its
+elevation (20-50 degrees) and direction, the height of the hill domes it reads (2-15 µm) and
+the amplitude of a micro-relief on the hills (0-3 µm); the other presets light with the ring
+alone (docs/experiments/README.md "oblique").
 """
 
 from __future__ import annotations
@@ -81,6 +85,14 @@ PORE_HAIR_SHARE = (0.0, 0.35)
 FOLD_DEPTH_PER_WIDTH_PX = 0.35  # skin_render: a fold's depth is 0.35 x its width in px + 1
 FOLD_DEPTH_BASE = 1.0
 DEFAULT_JUNCTION_RELIEF = 2.0  # depth a junction's darkening adds per unit of darkness
+# the "wide" frames' light (skin_light): the share of the light on flat skin that comes from one
+# directional (oblique) source rather than the ring, that source's elevation above the skin, and
+# the relief it reads beyond the furrows and pores: hill domes rounded over a quarter of the
+# hill's side, this high, and a micro-relief of this amplitude (drawn per frame, its own seed)
+OBLIQUE_LIGHT_SHARE = (0.0, 0.8)
+OBLIQUE_ELEVATION_DEG = (20.0, 50.0)
+HILL_DOME_UM = (2.0, 15.0)
+MICRO_RELIEF_UM = (0.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,12 @@ class SkinParams:
     hair_grey_level: float = 0.0  # 0: dark brown hairs; else near-neutral, this times the skin
     pore_hair_share: float = 0.0  # share of pores with a hair rooted at their centre (0: none)
     pore_hair_seed: int = 0  # seeds those hairs' draws apart from the frame's other draws
+    oblique_light_share: float = 0.0  # share of the light from one oblique source (0: ring only)
+    oblique_elevation_deg: float = 90.0  # that source's elevation above the skin's plane
+    oblique_azimuth_deg: float = 0.0  # and its direction in the frame (0: from +x, 90: from +y)
+    hill_dome_um: float = 0.0  # how high the hills' domes rise, as that source reads them
+    micro_relief_um: float = 0.0  # amplitude of the micro-relief on the hills it reads
+    relief_seed: int = 0  # seeds that micro-relief apart from the frame's other draws
 
     def to_json(self) -> dict[str, float | int]:
         """The parameters as a JSON-ready mapping."""
@@ -305,8 +323,8 @@ def _wide_second_stream(rng: np.random.Generator, params: SkinParams) -> SkinPar
     and so the geometry of frames outside the unbound share, as before): pore hue, pore and
     furrow darkness and how pit and fold combine on every frame; on ``UNBOUND_SHARE`` of them
     hill size, furrow width and junctions of their own; then dead ends and hair colour; then,
-    on ``DARK_JUNCTION_SHARE`` of them, dark and large junction pits; last, the share of pores
-    a hair grows out of."""
+    on ``DARK_JUNCTION_SHARE`` of them, dark and large junction pits; then the share of pores
+    a hair grows out of; last, the oblique light beside the ring."""
     child = rng.spawn(1)[0]
     unbound = bool(child.random() < UNBOUND_SHARE)
     drawn = _unbound_params(child)  # drawn on every frame: the same count of draws each time
@@ -314,7 +332,8 @@ def _wide_second_stream(rng: np.random.Generator, params: SkinParams) -> SkinPar
     params = replace(params, **drawn) if unbound else params
     params = replace(params, **_dead_end_and_hair_params(child))
     params = replace(params, **_dark_junction_params(child, params))
-    return replace(params, **_pore_hair_params(child))
+    params = replace(params, **_pore_hair_params(child))
+    return replace(params, **_oblique_light_params(child))
 
 
 def _pore_hair_params(rng: np.random.Generator) -> dict[str, Any]:
@@ -322,6 +341,18 @@ def _pore_hair_params(rng: np.random.Generator) -> dict[str, Any]:
     hairs' draws: drawn after everything else, so the rest of the frame is as before."""
     return {"pore_hair_share": float(rng.uniform(*PORE_HAIR_SHARE)),
             "pore_hair_seed": int(rng.integers(0, 2**31 - 1))}
+
+
+def _oblique_light_params(rng: np.random.Generator) -> dict[str, Any]:
+    """A "wide" frame's light beside the ring: the share of one oblique source, its elevation
+    and direction, the height of the hill domes and of the micro-relief it reads, and the seed
+    of that micro-relief; drawn last, so the rest of the frame is as before."""
+    return {"oblique_light_share": float(rng.uniform(*OBLIQUE_LIGHT_SHARE)),
+            "oblique_elevation_deg": float(rng.uniform(*OBLIQUE_ELEVATION_DEG)),
+            "oblique_azimuth_deg": float(rng.uniform(0.0, 360.0)),
+            "hill_dome_um": float(rng.uniform(*HILL_DOME_UM)),
+            "micro_relief_um": float(rng.uniform(*MICRO_RELIEF_UM)),
+            "relief_seed": int(rng.integers(0, 2**31 - 1))}
 
 
 def sample_params(rng: np.random.Generator, preset: str) -> SkinParams:

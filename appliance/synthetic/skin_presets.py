@@ -13,7 +13,8 @@ from __future__ import annotations
 # furrow), on half of them near-neutral grey hairs; on 30 % of its frames junction pits darker
 # and wider than their furrows (0.55-0.9 of a furrow floor's darkness and depth added); on
 # 0-35 % of the pores (drawn per frame) a near-black or grey hair growing out of the pore's
-# centre, thinner than the pore.
+# centre, thinner than the pore; and an oblique light beside the ring, from none to strong, that
+# reads domed hills and their micro-relief.
 PRESETS = ("fine", "normal", "coarse", "mixed", "wide")
 PRESET_AGES_YEARS: dict[str, tuple[float, float]] = {
     "fine": (20.0, 35.0),
@@ -39,4 +40,4 @@ def preset_help() -> str:
             "their hue and darkness, furrow darkness, junctions, hill size apart from furrow "
             "width, furrow depth, dead-end furrows, pigment, hairs (brown or grey, some "
             "growing out of pores), dust, JPEG "
-            "quality and lighting")
+            "quality and lighting (an oblique light beside the ring)")

@@ -5,6 +5,7 @@ under a slightly oblique LED ring, coloured with a skin albedo whose melanin and
 smoothly, lit unevenly with vignetting, given specular shine on hill tops, defocused, and
 spoiled with sensor noise. Furrow and pore edges are at half depth exactly where the geometry
 puts them (half the furrow width from the centre line; the pore radius from its centre).
+The "wide" preset adds an oblique source beside the ring (``skin_light``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import erfinv
 
-from appliance.synthetic import skin_extras
+from appliance.synthetic import skin_extras, skin_light
 from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_params import DEFAULT_PORE_DARKNESS, SkinParams
 
@@ -321,7 +322,11 @@ def render_linear(
     junction = skin_extras.junction_darkening(geometry, params)  # "wide": darker junctions
     furrow, hill, pore, height = _height_fields(geometry, params, junction)
     shape = (geometry.height_px, geometry.width_px)
-    light = _shading(_blur(height, 1.5), float(rng.uniform(0, 360)))
+    blurred = _blur(height, 1.5)
+    light = _shading(blurred, float(rng.uniform(0, 360)))
+    if params.oblique_light_share > 0.0:  # "wide": an oblique source beside the ring
+        light = skin_light.with_oblique_light(
+            light, skin_light.relief_px(blurred, _blur(hill, 1.5), params), params)
     luminance = _darken(light * _illumination(rng, params, shape), furrow, pore, junction, params)
     rgb = _albedo(rng, params, shape) * luminance[..., None]
     if params.pore_erythema > 0.0 or params.pore_melanin > 0.0:  # "wide": reddish, brownish pores

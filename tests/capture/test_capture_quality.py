@@ -124,9 +124,10 @@ def test_quality_becomes_a_valid_payload() -> None:
 
 def _drawn(preset: str, seed: int, index: int, defocus_px: float) -> tuple[np.ndarray, float]:
     """A generator frame with its defocus set (blurred before sensor noise and JPEG, as optics
-    blur before the sensor), and its scale."""
+    blur before the sensor), and its scale; lit by the ring alone, as the frames were chosen
+    (before the wide preset drew an oblique light, docs/experiments/README.md "oblique")."""
     rng, params, geometry = synthetic_scene(seed, index, preset)
-    params = replace(params, defocus_sigma_px=defocus_px)
+    params = replace(params, defocus_sigma_px=defocus_px, oblique_light_share=0.0)
     rgb = render_rgb(rng, geometry, params)
     return decode_jpeg(encode_jpeg(rgb, params.jpeg_quality)), params.um_per_px
 

@@ -28,6 +28,8 @@ def _measured(hairs: bool) -> SkinAnalysis:
         # and without hairs growing out of pores (drawn last too; docs/experiments/README.md
         # "hairpore"): the hair here is the one grey strand across the frame
         patch.setattr(skin_params, "PORE_HAIR_SHARE", (0.0, 0.0))
+        # and lit by the ring alone (the oblique light is drawn last too: "oblique")
+        patch.setattr(skin_params, "OBLIQUE_LIGHT_SHARE", (0.0, 0.0))
         if not hairs:
             patch.setattr(skin_extras, "hairs", lambda rng, params, shape: (
                 drawn(rng, params, shape), None)[1])

@@ -17,13 +17,16 @@ from appliance.skin.validity import (
     PORE_KEYS,
     TEXTURE_KEYS,
 )
-from appliance.synthetic.skin import SyntheticSkin, synthetic_frame
+from appliance.synthetic.skin import SyntheticSkin
 from appliance.synthetic.skin_params import DEFAULT_JUNCTION_RELIEF
+from tests.ring_light import ring_lit_frame
 
 
 @lru_cache(maxsize=2)
 def _measured(seed: int, index: int, preset: str) -> tuple[SyntheticSkin, SkinAnalysis]:
-    frame = synthetic_frame(seed, index, preset)
+    # lit by the ring alone, as the frames were chosen (before the wide preset drew an
+    # oblique light, docs/experiments/README.md "oblique")
+    frame = ring_lit_frame(seed, index, preset)
     return frame, analyze(frame.image_rgb, frame.um_per_px)
 
 

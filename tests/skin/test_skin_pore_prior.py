@@ -17,6 +17,7 @@ from appliance.skin.pores import (
     prior_shift,
 )
 from appliance.synthetic.skin import synthetic_frame
+from tests.ring_light import ring_lit_frame
 
 
 def _log_odds(share: float) -> float:
@@ -71,7 +72,8 @@ def test_a_frame_with_few_pores_among_many_pits_counts_fewer_false_pores(
     # of its 6 pores, until the wide preset drew dead-end furrows (deadend): their T-junctions
     # are more pits that read as junctions, and the shift now takes off about two thirds of the
     # excess, not all of it; the test asks that it takes off at least half
-    frame = synthetic_frame(11, 29, "wide")
+    # (lit by the ring alone, as before the wide preset drew an oblique light: "oblique")
+    frame = ring_lit_frame(11, 29)
     truth = frame.truth["pore_count"]
     count = analyze(frame.image_rgb, frame.um_per_px).features.pore_count
     monkeypatch.setattr(pores, "prior_shift", lambda scores, fit_share=0.0: 0.0)

@@ -64,6 +64,7 @@ from appliance.synthetic.skin_scenes import (
     oval_scene,
 )
 from appliance.synthetic.skin_truth import ground_truth
+from tests.ring_light import ring_lit_frame
 
 SEEDS = (0, 1, 2)
 SWEEP_UM_PER_PX = tuple(7.0 * 1.05**k for k in range(13))  # 7.00 ... 12.57, 5 % apart
@@ -842,7 +843,7 @@ def test_roomy_pits_no_deeper_than_their_junctions_are_counted() -> None:
     junction. A wide pit now passes at 0.9 of its junctions' depth when it is deep half way
     round (``shallow_min_spread`` 0.5) and at least as roomy as the frame's typical junction
     (docs/experiments/README.md "porefit", the rule refitted alone: R1.25)."""
-    frame = synthetic_frame(12, 3, "wide")
+    frame = ring_lit_frame(12, 3)  # as before the wide preset drew an oblique light
     _, geometry = synthetic_geometry(12, 3, "wide")
     counted = analyze(frame.image_rgb, frame.params.um_per_px).pore_centres_frame_px()
     roomy = np.array([(55.8, 469.6), (964.9, 510.7), (924.5, 325.7), (465.8, 515.3),

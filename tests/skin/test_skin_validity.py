@@ -28,6 +28,7 @@ from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_scenes import junction_scene
 from appliance.transport import payloads
 from appliance.transport.payloads import FEATURE_KEYS
+from tests.ring_light import ring_lit_frame
 
 # a pore count no reading doubts: nothing borderline, doubted or left out that reads as pores
 _TRUSTED = {"pore_borderline": 0.0, "pore_doubt": 0.0, "pore_lookalikes": 0.0}
@@ -137,8 +138,9 @@ def test_the_doubt_is_the_count_off_from_its_pits_posteriors_beyond_one_pore() -
 @lru_cache(maxsize=1)
 def _doubted() -> tuple[SkinAnalysis, float]:
     # a wide-preset frame (seed 1, index 16) whose pits read as coin flips: 8 counted of 10,
-    # none of them borderline
-    frame = synthetic_frame(1, 16, "wide")
+    # none of them borderline (lit by the ring alone, as before the wide preset drew an oblique
+    # light, docs/experiments/README.md "oblique")
+    frame = ring_lit_frame(1, 16)
     return analyze(frame.image_rgb, frame.um_per_px), frame.truth["pore_count"]
 
 
@@ -156,7 +158,7 @@ def test_a_count_its_pits_scores_doubt_is_not_validated() -> None:
 
 
 def test_a_doubted_count_says_not_measured_in_the_result() -> None:
-    frame = synthetic_frame(1, 16, "wide")
+    frame = ring_lit_frame(1, 16)
     measured = measure_frame(frame.image_rgb, frame.um_per_px,
                              QualityGate().assess(frame.image_rgb), skin_measurement,
                              _AlwaysFine(("lab_l",)))
