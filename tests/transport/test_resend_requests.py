@@ -43,7 +43,8 @@ def iso(unix_s: float) -> str:
     (b'["2026-12-07T03:00:00Z"]', 'not {"since"'),
     (b'{"since": "2026-12-07T03:00:00Z", "all": true}', 'not {"since"'),
     (b'{"since": 1733540400}', 'not {"since"'),
-])
+], ids=["no-time", "no-zone", "other-zone", "future", "too-long", "not-json", "a-list",
+        "more-keys", "a-number"])
 def test_a_request_that_is_none_is_refused_saying_why(raw: bytes, why: str) -> None:
     with pytest.raises(ResendRequestError, match=why):
         parse_request(raw, time.time())
