@@ -30,7 +30,8 @@
 #   A run cut short (killed while building the venv) is finished by the next: it repairs the
 #   venv and restarts what the cut-short run changed.
 # --uninstall stops and removes units, udev rule and /opt/appliance; it keeps /etc/appliance
-# and /var/lib/appliance (unsent results, the store) unless --purge is given as well. While
+# and /var/lib/appliance (unsent results, the store) unless --purge is given as well; the
+# edge's results the back office confirmed, kept in its outbox for a resend, it deletes. While
 # another role's units remain on the host (a back office beside a pathology server), it removes
 # only this role's units: the others run from the same venv, config folder and state. The
 # edge's also stops and disables the kiosk screen's unit (it shows the edge's page) and keeps
@@ -135,7 +136,10 @@ uninstall() {
     forget_enabled "$name"
   done
   for unit in "${unit_files[@]}"; do rm -f "$UNITS/$unit"; done
-  [[ "$role" == edge ]] && remove_edge_files
+  if [[ "$role" == edge ]]; then
+    remove_edge_files
+    if [[ $PURGE -eq 0 ]]; then forget_confirmed_results; fi
+  fi
   local others=()  # another role on this host runs from the same venv, config and state (the
   # kiosk screen's unit, copied by hand, runs Chromium: nothing of these)
   for unit in "$UNITS"/appliance-{edge,backoffice@,pathology@}.service; do
@@ -160,6 +164,33 @@ remove_edge_files() {  # the camera's udev rule; the kiosk screen's unit, stoppe
   rm -f "$R/etc/udev/rules.d/99-scalar-microscope.rules"
   if [[ -e "$UNITS/$SCREEN" ]]; then
     say "stopped and disabled $SCREEN (it shows the edge's page); kept its file, copied by hand: rm $UNITS/$SCREEN removes it"
+  fi
+}
+
+forget_confirmed_results() {  # the outbox keeps results the back office confirmed, to send
+  # them again after a store restore (appliance/transport/outbox_kept.py), until the daemon's
+  # expiry deletes them; with the daemon gone nothing would. They are delivered: delete them,
+  # their bytes overwritten (secure_delete), and keep what still waits to be sent
+  local outbox=$STATE/outbox.sqlite3 python=$OPT/venv/bin/python gone
+  [[ -f "$outbox" ]] || return 0
+  [[ -x "$python" ]] || python=python3
+  if gone=$("$python" - "$outbox" <<'PY'
+import sqlite3
+import sys
+
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+gone = 0
+if "confirmed_at_s" in {row[1] for row in db.execute("PRAGMA table_info(outbox)")}:
+    db.execute("PRAGMA secure_delete = ON")
+    gone = db.execute("DELETE FROM outbox WHERE confirmed_at_s IS NOT NULL").rowcount
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+db.close()
+print(gone)
+PY
+  ); then
+    say "deleted the $gone result(s) the back office confirmed that $outbox kept to send again after a store restore; the results still waiting to be sent stay"
+  else
+    say "could not delete the confirmed results $outbox keeps (above); delete them with --uninstall --purge, which removes every result"
   fi
 }
 

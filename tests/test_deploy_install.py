@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance.shipped import SKIN_MODEL, shipped_path
+from appliance.transport.outbox import Outbox
 
 INSTALL = Path(__file__).resolve().parent.parent / "deploy" / "install.sh"
 NOBODY = 65534
@@ -182,6 +183,32 @@ def test_removing_one_role_keeps_what_another_role_on_the_host_still_runs_from(
     assert install(root, "backoffice", "--uninstall", "--purge").returncode == 0
     assert not (root / "opt/appliance").exists()
     assert snapshot(root) == {}
+
+
+def test_removing_the_kiosk_without_purge_deletes_the_confirmed_results_its_outbox_kept(
+    tmp_path: Path, secrets: tuple[Path, Path]
+) -> None:
+    # the outbox keeps results the back office confirmed (to send again after a store
+    # restore) until the daemon's expiry deletes them: once the daemon is removed nothing would,
+    # and the kept personal data would stay on the kiosk's disk; what still waits is kept
+    root = tmp_path / "root"
+    password, ca = secrets
+    assert install(root, "edge", "--password-file", str(password), "--ca", str(ca)).returncode == 0
+    path = root / "var/lib/appliance/outbox.sqlite3"
+    outbox = Outbox(path, keep_confirmed_s=48 * 3600.0)
+    outbox.add_many([(f"m{i}", "t/result", f"subject-{i}-face".encode() * 40) for i in range(3)])
+    outbox.remove_ids(["m0", "m1"])  # confirmed: kept
+    outbox.close()
+    gone = install(root, "edge", "--uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert "deleted the 2 result(s) the back office confirmed" in gone.stderr
+    outbox = Outbox(path, keep_confirmed_s=48 * 3600.0)
+    assert ([m.measurement_id for m in outbox.pending()], outbox.kept_confirmed()) == (["m2"], 0)
+    outbox.close()
+    on_disk = b"".join(p.read_bytes() for p in path.parent.glob("outbox.sqlite3*"))
+    # nor left in a free page (secure_delete: this SQLite build zeroes them by default too)
+    assert b"subject-0-face" not in on_disk
+    assert b"subject-2-face" in on_disk
 
 
 def test_removing_the_kiosk_removes_its_program_beside_the_kiosk_screen_s_unit(
