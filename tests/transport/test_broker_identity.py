@@ -333,3 +333,34 @@ def test_only_the_back_office_side_may_ask_a_kiosk_to_resend(
         rollout.close()
     finally:
         kiosk.stop()
+
+
+def test_a_retained_resend_request_is_not_taken_at_each_subscribe(
+    fleet_broker: FleetBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a request published with retain (the rollout login may) stays on the broker; were it
+    # sent at each subscribe, every reconnect and restart would send all the kiosk keeps again
+    # and keep it a window longer. The kiosk subscribes with retain handling 2: only a request
+    # published while it is subscribed is taken (the one below; a retained one taken at the
+    # subscribe would have it refused as the second within a minute)
+    site, device = KIOSKS[1]
+    cmd = f"appliance/{site}/{device}/cmd/resend"
+    valid = b'{"since": "2020-01-01T00:00:00Z"}'
+    rollout = Probe(fleet_broker, "rollout", "rollout")
+    assert rollout.publish(cmd, valid, retain=True) == 0x10  # no subscriber: kept retained
+    kiosk = ResendKiosk(tmp_path, "127.0.0.1", fleet_broker.port, prefix="appliance", site=site,
+                        device=device, settings=fleet_broker.settings(device,
+                                                                      f"edge-{site}-{device}"))
+    kiosk.add([(f"r{i}", b"{}") for i in range(5)])
+    kiosk.outbox.remove_ids([f"r{i}" for i in range(5)])  # confirmed: kept
+    try:
+        with caplog.at_level(logging.WARNING):
+            kiosk.start()
+            # 0x10 until the kiosk's subscription is there (the retained one came before it)
+            assert wait_until(lambda: rollout.publish(cmd, valid) == 0, 10)
+            assert wait_until(lambda: kiosk.outbox.depth() == 5, 10)
+        assert "refused a resend request" not in caplog.text
+    finally:
+        kiosk.stop()
+        rollout.publish(cmd, b"", retain=True)  # the broker holds it no more
+        rollout.close()
