@@ -111,7 +111,7 @@ def register(fleet: argparse.ArgumentParser) -> None:
                             "confirmed since a time (after a store restore)")
     resend.add_argument("--since", required=True, metavar="TIME",
                         help="UTC ISO 8601 time: results the back office confirmed at or after "
-                        "it (by each kiosk's clock) are sent again; `store restore` prints it")
+                        "it (by the back office's clock) are sent again; `store restore` prints it")
     resend.add_argument("--device", action="append", default=[], metavar="SITE/DEVICE",
                         help="only this kiosk (repeatable; default: every kiosk whose status "
                         "the broker holds)")

@@ -25,8 +25,9 @@ LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it y
              "changed after the backup is undone: do again the erasures (appliance results "
              "erase), token revocations, user removals and disables, and password changes made "
              "since")
-# how far before the backup's newest receipt the kiosks are asked to send again from: their
-# clocks may lag the back office's, and a result sent twice is stored once
+# how far before the backup's newest receipt the kiosks are asked to send again from (a kept
+# result is marked with its ack's time, by the back office's clock): the workers' clocks may
+# differ a little, and a result sent twice is stored once
 RESEND_MARGIN = timedelta(minutes=15)
 EPOCH = "1970-01-01T00:00:00Z"
 

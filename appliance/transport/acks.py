@@ -38,6 +38,13 @@ def parse_ack(raw: bytes) -> list[str]:
     return list(parse_payload(raw, Ack).ids)
 
 
+def parse_ack_at(raw: bytes) -> tuple[list[str], float]:
+    """The ids of one ack message and when the back office sent it (Unix time, by its clock);
+    PayloadError says why it is none."""
+    ack = parse_payload(raw, Ack)
+    return list(ack.ids), ack.at.timestamp()
+
+
 def publish_acks(
     prefix: str,
     committed: Iterable[tuple[str, str, str]],

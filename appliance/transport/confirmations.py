@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from appliance.logsafe import LineBudget, shorten
-from appliance.transport.acks import parse_ack
+from appliance.transport.acks import parse_ack_at
 from appliance.transport.outbox import Outbox
 from appliance.transport.outbox_file import OutboxError
 from appliance.transport.payloads import PayloadError
@@ -103,14 +103,14 @@ class LinkConfirmations:
         """The back office committed these results: they may leave the outbox now; the seqs
         of those that left it."""
         try:
-            ids = parse_ack(raw)
+            ids, at_s = parse_ack_at(raw)
         except PayloadError as exc:
             self.stats.bad_acks += 1
             self._ignored.warn("ignored a malformed ack on %s: %s", self.ack_topic,
                                shorten(str(exc), SHOWN_REASON_CHARS))
             return []
         try:
-            removed = self.outbox.remove_ids(ids)
+            removed = self.outbox.remove_ids(ids, confirmed_at_s=at_s)
         except OutboxError as exc:  # e.g. a full disk: the results are sent again later
             self._removal_failed(len(ids), exc)
             return []

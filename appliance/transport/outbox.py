@@ -319,13 +319,16 @@ class Outbox:
             self._record_mark_locked()
         return removed
 
-    def remove_ids(self, measurement_ids: Iterable[str]) -> list[int]:
+    def remove_ids(self, measurement_ids: Iterable[str], *,
+                   confirmed_at_s: float | None = None) -> list[int]:
         """The back office committed the messages of these measurement ids: they wait no
-        more (deleted, or kept marked confirmed for ``keep_confirmed_s``); returns their seqs."""
+        more (deleted, or kept marked confirmed for ``keep_confirmed_s``); returns their seqs.
+        ``confirmed_at_s``: the back office's time of its ack (Unix time, its clock), which a
+        resend's time is on, whatever this kiosk's clock says (None: this kiosk's clock)."""
         ids = [(mid,) for mid in dict.fromkeys(measurement_ids)]
         if not ids:
             return []
-        now_s = wallclock.clock_now()[0]
+        now_s = wallclock.clock_now()[0] if confirmed_at_s is None else confirmed_at_s
         with self._lock:
             with self._writing("NORMAL", "remove acknowledged results"):
                 seqs = outbox_kept.confirm(self._db, ids, now_s if self.keep_confirmed_s else None)
@@ -338,8 +341,8 @@ class Outbox:
         return seqs
 
     def reopen_confirmed(self, since_s: float) -> list[int]:
-        """Have the kept results the back office confirmed at or after ``since_s`` (this
-        kiosk's clock) wait again, to be sent again; returns their seqs, oldest first."""
+        """Have the kept results the back office confirmed at or after ``since_s`` (its
+        clock) wait again, to be sent again; returns their seqs, oldest first."""
         with self._lock:
             with self._writing("FULL", "reopen confirmed results"):
                 seqs = outbox_kept.reopen(self._db, since_s)

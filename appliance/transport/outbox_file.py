@@ -29,7 +29,7 @@ OUTBOX_SCHEMA = (  # the tables in creation order: their root pages follow it
     "INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)",
     "CREATE INDEX IF NOT EXISTS outbox_measurement_id ON outbox (measurement_id)",
 )
-# when the back office confirmed a row (the kiosk's wall clock; NULL: it waits). Added by
+# when the back office confirmed a row (its ack's time, by its clock; NULL: it waits). Added by
 # ``migrate`` to the table ``OUTBOX_SCHEMA`` makes, so an outbox of an earlier release and a new
 # one hold the same schema, their tables on the same pages (appliance/transport/outbox_header.py)
 CONFIRMED_COLUMN = "confirmed_at_s"

@@ -4,14 +4,15 @@ on request.
 The back office confirms a result once it has committed it (docs/delivery.md); an outbox that
 deleted it then held no copy anywhere but the store, so a store restored from the night's backup
 had lost for good what it confirmed since. With ``edge.keep_confirmed_h`` the outbox marks such
-a row (``confirmed_at_s``, this kiosk's wall clock) instead of deleting it: every read of what
-waits passes it by, the bounds of what waits (row count, age, the drop-oldest policy) neither
-count it nor take it, and it is deleted once it is older than the window, or as the oldest of
-more kept rows than the outbox's row limit, or all at once when the disk runs low (they are
-delivered; the room is for results that wait). ``reopen`` makes the rows confirmed
+a row (``confirmed_at_s``: the time of the back office's ack, by its clock, which the resend's
+time is on too; not this kiosk's clock, which may lag or jump) instead of deleting it: every
+read of what waits passes it by, the bounds of what waits (row count, age, the drop-oldest
+policy) neither count it nor take it, and it is deleted once it is older than the window, or as
+the oldest of more kept rows than the outbox's row limit, or all at once when the disk runs low
+(they are delivered; the room is for results that wait). ``reopen`` makes the rows confirmed
 since a time wait again, so the link sends them again (appliance/transport/resend.py says when);
-the back office stores each measurement id once. Each function runs in the caller's
-transaction (appliance/transport/outbox.py holds the lock).
+the back office stores each measurement id once. Each function runs in the caller's transaction
+(appliance/transport/outbox.py holds the lock).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ kiosks keep such results for ``edge.keep_confirmed_h`` (appliance/transport/outb
 ``appliance fleet resend --since T`` publishes ``{"since": T}`` on each kiosk's
 ``{prefix}/{site}/{device}/cmd/resend`` (a topic only the back office's and the rollout's logins
 may publish: deploy/mosquitto/provision.py); the kiosk has the kept results confirmed at or after
-T (its own clock) wait again, and its link sends them at the pace of its resends
-(appliance/transport/unconfirmed.py). The back office stores each measurement id once.
+T (the back office's clock, as their acks said) wait again, and its link sends them at the
+pace of its resends (appliance/transport/unconfirmed.py). The back office stores each
+measurement id once.
 
 Every request is from outside, so it is bounded: at most ``MAX_REQUEST_BYTES``, one JSON object
 with exactly the key ``since``, a UTC ISO 8601 time no later than ``MAX_AHEAD_S`` past this
