@@ -10,8 +10,8 @@ pace of its resends (appliance/transport/unconfirmed.py). The back office stores
 measurement id once.
 
 Every request is from outside, so it is bounded: at most ``MAX_REQUEST_BYTES``, one JSON object
-with exactly the key ``since``, a UTC ISO 8601 time no later than ``MAX_AHEAD_S`` past this
-kiosk's clock, and at most one request taken in ``MIN_INTERVAL_S``; any other is refused with a
+with exactly the key ``since``, a UTC ISO 8601 time, and at most one request taken in
+``MIN_INTERVAL_S``; any other is refused with a
 line in the journal (within the link's budget of lines for messages from outside) and changes
 nothing.
 """
@@ -27,7 +27,7 @@ from appliance.logsafe import LineBudget, shorten
 
 RESEND_LEAF = "cmd/resend"
 MAX_REQUEST_BYTES = 256
-MAX_AHEAD_S = 300.0  # a kiosk's clock may lag the back office's by this much
+MAX_AHEAD_S = 300.0  # `fleet resend --since` no further ahead of the operator's clock
 MIN_INTERVAL_S = 60.0
 SHOWN_CHARS = 80
 
@@ -36,8 +36,12 @@ class ResendRequestError(ValueError):
     """A resend request that is not one; the message says why."""
 
 
-def parse_request(raw: bytes, now_s: float) -> float:
-    """The request's ``since`` as a Unix time; ResendRequestError saying why it is none."""
+def parse_request(raw: bytes, now_s: float | None) -> float:
+    """The request's ``since`` as a Unix time; ResendRequestError saying why it is none.
+    ``now_s``: the clock ``since`` is on, which it may pass by ``MAX_AHEAD_S`` at most (the
+    operator's, in ``fleet resend``); None on a kiosk, whose own clock is not the one its kept
+    results' times are on (their acks', the back office's clock): one that lags would refuse
+    every request as "in the future" and lose what a restore lacks."""
     if len(raw) > MAX_REQUEST_BYTES:
         raise ResendRequestError(f"{len(raw)} bytes, more than {MAX_REQUEST_BYTES}")
     try:
@@ -56,7 +60,7 @@ def parse_request(raw: bytes, now_s: float) -> float:
     if offset is None or offset.total_seconds() != 0:
         raise ResendRequestError(f"since {shown} is not in UTC")
     since_s = moment.timestamp()
-    if since_s > now_s + MAX_AHEAD_S:
+    if now_s is not None and since_s > now_s + MAX_AHEAD_S:
         raise ResendRequestError(f"since {text} is in the future by this kiosk's clock")
     return since_s
 
@@ -84,7 +88,7 @@ class ResendRequests:
                                now_s - self._last_taken_s, MIN_INTERVAL_S)
             return None
         try:
-            since_s = parse_request(raw, time.time())
+            since_s = parse_request(raw, None)
         except ResendRequestError as exc:
             self._ignored.warn("refused a resend request on %s: %s; nothing changed", topic,
                                exc)

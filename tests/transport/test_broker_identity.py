@@ -306,7 +306,8 @@ def test_only_the_back_office_side_may_ask_a_kiosk_to_resend(
     fleet_broker: FleetBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # a kiosk's login makes no other kiosk (nor itself) send again what it keeps; the rollout
-    # login (`appliance fleet resend`) does, and a request the kiosk refuses changes nothing
+    # login (`appliance fleet resend`) does, and a request the kiosk refuses (not in UTC) changes
+    # nothing
     site, device = KIOSKS[0]
     kiosk = ResendKiosk(tmp_path, "127.0.0.1", fleet_broker.port, prefix="appliance", site=site,
                         device=device, settings=fleet_broker.settings(device,
@@ -325,7 +326,7 @@ def test_only_the_back_office_side_may_ask_a_kiosk_to_resend(
         attacker.close()
         rollout = Probe(fleet_broker, "rollout", "rollout")
         with caplog.at_level(logging.WARNING):
-            assert rollout.publish(cmd, b'{"since": "2999-01-01T00:00:00Z"}') == 0
+            assert rollout.publish(cmd, b'{"since": "2026-12-07T03:00:00+01:00"}') == 0
             assert wait_until(lambda: "refused a resend request" in caplog.text, 10)
         assert (kiosk.outbox.depth(), kiosk.outbox.kept_confirmed()) == (0, 5)
         assert rollout.publish(cmd, valid) == 0

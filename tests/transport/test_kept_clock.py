@@ -4,6 +4,7 @@ kiosk's clock says: one that lags (no battery-backed clock, NTP not reached yet)
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from appliance.transport import wallclock
 from appliance.transport.confirmations import LinkConfirmations, LinkStats
 from appliance.transport.outbox import Outbox
 from appliance.transport.payloads import Ack
+from appliance.transport.resend import ResendRequests
 from appliance.transport.unconfirmed import Unconfirmed
 
 HOUR_S = 3600.0
@@ -60,4 +62,26 @@ def test_a_kept_result_outlives_a_forward_jump_of_the_kiosk_s_clock(
     monkeypatch.setattr(wallclock, "clock_now", synced)  # NTP reached: a month forward
     outbox.expire()
     assert outbox.kept_confirmed() == 1
+    outbox.close()
+
+
+def test_a_lagging_kiosk_takes_a_request_whose_time_is_ahead_of_its_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the request's time is on the back office's clock, as the kept results' are: a kiosk whose
+    # own clock lags six hours takes it (it refused it as "in the future") and sends them again
+    real_time = time.time
+    backup_s = real_time() - HOUR_S
+    outbox = Outbox(tmp_path / "o.db", keep_confirmed_s=48 * HOUR_S)
+    confirmations = LinkConfirmations(outbox, "a/s/d/ack", LinkStats(), Unconfirmed(1.0, 2.0),
+                                      LineBudget(logging.getLogger(__name__), "test"))
+    outbox.add_many([("m0", "a/s/d/result", b"{}")])
+    confirmations.handle_ack(ack(["m0"], backup_s + HOUR_S / 2))
+    reopened: list[int] = []
+    requests = ResendRequests(LineBudget(logging.getLogger(__name__), "test"),
+                              lambda since_s: reopened.extend(outbox.reopen_confirmed(since_s)))
+    monkeypatch.setattr(time, "time", lambda: real_time() - LAG_S)
+    since = datetime.fromtimestamp(backup_s - 15 * 60, UTC).isoformat().replace("+00:00", "Z")
+    requests.handle(json.dumps({"since": since}).encode(), "a/s/d/cmd/resend")
+    assert [m.measurement_id for m in outbox.get(reopened)] == ["m0"]
     outbox.close()
