@@ -170,11 +170,12 @@ remove_edge_files() {  # the camera's udev rule; the kiosk screen's unit, stoppe
 forget_confirmed_results() {  # the outbox keeps results the back office confirmed, to send
   # them again after a store restore (appliance/transport/outbox_kept.py), until the daemon's
   # expiry deletes them; with the daemon gone nothing would. They are delivered: delete them,
-  # their bytes overwritten (secure_delete), and keep what still waits to be sent
+  # their bytes overwritten (secure_delete), and keep what still waits to be sent; as the
+  # units' user, so that a journal file SQLite makes is theirs
   local outbox=$STATE/outbox.sqlite3 python=$OPT/venv/bin/python gone
   [[ -f "$outbox" ]] || return 0
   [[ -x "$python" ]] || python=python3
-  if gone=$("$python" - "$outbox" <<'PY'
+  if gone=$(as_service_user "$python" - "$outbox" <<'PY'
 import sqlite3
 import sys
 
