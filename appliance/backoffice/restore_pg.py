@@ -95,6 +95,7 @@ def _refuse_target(url: str, force: bool) -> bool:
             raise BackupError(
                 f"the {store_name(url)} has {others} other session(s) connected (a running back "
                 "office, console or command): stop them first; nothing was changed")
+        _refuse_without_create(conn, url)
         _drop_left_staging(conn)
         if conn.execute("SELECT to_regclass('results') IS NULL").fetchone()[0]:
             return False
@@ -107,6 +108,26 @@ def _refuse_target(url: str, force: bool) -> bool:
                           f"received {newest}: pass --force to replace its tables with the "
                           "backup's")
     return True
+
+
+def _refuse_without_create(conn: Any, url: str) -> None:
+    """Refuse a login that may not make the restore's own schema (step 2) in the database,
+    naming the grant that lets it, where the server's own words named neither."""
+    login, database, may_create = conn.execute(
+        "SELECT current_user, current_database(), "
+        "has_database_privilege(current_database(), 'CREATE')").fetchone()
+    if not may_create:
+        grant = f"GRANT CREATE ON DATABASE {_ident(database)} TO {_ident(login)}"
+        raise BackupError(
+            f"the login {_ident(login)} may not create a schema in the {store_name(url)}, "
+            "which the restore needs for the schema it loads the backup into: as the "
+            f"database's owner or user postgres, run {grant} (or restore as the database's "
+            "owner); nothing was changed")
+
+
+def _ident(name: str) -> str:
+    """A role's or database's name as SQL quotes it, fit to print."""
+    return escape_controls('"' + name.replace('"', '""') + '"')
 
 
 def _drop_left_staging(conn: Any) -> None:

@@ -416,3 +416,33 @@ def test_rows_that_end_early_and_carry_sql_after_are_refused_not_run_nor_cut_sho
     with psycopg.connect(new) as conn:
         assert conn.execute("SELECT to_regclass('public.loot') IS NULL").fetchone()[0]
         assert conn.execute("SELECT to_regclass('public.results') IS NULL").fetchone()[0]
+
+
+@needs_tools
+def test_a_login_without_create_on_its_database_is_refused_naming_the_grant(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    live, new = databases
+    store_with_results(live, {"kiosk-1": 2}, "2026-12-01T10:00:00.000000Z")
+    archive = tmp_path / "store.dump"
+    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    database = new.rsplit("/", 1)[1]
+    login = f"backup_nocreate_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE ROLE {login} LOGIN")
+    try:  # it may make tables in the schema public, not a schema of its own
+        import psycopg
+
+        with psycopg.connect(new, autocommit=True) as db:
+            db.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {login}")
+        url = new.replace("postgres@", f"{login}@", 1)
+        done = _cli("store", "restore", str(archive), "--store", url)
+        assert done.returncode == 2, done.stderr
+        assert f'the login "{login}" may not create a schema' in done.stderr
+        assert f'GRANT CREATE ON DATABASE "{database}" TO "{login}"' in done.stderr
+        assert "nothing was changed" in done.stderr
+        _admin(f"GRANT CREATE ON DATABASE {database} TO {login}")
+        done = _cli("store", "restore", str(archive), "--store", url)
+        assert done.returncode == 0, done.stderr
+        assert _ids(new) == _ids(live)
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        _admin(f"DROP ROLE IF EXISTS {login}")
