@@ -57,9 +57,10 @@ NEVER_RUN = frozenset({"DATABASE", "DATABASE PROPERTIES"})  # used by pg_restore
 ENCODING = re.compile(r"SET client_encoding = '([A-Z0-9_]+)';\n")
 
 
-def restore_postgres(archive: Path, url: str, force: bool) -> tuple[int, StoreContents]:
+def restore_postgres(archive: Path, url: str, force: bool) -> tuple[int, StoreContents, str]:
     """Restore the store in ``archive`` into the database of ``url`` (see the module's steps);
-    the archive's schema version and what the database holds after."""
+    the archive's schema version, what the database holds after, and the results it held
+    before, which the restore dropped ("" where it held none)."""
     refuse_no_file(archive)
     if starts_with(archive, SQLITE_MAGIC):
         raise BackupError(f"{archive} is a SQLite store's backup: restore it into a SQLite "
@@ -71,7 +72,7 @@ def restore_postgres(archive: Path, url: str, force: bool) -> tuple[int, StoreCo
                           "that wrote it")
     entries = archive_entries(archive)
     with server_failures("nothing was changed"):
-        has_tables = _refuse_target(url, force)
+        has_tables, dropped = _refuse_target(url, force)
         with _staging_schema(url) as staging:
             _make_schema(url, staging, version, entries)
             copies = _checked_against_product(entries, _product_entries(url, staging),
@@ -80,12 +81,13 @@ def restore_postgres(archive: Path, url: str, force: bool) -> tuple[int, StoreCo
             _load_and_put_in_place(url, (staging, archive), copies, _encoding(entries), replaced)
     with server_failures(f"{archive} was restored, but not yet migrated: run `appliance "
                          "store migrate` once the server answers"):
-        return version, _migrated_contents(url)
+        return version, _migrated_contents(url), dropped
 
 
-def _refuse_target(url: str, force: bool) -> bool:
+def _refuse_target(url: str, force: bool) -> tuple[bool, str]:
     """Refuse a database in use, or holding results without ``force``; whether the store's
-    tables are there. Schemas a killed restore left (step 4) are dropped."""
+    tables are there, and the results they hold ("" where none). Schemas a killed restore
+    left (step 4) are dropped."""
     conn = connection(url)
     try:
         others = conn.execute(
@@ -98,16 +100,17 @@ def _refuse_target(url: str, force: bool) -> bool:
         _refuse_without_create(conn, url)
         _drop_left_staging(conn)
         if conn.execute("SELECT to_regclass('results') IS NULL").fetchone()[0]:
-            return False
+            return False, ""
         results, newest = conn.execute("SELECT COUNT(*), MAX(received_at) FROM results"
                                        ).fetchone()
     finally:
         conn.close()
-    if results and not force:
-        raise BackupError(f"the {store_name(url)} holds {results} result(s), the newest "
-                          f"received {newest}: pass --force to replace its tables with the "
-                          "backup's")
-    return True
+    held = f"{results} result(s), the newest received {newest}" if results else ""
+    if held and not force:
+        raise BackupError(f"the {store_name(url)} holds {held}: pass --force to replace its "
+                          "tables with the backup's, which drops them and keeps no copy "
+                          "(`appliance store backup --out FILE` first keeps one)")
+    return True, held
 
 
 def _refuse_without_create(conn: Any, url: str) -> None:

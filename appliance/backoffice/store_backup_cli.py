@@ -129,9 +129,11 @@ def _restored(url: str, backup: Path, force: bool) -> list[str]:
     if url.startswith(POSTGRES_SCHEMES):
         from appliance.backoffice.restore_pg import restore_postgres  # noqa: PLC0415
 
-        version, contents = restore_postgres(backup, url, force)
+        version, contents, dropped = restore_postgres(backup, url, force)
+        gone = (f"; the {dropped} it held before are dropped, no copy kept (PostgreSQL)"
+                if dropped else "")
         head = f"restored the {store_name(url)} from {backup} (backed up at schema version " \
-               f"{version})"
+               f"{version}){gone}"
     else:
         from appliance.backoffice.store_restore import restore_sqlite  # noqa: PLC0415
 
@@ -179,5 +181,6 @@ def register(sub: Any) -> None:
     add_store_options(restore)
     restore.add_argument("backup", metavar="BACKUP", help="the file `store backup` wrote")
     restore.add_argument("--force", action="store_true",
-                         help="replace a store that holds results (SQLite: moved aside, kept)")
+                         help="replace a store that holds results (SQLite: moved aside, kept; "
+                              "PostgreSQL: dropped, no copy kept)")
     restore.set_defaults(handler=_restore)

@@ -446,3 +446,22 @@ def test_a_login_without_create_on_its_database_is_refused_naming_the_grant(
     finally:
         _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         _admin(f"DROP ROLE IF EXISTS {login}")
+
+
+@needs_tools
+def test_a_restore_over_results_says_they_are_dropped_with_no_copy_kept(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    live, new = databases
+    store_with_results(live, {"kiosk-1": 2}, "2026-12-01T10:00:00.000000Z")
+    archive = tmp_path / "store.dump"
+    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    store_with_results(new, {"kiosk-9": 3}, "2026-12-05T08:00:00.000000Z")
+    done = _cli("store", "restore", str(archive), "--store", new)
+    assert done.returncode == 2
+    assert "which drops them and keeps no copy" in done.stderr  # SQLite keeps it aside
+    assert "`appliance store backup --out FILE` first keeps one" in done.stderr
+    done = _cli("store", "restore", str(archive), "--store", new, "--force")
+    assert done.returncode == 0, done.stderr
+    assert ("the 3 result(s), the newest received 2026-12-05T08:00:00.000000Z it held before "
+            "are dropped, no copy kept") in done.stdout
+    assert _ids(new) == _ids(live)
