@@ -24,7 +24,8 @@ from appliance.outfile import replacing_refusal
 LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it yet. What was "
              "changed after the backup is undone: do again the erasures (appliance results "
              "erase), token revocations, user removals and disables, and password changes made "
-             "since")
+             "since; the console users and API tokens added since are not in it: add them again "
+             "(appliance console user add, console token create)")
 # how far before the backup's newest receipt the kiosks are asked to send again from (a kept
 # result is marked with its ack's time, by the back office's clock): the workers' clocks may
 # differ a little, and a result sent twice is stored once

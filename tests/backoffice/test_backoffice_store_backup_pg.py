@@ -465,3 +465,22 @@ def test_a_restore_over_results_says_they_are_dropped_with_no_copy_kept(
     assert ("the 3 result(s), the newest received 2026-12-05T08:00:00.000000Z it held before "
             "are dropped, no copy kept") in done.stdout
     assert _ids(new) == _ids(live)
+
+
+@needs_tools
+def test_a_restore_says_to_add_again_the_console_users_and_tokens_made_since(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    live, _new = databases
+    store_with_results(live, {"kiosk-1": 1}, "2026-12-01T10:00:00.000000Z")
+    archive = tmp_path / "store.dump"
+    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    password = tmp_path / "password"
+    password.write_text("a-password-of-length\n")
+    done = _cli("console", "user", "add", "alice", "--store", live, "--password-file",
+                str(password))
+    assert done.returncode == 0, done.stderr
+    done = _cli("store", "restore", str(archive), "--store", live, "--force")
+    assert done.returncode == 0, done.stderr
+    assert ("the console users and API tokens added since are not in it: add them again"
+            in done.stdout)
+    assert _cli("console", "user", "list", "--store", live).stdout.count("alice") == 0
