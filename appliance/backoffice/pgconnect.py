@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -113,7 +114,20 @@ def _limits(url: str) -> dict[str, Any]:
         given = conninfo_to_dict(url)
     except Error:
         given = {}  # not a URL libpq reads: connecting says what is wrong with it
-    return {name: value for name, value in _LIMITS.items() if name not in given}
+    defaults = {**_LIMITS, "application_name": program_name()}
+    return {name: value for name, value in defaults.items() if name not in given}
+
+
+def program_name() -> str:
+    """``appliance COMMAND (pid N)``: the session's name in the server's ``pg_stat_activity``
+    where the caller names none, so that a refusal listing the sessions connected to a store
+    (``store restore``) says which program holds each. At most 63 bytes, PostgreSQL's limit."""
+    words = []
+    for word in sys.argv[1:3]:
+        if not re.fullmatch(r"[a-z][a-z-]{0,15}", word):
+            break
+        words.append(word)
+    return " ".join(["appliance", *words, f"(pid {os.getpid()})"])
 
 
 def given_connect_timeout(url: str) -> int | None:

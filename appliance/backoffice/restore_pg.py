@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -91,12 +92,15 @@ def _refuse_target(url: str, force: bool) -> tuple[bool, str]:
     conn = connection(url)
     try:
         others = conn.execute(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()[0]
+            "SELECT application_name, usename, client_addr FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' ORDER BY backend_start").fetchall()
         if others:
             raise BackupError(
-                f"the {store_name(url)} has {others} other session(s) connected (a running back "
-                "office, console or command): stop them first; nothing was changed")
+                f"the {store_name(url)} has {len(others)} other session(s) connected "
+                f"({_sessions(others)}): stop them first (the back office's workers, its "
+                "console, a backup being taken: run the restore again once it is done); "
+                "nothing was changed")
         _refuse_without_create(conn, url)
         _drop_left_staging(conn)
         if conn.execute("SELECT to_regclass('results') IS NULL").fetchone()[0]:
@@ -111,6 +115,19 @@ def _refuse_target(url: str, force: bool) -> tuple[bool, str]:
                           "tables with the backup's, which drops them and keeps no copy "
                           "(`appliance store backup --out FILE` first keeps one)")
     return True, held
+
+
+def _sessions(rows: list[tuple[str, str, Any]], shown: int = 5) -> str:
+    """The sessions of ``rows`` (application name, login, client address) for a message, alike
+    ones counted together (a console holds several): the first ``shown``, and how many more."""
+    alike = Counter(rows)
+    named = [f"{escape_controls(name or 'a session that names no program')!r} as "
+             f"{escape_controls(login or '?')} "
+             f"{f'from {address}' if address is not None else 'over the local socket'}"
+             f"{f' ({count} sessions)' if count > 1 else ''}"
+             for (name, login, address), count in list(alike.items())[:shown]]
+    more = f" and {len(alike) - shown} more" if len(alike) > shown else ""
+    return ", ".join(named) + more
 
 
 def _refuse_without_create(conn: Any, url: str) -> None:

@@ -484,3 +484,20 @@ def test_a_restore_says_to_add_again_the_console_users_and_tokens_made_since(
     assert ("the console users and API tokens added since are not in it: add them again"
             in done.stdout)
     assert _cli("console", "user", "list", "--store", live).stdout.count("alice") == 0
+
+
+@needs_tools
+def test_a_restore_refused_for_sessions_connected_names_the_program_holding_each(
+        databases: tuple[str, str], tmp_path: Path) -> None:
+    live, new = databases
+    store_with_results(live, {"kiosk-1": 1}, "2026-12-01T10:00:00.000000Z")
+    archive = tmp_path / "store.dump"
+    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    running = open_store(new)  # as a worker holds it: its session is named by its program
+    try:
+        done = _cli("store", "restore", str(archive), "--store", new, "--force")
+    finally:
+        running.close()
+    assert done.returncode == 2
+    assert "has 1 other session(s) connected ('appliance" in done.stderr
+    assert f"(pid {os.getpid()})' as postgres from 127.0.0.1" in done.stderr
