@@ -117,8 +117,31 @@ def _restore(args: argparse.Namespace) -> int:
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
+    other = _configured_elsewhere(args, url)
+    if other is not None:
+        lines[-1] = (f"If this store only checks the backup, the kiosks need not send anything "
+                     f"again (the config here names another store, {other}); if the back office "
+                     f"runs on it: {lines[-1]}")
     print("\n".join(lines))
     return 0
+
+
+def _configured_elsewhere(args: argparse.Namespace, url: str) -> str | None:
+    """The store the config names (``--config``, else ./config.yaml or the defaults), where
+    ``--store`` named another one; else None. The fleet resend the restore prints is for the
+    back office's own store: one restored aside to check a backup needs none (it would have
+    the kiosks send 48 h of results again for nothing)."""
+    if args.store is None:
+        return None
+    from appliance.backoffice.storeurl import store_name, store_url_for  # noqa: PLC0415
+    from appliance.config import ConfigError, load_config_or_defaults  # noqa: PLC0415
+
+    try:
+        config = load_config_or_defaults(args.config)
+    except ConfigError:
+        return None
+    configured = store_url_for(config.store.url, config.state_dir)
+    return None if configured == url else store_name(configured)
 
 
 def _restored(url: str, backup: Path, force: bool) -> list[str]:

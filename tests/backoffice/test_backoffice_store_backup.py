@@ -745,3 +745,24 @@ def test_the_store_a_restore_replaces_is_kept_whole_with_nothing_beside_it(
         assert sorted(target.parent.iterdir()) == [target, replaced]
         assert newer <= _ids(replaced)
         assert _ids(target) == _ids(backup)
+
+
+def test_the_fleet_resend_is_asked_for_the_config_s_store_and_a_check_aside_is_told_apart(
+        tmp_path: Path, store: Path) -> None:
+    out = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(out)
+                ).returncode == 0
+    config = tmp_path / "backoffice.yaml"
+    config.write_text(f"store:\n  url: sqlite:///{store}\n")
+    check = tmp_path / "check.sqlite3"
+    aside = _cli("store", "restore", str(out), "--store", f"sqlite:///{check}",
+                 "--config", str(config))
+    assert aside.returncode == 0, aside.stderr
+    assert "only checks the backup, the kiosks need not send anything again" in aside.stdout
+    assert f"names another store, SQLite store {store}" in aside.stdout
+    for end in ("", "-wal", "-shm"):
+        Path(f"{store}{end}").unlink(missing_ok=True)  # the disk lost
+    own = _cli("store", "restore", str(out), "--config", str(config))
+    assert own.returncode == 0, own.stderr
+    assert "need not send" not in own.stdout
+    assert "appliance fleet resend --since 2026-12-01T09:45:00Z " in own.stdout
