@@ -178,7 +178,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "`fleet resend` command that has the kiosks send again what the back office confirmed "
         "after the backup, which they keep edge.keep_confirmed_h (README, \"Back up and "
         "restore the back office\"). To check a backup, restore it into a store of its own "
-        "(--store) and remove that after. Exit 0 done, 1 failed on the way, 2 refused.",
+        "(--store) and remove that after (PostgreSQL: a database that is there, which the "
+        "login owns: `createdb --owner LOGIN NAME` as user postgres; the restore makes the "
+        "tables). Exit 0 done, 1 failed on the way, 2 refused.",
         ("appliance store restore /var/backups/appliance/backoffice.sqlite3 "
          "--config /etc/appliance/backoffice.yaml",
          "appliance store restore backoffice-20261207T031500.000000Z.sqlite3 "

@@ -195,9 +195,15 @@ def _hint(exc: Exception) -> str:
         return (" (the server took the connection but said nothing: check that PostgreSQL "
                 "runs and answers at that host and port, not another service or a proxy with "
                 "nothing behind it)")
-    if _MISSING_DATABASE.search(str(exc)):
+    if says_database_missing(exc):
         return f"; {MIGRATE_HINT} creates it where the role may create databases (CREATEDB)"
     return ""
+
+
+def says_database_missing(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is the server saying the database named does not exist (its FATAL text:
+    the session never began, so there is no SQLSTATE to go by)."""
+    return exc is not None and _MISSING_DATABASE.search(str(exc)) is not None
 
 
 @contextmanager

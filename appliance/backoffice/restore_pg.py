@@ -27,7 +27,10 @@ the archive never reaches the server through ``pg_restore``:
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
+import shlex
 import tempfile
 import uuid
 from collections import Counter
@@ -89,7 +92,7 @@ def _refuse_target(url: str, force: bool) -> tuple[bool, str]:
     """Refuse a database in use, or holding results without ``force``; whether the store's
     tables are there, and the results they hold ("" where none). Schemas a killed restore
     left (step 4) are dropped."""
-    conn = connection(url)
+    conn = connection(url, missing=_no_database_to_restore_into(url))
     try:
         others = conn.execute(
             "SELECT application_name, usename, client_addr FROM pg_stat_activity "
@@ -143,6 +146,29 @@ def _refuse_without_create(conn: Any, url: str) -> None:
             "which the restore needs for the schema it loads the backup into: as the "
             f"database's owner or user postgres, run {grant} (or restore as the database's "
             "owner); nothing was changed")
+
+
+def _no_database_to_restore_into(url: str) -> str:
+    """What a restore into a database the server lacks needs, and the command that makes it
+    (README "Back up and restore the back office": ``createdb --owner`` as user postgres)."""
+    from psycopg import Error  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        params = conninfo_to_dict(url)
+    except Error:
+        params = {}
+    login = str(params.get("user") or os.environ.get("PGUSER") or getpass.getuser())
+    name = str(params.get("dbname") or login)
+    where = [f"--{key} {shlex.quote(str(params[key]))}" for key in ("host", "port")
+             if str(params.get(key, "")) not in ("", "localhost", "127.0.0.1", "::1", "5432")
+             and not str(params.get(key, "")).startswith("/")]
+    createdb = " ".join(["createdb", *where, "--owner", shlex.quote(login), shlex.quote(name)])
+    return (f": a restore needs a database that is there, empty (or holding a store that "
+            f"--force replaces), which the login {_ident(login)} owns or may create schemas "
+            f"in: as user postgres run `{escape_controls(createdb)}`, then the restore again "
+            "(`appliance store migrate` is not needed: the restore makes the store's tables); "
+            "nothing was changed")
 
 
 def _ident(name: str) -> str:

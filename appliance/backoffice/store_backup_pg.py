@@ -102,7 +102,10 @@ def back_up_postgres(url: str, out: Path) -> StoreContents:
     pg_dump = tool("pg_dump")
     conninfo, _ = conninfo_and_env(url)
     with server_failures(f"{out}: no backup was written under that name"):
-        conn = connection(url)
+        conn = connection(url, missing=(
+            ", so there is no store there to back up: check the database's name in --store or "
+            "the config's store.url (`psql --list` as user postgres lists the server's "
+            f"databases); {out}: no backup was written under that name"))
         try:
             _refuse_older_tool(pg_dump, conn.info.server_version, url)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -179,10 +182,23 @@ def archive_version(archive: Path, url: str) -> int:
     return max(versions, default=0)
 
 
-def connection(url: str) -> Any:
-    from appliance.backoffice.pgconnect import postgres_connection  # noqa: PLC0415
+def connection(url: str, missing: str | None = None) -> Any:
+    """A connection to the store's database; with ``missing``, a server that lacks the database
+    is a BackupError (a refusal, exit 2) "the DATABASE does not exist" and ``missing`` (what the
+    command needs and what to do), where it was the connection's hint for ``store migrate``
+    (which makes a new store, no help to a backup, and not what README's restore steps run)."""
+    from appliance.backoffice.pgconnect import (  # noqa: PLC0415
+        postgres_connection,
+        says_database_missing,
+    )
+    from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
 
-    return postgres_connection(url, application_name="appliance store backup")
+    try:
+        return postgres_connection(url, application_name="appliance store backup")
+    except StoreError as exc:
+        if missing is None or not says_database_missing(exc.__cause__):
+            raise
+        raise BackupError(f"the {store_name(url)} does not exist{missing}") from exc
 
 
 def _contents(conn: Any) -> StoreContents:

@@ -501,3 +501,38 @@ def test_a_restore_refused_for_sessions_connected_names_the_program_holding_each
     assert done.returncode == 2
     assert "has 1 other session(s) connected ('appliance" in done.stderr
     assert f"(pid {os.getpid()})' as postgres from 127.0.0.1" in done.stderr
+
+
+@needs_tools
+def test_a_missing_database_is_refused_saying_what_a_restore_needs_and_a_backup_names_it(
+        genuine_archive: Path, tmp_path: Path) -> None:
+    """Before, both hinted `appliance store migrate` (exit 1), where README's restore step makes
+    the database with `createdb --owner`, and a backup of a store that is not there has
+    nothing to make."""
+    name = f"backup_missing_{uuid.uuid4().hex[:10]}"
+    login = f"backup_owner_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql://{login}@127.0.0.1:5432/{name}"
+    _admin(f"CREATE ROLE {login} LOGIN")
+    try:
+        done = _cli("store", "restore", str(genuine_archive), "--store", url)
+        assert done.returncode == 2, done.stderr
+        assert f"the PostgreSQL database postgresql://{login}@127.0.0.1:5432/{name} does not " \
+               "exist: a restore needs a database that is there, empty" in done.stderr
+        assert f'which the login "{login}" owns or may create schemas in' in done.stderr
+        assert f"as user postgres run `createdb --owner {login} {name}`" in done.stderr
+        assert "nothing was changed" in done.stderr
+        assert "creates it where the role may create databases" not in done.stderr
+        out = tmp_path / "store.dump"
+        done = _cli("store", "backup", "--store", url, "--out", str(out))
+        assert done.returncode == 2, done.stderr
+        assert f"/{name} does not exist, so there is no store there to back up" in done.stderr
+        assert f"{out}: no backup was written under that name" in done.stderr
+        assert "store migrate" not in done.stderr
+        assert list(tmp_path.iterdir()) == []
+        _admin(f"CREATE DATABASE {name} OWNER {login}")  # what the refusal says to run
+        done = _cli("store", "restore", str(genuine_archive), "--store", url)
+        assert done.returncode == 0, done.stderr
+        assert len(_ids(url)) == 3
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        _admin(f"DROP ROLE IF EXISTS {login}")
