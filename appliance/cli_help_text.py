@@ -155,7 +155,8 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "pg_dump (postgresql-client) on one snapshot. Written to a hidden file beside FILE, "
         "checked, owner-only, flushed and renamed: a full disk or a kill leaves the previous "
         "backup or none, never part of one; FILE is never the store itself. --keep N: FILE's "
-        "name with the time in it, the oldest such beyond the N newest removed. Prints what it "
+        "name with the time in it (a PostgreSQL store's NAME-TIME.dump, a pg_dump archive), the "
+        "oldest such beyond the N newest removed. Prints what it "
         "holds: results per kiosk, the newest one's receipt. Keep backups on another disk. "
         "Exit 0 done, 1 failed on the way, 2 refused.",
         ("appliance store backup --out /var/lib/appliance-backup/backoffice.sqlite3 --keep 7",

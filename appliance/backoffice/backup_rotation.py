@@ -5,7 +5,12 @@ error, a store damaged in a way its check passes) was in the only backup by then
 ``--keep N`` the name given (``backoffice.sqlite3``) becomes ``backoffice-TIME.sqlite3`` (UTC,
 to the microsecond, so names sort by time), and once the new backup is in place the oldest
 of that pattern beyond the N newest are removed, never the one just written (a clock set back
-would name it older than the rest); other files in the folder are never touched.
+would name it older than the rest); other files in the folder are never touched. The backup
+of a PostgreSQL store is a pg_dump archive, not a SQLite file: under ``--keep`` its name ends
+in ``.dump`` whatever ``--out``'s suffix (``backoffice-TIME.dump`` from the nightly unit's
+``backoffice.sqlite3``, ``kind_suffixed``), and the rotation counts both suffixes as one
+pattern, so the ``backoffice-TIME.sqlite3`` archives an older appliance wrote are rotated out
+with the rest.
 
 A backup killed on the way (kill -9, the unit's timeout, out of memory) leaves its hidden
 temporary beside ``--out``: a whole or partial copy of the store, personal data that no
@@ -31,6 +36,7 @@ from pathlib import Path
 from appliance.outfile import temp_name_part
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+DUMP_SUFFIX = ".dump"  # a PostgreSQL store's backup under --keep
 _STAMP = r"\d{8}T\d{6}\.\d{6}Z"
 _MKSTEMP = r"[a-z0-9_]{8}"  # tempfile's random part
 SETTLED_S = 60.0  # a temporary not written for this long, and not held, is a killed one's
@@ -42,13 +48,23 @@ def stamped(out: Path, now: datetime | None = None) -> Path:
     return out.with_name(f"{out.stem}-{moment}{out.suffix}")
 
 
+def kind_suffixed(out: Path, postgres: bool) -> Path:
+    """The name ``--keep`` stamps for a backup to ``out``: a PostgreSQL store's (a pg_dump
+    archive) with the suffix ``.dump``, a SQLite store's as given."""
+    return out.with_name(f"{out.stem}{DUMP_SUFFIX}") if postgres else out
+
+
 def rotated(out: Path, keep: int, written: Path) -> list[Path]:
     """Remove the backups of ``out``'s pattern beyond the ``keep`` newest, ``written`` (the one
     just made) always among those kept, also where the clock was set back since others were
-    named; those removed."""
-    pattern = re.compile(rf"{re.escape(out.stem)}-{_STAMP}{re.escape(out.suffix)}")
-    others = sorted((path for path in out.parent.iterdir() if path.name != written.name
-                     and pattern.fullmatch(path.name) and path.is_file()), reverse=True)
+    named; those removed. The pattern takes ``out``'s suffix and ``written``'s (``.dump`` for
+    a PostgreSQL store's): the stamps, of one width, order them whatever their suffix."""
+    suffixes = "|".join(re.escape(suffix) for suffix in sorted({out.suffix, written.suffix}))
+    pattern = re.compile(rf"{re.escape(out.stem)}-({_STAMP})(?:{suffixes})")
+    stamps = {path: found.group(1) for path in out.parent.iterdir()
+              if path.name != written.name and (found := pattern.fullmatch(path.name))
+              and path.is_file()}
+    others = sorted(stamps, key=lambda path: (stamps[path], path.name), reverse=True)
     removed = others[keep - 1:]
     for path in removed:
         path.unlink(missing_ok=True)

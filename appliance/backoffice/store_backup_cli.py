@@ -51,20 +51,24 @@ def resend_line(newest_received_at: str | None) -> str:
 def _backup(args: argparse.Namespace) -> int:
     from appliance.backoffice.backup_rotation import (  # noqa: PLC0415
         dead_temporaries_removed,
+        kind_suffixed,
         rotated,
         stamped,
     )
     from appliance.backoffice.store_backup import BackupError  # noqa: PLC0415
-    from appliance.backoffice.storeurl import store_name  # noqa: PLC0415
+    from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
 
     url = store_url_of(args)
     if url is None:
         return 2
-    out = stamped(Path(args.out)) if args.keep else Path(args.out)
+    given = Path(args.out)
+    named = kind_suffixed(given, url.startswith(POSTGRES_SCHEMES)) if args.keep else given
+    out = stamped(named) if args.keep else given
     if (refusal := replacing_refusal([out], args.force) or _no_file(out)) is not None:
         print(f"store backup: {refusal}", file=sys.stderr)
         return 2
-    if dead := dead_temporaries_removed(Path(args.out), bool(args.keep)):
+    if dead := sorted({*dead_temporaries_removed(given, bool(args.keep)),
+                       *dead_temporaries_removed(named, bool(args.keep))}):
         print(f"removed {len(dead)} temporary file(s) that killed backups left: "
               f"{', '.join(escape_controls(path.name) for path in dead)}")
     try:
@@ -74,7 +78,7 @@ def _backup(args: argparse.Namespace) -> int:
         return _exit_of(exc)
     print(f"backed up the {store_name(url)} to {out}: {contents.summary()}")
     print("\n".join(contents.kiosk_lines()))
-    if args.keep and (removed := rotated(Path(args.out), args.keep, out)):
+    if args.keep and (removed := rotated(given, args.keep, out)):
         print(f"removed {len(removed)} older backup(s) beyond the {args.keep} newest: "
               f"{', '.join(path.name for path in removed)}")
     return 0
@@ -197,8 +201,9 @@ def register(sub: Any) -> None:
     backup.add_argument("--force", action="store_true",
                         help="replace FILE when it is there")
     backup.add_argument("--keep", type=positive_int, metavar="N",
-                        help="write FILE's name with the time in it (NAME-TIME.SUFFIX), then "
-                        "remove the oldest of those beyond the N newest (the nightly timer's)")
+                        help="write FILE's name with the time in it (NAME-TIME.SUFFIX; a "
+                        "PostgreSQL store's NAME-TIME.dump), then remove the oldest of those "
+                        "beyond the N newest (the nightly timer's)")
     backup.set_defaults(handler=_backup)
     restore = sub.add_parser(
         "restore", help="put the store back from a backup (its workers and console stopped)")

@@ -315,6 +315,27 @@ def test_keep_writes_each_backup_under_its_time_and_removes_the_oldest_beyond_n(
     assert _ids(written[-1]) == _ids(store)
 
 
+
+def test_keep_rotates_a_sqlite_store_s_backups_by_time_with_a_dump_of_that_pattern_beside(
+        store: Path, tmp_path: Path) -> None:
+    """A SQLite store's backups keep --out's suffix and an existing folder of them rotates as
+    before (a PostgreSQL store's are named .dump); a .dump beside them is no SQLite store's
+    backup and is left."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    older = [folder / f"backoffice-2026110{day}T030000.000000Z.sqlite3" for day in (1, 2, 3)]
+    for path in older:
+        path.write_bytes(b"an earlier night's")
+    dump = folder / "backoffice-20261104T030000.000000Z.dump"
+    dump.write_bytes(b"PGDMP")
+    done = _cli("store", "backup", "--store", f"sqlite:///{store}",
+                "--out", str(folder / "backoffice.sqlite3"), "--keep", "2")
+    assert done.returncode == 0, done.stderr
+    (name,) = re.findall(r"to (\S+): ", done.stdout)
+    assert name.endswith(".sqlite3")
+    assert sorted(folder.iterdir()) == sorted([Path(name), older[-1], dump])
+
+
 def test_a_rename_refused_at_the_end_names_where_both_stores_are(
         store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backup = tmp_path / "b.sqlite3"
