@@ -7,9 +7,10 @@ enough); deletes commit with ``synchronous=NORMAL``, because losing a delete to 
 only means a duplicate later (the back office de-duplicates on ``measurement_id``), never a loss.
 The outbox is bounded by a row count and an age; what the policy drops is counted, persisted
 and reported in the device status. With ``keep_confirmed_s`` a confirmed result is not deleted
-but marked confirmed (appliance/transport/outbox_kept.py): kept for that long, never sent again on
-its own, sent again when the back office asks for what it confirmed since a time (a store
-restored from a backup), and the first to go when room is needed; it counts in no bound of the
+but marked confirmed (appliance/transport/outbox_kept.py): kept for that long from its first
+confirmation (a resend's ack does not start it anew), never sent again on its own, sent again
+when the back office asks for what it confirmed since a time (a store restored from a backup),
+and the first to go when room is needed; it counts in no bound of the
 waiting results and never pushes one out; where less than ``keep_free_bytes`` is free on its
 disk they all go (checked with the age limit, once a minute).
 When a commit is refused (disk full, I/O error) the results it held are counted as lost in

@@ -33,6 +33,10 @@ OUTBOX_SCHEMA = (  # the tables in creation order: their root pages follow it
 # ``migrate`` to the table ``OUTBOX_SCHEMA`` makes, so an outbox of an earlier release and a new
 # one hold the same schema, their tables on the same pages (appliance/transport/outbox_header.py)
 CONFIRMED_COLUMN = "confirmed_at_s"
+# when the back office first confirmed a row (the earliest of its acks' times; NULL: never). A
+# resend's ack confirms a row again but never moves this: the keeping window runs from it. Added
+# by ``migrate`` after ``CONFIRMED_COLUMN``, as that one is
+FIRST_CONFIRMED_COLUMN = "first_confirmed_at_s"
 
 
 class OutboxError(RuntimeError):
@@ -100,16 +104,28 @@ def stand_in() -> sqlite3.Connection:
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Give an outbox of an earlier release the column that marks a row confirmed, and the
-    index of the confirmed rows (so the minute's expiry and a resend read those only, not every
-    payload before the column). Each statement a transaction of its own: a kill leaves the file
-    as it was, or with the column and no index yet (made at the next opening); every row it
-    held waits, as it did."""
+    """Give an outbox of an earlier release the columns that mark a row confirmed, and the
+    indexes of the confirmed rows (so the minute's expiry and a resend read those only, not every
+    payload before the column). Each step a transaction of its own: a kill leaves the file as it
+    was, or with the first column and neither index yet (made at the next opening); every row it
+    held waits, as it did, and a row it kept keeps its window: its first confirmation is its
+    confirmation, written with the column in one transaction."""
     columns = {str(row[1]) for row in db.execute("PRAGMA table_info(outbox)")}
     if CONFIRMED_COLUMN not in columns:
         db.execute(f"ALTER TABLE outbox ADD COLUMN {CONFIRMED_COLUMN} REAL")
-    db.execute(f"CREATE INDEX IF NOT EXISTS outbox_{CONFIRMED_COLUMN} ON outbox "
-               f"({CONFIRMED_COLUMN}) WHERE {CONFIRMED_COLUMN} IS NOT NULL")
+    if FIRST_CONFIRMED_COLUMN not in columns:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {FIRST_CONFIRMED_COLUMN} REAL")
+            db.execute(f"UPDATE outbox SET {FIRST_CONFIRMED_COLUMN} = {CONFIRMED_COLUMN} "
+                       f"WHERE {CONFIRMED_COLUMN} IS NOT NULL")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    for column in (CONFIRMED_COLUMN, FIRST_CONFIRMED_COLUMN):
+        db.execute(f"CREATE INDEX IF NOT EXISTS outbox_{column} ON outbox ({column}) "
+                   f"WHERE {column} IS NOT NULL")
 
 
 def lost_tally(path: Path) -> LostTally | None:

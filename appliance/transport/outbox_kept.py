@@ -7,9 +7,12 @@ had lost for good what it confirmed since. With ``edge.keep_confirmed_h`` the ou
 a row (``confirmed_at_s``: the time of the back office's ack, by its clock, which the resend's
 time is on too; not this kiosk's clock, which may lag or jump) instead of deleting it: every
 read of what waits passes it by, the bounds of what waits (row count, age, the drop-oldest
-policy) neither count it nor take it, and it is deleted once it is older than the window, or as
-the oldest of more kept rows than the outbox's row limit, or all at once when the disk runs low
-(they are delivered; the room is for results that wait). ``reopen`` makes the rows confirmed
+policy) neither count it nor take it, and it is deleted once its window has passed, or as
+the first confirmed of more kept rows than the outbox's row limit, or all at once when the disk
+runs low (they are delivered; the room is for results that wait). The window runs from the
+row's first confirmation (``first_confirmed_at_s``, the earliest of its acks' times): a row sent
+again on request and confirmed again keeps it, so asking for a resend every window does not keep
+a kiosk's results (personal data) for good. ``reopen`` makes the rows confirmed
 since a time wait again, so the link sends them again (appliance/transport/resend.py says when);
 the back office stores each measurement id once. Each function runs in the caller's transaction
 (appliance/transport/outbox.py holds the lock).
@@ -19,36 +22,40 @@ from __future__ import annotations
 
 import sqlite3
 
-from appliance.transport.outbox_file import CONFIRMED_COLUMN
+from appliance.transport.outbox_file import CONFIRMED_COLUMN, FIRST_CONFIRMED_COLUMN
 
 _KEPT = f"{CONFIRMED_COLUMN} IS NOT NULL"
 
 
 def confirm(db: sqlite3.Connection, ids: list[tuple[str]], now_s: float | None) -> list[int]:
     """Mark the waiting rows of these measurement ids confirmed at ``now_s`` (None: delete
-    them, nothing kept); their seqs."""
+    them, nothing kept); their seqs. A row confirmed before (sent again on request) keeps the
+    earlier of its first confirmation and ``now_s`` as its first: its window does not start anew."""
     seqs: list[int] = []
     for (mid,) in ids:
         if now_s is None:
             rows = db.execute(f"DELETE FROM outbox WHERE measurement_id = ? AND NOT {_KEPT} "
                               "RETURNING seq", (mid,)).fetchall()
         else:
-            rows = db.execute(f"UPDATE outbox SET {CONFIRMED_COLUMN} = ? WHERE measurement_id = ? "
-                              f"AND NOT {_KEPT} RETURNING seq", (now_s, mid)).fetchall()
+            rows = db.execute(
+                f"UPDATE outbox SET {CONFIRMED_COLUMN} = ?1, {FIRST_CONFIRMED_COLUMN} = "
+                f"COALESCE(MIN({FIRST_CONFIRMED_COLUMN}, ?1), ?1) WHERE measurement_id = ?2 "
+                f"AND NOT {_KEPT} RETURNING seq", (now_s, mid)).fetchall()
         seqs += [int(row[0]) for row in rows]
     return seqs
 
 
 def trim(db: sqlite3.Connection, most: int) -> int:
-    """Delete the kept rows confirmed first beyond ``most``; how many went."""
+    """Delete the kept rows first confirmed first beyond ``most``; how many went."""
     return int(db.execute(
         f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE {_KEPT} "
-        f"ORDER BY {CONFIRMED_COLUMN} DESC LIMIT -1 OFFSET ?)", (most,)).rowcount)
+        f"ORDER BY {FIRST_CONFIRMED_COLUMN} DESC LIMIT -1 OFFSET ?)", (most,)).rowcount)
 
 
 def expire(db: sqlite3.Connection, before_s: float) -> int:
-    """Delete the kept rows confirmed before ``before_s``; how many went."""
-    return int(db.execute(f"DELETE FROM outbox WHERE {_KEPT} AND {CONFIRMED_COLUMN} < ?",
+    """Delete the kept rows first confirmed before ``before_s`` (their window has passed); how
+    many went."""
+    return int(db.execute(f"DELETE FROM outbox WHERE {FIRST_CONFIRMED_COLUMN} < ? AND {_KEPT}",
                           (before_s,)).rowcount)
 
 

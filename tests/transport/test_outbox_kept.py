@@ -123,3 +123,67 @@ def test_an_outbox_of_the_release_before_opens_with_every_row_waiting(tmp_path: 
               "sqlite_schema ORDER BY name")  # an index made since has its own root page
     assert sqlite3.connect(path).execute(schema).fetchall() == \
         sqlite3.connect(fresh).execute(schema).fetchall()  # migrated as a new one is made
+
+
+def test_a_resend_does_not_start_a_kept_result_s_window_anew(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", keep_confirmed_s=48 * HOUR_S)
+    [seq] = outbox.add_many(rows(1))
+    first_s = time.time()
+    outbox.remove_ids(["m0"], confirmed_at_s=first_s)
+    last_s = first_s
+    for asked_h in (20.0, 47.0):  # a login asking for a resend within every window
+        assert outbox.reopen_confirmed(last_s - 60) == [seq]  # by its latest ack's time
+        last_s = first_s + asked_h * HOUR_S
+        assert outbox.remove_ids(["m0"], confirmed_at_s=last_s) == [seq]
+    assert outbox.expire(now_s=first_s + 47.5 * HOUR_S) == 0
+    assert outbox.kept_confirmed() == 1
+    assert outbox.expire(now_s=first_s + 48.5 * HOUR_S) == 0  # 48 h from the FIRST ack
+    assert (outbox.kept_confirmed(), outbox.depth(), outbox.dropped()) == (0, 0, 0)
+    outbox.close()
+
+
+def test_an_earlier_ack_of_a_resent_result_moves_its_window_back(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", keep_confirmed_s=48 * HOUR_S)
+    outbox.add_many(rows(1))
+    first_s = time.time()
+    outbox.remove_ids(["m0"], confirmed_at_s=first_s)
+    outbox.reopen_confirmed(first_s)
+    outbox.remove_ids(["m0"], confirmed_at_s=first_s - HOUR_S)  # a worker whose clock lags
+    outbox.expire(now_s=first_s + 47.5 * HOUR_S)
+    assert outbox.kept_confirmed() == 0  # the earliest ack's window
+    outbox.close()
+
+
+def test_an_outbox_of_the_last_release_keeps_its_kept_results_windows(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    first_s = time.time()
+    old = sqlite3.connect(path, isolation_level=None)  # the schema the last release made
+    old.execute("PRAGMA journal_mode=WAL")
+    for statement in (
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, measurement_id TEXT NOT "
+        "NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, created_at_s REAL NOT NULL)",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO counters (name, value) VALUES ('dropped', 0)",
+        "CREATE INDEX outbox_measurement_id ON outbox (measurement_id)",
+        "ALTER TABLE outbox ADD COLUMN confirmed_at_s REAL",
+        "CREATE INDEX outbox_confirmed_at_s ON outbox (confirmed_at_s) WHERE confirmed_at_s "
+        "IS NOT NULL",
+    ):
+        old.execute(statement)
+    old.executemany("INSERT INTO outbox (measurement_id, topic, payload, created_at_s, "
+                    "confirmed_at_s) VALUES (?, 't/result', x'00', ?, ?)",
+                    [("m0", first_s, first_s), ("m1", first_s, None)])
+    old.close()
+    outbox = Outbox(path, keep_confirmed_s=48 * HOUR_S)
+    assert (ids(outbox), outbox.kept_confirmed()) == (["m1"], 1)
+    assert len(outbox.reopen_confirmed(first_s)) == 1
+    outbox.remove_ids(["m0"], confirmed_at_s=first_s + 47 * HOUR_S)
+    assert outbox.expire(now_s=first_s + 48.5 * HOUR_S) == 0
+    assert (ids(outbox), outbox.kept_confirmed()) == (["m1"], 0)  # its window ran from m0's ack
+    outbox.close()
+    fresh = tmp_path / "new.db"
+    Outbox(fresh).close()
+    schema = ("SELECT type, name, sql, CASE type WHEN 'table' THEN rootpage END FROM "
+              "sqlite_schema ORDER BY name")
+    assert sqlite3.connect(path).execute(schema).fetchall() == \
+        sqlite3.connect(fresh).execute(schema).fetchall()
