@@ -27,7 +27,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "appliance_edge_outbox_kept_confirmed": (
         "gauge", "Results the back office confirmed, kept to send again on request "
         "(edge.keep_confirmed_h)."),
-    "appliance_edge_outbox_oldest_age_seconds": ("gauge", "Age of the oldest unconfirmed result."),
+    "appliance_edge_outbox_oldest_age_seconds": (
+        "gauge", "Age of the oldest result never confirmed."),
     "appliance_edge_outbox_dropped": ("counter", "Results lost: policy, age, refused commits."),
     "appliance_edge_results_confirmed": ("counter", "Results the back office confirmed."),
     "appliance_edge_results_resent": ("counter", "Results sent again, unconfirmed in time."),

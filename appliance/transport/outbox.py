@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 OutboxPolicy = Literal["drop_oldest", "refuse_new"]
 KEEP_FREE_BYTES = 64 << 20  # room on the disk that kept confirmed results never take
 WAITING = f"{outbox_file.CONFIRMED_COLUMN} IS NULL"  # a row the back office has not confirmed
+NEVER_CONFIRMED = f"{WAITING} AND NOT {outbox_kept.ONCE_CONFIRMED}"  # nor ever did: it can be lost
 
 
 class Outbox:
@@ -235,13 +236,16 @@ class Outbox:
             raise OutboxWriteError(f"{self.probe_error}; could not {what}")
 
     def _drop_oldest_locked(self, count: int) -> int:
+        """Make room for ``count`` results: those waiting to be sent again go first, uncounted
+        (the back office confirmed them once), then the oldest never confirmed, counted lost."""
+        resent = outbox_kept.drop_resent(self._db, count)
         dropped = self._db.execute(
-            f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE {WAITING} "
+            f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE {NEVER_CONFIRMED} "
             "ORDER BY seq LIMIT ?)",
-            (count,),
-        ).rowcount
+            (count - resent,),
+        ).rowcount if count > resent else 0
         count_dropped(self._db, dropped)
-        return int(dropped)
+        return resent + int(dropped)
 
     @contextlib.contextmanager
     def _writing(self, synchronous: str, what: str) -> Iterator[None]:
@@ -383,11 +387,12 @@ class Outbox:
         return sorted(found, key=lambda message: message.seq)
 
     def oldest_age_s(self, now_s: float | None = None) -> float | None:
-        """Seconds since the oldest waiting message was committed (None: empty or unreadable)."""
+        """Seconds since the oldest waiting message the back office never confirmed was
+        committed, the one the age limit takes first (None: none, or unreadable)."""
         try:
             with self._lock, self._reading("read the oldest result's age"):
                 row = self._db.execute(
-                    f"SELECT MIN(created_at_s) FROM outbox WHERE {WAITING}").fetchone()
+                    f"SELECT MIN(created_at_s) FROM outbox WHERE {NEVER_CONFIRMED}").fetchone()
         except OutboxError:
             return None
         if row is None or row[0] is None:
@@ -396,7 +401,9 @@ class Outbox:
 
     def expire(self, now_s: float | None = None) -> int:
         """Drop messages older than ``max_age_s`` (counted as dropped); returns how many.
-        Kept confirmed results past ``keep_confirmed_s`` go too (not counted: delivered)."""
+        Kept confirmed results past ``keep_confirmed_s`` go too (not counted: delivered), and so
+        do those waiting to be sent again on request: no age limit takes them, their window
+        does (from their first confirmation), uncounted."""
         now = wallclock.clock_now()
         base_s = now[0] if now_s is None else now_s
         cutoff_s = base_s - self.max_age_s
@@ -404,13 +411,15 @@ class Outbox:
             with self._writing("FULL", "expire old results"):
                 self._follow_clock_jump_locked(now)
                 removed = self._db.execute(
-                    f"DELETE FROM outbox WHERE created_at_s < ? AND {WAITING}", (cutoff_s,)
+                    f"DELETE FROM outbox WHERE created_at_s < ? AND {NEVER_CONFIRMED}",
+                    (cutoff_s,),
                 ).rowcount
                 if removed:
                     count_dropped(self._db, removed)
+                resent = outbox_kept.expire_resent(self._db, base_s - self.keep_confirmed_s)
                 aged = outbox_kept.expire(self._db, base_s - self.keep_confirmed_s)
                 aged += self._make_room_locked(self._kept - aged)
-            self._depth -= removed
+            self._depth -= removed + resent
             self._kept -= aged
             self._record_mark_locked()
             self._clock.seen(now)

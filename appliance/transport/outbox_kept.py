@@ -16,6 +16,10 @@ a kiosk's results (personal data) for good. ``reopen`` makes the rows confirmed
 since a time wait again, so the link sends them again (appliance/transport/resend.py says when);
 the back office stores each measurement id once. Each function runs in the caller's transaction
 (appliance/transport/outbox.py holds the lock).
+
+A row sent again on request waits as a new one does, but the back office confirmed it once, so
+it is never counted lost: no age limit takes it (the window does, uncounted, as a kept one), and
+where the drop-oldest policy needs room such rows go first, uncounted (``ONCE_CONFIRMED``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sqlite3
 from appliance.transport.outbox_file import CONFIRMED_COLUMN, FIRST_CONFIRMED_COLUMN
 
 _KEPT = f"{CONFIRMED_COLUMN} IS NOT NULL"
+ONCE_CONFIRMED = f"{FIRST_CONFIRMED_COLUMN} IS NOT NULL"  # kept, or sent again on request
 
 
 def confirm(db: sqlite3.Connection, ids: list[tuple[str]], now_s: float | None) -> list[int]:
@@ -57,6 +62,22 @@ def expire(db: sqlite3.Connection, before_s: float) -> int:
     many went."""
     return int(db.execute(f"DELETE FROM outbox WHERE {FIRST_CONFIRMED_COLUMN} < ? AND {_KEPT}",
                           (before_s,)).rowcount)
+
+
+def expire_resent(db: sqlite3.Connection, before_s: float) -> int:
+    """Delete the rows waiting to be sent again whose window (from their first confirmation)
+    passed before ``before_s``: delivered once, so not lost; how many went."""
+    return int(db.execute(f"DELETE FROM outbox WHERE {FIRST_CONFIRMED_COLUMN} < ? AND NOT "
+                          f"{_KEPT}", (before_s,)).rowcount)
+
+
+def drop_resent(db: sqlite3.Connection, most: int) -> int:
+    """Delete at most ``most`` of the rows waiting to be sent again, oldest first (room for
+    results never delivered, which the drop-oldest policy would drop and count lost); how many
+    went."""
+    return int(db.execute(
+        f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE {ONCE_CONFIRMED} AND "
+        f"NOT {_KEPT} ORDER BY seq LIMIT ?)", (most,)).rowcount)
 
 
 def free(db: sqlite3.Connection) -> int:

@@ -187,3 +187,30 @@ def test_an_outbox_of_the_last_release_keeps_its_kept_results_windows(tmp_path: 
               "sqlite_schema ORDER BY name")
     assert sqlite3.connect(path).execute(schema).fetchall() == \
         sqlite3.connect(fresh).execute(schema).fetchall()
+
+
+def test_a_resent_result_past_the_age_limit_is_never_counted_lost(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_age_s=720 * HOUR_S, keep_confirmed_s=48 * HOUR_S)
+    made_s = time.time()
+    outbox.add_many(rows(2))  # m1 is never confirmed: the age limit takes it, counted
+    outbox.remove_ids(["m0"], confirmed_at_s=made_s + 700 * HOUR_S)  # waited 700 h, confirmed
+    assert len(outbox.reopen_confirmed(made_s + 699 * HOUR_S)) == 1  # a restore asks for it
+    assert outbox.expire(now_s=made_s + 721 * HOUR_S) == 1
+    assert (ids(outbox), outbox.depth(), outbox.dropped()) == (["m0"], 1, 1)  # m1's loss only
+    assert outbox.oldest_age_s(now_s=made_s + 721 * HOUR_S) is None  # no result can age out
+    assert outbox.expire(now_s=made_s + 749 * HOUR_S) == 0  # its window passed: delivered once
+    assert (ids(outbox), outbox.depth(), outbox.kept_confirmed(), outbox.dropped()) == \
+        ([], 0, 0, 1)
+    outbox.close()
+
+
+def test_room_for_a_new_result_is_made_first_from_resent_ones_uncounted(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_rows=3, keep_confirmed_s=48 * HOUR_S)
+    outbox.add_many(rows(3))
+    outbox.remove_ids(["m1"])
+    outbox.reopen_confirmed(0.0)
+    outbox.add_many(rows(1, start=3))  # one too many: m1, delivered once, makes the room
+    assert (ids(outbox), outbox.depth(), outbox.dropped()) == (["m0", "m2", "m3"], 3, 0)
+    outbox.add_many(rows(1, start=4))  # then the oldest never confirmed, counted lost
+    assert (ids(outbox), outbox.depth(), outbox.dropped()) == (["m2", "m3", "m4"], 3, 1)
+    outbox.close()
