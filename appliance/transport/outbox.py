@@ -141,6 +141,8 @@ class Outbox:
             self._require_made_locked("commit results")
             overflow = self._depth + len(messages) - self.max_rows
             if overflow > 0 and self.policy == "refuse_new":
+                overflow -= self._drop_resent_locked(overflow)
+            if overflow > 0 and self.policy == "refuse_new":
                 count_dropped(self._db, len(messages))
                 raise OutboxFullError(
                     f"{self.path}: outbox holds {self._depth} of {self.max_rows} results and its "
@@ -234,6 +236,19 @@ class Outbox:
         """OutboxWriteError when the outbox file is not made yet (nor can be now)."""
         if not self._made_locked():
             raise OutboxWriteError(f"{self.probe_error}; could not {what}")
+
+    def _drop_resent_locked(self, count: int) -> int:
+        """Make room for ``count`` new results from those waiting to be sent again (the back
+        office confirmed them once), uncounted, before a ``refuse_new`` outbox refuses any; how
+        many went. Only a write where there are some: a full outbox on a full disk is refused as
+        full, as before."""
+        with self._reading("read results sent again"):
+            if not outbox_kept.any_resent(self._db):
+                return 0
+        with self._writing("NORMAL", "make room from results sent again"):
+            resent = outbox_kept.drop_resent(self._db, count)
+        self._depth -= resent
+        return resent
 
     def _drop_oldest_locked(self, count: int) -> int:
         """Make room for ``count`` results: those waiting to be sent again go first, uncounted

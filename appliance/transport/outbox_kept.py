@@ -80,6 +80,12 @@ def drop_resent(db: sqlite3.Connection, most: int) -> int:
         f"NOT {_KEPT} ORDER BY seq LIMIT ?)", (most,)).rowcount)
 
 
+def any_resent(db: sqlite3.Connection) -> bool:
+    """Whether any row waits to be sent again on request (an index read)."""
+    return db.execute(f"SELECT 1 FROM outbox WHERE {ONCE_CONFIRMED} AND NOT {_KEPT} "
+                      "LIMIT 1").fetchone() is not None
+
+
 def free(db: sqlite3.Connection) -> int:
     """Delete every kept row (room for waiting results on a disk running low); how many went."""
     return int(db.execute(f"DELETE FROM outbox WHERE {_KEPT}").rowcount)

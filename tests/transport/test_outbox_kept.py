@@ -214,3 +214,14 @@ def test_room_for_a_new_result_is_made_first_from_resent_ones_uncounted(tmp_path
     outbox.add_many(rows(1, start=4))  # then the oldest never confirmed, counted lost
     assert (ids(outbox), outbox.depth(), outbox.dropped()) == (["m2", "m3", "m4"], 3, 1)
     outbox.close()
+
+
+def test_a_refuse_new_outbox_makes_room_from_resent_ones_before_refusing(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db", max_rows=3, policy="refuse_new",
+                    keep_confirmed_s=48 * HOUR_S)
+    outbox.add_many(rows(3))
+    outbox.remove_ids(["m1"])
+    outbox.reopen_confirmed(0.0)
+    outbox.add_many(rows(1, start=3))  # taken: m1, delivered once, makes the room
+    assert (ids(outbox), outbox.depth(), outbox.dropped()) == (["m0", "m2", "m3"], 3, 0)
+    outbox.close()
