@@ -52,6 +52,14 @@ def _cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str
                           text=True, cwd=REPO, env=env, check=False)
 
 
+def _backed_up(live: str, tmp_path: Path, results: int) -> Path:
+    """``results`` results of kiosk-1 stored in ``live``, then backed up: the archive."""
+    store_with_results(live, {"kiosk-1": results}, "2026-12-01T10:00:00.000000Z")
+    archive = tmp_path / "store.dump"
+    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    return archive
+
+
 def _ids(url: str) -> set[str]:
     store = open_existing_store(url)
     try:
@@ -80,9 +88,7 @@ def test_a_pg_dump_backup_restores_into_a_new_database_and_says_what_it_holds(
 def test_pg_restore_refuses_a_database_in_use_one_with_results_and_a_damaged_archive(
         databases: tuple[str, str], tmp_path: Path) -> None:
     live, new = databases
-    store_with_results(live, {"kiosk-1": 2}, "2026-12-01T10:00:00.000000Z")
-    archive = tmp_path / "store.dump"
-    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    archive = _backed_up(live, tmp_path, 2)
     newer = store_with_results(new, {"kiosk-9": 1}, "2026-12-05T08:00:00.000000Z")
     running = open_store(new)  # as a worker holds it
     try:
@@ -422,9 +428,7 @@ def test_rows_that_end_early_and_carry_sql_after_are_refused_not_run_nor_cut_sho
 def test_a_login_without_create_on_its_database_is_refused_naming_the_grant(
         databases: tuple[str, str], tmp_path: Path) -> None:
     live, new = databases
-    store_with_results(live, {"kiosk-1": 2}, "2026-12-01T10:00:00.000000Z")
-    archive = tmp_path / "store.dump"
-    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    archive = _backed_up(live, tmp_path, 2)
     database = new.rsplit("/", 1)[1]
     login = f"backup_nocreate_{uuid.uuid4().hex[:10]}"
     _admin(f"CREATE ROLE {login} LOGIN")
@@ -452,9 +456,7 @@ def test_a_login_without_create_on_its_database_is_refused_naming_the_grant(
 def test_a_restore_over_results_says_they_are_dropped_with_no_copy_kept(
         databases: tuple[str, str], tmp_path: Path) -> None:
     live, new = databases
-    store_with_results(live, {"kiosk-1": 2}, "2026-12-01T10:00:00.000000Z")
-    archive = tmp_path / "store.dump"
-    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    archive = _backed_up(live, tmp_path, 2)
     store_with_results(new, {"kiosk-9": 3}, "2026-12-05T08:00:00.000000Z")
     done = _cli("store", "restore", str(archive), "--store", new)
     assert done.returncode == 2
@@ -471,9 +473,7 @@ def test_a_restore_over_results_says_they_are_dropped_with_no_copy_kept(
 def test_a_restore_says_to_add_again_the_console_users_and_tokens_made_since(
         databases: tuple[str, str], tmp_path: Path) -> None:
     live, _new = databases
-    store_with_results(live, {"kiosk-1": 1}, "2026-12-01T10:00:00.000000Z")
-    archive = tmp_path / "store.dump"
-    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    archive = _backed_up(live, tmp_path, 1)
     password = tmp_path / "password"
     password.write_text("a-password-of-length\n")
     done = _cli("console", "user", "add", "alice", "--store", live, "--password-file",
@@ -490,9 +490,7 @@ def test_a_restore_says_to_add_again_the_console_users_and_tokens_made_since(
 def test_a_restore_refused_for_sessions_connected_names_the_program_holding_each(
         databases: tuple[str, str], tmp_path: Path) -> None:
     live, new = databases
-    store_with_results(live, {"kiosk-1": 1}, "2026-12-01T10:00:00.000000Z")
-    archive = tmp_path / "store.dump"
-    assert _cli("store", "backup", "--store", live, "--out", str(archive)).returncode == 0
+    archive = _backed_up(live, tmp_path, 1)
     running = open_store(new)  # as a worker holds it: its session is named by its program
     try:
         done = _cli("store", "restore", str(archive), "--store", new, "--force")
