@@ -57,10 +57,10 @@ class Kiosk:
     def start(self) -> threading.Thread:
         remove_ids = self.daemon.outbox.remove_ids
 
-        def recording(ids: Any) -> list[int]:
+        def recording(ids: Any, **options: Any) -> list[int]:
             ids = list(ids)
             self.acked.update(ids)
-            return remove_ids(ids)
+            return remove_ids(ids, **options)
 
         self.daemon.outbox.remove_ids = recording  # type: ignore[method-assign]
         thread = threading.Thread(target=lambda: self.codes.append(self.daemon.run()),
