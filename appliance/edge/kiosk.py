@@ -73,8 +73,10 @@ class KioskDisplay:
             self.server = ScreenServer(self.settings.port, self.state, self.preview, self.folder,
                                        self.settings.preview_fps)
         except OSError as exc:
-            log.error("kiosk screen not served: cannot listen on 127.0.0.1:%d: %s",
-                      self.settings.port, exc)
+            log.error("kiosk screen not served: cannot listen on 127.0.0.1:%d: %s; stop what "
+                      "uses it or set screen.port (in the config, or for one run "
+                      "APPLIANCE__SCREEN__PORT=%d); the kiosk measures and sends without it",
+                      self.settings.port, exc, _another_port(self.settings.port))
             return
         server = self.server
         self._threads = [threading.Thread(target=server.serve_forever, args=(0.25,),
@@ -98,3 +100,9 @@ class KioskDisplay:
         self.server.server_close()
         for thread in self._threads:
             thread.join(2.0)
+
+
+def _another_port(port: int) -> int:
+    """A port to name in place of ``port`` in the hint (the next one, or the one before)."""
+    return port + 1 if port < 65535 else port - 1
+
