@@ -12,6 +12,7 @@ written (a config, a file that is no backup, a store in use, a store with result
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,9 +34,11 @@ RESEND_MARGIN = timedelta(minutes=15)
 EPOCH = "1970-01-01T00:00:00Z"
 
 
-def resend_line(newest_received_at: str | None) -> str:
+def resend_line(newest_received_at: str | None, config: str | None) -> str:
     """The command that has the kiosks send again what the back office confirmed after the
-    backup (each kiosk keeps it edge.keep_confirmed_h), from the backup's newest receipt."""
+    backup (each kiosk keeps it edge.keep_confirmed_h), from the backup's newest receipt, with
+    ``config``, the ``--config`` the restore read (its broker is the back office's; None: the
+    restore read ./config.yaml or the built-in defaults, as the resend run there does)."""
     since = EPOCH
     if newest_received_at is not None:
         moment = datetime.fromisoformat(newest_received_at.replace("Z", "+00:00"))
@@ -45,7 +48,8 @@ def resend_line(newest_received_at: str | None) -> str:
             "after the backup (each kiosk keeps it edge.keep_confirmed_h, 48 h by default; the "
             "store keeps each result once), under the broker's rollout login: "
             "APPLIANCE__MQTT__USERNAME=rollout APPLIANCE_MQTT_PASSWORD=$(cat rollout.password) "
-            f"appliance fleet resend --since {since} --config /etc/appliance/backoffice.yaml")
+            f"appliance fleet resend --since {since}"
+            + (f" --config {shlex.quote(config)}" if config is not None else ""))
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -117,7 +121,7 @@ def _restore(args: argparse.Namespace) -> int:
     if url is None:
         return 2
     try:
-        lines = _restored(url, Path(args.backup), args.force)
+        lines = _restored(url, Path(args.backup), args.force, args.config)
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
@@ -125,7 +129,7 @@ def _restore(args: argparse.Namespace) -> int:
     if other is not None:
         lines[-1] = (f"If this store only checks the backup, the kiosks need not send anything "
                      f"again (the config here names another store, {other}); if the back office "
-                     f"runs on it: {lines[-1]}")
+                     f"runs on it: {lines[-1][0].lower()}{lines[-1][1:]}")
     print("\n".join(lines))
     return 0
 
@@ -148,8 +152,9 @@ def _configured_elsewhere(args: argparse.Namespace, url: str) -> str | None:
     return None if configured == url else store_name(configured)
 
 
-def _restored(url: str, backup: Path, force: bool) -> list[str]:
-    """Restore ``backup`` into the store of ``url``; the lines that say what it holds now."""
+def _restored(url: str, backup: Path, force: bool, config: str | None) -> list[str]:
+    """Restore ``backup`` into the store of ``url``; the lines that say what it holds now, the
+    last the fleet resend to run with ``config`` (the restore's ``--config``)."""
     from appliance.backoffice.store_backup import sqlite_store_path  # noqa: PLC0415
     from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
 
@@ -172,7 +177,7 @@ def _restored(url: str, backup: Path, force: bool) -> list[str]:
                 f"{done.backup.schema_version}){aside}")
         cleaned = _leftovers_line(done.leftovers_removed)
     return [*cleaned, f"{head}. It holds {contents.summary()}", *contents.kiosk_lines(),
-            f"Note: {LOSS_NOTE}", resend_line(contents.newest_received_at)]
+            f"Note: {LOSS_NOTE}", resend_line(contents.newest_received_at, config)]
 
 
 def _leftovers_line(removed: list[Path]) -> list[str]:

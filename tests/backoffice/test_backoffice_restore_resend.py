@@ -77,7 +77,7 @@ def lose_and_restore(broker: PrivateBroker, tmp_path: Path, store_path: Path,
     done = cli(broker, tmp_path, "store", "restore", str(backup), "--store",
                f"sqlite:///{store_path}")
     assert done.returncode == 0, done.stderr
-    found = re.search(r"appliance fleet resend --since (\S+) --config", done.stdout)
+    found = re.search(r"appliance fleet resend --since (\S+)", done.stdout)
     assert found, done.stdout
     return found.group(1)
 

@@ -787,3 +787,21 @@ def test_the_fleet_resend_is_asked_for_the_config_s_store_and_a_check_aside_is_t
     assert own.returncode == 0, own.stderr
     assert "need not send" not in own.stdout
     assert "appliance fleet resend --since 2026-12-01T09:45:00Z " in own.stdout
+
+
+def test_the_fleet_resend_a_restore_prints_names_the_config_the_restore_read(
+        tmp_path: Path, store: Path) -> None:
+    """Before, it named --config /etc/appliance/backoffice.yaml whatever the restore read, so on
+    any other host (the demo's store, a config elsewhere) the line copied as printed said
+    "config file not found"."""
+    out = tmp_path / "b.sqlite3"
+    assert _cli("store", "backup", "--store", f"sqlite:///{store}", "--out", str(out)
+                ).returncode == 0
+    config = tmp_path / "my config.yaml"
+    config.write_text(f"store:\n  url: sqlite:///{store}\n")
+    done = _cli("store", "restore", str(out), "--config", str(config), "--force")
+    assert done.returncode == 0, done.stderr
+    resend = done.stdout.strip().splitlines()[-1]
+    assert resend.endswith(
+        f"appliance fleet resend --since 2026-12-01T09:45:00Z --config '{config}'")
+    assert "/etc/appliance" not in done.stdout
