@@ -79,8 +79,8 @@ def _throwaway_refusal(args: argparse.Namespace) -> str | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from appliance.backoffice.service import stop_on_signals  # noqa: PLC0415  (fast start)
-    from appliance.config import ConfigError  # noqa: PLC0415
+    from appliance.config import ConfigError  # noqa: PLC0415  (fast start)
+    from appliance.interrupts import stop_on_signals  # noqa: PLC0415
 
     if refusal := _count_refusal(args) or _throwaway_refusal(args):  # before anything starts
         print(refusal, file=sys.stderr)
@@ -99,7 +99,8 @@ def _demo(args: argparse.Namespace) -> int:
     stop, received = threading.Event(), list[int]()
     # SIGHUP (its terminal closed) stops it too: its default action ended the demo where it
     # stood, its mosquitto and edges (which take SIGHUP as "read the config again") orphaned
-    with _backoffice_log_at_warnings(unless=args.verbose), stop_on_signals(stop, received):
+    with (_backoffice_log_at_warnings(unless=args.verbose),
+          stop_on_signals(stop, logging.getLogger("appliance.backoffice.service"), received)):
         return _run_until_stopped(args, store_url, stop, received)
 
 
@@ -122,8 +123,9 @@ def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
                        stop: threading.Event, received: list[int]) -> int:
     """The demo on ``store_url`` (None: a throw-away store), holding the store's demo lock
     (which keeps a second demo off it), until it ends or ``stop`` is set (by a signal, whose
-    number is in ``received``); the command's exit code."""
-    from appliance.backoffice.demo import EXIT_INTERRUPTED, run_demo  # noqa: PLC0415
+    number is in ``received``); the command's exit code. The lock is taken before the demo's
+    back office, edges and generators are loaded (seconds on a busy machine): a second demo is
+    refused at once."""
     from appliance.backoffice.demolock import DemoLockError, demo_lock  # noqa: PLC0415 (psycopg)
     from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
@@ -134,6 +136,8 @@ def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
         return 128 + received[0] if received else 130
     try:
         with nullcontext() if store_url is None else demo_lock(store_url):
+            from appliance.backoffice.demo import EXIT_INTERRUPTED, run_demo  # noqa: PLC0415
+
             code = run_demo(args.devices, args.count, args.timeout_s, stop=stop,
                             store_url=store_url, store_option=_store_option(args))
     except DemoLockError as exc:  # another demo runs on the store: refused before it starts

@@ -265,6 +265,30 @@ def test_a_second_demo_on_the_same_store_is_refused_while_the_first_runs(
         os.kill(int(pid_file.read_text()), 0)
 
 
+def test_a_second_demo_is_refused_before_it_loads_the_demo_s_system(tmp_path: Path) -> None:
+    """README: a second demo on a store "is refused at once". It took the store's lock only
+    after importing the back office, the edges' launcher and the skin generators: 10 s of
+    imports on a busy 2-core machine before the refusal (docs/experiments/README.md,
+    "stranger", 2026-12-07). What a refused one loaded is read from ``-X importtime``."""
+    store = tmp_path / "state" / "backoffice.sqlite3"
+    store.parent.mkdir()
+    url = f"sqlite:///{store}"
+    repo = Path(__file__).resolve().parents[2]
+    with demolock.demo_lock(url):
+        refused = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "appliance", "demo", "--store", url],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
+            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert refused.returncode == 2, refused.stderr
+    assert f"another demo (pid {os.getpid()}) runs on this store now" in refused.stderr
+    loaded = {line.split("|")[-1].strip() for line in refused.stderr.splitlines()
+              if line.startswith("import time:")}
+    assert "appliance.backoffice.demolock" in loaded  # what the refusal came from
+    assert not loaded & {"appliance.backoffice.demo", "appliance.backoffice.service",
+                         "appliance.backoffice.ingest", "appliance.synthetic.skin"}
+    assert not (tmp_path / "state" / "backoffice.sqlite3").exists()
+
+
 def test_a_demo_runs_after_one_killed_with_sigkill_on_the_same_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
