@@ -12,7 +12,6 @@ temporary folder is removed.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from appliance.diskspace import full_disk_hint
 from appliance.edge.grade_margin import between_words, grade_between
 from appliance.edge.reasons import grade_withheld
 from appliance.outfile import replacing_refusal
+from appliance.shellname import shell_command
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.transport.broker import PrivateBroker, free_port
 from appliance.transport.payloads import Result
@@ -276,17 +276,6 @@ def _replacing(what: str, files: list[Path], note: str = "") -> str:
     if replacing_refusal(files, force=False) is None:
         return f" ({note})" if note else ""
     return f" --force (replaces the {what} here{'; ' if note else ''}{note})"
-
-
-def shell_command() -> str:
-    """How the user's shell calls this program: ``appliance`` where that finds this very one,
-    else its path (after ``./dev demo`` it is ``.venv/bin/appliance``, which no shell's PATH
-    holds), relative to the working folder when inside it."""
-    mine = Path(sys.executable).parent / "appliance"  # the venv's python, not where it links
-    found = shutil.which("appliance")
-    if not mine.exists() or (found is not None and Path(found).resolve() == mine.resolve()):
-        return "appliance"
-    return os.path.relpath(mine) if mine.is_relative_to(Path.cwd()) else str(mine)
 
 
 def _backoffice(

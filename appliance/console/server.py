@@ -53,6 +53,7 @@ from appliance.config.mqtt import this_host
 from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool, anyone_can_log_in
 from appliance.httpbounds import Refusals, Tally
+from appliance.shellname import shell_command
 
 log = logging.getLogger(__name__)
 # a console request (headers, and a form of at most 4 KiB) takes well under a second to send
@@ -309,7 +310,8 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
     except OSError as exc:
         print(f"console: cannot listen on {settings.bind}:{settings.port}: "
               f"{exc.strerror or exc}; stop what uses it or set console.bind / console.port "
-              "(in the config, or for one run APPLIANCE__CONSOLE__PORT=8081 appliance console)",
+              f"(in the config, or for one run APPLIANCE__CONSOLE__PORT=8081 {shell_command()} "
+              "console)",
               file=sys.stderr)
         return 2
     with listener:
@@ -320,7 +322,8 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
                   f"{pathology_results.resolve()})", flush=True)
             if not anyone_can_log_in(pool):
                 print("console: no user can log in yet; add one (this console takes it at "
-                      f"once): appliance console user add NAME --role operator{store_option}",
+                      f"once): {shell_command()} console user add NAME --role operator"
+                      f"{store_option}",
                       flush=True)
             serve_until_stopped(make_server(settings, pool, pathology_results), listener,
                                 stop or threading.Event(), received)

@@ -161,6 +161,8 @@ def test_console_on_a_taken_port_says_so_and_exits_2(
 ) -> None:
     """It names the variable that moves the console for one run: a newcomer in the repository
     would otherwise edit the shipped config.yaml, and one without a config has none to edit."""
+    # a shell that finds this program as `appliance` (the venv activated)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:/usr/bin:/bin")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -198,6 +200,8 @@ def test_a_console_nobody_can_log_in_to_says_how_to_add_a_user(
     reached a login form no name and password opened. Now it names the command that adds one,
     with the store it serves; a store with a user that can log in gets no such line."""
     _console_that_stops_at_once(monkeypatch)
+    # a shell that finds this program as `appliance` (the venv activated)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:/usr/bin:/bin")
     url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
     assert main(["console", "--store", url]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
@@ -210,6 +214,31 @@ def test_a_console_nobody_can_log_in_to_says_how_to_add_a_user(
     capsys.readouterr()
     assert main(["console", "--store", url]) == 0
     assert "no user can log in" not in capsys.readouterr().out
+
+
+def test_the_console_s_hints_call_this_program_as_the_shell_finds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ./dev demo, whose next steps say `.venv/bin/appliance console`, the console said
+    to run `appliance console user add ...` and `... appliance console`, which a shell without
+    the venv on its PATH does not find ("appliance: command not found")."""
+    script = Path(sys.executable).parent / "appliance"  # ./dev demo runs .venv/bin/appliance
+    assert script.exists()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a fresh shell: the venv is not on it
+    monkeypatch.chdir(script.parent.parent.parent)
+    shown = os.path.relpath(script)
+    _console_that_stops_at_once(monkeypatch)
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    assert main(["console", "--store", url]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(
+        f"(this console takes it at once): {shown} console user add NAME --role operator "
+        f"--store {url}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("APPLIANCE__CONSOLE__PORT", str(taken.getsockname()[1]))
+        assert main(["console", "--store", url]) == 2
+    assert f"APPLIANCE__CONSOLE__PORT=8081 {shown} console)" in capsys.readouterr().err
 
 
 def test_a_console_bound_for_others_without_a_tls_proxy_is_refused_unless_allowed(
