@@ -44,7 +44,7 @@ def request_body(since: str) -> bytes:
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     body = json.dumps({"since": moment.astimezone(UTC).isoformat().replace("+00:00", "Z")})
     try:
-        parse_request(body.encode(), time.time())  # what each kiosk checks
+        parse_request(body.encode(), time.time())  # as a kiosk checks it, and not ahead of us
     except ResendRequestError as exc:
         raise ValueError(f"--since {since[:80]!r}: {exc}") from exc
     return body.encode()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from appliance.logsafe import LineBudget, shorten
 
@@ -61,7 +61,9 @@ def parse_request(raw: bytes, now_s: float | None) -> float:
         raise ResendRequestError(f"since {shown} is not in UTC")
     since_s = moment.timestamp()
     if now_s is not None and since_s > now_s + MAX_AHEAD_S:
-        raise ResendRequestError(f"since {text} is in the future by this kiosk's clock")
+        now = datetime.fromtimestamp(now_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise ResendRequestError(f"since {text} is in the future by this host's clock "
+                                 f"(now {now}): nothing was confirmed after it yet")
     return since_s
 
 

@@ -110,3 +110,18 @@ def test_a_request_reopens_only_what_was_confirmed_at_or_after_its_time(tmp_path
     assert [m.measurement_id for m in outbox.pending()] == ["late"]
     assert outbox.kept_confirmed() == 5
     outbox.close()
+
+
+def test_fleet_resend_s_time_ahead_is_said_by_the_clock_it_was_checked_on() -> None:
+    """`fleet resend --since` a time ahead said "is in the future by this kiosk's clock", run on
+    the back office's host; only that host's clock checks it (a kiosk checks no time ahead)."""
+    from appliance.backoffice.fleet_resend import request_body
+
+    ahead = iso(time.time() + 3600)
+    with pytest.raises(ValueError, match="in the future") as refused:
+        request_body(ahead)
+    said = str(refused.value)
+    assert said.startswith(f"--since '{ahead}': since {ahead} is in the future by this host's "
+                           "clock (now ")
+    assert "kiosk" not in said
+    assert parse_request(request(ahead), None) > time.time()  # a kiosk takes it
