@@ -76,13 +76,32 @@ def positive_int(text: str) -> int:
 def device_id(text: str) -> str:
     """An argparse type: a device id as kiosks have them (the result payload's pattern), so an
     argument no store could match (bytes the locale cannot decode) is refused as such."""
-    from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
+    from appliance.transport.payloads import MAX_IDENTIFIER_CHARS
 
-    if len(text) > MAX_IDENTIFIER_CHARS or re.fullmatch(IDENTIFIER_PATTERN, text) is None:
+    if not _is_device_id(text):
         raise argparse.ArgumentTypeError(
             f"{text!r}: not a device id (letters, digits, '.', '_' and '-', starting with a "
             f"letter or digit, at most {MAX_IDENTIFIER_CHARS} characters)")
     return text
+
+
+def _is_device_id(text: str) -> bool:
+    """Whether ``text`` is an id as kiosks have them (the result payload's pattern)."""
+    from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
+
+    return len(text) <= MAX_IDENTIFIER_CHARS and re.fullmatch(IDENTIFIER_PATTERN, text) is not None
+
+
+def device_alone(text: str) -> str:
+    """An argparse type: ``device_id``, where SITE/DEVICE (as ``fleet resend --device`` and
+    ``models status --history`` take a kiosk) is refused naming the id alone, which is what
+    results are selected by."""
+    site, slash, device = text.partition("/")
+    if slash and _is_device_id(site) and _is_device_id(device):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the device id alone, without its site: --device {device} "
+            "(results are selected by device id, whatever their site)")
+    return device_id(text)
 
 
 def load_or_report(args: argparse.Namespace) -> Config | None:
@@ -346,7 +365,8 @@ def _register_results(root: Any) -> None:
     export = sub.add_parser("export", help="write stored results to csv, jsonl or parquet")
     for parser in (query, export):
         add_store_options(parser)
-        parser.add_argument("--device", type=device_id, help="only this device id")
+        parser.add_argument("--device", type=device_alone,
+                            help="only this device id (without its site)")
         parser.add_argument("--since", metavar="TIME", help="only results captured at or after "
                             "this time, as the back office places each capture (not by a "
                             "kiosk's clock): ISO date or date-time, UTC unless it says "
