@@ -25,6 +25,14 @@ Method (on the valley response of ``texture``, at the canonical 20 µm/px):
    fixed share, or the frame's own split between the dips of its hill tops and its faint
    furrows where its split borders fall clearly into those two groups: how much of a faint
    furrow clears ``FURROW_LEVEL`` depends on the frame's contrast, blur and noise.
+   A border on a furrow all along is still no furrow where it is shallow against the frame's
+   own furrows, its median valley response under ``MIN_SPLIT_DEPTH`` of the median on all the
+   cells' borders (``border_depth``), in a frame that holds many such borders
+   (``SHALLOW_SPLITS_PER_1000``). Under a strongly oblique light the shaded sides of the
+   micro-relief on a hill read as valleys above ``FURROW_LEVEL`` and cut it into cores whose
+   borders lie on them, shallow against the furrows the same light deepens; a faint furrow
+   among deep ones is shallow too, but such are few (docs/experiments/README.md "oblique",
+   "relief").
 5. Hairs: a hair lying across a hill covers a strip of it with valley response, so the hill
    reads as two regions, one each side. The hair is found by its colour (``hair_mask``: a
    strand whose blue falls against its red, as melanin absorbs, where furrows and pores are
@@ -64,6 +72,21 @@ MIN_CORE_AREA_UM2 = 3000.0  # a smaller core is a dome's facet, not a hill of it
 GROWTH_LEVELS = (0.025, 0.05, 0.1, 0.2)
 GROWTH_STEPS_PER_LEVEL = 3  # 4 read as a standstill does (5-13); 3: speed (docs/measurement.md)
 FURROW_LEVEL = 0.03  # a border pixel lies on a furrow when its valley response is above this
+# A split border's median valley response over the median on all the cells' borders (step 4):
+# under this, no furrow. Chosen on the project's generator (wide preset, seeds 11 and 12, drawn
+# and strongly oblique light) and blind3 development seed 32 among 0.25-0.4: at 0.3 the split
+# borders that cut one true face outnumber those between two by 6-10 to 1 (by 3-5 at 0.4), and
+# no development set's median hill error moves by more than 0.2 points the wrong way
+# (docs/experiments/README.md "relief"); with the gate below, the own mixed frames unchanged.
+MIN_SPLIT_DEPTH = 0.3
+# ... where the frame has many of them: a few shallow splits are faint furrows (a frame of deep
+# furrows may hold some), many are a shaded micro-relief. Per 1000 seeds, the ramp over which
+# the depth test comes in. On the development frames the strongly lit ones hold 1.0-1.8 / 6.6-7.9
+# / 19-30 (10th / 50th / 90th percentile), the ring-lit 0 / 1.4-1.7 / 6.5-8.7, the project's
+# texture scene of a faint broken furrow (tests/skin/test_skin_texture.py) 1.7.
+SHALLOW_SPLITS_PER_1000 = (3.0, 8.0)
+DEPTH_STEPS = 1024  # valley response read in steps of 1/1024 of the hill level for medians
+DEPTH_SAMPLE_ROW = 8  # ``border_depth`` reads every 8th row (speed; all rows' within 0.6 %)
 STRONG_VALLEY = 0.06  # depth below the closing, in units of the hill level: a clear furrow
 # Hairs (step 5). Fitted on the project's generator only (preset wide, seeds 11 and 12, 60 frames
 # each; never on the second renderer or seed 1): hairs there read 55-75 levels of the blue/red
@@ -224,8 +247,14 @@ def merge_cells(
 ) -> tuple[np.ndarray, CrackMasks]:
     """The cells with the splits that are not furrows (step 4) and then the halves of each hill
     a hair crosses (step 5) merged, in one relabelling, and their crack masks."""
-    pairs, on_furrow = _sibling_borders(cells, masks, seeds, response)
-    faint = pairs[on_furrow < split_share_limit(on_furrow)]
+    pairs, on_furrow, depth = _sibling_borders(cells, masks, seeds, response)
+    on_enough = on_furrow >= split_share_limit(on_furrow)
+    shallow = 0.0
+    if len(pairs):  # (the frame's furrows read only where a region splits at all)
+        shallow = MIN_SPLIT_DEPTH * border_depth(masks, response)
+        shallow *= _shading_weight(int(np.count_nonzero(on_enough & (depth < shallow))),
+                                   len(seeds.region))
+    faint = pairs[~on_enough | (depth < shallow)]
     hill = joined_labels(len(seeds.region), faint)  # cell label -> hill after step 4
     halves = hair_halves(cells, masks, hair, hill)
     if len(faint) == 0 and len(halves) == 0:
@@ -235,11 +264,21 @@ def merge_cells(
     return merged, CrackMasks.of(merged)
 
 
+def _shading_weight(shallow: int, seeds: int) -> float:
+    """How far a frame's shallow split borders are taken for shading (step 4): 0 up to the
+    first of ``SHALLOW_SPLITS_PER_1000`` of them per 1000 seeds, 1 from the second, linear
+    between (a few are faint furrows; many, a shaded micro-relief)."""
+    low, high = SHALLOW_SPLITS_PER_1000
+    per_1000 = 1000.0 * shallow / max(seeds, 1)
+    return min(max((per_1000 - low) / (high - low), 0.0), 1.0)
+
+
 def _sibling_borders(
     cells: np.ndarray, masks: CrackMasks, seeds: Seeds, response: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each border between the cells of two cores of one region: the two labels, and the
-    share of its cracks with a furrow pixel (response above ``FURROW_LEVEL``) on either side."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each border between the cells of two cores of one region: the two labels, the share of
+    its cracks with a furrow pixel (response above ``FURROW_LEVEL``) on either side, and the
+    median over its cracks of the deeper side's response (in steps of 1/``DEPTH_STEPS``)."""
     width, span = cells.shape[1], len(seeds.region)
     core = np.greater_equal(cells, seeds.first_core).view(np.uint8)  # 1 on the cores' cells
     flat_cells, flat_response = cells.ravel(), response.ravel()
@@ -254,14 +293,38 @@ def _sibling_borders(
         deepest.append(np.maximum(flat_response.take(at), flat_response.take(at + step)))
     all_keys = np.concatenate(keys)
     if len(all_keys) == 0:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
-    # each crack's on-furrow bit rides with its key through the sort
-    sorted_keys, on_furrow = sort_with(all_keys, np.concatenate(deepest) > FURROW_LEVEL,
-                                       span * span, 2)
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0), np.zeros(0)
+    # each crack's response step and on-furrow bit ride with its key through the sort, so a
+    # border's cracks come out in the order of their response: its middle one is the median
+    deep = np.concatenate(deepest)
+    steps = np.minimum(deep * DEPTH_STEPS, DEPTH_STEPS - 1).astype(np.int64)
+    sorted_keys, payload = sort_with(all_keys, 2 * steps + (deep > FURROW_LEVEL), span * span,
+                                     2 * DEPTH_STEPS)
     starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-    share = np.add.reduceat(on_furrow, starts) / run_lengths(starts, len(sorted_keys))
+    lengths = run_lengths(starts, len(sorted_keys))
+    share = np.add.reduceat(payload & 1, starts) / lengths
+    depth = (payload.take(starts + lengths // 2) >> 1) / DEPTH_STEPS
     pair_keys = sorted_keys[starts]
-    return np.stack([pair_keys // span, pair_keys % span], axis=1), share
+    return np.stack([pair_keys // span, pair_keys % span], axis=1), share, depth
+
+
+def border_depth(masks: CrackMasks, response: np.ndarray) -> float:
+    """The median over the cracks between cells of the deeper side's valley response (float32),
+    read on every ``DEPTH_SAMPLE_ROW``-th row: how deep the frame's furrows read (step 4)."""
+    rows = DEPTH_SAMPLE_ROW
+    counts = np.zeros(2 * DEPTH_STEPS, dtype=np.float64)
+    total = 0
+    for deeper, differs in ((cv2.max(response[::rows, :-1], response[::rows, 1:]),
+                             masks.right[::rows]),
+                            (cv2.max(response[:-1:rows], response[1::rows]),
+                             masks.below[::rows])):
+        inside = differs.view(np.uint8)
+        total += cv2.countNonZero(inside)
+        # steps of 1/DEPTH_STEPS up to twice the hill level; a deeper crack counts in ``total``
+        counts += cv2.calcHist([deeper], [0], inside, [2 * DEPTH_STEPS], [0, 2]).ravel()
+    if total == 0:
+        return 0.0
+    return float(np.searchsorted(np.cumsum(counts), total / 2)) / DEPTH_STEPS
 
 
 def _cracks_within(masks: CrackMasks, inside: np.ndarray,

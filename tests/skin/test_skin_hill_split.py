@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.skin.hills import CORE_LEVEL, FURROW_LEVEL, HILL_LEVEL
+from appliance.skin.borders import CrackMasks
+from appliance.skin.hills import CORE_LEVEL, FURROW_LEVEL, HILL_LEVEL, MIN_SPLIT_DEPTH, border_depth
 from appliance.skin.preprocess import WORK_UM_PER_PX
 from appliance.skin.splits import MIN_FURROW_SHARE, SPLIT_SHARE_FLOOR, split_share_limit
 from appliance.skin.texture import hill_cells
@@ -129,3 +130,55 @@ def test_the_limit_moves_continuously_with_the_shares() -> None:
                   for shift in np.arange(-0.03, 0.03, step)]
         assert np.ptp(limits) > 0.0
         assert np.max(np.abs(np.diff(limits))) <= 5.0 * step, limits
+
+
+def _diagonal(response: np.ndarray, corner: np.ndarray, level: float) -> None:
+    """A valley at ``level`` from corner to corner of one square (on a furrow all along but for
+    a gap in its middle, at the level of a dip, where its two hills run into one region)."""
+    for step in range(SQUARE_PX + 1):
+        x, y = corner + step
+        response[y, x] = max(response[y, x], level)
+    middle = corner + SQUARE_PX // 2
+    response[middle[1] - 1:middle[1] + 2, middle[0] - 1:middle[0] + 2] = DIP
+
+
+def test_many_split_borders_shallow_against_the_frame_s_furrows_are_no_furrows() -> None:
+    # a lattice of clear furrows; every fourth square cut corner to corner by a valley that
+    # lies above FURROW_LEVEL all along: at 0.045 (under MIN_SPLIT_DEPTH of the lattice's 0.2,
+    # as the shaded side of a bump under an oblique light reads; one in every eighth square,
+    # many in the frame) or at 0.1 (half as deep as the lattice's furrows: a faint furrow)
+    response = _lattice(faint=False, dips=False)
+    cut = [(row, column) for row in range(1, ROWS - 1) for column in range(1, COLUMNS - 1)
+           if (row + column) % 4 == 0]
+    shallow = {(row, column) for row, column in cut if column % 2 == 0}
+    for row, column in cut:
+        level = 1.5 * FURROW_LEVEL if (row, column) in shallow else 0.1
+        _diagonal(response, np.array([column * SQUARE_PX, row * SQUARE_PX]), level)
+    assert 1.5 * FURROW_LEVEL < MIN_SPLIT_DEPTH * CLEAR < 0.1
+    cells, _ = hill_cells(response, WORK_UM_PER_PX)
+    assert shallow
+    assert len(shallow) < len(cut)
+    for row, column in cut:
+        split = _label_at(cells, row, column, True) != _label_at(cells, row, column, False)
+        assert split == ((row, column) not in shallow), (row, column)
+
+
+def test_a_single_shallow_split_border_in_a_frame_is_a_faint_furrow() -> None:
+    # one square of the lattice cut by the same shallow valley: one split border among some
+    # 200 seeds is a faint furrow among deep ones, not a shaded micro-relief; it stays
+    response = _lattice(faint=False, dips=False)
+    row, column = ROWS // 2, COLUMNS // 2
+    _diagonal(response, np.array([column * SQUARE_PX, row * SQUARE_PX]), 1.5 * FURROW_LEVEL)
+    cells, _ = hill_cells(response, WORK_UM_PER_PX)
+    assert _label_at(cells, row, column, True) != _label_at(cells, row, column, False)
+
+
+def test_the_frame_s_furrows_read_at_the_median_of_its_cell_borders() -> None:
+    # cells in vertical stripes 8 px wide: 31 borders, 16 of them at 0.25, 15 at 0.1
+    labels = np.repeat(np.arange(32, dtype=np.uint16), 8)[None, :].repeat(64, axis=0)
+    response = np.zeros(labels.shape, dtype=np.float32)
+    for border in range(1, 32):
+        response[:, 8 * border] = 0.25 if border % 2 else 0.1
+    assert border_depth(CrackMasks.of(labels), response) == pytest.approx(0.25, abs=1e-3)
+    response[:, 8] = 0.1  # now 16 of them at 0.1
+    assert border_depth(CrackMasks.of(labels), response) == pytest.approx(0.1, abs=1e-3)
