@@ -89,11 +89,11 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"demo: warning: the config is ignored, as --throwaway reads none; the commands "
               f"that read it refuse it: {problem}", file=sys.stderr)
     try:
-        store_url = None if args.throwaway else _default_store(args)
+        store_url, named = (None, False) if args.throwaway else _default_store(args)
     except ConfigError as exc:
         print(f"demo: config error: {exc}", file=sys.stderr)
         return 2
-    if store_url is not None and (problem := _store_refusal(store_url, args)):
+    if store_url is not None and (problem := _store_refusal(store_url, named=named)):
         print(f"demo: store error: {problem}", file=sys.stderr)  # as the read commands say it
         return 2
     stop, received = threading.Event(), list[int]()
@@ -166,26 +166,31 @@ def _config_problem() -> str | None:
     return None
 
 
-def _default_store(args: argparse.Namespace) -> str:
+def _default_store(args: argparse.Namespace) -> tuple[str, bool]:
     """``--store``, else the store the back-office commands read by default (ConfigError when
-    the config cannot be read)."""
+    the config cannot be read); and whether it was named (``--store``, or the config's
+    ``store.url``, ``APPLIANCE__STORE__URL`` included) rather than the default one under
+    ``state_dir``."""
     from appliance.backoffice.storeurl import store_url_for  # noqa: PLC0415
     from appliance.config import load_config_or_defaults  # noqa: PLC0415
 
     if args.store and args.config is None:
-        return str(args.store)
+        return str(args.store), True
     config = load_config_or_defaults(args.config)  # a --config named is read beside --store
-    return str(args.store) if args.store else store_url_for(config.store.url, config.state_dir)
+    if args.store:
+        return str(args.store), True
+    return store_url_for(config.store.url, config.state_dir), config.store.url is not None
 
 
-def _store_refusal(store_url: str, args: argparse.Namespace) -> str | None:
+def _store_refusal(store_url: str, *, named: bool) -> str | None:
     """Why the demo cannot keep its results at ``store_url``, decided before anything starts
-    (no broker, no lock file, no folder made): a URL that names no store, or a ``--store``
-    SQLite file in a folder that is not there (the default store's folder, ./state, the demo
-    makes). None when it can."""
+    (no broker, no lock file, no folder made): a URL that names no store, or a SQLite file
+    ``named`` (by ``--store`` or the config's ``store.url``) in a folder that is not there,
+    a typo or a relative path read as an absolute one. The default store's folder, the
+    config's ``state_dir`` (./state), the demo makes. None when it can."""
     from appliance.backoffice.storeurl import missing_folder, url_problem  # noqa: PLC0415
 
-    return url_problem(store_url) or (missing_folder(store_url) if args.store else None)
+    return url_problem(store_url) or (missing_folder(store_url) if named else None)
 
 
 def _store_option(args: argparse.Namespace) -> str:

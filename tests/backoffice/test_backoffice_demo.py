@@ -478,6 +478,33 @@ def test_a_demo_store_in_a_folder_that_is_not_there_is_refused_naming_it(
     assert calls == ["sqlite:///here/x.sqlite3"]
 
 
+def test_a_configured_store_in_a_folder_that_is_not_there_is_refused_as_the_same_store_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`APPLIANCE__STORE__URL=sqlite:///nowhere/x.sqlite3 appliance demo` made nowhere/ with a
+    new store in it, where `--store` naming the same file is refused (a typo, or a relative
+    path read as an absolute one); the default store's folder (state_dir) is still made."""
+    monkeypatch.chdir(tmp_path)
+    calls = _recorded_demo(monkeypatch)
+    url = "sqlite:///nowhere/x.sqlite3"
+    assert main(["demo", "--store", url]) == 2
+    folder = tmp_path / "nowhere"
+    refusal = f"demo: store error: no folder {folder} for the store {folder / 'x.sqlite3'}"
+    assert capsys.readouterr().err.startswith(refusal)
+    monkeypatch.setenv("APPLIANCE__STORE__URL", url)
+    assert main(["demo"]) == 2
+    assert capsys.readouterr().err.startswith(refusal)
+    monkeypatch.delenv("APPLIANCE__STORE__URL")
+    (tmp_path / "office.yaml").write_text(f"store:\n  url: {url}\n")
+    assert main(["demo", "--config", "office.yaml"]) == 2
+    assert capsys.readouterr().err.startswith(refusal)
+    assert calls == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["office.yaml"]
+    monkeypatch.setenv("APPLIANCE__STATE_DIR", "fresh")  # the default store: its folder made
+    assert main(["demo"]) == 0
+    assert calls == [f"sqlite:///{tmp_path / 'fresh' / 'backoffice.sqlite3'}"]
+
+
 def test_a_state_dir_that_is_a_file_is_refused_naming_it_by_the_demo_and_the_store_commands(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
