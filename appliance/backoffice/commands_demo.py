@@ -147,6 +147,9 @@ def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
         if stop.is_set():  # a Ctrl-C while it waited for the store: a stop, said as one
             print(f"demo {exc}", file=sys.stderr)
             return 128 + received[0] if received else 130
+        if isinstance(exc, StoreError):  # before anything started (a database not there):
+            print(f"demo: store error: {exc}", file=sys.stderr)  # as the read commands say it
+            return 2
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     # stopped: 130 after Ctrl-C, 143 after SIGTERM, as every command ends (README)

@@ -457,6 +457,25 @@ def test_a_store_url_naming_no_store_is_refused_before_anything_starts_as_read_c
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.postgres
+def test_a_postgresql_database_that_is_not_there_is_a_store_error_as_fleet_says_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The demo said "demo failed: ..." with exit 1 where `fleet` says "store error: ..."
+    with exit 2 and how the database is made (`store migrate`, a role with CREATEDB)."""
+    monkeypatch.chdir(tmp_path)
+    calls = _recorded_demo(monkeypatch)
+    url = f"{PG_URL.rpartition('/')[0]}/tidy_absent_{uuid.uuid4().hex[:10]}"  # never made
+    assert main(["fleet", "--store", url]) == 2
+    refusal = capsys.readouterr().err
+    assert refusal.startswith("fleet: store error: ")
+    assert "does not exist; `appliance store migrate`" in refusal
+    assert main(["demo", "--store", url]) == 2
+    assert capsys.readouterr().err == refusal.replace("fleet: ", "demo: ", 1)
+    assert calls == []
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_demo_store_in_a_folder_that_is_not_there_is_refused_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:

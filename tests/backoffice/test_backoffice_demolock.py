@@ -74,9 +74,9 @@ def test_a_postgresql_store_that_cannot_be_reached_fails_the_demo_before_it_star
                         lambda *a, **k: calls.append(k.get("store_url")) or 0)
     monkeypatch.chdir(tmp_path)
     url = "postgresql://postgres:s3cret-pw@127.0.0.1:1/test"  # nothing listens on port 1
-    assert main(["demo", "--store", url]) == 1
+    assert main(["demo", "--store", url]) == 2  # as fleet and store migrate refuse it
     err = capsys.readouterr().err
-    assert err.startswith("demo failed: cannot connect to the PostgreSQL database "
+    assert err.startswith("demo: store error: cannot connect to the PostgreSQL database "
                           "postgresql://postgres:***@127.0.0.1:1/test: ")
     assert "s3cret-pw" not in err
     assert calls == []
@@ -95,11 +95,11 @@ def test_a_server_that_fails_the_lock_queries_fails_the_demo_naming_the_database
     monkeypatch.chdir(tmp_path)
     with cut_server("close") as server:
         url = server.url()
-        assert main(["demo", "--store", url]) == 1
+        assert main(["demo", "--store", url]) == 2  # before anything started: a store error
         assert server.cut.is_set()
     err = capsys.readouterr().err
-    assert err.startswith(f"demo failed: cannot take the demo's lock in the PostgreSQL database "
-                          f"{url}: consuming input failed: server closed the connection "
+    assert err.startswith(f"demo: store error: cannot take the demo's lock in the PostgreSQL "
+                          f"database {url}: consuming input failed: server closed the connection "
                           "unexpectedly ")
     assert len(err.splitlines()) == 1
     assert calls == []
