@@ -284,7 +284,7 @@ def results_list(request: Request, login: PageLogin) -> HTMLResponse:
     newer = newest if page.newer_is_newest else link("after", page.newer)
     return render(request, "results.html", login=login, items=page.items, echo=query.echo,
                   limit=query.limit, older=link("before", page.older), newer=newer,
-                  csv=f"/results.csv?{urlencode(query.echo)}",
+                  csv="/results.csv" + (f"?{urlencode(query.echo)}" if query.echo else ""),
                   newest=newest if page.newer and not page.newer_is_newest else None,
                   matching=matching.text())
 

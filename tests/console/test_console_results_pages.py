@@ -67,6 +67,17 @@ def test_newest_is_shown_only_where_newer_does_not_lead_there(console: Console) 
     assert _page(console, cookie, links["newest"])[0] == first
 
 
+def test_the_csv_link_keeps_the_filter_and_is_bare_without_one(console: Console) -> None:
+    """Without a filter the link was `/results.csv?`, an empty query."""
+    cookie, _ = login_cookie(console)
+    links = {}
+    for path in ("/results", "/results?limit=10", "/results?site=tokyo&limit=10"):
+        text = _page(console, cookie, path)[2]
+        links[path] = re.findall(r'<a id="csv" href="([^"]+)"', text)
+    assert links == {"/results": ["/results.csv"], "/results?limit=10": ["/results.csv"],
+                     "/results?site=tokyo&limit=10": ["/results.csv?site=tokyo"]}
+
+
 def test_the_page_says_how_many_results_match(console: Console) -> None:
     cookie, _ = login_cookie(console)
     assert f"{SEEDED} result(s) match." in _page(console, cookie, "/results")[2]
