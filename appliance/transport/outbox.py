@@ -52,6 +52,7 @@ from appliance.transport.outbox_file import (
     OutboxFullError,
     OutboxMessage,
     OutboxWriteError,
+    RecoveredRow,
     is_corrupt,
 )
 from appliance.transport.outbox_losses import OutboxLosses, count_dropped, read_dropped
@@ -211,9 +212,10 @@ class Outbox:
             return True
 
     def add_recovered(
-        self, messages: Sequence[OutboxMessage], dropped: int = 0, after_seq: int = 0
+        self, rows: Sequence[RecoveredRow], dropped: int = 0, after_seq: int = 0
     ) -> int:
-        """Commit messages salvaged from a damaged outbox, keeping their ids and ages, and
+        """Commit rows salvaged from a damaged outbox, keeping their ids, ages and
+        confirmations (a kept result stays kept, its window from its first confirmation), and
         count ``dropped`` (its unreadable rows and earlier count) in the same transaction;
         new results then take sequence numbers after ``after_seq`` (the damaged one's mark)."""
         with self._lock:
@@ -223,14 +225,19 @@ class Outbox:
                     highwater.raise_seq(self._db, after_seq)
                 self._boot.floor(self._db)  # the salvaged rows count as this boot's: they follow
                 self._db.executemany(
-                    "INSERT INTO outbox (measurement_id, topic, payload, created_at_s) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(m.measurement_id, m.topic, m.payload, m.created_at_s) for m in messages],
+                    "INSERT INTO outbox (measurement_id, topic, payload, created_at_s, "
+                    f"{outbox_file.CONFIRMED_COLUMN}, {outbox_file.FIRST_CONFIRMED_COLUMN}) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.message.measurement_id, r.message.topic, r.message.payload,
+                      r.message.created_at_s, r.confirmed_at_s, r.first_confirmed_at_s)
+                     for r in rows],
                 )
                 count_dropped(self._db, dropped)
-            self._depth += len(messages)
+            kept = sum(row.confirmed_at_s is not None for row in rows)
+            self._depth += len(rows) - kept
+            self._kept += kept
             self._record_mark_locked()
-        return len(messages)
+        return len(rows)
 
     def _require_made_locked(self, what: str) -> None:
         """OutboxWriteError when the outbox file is not made yet (nor can be now)."""

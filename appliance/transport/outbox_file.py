@@ -74,6 +74,16 @@ class OutboxMessage:
     created_at_s: float
 
 
+@dataclass(frozen=True)
+class RecoveredRow:
+    """A row read from a damaged outbox: its message and, where they could be read, when the
+    back office confirmed it (None: it waits) and first confirmed it (None: never)."""
+
+    message: OutboxMessage
+    confirmed_at_s: float | None = None
+    first_confirmed_at_s: float | None = None
+
+
 def open_checked(path: Path) -> tuple[sqlite3.Connection, int]:
     """The outbox file at ``path``, opened and checked, its tables made (closed again on
     failure), and how many results wait in it."""

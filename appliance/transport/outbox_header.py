@@ -23,7 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from appliance.transport.outbox_file import OUTBOX_SCHEMA
+from appliance.transport.outbox_file import (
+    CONFIRMED_COLUMN,
+    FIRST_CONFIRMED_COLUMN,
+    OUTBOX_SCHEMA,
+)
 
 Found = TypeVar("Found")
 HEADER_BYTES = 100
@@ -82,6 +86,8 @@ def fresh_first_page(work: Path, page_bytes: int, page_count: int) -> bytes:
         db.execute("PRAGMA journal_mode=WAL")
         for statement in OUTBOX_SCHEMA:
             db.execute(statement)
+        for column in (CONFIRMED_COLUMN, FIRST_CONFIRMED_COLUMN):  # as the migration adds them,
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {column} REAL")  # so a row's marks read
     finally:
         db.close()
     page = bytearray(template.read_bytes()[:page_bytes])

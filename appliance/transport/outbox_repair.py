@@ -2,7 +2,8 @@
 
 A corrupt outbox (power cut on a bad SD card, a file truncated by hand) is repaired beside
 itself: every row that can still be read (appliance/transport/outbox_salvage.py) is committed,
-with its measurement id and age, into a fresh outbox built as ``outbox.sqlite3.repairing``.
+with its measurement id, age and confirmation marks (a kept result stays kept), into a fresh
+outbox built as ``outbox.sqlite3.repairing``.
 Rows that cannot be read are counted as dropped in it, and so are the ones the damaged outbox
 had already counted (its ``dropped`` counter, where it can be read), so the device's
 ``dropped`` never goes down with a repair; so are the results the high-water mark beside the

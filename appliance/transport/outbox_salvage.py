@@ -5,8 +5,13 @@ holds at most one window in memory whatever the outbox holds (100,000 results wi
 are gigabytes); a window that cannot be read is read one seq at a time, so one bad page loses
 only the rows on it. A row that reads but holds what no outbox row can (a NULL or a number
 where the id, topic or payload belongs: a garbled record) is unreadable too; one whose commit
-time alone is garbled is kept, aged from the repair. Rows that cannot be read are counted, also
-from the table's or its index's own counts.
+time alone is garbled is kept, aged from the repair. A row's confirmation marks (when the back
+office confirmed it, and first confirmed it) are read with it, so a result the back office
+confirmed stays kept, and one sent again on request is still never counted lost; a garbled
+confirmation reads as none (the result waits and is sent again: the back office stores each
+measurement id once), a garbled first confirmation as its confirmation (its window then runs
+from the later time, as an outbox of the release before the column has it). Rows that cannot
+be read are counted, also from the table's or its index's own counts.
 
 A damaged first page (the file header, or the schema that says where each table starts) hides
 every row although the pages holding them are intact: the rows are then read from a copy whose
@@ -33,15 +38,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from appliance.transport.outbox_file import OutboxMessage, is_corrupt
+from appliance.transport.outbox_file import (
+    CONFIRMED_COLUMN,
+    FIRST_CONFIRMED_COLUMN,
+    OutboxMessage,
+    RecoveredRow,
+    is_corrupt,
+)
 from appliance.transport.outbox_header import HEADER_BYTES, page_sizes, with_rebuilt_first_page
 
 log = logging.getLogger(__name__)
 MAX_PROBED_SEQS = 1_000_000  # row-by-row salvage never walks more seqs than this
 WINDOW_SEQS = 200  # seqs read (and held in memory) at once
 WINDOWS_LOOKED_IN = 10  # windows read, at most, to find one result in a file at a copy's name
-Keep = Callable[[Sequence[OutboxMessage]], object]
+Keep = Callable[[Sequence[RecoveredRow]], object]
 _COLUMNS = "seq, measurement_id, topic, payload, created_at_s"
+# the confirmation marks read with each row: both, then the first alone (a migration killed
+# between its two steps), then none (an outbox of a release before them)
+_MARKS = (f"{CONFIRMED_COLUMN}, {FIRST_CONFIRMED_COLUMN}", f"{CONFIRMED_COLUMN}, NULL",
+          "NULL, NULL")
 
 
 class Salvaged(NamedTuple):
@@ -121,7 +136,8 @@ def _a_result_reads(path: Path) -> bool:
         low, high = _seq_range(db)
         probes = [WINDOW_SEQS * WINDOWS_LOOKED_IN]
         starts = range(low, high + 1, WINDOW_SEQS)[:WINDOWS_LOOKED_IN]
-        return any(_window(db, start, min(high, start + WINDOW_SEQS - 1), probes)[0]
+        columns = _columns(db)
+        return any(_window(db, columns, start, min(high, start + WINDOW_SEQS - 1), probes)[0]
                    for start in starts)
     finally:
         db.close()
@@ -170,8 +186,10 @@ def _salvage_file(damaged: Path, keep: Keep) -> Salvaged | None:
         low, high = _seq_range(db)
         kept = unreadable = 0
         probes = [MAX_PROBED_SEQS]  # per-seq reads left
+        columns = _columns(db)
         for start in range(low, high + 1, WINDOW_SEQS):
-            rows, failed = _window(db, start, min(high, start + WINDOW_SEQS - 1), probes)
+            rows, failed = _window(db, columns, start, min(high, start + WINDOW_SEQS - 1),
+                                   probes)
             if rows:
                 keep(rows)
             kept, unreadable = kept + len(rows), unreadable + failed
@@ -186,25 +204,35 @@ def _salvage_file(damaged: Path, keep: Keep) -> Salvaged | None:
         db.close()
 
 
+def _columns(db: sqlite3.Connection) -> str:
+    """The columns to read of each row: its message's, and the confirmation marks the table
+    has."""
+    for marks in _MARKS[:-1]:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute(f"SELECT {marks} FROM outbox LIMIT 0")
+            return f"{_COLUMNS}, {marks}"
+    return f"{_COLUMNS}, {_MARKS[-1]}"
+
+
 def _window(
-    db: sqlite3.Connection, first: int, last: int, probes: list[int]
-) -> tuple[list[OutboxMessage], int]:
-    """The rows with seqs ``first``..``last``, and how many seqs failed; one seq at a time
-    (while ``probes`` lasts) when the window cannot be read at once."""
+    db: sqlite3.Connection, columns: str, first: int, last: int, probes: list[int]
+) -> tuple[list[RecoveredRow], int]:
+    """The rows with seqs ``first``..``last`` (``columns`` of each), and how many seqs failed;
+    one seq at a time (while ``probes`` lasts) when the window cannot be read at once."""
     with contextlib.suppress(sqlite3.Error):
         rows = db.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+            f"SELECT {columns} FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
         ).fetchall()
         messages = [m for m in map(_message, rows) if m is not None]
         return messages, len(rows) - len(messages)
-    found: list[OutboxMessage] = []
+    found: list[RecoveredRow] = []
     failed = 0
     for seq in range(first, last + 1):
         if probes[0] <= 0:
             break
         probes[0] -= 1
         try:
-            row = db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            row = db.execute(f"SELECT {columns} FROM outbox WHERE seq = ?", (seq,)).fetchone()
         except sqlite3.Error:
             failed += 1
             continue
@@ -261,12 +289,23 @@ def _last_seq(db: sqlite3.Connection, highest_row: int) -> int:
     return highest_row
 
 
-def _message(row: tuple[Any, ...]) -> OutboxMessage | None:
-    """The row as a message, or None when its record is garbled past use."""
-    seq, measurement_id, topic, payload, created_at_s = row
+def _message(row: tuple[Any, ...]) -> RecoveredRow | None:
+    """The row as a recovered one, or None when its record is garbled past use."""
+    seq, measurement_id, topic, payload, created_at_s, confirmed, first_confirmed = row
     texts = (measurement_id, topic)
     if not all(isinstance(text, str) and text for text in texts) or not isinstance(payload, bytes):
         return None
     if not isinstance(created_at_s, int | float) or not math.isfinite(created_at_s):
         created_at_s = time.time()  # the result is sound; only its age is lost
-    return OutboxMessage(int(seq), measurement_id, topic, payload, float(created_at_s))
+    message = OutboxMessage(int(seq), measurement_id, topic, payload, float(created_at_s))
+    confirmed_at_s, first_at_s = _time_or_none(confirmed), _time_or_none(first_confirmed)
+    if confirmed_at_s is not None:  # its window runs from a time it has, never from none
+        first_at_s = confirmed_at_s if first_at_s is None else min(first_at_s, confirmed_at_s)
+    return RecoveredRow(message, confirmed_at_s, first_at_s)
+
+
+def _time_or_none(value: Any) -> float | None:
+    """A confirmation time as read, or None where there is none or it is garbled."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

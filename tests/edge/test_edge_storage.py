@@ -243,6 +243,42 @@ def test_a_repair_keeps_what_the_damaged_outbox_had_counted_as_dropped(
     repaired.close()
 
 
+@pytest.mark.parametrize("garbled", ["middle page", "first page"])
+def test_a_repair_keeps_the_confirmed_marks_of_the_results_it_recovers(
+    tmp_path: Path, garbled: str
+) -> None:
+    """The repaired outbox held every recovered row as waiting: results the back office had
+    confirmed were sent again and kept a new 48 h window from then, and a result sent again
+    on request could be counted lost."""
+    path, keep_s = tmp_path / "outbox.sqlite3", 48 * 3600.0
+    outbox = stored_results(path, 400)
+    outbox.keep_confirmed_s = keep_s
+    ids = [message.measurement_id for message in outbox.pending(limit=1000)]
+    outbox.remove_ids(ids[:150], confirmed_at_s=1_000.0)  # kept
+    outbox.remove_ids(ids[150:200], confirmed_at_s=2_000.0)
+    outbox.reopen_confirmed(1_500.0)  # 150-199 sent again on request: they wait, once confirmed
+    outbox.close()
+    marks = {row[0]: row[1:] for row in sqlite3.connect(path).execute(
+        "SELECT measurement_id, confirmed_at_s, first_confirmed_at_s FROM outbox")}
+    pages = path.stat().st_size // PAGE_BYTES
+    damage(path, 0 if garbled == "first page" else PAGE_BYTES * (pages // 2))
+    repaired = open_outbox(path, keep_confirmed_s=keep_s)
+    found = {row[0]: row[1:] for row in sqlite3.connect(path).execute(
+        "SELECT measurement_id, confirmed_at_s, first_confirmed_at_s FROM outbox")}
+    assert len(found) > 300
+    assert {mid: marks[mid] for mid in found} == found  # every recovered row's marks kept
+    kept = [mid for mid in ids[:150] if mid in found]
+    assert len(kept) > 100
+    assert repaired.kept_confirmed() == len(kept)
+    waiting = {message.measurement_id for message in repaired.pending(limit=1000)}
+    assert waiting == set(found) - set(kept)  # none confirmed and kept is sent again
+    assert repaired.depth() == len(waiting)
+    resent = [mid for mid in ids[150:200] if mid in found]  # sent again on request: its first
+    assert resent  # confirmation kept, so it is never counted lost
+    assert {found[mid] for mid in resent} == {(None, 2_000.0)}
+    repaired.close()
+
+
 def test_a_repair_holds_a_window_of_rows_in_memory_not_the_whole_outbox(tmp_path: Path) -> None:
     # salvage read every row into one list: an outbox of 100,000 results with thumbnails is
     # gigabytes, so the repair ran out of memory at every start and the kiosk never came up
