@@ -184,3 +184,12 @@ def test_git_ignores_what_the_help_examples_write_in_the_working_folder() -> Non
                for found in re.findall(r"--(?:out|overlay) ([\w./-]+)", example)}
     assert {"frames", "cohort", "ranges.json", "overlays"} <= written
     assert sorted(written - {"-"} - ignored) == []
+
+
+def test_git_ignores_the_default_store_of_a_demo_run_in_any_folder_of_the_checkout() -> None:
+    """`appliance demo` run in docs/ (no config.yaml there: the built-in defaults, state_dir
+    ./state) made docs/state/, which `git status` listed: .gitignore had /state/ only."""
+    lines = [line.strip() for line in (README.parent / ".gitignore").read_text().splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    # a pattern with no slash but a trailing one matches a folder at any level (gitignore(5))
+    assert any(line.rstrip("/") == "state" and "/" not in line.rstrip("/") for line in patterns)
