@@ -39,8 +39,12 @@ _HASHER = PasswordHasher()
 # each check fills _HASHER.memory_cost (64 MiB by argon2-cffi's defaults) and anyone can start
 # one: without a bound, the server's 40 worker threads checking at once took 2.6 GiB
 PASSWORD_CHECKS_AT_ONCE = 4
-# verifying against a real hash keeps an unknown user as slow as a wrong password
-_DUMMY_HASH = _HASHER.hash("not a password of anyone")
+# verifying against a real hash keeps an unknown user as slow as a wrong password: an argon2id
+# hash of "not a password of anyone" made with _HASHER's parameters (a test holds them equal),
+# written out so that a process loading this module (every console command) does not spend a
+# slow hash and 64 MiB making it
+_DUMMY_HASH = ("$argon2id$v=19$m=65536,t=3,p=4$9DuaKL52+JdqLrgH+0lyVw"
+               "$Z6k0KazdxM0yMPp3+xx5G1YbzmixmuvmmvecXwf/3GU")
 
 
 @dataclass(frozen=True)
