@@ -290,13 +290,14 @@ def browser_login(page: Any, user: str = "alice", password: str = PASSWORD, *,
 
 
 @contextmanager
-def operator_page(console: Console) -> Iterator[Any]:
-    """A chromium page (1280x900) logged in as the operator alice, on the fleet page."""
+def operator_page(console: Console, browser: Any) -> Iterator[Any]:
+    """A page (1280x900) of ``browser`` (chromium), in a context of its own, logged in as the
+    operator alice, on the fleet page."""
     from playwright.sync_api import expect
 
-    from appliance.browser import chromium_page
+    from appliance.browser import page_in
 
-    with chromium_page(1280, 900) as opened:
+    with page_in(browser, 1280, 900) as opened:
         opened.goto(console.url + "/login")
         browser_login(opened)
         expect(opened).to_have_url(console.url + "/fleet")

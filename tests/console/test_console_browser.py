@@ -13,13 +13,13 @@ import pytest
 from console_helpers import Console, browser_login
 from playwright.sync_api import expect
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 
 
 @pytest.fixture(scope="module")
-def page(console: Console) -> Iterator[Any]:
+def page(console: Console, chromium_browser: Any) -> Iterator[Any]:
     """A browser page logged in as the operator alice, through the login form."""
-    with chromium_page(1280, 900) as opened:
+    with page_in(chromium_browser, 1280, 900) as opened:
         opened.goto(console.url + "/results")
         expect(opened).to_have_url(console.url + "/login?next=/results")
         browser_login(opened, "alice", "not the password")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from console_helpers import Console, browser_login
 from playwright.sync_api import expect
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 
 
-def test_no_page_of_the_console_shows_an_error_in_the_browser_s_console(console: Console) -> None:
+def test_no_page_of_the_console_shows_an_error_in_the_browser_s_console(
+    console: Console, chromium_browser: Any,
+) -> None:
     """Every page of the console asked the browser for /favicon.ico, which the console does
     not serve: a 404 in red in the developer tools' console of each page an operator opened."""
     errors: list[str] = []
-    with chromium_page(1280, 900) as opened:
+    with page_in(chromium_browser, 1280, 900) as opened:
         opened.on("console", lambda message: errors.append(message.text)
                   if message.type == "error" else None)
         opened.goto(console.url + "/login")

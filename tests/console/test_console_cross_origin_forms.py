@@ -8,11 +8,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from console_helpers import PASSWORD, Console, browser_login
 from playwright.sync_api import expect
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 
 
 @contextmanager
@@ -52,16 +53,20 @@ def _planting_login_page(console: Console) -> str:
             '</form><script>document.getElementById("f").submit();</script>')
 
 
-def test_a_page_on_another_port_cannot_log_the_browser_in(console: Console) -> None:
-    with serving(_planting_login_page(console)) as attacker, chromium_page() as page:
+def test_a_page_on_another_port_cannot_log_the_browser_in(
+    console: Console, chromium_browser: Any,
+) -> None:
+    with serving(_planting_login_page(console)) as attacker, page_in(chromium_browser) as page:
         page.goto(attacker)
         expect(page.locator("main")).to_contain_text("another origin")  # on main: victor's page
         assert page.url == console.url + "/login"
         assert not [c for c in page.context.cookies() if c["name"] == "appliance_session"]
 
 
-def test_the_console_s_own_forms_still_work_in_the_browser(console: Console) -> None:
-    with chromium_page() as page:
+def test_the_console_s_own_forms_still_work_in_the_browser(
+    console: Console, chromium_browser: Any,
+) -> None:
+    with page_in(chromium_browser) as page:
         page.goto(console.url + "/login")
         browser_login(page, "victor")
         expect(page).to_have_url(console.url + "/fleet")

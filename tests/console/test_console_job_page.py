@@ -12,7 +12,7 @@ import pytest
 from console_helpers import Console, browser_login, get_with, login_cookie, write_picture
 from playwright.sync_api import expect
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 from appliance.console.jobs import backend_text
 from appliance.pathology.jobs import JobRequest, SlideRequest
 from appliance.pathology.jobstore import SLIDE_COLUMNS, open_pathology_store
@@ -83,7 +83,7 @@ MSS_ROW = {"slide": "mss", "label": "MSS", "score": 0.123, "mean_probability": 0
 
 
 @pytest.fixture(scope="module")
-def job_page(console: Console) -> Iterator[Any]:
+def job_page(console: Console, chromium_browser: Any) -> Iterator[Any]:
     """The page of job 'job-ood' (an MSS slide, then an unsupported one, each with its
     heatmap and CAM panel) in chromium, logged in as the viewer victor."""
     store = open_pathology_store(console.store_url)
@@ -103,7 +103,7 @@ def job_page(console: Console) -> Iterator[Any]:
         assert store.finish("job-ood", "srv", "done")
     finally:
         store.close()
-    with chromium_page(1280, 900) as page:
+    with page_in(chromium_browser, 1280, 900) as page:
         page.goto(console.url + "/pathology/job-ood")
         browser_login(page, "victor")
         expect(page).to_have_url(console.url + "/pathology/job-ood")

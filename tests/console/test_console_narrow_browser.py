@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from console_helpers import Console, browser_login
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 
 NARROW_PX = 390
 PAGES = ("/fleet", "/results", "/results?limit=10&site=tokyo", "/cohort", "/rollouts",
@@ -18,9 +18,9 @@ PAGES = ("/fleet", "/results", "/results?limit=10&site=tokyo", "/cohort", "/roll
 
 
 @pytest.fixture(scope="module")
-def narrow(console: Console) -> Iterator[Any]:
+def narrow(console: Console, chromium_browser: Any) -> Iterator[Any]:
     """A browser page NARROW_PX wide, logged in as the operator alice."""
-    with chromium_page(NARROW_PX, 800) as opened:
+    with page_in(chromium_browser, NARROW_PX, 800) as opened:
         opened.goto(console.url + "/login")
         browser_login(opened)
         yield opened

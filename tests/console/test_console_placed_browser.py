@@ -62,9 +62,9 @@ def _placed_today(placed_at: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def page(console: Console) -> Iterator[Any]:
+def page(console: Console, chromium_browser: Any) -> Iterator[Any]:
     """A browser page logged in as the operator alice."""
-    with operator_page(console) as opened:
+    with operator_page(console, chromium_browser) as opened:
         yield opened
 
 

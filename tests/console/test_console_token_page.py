@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from console_helpers import (
@@ -21,7 +22,7 @@ from console_helpers import (
 from playwright.sync_api import expect
 
 from appliance.backoffice.store import open_store
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 from appliance.console.app import SECURITY_HEADERS
 from appliance.console.auth import add_user, create_token, disable_user
 from tests.disk_helpers import fill, small_tmpfs
@@ -55,11 +56,13 @@ def _works(console: Console, token: str) -> bool:
     return console.get("/api/v1/fleet", token)[0] == 200
 
 
-def test_a_user_sees_and_revokes_only_its_own_tokens_in_the_browser(console: Console) -> None:
+def test_a_user_sees_and_revokes_only_its_own_tokens_in_the_browser(
+    console: Console, chromium_browser: Any,
+) -> None:
     (own, own_id), (kept, kept_id) = _tokens_of(console, "tina", "viewer", 2)
     [(other, other_id)] = _tokens_of(console, "tom", "viewer", 1)
     assert _works(console, own)  # its last use shows on the page
-    with chromium_page(1280, 900) as page:
+    with page_in(chromium_browser, 1280, 900) as page:
         page.goto(console.url + "/login")
         browser_login(page, "tina")
         page.click("header a[href='/tokens']")

@@ -6,18 +6,21 @@ opened on one break a form left open on the other. Each console's cookies carry 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from console_helpers import browser_login, running_console
 from playwright.sync_api import expect
 
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 
 
-def test_a_browser_stays_logged_in_to_two_consoles_on_one_host(tmp_path: Path) -> None:
+def test_a_browser_stays_logged_in_to_two_consoles_on_one_host(
+    tmp_path: Path, chromium_browser: Any,
+) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with (running_console(tmp_path / "a") as first, running_console(tmp_path / "b") as second,
-          chromium_page(1280, 900) as page_a):
+          page_in(chromium_browser, 1280, 900) as page_a):
         page_b = page_a.context.new_page()
         page_a.goto(first.url + "/login")  # a form left open while the other console is used
         page_b.goto(second.url + "/login")

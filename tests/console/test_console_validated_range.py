@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from console_helpers import NOT_VALIDATED_IN_SEED, Console, operator_page
 from playwright.sync_api import expect
@@ -24,8 +25,10 @@ def _flagged_result(console: Console) -> str:
     return str(flagged[0])
 
 
-def test_a_not_measured_feature_links_to_the_range_it_lies_outside(console: Console) -> None:
-    with operator_page(console) as page:
+def test_a_not_measured_feature_links_to_the_range_it_lies_outside(
+    console: Console, chromium_browser: Any,
+) -> None:
+    with operator_page(console, chromium_browser) as page:
         page.goto(f"{console.url}/results/{_flagged_result(console)}")
         expect(page.locator("td.not-measured").first).to_be_visible()
         page.get_by_role("link", name="validated range").click()  # on main: no link, a path

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from appliance.backoffice import accounts
 from appliance.backoffice.schema import dead_letter, iso_utc, result_row
 from appliance.backoffice.store import Batch, Store, open_store
-from appliance.browser import chromium_page
+from appliance.browser import page_in
 from appliance.transport import payloads
 from appliance.transport.payloads import utc_now
 
@@ -25,7 +25,7 @@ GRADES = ("très fin", "きめ細かい")
 
 
 @pytest.fixture(scope="module")
-def page(console: Console) -> Iterator[Any]:
+def page(console: Console, chromium_browser: Any) -> Iterator[Any]:
     """A browser page logged in as the operator alice, with one result of each of GRADES."""
     results = [make_result(index, "paris", f"k-{index}", "30-39").model_copy(update={
         "classification": payloads.Classification(model="m", version="1", label=grade,
@@ -38,7 +38,7 @@ def page(console: Console) -> Iterator[Any]:
                                          for r in results]), 100)
     finally:
         store.close()
-    with chromium_page(1280, 900) as opened:
+    with page_in(chromium_browser, 1280, 900) as opened:
         opened.goto(console.url + "/login")
         browser_login(opened)
         yield opened
