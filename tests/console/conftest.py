@@ -1,5 +1,6 @@
-"""Fixtures the console tests share: a fresh back-office store of each backend, and one
-chromium for the folder's browser tests (each test's pages in a context of their own)."""
+"""Fixtures the console tests share: a fresh back-office store of each backend, one chromium
+for the folder's browser tests (each test's pages in a context of their own), and quick
+argon2id password hashes."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
 from appliance.backoffice.store import Store, open_store
 from appliance.browser import chromium
+from appliance.console import auth
 from tests.store_helpers import BACKENDS, fresh_store
 
 FOLDER = Path(__file__).resolve().parent
+# argon2id at its least cost (one pass over 8 KiB, one lane): the same hashes, checks and
+# refusals, without the 0.15-0.2 CPU-s and 64 MiB of each hash and check at argon2-cffi's
+# defaults (RFC 9106), which the console keeps (test_console_unknown_user_hash.py holds them)
+QUICK_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -24,6 +31,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     prefix = request.module.__name__.rpartition(".")[2].removeprefix("test_")
     with fresh_store(request.param, tmp_path, prefix, open_store) as opened:
         yield opened
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_password_hashes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The console's passwords hashed and checked with QUICK_HASHER while a module's tests run
+    (its module fixtures' users too), unless the module sets ``REAL_PASSWORD_HASHES = True``:
+    these tests show who may log in and what a login does, not what a hash costs; a console
+    command run as a process hashes at the console's own cost."""
+    if getattr(request.module, "REAL_PASSWORD_HASHES", False):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(auth, "_HASHER", QUICK_HASHER)
+        yield
 
 
 class FolderChromium:

@@ -10,11 +10,17 @@ import pytest
 
 from appliance.console import auth
 
+REAL_PASSWORD_HASHES = True  # the console's own hasher (tests/console/conftest.py)
+
 
 def test_the_unknown_users_hash_is_made_as_the_users_hashes_are() -> None:
     assert auth._DUMMY_HASH.startswith("$argon2id$")  # noqa: SLF001 - the module's own constant
     # the same parameters (time, memory, lanes, lengths): an unknown user costs what a user does
     assert not auth._HASHER.check_needs_rehash(auth._DUMMY_HASH)  # noqa: SLF001
+    # argon2-cffi's defaults (RFC 9106's second recommendation), which the other console tests
+    # replace with quick ones (tests/console/conftest.py)
+    assert (auth._HASHER.time_cost, auth._HASHER.memory_cost, auth._HASHER.parallelism) == (  # noqa: SLF001
+        3, 65536, 4)
     assert auth._HASHER.verify(auth._DUMMY_HASH, "not a password of anyone")  # noqa: SLF001
     assert auth.check_password(None, "nobody", "not a password of anyone") is None
 
