@@ -21,8 +21,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.schema import letter_size_sql, named_measurement_id
+from appliance.backoffice.schema import named_measurement_id
 from appliance.backoffice.store_connection import StoreConnection
+from appliance.backoffice.storetext import letter_size_sql
 from appliance.transport.topics import parse_device_topic
 
 SHARE_OF_BOUNDS = 0.5  # of each bound, what one kiosk's letters may hold before others' go

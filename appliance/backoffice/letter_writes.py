@@ -17,7 +17,8 @@ from typing import Any
 
 from appliance.backoffice.letter_shares import LetterShares
 from appliance.backoffice.queries import NAME_CHARS
-from appliance.backoffice.schema import DeadLetter, iso_utc, letter_size_sql
+from appliance.backoffice.schema import DeadLetter, iso_utc
+from appliance.backoffice.storetext import letter_size_sql
 from appliance.logsafe import shorten
 from appliance.transport.payloads import utc_now
 

@@ -3,17 +3,26 @@
 One schema serves SQLite and PostgreSQL: the few type names that differ are placeholders
 (``{id}``, ``{real}``, ``{blob}``) filled in per dialect, as are the one expression that reads a
 stored payload's JSON (``{payload_not_validated}``, migration 6) and a dead letter's size in
-bytes (``{letter_size}``, migrations 14 and 15; ``letter_size_sql`` in ``schema.py``). The
+bytes (``{letter_size}``, migrations 14 and 15; ``letter_size_sql`` in ``storetext.py``). The
 columns they make are named in ``schema.py``. A new migration is appended, never edited: stores
 remember the versions they ran.
 """
 
 from __future__ import annotations
 
-from appliance.transport.payloads import FEATURE_KEYS
-
+# the feature columns migration 1 makes, written out as the migration is (a later feature
+# needs a migration of its own; tests/backoffice/test_backoffice_store_commands_start.py holds
+# them to transport/payloads.py's FEATURE_KEYS), so that ``store backup``, which reads no
+# result, loads no payload models
+_FEATURE_COLUMNS_1 = (
+    "pore_count", "pore_density_per_cm2", "pore_mean_diameter_um", "pore_area_ratio",
+    "furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
+    "furrow_mean_width_um", "furrow_anisotropy", "kime_score", "lab_l", "lab_a", "lab_b",
+    "melanin_index", "erythema_index", "shine_ratio",
+)
 _FEATURE_DDL = ",\n".join(
-    f"    {key} {'BIGINT' if key == 'pore_count' else '{real}'} NOT NULL" for key in FEATURE_KEYS
+    f"    {key} {'BIGINT' if key == 'pore_count' else '{real}'} NOT NULL"
+    for key in _FEATURE_COLUMNS_1
 )
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (

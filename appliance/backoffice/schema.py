@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from appliance import safejson
+from appliance.backoffice.storetext import iso_utc as iso_utc  # noqa: PLC0414 - a re-export
 from appliance.transport.bootstamp import BootStamp
 from appliance.transport.payloads import FEATURE_KEYS, Identifier, Result, Status
 
@@ -79,29 +79,6 @@ DEVICE_COLUMNS = (
 # a device as the fleet reads it: its status, and its clock as its latest live status read it
 # (written apart from the status: erasure_clock.py)
 DEVICE_READ_COLUMNS = (*DEVICE_COLUMNS[:-3], "clock_ahead_s", "clock_read_at")
-
-# what one dead letter counts against ``dead_letter_max_total_bytes``: the bytes of its
-# payload, reason and topic (UTF-8), as each database measures them (the one definition the
-# store's running total uses). LENGTH of text counts characters in both databases, so a topic
-# or reason of multibyte characters counted less than it holds (migration 15 recounts)
-_LETTER_SIZE_SQL = {
-    False: "LENGTH(CAST(payload AS BLOB)) + LENGTH(CAST(reason AS BLOB)) + "
-           "LENGTH(CAST(topic AS BLOB))",  # SQLite: a text cast to BLOB is its UTF-8 bytes
-    True: "OCTET_LENGTH(payload) + OCTET_LENGTH(reason) + OCTET_LENGTH(topic)",
-}
-
-
-def letter_size_sql(postgres: bool) -> str:
-    """The SQL expression of a dead letter's size in bytes (PostgreSQL's or SQLite's)."""
-    return _LETTER_SIZE_SQL[postgres]
-
-
-def iso_utc(moment: datetime) -> str:
-    """Fixed-width UTC ISO 8601 text (sorts like the time it names)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    text = moment.astimezone(UTC).isoformat(timespec="microseconds")  # faster than strftime
-    return text.removesuffix("+00:00") + "Z"
 
 
 def second_text(stored: str) -> str:

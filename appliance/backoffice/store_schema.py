@@ -10,14 +10,14 @@ write past what that one keeps there (``newer_schema_problem``).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from appliance.backoffice.migrations import MIGRATIONS
 from appliance.backoffice.pgconnect import MIGRATE_HINT
-from appliance.backoffice.schema import iso_utc, letter_size_sql
 from appliance.backoffice.store_connection import StoreConnection
+from appliance.backoffice.storetext import iso_utc, letter_size_sql
 from appliance.backoffice.storeurl import store_name
-from appliance.transport.payloads import utc_now
 
 LATEST_VERSION = MIGRATIONS[-1][0]
 _PG_TYPES = {
@@ -66,7 +66,7 @@ class SchemaVersions(StoreConnection):
                         cur.execute(statement)
                 cur.execute(
                     self._sql("INSERT INTO schema_migrations VALUES (?, ?, ?)"),
-                    (version, description, iso_utc(utc_now())),
+                    (version, description, iso_utc(datetime.now(UTC))),
                 )
                 applied.append(version)
         return applied
