@@ -14,7 +14,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import skin_speed  # noqa: E402
 
 from appliance.skin import analysis  # noqa: E402
-from appliance.synthetic.skin import synthetic_frame  # noqa: E402
+from tests.skin_frames import generated  # noqa: E402
 
 
 def test_the_stage_split_prepares_the_frame_as_analyze_does(
@@ -31,7 +31,7 @@ def test_the_stage_split_prepares_the_frame_as_analyze_does(
 
     monkeypatch.setattr(analysis, "prepare", recording("analyze", analysis.prepare))
     monkeypatch.setattr(skin_speed, "prepare", recording("stages", skin_speed.prepare))
-    rgb = synthetic_frame(1, 0).image_rgb
+    rgb = generated(1, 0).image_rgb
     analysis.analyze(rgb, skin_speed.UM_PER_PX)
     skin_speed.stage_times_ms([rgb])
     assert calls["stages"] == calls["analyze"]

@@ -13,7 +13,7 @@ import pytest
 from appliance.cli import main
 from appliance.config import ConfigError, config_from_mapping, load_config_or_defaults
 from appliance.shipped import SKIN_MODEL, shipped_path
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 
 def test_an_environment_error_names_the_variable() -> None:
@@ -132,7 +132,7 @@ def test_a_config_yaml_here_that_is_no_file_is_an_error_not_the_defaults(
     monkeypatch.chdir(tmp_path)
     make(tmp_path / "config.yaml")
     frame = tmp_path / "frame.jpg"
-    frame.write_bytes(synthetic_frame(21, 0, "normal").jpeg)
+    frame.write_bytes(generated(21, 0, "normal").jpeg)
     assert main(["analyze", str(frame)]) == 2
     assert capsys.readouterr().err.startswith(f"analyze: {said}")
     assert main(["config", "check"]) == 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = "No space left on device"
@@ -25,7 +25,7 @@ def _into_dev_full(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[
 @pytest.fixture(scope="module")
 def frame(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("frames") / "good.jpg"
-    path.write_bytes(synthetic_frame(21, 0, "normal").jpeg)
+    path.write_bytes(generated(21, 0, "normal").jpeg)
     return path
 
 

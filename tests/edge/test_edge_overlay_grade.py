@@ -17,8 +17,8 @@ from appliance.edge.measure import MeasuredFrame, Measurement, measure_frame
 from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
 from appliance.edge.session import SessionTracker
 from appliance.edge.testing import FIXED_FEATURES
-from appliance.synthetic.skin import synthetic_frame
 from appliance.transport import payloads
+from tests.skin_frames import generated
 
 Drawn = list[tuple[str | None, tuple[str, ...] | None]]
 
@@ -51,7 +51,7 @@ def _recording_analyzer(drawn_with: Drawn, not_validated: tuple[payloads.Feature
 
 
 def _rgb() -> np.ndarray:
-    rgb: np.ndarray = synthetic_frame(4, 0, "normal").image_rgb
+    rgb: np.ndarray = generated(4, 0, "normal").image_rgb
     return rgb
 
 

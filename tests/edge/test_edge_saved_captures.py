@@ -31,8 +31,8 @@ from appliance.edge.pipeline import Accepted, AnalysisRunner, Identity
 from appliance.edge.session import SessionTracker
 from appliance.edge.testing import fixed_analyzer, wait_until
 from appliance.synthetic import fleet as fleetsim
-from appliance.synthetic.skin import synthetic_frame
 from appliance.transport.outbox import Outbox
+from tests.skin_frames import generated
 
 GREY = np.full((960, 1280, 3), 128, np.uint8)  # a lit frame without colour: no skin in it
 
@@ -56,7 +56,7 @@ def test_a_saved_capture_the_gate_refuses_is_named_with_its_reason(
     runner = _runner(frames, results)
     frames.put(Frame(GREY, 1, name="live"))  # a live camera frame: refused without a word
     frames.put(Frame(GREY, 2, still=True, name="0001-grey.jpg"))
-    frames.put(Frame(synthetic_frame(4, 0, "normal").image_rgb, 3, still=True, name="0002.jpg"))
+    frames.put(Frame(generated(4, 0, "normal").image_rgb, 3, still=True, name="0002.jpg"))
     with caplog.at_level(logging.INFO, logger="appliance.edge.pipeline"):
         runner.start()
         assert results.get(timeout=30).result.measurement_id
@@ -76,7 +76,7 @@ def test_a_saved_capture_read_while_measuring_is_paused_is_measured_once_it_resu
     paused = threading.Event()
     paused.set()  # a full disk: the outbox cannot keep a result
     runner = _runner(frames, results, paused)
-    frames.put(Frame(synthetic_frame(4, 0, "normal").image_rgb, 1, still=True, name="0001.jpg"))
+    frames.put(Frame(generated(4, 0, "normal").image_rgb, 1, still=True, name="0001.jpg"))
     runner.start()
     assert wait_until(frames.empty, 10)  # the analysis thread has taken the file
     paused.clear()  # the disk has room again
@@ -93,7 +93,7 @@ def test_a_saved_capture_the_gate_refuses_is_told_to_its_source() -> None:
     runner = _runner(frames, results, on_not_measured=told.append)
     grey = FileStamp("0001-grey.jpg", 1, 2)
     frames.put(Frame(GREY, 1, still=True, name=grey.name, stamp=grey))
-    frames.put(Frame(synthetic_frame(4, 0, "normal").image_rgb, 2, still=True, name="0002.jpg",
+    frames.put(Frame(generated(4, 0, "normal").image_rgb, 2, still=True, name="0002.jpg",
                      stamp=FileStamp("0002.jpg", 3, 4)))
     runner.start()
     assert results.get(timeout=30).stamp == FileStamp("0002.jpg", 3, 4)
@@ -107,7 +107,7 @@ def test_a_second_name_of_a_capture_whose_measurement_failed_is_measured_in_the_
     """It waited, unmeasured, for the first name's result, which never came."""
     folder = tmp_path / "frames"
     folder.mkdir()
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(synthetic_frame(4, 0, "normal").image_rgb,
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(generated(4, 0, "normal").image_rgb,
                                                  cv2.COLOR_RGB2BGR))
     assert ok
     (folder / "0001.jpg").write_bytes(data.tobytes())

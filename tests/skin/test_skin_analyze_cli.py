@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -17,16 +16,15 @@ from appliance.cli import main
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.skin.analysis import analyze
 from appliance.skin.overlay import draw_overlay
-from appliance.synthetic.skin import synthetic_frame
 from appliance.transport.payloads import FEATURE_KEYS, Features, Quality
 from tests.disk_helpers import fill, small_tmpfs
+from tests.skin_frames import generated
 
 DEFAULT_MODEL = shipped_path(SKIN_MODEL)
 
 
-@lru_cache(maxsize=1)
 def _jpeg() -> bytes:
-    return synthetic_frame(21, 0, "normal").jpeg
+    return generated(21, 0, "normal").jpeg
 
 
 @pytest.fixture
@@ -230,7 +228,7 @@ def test_a_full_disk_keeps_each_frame_s_row_in_the_table_beside_the_overlay_erro
 
 
 def test_overlay_marks_furrows_pores_and_numbers() -> None:
-    skin = synthetic_frame(21, 0, "normal")
+    skin = generated(21, 0, "normal")
     analysis = analyze(skin.image_rgb, skin.um_per_px)
     overlay = draw_overlay(skin.image_rgb, analysis)
     changed = np.any(overlay[:960] != skin.image_rgb, axis=2)
@@ -308,7 +306,7 @@ def test_missing_model_is_exit_2_naming_the_file(
 def test_a_rejected_frame_is_shown_with_its_verdict_never_measured(
     images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rgb = synthetic_frame(21, 0, "normal").image_rgb
+    rgb = generated(21, 0, "normal").image_rgb
     blurred = tmp_path / "blurred.png"
     cv2.imwrite(str(blurred), cv2.GaussianBlur(rgb, (0, 0), 12)[:, :, ::-1])
     lifted = tmp_path / "lifted.png"
@@ -332,7 +330,7 @@ def test_a_rejected_frame_s_reason_is_said_once_and_its_row_keeps_to_the_table(
     images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The reason went to stderr and again as a table row some 200 characters wide."""
-    rgb = synthetic_frame(21, 0, "normal").image_rgb
+    rgb = generated(21, 0, "normal").image_rgb
     lifted = tmp_path / "lifted.png"
     cv2.imwrite(str(lifted), (rgb[:, :, ::-1] * 0.03).astype(np.uint8))
     assert main(["analyze", str(images["good"]), str(lifted)]) == 1
@@ -351,7 +349,7 @@ def test_a_greyscale_jpeg_is_said_to_carry_no_colour_not_to_lack_contact(
 ) -> None:
     """A grey picture of skin: the operator is told to check the image, not to press on."""
     grey = tmp_path / "grey.jpg"
-    cv2.imwrite(str(grey), cv2.cvtColor(synthetic_frame(21, 0, "normal").image_rgb,
+    cv2.imwrite(str(grey), cv2.cvtColor(generated(21, 0, "normal").image_rgb,
                                         cv2.COLOR_RGB2GRAY))
     assert main(["analyze", "--json", str(grey)]) == 1
     captured = capsys.readouterr()
@@ -394,7 +392,7 @@ def test_analyze_in_a_folder_without_config_grades_and_honours_overrides(
 
 
 def test_overlay_caption_leaves_the_whole_frame_visible_and_names_the_grade() -> None:
-    skin = synthetic_frame(21, 0, "normal")
+    skin = generated(21, 0, "normal")
     analysis = analyze(skin.image_rgb, skin.um_per_px)
     with_grade = draw_overlay(skin.image_rgb, analysis, "coarse")
     without = draw_overlay(skin.image_rgb, analysis)

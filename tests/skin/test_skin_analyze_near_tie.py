@@ -12,8 +12,8 @@ import pytest
 from appliance.config import load_config_or_defaults
 from appliance.skin import overlay
 from appliance.skin.analyze_run import TABLE_LEGEND, AnalyzeRun
-from appliance.synthetic.skin import synthetic_frame
 from appliance.transport.payloads import Classification
+from tests.skin_frames import generated
 
 
 class _Grader:
@@ -35,7 +35,7 @@ class _Grader:
 def frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # no config.yaml: built-in defaults
     path = tmp_path / "skin.jpg"
-    path.write_bytes(synthetic_frame(21, 0, "normal").jpeg)
+    path.write_bytes(generated(21, 0, "normal").jpeg)
     return path
 
 

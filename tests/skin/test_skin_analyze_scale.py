@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,11 @@ import pytest
 from appliance.cli import main
 from appliance.shipped import SKIN_MODEL, shipped_path
 from appliance.synthetic.skin import synthetic_frame, write_frame
+from tests.skin_frames import generated
 
 
-@lru_cache(maxsize=1)
 def _jpeg() -> bytes:
-    return synthetic_frame(21, 0, "normal").jpeg
+    return generated(21, 0, "normal").jpeg
 
 
 def _frame(folder: Path, name: str = "good.jpg") -> Path:

@@ -8,14 +8,14 @@ import pytest
 
 from appliance.cli import main
 from appliance.skin.analyze_run import TABLE_LEGEND
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 
 @pytest.fixture
 def frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # no config.yaml: built-in defaults, the shipped grader
     path = tmp_path / "skin.jpg"
-    path.write_bytes(synthetic_frame(21, 0, "normal").jpeg)
+    path.write_bytes(generated(21, 0, "normal").jpeg)
     return path
 
 

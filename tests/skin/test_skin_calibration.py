@@ -16,7 +16,7 @@ from appliance.cli_help_text import COMMAND_HELP
 from appliance.skin.calibration import CalibrationError, calibrate_from_micrometer
 from appliance.skin.validity import SCALE_UM_PER_PX
 from appliance.synthetic.micrometer import MicrometerSpec, micrometer_frame
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 
 def micrometer(um_per_px: float, pitch_mm: float, angle_deg: float, seed: int = 0) -> np.ndarray:
@@ -87,7 +87,7 @@ def test_micrometer_photos_are_measured_within_a_tenth_of_a_percent(spec: Microm
 def test_skin_frames_are_not_micrometers() -> None:
     reasons = []
     for index in range(8):
-        skin = synthetic_frame(index, index, "mixed").image_rgb
+        skin = generated(index, index, "mixed").image_rgb
         with pytest.raises(CalibrationError) as refused:
             calibrate_from_micrometer(cv2.cvtColor(skin, cv2.COLOR_RGB2GRAY), 0.1)
         reasons.append(str(refused.value))
@@ -111,7 +111,7 @@ def test_calibrate_command_prints_the_uncertainty_and_refuses_skin(
     assert main(["calibrate", str(scale), "--mm", "0.1"]) == 0
     assert re.search(r"9\.80\d ± \d\.\d+(e-\d+)? um/px \(95 %", capsys.readouterr().out)
     skin = tmp_path / "skin.jpg"
-    skin.write_bytes(synthetic_frame(3, 3, "mixed").jpeg)
+    skin.write_bytes(generated(3, 3, "mixed").jpeg)
     assert main(["calibrate", str(skin), "--mm", "0.1"]) == 1
     captured = capsys.readouterr()
     assert "put this in config.yaml" not in captured.out
@@ -232,7 +232,7 @@ def test_bright_lines_on_a_dark_field_are_measured_as_dark_lines_are(
 
 def test_skin_frames_turned_negative_are_not_micrometers() -> None:
     for index in range(4):
-        skin = cv2.cvtColor(synthetic_frame(index, index, "mixed").image_rgb, cv2.COLOR_RGB2GRAY)
+        skin = cv2.cvtColor(generated(index, index, "mixed").image_rgb, cv2.COLOR_RGB2GRAY)
         with pytest.raises(CalibrationError):
             calibrate_from_micrometer(255 - skin, 0.1)
 

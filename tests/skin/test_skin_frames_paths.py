@@ -12,7 +12,7 @@ import pytest
 from appliance.cli import main
 from appliance.skin import frames
 from appliance.skin.frames import FrameError, load_frame
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 
 def test_a_symlink_loop_is_called_a_symlink_loop(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_a_name_with_a_terminal_escape_is_printed_escaped(
 def test_a_name_with_undecodable_bytes_is_printed_not_crashed_on(tmp_path: Path) -> None:
     hostile = os.fsencode(tmp_path) + b"/bad\xff.jpg"
     with open(hostile, "wb") as stream:  # a frame the table prints a row for
-        stream.write(synthetic_frame(21, 0, "normal").jpeg)
+        stream.write(generated(21, 0, "normal").jpeg)
     done = subprocess.run(
         [sys.executable, "-m", "appliance", "analyze", os.fsdecode(hostile)],
         capture_output=True, text=True, encoding="utf-8", timeout=120,

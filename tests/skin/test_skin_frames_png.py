@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from appliance.skin.frames import FrameError, decode_frame
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 
 @lru_cache(maxsize=1)
 def _png() -> bytes:
-    rgb = synthetic_frame(21, 0, "normal").image_rgb
+    rgb = generated(21, 0, "normal").image_rgb
     return bytes(cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1])
 
 

@@ -16,7 +16,7 @@ from appliance.hostile import huge_png, lying_jpeg
 from appliance.skin.analysis import analyze
 from appliance.skin.analyze_run import AnalyzeRun
 from appliance.skin.frames import FrameError, decode_frame, header_size, load_frame
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 
 def test_a_20000px_png_is_refused_from_its_header(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_a_jpeg_header_claiming_65000px_is_refused_and_the_files_after_it_are_me
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(huge_png())
     good = tmp_path / "good.jpg"
-    good.write_bytes(synthetic_frame(3, 0, "normal").jpeg)
+    good.write_bytes(generated(3, 0, "normal").jpeg)
     run = AnalyzeRun(Config(), None)
     records = [run.measure(path) for path in (liar, bomb, good)]
     assert "65000x65000" in records[0]["error"]
@@ -48,7 +48,7 @@ def test_a_jpeg_header_claiming_65000px_is_refused_and_the_files_after_it_are_me
 
 def test_any_error_inside_one_file_is_that_file_s_error(tmp_path: Path) -> None:
     odd = tmp_path / "odd.jpg"
-    odd.write_bytes(synthetic_frame(3, 0, "normal").jpeg)
+    odd.write_bytes(generated(3, 0, "normal").jpeg)
     run = AnalyzeRun(Config(), tmp_path / "missing-folder" / "sub")  # overlays cannot be written
     record = run.measure(odd)
     assert record["image"] == str(odd)
@@ -82,7 +82,7 @@ def test_a_frame_of_more_than_65535_tiny_cells_is_measured() -> None:
 def test_a_damaged_bmp_or_tiff_is_reported_once_in_the_command_s_words(tmp_path: Path) -> None:
     """OpenCV's BMP reader prints its own error line on a cut file, and Pillow's TIFF header
     reader a warning and a message naming a Python object; the command should say it once."""
-    bgr = cv2.cvtColor(synthetic_frame(3, 0, "normal").image_rgb, cv2.COLOR_RGB2BGR)
+    bgr = cv2.cvtColor(generated(3, 0, "normal").image_rgb, cv2.COLOR_RGB2BGR)
     for name in ("cut.bmp", "cut.tif"):
         whole = bytes(cv2.imencode(Path(name).suffix, bgr)[1])
         assert np.array_equal(decode_frame(whole), bgr[:, :, ::-1])  # intact: its pixels

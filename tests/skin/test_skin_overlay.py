@@ -25,12 +25,12 @@ from appliance.skin.overlay import (
     draw_markings,
     draw_overlay,
 )
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 
 @lru_cache(maxsize=1)
 def _rgb() -> np.ndarray:
-    rgb: np.ndarray = synthetic_frame(4, 0, "normal").image_rgb
+    rgb: np.ndarray = generated(4, 0, "normal").image_rgb
     return rgb
 
 

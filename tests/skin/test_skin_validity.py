@@ -24,11 +24,11 @@ from appliance.skin.validity import (
     TEXTURE_KEYS,
     assess,
 )
-from appliance.synthetic.skin import synthetic_frame
 from appliance.synthetic.skin_scenes import junction_scene
 from appliance.transport import payloads
 from appliance.transport.payloads import FEATURE_KEYS
 from tests.ring_light import ring_lit_frame
+from tests.skin_frames import generated
 
 # a pore count no reading doubts: nothing borderline, doubted or left out that reads as pores
 _TRUSTED = {"pore_borderline": 0.0, "pore_doubt": 0.0, "pore_lookalikes": 0.0}
@@ -36,7 +36,7 @@ _TRUSTED = {"pore_borderline": 0.0, "pore_doubt": 0.0, "pore_lookalikes": 0.0}
 
 @lru_cache(maxsize=2)
 def _rgb(preset: str) -> np.ndarray:
-    rgb: np.ndarray = synthetic_frame(4, 0, preset).image_rgb
+    rgb: np.ndarray = generated(4, 0, preset).image_rgb
     return rgb
 
 

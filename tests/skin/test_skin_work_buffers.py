@@ -15,7 +15,7 @@ from appliance.skin.pore_profile import FINE_SMOOTH_PX, blobness
 from appliance.skin.pores import measure_candidates
 from appliance.skin.preprocess import hill_background, prepare
 from appliance.skin.texture import furrow_width_um, measure_texture, tophat_response
-from appliance.synthetic.skin import synthetic_frame
+from tests.skin_frames import generated
 
 
 def _peak_bytes(call: Callable[[], object]) -> int:
@@ -57,7 +57,7 @@ def test_the_fine_depth_smoothed_in_place_is_what_the_profiles_read() -> None:
     """``prepare(..., fine_smooth_px=FINE_SMOOTH_PX)`` (as ``analyze`` calls it) smooths the
     fine depth in its own buffer, to the value the pores otherwise smooth it to, and the pores
     then read that image, not a smoothed copy of it (one 1280 x 960 float image less)."""
-    frame = synthetic_frame(1, 0)
+    frame = generated(1, 0)
     plain = prepare(frame.image_rgb, frame.um_per_px)
     smoothed = prepare(frame.image_rgb, frame.um_per_px, fine_smooth_px=FINE_SMOOTH_PX)
     assert np.array_equal(smoothed.depth_fine,
@@ -74,7 +74,7 @@ def test_prepare_holds_little_beyond_what_it_returns() -> None:
     """The flattened level is written over the hill background once the fine depth has read
     it: at most 7.25 bytes a frame pixel at once at 10 µm/px, of which the four images it
     returns are 6.75 (9.0 when the level took a buffer of its own)."""
-    frame = synthetic_frame(1, 0)
+    frame = generated(1, 0)
     height, width = frame.image_rgb.shape[:2]
     assert _peak_bytes(lambda: prepare(frame.image_rgb, 10.0)) <= 7.25 * height * width
 
