@@ -6,12 +6,14 @@ furrows up to as dark as them, the depth of pit and furrow added or the deeper o
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 import numpy as np
 import pytest
 
 from appliance.synthetic import skin_extras, skin_geometry, skin_params
 from appliance.synthetic.skin import synthetic_geometry, synthetic_params, synthetic_scene
+from appliance.synthetic.skin_geometry import SkinGeometry
 from appliance.synthetic.skin_params import SkinParams
 from appliance.synthetic.skin_render import furrow_fields, pore_field, render_linear
 from appliance.synthetic.skin_truth import ground_truth
@@ -24,6 +26,17 @@ WIDE_FURROW_UM = 55.0  # mean furrow width the age model draws only with coarse 
 def _wide_params(index: int) -> SkinParams:
     """Frame ``index``'s parameters alone (fast: no geometry)."""
     return synthetic_params(SEED, index, "wide")
+
+
+@lru_cache(maxsize=4)
+def _wide_geometry(index: int) -> tuple[SkinParams, SkinGeometry]:
+    """``synthetic_geometry(SEED, index, "wide")`` of frames 0-3, built once for the tests that
+    read them (the smoothing in regions, the parameters alone, the bowl), its arrays read-only."""
+    params, geometry = synthetic_geometry(SEED, index, "wide")
+    for value in vars(geometry).values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return params, geometry
 
 
 def _deepened(params: SkinParams) -> bool:
@@ -148,7 +161,7 @@ def test_wide_furrow_depth_and_width_vary_in_regions_not_piece_by_piece() -> Non
     # that reads as a pore (docs/experiments/README.md "wideover"); drawn independently per
     # piece 2-9 % of the pieces were over 1.15x all their neighbours, smoothed in space ~0.1 %.
     for index in range(4):
-        params, geometry = synthetic_geometry(SEED, index, "wide")
+        params, geometry = _wide_geometry(index)
         assert geometry.edge_depth is not None
         depth = geometry.edge_depth
         assert np.mean(_over_every_piece_met(depth, geometry.edges) > 1.15) < 0.01, index
@@ -160,7 +173,7 @@ def test_wide_furrow_depth_and_width_vary_in_regions_not_piece_by_piece() -> Non
 
 def test_the_parameters_alone_are_the_frames_parameters() -> None:
     assert [_wide_params(index) for index in range(3)] == [
-        synthetic_geometry(SEED, index, "wide")[0] for index in range(3)]
+        _wide_geometry(index)[0] for index in range(3)]
     assert synthetic_params(3, 5, "mixed") == synthetic_geometry(3, 5, "mixed")[0]
 
 
@@ -253,7 +266,7 @@ def test_a_bowl_junction_pit_is_deepest_in_its_middle_and_half_as_deep_on_its_ra
     """A bowl is 1 at the junction, 0.5 on the drawn radius and still 0.15-0.25 at 1.5 radii (a
     Gaussian's skirt); the flat disc of the same radius stays under 0.97 in its middle."""
     index = next(i for i in range(FRAMES) if _wide_params(i).junction_bowl)
-    params, geometry = synthetic_geometry(SEED, index, "wide")
+    params, geometry = _wide_geometry(index)
     degree = np.bincount(geometry.edges.ravel(), minlength=len(geometry.vertices_px))
     junction = int(np.flatnonzero(degree == 3)[len(np.flatnonzero(degree == 3)) // 2])
     arms = np.any(geometry.edges == junction, axis=1)
