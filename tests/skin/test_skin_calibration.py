@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import tracemalloc
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -63,8 +64,13 @@ def test_calibrate_command_rejects_bad_file(
     assert "not an image" in capsys.readouterr().err
 
 
+@lru_cache(maxsize=4)
 def _gray(spec: MicrometerSpec) -> np.ndarray:
-    return cv2.cvtColor(micrometer_frame(spec), cv2.COLOR_RGB2GRAY)
+    """The grey photo of ``spec``, drawn once for the module (three tests read 9.6 µm/px's),
+    read-only."""
+    gray = cv2.cvtColor(micrometer_frame(spec), cv2.COLOR_RGB2GRAY)
+    gray.flags.writeable = False
+    return gray
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,7 @@ from appliance.synthetic.skin_scenes import (
 )
 from appliance.synthetic.skin_truth import ground_truth
 from tests.ring_light import ring_lit_frame
+from tests.skin_frames import generated
 
 SEEDS = (0, 1, 2)
 SWEEP_UM_PER_PX = tuple(7.0 * 1.05**k for k in range(13))  # 7.00 ... 12.57, 5 % apart
@@ -861,7 +862,7 @@ def test_pits_never_counted_are_left_unfinished_and_nothing_reported_moves(
         monkeypatch: pytest.MonkeyPatch, seed: int, preset: str) -> None:
     """The junctions that fail the fixed tests on their arms and strand alone (``never_counted``)
     are not profiled to the end; every reported number stays as with every profile finished."""
-    frame = synthetic_frame(seed, 0, preset)
+    frame = generated(seed, 0, preset)
     prepared = prepare(frame.image_rgb, frame.params.um_per_px)
     texture = measure_texture(prepared)
     full = measure_candidates(prepared, texture.furrow_sample, colour=False, hair=texture.hair)
@@ -887,7 +888,7 @@ def test_pits_that_fail_the_fixed_tests_have_no_rings_read_and_nothing_reported_
         monkeypatch: pytest.MonkeyPatch, seed: int, preset: str) -> None:
     """The pits that fail the fixed tests whatever their colour (``fails_fixed_tests``) have
     their rings left unread; every reported number stays as with every ring read."""
-    frame = synthetic_frame(seed, 0, preset)
+    frame = generated(seed, 0, preset)
     prepared = prepare(frame.image_rgb, frame.params.um_per_px)
     texture = measure_texture(prepared)
     full = measure_candidates(prepared, texture.furrow_sample, colour=False, hair=texture.hair)
