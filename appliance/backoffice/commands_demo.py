@@ -119,6 +119,12 @@ def _backoffice_log_at_warnings(*, unless: bool) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _stopped_before_start(received: list[int]) -> int:
+    """Said and returned where a stop came before the demo started anything."""
+    print("demo stopped (Ctrl-C, SIGTERM or SIGHUP) before it started anything", file=sys.stderr)
+    return 128 + received[0] if received else 130
+
+
 def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
                        stop: threading.Event, received: list[int]) -> int:
     """The demo on ``store_url`` (None: a throw-away store), holding the store's demo lock
@@ -130,14 +136,12 @@ def _run_until_stopped(args: argparse.Namespace, store_url: str | None,
     from appliance.backoffice.storeerrors import StoreError  # noqa: PLC0415
     from appliance.transport.broker import BrokerError  # noqa: PLC0415
 
-    if stop.is_set():
-        print("demo stopped (Ctrl-C, SIGTERM or SIGHUP) before it started anything",
-              file=sys.stderr)
-        return 128 + received[0] if received else 130
     try:
         with nullcontext() if store_url is None else demo_lock(store_url):
             from appliance.backoffice.demo import EXIT_INTERRUPTED, run_demo  # noqa: PLC0415
 
+            if stop.is_set():  # a stop before now, or while the modules loaded (seconds)
+                return _stopped_before_start(received)
             code = run_demo(args.devices, args.count, args.timeout_s, stop=stop,
                             store_url=store_url, store_option=_store_option(args))
     except DemoLockError as exc:  # another demo runs on the store: refused before it starts
