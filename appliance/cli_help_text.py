@@ -63,14 +63,21 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "placed_at (the capture as the back office places it, its kiosk's clock as read: the "
         "order and --since go by it), captured_at (the time the kiosk's own clock wrote), site, "
         "device_id, measurement_id, kime_score, pore_count, label (the grade; A/B: a near-tie "
-        "between two) and age_band (as the customer chose it on the kiosk screen).",
+        "between two) and age_band (as the customer chose it on the kiosk screen). --device "
+        "DEVICE selects that device id at every site (each site names its own kiosks); --site "
+        "SITE one site's results; --device SITE/DEVICE (or --site with --device) one kiosk.",
         ("appliance results query", "appliance results query --limit 10 --device kiosk-demo-1",
+         "appliance results query --site demo",
+         "appliance results query --device demo/kiosk-demo-1",
          "appliance results query --since 2026-11-01T09:00:00Z"),
     ),
     "results export": (
         "Write stored results to a CSV, JSON Lines or Parquet file (or CSV/JSONL to stdout). "
-        "An existing file is kept unless --force.",
+        "An existing file is kept unless --force. --site, --device and --since select as for "
+        "`results query`; a site or device no stored result comes from and no kiosk of the "
+        "fleet has is refused, nothing written.",
         ("appliance results export --format csv --out results.csv",
+         "appliance results export --site demo --out results.csv",
          "appliance results export --format parquet --out results.parquet",
          "appliance results export --format jsonl | head"),
     ),

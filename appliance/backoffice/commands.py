@@ -23,6 +23,7 @@ from appliance.outfile import replacing_refusal
 from appliance.stdout import print_out
 
 if TYPE_CHECKING:
+    from appliance.backoffice.queries import ResultFilter
     from appliance.config import Config
 
 CONFIG_HELP = "config file (default: ./config.yaml when present, else built-in defaults)"
@@ -76,13 +77,26 @@ def positive_int(text: str) -> int:
 def device_id(text: str) -> str:
     """An argparse type: a device id as kiosks have them (the result payload's pattern), so an
     argument no store could match (bytes the locale cannot decode) is refused as such."""
+    return _checked_id(text, "device")
+
+
+def site_id(text: str) -> str:
+    """An argparse type: a site id, held to the device id's pattern (the payload's)."""
+    return _checked_id(text, "site")
+
+
+def _checked_id(text: str, what: str) -> str:
+    """``text`` when it is an id as kiosks have them; else refused as no ``what`` id."""
+    if not _is_device_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: not a {what} id ({_id_rule()})")
+    return text
+
+
+def _id_rule() -> str:
     from appliance.transport.payloads import MAX_IDENTIFIER_CHARS
 
-    if not _is_device_id(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: not a device id (letters, digits, '.', '_' and '-', starting with a "
-            f"letter or digit, at most {MAX_IDENTIFIER_CHARS} characters)")
-    return text
+    return (f"letters, digits, '.', '_' and '-', starting with a letter or digit, at most "
+            f"{MAX_IDENTIFIER_CHARS} characters")
 
 
 def _is_device_id(text: str) -> bool:
@@ -92,16 +106,18 @@ def _is_device_id(text: str) -> bool:
     return len(text) <= MAX_IDENTIFIER_CHARS and re.fullmatch(IDENTIFIER_PATTERN, text) is not None
 
 
-def device_alone(text: str) -> str:
-    """An argparse type: ``device_id``, where SITE/DEVICE (as ``fleet resend --device`` and
-    ``models status --history`` take a kiosk) is refused naming the id alone, which is what
-    results are selected by."""
+def kiosk_of(text: str) -> tuple[str | None, str]:
+    """An argparse type: DEVICE, or SITE/DEVICE as ``fleet resend --device`` and ``models
+    status --history`` take a kiosk: (its site, None when not given; its device id). A value
+    that is neither is refused naming the part that is no id."""
     site, slash, device = text.partition("/")
-    if slash and _is_device_id(site) and _is_device_id(device):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: the device id alone, without its site: --device {device} "
-            "(results are selected by device id, whatever their site)")
-    return device_id(text)
+    if not slash:
+        return None, device_id(text)
+    if _is_device_id(site) and _is_device_id(device):
+        return site, device
+    part, what = (site, "site") if not _is_device_id(site) else (device, "device")
+    raise argparse.ArgumentTypeError(f"{text!r}: not a device id nor SITE/DEVICE ({part!r} is "
+                                     f"no {what} id: {_id_rule()})")
 
 
 def load_or_report(args: argparse.Namespace) -> Config | None:
@@ -258,27 +274,35 @@ def _fleet(args: argparse.Namespace) -> int:
     return with_store(args, "fleet", show)
 
 
-def _since(args: argparse.Namespace, command: str) -> tuple[str | None] | None:
-    """``(since,)`` for a results command (``None`` inside when not given), or None after
-    printing why it is no time, under the command's name."""
+def _selection(args: argparse.Namespace, command: str) -> ResultFilter | None:
+    """The results ``--site``, ``--device`` (DEVICE or SITE/DEVICE) and ``--since`` select,
+    or None after printing why they select none, under the command's name (nothing read)."""
     from appliance.backoffice.export import parse_since
+    from appliance.backoffice.queries import ResultFilter
 
+    site, device = args.device or (None, None)
+    if site is not None and args.site is not None and site != args.site:
+        print(escape_controls(f"{command}: --site {args.site} and --device {site}/{device} name "
+                              f"two sites; give the site once (--device {site}/{device}, or "
+                              f"--site {args.site} --device {device})"), file=sys.stderr)
+        return None
     try:
-        return (parse_since(args.since) if args.since is not None else None,)
+        since = parse_since(args.since) if args.since is not None else None
     except ValueError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return None
+    return ResultFilter(site=site or args.site, device_id=device, placed_from=since)
 
 
 def _results_query(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import query_table
 
-    given = _since(args, "results query")
-    if given is None:
+    where = _selection(args, "results query")
+    if where is None:
         return 2
 
     def show(store: Any) -> int:
-        return print_out("results query", query_table(store, args.device, given[0], args.limit))
+        return print_out("results query", query_table(store, where, args.limit))
 
     return with_store(args, "results query", show)
 
@@ -327,31 +351,31 @@ def _missing_folder(out: Path) -> str | None:
 
 
 def _results_export(args: argparse.Namespace) -> int:
-    from appliance.backoffice.export import export_results, unknown_device
+    from appliance.backoffice.export import export_results, unknown_selection
     from appliance.backoffice.storeurl import store_name
 
     problem = _export_out_problem(args.out, args.format, args.force)
     if problem is not None:
         print(f"results export: {problem}", file=sys.stderr)
         return 2
-    given = _since(args, "results export")
-    if given is None:
+    where = _selection(args, "results export")
+    if where is None:
         return 2
 
     def export(store: Any) -> int:
-        if unknown := unknown_device(store, args.device):  # an empty file would say "none"
+        if unknown := unknown_selection(store, where):  # an empty file would say "none"
             print(escape_controls(f"results export: {unknown}; nothing written"),
                   file=sys.stderr)
             return 2
         try:
-            count = export_results(store, args.format, args.out, args.device, given[0])
+            count = export_results(store, args.format, args.out, where)
         except BrokenPipeError:
             raise  # the reader (e.g. `| head`) has seen enough; cli.main ends quietly
         except (ValueError, OSError) as exc:
             print(escape_controls(f"results export: failed: {exc}"), file=sys.stderr)
             return 1
-        where = "standard output" if args.out == "-" else args.out
-        print(escape_controls(f"exported {count} result(s) as {args.format} to {where} from "
+        written = "standard output" if args.out == "-" else args.out
+        print(escape_controls(f"exported {count} result(s) as {args.format} to {written} from "
                               f"the {store_name(store.url)}"), file=sys.stderr)
         return 0
 
@@ -365,8 +389,10 @@ def _register_results(root: Any) -> None:
     export = sub.add_parser("export", help="write stored results to csv, jsonl or parquet")
     for parser in (query, export):
         add_store_options(parser)
-        parser.add_argument("--device", type=device_alone,
-                            help="only this device id (without its site)")
+        parser.add_argument("--site", type=site_id, help="only results from this site")
+        parser.add_argument("--device", type=kiosk_of, metavar="[SITE/]DEVICE",
+                            help="only results from this device id (of any site), or from this "
+                            "device of this site (SITE/DEVICE, as --site SITE --device DEVICE)")
         parser.add_argument("--since", metavar="TIME", help="only results captured at or after "
                             "this time, as the back office places each capture (not by a "
                             "kiosk's clock): ISO date or date-time, UTC unless it says "

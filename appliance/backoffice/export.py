@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from appliance import safejson
 from appliance.backoffice.fleet import CLOCK_OFF_S
+from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import (
     GRADE_PROBABILITIES,
     NOT_VALIDATED_COLUMN,
@@ -91,14 +92,14 @@ def parse_since(text: str) -> str:
         raise ValueError(f"--since {shown}: in UTC before the year 1 or after 9999") from exc
 
 
-def query_table(store: Store, device: str | None, since: str | None, limit: int) -> str:
-    """A plain-text table of the newest ``limit`` matching results (by placed capture), newest
-    first, and how many match in all."""
-    rows = list(store.select_results((*QUERY_COLUMNS, NOT_VALIDATED_COLUMN, "payload"), device,
-                                     since, limit, newest_first=True))
+def query_table(store: Store, where: ResultFilter, limit: int) -> str:
+    """A plain-text table of the newest ``limit`` results ``where`` selects (by placed
+    capture), newest first, and how many match in all."""
+    rows = list(store.select_results((*QUERY_COLUMNS, NOT_VALIDATED_COLUMN, "payload"), where,
+                                     limit, newest_first=True))
     if not rows:
-        return _nothing_matched(store, device)
-    total = store.count_matching(device, since)
+        return _nothing_matched(store, where)
+    total = store.count_matching(where)
     cells = [_query_cells(row[:-1], row[-1]) for row in rows]
     header = [c.upper() for c in QUERY_COLUMNS]
     lines = aligned([header, *(row for row, _ in cells)])
@@ -119,35 +120,58 @@ def _clock_was_off(row: tuple[Any, ...]) -> bool:
     return abs((captured - placed).total_seconds()) > CLOCK_OFF_S
 
 
-def _nothing_matched(store: Store, device: str | None) -> str:
-    """Why a query found nothing: a ``device`` no result comes from (a typo, or another
-    site's name) is named, with the devices the store knows and the command that lists them."""
-    if device is None or store.count_matching(device):
-        return "no results match"
-    return f"no results match: {_no_result_from(device, _known_devices(store))}"
+def _nothing_matched(store: Store, where: ResultFilter) -> str:
+    """Why a query found nothing: a site or device no result comes from (a typo, or another
+    site's name), or a device none of whose results come from the site asked for, is named
+    with what the store knows and the command that lists the fleet."""
+    reason = _not_from(store, where)
+    return f"no results match: {reason}" if reason else "no results match"
+
+
+def _not_from(store: Store, where: ResultFilter) -> str | None:
+    """Why ``where`` selects nothing at any time: its site, its device, or its device at its
+    site, that no stored result comes from; None when results come from each."""
+    site, device = where.site, where.device_id
+    if site is not None and not store.has_results(ResultFilter(site=site)):
+        return _no_result_from("site", site, store.fleet_sites_of())
+    if device is not None and not store.has_results(ResultFilter(device_id=device)):
+        return _no_result_from("device", device, _known_devices(store))
+    if site is None or device is None or store.has_results(
+            ResultFilter(site=site, device_id=device)):
+        return None
+    at = _named(store.fleet_sites_of(device))
+    return (f"no stored result comes from device {device!r} at site {site!r} (the fleet has it "
+            f"at {at or 'no site'}; `appliance fleet` lists the devices with their sites and "
+            "states)")
 
 
 def _known_devices(store: Store) -> list[str]:
     return sorted({str(row["device_id"]) for row in store.devices()})
 
 
-def _no_result_from(device: str, known: list[str]) -> str:
-    """'no stored result comes from device X (the devices the store knows: ...)'."""
-    shown = ", ".join(known[:QUERY_NAMED_DEVICES]) + (
+def _named(known: list[str]) -> str:
+    """The first QUERY_NAMED_DEVICES of ``known``, then how many more."""
+    return ", ".join(known[:QUERY_NAMED_DEVICES]) + (
         f" and {len(known) - QUERY_NAMED_DEVICES} more" if len(known) > QUERY_NAMED_DEVICES else "")
-    named = f"the devices the store knows: {shown}; " if known else ""
-    return (f"no stored result comes from device {device!r} ({named}"
+
+
+def _no_result_from(what: str, name: str, known: list[str]) -> str:
+    """'no stored result comes from device X (the devices the store knows: ...)', or site."""
+    named = f"the {what}s the store knows: {_named(known)}; " if known else ""
+    return (f"no stored result comes from {what} {name!r} ({named}"
             "`appliance fleet` lists the devices with their sites and states)")
 
 
-def unknown_device(store: Store, device: str | None) -> str | None:
-    """Why an export of ``device`` would be an empty file for a typo: a device id no stored
-    result comes from and no kiosk of the fleet registry has (said as the query says it);
-    None for a device the store knows, results or not, or none given."""
-    if device is None or store.count_matching(device):
+def unknown_selection(store: Store, where: ResultFilter) -> str | None:
+    """Why an export of ``where`` would be an empty file for a typo: a site, device or
+    device at a site no stored result comes from and no kiosk of the fleet registry has
+    (said as the query says it); None for one the store knows, results or not, or none given."""
+    reason = _not_from(store, where)
+    if reason is None:
         return None
-    known = _known_devices(store)
-    return None if device in known else _no_result_from(device, known)
+    sites = store.fleet_sites_of(where.device_id)  # those of the fleet, or of the device
+    known = where.site in sites if where.site else bool(sites)
+    return None if known else reason
 
 
 def _query_cells(row: tuple[Any, ...], payload: str) -> tuple[list[str], bool]:
@@ -215,13 +239,12 @@ def _cell(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, float) else escape_controls(str(value))
 
 
-def export_results(
-    store: Store, fmt: str, out: str, device: str | None = None, since: str | None = None
-) -> int:
-    """Write matching results to ``out`` (``-`` = stdout for csv/jsonl); returns the row count."""
+def export_results(store: Store, fmt: str, out: str, where: ResultFilter | None = None) -> int:
+    """Write the results ``where`` selects (every one when None) to ``out`` (``-`` = stdout
+    for csv/jsonl); returns the row count."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
-    rows = store.select_results(_EXPORT_READ_COLUMNS, device, since)
+    rows = store.select_results(_EXPORT_READ_COLUMNS, where)
     if fmt == "parquet" and out == "-":
         raise ValueError("parquet is binary: give --out FILE")
     if out == "-":

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from appliance.backoffice.keyset import Keyset
+from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import (
     DEVICE_READ_COLUMNS,
     RESULT_READ_COLUMNS,
@@ -69,21 +70,20 @@ class StoreReads(StoreConnection):
     def select_results(
         self,
         columns: Sequence[str],
-        device: str | None = None,
-        since: str | None = None,
+        where: ResultFilter | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> Iterator[tuple[Any, ...]]:
-        """Stored results (chosen columns) by placed capture, filtered by device and by a start
-        time of the placed capture; GRADE_PROBABILITIES too (schema.py)."""
+        """Stored results (chosen columns) by placed capture, those ``where`` selects (site,
+        device, placed capture; every result when None); GRADE_PROBABILITIES too (schema.py)."""
         try:
             selection = result_selection(columns, self.postgres)
         except ValueError as unknown:
             raise StoreError(str(unknown)) from unknown
-        where, params = _result_filter(device, since)
+        matching, params = _result_filter(where)
         order = "placed_at DESC, measurement_id DESC" if newest_first else (
             "placed_at, measurement_id")
-        sql = f"SELECT {selection} FROM results{where} ORDER BY {order}"
+        sql = f"SELECT {selection} FROM results{matching} ORDER BY {order}"
         sql += f" LIMIT {int(limit)}" if limit is not None else ""
         return self._stream(sql, params)
 
@@ -112,10 +112,15 @@ class StoreReads(StoreConnection):
         with self._conn.transaction(), self._conn.cursor(name="select_results") as cur:
             yield from _in_batches(cur, self._sql(sql), params, rows_at_once)
 
-    def count_matching(self, device: str | None = None, since: str | None = None) -> int:
-        """How many stored results match the device and start-time (placed capture) filter."""
-        where, params = _result_filter(device, since)
-        return int(self._fetch(f"SELECT COUNT(*) FROM results{where}", tuple(params))[0][0])
+    def count_matching(self, where: ResultFilter | None = None) -> int:
+        """How many stored results ``where`` selects (every one when None)."""
+        matching, params = _result_filter(where)
+        return int(self._fetch(f"SELECT COUNT(*) FROM results{matching}", tuple(params))[0][0])
+
+    def has_results(self, where: ResultFilter) -> bool:
+        """Whether ``where`` selects any stored result (one index entry read, not counted)."""
+        matching, params = _result_filter(where)
+        return bool(self._fetch(f"SELECT 1 FROM results{matching} LIMIT 1", tuple(params)))
 
 
 def _refuse_unknown(columns: Sequence[str]) -> None:
@@ -125,16 +130,10 @@ def _refuse_unknown(columns: Sequence[str]) -> None:
         raise StoreError(f"unknown result columns {sorted(unknown)}")
 
 
-def _result_filter(device: str | None, since: str | None) -> tuple[str, list[str]]:
+def _result_filter(where: ResultFilter | None) -> tuple[str, list[Any]]:
     """The WHERE clause (with its leading space, or empty) and parameters of a results filter."""
-    where, params = [], []
-    if device is not None:
-        where.append("device_id = ?")
-        params.append(device)
-    if since is not None:
-        where.append("placed_at >= ?")
-        params.append(since)
-    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+    conditions, params = (where or ResultFilter()).where()
+    return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), params
 
 
 def _in_batches(cur: Any, sql: str, params: Sequence[Any],

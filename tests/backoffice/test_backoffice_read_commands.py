@@ -119,21 +119,6 @@ def test_a_device_that_is_no_device_id_is_refused_naming_it(
     assert f"--device: {device!r}: not a device id" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["results", "query"], ["results", "export"]])
-def test_a_device_given_with_its_site_is_refused_naming_the_id_alone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
-) -> None:
-    """`fleet resend --device` and `models status --history` take SITE/DEVICE; here it was
-    refused as "not a device id (letters, digits, ...)", naming nothing to give instead."""
-    url = _store_with_results(tmp_path, 2)
-    with pytest.raises(SystemExit) as refused:
-        main([*command, "--store", url, "--device", "demo/kiosk-demo-1"])
-    assert refused.value.code == 2
-    assert ("--device: 'demo/kiosk-demo-1': the device id alone, without its site: --device "
-            "kiosk-demo-1 (results are selected by device id, whatever their site)"
-            ) in capsys.readouterr().err
-
-
 def test_export_keeps_an_existing_file_unless_force(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

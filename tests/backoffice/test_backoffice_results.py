@@ -16,6 +16,7 @@ import pytest
 
 from appliance.backoffice import export
 from appliance.backoffice.export import EXPORT_COLUMNS
+from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import DeadLetter, device_row, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.cli import main
@@ -459,7 +460,7 @@ def test_a_device_no_result_comes_from_is_said_with_eight_known_devices_then_how
         store.write_batch(Batch(statuses=[
             device_row(fleet.online_status("lab", f"k{index:02d}", 1), "2026-11-26T00:00:03Z")
             for index in range(10)]), 10)
-        said = export.unknown_device(store, "nope")
+        said = export.unknown_selection(store, ResultFilter(device_id="nope"))
     finally:
         store.close()
     assert said is not None

@@ -19,6 +19,7 @@ import pytest
 
 from appliance.backoffice.accounts import Login
 from appliance.backoffice.migrations import MIGRATIONS
+from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import (
     RESULT_COLUMNS,
     DeadLetter,
@@ -183,7 +184,8 @@ def test_results_filter_by_device_and_time(store: Store) -> None:
     rows = _rows(9)
     store.write_batch(Batch(results=rows), 100)
     since = sorted(row[3] for row in rows)[4]
-    picked = list(store.select_results(("device_id", "captured_at"), "kiosk-1", since))
+    picked = list(store.select_results(("device_id", "captured_at"),
+                                       ResultFilter(device_id="kiosk-1", placed_from=since)))
     expected = sorted((r[1], r[3]) for r in rows if r[1] == "kiosk-1" and r[3] >= since)
     assert picked == [(d, t) for d, t in expected]
     assert picked

@@ -126,9 +126,17 @@ READS: dict[str, Callable[[Store], Any]] = {
                                                 None, 51),
     "a day's count": lambda s: s.count_results_up_to(
         ResultFilter(placed_from=TWO_DAYS, placed_before=DAY), 10_000),
-    "the query command": lambda s: s.select_results(("measurement_id",), None, DAY, 50,
+    "the query command": lambda s: s.select_results(("measurement_id",),
+                                                    ResultFilter(placed_from=DAY), 50,
                                                     newest_first=True),
-    "a kiosk's export": lambda s: s.select_results(("measurement_id",), "k7", WEEK),
+    "a kiosk's export": lambda s: s.select_results(
+        ("measurement_id",), ResultFilter(device_id="k7", placed_from=WEEK)),
+    "a site's export": lambda s: s.select_results(
+        ("measurement_id",), ResultFilter(site="site-7", placed_from=WEEK)),
+    "a kiosk of one site's query": lambda s: s.select_results(
+        ("measurement_id",), ResultFilter(site="site-7", device_id="k7"), 50, newest_first=True),
+    "one kiosk of one site": lambda s: s.page_results(
+        LIST_COLUMNS, ResultFilter(site="site-7", device_id="k7"), None, 51),
 }
 
 
