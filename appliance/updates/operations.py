@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
@@ -370,7 +370,7 @@ def offline_roles_expiring(repo: FileRepository) -> list[str]:
     found = []
     for role in (r for r in OFFLINE_ROLES if _past_half_life(repo, r)):
         expires: datetime = repo.open(role).signed.expires
-        when = "expired" if expires <= datetime.now(UTC) else "expires"
+        when = "expired" if expires <= repo.now() else "expires"
         found.append(
             f"{role} metadata {when} {expires.isoformat()} (less than half its validity left) "
             f"and its keys are offline: bring the {role} keys back to {repo.keys_dir / role} "
@@ -395,7 +395,7 @@ def _keys_at_hand(repo: FileRepository, role: str) -> bool:
 def _past_half_life(repo: FileRepository, role: str) -> bool:
     """Whether less than half of ``role``'s validity period is left."""
     expires: datetime = repo.open(role).signed.expires
-    return expires - datetime.now(UTC) < timedelta(seconds=repo.expiry_s[role] / 2)
+    return expires - repo.now() < timedelta(seconds=repo.expiry_s[role] / 2)
 
 
 def describe(repo: FileRepository) -> dict[str, object]:

@@ -79,6 +79,11 @@ class FileRepository(Repository):
         if os.path.lexists(settings):  # anything there but the file init wrote is refused
             self.expiry_s.update(_read_expiries(settings))
 
+    def now(self) -> datetime:
+        """The time this repository signs expiries from and judges them against (UTC): the
+        one place it reads the clock, so that a test can move it rather than sleep."""
+        return datetime.now(UTC)
+
     # -- python-tuf's Repository interface -------------------------------------------------
 
     def open(self, role: str) -> Metadata[Any]:
@@ -109,7 +114,7 @@ class FileRepository(Repository):
         latest = self.latest_version(role)
         if latest:
             md.signed.version = latest + 1
-        md.signed.expires = datetime.now(UTC).replace(microsecond=0) + timedelta(
+        md.signed.expires = self.now().replace(microsecond=0) + timedelta(
             seconds=self.expiry_s[role]
         )
         md.signatures.clear()

@@ -10,14 +10,14 @@ import shutil
 import socket
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tuf.api.metadata import Metadata, TargetFile
 from tuf.ngclient import Updater
-from updates_helpers import inputs
+from updates_helpers import RepositoryClock, inputs
 
 from appliance.cli import main
 from appliance.config import load_config
@@ -320,18 +320,24 @@ def test_refresh_without_the_snapshot_key_signs_only_the_timestamp(
 
 
 def test_refresh_warns_before_an_offline_role_expires_and_renews_it_with_its_keys_back(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # targets and root (180 and 365 days by default, 4 s here) keep their keys offline, so the
-    # timer cannot renew them: it must say so while there is time, in a way a timer's
+    # targets and root (180 and 365 days by default, an hour here) keep their keys offline, so
+    # the timer cannot renew them: it must say so while there is time, in a way a timer's
     # OnFailure= or a monitoring check sees, and renew them once the keys are back.
-    repo = init_repository(tmp_path / "repo", expiry_s={"targets": 4, "root": 4})
+    # The repository's clock starts 1.3 validities ago and is moved by hand (it once slept 2.5
+    # and 2 s with a 4 s validity, and a busy machine's slow step broke it): the kiosk below,
+    # on the real clock, then finds the first versions 0.3 validity expired and the renewed
+    # ones 0.3 validity from expiring.
+    valid_s = 3600
+    clock = RepositoryClock(monkeypatch, datetime.now(UTC) - timedelta(seconds=1.3 * valid_s))
+    repo = init_repository(tmp_path / "repo", expiry_s={"targets": valid_s, "root": valid_s})
     for role in ("targets", "root"):
         (repo.keys_dir / role).rename(tmp_path / f"offline-{role}")
     refresh = ["models", "repo", "refresh", str(repo.dir)]
     assert main(refresh) == 0  # fresh: nothing to say
     assert capsys.readouterr().err == ""
-    time.sleep(2.5)  # past half their validity
+    clock.advance(0.6 * valid_s)  # past half their validity, not expired
     before = repo.latest_version("timestamp")
     assert main(refresh) == 3
     err = capsys.readouterr().err
@@ -345,7 +351,8 @@ def test_refresh_warns_before_an_offline_role_expires_and_renews_it_with_its_key
         (tmp_path / f"offline-{role}").rename(repo.keys_dir / role)
     assert main(refresh) == 0
     assert (repo.latest_version("targets"), repo.latest_version("root")) == (2, 2)
-    time.sleep(2.0)  # past the first versions' expiry
+    for first in ("1.root.json", "1.targets.json"):  # on the kiosk's (real) clock
+        assert Metadata.from_file(str(repo.metadata_dir / first)).signed.is_expired()
     server = RepositoryServer(repo.dir / "public").start()
     try:
         client = Updater(str(_dir(tmp_path / "client")), f"{server.url}/metadata/",

@@ -6,10 +6,12 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from appliance.config import Config, config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
@@ -132,3 +134,18 @@ def wait_installed(events: ModelEvents, device: str, version: str | None = None)
                              and (version is None or (s.model is not None
                                                       and s.model.version == version)), 30), \
         events.states.get(device)
+
+
+class RepositoryClock:
+    """The repository's "now" (``FileRepository.now``), held still and moved by the test
+    rather than by sleeping: a step that takes seconds longer on a busy machine changes
+    nothing. Set in the past, it leaves a kiosk's TUF client, which reads the real clock,
+    seeing what the repository signed as that much older."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, at: datetime) -> None:
+        self.at = at
+        monkeypatch.setattr(FileRepository, "now", lambda _repo: self.at)
+
+    def advance(self, seconds: float) -> None:
+        """Move the repository's time on by ``seconds``."""
+        self.at += timedelta(seconds=seconds)
