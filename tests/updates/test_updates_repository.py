@@ -261,16 +261,24 @@ def test_timestamp_refresh_signs_a_new_version_that_expires_soon(tmp_path: Path)
 
 
 def test_the_refresh_timer_alone_keeps_a_quiet_repository_valid(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No release or deploy for longer than snapshot and fleet stay valid (7 and 30 days by
-    # default, 4 s here): the timer's refresh must keep what a kiosk checks signed.
-    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": 4, FLEET: 4})
+    # default, an hour here): the timer's refresh must keep what a kiosk checks signed.
+    # The repository's clock starts 1.3 validities ago and is moved by hand (it once slept
+    # with a 4 s validity, which a busy machine's slow step could outrun): the kiosk below,
+    # on the real clock, finds the first versions 0.3 validity expired and the renewed ones
+    # 0.3 validity from expiring.
+    valid_s = 3600
+    clock = RepositoryClock(monkeypatch, datetime.now(UTC) - timedelta(seconds=1.3 * valid_s))
+    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": valid_s, FLEET: valid_s})
     assign(repo, [("s1", "k1")], manifest_for(linear_model(tmp_path / "m.onnx", "1.1.0"),
                                               "1.1.0", inputs()))
-    time.sleep(2.5)  # past half their validity
+    first_fleet = repo.latest_version(FLEET)
+    clock.advance(0.6 * valid_s)  # past half their validity
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 0
-    time.sleep(2.0)  # past the first versions' expiry
+    for first in (f"{first_fleet}.{FLEET}.json", "1.snapshot.json"):  # on the kiosk's clock
+        assert Metadata.from_file(str(repo.metadata_dir / first)).signed.is_expired()
     server = RepositoryServer(repo.dir / "public").start()
     try:
         client = Updater(str(_dir(tmp_path / "client")), f"{server.url}/metadata/",
@@ -280,7 +288,7 @@ def test_the_refresh_timer_alone_keeps_a_quiet_repository_valid(
         server.close()
     assert [*assignments(repo)] == [("s1", "k1")]  # re-signed as it was
     (repo.keys_dir / FLEET).rename(tmp_path / "offline")  # kept offline against the docs
-    time.sleep(2.5)
+    clock.advance(0.6 * valid_s)  # the renewed fleet version past half its validity
     before = repo.latest_version("timestamp")
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
     assert "timestamp signed, but: " in capsys.readouterr().err  # the timer's alarm
