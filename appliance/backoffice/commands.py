@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.configname import DEFAULT_CONFIG_FILE
 from appliance.filekind import kind_of
+from appliance.kioskname import kiosk_of, site_id
 from appliance.logsafe import escape_controls
 from appliance.numbertext import whole_number
 from appliance.outfile import replacing_refusal
@@ -72,52 +72,6 @@ def positive_int(text: str) -> int:
     if value > MAX_DATABASE_INT:
         raise argparse.ArgumentTypeError(f"{text}: must be at most {MAX_DATABASE_INT}")
     return value
-
-
-def device_id(text: str) -> str:
-    """An argparse type: a device id as kiosks have them (the result payload's pattern), so an
-    argument no store could match (bytes the locale cannot decode) is refused as such."""
-    return _checked_id(text, "device")
-
-
-def site_id(text: str) -> str:
-    """An argparse type: a site id, held to the device id's pattern (the payload's)."""
-    return _checked_id(text, "site")
-
-
-def _checked_id(text: str, what: str) -> str:
-    """``text`` when it is an id as kiosks have them; else refused as no ``what`` id."""
-    if not _is_device_id(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: not a {what} id ({_id_rule()})")
-    return text
-
-
-def _id_rule() -> str:
-    from appliance.transport.payloads import MAX_IDENTIFIER_CHARS
-
-    return (f"letters, digits, '.', '_' and '-', starting with a letter or digit, at most "
-            f"{MAX_IDENTIFIER_CHARS} characters")
-
-
-def _is_device_id(text: str) -> bool:
-    """Whether ``text`` is an id as kiosks have them (the result payload's pattern)."""
-    from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
-
-    return len(text) <= MAX_IDENTIFIER_CHARS and re.fullmatch(IDENTIFIER_PATTERN, text) is not None
-
-
-def kiosk_of(text: str) -> tuple[str | None, str]:
-    """An argparse type: DEVICE, or SITE/DEVICE as ``fleet resend --device`` and ``models
-    status --history`` take a kiosk: (its site, None when not given; its device id). A value
-    that is neither is refused naming the part that is no id."""
-    site, slash, device = text.partition("/")
-    if not slash:
-        return None, device_id(text)
-    if _is_device_id(site) and _is_device_id(device):
-        return site, device
-    part, what = (site, "site") if not _is_device_id(site) else (device, "device")
-    raise argparse.ArgumentTypeError(f"{text!r}: not a device id nor SITE/DEVICE ({part!r} is "
-                                     f"no {what} id: {_id_rule()})")
 
 
 def load_or_report(args: argparse.Namespace) -> Config | None:

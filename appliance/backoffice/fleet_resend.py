@@ -26,6 +26,7 @@ import time
 from contextlib import closing
 from datetime import UTC, datetime
 
+from appliance.kioskname import site_and_device
 from appliance.logsafe import escape_controls
 from appliance.transport.resend import RESEND_LEAF, ResendRequestError, parse_request
 
@@ -58,7 +59,7 @@ def run_resend(args: argparse.Namespace) -> int:
 
     try:
         body = request_body(args.since)
-        devices = [_site_device(named) for named in args.device]
+        devices: list[tuple[str, str]] = args.device  # kioskname.site_and_device
         config = load_config_or_defaults(args.config)
         with closing(watch_fleet(config, args.config)) as watcher:
             targets = devices or sorted(watcher.devices())
@@ -96,14 +97,6 @@ def _said(code: int | None) -> str:
     return "asked"
 
 
-def _site_device(named: str) -> tuple[str, str]:
-    """``SITE/DEVICE`` as a pair; ValueError when it is not one."""
-    site, _, device = named.partition("/")
-    if not site or not device or "/" in device or any(c in named for c in "+#\0"):
-        raise ValueError(f"--device {named[:80]!r}: give SITE/DEVICE (e.g. lab/kiosk-1)")
-    return site, device
-
-
 def register(fleet: argparse.ArgumentParser) -> None:
     """Add ``fleet resend`` under ``fleet``."""
     sub = fleet.add_subparsers(dest="fleet_command", metavar="{resend}")
@@ -113,6 +106,7 @@ def register(fleet: argparse.ArgumentParser) -> None:
                         help="UTC ISO 8601 time: results the back office confirmed at or after "
                         "it (by the back office's clock) are sent again; `store restore` prints it")
     resend.add_argument("--device", action="append", default=[], metavar="SITE/DEVICE",
+                        type=site_and_device,
                         help="only this kiosk (repeatable; default: every kiosk whose status "
                         "the broker holds)")
     resend.add_argument("--config", default=None,

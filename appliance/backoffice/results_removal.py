@@ -55,7 +55,7 @@ def days(text: str) -> int:
 
 def measurement_id(text: str) -> str:
     """argparse type: a measurement id as results carry it."""
-    from appliance.backoffice.commands import device_id
+    from appliance.kioskname import device_id
 
     try:
         return device_id(text)

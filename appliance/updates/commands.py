@@ -15,6 +15,7 @@ from typing import Any
 from appliance.backoffice.commands import add_store_options
 from appliance.backoffice.report_history import HISTORY_ROWS, MAX_HISTORY_ROWS
 from appliance.diskspace import full_disk_text
+from appliance.kioskname import kiosk_of
 from appliance.logsafe import escape_controls
 from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
 from appliance.updates.defaults import DEFAULT_EXPIRY_S, MAX_CONNECTIONS, ROLES
@@ -136,7 +137,7 @@ def _register_status(status: Any) -> None:
     status.add_argument("--all-devices", action="store_true",
                         help="also the kiosks on the broker prefix that run models this "
                         "repository never released (another repository's fleet)")
-    status.add_argument("--history", metavar="DEVICE",
+    status.add_argument("--history", metavar="DEVICE", type=kiosk_of,
                         help="the model reports the store holds of DEVICE (SITE/DEVICE where "
                         "two sites have one), newest first; needs no broker")
     status.add_argument("--limit", type=whole_number(1, MAX_HISTORY_ROWS),

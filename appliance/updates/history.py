@@ -23,13 +23,15 @@ EXIT_ERROR = 2
 EXIT_BROKER_AWAY = 1  # status without the broker: the stored reports only, not the live view
 
 
-def run_history(device: str, url: str, *, limit: int, as_json: bool) -> int:
-    """Print the newest ``limit`` stored reports of ``device`` (``SITE/DEVICE`` or
-    ``DEVICE``), newest first; exit 2 when the store cannot be read."""
-    site, _, device_id = device.rpartition("/")
+def run_history(kiosk: tuple[str | None, str], url: str, *, limit: int, as_json: bool) -> int:
+    """Print the newest ``limit`` stored reports of ``kiosk`` (its site, None for the device
+    id at any site; its device id: kioskname.kiosk_of), newest first; exit 2 when the store
+    cannot be read."""
+    site, device_id = kiosk
+    device = device_id if site is None else f"{site}/{device_id}"
     try:
         with closing(open_existing_store(url)) as store:
-            rows = store.model_reports(device_id, site or None, limit=limit)
+            rows = store.model_reports(device_id, site, limit=limit)
     except storeerrors.STORE_ERRORS as exc:
         print(escape_controls(f"models status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
