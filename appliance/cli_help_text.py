@@ -82,8 +82,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
          "appliance results export --format jsonl | head"),
     ),
     "results dead-letters": (
-        "Messages the back office could not store, newest first, with the reason.",
-        ("appliance results dead-letters", "appliance results dead-letters --limit 5"),
+        "Messages the back office could not store, newest first, with the reason. --site, "
+        "--device DEVICE or SITE/DEVICE select by the topic each came on, as `results query` "
+        "selects results: {prefix}/{site}/{device}/..., with the config's mqtt.topic_prefix.",
+        ("appliance results dead-letters", "appliance results dead-letters --limit 5",
+         "appliance results dead-letters --site demo",
+         "appliance results dead-letters --device demo/kiosk-demo-1"),
     ),
     "results retry": (
         "Store the results kept whole in the dead letters that the back office takes now (a "
@@ -135,9 +139,13 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "report cohort": (
         "Texture and pore features by age band: box plots, correlations with confidence "
         "intervals, repeat measurements of one subject. Needs results with an age band. An "
-        "--out folder holding an earlier report is refused unless --force.",
+        "--out folder holding an earlier report is refused unless --force. --site and --device "
+        "select the results as for `results query` (the page and summary.json say which); a "
+        "site or device no stored result comes from and no kiosk of the fleet has is refused, "
+        "nothing written.",
         ("appliance report cohort --out report", "xdg-open report/index.html",
-         "appliance report cohort --out report --force"),
+         "appliance report cohort --out report --force",
+         "appliance report cohort --site demo --out report --force"),
     ),
     "store": (
         "The back-office store: its schema, its backups and their restores. Writers and "

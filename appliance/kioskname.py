@@ -66,6 +66,16 @@ def id_rule() -> str:
             f"{MAX_IDENTIFIER_CHARS} characters")
 
 
+def chosen_text(site: str | None, device_id: str | None) -> str:
+    """Whose results or letters ``--site`` and ``--device`` chose, in words (" from site
+    'lab'"); empty when neither was given (everyone's)."""
+    if site is not None and device_id is not None:
+        return f" from kiosk {device_id!r} of site {site!r}"
+    if site is not None:
+        return f" from site {site!r}"
+    return f" from device {device_id!r} (of any site)" if device_id is not None else ""
+
+
 def _site_device(text: str, site: str, device: str, allowed: str) -> tuple[str, str]:
     """(site, device) of ``text`` split at its first slash, or its refusal as no ``allowed``."""
     if not is_id(site):

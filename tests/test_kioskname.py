@@ -1,5 +1,6 @@
 """One reading of a kiosk's name on the command line (appliance/kioskname.py): ``results
-query|export --device``, ``fleet resend --device`` and ``models status --history`` refuse a
+query|export|dead-letters --device``, ``report cohort --device``, ``fleet resend --device`` and
+``models status --history`` refuse a
 value that is no DEVICE or SITE/DEVICE in one wording (the option, the value, the part at fault
 and what an id may hold), exit 2, before any store or broker is reached. Before, ``fleet
 resend`` took ``lab/a b`` and a 65-character id to the broker, and ``models status --history``
@@ -30,6 +31,9 @@ def _commands(tmp_path: Path) -> dict[str, list[str]]:
     return {
         "query": ["results", "query", "--store", store, "--device"],
         "export": ["results", "export", "--store", store, "--device"],
+        "letters": ["results", "dead-letters", "--store", store, "--device"],
+        "cohort": ["report", "cohort", "--store", store, "--out", str(tmp_path / "report"),
+                   "--device"],
         "history": ["models", "status", "--store", store, "--history"],
         "resend": ["fleet", "resend", "--since", "2026-12-07T00:00:00Z", "--config",
                    str(config), "--device"],
@@ -46,7 +50,7 @@ def _refusal(capsys: pytest.CaptureFixture[str], arguments: list[str]) -> str:
     return captured.err.rstrip("\n").splitlines()[-1]
 
 
-@pytest.mark.parametrize("command", ["query", "export", "history", "resend"])
+@pytest.mark.parametrize("command", ["query", "export", "letters", "cohort", "history", "resend"])
 @pytest.mark.parametrize(("value", "why"), [
     ("a/b/c", f"'b/c' is no device id: {RULE}"),
     ("/x", f"'' is no site id: {RULE}"),
@@ -69,7 +73,7 @@ def test_a_kiosk_that_is_no_site_device_is_refused_in_one_wording_by_every_comma
     assert not (tmp_path / "none.sqlite3").exists()
 
 
-@pytest.mark.parametrize("command", ["query", "export", "history"])
+@pytest.mark.parametrize("command", ["query", "export", "letters", "cohort", "history"])
 @pytest.mark.parametrize(("value", "why"), [
     ("a b", RULE),
     (LONG_ID, RULE),

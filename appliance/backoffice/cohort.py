@@ -25,6 +25,7 @@ from appliance.backoffice.agebands import (
     band_midpoint_years,
     is_age_band,
 )
+from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import NOT_VALIDATED_COLUMN, not_validated_keys
 from appliance.backoffice.store import Store
 
@@ -69,12 +70,13 @@ class Cohort:
         return int(np.isnan(self.values[key]).sum())
 
 
-def load_cohort(store: Store) -> Cohort:
-    """Every stored result with an age band, read from the store a chunk at a time into
-    columns made as long as the store is (grown should results arrive meanwhile)."""
-    rows = store.select_results(("age_band", NOT_VALIDATED_COLUMN, *REPORT_FEATURES))
+def load_cohort(store: Store, where: ResultFilter | None = None) -> Cohort:
+    """Every stored result with an age band (of those ``where`` selects: a site, a kiosk),
+    read from the store a chunk at a time into columns made as long as the selection is
+    (grown should results arrive meanwhile)."""
+    rows = store.select_results(("age_band", NOT_VALIDATED_COLUMN, *REPORT_FEATURES), where)
     codes: dict[str, int] = {}
-    band_index = np.empty(store.count_results(), np.int16)
+    band_index = np.empty(store.count_matching(where), np.int16)
     matrix = np.empty((len(REPORT_FEATURES), len(band_index)))  # a feature's values a row
     count = 0
     while chunk := list(itertools.islice(rows, CHUNK_ROWS)):
@@ -151,12 +153,13 @@ def by_band(cohort: Cohort, key: str) -> dict[str, np.ndarray]:
     return {band: group for band, group in groups.items() if len(group)}
 
 
-def repeats(store: Store, features: Sequence[str] = REPORT_FEATURES) -> list[Repeat]:
-    """Subjects with more than one result with an age band, most-measured first; the store
-    gives one subject's results at a time."""
+def repeats(store: Store, features: Sequence[str] = REPORT_FEATURES,
+            where: ResultFilter | None = None) -> list[Repeat]:
+    """Subjects with more than one result with an age band (among those ``where`` selects),
+    most-measured first; the store gives one subject's results at a time."""
     columns = ("subject_id", "device_id", "age_band", NOT_VALIDATED_COLUMN, *features)
     out = []
-    for subject, group in itertools.groupby(store.select_repeated_subjects(columns),
+    for subject, group in itertools.groupby(store.select_repeated_subjects(columns, where),
                                             key=lambda row: row[0]):
         banded = [row for row in group if is_age_band(row[2])]
         if subject and len(banded) > 1:

@@ -7,6 +7,7 @@ results_removal.py)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import threading
@@ -228,10 +229,19 @@ def _fleet(args: argparse.Namespace) -> int:
     return with_store(args, "fleet", show)
 
 
-def _selection(args: argparse.Namespace, command: str) -> ResultFilter | None:
-    """The results ``--site``, ``--device`` (DEVICE or SITE/DEVICE) and ``--since`` select,
-    or None after printing why they select none, under the command's name (nothing read)."""
-    from appliance.backoffice.export import parse_since
+def add_kiosk_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--site`` and ``--device`` (DEVICE or SITE/DEVICE): the kiosks whose ``what`` a
+    command reads (``kiosk_filter``)."""
+    parser.add_argument("--site", type=site_id, help=f"only {what} from this site")
+    parser.add_argument("--device", type=kiosk_of, metavar="[SITE/]DEVICE",
+                        help=f"only {what} from this device id (of any site), or from this "
+                        "device of this site (SITE/DEVICE, as --site SITE --device DEVICE)")
+
+
+def kiosk_filter(args: argparse.Namespace, command: str) -> ResultFilter | None:
+    """The site and device id ``--site`` and ``--device`` select (``add_kiosk_options``;
+    each None when not given), or None after printing, under the command's name, that they
+    name two sites (nothing read)."""
     from appliance.backoffice.queries import ResultFilter
 
     site, device = args.device or (None, None)
@@ -240,12 +250,23 @@ def _selection(args: argparse.Namespace, command: str) -> ResultFilter | None:
                               f"two sites; give the site once (--device {site}/{device}, or "
                               f"--site {args.site} --device {device})"), file=sys.stderr)
         return None
+    return ResultFilter(site=site or args.site, device_id=device)
+
+
+def _selection(args: argparse.Namespace, command: str) -> ResultFilter | None:
+    """The results ``--site``, ``--device`` (DEVICE or SITE/DEVICE) and ``--since`` select,
+    or None after printing why they select none, under the command's name (nothing read)."""
+    from appliance.backoffice.export import parse_since
+
+    kiosks = kiosk_filter(args, command)
+    if kiosks is None:
+        return None
     try:
         since = parse_since(args.since) if args.since is not None else None
     except ValueError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return None
-    return ResultFilter(site=site or args.site, device_id=device, placed_from=since)
+    return dataclasses.replace(kiosks, placed_from=since)
 
 
 def _results_query(args: argparse.Namespace) -> int:
@@ -343,10 +364,7 @@ def _register_results(root: Any) -> None:
     export = sub.add_parser("export", help="write stored results to csv, jsonl or parquet")
     for parser in (query, export):
         add_store_options(parser)
-        parser.add_argument("--site", type=site_id, help="only results from this site")
-        parser.add_argument("--device", type=kiosk_of, metavar="[SITE/]DEVICE",
-                            help="only results from this device id (of any site), or from this "
-                            "device of this site (SITE/DEVICE, as --site SITE --device DEVICE)")
+        add_kiosk_options(parser, "results")
         parser.add_argument("--since", metavar="TIME", help="only results captured at or after "
                             "this time, as the back office places each capture (not by a "
                             "kiosk's clock): ISO date or date-time, UTC unless it says "
@@ -362,6 +380,7 @@ def _register_results(root: Any) -> None:
     export.set_defaults(handler=_results_export)
     dead = sub.add_parser("dead-letters", help="messages the back office refused, newest first")
     add_store_options(dead)
+    add_kiosk_options(dead, "letters")
     dead.add_argument("--limit", type=positive_int, default=20, help="at most this many (20)")
     dead.set_defaults(handler=_dead_letters)
     retry = sub.add_parser(
@@ -416,9 +435,20 @@ def _retry_dead_letters(args: argparse.Namespace) -> int:
 
 def _dead_letters(args: argparse.Namespace) -> int:
     from appliance.backoffice.export import dead_letter_table
+    from appliance.backoffice.queries import LetterFilter
+
+    kiosks = kiosk_filter(args, "results dead-letters")
+    if kiosks is None:
+        return 2
+    of = None
+    if kiosks.site is not None or kiosks.device_id is not None:
+        config = load_or_report(args)  # a kiosk's topics are under the fleet's prefix
+        if config is None:
+            return 2
+        of = LetterFilter(config.mqtt.topic_prefix, kiosks.site, kiosks.device_id)
 
     def show(store: Any) -> int:
-        return print_out("results dead-letters", dead_letter_table(store, args.limit))
+        return print_out("results dead-letters", dead_letter_table(store, args.limit, of))
 
     return with_store(args, "results dead-letters", show)
 

@@ -8,34 +8,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.backoffice.commands import add_store_options, with_store
+from appliance.backoffice.commands import (
+    add_kiosk_options,
+    add_store_options,
+    kiosk_filter,
+    with_store,
+)
 from appliance.logsafe import escape_controls
 from appliance.outfile import replacing_refusal
 
 
 def _cohort(args: argparse.Namespace) -> int:
-    from appliance.backoffice.report import (  # noqa: PLC0415  (numpy; matplotlib on use)
-        report_files,
-        write_cohort_report,
-    )
+    from appliance.backoffice.export import unknown_selection  # noqa: PLC0415
+    from appliance.backoffice.report import write_cohort_report  # noqa: PLC0415  (numpy)
     from appliance.backoffice.storeurl import store_name  # noqa: PLC0415  (psycopg loads on use)
 
-    if args.out == "":  # `--out "$DIR"` with DIR unset: Path("") would be the working folder
-        print("report cohort: --out: empty folder name; name the folder to write (e.g. report)",
-              file=sys.stderr)
+    if (problem := _out_problem(args.out, args.force)) is not None:
+        print(problem, file=sys.stderr)
         return 2
-    if os.path.lexists(args.out) and not Path(args.out).is_dir():  # before reading the store
-        print(f"report cohort: --out {escape_controls(args.out)}: not a folder; name the folder "
-              "to write (e.g. report)", file=sys.stderr)
-        return 2
-    if refusal := replacing_refusal(report_files(Path(args.out)), args.force):
-        print(escape_controls(f"report cohort: --out {args.out} holds an earlier report: ")
-              + refusal, file=sys.stderr)
+    chosen = kiosk_filter(args, "report cohort")
+    if chosen is None:
         return 2
 
     def report(store: Any) -> int:
+        if unknown := unknown_selection(store, chosen):  # a typo is no empty cohort
+            print(escape_controls(f"report cohort: {unknown}; nothing written"), file=sys.stderr)
+            return 2
         try:
-            page = write_cohort_report(store, Path(args.out))
+            page = write_cohort_report(store, Path(args.out), chosen)
         except ValueError as exc:
             print(f"report cohort: {exc}", file=sys.stderr)
             return 1
@@ -53,6 +53,21 @@ def _cohort(args: argparse.Namespace) -> int:
     return with_store(args, "report cohort", report)
 
 
+def _out_problem(out: str, force: bool) -> str | None:
+    """Why ``--out`` cannot take the report (before the store is read), or None."""
+    from appliance.backoffice.report import report_files  # noqa: PLC0415  (numpy)
+
+    if out == "":  # `--out "$DIR"` with DIR unset: Path("") would be the working folder
+        return "report cohort: --out: empty folder name; name the folder to write (e.g. report)"
+    if os.path.lexists(out) and not Path(out).is_dir():
+        return (f"report cohort: --out {escape_controls(out)}: not a folder; name the folder "
+                "to write (e.g. report)")
+    if refusal := replacing_refusal(report_files(Path(out)), force):
+        return (escape_controls(f"report cohort: --out {out} holds an earlier report: ")
+                + refusal)
+    return None
+
+
 def register(root: Any, groups: dict[str, Any]) -> None:
     """Add ``report cohort`` to the command line."""
     report = root.add_parser("report", help="reports on stored results")
@@ -61,6 +76,7 @@ def register(root: Any, groups: dict[str, Any]) -> None:
         "cohort", help="texture and pore features by age band: box plots, correlations, repeats"
     )
     add_store_options(cohort)
+    add_kiosk_options(cohort, "results")
     cohort.add_argument("--out", required=True, help="folder for the PNGs and index.html")
     cohort.add_argument("--force", action="store_true",
                         help="replace the earlier report in --out")

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from appliance import safejson
 from appliance.backoffice.fleet import CLOCK_OFF_S
-from appliance.backoffice.queries import ResultFilter
+from appliance.backoffice.queries import LetterFilter, ResultFilter
 from appliance.backoffice.schema import (
     GRADE_PROBABILITIES,
     NOT_VALIDATED_COLUMN,
@@ -43,6 +43,7 @@ from appliance.backoffice.store import Store
 from appliance.csvcells import csv_safe
 from appliance.edge.grade_margin import NEAR_TIE_MARGIN, grade_between
 from appliance.edge.reasons import grade_withheld
+from appliance.kioskname import chosen_text
 from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten, shorten_quoted
 from appliance.outfile import replaced_when_complete
 from appliance.texttable import aligned
@@ -306,12 +307,13 @@ SHOWN_CHARS = 200  # of a dead letter's topic and reason in the terminal table
 NAMED_DEVICES = 10  # that lost results to the dead-letter bounds, named by the table
 
 
-def dead_letter_table(store: Store, limit: int) -> str:
-    """The newest dead letters: when, topic, size, reason, the measurement a refused result
-    names (its payload's first 60 characters cut it: no letter could be told from another,
-    nor found for `results release --result`) and the start of the payload; then the refused
-    results the bounds pruned whose only copy their letter was."""
-    letters = store.dead_letters(limit)
+def dead_letter_table(store: Store, limit: int, of: LetterFilter | None = None) -> str:
+    """The newest dead letters (of the site, device or kiosk ``of`` names, or of all): when,
+    topic, size, reason, the measurement a refused result names (its payload's first 60
+    characters cut it: no letter could be told from another, nor found for `results release
+    --result`) and the start of the payload; then the refused results the bounds pruned whose
+    only copy their letter was."""
+    letters = store.dead_letters(limit, of)
     lines = []
     for letter in letters:
         head = escape_controls(letter.payload[:60].decode("utf-8", errors="replace"))
@@ -321,7 +323,15 @@ def dead_letter_table(store: Store, limit: int) -> str:
                      f"    reason: {reason}\n"
                      + (f"    measurement: {named}\n" if named else "")
                      + f"    payload: {head}")
-    lines.append(f"{len(letters)} dead letter(s) shown, of {store.count_dead_letters()} kept"
-                 if letters else "no dead letters")
-    lost = store.pruned_only_copies(NAMED_DEVICES).text()
+    source = chosen_text(of.site, of.device_id) if of else ""
+    if letters:
+        lines.append(f"{len(letters)} dead letter(s) shown, of {store.count_dead_letters(of)} "
+                     f"kept{source}")
+    else:
+        lines.append(f"no dead letters{source}" + (
+            f" (of {store.count_dead_letters()} kept; their topics are read under the prefix "
+            f"{of.prefix}, mqtt.topic_prefix of the config)" if source and of else ""))
+    kiosks = ResultFilter(site=of.site, device_id=of.device_id) if of else None
+    lost = store.pruned_only_copies(NAMED_DEVICES, kiosks).text()
     return "\n".join([*lines, lost] if lost else lines)
+

@@ -67,6 +67,23 @@ class ResultFilter:
 
 
 @dataclass(frozen=True)
+class LetterFilter:
+    """Which dead letters a listing shows: those that came on the topics of a site, of a
+    device id at any site, or of one kiosk (both) under the fleet's topic ``prefix``
+    (``{prefix}/{site}/{device}/...``); every letter when neither is given."""
+
+    prefix: str
+    site: str | None = None
+    device_id: str | None = None
+
+    def kiosk_topics_head(self) -> str | None:
+        """What the topics of the site (or the kiosk) begin with; None without a site."""
+        if self.site is None:
+            return None
+        return "/".join([self.prefix.rstrip("/"), self.site, *filter(None, [self.device_id]), ""])
+
+
+@dataclass(frozen=True)
 class ResultCount:
     """How many results match a filter: ``counted``, or more than that when ``more``."""
 
@@ -227,14 +244,20 @@ class ConsoleQueries(ConsoleAccounts):
                            f"results WHERE measurement_id IN ({marks})", list(measurement_ids))
         return {row[0]: row[1] for row in rows if row[1] is not None}
 
-    def pruned_only_copies(self, limit: int) -> PrunedOnlyCopies:
+    def pruned_only_copies(self, limit: int,
+                           where: ResultFilter | None = None) -> PrunedOnlyCopies:
         """The refused results the dead-letter bounds pruned whose only copy their letter was,
-        in all and for the ``limit`` devices that lost most (store_writes.py counts them)."""
+        in all and for the ``limit`` devices that lost most (store_writes.py counts them); of
+        the site or device ``where`` names (its other fields are not read), or of all."""
+        kiosk = ResultFilter(site=where.site, device_id=where.device_id) if where else None
+        conditions, params = (kiosk or ResultFilter()).where()
+        matching = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         total, devices = self._fetch(
-            "SELECT COALESCE(SUM(letters), 0), COUNT(*) FROM pruned_only_copies")[0]
-        rows = self._fetch("SELECT site, device_id, letters, last_pruned_at FROM "
-                           "pruned_only_copies ORDER BY letters DESC, site, device_id LIMIT ?",
-                           (int(limit),))
+            f"SELECT COALESCE(SUM(letters), 0), COUNT(*) FROM pruned_only_copies{matching}",
+            params)[0]
+        rows = self._fetch(f"SELECT site, device_id, letters, last_pruned_at FROM "
+                           f"pruned_only_copies{matching} ORDER BY letters DESC, site, "
+                           "device_id LIMIT ?", [*params, int(limit)])
         return PrunedOnlyCopies(int(total), int(devices),
                                 [(str(a), str(b), int(n), str(at)) for a, b, n, at in rows])
 

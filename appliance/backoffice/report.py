@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.agebands import REPORT_FEATURES, Correlation, age_axis
 from appliance.backoffice.cohort import Cohort, Repeat, by_band, load_cohort, repeats, summary
+from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.retention import Period
 from appliance.backoffice.store import Store
+from appliance.kioskname import chosen_text
 from appliance.logsafe import escape_controls
 from appliance.outfile import OutputError, flush_folder_of, replaced_when_complete
 
@@ -76,24 +78,28 @@ def report_files(out_dir: Path) -> list[Path]:
     return [out_dir / "index.html", out_dir / "summary.json", *figures]
 
 
-def write_cohort_report(store: Store, out_dir: Path) -> Path:
-    """Write the PNG figures, summary.json and index.html into ``out_dir``; returns the page.
+def write_cohort_report(store: Store, out_dir: Path, where: ResultFilter | None = None) -> Path:
+    """Write the PNG figures, summary.json and index.html into ``out_dir`` of the results
+    ``where`` selects (a site, a kiosk; every result when None); returns the page.
 
     The files are written into a hidden folder inside ``out_dir`` and moved in only once all
     are written, the page last: a full disk or a stop midway leaves ``out_dir`` as it was.
     Written in place, a disk that filled at the third figure left two, which the next run
     refused as "an earlier report" (and, with --force, beside the earlier report's page).
     """
-    cohort = load_cohort(store)
+    where = where or ResultFilter()
+    cohort = load_cohort(store, where)
     if not cohort.count:
-        raise ValueError("no stored result has an age band (subject.age_band); nothing to plot")
-    repeated = repeats(store)  # all read before any file is written: a store failing on the
-    period = store.covered_period()  # way leaves the last report as it was
+        chosen = chosen_text(where.site, where.device_id)
+        raise ValueError(f"no stored result{chosen} has an age band (subject.age_band); "
+                         "nothing to plot")
+    repeated = repeats(store, where=where)  # all read before any file is written: a store
+    period = store.covered_period(where)  # failing on the way leaves the last report as it was
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = _staging_folder(out_dir)
     try:
         try:
-            _write_files(cohort, repeated, period, staging)
+            _write_files(cohort, repeated, (period, where), staging)
         except OutputError as exc:
             raise _named_in(out_dir, exc) from exc
         for path in reversed(report_files(staging)):  # the page last
@@ -121,15 +127,15 @@ def _named_in(out_dir: Path, exc: OutputError) -> OutputError:
                        f"in {out_dir}, what was there is as it was", str(name))
 
 
-def _write_files(cohort: Cohort, repeated: list[Repeat], period: Period,
+def _write_files(cohort: Cohort, repeated: list[Repeat], covered: tuple[Period, ResultFilter],
                  folder: Path) -> None:
     table = summary(cohort)
     for key in REPORT_FEATURES:
         draw_feature(cohort, key, table[key], folder / f"{key}.png")
     with replaced_when_complete(folder / "summary.json") as temp, temp.open(
             "w", encoding="utf-8") as stream:  # written as encoded: one entry a repeated subject
-        json.dump(_json_summary(cohort, table, repeated, period), stream, indent=2)
-    _write_whole(folder / "index.html", _html(cohort, table, repeated, period))
+        json.dump(_json_summary(cohort, table, repeated, covered), stream, indent=2)
+    _write_whole(folder / "index.html", _html(cohort, table, repeated, covered))
 
 
 def _write_whole(path: Path, text: str) -> None:
@@ -147,12 +153,14 @@ def _corr_json(corr: Correlation) -> dict[str, Any]:
 
 
 def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat],
-                  period: Period) -> dict[str, Any]:
+                  covered: tuple[Period, ResultFilter]) -> dict[str, Any]:
     def number(value: float) -> float | None:
         return None if math.isnan(value) else round(value, 4)
 
+    period, where = covered
     return {
         "period": dataclasses.asdict(period),
+        "selection": {"site": where.site, "device_id": where.device_id},
         "results_with_age_band": cohort.count,
         "not_measured_left_out": {key: cohort.not_measured(key) for key in REPORT_FEATURES},
         "correlation_with_age": {
@@ -166,7 +174,11 @@ def _json_summary(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat],
     }
 
 
-def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat], period: Period) -> str:
+def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat],
+          covered: tuple[Period, ResultFilter]) -> str:
+    period, where = covered
+    chosen = chosen_text(where.site, where.device_id)
+    selection = f"<p id='selection'>Only the results{html.escape(chosen)}.</p>" if chosen else ""
     rows = "".join(
         f"<tr><td>{html.escape(key)}</td><td>{_fmt(pair['pearson'])}</td>"
         f"<td>{_fmt(pair['spearman'])}</td><td>{pair['pearson'].n}</td>"
@@ -184,7 +196,7 @@ def _html(cohort: Cohort, table: dict[str, Any], repeated: list[Repeat], period:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px}figure{display:inline-block;margin:4px}"
         "</style></head><body><h1>Skin texture and pores by age band</h1>"
-        f"<p id='period'>{html.escape(period.text())}</p>"
+        f"<p id='period'>{html.escape(period.text())}</p>{selection}"
         f"<p>{cohort.count} stored results with an age band. Correlation with age "
         "(band midpoints): r with its 95% confidence interval (Fisher z).</p>"
         f"<p id='left-out'>{left_out} values left out of every figure: not measured (outside "

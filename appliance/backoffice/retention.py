@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice import storeerrors
 from appliance.backoffice.erasure import Erased
+from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import iso_utc, second_text
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.transport.payloads import utc_now
@@ -108,10 +109,13 @@ class RetentionWrites(StoreConnection):
         received before ``before`` stays)."""
         return int(self._fetch(f"SELECT COUNT(*) {_SUPERSEDED_REPORTS}", (before,))[0][0])
 
-    def covered_period(self) -> Period:
-        """The capture times (as placed) the stored results span, and the newest retention
-        cut-off."""
-        first, last = self._fetch("SELECT MIN(placed_at), MAX(placed_at) FROM results")[0]
+    def covered_period(self, where: ResultFilter | None = None) -> Period:
+        """The capture times (as placed) the stored results ``where`` selects span (every
+        one's when None), and the newest retention cut-off."""
+        conditions, params = (where or ResultFilter()).where()
+        matching = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        first, last = self._fetch(
+            f"SELECT MIN(placed_at), MAX(placed_at) FROM results{matching}", params)[0]
         cut = self._fetch("SELECT MAX(selector) FROM erasures WHERE kind = 'retention'")[0][0]
         return Period(first, last, cut)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from appliance.backoffice.keyset import Keyset
-from appliance.backoffice.queries import ResultFilter
+from appliance.backoffice.queries import LetterFilter, ResultFilter
 from appliance.backoffice.schema import (
     DEVICE_READ_COLUMNS,
     RESULT_READ_COLUMNS,
@@ -23,6 +23,7 @@ from appliance.backoffice.schema import (
 )
 from appliance.backoffice.store_connection import StoreConnection
 from appliance.backoffice.storeerrors import StoreError
+from appliance.transport.topics import parse_device_topic
 
 LETTER_KEYS = Keyset(("id",), descending=True)  # dead letters are paged newest first (keyset.py)
 
@@ -34,24 +35,47 @@ class StoreReads(StoreConnection):
         """How many results are stored."""
         return int(self._fetch("SELECT COUNT(*) FROM results")[0][0])
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The newest dead letters, newest first."""
-        return [letter for _, letter in self.dead_letters_before(None, limit)]
+    def dead_letters(self, limit: int = 100, of: LetterFilter | None = None) -> list[DeadLetter]:
+        """The newest dead letters (of those ``of`` selects: every one when None), newest
+        first."""
+        return [letter for _, letter in self.dead_letters_before(None, limit, of)]
 
-    def dead_letters_before(self, before_id: int | None,
-                            limit: int) -> list[tuple[int, DeadLetter]]:
+    def dead_letters_before(self, before_id: int | None, limit: int,
+                            of: LetterFilter | None = None) -> list[tuple[int, DeadLetter]]:
         """Up to ``limit`` dead letters kept before the one numbered ``before_id`` (None: the
-        newest), newest first, each with its number: one keyset page of them."""
+        newest), of those ``of`` selects, newest first, each with its number: one keyset page
+        of them."""
         rows = LETTER_KEYS.page(
             self._fetch, "SELECT id, received_at, topic, reason, payload_bytes, payload, "
-            "letter_sha256 FROM dead_letters", ([], []), limit,
+            "letter_sha256 FROM dead_letters", self._letter_where(of), limit,
             onward=None if before_id is None else (before_id,))
         return [(int(r[0]), DeadLetter(r[1], r[2], r[3], int(r[4]), bytes(r[5]), r[6]))
                 for r in rows]
 
-    def count_dead_letters(self) -> int:
-        """How many dead letters are kept."""
-        return int(self._fetch("SELECT COUNT(*) FROM dead_letters")[0][0])
+    def count_dead_letters(self, of: LetterFilter | None = None) -> int:
+        """How many dead letters are kept (of those ``of`` selects)."""
+        conditions, params = self._letter_where(of)
+        matching = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return int(self._fetch(f"SELECT COUNT(*) FROM dead_letters{matching}", params)[0][0])
+
+    def _letter_where(self, of: LetterFilter | None) -> tuple[list[str], list[Any]]:
+        """SQL conditions and parameters of the letters ``of`` selects: a site's (or a
+        kiosk's) topics by how they begin; a device id's at any site by the topics kept
+        (``dead_letter_topic_totals``) that are that device's under the prefix."""
+        if of is None or (of.site is None and of.device_id is None):
+            return [], []
+        head = of.kiosk_topics_head()
+        if head is not None:
+            return ["SUBSTR(topic, 1, CAST(? AS INTEGER)) = ?"], [len(head), head]
+        candidates = self._fetch(
+            "SELECT topic FROM dead_letter_topic_totals WHERE topic LIKE ? ESCAPE '!'",
+            [f"{_like_text(of.prefix.rstrip('/'))}/%/{_like_text(str(of.device_id))}/%"])
+        topics = [str(row[0]) for row in candidates
+                  if (kiosk := parse_device_topic(of.prefix, str(row[0]))) is not None
+                  and kiosk[1] == of.device_id]
+        if not topics:
+            return ["1 = 0"], []
+        return [f"topic IN ({','.join('?' * len(topics))})"], topics
 
     def devices(self) -> list[dict[str, Any]]:
         """The fleet registry, one mapping per device, by site and device id."""
@@ -87,16 +111,20 @@ class StoreReads(StoreConnection):
         sql += f" LIMIT {int(limit)}" if limit is not None else ""
         return self._stream(sql, params)
 
-    def select_repeated_subjects(self, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
-        """The results (chosen columns) with an age band of every subject that has more than
-        one of them, a subject's results together (by subject id, then their capture as the
-        back office placed it, as every list goes: not by their kiosks' clocks)."""
+    def select_repeated_subjects(self, columns: Sequence[str], where: ResultFilter | None = None
+                                 ) -> Iterator[tuple[Any, ...]]:
+        """The results (chosen columns) with an age band, of those ``where`` selects (every
+        one when None), of every subject that has more than one of them, a subject's results
+        together (by subject id, then their capture as the back office placed it, as every
+        list goes: not by their kiosks' clocks)."""
         _refuse_unknown(columns)
-        banded = "subject_id IS NOT NULL AND age_band IS NOT NULL"
+        conditions, params = (where or ResultFilter()).where()
+        banded = " AND ".join(["subject_id IS NOT NULL AND age_band IS NOT NULL", *conditions])
         return self._stream(
             f"SELECT {','.join(columns)} FROM results WHERE {banded} AND subject_id IN "
             f"(SELECT subject_id FROM results WHERE {banded} GROUP BY subject_id "
-            "HAVING COUNT(*) > 1) ORDER BY subject_id, placed_at, measurement_id", [])
+            "HAVING COUNT(*) > 1) ORDER BY subject_id, placed_at, measurement_id",
+            [*params, *params])
 
     def _stream(self, sql: str, params: Sequence[Any],
                 rows_at_once: int = 1000) -> Iterator[tuple[Any, ...]]:
@@ -142,3 +170,8 @@ def _in_batches(cur: Any, sql: str, params: Sequence[Any],
     cur.execute(sql, params)
     while rows := cur.fetchmany(rows_at_once):
         yield from rows
+
+
+def _like_text(text: str) -> str:
+    """``text`` matched as itself in a LIKE pattern with ESCAPE '!'."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
