@@ -8,11 +8,12 @@ import os
 import threading
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from updates_helpers import inputs
+from updates_helpers import RepositoryClock, inputs
 
 from appliance.cli import main
 from appliance.updates.manifest import ModelManifest
@@ -177,19 +178,19 @@ def test_a_pipe_as_the_kiosk_s_trusted_root_is_refused_not_waited_on(
 
 
 def test_a_garbled_offline_key_does_not_stop_the_timer_signing_the_timestamp(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A garbled targets key, once targets was past half its validity, stopped refresh before
     it signed the timestamp (cryptography's words, no file named): every kiosk would refuse
     the repository once the timestamp expired (and, key files refused by name, it was taken
     for a key kept offline: "bring the targets keys back"). The timestamp is signed, and the
     file named."""
-    import time
-
-    repo = init_repository(tmp_path / "repo", expiry_s={"targets": 4})
+    valid_s = 3600  # the repository's clock is moved, not waited on (RepositoryClock)
+    clock = RepositoryClock(monkeypatch, datetime.now(UTC))
+    repo = init_repository(tmp_path / "repo", expiry_s={"targets": valid_s})
     [pem] = (repo.keys_dir / "targets").iterdir()
     pem.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64\n")
-    time.sleep(2.5)  # targets past half its validity: refresh would renew it
+    clock.advance(0.6 * valid_s)  # targets past half its validity: refresh would renew it
     before = repo.latest_version("timestamp")
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
     err = capsys.readouterr().err

@@ -8,7 +8,6 @@ import logging
 import re
 import shutil
 import socket
-import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -296,13 +295,16 @@ def test_the_refresh_timer_alone_keeps_a_quiet_repository_valid(
 
 
 def test_refresh_without_the_timestamp_key_signs_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It renewed fleet and snapshot, then failed at the timestamp: exit 2 with new versions
     signed that no timestamp published (the README: nothing or only the timestamp signed)."""
-    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": 2, FLEET: 2})
+    valid_s = 3600  # the repository's clock is moved, not waited on (RepositoryClock)
+    clock = RepositoryClock(monkeypatch, datetime.now(UTC))
+    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": valid_s, FLEET: valid_s})
     (repo.keys_dir / "timestamp").rename(tmp_path / "offline")
-    time.sleep(1.2)  # past half their validity: a refresh would renew both
+    clock.advance(0.6 * valid_s)  # past half their validity: a refresh would renew both
+    assert _past_half(repo, clock, "snapshot", FLEET)  # the refusal alone shows it not
     before = sorted(path.name for path in repo.metadata_dir.iterdir())
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
     assert "0 private key(s) of role 'timestamp' here" in capsys.readouterr().err
@@ -310,13 +312,16 @@ def test_refresh_without_the_timestamp_key_signs_nothing(
 
 
 def test_refresh_without_the_snapshot_key_signs_only_the_timestamp(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It renewed the fleet role, which no snapshot then listed, and exited 2 saying only the
     timestamp was signed (the README: exit 2, nothing or only the timestamp signed)."""
-    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": 2, FLEET: 2})
+    valid_s = 3600  # the repository's clock is moved, not waited on (RepositoryClock)
+    clock = RepositoryClock(monkeypatch, datetime.now(UTC))
+    repo = init_repository(tmp_path / "repo", expiry_s={"snapshot": valid_s, FLEET: valid_s})
     (repo.keys_dir / "snapshot").rename(tmp_path / "offline")
-    time.sleep(1.2)  # past half their validity: a refresh would renew both
+    clock.advance(0.6 * valid_s)  # past half their validity: a refresh would renew both
+    assert _past_half(repo, clock, "snapshot", FLEET)  # the refusal alone shows it not
     fleet, snapshot = repo.latest_version(FLEET), repo.latest_version("snapshot")
     timestamp = repo.latest_version("timestamp")
     assert main(["models", "repo", "refresh", str(repo.dir)]) == 2
@@ -911,3 +916,9 @@ def test_a_release_killed_before_its_snapshot_is_completed_by_releasing_it_again
     with pytest.raises(RepositoryError, match="already released from this same file and "
                        "self-test, and published"):
         release_model(repo, model, manifest)
+
+
+def _past_half(repo: FileRepository, clock: RepositoryClock, *roles: str) -> bool:
+    """Whether each of ``roles`` has less than half its validity left at the clock's time."""
+    return all(repo.open(role).signed.expires - clock.at
+               < timedelta(seconds=repo.expiry_s[role] / 2) for role in roles)
