@@ -41,13 +41,15 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "fleet resend": (
         "Have the kiosks send again the results the back office confirmed at or after TIME (by "
-        "each kiosk's clock), which each keeps edge.keep_confirmed_h (48 h by default): after "
+        "the back office's clock), which each keeps edge.keep_confirmed_h (48 h by default): after "
         "`store restore`, which prints the command with its time, and after the erasures made "
         "since the backup are done again. Publishes on each kiosk's cmd/resend (every kiosk "
         "whose status the broker holds, or --device), logged in as the config's mqtt.username "
-        "(the rollout login); the store keeps each result once. Exit 0 every kiosk asked, 1 "
-        "some not (named), 2 nothing sent.",
-        ("appliance fleet resend --since 2026-12-07T02:45:00Z --config rollout.yaml",
+        "(the rollout login), with the password --password-file holds (a file its owner alone "
+        "may read), else $APPLIANCE_MQTT_PASSWORD's; the store keeps each result once. Exit 0 "
+        "every kiosk asked, 1 some not (named), 2 nothing sent.",
+        ("appliance fleet resend --since 2026-12-07T02:45:00Z --config rollout.yaml "
+         "--password-file rollout.password",
          "appliance fleet resend --since 2026-12-07T02:45:00Z --device lab/kiosk-1 "
          "--config rollout.yaml"),
     ),

@@ -46,9 +46,10 @@ def resend_line(newest_received_at: str | None, config: str | None) -> str:
     return ("Then, with the workers running and those erasures done again (their records keep "
             "an erased result out), have the kiosks send again what the back office confirmed "
             "after the backup (each kiosk keeps it edge.keep_confirmed_h, 48 h by default; the "
-            "store keeps each result once), under the broker's rollout login: "
-            "APPLIANCE__MQTT__USERNAME=rollout APPLIANCE_MQTT_PASSWORD=$(cat rollout.password) "
-            f"appliance fleet resend --since {since}"
+            "store keeps each result once), under the broker's rollout login (its password "
+            "file copied from the broker host, readable by you alone): "
+            f"APPLIANCE__MQTT__USERNAME=rollout appliance fleet resend --since {since} "
+            "--password-file rollout.password"
             + (f" --config {shlex.quote(config)}" if config is not None else ""))
 
 

@@ -32,8 +32,8 @@ from appliance.backoffice.commands import (
 from appliance.console import TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX
 from appliance.logsafe import escape_controls
 from appliance.numbertext import decimal_number
+from appliance.passwordfile import password_from_file
 
-MAX_PASSWORD_FILE_BYTES = 4096
 T = TypeVar("T")
 Handler = Callable[[argparse.Namespace], int]
 
@@ -82,44 +82,13 @@ def read_password(path: str | None) -> str:
     from appliance.console.passwordprompt import ask_new_password
 
     if path is not None:
-        return _password_from_file(Path(path))
+        return password_from_file(Path(path), "--password-file")
     try:
         return ask_new_password(MAX_PASSWORD_CHARS)
     except EOFError:  # no terminal and nothing on standard input (a script, a pipe closed)
         raise ValueError("no password given: standard input ended; type it on a terminal, "
                          "or name a file whose first line is the password with "
                          "--password-file") from None
-
-
-def _password_from_file(file: Path) -> str:
-    """The first line of ``--password-file``; ValueError naming the option, the file, what is
-    wrong and what to do (a folder, a missing or unreadable file, one not UTF-8 text)."""
-    where = f"--password-file {escape_controls(str(file))}"
-    if file.is_dir():
-        raise ValueError(f"{where}: a folder; name the file whose first line is the password")
-    data = _read_at_most(file, MAX_PASSWORD_FILE_BYTES + 1, where)
-    if len(data) > MAX_PASSWORD_FILE_BYTES:
-        raise ValueError(f"{where}: larger than {MAX_PASSWORD_FILE_BYTES} bytes; "
-                         "not a password file")
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
-                         "UTF-8 text") from exc
-    return lines[0] if lines else ""
-
-
-def _read_at_most(file: Path, limit: int, where: str) -> bytes:
-    """Up to ``limit`` bytes of ``file``, read, not sized first: a pipe (``<(...)``) or a
-    device has no size to check, and /dev/zero would be read without end."""
-    try:
-        with file.open("rb") as handle:
-            return handle.read(limit)
-    except FileNotFoundError as exc:
-        raise ValueError(f"{where}: file not found; check the path") from exc
-    except OSError as exc:
-        raise ValueError(f"{where}: cannot read it ({exc.strerror or exc}); check the file "
-                         "and its permissions") from exc
 
 
 class _RefusedError(Exception):

@@ -166,8 +166,10 @@ def _origins(config: Config, config_path: str | None, *keys: str) -> str:
     return named
 
 
-def watch_fleet(config: Config, config_path: str | None) -> FleetWatcher:
-    """A watcher on the configured broker; an error names the broker and where it came from.
+def watch_fleet(config: Config, config_path: str | None,
+                password: str | None = None) -> FleetWatcher:
+    """A watcher on the configured broker (``password``: the login's, in place of the
+    config's); an error names the broker and where it came from.
 
     Under a login its client id is that login (``rollout``): the shipped broker binds each
     login to one client id, its own name for every login but a kiosk's
@@ -176,7 +178,7 @@ def watch_fleet(config: Config, config_path: str | None) -> FleetWatcher:
     from each other while both run (each reconnects); anonymous, each has an id of its own."""
     mqtt = config.mqtt
     try:
-        return FleetWatcher(mqtt, mqtt.username or f"models-{os.getpid()}")
+        return FleetWatcher(mqtt, mqtt.username or f"models-{os.getpid()}", password)
     except BrokerRefusedError as exc:  # it answered: the address is right, the identity not
         raise BrokerRefusedError(f"{exc} ({_origins(config, config_path, 'username')})",
                                  exc.reason_code) from exc

@@ -88,7 +88,8 @@ class FleetWatcher:
     the reason code.
     """
 
-    def __init__(self, mqtt_config: MqttConfig, client_id: str) -> None:
+    def __init__(self, mqtt_config: MqttConfig, client_id: str,
+                 password: str | None = None) -> None:
         self.prefix = mqtt_config.topic_prefix
         self._devices: dict[tuple[str, str], DeviceView] = {}
         self._lock = threading.Lock()
@@ -102,7 +103,10 @@ class FleetWatcher:
         self._away_since_s: float | None = None
         filters = [(fleet_filter(self.prefix, "status"), 1),
                    (fleet_filter(self.prefix, MODEL_STATE_LEAF), 1)]
-        self._link = Subscriber(settings_from_config(mqtt_config, client_id), filters,
+        settings = settings_from_config(mqtt_config, client_id)
+        if password is not None:  # read from a file the command names (passwordfile.py)
+            settings = replace(settings, password=password)
+        self._link = Subscriber(settings, filters,
                                 self._on_message)
         self._link.client.on_publish = self._on_published
         self._link.client.on_disconnect = self._on_disconnected

@@ -803,5 +803,6 @@ def test_the_fleet_resend_a_restore_prints_names_the_config_the_restore_read(
     assert done.returncode == 0, done.stderr
     resend = done.stdout.strip().splitlines()[-1]
     assert resend.endswith(
-        f"appliance fleet resend --since 2026-12-01T09:45:00Z --config '{config}'")
+        "appliance fleet resend --since 2026-12-01T09:45:00Z --password-file rollout.password "
+        f"--config '{config}'")
     assert "/etc/appliance" not in done.stdout

@@ -20,7 +20,7 @@ from appliance.backoffice.store import Store, open_store
 from appliance.cli import main
 from appliance.console import passwordprompt, server
 from appliance.console.auth import AccessError, bearer_login, create_token, verify_password
-from appliance.console.commands import MAX_PASSWORD_FILE_BYTES
+from appliance.passwordfile import MAX_PASSWORD_FILE_BYTES
 from tests.store_helpers import PG_URL
 
 

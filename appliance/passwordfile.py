@@ -1,0 +1,64 @@
+"""A password read from a file named on the command line (its first line), never from the
+command line itself, where ``ps`` shows it to every user, nor from the environment, which
+``ps e`` shows to its owner and every program the command starts inherits.
+
+``console user add --password-file`` and ``fleet resend --password-file`` read it here. A
+login's password copied from the broker host (``credentials/rollout.password``) is for its
+owner alone: ``owner_only`` refuses a file its group or everyone may read, by name.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from appliance.logsafe import escape_controls
+
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> str:
+    """The first line of the file ``option`` names; ValueError naming the option, the file,
+    what is wrong and what to do (a folder, a missing or unreadable file, one not UTF-8 text,
+    and with ``owner_only`` one its group or everyone may read)."""
+    where = f"{option} {escape_controls(str(file))}"
+    if file.is_dir():
+        raise ValueError(f"{where}: a folder; name the file whose first line is the password")
+    if owner_only:
+        _refuse_shared(file, where)
+    data = _read_at_most(file, MAX_PASSWORD_FILE_BYTES + 1, where)
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise ValueError(f"{where}: larger than {MAX_PASSWORD_FILE_BYTES} bytes; "
+                         "not a password file")
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
+                         "UTF-8 text") from exc
+    return lines[0] if lines else ""
+
+
+def _refuse_shared(file: Path, where: str) -> None:
+    """ValueError when ``file`` is a regular file its group or everyone may read."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return  # not there or not reachable: reading it says which
+    if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):
+        readers = "everyone" if mode & stat.S_IROTH else "its group"
+        raise ValueError(f"{where}: {readers} may read it (mode {stat.S_IMODE(mode):04o}); a "
+                         "login's password is for its owner alone: chmod 600 "
+                         f"{escape_controls(str(file))}")
+
+
+def _read_at_most(file: Path, limit: int, where: str) -> bytes:
+    """Up to ``limit`` bytes of ``file``, read, not sized first: a pipe (``<(...)``) or a
+    device has no size to check, and /dev/zero would be read without end."""
+    try:
+        with file.open("rb") as handle:
+            return handle.read(limit)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{where}: file not found; check the path") from exc
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read it ({exc.strerror or exc}); check the file "
+                         "and its permissions") from exc
