@@ -120,6 +120,15 @@ def migrate(db: sqlite3.Connection) -> None:
     was, or with the first column and neither index yet (made at the next opening); every row it
     held waits, as it did, and a row it kept keeps its window: its first confirmation is its
     confirmation, written with the column in one transaction."""
+    add_confirmation_columns(db)
+    for column in (CONFIRMED_COLUMN, FIRST_CONFIRMED_COLUMN):
+        db.execute(f"CREATE INDEX IF NOT EXISTS outbox_{column} ON outbox ({column}) "
+                   f"WHERE {column} IS NOT NULL")
+
+
+def add_confirmation_columns(db: sqlite3.Connection) -> None:
+    """The columns that mark a row confirmed, added to the table ``OUTBOX_SCHEMA`` makes where
+    it lacks them (``migrate``; and the template of a damaged first page, outbox_header.py)."""
     columns = {str(row[1]) for row in db.execute("PRAGMA table_info(outbox)")}
     if CONFIRMED_COLUMN not in columns:
         db.execute(f"ALTER TABLE outbox ADD COLUMN {CONFIRMED_COLUMN} REAL")
@@ -133,9 +142,6 @@ def migrate(db: sqlite3.Connection) -> None:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-    for column in (CONFIRMED_COLUMN, FIRST_CONFIRMED_COLUMN):
-        db.execute(f"CREATE INDEX IF NOT EXISTS outbox_{column} ON outbox ({column}) "
-                   f"WHERE {column} IS NOT NULL")
 
 
 def lost_tally(path: Path) -> LostTally | None:

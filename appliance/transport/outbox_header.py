@@ -23,11 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from appliance.transport.outbox_file import (
-    CONFIRMED_COLUMN,
-    FIRST_CONFIRMED_COLUMN,
-    OUTBOX_SCHEMA,
-)
+from appliance.transport.outbox_file import OUTBOX_SCHEMA, add_confirmation_columns
 
 Found = TypeVar("Found")
 HEADER_BYTES = 100
@@ -86,8 +82,11 @@ def fresh_first_page(work: Path, page_bytes: int, page_count: int) -> bytes:
         db.execute("PRAGMA journal_mode=WAL")
         for statement in OUTBOX_SCHEMA:
             db.execute(statement)
-        for column in (CONFIRMED_COLUMN, FIRST_CONFIRMED_COLUMN):  # as the migration adds them,
-            db.execute(f"ALTER TABLE outbox ADD COLUMN {column} REAL")  # so a row's marks read
+        # the columns as the migration adds them, so a row's marks read; not its indexes of
+        # them: each starts on the page the file ended at when the migration ran (in an outbox
+        # of an earlier release, after its rows), which no template knows, so a first page
+        # naming them would give them pages that hold rows. The salvage reads the tables only
+        add_confirmation_columns(db)
     finally:
         db.close()
     page = bytearray(template.read_bytes()[:page_bytes])
