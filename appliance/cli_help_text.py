@@ -330,13 +330,18 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "models deploy": (
         "Roll a release out: signed assignments to canaries first, the rest in waves once the "
-        "canaries report installed and healthy; halts by itself on failures (exit 1).",
+        "canaries report installed and healthy; halts by itself on failures (exit 1). Logs in as "
+        "the config's mqtt.username (the rollout login) with the password --password-file holds "
+        "(a file its owner alone may read), else $APPLIANCE_MQTT_PASSWORD's.",
         ("appliance models deploy skin-texture-grade 2.0.0 --repo /srv/models --all --canary 2",
+         "APPLIANCE__MQTT__USERNAME=rollout appliance models deploy skin-texture-grade 2.0.0 "
+         "--repo /srv/models --all --password-file rollout.password --config backoffice.yaml",
          "appliance models deploy skin-texture-grade 2.0.0 --repo /srv/models --devices k1,k2"),
     ),
     "models rollback": (
         "A signed decision to go back to an older release (kiosks refuse a plain downgrade); "
-        "by default for every device assigned the model.",
+        "by default for every device assigned the model. The login and --password-file as for "
+        "deploy.",
         ("appliance models rollback skin-texture-grade --to 1.0.0 --repo /srv/models",),
     ),
     "models yank": (
@@ -355,13 +360,15 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "assignments not yet installed (putting back what they replaced) and records halted with "
         "who and why; a rollout whose deploy was killed is halted here. Exit 0 halted, 1 the "
         "deploy did not say so within 60 s, 2 none running (one that ended before the halt "
-        "took hold, said with how it ended) or an error.",
+        "took hold, said with how it ended) or an error. The login and --password-file as for "
+        "deploy.",
         ("appliance models halt skin-texture-grade --repo /srv/models --reason 'bad grades'",),
     ),
     "models status": (
         "Per device: the model version running, the version targeted, its last update state "
         "and why (with the rollout that set it). --history DEVICE: the kiosk's model reports "
-        "the store holds, newest first (no --repo, no broker).",
+        "the store holds, newest first (no --repo, no broker). The login and --password-file as "
+        "for deploy.",
         ("appliance models status --repo /srv/models",
          "appliance models status --repo /srv/models --json",
          "appliance models status --history shop-1/kiosk-7"),
@@ -413,8 +420,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "slide or the job failed or it was cancelled, or the broker was unreachable; 2: a bad "
         "option (--um-per-px outside 0.1-4 µm/px, NaN, inf; a request over "
         "pathology.max_job_bytes) or config, or the broker refused "
-        "the login or subscription (credentials, ACL), nothing sent; 3: no final state within "
-        "--timeout.",
+        "the login or subscription (credentials, ACL) or --password-file (a file its group or "
+        "everyone may read, an empty first line), nothing sent; 3: no final state within "
+        "--timeout. The login is mqtt.username, its password the first line of --password-file "
+        "(a file its owner alone may read), else $APPLIANCE_MQTT_PASSWORD's.",
         ("appliance pathology job submit /srv/slides/a.jpg /srv/slides/b.jpg --um-per-px 0.5",
          "appliance pathology job submit /srv/slides/*.jpg --um-per-px 1 --wait"),
     ),
@@ -423,15 +432,18 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "for pathology.final_state_keep_s, 7 days by default), the requests "
         "no server has taken yet, and which pathology servers are online. Exit 0: listed; 1: "
         "the broker was unreachable; 2: a bad "
-        "config, or the broker refused the login or subscription (credentials, ACL).",
-        ("appliance pathology job list", "appliance pathology job list --config office.yaml"),
+        "config, or the broker refused the login or subscription (credentials, ACL), or "
+        "--password-file was refused. The login and --password-file as for submit.",
+        ("appliance pathology job list", "appliance pathology job list --config office.yaml",
+         "appliance pathology job list --config office.yaml --password-file lab-user.password"),
     ),
     "pathology job cancel": (
         "Cancel a queued or running job: its server stops it and frees its waiting tiles; a "
         "job no server has taken yet is withdrawn. Exit 0: cancel requested or withdrawn; 1: "
         "the job is unknown or already ended (nothing sent), or "
-        "the broker was unreachable; 2: a bad job id or config, or the broker refused the login "
-        "or subscription (credentials, ACL).",
+        "the broker was unreachable; 2: a bad job id, config or --password-file, or the broker "
+        "refused the login or subscription (credentials, ACL). The login and --password-file as "
+        "for submit.",
         ("appliance pathology job cancel 20261202T070950-34fe850d3ceb",),
     ),
     "console": (

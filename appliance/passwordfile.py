@@ -2,19 +2,24 @@
 command line itself, where ``ps`` shows it to every user, nor from the environment, which
 ``ps e`` shows to its owner and every program the command starts inherits.
 
-``console user add --password-file`` and ``fleet resend --password-file`` read it here. A
+``console user add --password-file`` reads it here, and so does every command that logs in to
+the broker as an operator (``fleet resend``, ``models deploy|rollback|halt|status``,
+``pathology job submit|list|cancel``: ``add_login_password_option`` and ``login_password``). A
 login's password copied from the broker host (``credentials/rollout.password``) is for its
 owner alone: ``owner_only`` refuses a file its group or everyone may read, by name.
 """
 
 from __future__ import annotations
 
+import argparse
 import stat
 from pathlib import Path
 
 from appliance.logsafe import escape_controls
 
 MAX_PASSWORD_FILE_BYTES = 4096
+# the login of ``fleet resend`` and ``models deploy|rollback|halt|status`` on the shipped broker
+ROLLOUT_LOGIN = "the rollout login's (the broker host's credentials/rollout.password)"
 
 
 def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> str:
@@ -36,6 +41,33 @@ def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> 
         raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
                          "UTF-8 text") from exc
     return lines[0] if lines else ""
+
+
+def add_login_password_option(parser: argparse.ArgumentParser, login: str) -> None:
+    """Add ``--password-file PATH`` for the broker login ``login`` (e.g. "the rollout login's")
+    to a command that logs in to the broker as an operator."""
+    parser.add_argument("--password-file", metavar="PATH",
+                        help=f"read {login} password from this file's first line (a file its "
+                        "owner alone may read: chmod 600), not from $APPLIANCE_MQTT_PASSWORD")
+
+
+def login_password(path: str | None, username: str | None,
+                   example: str = "APPLIANCE__MQTT__USERNAME=rollout") -> str | None:
+    """The broker password ``--password-file`` holds, for the login ``username`` (None without
+    the option: the config's, from $APPLIANCE_MQTT_PASSWORD or systemd credentials);
+    ValueError saying what is wrong (no login to use it with, a file others may read, an
+    empty first line, and what ``password_from_file`` refuses); ``example``: how to name the
+    login, for the refusal without one."""
+    if path is None:
+        return None
+    if username is None:
+        raise ValueError("--password-file: no login to use it with; name it with mqtt.username "
+                         f"({example})")
+    password = password_from_file(Path(path), "--password-file", owner_only=True)
+    if not password:
+        raise ValueError(f"--password-file {escape_controls(path)}: its first line is empty; "
+                         "it is the login's password")
+    return password
 
 
 def _refuse_shared(file: Path, where: str) -> None:

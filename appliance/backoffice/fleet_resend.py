@@ -25,11 +25,10 @@ import sys
 import time
 from contextlib import closing
 from datetime import UTC, datetime
-from pathlib import Path
 
 from appliance.kioskname import site_and_device
 from appliance.logsafe import escape_controls
-from appliance.passwordfile import password_from_file
+from appliance.passwordfile import ROLLOUT_LOGIN, add_login_password_option, login_password
 from appliance.transport.resend import RESEND_LEAF, ResendRequestError, parse_request
 
 COMMAND = "fleet resend"
@@ -63,7 +62,7 @@ def run_resend(args: argparse.Namespace) -> int:
         body = request_body(args.since)
         devices: list[tuple[str, str]] = args.device  # kioskname.site_and_device
         config = load_config_or_defaults(args.config)
-        password = _login_password(args.password_file, config.mqtt.username)
+        password = login_password(args.password_file, config.mqtt.username)
         with closing(watch_fleet(config, args.config, password)) as watcher:
             targets = devices or sorted(watcher.devices())
             answers = {device: watcher.command(*device, RESEND_LEAF, body)
@@ -100,21 +99,6 @@ def _said(code: int | None) -> str:
     return "asked"
 
 
-def _login_password(path: str | None, username: str | None) -> str | None:
-    """The password ``--password-file`` holds (None without it: the config's, from
-    $APPLIANCE_MQTT_PASSWORD or systemd credentials); ValueError saying what is wrong."""
-    if path is None:
-        return None
-    if username is None:
-        raise ValueError("--password-file: no login to use it with; name it with mqtt.username "
-                         "(APPLIANCE__MQTT__USERNAME=rollout)")
-    password = password_from_file(Path(path), "--password-file", owner_only=True)
-    if not password:
-        raise ValueError(f"--password-file {escape_controls(path)}: its first line is empty; "
-                         "it is the login's password")
-    return password
-
-
 def register(fleet: argparse.ArgumentParser) -> None:
     """Add ``fleet resend`` under ``fleet``."""
     sub = fleet.add_subparsers(dest="fleet_command", metavar="{resend}")
@@ -127,10 +111,7 @@ def register(fleet: argparse.ArgumentParser) -> None:
                         type=site_and_device,
                         help="only this kiosk (repeatable; default: every kiosk whose status "
                         "the broker holds)")
-    resend.add_argument("--password-file", metavar="PATH",
-                        help="read the login's password from this file's first line (the "
-                        "broker host's credentials/rollout.password, readable by its owner "
-                        "alone), not from $APPLIANCE_MQTT_PASSWORD")
+    add_login_password_option(resend, ROLLOUT_LOGIN)
     resend.add_argument("--config", default=None,
                         help="config whose mqtt section names the broker and the login "
                         "(the rollout login's, as for `models deploy`)")

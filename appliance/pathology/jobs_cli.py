@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.commands import CONFIG_HELP
 from appliance.logsafe import escape_controls
+from appliance.passwordfile import add_login_password_option, login_password
 from appliance.pathology.jobs import (
     ANONYMOUS,
     FINAL_STATES,
@@ -69,6 +70,8 @@ LIST_QUIET_S = 0.3  # retained messages come back to back: this long without one
 LIST_MAX_S = 30.0
 MAX_WAIT_S = 7 * 86400
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_END = 0, 1, 2, 3
+JOB_LOGIN_EXAMPLE = ("APPLIANCE__MQTT__USERNAME=LOGIN, a login provisioned with "
+                     "--pathology-client")
 
 
 def register(sub: Any) -> None:
@@ -95,6 +98,7 @@ def register(sub: Any) -> None:
     cancel.set_defaults(handler=_cancel)
     for parser in (submit, listing, cancel):  # they need only the broker: defaults will do
         parser.add_argument("--config", help=CONFIG_HELP)
+        add_login_password_option(parser, "the job login's")
 
 
 def _job_id(text: str) -> str:
@@ -144,16 +148,24 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
-def _linked(command: str, config: Config, filters: Sequence[str],
+def _linked(args: argparse.Namespace, config: Config, filters: Sequence[str],
             work: Callable[[JobLink], int]) -> int:
-    """Run work over a link subscribed to filters. A refused login or subscription is a
-    config error (exit 2, as for every command the broker refuses); an unreachable broker
-    exit 1."""
+    """Run work over a link subscribed to filters, logged in with the password
+    ``--password-file`` holds (else the config's). A refused password file, login or
+    subscription is a config error (exit 2, as for every command the broker refuses); an
+    unreachable broker exit 1."""
     from appliance.pathology.jobs_link import JobLink  # noqa: PLC0415 - paho loads on use
     from appliance.transport.client import BrokerRefusedError  # noqa: PLC0415 - as above
 
+    command = args.job_command
     try:
-        with JobLink(config, filters) as link:
+        password = login_password(args.password_file, config.mqtt.username,
+                                  JOB_LOGIN_EXAMPLE)
+    except ValueError as exc:
+        print(escape_controls(f"pathology job {command}: {exc}"), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with JobLink(config, filters, password) as link:
             return work(link)
     except BrokerRefusedError as exc:
         print(f"pathology job {command}: {exc}", file=sys.stderr)
@@ -214,7 +226,7 @@ def _submit(args: argparse.Namespace) -> int:
     # the job's state (and its login's refusals) subscribed (SUBACK) before the job goes out:
     # --wait misses none
     filters, errors = [state_topic(prefix, request.job_id)], errors_topic(prefix, submitter)
-    return _linked("submit", config, [*filters, server_topic(prefix, "+"), errors]
+    return _linked(args, config, [*filters, server_topic(prefix, "+"), errors]
                    if args.wait else filters, send)
 
 
@@ -296,7 +308,7 @@ def _list(args: argparse.Namespace) -> int:
 
     # its own jobs and refusals only: the fleet's broker refuses a login's subscription to
     # another's
-    return _linked("list", config, [state_topic(prefix, own), server_topic(prefix, "+"),
+    return _linked(args, config, [state_topic(prefix, own), server_topic(prefix, "+"),
                                     request_topic(prefix, own), errors], read)
 
 
@@ -359,7 +371,7 @@ def _cancel(args: argparse.Namespace) -> int:
                               f"{state.get('server', '?')})"), flush=True)
         return _cancel_answer(link, job_id, errors)
 
-    return _linked("cancel", config, [state_topic(prefix, job_id),
+    return _linked(args, config, [state_topic(prefix, job_id),
                                       request_topic(prefix, job_id), errors], cancel)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import queue
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 from appliance.config import Config
 from appliance.transport.client import BrokerRefusedError, settings_from_config
@@ -20,13 +21,17 @@ class JobLink:
     """A short-lived client for the job commands: connected, subscribed to ``filters`` once the
     broker accepted it (transport/subscriber.py), collecting the messages that arrive."""
 
-    def __init__(self, config: Config, filters: Sequence[str]) -> None:
+    def __init__(self, config: Config, filters: Sequence[str],
+                 password: str | None = None) -> None:
+        """``password``: the login's, in place of the config's (``--password-file``)."""
         self.config = config
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         # a login connects under its own name: the fleet's broker binds each login to one client
         # id (docs/broker-identity.md), so one command at a time per login
         client_id = config.mqtt.username or f"pathology-cli-{uuid.uuid4().hex[:12]}"
         settings = settings_from_config(config.mqtt, client_id)
+        if password is not None:  # read from a file the command names (passwordfile.py)
+            settings = replace(settings, password=password)
         # a job's request and state are at most max_job_bytes (its server fits a state to it)
         self._link = Subscriber(settings, [(topic, 1) for topic in filters],
                                 lambda m: self.messages.put((m.topic, bytes(m.payload))),

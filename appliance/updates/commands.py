@@ -17,6 +17,7 @@ from appliance.backoffice.report_history import HISTORY_ROWS, MAX_HISTORY_ROWS
 from appliance.diskspace import full_disk_text
 from appliance.kioskname import kiosk_of
 from appliance.logsafe import escape_controls
+from appliance.passwordfile import ROLLOUT_LOGIN, add_login_password_option
 from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
 from appliance.updates.defaults import DEFAULT_EXPIRY_S, MAX_CONNECTIONS, ROLES
 
@@ -119,6 +120,7 @@ def _register_rollout(command: Any, name: str) -> None:
     command.add_argument("--max-failures", type=whole_number(0, MAX_DEVICES), default=0,
                          help="halt once more devices than this failed (0)")
     add_store_options(command)
+    add_login_password_option(command, ROLLOUT_LOGIN)
     command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
 
 
@@ -127,6 +129,7 @@ def _register_halt(halt: Any) -> None:
     halt.add_argument("--repo", type=named_path, required=True, help="repository folder")
     halt.add_argument("--reason", default="", help="why, recorded with who halted it")
     add_store_options(halt)
+    add_login_password_option(halt, ROLLOUT_LOGIN)
     halt.set_defaults(handler=_halt)
 
 
@@ -143,6 +146,7 @@ def _register_status(status: Any) -> None:
     status.add_argument("--limit", type=whole_number(1, MAX_HISTORY_ROWS),
                         default=HISTORY_ROWS, help=f"with --history: how many ({HISTORY_ROWS})")
     add_store_options(status)
+    add_login_password_option(status, ROLLOUT_LOGIN)
     status.set_defaults(handler=_status)
 
 

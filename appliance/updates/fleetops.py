@@ -34,6 +34,7 @@ from appliance.config import (
 )
 from appliance.diskspace import full_disk_text
 from appliance.logsafe import SHOWN_ARGUMENT_CHARS, escape_controls, shorten
+from appliance.passwordfile import login_password
 from appliance.shipped import SKIN_SELF_TEST, shipped_path
 from appliance.transport.client import BrokerRefusedError
 from appliance.updates.fleetdevices import (
@@ -149,11 +150,13 @@ def _release_manifest(
     )
 
 
-def _settings(args: argparse.Namespace) -> tuple[Config, str]:
+def _settings(args: argparse.Namespace) -> tuple[Config, str, str | None]:
     """The config (``--config``, else ./config.yaml, else built-in defaults; with the APPLIANCE__
-    overrides) and the store URL (``--store`` first)."""
+    overrides), the store URL (``--store`` first) and the broker login's password
+    ``--password-file`` holds (None without it: the config's); ValueError for a file refused."""
     config = load_config_or_defaults(args.config)
-    return config, args.store or store_url_for(config.store.url, config.state_dir)
+    password = login_password(args.password_file, config.mqtt.username)
+    return config, args.store or store_url_for(config.store.url, config.state_dir), password
 
 
 def _origins(config: Config, config_path: str | None, *keys: str) -> str:
@@ -194,7 +197,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     """Deploy (or roll back to) a release; exit 0 complete, 1 halted or its store failed on
     the way, 2 could not start."""
     try:
-        config, url = _settings(args)
+        config, url, password = _settings(args)
         repo = FileRepository(args.repo)
         manifest = released(repo, args.name, args.version)  # before anything is created
         with ExitStack() as opened:
@@ -202,7 +205,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             # looked up again under the lock: a yank that ended since withdrew it (yank holds
             # the lock too, so none withdraws it from here on)
             manifest = released(repo, args.name, args.version)
-            watcher = opened.enter_context(closing(watch_fleet(config, args.config)))
+            watcher = opened.enter_context(closing(watch_fleet(config, args.config, password)))
             store = opened.enter_context(closing(open_store(url)))  # records the rollout
             mark_interrupted(store, repo)
             devices = online_first(
@@ -279,7 +282,7 @@ def run_halt(args: argparse.Namespace) -> int:
     try:
         said = checked_reason(args.reason, kept_by="the halt record",
                               limit=MAX_HALT_REASON_CHARS, nothing_done="nothing was halted")
-        config, url = _settings(args)
+        config, url, password = _settings(args)
         repo = FileRepository(args.repo)
         if (missing := missing_sqlite_file(url)) is not None:
             raise ValueError(f"no rollouts yet: no store at {missing}")
@@ -292,7 +295,7 @@ def run_halt(args: argparse.Namespace) -> int:
                 if ended != "interrupted":  # else its deploy stopped or is gone: halted here
                     return _answered(store, rollout_id, reason, ended)
             return _halt_here(store, repo, rollout_id, reason,
-                              lambda: watch_fleet(config, args.config))
+                              lambda: watch_fleet(config, args.config, password))
     except storeerrors.DATABASE_ERRORS as exc:
         return _store_failed("halt", url, exc)
     except (*_ERRORS, ValueError) as exc:
@@ -402,15 +405,15 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"models status: {problem}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        config, url = _settings(args)
+        config, url, password = _settings(args)
         if args.history is not None:
             return run_history(args.history, url, limit=args.limit, as_json=args.json)
-        report = _status_report(args, config, url)
+        report = _status_report(args, config, url, password)
     except storeerrors.DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
         return _store_failed("status", url, exc)
     except ConnectionError as exc:  # no broker: what the store holds (history.py)
         return run_without_broker(exc, url, as_json=args.json)
-    except _ERRORS as exc:
+    except (*_ERRORS, ValueError) as exc:  # ValueError: a --password-file refused
         print(escape_controls(f"models status: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(report, indent=2) if args.json else _status_text(report, args.repo))
@@ -440,9 +443,10 @@ def _store_failed(command: str, url: str, exc: Exception, after: str = "") -> in
     return EXIT_STORE_FAILED
 
 
-def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[str, Any]:
+def _status_report(args: argparse.Namespace, config: Config, url: str,
+                   password: str | None) -> dict[str, Any]:
     """Releases, devices and the store rollouts were read from (``exists``: false before the
-    first deploy)."""
+    first deploy); ``password``: the broker login's, in place of the config's."""
     repo = FileRepository(args.repo)
     if (unfinished := repo.unfinished()) is not None:  # else: "no releases yet"
         raise unfinished
@@ -450,7 +454,7 @@ def _status_report(args: argparse.Namespace, config: Config, url: str) -> dict[s
     with ExitStack() as opened:
         never_made = missing_sqlite_file(url) is not None
         store = None if never_made else opened.enter_context(closing(open_existing_store(url)))
-        watcher = opened.enter_context(closing(watch_fleet(config, args.config)))
+        watcher = opened.enter_context(closing(watch_fleet(config, args.config, password)))
         rows = fleet_status(repo, watcher, store)
         shown = [row for row in rows if args.all_devices or not row["elsewhere"]]
         newest = {row["rollout"] for row in shown if row["rollout"]}
