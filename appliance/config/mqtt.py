@@ -18,6 +18,7 @@ from appliance.boundedread import TooLargeError, read_bounded
 from appliance.config.section import Section, a_host, a_real_host, filled_in
 
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
+DEFAULT_TOPIC_PREFIX = "appliance"
 TOPIC_PREFIX_PATTERN = r"^[^#+/\s][^#+\s]*$"  # no wildcard or blank; not starting with /
 PASSWORD_CREDENTIAL = "mqtt-password"
 # A topic is the prefix and at most ~150 more characters (site, device id, leaf); MQTT caps it
@@ -53,7 +54,7 @@ class MqttConfig(Section):
     host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
     topic_prefix: str = Field(
-        "appliance",
+        DEFAULT_TOPIC_PREFIX,
         min_length=1,
         max_length=MAX_TOPIC_PREFIX_CHARS,
         pattern=TOPIC_PREFIX_PATTERN,

@@ -39,11 +39,13 @@ from appliance.backoffice.accounts import Login
 from appliance.backoffice.storeerrors import StoreError
 from appliance.backoffice.storeurl import store_name
 from appliance.config import ConsoleConfig
+from appliance.config.mqtt import DEFAULT_TOPIC_PREFIX
 from appliance.console import (
     account,
     api,
     devicemodels,
     jobs,
+    letterspage,
     pages,
     rangepage,
     rollouts,
@@ -96,13 +98,19 @@ SECURITY_HEADERS = {
 # every page and API call of the console
 ROUTERS = (pages.router, account.router, tokenpage.router, api.router, rollouts.pages,
            rollouts.api, devicemodels.pages, devicemodels.api, jobs.pages, jobs.api,
-           rangepage.pages)
+           rangepage.pages, letterspage.pages)
+# the pages whose form a refusal of their input shows again, as it was sent (_input_error)
+REFUSED_FORMS: dict[str, Callable[[Request, Login, InputError], Response | None]] = {
+    **pages.REFUSED_FORMS, "/dead-letters": letterspage.refused_letters}
 
 
 def create_app(pool: StorePool, settings: ConsoleConfig,
-               pathology_results: Path | None = None) -> FastAPI:
+               pathology_results: Path | None = None, *,
+               topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> FastAPI:
     """The console app on a store pool; pathology pictures are served from
-    ``pathology_results`` (the pathology server's ``pathology.results_dir``) when given."""
+    ``pathology_results`` (the pathology server's ``pathology.results_dir``) when given;
+    ``topic_prefix`` (``mqtt.topic_prefix``): the fleet's, under which the dead-letters page
+    reads a site's or a kiosk's topics."""
     app = FastAPI(
         title="appliance console API",
         version=__version__,
@@ -123,6 +131,7 @@ def create_app(pool: StorePool, settings: ConsoleConfig,
     app.state.busy_refusals = Tally(log, "console: requests refused, their user having "
                                     "console.answers_in_flight_per_user answers being sent")
     app.state.pathology_results = pathology_results
+    app.state.topic_prefix = topic_prefix
     app.state.cohort = CohortCache(settings.cohort_cache_s)
     app.state.cohort.warm(pool)
     app.state.templates = Environment(
@@ -295,13 +304,15 @@ async def _user_busy(request: Request, exc: Exception) -> Response:
 async def _input_error(request: Request, exc: Exception) -> Response:
     """Input a page or API call refused (filters.InputError): its status, 400 by default. A
     logged-in visitor's refused results filter or fleet site is that page with its form as
-    it was sent (pages.REFUSED_FORMS), not an error page that lost what was typed."""
+    it was sent (REFUSED_FORMS), not an error page that lost what was typed; a page that is
+    not for the visitor's role answers None, and the refusal is the error page."""
     assert isinstance(exc, InputError)
-    shown_again = pages.REFUSED_FORMS.get(request.url.path)
+    shown_again = REFUSED_FORMS.get(request.url.path)
     if shown_again is not None:
         login = await run_in_threadpool(visitor_login, request)
-        if login is not None:
-            return shown_again(request, login, exc)
+        answer = shown_again(request, login, exc) if login is not None else None
+        if answer is not None:
+            return answer
     return await _visitor_refusal(request, exc.status, str(exc))
 
 

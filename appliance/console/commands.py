@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
             return serve(config.console, args.store or store_url_for(config.store.url,
                                                                      config.state_dir),
                          Path(config.pathology.results_dir), _store_option(args),
-                         stop=stop, received=received)
+                         stop=stop, received=received, topic_prefix=config.mqtt.topic_prefix)
         except StoreError as exc:
             print(f"console: store error: {exc}", file=sys.stderr)
             return 2

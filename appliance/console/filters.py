@@ -47,6 +47,8 @@ _CURSOR = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.
                      r"([0-9a-f-]{36})\Z")  # PLACED_AT~MEASUREMENT_ID
 FILTER_FIELDS = ("site", "device", "from", "to", "grade")
 RESULT_PARAMETERS = (*FILTER_FIELDS, "before", "after", "limit")
+KIOSK_FIELDS = ("site", "device")  # the dead-letters page's filter: the results page's two
+LETTER_PARAMETERS = (*KIOSK_FIELDS, "before")
 
 
 class InputError(ValueError):
@@ -99,6 +101,12 @@ def parse_site(params: Mapping[str, str]) -> str | None:
     return _identifier(params, "site")
 
 
+def parse_kiosk(params: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The site and the device id (at every site, or at that site) a page is narrowed to,
+    from its ``site`` and ``device`` fields (None: not given)."""
+    return _identifier(params, "site"), _identifier(params, "device")
+
+
 def _grade(params: Mapping[str, str]) -> str | None:
     """A grade (a model's label) to filter on: a model may name its grades in any script
     ("très fin", "きめ細かい"), so letters and digits of every script, their accents, and
@@ -144,9 +152,10 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResultFilter, dict[str, str
     last = parse_day("to", _field(params, "to"))
     if first and last and last < first:
         raise InputError("to", last.isoformat(), f"a day on or after from ({first.isoformat()})")
+    site, device_id = parse_kiosk(params)
     where = ResultFilter(
-        site=_identifier(params, "site"),
-        device_id=_identifier(params, "device"),
+        site=site,
+        device_id=device_id,
         placed_from=_day_start(first) if first else None,
         placed_before=_day_after(last) if last else None,
         label=_grade(params),

@@ -40,6 +40,7 @@ from appliance.console.auth import (
 )
 from appliance.console.db import StoreBusyError, StorePool
 from appliance.console.filters import (
+    LETTER_PARAMETERS,
     MAX_FIELD_CHARS,
     MAX_FORM_BYTES,
     RESULT_PARAMETERS,
@@ -60,7 +61,8 @@ PASSWORD_FIELDS = ("password", "new_password", "new_password_again")  # up to 25
 _LOCAL_PATH = re.compile(r"^/(?!/)[A-Za-z0-9/_.?=&%~+-]{0,500}\Z")
 MAX_NEXT_CHARS = 501  # the login form's `next`: a console page's path and query, as above
 _FORM_PAGES = {"/tokens/revoke": "/tokens", "/account/password": "/account"}
-_READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS}
+_READ_BY_HAND = {"/results": RESULT_PARAMETERS, "/results.csv": RESULT_PARAMETERS,
+                 "/dead-letters": LETTER_PARAMETERS}
 T = TypeVar("T")
 
 

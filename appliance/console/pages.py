@@ -25,7 +25,6 @@ from starlette.concurrency import run_in_threadpool
 
 from appliance.backoffice import storeerrors
 from appliance.backoffice.accounts import Login
-from appliance.backoffice.export import NAMED_DEVICES, SHOWN_CHARS
 from appliance.console.auth import USER_NAME, digest, open_session, session_login
 from appliance.console.cohortview import plotted_bands, svg_plot
 from appliance.console.db import StoreBusyError, anyone_can_log_in
@@ -38,7 +37,6 @@ from appliance.console.filters import (
     once_each,
     one_way,
     parse_device_cursor,
-    parse_letter_cursor,
     parse_query,
     parse_site,
 )
@@ -53,7 +51,6 @@ from appliance.console.guard import (
     judged_password,
     login_csrf_cookie,
     login_name_cookie,
-    operator,
     page_login,
     page_or_api_login,
     password_login,
@@ -83,7 +80,6 @@ from appliance.logsafe import shorten
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 PageLogin = Annotated[Login, Depends(page_login)]
-DEAD_LETTERS_SHOWN = 100  # a page of them; Older pages through every one kept
 # The store ends a session (console.session_hours, on its clock); the browser keeps the cookie
 # a day longer, so a visit after its time ran out is told that the session ended instead of
 # getting a bare login page. The cookie is worth nothing then: the store refuses it.
@@ -387,27 +383,6 @@ def cohort_page(request: Request, login: PageLogin) -> HTMLResponse:
                   period=figures.period.text(), max_age_s=request.app.state.cohort.max_age_s,
                   stored=figures.period.captured_from is not None,
                   pruned=figures.period.removed_before is not None)
-
-
-@router.get("/dead-letters")
-def dead_letters(request: Request, login: Annotated[Login, Depends(operator)],
-                 before: str | None = None) -> HTMLResponse:
-    """Messages the back office refused, DEAD_LETTERS_SHOWN a page, newest first (operators
-    only: payloads may hold personal data)."""
-    before_id = parse_letter_cursor(before)
-    with body_store(request) as store:
-        letters = store.dead_letters_before(before_id, DEAD_LETTERS_SHOWN + 1)
-        kept = store.count_dead_letters()
-        lost = store.pruned_only_copies(NAMED_DEVICES).text()
-    shown = letters[:DEAD_LETTERS_SHOWN]
-    rows = [{"received_at": d.received_at, "topic": shorten(d.topic, SHOWN_CHARS),
-             "reason": shorten(d.reason, SHOWN_CHARS),
-             "bytes": d.payload_bytes, "head": d.payload[:120].decode("utf-8", "replace")}
-            for _, d in shown]
-    older = (f"/dead-letters?{urlencode({'before': shown[-1][0]})}"
-             if len(letters) > DEAD_LETTERS_SHOWN else None)
-    return render(request, "dead_letters.html", login=login, rows=rows, kept=kept, lost=lost,
-                  older=older, older_page=before_id is not None)
 
 
 @router.get("/docs")

@@ -49,7 +49,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from appliance.backoffice.storeurl import masked_url
 from appliance.config import ConsoleConfig
-from appliance.config.mqtt import this_host
+from appliance.config.mqtt import DEFAULT_TOPIC_PREFIX, this_host
 from appliance.console.app import SECURITY_HEADERS, create_app
 from appliance.console.db import StorePool, anyone_can_log_in
 from appliance.httpbounds import Refusals, Tally
@@ -269,8 +269,10 @@ class DeadlineProtocol(H11Protocol):
 
 
 def make_server(settings: ConsoleConfig, pool: StorePool,
-                pathology_results: Path | None = None) -> uvicorn.Server:
-    """A uvicorn server for the console (not started); see create_app for the pictures."""
+                pathology_results: Path | None = None, *,
+                topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> uvicorn.Server:
+    """A uvicorn server for the console (not started); see create_app for the pictures and
+    the topic prefix."""
     protocol = type("DeadlineProtocol", (DeadlineProtocol,), {
         "refusals": Refusals(f"{settings.bind}:{settings.port}", MAX_CONNECTIONS),
         "counted_logger": uvicorn_logger(),
@@ -281,7 +283,8 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
         "cut_for_room": Tally(log, "console: connections that waited longest for their "
                           f"request closed for new ones (all {PLACES} places taken)")})
     config = uvicorn.Config(
-        create_app(pool, settings, pathology_results), host=settings.bind, port=settings.port,
+        create_app(pool, settings, pathology_results, topic_prefix=topic_prefix),
+        host=settings.bind, port=settings.port,
         # an explicit list: given None, uvicorn would trust FORWARDED_ALLOW_IPS or loopback
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies), log_level="warning",
@@ -293,7 +296,7 @@ def make_server(settings: ConsoleConfig, pool: StorePool,
 
 def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
           store_option: str = "", *, stop: threading.Event | None = None,
-          received: list[int] | None = None) -> int:
+          received: list[int] | None = None, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> int:
     """Serve until ``stop`` is set (the command sets it on SIGINT or SIGTERM, noting each in
     ``received``); returns the exit code (0 once stopped; 2: the address cannot be had).
     ``store_option`` (`` --store URL`` or `` --config F``, as the console was given it) goes on
@@ -325,7 +328,8 @@ def serve(settings: ConsoleConfig, store_url: str, pathology_results: Path,
                       f"once): {shell_command()} console user add NAME --role operator"
                       f"{store_option}",
                       flush=True)
-            serve_until_stopped(make_server(settings, pool, pathology_results), listener,
+            serve_until_stopped(make_server(settings, pool, pathology_results,
+                                            topic_prefix=topic_prefix), listener,
                                 stop or threading.Event(), received)
         finally:
             pool.close()
@@ -372,9 +376,10 @@ class ConsoleThread(threading.Thread):
     """The console served from a thread (tests, demo); ``stop()`` ends it."""
 
     def __init__(self, settings: ConsoleConfig, pool: StorePool,
-                 pathology_results: Path | None = None) -> None:
+                 pathology_results: Path | None = None, *,
+                 topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> None:
         super().__init__(name="Console", daemon=True)
-        self.server = make_server(settings, pool, pathology_results)
+        self.server = make_server(settings, pool, pathology_results, topic_prefix=topic_prefix)
 
     def run(self) -> None:
         """Serve until stopped."""

@@ -254,10 +254,11 @@ def seed_rollout(store: Store, now: str) -> None:
 
 
 @contextmanager
-def running_console(folder: Path, pool_size: int = 4, **settings: Any) -> Iterator[Console]:
+def running_console(folder: Path, pool_size: int = 4, *, topic_prefix: str = "appliance",
+                    **settings: Any) -> Iterator[Console]:
     """The console on a seeded SQLite store, an operator 'alice' and a viewer 'victor';
-    ``pool_size`` store connections (the console's default: 4) and ``settings`` of its
-    config section."""
+    ``pool_size`` store connections (the console's default: 4), the fleet's ``topic_prefix``
+    (mqtt.topic_prefix) and ``settings`` of its config section."""
     url = f"sqlite:///{folder / 'backoffice.sqlite3'}"
     results = folder / "pathology-results"
     store = open_store(url)
@@ -269,7 +270,7 @@ def running_console(folder: Path, pool_size: int = 4, **settings: Any) -> Iterat
     store.close()
     config = ConsoleConfig(**{"port": free_port(), "cohort_cache_s": 0, **settings})
     pool = StorePool(url, size=pool_size)
-    thread = ConsoleThread(config, pool, results)
+    thread = ConsoleThread(config, pool, results, topic_prefix=topic_prefix)
     thread.start()
     assert thread.wait_started(), "console did not start"
     try:

@@ -182,8 +182,8 @@ def _console_that_stops_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """``appliance console`` starts its server, which stops at once as after Ctrl-C."""
     real_make_server = server.make_server
 
-    def stopping_at_once(*args: Any) -> uvicorn.Server:
-        made = real_make_server(*args)
+    def stopping_at_once(*args: Any, **kwargs: Any) -> uvicorn.Server:
+        made = real_make_server(*args, **kwargs)
         made.should_exit = True
         return made
 
@@ -214,6 +214,27 @@ def test_a_console_nobody_can_log_in_to_says_how_to_add_a_user(
     capsys.readouterr()
     assert main(["console", "--store", url]) == 0
     assert "no user can log in" not in capsys.readouterr().out
+
+
+def test_the_console_reads_dead_letters_under_the_config_s_topic_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`appliance console` gives its app the config's mqtt.topic_prefix, under which the
+    dead-letters page reads a site's topics (tests/console/test_console_dead_letters_site.py):
+    on the built-in prefix it would choose no letter of a fleet on another."""
+    _console_that_stops_at_once(monkeypatch)
+    real_create_app, prefixes = server.create_app, list[str]()
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        prefixes.append(kwargs.get("topic_prefix", "(none given)"))
+        return real_create_app(*args, **kwargs)
+
+    monkeypatch.setattr(server, "create_app", recording)
+    config = tmp_path / "console.yaml"
+    config.write_text(f"mqtt:\n  topic_prefix: fleet-y/eu\nstore:\n  url: "
+                      f"sqlite:///{tmp_path / 'bo.sqlite3'}\n", encoding="utf-8")
+    assert main(["console", "--config", str(config)]) == 0
+    assert prefixes == ["fleet-y/eu"]
 
 
 def test_the_console_s_hints_call_this_program_as_the_shell_finds_it(

@@ -682,7 +682,8 @@ API_WITHOUT_PARAMETERS = ("/api/v1/cohort", "/api/v1/rollouts/r0llout1",
                           "/api/v1/pathology/jobs/job-1/slides/0/heatmap",
                           f"/api/v1/results/{ONE_RESULT}", "/openapi.json")
 # /fleet takes site (test_console_walk_browser.py); the lists take before, not site
-PAGES_WITHOUT_PARAMETERS = ("/", "/cohort", "/dead-letters", "/docs", "/rollouts",
+# /dead-letters takes site and device (test_console_dead_letters_site.py refuses another)
+PAGES_WITHOUT_PARAMETERS = ("/", "/cohort", "/docs", "/rollouts",
                             "/rollouts/r0llout1", "/pathology", "/pathology/job-1",
                             "/pathology/job-1/slides/0/heatmap", f"/results/{ONE_RESULT}",
                             "/account")
