@@ -174,6 +174,9 @@ def test_the_password_file_s_first_line_logs_in_and_another_is_refused(
     code, said = _run(command, place, config, "--password-file", str(secret), capsys=capsys)
     assert code == 2, said
     assert f"refused {command.login} (reason code 0x87: Not authorized)" in said
+    # the refusal says where the password came from: the file, not the environment
+    assert "check mqtt.username and the password (the first line of --password-file)" in said
+    assert "APPLIANCE_MQTT_PASSWORD" not in said
     secret.write_text(f"{PASSWORDS[command.login]}\nthe second line is not read\n")
     code, said = _run(command, place, config, "--password-file", str(secret), capsys=capsys)
     assert "refused" not in said
@@ -191,6 +194,8 @@ def test_without_the_file_the_environment_s_password_still_logs_in(
     code, said = _run(command, place, config, capsys=capsys)
     assert code == 2, said  # no password at all: refused
     assert f"refused {command.login} (reason code 0x87: Not authorized)" in said
+    assert ("check mqtt.username and the password (APPLIANCE_MQTT_PASSWORD or the "
+            "mqtt-password credential)") in said
     monkeypatch.setenv("APPLIANCE_MQTT_PASSWORD", PASSWORDS[command.login])
     code, said = _run(command, place, config, capsys=capsys)
     assert "refused" not in said

@@ -8,10 +8,13 @@ from __future__ import annotations
 import queue
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 
 from appliance.config import Config
-from appliance.transport.client import BrokerRefusedError, settings_from_config
+from appliance.transport.client import (
+    BrokerRefusedError,
+    settings_from_config,
+    with_login_password,
+)
 from appliance.transport.subscriber import Subscriber
 
 CONNECT_TIMEOUT_S = 10.0
@@ -29,9 +32,7 @@ class JobLink:
         # a login connects under its own name: the fleet's broker binds each login to one client
         # id (docs/broker-identity.md), so one command at a time per login
         client_id = config.mqtt.username or f"pathology-cli-{uuid.uuid4().hex[:12]}"
-        settings = settings_from_config(config.mqtt, client_id)
-        if password is not None:  # read from a file the command names (passwordfile.py)
-            settings = replace(settings, password=password)
+        settings = with_login_password(settings_from_config(config.mqtt, client_id), password)
         # a job's request and state are at most max_job_bytes (its server fits a state to it)
         self._link = Subscriber(settings, [(topic, 1) for topic in filters],
                                 lambda m: self.messages.put((m.topic, bytes(m.payload))),

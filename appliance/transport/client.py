@@ -60,6 +60,8 @@ class LinkSettings:
     puback_timeout_s: float = 60.0  # results in flight and no PUBACK for this long: reconnect
     ack_resend_initial_s: float = 10.0
     ack_resend_cap_s: float = 300.0
+    # where ``password`` came from, for a refused login's hint
+    password_from: str = "APPLIANCE_MQTT_PASSWORD or the mqtt-password credential"
 
 
 class BrokerRefusedError(ConnectionError):
@@ -82,8 +84,8 @@ def connack_refusal(settings: LinkSettings, reason: object) -> str:
     what = f"broker {settings.host}:{settings.port} refused {settings.client_id or 'the client'}"
     shown = f"{what} (reason code 0x{code:02X}: {reason})"
     if is_fatal_connack(code):
-        return (f"{shown}: check mqtt.username and the password (APPLIANCE_MQTT_PASSWORD or the "
-                f"mqtt-password credential) and the broker's ACL; not retrying")
+        return (f"{shown}: check mqtt.username and the password ({settings.password_from}) "
+                "and the broker's ACL; not retrying")
     return f"{shown}: the broker may be busy or restarting; retrying"
 
 
@@ -144,6 +146,14 @@ def settings_from_config(mqtt_config: MqttConfig, client_id: str, **tuning: Any)
         key_file=tls.key_file,
     )
     return replace(base, **tuning)
+
+
+def with_login_password(settings: LinkSettings, password: str | None) -> LinkSettings:
+    """``settings`` with the password a command read from its ``--password-file`` in place of
+    the config's, said so in a refusal's hint (None: ``settings`` as they are)."""
+    if password is None:
+        return settings
+    return replace(settings, password=password, password_from="the first line of --password-file")
 
 
 def new_client(

@@ -23,7 +23,11 @@ import paho.mqtt.client as mqtt
 from appliance.backoffice.triage import MAX_CLOCK_AHEAD
 from appliance.config import MqttConfig
 from appliance.transport import payloads
-from appliance.transport.client import reason_value, settings_from_config
+from appliance.transport.client import (
+    reason_value,
+    settings_from_config,
+    with_login_password,
+)
 from appliance.transport.subscriber import Subscriber
 from appliance.transport.topics import (
     MODEL_STATE_LEAF,
@@ -103,11 +107,9 @@ class FleetWatcher:
         self._away_since_s: float | None = None
         filters = [(fleet_filter(self.prefix, "status"), 1),
                    (fleet_filter(self.prefix, MODEL_STATE_LEAF), 1)]
-        settings = settings_from_config(mqtt_config, client_id)
-        if password is not None:  # read from a file the command names (passwordfile.py)
-            settings = replace(settings, password=password)
-        self._link = Subscriber(settings, filters,
-                                self._on_message)
+        # ``password``: read from a file the command names (passwordfile.py)
+        settings = with_login_password(settings_from_config(mqtt_config, client_id), password)
+        self._link = Subscriber(settings, filters, self._on_message)
         self._link.client.on_publish = self._on_published
         self._link.client.on_disconnect = self._on_disconnected
         self._link.start()

@@ -139,6 +139,8 @@ def test_fleet_resend_logs_in_with_the_password_file_s_first_line(
     assert capsys.readouterr().out.startswith(f"{KIOSK}: NOT ASKED: no session of the kiosk")
     secret.write_text("not-the-password\n", encoding="utf-8")
     assert main([*command, "--password-file", str(secret)]) == 2
-    assert "refused" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refused" in err
+    assert "the password (the first line of --password-file)" in err
     assert main(command) == 2
     assert "refused" in capsys.readouterr().err
