@@ -476,7 +476,11 @@ def test_cmd_resend_has_the_results_the_back_office_confirmed_since_wait_again(
                      for i in range(4)])
     outbox.remove_ids([f"kept-{i}" for i in range(4)])  # as the back office's ack does
     outbox.close()
-    resting = fast_source(config, CustomerScript(approach_frames=10**6))  # measures nothing
+    # the scope stays lifted (a dark field): nothing is measured. (An approach of 10**6
+    # frames, as here before, blurred its first frame by a Gaussian of sigma ~6e6 px: hours
+    # of CPU in a capture thread that no stop reached, left running after the test.)
+    resting = fast_source(config, CustomerScript(approach_frames=0, rest_frames=0,
+                                                 lift_frames=10**6))
     daemon = fast_daemon(config, source=resting)
     assert (daemon.outbox.depth(), daemon.outbox.kept_confirmed()) == (0, 4)
     thread, _codes = run_in_thread(daemon)
