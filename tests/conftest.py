@@ -1,5 +1,6 @@
-"""Shared fixtures: the running mosquitto, a private broker, per-test topics; and a guard that
-fails a test leaving the process's signal handlers or masks changed (tests/signal_state.py)."""
+"""Shared fixtures: the running mosquitto, a private broker, per-test topics; and guards that
+fail a test leaving the process's signal handlers or masks changed (tests/signal_state.py) or
+a kiosk's pipeline thread running (tests/kiosk_threads.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from appliance.browser import chromium, page_in
 from appliance.transport.broker import PrivateBroker, port_open
+from tests.kiosk_threads import left_running, pipeline_threads
 from tests.signal_state import changes, restore, signal_state
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +55,18 @@ def signals_left_as_found() -> Iterator[None]:
     if leaked:
         restore(before)
         pytest.fail("the test left the process's signals changed: " + "; ".join(leaked))
+
+
+@pytest.fixture(autouse=True)
+def kiosk_threads_stopped() -> Iterator[None]:
+    """Fail a test that leaves a kiosk's capture, analysis or commit thread running: it would
+    work on in this process, spending the CPU of the tests after it, until the process ends."""
+    before = pipeline_threads()
+    yield
+    left = left_running(before, wait_s=10.0)
+    if left:
+        pytest.fail("the test left a kiosk's pipeline running (" + ", ".join(left) + "); stop "
+                    "its daemon and join its thread, or give it a source its stop reaches")
 
 
 @dataclass(frozen=True)
