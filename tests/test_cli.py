@@ -3,6 +3,9 @@ bare ``appliance`` prints help, and a closed pipe (``| head``) ends quietly."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import os
 import re
 import shlex
@@ -32,6 +35,20 @@ def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
         main([*command, "--help"])
     assert done.value.code == 0
     return capsys.readouterr().out
+
+
+@functools.cache
+def _every_help() -> dict[str, str]:
+    """Each command's ``--help`` text, as ``main`` prints it, once for the walks over every
+    command below (each walk built the whole parser again for each of some 60 commands)."""
+    texts = {}
+    for command in command_paths(build_parser()):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as done:
+            main([*command.split(), "--help"])
+        assert done.value.code == 0, command
+        texts[command] = printed.getvalue()
+    return texts
 
 
 @pytest.mark.parametrize(("command", "taken"), [
@@ -75,14 +92,14 @@ def test_bare_appliance_prints_the_help_and_exits_0(capsys: pytest.CaptureFixtur
     assert "calibrate" in out
 
 
-def test_every_command_has_a_description_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_command_has_a_description_and_examples() -> None:
     commands = command_paths(build_parser())
     groups = set(commands) - set(leaf_commands(build_parser()))
     # the walk over argparse's private names still finds the leaves and the groups
     assert len(commands) - len(groups) >= 20
     assert {"models", "models repo", "results", "pathology", "pathology job"} <= groups
-    for command in commands:
-        text = _help(capsys, *command.split())
+    assert list(_every_help()) == commands
+    for command, text in _every_help().items():
         description = text.split("\n\n")[1]  # the block after the usage lines
         assert not description.startswith(("positional arguments:", "options:")), (
             f"{command}: no description"
@@ -155,8 +172,8 @@ def _same_value(shown: str, default: str) -> bool:
 
 def test_no_option_shows_its_default_twice(capsys: pytest.CaptureFixture[str]) -> None:
     checked = 0
-    for command in command_paths(build_parser()):
-        text = " ".join(_help(capsys, *command.split()).split())
+    for command, printed in _every_help().items():
+        text = " ".join(printed.split())
         for before, default in re.findall(r"\(([^()]*)\) \(default: ([^()]*)\)", text):
             assert "default" not in before, f"{command}: ({before}) (default: {default})"
             assert not _same_value(before, default), f"{command}: ({before}) (default: {default})"
@@ -172,8 +189,8 @@ def test_no_option_shows_its_default_twice(capsys: pytest.CaptureFixture[str]) -
 def test_no_option_shows_an_empty_default(capsys: pytest.CaptureFixture[str]) -> None:
     """`models halt --help` said "--reason REASON  why, recorded with who halted it (default: )":
     an option whose default is the empty text (nothing given) shows no default."""
-    for command in command_paths(build_parser()):
-        text = " ".join(_help(capsys, *command.split()).split())
+    for command, printed in _every_help().items():
+        text = " ".join(printed.split())
         assert "default: )" not in text, command
     halt = " ".join(_help(capsys, "models", "halt").split())
     assert "--reason REASON why, recorded with who halted it --config" in halt
@@ -185,8 +202,8 @@ def test_no_option_shows_where_the_package_is_installed(
     site-packages) path, broken across lines: "(default: /work/.../appliance/shipped/msi-" and
     "vgg19-w16.onnx)". A shipped file is named as the shipped one, as `models show` names it."""
     package = str(Path(appliance.__file__).resolve().parent)
-    for command in command_paths(build_parser()):
-        text = "".join(_help(capsys, *command.split()).split())
+    for command, printed in _every_help().items():
+        text = "".join(printed.split())
         assert "".join(package.split()) not in text, command
     for command in ("run", "submit"):
         shown = "".join(_help(capsys, "pathology", command).split())
