@@ -476,9 +476,9 @@ def test_cmd_resend_has_the_results_the_back_office_confirmed_since_wait_again(
                      for i in range(4)])
     outbox.remove_ids([f"kept-{i}" for i in range(4)])  # as the back office's ack does
     outbox.close()
-    # the scope stays lifted (a dark field): nothing is measured. (An approach of 10**6
-    # frames, as here before, blurred its first frame by a Gaussian of sigma ~6e6 px: hours
-    # of CPU in a capture thread that no stop reached, left running after the test.)
+    # the scope stays lifted (a dark field): nothing is measured, and each frame is cheap (an
+    # approach's blur grows with its length: one of 10**6 frames blurs by sigma ~6e6 px, hours
+    # of CPU for one frame, in a capture thread that no stop reaches meanwhile)
     resting = fast_source(config, CustomerScript(approach_frames=0, rest_frames=0,
                                                  lift_frames=10**6))
     daemon = fast_daemon(config, source=resting)
