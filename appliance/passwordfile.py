@@ -12,6 +12,7 @@ owner alone: ``owner_only`` refuses a file its group or everyone may read, by na
 from __future__ import annotations
 
 import argparse
+import os
 import stat
 from pathlib import Path
 
@@ -24,22 +25,20 @@ ROLLOUT_LOGIN = "the rollout login's (the broker host's credentials/rollout.pass
 
 def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> str:
     """The first line of the file ``option`` names; ValueError naming the option, the file,
-    what is wrong and what to do (a folder, a missing or unreadable file, one not UTF-8 text,
-    and with ``owner_only`` one its group or everyone may read)."""
+    what is wrong and what to do (a folder, a missing or unreadable file, a FIFO no program
+    writes to, one not UTF-8 text, and with ``owner_only`` one its group or everyone may
+    read)."""
     where = f"{option} {escape_controls(str(file))}"
-    if file.is_dir():
-        raise ValueError(f"{where}: a folder; name the file whose first line is the password")
-    if owner_only:
-        _refuse_shared(file, where)
-    data = _read_at_most(file, MAX_PASSWORD_FILE_BYTES + 1, where)
+    data = _read_at_most(file, MAX_PASSWORD_FILE_BYTES + 1, where, owner_only=owner_only)
     if len(data) > MAX_PASSWORD_FILE_BYTES:
         raise ValueError(f"{where}: larger than {MAX_PASSWORD_FILE_BYTES} bytes; "
                          "not a password file")
     try:
-        lines = data.decode("utf-8").splitlines()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
                          "UTF-8 text") from exc
+    lines = text.splitlines()
     return lines[0] if lines else ""
 
 
@@ -70,12 +69,8 @@ def login_password(path: str | None, username: str | None,
     return password
 
 
-def _refuse_shared(file: Path, where: str) -> None:
-    """ValueError when ``file`` is a regular file its group or everyone may read."""
-    try:
-        mode = file.stat().st_mode
-    except OSError:
-        return  # not there or not reachable: reading it says which
+def _refuse_shared(mode: int, file: Path, where: str) -> None:
+    """ValueError when ``mode`` is a regular file's that its group or everyone may read."""
     if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):
         readers = "everyone" if mode & stat.S_IROTH else "its group"
         raise ValueError(f"{where}: {readers} may read it (mode {stat.S_IMODE(mode):04o}); a "
@@ -83,14 +78,50 @@ def _refuse_shared(file: Path, where: str) -> None:
                          f"{escape_controls(str(file))}")
 
 
-def _read_at_most(file: Path, limit: int, where: str) -> bytes:
-    """Up to ``limit`` bytes of ``file``, read, not sized first: a pipe (``<(...)``) or a
-    device has no size to check, and /dev/zero would be read without end."""
+def _read_at_most(file: Path, limit: int, where: str, *, owner_only: bool) -> bytes:
+    """Up to ``limit`` bytes of ``file``, opened once and judged by what was opened (a file
+    swapped after a look would pass the look's verdict), read, not sized first: a pipe
+    (``<(...)``) or a device has no size to check, and /dev/zero would be read without end.
+    Opened without waiting, as an open of a FIFO no program writes to waits for ever."""
     try:
-        with file.open("rb") as handle:
-            return handle.read(limit)
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise ValueError(f"{where}: file not found; check the path") from exc
     except OSError as exc:
-        raise ValueError(f"{where}: cannot read it ({exc.strerror or exc}); check the file "
-                         "and its permissions") from exc
+        raise ValueError(_unreadable(where, exc)) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"{where}: a folder; name the file whose first line is the password")
+        if owner_only:
+            _refuse_shared(mode, file, where)
+        return _read_fd(fd, limit, where, fifo=stat.S_ISFIFO(mode))
+    except OSError as exc:
+        raise ValueError(_unreadable(where, exc)) from exc
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, limit: int, where: str, *, fifo: bool) -> bytes:
+    """Up to ``limit`` bytes of the descriptor ``fd`` opened without waiting; a FIFO that is
+    empty with no writer (its end, at once) is refused, one whose writer has yet to write
+    (``<(...)``) is waited for."""
+    data = b""
+    if fifo:
+        try:
+            data = os.read(fd, limit)
+        except BlockingIOError:
+            pass  # a program holds it open for writing: its password comes
+        else:
+            if not data:
+                raise ValueError(f"{where}: a FIFO that no program writes to; name the file "
+                                 "whose first line is the password")
+    os.set_blocking(fd, True)
+    while len(data) < limit and (chunk := os.read(fd, limit - len(data))):
+        data += chunk
+    return data
+
+
+def _unreadable(where: str, exc: OSError) -> str:
+    return (f"{where}: cannot read it ({exc.strerror or exc}); check the file and its "
+            "permissions")

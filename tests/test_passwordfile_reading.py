@@ -1,0 +1,88 @@
+"""--password-file read as an attacker or a careless operator hands it over: a FIFO no program
+writes to is refused at once (it waited for ever), and the mode judged is that of the file
+read, not of one swapped for it after a look."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.passwordfile import login_password
+
+HANG_BOUND_S = 60.0  # a bound on a hang, not a speed: the refusal comes without waiting
+
+
+def test_a_fifo_no_program_writes_to_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "rollout.password"
+    os.mkfifo(fifo, 0o600)
+    outcome: list[str] = []
+
+    def read() -> None:
+        try:
+            outcome.append(f"read {login_password(str(fifo), 'rollout')!r}")
+        except ValueError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(HANG_BOUND_S)
+    hung = reader.is_alive()
+    if hung:  # let the waiting open go: a writer that comes and goes ends it
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(HANG_BOUND_S)
+    assert not hung, "reading a FIFO no program writes to waited for a writer"
+    assert outcome == [f"--password-file {fifo}: a FIFO that no program writes to; name the "
+                       "file whose first line is the password"]
+
+
+def test_a_pipe_with_its_writer_gives_its_first_line(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"from-a-pipe\n")
+    os.close(write_end)
+    try:
+        assert login_password(f"/proc/self/fd/{read_end}", "rollout") == "from-a-pipe"
+    finally:
+        os.close(read_end)
+
+
+def _swap_on_open(monkeypatch: pytest.MonkeyPatch, path: Path, replacement: Path) -> None:
+    """Put ``replacement`` in ``path``'s place just before ``path`` is opened, however it is
+    opened (a path's own ``open`` or ``os.open``): the moment after any look at it."""
+    swapped: list[bool] = []
+
+    def swap(target: Any) -> None:
+        if not swapped and os.fspath(target) == str(path):
+            swapped.append(True)
+            os.replace(replacement, path)
+
+    real_os_open, real_path_open = os.open, pathlib.Path.open
+
+    def os_open(target: Any, *args: Any, **kwargs: Any) -> int:
+        swap(target)
+        return real_os_open(target, *args, **kwargs)
+
+    def path_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        swap(self)
+        return real_path_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(pathlib.Path, "open", path_open)
+
+
+def test_a_file_swapped_for_one_everyone_may_read_after_a_look_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    private = tmp_path / "rollout.password"
+    private.write_text("owners-only\n")
+    private.chmod(0o600)
+    shared = tmp_path / "shared.password"
+    shared.write_text("everyones\n")
+    shared.chmod(0o644)
+    _swap_on_open(monkeypatch, private, shared)
+    with pytest.raises(ValueError, match=r"everyone may read it \(mode 0644\)"):
+        login_password(str(private), "rollout")
+
