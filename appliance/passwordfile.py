@@ -38,8 +38,9 @@ def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> 
     except UnicodeDecodeError as exc:
         raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
                          "UTF-8 text") from exc
-    lines = text.splitlines()
-    return lines[0] if lines else ""
+    # its first line ends at a newline alone: str.splitlines would also end it at a form
+    # feed, U+0085 or U+2028, cutting a password that holds one short without a word
+    return text.split("\n", 1)[0].removesuffix("\r")
 
 
 def add_login_password_option(parser: argparse.ArgumentParser, login: str) -> None:

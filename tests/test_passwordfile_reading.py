@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from appliance.passwordfile import login_password
+from appliance.backoffice.store import open_store
+from appliance.cli import main
+from appliance.console.auth import verify_password
+from appliance.passwordfile import login_password, password_from_file
 
 HANG_BOUND_S = 60.0  # a bound on a hang, not a speed: the refusal comes without waiting
 
@@ -86,3 +89,30 @@ def test_a_file_swapped_for_one_everyone_may_read_after_a_look_is_refused(
     with pytest.raises(ValueError, match=r"everyone may read it \(mode 0644\)"):
         login_password(str(private), "rollout")
 
+
+
+@pytest.mark.parametrize("inside", ["\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"])
+def test_a_password_is_its_whole_first_line_whatever_characters_it_holds(
+        tmp_path: Path, inside: str) -> None:
+    password = f"before{inside}after"
+    file = tmp_path / "user.password"
+    file.write_bytes(f"{password}\r\nthe second line\n".encode())
+    assert password_from_file(file, "--password-file") == password
+    file.chmod(0o600)
+    assert login_password(str(file), "rollout") == password
+
+
+def test_a_console_user_s_password_holding_a_line_separator_is_kept_whole(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    password = "correct horse\u2028battery staple"
+    file = tmp_path / "carol.password"
+    file.write_text(password + "\n", encoding="utf-8")
+    assert main(["console", "user", "add", "carol", "--password-file", str(file),
+                 "--store", url]) == 0
+    store = open_store(url)
+    try:
+        assert verify_password(store, "carol", password) is not None
+        assert verify_password(store, "carol", "correct horse") is None
+    finally:
+        store.close()
