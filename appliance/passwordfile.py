@@ -55,18 +55,20 @@ def login_password(path: str | None, username: str | None,
                    example: str = "APPLIANCE__MQTT__USERNAME=rollout") -> str | None:
     """The broker password ``--password-file`` holds, for the login ``username`` (None without
     the option: the config's, from $APPLIANCE_MQTT_PASSWORD or systemd credentials);
-    ValueError saying what is wrong (no login to use it with, a file others may read, an
-    empty first line, and what ``password_from_file`` refuses); ``example``: how to name the
+    ValueError saying what is wrong (no login to use it with, a file others may read, a
+    blank first line, and what ``password_from_file`` refuses); ``example``: how to name the
     login, for the refusal without one."""
     if path is None:
         return None
     if username is None:
         raise ValueError("--password-file: no login to use it with; name it with mqtt.username "
                          f"({example})")
-    password = password_from_file(Path(path), "--password-file", owner_only=True)
+    # without the white space around it, as the broker's provision.py and the systemd
+    # credential mqtt-password read the same file: an editor's trailing blank is no password's
+    password = password_from_file(Path(path), "--password-file", owner_only=True).strip()
     if not password:
-        raise ValueError(f"--password-file {escape_controls(path)}: its first line is empty; "
-                         "it is the login's password")
+        raise ValueError(f"--password-file {escape_controls(path)}: its first line is empty "
+                         "(or blank); it is the login's password")
     return password
 
 

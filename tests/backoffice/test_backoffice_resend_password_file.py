@@ -92,7 +92,7 @@ def test_fleet_resend_refuses_a_password_file_others_may_read_naming_it(
 
 @pytest.mark.usefixtures("clean_env")
 @pytest.mark.parametrize(("text", "why"), [
-    ("\nsecond line\n", "its first line is empty; it is the login's password"),
+    ("\nsecond line\n", "its first line is empty (or blank); it is the login's password"),
     (None, "file not found; check the path"),
 ])
 def test_fleet_resend_refuses_a_password_file_that_holds_no_password(
@@ -144,3 +144,22 @@ def test_fleet_resend_logs_in_with_the_password_file_s_first_line(
     assert "the password (the first line of --password-file)" in err
     assert main(command) == 2
     assert "refused" in capsys.readouterr().err
+
+
+@pytest.mark.broker
+@pytest.mark.usefixtures("clean_env")
+def test_a_copy_of_the_password_with_blanks_around_it_logs_in_as_the_broker_reads_it(
+    fleet_broker: FleetBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """provision.py keeps a credentials/NAME.password edited to "  pw  \\r\\n" as "pw", and the
+    mqtt-password credential reads it so: --password-file logs in with it as they do (on main
+    it sent the blanks, refused), and a blank first line is refused as an empty one."""
+    config = _config(tmp_path, fleet_broker.port, fleet_broker.folder / "certs" / "ca.crt")
+    command = ["fleet", "resend", "--since", _since(), "--device", KIOSK, "--config",
+               str(config)]
+    edited = _password_file(tmp_path, f"  {fleet_broker.password('rollout')}\t \r\n", 0o600)
+    assert main([*command, "--password-file", str(edited)]) == 1
+    assert capsys.readouterr().out.startswith(f"{KIOSK}: NOT ASKED: no session of the kiosk")
+    edited.write_text(" \t \nsecond line\n", encoding="utf-8")
+    assert main([*command, "--password-file", str(edited)]) == 2
+    assert "its first line is empty (or blank)" in capsys.readouterr().err
