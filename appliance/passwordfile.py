@@ -26,8 +26,8 @@ ROLLOUT_LOGIN = "the rollout login's (the broker host's credentials/rollout.pass
 def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> str:
     """The first line of the file ``option`` names; ValueError naming the option, the file,
     what is wrong and what to do (a folder, a missing or unreadable file, a FIFO no program
-    writes to, one not UTF-8 text, and with ``owner_only`` one its group or everyone may
-    read)."""
+    writes to, one not UTF-8 text or starting with a byte order mark, and with
+    ``owner_only`` one its group or everyone may read)."""
     where = f"{option} {escape_controls(str(file))}"
     data = _read_at_most(file, MAX_PASSWORD_FILE_BYTES + 1, where, owner_only=owner_only)
     if len(data) > MAX_PASSWORD_FILE_BYTES:
@@ -38,6 +38,9 @@ def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> 
     except UnicodeDecodeError as exc:
         raise ValueError(f"{where}: not UTF-8 text (byte {exc.start}); save the password as "
                          "UTF-8 text") from exc
+    if text.startswith("\ufeff"):  # Notepad's "UTF-8 with BOM": no one types it at a login
+        raise ValueError(f"{where}: starts with a byte order mark (U+FEFF, an editor's); save "
+                         "it as UTF-8 without one")
     # its first line ends at a newline alone: str.splitlines would also end it at a form
     # feed, U+0085 or U+2028, cutting a password that holds one short without a word
     return text.split("\n", 1)[0].removesuffix("\r")

@@ -116,3 +116,19 @@ def test_a_console_user_s_password_holding_a_line_separator_is_kept_whole(
         assert verify_password(store, "carol", "correct horse") is None
     finally:
         store.close()
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_refused_by_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Notepad's "UTF-8 with BOM" put U+FEFF before the password: sent to the broker, which
+    refused a login "check the password", or kept as a console user's, which no one can type."""
+    file = tmp_path / "rollout.password"
+    file.write_bytes(b"\xef\xbb\xbfsecret-token\r\n")
+    file.chmod(0o600)
+    with pytest.raises(ValueError, match=r"starts with a byte order mark \(U\+FEFF"):
+        login_password(str(file), "rollout")
+    url = f"sqlite:///{tmp_path / 'bo.sqlite3'}"
+    file.write_bytes(b"\xef\xbb\xbfa long enough secret\n")
+    assert main(["console", "user", "add", "carol", "--password-file", str(file),
+                 "--store", url]) == 2
+    assert "save it as UTF-8 without one" in capsys.readouterr().err
