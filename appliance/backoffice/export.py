@@ -329,8 +329,8 @@ def dead_letter_table(store: Store, limit: int, of: LetterFilter | None = None) 
                      f"kept{source}")
     else:
         lines.append(f"no dead letters{source}" + (
-            f" (of {store.count_dead_letters()} kept; their topics are read under the prefix "
-            f"{of.prefix}, mqtt.topic_prefix of the config)" if source and of else ""))
+            f"; {store.count_dead_letters()} kept in all, their topics read under the prefix "
+            f"{of.prefix} (mqtt.topic_prefix of the config)" if source and of else ""))
     kiosks = ResultFilter(site=of.site, device_id=of.device_id) if of else None
     lost = store.pruned_only_copies(NAMED_DEVICES, kiosks).text()
     return "\n".join([*lines, lost] if lost else lines)

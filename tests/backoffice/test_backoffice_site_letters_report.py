@@ -128,8 +128,11 @@ def _letters_listed(capsys: pytest.CaptureFixture[str], url: str, *chosen: str) 
         "1 dead letter(s) shown, of 1 kept from kiosk 'k2' of site 'clinic'"]),
     (["--device", "k2"], ["appliance/clinic/k2/status",
                           "1 dead letter(s) shown, of 1 kept from device 'k2' (of any site)"]),
-    (["--site", "annex"], ["no dead letters from site 'annex' (of 10 kept; their topics are "
-                           "read under the prefix appliance, mqtt.topic_prefix of the config)"]),
+    (["--site", "annex"], ["no dead letters from site 'annex'; 10 kept in all, their topics "
+                           "read under the prefix appliance (mqtt.topic_prefix of the config)"]),
+    (["--device", "k9"], ["no dead letters from device 'k9' (of any site); 10 kept in all, "
+                          "their topics read under the prefix appliance (mqtt.topic_prefix of "
+                          "the config)"]),
 ])
 def test_results_dead_letters_lists_a_site_s_or_a_kiosk_s_letters(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str,
