@@ -42,12 +42,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "fleet resend": (
         "Have the kiosks send again the results the back office confirmed at or after TIME (by "
         "the back office's clock), which each keeps edge.keep_confirmed_h (48 h by default): after "
-        "`store restore`, which prints the command with its time, and after the erasures made "
-        "since the backup are done again. Publishes on each kiosk's cmd/resend (every kiosk "
-        "whose status the broker holds, or --device), logged in as the config's mqtt.username "
-        "(the rollout login), with the password --password-file holds (a file its owner alone "
-        "may read), else $APPLIANCE_MQTT_PASSWORD's; the store keeps each result once. Exit 0 "
-        "every kiosk asked, 1 some not (named), 2 nothing sent.",
+        "`store restore`, which prints the command with its time and has applied the erasure "
+        "journal's erasures made since the backup again. Publishes on each kiosk's cmd/resend "
+        "(every kiosk whose status the broker holds, or --device), logged in as the config's "
+        "mqtt.username (the rollout login), with the password --password-file holds (a file "
+        "its owner alone may read), else $APPLIANCE_MQTT_PASSWORD's; the store keeps each "
+        "result once. Exit 0 every kiosk asked, 1 some not (named), 2 nothing sent.",
         ("appliance fleet resend --since 2026-12-07T02:45:00Z --config rollout.yaml "
          "--password-file rollout.password",
          "appliance fleet resend --since 2026-12-07T02:45:00Z --device lab/kiosk-1 "
@@ -105,7 +105,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "a kiosk that sends an erased result again has it confirmed but not stored; a "
         "subject's result arriving later is judged by the back office's reading of its "
         "kiosk's clock, and held as a dead letter where that cannot tell (`results release`). "
-        "Files exported before are outside the store.",
+        "Each erasure is also a line of the erasure journal (store.erasure_journal, else "
+        "erasure-journal.jsonl in state_dir), written before the store commits, which `store "
+        "restore` applies again. Files exported before are outside the store.",
         ("appliance results erase --subject c7f3e9 --yes",
          "appliance results erase --result 019a7c2e-5b10-7c3a-9d41-2f6e8b0a1c55"),
     ),
@@ -122,8 +124,12 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "The audit the store keeps of each erasure (`results erase`), each release of a held "
         "result (`results release`) and each retention run "
         "that removed anything: when, the OS user (or back-office worker), what was asked for "
-        "and how many results and dead letters went; newest first. Reads only.",
-        ("appliance results erasures", "appliance results erasures --limit 5"),
+        "and how many results and dead letters went; newest first. Reads only. "
+        "--check-journal names the erasures and releases of the erasure journal the store "
+        "lacks (exit 1 where any; 2 for a damaged journal line, named by file and line); "
+        "--apply-journal applies them, each with its own time, as `store restore` does.",
+        ("appliance results erasures", "appliance results erasures --limit 5",
+         "appliance results erasures --check-journal"),
     ),
     "results prune": (
         "Remove the results captured more than DAYS days ago, and the dead letters received "
@@ -192,7 +198,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "appliance makes). "
         "A store holding results is replaced only with --force (SQLite: moved aside as "
         "NAME.replaced-TIME, never removed; PostgreSQL: its tables dropped, no copy kept). "
-        "Prints what the restored store holds, and the "
+        "Applies again the erasures and releases of the erasure journal (`results erase`) "
+        "that the backup lacks, each with its own time, into a store of its own too; a "
+        "damaged journal line is refused before anything is restored. "
+        "Prints what the restored store holds, what the journal erased, and the "
         "`fleet resend` command that has the kiosks send again what the back office confirmed "
         "after the backup, which they keep edge.keep_confirmed_h, with the restore's own "
         "--config (README, \"Back up and "

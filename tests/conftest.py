@@ -58,6 +58,15 @@ def signals_left_as_found() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def erasure_journal_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's erasure journal in its own folder (store.erasure_journal by the
+    environment, which the commands it runs inherit): the default, in state_dir, is the
+    checkout's state/ for a command run with --store alone, where one test's erasures would
+    be applied again by another's restore."""
+    monkeypatch.setenv("APPLIANCE__STORE__ERASURE_JOURNAL", str(tmp_path / "erasure-journal.jsonl"))
+
+
+@pytest.fixture(autouse=True)
 def kiosk_threads_stopped() -> Iterator[None]:
     """Fail a test that leaves a kiosk's capture, analysis or commit thread running: it would
     work on in this process, spending the CPU of the tests after it, until the process ends."""

@@ -12,7 +12,9 @@ again: the ingest worker confirms it, so the kiosk drops it, but does not store 
 office's clock, not the kiosk's (erasure_clock.py): one captured before the erasure (a kiosk
 that was offline with it in its outbox) is not stored either, one captured after it (the
 person came back and consented again) is, and one that cannot be told is held as a dead
-letter, for an operator to release or erase.
+letter, for an operator to release or erase. Each erasure is also a line of the erasure
+journal, outside the store, written before its commit (erasure_journal.py), which a restore
+from a backup taken before it applies again (erasure_reapply.py).
 
 The ingest worker checks for tombstones after its insert, in the same transaction: on
 PostgreSQL an erasure locks the results table against inserts (SHARE ROW EXCLUSIVE) after the
@@ -26,7 +28,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -67,6 +69,26 @@ class Selector:
 
     def __str__(self) -> str:
         return f"{self.kind} {escape_controls(self.value)}"  # a kiosk's free text
+
+
+class ErasureMoment:
+    """An erasure's time by the back office's clock, taken once (a retry after a deadlock
+    keeps the first try's), and ``intent``, called with it before the transaction commits
+    (the erasure journal's line); ``at``: a time given (an erasure applied again from the
+    journal keeps its own)."""
+
+    def __init__(self, at: str | None = None,
+                 intent: Callable[[str], None] | None = None) -> None:
+        self._at = at
+        self._intent = intent
+
+    def taken(self) -> str:
+        """The time, the intent written first where this is its first use."""
+        if self._at is None:
+            self._at = iso_utc(utc_now())
+            if self._intent is not None:
+                self._intent(self._at)
+        return self._at
 
 
 @dataclass(frozen=True)
@@ -154,7 +176,8 @@ class ErasureWrites(PlacedCaptures):
         ids = {str(row[0]) for row in rows}
         return len(ids), len(_matching(self._letter_names(self._conn.cursor(), 0), selector, ids))
 
-    def erase(self, selector: Selector, user: str) -> Erased:
+    def erase(self, selector: Selector, user: str, moment: ErasureMoment | None = None
+              ) -> Erased:
         """Remove the results ``selector`` names and the dead letters holding them or naming
         the subject, keep their ids as tombstones and record the erasure; one transaction.
 
@@ -164,16 +187,20 @@ class ErasureWrites(PlacedCaptures):
 
         On PostgreSQL an ingest batch that meets a late id conflict takes the totals row
         after its inserts, out of the lock order (store_writes.py), and the server may end
-        the erasure as deadlocked with it: nothing of it was done, so it is tried again."""
+        the erasure as deadlocked with it: nothing of it was done, so it is tried again.
+
+        ``moment``: its time (now, where not given: taken under the lock) and the journal line
+        written before the commit (erasure_journal.py)."""
+        moment = moment or ErasureMoment()
         for _ in range(_DEADLOCK_ATTEMPTS - 1):
             try:
-                return self._erase_once(selector, user)
+                return self._erase_once(selector, user, moment)
             except storeerrors.DATABASE_ERRORS as exc:  # built here: SQLite loads no psycopg
                 if not is_deadlock(exc):
                     raise
-        return self._erase_once(selector, user)
+        return self._erase_once(selector, user, moment)
 
-    def _erase_once(self, selector: Selector, user: str) -> Erased:
+    def _erase_once(self, selector: Selector, user: str, moment: ErasureMoment) -> Erased:
         """One try of ``erase``."""
         names = self._letter_names(self._conn.cursor(), 0)
         with self._transaction() as cur:
@@ -193,7 +220,7 @@ class ErasureWrites(PlacedCaptures):
             cur.execute(self._sql(
                 "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters) "
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"),
-                (iso_utc(utc_now()), user, selector.kind, selector.value, len(ids), removed))
+                (moment.taken(), user, selector.kind, selector.value, len(ids), removed))
             erasure_id = int(cur.fetchone()[0])
             named = {mid for _, mid in letters if mid is not None}
             if selector.kind == "result":
@@ -270,14 +297,34 @@ class ErasureWrites(PlacedCaptures):
                                                 if row[_SUBJECT] is not None})
         rows = [row for row in rows if row[_SUBJECT] in erasures]
         readings = self._kiosk_readings(cur, {row[_DEVICE] for row in rows})
-        found = []
+        releases = self._releases(cur, [str(row[0]) for row in rows])
+        found: list[tuple[tuple[Any, ...], Verdict, Erasure, str]] = []
         for row in rows:
             erasure = erasures[row[_SUBJECT]]
+            if releases.get(str(row[0]), erasure.erased_at) > erasure.erased_at:
+                found.append((row, "after", erasure, "released after the erasure"))
+                continue
             reading = readings.get((row[_SITE], row[_DEVICE]))
             verdict, why = judged(_moment(row[_CAPTURED]), _moment(row[_RECEIVED]), erasure,
                                   None if reading is None else reading.clock)
             found.append((row, verdict, erasure, why))
         return found
+
+    def _releases(self, cur: Any, measurement_ids: Sequence[str]) -> dict[str, datetime]:
+        """The newest release (erasure_release.py) of each of ``measurement_ids`` released: one
+        released after its subject's newest erasure is stored when it comes again (a store
+        restored from a backup taken before the release, the journal's release applied
+        again, gets it from the kiosk's resend; erasure_reapply.py)."""
+        newest: dict[str, datetime] = {}
+        for start in range(0, len(measurement_ids), _IN_CHUNK):
+            chunk = measurement_ids[start : start + _IN_CHUNK]
+            cur.execute(self._sql(
+                "SELECT selector, erased_at FROM erasures WHERE kind = 'release' AND "
+                f"selector IN ({','.join('?' * len(chunk))})"), chunk)
+            for measurement_id, released_at in cur.fetchall():
+                moment = _moment(released_at)
+                newest[measurement_id] = max(moment, newest.get(measurement_id, moment))
+        return newest
 
     def _subject_erasures(self, cur: Any, subjects: set[str]) -> dict[str, Erasure]:
         """The newest erasure of each of ``subjects`` erased."""

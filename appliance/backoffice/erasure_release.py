@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from appliance.backoffice.schema import iso_utc, named_measurement_id
+from appliance.backoffice.erasure import ErasureMoment
+from appliance.backoffice.schema import named_measurement_id
 from appliance.backoffice.store_connection import StoreConnection
-from appliance.transport.payloads import utc_now
 
 _LETTERS_AT_ONCE = 16  # letters read at once to find those naming the released id
 # what a letter's topic and payload make of it today (commands.py's retry judge): result rows
@@ -50,11 +50,13 @@ class ReleaseWrites(StoreConnection):
         reads only."""
         return list(self._named(measurement_id))
 
-    def release_held(self, measurement_id: str, judge: Judge, user: str) -> Released:
+    def release_held(self, measurement_id: str, judge: Judge, user: str,
+                     moment: ErasureMoment | None = None) -> Released:
         """Store the result the letters of ``held_letters`` hold, although its subject was
         erased, remove the letters whose result is stored now, and record the release (kind
         "release") in the audit; one transaction. As in ``retry_dead_letters``, the letters
-        are read and judged before the write lock, and only those still kept are used."""
+        are read and judged before the write lock, and only those still kept are used.
+        ``moment``: its time and the journal line written before the commit (erasure.py)."""
         named = self._named(measurement_id)
         taken = {letter_id: judge(topic, payload) for letter_id, (topic, payload) in named.items()}
         with self._transaction() as cur:
@@ -76,8 +78,17 @@ class ReleaseWrites(StoreConnection):
             cur.execute(self._sql(
                 "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters) "
                 "VALUES (?, ?, 'release', ?, ?, ?) RETURNING id"),
-                (iso_utc(utc_now()), user, measurement_id, len(stored), len(done)))
+                ((moment or ErasureMoment()).taken(), user, measurement_id, len(stored),
+                 len(done)))
             return Released(len(stored), len(done), int(cur.fetchone()[0]))
+
+    def record_release(self, measurement_id: str, moment: ErasureMoment, user: str) -> None:
+        """Record a release whose held result is not in the store (a store restored from a
+        backup taken before it): the result is stored when its kiosk sends it again."""
+        with self._transaction() as cur:
+            cur.execute(self._sql(
+                "INSERT INTO erasures (erased_at, os_user, kind, selector, results, dead_letters) "
+                "VALUES (?, ?, 'release', ?, 0, 0)"), (moment.taken(), user, measurement_id))
 
     def _named(self, measurement_id: str) -> dict[int, tuple[str, bytes]]:
         """(topic, payload) of each letter kept whole on a result topic naming the id; read a

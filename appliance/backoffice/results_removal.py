@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.commands import (
     add_store_options,
+    load_or_report,
     positive_int,
     with_store,
 )
@@ -78,11 +80,39 @@ def confirmed(question: str, yes: bool) -> bool | None:
     return answer.strip().lower() in ("y", "yes")
 
 
+def journal_of(args: argparse.Namespace) -> Path | None:
+    """The erasure journal of the config (erasure_journal.py), or None after printing the
+    config's error."""
+    from appliance.backoffice.erasure_journal import journal_path
+
+    config = load_or_report(args)
+    return None if config is None else journal_path(config.store.erasure_journal,
+                                                    config.state_dir)
+
+
+def journalled(journal: Path, kind: str, value: str, user: str) -> Any:
+    """An ErasureMoment whose time is appended to ``journal`` before the store commits."""
+    from appliance.backoffice.erasure import ErasureMoment
+    from appliance.backoffice.erasure_journal import JournalEntry, append
+
+    return ErasureMoment(intent=lambda at: append(journal, JournalEntry(kind, value, at,
+                                                                         user, 0)))
+
+
+def _unjournalled(command: str, journal: Path, exc: OSError) -> int:
+    """1, after saying that the journal could not be written, so nothing was done."""
+    print(f"{command}: cannot write the erasure journal {journal} ({exc}); nothing was "
+          "changed in the store", file=sys.stderr)
+    return 1
+
+
 def _erase(args: argparse.Namespace) -> int:
     from appliance.backoffice.erasure import Selector, os_user
 
     selector = (Selector("subject", args.subject) if args.subject is not None
                 else Selector("result", args.result))
+    if (journal := journal_of(args)) is None:
+        return 2
 
     def erase(store: Any) -> int:
         results, letters = store.erasure_preview(selector)
@@ -92,13 +122,19 @@ def _erase(args: argparse.Namespace) -> int:
                     "and keep results of it from being stored again?")
         if (refused := _asked("results erase", question, args.yes)) is not None:
             return refused
-        done = store.erase(selector, os_user())
+        try:
+            done = store.erase(selector, os_user(), journalled(
+                journal, selector.kind, selector.value, os_user()))
+        except OSError as exc:
+            return _unjournalled("results erase", journal, exc)
         _say_if_nothing_named(selector, done.results + done.dead_letters)
         return print_out("results erase", (
             f"erased {done.results} result(s) and {done.dead_letters} dead letter(s) of "
             f"{selector} (erasure {done.erasure_id}, by {done.os_user}); a kiosk that sends "
             "them again is confirmed and they are not stored; the console's cohort figures "
-            f"are computed again at their next request; {OUTSIDE}"))
+            f"are computed again at their next request; {OUTSIDE}; recorded in the erasure "
+            f"journal {journal}, which a store restore applies again (copy it off the host "
+            "with the backups)"))
 
     return with_store(args, "results erase", erase, writes=True)
 
@@ -168,9 +204,45 @@ def _prune(args: argparse.Namespace) -> int:
     return with_store(args, "results prune", prune, writes=True)
 
 
+def _journal_held(args: argparse.Namespace) -> int:
+    """``--check-journal`` and ``--apply-journal``: the journal's erasures the store lacks,
+    named (exit 1 where there are any), or applied (erasure_reapply.py)."""
+    from appliance.backoffice.erasure_journal import JournalError, read_journal
+    from appliance.backoffice.erasure_reapply import missing, missing_lines, reapplied
+
+    command = "results erasures"
+    if (path := journal_of(args)) is None:
+        return 2
+    try:
+        journal = read_journal(path)
+    except JournalError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 2
+    if (torn := journal.torn_note()) is not None:
+        print(f"{command}: {torn}", file=sys.stderr)
+
+    def held(store: Any) -> int:
+        if args.apply_journal:
+            return print_out(command, reapplied(store, journal).summary(journal))
+        lacking = missing(store, journal)
+        if not lacking:
+            return print_out(command, f"the store holds each of the {len(journal.entries)} "
+                             f"erasure(s) and release(s) of the erasure journal {path}")
+        print_out(command, "\n".join([
+            f"the store lacks {len(lacking)} of the {len(journal.entries)} erasure(s) and "
+            f"release(s) of the erasure journal {path} (apply them, each with its own time: "
+            "appliance results erasures --apply-journal):", *missing_lines(journal, lacking)]))
+        return 1
+
+    return with_store(args, command, held, writes=bool(args.apply_journal))
+
+
 def _audit(args: argparse.Namespace) -> int:
     from appliance.logsafe import escape_controls
     from appliance.texttable import aligned
+
+    if args.check_journal or args.apply_journal:
+        return _journal_held(args)
 
     def show(store: Any) -> int:
         rows, total = store.erasures(args.limit)
@@ -193,6 +265,13 @@ def register_audit(sub: Any) -> None:
                            "newest first (when, by whom, what, how many)")
     add_store_options(audit)
     audit.add_argument("--limit", type=positive_int, default=20, help="at most this many (20)")
+    journal = audit.add_mutually_exclusive_group()
+    journal.add_argument("--check-journal", action="store_true",
+                         help="name the erasures and releases of the erasure journal the store "
+                         "lacks (exit 1 where there are any)")
+    journal.add_argument("--apply-journal", action="store_true",
+                         help="apply those the store lacks, each with its own time (what a "
+                         "store restore does)")
     audit.set_defaults(handler=_audit)
 
 
@@ -215,6 +294,9 @@ def _release(args: argparse.Namespace) -> int:
     from appliance.backoffice.commands import letter_judge
     from appliance.backoffice.erasure import os_user
 
+    if (journal := journal_of(args)) is None:
+        return 2
+
     def release(store: Any) -> int:
         letters = len(store.held_letters(args.result))
         if not letters:
@@ -225,7 +307,11 @@ def _release(args: argparse.Namespace) -> int:
                     "although its subject was erased (the person agreed again after it)?")
         if (refused := _asked("results release", question, args.yes)) is not None:
             return refused
-        done = store.release_held(args.result, letter_judge(), os_user())
+        try:
+            done = store.release_held(args.result, letter_judge(), os_user(), journalled(
+                journal, "release", args.result, os_user()))
+        except OSError as exc:
+            return _unjournalled("results release", journal, exc)
         if not done.results:
             print(f"results release: {args.result} not stored: still refused, or erased by "
                   "its id or the retention bound (appliance results dead-letters shows why)",

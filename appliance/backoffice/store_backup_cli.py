@@ -23,10 +23,10 @@ from appliance.logsafe import escape_controls
 from appliance.outfile import replacing_refusal
 
 LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it yet. What was "
-             "changed after the backup is undone: do again the erasures (appliance results "
-             "erase), token revocations, user removals and disables, and password changes made "
-             "since; the console users and API tokens added since are not in it: add them again "
-             "(appliance console user add, console token create)")
+             "changed after the backup is undone (the erasures and releases aside: the journal "
+             "line above): do again the token revocations, user removals and disables, and "
+             "password changes made since; the console users and API tokens added since are "
+             "not in it: add them again (appliance console user add, console token create)")
 # how far before the backup's newest receipt the kiosks are asked to send again from (a kept
 # result is marked with its ack's time, by the back office's clock): the workers' clocks may
 # differ a little, and a result sent twice is stored once
@@ -43,8 +43,8 @@ def resend_line(newest_received_at: str | None, config: str | None) -> str:
     if newest_received_at is not None:
         moment = datetime.fromisoformat(newest_received_at.replace("Z", "+00:00"))
         since = (moment - RESEND_MARGIN).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return ("Then, with the workers running and those erasures done again (their records keep "
-            "an erased result out), have the kiosks send again what the back office confirmed "
+    return ("Then, with the workers running (the erasures applied again keep an erased "
+            "result out), have the kiosks send again what the back office confirmed "
             "after the backup (each kiosk keeps it edge.keep_confirmed_h, 48 h by default; the "
             "store keeps each result once), under the broker's rollout login (its password "
             "file copied from the broker host, readable by you alone): "
@@ -119,13 +119,17 @@ def _restore(args: argparse.Namespace) -> int:
     from appliance.backoffice.store_backup import BackupError  # noqa: PLC0415
 
     url = store_url_of(args)
-    if url is None:
+    if url is None or (journal := _journal_read(args)) is None:
         return 2
     try:
         lines = _restored(url, Path(args.backup), args.force, args.config)
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
+    if (applied := _journal_applied(url, journal)) is None:
+        print("\n".join(lines[:-2]))
+        return 1
+    lines[-2:-2] = applied
     other = _configured_elsewhere(args, url)
     if other is not None:
         lines[-1] = (f"If this store only checks the backup, the kiosks need not send anything "
@@ -133,6 +137,42 @@ def _restore(args: argparse.Namespace) -> int:
                      f"runs on it: {lines[-1][0].lower()}{lines[-1][1:]}")
     print("\n".join(lines))
     return 0
+
+
+def _journal_read(args: argparse.Namespace) -> Any:
+    """The config's erasure journal (erasure_journal.Journal), read before anything is
+    restored; None after saying why it cannot be (a damaged line, by file and line)."""
+    from appliance.backoffice.erasure_journal import JournalError, read_journal  # noqa: PLC0415
+    from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
+
+    if (path := journal_of(args)) is None:
+        return None
+    try:
+        return read_journal(path)
+    except JournalError as exc:
+        print(f"store restore: {exc}; the store was not restored", file=sys.stderr)
+        return None
+
+
+def _journal_applied(url: str, journal: Any) -> list[str] | None:
+    """The journal's erasures and releases the restored store lacks, applied again; the lines
+    saying so, or None after saying that the store failed on the way."""
+    from appliance.backoffice.erasure_reapply import reapplied  # noqa: PLC0415
+    from appliance.backoffice.store import open_store  # noqa: PLC0415
+    from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
+
+    torn = [] if (note := journal.torn_note()) is None else [f"Note: {note}"]
+    try:
+        store = open_store(url)
+        try:
+            return [*torn, reapplied(store, journal).summary(journal)]
+        finally:
+            store.close()
+    except STORE_ERRORS as exc:
+        print(f"store restore: the backup is restored, but applying the erasure journal "
+              f"{journal.path} failed ({explained(exc)}): apply it before the workers start: "
+              "appliance results erasures --apply-journal", file=sys.stderr)
+        return None
 
 
 def _configured_elsewhere(args: argparse.Namespace, url: str) -> str | None:

@@ -28,6 +28,14 @@ class StoreConfig(Section):
         "(unset: SQLite file backoffice.sqlite3 in state_dir).",
     )
 
+    erasure_journal: str | None = Field(
+        None,
+        min_length=1,
+        description="The erasure journal: each erasure and release as a line, applied again "
+        "by a store restore (a relative path is relative to the config file; unset: "
+        "erasure-journal.jsonl in state_dir). Copy it off the host with the backups.",
+    )
+
     @field_validator("url")
     @classmethod
     def _names_its_database(cls, value: str | None) -> str | None:

@@ -341,7 +341,8 @@ def resolve_paths(config: Config, base: Path) -> Config:
     """Return the config with relative file paths made absolute against ``base`` (the config
     file's folder; the working folder for built-in defaults): state_dir, model.path,
     camera.path, screen.reference_file, updates.trusted_root, mqtt.tls's ca_file, cert_file and
-    key_file, pathology's results_dir, model, int8_model, slide_roots and slide_roots_by_login,
+    key_file, store.erasure_journal, pathology's results_dir, model, int8_model, slide_roots
+    and slide_roots_by_login,
     and the file of a SQLite store.url (``sqlite:///store.db``: the same config run from
     another folder, by systemd or a shell, must open the same store, not a new empty one)."""
 
@@ -364,7 +365,9 @@ def resolve_paths(config: Config, base: Path) -> Config:
                                  "cert_file": absolute(tls.cert_file),
                                  "key_file": absolute(tls.key_file)})
     mqtt = config.mqtt.model_copy(update={"tls": tls})
-    store = config.store.model_copy(update={"url": _absolute_store_url(config.store.url, base)})
+    store = config.store.model_copy(update={
+        "url": _absolute_store_url(config.store.url, base),
+        "erasure_journal": absolute(config.store.erasure_journal)})
     pathology = config.pathology
     pathology = pathology.model_copy(update={
         "results_dir": absolute(pathology.results_dir), "model": absolute(pathology.model),

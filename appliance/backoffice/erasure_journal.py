@@ -1,0 +1,177 @@
+"""The erasure journal: each erasure (``results erase``) and each release (``results release``,
+which undoes part of one) as one JSON line in a file kept outside the store, so that a store
+restored from a backup taken before them gets them again (erasure_reapply.py).
+
+A line holds only what the erasure needs: its kind ("subject", "result" or "release"), the id
+asked, its time by the back office's clock (the audit record's ``erased_at``, which the
+"captured before the erasure" rule reads: erasure_clock.py) and the OS user; nothing of the
+erased results. It is appended and flushed to the disk inside the store's transaction, before
+its commit: an intent. A crash between the two leaves a line whose erasure the store lacks,
+which ``results erasures --apply-journal`` or a restore applies; applying one twice changes
+nothing (an erasure of that kind, id and time is in the store already).
+
+A line is written whole in one ``write`` and flushed before the commit, so a last line without
+its newline (torn by a power cut or a kill in that write) is an erasure that never committed:
+the command that asked it ended without saying it was done. It is not applied, and said by
+file and line wherever the journal is read; the next append cuts it off, saying so. Any other
+line that is not one the product writes (garbage, a line cut in the middle of the file) is
+refused by file and line, never skipped: a restore that skipped it would bring a person back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from appliance.logsafe import escape_controls
+
+JOURNAL_NAME = "erasure-journal.jsonl"
+KINDS = ("subject", "result", "release")
+_MAX_LINE_BYTES = 4096  # a line is some 200 bytes: the ids are bounded (64 characters)
+_KEYS = {"kind", "id", "at", "by"}
+OWNER_ONLY = 0o600
+
+
+class JournalError(Exception):
+    """A journal line that is not one the product writes, named by file and line."""
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One erasure or release as the journal holds it: ``at`` is the store's ``erased_at``."""
+
+    kind: str
+    value: str
+    at: str
+    by: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Journal:
+    """What a journal file holds: its whole lines, and the number of a torn last line (None:
+    none), an erasure that never committed."""
+
+    path: Path
+    entries: list[JournalEntry]
+    torn_line: int | None
+
+    def torn_note(self) -> str | None:
+        """The words that name a torn last line (None: none)."""
+        if self.torn_line is None:
+            return None
+        return (f"{self.path}:{self.torn_line}: a torn last line (no newline), an erasure a "
+                "crash cut before its commit: not applied; if a person's erasure was asked "
+                "then, run it again")
+
+
+def journal_path(journal: str | None, state_dir: str) -> Path:
+    """The journal file: ``store.erasure_journal``, else ``erasure-journal.jsonl`` in
+    ``state_dir``."""
+    return Path(journal) if journal else Path(state_dir) / JOURNAL_NAME
+
+
+def append(path: Path, entry: JournalEntry) -> None:
+    """Add ``entry`` as one line, flushed to the disk before this returns (owner-only, owned
+    as its folder is); a torn last line is cut off first, said on stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, OWNER_ONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # two erasures at once: one line each, whole
+        _cut_torn_tail(fd, path)
+        os.write(fd, _line_of(entry))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _owned_as_its_folder(path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _line_of(entry: JournalEntry) -> bytes:
+    data = {"kind": entry.kind, "id": entry.value, "at": entry.at, "by": entry.by}
+    return (json.dumps(data, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+
+
+def _cut_torn_tail(fd: int, path: Path) -> None:
+    """Cut a last line without its newline (an erasure that never committed) off the file."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    text = os.pread(fd, size, 0)
+    keep = text.rfind(b"\n") + 1
+    os.ftruncate(fd, keep)
+    torn_line = text.count(b"\n", 0, keep) + 1
+    print(f"erasure journal: {path}:{torn_line}: cut off a torn last "
+          "line (no newline), an erasure a crash cut before its commit", file=sys.stderr)
+
+
+def _owned_as_its_folder(path: Path) -> None:
+    """Run as root, give the journal to the owner of its folder (the store's user)."""
+    if os.geteuid() == 0:
+        folder = path.parent.stat()
+        os.chown(path, folder.st_uid, folder.st_gid)
+
+
+def read_journal(path: Path) -> Journal:
+    """The journal's entries, in order (none where there is no file); a JournalError naming
+    the file and line of one that is not the product's."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Journal(path, [], None)
+    except OSError as exc:
+        raise JournalError(f"cannot read the erasure journal {path}: {exc}") from exc
+    lines = data.split(b"\n")
+    torn = len(lines) if lines[-1] else None
+    entries = [_entry(path, number, line)
+               for number, line in enumerate(lines[:-1], start=1)]
+    return Journal(path, entries, torn)
+
+
+def _entry(path: Path, number: int, line: bytes) -> JournalEntry:
+    """Line ``number`` as an entry; a JournalError naming it where it is not one."""
+    problem = "over 4096 bytes" if len(line) > _MAX_LINE_BYTES else None
+    data = None
+    if problem is None:
+        try:
+            data = json.loads(line.decode("utf-8"))
+        except ValueError:
+            problem = "not JSON"
+    if problem is None:
+        problem = _entry_problem(data)
+    if problem is not None:
+        shown = escape_controls(line[:60].decode("utf-8", "replace"))
+        raise JournalError(
+            f"{path}:{number}: not an erasure journal line ({problem}): {shown!r}; nothing "
+            "was changed. Find what was erased there (appliance results erasures on the "
+            "store, or an older copy of the journal), then mend or remove that line")
+    assert isinstance(data, dict)
+    return JournalEntry(data["kind"], data["id"], data["at"], data["by"], number)
+
+
+def _entry_problem(data: object) -> str | None:
+    """Why ``data`` is no journal line (None: it is one)."""
+    if not isinstance(data, dict) or set(data) != _KEYS:
+        return f"not an object of {', '.join(sorted(_KEYS))}"
+    if data["kind"] not in KINDS:
+        return f"kind {str(data['kind'])[:20]!r} is none of {', '.join(KINDS)}"
+    if not all(isinstance(data[key], str) and data[key] for key in ("id", "at", "by")):
+        return "id, at and by are not all text"
+    try:
+        moment = datetime.fromisoformat(data["at"])
+    except ValueError:
+        return "at is not a time"
+    if moment.tzinfo is None:
+        return "at is not a UTC time"
+    return None

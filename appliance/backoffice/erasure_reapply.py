@@ -1,0 +1,72 @@
+"""The erasure journal (erasure_journal.py) held against a store: which of its erasures and
+releases the store lacks (``results erasures --check-journal``), and those applied again
+(``store restore``, after it has put the backup in place, and ``results erasures
+--apply-journal``).
+
+Each is applied in the journal's order with its own time, not the restore's: a subject's
+results captured before its erasure are judged by that time when the kiosks send them again
+(erasure_clock.py), and a release comes after the erasure it undoes part of. An entry the store
+holds already (an erasure of that kind, id and time: one the backup was taken after) is left:
+applying one twice changes nothing. A release whose held result the store lacks (it came
+after the backup) is recorded, so the result is stored when its kiosk sends it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.backoffice.erasure import ErasureMoment, Selector
+from appliance.backoffice.erasure_journal import Journal, JournalEntry
+
+
+@dataclass(frozen=True)
+class Reapplied:
+    """What applying the journal again did: the erasures and releases applied, the results
+    they erased, and the entries the store held already."""
+
+    erasures: int
+    releases: int
+    results: int
+    held_already: int
+
+    def summary(self, journal: Journal) -> str:
+        """One line for the restore's output."""
+        return (f"re-applied {self.erasures} erasure(s) and {self.releases} release(s) from "
+                f"the erasure journal {journal.path}, with their own times: they erased "
+                f"{self.results} result(s); {self.held_already} more the store held already")
+
+
+def missing(store: Any, journal: Journal) -> list[JournalEntry]:
+    """The journal's entries the store holds no erasure or release of, in order."""
+    held = {(str(kind), str(selector), str(at)) for kind, selector, at in store.query(
+        "SELECT kind, selector, erased_at FROM erasures "
+        "WHERE kind IN ('subject', 'result', 'release')")}
+    return [entry for entry in journal.entries
+            if (entry.kind, entry.value, entry.at) not in held]
+
+
+def reapplied(store: Any, journal: Journal) -> Reapplied:
+    """Apply the journal's entries the store lacks, in order, each with its own time."""
+    from appliance.backoffice.commands import letter_judge  # noqa: PLC0415
+
+    todo = missing(store, journal)
+    results = 0
+    for entry in todo:
+        moment = ErasureMoment(entry.at)
+        if entry.kind != "release":
+            results += store.erase(Selector(entry.kind, entry.value), entry.by, moment).results
+        elif not store.release_held(entry.value, letter_judge(), entry.by, moment).erasure_id:
+            store.record_release(entry.value, moment, entry.by)
+    releases = sum(entry.kind == "release" for entry in todo)
+    return Reapplied(len(todo) - releases, releases, results,
+                     len(journal.entries) - len(todo))
+
+
+def missing_lines(journal: Journal, lacking: Sequence[JournalEntry]) -> list[str]:
+    """A line for each entry the store lacks, naming its journal line (ids escaped)."""
+    from appliance.logsafe import escape_controls  # noqa: PLC0415
+
+    return [f"  {journal.path}:{entry.line}: {entry.kind} {escape_controls(entry.value)} at "
+            f"{entry.at} by {escape_controls(entry.by)}" for entry in lacking]
