@@ -154,9 +154,14 @@ def _settings(args: argparse.Namespace) -> tuple[Config, str, str | None]:
     """The config (``--config``, else ./config.yaml, else built-in defaults; with the APPLIANCE__
     overrides), the store URL (``--store`` first) and the broker login's password
     ``--password-file`` holds (None without it: the config's); ValueError for a file refused."""
+    config, url = _config_and_store(args)
+    return config, url, login_password(args.password_file, config.mqtt.username)
+
+
+def _config_and_store(args: argparse.Namespace) -> tuple[Config, str]:
+    """The config (as ``_settings`` finds it) and the store URL (``--store`` first)."""
     config = load_config_or_defaults(args.config)
-    password = login_password(args.password_file, config.mqtt.username)
-    return config, args.store or store_url_for(config.store.url, config.state_dir), password
+    return config, args.store or store_url_for(config.store.url, config.state_dir)
 
 
 def _origins(config: Config, config_path: str | None, *keys: str) -> str:
@@ -405,9 +410,13 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"models status: {problem}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        config, url, password = _settings(args)
-        if args.history is not None:
+        if args.history is not None:  # the store alone: no broker, so no login's password
+            _, url = _config_and_store(args)
+            if args.password_file is not None:
+                print("models status: --password-file is not read with --history (it shows "
+                      "what the store holds and logs in to no broker)", file=sys.stderr)
             return run_history(args.history, url, limit=args.limit, as_json=args.json)
+        config, url, password = _settings(args)
         report = _status_report(args, config, url, password)
     except storeerrors.DATABASE_ERRORS as exc:  # the store failed on the way (its server went away)
         return _store_failed("status", url, exc)

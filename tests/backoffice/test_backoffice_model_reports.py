@@ -304,6 +304,27 @@ def test_models_status_history_needs_no_repository(
                                        "folder); only --history DEVICE reads no repository\n")
 
 
+def test_models_status_history_neither_reads_nor_judges_the_password_file(
+    told_story: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--history`` reads the store alone and logs in to no broker, yet the rollout login's
+    password file was read and judged: a script that always passes it was refused (exit 2,
+    "everyone may read it") where nothing needed it."""
+    url, _ = told_story
+    monkeypatch.setenv("APPLIANCE__MQTT__USERNAME", "rollout")
+    shared = tmp_path / "rollout.password"
+    shared.write_text("s3cret\n")
+    shared.chmod(0o644)
+    for password_file in (shared, tmp_path / "no-such.password"):
+        assert main(["models", "status", "--store", url, "--history", "lab/k2",
+                     "--password-file", str(password_file)]) == 0
+        shown = capsys.readouterr()
+        assert [line.split()[2] for line in shown.out.splitlines()[1:]] == ["installed"]
+        assert shown.err == ("models status: --password-file is not read with --history (it "
+                             "shows what the store holds and logs in to no broker)\n")
+
+
 def test_models_status_without_the_broker_shows_each_kiosk_s_newest_stored_report(
     told_story: tuple[str, Path], capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
