@@ -6,13 +6,18 @@ command line itself, where ``ps`` shows it to every user, nor from the environme
 the broker as an operator (``fleet resend``, ``models deploy|rollback|halt|status``,
 ``pathology job submit|list|cancel``: ``add_login_password_option`` and ``login_password``). A
 login's password copied from the broker host (``credentials/rollout.password``) is for its
-owner alone: ``owner_only`` refuses a file its group or everyone may read, by name.
+owner alone: ``owner_only`` refuses a file its group or everyone may read, by name, and, as
+OpenSSH judges a private key file, one (after its links) that neither the user running the
+command nor root owns, or that its group or everyone may write: ``sudo appliance ...
+--password-file`` naming another user's file, or a link planted to one, does not quietly lend
+that user's secret.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -27,7 +32,8 @@ def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> 
     """The first line of the file ``option`` names; ValueError naming the option, the file,
     what is wrong and what to do (a folder, a missing or unreadable file, a FIFO no program
     writes to, one not UTF-8 text or starting with a byte order mark, and with
-    ``owner_only`` one its group or everyone may read)."""
+    ``owner_only`` one its group or everyone may read or write, or that neither the user
+    running the command nor root owns)."""
     where = f"{option} {escape_controls(str(file))}"
     data = _read_at_most(file, MAX_PASSWORD_FILE_BYTES + 1, where, owner_only=owner_only)
     if len(data) > MAX_PASSWORD_FILE_BYTES:
@@ -75,6 +81,47 @@ def login_password(path: str | None, username: str | None,
     return password
 
 
+def _refuse_foreign(fd: int, status: os.stat_result, file: Path, where: str) -> None:
+    """ValueError when the regular file or FIFO opened as ``fd`` is owned by neither the user
+    running the command nor root, or its group or everyone may write it (OpenSSH's rule for
+    a private key file): root may read any user's file, which is no reason to use it."""
+    mode = status.st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        return  # a terminal or a device (/dev/stdin): no one's file planted there
+    runner = os.geteuid()
+    rule = ("a login's password file must be owned by the user running the command or by "
+            "root, and written by its owner alone")
+    if status.st_uid not in (runner, 0):
+        owners = "root" if runner == 0 else f"{_user(runner)} nor by root"
+        raise ValueError(f"{where}: {_opened(fd, file)}is owned by {_user(status.st_uid)}, "
+                         f"not by {owners}, who runs this command; {rule} (use a copy of "
+                         "your own, chmod 600)")
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        writers = "everyone" if mode & stat.S_IWOTH else "its group"
+        raise ValueError(f"{where}: {writers} may write it (mode {stat.S_IMODE(mode):04o}); "
+                         f"{rule}: chmod 600 {escape_controls(str(file))}")
+
+
+def _opened(fd: int, file: Path) -> str:
+    """'the file X, which it leads to, ' when the file opened as ``fd`` is not ``file`` by
+    that name (a link's target); else empty."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")  # Linux: the path of what was opened
+    except OSError:
+        return ""
+    if target == os.path.abspath(file):
+        return ""
+    return f"the file {escape_controls(target)}, which it leads to, "
+
+
+def _user(uid: int) -> str:
+    """A user by name and uid ('bob (uid 1001)'), or by uid alone where it has no name."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _refuse_shared(mode: int, file: Path, where: str) -> None:
     """ValueError when ``mode`` is a regular file's that its group or everyone may read."""
     if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -96,10 +143,12 @@ def _read_at_most(file: Path, limit: int, where: str, *, owner_only: bool) -> by
     except OSError as exc:
         raise ValueError(_unreadable(where, exc)) from exc
     try:
-        mode = os.fstat(fd).st_mode
+        status = os.fstat(fd)
+        mode = status.st_mode
         if stat.S_ISDIR(mode):
             raise ValueError(f"{where}: a folder; name the file whose first line is the password")
         if owner_only:
+            _refuse_foreign(fd, status, file, where)
             _refuse_shared(mode, file, where)
         return _read_fd(fd, limit, where, fifo=stat.S_ISFIFO(mode))
     except OSError as exc:
