@@ -11,14 +11,20 @@ OpenSSH judges a private key file, one (after its links) that neither the user r
 command nor root owns, or that its group or everyone may write: ``sudo appliance ...
 --password-file`` naming another user's file, or a link planted to one, does not quietly lend
 that user's secret.
+
+A FIFO is read while a program holds it open for writing (``<(pass show rollout)``), for
+FIFO_WAIT_S at most: a writer that never writes nor closes it would hang the command for ever.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pwd
+import select
 import stat
+import time
 from pathlib import Path
 
 from appliance.logsafe import escape_controls
@@ -26,14 +32,18 @@ from appliance.logsafe import escape_controls
 MAX_PASSWORD_FILE_BYTES = 4096
 # the login of ``fleet resend`` and ``models deploy|rollback|halt|status`` on the shipped broker
 ROLLOUT_LOGIN = "the rollout login's (the broker host's credentials/rollout.password)"
+# how long a FIFO's writer has to send the password and close it: ``pass show`` asking for
+# its GPG passphrase is answered in seconds; a writer that holds it open without writing is
+# told apart from one that is slow
+FIFO_WAIT_S = 30.0
 
 
 def password_from_file(file: Path, option: str, *, owner_only: bool = False) -> str:
     """The first line of the file ``option`` names; ValueError naming the option, the file,
     what is wrong and what to do (a folder, a missing or unreadable file, a FIFO no program
-    writes to, one not UTF-8 text or starting with a byte order mark, and with
-    ``owner_only`` one its group or everyone may read or write, or that neither the user
-    running the command nor root owns)."""
+    writes to or whose writer sends nothing within FIFO_WAIT_S, one not UTF-8 text or
+    starting with a byte order mark, and with ``owner_only`` one its group or everyone may
+    read or write, or that neither the user running the command nor root owns)."""
     where = f"{option} {escape_controls(str(file))}"
     data = _read_at_most(file, MAX_PASSWORD_FILE_BYTES + 1, where, owner_only=owner_only)
     if len(data) > MAX_PASSWORD_FILE_BYTES:
@@ -150,31 +160,66 @@ def _read_at_most(file: Path, limit: int, where: str, *, owner_only: bool) -> by
         if owner_only:
             _refuse_foreign(fd, status, file, where)
             _refuse_shared(mode, file, where)
-        return _read_fd(fd, limit, where, fifo=stat.S_ISFIFO(mode))
+        if stat.S_ISFIFO(mode):
+            return _read_fifo(fd, limit, where)
+        os.set_blocking(fd, True)
+        return _read_all(fd, limit)
     except OSError as exc:
         raise ValueError(_unreadable(where, exc)) from exc
     finally:
         os.close(fd)
 
 
-def _read_fd(fd: int, limit: int, where: str, *, fifo: bool) -> bytes:
-    """Up to ``limit`` bytes of the descriptor ``fd`` opened without waiting; a FIFO that is
-    empty with no writer (its end, at once) is refused, one whose writer has yet to write
-    (``<(...)``) is waited for."""
+def _read_all(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the blocking descriptor ``fd``, to its end."""
     data = b""
-    if fifo:
-        try:
-            data = os.read(fd, limit)
-        except BlockingIOError:
-            pass  # a program holds it open for writing: its password comes
-        else:
-            if not data:
-                raise ValueError(f"{where}: a FIFO that no program writes to; name the file "
-                                 "whose first line is the password")
-    os.set_blocking(fd, True)
     while len(data) < limit and (chunk := os.read(fd, limit - len(data))):
         data += chunk
     return data
+
+
+def _read_fifo(fd: int, limit: int, where: str) -> bytes:
+    """Up to ``limit`` bytes of the FIFO ``fd`` opened without waiting, to its writer's close:
+    one empty with no writer (its end, at once) is refused, one whose writer has yet to write
+    (``<(...)``) is waited for, FIFO_WAIT_S at most, then refused."""
+    try:
+        data = os.read(fd, limit)
+    except BlockingIOError:
+        data = b""  # a program holds it open for writing: its password comes
+    else:
+        if not data:
+            raise ValueError(f"{where}: a FIFO that no program writes to; name the file "
+                             "whose first line is the password")
+    deadline = time.monotonic() + FIFO_WAIT_S
+    while len(data) < limit:
+        if not _wait_readable(fd, deadline - time.monotonic()):
+            raise ValueError(_fifo_unfinished(where, len(data)))
+        try:
+            chunk = os.read(fd, limit - len(data))
+        except BlockingIOError:
+            continue  # woken with nothing to read: wait on
+        if not chunk:
+            break  # its writer closed it: the whole password came
+        data += chunk
+    return data
+
+
+def _wait_readable(fd: int, timeout_s: float) -> bool:
+    """Whether ``fd`` has bytes to read or its writer closed it within ``timeout_s``."""
+    if timeout_s <= 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(math.ceil(timeout_s * 1000)))
+
+
+def _fifo_unfinished(where: str, received: int) -> str:
+    """The refusal of a FIFO whose writer did not write the password and close it in time."""
+    sent = (f"sent {received} byte(s) and did not close it" if received else
+            "holds it open and sent nothing")
+    return (f"{where}: a FIFO whose writer {sent} within {FIFO_WAIT_S:g} s; have the program "
+            "write the password and close it, or name a file whose first line is the "
+            "password")
 
 
 def _unreadable(where: str, exc: OSError) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from appliance import passwordfile
 from appliance.backoffice.store import open_store
 from appliance.cli import main
 from appliance.console.auth import verify_password
@@ -41,6 +42,97 @@ def test_a_fifo_no_program_writes_to_is_refused_not_waited_on(tmp_path: Path) ->
     assert not hung, "reading a FIFO no program writes to waited for a writer"
     assert outcome == [f"--password-file {fifo}: a FIFO that no program writes to; name the "
                        "file whose first line is the password"]
+
+
+def _reading(fifo: Path) -> tuple[threading.Thread, list[str]]:
+    """A thread reading ``fifo`` as ``--password-file``, and what it got or was told."""
+    outcome: list[str] = []
+
+    def read() -> None:
+        try:
+            outcome.append(f"read {login_password(str(fifo), 'rollout')!r}")
+        except ValueError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, outcome
+
+
+def _fifo_with_a_writer(tmp_path: Path) -> tuple[Path, int]:
+    """A FIFO and the descriptor of a writer holding it open (opened beside a reader of the
+    test's own, closed again, as a FIFO's writer opens only once a reader has)."""
+    fifo = tmp_path / "rollout.password"
+    os.mkfifo(fifo, 0o600)
+    holder = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return fifo, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    finally:
+        os.close(holder)
+
+
+def test_a_fifo_whose_writer_never_writes_is_given_up_on_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that held the FIFO open and never wrote hung the command for ever; it is
+    given FIFO_WAIT_S (shortened here: the refusal, not the wait, is what is tested)."""
+    monkeypatch.setattr(passwordfile, "FIFO_WAIT_S", 0.2, raising=False)
+    fifo, writer = _fifo_with_a_writer(tmp_path)
+    try:
+        reader, outcome = _reading(fifo)
+        reader.join(HANG_BOUND_S)
+        hung = reader.is_alive()
+    finally:
+        os.close(writer)  # a hung read ends: its writer went
+    reader.join(HANG_BOUND_S)
+    assert not hung, "reading a FIFO whose writer never writes waited for ever"
+    assert outcome == [f"--password-file {fifo}: a FIFO whose writer holds it open and sent "
+                       "nothing within 0.2 s; have the program write the password and close "
+                       "it, or name a file whose first line is the password"]
+
+
+def test_a_fifo_whose_writer_writes_while_it_is_waited_on_gives_its_first_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound leaves a writer that is slow to write (``pass show`` asking for a
+    passphrase) its time: it writes only once the reader waits for it."""
+    waiting = threading.Event()
+    real_wait = getattr(passwordfile, "_wait_readable", None)
+
+    def wait_readable(fd: int, timeout_s: float) -> bool:
+        waiting.set()
+        assert real_wait is not None
+        return bool(real_wait(fd, timeout_s))
+
+    monkeypatch.setattr(passwordfile, "_wait_readable", wait_readable, raising=False)
+    fifo, writer = _fifo_with_a_writer(tmp_path)
+    try:
+        reader, outcome = _reading(fifo)
+        waiting.wait(HANG_BOUND_S)
+        os.write(writer, b"written-late\nsecond line\n")
+    finally:
+        os.close(writer)
+    reader.join(HANG_BOUND_S)
+    assert outcome == ["read 'written-late'"]
+    assert waiting.is_set()
+
+
+def test_a_fifo_whose_writer_stops_half_way_is_given_up_on_saying_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(passwordfile, "FIFO_WAIT_S", 0.2, raising=False)
+    fifo, writer = _fifo_with_a_writer(tmp_path)
+    holder = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader to write to, reading none
+    try:
+        os.write(writer, b"half-a-pass")
+        reader, outcome = _reading(fifo)
+        reader.join(HANG_BOUND_S)
+        hung = reader.is_alive()
+    finally:
+        os.close(writer)
+        os.close(holder)
+    reader.join(HANG_BOUND_S)
+    assert not hung, "reading a FIFO whose writer stopped writing waited for ever"
+    assert outcome == [f"--password-file {fifo}: a FIFO whose writer sent 11 byte(s) and did "
+                       "not close it within 0.2 s; have the program write the password and "
+                       "close it, or name a file whose first line is the password"]
 
 
 def test_a_pipe_with_its_writer_gives_its_first_line(tmp_path: Path) -> None:
