@@ -29,11 +29,21 @@ LIFTED_LEVEL = 0.03  # the LEDs shine into the air: a nearly black field
 
 @dataclass(frozen=True)
 class CustomerScript:
-    """How many frames each phase of one customer's visit lasts."""
+    """How many frames each phase of one customer's visit lasts (each 0 or more, at least
+    one frame in all)."""
 
     approach_frames: int = 4
     rest_frames: int = 8
     lift_frames: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("approach_frames", "rest_frames", "lift_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"CustomerScript {name}={value!r}: a whole number of frames, "
+                                 "0 or more")
+        if self.total_frames == 0:
+            raise ValueError("CustomerScript: a visit of no frames; give one phase a frame")
 
     @property
     def total_frames(self) -> int:
@@ -42,8 +52,15 @@ class CustomerScript:
 
 
 def defocused(rgb: np.ndarray, sigma_px: float) -> np.ndarray:
-    """The frame out of focus by a Gaussian of ``sigma_px`` (blurred at 1/8 size: cheap)."""
+    """The frame out of focus by a Gaussian of ``sigma_px`` (blurred at 1/8 size: cheap).
+
+    A blur as wide as the frame or wider leaves its mean colour everywhere, and is given as
+    that: the Gaussian's cost grows with its width (a long approach's first frame asked for
+    sigma ~6e6 px, hours of CPU), the mean's does not."""
     height, width = rgb.shape[:2]
+    if sigma_px >= max(height, width):
+        mean = rgb.reshape(height * width, -1).mean(axis=0)
+        return np.broadcast_to(np.rint(mean).astype(rgb.dtype), rgb.shape).copy()
     small = cv2.resize(rgb, (width // 8, height // 8), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), sigma_px / 8.0)
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
