@@ -6,7 +6,8 @@ One reading for every option that takes one (``results query|export --site/--dev
 ``results dead-letters``, ``report cohort``, ``fleet resend --device``, ``models status
 --history``), as argparse types: a value that is none is refused before any store or broker is
 reached, argparse naming the option, the refusal naming the value, the part at fault and what
-an id may hold.
+an id may hold. The console reads its ``site`` and ``device`` fields with the same types
+(console/filters.py), each value exactly as given: ``demo `` is no site id, not ``demo``.
 """
 
 # ruff: noqa: PLC0415  (the payload's pattern loads pydantic: on use, `appliance --help` starts fast)
@@ -30,6 +31,15 @@ def device_id(text: str) -> str:
 def site_id(text: str) -> str:
     """An argparse type: a site id, held to the device id's pattern (the payload's)."""
     return _checked_id(text, "site")
+
+
+class KioskNameError(argparse.ArgumentTypeError):
+    """A value refused as a site, a device or a kiosk; ``expected`` says what it is not and
+    why, without the value (for a refusal that quotes it itself)."""
+
+    def __init__(self, text: str, expected: str) -> None:
+        super().__init__(f"{text!r}: {expected}")
+        self.expected = expected
 
 
 def kiosk_of(text: str) -> tuple[str | None, str]:
@@ -66,6 +76,17 @@ def id_rule() -> str:
             f"{MAX_IDENTIFIER_CHARS} characters")
 
 
+def chosen_kiosks(site: str | None, kiosk: tuple[str | None, str] | None
+                  ) -> tuple[str | None, str | None]:
+    """The site and device id that a site (``site_id``) and a ``kiosk_of`` choose together,
+    each None when not given; ValueError when the two name two sites (``lab`` and
+    ``clinic/kiosk-1``)."""
+    kiosk_site, device = kiosk or (None, None)
+    if kiosk_site is not None and site is not None and kiosk_site != site:
+        raise ValueError(f"{site} and {kiosk_site}/{device} name two sites")
+    return kiosk_site or site, device
+
+
 def chosen_text(site: str | None, device_id: str | None) -> str:
     """Whose results or letters ``--site`` and ``--device`` chose, in words (" from site
     'lab'"); empty when neither was given (everyone's)."""
@@ -88,7 +109,7 @@ def _site_device(text: str, site: str, device: str, allowed: str) -> tuple[str, 
 def _checked_id(text: str, what: str) -> str:
     """``text`` when it is an id; else refused as no ``what`` id."""
     if not is_id(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: not a {what} id ({id_rule()})")
+        raise KioskNameError(text, f"not a {what} id ({id_rule()})")
     return text
 
 
@@ -96,6 +117,6 @@ def _no_id(part: str, what: str) -> str:
     return f"{shorten_quoted(part, SHOWN_ARGUMENT_CHARS)} is no {what} id: {id_rule()}"
 
 
-def _refusal(text: str, allowed: str, why: str) -> argparse.ArgumentTypeError:
+def _refusal(text: str, allowed: str, why: str) -> KioskNameError:
     """The one refusal of a kiosk's name: the value, what it is not, and why."""
-    return argparse.ArgumentTypeError(f"{text!r}: not {allowed} ({why})")
+    return KioskNameError(text, f"not {allowed} ({why})")

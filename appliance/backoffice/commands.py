@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.configname import DEFAULT_CONFIG_FILE
 from appliance.filekind import kind_of
-from appliance.kioskname import kiosk_of, site_id
+from appliance.kioskname import chosen_kiosks, kiosk_of, site_id
 from appliance.logsafe import escape_controls
 from appliance.numbertext import whole_number
 from appliance.outfile import replacing_refusal
@@ -244,13 +244,15 @@ def kiosk_filter(args: argparse.Namespace, command: str) -> ResultFilter | None:
     name two sites (nothing read)."""
     from appliance.backoffice.queries import ResultFilter
 
-    site, device = args.device or (None, None)
-    if site is not None and args.site is not None and site != args.site:
+    try:
+        site, device = chosen_kiosks(args.site, args.device)
+    except ValueError:
+        site, device = args.device
         print(escape_controls(f"{command}: --site {args.site} and --device {site}/{device} name "
                               f"two sites; give the site once (--device {site}/{device}, or "
                               f"--site {args.site} --device {device})"), file=sys.stderr)
         return None
-    return ResultFilter(site=site or args.site, device_id=device)
+    return ResultFilter(site=site, device_id=device)
 
 
 def _selection(args: argparse.Namespace, command: str) -> ResultFilter | None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from appliance.backoffice.queries import ResultFilter
 from appliance.backoffice.schema import iso_utc
+from appliance.kioskname import KioskNameError, chosen_kiosks, kiosk_of, site_id
+
+T = TypeVar("T")
 
 MAX_FIELD_CHARS = 64
 MAX_QUERY_CHARS = 2048
@@ -81,11 +84,18 @@ def _field(params: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _identifier(params: Mapping[str, str], name: str) -> str | None:
-    value = _field(params, name)
-    if value is not None and not IDENTIFIER.match(value):
-        raise InputError(name, value, "letters, digits and _ . - only")
-    return value
+def _kiosk_field(params: Mapping[str, str], name: str, reader: Callable[[str], T]) -> T | None:
+    """The ``site`` or ``device`` field read as the command line reads ``--site`` and
+    ``--device`` (``reader``: kioskname's), the value exactly as given, not stripped: a
+    site id with a blank after it is no site id, not another one; None when empty (a form
+    sends every field, an unused one empty)."""
+    value = params.get(name, "")
+    if not value:
+        return None
+    try:
+        return reader(value)
+    except KioskNameError as exc:
+        raise InputError(name, value, exc.expected) from exc
 
 
 def checked_id(what: str, value: str) -> str:
@@ -97,14 +107,22 @@ def checked_id(what: str, value: str) -> str:
 
 
 def parse_site(params: Mapping[str, str]) -> str | None:
-    """The site a page is narrowed to (None: every site)."""
-    return _identifier(params, "site")
+    """The site a page is narrowed to (None: every site), as ``--site`` reads one."""
+    return _kiosk_field(params, "site", site_id)
 
 
 def parse_kiosk(params: Mapping[str, str]) -> tuple[str | None, str | None]:
     """The site and the device id (at every site, or at that site) a page is narrowed to,
-    from its ``site`` and ``device`` fields (None: not given)."""
-    return _identifier(params, "site"), _identifier(params, "device")
+    from its ``site`` and ``device`` fields (None: not given), as ``--site`` and ``--device
+    [SITE/]DEVICE`` read them (backoffice/commands.py ``kiosk_filter``): a device field of
+    another site than the site field's is refused."""
+    site = parse_site(params)
+    kiosk = _kiosk_field(params, "device", kiosk_of)
+    try:
+        return chosen_kiosks(site, kiosk)
+    except ValueError as exc:
+        raise InputError("device", params["device"], f"{exc}; give the site once (in the "
+                         "device field as SITE/DEVICE, or in the site field)") from exc
 
 
 def _grade(params: Mapping[str, str]) -> str | None:

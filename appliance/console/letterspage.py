@@ -74,7 +74,7 @@ def refused_letters(request: Request, login: Login, refused: InputError) -> HTML
         return None
     given: dict[str, str] = {}
     for name, value in request.query_params.multi_items():
-        given.setdefault(name, value.strip())  # a field given twice: its first value
+        given.setdefault(name, value)  # a field given twice: its first value
     return render(request, "dead_letters.html", refused.status, login=login, rows=[], kept=0,
                   every=0, lost="", older=None, older_page=False, echo=_echo(given),
                   newest=None, chosen="", prefix="", refused=str(refused),
@@ -82,8 +82,9 @@ def refused_letters(request: Request, login: Login, refused: InputError) -> HTML
 
 
 def _echo(params: dict[str, str]) -> dict[str, str]:
-    """The filter fields as given, for the form and the links to other pages."""
-    return {name: params[name].strip() for name in KIOSK_FIELDS if params.get(name, "").strip()}
+    """The filter fields as given (read unstripped, so shown so), for the form and the links
+    to other pages."""
+    return {name: params[name] for name in KIOSK_FIELDS if params.get(name)}
 
 
 def _newest(echo: dict[str, str]) -> str:

@@ -31,6 +31,7 @@ from appliance.console.db import StoreBusyError, anyone_can_log_in
 from appliance.console.filters import (
     DEFAULT_LIMIT,
     FILTER_FIELDS,
+    KIOSK_FIELDS,
     PAGE_SIZES,
     InputError,
     check_measurement_id,
@@ -291,7 +292,8 @@ def refused_filter(request: Request, login: Login, refused: InputError) -> HTMLR
     looked up; the person corrects that field instead of typing the others again."""
     given: dict[str, str] = {}
     for name, value in request.query_params.multi_items():
-        given.setdefault(name, value.strip())  # a field given twice: its first value
+        # a field given twice: its first value; site and device as sent (read unstripped)
+        given.setdefault(name, value if name in KIOSK_FIELDS else value.strip())
     echo = {name: given[name] for name in FILTER_FIELDS if given.get(name)}
     limit = given.get("limit", "")
     return render(request, "results.html", refused.status, login=login, items=[], echo=echo,
@@ -304,8 +306,8 @@ def refused_site(request: Request, login: Login, refused: InputError) -> HTMLRes
     """The fleet page for a site or page it refused (400): the site field as it was sent,
     marked, named and focused where it was the site, and no kiosks, as nothing was looked
     up."""
-    typed = next((value.strip() for name, value in request.query_params.multi_items()
-                  if name == "site"), "")
+    typed = next((value for name, value in request.query_params.multi_items()
+                  if name == "site"), "")  # as sent: it is read unstripped
     return render(request, "fleet.html", refused.status, login=login, fleet=None, site=typed,
                   refused=str(refused), refused_field=refused.field)
 

@@ -62,8 +62,9 @@ def test_a_site_that_is_none_is_refused_with_the_field_marked(console: Console,
         page.click("form.filter button[type=submit]")
     assert answered.value.status == 400
     expect(page.locator("#refused")).to_have_text(
-        "Filter refused, nothing was looked up: site: '../x' refused: letters, digits and "
-        "_ . - only. Correct it above and filter again.")
+        "Filter refused, nothing was looked up: site: '../x' refused: not a site id "
+        "(letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 "
+        "characters). Correct it above and filter again.")
     site = page.locator("input[name=site]")
     expect(site).to_have_attribute("aria-invalid", "true")
     expect(site).to_be_focused()

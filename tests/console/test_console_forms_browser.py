@@ -173,7 +173,8 @@ def test_a_refused_site_stays_in_the_fleet_s_site_field(console: Console, page: 
     page.goto(console.url + "/fleet")
     page.get_by_label("site").fill("os aka")
     page.keyboard.press("Enter")
-    says = "site: 'os aka' refused: letters, digits and _ . - only"
+    says = ("site: 'os aka' refused: not a site id (letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 64 characters)")
     expect(page.locator("#refused")).to_contain_text(says)
     field = page.get_by_label("site")
     expect(field).to_have_value("os aka")
@@ -183,6 +184,31 @@ def test_a_refused_site_stays_in_the_fleet_s_site_field(console: Console, page: 
     field.fill("osaka")
     page.keyboard.press("Enter")
     expect(page.locator("#fleet")).to_contain_text("kiosk-9")
+
+
+def test_a_site_pasted_with_a_blank_after_it_is_refused_as_sent_not_read_as_another(
+        console: Console, page: Any) -> None:
+    """The site field was stripped: "osaka " (pasted from a list) was read as osaka, a site
+    id that is none taken as another, where `--site "osaka "` is refused; and the refused
+    form showed "osaka", so sending it again passed with no word."""
+    page.goto(console.url + "/results")
+    page.get_by_label("site").fill("osaka ")
+    with page.expect_navigation() as answered:
+        page.keyboard.press("Enter")
+    assert answered.value.status == 400
+    says = ("site: 'osaka ' refused: not a site id (letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 64 characters)")
+    expect(page.locator("#refused")).to_contain_text(says)
+    field = page.get_by_label("site")
+    expect(field).to_have_value("osaka ")
+    expect(field).to_be_focused()
+    field.fill("osaka")
+    page.get_by_label("device").fill("osaka/kiosk-9")
+    page.keyboard.press("Enter")
+    expect(page.locator("#refused")).to_have_count(0)
+    expect(page.get_by_label("device")).to_have_value("osaka/kiosk-9")
+    expect(page.locator("#results")).to_contain_text("kiosk-9")
+    assert set(page.locator("#results tr td:nth-child(3)").all_inner_texts()) == {"osaka"}
 
 
 def reload_sends_only_a_get(page: Any, heading: str, done: str) -> None:
