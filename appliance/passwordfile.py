@@ -7,10 +7,10 @@ the broker as an operator (``fleet resend``, ``models deploy|rollback|halt|statu
 ``pathology job submit|list|cancel``: ``add_login_password_option`` and ``login_password``). A
 login's password copied from the broker host (``credentials/rollout.password``) is for its
 owner alone: ``owner_only`` refuses a file its group or everyone may read, by name, and, as
-OpenSSH judges a private key file, one (after its links) that neither the user running the
-command nor root owns, or that its group or everyone may write: ``sudo appliance ...
---password-file`` naming another user's file, or a link planted to one, does not quietly lend
-that user's secret.
+OpenSSH judges its ssh_config ("Bad owner or permissions"), one (after its links) that
+neither the user running the command nor root owns, or that its group or everyone may write:
+``sudo appliance ... --password-file`` naming another user's file, or a link planted to one,
+does not quietly lend that user's secret.
 
 A FIFO is read while a program holds it open for writing (``<(pass show rollout)``), for
 FIFO_WAIT_S at most: a writer that never writes nor closes it would hang the command for ever.
@@ -94,7 +94,7 @@ def login_password(path: str | None, username: str | None,
 def _refuse_foreign(fd: int, status: os.stat_result, file: Path, where: str) -> None:
     """ValueError when the regular file or FIFO opened as ``fd`` is owned by neither the user
     running the command nor root, or its group or everyone may write it (OpenSSH's rule for
-    a private key file): root may read any user's file, which is no reason to use it."""
+    its ssh_config): root may read any user's file, which is no reason to use it."""
     mode = status.st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
         return  # a terminal or a device (/dev/stdin): no one's file planted there
