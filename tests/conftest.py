@@ -21,7 +21,10 @@ from tests.signal_state import changes, restore, signal_state
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.report_text"]  # reports that xdist can send (surrogates escaped)
+pytest_plugins = [
+    "tests.report_text",  # reports that xdist can send (surrogates escaped)
+    "tests.worker_crash",  # a crashed xdist worker reported with how its process ended
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
