@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = [
     "tests.report_text",  # reports that xdist can send (surrogates escaped)
     "tests.worker_crash",  # a crashed xdist worker reported with how its process ended
+    "tests.self_signals",  # a signal sent to this process that ends it is said first
 ]
 
 
