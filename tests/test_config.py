@@ -2,33 +2,63 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
+from appliance.cli import main
 from appliance.config import ConfigError, config_from_mapping, load_config, load_config_or_defaults
 from tests.transport.test_transport_mqtt_tls import make_pki
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_check(
+def _environment(env: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment without the APPLIANCE variables of the host, plus ``env``."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
+    full_env.update(env or {})
+    return full_env
+
+
+def run_check_process(
     path: Path | str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m appliance config check PATH` as an operator would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
-    full_env.update(env or {}, PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "appliance", "config", "check", str(path)],
         capture_output=True,
         text=True,
-        env=full_env,
+        env={**_environment(env), "PYTHONPATH": str(REPO)},
         check=False,
         timeout=60,
     )
+
+
+def run_check(
+    path: Path | str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`config check PATH` in this process: ``main`` as `python -m appliance` runs it, in the
+    environment run_check_process gives its child, its standard output and error (log lines
+    included) read as a child's would be. The tests of the command's own process (the shipped
+    config, the environment, the password) start one; a child costs ~0.3 CPU-s more a check."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    logs = logging.StreamHandler(stderr)
+    logging.getLogger().addHandler(logs)
+    try:
+        with mock.patch.dict(os.environ, _environment(env), clear=True), \
+                contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(["config", "check", str(path)])
+    finally:
+        logging.getLogger().removeHandler(logs)
+    return subprocess.CompletedProcess(["config", "check", str(path)], code,
+                                       stdout.getvalue(), stderr.getvalue())
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -38,7 +68,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_default_config_is_valid() -> None:
-    result = run_check(REPO / "config.yaml")
+    result = run_check_process(REPO / "config.yaml")
     assert result.returncode == 0, result.stderr
     assert "camera synthetic" in result.stdout
     assert "127.0.0.1:1883" in result.stdout
@@ -89,12 +119,12 @@ def test_bad_value_exits_2_naming_key_value_and_expectation(
 
 
 def test_password_is_never_echoed(tmp_path: Path) -> None:
-    result = run_check(write(tmp_path, "mqtt:\n  password: hunter2\n"))
+    result = run_check_process(write(tmp_path, "mqtt:\n  password: hunter2\n"))
     assert "hunter2" not in result.stderr + result.stdout
 
 
 def test_missing_file_exits_2(tmp_path: Path) -> None:
-    result = run_check(tmp_path / "nope.yaml")
+    result = run_check_process(tmp_path / "nope.yaml")
     assert result.returncode == 2
     assert "nope.yaml" in result.stderr
     assert "not found" in result.stderr
@@ -134,7 +164,7 @@ def test_environment_overrides_any_key(tmp_path: Path) -> None:
 
 
 def test_bad_environment_override_names_the_key(tmp_path: Path) -> None:
-    result = run_check(write(tmp_path, "{}\n"), env={"APPLIANCE__MQTT__PORT": "0"})
+    result = run_check_process(write(tmp_path, "{}\n"), env={"APPLIANCE__MQTT__PORT": "0"})
     assert result.returncode == 2
     assert "mqtt.port" in result.stderr
 
