@@ -24,16 +24,7 @@ HANG_BOUND_S = 60.0  # a bound on a hang, not a speed: the refusal comes without
 def test_a_fifo_no_program_writes_to_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "rollout.password"
     os.mkfifo(fifo, 0o600)
-    outcome: list[str] = []
-
-    def read() -> None:
-        try:
-            outcome.append(f"read {login_password(str(fifo), 'rollout')!r}")
-        except ValueError as exc:
-            outcome.append(str(exc))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    reader, outcome = _reading(fifo)
     reader.join(HANG_BOUND_S)
     hung = reader.is_alive()
     if hung:  # let the waiting open go: a writer that comes and goes ends it
