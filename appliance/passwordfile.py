@@ -10,7 +10,8 @@ owner alone: ``owner_only`` refuses a file its group or everyone may read, by na
 OpenSSH judges its ssh_config ("Bad owner or permissions"), one (after its links) that
 neither the user running the command nor root owns, or that its group or everyone may write:
 ``sudo appliance ... --password-file`` naming another user's file, or a link planted to one,
-does not quietly lend that user's secret.
+does not quietly lend that user's secret. Under ``sudo`` the refusal of the file of the user
+who ran it (SUDO_UID) says so, and the two ways out: without sudo, or the file given to root.
 
 A FIFO is read while a program holds it open for writing (``<(pass show rollout)``), for
 FIFO_WAIT_S at most: a writer that never writes nor closes it would hang the command for ever.
@@ -102,14 +103,36 @@ def _refuse_foreign(fd: int, status: os.stat_result, file: Path, where: str) -> 
     rule = ("a login's password file must be owned by the user running the command or by "
             "root, and written by its owner alone")
     if status.st_uid not in (runner, 0):
-        owners = "root" if runner == 0 else f"{_user(runner)} nor by root"
-        raise ValueError(f"{where}: {_opened(fd, file)}is owned by {_user(status.st_uid)}, "
-                         f"not by {owners}, who runs this command; {rule} (use a copy of "
-                         "your own, chmod 600)")
+        raise ValueError(_foreign_owner(fd, status.st_uid, file, where, rule))
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         writers = "everyone" if mode & stat.S_IWOTH else "its group"
         raise ValueError(f"{where}: {writers} may write it (mode {stat.S_IMODE(mode):04o}); "
                          f"{rule}: chmod 600 {escape_controls(str(file))}")
+
+
+def _foreign_owner(fd: int, owner: int, file: Path, where: str, rule: str) -> str:
+    """The refusal of the file opened as ``fd``, owned by ``owner``, neither the runner nor
+    root; under ``sudo``, of the file of the user who ran it, with the two ways to a file the
+    rule lets through."""
+    runner = os.geteuid()
+    said = f"{where}: {_opened(fd, file)}is owned by {_user(owner)}"
+    if runner == 0 and owner == _sudo_uid():
+        return (f"{said}, who ran sudo, not by root, who runs this command; {rule} (root "
+                "reading a user's file is what this stops): run the command without sudo (it "
+                "needs no root), or give the file to root: sudo chown root "
+                f"{escape_controls(str(file))}")
+    owners = "root" if runner == 0 else f"{_user(runner)} nor by root"
+    return (f"{said}, not by {owners}, who runs this command; {rule} (use a copy of your own, "
+            "chmod 600)")
+
+
+def _sudo_uid() -> int | None:
+    """The uid of the user who ran ``sudo`` (its SUDO_UID), None where there is none. It only
+    words the refusal: a forged one gets no file read."""
+    try:
+        return int(os.environ["SUDO_UID"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _opened(fd: int, file: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +42,37 @@ def test_root_refuses_another_user_s_file_naming_it_its_owner_and_the_rule(
             "or by root, and written by its owner alone (use a copy of your own, chmod 600)")
     with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
         login_password(str(bobs), "rollout")
+
+
+NOBODY = 65534
+
+
+@pytest.mark.parametrize(("sudo_uid", "said"), [
+    (str(NOBODY), "who ran sudo, not by root, who runs this command; a login's password file "
+     "must be owned by the user running the command or by root, and written by its owner alone "
+     "(root reading a user's file is what this stops): run the command without sudo (it needs "
+     "no root), or give the file to root: sudo chown root {file}"),
+    (str(BOB), "not by root, who runs this command; a login's password file must be owned by "
+     "the user running the command or by root, and written by its owner alone (use a copy of "
+     "your own, chmod 600)"),
+], ids=["the-sudoer-s-own-file", "another-user-s-file-under-sudo"])
+def test_under_sudo_the_invoking_user_s_own_file_is_refused_naming_the_two_ways_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sudo_uid: str, said: str) -> None:
+    """``sudo appliance fleet resend --password-file ~/rollout.password``: root reads no
+    user's file (the rule stays), but the user who ran sudo is told why and what to do."""
+    mine = _secret_of(NOBODY, tmp_path)
+    monkeypatch.setenv("SUDO_UID", sudo_uid)
+    whole = f"--password-file {mine}: is owned by {_named(NOBODY)}, {said.format(file=mine)}"
+    with pytest.raises(ValueError, match=f"^{re.escape(whole)}$"):
+        login_password(str(mine), "rollout")
+
+
+def _named(uid: int) -> str:
+    """A user as the refusals name one: 'nobody (uid 65534)', or 'uid N' without a name."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def test_a_link_planted_to_another_user_s_file_is_refused_naming_the_file_it_leads_to(
