@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ LOSS_NOTE = ("results the kiosks sent after the newest one above are not in it y
 # differ a little, and a result sent twice is stored once
 RESEND_MARGIN = timedelta(minutes=15)
 EPOCH = "1970-01-01T00:00:00Z"
+# the tables a restored store has once migrated (the restore takes an older one forward)
+ALL_TABLES = frozenset({"dead_letters", "erasures"})
 
 
 def resend_line(newest_received_at: str | None, config: str | None) -> str:
@@ -122,21 +125,26 @@ def _restore(args: argparse.Namespace) -> int:
     if url is None or (journal := _journal_read(args)) is None:
         return 2
     try:
-        lines = _restored(url, Path(args.backup), args.force, args.config)
+        done = _restored(url, Path(args.backup), args.force)
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
     if (applied := _journal_applied(url, journal)) is None:
-        print("\n".join(lines[:-2]))
+        print("\n".join([*done.lines, *_holds(done.contents)]))
         return 1
-    lines[-2:-2] = applied
-    other = _configured_elsewhere(args, url)
-    if other is not None:
-        lines[-1] = (f"If this store only checks the backup, the kiosks need not send anything "
-                     f"again (the config here names another store, {other}); if the back office "
-                     f"runs on it: {lines[-1][0].lower()}{lines[-1][1:]}")
-    print("\n".join(lines))
+    said, now = applied
+    resend = resend_line(done.contents.newest_received_at, args.config)
+    if (other := _configured_elsewhere(args, url)) is not None:
+        resend = (f"If this store only checks the backup, the kiosks need not send anything "
+                  f"again (the config here names another store, {other}); if the back office "
+                  f"runs on it: {resend[0].lower()}{resend[1:]}")
+    print("\n".join([*done.lines, *said, *_holds(now), f"Note: {LOSS_NOTE}", resend]))
     return 0
+
+
+def _holds(contents: Any) -> list[str]:
+    """What the store holds (StoreContents), a line a kiosk after the first."""
+    return [f"It holds {contents.summary()}", *contents.kiosk_lines()]
 
 
 def _journal_read(args: argparse.Namespace) -> Any:
@@ -154,18 +162,21 @@ def _journal_read(args: argparse.Namespace) -> Any:
         return None
 
 
-def _journal_applied(url: str, journal: Any) -> list[str] | None:
-    """The journal's erasures and releases the restored store lacks, applied again; the lines
-    saying so, or None after saying that the store failed on the way."""
+def _journal_applied(url: str, journal: Any) -> tuple[list[str], Any] | None:
+    """The journal's erasures and releases the restored store lacks, applied again: the lines
+    saying so and what the store holds then (StoreContents), or None after saying that the
+    store failed on the way."""
     from appliance.backoffice.erasure_reapply import reapplied  # noqa: PLC0415
     from appliance.backoffice.store import open_store  # noqa: PLC0415
+    from appliance.backoffice.store_contents import contents_of  # noqa: PLC0415
     from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
 
     torn = [] if (note := journal.torn_note()) is None else [f"Note: {note}"]
     try:
         store = open_store(url)
         try:
-            return [*torn, reapplied(store, journal).summary(journal)]
+            said = [*torn, reapplied(store, journal).summary(journal)]
+            contents = contents_of(store.query, ALL_TABLES)
         finally:
             store.close()
     except STORE_ERRORS as exc:
@@ -173,6 +184,7 @@ def _journal_applied(url: str, journal: Any) -> list[str] | None:
               f"{journal.path} failed ({explained(exc)}): apply it before the workers start: "
               "appliance results erasures --apply-journal", file=sys.stderr)
         return None
+    return said, contents
 
 
 def _configured_elsewhere(args: argparse.Namespace, url: str) -> str | None:
@@ -193,9 +205,16 @@ def _configured_elsewhere(args: argparse.Namespace, url: str) -> str | None:
     return None if configured == url else store_name(configured)
 
 
-def _restored(url: str, backup: Path, force: bool, config: str | None) -> list[str]:
-    """Restore ``backup`` into the store of ``url``; the lines that say what it holds now, the
-    last the fleet resend to run with ``config`` (the restore's ``--config``)."""
+@dataclass(frozen=True)
+class _Restored:
+    """A backup put in place: the lines that say so, and what it held (StoreContents)."""
+
+    lines: list[str]
+    contents: Any
+
+
+def _restored(url: str, backup: Path, force: bool) -> _Restored:
+    """Restore ``backup`` into the store of ``url``."""
     from appliance.backoffice.store_backup import sqlite_store_path  # noqa: PLC0415
     from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
 
@@ -217,8 +236,7 @@ def _restored(url: str, backup: Path, force: bool, config: str | None) -> list[s
         head = (f"restored the {store_name(url)} from {backup} (backed up at schema version "
                 f"{done.backup.schema_version}){aside}")
         cleaned = _leftovers_line(done.leftovers_removed)
-    return [*cleaned, f"{head}. It holds {contents.summary()}", *contents.kiosk_lines(),
-            f"Note: {LOSS_NOTE}", resend_line(contents.newest_received_at, config)]
+    return _Restored([*cleaned, head], contents)
 
 
 def _leftovers_line(removed: list[Path]) -> list[str]:

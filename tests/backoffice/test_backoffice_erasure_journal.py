@@ -130,6 +130,26 @@ def test_a_restore_applies_the_erasures_again_with_their_own_times(
     assert "the store holds each of the 2 erasure(s)" in again.stdout
 
 
+def test_the_restore_says_what_the_store_holds_once_the_journal_is_applied(
+        url: str, tmp_path: Path) -> None:
+    """It said "It holds 6 result(s)" (the backup as put in place) before the journal's line
+    erased 4 of them: the count is now the store's after the erasures, printed after them."""
+    backup, _subject, _others = _backed_up_then_erased(url, tmp_path)
+
+    done = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    said = [next(i for i, line in enumerate(lines) if line.startswith(start))
+            for start in ("restored the ", "re-applied 2 erasure(s)", "It holds ",
+                          "  lab/kiosk-1: ", "Note: ")]
+    assert said == sorted(said)
+    assert lines[said[2]].startswith("It holds 2 result(s) of 1 kiosk(s)")
+    assert "; 0 dead letter(s), 2 erasure(s) recorded;" in lines[said[2]]
+    assert lines[said[3]].startswith("  lab/kiosk-1: 2 result(s), newest received ")
+    assert sum(line.startswith("It holds ") for line in lines) == 1
+
+
 def test_a_restore_into_a_store_of_its_own_applies_them_too(tmp_path: Path) -> None:
     """The "check a backup" case: a store --store names, not the config's."""
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
