@@ -179,7 +179,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "checked, owner-only, flushed and renamed: a full disk or a kill leaves the previous "
         "backup or none, never part of one; FILE is never the store itself. --keep N: FILE's "
         "name with the time in it (a PostgreSQL store's NAME-TIME.dump, a pg_dump archive), the "
-        "oldest such beyond the N newest removed. Prints what it "
+        "oldest such beyond the N newest removed, each with its journal copy. Beside the backup, "
+        "the erasure journal as it was then (FILE.erasure-journal.jsonl, owner-only), which a "
+        "restore after a lost disk applies. Prints what it "
         "holds: results per kiosk, the newest one's receipt. Keep backups on another disk. "
         "Exit 0 done, 1 failed on the way, 2 refused.",
         ("appliance store backup --out /var/lib/appliance-backup/backoffice.sqlite3 --keep 7",
@@ -199,8 +201,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "A store holding results is replaced only with --force (SQLite: moved aside as "
         "NAME.replaced-TIME, never removed; PostgreSQL: its tables dropped, no copy kept). "
         "Applies again the erasures and releases of the erasure journal (`results erase`) "
-        "that the backup lacks, each with its own time, into a store of its own too; a "
-        "damaged journal line is refused before anything is restored. "
+        "that the backup lacks, each with its own time, into a store of its own too: the live "
+        "journal, else (a lost disk) the newest copy `store backup` wrote beside the backup, "
+        "put back as the live one; a damaged journal line is refused before anything is "
+        "restored. "
         "Prints what the restored store holds, what the journal erased, and the "
         "`fleet resend` command that has the kiosks send again what the back office confirmed "
         "after the backup, which they keep edge.keep_confirmed_h, with the restore's own "

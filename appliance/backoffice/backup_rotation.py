@@ -10,7 +10,8 @@ of a PostgreSQL store is a pg_dump archive, not a SQLite file: under ``--keep`` 
 in ``.dump`` whatever ``--out``'s suffix (``backoffice-TIME.dump`` from the nightly unit's
 ``backoffice.sqlite3``, ``kind_suffixed``), and the rotation counts both suffixes as one
 pattern, so the ``backoffice-TIME.sqlite3`` archives an older appliance wrote are rotated out
-with the rest.
+with the rest. The erasure journal's copy beside an archive (``ARCHIVE.erasure-journal.jsonl``,
+journal_copy.py) goes with it.
 
 A backup killed on the way (kill -9, the unit's timeout, out of memory) leaves its hidden
 temporary beside ``--out``: a whole or partial copy of the store, personal data that no
@@ -33,8 +34,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.backoffice.erasure_journal import JOURNAL_NAME
 from appliance.outfile import temp_name_part
 
+JOURNAL_COPY_END = f".{JOURNAL_NAME}"  # the erasure journal's copy beside an archive
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 DUMP_SUFFIX = ".dump"  # a PostgreSQL store's backup under --keep
 _STAMP = r"\d{8}T\d{6}\.\d{6}Z"
@@ -54,6 +57,12 @@ def kind_suffixed(out: Path, postgres: bool) -> Path:
     return out.with_name(f"{out.stem}{DUMP_SUFFIX}") if postgres else out
 
 
+def journal_copy_of(archive: Path) -> Path:
+    """The erasure journal's copy that ``store backup`` writes beside ``archive``
+    (journal_copy.py), removed with it."""
+    return archive.with_name(f"{archive.name}{JOURNAL_COPY_END}")
+
+
 def rotated(out: Path, keep: int, written: Path) -> list[Path]:
     """Remove the backups of ``out``'s pattern beyond the ``keep`` newest, ``written`` (the one
     just made) always among those kept, also where the clock was set back since others were
@@ -68,6 +77,7 @@ def rotated(out: Path, keep: int, written: Path) -> list[Path]:
     removed = others[keep - 1:]
     for path in removed:
         path.unlink(missing_ok=True)
+        journal_copy_of(path).unlink(missing_ok=True)
     return removed
 
 
@@ -85,11 +95,13 @@ def held_while_written(temp: Path) -> Iterator[None]:
 
 def dead_temporaries_removed(out: Path, keep: bool) -> list[Path]:
     """Remove the temporaries killed backups to ``out`` (with ``keep``: to its pattern's
-    names) left, no process holding them; those removed."""
+    names) left, of an archive or of its journal copy, no process holding them; those
+    removed."""
     name = (rf"{re.escape(out.stem)}-{_STAMP}{re.escape(out.suffix)}" if keep
             else re.escape(out.name))
-    return _dead_removed(out.parent,
-                         re.compile(rf"\.{name}\.{_MKSTEMP}\.tmp{re.escape(out.suffix)}"))
+    ends = (rf"\.{_MKSTEMP}\.tmp{re.escape(out.suffix)}",
+            rf"{re.escape(JOURNAL_COPY_END)}\.{_MKSTEMP}\.tmp\.jsonl")
+    return _dead_removed(out.parent, re.compile(rf"\.{name}(?:{'|'.join(ends)})"))
 
 
 def dead_restorings_removed(store: Path) -> list[Path]:

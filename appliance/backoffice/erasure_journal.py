@@ -90,7 +90,7 @@ def append(path: Path, entry: JournalEntry) -> None:
     finally:
         os.close(fd)
     if created:
-        _owned_as_its_folder(path)
+        owned_as_its_folder(path)
         folder = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)
@@ -116,7 +116,7 @@ def _cut_torn_tail(fd: int, path: Path) -> None:
           "line (no newline), an erasure a crash cut before its commit", file=sys.stderr)
 
 
-def _owned_as_its_folder(path: Path) -> None:
+def owned_as_its_folder(path: Path) -> None:
     """Run as root, give the journal to the owner of its folder (the store's user)."""
     if os.geteuid() == 0:
         folder = path.parent.stat()

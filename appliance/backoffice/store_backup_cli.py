@@ -58,27 +58,26 @@ def resend_line(newest_received_at: str | None, config: str | None) -> str:
 
 def _backup(args: argparse.Namespace) -> int:
     from appliance.backoffice.backup_rotation import (  # noqa: PLC0415
-        dead_temporaries_removed,
+        journal_copy_of,
         kind_suffixed,
         rotated,
         stamped,
     )
+    from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
     from appliance.backoffice.store_backup import BackupError  # noqa: PLC0415
     from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
 
     url = store_url_of(args)
-    if url is None:
+    if url is None or (journal := journal_of(args)) is None:
         return 2
     given = Path(args.out)
     named = kind_suffixed(given, url.startswith(POSTGRES_SCHEMES)) if args.keep else given
     out = stamped(named) if args.keep else given
-    if (refusal := replacing_refusal([out], args.force) or _no_file(out)) is not None:
+    if (refusal := replacing_refusal([out, journal_copy_of(out)], args.force)
+            or _no_file(out)) is not None:
         print(f"store backup: {refusal}", file=sys.stderr)
         return 2
-    if dead := sorted({*dead_temporaries_removed(given, bool(args.keep)),
-                       *dead_temporaries_removed(named, bool(args.keep))}):
-        print(f"removed {len(dead)} temporary file(s) that killed backups left: "
-              f"{', '.join(escape_controls(path.name) for path in dead)}")
+    _temporaries_removed(given, named, bool(args.keep))
     try:
         contents = _backed_up(url, out)
     except BackupError as exc:
@@ -86,10 +85,42 @@ def _backup(args: argparse.Namespace) -> int:
         return _exit_of(exc)
     print(f"backed up the {store_name(url)} to {out}: {contents.summary()}")
     print("\n".join(contents.kiosk_lines()))
+    if (copied := _journal_copied(journal, out)) is None:
+        return 1
+    print(copied)
     if args.keep and (removed := rotated(given, args.keep, out)):
         print(f"removed {len(removed)} older backup(s) beyond the {args.keep} newest: "
               f"{', '.join(path.name for path in removed)}")
     return 0
+
+
+def _temporaries_removed(given: Path, named: Path, keep: bool) -> None:
+    """Remove the temporaries killed backups to ``given`` left (``named``: its name under
+    --keep, a PostgreSQL store's ``.dump``), saying so."""
+    from appliance.backoffice.backup_rotation import dead_temporaries_removed  # noqa: PLC0415
+
+    if dead := sorted({*dead_temporaries_removed(given, keep),
+                       *dead_temporaries_removed(named, keep)}):
+        print(f"removed {len(dead)} temporary file(s) that killed backups left: "
+              f"{', '.join(escape_controls(path.name) for path in dead)}")
+
+
+def _journal_copied(journal: Path, out: Path) -> str | None:
+    """Copy the erasure journal beside the backup ``out`` (journal_copy.py); the line that
+    says so, or None after saying that it failed (no older backup is removed then)."""
+    from appliance.backoffice.backup_rotation import journal_copy_of  # noqa: PLC0415
+    from appliance.backoffice.journal_copy import copy_written  # noqa: PLC0415
+
+    try:
+        lines = copy_written(journal, out)
+    except OSError as exc:
+        print(f"store backup: the backup {out} is whole, but the erasure journal {journal} "
+              f"could not be copied beside it ({exc}); no older backup was removed",
+              file=sys.stderr)
+        return None
+    if lines is None:
+        return f"no erasure journal at {journal} (no erasure recorded yet): none copied"
+    return f"copied the erasure journal {journal} ({lines} line(s)) to {journal_copy_of(out)}"
 
 
 def _no_file(out: Path) -> str | None:
@@ -148,43 +179,48 @@ def _holds(contents: Any) -> list[str]:
 
 
 def _journal_read(args: argparse.Namespace) -> Any:
-    """The config's erasure journal (erasure_journal.Journal), read before anything is
-    restored; None after saying why it cannot be (a damaged line, by file and line)."""
-    from appliance.backoffice.erasure_journal import JournalError, read_journal  # noqa: PLC0415
+    """The erasure journal the restore applies (journal_copy.ChosenJournal: the config's, else
+    the newest copy beside the backup), read before anything is restored; None after saying
+    why it cannot be (a damaged line, by file and line)."""
+    from appliance.backoffice.erasure_journal import JournalError  # noqa: PLC0415
+    from appliance.backoffice.journal_copy import chosen_journal  # noqa: PLC0415
     from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
 
     if (path := journal_of(args)) is None:
         return None
     try:
-        return read_journal(path)
+        return chosen_journal(path, Path(args.backup))
     except JournalError as exc:
         print(f"store restore: {exc}; the store was not restored", file=sys.stderr)
         return None
 
 
-def _journal_applied(url: str, journal: Any) -> tuple[list[str], Any] | None:
-    """The journal's erasures and releases the restored store lacks, applied again: the lines
-    saying so and what the store holds then (StoreContents), or None after saying that the
-    store failed on the way."""
+def _journal_applied(url: str, chosen: Any) -> tuple[list[str], Any] | None:
+    """The chosen journal's erasures and releases the restored store lacks, applied again: the
+    lines saying so (which journal, what it did, a copy used put back as the live one) and
+    what the store holds then (StoreContents), or None after saying that the store failed on
+    the way."""
     from appliance.backoffice.erasure_reapply import reapplied  # noqa: PLC0415
     from appliance.backoffice.store import open_store  # noqa: PLC0415
     from appliance.backoffice.store_contents import contents_of  # noqa: PLC0415
     from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
 
+    journal = chosen.journal
     torn = [] if (note := journal.torn_note()) is None else [f"Note: {note}"]
     try:
         store = open_store(url)
         try:
-            said = [*torn, reapplied(store, journal).summary(journal)]
+            said = [*chosen.said, *torn, reapplied(store, journal).summary(journal)]
             contents = contents_of(store.query, ALL_TABLES)
         finally:
             store.close()
     except STORE_ERRORS as exc:
+        first = f"put {journal.path} back as {chosen.live}, then " if chosen.copied else ""
         print(f"store restore: the backup is restored, but applying the erasure journal "
               f"{journal.path} failed ({explained(exc)}): apply it before the workers start: "
-              "appliance results erasures --apply-journal", file=sys.stderr)
+              f"{first}appliance results erasures --apply-journal", file=sys.stderr)
         return None
-    return said, contents
+    return [*said, *([chosen.put_back()] if chosen.copied else [])], contents
 
 
 def _configured_elsewhere(args: argparse.Namespace, url: str) -> str | None:
