@@ -1,8 +1,10 @@
 """Nothing the back office confirmed is lost by a restore: results confirmed, the store backed
 up, more confirmed, the store lost and restored from the backup, then `appliance fleet resend`
 with the time `store restore` prints; every result is in the store exactly once, also when the
-kiosk is killed (SIGKILL) while it sends them again. A private mosquitto on its own port, a real
-IngestWorker on a SQLite store, the kiosk's own outbox and link (tests/resend_kiosk.py)."""
+kiosk is killed (SIGKILL) while it sends them again; and a result erased on the back office,
+which its kiosk still keeps, is not stored again when the kiosk sends it again. A private
+mosquitto on its own port, a real IngestWorker on a SQLite store, the kiosk's own outbox and
+link (tests/resend_kiosk.py)."""
 
 from __future__ import annotations
 
@@ -186,3 +188,44 @@ def start_kiosk(broker: PrivateBroker, tmp_path: Path, log: Path) -> subprocess.
             env=env | {"PYTHONPATH": str(REPO)})
     assert wait_until(lambda: "kiosk running" in log.read_text(), 30), log.read_text()
     return process
+
+
+def test_a_result_erased_since_it_was_confirmed_is_not_stored_when_its_kiosk_sends_it_again(
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """The kiosk keeps what the back office confirmed edge.keep_confirmed_h (48 h): an
+    erasure on the back office does not reach that copy, and `fleet resend` (after a restore,
+    or by anyone with the rollout login) has it sent again. The tombstones keep it out: a
+    subject's results by its erasure's time, a single result by its id."""
+    kiosk = ResendKiosk(tmp_path, broker.host, broker.port, prefix=PREFIX, site=SITE,
+                        device=DEVICE)
+    kiosk.start()
+    store_path = tmp_path / "backoffice.sqlite3"
+    rng = random.Random(11)
+    subject = [fleet.sample_result(rng, SITE, DEVICE, n, "subj-gone") for n in range(100, 103)]
+    sent = [(r.measurement_id, r.to_json()) for r in subject] + results(0, 3)
+    kept = {mid for mid, _ in sent[4:]}
+    try:
+        worker, store = worker_on(broker, tmp_path, store_path)
+        try:
+            kiosk.add(sent)
+            assert wait_until(lambda: len(stored_ids(store_path)) == 6 and kiosk.link.idle(),
+                              30), kiosk.link.stats
+            for chosen in (["--subject", "subj-gone"], ["--result", sent[3][0]]):
+                done = cli(broker, tmp_path, "results", "erase", "--store",
+                           f"sqlite:///{store_path}", *chosen, "--yes")
+                assert done.returncode == 0, done.stderr
+            assert set(stored_ids(store_path)) == kept
+            resent = kiosk.link.stats.resent
+            done = cli(broker, tmp_path, "fleet", "resend", "--since", "1970-01-01T00:00:00Z")
+            assert done.returncode == 0, done.stderr
+            assert wait_until(lambda: kiosk.link.stats.resent >= resent + 6
+                              and kiosk.link.idle(), 30), kiosk.link.stats
+        finally:
+            worker.stop()
+            store.close()
+        assert sorted(stored_ids(store_path)) == sorted(kept)  # each once, the erased none
+        # what the erasure leaves on the kiosk: its kept copies, until keep_confirmed_h ends
+        assert (kiosk.outbox.depth(), kiosk.outbox.kept_confirmed()) == (0, 6)
+    finally:
+        kiosk.stop()
