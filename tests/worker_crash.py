@@ -7,12 +7,15 @@ leaves faulthandler's traceback in the run's stderr, but for a Fatal Python erro
 goes to the test's captured stderr, which dies with the process: the crash write-up in
 docs/experiments/README.md); the others leave nothing. The controller started each worker, so
 it reads the worker's exit status and adds it to the report: "its process (pid N) was killed by
-SIGABRT (...)"."""
+SIGABRT (...)". Through public API only: each worker is asked its pid as it starts
+(``pytest_xdist_newgateway``, execnet's ``remote_exec``), and ``os.waitpid`` reads how it ended;
+execnet keeps its Popen only under a private name."""
 
 from __future__ import annotations
 
+import os
 import signal
-import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -30,37 +33,50 @@ CAUSES = {  # what usually sends each signal, where it helps to say
 }
 
 
-def worker_process(worker: Any) -> subprocess.Popen[bytes] | None:
-    """The Popen of an xdist worker started on this machine (None for another kind).
-    execnet keeps it only under a private name, ``Gateway._io.popen``: a test of this plugin
-    fails when an upgrade moves it (tests/test_worker_crash.py)."""
-    gateway = getattr(worker, "gateway", None)
-    if gateway is None:
-        return None
-    popen = getattr(gateway._io, "popen", None)  # noqa: SLF001 - execnet's only handle on it
-    return popen if isinstance(popen, subprocess.Popen) else None
+# each worker's pid, by its gateway's id ("gw0"), asked as the worker starts
+_WORKER_PIDS: dict[str, int] = {}
+PID_SOURCE = "import os; channel.send(os.getpid())"
 
 
-def how_it_ended(popen: subprocess.Popen[bytes]) -> str:
-    """The worker's end in words: the signal that killed it, or its exit status."""
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, in the controller
+def pytest_xdist_newgateway(gateway: Any) -> None:
+    """Ask a worker started on this machine (a ``popen`` gateway: the controller's child) for
+    its pid, with execnet's public ``remote_exec``, before xdist runs its own code there (the
+    worker runs one remote_exec at a time: asked later, it would wait for the tests). Waited
+    for as xdist waits for its own start there: a worker that cannot answer cannot run tests."""
+    spec = gateway.spec
+    if spec.popen and not spec.via:
+        _WORKER_PIDS[gateway.id] = int(gateway.remote_exec(PID_SOURCE).receive())
+
+
+def how_it_ended(pid: int) -> str:
+    """The end of the worker ``pid``, a child of this process, in words: the signal that killed
+    it, or its exit status (read with ``waitpid``, which reaps it: execnet's own wait on it at
+    the session's end then reads 0)."""
+    deadline = time.monotonic() + EXIT_WAIT_S
     try:
-        code = popen.wait(EXIT_WAIT_S)
-    except subprocess.TimeoutExpired:
-        return f"its process (pid {popen.pid}) still ran {EXIT_WAIT_S:.0f} s after its " \
-               "connection ended"
+        while (found := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                return (f"its process (pid {pid}) still ran {EXIT_WAIT_S:.0f} s after its "
+                        "connection ended")
+            time.sleep(0.05)
+    except ChildProcessError:
+        return f"its process (pid {pid}) had been reaped already: how it ended is not known"
+    code = os.waitstatus_to_exitcode(found[1])
     if code >= 0:
-        return f"its process (pid {popen.pid}) exited with status {code} (os._exit, or an " \
-               "exit before the test ended)"
+        return f"its process (pid {pid}) exited with status {code} (os._exit, or an exit " \
+               "before the test ended)"
     try:
         name = signal.Signals(-code).name
     except ValueError:
         name = f"signal {-code}"
     cause = CAUSES.get(-code)
-    return f"its process (pid {popen.pid}) was killed by {name}" + (f" ({cause})" if cause else "")
+    return f"its process (pid {pid}) was killed by {name}" + (f" ({cause})" if cause else "")
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, in the controller
 def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: Any) -> None:
-    popen = worker_process(getattr(report, "node", None))
-    if popen is not None:
-        report.longrepr = f"{report.longrepr}: {how_it_ended(popen)}"
+    gateway = getattr(getattr(report, "node", None), "gateway", None)
+    pid = None if gateway is None else _WORKER_PIDS.pop(gateway.id, None)
+    if pid is not None:
+        report.longrepr = f"{report.longrepr}: {how_it_ended(pid)}"
