@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from appliance.backoffice.erasure_journal import (
     owned_as_its_folder,
     read_journal,
 )
-from appliance.outfile import replaced_when_complete
+from appliance.outfile import fsync_path, replaced_when_complete, temp_name_part
 
 
 def copy_written(journal: Path, archive: Path) -> int | None:
@@ -85,15 +86,34 @@ class ChosenJournal:
             return (f"Note: the erasure journal's folder {live.parent} is not there: put "
                     f"{self.journal.path} back as {live} before the next erasure")
         try:
-            if live.exists():
+            if not _linked_whole(self.journal.path.read_bytes(), live):
                 return f"Note: {live} was made meanwhile; {self.journal.path} not put back"
-            with replaced_when_complete(live, mode=OWNER_ONLY) as temp:
-                temp.write_bytes(self.journal.path.read_bytes())
             owned_as_its_folder(live)
         except OSError as exc:
             return (f"Note: could not put {self.journal.path} back as the erasure journal "
                     f"{live} ({exc}): copy it there (owner-only) before the next erasure")
         return f"put the copy back as the erasure journal {live}, where the next erasure goes"
+
+
+def _linked_whole(data: bytes, path: Path) -> bool:
+    """Write ``data`` to a hidden temporary beside ``path``, flushed, and link it in as
+    ``path`` only where nothing is there (an erasure that made the journal meanwhile is never
+    written over); whether it was. The folder is flushed too."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{temp_name_part(path.name)}.",
+                                suffix=".tmp")  # owner-only from its start
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        try:
+            os.link(name, path)
+        except FileExistsError:
+            return False
+    finally:
+        os.unlink(name)
+    fsync_path(path.parent)
+    return True
 
 
 def chosen_journal(live: Path, backup: Path) -> ChosenJournal:

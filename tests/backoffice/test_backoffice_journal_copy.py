@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.backoffice.erasure_journal import read_journal
+from appliance.backoffice.journal_copy import ChosenJournal
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.synthetic import fleet
@@ -218,3 +220,25 @@ def test_a_journal_copy_s_temporary_a_killed_backup_left_is_removed(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert not left.exists()
     assert f"temporary file(s) that killed backups left: {left.name}" in done.stdout
+
+
+def test_a_live_journal_made_meanwhile_is_never_written_over_by_the_copy(
+        tmp_path: Path) -> None:
+    """An erasure that made the live journal between the restore's look and its putting the
+    copy back keeps its line: the copy is linked in only where nothing is there."""
+    copy = tmp_path / "backoffice-x.sqlite3.erasure-journal.jsonl"
+    copy.write_text('{"kind":"result","id":"old","at":"2026-12-01T00:00:00+00:00","by":"a"}\n')
+    live = tmp_path / "state" / "erasure-journal.jsonl"
+    live.parent.mkdir()
+    chosen = ChosenJournal(read_journal(copy), [], live, copied=True)
+    live.write_text("the new erasure's line\n")
+
+    said = chosen.put_back()
+
+    assert said == f"Note: {live} was made meanwhile; {copy} not put back"
+    assert live.read_text() == "the new erasure's line\n"
+    assert sorted(path.name for path in live.parent.iterdir()) == ["erasure-journal.jsonl"]
+    live.unlink()
+    assert chosen.put_back() == f"put the copy back as the erasure journal {live}, where " \
+        "the next erasure goes"
+    assert live.read_bytes() == copy.read_bytes()
