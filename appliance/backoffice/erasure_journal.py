@@ -16,6 +16,12 @@ the command that asked it ended without saying it was done. It is not applied, a
 file and line wherever the journal is read; the next append cuts it off, saying so. Any other
 line that is not one the product writes (garbage, a line cut in the middle of the file) is
 refused by file and line, never skipped: a restore that skipped it would bring a person back.
+
+The file is opened without following a link and judged by what was opened: a regular file,
+owned by the user running the command, by root or by the owner of its folder (the store's user,
+to whom root gives it), written by its owner alone, with no second name. Run as root, a journal
+replaced by a link would have root append to, and cut the tail of, whatever file it names; one
+others may write could lose a line, and a restore would bring that person back.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pwd
+import stat
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,11 +86,13 @@ def journal_path(journal: str | None, state_dir: str) -> Path:
 
 def append(path: Path, entry: JournalEntry) -> None:
     """Add ``entry`` as one line, flushed to the disk before this returns (owner-only, owned
-    as its folder is); a torn last line is cut off first, said on stderr."""
+    as its folder is); a torn last line is cut off first, said on stderr. JournalError for a
+    journal that is no file of its own (journal_opened)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, OWNER_ONLY)
+    fd, created = _opened_for_append(path)
     try:
+        if created:
+            _owned_as_its_folder(fd, path)
         fcntl.flock(fd, fcntl.LOCK_EX)  # two erasures at once: one line each, whole
         _cut_torn_tail(fd, path)
         os.write(fd, _line_of(entry))
@@ -90,12 +100,81 @@ def append(path: Path, entry: JournalEntry) -> None:
     finally:
         os.close(fd)
     if created:
-        _owned_as_its_folder(path)
         folder = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def _opened_for_append(path: Path) -> tuple[int, bool]:
+    """The journal opened to append (made, owner-only, where there is none), and whether it
+    was made now."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        return journal_opened(path, flags), False
+    except FileNotFoundError:
+        pass
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, OWNER_ONLY), True
+    except FileExistsError:  # another erasure made it meanwhile
+        return journal_opened(path, flags), False
+
+
+def journal_opened(path: Path, flags: int = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+                   | os.O_NONBLOCK) -> int:
+    """The journal's descriptor, opened with ``flags`` (a link is not followed; a FIFO is not
+    waited on) and judged by what was opened; JournalError naming what it is where it is no
+    journal of its own; FileNotFoundError where there is none."""
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if os.path.islink(path):
+            raise JournalError(_refusal(path, "a symbolic link (to "
+                                        f"{escape_controls(os.readlink(path))})")) from exc
+        raise JournalError(f"cannot open the erasure journal {path}: {exc}") from exc
+    try:
+        problem = _foreign(os.fstat(fd), path)
+    except BaseException:
+        os.close(fd)
+        raise
+    if problem is not None:
+        os.close(fd)
+        raise JournalError(_refusal(path, problem))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _foreign(status: os.stat_result, path: Path) -> str | None:
+    """What makes the opened journal no file of its own (None: it is one)."""
+    if not stat.S_ISREG(status.st_mode):
+        return "not a regular file"
+    if status.st_nlink != 1:
+        return f"a file with {status.st_nlink} names (a hard link)"
+    owners = {os.geteuid(), 0, path.parent.stat().st_uid}
+    if status.st_uid not in owners:
+        return (f"owned by {_user(status.st_uid)}, not by the user running this, root or "
+                "the owner of its folder")
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        writers = "everyone" if status.st_mode & stat.S_IWOTH else "its group"
+        return f"writable by {writers} (mode {stat.S_IMODE(status.st_mode):04o})"
+    return None
+
+
+def _refusal(path: Path, problem: str) -> str:
+    return (f"the erasure journal {path} is {problem}: refused, nothing was read from it or "
+            "written to it; a journal is a regular file owned by the store's user, written by "
+            "it alone (chmod 600): check that no line was changed, then put it right")
+
+
+def _user(uid: int) -> str:
+    """A user by name and uid, or by uid alone where it has no name."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _line_of(entry: JournalEntry) -> bytes:
@@ -116,20 +195,24 @@ def _cut_torn_tail(fd: int, path: Path) -> None:
           "line (no newline), an erasure a crash cut before its commit", file=sys.stderr)
 
 
-def _owned_as_its_folder(path: Path) -> None:
-    """Run as root, give the journal to the owner of its folder (the store's user)."""
+def _owned_as_its_folder(fd: int, path: Path) -> None:
+    """Run as root, give the journal just made (``fd``) to the owner of its folder (the
+    store's user)."""
     if os.geteuid() == 0:
         folder = path.parent.stat()
-        os.chown(path, folder.st_uid, folder.st_gid)
+        os.fchown(fd, folder.st_uid, folder.st_gid)
 
 
 def read_journal(path: Path) -> Journal:
     """The journal's entries, in order (none where there is no file); a JournalError naming
     the file and line of one that is not the product's."""
     try:
-        data = path.read_bytes()
+        fd = journal_opened(path)
     except FileNotFoundError:
         return Journal(path, [], None)
+    try:
+        with os.fdopen(fd, "rb") as file:
+            data = file.read()
     except OSError as exc:
         raise JournalError(f"cannot read the erasure journal {path}: {exc}") from exc
     lines = data.split(b"\n")

