@@ -26,6 +26,8 @@ others may write could lose a line, and a restore would bring that person back.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -95,8 +97,7 @@ def append(path: Path, entry: JournalEntry) -> None:
             _owned_as_its_folder(fd, path)
         fcntl.flock(fd, fcntl.LOCK_EX)  # two erasures at once: one line each, whole
         _cut_torn_tail(fd, path)
-        os.write(fd, _line_of(entry))
-        os.fsync(fd)
+        _written_whole(fd, _line_of(entry))
     finally:
         os.close(fd)
     if created:
@@ -105,6 +106,26 @@ def append(path: Path, entry: JournalEntry) -> None:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def _written_whole(fd: int, line: bytes) -> None:
+    """``line`` appended and flushed to the disk, or, where the disk takes only part of it (a
+    full disk, a file size limit: a short write, then the error), none of it: the file is cut
+    back and the error raised, so the erasure does not commit. Left torn, the line would be
+    an erasure that committed but that the next append cuts off as one that never did."""
+    size = os.fstat(fd).st_size
+    try:
+        rest = memoryview(line)
+        while rest:
+            if not (taken := os.write(fd, rest)):
+                raise OSError(errno.ENOSPC, "the disk took none of the line")
+            rest = rest[taken:]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        raise
 
 
 def _opened_for_append(path: Path) -> tuple[int, bool]:

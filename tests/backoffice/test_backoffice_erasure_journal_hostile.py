@@ -131,3 +131,53 @@ def test_a_journal_that_is_no_file_of_its_own_is_refused_by_every_command(
         assert target.read_bytes() == before  # nothing appended, nothing cut
     if planted != "symlink" and before is not None:
         assert before == line
+
+
+FULL_DISK_ERASE = """
+import resource, sys
+from appliance.backoffice import erasure_journal
+from appliance.cli import main
+
+written = erasure_journal.append
+
+def append_on_a_full_disk(path, entry):
+    # the disk takes 20 more bytes of the journal: a short write, then EFBIG (Python ignores
+    # SIGXFSZ); the store's file is not written under this limit
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 20, limits[1]))
+    try:
+        written(path, entry)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+
+erasure_journal.append = append_on_a_full_disk
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_in_the_middle_of_the_line_leaves_the_store_and_the_journal_whole(
+        tmp_path: Path) -> None:
+    """A line the disk took part of was left torn while the erasure committed and said it was
+    done; the next erasure then cut it off as one that never committed, so a restore would
+    bring the erased result back."""
+    url, ids = _store_of_three(tmp_path)
+    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    assert first.returncode == 0, first.stderr
+    journal = _journal()
+    before = journal.read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    full = subprocess.run([sys.executable, "-c", FULL_DISK_ERASE, "results", "erase", "--store",
+                           url, "--result", ids[1], "--yes"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, check=False, timeout=120)
+
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert f"cannot write the erasure journal {journal}" in full.stderr
+    assert "nothing was changed in the store" in full.stderr
+    assert _stored(url) == set(ids[1:])
+    assert journal.read_bytes() == before  # no part of the line left
+    after = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[2], "--yes")
+    assert after.returncode == 0, after.stderr
+    assert "cut off a torn last line" not in after.stderr
+    assert [ids[0], ids[2]] == [line.split('"id":"')[1].split('"')[0]
+                                for line in journal.read_text().splitlines()]
