@@ -36,13 +36,16 @@ import stat
 import sys
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from appliance.logsafe import escape_controls
 
 JOURNAL_NAME = "erasure-journal.jsonl"
 KINDS = ("subject", "result", "release")
 _MAX_LINE_BYTES = 4096  # a line is some 200 bytes: the ids are bounded (64 characters)
+_CHUNK_BYTES = 1 << 20  # read at once where a line may be past the bound
 _KEYS = {"kind", "id", "at", "by"}
 OWNER_ONLY = 0o600
 
@@ -204,16 +207,37 @@ def _line_of(entry: JournalEntry) -> bytes:
 
 
 def _cut_torn_tail(fd: int, path: Path) -> None:
-    """Cut a last line without its newline (an erasure that never committed) off the file."""
+    """Cut a last line without its newline (an erasure that never committed) off the file,
+    found by reading back from the end a chunk at a time: a torn line of gigabytes is not
+    read whole."""
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return
-    text = os.pread(fd, size, 0)
-    keep = text.rfind(b"\n") + 1
+    keep = _after_last_newline(fd, size)
     os.ftruncate(fd, keep)
-    torn_line = text.count(b"\n", 0, keep) + 1
+    torn_line = _newlines_before(fd, keep) + 1
     print(f"erasure journal: {path}:{torn_line}: cut off a torn last "
           "line (no newline), an erasure a crash cut before its commit", file=sys.stderr)
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just after the last newline before ``size`` (0: none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - _CHUNK_BYTES)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
+def _newlines_before(fd: int, offset: int) -> int:
+    """How many newlines the file holds before ``offset``."""
+    count = 0
+    for start in range(0, offset, _CHUNK_BYTES):
+        count += os.pread(fd, min(_CHUNK_BYTES, offset - start), start).count(b"\n")
+    return count
 
 
 def _owned_as_its_folder(fd: int, path: Path) -> None:
@@ -226,21 +250,36 @@ def _owned_as_its_folder(fd: int, path: Path) -> None:
 
 def read_journal(path: Path) -> Journal:
     """The journal's entries, in order (none where there is no file); a JournalError naming
-    the file and line of one that is not the product's."""
+    the file and line of one that is not the product's. Read a line at a time, a line past
+    the bound never whole: a journal of one line of gigabytes is refused (or, without its
+    newline at the end, named as torn) in the memory of one chunk."""
     try:
         fd = journal_opened(path)
     except FileNotFoundError:
         return Journal(path, [], None)
+    entries: list[JournalEntry] = []
     try:
         with os.fdopen(fd, "rb") as file:
-            data = file.read()
+            for number, line in enumerate(iter(partial(file.readline, _MAX_LINE_BYTES + 1), b""),
+                                          start=1):
+                if not line.endswith(b"\n") and not _newline_further(file, line):
+                    return Journal(path, entries, number)  # a torn last line
+                entries.append(_entry(path, number, line.removesuffix(b"\n")))
     except OSError as exc:
         raise JournalError(f"cannot read the erasure journal {path}: {exc}") from exc
-    lines = data.split(b"\n")
-    torn = len(lines) if lines[-1] else None
-    entries = [_entry(path, number, line)
-               for number, line in enumerate(lines[:-1], start=1)]
-    return Journal(path, entries, torn)
+    return Journal(path, entries, None)
+
+
+def _newline_further(file: BinaryIO, start: bytes) -> bool:
+    """Whether the line that begins with ``start`` (read up to the bound, no newline yet) ends
+    with a newline further on, read and dropped a chunk at a time; False: at the file's end."""
+    if len(start) <= _MAX_LINE_BYTES:
+        return False  # readline stopped at the file's end
+    while chunk := file.read(_CHUNK_BYTES):
+        if (found := chunk.find(b"\n")) >= 0:
+            file.seek(found + 1 - len(chunk), os.SEEK_CUR)
+            return True
+    return False
 
 
 def _entry(path: Path, number: int, line: bytes) -> JournalEntry:

@@ -181,3 +181,49 @@ def test_a_full_disk_in_the_middle_of_the_line_leaves_the_store_and_the_journal_
     assert "cut off a torn last line" not in after.stderr
     assert [ids[0], ids[2]] == [line.split('"id":"')[1].split('"')[0]
                                 for line in journal.read_text().splitlines()]
+
+
+LINE_OF_ZEROS = 400_000_000  # a sparse file: no disk, but a reader that reads it whole holds it
+MEASURED = """
+import resource, subprocess, sys
+subprocess.run([sys.executable, "-m", "appliance", *sys.argv[1:]], check=False)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, file=sys.stderr)
+"""
+
+
+def _peak_bytes(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """The command's peak resident memory (its own process alone) and its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", MEASURED, *args], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, check=False, timeout=300)
+    *said, peak = done.stderr.strip().splitlines()
+    return int(peak), "\n".join(said)
+
+
+@pytest.mark.parametrize("ending", ["newline", "torn"], ids=["refused", "torn-then-cut"])
+def test_a_line_of_hundreds_of_megabytes_is_read_a_chunk_at_a_time(
+        tmp_path: Path, ending: str) -> None:
+    """A 2 GB line took 4.2 GB to refuse (the file read whole, then split) and a torn one
+    2.1 GB to cut off (read whole to find its start)."""
+    url, ids = _store_of_three(tmp_path)
+    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    assert first.returncode == 0, first.stderr
+    journal = _journal()
+    good = journal.read_bytes()
+    with journal.open("r+b") as file:
+        file.truncate(len(good) + LINE_OF_ZEROS)
+        if ending == "newline":
+            file.seek(0, os.SEEK_END)
+            file.write(b"\n")
+
+    if ending == "newline":
+        peak, said = _peak_bytes(tmp_path, "results", "erasures", "--store", url,
+                                 "--check-journal")
+        assert f"{journal}:2: not an erasure journal line (over 4096 bytes)" in said
+    else:
+        peak, said = _peak_bytes(tmp_path, "results", "erase", "--store", url, "--result",
+                                 ids[1], "--yes")
+        assert f"{journal}:2: cut off a torn last line" in said
+        assert journal.read_bytes().startswith(good)
+        assert len(journal.read_bytes().splitlines()) == 2
+    assert peak < LINE_OF_ZEROS // 2, f"{peak} bytes at the peak"
