@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from appliance import safejson
 from appliance.logsafe import escape_controls
 
 JOURNAL_NAME = "erasure-journal.jsonl"
@@ -288,7 +289,9 @@ def _entry(path: Path, number: int, line: bytes) -> JournalEntry:
     data = None
     if problem is None:
         try:
-            data = json.loads(line.decode("utf-8"))
+            data = safejson.loads(line.decode("utf-8"))
+        except safejson.JsonNestingError:  # 2,000 brackets fit the bound: a RecursionError
+            problem = "not JSON: nested too deeply"
         except ValueError:
             problem = "not JSON"
     if problem is None:

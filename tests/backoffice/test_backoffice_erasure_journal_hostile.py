@@ -227,3 +227,22 @@ def test_a_line_of_hundreds_of_megabytes_is_read_a_chunk_at_a_time(
         assert journal.read_bytes().startswith(good)
         assert len(journal.read_bytes().splitlines()) == 2
     assert peak < LINE_OF_ZEROS // 2, f"{peak} bytes at the peak"
+
+
+def test_a_line_nested_deeper_than_the_decoder_follows_is_refused_by_file_and_line(
+        tmp_path: Path) -> None:
+    """4,000 brackets fit a line's 4,096 bytes; the decoder's RecursionError was a traceback
+    from every command that reads the journal, the restore's included."""
+    url, ids = _store_of_three(tmp_path)
+    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    assert first.returncode == 0, first.stderr
+    journal = _journal()
+    with journal.open("ab") as file:
+        file.write(b"[" * 4000 + b"\n")
+
+    check = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert f"{journal}:2: not an erasure journal line (not JSON: nested too deeply)" in (
+        check.stderr)
+    assert "Traceback" not in check.stderr
