@@ -126,7 +126,7 @@ def _restore(args: argparse.Namespace) -> int:
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
-    if (applied := _journal_applied(url, journal)) is None:
+    if (applied := _journal_applied(url, _journal_again(journal))) is None:
         print("\n".join(lines[:-2]))
         return 1
     lines[-2:-2] = applied
@@ -154,13 +154,32 @@ def _journal_read(args: argparse.Namespace) -> Any:
         return None
 
 
+def _journal_again(journal: Any) -> Any:
+    """The journal read again once the backup is in place: an erasure committed since the
+    first reading (while the backup was checked, before the store was locked) went with the
+    store the backup replaced, and only its line is left; None after saying why it cannot
+    be read now."""
+    from appliance.backoffice.erasure_journal import JournalError, read_journal  # noqa: PLC0415
+
+    try:
+        return read_journal(journal.path)
+    except JournalError as exc:
+        print(f"store restore: the backup is restored, but reading the erasure journal again "
+              f"failed ({exc}): apply it before the workers start: appliance results "
+              "erasures --apply-journal", file=sys.stderr)
+        return None
+
+
 def _journal_applied(url: str, journal: Any) -> list[str] | None:
     """The journal's erasures and releases the restored store lacks, applied again; the lines
-    saying so, or None after saying that the store failed on the way."""
+    saying so, or None after saying that the store failed on the way (None for ``journal``:
+    it could not be read again, said)."""
     from appliance.backoffice.erasure_reapply import reapplied  # noqa: PLC0415
     from appliance.backoffice.store import open_store  # noqa: PLC0415
     from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
 
+    if journal is None:
+        return None
     torn = [] if (note := journal.torn_note()) is None else [f"Note: {note}"]
     try:
         store = open_store(url)

@@ -246,3 +246,44 @@ def test_a_line_nested_deeper_than_the_decoder_follows_is_refused_by_file_and_li
     assert f"{journal}:2: not an erasure journal line (not JSON: nested too deeply)" in (
         check.stderr)
     assert "Traceback" not in check.stderr
+
+
+ERASED_DURING_THE_CHECK = """
+import os, subprocess, sys
+from appliance.backoffice import store_restore
+from appliance.cli import main
+
+checked = store_restore.checked_backup
+url, erased = os.environ["ERASE_STORE"], os.environ["ERASE_RESULT"]
+
+def checked_while_an_erasure_commits(backup):
+    # an operator's erasure that commits while the restore checks the backup (seconds for
+    # a large one), after the restore read the journal and before it locks the store
+    subprocess.run([sys.executable, "-m", "appliance", "results", "erase", "--store", url,
+                    "--result", erased, "--yes"], check=True, capture_output=True)
+    return checked(backup)
+
+store_restore.checked_backup = checked_while_an_erasure_commits
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_erasure_committed_while_a_restore_checks_the_backup_is_applied_again(
+        tmp_path: Path) -> None:
+    """The restore applied the journal it read before the check: an erasure committed in
+    between went with the store the backup replaced, and its result was back, the erasure
+    in no store, though its command had said it was done."""
+    url, ids = _store_of_three(tmp_path)
+    backup = tmp_path / "backup.file"
+    done = _cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
+    assert done.returncode == 0, done.stderr
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ERASE_STORE": url, "ERASE_RESULT": ids[0]}
+
+    restore = subprocess.run([sys.executable, "-c", ERASED_DURING_THE_CHECK, "store", "restore",
+                              str(backup), "--store", url, "--force"], capture_output=True,
+                             text=True, cwd=tmp_path, env=env, check=False, timeout=300)
+
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert ids[0] in _journal().read_text()  # the erasure ran in the window
+    assert "re-applied 1 erasure(s) and 0 release(s)" in restore.stdout
+    assert _stored(url) == set(ids[1:])
