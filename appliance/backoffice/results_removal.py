@@ -215,7 +215,13 @@ def _journal_held(args: argparse.Namespace) -> int:
     """``--check-journal`` and ``--apply-journal``: the journal's erasures the store lacks,
     named (exit 1 where there are any), or applied (erasure_reapply.py)."""
     from appliance.backoffice.erasure_journal import JournalError, read_journal
-    from appliance.backoffice.erasure_reapply import missing, missing_lines, reapplied
+    from appliance.backoffice.erasure_reapply import (
+        missing,
+        missing_lines,
+        reapplied,
+        unlisted,
+        unlisted_note,
+    )
 
     command = "results erasures"
     if (path := journal_of(args)) is None:
@@ -232,6 +238,8 @@ def _journal_held(args: argparse.Namespace) -> int:
         if args.apply_journal:
             return print_out(command, reapplied(store, journal).summary(journal))
         lacking = missing(store, journal)
+        if (note := unlisted_note(journal, unlisted(store, journal))) is not None:
+            print(f"{command}: {note}", file=sys.stderr)
         if not lacking:
             return print_out(command, f"the store holds each of the {len(journal.entries)} "
                              f"erasure(s) and release(s) of the erasure journal {path}")

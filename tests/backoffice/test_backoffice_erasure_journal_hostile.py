@@ -287,3 +287,33 @@ def test_an_erasure_committed_while_a_restore_checks_the_backup_is_applied_again
     assert ids[0] in _journal().read_text()  # the erasure ran in the window
     assert "re-applied 1 erasure(s) and 0 release(s)" in restore.stdout
     assert _stored(url) == set(ids[1:])
+
+
+def test_a_journal_lost_with_the_disk_is_said_where_the_store_holds_erasures_it_lacks(
+        tmp_path: Path) -> None:
+    """A restore after a lost disk without the journal put back said "re-applied 0
+    erasure(s)" as if there had been none since the backup, though the backup itself holds
+    an erasure that no line of the journal names."""
+    url, ids = _store_of_three(tmp_path)
+    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    assert first.returncode == 0, first.stderr
+    backup = tmp_path / "backup.file"
+    done = _cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
+    assert done.returncode == 0, done.stderr
+    later = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[1], "--yes")
+    assert later.returncode == 0, later.stderr
+    journal = _journal()
+    journal.unlink()  # lost with the disk, not put back
+
+    restore = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    check = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+
+    assert restore.returncode == 0, restore.stderr
+    note = (f"Note: the store holds 1 erasure(s) and release(s) that the erasure journal "
+            f"{journal} has no line of")
+    assert note in restore.stdout
+    assert check.returncode == 0, check.stderr
+    assert note in check.stderr
+    journal.write_text("")  # an empty one made since: the same
+    assert note in _cli(tmp_path, "results", "erasures", "--store", url,
+                        "--check-journal").stderr
