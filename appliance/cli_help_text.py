@@ -126,8 +126,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "that removed anything: when, the OS user (or back-office worker), what was asked for "
         "and how many results and dead letters went; newest first. Reads only. "
         "--check-journal names the erasures and releases of the erasure journal the store "
-        "lacks (exit 1 where any; 2 for a damaged journal line, named by file and line); "
-        "--apply-journal applies them, each with its own time, as `store restore` does.",
+        "lacks (exit 1 where any; 2 for a damaged journal line, named by file and line, or a "
+        "journal that is a link, another user's or writable by others); a note on stderr "
+        "where the store holds erasures no journal line names (a journal lost and not put "
+        "back); --apply-journal applies them, each with its own time, as `store restore` does.",
         ("appliance results erasures", "appliance results erasures --limit 5",
          "appliance results erasures --check-journal"),
     ),

@@ -16,23 +16,37 @@ the command that asked it ended without saying it was done. It is not applied, a
 file and line wherever the journal is read; the next append cuts it off, saying so. Any other
 line that is not one the product writes (garbage, a line cut in the middle of the file) is
 refused by file and line, never skipped: a restore that skipped it would bring a person back.
+
+The file is opened without following a link and judged by what was opened: a regular file,
+owned by the user running the command, by root or by the owner of its folder (the store's user,
+to whom root gives it), written by its owner alone, with no second name. Run as root, a journal
+replaced by a link would have root append to, and cut the tail of, whatever file it names; one
+others may write could lose a line, and a restore would bring that person back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
+import pwd
+import stat
 import sys
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
+from appliance import safejson
 from appliance.logsafe import escape_controls
 
 JOURNAL_NAME = "erasure-journal.jsonl"
 KINDS = ("subject", "result", "release")
 _MAX_LINE_BYTES = 4096  # a line is some 200 bytes: the ids are bounded (64 characters)
+_CHUNK_BYTES = 1 << 20  # read at once where a line may be past the bound
 _KEYS = {"kind", "id", "at", "by"}
 OWNER_ONLY = 0o600
 
@@ -78,24 +92,114 @@ def journal_path(journal: str | None, state_dir: str) -> Path:
 
 def append(path: Path, entry: JournalEntry) -> None:
     """Add ``entry`` as one line, flushed to the disk before this returns (owner-only, owned
-    as its folder is); a torn last line is cut off first, said on stderr."""
+    as its folder is); a torn last line is cut off first, said on stderr. JournalError for a
+    journal that is no file of its own (journal_opened)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, OWNER_ONLY)
+    fd, created = _opened_for_append(path)
     try:
+        if created:
+            _owned_as_its_folder(fd, path)
         fcntl.flock(fd, fcntl.LOCK_EX)  # two erasures at once: one line each, whole
         _cut_torn_tail(fd, path)
-        os.write(fd, _line_of(entry))
-        os.fsync(fd)
+        _written_whole(fd, _line_of(entry))
     finally:
         os.close(fd)
     if created:
-        owned_as_its_folder(path)
         folder = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def _written_whole(fd: int, line: bytes) -> None:
+    """``line`` appended and flushed to the disk, or, where the disk takes only part of it (a
+    full disk, a file size limit: a short write, then the error), none of it: the file is cut
+    back and the error raised, so the erasure does not commit. Left torn, the line would be
+    an erasure that committed but that the next append cuts off as one that never did."""
+    size = os.fstat(fd).st_size
+    try:
+        rest = memoryview(line)
+        while rest:
+            if not (taken := os.write(fd, rest)):
+                raise OSError(errno.ENOSPC, "the disk took none of the line")
+            rest = rest[taken:]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        raise
+
+
+def _opened_for_append(path: Path) -> tuple[int, bool]:
+    """The journal opened to append (made, owner-only, where there is none), and whether it
+    was made now."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        return journal_opened(path, flags), False
+    except FileNotFoundError:
+        pass
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, OWNER_ONLY), True
+    except FileExistsError:  # another erasure made it meanwhile
+        return journal_opened(path, flags), False
+
+
+def journal_opened(path: Path, flags: int = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+                   | os.O_NONBLOCK) -> int:
+    """The journal's descriptor, opened with ``flags`` (a link is not followed; a FIFO is not
+    waited on) and judged by what was opened; JournalError naming what it is where it is no
+    journal of its own; FileNotFoundError where there is none."""
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if os.path.islink(path):
+            raise JournalError(_refusal(path, "a symbolic link (to "
+                                        f"{escape_controls(os.readlink(path))})")) from exc
+        raise JournalError(f"cannot open the erasure journal {path}: {exc}") from exc
+    try:
+        problem = _foreign(os.fstat(fd), path)
+    except BaseException:
+        os.close(fd)
+        raise
+    if problem is not None:
+        os.close(fd)
+        raise JournalError(_refusal(path, problem))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _foreign(status: os.stat_result, path: Path) -> str | None:
+    """What makes the opened journal no file of its own (None: it is one)."""
+    if not stat.S_ISREG(status.st_mode):
+        return "not a regular file"
+    if status.st_nlink != 1:
+        return f"a file with {status.st_nlink} names (a hard link)"
+    owners = {os.geteuid(), 0, path.parent.stat().st_uid}
+    if status.st_uid not in owners:
+        return (f"owned by {_user(status.st_uid)}, not by the user running this, root or "
+                "the owner of its folder")
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        writers = "everyone" if status.st_mode & stat.S_IWOTH else "its group"
+        return f"writable by {writers} (mode {stat.S_IMODE(status.st_mode):04o})"
+    return None
+
+
+def _refusal(path: Path, problem: str) -> str:
+    return (f"the erasure journal {path} is {problem}: refused, nothing was read from it or "
+            "written to it; a journal is a regular file owned by the store's user, written by "
+            "it alone (chmod 600): check that no line was changed, then put it right")
+
+
+def _user(uid: int) -> str:
+    """A user by name and uid, or by uid alone where it has no name."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _line_of(entry: JournalEntry) -> bytes:
@@ -104,39 +208,87 @@ def _line_of(entry: JournalEntry) -> bytes:
 
 
 def _cut_torn_tail(fd: int, path: Path) -> None:
-    """Cut a last line without its newline (an erasure that never committed) off the file."""
+    """Cut a last line without its newline (an erasure that never committed) off the file,
+    found by reading back from the end a chunk at a time: a torn line of gigabytes is not
+    read whole."""
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return
-    text = os.pread(fd, size, 0)
-    keep = text.rfind(b"\n") + 1
+    keep = _after_last_newline(fd, size)
     os.ftruncate(fd, keep)
-    torn_line = text.count(b"\n", 0, keep) + 1
+    torn_line = _newlines_before(fd, keep) + 1
     print(f"erasure journal: {path}:{torn_line}: cut off a torn last "
           "line (no newline), an erasure a crash cut before its commit", file=sys.stderr)
 
 
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just after the last newline before ``size`` (0: none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - _CHUNK_BYTES)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
+def _newlines_before(fd: int, offset: int) -> int:
+    """How many newlines the file holds before ``offset``."""
+    count = 0
+    for start in range(0, offset, _CHUNK_BYTES):
+        count += os.pread(fd, min(_CHUNK_BYTES, offset - start), start).count(b"\n")
+    return count
+
+
 def owned_as_its_folder(path: Path) -> None:
-    """Run as root, give the journal to the owner of its folder (the store's user)."""
+    """Run as root, give the file at ``path`` (a journal a restore put back:
+    journal_copy.py) to the owner of its folder (the store's user)."""
     if os.geteuid() == 0:
         folder = path.parent.stat()
-        os.chown(path, folder.st_uid, folder.st_gid)
+        os.chown(path, folder.st_uid, folder.st_gid, follow_symlinks=False)
+
+
+def _owned_as_its_folder(fd: int, path: Path) -> None:
+    """Run as root, give the journal just made (``fd``) to the owner of its folder (the
+    store's user)."""
+    if os.geteuid() == 0:
+        folder = path.parent.stat()
+        os.fchown(fd, folder.st_uid, folder.st_gid)
 
 
 def read_journal(path: Path) -> Journal:
     """The journal's entries, in order (none where there is no file); a JournalError naming
-    the file and line of one that is not the product's."""
+    the file and line of one that is not the product's. Read a line at a time, a line past
+    the bound never whole: a journal of one line of gigabytes is refused (or, without its
+    newline at the end, named as torn) in the memory of one chunk."""
     try:
-        data = path.read_bytes()
+        fd = journal_opened(path)
     except FileNotFoundError:
         return Journal(path, [], None)
+    entries: list[JournalEntry] = []
+    try:
+        with os.fdopen(fd, "rb") as file:
+            for number, line in enumerate(iter(partial(file.readline, _MAX_LINE_BYTES + 1), b""),
+                                          start=1):
+                if not line.endswith(b"\n") and not _newline_further(file, line):
+                    return Journal(path, entries, number)  # a torn last line
+                entries.append(_entry(path, number, line.removesuffix(b"\n")))
     except OSError as exc:
         raise JournalError(f"cannot read the erasure journal {path}: {exc}") from exc
-    lines = data.split(b"\n")
-    torn = len(lines) if lines[-1] else None
-    entries = [_entry(path, number, line)
-               for number, line in enumerate(lines[:-1], start=1)]
-    return Journal(path, entries, torn)
+    return Journal(path, entries, None)
+
+
+def _newline_further(file: BinaryIO, start: bytes) -> bool:
+    """Whether the line that begins with ``start`` (read up to the bound, no newline yet) ends
+    with a newline further on, read and dropped a chunk at a time; False: at the file's end."""
+    if len(start) <= _MAX_LINE_BYTES:
+        return False  # readline stopped at the file's end
+    while chunk := file.read(_CHUNK_BYTES):
+        if (found := chunk.find(b"\n")) >= 0:
+            file.seek(found + 1 - len(chunk), os.SEEK_CUR)
+            return True
+    return False
 
 
 def _entry(path: Path, number: int, line: bytes) -> JournalEntry:
@@ -145,7 +297,9 @@ def _entry(path: Path, number: int, line: bytes) -> JournalEntry:
     data = None
     if problem is None:
         try:
-            data = json.loads(line.decode("utf-8"))
+            data = safejson.loads(line.decode("utf-8"))
+        except safejson.JsonNestingError:  # 2,000 brackets fit the bound: a RecursionError
+            problem = "not JSON: nested too deeply"
         except ValueError:
             problem = "not JSON"
     if problem is None:

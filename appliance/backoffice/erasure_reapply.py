@@ -24,18 +24,45 @@ from appliance.backoffice.erasure_journal import Journal, JournalEntry
 @dataclass(frozen=True)
 class Reapplied:
     """What applying the journal again did: the erasures and releases applied, the results
-    they erased, and the entries the store held already."""
+    they erased, the entries the store held already, and the store's erasures and releases
+    the journal lacks (unlisted)."""
 
     erasures: int
     releases: int
     results: int
     held_already: int
+    unlisted: int = 0
 
     def summary(self, journal: Journal) -> str:
-        """One line for the restore's output."""
-        return (f"re-applied {self.erasures} erasure(s) and {self.releases} release(s) from "
+        """One line for the restore's output (two where the journal lacks some of the
+        store's)."""
+        line = (f"re-applied {self.erasures} erasure(s) and {self.releases} release(s) from "
                 f"the erasure journal {journal.path}, with their own times: they erased "
                 f"{self.results} result(s); {self.held_already} more the store held already")
+        note = unlisted_note(journal, self.unlisted)
+        return line if note is None else f"{line}\n{note}"
+
+
+def unlisted(store: Any, journal: Journal) -> int:
+    """How many of the store's erasures and releases the journal holds no line of."""
+    listed = {(entry.kind, entry.value, entry.at) for entry in journal.entries}
+    return sum((str(kind), str(selector), str(at)) not in listed for kind, selector, at in
+               store.query("SELECT kind, selector, erased_at FROM erasures "
+                           "WHERE kind IN ('subject', 'result', 'release')"))
+
+
+def unlisted_note(journal: Journal, count: int) -> str | None:
+    """The words for a journal that lacks ``count`` of the store's erasures and releases (None
+    for none): a journal lost with the store's disk and not put back (an empty one made
+    since), or an older copy, cannot give back the erasures made after the backup."""
+    if not count:
+        return None
+    return (f"Note: the store holds {count} erasure(s) and release(s) that the erasure journal "
+            f"{journal.path} has no line of: it is not the journal they were written to (one "
+            "lost with the disk and not put back, or an older copy; or they were made before "
+            "the product kept a journal), so erasures made after the backup may be missing "
+            "from it: put the journal that was copied off the host back in its place and run "
+            "appliance results erasures --apply-journal")
 
 
 def missing(store: Any, journal: Journal) -> list[JournalEntry]:
@@ -61,7 +88,7 @@ def reapplied(store: Any, journal: Journal) -> Reapplied:
             store.record_release(entry.value, moment, entry.by)
     releases = sum(entry.kind == "release" for entry in todo)
     return Reapplied(len(todo) - releases, releases, results,
-                     len(journal.entries) - len(todo))
+                     len(journal.entries) - len(todo), unlisted(store, journal))
 
 
 def missing_lines(journal: Journal, lacking: Sequence[JournalEntry]) -> list[str]:

@@ -99,8 +99,14 @@ def journalled(journal: Path, kind: str, value: str, user: str) -> Any:
                                                                          user, 0)))
 
 
-def _unjournalled(command: str, journal: Path, exc: OSError) -> int:
-    """1, after saying that the journal could not be written, so nothing was done."""
+def _unjournalled(command: str, journal: Path, exc: Exception) -> int:
+    """1, after saying that the journal could not be written, so nothing was done; 2 for a
+    journal refused as no file of its own (erasure_journal.JournalError)."""
+    from appliance.backoffice.erasure_journal import JournalError
+
+    if isinstance(exc, JournalError):
+        print(f"{command}: {exc}; nothing was changed in the store", file=sys.stderr)
+        return 2
     print(f"{command}: cannot write the erasure journal {journal} ({exc}); nothing was "
           "changed in the store", file=sys.stderr)
     return 1
@@ -108,6 +114,7 @@ def _unjournalled(command: str, journal: Path, exc: OSError) -> int:
 
 def _erase(args: argparse.Namespace) -> int:
     from appliance.backoffice.erasure import Selector, os_user
+    from appliance.backoffice.erasure_journal import JournalError
 
     selector = (Selector("subject", args.subject) if args.subject is not None
                 else Selector("result", args.result))
@@ -125,7 +132,7 @@ def _erase(args: argparse.Namespace) -> int:
         try:
             done = store.erase(selector, os_user(), journalled(
                 journal, selector.kind, selector.value, os_user()))
-        except OSError as exc:
+        except (OSError, JournalError) as exc:
             return _unjournalled("results erase", journal, exc)
         _say_if_nothing_named(selector, done.results + done.dead_letters)
         return print_out("results erase", (
@@ -208,7 +215,13 @@ def _journal_held(args: argparse.Namespace) -> int:
     """``--check-journal`` and ``--apply-journal``: the journal's erasures the store lacks,
     named (exit 1 where there are any), or applied (erasure_reapply.py)."""
     from appliance.backoffice.erasure_journal import JournalError, read_journal
-    from appliance.backoffice.erasure_reapply import missing, missing_lines, reapplied
+    from appliance.backoffice.erasure_reapply import (
+        missing,
+        missing_lines,
+        reapplied,
+        unlisted,
+        unlisted_note,
+    )
 
     command = "results erasures"
     if (path := journal_of(args)) is None:
@@ -225,6 +238,8 @@ def _journal_held(args: argparse.Namespace) -> int:
         if args.apply_journal:
             return print_out(command, reapplied(store, journal).summary(journal))
         lacking = missing(store, journal)
+        if (note := unlisted_note(journal, unlisted(store, journal))) is not None:
+            print(f"{command}: {note}", file=sys.stderr)
         if not lacking:
             return print_out(command, f"the store holds each of the {len(journal.entries)} "
                              f"erasure(s) and release(s) of the erasure journal {path}")
@@ -293,6 +308,7 @@ def register_prune(sub: Any) -> None:
 def _release(args: argparse.Namespace) -> int:
     from appliance.backoffice.commands import letter_judge
     from appliance.backoffice.erasure import os_user
+    from appliance.backoffice.erasure_journal import JournalError
 
     if (journal := journal_of(args)) is None:
         return 2
@@ -310,7 +326,7 @@ def _release(args: argparse.Namespace) -> int:
         try:
             done = store.release_held(args.result, letter_judge(), os_user(), journalled(
                 journal, "release", args.result, os_user()))
-        except OSError as exc:
+        except (OSError, JournalError) as exc:
             return _unjournalled("results release", journal, exc)
         if not done.results:
             print(f"results release: {args.result} not stored: still refused, or erased by "

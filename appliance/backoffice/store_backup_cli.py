@@ -153,14 +153,14 @@ def _restore(args: argparse.Namespace) -> int:
     from appliance.backoffice.store_backup import BackupError  # noqa: PLC0415
 
     url = store_url_of(args)
-    if url is None or (journal := _journal_read(args)) is None:
+    if url is None or _journal_read(args) is None:
         return 2
     try:
         done = _restored(url, Path(args.backup), args.force)
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
-    if (applied := _journal_applied(url, journal)) is None:
+    if (applied := _journal_applied(url, _journal_again(args))) is None:
         print("\n".join([*done.lines, *_holds(done.contents)]))
         return 1
     said, now = applied
@@ -195,16 +195,38 @@ def _journal_read(args: argparse.Namespace) -> Any:
         return None
 
 
+def _journal_again(args: argparse.Namespace) -> Any:
+    """The journal chosen and read again once the backup is in place: an erasure committed
+    since the first reading (while the backup was checked, before the store was locked) went
+    with the store the backup replaced, and only its line is left; None after saying why it
+    cannot be read now."""
+    from appliance.backoffice.erasure_journal import JournalError  # noqa: PLC0415
+    from appliance.backoffice.journal_copy import chosen_journal  # noqa: PLC0415
+    from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
+
+    if (path := journal_of(args)) is None:
+        return None
+    try:
+        return chosen_journal(path, Path(args.backup))
+    except JournalError as exc:
+        print(f"store restore: the backup is restored, but reading the erasure journal again "
+              f"failed ({exc}): apply it before the workers start: appliance results "
+              "erasures --apply-journal", file=sys.stderr)
+        return None
+
+
 def _journal_applied(url: str, chosen: Any) -> tuple[list[str], Any] | None:
     """The chosen journal's erasures and releases the restored store lacks, applied again: the
     lines saying so (which journal, what it did, a copy used put back as the live one) and
     what the store holds then (StoreContents), or None after saying that the store failed on
-    the way."""
+    the way (None for ``chosen``: it could not be read again, said)."""
     from appliance.backoffice.erasure_reapply import reapplied  # noqa: PLC0415
     from appliance.backoffice.store import open_store  # noqa: PLC0415
     from appliance.backoffice.store_contents import contents_of  # noqa: PLC0415
     from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
 
+    if chosen is None:
+        return None
     journal = chosen.journal
     torn = [] if (note := journal.torn_note()) is None else [f"Note: {note}"]
     try:
