@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from appliance import safejson
+from appliance.backoffice.storetext import iso_utc
 from appliance.logsafe import escape_controls
 
 JOURNAL_NAME = "erasure-journal.jsonl"
@@ -311,7 +312,11 @@ def _entry(path: Path, number: int, line: bytes) -> JournalEntry:
             "was changed. Find what was erased there (appliance results erasures on the "
             "store, or an older copy of the journal), then mend or remove that line")
     assert isinstance(data, dict)
-    return JournalEntry(data["kind"], data["id"], data["at"], data["by"], number)
+    # the store's form of the time (fixed-width UTC text, which sorts like the time: a
+    # subject's result is judged against it): a line mended by hand in another offset, or
+    # without the microseconds, names the same instant
+    at = iso_utc(datetime.fromisoformat(data["at"]))
+    return JournalEntry(data["kind"], data["id"], at, data["by"], number)
 
 
 def _entry_problem(data: object) -> str | None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -288,3 +288,33 @@ def test_the_journal_is_owner_only_and_holds_no_result(tmp_path: Path) -> None:
     text = journal.read_text()
     assert all(r.measurement_id not in text for r in subject)  # the subject's id only
     assert "kime" not in text
+
+
+def test_a_line_mended_by_hand_with_an_offset_is_applied_at_the_same_instant(
+        url: str, tmp_path: Path) -> None:
+    """The store keeps an erasure's time as fixed-width UTC text, which sorts like the time
+    (a subject's result is judged against it). A journal line whose ``at`` names the same
+    instant in another offset (an operator mending the file in Tokyo's time) was applied as
+    written: '2026-...+09:00' sorts nine hours late against the store's UTC times."""
+    subject = _results(SUBJECT, 2, 5)
+    _deliver(url, subject, datetime.now(UTC) - timedelta(hours=2))
+    backup = tmp_path / "backup.file"
+    assert _cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup)).returncode == 0
+    done = _cli(tmp_path, "results", "erase", "--store", url, "--subject", SUBJECT, "--yes")
+    assert done.returncode == 0, done.stderr
+    audit_sql = "SELECT kind, selector, erased_at FROM erasures"
+    (erasure,) = _query(url, audit_sql)
+    at = datetime.fromisoformat(str(erasure[2]))
+    journal = _journal()
+    line = journal.read_text(encoding="utf-8")
+    tokyo = at.astimezone(timezone(timedelta(hours=9))).isoformat()
+    assert line.count(str(erasure[2])) == 1
+    journal.write_text(line.replace(str(erasure[2]), tokyo), encoding="utf-8")
+
+    done = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+
+    assert done.returncode == 0, done.stderr
+    assert _query(url, audit_sql) == [erasure]  # the same instant, as the store writes it
+    assert _stored(url) == set()
+    again = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    assert again.returncode == 0, again.stdout + again.stderr
