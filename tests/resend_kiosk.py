@@ -1,9 +1,9 @@
-"""A kiosk's delivery path for resend tests: its outbox (keeping confirmed results), its MQTT
-link subscribed to its own ``cmd/#``, and the daemon's handling of ``cmd/resend``
-(appliance/edge/daemon.py hands the same message to the same ``ResendRequests.handle``).
+"""A kiosk's delivery path for resend and forget tests: its outbox (keeping confirmed results),
+its MQTT link subscribed to its own ``cmd/#``, and the daemon's handling of ``cmd/resend`` and
+``cmd/forget`` (appliance/edge/daemon.py hands the same messages to the same ``handle``s).
 
 Run as a process (``python -m tests.resend_kiosk STATE HOST PORT PREFIX SITE DEVICE``) it sends
-what waits in its outbox and answers resend requests until killed or sent SIGTERM.
+what waits in its outbox and answers resend and forget requests until killed or sent SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from appliance.synthetic.fleet import online_status
 from appliance.transport.acks import ack_topic
 from appliance.transport.callbacks import shown_topic
 from appliance.transport.client import LinkSettings
+from appliance.transport.forget import FORGET_LEAF, ForgetRequests
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
 from appliance.transport.resend import RESEND_LEAF, ResendRequests
@@ -43,6 +44,7 @@ class ResendKiosk:
             ack_topic=ack_topic(prefix, site, device),
             subscriptions=(device_topic(prefix, site, device, "cmd/#"),))
         self.requests = ResendRequests(self.link.ignored, self.link.resend_confirmed_since)
+        self.forgets = ForgetRequests(self.link.ignored, self.outbox.forget_confirmed)
         self._stop = threading.Event()
         self._commands = threading.Thread(target=self._handle_commands, daemon=True)
 
@@ -58,6 +60,8 @@ class ResendKiosk:
                 continue
             if message.topic.endswith(f"/{RESEND_LEAF}"):
                 self.requests.handle(message.payload, shown_topic(message.topic))
+            elif message.topic.endswith(f"/{FORGET_LEAF}"):
+                self.forgets.handle(message.payload, shown_topic(message.topic))
 
     def add(self, messages: list[tuple[str, bytes]]) -> None:
         self.outbox.add_many([(mid, self.result_topic, payload) for mid, payload in messages])

@@ -38,6 +38,7 @@ from appliance.edge.systemd import Notifier, watchdog_interval_s
 from appliance.transport.acks import ACK_LEAF
 from appliance.transport.callbacks import shown_topic
 from appliance.transport.client import LinkSettings, settings_from_config
+from appliance.transport.forget import FORGET_LEAF, ForgetRequests
 from appliance.transport.losttally import count_lost_beside
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
@@ -156,6 +157,7 @@ class EdgeDaemon:
         )
         self.staff = StaffNotice(self.link)
         self._resends = ResendRequests(self.link.ignored, self.link.resend_confirmed_since)
+        self._forgets = ForgetRequests(self.link.ignored, self.outbox.forget_confirmed)
         self.updater = self._attach_updater()
         self.sessions = SessionTracker(config.edge.burst_frames, config.edge.rearm_frames)
         gate = gate or QualityGate(um_per_px=config.skin.um_per_px)
@@ -349,6 +351,8 @@ class EdgeDaemon:
                     log.info("measurement requested over MQTT (%s)", shown_topic(message.topic))
             elif message.topic.endswith(f"/{RESEND_LEAF}"):
                 self._resends.handle(message.payload, shown_topic(message.topic))
+            elif message.topic.endswith(f"/{FORGET_LEAF}"):
+                self._forgets.handle(message.payload, shown_topic(message.topic))
             elif message.topic.endswith("/model/update") and self.updater is not None:
                 self.updater.notify()  # only "refresh now": signed metadata decides what runs
             else:

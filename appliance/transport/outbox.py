@@ -378,6 +378,21 @@ class Outbox:
             self._record_mark_locked()
         return seqs
 
+    def forget_confirmed(self, measurement_ids: Sequence[str]) -> int:
+        """Delete the results of these measurement ids the back office confirmed (kept, or
+        waiting to be sent again on request), in one fsync'd transaction: it erased them
+        (appliance/transport/forget.py); returns how many went. One it never confirmed stays."""
+        ids = list(dict.fromkeys(measurement_ids))
+        if not ids:
+            return 0
+        with self._lock:
+            with self._writing("FULL", "delete erased results"):
+                kept, waiting = outbox_kept.forget(self._db, ids)
+            self._depth -= waiting
+            self._kept -= kept
+            self._record_mark_locked()
+        return kept + waiting
+
     def kept_confirmed(self) -> int:
         """How many confirmed results the outbox keeps, to send again on request."""
         return self._kept

@@ -14,7 +14,8 @@ row's first confirmation (``first_confirmed_at_s``, the earliest of its acks' ti
 again on request and confirmed again keeps it, so asking for a resend every window does not keep
 a kiosk's results (personal data) for good. ``reopen`` makes the rows confirmed
 since a time wait again, so the link sends them again (appliance/transport/resend.py says when);
-the back office stores each measurement id once. Each function runs in the caller's transaction
+the back office stores each measurement id once. ``forget`` deletes the rows of results the
+back office erased (appliance/transport/forget.py). Each function runs in the caller's transaction
 (appliance/transport/outbox.py holds the lock).
 
 A row sent again on request waits as a new one does, but the back office confirmed it once, so
@@ -96,6 +97,21 @@ def reopen(db: sqlite3.Connection, since_s: float) -> list[int]:
     rows = db.execute(f"UPDATE outbox SET {CONFIRMED_COLUMN} = NULL WHERE {_KEPT} AND "
                       f"{CONFIRMED_COLUMN} >= ? RETURNING seq", (since_s,)).fetchall()
     return sorted(int(row[0]) for row in rows)
+
+
+def forget(db: sqlite3.Connection, ids: list[str]) -> tuple[int, int]:
+    """Delete the rows of these measurement ids the back office confirmed (kept, or waiting to
+    be sent again on request): it erased them; how many kept and how many waiting went. A row
+    it never confirmed stays: it is to be delivered."""
+    kept = waiting = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = db.execute(
+            f"DELETE FROM outbox WHERE measurement_id IN ({','.join('?' * len(chunk))}) AND "
+            f"{ONCE_CONFIRMED} RETURNING {_KEPT}", chunk).fetchall()
+        kept += sum(1 for (was_kept,) in rows if was_kept)
+        waiting += sum(1 for (was_kept,) in rows if not was_kept)
+    return kept, waiting
 
 
 def count(db: sqlite3.Connection) -> int:

@@ -33,6 +33,7 @@ from appliance.edge.testing import (
 from appliance.transport.broker import free_port
 from appliance.transport.client import LinkSettings, new_client
 from appliance.transport.outbox import Outbox
+from appliance.transport.payloads import new_measurement_id
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
@@ -496,6 +497,38 @@ def test_cmd_resend_has_the_results_the_back_office_confirmed_since_wait_again(
         assert wait_until(lambda: daemon.outbox.kept_confirmed() == 0, 10)
         assert daemon.outbox.depth() == 4  # waiting again: no back office confirms them here
         assert daemon.status.metrics()["appliance_edge_outbox_depth"] == 4
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+
+
+def test_cmd_forget_deletes_the_kept_copies_of_results_the_back_office_erased(
+    mqtt_broker: Any, tmp_path: Path, topic_prefix: str
+) -> None:
+    # a person withdrew consent: the back office names the erased ids on cmd/forget and the
+    # daemon deletes its kept (confirmed) copies of them; one never confirmed stays to be sent
+    config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
+    named = [new_measurement_id(1_765_000_000_000 + n) for n in range(4)]
+    outbox = Outbox(Path(config.state_dir) / "outbox.sqlite3", keep_confirmed_s=48 * 3600.0)
+    outbox.add_many([(mid, f"{kiosk_topic(topic_prefix)}/result", b"{}") for mid in named])
+    outbox.remove_ids(named[:3])  # as the back office's ack does; named[3] never confirmed
+    outbox.close()
+    resting = fast_source(config, CustomerScript(approach_frames=0, rest_frames=0,
+                                                 lift_frames=10**6))  # as above: no measuring
+    daemon = fast_daemon(config, source=resting)
+    thread, _codes = run_in_thread(daemon)
+    try:
+        assert wait_until(lambda: daemon.link.connected, 10)
+        sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
+        sender.connect(mqtt_broker.host, mqtt_broker.port)
+        sender.loop_start()
+        forget = json.dumps({"ids": named[1:]}).encode()
+        sender.publish(f"{kiosk_topic(topic_prefix)}/cmd/forget", forget,
+                       qos=1).wait_for_publish()
+        sender.disconnect()
+        sender.loop_stop()
+        assert wait_until(lambda: daemon.outbox.kept_confirmed() == 1, 10)
+        assert [m.measurement_id for m in daemon.outbox.pending()] == named[3:]
     finally:
         daemon.request_stop()
         thread.join(10)
