@@ -40,7 +40,8 @@ class ResendKiosk:
                                      ack_resend_cap_s=2.0, reconnect_initial_s=0.2,
                                      reconnect_cap_s=1.0),
             self.outbox, status_topic=device_topic(prefix, site, device, "status"),
-            status_payload=lambda _state: online_status(site, device).to_json(),
+            status_payload=lambda state: online_status(site, device).model_copy(
+                update={"state": state}).to_json(),
             ack_topic=ack_topic(prefix, site, device),
             subscriptions=(device_topic(prefix, site, device, "cmd/#"),))
         self.requests = ResendRequests(self.link.ignored, self.link.resend_confirmed_since)

@@ -14,7 +14,9 @@ that was offline with it in its outbox) is not stored either, one captured after
 person came back and consented again) is, and one that cannot be told is held as a dead
 letter, for an operator to release or erase. Each erasure is also a line of the erasure
 journal, outside the store, written before its commit (erasure_journal.py), which a restore
-from a backup taken before it applies again (erasure_reapply.py).
+from a backup taken before it applies again (erasure_reapply.py). The erased results' ids are
+also recorded by the kiosk that sent each, which the back office asks to forget its kept copy
+(kiosk_forgets.py).
 
 The ingest worker checks for tombstones after its insert, in the same transaction: on
 PostgreSQL an erasure locks the results table against inserts (SHARE ROW EXCLUSIVE) after the
@@ -42,6 +44,7 @@ from appliance.backoffice.erasure_clock import (
     held_reason,
     judged,
 )
+from appliance.backoffice.kiosk_forgets import record_forgets
 from appliance.backoffice.placed_capture import PlacedCaptures
 from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, named_measurement_id
 from appliance.backoffice.storeerrors import is_deadlock
@@ -208,9 +211,11 @@ class ErasureWrites(PlacedCaptures):
             if self.postgres:  # no insert commits between the delete and the tombstones
                 cur.execute("LOCK TABLE results IN SHARE ROW EXCLUSIVE MODE")
             where, params = _results_where(selector)
-            cur.execute(self._sql(f"DELETE FROM results WHERE {where} RETURNING measurement_id"),
-                        params)
-            ids = {str(row[0]) for row in cur.fetchall()}
+            cur.execute(self._sql(f"DELETE FROM results WHERE {where} RETURNING measurement_id, "
+                                  "site, device_id"), params)
+            removed_rows = [(str(mid), str(site), str(device)) for mid, site, device
+                            in cur.fetchall()]
+            ids = {mid for mid, _, _ in removed_rows}
             names += self._letter_names(cur, names[-1][0] if names else 0)
             letters = _matching(names, selector, ids)
             for start in range(0, len(letters), _IN_CHUNK):
@@ -222,6 +227,7 @@ class ErasureWrites(PlacedCaptures):
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"),
                 (moment.taken(), user, selector.kind, selector.value, len(ids), removed))
             erasure_id = int(cur.fetchone()[0])
+            record_forgets(cur, self._sql, removed_rows, moment.taken())
             named = {mid for _, mid in letters if mid is not None}
             if selector.kind == "result":
                 named.add(selector.value)

@@ -305,6 +305,14 @@ class IngestWorker:
     def _publish_ack(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1, properties=publish_properties(None))
 
+    def publish_command(self, topic: str, payload: bytes) -> bool:
+        """Publish a command to a kiosk at QoS 1, not retained, on this worker's connection
+        (any thread); False where it is not connected (kiosk_forgets.py asks again later)."""
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1, properties=publish_properties(None))
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def _ack(self, messages: list[Inbound]) -> None:
         mids = [m.mid for m in messages if m.qos == 1]
         self.client.ack_many(mids)

@@ -443,4 +443,21 @@ ALTER TABLE erasures ADD COLUMN model_reports BIGINT NOT NULL DEFAULT 0
 ALTER TABLE devices ADD COLUMN status_link_ms BIGINT
 """,
     ),
+    (
+        30,
+        "kiosk_forgets: the ids of the results an erasure removed, by the kiosk that sent each "
+        "(site, device_id) and the erasure's time, which the back office asks that kiosk to "
+        "forget (its kept copy, cmd/forget: kiosk_forgets.py) until edge.keep_confirmed_h "
+        "after the erasure",
+        """
+CREATE TABLE kiosk_forgets (
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    measurement_id TEXT NOT NULL,
+    erased_at TEXT NOT NULL,
+    PRIMARY KEY (site, device_id, measurement_id)
+);
+CREATE INDEX kiosk_forgets_erased_at ON kiosk_forgets (erased_at)
+""",
+    ),
 )

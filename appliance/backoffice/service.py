@@ -10,6 +10,7 @@ from pathlib import Path
 
 from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
+from appliance.backoffice.kiosk_forgets import ForgetPublisher
 from appliance.backoffice.metrics import serve_metrics
 from appliance.backoffice.retention import RetentionPruner
 from appliance.backoffice.store import Store, StoreError, open_store
@@ -97,6 +98,9 @@ def _ingest(config: Config, stop: threading.Event) -> int:
     worker.start()
     metrics = serve_metrics(worker, config.backoffice.metrics_port)
     pruner = _start_pruner(config, url, worker.client_id)
+    forgets = ForgetPublisher(url, config.mqtt.topic_prefix, config.edge.keep_confirmed_h,
+                              worker.publish_command, threading.Event())
+    forgets.start()  # the kiosks' kept copies of erased results
     next_stats = time.monotonic() + STATS_EVERY_S
     try:
         while not stop.wait(0.5):
@@ -109,6 +113,7 @@ def _ingest(config: Config, stop: threading.Event) -> int:
     finally:
         if metrics is not None:
             metrics.close()
+        forgets.halt(STOP_PRUNER_S)
         worker.stop()
         if pruner is not None:  # it ends with the worker
             pruner.halt(STOP_PRUNER_S)

@@ -193,9 +193,10 @@ def start_kiosk(broker: PrivateBroker, tmp_path: Path, log: Path) -> subprocess.
 def test_a_result_erased_since_it_was_confirmed_is_not_stored_when_its_kiosk_sends_it_again(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    """The kiosk keeps what the back office confirmed edge.keep_confirmed_h (48 h): an
-    erasure on the back office does not reach that copy, and `fleet resend` (after a restore,
-    or by anyone with the rollout login) has it sent again. The tombstones keep it out: a
+    """The kiosk keeps what the back office confirmed edge.keep_confirmed_h (48 h): until a
+    cmd/forget reaches that copy (the back-office service asks: here an ingest worker alone,
+    which does not; tests/backoffice/test_backoffice_kiosk_forgets.py), `fleet resend` (after
+    a restore, or by anyone with the rollout login) has it sent again. The tombstones keep it out: a
     subject's results by its erasure's time, a single result by its id."""
     kiosk = ResendKiosk(tmp_path, broker.host, broker.port, prefix=PREFIX, site=SITE,
                         device=DEVICE)
@@ -225,7 +226,7 @@ def test_a_result_erased_since_it_was_confirmed_is_not_stored_when_its_kiosk_sen
             worker.stop()
             store.close()
         assert sorted(stored_ids(store_path)) == sorted(kept)  # each once, the erased none
-        # what the erasure leaves on the kiosk: its kept copies, until keep_confirmed_h ends
+        # what the erasure leaves on a kiosk it did not reach: its kept copies
         assert (kiosk.outbox.depth(), kiosk.outbox.kept_confirmed()) == (0, 6)
     finally:
         kiosk.stop()

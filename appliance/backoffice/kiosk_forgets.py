@@ -1,0 +1,190 @@
+"""The kiosks' kept copies of erased results: which ids each kiosk is asked to forget, and the
+asking.
+
+A kiosk keeps each result the back office confirmed for ``edge.keep_confirmed_h`` (48 h from
+its first confirmation), for ``fleet resend`` (appliance/transport/outbox_kept.py). An erasure
+(erasure.py) records, in its own transaction, each erased result's id by the kiosk that sent it
+(``kiosk_forgets``: site, device, id, the erasure's time). Each back-office worker runs
+``ForgetPublisher`` beside its ingest, on its own store connection: it publishes a kiosk's
+recorded ids on ``{prefix}/{site}/{device}/cmd/forget`` (QoS 1, not retained, at most
+``MAX_IDS`` a message: appliance/transport/forget.py) when they are recorded, and again each
+time that kiosk comes online (its stored status says "online" from another connection than
+the one it was last asked on), until ``keep_confirmed_h`` after the erasure: its first
+confirmation came before the erasure, so by then the kiosk has dropped the copy anyway. Rows
+past that window are pruned. The kiosk's MQTT session keeps what is published while it is off
+(QoS 1), so the asking again covers a session the broker lost or a queue it cut.
+
+Asking twice is harmless (an id the kiosk no longer holds is no error), so several workers may
+each ask; a worker restarted asks once again for everything in the window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from appliance.backoffice.schema import iso_utc
+from appliance.transport.forget import FORGET_LEAF, MAX_IDS
+from appliance.transport.payloads import MEASUREMENT_ID_PATTERN, utc_now
+from appliance.transport.topics import device_topic
+
+if TYPE_CHECKING:
+    from appliance.backoffice.store import Store
+
+log = logging.getLogger(__name__)
+FORGETS_EVERY_S = 2.0  # how often the store is read for new ids and kiosks come online
+PRUNE_EVERY_S = 60.0  # how often the rows past the window are deleted (a write transaction)
+Kiosk = tuple[str, str]  # (site, device id)
+# what a kiosk's stored status says of its connection: state, boot, when its link connected
+Connection = tuple[Any, Any, Any]
+
+
+def record_forgets(
+    cur: Any, sql: Callable[[str], str], removed: Sequence[tuple[str, str, str]], erased_at: str
+) -> None:
+    """Record, in the erasure's transaction ``cur``, the ids of the ``removed`` results
+    (measurement id, site, device id) for their kiosks to forget; one of another form than a
+    result's id (stored before results were held to it) is left out, as the kiosk would refuse
+    the whole request naming it."""
+    cur.executemany(
+        sql(
+            "INSERT INTO kiosk_forgets (site, device_id, measurement_id, erased_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (site, device_id, measurement_id) DO NOTHING"
+        ),
+        [
+            (site, device, mid, erased_at)
+            for mid, site, device in removed
+            if re.fullmatch(MEASUREMENT_ID_PATTERN, mid)
+        ],
+    )
+
+
+def requests(ids: Sequence[str]) -> list[bytes]:
+    """The cmd/forget payloads naming ``ids``, at most ``MAX_IDS`` each."""
+    return [
+        json.dumps({"ids": list(ids[start : start + MAX_IDS])}).encode()
+        for start in range(0, len(ids), MAX_IDS)
+    ]
+
+
+class ForgetPublisher:
+    """Asks each kiosk to forget the erased ids recorded for it (``run_once``), on a thread
+    of its own (``start``) with its own store connection."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        keep_confirmed_h: float,
+        publish: Callable[[str, bytes], bool],
+        stop: threading.Event,
+        *,
+        every_s: float = FORGETS_EVERY_S,
+    ) -> None:
+        """``publish``: sends one message at QoS 1, not retained; False where it cannot now
+        (not connected), so it is tried again at the next look."""
+        self.url, self.prefix, self.keep_confirmed_h = url, prefix, keep_confirmed_h
+        self._publish, self.stop, self.every_s = publish, stop, every_s
+        self._asked: dict[Kiosk, tuple[Connection | None, frozenset[str]]] = {}
+        self._failing = False
+        self._next_prune_s = 0.0  # monotonic
+        self._thread = threading.Thread(target=self._loop, name="ForgetPublisher", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def halt(self, timeout_s: float) -> None:
+        """Set ``stop`` and wait up to ``timeout_s`` for the thread to end."""
+        self.stop.set()
+        self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        from appliance.backoffice.store import open_store  # noqa: PLC0415  (imports this)
+
+        store: Store | None = None
+        while not self.stop.wait(0 if store is None and not self._failing else self.every_s):
+            try:
+                store = store or open_store(self.url)
+                self.run_once(store)
+                self._failing = False
+            except Exception as exc:  # the store or broker away: the next look tries again
+                if not self._failing:
+                    log.warning(
+                        "could not ask the kiosks to forget erased results now: %s; "
+                        "tried again every %.0f s",
+                        exc,
+                        self.every_s,
+                    )
+                self._failing = True
+                if store is not None:
+                    store.close()
+                store = None
+        if store is not None:
+            store.close()
+
+    def run_once(self, store: Store) -> int:
+        """Prune the rows past the window, then ask each kiosk that has ids not asked yet, or
+        that came online since it was last asked; how many messages were published."""
+        cut_off = iso_utc(utc_now() - timedelta(hours=self.keep_confirmed_h))
+        if time.monotonic() >= self._next_prune_s:
+            store.write("DELETE FROM kiosk_forgets WHERE erased_at < ?", [(cut_off,)])
+            self._next_prune_s = time.monotonic() + PRUNE_EVERY_S
+        pending: dict[Kiosk, list[str]] = {}
+        for site, device, mid in store.query(
+            "SELECT site, device_id, measurement_id FROM kiosk_forgets WHERE erased_at >= ? "
+            "ORDER BY site, device_id, measurement_id",
+            (cut_off,),
+        ):
+            pending.setdefault((str(site), str(device)), []).append(str(mid))
+        if not pending:
+            self._asked.clear()
+            return 0
+        connections = self._connections(store)
+        published = 0
+        for kiosk, ids in pending.items():
+            published += self._ask(kiosk, ids, connections.get(kiosk))
+        return published
+
+    def _connections(self, store: Store) -> dict[Kiosk, Connection]:
+        """Each kiosk's stored status: its state, boot and when its link connected."""
+        rows = store.query(
+            "SELECT site, device_id, state, status_boot, status_link_ms FROM devices"
+        )
+        return {
+            (str(site), str(device)): (state, boot, link_ms)
+            for site, device, state, boot, link_ms in rows
+        }
+
+    def _ask(self, kiosk: Kiosk, ids: list[str], connection: Connection | None) -> int:
+        """Publish what ``kiosk`` is to be asked now (every id where it came online on
+        another connection since it was last asked, else the ids not asked yet); how many
+        messages went."""
+        asked_on, asked = self._asked.get(kiosk, (None, frozenset()))
+        online = connection is not None and connection[0] == "online"
+        if kiosk in self._asked and not online:  # its next "online" is asked again
+            self._asked[kiosk] = (None, asked)
+        again = kiosk not in self._asked or (online and connection != asked_on)
+        wanted = ids if again else [mid for mid in ids if mid not in asked]
+        if not wanted:
+            return 0
+        topic = device_topic(self.prefix, kiosk[0], kiosk[1], FORGET_LEAF)
+        payloads = requests(wanted)
+        for payload in payloads:
+            if not self._publish(topic, payload):
+                return 0  # not connected: asked at the next look
+        self._asked[kiosk] = (connection if online else None, frozenset(ids))
+        log.info(
+            "asked kiosk %s/%s to forget %d erased result(s) it may keep (%d message(s))",
+            kiosk[0],
+            kiosk[1],
+            len(wanted),
+            len(payloads),
+        )
+        return len(payloads)

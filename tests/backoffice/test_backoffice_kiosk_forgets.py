@@ -1,0 +1,263 @@
+"""An erasure reaches the kiosks' kept copies: its transaction records the erased ids by the
+kiosk that sent each (SQLite and PostgreSQL), and the back office asks each kiosk on its
+cmd/forget when they are recorded and again each time it comes online, in requests the kiosk
+takes, until keep_confirmed_h after the erasure. End to end over a private mosquitto: the
+back-office service, a kiosk's real outbox and link, `results erase --subject`; the kiosk
+online at the erasure, offline at it, and offline with the broker's session state lost."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.backoffice.erasure import Selector
+from appliance.backoffice.kiosk_forgets import ForgetPublisher, requests
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.service import run_backoffice
+from appliance.backoffice.store import Batch, Store, open_store
+from appliance.cli import main
+from appliance.config import config_from_mapping
+from appliance.edge.testing import wait_until
+from appliance.synthetic import fleet
+from appliance.transport.broker import PrivateBroker
+from appliance.transport.forget import MAX_IDS, parse_request
+from appliance.transport.payloads import Result, new_measurement_id, utc_now
+from tests.resend_kiosk import ResendKiosk
+from tests.store_helpers import BACKENDS, fresh_store
+
+RECEIVED = "2026-12-07T00:00:00.000000Z"
+PREFIX = "forgettest"
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, migrated store of each backend."""
+    with fresh_store(request.param, tmp_path, "test_forgets", open_store) as opened:
+        yield opened
+
+
+def _results(
+    subject: str | None, count: int, seed: int, site: str = "lab", device: str = "kiosk-1"
+) -> list[Result]:
+    rng = random.Random(seed)
+    return [fleet.sample_result(rng, site, device, seed * 100 + i, subject) for i in range(count)]
+
+
+def _store(store: Store, results: list[Result]) -> None:
+    store.write_batch(
+        Batch(results=[result_row(r, RECEIVED, r.to_json().decode()) for r in results]), 1000, 2**40
+    )
+
+
+def _forgets(store: Store) -> set[tuple[Any, ...]]:
+    return set(store.query("SELECT site, device_id, measurement_id, erased_at FROM kiosk_forgets"))
+
+
+def test_an_erasure_records_each_erased_id_by_the_kiosk_that_sent_it(store: Store) -> None:
+    one = _results("subj-7", 2, 1)
+    other = _results("subj-7", 1, 2, site="shop", device="kiosk-9")
+    kept = _results("subj-8", 2, 3)
+    single = _results(None, 1, 4, device="kiosk-2")
+    _store(store, one + other + kept + single)
+
+    store.erase(Selector("subject", "subj-7"), "alice")
+    store.erase(Selector("result", single[0].measurement_id), "bob")
+
+    times = dict(store.query("SELECT selector, erased_at FROM erasures"))
+    assert _forgets(store) == {
+        *{("lab", "kiosk-1", r.measurement_id, times["subj-7"]) for r in one},
+        ("shop", "kiosk-9", other[0].measurement_id, times["subj-7"]),
+        ("lab", "kiosk-2", single[0].measurement_id, times[single[0].measurement_id]),
+    }
+
+
+class Published:
+    """What a ForgetPublisher sent, by topic; ``up`` False: as a worker not connected."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.messages: list[tuple[str, list[str]]] = []
+
+    def __call__(self, topic: str, payload: bytes) -> bool:
+        if self.up:
+            self.messages.append((topic, parse_request(payload)))  # each one a kiosk takes
+        return self.up
+
+    def taken(self) -> list[tuple[str, list[str]]]:
+        done, self.messages = self.messages, []
+        return done
+
+
+def _set_status(store: Store, state: str, link_ms: int | None) -> None:
+    store.write("DELETE FROM devices WHERE site = 'lab' AND device_id = 'kiosk-1'", [()])
+    store.write(
+        "INSERT INTO devices (site, device_id, state, last_seen, status_link_ms) "
+        "VALUES ('lab', 'kiosk-1', ?, ?, ?)",
+        [(state, RECEIVED, link_ms)],
+    )
+
+
+def test_each_kiosk_is_asked_when_its_ids_are_recorded_and_again_when_it_comes_online(
+    store: Store,
+) -> None:
+    gone, elsewhere = _results("subj-7", 3, 1), _results("subj-7", 1, 2, device="kiosk-2")
+    _store(store, gone + elsewhere)
+    _set_status(store, "online", 1000)
+    sent = Published()
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event())
+    assert publisher.run_once(store) == 0  # nothing erased yet
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent.up = False  # the worker off the broker: tried again at the next look
+    assert publisher.run_once(store) == 0
+    sent.up = True
+    publisher.run_once(store)
+    own = "p/lab/kiosk-1/cmd/forget"
+    ids = sorted(r.measurement_id for r in gone)
+    assert sorted(sent.taken()) == [
+        (own, ids),
+        ("p/lab/kiosk-2/cmd/forget", [elsewhere[0].measurement_id]),
+    ]
+    publisher.run_once(store)
+    assert sent.taken() == []  # asked, and on the same connection since
+    _set_status(store, "online", 2000)  # it connected again (a restart, a lost link)
+    publisher.run_once(store)
+    assert sent.taken() == [(own, ids)]
+    _set_status(store, "offline", 2000)
+    publisher.run_once(store)
+    assert sent.taken() == []
+    _set_status(store, "online", None)  # a status without boot stamps: offline, then online
+    publisher.run_once(store)
+    assert sent.taken() == [(own, ids)]
+
+
+def test_many_ids_go_in_requests_a_kiosk_takes_and_none_past_the_window(store: Store) -> None:
+    now = utc_now()
+    recent = [new_measurement_id(1_765_000_000_000 + n) for n in range(2 * MAX_IDS + 500)]
+    old = [new_measurement_id(1_764_000_000_000 + n) for n in range(3)]
+    rows = [("lab", "kiosk-1", mid, iso_utc(now - timedelta(hours=1))) for mid in recent]
+    rows += [("lab", "kiosk-1", mid, iso_utc(now - timedelta(hours=49))) for mid in old]
+    store.write(
+        "INSERT INTO kiosk_forgets (site, device_id, measurement_id, erased_at) "
+        "VALUES (?, ?, ?, ?)",
+        rows,
+    )
+    sent = Published()
+    assert ForgetPublisher(store.url, "p", 48.0, sent, threading.Event()).run_once(store) == 3
+    messages = sent.taken()
+    assert [len(named) for _, named in messages] == [MAX_IDS, MAX_IDS, 500]
+    assert sorted(mid for _, named in messages for mid in named) == sorted(recent)
+    assert {row[2] for row in _forgets(store)} == set(recent)  # past the window: pruned
+
+
+# -- end to end ---------------------------------------------------------------------------
+
+SITE, DEVICE = "lab", "kiosk-1"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    with PrivateBroker(workdir=tmp_path / "broker") as started:
+        yield started
+
+
+class BackOffice:
+    """`appliance backoffice` (run_backoffice) on a thread, on a SQLite store."""
+
+    def __init__(self, broker: PrivateBroker, tmp_path: Path) -> None:
+        self.url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+        config = config_from_mapping(
+            {
+                "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": PREFIX},
+                "state_dir": str(tmp_path / "backoffice"),
+                "store": {"url": self.url},
+                "backoffice": {"client_id": "forget-w"},
+            },
+            environ={},
+        )
+        self.stop, self.codes = threading.Event(), []
+        self.thread = threading.Thread(
+            target=lambda: self.codes.append(run_backoffice(config, self.stop))
+        )
+        self.thread.start()
+
+    def stored(self) -> set[str]:
+        store = open_store(self.url)
+        try:
+            return {str(row[0]) for row in store.query("SELECT measurement_id FROM results")}
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert self.codes == [0]
+
+
+def _kiosk(broker: PrivateBroker, tmp_path: Path) -> ResendKiosk:
+    kiosk = ResendKiosk(tmp_path, broker.host, broker.port, prefix=PREFIX, site=SITE, device=DEVICE)
+    kiosk.start()
+    return kiosk
+
+
+def _outbox_ids(kiosk: ResendKiosk) -> set[str]:
+    with sqlite3.connect(kiosk.outbox.path) as db:
+        return {row[0] for row in db.execute("SELECT measurement_id FROM outbox")}
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("kiosk_at_erasure", ["online", "offline", "offline-session-lost"])
+def test_results_erase_reaches_the_kiosks_kept_copies(
+    broker: PrivateBroker,
+    tmp_path: Path,
+    kiosk_at_erasure: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    subject = _results("subj-gone", 3, 5, SITE, DEVICE)
+    others = _results("subj-stays", 2, 6, SITE, DEVICE)
+    backoffice = BackOffice(broker, tmp_path)
+    kiosk = _kiosk(broker, tmp_path)
+    try:
+        kiosk.add([(r.measurement_id, r.to_json()) for r in subject + others])
+        assert wait_until(lambda: len(backoffice.stored()) == 5 and kiosk.link.idle(), 30)
+        assert kiosk.outbox.kept_confirmed() == 5
+        if kiosk_at_erasure != "online":
+            kiosk.stop()
+        if kiosk_at_erasure == "offline-session-lost":  # only the asking at its return helps
+            broker.stop()
+            shutil.rmtree(broker.workdir / "data")
+            (broker.workdir / "data").mkdir()
+            broker.start()
+        assert (
+            main(["results", "erase", "--store", backoffice.url, "--subject", "subj-gone", "--yes"])
+            == 0
+        )
+        capsys.readouterr()
+        if kiosk_at_erasure != "online":
+            kiosk = _kiosk(broker, tmp_path)
+        assert wait_until(lambda: kiosk.outbox.kept_confirmed() == 2, 30), _outbox_ids(kiosk)
+        assert _outbox_ids(kiosk) == {r.measurement_id for r in others}
+        assert backoffice.stored() == {r.measurement_id for r in others}
+    finally:
+        kiosk.stop()
+        backoffice.close()
+    forgets = open_store(backoffice.url)
+    try:  # kept for asking again until the window ends
+        assert {row[2] for row in _forgets(forgets)} == {r.measurement_id for r in subject}
+    finally:
+        forgets.close()
+
+
+def test_a_request_body_is_what_the_kiosk_parses() -> None:
+    ids = [new_measurement_id(1_765_000_000_000 + n) for n in range(MAX_IDS + 1)]
+    bodies = requests(ids)
+    assert [parse_request(body) for body in bodies] == [ids[:MAX_IDS], ids[MAX_IDS:]]
+    assert json.loads(bodies[1]) == {"ids": ids[MAX_IDS:]}
