@@ -199,7 +199,9 @@ def _not_pathology(prefix: str) -> list[dict[str, Any]]:
 
 
 def backoffice_role(prefix: str, group: str) -> dict[str, Any]:
-    """Back-office workers: read the fleet (shared for results), send acks and commands. Its
+    """Back-office workers: read the fleet (shared for results), send acks and commands (the
+    only login that may send ``cmd/forget``, an erasure reaching a kiosk's kept copies:
+    appliance/backoffice/kiosk_forgets.py; the rollout's may send ``cmd/resend`` only). Its
     subscriptions are the three filters a worker subscribes, literal (as a device's: no
     ``{p}/<64 KiB>/x/status`` without end; appliance/backoffice/ingest.py)."""
     fleet = f"{prefix}/+/+"

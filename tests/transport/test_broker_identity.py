@@ -22,6 +22,7 @@ from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet as fleetsim
 from appliance.transport.mqtt import MqttLink
 from appliance.transport.outbox import Outbox
+from appliance.transport.payloads import new_measurement_id
 from appliance.transport.presence_look import NOBODY, PresenceLook
 from appliance.transport.presence_messages import Presence
 from tests.fleet_broker import FleetBroker, Probe, provisioned_broker
@@ -365,3 +366,41 @@ def test_a_retained_resend_request_is_not_taken_at_each_subscribe(
         kiosk.stop()
         rollout.publish(cmd, b"", retain=True)  # the broker holds it no more
         rollout.close()
+
+
+def test_only_the_back_office_workers_may_ask_a_kiosk_to_forget(
+    fleet_broker: FleetBroker, tmp_path: Path
+) -> None:
+    # cmd/forget deletes a kiosk's kept copies of results (appliance results erase): a kiosk's
+    # login (its own topic or another kiosk's), its look login and the rollout's are refused by
+    # the broker (PUBACK 0x87) and change nothing; the back-office worker's login is taken
+    site, device = KIOSKS[2]
+    kiosk = ResendKiosk(tmp_path, "127.0.0.1", fleet_broker.port, prefix="appliance", site=site,
+                        device=device, settings=fleet_broker.settings(device,
+                                                                      f"edge-{site}-{device}"))
+    ids = [new_measurement_id(1_765_000_000_000 + n) for n in range(5)]
+    kiosk.add([(mid, b"{}") for mid in ids])
+    kiosk.outbox.remove_ids(ids)  # confirmed: kept
+    kiosk.start()
+    cmd = f"appliance/{site}/{device}/cmd/forget"
+    forget = json.dumps({"ids": ids}).encode()
+    try:
+        assert wait_until(lambda: kiosk.link.connected, 10)
+        for login, client_id, topic in [
+            (ATTACKER[1], f"edge-{ATTACKER[0]}-{ATTACKER[1]}", cmd),
+            (ATTACKER[1], f"edge-{ATTACKER[0]}-{ATTACKER[1]}",
+             f"appliance/{ATTACKER[0]}/{ATTACKER[1]}/cmd/forget"),
+            (f"{device}@look", f"edge-{site}-{device}@look", cmd),
+            ("rollout", "rollout", cmd),
+        ]:
+            probe = Probe(fleet_broker, login, client_id)
+            assert probe.connack == 0, (login, client_id)
+            assert probe.publish(topic, forget) == 0x87, (login, topic)
+            probe.close()
+        assert not wait_until(lambda: kiosk.outbox.kept_confirmed() < 5, 1.0)
+        worker = Probe(fleet_broker, "backoffice-1", "backoffice-1")
+        assert wait_until(lambda: worker.publish(cmd, forget) == 0, 10)
+        assert wait_until(lambda: kiosk.outbox.kept_confirmed() == 0, 10)
+        worker.close()
+    finally:
+        kiosk.stop()
