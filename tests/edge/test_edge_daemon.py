@@ -486,7 +486,9 @@ def test_cmd_resend_has_the_results_the_back_office_confirmed_since_wait_again(
     assert (daemon.outbox.depth(), daemon.outbox.kept_confirmed()) == (0, 4)
     thread, _codes = run_in_thread(daemon)
     try:
-        assert wait_until(lambda: daemon.link.connected, 10)
+        # the SUBACK of its cmd/# too: a request before it reaches no subscriber (seen under load)
+        assert wait_until(lambda: daemon.link.connected
+                          and not daemon.link.subscriptions.waiting(), 10)
         sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
         sender.connect(mqtt_broker.host, mqtt_broker.port)
         sender.loop_start()
@@ -518,7 +520,8 @@ def test_cmd_forget_deletes_the_kept_copies_of_results_the_back_office_erased(
     daemon = fast_daemon(config, source=resting)
     thread, _codes = run_in_thread(daemon)
     try:
-        assert wait_until(lambda: daemon.link.connected, 10)
+        assert wait_until(lambda: daemon.link.connected
+                          and not daemon.link.subscriptions.waiting(), 10)  # as above
         sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
         sender.connect(mqtt_broker.host, mqtt_broker.port)
         sender.loop_start()
