@@ -50,6 +50,7 @@ from appliance.backoffice.schema import RESULT_COLUMNS, iso_utc, named_measureme
 from appliance.backoffice.storeerrors import is_deadlock
 from appliance.logsafe import escape_controls
 from appliance.transport.payloads import MEASUREMENT_ID_PATTERN, utc_now
+from appliance.transport.topics import parse_device_topic
 
 _IN_CHUNK = 500
 _DEADLOCK_ATTEMPTS = 3  # an erasure ended as deadlocked is tried again, this many times in all
@@ -179,8 +180,8 @@ class ErasureWrites(PlacedCaptures):
         ids = {str(row[0]) for row in rows}
         return len(ids), len(_matching(self._letter_names(self._conn.cursor(), 0), selector, ids))
 
-    def erase(self, selector: Selector, user: str, moment: ErasureMoment | None = None
-              ) -> Erased:
+    def erase(self, selector: Selector, user: str, moment: ErasureMoment | None = None, *,
+              topic_prefix: str | None = None) -> Erased:
         """Remove the results ``selector`` names and the dead letters holding them or naming
         the subject, keep their ids as tombstones and record the erasure; one transaction.
 
@@ -193,17 +194,23 @@ class ErasureWrites(PlacedCaptures):
         the erasure as deadlocked with it: nothing of it was done, so it is tried again.
 
         ``moment``: its time (now, where not given: taken under the lock) and the journal line
-        written before the commit (erasure_journal.py)."""
+        written before the commit (erasure_journal.py).
+
+        ``topic_prefix``: the fleet's (``mqtt.topic_prefix``); with it, a removed letter kept
+        on a kiosk's result topic records the result id it names for that kiosk to forget too
+        (kiosk_forgets.py), as an erased result's row does: a result held or refused reached
+        the back office only as a letter, and its kiosk keeps a copy all the same."""
         moment = moment or ErasureMoment()
         for _ in range(_DEADLOCK_ATTEMPTS - 1):
             try:
-                return self._erase_once(selector, user, moment)
+                return self._erase_once(selector, user, moment, topic_prefix)
             except storeerrors.DATABASE_ERRORS as exc:  # built here: SQLite loads no psycopg
                 if not is_deadlock(exc):
                     raise
-        return self._erase_once(selector, user, moment)
+        return self._erase_once(selector, user, moment, topic_prefix)
 
-    def _erase_once(self, selector: Selector, user: str, moment: ErasureMoment) -> Erased:
+    def _erase_once(self, selector: Selector, user: str, moment: ErasureMoment,
+                    topic_prefix: str | None) -> Erased:
         """One try of ``erase``."""
         names = self._letter_names(self._conn.cursor(), 0)
         with self._transaction() as cur:
@@ -220,6 +227,9 @@ class ErasureWrites(PlacedCaptures):
             letters = _matching(names, selector, ids)
             for start in range(0, len(letters), _IN_CHUNK):
                 chunk = [letter_id for letter_id, _ in letters[start : start + _IN_CHUNK]]
+                if topic_prefix is not None:
+                    removed_rows += self._letter_kiosks(cur, letters[start : start + _IN_CHUNK],
+                                                        topic_prefix)
                 self._remove_letters(cur, f"id IN ({','.join('?' * len(chunk))})", chunk)
             removed = held - self._add_to_letter_totals(cur, 0, 0)[0]
             cur.execute(self._sql(
@@ -248,6 +258,22 @@ class ErasureWrites(PlacedCaptures):
         """The newest erasure's id (0: none): cached figures computed before it changed are
         stale (the console's cohort cache)."""
         return int(self._fetch("SELECT COALESCE(MAX(id), 0) FROM erasures")[0][0])
+
+    def _letter_kiosks(self, cur: Any, letters: Sequence[tuple[int, str | None]],
+                       topic_prefix: str) -> list[tuple[str, str, str]]:
+        """(measurement id, site, device id) of each of ``letters`` (id, the measurement id it
+        names) kept on a kiosk's result topic under ``topic_prefix`` and naming an id."""
+        named = {letter_id: mid for letter_id, mid in letters if mid is not None}
+        if not named:
+            return []
+        cur.execute(self._sql(f"SELECT id, topic FROM dead_letters WHERE id IN "
+                              f"({','.join('?' * len(named))})"), list(named))
+        found = []
+        for letter_id, topic in cur.fetchall():
+            where = parse_device_topic(topic_prefix, str(topic))
+            if where is not None and where[2] == "result":
+                found.append((named[int(letter_id)], where[0], where[1]))
+        return found
 
     def _letter_names(self, cur: Any, after: int) -> list[LetterName]:
         """What each dead letter kept after id ``after`` names, read a few at a time."""

@@ -74,8 +74,9 @@ def missing(store: Any, journal: Journal) -> list[JournalEntry]:
             if (entry.kind, entry.value, entry.at) not in held]
 
 
-def reapplied(store: Any, journal: Journal) -> Reapplied:
-    """Apply the journal's entries the store lacks, in order, each with its own time."""
+def reapplied(store: Any, journal: Journal, topic_prefix: str | None = None) -> Reapplied:
+    """Apply the journal's entries the store lacks, in order, each with its own time
+    (``topic_prefix``: Store.erase's)."""
     from appliance.backoffice.commands import letter_judge  # noqa: PLC0415
 
     todo = missing(store, journal)
@@ -83,7 +84,8 @@ def reapplied(store: Any, journal: Journal) -> Reapplied:
     for entry in todo:
         moment = ErasureMoment(entry.at)
         if entry.kind != "release":
-            results += store.erase(Selector(entry.kind, entry.value), entry.by, moment).results
+            results += store.erase(Selector(entry.kind, entry.value), entry.by, moment,
+                                   topic_prefix=topic_prefix).results
         elif not store.release_held(entry.value, letter_judge(), entry.by, moment).erasure_id:
             store.record_release(entry.value, moment, entry.by)
     releases = sum(entry.kind == "release" for entry in todo)

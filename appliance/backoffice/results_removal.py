@@ -118,8 +118,9 @@ def _erase(args: argparse.Namespace) -> int:
 
     selector = (Selector("subject", args.subject) if args.subject is not None
                 else Selector("result", args.result))
-    if (journal := journal_of(args)) is None:
+    if (journal := journal_of(args)) is None or (config := load_or_report(args)) is None:
         return 2
+    prefix = config.mqtt.topic_prefix  # names the kiosk of an erased letter (kiosk_forgets.py)
 
     def erase(store: Any) -> int:
         results, letters = store.erasure_preview(selector)
@@ -131,7 +132,7 @@ def _erase(args: argparse.Namespace) -> int:
             return refused
         try:
             done = store.erase(selector, os_user(), journalled(
-                journal, selector.kind, selector.value, os_user()))
+                journal, selector.kind, selector.value, os_user()), topic_prefix=prefix)
         except (OSError, JournalError) as exc:
             return _unjournalled("results erase", journal, exc)
         _say_if_nothing_named(selector, done.results + done.dead_letters)
@@ -224,8 +225,9 @@ def _journal_held(args: argparse.Namespace) -> int:
     )
 
     command = "results erasures"
-    if (path := journal_of(args)) is None:
+    if (path := journal_of(args)) is None or (config := load_or_report(args)) is None:
         return 2
+    prefix = config.mqtt.topic_prefix
     try:
         journal = read_journal(path)
     except JournalError as exc:
@@ -236,7 +238,7 @@ def _journal_held(args: argparse.Namespace) -> int:
 
     def held(store: Any) -> int:
         if args.apply_journal:
-            return print_out(command, reapplied(store, journal).summary(journal))
+            return print_out(command, reapplied(store, journal, prefix).summary(journal))
         lacking = missing(store, journal)
         if (note := unlisted_note(journal, unlisted(store, journal))) is not None:
             print(f"{command}: {note}", file=sys.stderr)

@@ -21,7 +21,7 @@ import pytest
 
 from appliance.backoffice.erasure import Selector
 from appliance.backoffice.kiosk_forgets import ForgetPublisher, requests
-from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.schema import dead_letter, iso_utc, result_row
 from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Batch, Store, open_store
 from appliance.cli import main
@@ -78,6 +78,64 @@ def test_an_erasure_records_each_erased_id_by_the_kiosk_that_sent_it(store: Stor
         ("shop", "kiosk-9", other[0].measurement_id, times["subj-7"]),
         ("lab", "kiosk-2", single[0].measurement_id, times[single[0].measurement_id]),
     }
+
+
+def _letter(result: Result, topic: str, payload: bytes | None = None) -> Any:
+    """``result`` (or ``payload``) as a dead letter kept whole on ``topic``."""
+    return dead_letter(RECEIVED, topic, "refused", result.to_json() if payload is None else payload)
+
+
+def _letters(prefix: str) -> tuple[list[Result], list[Any]]:
+    """subj-7's results held only as letters: one on a kiosk's result topic (recorded for
+    it), one on a kiosk's status topic, one under another prefix and one naming an id of
+    another form than a result's (none of those three recorded); and a result of it stored."""
+    held, status, foreign, stored = _results("subj-7", 4, 11, site="shop", device="kiosk-5")
+    odd = json.loads(held.to_json())
+    odd["measurement_id"] = "not-a-uuid"
+    letters = [
+        _letter(held, f"{prefix}/shop/kiosk-5/result"),
+        _letter(status, f"{prefix}/shop/kiosk-6/status"),
+        _letter(foreign, "elsewhere/shop/kiosk-7/result"),
+        _letter(held, f"{prefix}/shop/kiosk-8/result", json.dumps(odd).encode()),
+    ]
+    return [held, stored], letters
+
+
+def test_an_erased_letter_is_recorded_for_the_kiosk_its_result_topic_names(store: Store) -> None:
+    (held, stored), letters = _letters("p")
+    _store(store, [stored])
+    store.write_batch(Batch(dead_letters=letters), 1000, 2**40)
+
+    done = store.erase(Selector("subject", "subj-7"), "alice", topic_prefix="p")
+
+    assert (done.results, done.dead_letters) == (1, 4)
+    assert {row[:3] for row in _forgets(store)} == {
+        ("shop", "kiosk-5", held.measurement_id),
+        ("shop", "kiosk-5", stored.measurement_id),
+    }
+
+
+def test_results_erase_asks_the_kiosk_of_a_result_held_only_as_a_letter(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"mqtt:\n  topic_prefix: fleet9\nstate_dir: {tmp_path / 'state'}\nstore:\n  url: {url}\n"
+    )
+    store = open_store(url, create=True)
+    try:
+        (held, _), letters = _letters("fleet9")
+        store.write_batch(Batch(dead_letters=letters), 1000, 2**40)
+    finally:
+        store.close()
+
+    code = main(["results", "erase", "--config", str(config), "--subject", "subj-7", "--yes"])
+
+    assert code == 0
+    store = open_store(url)
+    try:
+        assert {row[:3] for row in _forgets(store)} == {("shop", "kiosk-5", held.measurement_id)}
+    finally:
+        store.close()
 
 
 class Published:
