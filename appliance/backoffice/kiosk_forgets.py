@@ -38,9 +38,10 @@ if TYPE_CHECKING:
     from appliance.backoffice.store import Store
 
 log = logging.getLogger(__name__)
-FORGETS_EVERY_S = 2.0  # how often the store is read for new ids and kiosks come online
-PRUNE_EVERY_S = 60.0  # how often the rows past the window are deleted (a write transaction)
+FORGETS_EVERY_S = 2.0  # how often the store is looked at for new erasures and kiosks come online
+PRUNE_EVERY_S = 60.0  # how often the rows are read whole and those past the window deleted
 Kiosk = tuple[str, str]  # (site, device id)
+_UNREAD = object()  # ForgetPublisher's mark before the rows are read (or after a prune)
 # what a kiosk's stored status says of its connection: state, boot, when its link connected
 Connection = tuple[Any, Any, Any]
 
@@ -86,12 +87,15 @@ class ForgetPublisher:
         stop: threading.Event,
         *,
         every_s: float = FORGETS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``publish``: sends one message at QoS 1, not retained; False where it cannot now
         (not connected), so it is tried again at the next look."""
         self.url, self.prefix, self.keep_confirmed_h = url, prefix, keep_confirmed_h
-        self._publish, self.stop, self.every_s = publish, stop, every_s
+        self._publish, self.stop, self.every_s, self._clock = publish, stop, every_s, clock
         self._asked: dict[Kiosk, tuple[Connection | None, frozenset[str]]] = {}
+        self._pending: dict[Kiosk, list[str]] = {}  # the rows as last read
+        self._mark: Any = _UNREAD  # the newest erasure's id when they were read
         self._failing = False
         self._next_prune_s = 0.0  # monotonic
         self._thread = threading.Thread(target=self._loop, name="ForgetPublisher", daemon=True)
@@ -130,19 +134,24 @@ class ForgetPublisher:
             store.close()
 
     def run_once(self, store: Store) -> int:
-        """Prune the rows past the window, then ask each kiosk that has ids not asked yet, or
-        that came online since it was last asked; how many messages were published."""
+        """Ask each kiosk that has ids not asked yet, or that came online since it was last
+        asked; how many messages were published. The rows are read only where an erasure
+        committed since they were last read (its id in ``erasures``: the rows are written in
+        its transaction) and once every PRUNE_EVERY_S, which first deletes those past the
+        window, if any: a look otherwise reads one index entry, and the kiosks' statuses while
+        ids are pending."""
         cut_off = iso_utc(utc_now() - timedelta(hours=self.keep_confirmed_h))
-        if time.monotonic() >= self._next_prune_s:
-            store.write("DELETE FROM kiosk_forgets WHERE erased_at < ?", [(cut_off,)])
-            self._next_prune_s = time.monotonic() + PRUNE_EVERY_S
-        pending: dict[Kiosk, list[str]] = {}
-        for site, device, mid in store.query(
-            "SELECT site, device_id, measurement_id FROM kiosk_forgets WHERE erased_at >= ? "
-            "ORDER BY site, device_id, measurement_id",
-            (cut_off,),
-        ):
-            pending.setdefault((str(site), str(device)), []).append(str(mid))
+        mark = store.query("SELECT MAX(id) FROM erasures")[0][0]  # before the rows: no gap
+        if self._clock() >= self._next_prune_s:
+            oldest = store.query("SELECT MIN(erased_at) FROM kiosk_forgets")[0][0]
+            if oldest is not None and str(oldest) < cut_off:
+                store.write("DELETE FROM kiosk_forgets WHERE erased_at < ?", [(cut_off,)])
+            self._next_prune_s = self._clock() + PRUNE_EVERY_S
+            self._mark = _UNREAD
+        if mark != self._mark:
+            self._pending = self._read(store, cut_off)
+            self._mark = mark
+        pending = self._pending
         if not pending:
             self._asked.clear()
             return 0
@@ -151,6 +160,18 @@ class ForgetPublisher:
         for kiosk, ids in pending.items():
             published += self._ask(kiosk, ids, connections.get(kiosk))
         return published
+
+    @staticmethod
+    def _read(store: Store, cut_off: str) -> dict[Kiosk, list[str]]:
+        """Each kiosk's ids erased at ``cut_off`` or since."""
+        pending: dict[Kiosk, list[str]] = {}
+        for site, device, mid in store.query(
+            "SELECT site, device_id, measurement_id FROM kiosk_forgets WHERE erased_at >= ? "
+            "ORDER BY site, device_id, measurement_id",
+            (cut_off,),
+        ):
+            pending.setdefault((str(site), str(device)), []).append(str(mid))
+        return pending
 
     def _connections(self, store: Store) -> dict[Kiosk, Connection]:
         """Each kiosk's stored status: its state, boot and when its link connected."""

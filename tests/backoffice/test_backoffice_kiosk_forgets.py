@@ -197,6 +197,53 @@ def test_each_kiosk_is_asked_when_its_ids_are_recorded_and_again_when_it_comes_o
     assert sent.taken() == [(own, ids)]
 
 
+class Spied:
+    """``store`` for a ForgetPublisher, keeping the statements it runs."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.statements = store, []
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        self.statements.append(sql)
+        return self.store.query(sql, params)
+
+    def write(self, sql: str, rows: Any) -> None:
+        self.statements.append(sql)
+        self.store.write(sql, rows)
+
+    def taken(self) -> list[str]:
+        done, self.statements = self.statements, []
+        return done
+
+
+def _reads_of_ids(statements: list[str]) -> int:
+    return sum("measurement_id FROM kiosk_forgets" in sql for sql in statements)
+
+
+def test_a_look_reads_the_ids_only_after_an_erasure_committed(store: Store) -> None:
+    first, second = _results("subj-7", 2, 1), _results("subj-8", 1, 2)
+    _store(store, first + second)
+    _set_status(store, "online", 1000)
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent, spied = Published(), Spied(store)
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event())
+    publisher.run_once(spied)  # type: ignore[arg-type]
+    assert _reads_of_ids(spied.taken()) == 1
+    assert len(sent.taken()) == 1
+
+    for _ in range(5):  # nothing erased since: the ids are not read again, nor pruned
+        publisher.run_once(spied)  # type: ignore[arg-type]
+        statements = spied.taken()
+        assert _reads_of_ids(statements) == 0, statements
+        assert not [sql for sql in statements if "DELETE" in sql]
+    assert sent.taken() == []
+
+    store.erase(Selector("subject", "subj-8"), "bob")
+    publisher.run_once(spied)  # type: ignore[arg-type]
+    assert _reads_of_ids(spied.taken()) == 1
+    assert sent.taken() == [("p/lab/kiosk-1/cmd/forget", [second[0].measurement_id])]
+
+
 def test_many_ids_go_in_requests_a_kiosk_takes_and_none_past_the_window(store: Store) -> None:
     now = utc_now()
     recent = [new_measurement_id(1_765_000_000_000 + n) for n in range(2 * MAX_IDS + 500)]
