@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from appliance.backoffice.erasure import Selector
-from appliance.backoffice.kiosk_forgets import ForgetPublisher, requests
+from appliance.backoffice.kiosk_forgets import REASK_EVERY_S, ForgetPublisher, requests
 from appliance.backoffice.schema import dead_letter, iso_utc, result_row
 from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Batch, Store, open_store
@@ -170,8 +170,8 @@ def test_each_kiosk_is_asked_when_its_ids_are_recorded_and_again_when_it_comes_o
     gone, elsewhere = _results("subj-7", 3, 1), _results("subj-7", 1, 2, device="kiosk-2")
     _store(store, gone + elsewhere)
     _set_status(store, "online", 1000)
-    sent = Published()
-    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event())
+    sent, now = Published(), [0.0]
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), clock=lambda: now[0])
     assert publisher.run_once(store) == 0  # nothing erased yet
     store.erase(Selector("subject", "subj-7"), "alice")
     sent.up = False  # the worker off the broker: tried again at the next look
@@ -186,13 +186,58 @@ def test_each_kiosk_is_asked_when_its_ids_are_recorded_and_again_when_it_comes_o
     ]
     publisher.run_once(store)
     assert sent.taken() == []  # asked, and on the same connection since
+    now[0] += REASK_EVERY_S
     _set_status(store, "online", 2000)  # it connected again (a restart, a lost link)
     publisher.run_once(store)
     assert sent.taken() == [(own, ids)]
     _set_status(store, "offline", 2000)
     publisher.run_once(store)
     assert sent.taken() == []
+    now[0] += REASK_EVERY_S
     _set_status(store, "online", None)  # a status without boot stamps: offline, then online
+    publisher.run_once(store)
+    assert sent.taken() == [(own, ids)]
+
+
+def test_a_kiosk_reconnecting_again_and_again_is_asked_for_all_once_a_minute(
+    store: Store,
+) -> None:
+    gone, later = _results("subj-7", 3, 1), _results("subj-8", 1, 2)
+    _store(store, gone + later)
+    _set_status(store, "online", 1000)
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent = Published()
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event())
+    publisher.run_once(store)
+    own, ids = "p/lab/kiosk-1/cmd/forget", sorted(r.measurement_id for r in gone)
+    assert sent.taken() == [(own, ids)]
+
+    for link_ms in range(1001, 1031):  # a new connection at each look (every 2 s: a minute)
+        _set_status(store, "online", link_ms)
+        publisher.run_once(store)
+    assert sent.taken() == []
+    store.erase(Selector("subject", "subj-8"), "bob")  # a new id still goes at once
+    _set_status(store, "online", 1031)
+    publisher.run_once(store)
+    assert sent.taken() == [(own, [later[0].measurement_id])]
+
+
+def test_a_held_back_kiosk_is_asked_for_all_when_the_minute_ends(store: Store) -> None:
+    gone = _results("subj-7", 2, 1)
+    _store(store, gone)
+    _set_status(store, "online", 1000)
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent, now = Published(), [100.0]
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), clock=lambda: now[0])
+    publisher.run_once(store)
+    own, ids = "p/lab/kiosk-1/cmd/forget", sorted(r.measurement_id for r in gone)
+    assert sent.taken() == [(own, ids)]
+    _set_status(store, "online", 2000)
+    now[0] += REASK_EVERY_S - 1
+    publisher.run_once(store)
+    assert sent.taken() == []
+    now[0] += 1  # its connection is still new to the asking: asked now, once
+    publisher.run_once(store)
     publisher.run_once(store)
     assert sent.taken() == [(own, ids)]
 
