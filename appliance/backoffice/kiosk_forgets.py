@@ -153,7 +153,8 @@ class ForgetPublisher:
                 store.write("DELETE FROM kiosk_forgets WHERE erased_at < ?", [(cut_off,)])
             self._next_prune_s = self._clock() + PRUNE_EVERY_S
             self._mark = _UNREAD
-        if mark != self._mark:
+        fresh = mark != self._mark  # else no id is new to the asking: only a kiosk's return
+        if fresh:
             self._pending = self._read(store, cut_off)
             self._mark = mark
         pending = self._pending
@@ -164,7 +165,7 @@ class ForgetPublisher:
         connections = self._connections(store)
         published = 0
         for kiosk, ids in pending.items():
-            published += self._ask(kiosk, ids, connections.get(kiosk))
+            published += self._ask(kiosk, ids, connections.get(kiosk), fresh)
         return published
 
     @staticmethod
@@ -189,10 +190,10 @@ class ForgetPublisher:
             for site, device, state, boot, link_ms in rows
         }
 
-    def _ask(self, kiosk: Kiosk, ids: list[str], connection: Connection | None) -> int:
+    def _ask(self, kiosk: Kiosk, ids: list[str], connection: Connection | None, fresh: bool) -> int:
         """Publish what ``kiosk`` is to be asked now (every id where it came online on
-        another connection since it was last asked, else the ids not asked yet); how many
-        messages went."""
+        another connection since it was last asked, else the ids not asked yet: none unless
+        the ids were read ``fresh``); how many messages went."""
         asked_on, asked = self._asked.get(kiosk, (None, frozenset()))
         online = connection is not None and connection[0] == "online"
         if kiosk in self._asked and not online:  # its next "online" is asked again
@@ -204,6 +205,8 @@ class ForgetPublisher:
             and kiosk in self._asked
             and now < self._asked_all_at.get(kiosk, now - REASK_EVERY_S) + REASK_EVERY_S
         )  # asked for all while online within the minute: again when it ends
+        if not fresh and not (again and not held_back):
+            return 0  # 100,000 ids held against those asked at every look: 6 ms
         wanted = ids if again and not held_back else [mid for mid in ids if mid not in asked]
         if not wanted:
             return 0
@@ -211,7 +214,8 @@ class ForgetPublisher:
         payloads = requests(wanted)
         for payload in payloads:
             if not self._publish(topic, payload):
-                return 0  # not connected: asked at the next look
+                self._mark = _UNREAD  # not connected: asked at the next look, read afresh
+                return 0
         if again and not held_back and online:
             self._asked_all_at[kiosk] = now
         self._asked[kiosk] = (

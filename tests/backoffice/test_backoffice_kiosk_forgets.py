@@ -284,9 +284,14 @@ def test_a_look_reads_the_ids_only_after_an_erasure_committed(store: Store) -> N
     assert sent.taken() == []
 
     store.erase(Selector("subject", "subj-8"), "bob")
+    sent.up = False  # the worker off the broker: the new id is asked at the next look
     publisher.run_once(spied)  # type: ignore[arg-type]
-    assert _reads_of_ids(spied.taken()) == 1
+    sent.up = True
+    publisher.run_once(spied)  # type: ignore[arg-type]
     assert sent.taken() == [("p/lab/kiosk-1/cmd/forget", [second[0].measurement_id])]
+    publisher.run_once(spied)  # type: ignore[arg-type]
+    assert _reads_of_ids(spied.taken()) == 2
+    assert sent.taken() == []
 
 
 def test_many_ids_go_in_requests_a_kiosk_takes_and_none_past_the_window(store: Store) -> None:
