@@ -4,13 +4,15 @@ asking.
 A kiosk keeps each result the back office confirmed for ``edge.keep_confirmed_h`` (48 h from
 its first confirmation), for ``fleet resend`` (appliance/transport/outbox_kept.py). An erasure
 (erasure.py) records, in its own transaction, each erased result's id by the kiosk that sent it
-(``kiosk_forgets``: site, device, id, the erasure's time). Each back-office worker runs
+(for a result held only as a dead letter, the kiosk its result topic names) (``kiosk_forgets``:
+site, device, id, the erasure's time). Each back-office worker runs
 ``ForgetPublisher`` beside its ingest, on its own store connection: it publishes a kiosk's
 recorded ids on ``{prefix}/{site}/{device}/cmd/forget`` (QoS 1, not retained, at most
 ``MAX_IDS`` a message: appliance/transport/forget.py) when they are recorded, and again each
 time that kiosk comes online (its stored status says "online" from another connection than
-the one it was last asked on), until ``keep_confirmed_h`` after the erasure: its first
-confirmation came before the erasure, so by then the kiosk has dropped the copy anyway. Rows
+the one it was last asked on; at most once every REASK_EVERY_S), until ``keep_confirmed_h``
+after the erasure: its first confirmation came before the erasure, so by then the kiosk has
+dropped the copy anyway (a kiosk configured with a longer window keeps it longer). Rows
 past that window are pruned. The kiosk's MQTT session keeps what is published while it is off
 (QoS 1), so the asking again covers a session the broker lost or a queue it cut.
 
