@@ -123,7 +123,15 @@ class ForgetPublisher:
         while not self.stop.wait(0 if store is None and not self._failing else self.every_s):
             try:
                 store = store or open_store(self.url)
-                self.run_once(store)
+                try:
+                    self.run_once(store)
+                except Exception as exc:
+                    # a PostgreSQL restarted since the last look closed this connection: a
+                    # new one takes the look at once, said at INFO (no outage), as the ingest
+                    # worker's store does (Store.reopened_after_close)
+                    if not store.reopened_after_close(exc, self.stop):
+                        raise
+                    self.run_once(store)
                 self._failing = False
             except Exception as exc:  # the store or broker away: the next look tries again
                 if not self._failing:
