@@ -6,12 +6,10 @@ refused by file and line. SQLite always, PostgreSQL in throw-away databases (era
 from __future__ import annotations
 
 import os
-import random
 import signal
 import stat
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,11 +18,9 @@ import pytest
 
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
-from appliance.synthetic import fleet
 from appliance.transport.payloads import Result
+from tests.erasure_journal_helpers import REPO, cli, live_journal, new_store_url, sample_results
 
-REPO = Path(__file__).resolve().parents[2]
-SERVER = "postgres@127.0.0.1:5432"
 KEEP = (1000, 2**40)
 SUBJECT = "subj-journal"
 
@@ -32,38 +28,7 @@ SUBJECT = "subj-journal"
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A new store's URL: a SQLite file, or a new PostgreSQL database (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
-        return
-    import psycopg
-
-    name = f"erasej_{uuid.uuid4().hex[:10]}"
-    admin = f"postgresql://{SERVER}/test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://{SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The command, its journal the test's own (tests/conftest.py sets it)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
-                          text=True, cwd=tmp_path, env=env, check=False, timeout=120)
-
-
-def _journal() -> Path:
-    """The test's own journal (tests/conftest.py)."""
-    return Path(os.environ["APPLIANCE__STORE__ERASURE_JOURNAL"])
-
-
-def _results(subject: str | None, count: int, seed: int) -> list[Result]:
-    rng = random.Random(seed)
-    return [fleet.sample_result(rng, "lab", "kiosk-1", seed * 100 + i, subject)
-            for i in range(count)]
+    yield from new_store_url(request.param, tmp_path, "erasej")
 
 
 def _deliver(url: str, results: list[Result], received_at: datetime) -> list[str]:
@@ -91,13 +56,13 @@ def _stored(url: str) -> set[str]:
 def _backed_up_then_erased(url: str, tmp_path: Path) -> tuple[Path, list[Result], list[Result]]:
     """A store of a subject's 3 results and 3 others, backed up, then the subject and one
     other result erased: the backup, the subject's results, the others."""
-    subject, others = _results(SUBJECT, 3, 1), _results(None, 3, 2)
+    subject, others = sample_results(SUBJECT, 3, 1), sample_results(None, 3, 2)
     _deliver(url, subject + others, datetime.now(UTC) - timedelta(hours=2))
     backup = tmp_path / "backup.file"
-    done = _cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
+    done = cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
     assert done.returncode == 0, done.stderr
     for chosen in (["--subject", SUBJECT], ["--result", others[0].measurement_id]):
-        done = _cli(tmp_path, "results", "erase", "--store", url, *chosen, "--yes")
+        done = cli(tmp_path, "results", "erase", "--store", url, *chosen, "--yes")
         assert done.returncode == 0, done.stderr
     return backup, subject, others
 
@@ -109,11 +74,11 @@ def test_a_restore_applies_the_erasures_again_with_their_own_times(
     audit = _query(url, audit_sql)
     tombstones = _query(url, "SELECT measurement_id FROM erased_results ORDER BY 1")
 
-    done = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
     assert ("re-applied 2 erasure(s) and 0 release(s) from the erasure journal "
-            f"{_journal()}, with their own times: they erased 4 result(s)") in done.stdout
+            f"{live_journal()}, with their own times: they erased 4 result(s)") in done.stdout
     lines = done.stdout.splitlines()
     assert next(i for i, line in enumerate(lines) if "re-applied" in line) < next(
         i for i, line in enumerate(lines) if "fleet resend" in line)
@@ -122,10 +87,10 @@ def test_a_restore_applies_the_erasures_again_with_their_own_times(
     assert _query(url, "SELECT measurement_id FROM erased_results ORDER BY 1") == tombstones
     # the kiosk sends the subject's results again (fleet resend), and one captured before
     # the erasure that it had not delivered: none is stored, nor the erased single result
-    late = _results(SUBJECT, 1, 3)
+    late = sample_results(SUBJECT, 1, 3)
     assert _deliver(url, subject + late + others[:1], datetime.now(UTC)) == []
     assert _stored(url) == {r.measurement_id for r in others[1:]}
-    again = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    again = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "the store holds each of the 2 erasure(s)" in again.stdout
 
@@ -136,7 +101,7 @@ def test_the_restore_says_what_the_store_holds_once_the_journal_is_applied(
     erased 4 of them: the count is now the store's after the erasures, printed after them."""
     backup, _subject, _others = _backed_up_then_erased(url, tmp_path)
 
-    done = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -156,7 +121,7 @@ def test_a_restore_into_a_store_of_its_own_applies_them_too(tmp_path: Path) -> N
     backup, _, others = _backed_up_then_erased(url, tmp_path)
     check = f"sqlite:///{tmp_path / 'check.sqlite3'}"
 
-    done = _cli(tmp_path, "store", "restore", str(backup), "--store", check)
+    done = cli(tmp_path, "store", "restore", str(backup), "--store", check)
 
     assert done.returncode == 0, done.stderr
     assert _stored(check) == {r.measurement_id for r in others[1:]}
@@ -169,15 +134,15 @@ def test_a_release_after_the_erasure_survives_a_restore(url: str, tmp_path: Path
         url, "SELECT erased_at FROM erasures WHERE kind = 'subject'")[0][0]))
     # the person came back and agreed again: a result captured just after the erasure, by
     # a kiosk clock never read, is held; the operator releases it
-    agreed = _results(SUBJECT, 1, 4)[0].model_copy(
+    agreed = sample_results(SUBJECT, 1, 4)[0].model_copy(
         update={"captured_at": erased_at + timedelta(seconds=1)})
     assert _deliver(url, [agreed], erased_at + timedelta(seconds=2)) == []
-    done = _cli(tmp_path, "results", "release", "--store", url, "--result",
-                agreed.measurement_id, "--yes")
+    done = cli(tmp_path, "results", "release", "--store", url, "--result",
+               agreed.measurement_id, "--yes")
     assert done.returncode == 0, done.stderr
     assert agreed.measurement_id in _stored(url)
 
-    done = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
     assert "re-applied 2 erasure(s) and 1 release(s)" in done.stdout
@@ -205,7 +170,7 @@ main(sys.argv[1:])
 def test_a_kill_between_the_journal_and_the_commit_leaves_what_a_rerun_applies(
         tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    subject = _results(SUBJECT, 3, 1)
+    subject = sample_results(SUBJECT, 3, 1)
     _deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     killed = subprocess.run([sys.executable, "-c", KILLED_ERASE, "results", "erase", "--store",
@@ -213,21 +178,21 @@ def test_a_kill_between_the_journal_and_the_commit_leaves_what_a_rerun_applies(
                             text=True, cwd=tmp_path, env=env, check=False, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert _stored(url) == {r.measurement_id for r in subject}  # never committed
-    journal = _journal()
+    journal = live_journal()
     at = journal.read_text().split('"at":"')[1].split('"')[0]
 
-    check = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
 
     assert check.returncode == 1
     assert "the store lacks 1 of the 1 erasure(s) and release(s)" in check.stdout
     assert f"{journal}:1: subject {SUBJECT} at {at}" in check.stdout
-    done = _cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
+    done = cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
     assert done.returncode == 0, done.stderr
     assert "they erased 3 result(s)" in done.stdout
     assert _stored(url) == set()
     assert _query(url, "SELECT kind, selector, erased_at FROM erasures") == [
         ("subject", SUBJECT, at)]
-    again = _cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
+    again = cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
     assert "re-applied 0 erasure(s) and 0 release(s)" in again.stdout
     assert "1 more the store held already" in again.stdout
     assert len(_query(url, "SELECT id FROM erasures")) == 1  # twice changes nothing
@@ -236,18 +201,18 @@ def test_a_kill_between_the_journal_and_the_commit_leaves_what_a_rerun_applies(
 def test_a_garbled_journal_line_is_refused_by_file_and_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     backup, _, _ = _backed_up_then_erased(url, tmp_path)
-    journal = _journal()
+    journal = live_journal()
     good = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(good[0] + b'{"kind":"subject","id":\x00garbage\n' + good[1])
     before = _stored(url)
 
-    done = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 2
     assert f"{journal}:2: not an erasure journal line (not JSON)" in done.stderr
     assert "the store was not restored" in done.stderr
     assert _stored(url) == before
-    check = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert check.returncode == 2
     assert f"{journal}:2:" in check.stderr
 
@@ -258,17 +223,17 @@ def test_a_torn_last_line_is_named_not_applied_and_cut_off_by_the_next_erasure(
     that erasure never committed (its command never said it was done)."""
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     backup, _, others = _backed_up_then_erased(url, tmp_path)
-    journal = _journal()
+    journal = live_journal()
     with journal.open("ab") as torn:
         torn.write(b'{"kind":"result","id":"' + others[1].measurement_id.encode())
 
-    done = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
     assert f"{journal}:3: a torn last line (no newline)" in done.stdout
     assert others[1].measurement_id in _stored(url)  # not applied
-    erased = _cli(tmp_path, "results", "erase", "--store", url, "--result",
-                  others[2].measurement_id, "--yes")
+    erased = cli(tmp_path, "results", "erase", "--store", url, "--result",
+                 others[2].measurement_id, "--yes")
     assert erased.returncode == 0, erased.stderr
     assert f"{journal}:3: cut off a torn last line" in erased.stderr
     lines = journal.read_text().splitlines()
@@ -283,7 +248,7 @@ def test_the_journal_is_owner_only_and_holds_no_result(tmp_path: Path) -> None:
         _, subject, _ = _backed_up_then_erased(url, tmp_path)
     finally:
         os.umask(old)
-    journal = _journal()
+    journal = live_journal()
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
     text = journal.read_text()
     assert all(r.measurement_id not in text for r in subject)  # the subject's id only
@@ -296,25 +261,25 @@ def test_a_line_mended_by_hand_with_an_offset_is_applied_at_the_same_instant(
     (a subject's result is judged against it). A journal line whose ``at`` names the same
     instant in another offset (an operator mending the file in Tokyo's time) was applied as
     written: '2026-...+09:00' sorts nine hours late against the store's UTC times."""
-    subject = _results(SUBJECT, 2, 5)
+    subject = sample_results(SUBJECT, 2, 5)
     _deliver(url, subject, datetime.now(UTC) - timedelta(hours=2))
     backup = tmp_path / "backup.file"
-    assert _cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup)).returncode == 0
-    done = _cli(tmp_path, "results", "erase", "--store", url, "--subject", SUBJECT, "--yes")
+    assert cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup)).returncode == 0
+    done = cli(tmp_path, "results", "erase", "--store", url, "--subject", SUBJECT, "--yes")
     assert done.returncode == 0, done.stderr
     audit_sql = "SELECT kind, selector, erased_at FROM erasures"
     (erasure,) = _query(url, audit_sql)
     at = datetime.fromisoformat(str(erasure[2]))
-    journal = _journal()
+    journal = live_journal()
     line = journal.read_text(encoding="utf-8")
     tokyo = at.astimezone(timezone(timedelta(hours=9))).isoformat()
     assert line.count(str(erasure[2])) == 1
     journal.write_text(line.replace(str(erasure[2]), tokyo), encoding="utf-8")
 
-    done = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
     assert _query(url, audit_sql) == [erasure]  # the same instant, as the store writes it
     assert _stored(url) == set()
-    again = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    again = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert again.returncode == 0, again.stdout + again.stderr

@@ -21,21 +21,10 @@ from appliance.backoffice.backup_rotation import journal_copy_of
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.synthetic import fleet
+from tests.erasure_journal_helpers import REPO, cli, live_journal
 
-REPO = Path(__file__).resolve().parents[2]
 VICTIM = b"root:x:0:0:a file of root's\nits last line, no newline"
 OTHER_UID = 4242
-
-
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The command, its journal the test's own (tests/conftest.py sets it)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
-                          text=True, cwd=tmp_path, env=env, check=False, timeout=120)
-
-
-def _journal() -> Path:
-    return Path(os.environ["APPLIANCE__STORE__ERASURE_JOURNAL"])
 
 
 def _store_of_three(tmp_path: Path) -> tuple[str, list[str]]:
@@ -111,17 +100,17 @@ def test_a_journal_that_is_no_file_of_its_own_is_refused_by_every_command(
     if planted == "other-owner" and os.geteuid() != 0:
         pytest.skip("giving a file to another user needs root")
     url, ids = _store_of_three(tmp_path)
-    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    first = cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
     assert first.returncode == 0, first.stderr
-    journal = _journal()
+    journal = live_journal()
     line = journal.read_bytes()
     make, words = PLANTED[planted]
     target = make(journal)
     before = target.read_bytes() if target.is_file() else None
 
-    erase = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[1], "--yes")
-    check = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
-    apply = _cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
+    erase = cli(tmp_path, "results", "erase", "--store", url, "--result", ids[1], "--yes")
+    check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    apply = cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
 
     for done in (erase, check, apply):
         assert done.returncode == 2, done.stdout + done.stderr
@@ -162,9 +151,9 @@ def test_a_full_disk_in_the_middle_of_the_line_leaves_the_store_and_the_journal_
     done; the next erasure then cut it off as one that never committed, so a restore would
     bring the erased result back."""
     url, ids = _store_of_three(tmp_path)
-    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    first = cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
     assert first.returncode == 0, first.stderr
-    journal = _journal()
+    journal = live_journal()
     before = journal.read_bytes()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -177,7 +166,7 @@ def test_a_full_disk_in_the_middle_of_the_line_leaves_the_store_and_the_journal_
     assert "nothing was changed in the store" in full.stderr
     assert _stored(url) == set(ids[1:])
     assert journal.read_bytes() == before  # no part of the line left
-    after = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[2], "--yes")
+    after = cli(tmp_path, "results", "erase", "--store", url, "--result", ids[2], "--yes")
     assert after.returncode == 0, after.stderr
     assert "cut off a torn last line" not in after.stderr
     assert [ids[0], ids[2]] == [line.split('"id":"')[1].split('"')[0]
@@ -207,9 +196,9 @@ def test_a_line_of_hundreds_of_megabytes_is_read_a_chunk_at_a_time(
     """A 2 GB line took 4.2 GB to refuse (the file read whole, then split) and a torn one
     2.1 GB to cut off (read whole to find its start)."""
     url, ids = _store_of_three(tmp_path)
-    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    first = cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
     assert first.returncode == 0, first.stderr
-    journal = _journal()
+    journal = live_journal()
     good = journal.read_bytes()
     with journal.open("r+b") as file:
         file.truncate(len(good) + LINE_OF_ZEROS)
@@ -235,13 +224,13 @@ def test_a_line_nested_deeper_than_the_decoder_follows_is_refused_by_file_and_li
     """4,000 brackets fit a line's 4,096 bytes; the decoder's RecursionError was a traceback
     from every command that reads the journal, the restore's included."""
     url, ids = _store_of_three(tmp_path)
-    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    first = cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
     assert first.returncode == 0, first.stderr
-    journal = _journal()
+    journal = live_journal()
     with journal.open("ab") as file:
         file.write(b"[" * 4000 + b"\n")
 
-    check = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
 
     assert check.returncode == 2, check.stdout + check.stderr
     assert f"{journal}:2: not an erasure journal line (not JSON: nested too deeply)" in (
@@ -276,7 +265,7 @@ def test_an_erasure_committed_while_a_restore_checks_the_backup_is_applied_again
     in no store, though its command had said it was done."""
     url, ids = _store_of_three(tmp_path)
     backup = tmp_path / "backup.file"
-    done = _cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
+    done = cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
     assert done.returncode == 0, done.stderr
     env = {**os.environ, "PYTHONPATH": str(REPO), "ERASE_STORE": url, "ERASE_RESULT": ids[0]}
 
@@ -285,7 +274,7 @@ def test_an_erasure_committed_while_a_restore_checks_the_backup_is_applied_again
                              text=True, cwd=tmp_path, env=env, check=False, timeout=300)
 
     assert restore.returncode == 0, restore.stdout + restore.stderr
-    assert ids[0] in _journal().read_text()  # the erasure ran in the window
+    assert ids[0] in live_journal().read_text()  # the erasure ran in the window
     assert "re-applied 1 erasure(s) and 0 release(s)" in restore.stdout
     assert _stored(url) == set(ids[1:])
 
@@ -296,21 +285,21 @@ def test_a_journal_lost_with_the_disk_is_said_where_the_store_holds_erasures_it_
     erasure(s)" as if there had been none since the backup, though the backup itself holds
     an erasure that no line of the journal names."""
     url, ids = _store_of_three(tmp_path)
-    first = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    first = cli(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
     assert first.returncode == 0, first.stderr
     backup = tmp_path / "backup.file"
-    done = _cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
+    done = cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
     assert done.returncode == 0, done.stderr
-    later = _cli(tmp_path, "results", "erase", "--store", url, "--result", ids[1], "--yes")
+    later = cli(tmp_path, "results", "erase", "--store", url, "--result", ids[1], "--yes")
     assert later.returncode == 0, later.stderr
-    journal = _journal()
+    journal = live_journal()
     journal.unlink()  # lost with the disk, not put back
     # and the copy `store backup` wrote beside the archive not kept with it (a backup copied
     # off the host without it, or one an older appliance wrote)
     journal_copy_of(backup).unlink()
 
-    restore = _cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
-    check = _cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    restore = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
 
     assert restore.returncode == 0, restore.stderr
     note = (f"Note: the store holds 1 erasure(s) and release(s) that the erasure journal "
@@ -319,5 +308,5 @@ def test_a_journal_lost_with_the_disk_is_said_where_the_store_holds_erasures_it_
     assert check.returncode == 0, check.stderr
     assert note in check.stderr
     journal.write_text("")  # an empty one made since: the same
-    assert note in _cli(tmp_path, "results", "erasures", "--store", url,
-                        "--check-journal").stderr
+    assert note in cli(tmp_path, "results", "erasures", "--store", url,
+                       "--check-journal").stderr

@@ -6,13 +6,10 @@ back. SQLite always, PostgreSQL in throw-away databases (tidy5_*)."""
 from __future__ import annotations
 
 import os
-import random
 import re
 import stat
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +20,9 @@ from appliance.backoffice.erasure_journal import read_journal
 from appliance.backoffice.journal_copy import ChosenJournal
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
-from appliance.synthetic import fleet
 from appliance.transport.payloads import Result
+from tests.erasure_journal_helpers import cli, live_journal, new_store_url, sample_results
 
-REPO = Path(__file__).resolve().parents[2]
-SERVER = "postgres@127.0.0.1:5432"
 SUBJECT = "subj-copied"
 STAMPED = re.compile(r"backoffice-(\d{8}T\d{6}\.\d{6}Z)\.(sqlite3|dump)")
 
@@ -35,38 +30,7 @@ STAMPED = re.compile(r"backoffice-(\d{8}T\d{6}\.\d{6}Z)\.(sqlite3|dump)")
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A new store's URL: a SQLite file, or a new PostgreSQL database (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
-        return
-    import psycopg
-
-    name = f"tidy5_{uuid.uuid4().hex[:10]}"
-    admin = f"postgresql://{SERVER}/test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://{SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The command, its journal the test's own (tests/conftest.py sets it)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
-                          text=True, cwd=tmp_path, env=env, check=False, timeout=120)
-
-
-def _journal() -> Path:
-    """The test's own live journal (tests/conftest.py)."""
-    return Path(os.environ["APPLIANCE__STORE__ERASURE_JOURNAL"])
-
-
-def _results(subject: str | None, count: int, seed: int) -> list[Result]:
-    rng = random.Random(seed)
-    return [fleet.sample_result(rng, "lab", "kiosk-1", seed * 100 + i, subject)
-            for i in range(count)]
+    yield from new_store_url(request.param, tmp_path, "tidy5")
 
 
 def _stored(url: str) -> set[str]:
@@ -91,12 +55,12 @@ def _backup(tmp_path: Path, url: str, keep: str = "3") -> subprocess.CompletedPr
     """`store backup` as the nightly unit runs it (--keep), into tmp_path/backups."""
     folder = tmp_path / "backups"
     folder.mkdir(mode=0o700, exist_ok=True)
-    return _cli(tmp_path, "store", "backup", "--store", url, "--out",
-                str(folder / "backoffice.sqlite3"), "--keep", keep)
+    return cli(tmp_path, "store", "backup", "--store", url, "--out",
+               str(folder / "backoffice.sqlite3"), "--keep", keep)
 
 
 def _erase(tmp_path: Path, url: str, *chosen: str) -> None:
-    done = _cli(tmp_path, "results", "erase", "--store", url, *chosen, "--yes")
+    done = cli(tmp_path, "results", "erase", "--store", url, *chosen, "--yes")
     assert done.returncode == 0, done.stderr
 
 
@@ -108,18 +72,18 @@ def _archives(tmp_path: Path) -> list[Path]:
 
 def test_each_backup_has_the_journal_beside_it_and_keep_removes_it_with_its_archive(
         url: str, tmp_path: Path) -> None:
-    subject, others = _results(SUBJECT, 3, 1), _results(None, 2, 2)
+    subject, others = sample_results(SUBJECT, 3, 1), sample_results(None, 2, 2)
     _delivered(url, subject + others)
     _erase(tmp_path, url, "--subject", SUBJECT)
     journals = []
     for erased in others:  # three backups, one more erasure before each of the last two
         done = _backup(tmp_path, url, keep="2")
         assert done.returncode == 0, done.stderr
-        journals.append(_journal().read_bytes())
+        journals.append(live_journal().read_bytes())
         _erase(tmp_path, url, "--result", erased.measurement_id)
     done = _backup(tmp_path, url, keep="2")
     assert done.returncode == 0, done.stderr
-    journals.append(_journal().read_bytes())
+    journals.append(live_journal().read_bytes())
 
     archives = _archives(tmp_path)
     assert len(archives) == 2  # the oldest removed, with its journal copy
@@ -131,7 +95,7 @@ def test_each_backup_has_the_journal_beside_it_and_keep_removes_it_with_its_arch
         assert copy.read_bytes() == journal  # the journal as it was at that backup
         assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert journals[2].count(b"\n") == 3
-    assert (f"copied the erasure journal {_journal()} (3 line(s)) to "
+    assert (f"copied the erasure journal {live_journal()} (3 line(s)) to "
             f"{archives[-1]}.erasure-journal.jsonl") in done.stdout
 
 
@@ -139,12 +103,12 @@ def _backed_up_erased_and_lost(url: str, tmp_path: Path) -> tuple[Path, list[Res
     """A backup of 5 results, then the subject's 3 erased, a second backup (its journal copy
     holds the erasure), then the disk lost: the live journal gone (the store is replaced by
     the restore). The first backup, and the results not erased."""
-    subject, others = _results(SUBJECT, 3, 1), _results(None, 2, 2)
+    subject, others = sample_results(SUBJECT, 3, 1), sample_results(None, 2, 2)
     _delivered(url, subject + others)
     assert _backup(tmp_path, url).returncode == 0
     _erase(tmp_path, url, "--subject", SUBJECT)
     assert _backup(tmp_path, url).returncode == 0
-    _journal().unlink()
+    live_journal().unlink()
     return _archives(tmp_path)[0], others
 
 
@@ -156,17 +120,17 @@ def test_a_restore_after_a_lost_disk_applies_the_newest_copy_beside_the_backup(
     newest = _archives(tmp_path)[-1]
     copy = newest.with_name(f"{newest.name}.erasure-journal.jsonl")
 
-    done = _cli(tmp_path, "store", "restore", str(first), "--store", url, "--force")
+    done = cli(tmp_path, "store", "restore", str(first), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
     assert _stored(url) == {r.measurement_id for r in others}
     assert (f"the erasure journal used: the copy {copy}, the newest beside the backup (no "
-            f"live one at {_journal()})") in done.stdout
+            f"live one at {live_journal()})") in done.stdout
     assert f"re-applied 1 erasure(s) and 0 release(s) from the erasure journal {copy}" \
         in done.stdout
-    assert f"put the copy back as the erasure journal {_journal()}" in done.stdout
-    assert _journal().read_bytes() == copy.read_bytes()
-    assert stat.S_IMODE(_journal().stat().st_mode) == 0o600
+    assert f"put the copy back as the erasure journal {live_journal()}" in done.stdout
+    assert live_journal().read_bytes() == copy.read_bytes()
+    assert stat.S_IMODE(live_journal().stat().st_mode) == 0o600
 
 
 def test_a_restore_uses_the_live_journal_and_the_lines_only_a_copy_holds(
@@ -178,11 +142,11 @@ def test_a_restore_uses_the_live_journal_and_the_lines_only_a_copy_holds(
     newest = _archives(tmp_path)[-1]
     _erase(tmp_path, url, "--result", others[0].measurement_id)  # a new live journal
 
-    done = _cli(tmp_path, "store", "restore", str(first), "--store", url, "--force")
+    done = cli(tmp_path, "store", "restore", str(first), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
     assert _stored(url) == {others[1].measurement_id}
-    assert (f"the erasure journal used: the live one, {_journal()}, and 1 line(s) it lacks "
+    assert (f"the erasure journal used: the live one, {live_journal()}, and 1 line(s) it lacks "
             f"from its copy {newest}.erasure-journal.jsonl") in done.stdout
     assert "re-applied 2 erasure(s) and 0 release(s)" in done.stdout
     assert "put the copy back" not in done.stdout
@@ -191,7 +155,7 @@ def test_a_restore_uses_the_live_journal_and_the_lines_only_a_copy_holds(
 def test_a_journal_that_cannot_be_copied_fails_the_backup_and_removes_no_older_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    _delivered(url, _results(None, 1, 3))
+    _delivered(url, sample_results(None, 1, 3))
     assert _backup(tmp_path, url, keep="1").returncode == 0
     unreadable = tmp_path / "journal-folder"
     unreadable.mkdir()
@@ -207,7 +171,7 @@ def test_a_journal_that_cannot_be_copied_fails_the_backup_and_removes_no_older_o
 
 def test_a_journal_copy_s_temporary_a_killed_backup_left_is_removed(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    _delivered(url, _results(None, 1, 4))
+    _delivered(url, sample_results(None, 1, 4))
     folder = tmp_path / "backups"
     folder.mkdir(mode=0o700)
     left = folder / (".backoffice-20261201T030000.000000Z.sqlite3.erasure-journal.jsonl"

@@ -1,0 +1,57 @@
+"""What the erasure journal's tests share: a new store of either kind, the CLI run with the
+test's own journal (tests/conftest.py sets ``APPLIANCE__STORE__ERASURE_JOURNAL``), and
+generated results."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from appliance.synthetic import fleet
+from appliance.transport.payloads import Result
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER = "postgres@127.0.0.1:5432"
+
+
+def new_store_url(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
+    """A new store's URL: a SQLite file, or a new PostgreSQL database named ``prefix_HEX``
+    (dropped afterwards); for a fixture to yield from."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite3'}"
+        return
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = f"postgresql://{SERVER}/test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://{SERVER}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command, its journal the test's own."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, check=False, timeout=120)
+
+
+def live_journal() -> Path:
+    """The test's own live journal."""
+    return Path(os.environ["APPLIANCE__STORE__ERASURE_JOURNAL"])
+
+
+def sample_results(subject: str | None, count: int, seed: int) -> list[Result]:
+    """``count`` results of kiosk lab/kiosk-1, of ``subject`` (None: none)."""
+    rng = random.Random(seed)
+    return [fleet.sample_result(rng, "lab", "kiosk-1", seed * 100 + i, subject)
+            for i in range(count)]
