@@ -99,7 +99,7 @@ def append(path: Path, entry: JournalEntry) -> None:
     fd, created = _opened_for_append(path)
     try:
         if created:
-            _owned_as_its_folder(fd, path)
+            owned_as_its_folder(fd, path)
         fcntl.flock(fd, fcntl.LOCK_EX)  # two erasures at once: one line each, whole
         _cut_torn_tail(fd, path)
         _written_whole(fd, _line_of(entry))
@@ -242,17 +242,9 @@ def _newlines_before(fd: int, offset: int) -> int:
     return count
 
 
-def owned_as_its_folder(path: Path) -> None:
-    """Run as root, give the file at ``path`` (a journal a restore put back:
-    journal_copy.py) to the owner of its folder (the store's user)."""
-    if os.geteuid() == 0:
-        folder = path.parent.stat()
-        os.chown(path, folder.st_uid, folder.st_gid, follow_symlinks=False)
-
-
-def _owned_as_its_folder(fd: int, path: Path) -> None:
-    """Run as root, give the journal just made (``fd``) to the owner of its folder (the
-    store's user)."""
+def owned_as_its_folder(fd: int, path: Path) -> None:
+    """Run as root, give the journal just made (``fd``, to be ``path``: also a copy a restore
+    puts back, journal_copy.py) to the owner of its folder (the store's user)."""
     if os.geteuid() == 0:
         folder = path.parent.stat()
         os.fchown(fd, folder.st_uid, folder.st_gid)

@@ -88,7 +88,6 @@ class ChosenJournal:
         try:
             if not _linked_whole(self.journal.path.read_bytes(), live):
                 return f"Note: {live} was made meanwhile; {self.journal.path} not put back"
-            owned_as_its_folder(live)
         except OSError as exc:
             return (f"Note: could not put {self.journal.path} back as the erasure journal "
                     f"{live} ({exc}): copy it there (owner-only) before the next erasure")
@@ -103,6 +102,7 @@ def _linked_whole(data: bytes, path: Path) -> bool:
                                 suffix=".tmp")  # owner-only from its start
     try:
         with os.fdopen(fd, "wb") as temp:
+            owned_as_its_folder(temp.fileno(), path)
             temp.write(data)
             temp.flush()
             os.fsync(temp.fileno())

@@ -160,7 +160,7 @@ def _restore(args: argparse.Namespace) -> int:
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
-    if (applied := _journal_applied(url, _journal_again(args))) is None:
+    if (applied := _journal_applied(url, _journal_read(args, again=True))) is None:
         print("\n".join([*done.lines, *_holds(done.contents)]))
         return 1
     said, now = applied
@@ -178,10 +178,12 @@ def _holds(contents: Any) -> list[str]:
     return [f"It holds {contents.summary()}", *contents.kiosk_lines()]
 
 
-def _journal_read(args: argparse.Namespace) -> Any:
+def _journal_read(args: argparse.Namespace, *, again: bool = False) -> Any:
     """The erasure journal the restore applies (journal_copy.ChosenJournal: the config's, else
-    the newest copy beside the backup), read before anything is restored; None after saying
-    why it cannot be (a damaged line, by file and line)."""
+    the newest copy beside the backup), read before anything is restored and ``again`` once
+    the backup is in place (an erasure committed since the first reading, while the backup was
+    checked, went with the store the backup replaced, and only its line is left); None after
+    saying why it cannot be (a damaged line, by file and line)."""
     from appliance.backoffice.erasure_journal import JournalError  # noqa: PLC0415
     from appliance.backoffice.journal_copy import chosen_journal  # noqa: PLC0415
     from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
@@ -191,27 +193,12 @@ def _journal_read(args: argparse.Namespace) -> Any:
     try:
         return chosen_journal(path, Path(args.backup))
     except JournalError as exc:
-        print(f"store restore: {exc}; the store was not restored", file=sys.stderr)
-        return None
-
-
-def _journal_again(args: argparse.Namespace) -> Any:
-    """The journal chosen and read again once the backup is in place: an erasure committed
-    since the first reading (while the backup was checked, before the store was locked) went
-    with the store the backup replaced, and only its line is left; None after saying why it
-    cannot be read now."""
-    from appliance.backoffice.erasure_journal import JournalError  # noqa: PLC0415
-    from appliance.backoffice.journal_copy import chosen_journal  # noqa: PLC0415
-    from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
-
-    if (path := journal_of(args)) is None:
-        return None
-    try:
-        return chosen_journal(path, Path(args.backup))
-    except JournalError as exc:
-        print(f"store restore: the backup is restored, but reading the erasure journal again "
-              f"failed ({exc}): apply it before the workers start: appliance results "
-              "erasures --apply-journal", file=sys.stderr)
+        if again:
+            print(f"store restore: the backup is restored, but reading the erasure journal "
+                  f"again failed ({exc}): apply it before the workers start: appliance "
+                  "results erasures --apply-journal", file=sys.stderr)
+        else:
+            print(f"store restore: {exc}; the store was not restored", file=sys.stderr)
         return None
 
 
