@@ -1,6 +1,6 @@
 """The erasure journal (erasure_journal.py) held against a store: which of its erasures and
 releases the store lacks (``results erasures --check-journal``), and those applied again
-(``store restore``, after it has put the backup in place, and ``results erasures
+(``store restore``, SQLite into its copy before the rename, and ``results erasures
 --apply-journal``).
 
 Each is applied in the journal's order with its own time, not the restore's: a subject's

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -155,12 +155,14 @@ def _restore(args: argparse.Namespace) -> int:
     url = store_url_of(args)
     if url is None or _journal_read(args) is None:
         return 2
+    early = _EarlyApplied(args)
     try:
-        done = _restored(url, Path(args.backup), args.force)
+        done = _restored(url, Path(args.backup), args.force, early)
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
-    if (applied := _journal_applied(url, _journal_read(args, again=True))) is None:
+    if (applied := _journal_applied(url, _journal_read(args, again=True),
+                                    early.done)) is None:
         print("\n".join([*done.lines, *_holds(done.contents)]))
         return 1
     said, now = applied
@@ -202,11 +204,54 @@ def _journal_read(args: argparse.Namespace, *, again: bool = False) -> Any:
         return None
 
 
-def _journal_applied(url: str, chosen: Any) -> tuple[list[str], Any] | None:
+class _EarlyApplied:
+    """The erasure journal applied to a SQLite restore's copy before it replaces the store
+    (store_restore.restore_sqlite's ``before_in_place``), read again then, while the store is
+    held (an erasure committed since the first reading is in it): a restore killed once the
+    copy is in place leaves no erased result back in the store, where applying the journal
+    only after the rename left the backup's erased results there until a rerun. ``done``:
+    what it applied (erasure_reapply.Reapplied), None until it ran. A journal that cannot be
+    read or applied then refuses the restore, the store as it was."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.done: Any = None
+
+    def __call__(self, copy: Path) -> None:
+        from appliance.backoffice.erasure_journal import JournalError  # noqa: PLC0415
+        from appliance.backoffice.erasure_reapply import reapplied  # noqa: PLC0415
+        from appliance.backoffice.journal_copy import chosen_journal  # noqa: PLC0415
+        from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
+        from appliance.backoffice.store import open_store  # noqa: PLC0415
+        from appliance.backoffice.store_backup import BackupError, BackupFailedError  # noqa: PLC0415
+        from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
+
+        if (path := journal_of(self.args)) is None:
+            raise BackupError("the erasure journal's path could not be read again; the store "
+                              "was not restored")
+        try:
+            journal = chosen_journal(path, Path(self.args.backup)).journal
+        except JournalError as exc:
+            raise BackupError(f"{exc}; the store was not restored") from exc
+        try:
+            store = open_store(f"sqlite:///{copy}")
+            try:
+                self.done = reapplied(store, journal)
+            finally:
+                store.close()
+        except STORE_ERRORS as exc:
+            raise BackupFailedError(
+                f"applying the erasure journal {journal.path} to the restored copy failed "
+                f"({explained(exc)}); the store was not restored") from exc
+
+
+def _journal_applied(url: str, chosen: Any, early: Any = None) -> tuple[list[str], Any] | None:
     """The chosen journal's erasures and releases the restored store lacks, applied again: the
     lines saying so (which journal, what it did, a copy used put back as the live one) and
     what the store holds then (StoreContents), or None after saying that the store failed on
-    the way (None for ``chosen``: it could not be read again, said)."""
+    the way (None for ``chosen``: it could not be read again, said). ``early``: what was
+    applied to a SQLite restore's copy before it was put in place (_EarlyApplied), counted in
+    the line as applied by the restore."""
     from appliance.backoffice.erasure_reapply import reapplied  # noqa: PLC0415
     from appliance.backoffice.store import open_store  # noqa: PLC0415
     from appliance.backoffice.store_contents import contents_of  # noqa: PLC0415
@@ -219,7 +264,8 @@ def _journal_applied(url: str, chosen: Any) -> tuple[list[str], Any] | None:
     try:
         store = open_store(url)
         try:
-            said = [*chosen.said, *torn, reapplied(store, journal).summary(journal)]
+            said = [*chosen.said, *torn,
+                    _with_early(reapplied(store, journal), early).summary(journal)]
             contents = contents_of(store.query, ALL_TABLES)
         finally:
             store.close()
@@ -230,6 +276,19 @@ def _journal_applied(url: str, chosen: Any) -> tuple[list[str], Any] | None:
               f"{first}appliance results erasures --apply-journal", file=sys.stderr)
         return None
     return [*said, *([chosen.put_back()] if chosen.copied else [])], contents
+
+
+def _with_early(late: Any, early: Any) -> Any:
+    """The restore's application of the journal as one (erasure_reapply.Reapplied): what was
+    applied to the copy before it was put in place, and what after (an erasure committed to the
+    store it replaced meanwhile); the entries the early one applied are no more "held
+    already"."""
+    if early is None:
+        return late
+    return replace(late, erasures=early.erasures + late.erasures,
+                   releases=early.releases + late.releases,
+                   results=early.results + late.results,
+                   held_already=late.held_already - early.erasures - early.releases)
 
 
 def _configured_elsewhere(args: argparse.Namespace, url: str) -> str | None:
@@ -258,8 +317,9 @@ class _Restored:
     contents: Any
 
 
-def _restored(url: str, backup: Path, force: bool) -> _Restored:
-    """Restore ``backup`` into the store of ``url``."""
+def _restored(url: str, backup: Path, force: bool, early: _EarlyApplied) -> _Restored:
+    """Restore ``backup`` into the store of ``url`` (SQLite: ``early`` applied to the copy
+    before it is put in place)."""
     from appliance.backoffice.store_backup import sqlite_store_path  # noqa: PLC0415
     from appliance.backoffice.storeurl import POSTGRES_SCHEMES, store_name  # noqa: PLC0415
 
@@ -275,7 +335,7 @@ def _restored(url: str, backup: Path, force: bool) -> _Restored:
     else:
         from appliance.backoffice.store_restore import restore_sqlite  # noqa: PLC0415
 
-        done = restore_sqlite(backup, sqlite_store_path(url), force)
+        done = restore_sqlite(backup, sqlite_store_path(url), force, early)
         contents = done.restored
         aside = f"; the store it replaced is kept as {done.replaced}" if done.replaced else ""
         head = (f"restored the {store_name(url)} from {backup} (backed up at schema version "

@@ -14,7 +14,9 @@
    nothing beside it, never removed; a damaged store whose log cannot be folded keeps it
    beside, as ``NAME.replaced-TIME-wal``; the store is linked to that name and stays at its own
    until the copy is renamed over it), and the copy renamed into its place; the folder is
-   flushed.
+   flushed. Before the rename, while the store is still held, ``before_in_place`` (the
+   erasure journal's application, store_backup_cli.py) runs on the copy, which is flushed
+   again: a restore killed after the rename leaves no erased result back in the store.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,8 +58,10 @@ class Restored:
     leftovers_removed: list[Path]
 
 
-def restore_sqlite(backup: Path, store: Path, force: bool) -> Restored:
-    """Put the store held in ``backup`` at ``store`` (see the module's steps)."""
+def restore_sqlite(backup: Path, store: Path, force: bool,
+                   before_in_place: Callable[[Path], None] | None = None) -> Restored:
+    """Put the store held in ``backup`` at ``store`` (see the module's steps); a BackupError
+    raised by ``before_in_place`` leaves the store as it was."""
     held = checked_backup(backup)
     if not store.parent.is_dir():
         raise BackupError(f"no folder {store.parent.absolute()} for the store {store}: make it")
@@ -68,12 +72,17 @@ def restore_sqlite(backup: Path, store: Path, force: bool) -> Restored:
         if current is not None:
             _refuse_replacing(current, store, held, force)
         with _prepared_copy_or_fail(backup, store) as copy:
+            restored = _restored_contents(copy)  # as restored, before_in_place aside
+            if before_in_place is not None:
+                with no_leftovers(copy):
+                    before_in_place(copy)
+                    fsync_path(copy)
             replaced = _put_in_place(copy, store, current)
             current = None  # closed by _put_in_place
     finally:
         if current is not None:
             current.close()
-    return Restored(held, _restored_contents(store), replaced, leftovers)
+    return Restored(held, restored, replaced, leftovers)
 
 
 def _put_in_place(copy: Path, store: Path, current: sqlite3.Connection | None) -> Path | None:

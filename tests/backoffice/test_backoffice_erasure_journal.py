@@ -283,3 +283,36 @@ def test_a_line_mended_by_hand_with_an_offset_is_applied_at_the_same_instant(
     assert _stored(url) == set()
     again = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+KILLED_RESTORE = """
+import os, signal, sys
+from appliance.backoffice import store_backup_cli
+from appliance.cli import main
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # a power cut once the backup is in place
+
+store_backup_cli._journal_applied = die
+main(sys.argv[1:])
+"""
+
+
+def test_a_restore_killed_once_the_backup_is_in_place_brings_no_erased_result_back(
+        tmp_path: Path) -> None:
+    """SQLite: the journal is applied to the restored copy before it replaces the store, so a
+    kill after the rename (before, a kill between the rename and the journal's application
+    left the backup's erased results in the live store, and nothing said so)."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    backup, _subject, others = _backed_up_then_erased(url, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_RESTORE, "store", "restore",
+                             str(backup), "--store", url, "--force"], capture_output=True,
+                            text=True, cwd=tmp_path, env=env, check=False, timeout=120)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(_query(url, "SELECT id FROM erasures")) == 2  # the backup, with its 2 lines
+    assert _stored(url) == {r.measurement_id for r in others[1:]}
+    check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    assert check.returncode == 0, check.stdout + check.stderr
