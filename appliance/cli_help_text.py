@@ -132,7 +132,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "lacks (exit 1 where any; 2 for a damaged journal line, named by file and line, or a "
         "journal that is a link, another user's or writable by others); a note on stderr "
         "where the store holds erasures no journal line names (a journal lost and not put "
-        "back); --apply-journal applies them, each with its own time, as `store restore` does.",
+        "back); --apply-journal applies them, each with its own time, as `store restore` does, "
+        "and names each line it applied (a line is applied as written, its user and time "
+        "too: read --check-journal first).",
         ("appliance results erasures", "appliance results erasures --limit 5",
          "appliance results erasures --check-journal"),
     ),

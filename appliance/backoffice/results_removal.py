@@ -237,8 +237,11 @@ def _journal_held(args: argparse.Namespace) -> int:
         print(f"{command}: {torn}", file=sys.stderr)
 
     def held(store: Any) -> int:
-        if args.apply_journal:
-            return print_out(command, reapplied(store, journal, prefix).summary(journal))
+        if args.apply_journal:  # each line applied named, as --check-journal names them:
+            # a line is applied as written (its user and time), by whoever wrote it
+            lines = missing_lines(journal, missing(store, journal))
+            done = reapplied(store, journal, prefix).summary(journal)
+            return print_out(command, "\n".join([done, *lines]))
         lacking = missing(store, journal)
         if (note := unlisted_note(journal, unlisted(store, journal))) is not None:
             print(f"{command}: {note}", file=sys.stderr)

@@ -316,3 +316,27 @@ def test_a_restore_killed_once_the_backup_is_in_place_brings_no_erased_result_ba
     assert _stored(url) == {r.measurement_id for r in others[1:]}
     check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_apply_journal_names_each_line_it_applies_with_its_user_and_time(
+        tmp_path: Path) -> None:
+    """A line is applied as written, also one the journal's owner appended by hand (its user
+    and time taken from it): --apply-journal names each line it applies, as --check-journal
+    does, not only how many."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    subject = sample_results(SUBJECT, 2, 1)
+    _deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
+    journal = live_journal()
+    journal.write_text(f'{{"kind":"subject","id":"{SUBJECT}","at":"2026-12-07T10:00:00.000000Z",'
+                       '"by":"dpo-alice"}\n')
+    journal.chmod(0o600)
+
+    done = cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
+
+    assert done.returncode == 0, done.stderr
+    assert "re-applied 1 erasure(s) and 0 release(s)" in done.stdout
+    assert (f"  {journal}:1: subject {SUBJECT} at 2026-12-07T10:00:00.000000Z by dpo-alice"
+            in done.stdout.splitlines())
+    assert _stored(url) == set()
+    again = cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
+    assert f"{journal}:1:" not in again.stdout  # nothing applied, nothing named
