@@ -74,9 +74,11 @@ def missing(store: Any, journal: Journal) -> list[JournalEntry]:
             if (entry.kind, entry.value, entry.at) not in held]
 
 
-def reapplied(store: Any, journal: Journal, topic_prefix: str | None = None) -> Reapplied:
+def reapplied(store: Any, journal: Journal, topic_prefix: str) -> Reapplied:
     """Apply the journal's entries the store lacks, in order, each with its own time
-    (``topic_prefix``: Store.erase's)."""
+    (``topic_prefix``: Store.erase's, the fleet's, always given: `store restore` and
+    `results erasures --apply-journal` both pass results_removal.erasure_setting's, so an
+    erased letter is recorded for its kiosk either way)."""
     from appliance.backoffice.commands import letter_judge  # noqa: PLC0415
 
     todo = missing(store, journal)

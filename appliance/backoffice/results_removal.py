@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from appliance.backoffice.commands import (
     add_store_options,
@@ -83,11 +83,27 @@ def confirmed(question: str, yes: bool) -> bool | None:
 def journal_of(args: argparse.Namespace) -> Path | None:
     """The erasure journal of the config (erasure_journal.py), or None after printing the
     config's error."""
+    return None if (setting := erasure_setting(args)) is None else setting.journal
+
+
+class ErasureSetting(NamedTuple):
+    """What an erasure takes from the config, made or applied again from the journal."""
+
+    journal: Path  # the erasure journal (erasure_journal.py)
+    topic_prefix: str  # the fleet's: names the kiosk of an erased dead letter (kiosk_forgets.py)
+
+
+def erasure_setting(args: argparse.Namespace) -> ErasureSetting | None:
+    """The config's erasure journal and topic prefix, for ``results erase``, ``results
+    erasures --apply-journal`` and ``store restore`` alike (each erasure applied again from
+    the journal records the kiosk of an erased letter, as the erasure did); None after
+    printing the config's error."""
     from appliance.backoffice.erasure_journal import journal_path
 
-    config = load_or_report(args)
-    return None if config is None else journal_path(config.store.erasure_journal,
-                                                    config.state_dir)
+    if (config := load_or_report(args)) is None:
+        return None
+    return ErasureSetting(journal_path(config.store.erasure_journal, config.state_dir),
+                          config.mqtt.topic_prefix)
 
 
 def journalled(journal: Path, kind: str, value: str, user: str) -> Any:
@@ -118,9 +134,9 @@ def _erase(args: argparse.Namespace) -> int:
 
     selector = (Selector("subject", args.subject) if args.subject is not None
                 else Selector("result", args.result))
-    if (journal := journal_of(args)) is None or (config := load_or_report(args)) is None:
+    if (setting := erasure_setting(args)) is None:
         return 2
-    prefix = config.mqtt.topic_prefix  # names the kiosk of an erased letter (kiosk_forgets.py)
+    journal, prefix = setting
 
     def erase(store: Any) -> int:
         results, letters = store.erasure_preview(selector)
@@ -225,9 +241,9 @@ def _journal_held(args: argparse.Namespace) -> int:
     )
 
     command = "results erasures"
-    if (path := journal_of(args)) is None or (config := load_or_report(args)) is None:
+    if (setting := erasure_setting(args)) is None:
         return 2
-    prefix = config.mqtt.topic_prefix
+    path, prefix = setting
     try:
         journal = read_journal(path)
     except JournalError as exc:

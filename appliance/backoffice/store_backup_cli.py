@@ -150,19 +150,22 @@ def _backed_up(url: str, out: Path) -> Any:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from appliance.backoffice.results_removal import erasure_setting  # noqa: PLC0415
     from appliance.backoffice.store_backup import BackupError  # noqa: PLC0415
 
     url = store_url_of(args)
-    if url is None or _journal_read(args) is None:
+    if url is None or (setting := erasure_setting(args)) is None:
         return 2
-    early = _EarlyApplied(args)
+    if _journal_read(args) is None:
+        return 2
+    early = _EarlyApplied(args, setting.topic_prefix)
     try:
         done = _restored(url, Path(args.backup), args.force, early)
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
-    if (applied := _journal_applied(url, _journal_read(args, again=True),
-                                    early.done)) is None:
+    chosen = _journal_read(args, again=True)
+    if (applied := _journal_applied(url, chosen, setting.topic_prefix, early.done)) is None:
         print("\n".join([*done.lines, *_holds(done.contents)]))
         return 1
     said, now = applied
@@ -213,8 +216,9 @@ class _EarlyApplied:
     what it applied (erasure_reapply.Reapplied), None until it ran. A journal that cannot be
     read or applied then refuses the restore, the store as it was."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, topic_prefix: str) -> None:
         self.args = args
+        self.topic_prefix = topic_prefix
         self.done: Any = None
 
     def __call__(self, copy: Path) -> None:
@@ -236,7 +240,7 @@ class _EarlyApplied:
         try:
             store = open_store(f"sqlite:///{copy}")
             try:
-                self.done = reapplied(store, journal)
+                self.done = reapplied(store, journal, self.topic_prefix)
             finally:
                 store.close()
         except STORE_ERRORS as exc:
@@ -245,8 +249,11 @@ class _EarlyApplied:
                 f"({explained(exc)}); the store was not restored") from exc
 
 
-def _journal_applied(url: str, chosen: Any, early: Any = None) -> tuple[list[str], Any] | None:
-    """The chosen journal's erasures and releases the restored store lacks, applied again: the
+def _journal_applied(url: str, chosen: Any, topic_prefix: str,
+                     early: Any = None) -> tuple[list[str], Any] | None:
+    """The chosen journal's erasures and releases the restored store lacks, applied again as
+    ``results erasures --apply-journal`` applies them (an erased letter recorded for the kiosk
+    its topic under ``topic_prefix`` names: kiosk_forgets.py): the
     lines saying so (which journal, what it did, a copy used put back as the live one) and
     what the store holds then (StoreContents), or None after saying that the store failed on
     the way (None for ``chosen``: it could not be read again, said). ``early``: what was
@@ -265,7 +272,7 @@ def _journal_applied(url: str, chosen: Any, early: Any = None) -> tuple[list[str
         store = open_store(url)
         try:
             said = [*chosen.said, *torn,
-                    _with_early(reapplied(store, journal), early).summary(journal)]
+                    _with_early(reapplied(store, journal, topic_prefix), early).summary(journal)]
             contents = contents_of(store.query, ALL_TABLES)
         finally:
             store.close()
