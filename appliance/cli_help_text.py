@@ -109,7 +109,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "erasure-journal.jsonl in state_dir), written before the store commits, which `store "
         "restore` applies again. The running back-office workers ask each kiosk that sent an "
         "erased result to delete the copy it keeps for `fleet resend` (cmd/forget), at once "
-        "and at each of its connects, for edge.keep_confirmed_h. Files exported before are "
+        "and at each of its connects, for that kiosk's edge.keep_confirmed_h (as its status "
+        "says it; else the back office's or 48 h, whichever is longer; at most 720 h). Files "
+        "exported before are "
         "outside the store.",
         ("appliance results erase --subject c7f3e9 --yes",
          "appliance results erase --result 019a7c2e-5b10-7c3a-9d41-2f6e8b0a1c55"),

@@ -32,8 +32,11 @@ class ResendKiosk:
     """An outbox and its link on a broker, with the daemon's resend handling on a thread."""
 
     def __init__(self, state: Path, host: str, port: int, *, prefix: str, site: str,
-                 device: str, settings: LinkSettings | None = None) -> None:
-        self.outbox = Outbox(state / "outbox.sqlite3", keep_confirmed_s=KEEP_S)
+                 device: str, settings: LinkSettings | None = None,
+                 keep_h: float | None = None) -> None:
+        """``keep_h``: its edge.keep_confirmed_h, said in its status (None: the default)."""
+        self.outbox = Outbox(state / "outbox.sqlite3",
+                             keep_confirmed_s=KEEP_S if keep_h is None else keep_h * 3600.0)
         self.result_topic = device_topic(prefix, site, device, "result")
         self.link = MqttLink(
             settings or LinkSettings(host, port, f"edge-{site}-{device}", ack_resend_initial_s=0.5,
@@ -41,7 +44,7 @@ class ResendKiosk:
                                      reconnect_cap_s=1.0),
             self.outbox, status_topic=device_topic(prefix, site, device, "status"),
             status_payload=lambda state: online_status(site, device).model_copy(
-                update={"state": state}).to_json(),
+                update={"state": state, "keep_confirmed_h": keep_h}).to_json(),
             ack_topic=ack_topic(prefix, site, device),
             subscriptions=(device_topic(prefix, site, device, "cmd/#"),))
         self.requests = ResendRequests(self.link.ignored, self.link.resend_confirmed_since)

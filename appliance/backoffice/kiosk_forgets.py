@@ -10,10 +10,14 @@ site, device, id, the erasure's time). Each back-office worker runs
 recorded ids on ``{prefix}/{site}/{device}/cmd/forget`` (QoS 1, not retained, at most
 ``MAX_IDS`` a message: appliance/transport/forget.py) when they are recorded, and again each
 time that kiosk comes online (its stored status says "online" from another connection than
-the one it was last asked on; at most once every REASK_EVERY_S), until ``keep_confirmed_h``
+the one it was last asked on; at most once every REASK_EVERY_S), until that kiosk's window
 after the erasure: its first confirmation came before the erasure, so by then the kiosk has
-dropped the copy anyway (a kiosk configured with a longer window keeps it longer). Rows
-past that window are pruned. The kiosk's MQTT session keeps what is published while it is off
+dropped the copy anyway. A kiosk's window is its ``edge.keep_confirmed_h`` as its status says
+it (``devices.keep_confirmed_h``, 0 to 720 h: the status model refuses any other as a dead
+letter, and a stored value out of it is read clamped), else the back office's
+``edge.keep_confirmed_h`` or the kiosks' default 48 h, whichever is longer (a kiosk at the
+default says nothing, as does one older than the field). Rows past their kiosk's window are
+pruned: none is kept past 720 h. The kiosk's MQTT session keeps what is published while it is off
 (QoS 1), so the asking again covers a session the broker lost or a queue it cut.
 
 Asking twice is harmless (an id the kiosk no longer holds is no error), so several workers may
@@ -24,16 +28,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from appliance.backoffice.schema import iso_utc
 from appliance.transport.forget import FORGET_LEAF, MAX_IDS
-from appliance.transport.payloads import MEASUREMENT_ID_PATTERN, utc_now
+from appliance.transport.payloads import (
+    KEEP_CONFIRMED_DEFAULT_H,
+    KEEP_CONFIRMED_MAX_H,
+    MEASUREMENT_ID_PATTERN,
+    utc_now,
+)
 from appliance.transport.topics import device_topic
 
 if TYPE_CHECKING:
@@ -72,6 +82,29 @@ def record_forgets(
     )
 
 
+def window_h(reported: Any) -> float:
+    """A kiosk's window as stored (``devices.keep_confirmed_h``), within 0 to 720 h: a value
+    the status model would refuse (written by hand, by an older release) is clamped, NaN read
+    as the most."""
+    hours = float(reported)
+    return KEEP_CONFIRMED_MAX_H if math.isnan(hours) else min(max(hours, 0.0),
+                                                               KEEP_CONFIRMED_MAX_H)
+
+
+class Windows:
+    """How long each kiosk is asked to forget an erased id: its own window (``own``, by
+    kiosk), else ``unsaid_h``."""
+
+    def __init__(self, own: dict[Kiosk, float], unsaid_h: float) -> None:
+        self.own, self.unsaid_h = own, unsaid_h
+        self.longest_h = max([unsaid_h, *own.values()])
+        self.shortest_h = min([unsaid_h, *own.values()])
+
+    def of(self, kiosk: Kiosk) -> float:
+        """``kiosk``'s window (hours)."""
+        return self.own.get(kiosk, self.unsaid_h)
+
+
 def requests(ids: Sequence[str]) -> list[bytes]:
     """The cmd/forget payloads naming ``ids``, at most ``MAX_IDS`` each."""
     return [
@@ -96,8 +129,11 @@ class ForgetPublisher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``publish``: sends one message at QoS 1, not retained; False where it cannot now
-        (not connected), so it is tried again at the next look."""
-        self.url, self.prefix, self.keep_confirmed_h = url, prefix, keep_confirmed_h
+        (not connected), so it is tried again at the next look. ``keep_confirmed_h``: the back
+        office's ``edge.keep_confirmed_h``; a kiosk whose status says no window of its own is
+        asked for it or the kiosks' default, whichever is longer."""
+        self.url, self.prefix = url, prefix
+        self.keep_confirmed_h = max(window_h(keep_confirmed_h), KEEP_CONFIRMED_DEFAULT_H)
         self._publish, self.stop, self.every_s, self._clock = publish, stop, every_s, clock
         self._asked: dict[Kiosk, tuple[Connection | None, frozenset[str]]] = {}
         self._asked_all_at: dict[Kiosk, float] = {}  # when last asked for all while online
@@ -154,18 +190,18 @@ class ForgetPublisher:
         committed since they were last read (its id in ``erasures``: the rows are written in
         its transaction) and once every PRUNE_EVERY_S, which first deletes those past the
         window, if any: a look otherwise reads one index entry, and the kiosks' statuses while
-        ids are pending."""
-        cut_off = iso_utc(utc_now() - timedelta(hours=self.keep_confirmed_h))
+        ids are pending. Each kiosk's window (``_windows``) is read with the rows."""
+        now = utc_now()
         mark = store.query("SELECT MAX(id) FROM erasures")[0][0]  # before the rows: no gap
+        windows: Windows | None = None
         if self._clock() >= self._next_prune_s:
-            oldest = store.query("SELECT MIN(erased_at) FROM kiosk_forgets")[0][0]
-            if oldest is not None and str(oldest) < cut_off:
-                store.write("DELETE FROM kiosk_forgets WHERE erased_at < ?", [(cut_off,)])
+            windows = self._windows(store)
+            self._prune(store, windows, now)
             self._next_prune_s = self._clock() + PRUNE_EVERY_S
             self._mark = _UNREAD
         fresh = mark != self._mark  # else no id is new to the asking: only a kiosk's return
         if fresh:
-            self._pending = self._read(store, cut_off)
+            self._pending = self._read(store, windows or self._windows(store), now)
             self._mark = mark
         pending = self._pending
         if not pending:
@@ -178,16 +214,54 @@ class ForgetPublisher:
             published += self._ask(kiosk, ids, connections.get(kiosk), fresh)
         return published
 
+    def _windows(self, store: Store) -> Windows:
+        """Each kiosk's window: its status's, else the back office's (``keep_confirmed_h``)."""
+        return Windows(
+            {
+                (str(site), str(device)): window_h(hours)
+                for site, device, hours in store.query(
+                    "SELECT site, device_id, keep_confirmed_h FROM devices "
+                    "WHERE keep_confirmed_h IS NOT NULL"
+                )
+            },
+            self.keep_confirmed_h,
+        )
+
     @staticmethod
-    def _read(store: Store, cut_off: str) -> dict[Kiosk, list[str]]:
-        """Each kiosk's ids erased at ``cut_off`` or since."""
+    def _prune(store: Store, windows: Windows, now: datetime) -> None:
+        """Delete the rows erased longer ago than their kiosk's window, if the oldest is
+        (one index entry read otherwise)."""
+        oldest = store.query("SELECT MIN(erased_at) FROM kiosk_forgets")[0][0]
+        if oldest is None or str(oldest) >= _cut_off(now, windows.shortest_h):
+            return
+        store.write(  # the kiosks that say no window of their own
+            "DELETE FROM kiosk_forgets WHERE erased_at < ? AND NOT EXISTS (SELECT 1 FROM "
+            "devices WHERE devices.site = kiosk_forgets.site AND devices.device_id = "
+            "kiosk_forgets.device_id AND devices.keep_confirmed_h IS NOT NULL)",
+            [(_cut_off(now, windows.unsaid_h),)],
+        )
+        if windows.own:
+            store.write(
+                "DELETE FROM kiosk_forgets WHERE site = ? AND device_id = ? AND erased_at < ?",
+                [(site, device, _cut_off(now, hours))
+                 for (site, device), hours in sorted(windows.own.items())],
+            )
+
+    @staticmethod
+    def _read(store: Store, windows: Windows, now: datetime) -> dict[Kiosk, list[str]]:
+        """Each kiosk's ids erased within its window."""
         pending: dict[Kiosk, list[str]] = {}
-        for site, device, mid in store.query(
-            "SELECT site, device_id, measurement_id FROM kiosk_forgets WHERE erased_at >= ? "
-            "ORDER BY site, device_id, measurement_id",
-            (cut_off,),
+        cut_offs: dict[Kiosk, str] = {}
+        for site, device, mid, erased_at in store.query(
+            "SELECT site, device_id, measurement_id, erased_at FROM kiosk_forgets "
+            "WHERE erased_at >= ? ORDER BY site, device_id, measurement_id",
+            (_cut_off(now, windows.longest_h),),
         ):
-            pending.setdefault((str(site), str(device)), []).append(str(mid))
+            kiosk = (str(site), str(device))
+            if kiosk not in cut_offs:
+                cut_offs[kiosk] = _cut_off(now, windows.of(kiosk))
+            if str(erased_at) >= cut_offs[kiosk]:
+                pending.setdefault(kiosk, []).append(str(mid))
         return pending
 
     def _connections(self, store: Store) -> dict[Kiosk, Connection]:
@@ -240,3 +314,8 @@ class ForgetPublisher:
             len(payloads),
         )
         return len(payloads)
+
+
+def _cut_off(now: datetime, hours: float) -> str:
+    """The erasure time before which a row is past a window of ``hours`` (stored form)."""
+    return iso_utc(now - timedelta(hours=hours))

@@ -460,4 +460,13 @@ CREATE TABLE kiosk_forgets (
 CREATE INDEX kiosk_forgets_erased_at ON kiosk_forgets (erased_at)
 """,
     ),
+    (
+        31,
+        "devices: the kiosk's edge.keep_confirmed_h as its latest status says it (hours, 0 to "
+        "720; null: not said, the default 48 or a kiosk older than the field), which the back "
+        "office asks that kiosk to forget an erased result for (kiosk_forgets.py)",
+        """
+ALTER TABLE devices ADD COLUMN keep_confirmed_h {real}
+""",
+    ),
 )

@@ -75,10 +75,13 @@ DEVICE_COLUMNS = (
     "status_boot",
     "status_since_boot_ms",
     "status_link_ms",
+    # its edge.keep_confirmed_h as its status says it (null: not said, the default or a kiosk
+    # older than the field): how long it is asked to forget an erased id (kiosk_forgets.py)
+    "keep_confirmed_h",
 )
 # a device as the fleet reads it: its status, and its clock as its latest live status read it
 # (written apart from the status: erasure_clock.py)
-DEVICE_READ_COLUMNS = (*DEVICE_COLUMNS[:-3], "clock_ahead_s", "clock_read_at")
+DEVICE_READ_COLUMNS = (*DEVICE_COLUMNS[:-4], "clock_ahead_s", "clock_read_at")
 
 
 def second_text(stored: str) -> str:
@@ -208,4 +211,5 @@ def device_row(status: Status, seen_at: str, sent_at: str | None = None,
         status.outbox_in_use,
         sent_at,
         *(boot or (None, None, None)),
+        status.keep_confirmed_h,
     )

@@ -11,7 +11,12 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from appliance.config.mqtt import MQTT_MAX_INTERVAL_S
 from appliance.config.section import Section, filled_in
 from appliance.shipped import SKIN_MODEL, shipped_path
-from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
+from appliance.transport.payloads import (
+    IDENTIFIER_PATTERN,
+    KEEP_CONFIRMED_DEFAULT_H,
+    KEEP_CONFIRMED_MAX_H,
+    MAX_IDENTIFIER_CHARS,
+)
 from appliance.transport.topics import PATHOLOGY_SITE
 
 
@@ -105,9 +110,11 @@ class EdgeConfig(Section):
         "drop_oldest", description="What a full outbox does: drop its oldest or refuse new ones."
     )
     keep_confirmed_h: float = Field(
-        48.0, ge=0, le=720, description="How long a result the back office confirmed is kept in "
-        "the outbox, to send again if its store is restored from a backup (`appliance fleet "
-        "resend`); 0: deleted at once. Covers the nightly backup with a day's margin (hours)."
+        KEEP_CONFIRMED_DEFAULT_H, ge=0, le=KEEP_CONFIRMED_MAX_H, description="How long a "
+        "result the back office confirmed is kept in the outbox, to send again if its store is "
+        "restored from a backup (`appliance fleet resend`); 0: deleted at once. Covers the "
+        "nightly backup with a day's margin (hours). A kiosk's status says it where it is not "
+        "48, and the back office asks the kiosk to forget an erased result for that long."
     )
     max_inflight: int = Field(
         1000, ge=1, le=65535, description="QoS 1 results published and not yet acknowledged."

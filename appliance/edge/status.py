@@ -75,6 +75,7 @@ class DeviceStatus:
             dropped=d.outbox.dropped(),
             measuring_paused=self._measuring_paused() if state == "online" else None,
             outbox_in_use=self._outbox_in_use() if state == "online" else None,
+            keep_confirmed_h=self._keep_confirmed_h(),
         )
         return status.to_json()
 
@@ -87,6 +88,14 @@ class DeviceStatus:
         if committer is None or not self.daemon.measuring_paused.is_set():
             return None
         return "disk_full" if committer.disk_full else "storage"
+
+    def _keep_confirmed_h(self) -> float | None:
+        """The kiosk's edge.keep_confirmed_h where it is not the default, in every status (the
+        last will too: the back office asks it to forget erased results that long,
+        kiosk_forgets.py); None (left out, as a back office older than the field takes) at the
+        default, which a back office reads from its absence."""
+        hours = self.daemon.config.edge.keep_confirmed_h
+        return None if hours == payloads.KEEP_CONFIRMED_DEFAULT_H else hours
 
     def _outbox_in_use(self) -> Literal["repaired_copy"] | None:
         """'repaired_copy' while the outbox in use is the repaired copy of one that could not

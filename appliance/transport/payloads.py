@@ -97,6 +97,10 @@ Time = Annotated[datetime, AfterValidator(_has_a_utc_reading)]
 # one is valid JSON, but the store would refuse it after validation, and its whole batch with it.
 # No kiosk counts past it: its own outbox keeps its counts in SQLite INTEGERs as well.
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# a kiosk's edge.keep_confirmed_h: its default and its most (30 days), which its status says
+# (Status.keep_confirmed_h) and the back office asks erased ids forgotten for (kiosk_forgets.py)
+KEEP_CONFIRMED_DEFAULT_H: Final = 48.0
+KEEP_CONFIRMED_MAX_H: Final = 720.0
 # The oldest a kiosk's unsent result can be (s): 100 years. A kiosk counts the age from the
 # result's commit, stamped by its clock in Unix time (not before 1970), to its clock now, which
 # the back office refuses more than 5 minutes ahead of its own (triage.py): under 100 years
@@ -382,6 +386,18 @@ class Status(_Payload):
         "disk); the kiosk measures and sends, and the copy takes the outbox's place at the "
         "first start that can move the damaged file. Absent otherwise. A back office older "
         "than this field refuses a status that carries it.",
+    )
+
+    keep_confirmed_h: float | None = Field(
+        None,
+        ge=0,
+        le=KEEP_CONFIRMED_MAX_H,
+        allow_inf_nan=False,
+        description="The kiosk's edge.keep_confirmed_h where it is not the default "
+        f"{KEEP_CONFIRMED_DEFAULT_H:g}: how long it keeps a result the back office confirmed "
+        "(hours, at most 720), so that the back office asks it to forget an erased result "
+        "that long (absent: the default, or a kiosk older than this field). A back office "
+        "older than this field refuses a status that carries it.",
     )
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)

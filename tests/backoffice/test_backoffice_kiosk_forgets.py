@@ -21,9 +21,10 @@ import pytest
 
 from appliance.backoffice.erasure import Selector
 from appliance.backoffice.kiosk_forgets import REASK_EVERY_S, ForgetPublisher, requests
-from appliance.backoffice.schema import dead_letter, iso_utc, result_row
+from appliance.backoffice.schema import dead_letter, device_row, iso_utc, result_row
 from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Batch, Store, open_store
+from appliance.backoffice.triage import Inbound, Triage
 from appliance.cli import main
 from appliance.config import config_from_mapping
 from appliance.edge.testing import wait_until
@@ -263,7 +264,7 @@ class Spied:
 
 
 def _reads_of_ids(statements: list[str]) -> int:
-    return sum("measurement_id FROM kiosk_forgets" in sql for sql in statements)
+    return sum("measurement_id, erased_at FROM kiosk_forgets" in sql for sql in statements)
 
 
 def test_a_look_reads_the_ids_only_after_an_erasure_committed(store: Store) -> None:
@@ -314,6 +315,80 @@ def test_many_ids_go_in_requests_a_kiosk_takes_and_none_past_the_window(store: S
     assert {row[2] for row in _forgets(store)} == set(recent)  # past the window: pruned
 
 
+
+def _says_window(store: Store, device: str, hours: float | None, at_s: int = 0) -> None:
+    """``device``'s status, saying ``hours`` as its window (None: not said), as stored."""
+    birth = fleet.online_status("lab", device)
+    status = birth.model_copy(update={"at": birth.at + timedelta(seconds=at_s),
+                                      "keep_confirmed_h": hours})
+    store.write_batch(Batch(statuses=[device_row(status, iso_utc(status.at))]), 100)
+
+
+def _erased(device: str, hours_ago: float, now: Any) -> tuple[str, str, str, str]:
+    return ("lab", device, new_measurement_id(int((now.timestamp() - hours_ago * 3600) * 1000)),
+            iso_utc(now - timedelta(hours=hours_ago)))
+
+
+def test_each_kiosk_is_asked_for_its_own_window_and_no_row_is_kept_past_720_h(
+    store: Store,
+) -> None:
+    """A kiosk whose status says 96 h is asked for an id erased 60 h ago (main: 48 h, the
+    back office's, so its copy stayed a day and a half unasked); one that says nothing for
+    the back office's window or the default 48 h, whichever is longer; one that says 0 for
+    none; a stored window out of bounds (1e9 h, written by hand: a status saying it is a dead
+    letter) is read as 720 h, so no row is kept for ever."""
+    for device, hours in (("kiosk-1", 96.0), ("kiosk-2", None), ("kiosk-3", 0.0),
+                          ("kiosk-4", None)):
+        _says_window(store, device, hours)
+    store.write("UPDATE devices SET keep_confirmed_h = 1e9 WHERE device_id = 'kiosk-4'", [()])
+    now = utc_now()
+    rows = {(device, ago): _erased(device, ago, now)
+            for device in ("kiosk-1", "kiosk-2", "kiosk-3", "kiosk-4", "kiosk-5")
+            for ago in (1, 60, 800)}
+    store.write("INSERT INTO kiosk_forgets (site, device_id, measurement_id, erased_at) "
+                "VALUES (?, ?, ?, ?)", list(rows.values()))
+    sent = Published()
+    ForgetPublisher(store.url, "p", 24.0, sent, threading.Event()).run_once(store)
+
+    wanted = {("kiosk-1", 1), ("kiosk-1", 60), ("kiosk-2", 1), ("kiosk-4", 1), ("kiosk-4", 60),
+              ("kiosk-5", 1)}  # kiosk-5: no status at all, the back office's window or 48 h
+    asked = {(topic.split("/")[2], mid) for topic, ids in sent.taken() for mid in ids}
+    assert asked == {(device, rows[device, ago][2]) for device, ago in wanted}
+    assert {row[2] for row in _forgets(store)} == {rows[key][2] for key in wanted}
+
+
+def test_a_later_status_saying_no_window_puts_the_kiosk_back_on_the_default(store: Store) -> None:
+    _says_window(store, "kiosk-1", 96.0)
+    (stored,) = store.query("SELECT keep_confirmed_h FROM devices")
+    assert stored == (96.0,)
+    _says_window(store, "kiosk-1", None, at_s=60)  # configured back to the default
+    assert store.query("SELECT keep_confirmed_h FROM devices") == [(None,)]
+    now = utc_now()
+    row = _erased("kiosk-1", 60, now)
+    store.write("INSERT INTO kiosk_forgets (site, device_id, measurement_id, erased_at) "
+                "VALUES (?, ?, ?, ?)", [row])
+    sent = Published()
+    assert ForgetPublisher(store.url, "p", 48.0, sent, threading.Event()).run_once(store) == 0
+    assert _forgets(store) == set()
+
+
+@pytest.mark.parametrize("said", ["1000000000", "721", "-1", '"96"', "true", "1e400", "NaN"])
+def test_a_status_saying_a_window_out_of_bounds_is_a_dead_letter_naming_it(
+    store: Store, said: str
+) -> None:
+    _says_window(store, "kiosk-1", 96.0)
+    birth = fleet.online_status("lab", "kiosk-1")
+    body = birth.model_copy(update={"at": birth.at + timedelta(seconds=60)}).to_json()
+    payload = body[:-1] + b',"keep_confirmed_h":' + said.encode() + b"}"
+    batch, _ = Triage("p", 1000).sort([Inbound("p/lab/kiosk-1/status", payload, 1, 1)])
+
+    (letter,) = batch.dead_letters
+    assert "keep_confirmed_h" in letter.reason or "finite" in letter.reason, letter.reason
+    assert not batch.statuses
+    store.write_batch(batch, 100)
+    assert store.query("SELECT keep_confirmed_h FROM devices") == [(96.0,)]  # unchanged
+
+
 # -- end to end ---------------------------------------------------------------------------
 
 SITE, DEVICE = "lab", "kiosk-1"
@@ -358,8 +433,9 @@ class BackOffice:
         assert self.codes == [0]
 
 
-def _kiosk(broker: PrivateBroker, tmp_path: Path) -> ResendKiosk:
-    kiosk = ResendKiosk(tmp_path, broker.host, broker.port, prefix=PREFIX, site=SITE, device=DEVICE)
+def _kiosk(broker: PrivateBroker, tmp_path: Path, keep_h: float | None = None) -> ResendKiosk:
+    kiosk = ResendKiosk(tmp_path, broker.host, broker.port, prefix=PREFIX, site=SITE, device=DEVICE,
+                        keep_h=keep_h)
     kiosk.start()
     return kiosk
 
@@ -410,6 +486,54 @@ def test_results_erase_reaches_the_kiosks_kept_copies(
         assert {row[2] for row in _forgets(forgets)} == {r.measurement_id for r in subject}
     finally:
         forgets.close()
+
+
+def _query(url: str, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+    store = open_store(url)
+    try:
+        return store.query(sql, params)
+    finally:
+        store.close()
+
+
+@pytest.mark.broker
+def test_a_kiosk_keeping_96_h_is_asked_at_its_return_60_h_after_the_erasure(
+    broker: PrivateBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The kiosk's status says its window (96 h); the back office and the kiosk are both down
+    at the erasure (nothing is published: as after a kill -9 between the erasure and the
+    ask); 60 h on (the erasure's recorded time moved back), both start again: the kiosk is
+    asked and its copies go. Main asked for the back office's 48 h only (and refused the
+    status with the field as a dead letter)."""
+    subject = _results("subj-gone", 3, 5, SITE, DEVICE)
+    others = _results("subj-stays", 2, 6, SITE, DEVICE)
+    backoffice = BackOffice(broker, tmp_path)
+    kiosk = _kiosk(broker, tmp_path, keep_h=96)
+    try:
+        kiosk.add([(r.measurement_id, r.to_json()) for r in subject + others])
+        assert wait_until(lambda: len(backoffice.stored()) == 5 and kiosk.link.idle(), 30)
+        assert wait_until(lambda: _query(backoffice.url, "SELECT keep_confirmed_h FROM devices")
+                          == [(96.0,)], 15)
+    finally:
+        kiosk.stop()
+        backoffice.close()
+    assert main(["results", "erase", "--store", backoffice.url, "--subject", "subj-gone", "--yes"]
+                ) == 0
+    capsys.readouterr()
+    store = open_store(backoffice.url)
+    try:
+        store.write("UPDATE kiosk_forgets SET erased_at = ?",
+                    [(iso_utc(utc_now() - timedelta(hours=60)),)])
+    finally:
+        store.close()
+    backoffice = BackOffice(broker, tmp_path)
+    kiosk = _kiosk(broker, tmp_path, keep_h=96)
+    try:
+        assert wait_until(lambda: kiosk.outbox.kept_confirmed() == 2, 30), _outbox_ids(kiosk)
+        assert _outbox_ids(kiosk) == {r.measurement_id for r in others}
+    finally:
+        kiosk.stop()
+        backoffice.close()
 
 
 def test_a_request_body_is_what_the_kiosk_parses() -> None:

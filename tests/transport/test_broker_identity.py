@@ -404,3 +404,56 @@ def test_only_the_back_office_workers_may_ask_a_kiosk_to_forget(
         worker.close()
     finally:
         kiosk.stop()
+
+
+def test_a_kiosk_login_cannot_say_another_kiosks_window_and_its_own_is_bounded(
+    fleet_broker: FleetBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a kiosk's status says how long it keeps confirmed results (keep_confirmed_h), which the
+    # back office asks it to forget erased ones for (kiosk_forgets.py): a kiosk's login saying
+    # 720 h for ANOTHER kiosk is refused by the broker (PUBACK 0x87, retained or not) and
+    # stores nothing; its own status may say 720, and one saying 10**9 reaches the back office
+    # and is a dead letter naming the field, its stored window unchanged
+    monkeypatch.setenv("APPLIANCE_MQTT_PASSWORD", fleet_broker.password("backoffice-1"))
+    config = config_from_mapping(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": fleet_broker.port, "username": "backoffice-1",
+                     "tls": {"enabled": True,
+                             "ca_file": str(fleet_broker.folder / "certs" / "ca.crt")}},
+            "state_dir": str(tmp_path / "backoffice"),
+            "backoffice": {"client_id": "backoffice-1"},
+        },
+        environ={},
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    worker = IngestWorker(config, store)
+    worker.start()
+    site, device = ATTACKER
+    victim = KIOSKS[0]
+
+    def status(of: tuple[str, str], keep: bytes) -> bytes:
+        body = fleetsim.online_status(*of).to_json()
+        return body[:-1] + b',"keep_confirmed_h":' + keep + b"}"
+
+    def windows() -> list[tuple[object, ...]]:
+        return store.query("SELECT site, device_id, keep_confirmed_h FROM devices")
+
+    try:
+        assert worker.subscribed.wait(10), worker.failed
+        probe = Probe(fleet_broker, device, f"edge-{site}-{device}")
+        assert probe.connack == 0
+        foreign = f"appliance/{victim[0]}/{victim[1]}/status"
+        assert probe.publish(foreign, status(victim, b"720"), retain=True) == 0x87
+        assert probe.publish(foreign, status(victim, b"720")) == 0x87
+        own = f"appliance/{site}/{device}/status"
+        assert probe.publish(own, status(ATTACKER, b"720")) == 0
+        assert wait_until(lambda: windows() == [(site, device, 720.0)], 10), windows()
+        assert probe.publish(own, status(ATTACKER, b"1000000000")) == 0
+        assert wait_until(lambda: store.count_dead_letters() == 1, 10)
+        probe.close()
+    finally:
+        worker.stop()
+    (reason,) = [row[0] for row in store.query("SELECT reason FROM dead_letters")]
+    assert "keep_confirmed_h" in str(reason)
+    assert windows() == [(site, device, 720.0)]
+    store.close()
