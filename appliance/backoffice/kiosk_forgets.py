@@ -21,7 +21,12 @@ pruned: none is kept past 720 h. The kiosk's MQTT session keeps what is publishe
 (QoS 1), so the asking again covers a session the broker lost or a queue it cut.
 
 Asking twice is harmless (an id the kiosk no longer holds is no error), so several workers may
-each ask; a worker restarted asks once again for everything in the window.
+each ask (new ids: each worker once); a worker restarted asks once again for everything in the
+window. The asking again at a kiosk's return is shared by the workers through the store
+(``kiosk_forget_asks``: the connection a worker last asked the kiosk for all on, and when, by
+the back office's clock): a worker asks again only where no worker asked on that connection,
+nor within REASK_EVERY_S, so a kiosk reconnecting again and again is asked for all once a
+minute whatever the number of workers (two workers looking at once may both ask).
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ Kiosk = tuple[str, str]  # (site, device id)
 _UNREAD = object()  # ForgetPublisher's mark before the rows are read (or after a prune)
 # what a kiosk's stored status says of its connection: state, boot, when its link connected
 Connection = tuple[Any, Any, Any]
+# the connection (boot, link stamp) some worker last asked a kiosk for all on, and when (UTC text)
+Shared = tuple[Any, Any, str]
 
 
 def record_forgets(
@@ -127,6 +134,7 @@ class ForgetPublisher:
         *,
         every_s: float = FORGETS_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         """``publish``: sends one message at QoS 1, not retained; False where it cannot now
         (not connected), so it is tried again at the next look. ``keep_confirmed_h``: the back
@@ -135,6 +143,7 @@ class ForgetPublisher:
         self.url, self.prefix = url, prefix
         self.keep_confirmed_h = max(window_h(keep_confirmed_h), KEEP_CONFIRMED_DEFAULT_H)
         self._publish, self.stop, self.every_s, self._clock = publish, stop, every_s, clock
+        self._now = now  # the back office's clock (UTC): the windows, the shared re-asks
         self._asked: dict[Kiosk, tuple[Connection | None, frozenset[str]]] = {}
         self._asked_all_at: dict[Kiosk, float] = {}  # when last asked for all while online
         self._pending: dict[Kiosk, list[str]] = {}  # the rows as last read
@@ -191,7 +200,7 @@ class ForgetPublisher:
         its transaction) and once every PRUNE_EVERY_S, which first deletes those past the
         window, if any: a look otherwise reads one index entry, and the kiosks' statuses while
         ids are pending. Each kiosk's window (``_windows``) is read with the rows."""
-        now = utc_now()
+        now = self._now()
         mark = store.query("SELECT MAX(id) FROM erasures")[0][0]  # before the rows: no gap
         windows: Windows | None = None
         if self._clock() >= self._next_prune_s:
@@ -211,7 +220,9 @@ class ForgetPublisher:
         connections = self._connections(store)
         published = 0
         for kiosk, ids in pending.items():
-            published += self._ask(kiosk, ids, connections.get(kiosk), fresh)
+            connection, shared = connections.get(kiosk, (None, None))
+            published += self._ask(store, kiosk, ids, connection=connection, shared=shared,
+                                   fresh=fresh, wall=now)
         return published
 
     def _windows(self, store: Store) -> Windows:
@@ -264,31 +275,56 @@ class ForgetPublisher:
                 pending.setdefault(kiosk, []).append(str(mid))
         return pending
 
-    def _connections(self, store: Store) -> dict[Kiosk, Connection]:
-        """Each kiosk's stored status: its state, boot and when its link connected."""
+    def _connections(self, store: Store) -> dict[Kiosk, tuple[Connection, Shared | None]]:
+        """Each kiosk's stored status (its state, boot and when its link connected) and the
+        connection some worker last asked it for all on, and when (None: none did)."""
         rows = store.query(
-            "SELECT site, device_id, state, status_boot, status_link_ms FROM devices"
+            "SELECT d.site, d.device_id, d.state, d.status_boot, d.status_link_ms, "
+            "a.status_boot, a.status_link_ms, a.asked_at FROM devices d LEFT JOIN "
+            "kiosk_forget_asks a ON a.site = d.site AND a.device_id = d.device_id"
         )
         return {
-            (str(site), str(device)): (state, boot, link_ms)
-            for site, device, state, boot, link_ms in rows
+            (str(site), str(device)): (
+                (state, boot, link_ms),
+                None if asked_at is None else (asked_boot, asked_link, str(asked_at)),
+            )
+            for site, device, state, boot, link_ms, asked_boot, asked_link, asked_at in rows
         }
 
-    def _ask(self, kiosk: Kiosk, ids: list[str], connection: Connection | None, fresh: bool) -> int:
+    def _ask(
+        self,
+        store: Store,
+        kiosk: Kiosk,
+        ids: list[str],
+        *,
+        connection: Connection | None,
+        shared: Shared | None,
+        fresh: bool,
+        wall: datetime,
+    ) -> int:
         """Publish what ``kiosk`` is to be asked now (every id where it came online on
-        another connection since it was last asked, else the ids not asked yet: none unless
-        the ids were read ``fresh``); how many messages went."""
+        another connection since it was last asked, and no worker asked it for all on that
+        one or within the minute (``shared``), else the ids not asked yet: none unless the ids
+        were read ``fresh``); how many messages went."""
         asked_on, asked = self._asked.get(kiosk, (None, frozenset()))
         online = connection is not None and connection[0] == "online"
         if kiosk in self._asked and not online:  # its next "online" is asked again
             self._asked[kiosk] = (None, asked)
         again = kiosk not in self._asked or (online and connection != asked_on)
+        if (again and kiosk in self._asked and online and shared is not None
+                and connection is not None and connection[2] is not None
+                and (shared[0], shared[1]) == (connection[1], connection[2])):
+            asked_on = connection  # another worker asked it for all on this connection
+            self._asked[kiosk] = (asked_on, asked)
+            again = False
         now = self._clock()
         held_back = (
             again
             and kiosk in self._asked
-            and now < self._asked_all_at.get(kiosk, now - REASK_EVERY_S) + REASK_EVERY_S
-        )  # asked for all while online within the minute: again when it ends
+            and (now < self._asked_all_at.get(kiosk, now - REASK_EVERY_S) + REASK_EVERY_S
+                 or (shared is not None
+                     and shared[2] > iso_utc(wall - timedelta(seconds=REASK_EVERY_S))))
+        )  # asked for all while online within the minute (by any worker): again when it ends
         if not fresh and not (again and not held_back):
             return 0  # 100,000 ids held against those asked at every look: 6 ms
         wanted = ids if again and not held_back else [mid for mid in ids if mid not in asked]
@@ -300,7 +336,8 @@ class ForgetPublisher:
             if not self._publish(topic, payload):
                 self._mark = _UNREAD  # not connected: asked at the next look, read afresh
                 return 0
-        if again and not held_back and online:
+        asked_all = again and not held_back and online
+        if asked_all:
             self._asked_all_at[kiosk] = now
         self._asked[kiosk] = (
             asked_on if held_back else connection if online else None,
@@ -313,6 +350,14 @@ class ForgetPublisher:
             len(wanted),
             len(payloads),
         )
+        if asked_all and connection is not None:  # told to the other workers
+            store.write(
+                "INSERT INTO kiosk_forget_asks (site, device_id, status_boot, status_link_ms, "
+                "asked_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, device_id) DO UPDATE SET "
+                "status_boot = excluded.status_boot, status_link_ms = excluded.status_link_ms, "
+                "asked_at = excluded.asked_at",
+                [(kiosk[0], kiosk[1], connection[1], connection[2], iso_utc(wall))],
+            )
         return len(payloads)
 
 

@@ -469,4 +469,21 @@ CREATE INDEX kiosk_forgets_erased_at ON kiosk_forgets (erased_at)
 ALTER TABLE devices ADD COLUMN keep_confirmed_h {real}
 """,
     ),
+    (
+        32,
+        "kiosk_forget_asks: the connection (the status's boot and link stamps) on which a "
+        "back-office worker last asked a kiosk for all its erased ids, and when, so that the "
+        "other workers do not ask it again on that connection nor within the minute "
+        "(kiosk_forgets.py); one row a kiosk",
+        """
+CREATE TABLE kiosk_forget_asks (
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    status_boot TEXT,
+    status_link_ms BIGINT,
+    asked_at TEXT NOT NULL,
+    PRIMARY KEY (site, device_id)
+)
+""",
+    ),
 )

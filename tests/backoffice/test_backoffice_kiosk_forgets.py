@@ -166,6 +166,13 @@ def _set_status(store: Store, state: str, link_ms: int | None) -> None:
     )
 
 
+def _clocks(mono: list[float]) -> dict[str, Any]:
+    """A publisher's monotonic clock read from ``mono`` and its UTC clock stepped with it
+    (the minute of the re-ask bound is held on both: kiosk_forget_asks)."""
+    start = utc_now() - timedelta(seconds=mono[0])
+    return {"clock": lambda: mono[0], "now": lambda: start + timedelta(seconds=mono[0])}
+
+
 def test_each_kiosk_is_asked_when_its_ids_are_recorded_and_again_when_it_comes_online(
     store: Store,
 ) -> None:
@@ -173,7 +180,8 @@ def test_each_kiosk_is_asked_when_its_ids_are_recorded_and_again_when_it_comes_o
     _store(store, gone + elsewhere)
     _set_status(store, "online", 1000)
     sent, now = Published(), [0.0]
-    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), clock=lambda: now[0])
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(),
+                                **_clocks(now))
     assert publisher.run_once(store) == 0  # nothing erased yet
     store.erase(Selector("subject", "subj-7"), "alice")
     sent.up = False  # the worker off the broker: tried again at the next look
@@ -230,7 +238,8 @@ def test_a_held_back_kiosk_is_asked_for_all_when_the_minute_ends(store: Store) -
     _set_status(store, "online", 1000)
     store.erase(Selector("subject", "subj-7"), "alice")
     sent, now = Published(), [100.0]
-    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), clock=lambda: now[0])
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(),
+                                **_clocks(now))
     publisher.run_once(store)
     own, ids = "p/lab/kiosk-1/cmd/forget", sorted(r.measurement_id for r in gone)
     assert sent.taken() == [(own, ids)]
@@ -242,6 +251,70 @@ def test_a_held_back_kiosk_is_asked_for_all_when_the_minute_ends(store: Store) -
     publisher.run_once(store)
     publisher.run_once(store)
     assert sent.taken() == [(own, ids)]
+
+
+def test_four_workers_ask_a_kiosk_reconnecting_at_every_look_for_all_once_a_minute(
+    store: Store,
+) -> None:
+    """The re-ask bound is the fleet's, not each worker's: four workers, the kiosk on a new
+    connection at each look for three minutes, ask it for all three times (main: twelve, once
+    a minute each); each worker's first ask and a new id still go from every worker."""
+    gone, later = _results("subj-7", 3, 1), _results("subj-8", 1, 2)
+    _store(store, gone + later)
+    _set_status(store, "online", 1000)
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent, mono, start = Published(), [0.0], utc_now()
+    workers = [
+        ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), clock=lambda: mono[0],
+                        now=lambda: start + timedelta(seconds=mono[0]))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.run_once(store)
+    own, ids = "p/lab/kiosk-1/cmd/forget", sorted(r.measurement_id for r in gone)
+    assert sent.taken() == [(own, ids)] * 4  # a started worker asks all once
+
+    for look in range(1, 91):  # three minutes of looks, every 2 s, a new connection at each
+        mono[0] = 2.0 * look
+        _set_status(store, "online", 1000 + look)
+        for worker in workers:
+            worker.run_once(store)
+    assert sent.taken() == [(own, ids)] * 3
+    store.erase(Selector("subject", "subj-8"), "bob")
+    for worker in workers:
+        worker.run_once(store)
+    assert sent.taken() == [(own, [later[0].measurement_id])] * 4
+
+
+def test_a_connection_another_worker_asked_on_is_not_asked_again(store: Store) -> None:
+    """Worker b, seeing the kiosk's new connection after worker a asked it for all on it,
+    leaves it; on the next new connection past the minute, only the first to look asks."""
+    gone = _results("subj-7", 2, 1)
+    _store(store, gone)
+    _set_status(store, "online", 1000)
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent, mono, start = Published(), [0.0], utc_now()
+    a, b = (ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(),
+                            clock=lambda: mono[0], now=lambda: start + timedelta(seconds=mono[0]))
+            for _ in range(2))
+    a.run_once(store)
+    b.run_once(store)
+    assert len(sent.taken()) == 2
+    mono[0] = REASK_EVERY_S + 1
+    _set_status(store, "online", 2000)
+    a.run_once(store)
+    assert len(sent.taken()) == 1
+    for _ in range(3):
+        mono[0] += REASK_EVERY_S  # long past the minute: that connection stays asked
+        b.run_once(store)
+        a.run_once(store)
+    assert sent.taken() == []
+    _set_status(store, "offline", 2000)  # a kiosk without stamps is held to the minute alone
+    b.run_once(store)
+    _set_status(store, "online", None)
+    b.run_once(store)
+    a.run_once(store)
+    assert len(sent.taken()) == 1
 
 
 class Spied:
