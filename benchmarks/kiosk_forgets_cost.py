@@ -63,9 +63,9 @@ from appliance.synthetic import fleet
 from appliance.transport.payloads import new_measurement_id, utc_now
 
 RECEIVED = "2026-12-07T00:00:00.000000Z"
-LOOK_SQL = (
-    "SELECT site, device_id, measurement_id FROM kiosk_forgets WHERE erased_at >= ? "
-    "ORDER BY site, device_id, measurement_id"
+LOOK_SQL = (  # ForgetPublisher._read's (its erased_at: each kiosk's own window)
+    "SELECT site, device_id, measurement_id, erased_at FROM kiosk_forgets "
+    "WHERE erased_at >= ? ORDER BY site, device_id, measurement_id"
 )
 
 
