@@ -337,7 +337,7 @@ class Spied:
 
 
 def _reads_of_ids(statements: list[str]) -> int:
-    return sum("measurement_id, erased_at FROM kiosk_forgets" in sql for sql in statements)
+    return sum(sql.startswith("SELECT site, device_id, measurement_id") for sql in statements)
 
 
 def test_a_look_reads_the_ids_only_after_an_erasure_committed(store: Store) -> None:
