@@ -14,6 +14,7 @@ from pathlib import Path
 
 from appliance.synthetic import fleet
 from appliance.transport.payloads import Result
+from tests.appliance_here import appliance_here
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = "postgres@127.0.0.1:5432"
@@ -39,7 +40,15 @@ def new_store_url(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The command, its journal the test's own."""
+    """The command in this process, from ``tmp_path``, its journal the test's own
+    (tests/appliance_here.py: a child costs ~0.4 CPU-s more, 5-8 commands a test); the tests
+    where the process matters (a kill, a full disk, a journal that could hang a read: the
+    hostile ones) start one with ``cli_process``."""
+    return appliance_here(list(args), tmp_path)
+
+
+def cli_process(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command as a child `python -m appliance`, its journal the test's own."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
                           text=True, cwd=tmp_path, env=env, check=False, timeout=120)

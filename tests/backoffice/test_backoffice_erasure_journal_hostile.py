@@ -21,7 +21,8 @@ from appliance.backoffice.backup_rotation import journal_copy_of
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.store import Batch, open_store
 from appliance.synthetic import fleet
-from tests.erasure_journal_helpers import REPO, cli, live_journal
+from tests.erasure_journal_helpers import REPO, live_journal
+from tests.erasure_journal_helpers import cli_process as cli
 
 VICTIM = b"root:x:0:0:a file of root's\nits last line, no newline"
 OTHER_UID = 4242
