@@ -27,7 +27,10 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "several with the same share group to split the load; --retire takes one out of "
         "service for good (docs/delivery.md). It needs a config file (./config.yaml or "
         "--config), as the edge daemon does: it joins the result group of the broker named "
-        "there, never of one the built-in defaults would pick.",
+        "there, never of one the built-in defaults would pick. As it starts, before it "
+        "takes any message, it applies the erasure journal's lines the store lacks (a "
+        "restore or an erasure cut short), each named; a journal it cannot use stops it "
+        "(exit 2, naming the file and line).",
         ("appliance backoffice", "appliance backoffice --config backoffice.yaml",
          "appliance backoffice --config backoffice-2.yaml --retire"),
     ),
@@ -473,7 +476,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "console": (
         "The back-office web console and its HTTP API (/api/v1, OpenAPI at /docs) on "
         "console.bind:console.port (127.0.0.1:8080 by default); every page needs a login (a "
-        "user made with `console user add` first) and every API call a bearer token.",
+        "user made with `console user add` first) and every API call a bearer token. Before "
+        "it serves, it applies the erasure journal's lines the store lacks, as `appliance "
+        "backoffice` does; a journal it cannot use stops it (exit 2).",
         ("appliance console user add alice --role operator", "appliance console",
          "appliance console --config backoffice.yaml"),
     ),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from appliance import interrupts
 from appliance.backoffice.ingest import IngestWorker, default_client_id
+from appliance.backoffice.journal_start import JournalRefusedError, journal_applied_at_start
 from appliance.backoffice.kiosk_forgets import ForgetPublisher
 from appliance.backoffice.metrics import serve_metrics
 from appliance.backoffice.retention import RetentionPruner
@@ -37,7 +38,8 @@ def stop_on_signals(stop: threading.Event,
 def run_backoffice(config: Config, stop: threading.Event) -> int:
     """Ingest until ``stop`` is set or the broker refuses us; returns the exit code
     (1: the store cannot be opened, or this worker runs already; 2: a TLS file that cannot be
-    used, or a state_dir that is no folder; 3: the broker refused us)."""
+    used, a state_dir that is no folder, or an erasure journal that cannot be used:
+    journal_start.py; 3: the broker refused us)."""
     client_id = config.backoffice.client_id or default_client_id()
     try:  # two workers with one client id would knock each other off the broker
         lock = StateLock(Path(config.state_dir) / f"backoffice-{client_id}.lock",
@@ -72,6 +74,23 @@ def _start_pruner(config: Config, url: str, client_id: str) -> RetentionPruner |
     return pruner
 
 
+def _store_readied(store: Store, config: Config) -> int | None:
+    """The dead-letter totals set right and the erasure journal's lines the store lacks
+    applied (journal_start.py), before the worker takes any message; None, else the exit
+    code after saying why (2: a journal that cannot be used; 1: the store failed)."""
+    try:
+        _recount_dead_letters(store)
+        journal_applied_at_start(store, config)
+    except JournalRefusedError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    except STORE_ERRORS as exc:
+        log.error("the %s failed as the worker started: %s", store_name(store.url),
+                  explained(exc))
+        return 1
+    return None
+
+
 def _ingest(config: Config, stop: threading.Event) -> int:
     url = store_url_for(config.store.url, config.state_dir)
     try:
@@ -82,12 +101,9 @@ def _ingest(config: Config, stop: threading.Event) -> int:
             return 0
         log.error("%s", exc)
         return 1
-    try:
-        _recount_dead_letters(store)
-    except STORE_ERRORS as exc:
-        log.error("the %s failed as the worker started: %s", store_name(url), explained(exc))
+    if (refused := _store_readied(store, config)) is not None:
         store.close()
-        return 1
+        return refused
     try:
         worker = IngestWorker(config, store)
     except ValueError as exc:  # a TLS file that cannot be used: the message names it

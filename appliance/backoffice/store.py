@@ -113,6 +113,7 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
             raise StoreError(problem)
         self._pg_schema = pg_schema
         self.read_only = read_only
+        self._held = False  # within writes_held: SQLite's transactions are its savepoints
         self._conn: Any = self._connect()
 
     def _connect(self) -> Any:
@@ -282,11 +283,14 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
     def _transaction(self, lock_wait_ms: int | None = None) -> Iterator[Any]:
         """A transaction; ``lock_wait_ms``: how long SQLite waits for another connection's
         write lock to begin it (a write worth less than the wait), else SQLITE_BUSY_TIMEOUT_MS."""
-        if self.postgres:
+        if self.postgres:  # within writes_held, psycopg makes it a savepoint
             with self._conn.transaction():
                 yield self._conn.cursor()
             return
         cur = self._conn.cursor()
+        if self._held:
+            yield from _savepoint(cur)
+            return
         if lock_wait_ms is not None:
             cur.execute(f"PRAGMA busy_timeout={int(lock_wait_ms)}")
         try:
@@ -300,6 +304,23 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
             cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
+
+    @contextmanager
+    def writes_held(self) -> Iterator[None]:
+        """For the block, this connection holds what each erasure, release and ingest batch
+        takes first (SQLite: the write transaction; PostgreSQL: the dead-letter totals row,
+        then the results table as an erasure locks it), so no other connection's erasure is
+        half done and every other write waits for the block's end; the store's writes inside
+        are savepoints of its transaction and commit with it, or with it not at all."""
+        with self._transaction() as cur:
+            self._add_to_letter_totals(cur, 0, 0)  # the lock order: the totals row first
+            if self.postgres:
+                cur.execute("LOCK TABLE results IN SHARE ROW EXCLUSIVE MODE")
+            self._held = True
+            try:
+                yield
+            finally:
+                self._held = False
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._conn.cursor()
@@ -326,6 +347,18 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+
+def _savepoint(cur: Any) -> Iterator[Any]:
+    """A SQLite transaction inside writes_held's: a savepoint, undone alone on an error."""
+    cur.execute("SAVEPOINT held")
+    try:
+        yield cur
+    except BaseException:
+        cur.execute("ROLLBACK TO held")
+        cur.execute("RELEASE held")
+        raise
+    cur.execute("RELEASE held")
 
 
 def open_store(url: str, pg_schema: str | None = None, create: bool = True) -> Store:

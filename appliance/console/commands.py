@@ -42,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     """The console until Ctrl-C, SIGTERM or SIGHUP (its terminal closed), which stop it in
     order, exit 0, as they stop ``backoffice`` and ``pathology serve`` (also one that came while
     it started)."""
+    from appliance.backoffice.journal_start import refusal_before_serving
     from appliance.backoffice.store import StoreError
     from appliance.backoffice.storeurl import store_url_for
     from appliance.console.server import serve
@@ -54,11 +55,15 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_or_report(args)
         if config is None:
             return 2
+        url = args.store or store_url_for(config.store.url, config.state_dir)
         try:
-            return serve(config.console, args.store or store_url_for(config.store.url,
-                                                                     config.state_dir),
-                         Path(config.pathology.results_dir), _store_option(args),
-                         stop=stop, received=received, topic_prefix=config.mqtt.topic_prefix)
+            # before it serves: no result the erasure journal says was erased
+            if (refused := refusal_before_serving(url, config)) is not None:
+                print(f"console: cannot start: {refused}", file=sys.stderr)
+                return 2
+            return serve(config.console, url, Path(config.pathology.results_dir),
+                         _store_option(args), stop=stop, received=received,
+                         topic_prefix=config.mqtt.topic_prefix)
         except StoreError as exc:
             print(f"console: store error: {exc}", file=sys.stderr)
             return 2

@@ -1,0 +1,265 @@
+"""A back-office worker applies the erasure journal's lines its store lacks before it takes any
+message (appliance/backoffice/journal_start.py): after a PostgreSQL restore killed between the
+swap and the journal, or a crash between an erasure's line and its commit; once, however many
+workers start together; and a journal it cannot use stops it, naming the file and line."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.backoffice import journal_start
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.service import run_backoffice
+from appliance.backoffice.store import Batch, open_store
+from appliance.config import Config, config_from_mapping
+from appliance.transport.broker import free_port, port_open
+from appliance.transport.payloads import Result
+from tests.erasure_journal_helpers import REPO, cli, live_journal, new_store_url, sample_results
+
+SUBJECT = "subj-journalstart"
+KEEP = (1000, 2**40)
+KILLED = """
+import os, signal, sys
+from appliance.backoffice import erasure_journal, store_backup_cli
+from appliance.cli import main
+
+written = erasure_journal.append
+
+def append_then_die(path, entry):
+    written(path, entry)
+    os.kill(os.getpid(), signal.SIGKILL)  # a power cut between the journal and the commit
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # the restore killed once the backup is in place
+
+erasure_journal.append = append_then_die if sys.argv[1] == "erase" else written
+store_backup_cli._journal_applied = die
+main(sys.argv[2:])
+"""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new store's URL: a SQLite file, or a new PostgreSQL database (dropped afterwards)."""
+    yield from new_store_url(request.param, tmp_path, "journalstart")
+
+
+def _killed(tmp_path: Path, point: str, *args: str) -> None:
+    """The command ``args`` killed (SIGKILL) at ``point``: "erase" once the journal's line
+    is written, "restore" once the backup is in place."""
+    done = subprocess.run([sys.executable, "-c", KILLED, point, *args], capture_output=True,
+                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          check=False, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def _deliver(url: str, results: list[Result], received_at: datetime) -> list[str]:
+    """``results`` received by the ingest worker at ``received_at``; the ids stored."""
+    store = open_store(url)
+    try:
+        return store.write_batch(Batch(results=[
+            result_row(r, iso_utc(received_at), r.to_json().decode()) for r in results]), *KEEP)
+    finally:
+        store.close()
+
+
+def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    store = open_store(url)
+    try:
+        return store.query(sql)
+    finally:
+        store.close()
+
+
+def _stored(url: str) -> set[str]:
+    return {str(row[0]) for row in _query(url, "SELECT measurement_id FROM results")}
+
+
+def _config(url: str, tmp_path: Path, client: str = "a") -> Config:
+    return config_from_mapping({
+        "mqtt": {"host": "127.0.0.1", "port": free_port(), "topic_prefix": "journalstart"},
+        "state_dir": str(tmp_path), "store": {"url": url,
+                                              "erasure_journal": str(live_journal())},
+        "backoffice": {"client_id": f"journalstart-{client}-{uuid.uuid4().hex[:8]}"}},
+        environ={})
+
+
+def _started(config: Config) -> int:
+    """A worker started, then stopped at once (no broker needed: it stops before it
+    connects); its exit code."""
+    stop = threading.Event()
+    stop.set()
+    return run_backoffice(config, stop)
+
+
+def _erased_by_a_crash(url: str, tmp_path: Path) -> list[Result]:
+    """A subject's 3 results stored, then its erasure killed between its journal line and its
+    commit: the store holds them, the journal their erasure."""
+    subject = sample_results(SUBJECT, 3, 1)
+    _deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
+    _killed(tmp_path, "erase", "results", "erase", "--store", url, "--subject", SUBJECT, "--yes")
+    assert _stored(url) == {r.measurement_id for r in subject}
+    return subject
+
+
+def test_a_worker_applies_an_erasure_a_crash_left_uncommitted_before_it_serves(
+        url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    subject = _erased_by_a_crash(url, tmp_path)
+    erased = {r.measurement_id for r in subject}
+
+    with caplog.at_level(logging.WARNING, logger="appliance.backoffice.journal_start"):
+        assert _started(_config(url, tmp_path)) == 0
+
+    assert _stored(url) == set()
+    assert [row[:2] for row in _query(url, "SELECT kind, selector FROM erasures")] == [
+        ("subject", SUBJECT)]
+    assert {str(row[0]) for row in _query(url, "SELECT measurement_id FROM kiosk_forgets")
+            } == erased  # their kiosks are asked to forget their copies too
+    assert f"applied {live_journal()}:1: subject {SUBJECT} at " in caplog.text
+    assert _deliver(url, subject, datetime.now(UTC)) == []  # sent again: not stored
+    check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.postgres
+def test_a_worker_after_a_postgres_restore_killed_before_the_journal_serves_nothing_erased(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = next(urls := new_store_url("postgres", tmp_path, "journalstart"))
+    try:
+        subject, others = sample_results(SUBJECT, 3, 1), sample_results(None, 3, 2)
+        _deliver(url, subject + others, datetime.now(UTC) - timedelta(hours=2))
+        backup = tmp_path / "backup.dump"
+        assert cli(tmp_path, "store", "backup", "--store", url, "--out",
+                   str(backup)).returncode == 0
+        assert cli(tmp_path, "results", "erase", "--store", url, "--subject", SUBJECT,
+                   "--yes").returncode == 0
+        _killed(tmp_path, "restore", "store", "restore", str(backup), "--store", url, "--force")
+        erased = {r.measurement_id for r in subject}
+        assert erased <= _stored(url)  # the hole: the backup's erased results are back
+
+        with caplog.at_level(logging.WARNING, logger="appliance.backoffice.journal_start"):
+            assert _started(_config(url, tmp_path)) == 0
+
+        assert _stored(url) == {r.measurement_id for r in others}
+        assert len(_query(url, "SELECT id FROM erasures")) == 1
+        assert f"{live_journal()}:1: subject {SUBJECT}" in caplog.text
+    finally:
+        urls.close()
+
+
+def test_workers_starting_together_apply_each_line_once(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _erased_by_a_crash(url, tmp_path)
+    read = journal_start.read_journal
+    both_read = threading.Barrier(2)
+
+    def read_when_both_can(path: Path) -> Any:
+        # with the store's lock one worker reads alone and the other waits for its end (the
+        # barrier gives up); without it both read the journal before either applies it
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait(timeout=3)
+        return read(path)
+
+    monkeypatch.setattr(journal_start, "read_journal", read_when_both_can)
+    codes: list[int] = []
+    workers = [threading.Thread(target=lambda name=name: codes.append(
+        _started(_config(url, tmp_path, name)))) for name in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+
+    assert codes == [0, 0]
+    assert [row[:2] for row in _query(url, "SELECT kind, selector FROM erasures")] == [
+        ("subject", SUBJECT)]  # one audit row for the journal's one line
+    assert _stored(url) == set()
+
+
+@pytest.mark.parametrize("damage", ["garbled line", "link"])
+def test_a_journal_the_worker_cannot_use_stops_it_naming_the_file(
+        damage: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    subject = _erased_by_a_crash(url, tmp_path)
+    journal = live_journal()
+    if damage == "garbled line":
+        with journal.open("a") as file:
+            file.write("this is no erasure\n")
+        named = f"{journal}:2: not an erasure journal line"
+    else:
+        kept = journal.rename(tmp_path / "kept.jsonl")
+        journal.symlink_to(kept)
+        named = f"the erasure journal {journal} is a symbolic link"
+
+    with caplog.at_level(logging.ERROR, logger="appliance.backoffice.service"):
+        assert _started(_config(url, tmp_path)) == 2
+
+    assert named in caplog.text
+    assert "Neither a back-office worker nor the console starts while the erasure journal " \
+        "cannot be used" in caplog.text
+    assert _stored(url) == {r.measurement_id for r in subject}  # nothing changed
+    assert _query(url, "SELECT id FROM erasures") == []
+
+
+def _console(url: str, tmp_path: Path) -> tuple[int | None, str]:
+    """``appliance console`` on ``url`` started, stopped (SIGTERM) once it listens; its exit
+    code and output (an exit before it listened: that code)."""
+    port = free_port()
+    (tmp_path / "backoffice.yaml").write_text(f"console:\n  port: {port}\n")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "console", "--config", "backoffice.yaml", "--store",
+         url], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
+            if server.poll() is not None:
+                break
+            time.sleep(0.1)
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    return server.returncode, output
+
+
+def test_the_console_applies_the_lines_the_store_lacks_before_it_serves(
+        url: str, tmp_path: Path) -> None:
+    _erased_by_a_crash(url, tmp_path)
+
+    code, output = _console(url, tmp_path)
+
+    assert code == 0, output
+    assert _stored(url) == set()
+    assert f"applied {live_journal()}:1: subject {SUBJECT} at " in output
+    assert output.index("applied ") < output.index("console on http")
+
+
+def test_the_console_does_not_serve_with_a_journal_it_cannot_use(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    subject = _erased_by_a_crash(url, tmp_path)
+    with live_journal().open("a") as file:
+        file.write("this is no erasure\n")
+
+    code, output = _console(url, tmp_path)
+
+    assert code == 2, output
+    assert f"console: cannot start: {live_journal()}:2: not an erasure journal line" in output
+    assert "console on http" not in output
+    assert _stored(url) == {r.measurement_id for r in subject}
