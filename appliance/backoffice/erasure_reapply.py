@@ -81,15 +81,19 @@ def reapplied(store: Any, journal: Journal, topic_prefix: str) -> Reapplied:
     erased letter is recorded for its kiosk either way)."""
     from appliance.backoffice.commands import letter_judge  # noqa: PLC0415
 
-    todo = missing(store, journal)
-    results = 0
-    for entry in todo:
-        moment = ErasureMoment(entry.at)
-        if entry.kind != "release":
-            results += store.erase(Selector(entry.kind, entry.value), entry.by, moment,
-                                   topic_prefix=topic_prefix).results
-        elif not store.release_held(entry.value, letter_judge(), entry.by, moment).erasure_id:
-            store.record_release(entry.value, moment, entry.by)
+    # inside the store's lock, checked there: a worker's start, --apply-journal and a restore
+    # applying at once apply each entry once (journal_start.py)
+    with store.writes_held():
+        todo = missing(store, journal)
+        results = 0
+        for entry in todo:
+            moment = ErasureMoment(entry.at)
+            if entry.kind != "release":
+                results += store.erase(Selector(entry.kind, entry.value), entry.by, moment,
+                                       topic_prefix=topic_prefix).results
+            elif not store.release_held(entry.value, letter_judge(), entry.by,
+                                        moment).erasure_id:
+                store.record_release(entry.value, moment, entry.by)
     releases = sum(entry.kind == "release" for entry in todo)
     return Reapplied(len(todo) - releases, releases, results,
                      len(journal.entries) - len(todo), unlisted(store, journal))

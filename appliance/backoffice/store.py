@@ -311,7 +311,11 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
         takes first (SQLite: the write transaction; PostgreSQL: the dead-letter totals row,
         then the results table as an erasure locks it), so no other connection's erasure is
         half done and every other write waits for the block's end; the store's writes inside
-        are savepoints of its transaction and commit with it, or with it not at all."""
+        are savepoints of its transaction and commit with it, or with it not at all. Within
+        one already, it is that one."""
+        if self._held:
+            yield
+            return
         with self._transaction() as cur:
             self._add_to_letter_totals(cur, 0, 0)  # the lock order: the totals row first
             if self.postgres:

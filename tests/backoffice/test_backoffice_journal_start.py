@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from appliance.backoffice import journal_start
+from appliance.backoffice import erasure_reapply, journal_start
+from appliance.backoffice.erasure_journal import read_journal
 from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Batch, open_store
@@ -263,3 +264,38 @@ def test_the_console_does_not_serve_with_a_journal_it_cannot_use(tmp_path: Path)
     assert f"console: cannot start: {live_journal()}:2: not an erasure journal line" in output
     assert "console on http" not in output
     assert _stored(url) == {r.measurement_id for r in subject}
+
+
+def test_two_applying_the_journal_at_once_apply_each_line_once(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`results erasures --apply-journal`, a restore and a worker's start all apply with
+    erasure_reapply.reapplied: two at once both hold the journal against the store, and the
+    store's lock lets one apply the line."""
+    _erased_by_a_crash(url, tmp_path)
+    held_against = erasure_reapply.missing
+    both_read = threading.Barrier(2)
+
+    def missing_when_both_can(store: Any, journal: Any) -> Any:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait(timeout=3)  # as in the test above
+        return held_against(store, journal)
+
+    monkeypatch.setattr(erasure_reapply, "missing", missing_when_both_can)
+    journal = read_journal(live_journal())
+
+    def apply_journal() -> None:
+        store = open_store(url)
+        try:
+            erasure_reapply.reapplied(store, journal, "journalstart")
+        finally:
+            store.close()
+
+    appliers = [threading.Thread(target=apply_journal) for _ in range(2)]
+    for thread in appliers:
+        thread.start()
+    for thread in appliers:
+        thread.join(timeout=120)
+
+    assert [row[:2] for row in _query(url, "SELECT kind, selector FROM erasures")] == [
+        ("subject", SUBJECT)]
+    assert _stored(url) == set()
