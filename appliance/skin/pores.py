@@ -102,6 +102,7 @@ from appliance.skin.pore_profile import (
 )
 from appliance.skin.pore_rim import own_edge
 from appliance.skin.pore_strand import STRAND_MAX_SHARE_IN_FURROW
+from appliance.skin.pore_width import over_arms
 from appliance.skin.preprocess import Prepared, on_grid
 from appliance.skin.validity import BORDERLINE_MARGIN, DOUBT_SLACK
 
@@ -239,6 +240,30 @@ class PoreRule:
     # in a hill whatever its score). Chosen on seed 11 wide 0-59 (own generator only) among
     # -2 to -6 on the count median + p90 / 4 (docs/measurement.md "Pores").
     missed_arms_keep: float = -4.0
+    # A pit on a furrow or at a junction (2 or more arms) both much deeper than its own arms
+    # (``Shape.arms``) and much wider than their half-width (``Candidates.over_arms``) passes
+    # the depth comparisons with the junctions around it (``JOINT_PASSES``), the score and the
+    # tests every pore passes still deciding: where a frame's pits are mostly pores and
+    # junction pits alike, the junctions' floor is theirs, and a pore is no deeper than it. The
+    # two readings are weighed together, each a log margin over its threshold and capped at
+    # ``joint_cap`` (a pit far deeper than its arms still has to be wider than them, and the
+    # other way round): the pass is continuous in both, with no corner of two hard gates
+    # (docs/experiments/README.md "widthpit").
+    joint_over_arms: float = 2.5  # pit floor / its arms (Shape.arms)
+    joint_wide_over_arms: float = 3.2  # inscribed radius / its arms' half-width
+    joint_cap: float = 0.2  # log margin that one reading may lend the other
+    # ... and the pit is roomy between its arms: its gap (``Shape.gap_px``) at least this times
+    # the frame's typical junction's (``Junctions.gap_px``). A junction deepened on thin furrows
+    # reads deep and wide against its own thin arms, but its gap is no wider than the frame's
+    # junctions'. Chosen on blind2's renderer at development seeds 5 and 6 (the least of 0.8-1.6
+    # that adds no pit matching no pore there; 1.0 left 4 on a frame whose junctions main
+    # already counts) and blind4 seed 1 (docs/experiments/README.md "widthpit2")
+    joint_min_gap: float = 1.2
+    # ... and such a pit that passes every test is kept where its score is at least its keep
+    # limit (``model_keep`` with 3 or more arms) less this times its joint margin: the further
+    # past the pass, the less the score, fitted on the own generator's junctions as deep as
+    # their pores, has to add (at the pass itself, none: no step where a pit reaches it)
+    joint_keep_slope: float = 40.0
 
 
 @dataclass(frozen=True)
@@ -308,6 +333,9 @@ ALONG_ARM_SHARE = 0.6
 # the depth comparisons a pit with a closed outline passes (not the dash test, nor those every
 # pore passes: strand, closed, size, colour)
 OUTLINE_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than_arms", "round")
+# the depth comparisons a pit much deeper and wider than its own arms passes (``joint_margin``)
+JOINT_PASSES = ("deep_enough", "wide_or_deep", "wide_if_shallow", "deeper_than_arms")
+JOINT_MIN_ARMS = 2  # a pit in a hill or beside a furrow has no furrow through it to be wider than
 
 
 # The frame's prior shift (``prior_shift``): an EM over the scores of the pits that pass the
@@ -337,7 +365,7 @@ HILL_RING_UM = 80.0  # where a pit's neighbouring furrows are looked for before 
 UPPER_LIMITS = ("max_blue_excess", "max_elongation", "max_diameter_um", "pit_max_elongation",
                 "oval_max_elongation", "oval_end_max_elongation", "hill_max_arms",
                 "beside_max_outline", "outline_max_ratio")
-NOT_A_LIMIT = ("model_keep", "model_admit", "missed_arms_keep")
+NOT_A_LIMIT = ("model_keep", "model_admit", "missed_arms_keep", "joint_cap", "joint_keep_slope")
 
 
 RULE = PoreRule()
@@ -390,6 +418,9 @@ class Candidates:
     furrow_junctions: np.ndarray | None = None
     # (N,) bool: the pit lies on a hair and is never counted (``choose_pores``); None: none does
     on_hair: np.ndarray | None = None
+    # (N,) how much wider than the furrow through it each pit is (pore_width.over_arms), read
+    # where the joint pass can change a verdict (0 elsewhere: not read); None: not read
+    over_arms: np.ndarray | None = None
 
 
 def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE,
@@ -449,6 +480,45 @@ def measure_candidates(prepared: Prepared, furrows: np.ndarray, rule: PoreRule =
                  else ~fails_fixed_tests(pits, rule))
     return _with_rings(pits, fine, centres[deep], may_count, rule,
                        every_centre=centres, every_floor=floor)
+
+
+def with_width(found: Candidates, tests: dict[str, np.ndarray], readings: np.ndarray,
+               rule: PoreRule = RULE) -> tuple[Candidates, dict[str, np.ndarray]]:
+    """``found`` with ``Candidates.over_arms`` read on the fine depth where the joint pass can
+    change a verdict, and its ``tests`` (``pore_tests`` without the pass) with the pass's
+    (``JOINT_PASSES``). ``readings``: ``reading_score``. Read only for a pit with 2 or more
+    arms, off a hair, deep enough over its arms and roomy enough between them for the pass,
+    passing every other test, not kept without the pass (every test passed and a score over
+    its keep limit however far the frame's prior shift moves it) and with a score that may
+    reach its keep limit lowered as far as the pass can lower it (the width's margin at its
+    cap): speed, a window's distance field per pit. A stricter rule (``stricter``) reads no
+    others."""
+    shape = found.shape
+    least = rule.joint_over_arms * np.exp(-rule.joint_cap)
+    may = (shape.arm_count >= JOINT_MIN_ARMS) & (shape.floor >= least * shape.arms) & (
+        shape.gap_px >= rule.joint_min_gap * found.junction.gap_px)
+    if found.on_hair is not None:
+        may &= ~found.on_hair
+    if found.depth_fine is None or not may.any():
+        return found, tests
+    others = fixed_tests(found, tests, rule) & np.logical_and.reduce(
+        [passed for name, passed in tests.items() if name not in JOINT_PASSES])
+    every = others & np.logical_and.reduce([tests[name] for name in JOINT_PASSES])
+    few = (shape.arm_count <= PIT_MAX_ARMS) & ~missed_arms(found)
+    keep_from = np.where(few, -np.inf, np.where(
+        shape.arm_count <= PIT_MAX_ARMS, rule.missed_arms_keep, rule.model_keep))
+    deep = np.minimum(_log_ratio(shape.floor, rule.joint_over_arms * shape.arms), rule.joint_cap)
+    lowest = keep_from - rule.joint_keep_slope * np.maximum(deep + rule.joint_cap, 0.0)
+    index = np.flatnonzero(may & others & ~(every & (readings - PRIOR_MAX_SHIFT >= keep_from))
+                           & (readings + PRIOR_MAX_SHIFT >= lowest))
+    width = np.zeros(len(shape.floor))
+    if len(index):
+        centres = on_grid(found.centres_work_px[index], found.um_per_work_px / found.um_per_fine_px)
+        width[index] = over_arms(found.depth_fine, centres, ARM_LEVEL * found.furrow_floor)
+    found = replace(found, over_arms=width)
+    joint = joint_margin(found, rule) >= 0.0
+    return found, {name: passed | joint if name in JOINT_PASSES else passed
+                   for name, passed in tests.items()}
 
 
 def _with_rings(found: Candidates, fine: np.ndarray, centres: np.ndarray, read: np.ndarray,
@@ -545,6 +615,7 @@ def only_pits(found: Candidates, keep: np.ndarray) -> Candidates:
         furrow_junctions=(None if found.furrow_junctions is None
                           else found.furrow_junctions[keep]),
         on_hair=None if found.on_hair is None else found.on_hair[keep],
+        over_arms=None if found.over_arms is None else found.over_arms[keep],
         shallow_work_px=np.concatenate([found.shallow_work_px, found.centres_work_px[~keep]]))
 
 
@@ -598,8 +669,28 @@ def pore_tests(found: Candidates, rule: PoreRule = RULE) -> dict[str, np.ndarray
     verdicts = {name: np.where(retry, as_pit[name], verdict) if name in as_pit else verdict
                 for name, verdict in as_junction.items()}
     closed_outline = _outline_passes(found, rule)
-    return {name: verdict | closed_outline if name in OUTLINE_PASSES else verdict
-            for name, verdict in verdicts.items()}
+    joint = joint_margin(found, rule) >= 0.0
+    return {name: verdict | (closed_outline if name in OUTLINE_PASSES else False)
+            | (joint if name in JOINT_PASSES else False) for name, verdict in verdicts.items()}
+
+
+def joint_margin(found: Candidates, rule: PoreRule = RULE) -> np.ndarray:
+    """How far each pit is past the joint pass (at least 0: passed; -inf: not read or fewer
+    than ``JOINT_MIN_ARMS`` arms): its log margins over ``rule.joint_over_arms`` (its floor over
+    its arms) and ``rule.joint_wide_over_arms`` (``Candidates.over_arms``), each capped at
+    ``rule.joint_cap``, summed. A junction is about as deep as its arms and its middle about as
+    wide; a pore on a furrow or at a junction sticks out of the furrow's band in both."""
+    result = np.full(len(found.shape.floor), -np.inf)
+    if found.over_arms is None or not np.isfinite(rule.joint_over_arms * rule.joint_wide_over_arms):
+        return result
+    shape = found.shape
+    read = (found.over_arms > 0.0) & (shape.arm_count >= JOINT_MIN_ARMS) & (
+        shape.gap_px >= rule.joint_min_gap * found.junction.gap_px)
+    deep = np.minimum(_log_ratio(shape.floor[read], rule.joint_over_arms * shape.arms[read]),
+                      rule.joint_cap)
+    wide = np.minimum(np.log(found.over_arms[read] / rule.joint_wide_over_arms), rule.joint_cap)
+    result[read] = deep + wide
+    return result
 
 
 def _outline_passes(found: Candidates, rule: PoreRule) -> np.ndarray:
@@ -879,6 +970,9 @@ def pore_verdict(found: Candidates, tests: dict[str, np.ndarray], rule: PoreRule
     few = found.shape.arm_count <= PIT_MAX_ARMS
     keep_from = np.where(few, np.where(missed_arms(found), rule.missed_arms_keep, -np.inf),
                          rule.model_keep)
+    margin = joint_margin(found, rule)
+    past = margin >= 0.0
+    keep_from[past] -= rule.joint_keep_slope * margin[past]
     kept = every & (score >= keep_from)
     admitted = (score >= rule.model_admit) & (
         found.shape.line_rest >= rule.admit_min_line_rest)
@@ -922,10 +1016,18 @@ def measure_pores(prepared: Prepared, furrows: np.ndarray, rule: PoreRule = RULE
     (``hair``: as ``measure_candidates`` takes it)."""
     found = measure_candidates(prepared, furrows, rule, colour=False, hair=hair,
                                every_reading=False)
+    return pores_of(prepared, found, rule)
+
+
+def pores_of(prepared: Prepared, found: Candidates, rule: PoreRule = RULE) -> Pores:
+    """The pores among a frame's profiled pits (``found``: ``measure_candidates`` without the
+    colour and every reading, with ``rule`` or a rule that reads at least as much): the verdict,
+    the diameters and how far the count can be trusted."""
     # the colour decides only between pits that pass every other test: read it for those
     # alone (speed only; the others fail whatever their colour)
     tests = pore_tests(found, rule)
     readings = reading_score(found)
+    found, tests = with_width(found, tests, readings, rule)
     uncoloured = {**tests, "grey": np.ones(len(found.shape.floor), dtype=bool)}
     scores = frame_scores(found, tests, readings, rule)
     shift = prior_shift(scores)  # frame_shift's, its scores kept for the count's doubt
