@@ -1,6 +1,6 @@
 """What the erasure journal's tests share: a new store of either kind, the CLI run with the
-test's own journal (tests/conftest.py sets ``APPLIANCE__STORE__ERASURE_JOURNAL``), and
-generated results."""
+test's own journal (tests/conftest.py sets ``APPLIANCE__STORE__ERASURE_JOURNAL``), generated
+results delivered to a store, and what it holds."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
+from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.store import Batch, open_store
 from appliance.synthetic import fleet
 from appliance.transport.payloads import Result
 from tests.appliance_here import appliance_here
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = "postgres@127.0.0.1:5432"
+KEEP = (1000, 2**40)  # the ingest worker's dead-letter bounds, far from any test's
 
 
 def new_store_url(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
@@ -64,3 +68,27 @@ def sample_results(subject: str | None, count: int, seed: int) -> list[Result]:
     rng = random.Random(seed)
     return [fleet.sample_result(rng, "lab", "kiosk-1", seed * 100 + i, subject)
             for i in range(count)]
+
+
+def deliver(url: str, results: list[Result], received_at: datetime) -> list[str]:
+    """``results`` received by the ingest worker at ``received_at``; the ids stored."""
+    store = open_store(url)
+    try:
+        return store.write_batch(Batch(results=[
+            result_row(r, iso_utc(received_at), r.to_json().decode()) for r in results]), *KEEP)
+    finally:
+        store.close()
+
+
+def query(url: str, sql: str) -> list[tuple[object, ...]]:
+    """``sql``'s rows in the store at ``url``."""
+    store = open_store(url)
+    try:
+        return store.query(sql)
+    finally:
+        store.close()
+
+
+def stored(url: str) -> set[str]:
+    """The ids of the results the store at ``url`` holds."""
+    return {str(row[0]) for row in query(url, "SELECT measurement_id FROM results")}

@@ -16,12 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from appliance.backoffice.schema import iso_utc, result_row
-from appliance.backoffice.store import Batch, open_store
 from appliance.transport.payloads import Result
-from tests.erasure_journal_helpers import REPO, cli, live_journal, new_store_url, sample_results
+from tests.erasure_journal_helpers import (
+    REPO,
+    cli,
+    deliver,
+    live_journal,
+    new_store_url,
+    query,
+    sample_results,
+    stored,
+)
 
-KEEP = (1000, 2**40)
 SUBJECT = "subj-journal"
 
 
@@ -31,33 +37,11 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield from new_store_url(request.param, tmp_path, "erasej")
 
 
-def _deliver(url: str, results: list[Result], received_at: datetime) -> list[str]:
-    """``results`` received by the ingest worker at ``received_at``; the ids stored."""
-    store = open_store(url)
-    try:
-        return store.write_batch(Batch(results=[
-            result_row(r, iso_utc(received_at), r.to_json().decode()) for r in results]), *KEEP)
-    finally:
-        store.close()
-
-
-def _query(url: str, sql: str) -> list[tuple[object, ...]]:
-    store = open_store(url)
-    try:
-        return store.query(sql)
-    finally:
-        store.close()
-
-
-def _stored(url: str) -> set[str]:
-    return {str(row[0]) for row in _query(url, "SELECT measurement_id FROM results")}
-
-
 def _backed_up_then_erased(url: str, tmp_path: Path) -> tuple[Path, list[Result], list[Result]]:
     """A store of a subject's 3 results and 3 others, backed up, then the subject and one
     other result erased: the backup, the subject's results, the others."""
     subject, others = sample_results(SUBJECT, 3, 1), sample_results(None, 3, 2)
-    _deliver(url, subject + others, datetime.now(UTC) - timedelta(hours=2))
+    deliver(url, subject + others, datetime.now(UTC) - timedelta(hours=2))
     backup = tmp_path / "backup.file"
     done = cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup))
     assert done.returncode == 0, done.stderr
@@ -71,8 +55,8 @@ def test_a_restore_applies_the_erasures_again_with_their_own_times(
         url: str, tmp_path: Path) -> None:
     backup, subject, others = _backed_up_then_erased(url, tmp_path)
     audit_sql = "SELECT kind, selector, erased_at, results FROM erasures ORDER BY erased_at"
-    audit = _query(url, audit_sql)
-    tombstones = _query(url, "SELECT measurement_id FROM erased_results ORDER BY 1")
+    audit = query(url, audit_sql)
+    tombstones = query(url, "SELECT measurement_id FROM erased_results ORDER BY 1")
 
     done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
@@ -82,14 +66,14 @@ def test_a_restore_applies_the_erasures_again_with_their_own_times(
     lines = done.stdout.splitlines()
     assert next(i for i, line in enumerate(lines) if "re-applied" in line) < next(
         i for i, line in enumerate(lines) if "fleet resend" in line)
-    assert _stored(url) == {r.measurement_id for r in others[1:]}
-    assert _query(url, audit_sql) == audit  # the erasure times, not the restore's
-    assert _query(url, "SELECT measurement_id FROM erased_results ORDER BY 1") == tombstones
+    assert stored(url) == {r.measurement_id for r in others[1:]}
+    assert query(url, audit_sql) == audit  # the erasure times, not the restore's
+    assert query(url, "SELECT measurement_id FROM erased_results ORDER BY 1") == tombstones
     # the kiosk sends the subject's results again (fleet resend), and one captured before
     # the erasure that it had not delivered: none is stored, nor the erased single result
     late = sample_results(SUBJECT, 1, 3)
-    assert _deliver(url, subject + late + others[:1], datetime.now(UTC)) == []
-    assert _stored(url) == {r.measurement_id for r in others[1:]}
+    assert deliver(url, subject + late + others[:1], datetime.now(UTC)) == []
+    assert stored(url) == {r.measurement_id for r in others[1:]}
     again = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "the store holds each of the 2 erasure(s)" in again.stdout
@@ -124,31 +108,31 @@ def test_a_restore_into_a_store_of_its_own_applies_them_too(tmp_path: Path) -> N
     done = cli(tmp_path, "store", "restore", str(backup), "--store", check)
 
     assert done.returncode == 0, done.stderr
-    assert _stored(check) == {r.measurement_id for r in others[1:]}
+    assert stored(check) == {r.measurement_id for r in others[1:]}
     assert "the kiosks need not send anything again" in done.stdout
 
 
 def test_a_release_after_the_erasure_survives_a_restore(url: str, tmp_path: Path) -> None:
     backup, _, _ = _backed_up_then_erased(url, tmp_path)
-    erased_at = datetime.fromisoformat(str(_query(
+    erased_at = datetime.fromisoformat(str(query(
         url, "SELECT erased_at FROM erasures WHERE kind = 'subject'")[0][0]))
     # the person came back and agreed again: a result captured just after the erasure, by
     # a kiosk clock never read, is held; the operator releases it
     agreed = sample_results(SUBJECT, 1, 4)[0].model_copy(
         update={"captured_at": erased_at + timedelta(seconds=1)})
-    assert _deliver(url, [agreed], erased_at + timedelta(seconds=2)) == []
+    assert deliver(url, [agreed], erased_at + timedelta(seconds=2)) == []
     done = cli(tmp_path, "results", "release", "--store", url, "--result",
                agreed.measurement_id, "--yes")
     assert done.returncode == 0, done.stderr
-    assert agreed.measurement_id in _stored(url)
+    assert agreed.measurement_id in stored(url)
 
     done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
     assert "re-applied 2 erasure(s) and 1 release(s)" in done.stdout
     # the restored store lacks it (it came after the backup); the kiosk sends it again
-    assert _deliver(url, [agreed], datetime.now(UTC)) == [agreed.measurement_id]
-    assert agreed.measurement_id in _stored(url)
+    assert deliver(url, [agreed], datetime.now(UTC)) == [agreed.measurement_id]
+    assert agreed.measurement_id in stored(url)
 
 
 KILLED_ERASE = """
@@ -171,13 +155,13 @@ def test_a_kill_between_the_journal_and_the_commit_leaves_what_a_rerun_applies(
         tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     subject = sample_results(SUBJECT, 3, 1)
-    _deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
+    deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     killed = subprocess.run([sys.executable, "-c", KILLED_ERASE, "results", "erase", "--store",
                              url, "--subject", SUBJECT, "--yes"], capture_output=True,
                             text=True, cwd=tmp_path, env=env, check=False, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert _stored(url) == {r.measurement_id for r in subject}  # never committed
+    assert stored(url) == {r.measurement_id for r in subject}  # never committed
     journal = live_journal()
     at = journal.read_text().split('"at":"')[1].split('"')[0]
 
@@ -189,13 +173,13 @@ def test_a_kill_between_the_journal_and_the_commit_leaves_what_a_rerun_applies(
     done = cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
     assert done.returncode == 0, done.stderr
     assert "they erased 3 result(s)" in done.stdout
-    assert _stored(url) == set()
-    assert _query(url, "SELECT kind, selector, erased_at FROM erasures") == [
+    assert stored(url) == set()
+    assert query(url, "SELECT kind, selector, erased_at FROM erasures") == [
         ("subject", SUBJECT, at)]
     again = cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
     assert "re-applied 0 erasure(s) and 0 release(s)" in again.stdout
     assert "1 more the store held already" in again.stdout
-    assert len(_query(url, "SELECT id FROM erasures")) == 1  # twice changes nothing
+    assert len(query(url, "SELECT id FROM erasures")) == 1  # twice changes nothing
 
 
 def test_a_garbled_journal_line_is_refused_by_file_and_line(tmp_path: Path) -> None:
@@ -204,14 +188,14 @@ def test_a_garbled_journal_line_is_refused_by_file_and_line(tmp_path: Path) -> N
     journal = live_journal()
     good = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(good[0] + b'{"kind":"subject","id":\x00garbage\n' + good[1])
-    before = _stored(url)
+    before = stored(url)
 
     done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 2
     assert f"{journal}:2: not an erasure journal line (not JSON)" in done.stderr
     assert "the store was not restored" in done.stderr
-    assert _stored(url) == before
+    assert stored(url) == before
     check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert check.returncode == 2
     assert f"{journal}:2:" in check.stderr
@@ -231,7 +215,7 @@ def test_a_torn_last_line_is_named_not_applied_and_cut_off_by_the_next_erasure(
 
     assert done.returncode == 0, done.stderr
     assert f"{journal}:3: a torn last line (no newline)" in done.stdout
-    assert others[1].measurement_id in _stored(url)  # not applied
+    assert others[1].measurement_id in stored(url)  # not applied
     erased = cli(tmp_path, "results", "erase", "--store", url, "--result",
                  others[2].measurement_id, "--yes")
     assert erased.returncode == 0, erased.stderr
@@ -262,13 +246,13 @@ def test_a_line_mended_by_hand_with_an_offset_is_applied_at_the_same_instant(
     instant in another offset (an operator mending the file in Tokyo's time) was applied as
     written: '2026-...+09:00' sorts nine hours late against the store's UTC times."""
     subject = sample_results(SUBJECT, 2, 5)
-    _deliver(url, subject, datetime.now(UTC) - timedelta(hours=2))
+    deliver(url, subject, datetime.now(UTC) - timedelta(hours=2))
     backup = tmp_path / "backup.file"
     assert cli(tmp_path, "store", "backup", "--store", url, "--out", str(backup)).returncode == 0
     done = cli(tmp_path, "results", "erase", "--store", url, "--subject", SUBJECT, "--yes")
     assert done.returncode == 0, done.stderr
     audit_sql = "SELECT kind, selector, erased_at FROM erasures"
-    (erasure,) = _query(url, audit_sql)
+    (erasure,) = query(url, audit_sql)
     at = datetime.fromisoformat(str(erasure[2]))
     journal = live_journal()
     line = journal.read_text(encoding="utf-8")
@@ -279,8 +263,8 @@ def test_a_line_mended_by_hand_with_an_offset_is_applied_at_the_same_instant(
     done = cli(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
 
     assert done.returncode == 0, done.stderr
-    assert _query(url, audit_sql) == [erasure]  # the same instant, as the store writes it
-    assert _stored(url) == set()
+    assert query(url, audit_sql) == [erasure]  # the same instant, as the store writes it
+    assert stored(url) == set()
     again = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert again.returncode == 0, again.stdout + again.stderr
 
@@ -312,8 +296,8 @@ def test_a_restore_killed_once_the_backup_is_in_place_brings_no_erased_result_ba
                             text=True, cwd=tmp_path, env=env, check=False, timeout=120)
 
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert len(_query(url, "SELECT id FROM erasures")) == 2  # the backup, with its 2 lines
-    assert _stored(url) == {r.measurement_id for r in others[1:]}
+    assert len(query(url, "SELECT id FROM erasures")) == 2  # the backup, with its 2 lines
+    assert stored(url) == {r.measurement_id for r in others[1:]}
     check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -325,7 +309,7 @@ def test_apply_journal_names_each_line_it_applies_with_its_user_and_time(
     does, not only how many."""
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     subject = sample_results(SUBJECT, 2, 1)
-    _deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
+    deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
     journal = live_journal()
     journal.write_text(f'{{"kind":"subject","id":"{SUBJECT}","at":"2026-12-07T10:00:00.000000Z",'
                        '"by":"dpo-alice"}\n')
@@ -337,6 +321,6 @@ def test_apply_journal_names_each_line_it_applies_with_its_user_and_time(
     assert "re-applied 1 erasure(s) and 0 release(s)" in done.stdout
     assert (f"  {journal}:1: subject {SUBJECT} at 2026-12-07T10:00:00.000000Z by dpo-alice"
             in done.stdout.splitlines())
-    assert _stored(url) == set()
+    assert stored(url) == set()
     again = cli(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
     assert f"{journal}:1:" not in again.stdout  # nothing applied, nothing named

@@ -23,16 +23,23 @@ import pytest
 
 from appliance.backoffice import erasure_reapply, journal_start
 from appliance.backoffice.erasure_journal import read_journal
-from appliance.backoffice.schema import iso_utc, result_row
 from appliance.backoffice.service import run_backoffice
-from appliance.backoffice.store import Batch, open_store
+from appliance.backoffice.store import open_store
 from appliance.config import Config, config_from_mapping
 from appliance.transport.broker import free_port, port_open
 from appliance.transport.payloads import Result
-from tests.erasure_journal_helpers import REPO, cli, live_journal, new_store_url, sample_results
+from tests.erasure_journal_helpers import (
+    REPO,
+    cli,
+    deliver,
+    live_journal,
+    new_store_url,
+    query,
+    sample_results,
+    stored,
+)
 
 SUBJECT = "subj-journalstart"
-KEEP = (1000, 2**40)
 KILLED = """
 import os, signal, sys
 from appliance.backoffice import erasure_journal, store_backup_cli
@@ -68,28 +75,6 @@ def _killed(tmp_path: Path, point: str, *args: str) -> None:
     assert done.returncode == -signal.SIGKILL, done.stderr
 
 
-def _deliver(url: str, results: list[Result], received_at: datetime) -> list[str]:
-    """``results`` received by the ingest worker at ``received_at``; the ids stored."""
-    store = open_store(url)
-    try:
-        return store.write_batch(Batch(results=[
-            result_row(r, iso_utc(received_at), r.to_json().decode()) for r in results]), *KEEP)
-    finally:
-        store.close()
-
-
-def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    store = open_store(url)
-    try:
-        return store.query(sql)
-    finally:
-        store.close()
-
-
-def _stored(url: str) -> set[str]:
-    return {str(row[0]) for row in _query(url, "SELECT measurement_id FROM results")}
-
-
 def _config(url: str, tmp_path: Path, client: str = "a") -> Config:
     return config_from_mapping({
         "mqtt": {"host": "127.0.0.1", "port": free_port(), "topic_prefix": "journalstart"},
@@ -111,9 +96,9 @@ def _erased_by_a_crash(url: str, tmp_path: Path) -> list[Result]:
     """A subject's 3 results stored, then its erasure killed between its journal line and its
     commit: the store holds them, the journal their erasure."""
     subject = sample_results(SUBJECT, 3, 1)
-    _deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
+    deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
     _killed(tmp_path, "erase", "results", "erase", "--store", url, "--subject", SUBJECT, "--yes")
-    assert _stored(url) == {r.measurement_id for r in subject}
+    assert stored(url) == {r.measurement_id for r in subject}
     return subject
 
 
@@ -125,13 +110,13 @@ def test_a_worker_applies_an_erasure_a_crash_left_uncommitted_before_it_serves(
     with caplog.at_level(logging.WARNING, logger="appliance.backoffice.journal_start"):
         assert _started(_config(url, tmp_path)) == 0
 
-    assert _stored(url) == set()
-    assert [row[:2] for row in _query(url, "SELECT kind, selector FROM erasures")] == [
+    assert stored(url) == set()
+    assert [row[:2] for row in query(url, "SELECT kind, selector FROM erasures")] == [
         ("subject", SUBJECT)]
-    assert {str(row[0]) for row in _query(url, "SELECT measurement_id FROM kiosk_forgets")
+    assert {str(row[0]) for row in query(url, "SELECT measurement_id FROM kiosk_forgets")
             } == erased  # their kiosks are asked to forget their copies too
     assert f"applied {live_journal()}:1: subject {SUBJECT} at " in caplog.text
-    assert _deliver(url, subject, datetime.now(UTC)) == []  # sent again: not stored
+    assert deliver(url, subject, datetime.now(UTC)) == []  # sent again: not stored
     check = cli(tmp_path, "results", "erasures", "--store", url, "--check-journal")
     assert check.returncode == 0, check.stdout
 
@@ -142,7 +127,7 @@ def test_a_worker_after_a_postgres_restore_killed_before_the_journal_serves_noth
     url = next(urls := new_store_url("postgres", tmp_path, "journalstart"))
     try:
         subject, others = sample_results(SUBJECT, 3, 1), sample_results(None, 3, 2)
-        _deliver(url, subject + others, datetime.now(UTC) - timedelta(hours=2))
+        deliver(url, subject + others, datetime.now(UTC) - timedelta(hours=2))
         backup = tmp_path / "backup.dump"
         assert cli(tmp_path, "store", "backup", "--store", url, "--out",
                    str(backup)).returncode == 0
@@ -150,13 +135,13 @@ def test_a_worker_after_a_postgres_restore_killed_before_the_journal_serves_noth
                    "--yes").returncode == 0
         _killed(tmp_path, "restore", "store", "restore", str(backup), "--store", url, "--force")
         erased = {r.measurement_id for r in subject}
-        assert erased <= _stored(url)  # the hole: the backup's erased results are back
+        assert erased <= stored(url)  # the hole: the backup's erased results are back
 
         with caplog.at_level(logging.WARNING, logger="appliance.backoffice.journal_start"):
             assert _started(_config(url, tmp_path)) == 0
 
-        assert _stored(url) == {r.measurement_id for r in others}
-        assert len(_query(url, "SELECT id FROM erasures")) == 1
+        assert stored(url) == {r.measurement_id for r in others}
+        assert len(query(url, "SELECT id FROM erasures")) == 1
         assert f"{live_journal()}:1: subject {SUBJECT}" in caplog.text
     finally:
         urls.close()
@@ -185,9 +170,9 @@ def test_workers_starting_together_apply_each_line_once(
         worker.join(timeout=120)
 
     assert codes == [0, 0]
-    assert [row[:2] for row in _query(url, "SELECT kind, selector FROM erasures")] == [
+    assert [row[:2] for row in query(url, "SELECT kind, selector FROM erasures")] == [
         ("subject", SUBJECT)]  # one audit row for the journal's one line
-    assert _stored(url) == set()
+    assert stored(url) == set()
 
 
 @pytest.mark.parametrize("damage", ["garbled line", "link"])
@@ -211,8 +196,8 @@ def test_a_journal_the_worker_cannot_use_stops_it_naming_the_file(
     assert named in caplog.text
     assert "Neither a back-office worker nor the console starts while the erasure journal " \
         "cannot be used" in caplog.text
-    assert _stored(url) == {r.measurement_id for r in subject}  # nothing changed
-    assert _query(url, "SELECT id FROM erasures") == []
+    assert stored(url) == {r.measurement_id for r in subject}  # nothing changed
+    assert query(url, "SELECT id FROM erasures") == []
 
 
 def _console(url: str, tmp_path: Path) -> tuple[int | None, str]:
@@ -247,7 +232,7 @@ def test_the_console_applies_the_lines_the_store_lacks_before_it_serves(
     code, output = _console(url, tmp_path)
 
     assert code == 0, output
-    assert _stored(url) == set()
+    assert stored(url) == set()
     assert f"applied {live_journal()}:1: subject {SUBJECT} at " in output
     assert output.index("applied ") < output.index("console on http")
 
@@ -263,7 +248,7 @@ def test_the_console_does_not_serve_with_a_journal_it_cannot_use(tmp_path: Path)
     assert code == 2, output
     assert f"console: cannot start: {live_journal()}:2: not an erasure journal line" in output
     assert "console on http" not in output
-    assert _stored(url) == {r.measurement_id for r in subject}
+    assert stored(url) == {r.measurement_id for r in subject}
 
 
 def test_two_applying_the_journal_at_once_apply_each_line_once(
@@ -296,6 +281,6 @@ def test_two_applying_the_journal_at_once_apply_each_line_once(
     for thread in appliers:
         thread.join(timeout=120)
 
-    assert [row[:2] for row in _query(url, "SELECT kind, selector FROM erasures")] == [
+    assert [row[:2] for row in query(url, "SELECT kind, selector FROM erasures")] == [
         ("subject", SUBJECT)]
-    assert _stored(url) == set()
+    assert stored(url) == set()
