@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from appliance.backoffice.ingest import IngestWorker
-from appliance.backoffice.store import open_store
+from appliance.backoffice.store import Store, open_store
 from appliance.config import config_from_mapping
 from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet as fleetsim
@@ -56,6 +56,25 @@ def kiosk_link(fleet: FleetBroker, tmp_path: Path, site: str, device: str) -> Mq
     )
 
 
+def backoffice_worker(fleet: FleetBroker, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> tuple[Store, IngestWorker]:
+    """A store and a started ingest worker logged in as backoffice-1 over TLS."""
+    monkeypatch.setenv("APPLIANCE_MQTT_PASSWORD", fleet.password("backoffice-1"))
+    config = config_from_mapping(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": fleet.port, "username": "backoffice-1",
+                     "tls": {"enabled": True, "ca_file": str(fleet.folder / "certs" / "ca.crt")}},
+            "state_dir": str(tmp_path / "backoffice"),
+            "backoffice": {"client_id": "backoffice-1"},
+        },
+        environ={},
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    worker = IngestWorker(config, store)
+    worker.start()
+    return store, worker
+
+
 def attack(fleet: FleetBroker) -> None:
     """Everything a stolen kiosk credential tries; each must be refused by the broker."""
     site, device = ATTACKER
@@ -81,20 +100,7 @@ def attack(fleet: FleetBroker) -> None:
 def test_device_credential_is_refused_shared_and_foreign_topics_and_ids_and_300_of_300_arrive(
     fleet_broker: FleetBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("APPLIANCE_MQTT_PASSWORD", fleet_broker.password("backoffice-1"))
-    config = config_from_mapping(
-        {
-            "mqtt": {"host": "127.0.0.1", "port": fleet_broker.port, "username": "backoffice-1",
-                     "tls": {"enabled": True,
-                             "ca_file": str(fleet_broker.folder / "certs" / "ca.crt")}},
-            "state_dir": str(tmp_path / "backoffice"),
-            "backoffice": {"client_id": "backoffice-1"},
-        },
-        environ={},
-    )
-    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    worker = IngestWorker(config, store)
-    worker.start()
+    store, worker = backoffice_worker(fleet_broker, tmp_path, monkeypatch)
     links = [kiosk_link(fleet_broker, tmp_path, site, device) for site, device in KIOSKS]
     try:
         assert worker.subscribed.wait(10), worker.failed
@@ -414,20 +420,7 @@ def test_a_kiosk_login_cannot_say_another_kiosks_window_and_its_own_is_bounded(
     # 720 h for ANOTHER kiosk is refused by the broker (PUBACK 0x87, retained or not) and
     # stores nothing; its own status may say 720, and one saying 10**9 reaches the back office
     # and is a dead letter naming the field, its stored window unchanged
-    monkeypatch.setenv("APPLIANCE_MQTT_PASSWORD", fleet_broker.password("backoffice-1"))
-    config = config_from_mapping(
-        {
-            "mqtt": {"host": "127.0.0.1", "port": fleet_broker.port, "username": "backoffice-1",
-                     "tls": {"enabled": True,
-                             "ca_file": str(fleet_broker.folder / "certs" / "ca.crt")}},
-            "state_dir": str(tmp_path / "backoffice"),
-            "backoffice": {"client_id": "backoffice-1"},
-        },
-        environ={},
-    )
-    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-    worker = IngestWorker(config, store)
-    worker.start()
+    store, worker = backoffice_worker(fleet_broker, tmp_path, monkeypatch)
     site, device = ATTACKER
     victim = KIOSKS[0]
 
