@@ -156,15 +156,16 @@ def _restore(args: argparse.Namespace) -> int:
     url = store_url_of(args)
     if url is None or (setting := erasure_setting(args)) is None:
         return 2
-    if _journal_read(args) is None:
+    backup = Path(args.backup)
+    if _journal_read(setting.journal, backup) is None:
         return 2
-    early = _EarlyApplied(args, setting.topic_prefix)
+    early = _EarlyApplied(setting, backup)
     try:
-        done = _restored(url, Path(args.backup), args.force, early)
+        done = _restored(url, backup, args.force, early)
     except BackupError as exc:
         print(f"store restore: {exc}", file=sys.stderr)
         return _exit_of(exc)
-    chosen = _journal_read(args, again=True)
+    chosen = _journal_read(setting.journal, backup, again=True)
     if (applied := _journal_applied(url, chosen, setting.topic_prefix, early.done)) is None:
         print("\n".join([*done.lines, *_holds(done.contents)]))
         return 1
@@ -183,7 +184,7 @@ def _holds(contents: Any) -> list[str]:
     return [f"It holds {contents.summary()}", *contents.kiosk_lines()]
 
 
-def _journal_read(args: argparse.Namespace, *, again: bool = False) -> Any:
+def _journal_read(path: Path, backup: Path, *, again: bool = False) -> Any:
     """The erasure journal the restore applies (journal_copy.ChosenJournal: the config's, else
     the newest copy beside the backup), read before anything is restored and ``again`` once
     the backup is in place (an erasure committed since the first reading, while the backup was
@@ -191,12 +192,9 @@ def _journal_read(args: argparse.Namespace, *, again: bool = False) -> Any:
     saying why it cannot be (a damaged line, by file and line)."""
     from appliance.backoffice.erasure_journal import JournalError  # noqa: PLC0415
     from appliance.backoffice.journal_copy import chosen_journal  # noqa: PLC0415
-    from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
 
-    if (path := journal_of(args)) is None:
-        return None
     try:
-        return chosen_journal(path, Path(args.backup))
+        return chosen_journal(path, backup)
     except JournalError as exc:
         if again:
             print(f"store restore: the backup is restored, but reading the erasure journal "
@@ -216,31 +214,27 @@ class _EarlyApplied:
     what it applied (erasure_reapply.Reapplied), None until it ran. A journal that cannot be
     read or applied then refuses the restore, the store as it was."""
 
-    def __init__(self, args: argparse.Namespace, topic_prefix: str) -> None:
-        self.args = args
-        self.topic_prefix = topic_prefix
+    def __init__(self, setting: Any, backup: Path) -> None:
+        self.setting = setting  # results_removal.ErasureSetting: the journal and topic prefix
+        self.backup = backup
         self.done: Any = None
 
     def __call__(self, copy: Path) -> None:
         from appliance.backoffice.erasure_journal import JournalError  # noqa: PLC0415
         from appliance.backoffice.erasure_reapply import reapplied  # noqa: PLC0415
         from appliance.backoffice.journal_copy import chosen_journal  # noqa: PLC0415
-        from appliance.backoffice.results_removal import journal_of  # noqa: PLC0415
         from appliance.backoffice.store import open_store  # noqa: PLC0415
         from appliance.backoffice.store_backup import BackupError, BackupFailedError  # noqa: PLC0415
         from appliance.backoffice.storeerrors import STORE_ERRORS, explained  # noqa: PLC0415
 
-        if (path := journal_of(self.args)) is None:
-            raise BackupError("the erasure journal's path could not be read again; the store "
-                              "was not restored")
         try:
-            journal = chosen_journal(path, Path(self.args.backup)).journal
+            journal = chosen_journal(self.setting.journal, self.backup).journal
         except JournalError as exc:
             raise BackupError(f"{exc}; the store was not restored") from exc
         try:
             store = open_store(f"sqlite:///{copy}")
             try:
-                self.done = reapplied(store, journal, self.topic_prefix)
+                self.done = reapplied(store, journal, self.setting.topic_prefix)
             finally:
                 store.close()
         except STORE_ERRORS as exc:
