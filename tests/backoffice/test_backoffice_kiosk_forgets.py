@@ -103,6 +103,17 @@ def _letters(prefix: str) -> tuple[list[Result], list[Any]]:
     return [held, stored], letters
 
 
+def _letters_stored(url: str, prefix: str) -> Result:
+    """``_letters(prefix)``'s letters written to a new store at ``url``; the result held."""
+    store = open_store(url, create=True)
+    try:
+        (held, _), letters = _letters(prefix)
+        store.write_batch(Batch(dead_letters=letters), 1000, 2**40)
+    finally:
+        store.close()
+    return held
+
+
 def test_an_erased_letter_is_recorded_for_the_kiosk_its_result_topic_names(store: Store) -> None:
     (held, stored), letters = _letters("p")
     _store(store, [stored])
@@ -123,12 +134,7 @@ def test_results_erase_asks_the_kiosk_of_a_result_held_only_as_a_letter(tmp_path
     config.write_text(
         f"mqtt:\n  topic_prefix: fleet9\nstate_dir: {tmp_path / 'state'}\nstore:\n  url: {url}\n"
     )
-    store = open_store(url, create=True)
-    try:
-        (held, _), letters = _letters("fleet9")
-        store.write_batch(Batch(dead_letters=letters), 1000, 2**40)
-    finally:
-        store.close()
+    held = _letters_stored(url, "fleet9")
 
     code = main(["results", "erase", "--config", str(config), "--subject", "subj-7", "--yes"])
 
@@ -629,12 +635,7 @@ def test_a_restore_records_an_erased_letters_kiosk_as_apply_journal_does(
     --apply-journal` uses, with the config's topic prefix: the kiosk of a result held only as
     a dead letter is asked to forget it after a restore too (main: none recorded)."""
     monkeypatch.setenv("APPLIANCE__MQTT__TOPIC_PREFIX", "fleet9")
-    store = open_store(store_url, create=True)
-    try:
-        (held, _), letters = _letters("fleet9")
-        store.write_batch(Batch(dead_letters=letters), 1000, 2**40)
-    finally:
-        store.close()
+    held = _letters_stored(store_url, "fleet9")
     backup = tmp_path / "backup.file"
     for args in (["store", "backup", "--store", store_url, "--out", str(backup)],
                  ["results", "erase", "--store", store_url, "--subject", "subj-7", "--yes"]):
