@@ -106,8 +106,7 @@ def print_job_list(latest: dict[str, bytes]) -> None:
         else:
             (servers if presence else states).append(read)
     for server in sorted(servers, key=lambda s: s["server"]):
-        print(escape_controls(f"server {server['server']}: {server['state']} since "
-                              f"{server['at']} ({server.get('backend', {}).get('backend')})"))
+        print(escape_controls(_presence_line(server)))
     for state in sorted(states, key=lambda s: s["job_id"]):
         print(describe_state({**state, "results": [], "results_omitted": 0}))  # one line a job
     print(f"{len(states)} job(s)")
@@ -118,6 +117,17 @@ def print_job_list(latest: dict[str, bytes]) -> None:
               f"{len(unreadable)} retained message(s) that are no job state of their "
               f"topic or server presence ignored: {named}{' ...' if len(unreadable) > 5 else ''}",
               file=sys.stderr)
+
+
+def _presence_line(server: dict[str, Any]) -> str:
+    """A server's presence in one line. A lost connection's last will was written when that
+    connection was made (MQTT 5 spec 3.1.3.4: its payload travels in the CONNECT packet), so
+    its time is when the server connected, not when it went away, and the line says so."""
+    backend = server.get("backend", {}).get("backend")
+    if server["state"] == "offline" and server.get("lost") is True:
+        return (f"server {server['server']}: offline, its connection lost without a clean stop "
+                f"(killed, crashed or cut off; it had connected at {server['at']}) ({backend})")
+    return f"server {server['server']}: {server['state']} since {server['at']} ({backend})"
 
 
 def _print_waiting(waiting: list[str]) -> None:
