@@ -4,10 +4,11 @@ pattern).
 
 One reading for every option that takes one (``results query|export --site/--device``,
 ``results dead-letters``, ``report cohort``, ``fleet resend --device``, ``models status
---history``), as argparse types: a value that is none is refused before any store or broker is
-reached, argparse naming the option, the refusal naming the value, the part at fault and what
-an id may hold. The console reads its ``site`` and ``device`` fields with the same types
-(console/filters.py), each value exactly as given: ``demo `` is no site id, not ``demo``.
+--history``, ``models deploy|rollback --devices/--site``), as argparse types: a value that
+is none is refused before any store or broker is reached, argparse naming the option, the
+refusal naming the value, the part at fault and what an id may hold. The console reads its
+``site`` and ``device`` fields with the same types (console/filters.py), each value exactly
+as given: ``demo `` is no site id, not ``demo``.
 """
 
 # ruff: noqa: PLC0415  (the payload's pattern loads pydantic: on use, `appliance --help` starts fast)
@@ -50,6 +51,21 @@ def kiosk_of(text: str) -> tuple[str | None, str]:
             raise _refusal(text, "a device id nor SITE/DEVICE", id_rule())
         return None, text
     return _site_device(text, site, device, "a device id nor SITE/DEVICE")
+
+
+def kiosk_list(text: str) -> str:
+    """An argparse type: kiosks separated by commas, each ``kiosk_of`` (blanks around one and
+    empty places between commas are passed over, as ``models deploy --devices`` reads them);
+    the text as given. The first that is none is refused in ``kiosk_of``'s words: a deploy
+    took ``lab/kiosk 1`` to the broker and a new store, then called it a kiosk with no status
+    yet."""
+    named = [part.strip() for part in text.split(",") if part.strip()]
+    if not named:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no device; name them as comma-separated DEVICE or SITE/DEVICE")
+    for part in named:
+        kiosk_of(part)
+    return text
 
 
 def site_and_device(text: str) -> tuple[str, str]:

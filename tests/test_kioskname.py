@@ -1,10 +1,12 @@
 """One reading of a kiosk's name on the command line (appliance/kioskname.py): ``results
-query|export|dead-letters --device``, ``report cohort --device``, ``fleet resend --device`` and
-``models status --history`` refuse a
-value that is no DEVICE or SITE/DEVICE in one wording (the option, the value, the part at fault
-and what an id may hold), exit 2, before any store or broker is reached. Before, ``fleet
-resend`` took ``lab/a b`` and a 65-character id to the broker, and ``models status --history``
-read ``a/b/c`` as device ``c`` of site ``a/b`` from the store."""
+query|export|dead-letters --device``, ``report cohort --device``, ``fleet resend --device``,
+``models status --history``, and ``models deploy|rollback --devices`` (each kiosk of its list)
+and ``--site`` refuse a value that is no DEVICE or SITE/DEVICE in one wording (the option, the
+value, the part at fault and what an id may hold), exit 2, before any store or broker is
+reached. Before, ``fleet resend`` took ``lab/a b`` and a 65-character id to the broker,
+``models status --history`` read ``a/b/c`` as device ``c`` of site ``a/b`` from the store, and
+``models deploy --devices 'lab/kiosk 1'`` made a new store and connected to the broker, then
+called the value a kiosk with no status yet."""
 
 from __future__ import annotations
 
@@ -37,6 +39,12 @@ def _commands(tmp_path: Path) -> dict[str, list[str]]:
         "history": ["models", "status", "--store", store, "--history"],
         "resend": ["fleet", "resend", "--since", "2026-12-07T00:00:00Z", "--config",
                    str(config), "--device"],
+        "deploy": ["models", "deploy", "skin-texture-grade", "1.0.0", "--repo",
+                   str(tmp_path / "repo"), "--config", str(config), "--store", store,
+                   "--devices"],
+        "rollback": ["models", "rollback", "skin-texture-grade", "--to", "1.0.0", "--repo",
+                     str(tmp_path / "repo"), "--config", str(config), "--store", store,
+                     "--devices"],
     }
 
 
@@ -50,7 +58,8 @@ def _refusal(capsys: pytest.CaptureFixture[str], arguments: list[str]) -> str:
     return captured.err.rstrip("\n").splitlines()[-1]
 
 
-@pytest.mark.parametrize("command", ["query", "export", "letters", "cohort", "history", "resend"])
+@pytest.mark.parametrize("command", ["query", "export", "letters", "cohort", "history", "resend",
+                                     "deploy", "rollback"])
 @pytest.mark.parametrize(("value", "why"), [
     ("a/b/c", f"'b/c' is no device id: {RULE}"),
     ("/x", f"'' is no site id: {RULE}"),
@@ -73,7 +82,8 @@ def test_a_kiosk_that_is_no_site_device_is_refused_in_one_wording_by_every_comma
     assert not (tmp_path / "none.sqlite3").exists()
 
 
-@pytest.mark.parametrize("command", ["query", "export", "letters", "cohort", "history"])
+@pytest.mark.parametrize("command", ["query", "export", "letters", "cohort", "history",
+                                     "deploy", "rollback"])
 @pytest.mark.parametrize(("value", "why"), [
     ("a b", RULE),
     (LONG_ID, RULE),
@@ -96,3 +106,34 @@ def test_fleet_resend_refuses_a_device_without_its_site_saying_to_give_it(
     assert _refusal(capsys, arguments).endswith(
         f"error: argument --device: {value!r}: not SITE/DEVICE (no site: give it, e.g. "
         "lab/kiosk-1)")
+
+
+@pytest.mark.parametrize("command", ["deploy", "rollback"])
+def test_a_rollout_s_device_list_is_refused_at_its_first_kiosk_that_is_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str,
+) -> None:
+    arguments = [*_commands(tmp_path)[command], "k1, lab/k2,lab/a b,x/y/z"]
+    assert _refusal(capsys, arguments).endswith(
+        f"error: argument --devices: 'lab/a b': not {EITHER} ('a b' is no device id: {RULE})")
+    assert not (tmp_path / "none.sqlite3").exists()
+
+
+@pytest.mark.parametrize("command", ["deploy", "rollback"])
+@pytest.mark.parametrize("value", ["lab ", "a/b", " lab", LONG_ID])
+def test_a_rollout_s_site_that_is_none_is_refused_as_the_results_commands_refuse_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, value: str,
+) -> None:
+    arguments = [*_commands(tmp_path)[command][:-1], "--site", value]
+    assert _refusal(capsys, arguments).endswith(
+        f"error: argument --site: {value!r}: not a site id ({RULE})")
+    assert not (tmp_path / "none.sqlite3").exists()
+
+
+@pytest.mark.parametrize("command", ["deploy", "rollback"])
+def test_a_rollout_s_device_list_of_commas_alone_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str,
+) -> None:
+    arguments = [*_commands(tmp_path)[command], " , "]
+    assert _refusal(capsys, arguments).endswith(
+        "error: argument --devices: ' , ' names no device; name them as comma-separated DEVICE "
+        "or SITE/DEVICE")

@@ -15,7 +15,7 @@ from typing import Any
 from appliance.backoffice.commands import add_store_options
 from appliance.backoffice.report_history import HISTORY_ROWS, MAX_HISTORY_ROWS
 from appliance.diskspace import full_disk_text
-from appliance.kioskname import kiosk_of
+from appliance.kioskname import kiosk_list, kiosk_of, site_id
 from appliance.logsafe import escape_controls
 from appliance.passwordfile import ROLLOUT_LOGIN, add_login_password_option
 from appliance.synthetic.arguments import finite_number, given, named_path, whole_number
@@ -105,10 +105,10 @@ def _register_rollout(command: Any, name: str) -> None:
         command.add_argument("--to", dest="version", required=True, help="released version")
     command.add_argument("--repo", type=named_path, required=True, help="repository folder")
     target = command.add_mutually_exclusive_group(required=name == "deploy")
-    target.add_argument("--devices", type=given("the devices as comma-separated ids"),
+    target.add_argument("--devices", type=_devices,
                         help="comma-separated device ids (SITE/ID where two sites have a "
                         "device of that id)")
-    target.add_argument("--site", type=given("the site whose devices to take"),
+    target.add_argument("--site", type=_site,
                         help="every known device of a site")
     target.add_argument("--all", action="store_true", help="every known device")
     command.add_argument("--wave", type=whole_number(1, MAX_DEVICES), default=10,
@@ -122,6 +122,17 @@ def _register_rollout(command: Any, name: str) -> None:
     add_store_options(command)
     add_login_password_option(command, ROLLOUT_LOGIN)
     command.set_defaults(handler=_deploy, decision=name if name == "rollback" else "deploy")
+
+
+def _devices(text: str) -> str:
+    """argparse type of --devices: given, and each kiosk of the list a DEVICE or SITE/DEVICE
+    (appliance/kioskname.py), refused before the broker or a store is reached."""
+    return kiosk_list(given("the devices as comma-separated ids")(text))
+
+
+def _site(text: str) -> str:
+    """argparse type of --site: given, and a site id (appliance/kioskname.py)."""
+    return site_id(given("the site whose devices to take")(text))
 
 
 def _register_halt(halt: Any) -> None:

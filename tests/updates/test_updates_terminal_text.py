@@ -70,12 +70,19 @@ def test_models_deploy_escapes_the_device_names_it_refuses(
     assert main(["models", "release", str(model), "--repo", str(repo.dir), "--version",
                  "1.0.0"]) == 0
     capsys.readouterr()
-    assert main(["models", "deploy", "skin-texture-grade", "1.0.0", "--repo", str(repo.dir),
-                 "--devices", f"k1{HOSTILE}", "--store",
-                 f"sqlite:///{tmp_path / 'store.sqlite3'}"]) == 2
+    # no device id: refused as its option's value, before the broker or a store (kioskname.py)
+    with pytest.raises(SystemExit) as refused:
+        main(["models", "deploy", "skin-texture-grade", "1.0.0", "--repo", str(repo.dir),
+              "--devices", f"k1{HOSTILE}", "--store", f"sqlite:///{tmp_path / 'store.sqlite3'}"])
+    assert refused.value.code == 2
     printed = _printed(capsys)
-    assert "unknown device(s) k1\\x1b]0;owned\\u0007\\x1b[2J\\u202e: " in printed
+    assert "argument --devices: 'k1\\x1b]0;owned\\x07\\x1b[2J\\u202e': not a device id" in printed
     assert not set(printed) & RAW
+    # a well-formed id that no kiosk has: refused by the deploy, named, as before
+    assert main(["models", "deploy", "skin-texture-grade", "1.0.0", "--repo", str(repo.dir),
+                 "--devices", "k1,k2", "--store",
+                 f"sqlite:///{tmp_path / 'store.sqlite3'}"]) == 2
+    assert "unknown device(s) k1, k2: no status from them yet" in _printed(capsys)
 
 
 def test_an_argument_the_models_commands_do_not_know_is_shown_escaped(
