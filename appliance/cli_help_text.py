@@ -442,8 +442,9 @@ COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "pathology job submit": (
         "Send slides (paths the servers can read, inside pathology.slide_roots, or this "
         "login's own folders in pathology.slide_roots_by_login) as one job; "
-        "prints the job id, and with --wait follows it to its end, naming each slide that "
-        "failed and why. Exit 0: sent (with --wait: every slide scored); 1: with --wait, a "
+        "prints the job id, and with --wait follows it to its end (saying when the server "
+        "running it goes away: it waits on for that server or another), naming each slide "
+        "that failed and why. Exit 0: sent (with --wait: every slide scored); 1: with --wait, a "
         "slide or the job failed or it was cancelled, or the broker was unreachable; 2: a bad "
         "option (--um-per-px outside 0.1-4 µm/px, NaN, inf; a request over "
         "pathology.max_job_bytes) or config, or the broker refused "

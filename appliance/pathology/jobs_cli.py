@@ -46,13 +46,13 @@ from appliance.pathology.jobs import (
     job_submitter,
     make_request,
     payload_limit,
-    read_presence,
     read_state,
     request_topic,
     server_topic,
     state_topic,
 )
 from appliance.pathology.jobs_display import (
+    JobServerWatch,
     answer_about,
     describe_state,
     print_job_list,
@@ -235,10 +235,11 @@ def follow_job(link: JobLink, job_id: str, timeout_s: float, errors: str) -> int
     naming the job on its login's ``errors`` topic is said as it comes: another request sent
     under its id (the login's own: a job id is fresh) for other slides, refused while the job
     goes on. When no server has said it is online (retained presence) and none has taken the
-    job within ``LIST_WAIT_S``, say so once: the request waits, retained, until one starts."""
+    job within ``LIST_WAIT_S``, say so once: the request waits, retained, until one starts;
+    and when the server running the job goes away (JobServerWatch)."""
     started = time.monotonic()
     deadline, told, heard = started + timeout_s, False, False
-    online: set[str] = set()
+    watch = JobServerWatch(job_id)  # the servers online, and the job's own
     while time.monotonic() < deadline:
         try:
             topic, payload = link.messages.get(timeout=0.25)
@@ -250,10 +251,9 @@ def follow_job(link: JobLink, job_id: str, timeout_s: float, errors: str) -> int
                       file=sys.stderr, flush=True)
             continue
         if "/servers/" in topic:
-            presence = read_presence(payload) if payload else None
-            (online.add if presence and presence["state"] == "online" else online.discard)(topic)
+            watch.heard_presence(topic, payload)
             continue
-        if not (told or online or heard) and time.monotonic() - started >= LIST_WAIT_S:
+        if not (told or watch.online or heard) and time.monotonic() - started >= LIST_WAIT_S:
             told = True
             print(f"job {job_id}: no pathology server is online; the request waits, retained, "
                   "until one starts (appliance pathology serve)", file=sys.stderr, flush=True)
@@ -264,6 +264,7 @@ def follow_job(link: JobLink, job_id: str, timeout_s: float, errors: str) -> int
         print(describe_state(state), flush=True)
         if state["state"] in FINAL_STATES:
             return _outcome(state)
+        watch.heard_state(state)
     print(f"job {job_id}: no final state within {timeout_s:g} s (is a server running?)",
           file=sys.stderr)
     return EXIT_NO_END

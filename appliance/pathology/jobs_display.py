@@ -119,6 +119,52 @@ def print_job_list(latest: dict[str, bytes]) -> None:
               file=sys.stderr)
 
 
+class JobServerWatch:
+    """Whether the server running a followed job (``submit --wait``) went away: its id from
+    the job's states, its going from its retained presence (a clean stop's ``offline``, or the
+    last will of a connection lost). Said once on stderr each time it goes, since the job then
+    stands still: the server resumes it when back, or another takes it over once its lease
+    runs out (docs/pathology-server.md, Delivery)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.server: str | None = None
+        self.online: set[str] = set()  # the presence topics of the servers online
+        self.presences: dict[str, dict[str, Any]] = {}  # by server id, the newest heard
+        self.told = False
+
+    def heard_presence(self, topic: str, payload: bytes) -> None:
+        """A server's retained presence on ``topic`` (empty: cleared)."""
+        presence = read_presence(payload) if payload else None
+        online = presence is not None and presence["state"] == "online"
+        (self.online.add if online else self.online.discard)(topic)
+        if presence is not None:
+            self.presences[presence["server"]] = presence
+            self._say()
+
+    def heard_state(self, state: dict[str, Any]) -> None:
+        """A state of the job (read_state), naming the server that wrote it."""
+        if isinstance(state.get("server"), str):
+            self.server = state["server"]
+        self._say()
+
+    def _say(self) -> None:
+        presence = self.presences.get(self.server) if self.server is not None else None
+        if presence is None or presence["state"] == "online":
+            self.told = False
+            return
+        if self.told:
+            return
+        self.told = True
+        how = ("lost its connection (killed, crashed or cut off)" if presence.get("lost") is True
+               else "stopped")
+        print(escape_controls(
+            f"job {self.job_id}: its server {self.server} {how}; the job goes on when that "
+            "server is back, or when another takes it over once its lease runs out "
+            "(pathology.lease_s); waiting (Ctrl-C stops waiting, not the job)"),
+            file=sys.stderr, flush=True)
+
+
 def _presence_line(server: dict[str, Any]) -> str:
     """A server's presence in one line. A lost connection's last will was written when that
     connection was made (MQTT 5 spec 3.1.3.4: its payload travels in the CONNECT packet), so
