@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from appliance.logsafe import escape_controls
-from appliance.pathology.jobs import job_id_of_topic, read_presence, read_state
+from appliance.pathology.jobs import FINAL_STATES, job_id_of_topic, read_presence, read_state
 
 PICTURE_NAMES = (("heatmap_path", "heatmap"), ("cam_path", "CAMs"), ("tiles_path", "tile table"))
 
@@ -107,8 +107,13 @@ def print_job_list(latest: dict[str, bytes]) -> None:
             (servers if presence else states).append(read)
     for server in sorted(servers, key=lambda s: s["server"]):
         print(escape_controls(_presence_line(server)))
+    offline = {server["server"] for server in servers if server["state"] != "online"}
     for state in sorted(states, key=lambda s: s["job_id"]):
-        print(describe_state({**state, "results": [], "results_omitted": 0}))  # one line a job
+        line = describe_state({**state, "results": [], "results_omitted": 0})  # one line a job
+        if state["state"] not in FINAL_STATES and state.get("server") in offline:
+            line += escape_controls(f" (its server {state['server']} is offline: the job waits "
+                                    "for it, or for another to take it over)")
+        print(line)
     print(f"{len(states)} job(s)")
     _print_waiting(sorted(requested - {state["job_id"] for state in states}))
     if unreadable:

@@ -1,7 +1,8 @@
 """A pathology server that goes away under its jobs (killed, crashed, cut off, or stopped): `job
 list` says a lost connection so, its last will carrying the time the connection was made, not
-the time it went; `submit --wait` says that the job's server went, where it printed the last
-"running" line for as long as --timeout (an hour by default)."""
+the time it went, and a job not ended on such a server as waiting for it; `submit --wait` says
+that the job's server went, where it printed the last "running" line for as long as --timeout
+(an hour by default)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,22 @@ def test_waiting_on_a_job_says_once_that_its_server_went_away_and_waits_on(
             "(Ctrl-C stops waiting, not the job)")
     assert err.splitlines() == [line, line]
     assert "srv-2" not in err
+
+
+def test_the_list_names_a_job_whose_server_is_offline_as_waiting_for_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    presence, other = Presence("srv-1", {}), Presence("srv-2", {})
+    jobs = {"anonymous/a": state_payload("anonymous/a", "running", server="srv-1",
+                                         slides_total=65, slides_done=3),
+            "anonymous/b": state_payload("anonymous/b", "queued", server="srv-1"),
+            "anonymous/c": state_payload("anonymous/c", "done", server="srv-1",
+                                         slides_total=1, slides_done=1, results=[]),
+            "anonymous/d": state_payload("anonymous/d", "running", server="srv-2",
+                                         slides_total=2, slides_done=1)}
+    print_job_list({TOPIC: presence.will(), server_topic("stranger4", "srv-2"):
+                    other.payload("online"),
+                    **{state_topic("stranger4", job): payload for job, payload in jobs.items()}})
+    waits = " (its server srv-1 is offline: the job waits for it, or for another to take it over)"
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        f"anonymous/a running 3/65 slides{waits}", f"anonymous/b queued{waits}",
+        "anonymous/c done 1/1 slides", "anonymous/d running 1/2 slides", "4 job(s)"]
