@@ -69,6 +69,9 @@ def feature_figure(cohort: Cohort, key: str, corr: dict[str, Correlation]) -> Fi
         fontsize=9,
     )
     fig.tight_layout()
+    # laid out once, here: tight_layout leaves a placeholder layout engine behind, for which
+    # savefig would draw the whole figure a second time (text, ticks) before drawing it to file
+    fig.set_layout_engine(None)
     return fig
 
 

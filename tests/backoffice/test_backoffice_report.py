@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,6 +96,28 @@ def test_report_writes_a_figure_per_feature_a_page_and_a_summary(tmp_path: Path)
     hills = summary["correlation_with_age"]["hill_density_per_mm2"]["pearson"]
     assert hills["r"] < -0.5  # the simulated fleet coarsens with age
     assert hills["ci95"][0] < hills["r"] < hills["ci95"][1]
+
+
+def test_a_report_figure_is_drawn_once_into_its_file(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """savefig drew every figure of a report twice: tight_layout left a placeholder layout
+    engine behind, for which savefig laid the whole figure out again before drawing it into
+    its file (a third of a report's CPU; the PNG's bytes are the same either way)."""
+    from matplotlib.figure import Figure
+
+    drawn: list[int] = []
+    draw = Figure.draw
+
+    def counted(figure: Figure, renderer: Any) -> None:
+        drawn.append(id(figure))
+        draw(figure, renderer)
+
+    monkeypatch.setattr(Figure, "draw", counted)
+    cohort = load_cohort(_store(tmp_path, 20, subjects=20))
+    report.draw_feature(cohort, "pore_count", summary(cohort)["pore_count"],
+                        tmp_path / "pore_count.png")
+    assert (tmp_path / "pore_count.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(drawn) == 1
 
 
 def test_a_band_without_results_keeps_its_place_on_the_report_s_axis(tmp_path: Path) -> None:
