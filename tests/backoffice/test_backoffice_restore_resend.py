@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -26,6 +27,7 @@ from appliance.config import config_from_mapping
 from appliance.edge.testing import wait_until
 from appliance.synthetic import fleet
 from appliance.transport.broker import PrivateBroker
+from tests.appliance_here import appliance_here
 from tests.resend_kiosk import ResendKiosk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,11 +61,14 @@ def worker_on(broker: PrivateBroker, tmp_path: Path, store_path: Path) -> tuple[
 
 
 def cli(broker: PrivateBroker, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
-    env |= {"PYTHONPATH": str(REPO), "APPLIANCE__MQTT__HOST": broker.host,
-            "APPLIANCE__MQTT__PORT": str(broker.port), "APPLIANCE__MQTT__TOPIC_PREFIX": PREFIX}
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, check=False, timeout=60)
+    """``python -m appliance ARGS`` from ``cwd`` as its child ran it, in this process
+    (tests/appliance_here.py): the host's APPLIANCE variables out, the broker's in."""
+    with mock.patch.dict(os.environ):
+        for name in [name for name in os.environ if name.startswith("APPLIANCE")]:
+            del os.environ[name]
+        return appliance_here(list(args), cwd, {
+            "APPLIANCE__MQTT__HOST": broker.host, "APPLIANCE__MQTT__PORT": str(broker.port),
+            "APPLIANCE__MQTT__TOPIC_PREFIX": PREFIX})
 
 
 def stored_ids(store_path: Path) -> list[str]:
