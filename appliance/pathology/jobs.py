@@ -29,9 +29,9 @@ Topics (docs/pathology-server.md):
   its last will).
 
 A request is checked before anything is stored: size, JSON, schema, job id (the one its topic
-names), the number of slides, each resolution (a plausible µm per pixel,
-appliance/pathology/resolution.py), and that each slide path lies inside a configured slide
-root.
+names), that it and its slides hold no key the schema lacks, the number of slides, each
+resolution (a plausible µm per pixel, appliance/pathology/resolution.py), and that each
+slide path lies inside a configured slide root.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ JOB_ID_RULE = "LOGIN/NAME, each 1-64 of A-Z a-z 0-9 _ . - (LOGIN: its submitter'
 ANY_JOB = "+/+"  # the topic levels of every job id, in a subscription
 ANONYMOUS = "anonymous"  # submits the jobs sent with no mqtt.username (a broker without logins)
 MAX_PATH_CHARS = 4096
+JOB_KEYS = ("schema", "job_id", "submitted_at", "slides")  # a request's keys: no others
+SLIDE_KEYS = ("path", "um_per_px", "name")  # a slide's keys: no others
 FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 STATES = ("queued", "running", "done", "failed", "cancelled")
 CUT_MARK = " [cut to fit one message]"  # ends a reason cut by fitted_state_payload
@@ -198,6 +200,7 @@ def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int
     if data.get("schema") != JOB_SCHEMA:
         raise JobRefusedError(f"schema {str(data.get('schema'))[:80]!r}; expected {JOB_SCHEMA}",
                           job_id)
+    _refuse_unknown_keys(data, JOB_KEYS, "the job request", job_id)
     slides = data.get("slides")
     if not isinstance(slides, list) or not slides:
         raise JobRefusedError("slides must be a non-empty list", job_id)
@@ -205,6 +208,19 @@ def parse_job(payload: bytes, roots: list[Path], max_bytes: int, max_slides: int
         raise JobRefusedError(f"{len(slides)} slides; a job may name at most {max_slides}", job_id)
     checked = tuple(_slide(item, index, roots, job_id) for index, item in enumerate(slides))
     return JobRequest(job_id, checked, str(data.get("submitted_at", ""))[:40])
+
+
+def _refuse_unknown_keys(data: dict[str, Any], known: tuple[str, ...], where: str,
+                        job_id: str) -> None:
+    """Refuse a key this schema does not have, naming it: the protocol is closed, as the
+    kiosk's payloads are (extra keys forbidden), so a client that sets a field the server does
+    not read (``tile_um``) learns so rather than getting a job run without it."""
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        names = ", ".join(repr(key[:40]) for key in unknown[:5])
+        raise JobRefusedError(
+            f"{where} has {len(unknown)} unknown key(s) {names}; {JOB_SCHEMA} has only "
+            f"{', '.join(known)}", job_id)
 
 
 def _holds_nul(data: Any) -> bool:
@@ -227,6 +243,7 @@ def _slide(item: Any, index: int, roots: list[Path], job_id: str) -> SlideReques
     where = f"slides[{index}]"
     if not isinstance(item, dict):
         raise JobRefusedError(f"{where} must be an object with path and um_per_px", job_id)
+    _refuse_unknown_keys(item, SLIDE_KEYS, where, job_id)
     path, um = item.get("path"), item.get("um_per_px")
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\0" in path:
         raise JobRefusedError(

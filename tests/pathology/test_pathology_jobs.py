@@ -134,6 +134,28 @@ def test_malformed_requests_are_refused_with_a_reason(
     assert caught.value.job_id == job_id
 
 
+@pytest.mark.parametrize(("extra", "in_slide", "named"), [
+    ({"tile_um": 128}, False, "the job request has 1 unknown key(s) 'tile_um'"),
+    ({"options": {}, "priority": 1}, False, "2 unknown key(s) 'options', 'priority'"),
+    ({"tile_um": 128}, True, "slides[0] has 1 unknown key(s) 'tile_um'"),
+    ({"\u202e": 1}, True, "slides[0] has 1 unknown key(s) '\\u202e'"),
+], ids=["top-tile_um", "top-two", "slide-tile_um", "slide-bidi"])
+def test_a_request_with_a_key_the_schema_lacks_is_refused_naming_it(
+    extra: dict[str, object], in_slide: bool, named: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    request = json.loads(_payload([str(tmp_path / "a.jpg")]))
+    (request["slides"][0] if in_slide else request).update(extra)
+    with pytest.raises(JobRefusedError) as caught:
+        parse_job(json.dumps(request).encode(), [tmp_path], 10_000, 10, "lab/j1")
+    assert named in str(caught.value)
+    assert caught.value.job_id == "lab/j1"
+    assert "has only" in str(caught.value)
+    for key in extra:  # the same request without them is taken
+        (request["slides"][0] if in_slide else request).pop(key)
+    assert parse_job(json.dumps(request).encode(), [tmp_path], 10_000, 10, "lab/j1").slides
+
+
 def test_retained_states_and_presences_nested_too_deeply_read_as_none() -> None:
     nested = b'{"job_id": "a", "state": "done", "results": ' + b"[" * 1000 + b"]" * 1000 + b"}"
     assert read_state(nested) is None
