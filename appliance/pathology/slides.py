@@ -3,16 +3,18 @@
 A JPEG is decoded straight to a reduced scale (libjpeg's DCT scaling via PIL ``draft``), so a
 20,000 px slide scanned at 0.5 µm/px never exists at full size when tiles want 1-2 µm/px. Other
 formats are decoded once at full size and reduced with ``Image.reduce``; the full image is
-dropped before tiling starts. A TIFF of 16-bit, 32-bit or float samples is brought to 8 bits
-as a slide viewer shows it (appliance/pathology/bitdepth.py); one Pillow cannot read (float
-RGB) is decoded by tifffile. A slide is refused, before its pixels are decoded, when decoding
-it would at its peak hold more bytes than an 8-bit RGB slide of MAX_SLIDE_PIXELS does: Pillow
-keeps every pixel of more than one band in 4 bytes (RGB included), and the conversions below
-hold the old and the new image together for a moment (an RGBA or CMYK slide: up to 9 bytes a
-pixel; an RGB one reduced 2x: 4 + 1; and each image's pointer to each of its rows, 8 bytes a
-row: 1 x 40 million px held 480 MB, so 10^9 rows would hold 12 GB), and, for a progressive
-JPEG, the whole frame's coefficients libjpeg holds at full size (appliance/
-jpegscans.py, which also refuses a JPEG of more scans than a slide viewer's decoder reads).
+dropped before tiling starts. An uncompressed YCbCr TIFF, which Pillow cannot decode itself, is
+decoded by libtiff, as every compressed TIFF is. A TIFF of 16-bit, 32-bit or float samples is
+brought to 8 bits as a slide viewer shows it (appliance/pathology/bitdepth.py); one Pillow
+cannot read (float RGB) is decoded by tifffile. A slide is refused, before its pixels are
+decoded, when decoding it would at its peak hold more bytes than an 8-bit RGB slide of
+MAX_SLIDE_PIXELS does: Pillow keeps every pixel of more than one band in 4 bytes (RGB included),
+and the conversions below hold the old and the new image together for a moment (an RGBA or CMYK
+slide, or a YCbCr TIFF that libtiff converts through its RGBA buffer: up to 9 bytes a pixel; an
+RGB one reduced 2x: 4 + 1; and each image's pointer to each of its rows, 8 bytes a row: 1 x 40
+million px held 480 MB, so 10^9 rows would hold 12 GB), and, for a progressive JPEG, the whole
+frame's coefficients libjpeg holds at full size (appliance/jpegscans.py, which also refuses a
+JPEG of more scans than a slide viewer's decoder reads).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import threading
 import warnings
 from collections.abc import Sequence
 from contextlib import suppress
@@ -29,7 +32,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import tifffile
-from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from appliance.jpegscans import (
     JpegScans,
@@ -65,6 +68,8 @@ _PEAK_BYTES_A_PIXEL = {"1": 5, "L": 5, "P": 5, "RGB": 5,
                        **{mode: 3 * size for mode, size in _DEEP_MODES.items()}}
 _PEAK_BYTES_OTHER_MODES = 9
 _BITS_PER_SAMPLE, _MAX_SAMPLE_VALUE, _PHOTOMETRIC, _MIN_IS_WHITE = 258, 281, 262, 0  # TIFF
+_YCBCR = 6  # TIFF's PhotometricInterpretation of YCbCr samples
+_LIBTIFF_SWITCH = threading.Lock()  # TiffImagePlugin.READ_LIBTIFF is the module's, not a file's
 
 
 class SlideError(ValueError):
@@ -220,8 +225,10 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
             if reduction > 1:
                 image.draft("RGB", (width // reduction, height // reduction))
         decoded_pixels = image.size[0] * image.size[1]  # a JPEG's, at its draft scale
-        peak_bytes = (held_by_libjpeg + _ROW_TABLES_BYTES_A_ROW * image.size[1] + decoded_pixels
-                      * _PEAK_BYTES_A_PIXEL.get(image.mode, _PEAK_BYTES_OTHER_MODES))
+        bytes_a_pixel = (_PEAK_BYTES_OTHER_MODES if _ycbcr_converted_by_libtiff(image)
+                         else _PEAK_BYTES_A_PIXEL.get(image.mode, _PEAK_BYTES_OTHER_MODES))
+        peak_bytes = (held_by_libjpeg + _ROW_TABLES_BYTES_A_ROW * image.size[1]
+                      + decoded_pixels * bytes_a_pixel)
         if held_by_libjpeg:
             _check_decoded_size(path, width * height, f"{image.mode}, a progressive or "
                                 "multi-scan JPEG, whose coefficients libjpeg holds whole",
@@ -268,7 +275,45 @@ def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
     if _colour_below_sixteen_bits(image):
         with suppress(SlideError):  # a compression tifffile lacks: Pillow's top bytes, then
             return _tifffile_image(handle, path)
+    if _ycbcr_left_to_pillow(image):
+        return _opened_by_libtiff(image, handle)
     return image
+
+
+def _ycbcr_left_to_pillow(image: Image.Image) -> bool:
+    """Whether Pillow would decode a TIFF's YCbCr samples itself: it does so only for a TIFF
+    stored uncompressed, and cannot (it reads past the strips, "image file is truncated",
+    whatever their subsampling); libtiff, which Pillow hands every compressed TIFF, converts
+    them to RGB with the file's subsampling, YCbCrCoefficients and ReferenceBlackWhite (TIFF
+    6.0 section 21), as it does an LZW or deflate YCbCr TIFF's."""
+    return (isinstance(image, TiffImagePlugin.TiffImageFile)
+            and _tag_number(image.tag_v2, _PHOTOMETRIC) == _YCBCR
+            and not getattr(image, "use_load_libtiff", True))
+
+
+def _ycbcr_converted_by_libtiff(image: Image.Image) -> bool:
+    """Whether libtiff converts the TIFF's YCbCr samples to RGB through its RGBA buffer, a
+    strip of 4 bytes a pixel beside the image (any compression but JPEG's, which libjpeg turns
+    to RGB: 7-8 bytes a pixel measured for a one-strip 36 Mpx slide, where RGB holds 4)."""
+    return (isinstance(image, TiffImagePlugin.TiffImageFile)
+            and _tag_number(image.tag_v2, _PHOTOMETRIC) == _YCBCR
+            and image.info.get("compression") not in ("jpeg", "tiff_jpeg"))
+
+
+def _opened_by_libtiff(image: Image.Image, handle: BinaryIO) -> Image.Image:
+    """The TIFF opened again with libtiff as its decoder (Pillow's READ_LIBTIFF, which it reads
+    while opening; set only for this open), at the same page."""
+    page = image.tell()
+    handle.seek(0)
+    with _LIBTIFF_SWITCH:
+        before, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+        try:
+            reopened = Image.open(handle)
+            if page:
+                reopened.seek(page)
+        finally:
+            TiffImagePlugin.READ_LIBTIFF = before
+    return reopened
 
 
 def _pieces(handle: BinaryIO, path: Path) -> JpegScans | None:
