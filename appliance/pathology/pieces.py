@@ -1,5 +1,6 @@
 """How many pieces a PNG or TIFF slide is stored in, read from its headers before Pillow opens
-it: a PNG's chunks, a TIFF's strips or tiles.
+it: a PNG's chunks, a TIFF's strips or tiles (of each of its pages, whose sizes are read here
+too: appliance/pathology/slides.py reads the page a scanner means).
 
 Pillow handles each piece in Python: a PNG of a million empty private chunks (12 MB) took 5.4 s
 to open, and a TIFF of 1 x 1,000,000 px stored one row a strip (9 MB) 10.2 s to read (about
@@ -14,6 +15,7 @@ length, type, data, CRC) and TIFF 6.0 section 2 (an IFD: count, then 12-byte ent
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import BinaryIO
 
 MAX_PIECES_ANY_SLIDE = 4096
@@ -21,6 +23,29 @@ PIXELS_A_PIECE = 256
 _IEND = b"IEND"
 _WIDTH, _LENGTH, _STRIP_OFFSETS, _TILE_OFFSETS = 256, 257, 273, 324
 _SHORT = 3
+_NEW_SUBFILE_TYPE = 254
+_REDUCED_OR_MASK = 1 | 4  # NewSubfileType bits: a reduced-resolution image, a transparency mask
+MAX_TIFF_PAGES = 64  # a scanner's TIFF: the image, a few reduced levels, a label, an overview
+
+
+@dataclass(frozen=True)
+class TiffPage:
+    """What one TIFF page's directory (IFD) says of its image."""
+
+    width: int
+    length: int
+    pieces: int  # strips or tiles
+    subfile_type: int
+
+    @property
+    def pixels(self) -> int:
+        """Width x length."""
+        return self.width * self.length
+
+    @property
+    def full_resolution(self) -> bool:
+        """Whether the file does not call it a reduced copy or a mask of another page."""
+        return not self.subfile_type & _REDUCED_OR_MASK
 
 
 def too_many_pieces(handle: BinaryIO) -> str | None:
@@ -67,21 +92,46 @@ def _png_chunks_over_bound(handle: BinaryIO) -> bool:
 
 
 def _tiff_pieces_over_bound(handle: BinaryIO, head: bytes) -> bool:
-    """Whether the first image of the TIFF names more strips or tiles than its pixels allow."""
+    """Whether any image of the TIFF (of the first MAX_TIFF_PAGES + 1, the most read: the
+    slide is read from the page a scanner means, not always the first) names more strips or
+    tiles than its pixels allow."""
+    return any(page.pieces > piece_bound(page.pixels) for page in tiff_pages(handle, head))
+
+
+def tiff_pages(handle: BinaryIO, head: bytes) -> list[TiffPage]:
+    """The TIFF's pages in order, read from their directories, at most MAX_TIFF_PAGES + 1 (a
+    longer list is refused); the walk stops at a directory that cannot be read or one met
+    before (a loop). ``head``: the file's first 8 bytes."""
     order = "<" if head.startswith(b"II") else ">"
-    handle.seek(struct.unpack(f"{order}I", head[4:8])[0])
-    count_bytes = handle.read(2)
-    if len(count_bytes) < 2:
-        return False
-    count = struct.unpack(f"{order}H", count_bytes)[0]
-    entries = handle.read(12 * count)
+    pages: list[TiffPage] = []
+    seen: set[int] = set()
+    at = struct.unpack(f"{order}I", head[4:8])[0]
+    while at and at not in seen and len(pages) <= MAX_TIFF_PAGES:
+        seen.add(at)
+        handle.seek(at)
+        count_bytes = handle.read(2)
+        if len(count_bytes) < 2:
+            break
+        count = struct.unpack(f"{order}H", count_bytes)[0]
+        entries = handle.read(12 * count)
+        pages.append(_page(entries, order))
+        following = handle.read(4)
+        if len(entries) < 12 * count or len(following) < 4:
+            break
+        at = struct.unpack(f"{order}I", following)[0]
+    return pages
+
+
+def _page(entries: bytes, order: str) -> TiffPage:
+    """A page from its directory's entries."""
     found: dict[int, int] = {}
     for first in range(0, len(entries) - 11, 12):
         tag, kind, values = struct.unpack(f"{order}HHI", entries[first:first + 8])
-        if tag in (_WIDTH, _LENGTH):
+        if tag in (_WIDTH, _LENGTH, _NEW_SUBFILE_TYPE):
             found[tag] = struct.unpack(f"{order}{'H' if kind == _SHORT else 'I'}",
                                        entries[first + 8:first + (10 if kind == _SHORT else 12)])[0]
         elif tag in (_STRIP_OFFSETS, _TILE_OFFSETS):
             found[tag] = values
     pieces = max(found.get(_STRIP_OFFSETS, 0), found.get(_TILE_OFFSETS, 0))
-    return pieces > piece_bound(found.get(_WIDTH, 0) * found.get(_LENGTH, 0))
+    return TiffPage(found.get(_WIDTH, 0), found.get(_LENGTH, 0), pieces,
+                    found.get(_NEW_SUBFILE_TYPE, 0))

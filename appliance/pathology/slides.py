@@ -41,7 +41,7 @@ from appliance.jpegscans import (
     too_many_scans,
 )
 from appliance.pathology.bitdepth import eight_bit
-from appliance.pathology.pieces import too_many_pieces
+from appliance.pathology.pieces import MAX_TIFF_PAGES, TiffPage, tiff_pages, too_many_pieces
 from appliance.pathology.resolution import resolution_problem
 
 SLIDE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -216,8 +216,9 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
     image and the slide's full size."""
     Image.MAX_IMAGE_PIXELS = MAX_SLIDE_PIXELS
     scans = _pieces(handle, path)  # before Pillow walks them, in Python
+    page = _slide_page(handle, path)
     try:
-        image = _open_image(handle, path)
+        image = _open_image(handle, path, page)
         width, height = image.size
         held_by_libjpeg = 0
         if isinstance(image, JpegImagePlugin.JpegImageFile):
@@ -260,21 +261,60 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
     return image, (width, height)
 
 
-def _open_image(handle: BinaryIO, path: Path) -> Image.Image:
-    """The slide as Pillow opens it; as tifffile decodes it, already brought to 8 bits, for a
-    TIFF Pillow cannot identify (float RGB, 64-bit float) or one of 16-bit colour samples
-    whose MaxSampleValue is below 65535 (Pillow keeps their top byte: 12-bit data came out
-    sixteen times too dark)."""
+def _slide_page(handle: BinaryIO, path: Path) -> int:
+    """Which page of a TIFF is the slide (0 for any other file): the largest full-resolution
+    image, as a scanner's TIFF holds the scan, its reduced levels, a label and an overview (its
+    first page, usually; an 8 px thumbnail first was read as the slide). A file of more pages
+    than a scanner writes, or whose largest size two full-resolution pages share (a z-stack,
+    channels, several slides in one file), is refused naming its pages: which one was meant
+    cannot be told."""
+    try:
+        head = handle.read(8)
+        pages = tiff_pages(handle, head) if head.startswith(_SIGNATURES[2:]) else []
+    except OSError as exc:
+        raise SlideError(f"{path}: slide file cannot be read ({exc.strerror or exc})") from exc
+    finally:
+        handle.seek(0)
+    if len(pages) <= 1:
+        return 0
+    if len(pages) > MAX_TIFF_PAGES:
+        raise SlideError(f"{path}: a TIFF of more than {MAX_TIFF_PAGES} pages (a scanner's holds "
+                         "the slide, a few reduced levels, a label and an overview); export "
+                         "the slide's image alone")
+    full = [index for index, one in enumerate(pages) if one.full_resolution] or \
+        list(range(len(pages)))
+    largest = max(pages[index].pixels for index in full)
+    biggest = [index for index in full if pages[index].pixels == largest]
+    if len(biggest) > 1:
+        raise SlideError(
+            f"{path}: a TIFF of {len(pages)} pages, {len(biggest)} of them full-resolution "
+            f"images of {_size(pages[biggest[0]])} (pages {', '.join(str(i + 1) for i in biggest)}"
+            "): a z-stack, channels or several slides in one file, so which is the slide cannot "
+            "be told; export that page alone")
+    return biggest[0]
+
+
+def _size(page: TiffPage) -> str:
+    return f"{page.width}x{page.length} px"
+
+
+def _open_image(handle: BinaryIO, path: Path, page: int = 0) -> Image.Image:
+    """The slide (a TIFF's ``page``) as Pillow opens it; as tifffile decodes it, already brought
+    to 8 bits, for a TIFF Pillow cannot identify (float RGB, 64-bit float) or one of 16-bit
+    colour samples whose MaxSampleValue is below 65535 (Pillow keeps their top byte: 12-bit
+    data came out sixteen times too dark)."""
     try:
         image = Image.open(handle)
     except UnidentifiedImageError:
         handle.seek(0)
         if handle.read(4) not in _SIGNATURES[2:]:
             raise
-        return _tifffile_image(handle, path)
+        return _tifffile_image(handle, path, page)
+    if page:
+        image.seek(page)
     if _colour_below_sixteen_bits(image):
         with suppress(SlideError):  # a compression tifffile lacks: Pillow's top bytes, then
-            return _tifffile_image(handle, path)
+            return _tifffile_image(handle, path, page)
     if _ycbcr_left_to_pillow(image):
         return _opened_by_libtiff(image, handle)
     return image
@@ -380,15 +420,15 @@ def _tag_number(tags: Any, tag: int) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _tifffile_image(handle: BinaryIO, path: Path) -> Image.Image:
-    """The first page of a TIFF Pillow cannot read, decoded by tifffile and brought to 8 bits;
-    the pixel and byte bounds are checked before the samples are decoded."""
+def _tifffile_image(handle: BinaryIO, path: Path, index: int = 0) -> Image.Image:
+    """The page ``index`` of a TIFF Pillow cannot read, decoded by tifffile and brought to 8
+    bits; the pixel and byte bounds are checked before the samples are decoded."""
     handle.seek(0)
     try:
         with tifffile.TiffFile(handle, name=path.name) as tiff:
-            page = tiff.pages[0]
+            page = tiff.pages[index]
             if not isinstance(page, tifffile.TiffPage) or page.dtype is None:
-                raise ValueError("no image in its first page")
+                raise ValueError(f"no image in its page {index + 1}")
             pixels = page.imagewidth * page.imagelength
             # the samples, their 8-bit copy and its Pillow image (at most 3 + 4 bytes a pixel)
             _check_decoded_size(path, pixels, f"{page.samplesperpixel} {page.dtype} samples",
