@@ -13,6 +13,9 @@ from appliance.pathology.jobs import JOB_ID_LEVEL
 from appliance.shipped import PATHOLOGY_MODEL, shipped_path
 from appliance.transport.payloads import IDENTIFIER_PATTERN, MAX_IDENTIFIER_CHARS
 
+# tiles of 3 bytes a pixel covering a slide of the 10^9-pixel decode bound
+# (appliance/pathology/slides.py, MAX_SLIDE_PIXELS) at its own resolution
+DEFAULT_MAX_TILE_BYTES = 3_000_000_000
 Backend = Literal["torch-cuda", "onnx-cuda", "onnx-cpu", "torch-cpu"]
 Precision = Literal["fp16", "bf16", "fp32"]
 
@@ -65,6 +68,14 @@ class PathologyConfig(Section):
         description="Longest one slide's preparation (decoding, masking, tiling) may take in "
         "its worker: past it the slide fails naming the limit, its worker is ended and a new "
         "one takes the next slide (a file slow to decode within every bound on its size).")
+    max_tile_bytes: int = Field(
+        DEFAULT_MAX_TILE_BYTES, ge=1_048_576, le=10**12,
+        description="Most bytes one slide's tiles may take (tiles x tile_px^2 x 3): a slide "
+        "whose tile grid needs more is refused before any tile is read, naming its tiles. "
+        "The default, 3 GB, passes every slide the 10^9-pixel decode bound admits whose "
+        "tiles are not enlarged (a model's tiles no finer than the slide); a slide in flight "
+        "holds about 5 times its tiles (docs/pathology-server.md, Memory of a slide in "
+        "flight).")
     max_pending_tiles: int = Field(
         4096, ge=1, description="Prepared tiles waiting for the model; slide preparation "
         "pauses above this (back-pressure when the model is the bottleneck).")

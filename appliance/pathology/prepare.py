@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance.config.pathology import DEFAULT_MAX_TILE_BYTES
 from appliance.pathology.slides import Slide, SlideError, read_slide
 from appliance.pathology.stain import (
     REFERENCE,
@@ -51,6 +52,7 @@ class TileSettings:
     normalize: bool = True
     tumour_only: bool = False
     reference: StainModel = field(default=REFERENCE)
+    max_tile_bytes: int = DEFAULT_MAX_TILE_BYTES  # pathology.max_tile_bytes
 
     @property
     def um_per_px(self) -> float:
@@ -80,6 +82,7 @@ def prepare_slide(path: Path, um_per_px: float, settings: TileSettings,
     try:
         mask = slide_tissue_mask(slide)
         tiles = tile_grid(slide, mask, settings.tile_um, settings.min_tissue_fraction)
+        _check_tile_bytes(slide, len(tiles), settings)
         if not tiles:
             raise SlideError(f"{path}: {_no_tissue_problem(slide, mask, settings)}")
         stain = _fit_slide_stains(slide, mask) if settings.normalize else None
@@ -87,6 +90,26 @@ def prepare_slide(path: Path, um_per_px: float, settings: TileSettings,
         slide.close()
         raise
     return PreparedSlide(slide, mask, tiles, stain)
+
+
+def _check_tile_bytes(slide: Slide, count: int, settings: TileSettings) -> None:
+    """Refuse a slide whose tiles would take more than settings.max_tile_bytes, once its grid
+    is known and before any tile is read: a model whose tiles are finer than the slide
+    enlarges each, so the decode bound does not bound them, and a worker that went on would
+    hold about 5 times their bytes before the kernel killed it (docs/pathology-server.md,
+    Memory of a slide in flight)."""
+    tile_bytes = count * settings.tile_px**2 * 3
+    if tile_bytes <= settings.max_tile_bytes:
+        return
+    enlarged = slide.um_per_px / settings.um_per_px
+    why = (f"each tile enlarged {enlarged:.3g}x: the model's tiles are {settings.um_per_px:.3g} "
+           f"µm/px, the slide {slide.um_per_px:.3g}; score it with tiles no finer than the "
+           "slide (a larger --tile-um or another model), or " if enlarged > 1 else "")
+    raise SlideError(
+        f"{slide.path}: its {count} tissue tiles of {settings.tile_px} px would take "
+        f"{tile_bytes} bytes, more than the {settings.max_tile_bytes} of "
+        f"pathology.max_tile_bytes ({why}raise it where the memory is there: a server's "
+        "setting, `pathology run` keeps its default); refused before any tile was read")
 
 
 def _no_tissue_problem(slide: Slide, mask: TissueMask, settings: TileSettings) -> str:

@@ -90,7 +90,8 @@ class PathologyServer(ServerLink, RequestAdmission, CancelRequests, SlidePrepara
         self.backend = backend or open_backend(self.settings)
         info = self.backend.info
         self.tile_settings = TileSettings(info.tile_px, info.tile_um,
-                                          reference=info.stain_reference)
+                                          reference=info.stain_reference,
+                                          max_tile_bytes=self.settings.max_tile_bytes)
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.batcher = FairBatcher(self.settings.max_batch, self.settings.max_wait_ms / 1000,
                                    self.settings.max_pending_tiles)
