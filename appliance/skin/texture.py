@@ -38,6 +38,17 @@ Method (on the flattened image of ``preprocess``, at the canonical 20 µm/px):
    with the 200 µm inset alone, -0.2 % with one hill width). Hills hidden under a hair are
    not seen either, so the hair's pixels leave the inset frame too, with the hills centred
    on them. Hill area: the mean area of the cells that do not touch the frame edge.
+
+Faint networks (step 3a). The levels of steps 3-5 (``hills``: the hill level, the cores, the
+growth levels, the furrow level; ``spurs``, ``gaps``) are valley responses in units of the hill
+level, fitted on frames whose furrows read 0.2 and more deep. On skin whose network is faint
+(shallow narrow furrows, weak cavity darkening: a response of 0.03-0.05 on its furrows) they
+cut few of its furrows, merge its hills and lose most of its length. Where the response's 95th
+percentile (``level_gain``) is under ``LEVEL_CONTRAST``, steps 3-5 read the response
+``LEVEL_CONTRAST`` / that percentile times as deep (at most ``MAX_LEVEL_GAIN``): the levels then
+lie at the same share of the frame's own furrow depth as on a clear frame. Continuous in the
+percentile (the gain is 1 from ``LEVEL_CONTRAST`` on); the pores' furrow mask (step 2) and the
+validated range's furrow contrast read the response as it is.
 """
 
 from __future__ import annotations
@@ -68,6 +79,14 @@ WEAK_VALLEY = 0.01  # a faint furrow, kept where it touches a clear one
 TOPHAT_DIAMETER_UM = 140.0  # wider than the widest furrow (~120 µm), narrower than hills
 TOPHAT_LEVELS = 60000.0  # steps per hill level of the top-hat's closing (speed only)
 INSET_UM = 200.0  # hills are counted by their centres in the frame inset by this much at least
+# Faint networks (step 3a): the hill and furrow levels read a response whose 95th percentile is
+# at least LEVEL_CONTRAST; a fainter frame's response is read LEVEL_CONTRAST / p95 times as deep
+# (at most MAX_LEVEL_GAIN). The levels were fitted on the project's generator, whose frames read
+# 0.20-0.57 (seeds 11 and 12); 0.15 (three quarters of its faintest) leaves every frame of the
+# generator and the second renderer as it was (docs/measurement.md "Faint networks").
+LEVEL_CONTRAST = 0.15
+MAX_LEVEL_GAIN = 3.0
+LEVEL_PERCENTILE = 0.95  # the share of the response's pixels at or below the level it reads
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,7 @@ class Texture:
     segments: BorderSegments  # the borders between the hill cells
     metrics: dict[str, float]
     hair: np.ndarray  # bool: pixels of hairs (``hills.hair_mask``): no pit there is a pore
+    level_gain: float = 1.0  # how many times as deep the hills and furrows read the response
 
     @cached_property
     def hill_labels(self) -> np.ndarray:
@@ -174,17 +194,36 @@ def hill_cells(
     return merge_cells(cells, CrackMasks.of(cells), seeds, response, no_hair)
 
 
+def level_gain(response: np.ndarray) -> float:
+    """How many times as deep the hill and furrow levels read the valley response (step 3a):
+    ``LEVEL_CONTRAST`` over the response's 95th percentile, between 1 and ``MAX_LEVEL_GAIN``.
+
+    The percentile is read on every 2nd row and column (a quarter of the pixels; within 0.3 %
+    of all pixels' on the blind4 development frames), by partition: 0.2 ms a frame."""
+    sample = np.ascontiguousarray(response[::2, ::2]).ravel()
+    if sample.size == 0:
+        return 1.0
+    rank = min(int(LEVEL_PERCENTILE * sample.size), sample.size - 1)
+    level = float(np.partition(sample, rank)[rank])
+    return min(max(LEVEL_CONTRAST / max(level, LEVEL_CONTRAST / MAX_LEVEL_GAIN), 1.0),
+               MAX_LEVEL_GAIN)
+
+
 def measure_texture(prepared: Prepared) -> Texture:
     """Furrows, centre lines and hills of a prepared frame, with the texture metrics."""
     um = prepared.um_per_work_px
     response = tophat_response(prepared.flat_work)
+    gain = level_gain(response)
+    # the hills and furrow centre lines read the response with the gain (step 3a); the pores'
+    # furrow floor reads it as it is (``furrow_sample`` below)
+    levelled = response if gain == 1.0 else np.multiply(response, np.float32(gain))
     hair = hair_mask(prepared.rgb_work)
-    cells, masks = hill_cells(response, um, hair)
+    cells, masks = hill_cells(levelled, um, hair)
     segments = border_segments(cells, masks=masks)
     borders = masks.line_mask()
-    spurs = dead_end_furrows(response, borders, hair)
+    spurs = dead_end_furrows(levelled, borders, hair)
     cell_areas = label_areas(cells, int(cells.max()) + 1)
-    cell_hills = gap_hills(segments, response, cell_areas)
+    cell_hills = gap_hills(segments, levelled, cell_areas)
     lines = borders | spurs.mask
     length_px = segments.total_length_px + spurs.length_px
     metrics = {
@@ -194,7 +233,8 @@ def measure_texture(prepared: Prepared) -> Texture:
         "furrow_anisotropy": anisotropy(np.concatenate([segments.lengths_px, spurs.lengths_px]),
                                         np.concatenate([segments.angles_rad, spurs.angles_rad])),
     }
-    return Texture(furrow_sample(response), cells, cell_hills, lines, segments, metrics, hair)
+    return Texture(furrow_sample(response), cells, cell_hills, lines, segments, metrics, hair,
+                   gain)
 
 
 def _hill_metrics(
