@@ -90,7 +90,8 @@ def analyze(
     )
     features = SkinFeatures.from_values(values)
     validity = assess(features, um_per_px, pores.furrow_floor, pore_borderline=pores.borderline,
-                      pore_doubt=pores.doubt, pore_lookalikes=pores.lookalikes)
+                      pore_doubt=pores.doubt, pore_lookalikes=pores.lookalikes,
+                      unread_furrows=texture.unread_furrows)
     return SkinAnalysis(
         features, texture, pores, um_per_px, prepared.frame_px_per_work_px, validity
     )
