@@ -90,8 +90,7 @@ def analyze(
     )
     features = SkinFeatures.from_values(values)
     validity = assess(features, um_per_px, pores.furrow_floor, pore_borderline=pores.borderline,
-                      pore_doubt=pores.doubt, pore_lookalikes=pores.lookalikes,
-                      unread_furrows=texture.unread_furrows)
+                      pore_doubt=pores.doubt, pore_lookalikes=pores.lookalikes)
     return SkinAnalysis(
         features, texture, pores, um_per_px, prepared.frame_px_per_work_px, validity
     )

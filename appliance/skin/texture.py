@@ -74,7 +74,6 @@ from appliance.skin.hills import (
 )
 from appliance.skin.preprocess import WORK_UM_PER_PX, Prepared
 from appliance.skin.spurs import dead_end_furrows
-from appliance.skin.unread_furrows import unread_furrows
 
 WEAK_VALLEY = 0.01  # a faint furrow, kept where it touches a clear one
 TOPHAT_DIAMETER_UM = 140.0  # wider than the widest furrow (~120 µm), narrower than hills
@@ -102,7 +101,6 @@ class Texture:
     metrics: dict[str, float]
     hair: np.ndarray  # bool: pixels of hairs (``hills.hair_mask``): no pit there is a pore
     level_gain: float = 1.0  # how many times as deep the hills and furrows read the response
-    unread_furrows: float = 0.0  # the frame's furrow ridges the centre lines left out, per their px
 
     @cached_property
     def hill_labels(self) -> np.ndarray:
@@ -236,9 +234,8 @@ def measure_texture(prepared: Prepared) -> Texture:
         "furrow_anisotropy": anisotropy(np.concatenate([segments.lengths_px, spurs.lengths_px]),
                                         np.concatenate([segments.angles_rad, spurs.angles_rad])),
     }
-    unread = unread_furrows(response, lines, hair, um)
     return Texture(furrow_sample(response), cells, cell_hills, lines, segments, metrics, hair,
-                   gain, unread)
+                   gain)
 
 
 def _hill_metrics(

@@ -6,9 +6,8 @@ hills, pores of 50-320 µm and hills of 0.03-0.25 mm², and on counts that do no
 margins: at most ``MAX_BORDERLINE_SHARE`` of the counted pores pass some test by under 5 %
 (``pores.borderline_share``, ``BORDERLINE_MARGIN``), that agree with their pits' own
 scores: a doubt (``pores.count_doubt``) of at most ``MAX_COUNT_DOUBT``, and that left out few
-pits reading as pores: at most ``MAX_LOOKALIKES`` per pore counted (``pores.lookalikes``);
-and on frames whose centre lines hold the frame's own furrow network: its ridges they left out at
-most ``MAX_UNREAD_FURROWS`` per centre-line pixel (``unread_furrows``). A feature that depends
+pits reading as pores: at most ``MAX_LOOKALIKES`` per pore counted (``pores.lookalikes``). A
+feature that depends
 on something outside that range is named in ``Validity.not_validated`` (and the mean pore size
 where no pore is counted: it has none); a scale or a contrast outside it makes the whole frame
 unvalidated (``Validity.frame_reasons``), which the quality verdict reports. The kiosk and the
@@ -58,15 +57,6 @@ MAX_COUNT_DOUBT = 0.2
 # than 25 % read 0.31-1.87 but two (0.00, 0.17: pores lost before they became pits that read
 # as pores), the 6 within 25 % 0.21-0.35 (docs/measurement.md "Validated range").
 MAX_LOOKALIKES = 0.3
-# The frame's own furrow ridges the centre lines left out, per centre-line pixel
-# (``unread_furrows``), above which the texture features are not validated: a faint fine network
-# lost but for a few deep furrows reads as clear as any by the furrow contrast, which reads the
-# furrows found. Chosen on development frames: own generator seeds 11 and 12 (mixed and wide,
-# 140 frames) at most 0.011, the second renderer seed 1 0.007, blind3 seed 32 0.009, blind2
-# seed 5 0.017; blind4 seed 1 (after texture.level_gain) 0.035-0.12 on the five frames it names
-# (three off by 15-90 %, two by 6-9 %), 0.003-0.025 on the fifteen others
-# (docs/measurement.md "Validated range").
-MAX_UNREAD_FURROWS = 0.03
 
 TEXTURE_KEYS = (
     "furrow_density_mm_per_mm2", "hill_density_per_mm2", "hill_mean_area_mm2",
@@ -110,8 +100,6 @@ def validated_range() -> tuple[RangeCondition, ...]:
         RangeCondition("pore look-alikes left out: how many pores beyond one the pore-sized "
                        "pits the count left out read as, the tests they failed left aside, "
                        "per pore counted", f"≤ {MAX_LOOKALIKES:g}", PORE_KEYS),
-        RangeCondition("unread furrows: the frame's own furrow ridges the centre lines left "
-                       "out, per centre-line pixel", f"≤ {MAX_UNREAD_FURROWS:g}", TEXTURE_KEYS),
     )
 
 
@@ -140,13 +128,11 @@ def _outside(value: float, low: float, high: float) -> bool:
 
 
 def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float, *,
-           pore_borderline: float, pore_doubt: float, pore_lookalikes: float,
-           unread_furrows: float) -> Validity:
+           pore_borderline: float, pore_doubt: float, pore_lookalikes: float) -> Validity:
     """Compare one frame's scale, contrast, pore and hill sizes, how borderline its pore count
     is (``pores.borderline_share``), how much its pits' scores doubt it
-    (``pores.count_doubt``), how many pores the pits it left out read as
-    (``pores.lookalikes``) and how much of its furrow network its centre lines left out
-    (``unread_furrows.unread_furrows``) with the validated range."""
+    (``pores.count_doubt``) and how many pores the pits it left out read as
+    (``pores.lookalikes``) with the validated range."""
     flagged: set[str] = set()
     reasons: list[str] = []
     frame: list[str] = []
@@ -183,9 +169,5 @@ def assess(features: SkinFeatures, um_per_px: float, furrow_contrast: float, *,
         flagged.update(TEXTURE_KEYS)
         reasons.append(f"hill size {area:.3f} mm2 outside {HILL_AREA_MM2[0]:g}-"
                        f"{HILL_AREA_MM2[1]:g}")
-    if unread_furrows > MAX_UNREAD_FURROWS:
-        flagged.update(TEXTURE_KEYS)
-        reasons.append(f"furrows unread: the frame's furrow ridges off its centre lines read "
-                       f"{unread_furrows:.0%} of their length (at most {MAX_UNREAD_FURROWS:.0%})")
     ordered = tuple(key for key in FEATURE_KEYS if key in flagged)
     return Validity(ordered, tuple(frame + reasons), tuple(frame))

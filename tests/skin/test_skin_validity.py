@@ -20,7 +20,6 @@ from appliance.skin.validity import (
     BORDERLINE_MARGIN,
     MAX_BORDERLINE_SHARE,
     MAX_COUNT_DOUBT,
-    MAX_UNREAD_FURROWS,
     PORE_KEYS,
     TEXTURE_KEYS,
     assess,
@@ -31,10 +30,8 @@ from appliance.transport.payloads import FEATURE_KEYS
 from tests.ring_light import ring_lit_frame
 from tests.skin_frames import generated
 
-# a pore count no reading doubts: nothing borderline, doubted or left out that reads as pores;
-# no furrow ridge left off the centre lines
-_TRUSTED = {"pore_borderline": 0.0, "pore_doubt": 0.0, "pore_lookalikes": 0.0,
-            "unread_furrows": 0.0}
+# a pore count no reading doubts: nothing borderline, doubted or left out that reads as pores
+_TRUSTED = {"pore_borderline": 0.0, "pore_doubt": 0.0, "pore_lookalikes": 0.0}
 
 
 @lru_cache(maxsize=2)
@@ -285,19 +282,3 @@ def test_no_pores_counted_means_no_mean_pore_size() -> None:
     assert "no pores counted: no mean pore size" in validity.feature_reasons
     assert not validity.frame_outside
     assert assess(features, 10.0, 0.3, **_TRUSTED).not_validated == ()
-
-
-def test_unread_furrows_name_the_texture_features_alone() -> None:
-    """Many furrow ridges off the centre lines (unread_furrows.unread_furrows) name the texture
-    features and say why; the pores and the frame as a whole stand."""
-    features = _analysis("normal", 10.0).features
-    read = {**_TRUSTED, "unread_furrows": MAX_UNREAD_FURROWS}
-    assert assess(features, 10.0, 0.3, **read).not_validated == ()
-    unread = {**_TRUSTED, "unread_furrows": 0.12}
-    validity = assess(features, 10.0, 0.3, **unread)
-    assert set(validity.not_validated) == set(TEXTURE_KEYS)
-    assert not validity.frame_outside
-    assert validity.feature_reasons == (
-        "furrows unread: the frame's furrow ridges off its centre lines read 12% of their "
-        "length (at most 3%)",)
-    assert analyze(_rgb("normal"), 10.0).texture.unread_furrows <= MAX_UNREAD_FURROWS
