@@ -35,7 +35,7 @@ import pwd
 import stat
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -50,6 +50,9 @@ _MAX_LINE_BYTES = 4096  # a line is some 200 bytes: the ids are bounded (64 char
 _CHUNK_BYTES = 1 << 20  # read at once where a line may be past the bound
 _KEYS = {"kind", "id", "at", "by"}
 OWNER_ONLY = 0o600
+# how far a line's time may lie ahead of the reading host's clock: two hosts' clocks under NTP
+# (the line is dated by the clock of the host that erased); as erasure_clock.MARGIN
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 class JournalError(Exception):
@@ -250,11 +253,15 @@ def owned_as_its_folder(fd: int, path: Path) -> None:
         os.fchown(fd, folder.st_uid, folder.st_gid)
 
 
-def read_journal(path: Path) -> Journal:
+def read_journal(path: Path, now: datetime | None = None) -> Journal:
     """The journal's entries, in order (none where there is no file); a JournalError naming
     the file and line of one that is not the product's. Read a line at a time, a line past
     the bound never whole: a journal of one line of gigabytes is refused (or, without its
-    newline at the end, named as torn) in the memory of one chunk."""
+    newline at the end, named as torn) in the memory of one chunk. A line dated more than
+    FUTURE_SKEW after ``now`` (this host's clock) is refused: the product dates a line when
+    it erases, so one from the future was written by hand or by a clock far ahead, and
+    applied it would erase, until that date, every result of its subject to come."""
+    latest = (now or datetime.now(UTC)) + FUTURE_SKEW
     try:
         fd = journal_opened(path)
     except FileNotFoundError:
@@ -266,7 +273,7 @@ def read_journal(path: Path) -> Journal:
                                           start=1):
                 if not line.endswith(b"\n") and not _newline_further(file, line):
                     return Journal(path, entries, number)  # a torn last line
-                entries.append(_entry(path, number, line.removesuffix(b"\n")))
+                entries.append(_entry(path, number, line.removesuffix(b"\n"), latest))
     except OSError as exc:
         raise JournalError(f"cannot read the erasure journal {path}: {exc}") from exc
     return Journal(path, entries, None)
@@ -284,8 +291,9 @@ def _newline_further(file: BinaryIO, start: bytes) -> bool:
     return False
 
 
-def _entry(path: Path, number: int, line: bytes) -> JournalEntry:
-    """Line ``number`` as an entry; a JournalError naming it where it is not one."""
+def _entry(path: Path, number: int, line: bytes, latest: datetime) -> JournalEntry:
+    """Line ``number`` as an entry; a JournalError naming it where it is not one (one dated
+    after ``latest`` included)."""
     problem = "over 4096 bytes" if len(line) > _MAX_LINE_BYTES else None
     data = None
     if problem is None:
@@ -296,7 +304,7 @@ def _entry(path: Path, number: int, line: bytes) -> JournalEntry:
         except ValueError:
             problem = "not JSON"
     if problem is None:
-        problem = _entry_problem(data)
+        problem = _entry_problem(data) or _dated_after(data, latest)
     if problem is not None:
         shown = escape_controls(line[:60].decode("utf-8", "replace"))
         raise JournalError(
@@ -326,3 +334,13 @@ def _entry_problem(data: object) -> str | None:
     if moment.tzinfo is None:
         return "at is not a UTC time"
     return None
+
+
+def _dated_after(data: object, latest: datetime) -> str | None:
+    """Why a journal line ``data`` is refused for its time: after ``latest`` (None: it is
+    not)."""
+    assert isinstance(data, dict)
+    if datetime.fromisoformat(data["at"]) <= latest:
+        return None
+    return (f"at is in the future: more than {FUTURE_SKEW.total_seconds() / 60:.0f} min "
+            f"after this host's clock, {iso_utc(latest - FUTURE_SKEW)}")

@@ -7,10 +7,13 @@ and line; a line of gigabytes is read in bounded memory."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +22,13 @@ import pytest
 
 from appliance.backoffice.backup_rotation import journal_copy_of
 from appliance.backoffice.schema import iso_utc, result_row
+from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import Batch, open_store
+from appliance.config import config_from_mapping
 from appliance.synthetic import fleet
-from tests.erasure_journal_helpers import REPO, live_journal
+from appliance.transport.broker import free_port
+from tests.erasure_journal_helpers import REPO, live_journal, query
+from tests.erasure_journal_helpers import cli as in_process
 from tests.erasure_journal_helpers import cli_process as cli
 
 VICTIM = b"root:x:0:0:a file of root's\nits last line, no newline"
@@ -311,3 +318,54 @@ def test_a_journal_lost_with_the_disk_is_said_where_the_store_holds_erasures_it_
     journal.write_text("")  # an empty one made since: the same
     assert note in cli(tmp_path, "results", "erasures", "--store", url,
                        "--check-journal").stderr
+
+
+def _line_dated(journal: Path, measurement_id: str, at: datetime) -> None:
+    with journal.open("a") as file:
+        file.write(json.dumps({"kind": "result", "id": measurement_id,
+                               "at": iso_utc(at), "by": "mallory"}) + "\n")
+
+
+def test_a_line_dated_in_the_future_is_refused_by_file_and_line_changing_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A line dated 2099 was taken and applied: an erasure at that time (a subject's results
+    to come judged against it until then). Every reader of the journal now refuses it, exit 2,
+    naming the file and line, the store unchanged; one dated within the clock skew (a minute
+    ahead: another host's clock) is taken."""
+    url, ids = _store_of_three(tmp_path)
+    backup = tmp_path / "backup.file"
+    assert in_process(tmp_path, "store", "backup", "--store", url, "--out",
+                      str(backup)).returncode == 0
+    first = in_process(tmp_path, "results", "erase", "--store", url, "--result", ids[0], "--yes")
+    assert first.returncode == 0, first.stderr
+    journal = live_journal()
+    _line_dated(journal, ids[1], datetime(2099, 1, 1, tzinfo=UTC))
+    erasures_before = query(url, "SELECT id, erased_at, kind, selector FROM erasures")
+
+    check = in_process(tmp_path, "results", "erasures", "--store", url, "--check-journal")
+    apply = in_process(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
+    restore = in_process(tmp_path, "store", "restore", str(backup), "--store", url, "--force")
+    config = config_from_mapping({
+        "mqtt": {"host": "127.0.0.1", "port": free_port(), "topic_prefix": "erasure4"},
+        "state_dir": str(tmp_path), "store": {"url": url, "erasure_journal": str(journal)}},
+        environ={})
+    stop = threading.Event()
+    stop.set()  # it stops before it connects: no broker needed
+    with caplog.at_level(logging.ERROR, logger="appliance.backoffice.service"):
+        worker = run_backoffice(config, stop)
+
+    named = (f"{journal}:2: not an erasure journal line (at is in the future: more than "
+             "5 min after this host's clock")
+    for done in (check, apply, restore):
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert named in done.stderr
+    assert worker == 2
+    assert named in caplog.text
+    assert _stored(url) == set(ids[1:])  # the restore refused before it touched the store
+    assert query(url, "SELECT id, erased_at, kind, selector FROM erasures") == erasures_before
+
+    journal.write_bytes(journal.read_bytes().splitlines(keepends=True)[0])
+    _line_dated(journal, ids[1], datetime.now(UTC) + timedelta(minutes=1))
+    apply = in_process(tmp_path, "results", "erasures", "--store", url, "--apply-journal")
+    assert apply.returncode == 0, apply.stderr
+    assert _stored(url) == set(ids[2:])
