@@ -86,6 +86,12 @@ class ErasureMoment:
         self._at = at
         self._intent = intent
 
+    @property
+    def known(self) -> str | None:
+        """The time where it is set already (given, or taken by an earlier try: its journal
+        line written), else None."""
+        return self._at
+
     def taken(self) -> str:
         """The time, the intent written first where this is its first use."""
         if self._at is None:
@@ -217,6 +223,8 @@ class ErasureWrites(PlacedCaptures):
             held = self._add_to_letter_totals(cur, 0, 0)[0]  # the lock order: totals first
             if self.postgres:  # no insert commits between the delete and the tombstones
                 cur.execute("LOCK TABLE results IN SHARE ROW EXCLUSIVE MODE")
+            if (done := self._done_already(cur, selector, moment)) is not None:
+                return done
             where, params = _results_where(selector)
             cur.execute(self._sql(f"DELETE FROM results WHERE {where} RETURNING measurement_id, "
                                   "site, device_id"), params)
@@ -246,6 +254,24 @@ class ErasureWrites(PlacedCaptures):
                 "ON CONFLICT (measurement_id) DO NOTHING"),
                 [(mid, erasure_id) for mid in sorted(ids | named) if result_can_have(mid)])
         return Erased(erasure_id, user, len(ids), removed)
+
+    def _done_already(self, cur: Any, selector: Selector,
+                      moment: ErasureMoment) -> Erased | None:
+        """The store's erasure of ``selector`` at ``moment``'s time where the time was set
+        before this try (a retry after a deadlock: its journal line is written; a line applied
+        again) and the store holds it already, read under the erasure's locks; else None. A
+        worker starting between a deadlocked try's rollback and its retry applies the line
+        its store lacks (journal_start.py): the retry is then done, and a second audit row of
+        the one erasure is not written."""
+        if moment.known is None:
+            return None
+        cur.execute(self._sql(
+            "SELECT id, os_user, results, dead_letters FROM erasures WHERE kind = ? AND "
+            "selector = ? AND erased_at = ? ORDER BY id LIMIT 1"),
+            (selector.kind, selector.value, moment.known))
+        row = cur.fetchone()
+        return None if row is None else Erased(int(row[0]), str(row[1]), int(row[2]),
+                                               int(row[3]))
 
     def erasures(self, limit: int) -> tuple[list[tuple[Any, ...]], int]:
         """The newest ``limit`` audit records (erased_at, os_user, kind, selector, results,

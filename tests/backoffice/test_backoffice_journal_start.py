@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from appliance.backoffice import erasure_reapply, journal_start
+from appliance.backoffice import erasure, erasure_reapply, journal_start
 from appliance.backoffice.erasure_journal import read_journal
 from appliance.backoffice.service import run_backoffice
 from appliance.backoffice.store import open_store
@@ -284,3 +284,51 @@ def test_two_applying_the_journal_at_once_apply_each_line_once(
     assert [row[:2] for row in query(url, "SELECT kind, selector FROM erasures")] == [
         ("subject", SUBJECT)]
     assert stored(url) == set()
+
+
+@pytest.mark.postgres
+def test_an_erasure_retried_after_a_deadlock_past_its_line_writes_one_audit_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure whose first try PostgreSQL ends as deadlocked after its journal line was
+    written (here: at the kiosks' rows, the first statement after the audit row) rolls back
+    and is tried again with the same time and line; a worker starting in between applies the
+    line (its erasure is missing from the store), and the retry then committed a second audit
+    row of the one erasure (main: 2 rows). The retry now finds the line's erasure done."""
+    import psycopg
+
+    url = next(store_urls := new_store_url("postgres", tmp_path, "erasure4"))
+    try:
+        subject = sample_results(SUBJECT, 3, 1)
+        deliver(url, subject, datetime.now(UTC) - timedelta(hours=1))
+        recorded, tries = erasure.record_forgets, []
+
+        def deadlocked_once(*args: Any) -> None:
+            if not tries:
+                tries.append("deadlocked")
+                raise psycopg.errors.DeadlockDetected("deadlock detected (injected)")
+            recorded(*args)
+
+        once = erasure.ErasureWrites._erase_once  # noqa: SLF001  (the retry's gap)
+
+        def a_worker_starts_in_the_gap(self: Any, *args: Any) -> Any:
+            if tries == ["deadlocked"]:  # rolled back, not yet retried
+                tries.append("worker started")
+                worker = open_store(url)
+                try:
+                    journal_start.journal_applied_at_start(worker, _config(url, tmp_path))
+                finally:
+                    worker.close()
+            return once(self, *args)
+
+        monkeypatch.setattr(erasure, "record_forgets", deadlocked_once)
+        monkeypatch.setattr(erasure.ErasureWrites, "_erase_once", a_worker_starts_in_the_gap)
+
+        done = cli(tmp_path, "results", "erase", "--store", url, "--subject", SUBJECT, "--yes")
+
+        assert done.returncode == 0, done.stderr
+        assert tries == ["deadlocked", "worker started"]
+        assert len(read_journal(live_journal()).entries) == 1
+        assert query(url, "SELECT kind, selector FROM erasures") == [("subject", SUBJECT)]
+        assert stored(url) == set()
+    finally:
+        store_urls.close()
