@@ -64,7 +64,7 @@ from appliance.transport.payloads import new_measurement_id, utc_now
 
 RECEIVED = "2026-12-07T00:00:00.000000Z"
 LOOK_SQL = (  # ForgetPublisher._read where a kiosk says a window of its own (erased_at read)
-    "SELECT site, device_id, measurement_id, erased_at FROM kiosk_forgets "
+    "SELECT site, device_id, measurement_id, asked_at, erased_at FROM kiosk_forgets "
     "WHERE erased_at >= ? ORDER BY site, device_id, measurement_id"
 )
 

@@ -20,9 +20,14 @@ default says nothing, as does one older than the field). Rows past their kiosk's
 pruned: none is kept past 720 h. The kiosk's MQTT session keeps what is published while it is off
 (QoS 1), so the asking again covers a session the broker lost or a queue it cut.
 
-Asking twice is harmless (an id the kiosk no longer holds is no error), so several workers may
-each ask (new ids: each worker once); a worker restarted asks once again for everything in the
-window. The asking again at a kiosk's return is shared by the workers through the store
+Asking twice is harmless (an id the kiosk no longer holds is no error), but N workers each
+publishing a fresh erasure sent every kiosk N copies. So the first asking of an id is shared
+through the store: the worker that published it marks its row (``kiosk_forgets.asked_at``,
+after the publish: a worker killed mid-publish marks nothing, and another asks), and the
+others, reading the row marked, take it as asked by them on the connection the kiosk is on
+(two workers looking within the same instant may both ask). A worker (re)started asks once
+again for everything in the window of the kiosks it finds pending at its first look. The
+asking again at a kiosk's return is shared by the workers through the store
 (``kiosk_forget_asks``: the connection a worker last asked the kiosk for all on, and when, by
 the back office's clock): a worker asks again only where no worker asked on that connection,
 nor within REASK_EVERY_S, so a kiosk reconnecting again and again is asked for all once a
@@ -63,6 +68,7 @@ PRUNE_EVERY_S = 60.0  # how often the rows are read whole and those past the win
 REASK_EVERY_S = 60.0
 Kiosk = tuple[str, str]  # (site, device id)
 _UNREAD = object()  # ForgetPublisher's mark before the rows are read (or after a prune)
+_MARKED_AT_ONCE = 500  # ids a statement marks asked (a chunk padded to it: one statement)
 # what a kiosk's stored status says of its connection: state, boot, when its link connected
 Connection = tuple[Any, Any, Any]
 # the connection (boot, link stamp) some worker last asked a kiosk for all on, and when (UTC text)
@@ -147,6 +153,10 @@ class ForgetPublisher:
         self._asked: dict[Kiosk, tuple[Connection | None, frozenset[str]]] = {}
         self._asked_all_at: dict[Kiosk, float] = {}  # when last asked for all while online
         self._pending: dict[Kiosk, list[str]] = {}  # the rows as last read
+        self._unasked: dict[Kiosk, set[str]] = {}  # of them, those no worker had published
+        # the kiosks pending at this worker's first read: each asked for all once (None: not
+        # read yet); a kiosk pending later is asked only what no worker published
+        self._at_start: set[Kiosk] | None = None
         self._mark: Any = _UNREAD  # the newest erasure's id when they were read
         self._failing = False
         self._next_prune_s = 0.0  # monotonic
@@ -210,12 +220,17 @@ class ForgetPublisher:
             self._mark = _UNREAD
         fresh = mark != self._mark  # else no id is new to the asking: only a kiosk's return
         if fresh:
-            self._pending = self._read(store, windows or self._windows(store), now)
+            self._pending, self._unasked = self._read(store, windows or self._windows(store),
+                                                      now)
             self._mark = mark
+            if self._at_start is None:
+                self._at_start = set(self._pending)
         pending = self._pending
         if not pending:
             self._asked.clear()
             self._asked_all_at.clear()
+            if self._at_start is not None:
+                self._at_start.clear()
             return 0
         connections = self._connections(store)
         published = 0
@@ -259,24 +274,30 @@ class ForgetPublisher:
             )
 
     @staticmethod
-    def _read(store: Store, windows: Windows, now: datetime) -> dict[Kiosk, list[str]]:
-        """Each kiosk's ids erased within its window. With no kiosk saying a window of its
-        own (the fleet at the default), one cut-off for all, the rows read as before the
-        windows were; else each row's time is held against its kiosk's cut-off where that
-        is later than the longest window's (a reading look at 100,000 rows: +20 %)."""
+    def _read(store: Store, windows: Windows, now: datetime
+              ) -> tuple[dict[Kiosk, list[str]], dict[Kiosk, set[str]]]:
+        """Each kiosk's ids erased within its window, and of them those no worker published
+        yet (``asked_at`` null). With no kiosk saying a window of its own (the fleet at the
+        default), one cut-off for all, the rows read as before the windows were; else each
+        row's time is held against its kiosk's cut-off where that is later than the longest
+        window's (a reading look at 100,000 rows: +20 %)."""
         pending: dict[Kiosk, list[str]] = {}
+        unasked: dict[Kiosk, set[str]] = {}
         oldest = _cut_off(now, windows.longest_h)
         if not windows.own:
-            for site, device, mid in store.query(
-                "SELECT site, device_id, measurement_id FROM kiosk_forgets WHERE erased_at >= ? "
-                "ORDER BY site, device_id, measurement_id",
+            for site, device, mid, asked_at in store.query(
+                "SELECT site, device_id, measurement_id, asked_at FROM kiosk_forgets "
+                "WHERE erased_at >= ? ORDER BY site, device_id, measurement_id",
                 (oldest,),
             ):
-                pending.setdefault((str(site), str(device)), []).append(str(mid))
-            return pending
+                kiosk = (str(site), str(device))
+                pending.setdefault(kiosk, []).append(str(mid))
+                if asked_at is None:
+                    unasked.setdefault(kiosk, set()).add(str(mid))
+            return pending, unasked
         cut_offs: dict[Kiosk, str | None] = {}
-        for site, device, mid, erased_at in store.query(
-            "SELECT site, device_id, measurement_id, erased_at FROM kiosk_forgets "
+        for site, device, mid, asked_at, erased_at in store.query(
+            "SELECT site, device_id, measurement_id, asked_at, erased_at FROM kiosk_forgets "
             "WHERE erased_at >= ? ORDER BY site, device_id, measurement_id",
             (oldest,),
         ):
@@ -287,7 +308,9 @@ class ForgetPublisher:
             cut_off = cut_offs[kiosk]
             if cut_off is None or str(erased_at) >= cut_off:
                 pending.setdefault(kiosk, []).append(str(mid))
-        return pending
+                if asked_at is None:
+                    unasked.setdefault(kiosk, set()).add(str(mid))
+        return pending, unasked
 
     def _connections(self, store: Store) -> dict[Kiosk, tuple[Connection, Shared | None]]:
         """Each kiosk's stored status (its state, boot and when its link connected) and the
@@ -319,9 +342,15 @@ class ForgetPublisher:
         """Publish what ``kiosk`` is to be asked now (every id where it came online on
         another connection since it was last asked, and no worker asked it for all on that
         one or within the minute (``shared``), else the ids not asked yet: none unless the ids
-        were read ``fresh``); how many messages went."""
-        asked_on, asked = self._asked.get(kiosk, (None, frozenset()))
+        were read ``fresh``); how many messages went. A kiosk new to this worker since its
+        first look (nothing was pending for it) is asked only the ids no worker published:
+        those some worker did are taken as asked by this one on the kiosk's connection now."""
+        unasked = self._unasked.get(kiosk, set())
         online = connection is not None and connection[0] == "online"
+        if kiosk not in self._asked and kiosk not in (self._at_start or ()):
+            self._asked[kiosk] = (connection if online else None,
+                                  frozenset(mid for mid in ids if mid not in unasked))
+        asked_on, asked = self._asked.get(kiosk, (None, frozenset()))
         if kiosk in self._asked and not online:  # its next "online" is asked again
             self._asked[kiosk] = (None, asked)
         again = kiosk not in self._asked or (online and connection != asked_on)
@@ -341,7 +370,8 @@ class ForgetPublisher:
         )  # asked for all while online within the minute (by any worker): again when it ends
         if not fresh and not (again and not held_back):
             return 0  # 100,000 ids held against those asked at every look: 6 ms
-        wanted = ids if again and not held_back else [mid for mid in ids if mid not in asked]
+        wanted = ids if again and not held_back else [
+            mid for mid in ids if mid not in asked and mid in unasked]
         if not wanted:
             return 0
         topic = device_topic(self.prefix, kiosk[0], kiosk[1], FORGET_LEAF)
@@ -353,6 +383,8 @@ class ForgetPublisher:
         asked_all = again and not held_back and online
         if asked_all:
             self._asked_all_at[kiosk] = now
+        if self._at_start is not None:
+            self._at_start.discard(kiosk)
         self._asked[kiosk] = (
             asked_on if held_back else connection if online else None,
             frozenset(ids),
@@ -364,6 +396,8 @@ class ForgetPublisher:
             len(wanted),
             len(payloads),
         )
+        _mark_asked(store, kiosk, [mid for mid in wanted if mid in unasked], wall)
+        unasked.difference_update(wanted)
         if asked_all and connection is not None:  # told to the other workers
             store.write(
                 "INSERT INTO kiosk_forget_asks (site, device_id, status_boot, status_link_ms, "
@@ -373,6 +407,22 @@ class ForgetPublisher:
                 [(kiosk[0], kiosk[1], connection[1], connection[2], iso_utc(wall))],
             )
         return len(payloads)
+
+
+def _mark_asked(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> None:
+    """Mark ``kiosk``'s rows of ``ids`` published (``asked_at``, by the back office's clock)
+    where no worker did: the other workers then take them as asked. One transaction, a
+    statement for each _MARKED_AT_ONCE ids (the last chunk padded with its last id)."""
+    if not ids:
+        return
+    chunks = [ids[start : start + _MARKED_AT_ONCE] for start in range(0, len(ids),
+                                                                      _MARKED_AT_ONCE)]
+    store.write(
+        "UPDATE kiosk_forgets SET asked_at = ? WHERE site = ? AND device_id = ? AND "
+        f"asked_at IS NULL AND measurement_id IN ({','.join('?' * _MARKED_AT_ONCE)})",
+        [(iso_utc(wall), kiosk[0], kiosk[1],
+          *chunk, *[chunk[-1]] * (_MARKED_AT_ONCE - len(chunk))) for chunk in chunks],
+    )
 
 
 def _cut_off(now: datetime, hours: float) -> str:

@@ -486,4 +486,13 @@ CREATE TABLE kiosk_forget_asks (
 )
 """,
     ),
+    (
+        33,
+        "kiosk_forgets: when a back-office worker first published the id to its kiosk "
+        "(cmd/forget; null: none yet), so that the other workers do not publish a fresh "
+        "erasure again, each one copy (kiosk_forgets.py)",
+        """
+ALTER TABLE kiosk_forgets ADD COLUMN asked_at TEXT
+""",
+    ),
 )

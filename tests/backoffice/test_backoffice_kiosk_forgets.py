@@ -264,7 +264,8 @@ def test_four_workers_ask_a_kiosk_reconnecting_at_every_look_for_all_once_a_minu
 ) -> None:
     """The re-ask bound is the fleet's, not each worker's: four workers, the kiosk on a new
     connection at each look for three minutes, ask it for all three times (main: twelve, once
-    a minute each); each worker's first ask and a new id still go from every worker."""
+    a minute each); each worker's first ask still goes from every worker, a new id from one
+    (kiosk_forgets.asked_at)."""
     gone, later = _results("subj-7", 3, 1), _results("subj-8", 1, 2)
     _store(store, gone + later)
     _set_status(store, "online", 1000)
@@ -289,7 +290,54 @@ def test_four_workers_ask_a_kiosk_reconnecting_at_every_look_for_all_once_a_minu
     store.erase(Selector("subject", "subj-8"), "bob")
     for worker in workers:
         worker.run_once(store)
-    assert sent.taken() == [(own, [later[0].measurement_id])] * 4
+    assert sent.taken() == [(own, [later[0].measurement_id])]
+
+
+def test_a_fresh_erasure_is_published_once_whatever_the_number_of_workers(store: Store) -> None:
+    """Four workers looking in turn: each fresh erasure reaches each kiosk in one copy, not
+    four (main: every worker published it); to a kiosk offline at the erasure too, which
+    on its return is asked for all once; a worker that could not publish marks nothing, so
+    the next one asks."""
+    first, elsewhere = _results("subj-7", 3, 1), _results("subj-7", 1, 2, device="kiosk-2")
+    second, third, fourth = (_results(f"subj-{n}", 1, n) for n in (8, 9, 10))
+    _store(store, first + elsewhere + second + third + fourth)
+    _set_status(store, "online", 1000)
+    sent, mono, start = Published(), [0.0], utc_now()
+    workers = [
+        ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), clock=lambda: mono[0],
+                        now=lambda: start + timedelta(seconds=mono[0]))
+        for _ in range(4)
+    ]
+
+    def looks(rounds: int = 2) -> list[tuple[str, list[str]]]:
+        for _ in range(rounds):
+            mono[0] += 2.0
+            for worker in workers:
+                worker.run_once(store)
+        return sorted(sent.taken())
+
+    assert looks() == []  # started: nothing erased yet
+    own = "p/lab/kiosk-1/cmd/forget"
+    store.erase(Selector("subject", "subj-7"), "alice")
+    assert looks() == [(own, sorted(r.measurement_id for r in first)),
+                       ("p/lab/kiosk-2/cmd/forget", [elsewhere[0].measurement_id])]
+    store.erase(Selector("subject", "subj-8"), "bob")
+    assert looks() == [(own, [second[0].measurement_id])]
+
+    _set_status(store, "offline", 1000)
+    store.erase(Selector("subject", "subj-9"), "carol")  # queued in its broker session
+    assert looks() == [(own, [third[0].measurement_id])]
+    mono[0] += REASK_EVERY_S
+    _set_status(store, "online", 2000)  # back on a new connection: asked for all, once
+    every = sorted(r.measurement_id for r in first + second + third)
+    assert looks() == [(own, every)]
+
+    unconnected = Published()
+    unconnected.up = False
+    workers[0]._publish = unconnected  # noqa: SLF001  (the first to look is off the broker)
+    store.erase(Selector("subject", "subj-10"), "dave")
+    assert looks(1) == [(own, [fourth[0].measurement_id])]  # from the next worker
+    assert store.query("SELECT COUNT(*) FROM kiosk_forgets WHERE asked_at IS NULL") == [(0,)]
 
 
 def test_a_connection_another_worker_asked_on_is_not_asked_again(store: Store) -> None:
