@@ -31,7 +31,9 @@ asking again at a kiosk's return is shared by the workers through the store
 (``kiosk_forget_asks``: the connection a worker last asked the kiosk for all on, and when, by
 the back office's clock): a worker asks again only where no worker asked on that connection,
 nor within REASK_EVERY_S, so a kiosk reconnecting again and again is asked for all once a
-minute whatever the number of workers (two workers looking at once may both ask).
+minute whatever the number of workers (two workers looking at once may both ask). Its row
+is deleted, with the minute's prune, once nothing is left to ask the kiosk (its rows pruned
+past its window) or the kiosk is gone from ``devices``: one row a kiosk with ids pending.
 """
 
 from __future__ import annotations
@@ -216,6 +218,7 @@ class ForgetPublisher:
         if self._clock() >= self._next_prune_s:
             windows = self._windows(store)
             self._prune(store, windows, now)
+            _prune_asks(store)
             self._next_prune_s = self._clock() + PRUNE_EVERY_S
             self._mark = _UNREAD
         fresh = mark != self._mark  # else no id is new to the asking: only a kiosk's return
@@ -407,6 +410,25 @@ class ForgetPublisher:
                 [(kiosk[0], kiosk[1], connection[1], connection[2], iso_utc(wall))],
             )
         return len(payloads)
+
+
+# a kiosk_forget_asks row whose kiosk has nothing left to be asked (its rows pruned past its
+# window) or is no longer in the fleet (its devices row removed)
+_STALE_ASKS = (
+    "NOT EXISTS (SELECT 1 FROM kiosk_forgets f WHERE f.site = kiosk_forget_asks.site AND "
+    "f.device_id = kiosk_forget_asks.device_id) OR NOT EXISTS (SELECT 1 FROM devices d "
+    "WHERE d.site = kiosk_forget_asks.site AND d.device_id = kiosk_forget_asks.device_id)"
+)
+
+
+def _prune_asks(store: Store) -> None:
+    """Delete the shared re-ask rows (``kiosk_forget_asks``) of the kiosks with nothing left
+    to ask or gone from the fleet, if there is one (a read of at most one row a kiosk, each
+    by index, otherwise): the table holds a row only for a kiosk with ids pending. Run with
+    the minute's prune; a row deleted while a worker asks again costs at most one more
+    asking of that kiosk."""
+    if store.query(f"SELECT 1 FROM kiosk_forget_asks WHERE {_STALE_ASKS} LIMIT 1"):
+        store.write(f"DELETE FROM kiosk_forget_asks WHERE {_STALE_ASKS}", [()])
 
 
 def _mark_asked(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> None:

@@ -443,6 +443,43 @@ def test_many_ids_go_in_requests_a_kiosk_takes_and_none_past_the_window(store: S
 
 
 
+def test_a_kiosks_shared_ask_row_goes_once_nothing_is_left_to_ask_it_or_it_is_gone(
+    store: Store,
+) -> None:
+    """kiosk_forget_asks kept one row a kiosk ever asked for all while online, for ever (a
+    kiosk taken out of the fleet too): the minute's prune now deletes the row of a kiosk
+    whose ids are all pruned past its window and of one gone from ``devices``, and keeps
+    the row of a kiosk still asked; a prune with nothing to delete writes nothing."""
+    erased = {device: _results("subj-7", 1, n, device=device)
+              for n, device in enumerate(("kiosk-1", "kiosk-2", "kiosk-3"), start=1)}
+    _store(store, [r for results in erased.values() for r in results])
+    for link_ms, device in enumerate(erased, start=1000):
+        store.write("DELETE FROM devices WHERE device_id = ?", [(device,)])
+        store.write("INSERT INTO devices (site, device_id, state, last_seen, status_link_ms) "
+                    "VALUES ('lab', ?, 'online', ?, ?)", [(device, RECEIVED, link_ms)])
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent, mono, spied = Published(), [0.0], Spied(store)
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), **_clocks(mono))
+    publisher.run_once(spied)  # type: ignore[arg-type]
+    assert len(sent.taken()) == 3
+    asks = "SELECT device_id FROM kiosk_forget_asks ORDER BY device_id"
+    assert store.query(asks) == [("kiosk-1",), ("kiosk-2",), ("kiosk-3",)]
+    mono[0] += 61.0
+    spied.taken()
+    publisher.run_once(spied)  # type: ignore[arg-type]  # the minute's prune: none stale
+    assert not [sql for sql in spied.taken() if sql.startswith("DELETE")]
+
+    store.write("UPDATE kiosk_forgets SET erased_at = ? WHERE device_id = 'kiosk-1'",
+                [(iso_utc(utc_now() - timedelta(hours=49)),)])  # past its window
+    store.write("DELETE FROM devices WHERE device_id = 'kiosk-2'", [()])  # out of the fleet
+    mono[0] += 61.0
+    publisher.run_once(spied)  # type: ignore[arg-type]
+
+    assert store.query(asks) == [("kiosk-3",)]
+    assert {row[1] for row in _forgets(store)} == {"kiosk-2", "kiosk-3"}
+    assert sent.taken() == []
+
+
 def _says_window(store: Store, device: str, hours: float | None, at_s: int = 0) -> None:
     """``device``'s status, saying ``hours`` as its window (None: not said), as stored."""
     birth = fleet.online_status("lab", device)
