@@ -56,6 +56,9 @@ RECONNECT_MAX_S = 30
 # user properties, which a broker without the shipped max_packet_size forwards, never arrives.
 MAX_PACKET_BYTES = packet_bound(MAX_PAYLOAD_BYTES)
 LEAVE_QUIET_S = 0.5  # leaving the group: no message for this long, the broker's queue sent
+# the broker sends the retained statuses right after its SUBACK: those received this long after
+# it are taken as all of them (statuses_stored)
+STATUSES_SETTLE_S = 5.0
 
 
 class IngestError(RuntimeError):
@@ -148,6 +151,8 @@ class IngestWorker:
         self._unsubscribed = threading.Event()
         self._last_message_at = time.monotonic()
         self._received_qos1 = self._acked_qos1 = 0  # each written by one thread only
+        self._subscribed_at: float | None = None  # monotonic, the first SUBACK
+        self._settled_received: int | None = None  # QoS 1 received by STATUSES_SETTLE_S after it
         triage = Triage(config.mqtt.topic_prefix, settings.dead_letter_max_bytes)
         self.writer = BatchWriter(
             store, settings, triage, self._ack, on_stored, confirm=self._confirm
@@ -272,7 +277,23 @@ class IngestWorker:
             )
             log.error("%s", self.failed)
             return
+        if self._subscribed_at is None:
+            self._subscribed_at = time.monotonic()
         self.subscribed.set()
+
+    def statuses_stored(self) -> bool:
+        """Whether the kiosks' statuses the broker retained have been stored: subscribed
+        STATUSES_SETTLE_S ago (the broker sends them after its SUBACK), and every QoS 1
+        message received by then acknowledged, so committed (any thread; once True, it
+        stays so: what they said is in the store). The forget asking prunes no row by a
+        kiosk's window before (kiosk_forgets.py): a window never stored reads as the
+        fallback until its kiosk's status is."""
+        if self._subscribed_at is None or (
+                time.monotonic() - self._subscribed_at < STATUSES_SETTLE_S):
+            return False
+        if self._settled_received is None:
+            self._settled_received = self._received_qos1
+        return self._acked_qos1 >= self._settled_received
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any

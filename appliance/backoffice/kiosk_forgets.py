@@ -17,8 +17,11 @@ it (``devices.keep_confirmed_h``, 0 to 720 h: the status model refuses any other
 letter, and a stored value out of it is read clamped), else the back office's
 ``edge.keep_confirmed_h`` or the kiosks' default 48 h, whichever is longer (a kiosk at the
 default says nothing, as does one older than the field). Rows past their kiosk's window are
-pruned: none is kept past 720 h. The kiosk's MQTT session keeps what is published while it is off
-(QoS 1), so the asking again covers a session the broker lost or a queue it cut.
+pruned: none is kept past 720 h. A worker prunes nothing until the kiosks' statuses the broker
+retained have been stored after its start (``statuses_stored``): pruned at the fallback before
+its status said its window, a kiosk keeping 96 h whose window was never stored would not have
+been asked for an id erased 60 h ago. The kiosk's MQTT session keeps what is published while
+it is off (QoS 1), so the asking again covers a session the broker lost or a queue it cut.
 
 Asking twice is harmless (an id the kiosk no longer holds is no error), but N workers each
 publishing a fresh erasure sent every kiosk N copies. So the first asking of an id is shared
@@ -143,11 +146,14 @@ class ForgetPublisher:
         every_s: float = FORGETS_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
+        statuses_stored: Callable[[], bool] | None = None,
     ) -> None:
         """``publish``: sends one message at QoS 1, not retained; False where it cannot now
         (not connected), so it is tried again at the next look. ``keep_confirmed_h``: the back
         office's ``edge.keep_confirmed_h``; a kiosk whose status says no window of its own is
-        asked for it or the kiosks' default, whichever is longer."""
+        asked for it or the kiosks' default, whichever is longer. ``statuses_stored``: whether
+        the kiosks' retained statuses have been stored since the worker started
+        (IngestWorker.statuses_stored); no row is pruned before (None: at once)."""
         self.url, self.prefix = url, prefix
         self.keep_confirmed_h = max(window_h(keep_confirmed_h), KEEP_CONFIRMED_DEFAULT_H)
         self._publish, self.stop, self.every_s, self._clock = publish, stop, every_s, clock
@@ -162,6 +168,7 @@ class ForgetPublisher:
         self._mark: Any = _UNREAD  # the newest erasure's id when they were read
         self._failing = False
         self._next_prune_s = 0.0  # monotonic
+        self._statuses_stored = statuses_stored  # None once they are
         self._thread = threading.Thread(target=self._loop, name="ForgetPublisher", daemon=True)
 
     def start(self) -> None:
@@ -215,7 +222,7 @@ class ForgetPublisher:
         now = self._now()
         mark = store.query("SELECT MAX(id) FROM erasures")[0][0]  # before the rows: no gap
         windows: Windows | None = None
-        if self._clock() >= self._next_prune_s:
+        if self._clock() >= self._next_prune_s and self._windows_known():
             windows = self._windows(store)
             self._prune(store, windows, now)
             _prune_asks(store)
@@ -242,6 +249,13 @@ class ForgetPublisher:
             published += self._ask(store, kiosk, ids, connection=connection, shared=shared,
                                    fresh=fresh, wall=now)
         return published
+
+    def _windows_known(self) -> bool:
+        """Whether the kiosks' windows are in the store: their retained statuses stored."""
+        if self._statuses_stored is not None and not self._statuses_stored():
+            return False
+        self._statuses_stored = None
+        return True
 
     def _windows(self, store: Store) -> Windows:
         """Each kiosk's window: its status's, else the back office's (``keep_confirmed_h``)."""

@@ -115,7 +115,8 @@ def _ingest(config: Config, stop: threading.Event) -> int:
     metrics = serve_metrics(worker, config.backoffice.metrics_port)
     pruner = _start_pruner(config, url, worker.client_id)
     forgets = ForgetPublisher(url, config.mqtt.topic_prefix, config.edge.keep_confirmed_h,
-                              worker.publish_command, threading.Event())
+                              worker.publish_command, threading.Event(),
+                              statuses_stored=worker.statuses_stored)
     forgets.start()  # the kiosks' kept copies of erased results
     next_stats = time.monotonic() + STATS_EVERY_S
     try:

@@ -17,8 +17,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
+from appliance.backoffice import ingest
 from appliance.backoffice.erasure import Selector
 from appliance.backoffice.kiosk_forgets import REASK_EVERY_S, ForgetPublisher, requests
 from appliance.backoffice.schema import dead_letter, device_row, iso_utc, result_row
@@ -521,6 +524,29 @@ def test_each_kiosk_is_asked_for_its_own_window_and_no_row_is_kept_past_720_h(
     assert {row[2] for row in _forgets(store)} == {rows[key][2] for key in wanted}
 
 
+def test_no_row_is_pruned_before_the_kiosks_retained_statuses_are_stored(store: Store) -> None:
+    """A worker's first look pruned by the windows in the store before the kiosks' retained
+    statuses of its start were stored: kiosk-1 keeps 96 h but its window was never stored (its
+    statuses refused until the back office was updated), so its id erased 60 h ago was pruned
+    at the fallback, 48 h, and never asked (main). Nothing is pruned now until those statuses
+    are stored; then kiosk-1's window is read, its id asked, and only the 800 h row pruned."""
+    now = utc_now()
+    kept, old = _erased("kiosk-1", 60, now), _erased("kiosk-2", 800, now)
+    store.write("INSERT INTO kiosk_forgets (site, device_id, measurement_id, erased_at) "
+                "VALUES (?, ?, ?, ?)", [kept, old])
+    statuses_in, sent = [False], Published()
+    publisher = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(),
+                                statuses_stored=lambda: statuses_in[0])
+    publisher.run_once(store)
+    assert {row[2] for row in _forgets(store)} == {kept[2], old[2]}
+    assert sent.taken() == []  # past the fallback window: not asked yet
+    _says_window(store, "kiosk-1", 96.0)  # its retained status, stored
+    statuses_in[0] = True
+    publisher.run_once(store)
+    assert {row[2] for row in _forgets(store)} == {kept[2]}
+    assert sent.taken() == [("p/lab/kiosk-1/cmd/forget", [kept[2]])]
+
+
 def test_a_later_status_saying_no_window_puts_the_kiosk_back_on_the_default(store: Store) -> None:
     _says_window(store, "kiosk-1", 96.0)
     (stored,) = store.query("SELECT keep_confirmed_h FROM devices")
@@ -698,6 +724,47 @@ def test_a_kiosk_keeping_96_h_is_asked_at_its_return_60_h_after_the_erasure(
     finally:
         kiosk.stop()
         backoffice.close()
+
+
+@pytest.mark.broker
+def test_a_started_back_office_asks_the_window_a_retained_status_says_before_it_prunes(
+    broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker holds kiosk-9's retained status saying 96 h; the store holds an id of it
+    erased 60 h ago and no window for it. `appliance backoffice` starts: main's first look
+    pruned the row at the fallback 48 h before the status was stored, and the kiosk was never
+    asked; now it is asked once the status is stored."""
+    monkeypatch.setattr(ingest, "STATUSES_SETTLE_S", 0.5, raising=False)  # main: none
+    url = f"sqlite:///{tmp_path / 'backoffice.sqlite3'}"
+    erased = _erased("kiosk-9", 60, utc_now())
+    store = open_store(url, create=True)
+    try:
+        store.write("INSERT INTO kiosk_forgets (site, device_id, measurement_id, erased_at) "
+                    "VALUES (?, ?, ?, ?)", [erased])
+    finally:
+        store.close()
+    status = fleet.online_status(SITE, "kiosk-9").model_copy(update={"keep_confirmed_h": 96.0})
+    fleet.publish_messages(broker.host, broker.port,
+                           [(f"{PREFIX}/{SITE}/kiosk-9/status", status.to_json())], retain=True)
+    asked: list[list[str]] = []
+    listener = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    listener.on_message = lambda _c, _u, message: asked.append(parse_request(message.payload))
+    listener.on_subscribe = lambda *_: subscribed.set()
+    listener.connect(broker.host, broker.port)
+    listener.loop_start()
+    try:
+        listener.subscribe(f"{PREFIX}/{SITE}/kiosk-9/cmd/forget", qos=1)
+        assert subscribed.wait(10)
+        backoffice = BackOffice(broker, tmp_path)
+        try:
+            assert wait_until(lambda: asked == [[erased[2]]], 30), asked
+            assert _query(url, "SELECT keep_confirmed_h FROM devices") == [(96.0,)]
+        finally:
+            backoffice.close()
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
 
 
 def test_a_request_body_is_what_the_kiosk_parses() -> None:
