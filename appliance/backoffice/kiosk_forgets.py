@@ -25,11 +25,14 @@ it is off (QoS 1), so the asking again covers a session the broker lost or a que
 
 Asking twice is harmless (an id the kiosk no longer holds is no error), but N workers each
 publishing a fresh erasure sent every kiosk N copies. So the first asking of an id is shared
-through the store: the worker that published it marks its row (``kiosk_forgets.asked_at``,
-after the publish: a worker killed mid-publish marks nothing, and another asks), and the
-others, reading the row marked, take it as asked by them on the connection the kiosk is on
-(two workers looking within the same instant may both ask). A worker (re)started asks once
-again for everything in the window of the kiosks it finds pending at its first look. The
+through the store: a worker claims the rows it is about to publish (``kiosk_forgets.asked_at``
+set where it is null, in one statement that returns the rows it took: of two workers looking
+at once, one takes each row) and publishes only those; the others take a row claimed as
+asked by them on the connection the kiosk is on. A worker that cannot publish (not connected)
+gives its claim back. One killed between its claim and its publish (a few milliseconds, as
+after paho took the message and before it went out) leaves the ids to its restart (systemd
+restarts it), which asks the kiosks it finds pending at its first look for everything in
+the window once, and to the asking at the kiosk's next connection. The
 asking again at a kiosk's return is shared by the workers through the store
 (``kiosk_forget_asks``: the connection a worker last asked the kiosk for all on, and when, by
 the back office's clock): a worker asks again only where no worker asked on that connection,
@@ -161,9 +164,9 @@ class ForgetPublisher:
         self._asked: dict[Kiosk, tuple[Connection | None, frozenset[str]]] = {}
         self._asked_all_at: dict[Kiosk, float] = {}  # when last asked for all while online
         self._pending: dict[Kiosk, list[str]] = {}  # the rows as last read
-        self._unasked: dict[Kiosk, set[str]] = {}  # of them, those no worker had published
+        self._unasked: dict[Kiosk, set[str]] = {}  # of them, those no worker had claimed
         # the kiosks pending at this worker's first read: each asked for all once (None: not
-        # read yet); a kiosk pending later is asked only what no worker published
+        # read yet); a kiosk pending later is asked only what no worker claimed
         self._at_start: set[Kiosk] | None = None
         self._mark: Any = _UNREAD  # the newest erasure's id when they were read
         self._failing = False
@@ -293,7 +296,7 @@ class ForgetPublisher:
     @staticmethod
     def _read(store: Store, windows: Windows, now: datetime
               ) -> tuple[dict[Kiosk, list[str]], dict[Kiosk, set[str]]]:
-        """Each kiosk's ids erased within its window, and of them those no worker published
+        """Each kiosk's ids erased within its window, and of them those no worker claimed
         yet (``asked_at`` null). With no kiosk saying a window of its own (the fleet at the
         default), one cut-off for all, the rows read as before the windows were; else each
         row's time is held against its kiosk's cut-off where that is later than the longest
@@ -345,6 +348,18 @@ class ForgetPublisher:
             for site, device, state, boot, link_ms, asked_boot, asked_link, asked_at in rows
         }
 
+    def _claimed_fresh(self, store: Store, kiosk: Kiosk, ids: list[str], unasked: set[str],
+                       wall: datetime) -> list[str]:
+        """Of ``kiosk``'s ids new to this worker's asking and no worker's yet (``unasked``),
+        those it claims now (in order): it publishes them; those another worker claimed first
+        are taken as asked."""
+        asked_on, asked = self._asked.get(kiosk, (None, frozenset()))
+        new = [mid for mid in ids if mid not in asked and mid in unasked]
+        mine = set(_claimed(store, kiosk, new, wall))
+        unasked.difference_update(new)
+        self._asked[kiosk] = (asked_on, asked | frozenset(mid for mid in new if mid not in mine))
+        return [mid for mid in new if mid in mine]
+
     def _ask(
         self,
         store: Store,
@@ -360,7 +375,7 @@ class ForgetPublisher:
         another connection since it was last asked, and no worker asked it for all on that
         one or within the minute (``shared``), else the ids not asked yet: none unless the ids
         were read ``fresh``); how many messages went. A kiosk new to this worker since its
-        first look (nothing was pending for it) is asked only the ids no worker published:
+        first look (nothing was pending for it) is asked only the ids no worker claimed:
         those some worker did are taken as asked by this one on the kiosk's connection now."""
         unasked = self._unasked.get(kiosk, set())
         online = connection is not None and connection[0] == "online"
@@ -387,8 +402,9 @@ class ForgetPublisher:
         )  # asked for all while online within the minute (by any worker): again when it ends
         if not fresh and not (again and not held_back):
             return 0  # 100,000 ids held against those asked at every look: 6 ms
-        wanted = ids if again and not held_back else [
-            mid for mid in ids if mid not in asked and mid in unasked]
+        asked_all = again and not held_back
+        claimed = [] if asked_all else self._claimed_fresh(store, kiosk, ids, unasked, wall)
+        wanted = ids if asked_all else claimed
         if not wanted:
             return 0
         topic = device_topic(self.prefix, kiosk[0], kiosk[1], FORGET_LEAF)
@@ -396,8 +412,9 @@ class ForgetPublisher:
         for payload in payloads:
             if not self._publish(topic, payload):
                 self._mark = _UNREAD  # not connected: asked at the next look, read afresh
+                _released(store, kiosk, claimed, wall)
                 return 0
-        asked_all = again and not held_back and online
+        asked_all = asked_all and online
         if asked_all:
             self._asked_all_at[kiosk] = now
         if self._at_start is not None:
@@ -413,8 +430,9 @@ class ForgetPublisher:
             len(wanted),
             len(payloads),
         )
-        _mark_asked(store, kiosk, [mid for mid in wanted if mid in unasked], wall)
-        unasked.difference_update(wanted)
+        if not claimed:  # asked for all: the rows no worker claimed are asked now
+            _marked(store, kiosk, [mid for mid in wanted if mid in unasked], wall)
+            unasked.difference_update(wanted)
         if asked_all and connection is not None:  # told to the other workers
             store.write(
                 "INSERT INTO kiosk_forget_asks (site, device_id, status_boot, status_link_ms, "
@@ -445,20 +463,40 @@ def _prune_asks(store: Store) -> None:
         store.write(f"DELETE FROM kiosk_forget_asks WHERE {_STALE_ASKS}", [()])
 
 
-def _mark_asked(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> None:
-    """Mark ``kiosk``'s rows of ``ids`` published (``asked_at``, by the back office's clock)
-    where no worker did: the other workers then take them as asked. One transaction, a
-    statement for each _MARKED_AT_ONCE ids (the last chunk padded with its last id)."""
+def _chunks(kiosk: Kiosk, ids: list[str], stamp: str) -> list[tuple[str, ...]]:
+    """The parameters of a statement on ``kiosk``'s rows of ``ids``, one set for each
+    _MARKED_AT_ONCE ids (the last chunk padded with its last id), after ``stamp``."""
+    return [(stamp, kiosk[0], kiosk[1], *chunk, *[chunk[-1]] * (_MARKED_AT_ONCE - len(chunk)))
+            for chunk in (ids[start : start + _MARKED_AT_ONCE]
+                          for start in range(0, len(ids), _MARKED_AT_ONCE))]
+
+
+_UNCLAIMED = ("UPDATE kiosk_forgets SET asked_at = ? WHERE site = ? AND device_id = ? AND "
+              f"asked_at IS NULL AND measurement_id IN ({','.join('?' * _MARKED_AT_ONCE)})")
+
+
+def _claimed(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> list[str]:
+    """Of ``kiosk``'s rows of ``ids``, those no worker claimed, claimed now (``asked_at``: the
+    back office's clock) in one transaction: the ids this worker is to publish."""
     if not ids:
-        return
-    chunks = [ids[start : start + _MARKED_AT_ONCE] for start in range(0, len(ids),
-                                                                      _MARKED_AT_ONCE)]
-    store.write(
-        "UPDATE kiosk_forgets SET asked_at = ? WHERE site = ? AND device_id = ? AND "
-        f"asked_at IS NULL AND measurement_id IN ({','.join('?' * _MARKED_AT_ONCE)})",
-        [(iso_utc(wall), kiosk[0], kiosk[1],
-          *chunk, *[chunk[-1]] * (_MARKED_AT_ONCE - len(chunk))) for chunk in chunks],
-    )
+        return []
+    rows = store.write_returning(f"{_UNCLAIMED} RETURNING measurement_id",
+                                 _chunks(kiosk, ids, iso_utc(wall)))
+    return [str(row[0]) for row in rows]
+
+
+def _released(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> None:
+    """Give back the claim on ``kiosk``'s rows of ``ids`` made at ``wall`` (not published)."""
+    if ids:
+        store.write("UPDATE kiosk_forgets SET asked_at = NULL WHERE asked_at = ? AND site = ? "
+                    f"AND device_id = ? AND measurement_id IN "
+                    f"({','.join('?' * _MARKED_AT_ONCE)})", _chunks(kiosk, ids, iso_utc(wall)))
+
+
+def _marked(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> None:
+    """Mark ``kiosk``'s rows of ``ids`` asked (published for all) where no worker had."""
+    if ids:
+        store.write(_UNCLAIMED, _chunks(kiosk, ids, iso_utc(wall)))
 
 
 def _cut_off(now: datetime, hours: float) -> str:

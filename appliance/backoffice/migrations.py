@@ -488,7 +488,7 @@ CREATE TABLE kiosk_forget_asks (
     ),
     (
         33,
-        "kiosk_forgets: when a back-office worker first published the id to its kiosk "
+        "kiosk_forgets: when a back-office worker claimed the id to publish it to its kiosk "
         "(cmd/forget; null: none yet), so that the other workers do not publish a fresh "
         "erasure again, each one copy (kiosk_forgets.py)",
         """

@@ -342,6 +342,16 @@ class Store(ConsoleQueries, IngestWrites, ErasureWrites, ReleaseWrites, Retentio
             for row in rows:
                 cur.execute(self._sql(sql), row)
 
+    def write_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """``write`` for a statement that returns rows (``RETURNING``): every row it returned,
+        all in one transaction."""
+        found: list[tuple[Any, ...]] = []
+        with self._transaction() as cur:
+            for row in rows:
+                cur.execute(self._sql(sql), row)
+                found += cur.fetchall()
+        return found
+
     def drop_postgres_schema(self, pg_schema: str) -> None:
         """Remove a PostgreSQL schema and everything in it (tests and benchmarks clean up)."""
         if not self.postgres or not _SCHEMA_NAME.match(pg_schema):

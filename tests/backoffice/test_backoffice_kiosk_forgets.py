@@ -388,6 +388,10 @@ class Spied:
         self.statements.append(sql)
         self.store.write(sql, rows)
 
+    def write_returning(self, sql: str, rows: Any) -> list[tuple[Any, ...]]:
+        self.statements.append(sql)
+        return self.store.write_returning(sql, rows)
+
     def taken(self) -> list[str]:
         done, self.statements = self.statements, []
         return done
@@ -444,6 +448,43 @@ def test_many_ids_go_in_requests_a_kiosk_takes_and_none_past_the_window(store: S
     assert sorted(mid for _, named in messages for mid in named) == sorted(recent)
     assert {row[2] for row in _forgets(store)} == set(recent)  # past the window: pruned
 
+
+
+class Interleaved(Spied):
+    """``store`` for worker a: ``between`` (worker b's look) runs once after a read the ids
+    and before it claims them, as when the two look at the same instant."""
+
+    def __init__(self, store: Store, between: Any) -> None:
+        super().__init__(store)
+        self.between = between
+
+    def write_returning(self, sql: str, rows: Any) -> list[tuple[Any, ...]]:
+        if self.between is not None:
+            self.between, between = None, self.between
+            between()
+        return super().write_returning(sql, rows)
+
+
+def test_two_workers_reading_a_fresh_erasure_at_the_same_instant_publish_one_copy(
+    store: Store,
+) -> None:
+    """Both read the ids unasked; b claims and publishes them before a claims: a's claim takes
+    none, so a publishes nothing (marked after the publish, both published)."""
+    gone = _results("subj-7", 3, 1)
+    _store(store, gone)
+    _set_status(store, "online", 1000)
+    sent = Published()
+    a, b = (ForgetPublisher(store.url, "p", 48.0, sent, threading.Event()) for _ in range(2))
+    a.run_once(store)
+    b.run_once(store)
+    store.erase(Selector("subject", "subj-7"), "alice")
+
+    a.run_once(Interleaved(store, lambda: b.run_once(store)))  # type: ignore[arg-type]
+
+    assert sent.taken() == [("p/lab/kiosk-1/cmd/forget", sorted(r.measurement_id for r in gone))]
+    a.run_once(store)
+    b.run_once(store)
+    assert sent.taken() == []
 
 
 def test_a_kiosks_shared_ask_row_goes_once_nothing_is_left_to_ask_it_or_it_is_gone(
