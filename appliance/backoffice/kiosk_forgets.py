@@ -165,6 +165,7 @@ class ForgetPublisher:
         self._asked_all_at: dict[Kiosk, float] = {}  # when last asked for all while online
         self._pending: dict[Kiosk, list[str]] = {}  # the rows as last read
         self._unasked: dict[Kiosk, set[str]] = {}  # of them, those no worker had claimed
+        self._marks: list[tuple[Kiosk, list[str]]] = []  # asked for all in this look
         # the kiosks pending at this worker's first read: each asked for all once (None: not
         # read yet); a kiosk pending later is asked only what no worker claimed
         self._at_start: set[Kiosk] | None = None
@@ -247,10 +248,12 @@ class ForgetPublisher:
             return 0
         connections = self._connections(store)
         published = 0
+        self._marks = []
         for kiosk, ids in pending.items():
             connection, shared = connections.get(kiosk, (None, None))
             published += self._ask(store, kiosk, ids, connection=connection, shared=shared,
                                    fresh=fresh, wall=now)
+        _marked(store, self._marks, now)  # one transaction for the look's kiosks
         return published
 
     def _windows_known(self) -> bool:
@@ -430,8 +433,8 @@ class ForgetPublisher:
             len(wanted),
             len(payloads),
         )
-        if not claimed:  # asked for all: the rows no worker claimed are asked now
-            _marked(store, kiosk, [mid for mid in wanted if mid in unasked], wall)
+        if not claimed:  # asked for all: the rows no worker claimed are marked with the look's
+            self._marks.append((kiosk, [mid for mid in wanted if mid in unasked]))
             unasked.difference_update(wanted)
         if asked_all and connection is not None:  # told to the other workers
             store.write(
@@ -493,10 +496,12 @@ def _released(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> Non
                     f"({','.join('?' * _MARKED_AT_ONCE)})", _chunks(kiosk, ids, iso_utc(wall)))
 
 
-def _marked(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> None:
-    """Mark ``kiosk``'s rows of ``ids`` asked (published for all) where no worker had."""
-    if ids:
-        store.write(_UNCLAIMED, _chunks(kiosk, ids, iso_utc(wall)))
+def _marked(store: Store, marks: list[tuple[Kiosk, list[str]]], wall: datetime) -> None:
+    """Mark each kiosk's rows of its ids in ``marks`` asked (published to it asking for all)
+    where no worker had, in one transaction."""
+    rows = [row for kiosk, ids in marks if ids for row in _chunks(kiosk, ids, iso_utc(wall))]
+    if rows:
+        store.write(_UNCLAIMED, rows)
 
 
 def _cut_off(now: datetime, hours: float) -> str:
