@@ -76,7 +76,6 @@ PRUNE_EVERY_S = 60.0  # how often the rows are read whole and those past the win
 REASK_EVERY_S = 60.0
 Kiosk = tuple[str, str]  # (site, device id)
 _UNREAD = object()  # ForgetPublisher's mark before the rows are read (or after a prune)
-_MARKED_AT_ONCE = 500  # ids a statement marks asked (a chunk padded to it: one statement)
 # what a kiosk's stored status says of its connection: state, boot, when its link connected
 Connection = tuple[Any, Any, Any]
 # the connection (boot, link stamp) some worker last asked a kiosk for all on, and when (UTC text)
@@ -165,7 +164,8 @@ class ForgetPublisher:
         self._asked_all_at: dict[Kiosk, float] = {}  # when last asked for all while online
         self._pending: dict[Kiosk, list[str]] = {}  # the rows as last read
         self._unasked: dict[Kiosk, set[str]] = {}  # of them, those no worker had claimed
-        self._marks: list[tuple[Kiosk, list[str]]] = []  # asked for all in this look
+        self._marks: list[Kiosk] = []  # asked for all in this look
+        self._read_at: Any = None  # the newest erasure's id when the rows were last read
         # the kiosks pending at this worker's first read: each asked for all once (None: not
         # read yet); a kiosk pending later is asked only what no worker claimed
         self._at_start: set[Kiosk] | None = None
@@ -236,7 +236,7 @@ class ForgetPublisher:
         if fresh:
             self._pending, self._unasked = self._read(store, windows or self._windows(store),
                                                       now)
-            self._mark = mark
+            self._mark = self._read_at = mark
             if self._at_start is None:
                 self._at_start = set(self._pending)
         pending = self._pending
@@ -253,7 +253,7 @@ class ForgetPublisher:
             connection, shared = connections.get(kiosk, (None, None))
             published += self._ask(store, kiosk, ids, connection=connection, shared=shared,
                                    fresh=fresh, wall=now)
-        _marked(store, self._marks, now)  # one transaction for the look's kiosks
+        _marked(store, self._marks, self._read_at, now)  # one transaction for the look's
         return published
 
     def _windows_known(self) -> bool:
@@ -353,15 +353,18 @@ class ForgetPublisher:
 
     def _claimed_fresh(self, store: Store, kiosk: Kiosk, ids: list[str], unasked: set[str],
                        wall: datetime) -> list[str]:
-        """Of ``kiosk``'s ids new to this worker's asking and no worker's yet (``unasked``),
-        those it claims now (in order): it publishes them; those another worker claimed first
-        are taken as asked."""
+        """Where ``kiosk`` has ids new to this worker's asking and no worker's yet
+        (``unasked``), the ids it claims now (every row of the kiosk no worker claimed, also
+        one an erasure committed since the read): it publishes them; those another worker
+        claimed first are taken as asked."""
         asked_on, asked = self._asked.get(kiosk, (None, frozenset()))
         new = [mid for mid in ids if mid not in asked and mid in unasked]
-        mine = set(_claimed(store, kiosk, new, wall))
+        if not new:
+            return []
+        mine = _claimed(store, kiosk, wall)
         unasked.difference_update(new)
-        self._asked[kiosk] = (asked_on, asked | frozenset(mid for mid in new if mid not in mine))
-        return [mid for mid in new if mid in mine]
+        self._asked[kiosk] = (asked_on, asked | frozenset(new).difference(mine))
+        return mine
 
     def _ask(
         self,
@@ -415,7 +418,8 @@ class ForgetPublisher:
         for payload in payloads:
             if not self._publish(topic, payload):
                 self._mark = _UNREAD  # not connected: asked at the next look, read afresh
-                _released(store, kiosk, claimed, wall)
+                if claimed:
+                    _released(store, kiosk, wall)
                 return 0
         asked_all = asked_all and online
         if asked_all:
@@ -434,7 +438,7 @@ class ForgetPublisher:
             len(payloads),
         )
         if not claimed:  # asked for all: the rows no worker claimed are marked with the look's
-            self._marks.append((kiosk, [mid for mid in wanted if mid in unasked]))
+            self._marks.append(kiosk)
             unasked.difference_update(wanted)
         if asked_all and connection is not None:  # told to the other workers
             store.write(
@@ -466,42 +470,30 @@ def _prune_asks(store: Store) -> None:
         store.write(f"DELETE FROM kiosk_forget_asks WHERE {_STALE_ASKS}", [()])
 
 
-def _chunks(kiosk: Kiosk, ids: list[str], stamp: str) -> list[tuple[str, ...]]:
-    """The parameters of a statement on ``kiosk``'s rows of ``ids``, one set for each
-    _MARKED_AT_ONCE ids (the last chunk padded with its last id), after ``stamp``."""
-    return [(stamp, kiosk[0], kiosk[1], *chunk, *[chunk[-1]] * (_MARKED_AT_ONCE - len(chunk)))
-            for chunk in (ids[start : start + _MARKED_AT_ONCE]
-                          for start in range(0, len(ids), _MARKED_AT_ONCE))]
+def _claimed(store: Store, kiosk: Kiosk, wall: datetime) -> list[str]:
+    """``kiosk``'s rows no worker claimed, claimed now (``asked_at``: the back office's clock,
+    the claim's stamp) in one statement (by the primary key's site and device): the ids this
+    worker is to publish, in order."""
+    rows = store.write_returning(
+        "UPDATE kiosk_forgets SET asked_at = ? WHERE site = ? AND device_id = ? AND "
+        "asked_at IS NULL RETURNING measurement_id", [(iso_utc(wall), kiosk[0], kiosk[1])])
+    return sorted(str(row[0]) for row in rows)
 
 
-_UNCLAIMED = ("UPDATE kiosk_forgets SET asked_at = ? WHERE site = ? AND device_id = ? AND "
-              f"asked_at IS NULL AND measurement_id IN ({','.join('?' * _MARKED_AT_ONCE)})")
+def _released(store: Store, kiosk: Kiosk, wall: datetime) -> None:
+    """Give back ``kiosk``'s rows claimed at ``wall`` (not published)."""
+    store.write("UPDATE kiosk_forgets SET asked_at = NULL WHERE site = ? AND device_id = ? AND "
+                "asked_at = ?", [(kiosk[0], kiosk[1], iso_utc(wall))])
 
 
-def _claimed(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> list[str]:
-    """Of ``kiosk``'s rows of ``ids``, those no worker claimed, claimed now (``asked_at``: the
-    back office's clock) in one transaction: the ids this worker is to publish."""
-    if not ids:
-        return []
-    rows = store.write_returning(f"{_UNCLAIMED} RETURNING measurement_id",
-                                 _chunks(kiosk, ids, iso_utc(wall)))
-    return [str(row[0]) for row in rows]
-
-
-def _released(store: Store, kiosk: Kiosk, ids: list[str], wall: datetime) -> None:
-    """Give back the claim on ``kiosk``'s rows of ``ids`` made at ``wall`` (not published)."""
-    if ids:
-        store.write("UPDATE kiosk_forgets SET asked_at = NULL WHERE asked_at = ? AND site = ? "
-                    f"AND device_id = ? AND measurement_id IN "
-                    f"({','.join('?' * _MARKED_AT_ONCE)})", _chunks(kiosk, ids, iso_utc(wall)))
-
-
-def _marked(store: Store, marks: list[tuple[Kiosk, list[str]]], wall: datetime) -> None:
-    """Mark each kiosk's rows of its ids in ``marks`` asked (published to it asking for all)
-    where no worker had, in one transaction."""
-    rows = [row for kiosk, ids in marks if ids for row in _chunks(kiosk, ids, iso_utc(wall))]
-    if rows:
-        store.write(_UNCLAIMED, rows)
+def _marked(store: Store, kiosks: list[Kiosk], read_at: Any, wall: datetime) -> None:
+    """Mark the rows of ``kiosks`` (asked for all as read when the newest erasure was
+    ``read_at``) asked where no worker had, in one transaction; where an erasure committed
+    since, none (its rows were not published: the statement's own snapshot reads both)."""
+    if kiosks and read_at is not None:
+        store.write("UPDATE kiosk_forgets SET asked_at = ? WHERE site = ? AND device_id = ? "
+                    "AND asked_at IS NULL AND (SELECT MAX(id) FROM erasures) = ?",
+                    [(iso_utc(wall), site, device, read_at) for site, device in kiosks])
 
 
 def _cut_off(now: datetime, hours: float) -> str:

@@ -487,6 +487,46 @@ def test_two_workers_reading_a_fresh_erasure_at_the_same_instant_publish_one_cop
     assert sent.taken() == []
 
 
+class ErasedBeforeTheMarks(Spied):
+    """``store`` for a worker: ``erase`` runs once just before it marks what it asked for
+    all, after it read the rows and published them."""
+
+    def __init__(self, store: Store, erase: Any) -> None:
+        super().__init__(store)
+        self.erase = erase
+
+    def write(self, sql: str, rows: Any) -> None:
+        if "FROM erasures" in sql and self.erase is not None:
+            self.erase, erase = None, self.erase
+            erase()
+        super().write(sql, rows)
+
+
+def test_an_erasure_committed_between_a_read_and_its_marks_is_still_asked(store: Store) -> None:
+    """A started worker asks a kiosk for all and marks the rows asked; an erasure committing
+    between its read and its marks is not marked with them (its ids were not published),
+    so another worker asks them."""
+    first, later = _results("subj-7", 2, 1), _results("subj-8", 1, 2)
+    _store(store, first + later)
+    _set_status(store, "online", 1000)
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent = Published()
+    a, b = (ForgetPublisher(store.url, "p", 48.0, sent, threading.Event()) for _ in range(2))
+    b.run_once(store)  # b started first: asked for all
+    sent.taken()
+
+    a.run_once(ErasedBeforeTheMarks(  # type: ignore[arg-type]
+        store, lambda: store.erase(Selector("subject", "subj-8"), "bob")))
+    b.run_once(store)
+
+    own = "p/lab/kiosk-1/cmd/forget"
+    assert sent.taken() == [(own, sorted(r.measurement_id for r in first)),
+                            (own, [later[0].measurement_id])]
+    a.run_once(store)
+    b.run_once(store)
+    assert sent.taken() == []
+
+
 def test_a_kiosks_shared_ask_row_goes_once_nothing_is_left_to_ask_it_or_it_is_gone(
     store: Store,
 ) -> None:
