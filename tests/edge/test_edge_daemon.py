@@ -71,6 +71,17 @@ def run_in_thread(daemon: EdgeDaemon) -> tuple[threading.Thread, list[int]]:
     return thread, codes
 
 
+def subscribed_since(daemon: EdgeDaemon, since_s: float) -> bool:
+    """Whether the broker has answered every SUBSCRIBE of a connection the daemon's link made
+    after ``since_s`` (monotonic): a command published from then on reaches it. The link is
+    ``connected`` at the CONNACK, before it subscribes, and a SUBSCRIBE not yet made is not
+    ``waiting()``; it publishes its online status right after its SUBSCRIBEs, so once a status
+    built since ``since_s`` had its PUBACK, they are made (transport/mqtt.py)."""
+    link = daemon.link
+    return (link.connected and link.status_reached_since(since_s)
+            and not link.subscriptions.waiting())
+
+
 def test_limit_run_publishes_each_result_once_and_exits_0_after_all_pubacks(
     mqtt_broker: Any, tmp_path: Path, topic_prefix: str
 ) -> None:
@@ -158,9 +169,11 @@ def test_a_command_on_a_topic_of_60000_characters_is_logged_cut_short(
     config = edge_config(tmp_path, mqtt_broker, topic_prefix, camera={"limit": None})
     daemon = fast_daemon(config)
     with caplog.at_level(logging.WARNING, logger="appliance.edge.daemon"):
+        started_s = time.monotonic()
         thread, _codes = run_in_thread(daemon)
         try:
-            assert wait_until(lambda: daemon.link.connected, 10)
+            # its cmd/# subscribed: a command before it reaches no subscriber (seen under load)
+            assert wait_until(lambda: subscribed_since(daemon, started_s), 10)
             sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
             sender.connect(mqtt_broker.host, mqtt_broker.port)
             sender.loop_start()
@@ -484,11 +497,11 @@ def test_cmd_resend_has_the_results_the_back_office_confirmed_since_wait_again(
                                                  lift_frames=10**6))
     daemon = fast_daemon(config, source=resting)
     assert (daemon.outbox.depth(), daemon.outbox.kept_confirmed()) == (0, 4)
+    started_s = time.monotonic()
     thread, _codes = run_in_thread(daemon)
     try:
         # the SUBACK of its cmd/# too: a request before it reaches no subscriber (seen under load)
-        assert wait_until(lambda: daemon.link.connected
-                          and not daemon.link.subscriptions.waiting(), 10)
+        assert wait_until(lambda: subscribed_since(daemon, started_s), 10)
         sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
         sender.connect(mqtt_broker.host, mqtt_broker.port)
         sender.loop_start()
@@ -518,10 +531,10 @@ def test_cmd_forget_deletes_the_kept_copies_of_results_the_back_office_erased(
     resting = fast_source(config, CustomerScript(approach_frames=0, rest_frames=0,
                                                  lift_frames=10**6))  # as above: no measuring
     daemon = fast_daemon(config, source=resting)
+    started_s = time.monotonic()
     thread, _codes = run_in_thread(daemon)
     try:
-        assert wait_until(lambda: daemon.link.connected
-                          and not daemon.link.subscriptions.waiting(), 10)  # as above
+        assert wait_until(lambda: subscribed_since(daemon, started_s), 10)  # as above
         sender = new_client(LinkSettings(mqtt_broker.host, mqtt_broker.port, ""))
         sender.connect(mqtt_broker.host, mqtt_broker.port)
         sender.loop_start()
