@@ -8,6 +8,7 @@ link (tests/resend_kiosk.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -153,24 +154,25 @@ def test_a_kiosk_killed_while_it_resends_loses_nothing_and_the_store_duplicates_
         kiosk.stop()
     since = lose_and_restore(broker, tmp_path, store_path, backup)
     log = tmp_path / "kiosk.log"
-    process = start_kiosk(broker, tmp_path, log)
-    # no worker runs: the resent results wait in the broker and the kiosk, none confirmed
-    done = cli(broker, tmp_path, "fleet", "resend", "--since", since, "--device",
-               f"{SITE}/{DEVICE}")
-    assert done.returncode == 0, done.stderr
-    assert wait_until(lambda: "sent at the pace of the resends" in log.read_text(), 30)
-    assert wait_until(lambda: "sent again" in log.read_text(), 30)  # a resend round went out
-    process.send_signal(signal.SIGKILL)
-    process.wait(10)
+    with kiosk_process(broker, tmp_path, log) as process:
+        # no worker runs: the resent results wait in the broker and the kiosk, none confirmed
+        done = cli(broker, tmp_path, "fleet", "resend", "--since", since, "--device",
+                   f"{SITE}/{DEVICE}")
+        assert done.returncode == 0, done.stderr
+        assert wait_until(lambda: "sent at the pace of the resends" in log.read_text(), 30)
+        assert wait_until(lambda: "sent again" in log.read_text(), 30)  # a resend round went out
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
     assert outbox_counts(tmp_path) == (60, 0)  # every reopened one still waits after the kill
     worker, store = worker_on(broker, tmp_path, store_path)
-    process = start_kiosk(broker, tmp_path, tmp_path / "restarted.log")
-    try:  # stored, and the kiosk has the acks: each kept, none waiting
-        assert wait_until(lambda: len(stored_ids(store_path)) == 60
-                          and outbox_counts(tmp_path) == (0, 60), 30), outbox_counts(tmp_path)
+    try:
+        with kiosk_process(broker, tmp_path, tmp_path / "restarted.log") as process:
+            # stored, and the kiosk has the acks: each kept, none waiting
+            assert wait_until(lambda: len(stored_ids(store_path)) == 60
+                              and outbox_counts(tmp_path) == (0, 60), 30), outbox_counts(tmp_path)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(10) == 0
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
         worker.stop()
         store.close()
     assert sorted(stored_ids(store_path)) == sorted(every)
@@ -184,15 +186,24 @@ def outbox_counts(state: Path) -> tuple[int, int]:
                           "FROM outbox").fetchone()
 
 
-def start_kiosk(broker: PrivateBroker, tmp_path: Path, log: Path) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def kiosk_process(broker: PrivateBroker, tmp_path: Path,
+                  log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The kiosk as a process (tests/resend_kiosk.py), running; killed on the way out if it
+    still runs, so an assert that fails meanwhile leaves no process behind the test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE")}
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.resend_kiosk", str(tmp_path), broker.host,
              str(broker.port), PREFIX, SITE, DEVICE], cwd=REPO, stdout=out, stderr=out,
             env=env | {"PYTHONPATH": str(REPO)})
-    assert wait_until(lambda: "kiosk running" in log.read_text(), 30), log.read_text()
-    return process
+    try:
+        assert wait_until(lambda: "kiosk running" in log.read_text(), 30), log.read_text()
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
 
 
 def test_a_result_erased_since_it_was_confirmed_is_not_stored_when_its_kiosk_sends_it_again(
