@@ -199,5 +199,16 @@ def main(argv: list[str]) -> int:
     return code
 
 
+def subscribed_since(daemon: EdgeDaemon, since_s: float) -> bool:
+    """Whether the broker has answered every SUBSCRIBE of a connection the daemon's link made
+    after ``since_s`` (monotonic): a command published from then on reaches it. The link is
+    ``connected`` at the CONNACK, before it subscribes, and a SUBSCRIBE not yet made is not
+    ``waiting()``; it publishes its online status right after its SUBSCRIBEs, so once a status
+    built since ``since_s`` had its PUBACK, they are made (transport/mqtt.py)."""
+    link = daemon.link
+    return (link.connected and link.status_reached_since(since_s)
+            and not link.subscriptions.waiting())
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

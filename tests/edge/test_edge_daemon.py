@@ -28,6 +28,7 @@ from appliance.edge.testing import (
     ResultCollector,
     fast_daemon,
     fast_source,
+    subscribed_since,
     wait_until,
 )
 from appliance.transport.broker import free_port
@@ -71,15 +72,6 @@ def run_in_thread(daemon: EdgeDaemon) -> tuple[threading.Thread, list[int]]:
     return thread, codes
 
 
-def subscribed_since(daemon: EdgeDaemon, since_s: float) -> bool:
-    """Whether the broker has answered every SUBSCRIBE of a connection the daemon's link made
-    after ``since_s`` (monotonic): a command published from then on reaches it. The link is
-    ``connected`` at the CONNACK, before it subscribes, and a SUBSCRIBE not yet made is not
-    ``waiting()``; it publishes its online status right after its SUBSCRIBEs, so once a status
-    built since ``since_s`` had its PUBACK, they are made (transport/mqtt.py)."""
-    link = daemon.link
-    return (link.connected and link.status_reached_since(since_s)
-            and not link.subscriptions.waiting())
 
 
 def test_limit_run_publishes_each_result_once_and_exits_0_after_all_pubacks(

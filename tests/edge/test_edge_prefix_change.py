@@ -4,6 +4,7 @@ client id) but none of the old prefix's subscriptions in it, on a real mosquitto
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from appliance.config import config_from_mapping
 from appliance.edge.daemon import EdgeDaemon
-from appliance.edge.testing import fast_daemon, wait_until
+from appliance.edge.testing import fast_daemon, subscribed_since, wait_until
 from appliance.transport.broker import PrivateBroker
 from appliance.transport.client import LinkSettings, connect_properties, new_client
 
@@ -35,12 +36,13 @@ def kiosk(tmp_path: Path, port: int, prefix: str) -> EdgeDaemon:
 
 def run_until_subscribed(daemon: EdgeDaemon) -> None:
     """Run the daemon until the broker answered every subscribe and unsubscribe, then stop it."""
+    started_s = time.monotonic()
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
-        assert wait_until(lambda: daemon.link.connected, 20)
+        # every SUBACK came (connected and not waiting() hold before the SUBSCRIBEs are made)
+        assert wait_until(lambda: subscribed_since(daemon, started_s), 20)
         subscriptions = daemon.link.subscriptions
-        assert wait_until(lambda: not subscriptions.waiting(), 10)  # every SUBACK came
         assert wait_until(lambda: not subscriptions.session.stale, 10)  # and the UNSUBACK
     finally:
         daemon.request_stop()
