@@ -108,8 +108,8 @@ def _check_tile_bytes(slide: Slide, count: int, settings: TileSettings) -> None:
     raise SlideError(
         f"{slide.path}: its {count} tissue tiles of {settings.tile_px} px would take "
         f"{tile_bytes} bytes, more than the {settings.max_tile_bytes} of "
-        f"pathology.max_tile_bytes ({why}raise it where the memory is there: a server's "
-        "setting, `pathology run` keeps its default); refused before any tile was read")
+        f"pathology.max_tile_bytes ({why}raise it where the memory is there: the server's "
+        "setting, --max-tile-bytes of `pathology run`); refused before any tile was read")
 
 
 def _no_tissue_problem(slide: Slide, mask: TissueMask, settings: TileSettings) -> str:

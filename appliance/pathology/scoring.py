@@ -139,6 +139,7 @@ def _settings(args: argparse.Namespace, model: TileModel) -> TileSettings:
         normalize=not args.no_normalize,
         tumour_only=args.tumour_only,
         reference=model.info.stain_reference,
+        max_tile_bytes=args.max_tile_bytes,
     )
 
 

@@ -555,3 +555,23 @@ def test_a_slide_smaller_than_a_micrometre_is_not_called_zero_wide(tmp_path: Pat
                  "--no-pictures"]) == 1
     assert results_rows(out)["dot"]["error"].startswith(
         f"{slide}: the slide is 0.5x1.5 µm (1x3 px at 0.5 µm/px), smaller than one 256 µm tile")
+
+
+def test_a_run_refuses_a_slide_whose_tiles_exceed_its_max_tile_bytes(tmp_path: Path) -> None:
+    """`--max-tile-bytes` is the server's pathology.max_tile_bytes for one run: the shipped
+    model's 225 tiles of 64 px (2.8 MB) against 1 MiB are refused by name before a tile is
+    read; a value under 1 MiB is no setting (exit 2)."""
+    slide = tmp_path / "pink.png"
+    Image.new("RGB", (4000, 4000), PINK).save(slide, compress_level=1)
+    out = tmp_path / "out"
+    assert main(["pathology", "submit", str(slide), "--um-per-px", "1", "--out", str(out),
+                 "--no-pictures", "--max-tile-bytes", "1048576"]) == 1
+    error = results_rows(out)["pink"]["error"]
+    assert error.startswith(f"{slide}: its 225 tissue tiles of 64 px would take 2764800 bytes, "
+                            "more than the 1048576 of pathology.max_tile_bytes"), error
+    assert "--max-tile-bytes of `pathology run`" in error
+    with pytest.raises(SystemExit) as refused:
+        main(["pathology", "submit", str(slide), "--out", str(tmp_path / "o2"),
+              "--max-tile-bytes", "1000"])
+    assert refused.value.code == 2
+

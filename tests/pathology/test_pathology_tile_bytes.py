@@ -66,8 +66,8 @@ def test_a_slide_whose_tiles_exceed_the_setting_is_refused_naming_them(pink: Pat
         f"{pink}: its {TILES} tissue tiles of 128 px would take {TILE_BYTES} bytes, more than "
         f"the {limit} of pathology.max_tile_bytes (each tile enlarged 2x: the model's tiles "
         "are 2 µm/px, the slide 4; score it with tiles no finer than the slide (a larger "
-        "--tile-um or another model), or raise it where the memory is there: a server's "
-        "setting, `pathology run` keeps its default); refused before any tile was read")
+        "--tile-um or another model), or raise it where the memory is there: the server's "
+        "setting, --max-tile-bytes of `pathology run`); refused before any tile was read")
     assert answer["tiles"] == 0
     assert answer["grown_bytes"] < 4 * 5000 * 4000 + TILE_BYTES // 2
 
