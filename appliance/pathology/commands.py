@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.config.pathology import DEFAULT_MAX_TILE_BYTES
 from appliance.filekind import other_than_a_folder
 from appliance.logsafe import escape_controls
 from appliance.pathology.outfolder import (
@@ -68,10 +67,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help=f"tile size in µm, {MIN_TILE_UM:g} to {MAX_TILE_UM} "
                         "(model's default)")
     parser.add_argument("--max-tile-bytes", type=whole_number(1_048_576, 10**12),
-                        default=DEFAULT_MAX_TILE_BYTES,
                         help="most bytes one slide's tiles may take (tiles x tile_px^2 x 3), "
                         "a slide needing more refused before any tile is read, as the "
-                        "server's pathology.max_tile_bytes")
+                        "server's pathology.max_tile_bytes (default: its default, 3 GB)")
     parser.add_argument("--min-tissue", type=finite_number(0, 1, "a share"), default=0.5,
                         help="tissue share of a tile, 0-1 (0.5)")
     parser.add_argument("--threshold", type=finite_number(0, 1, "a slide score"),

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 
+from appliance.config.pathology import DEFAULT_MAX_TILE_BYTES
 from appliance.logsafe import escape_controls
 from appliance.pathology.model import ModelError, TileModel
 from appliance.pathology.names import differ_only_in_form
@@ -139,7 +140,7 @@ def _settings(args: argparse.Namespace, model: TileModel) -> TileSettings:
         normalize=not args.no_normalize,
         tumour_only=args.tumour_only,
         reference=model.info.stain_reference,
-        max_tile_bytes=args.max_tile_bytes,
+        max_tile_bytes=args.max_tile_bytes or DEFAULT_MAX_TILE_BYTES,
     )
 
 
