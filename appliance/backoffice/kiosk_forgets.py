@@ -32,7 +32,13 @@ asked by them on the connection the kiosk is on. A worker that cannot publish (n
 gives its claim back. One killed between its claim and its publish (a few milliseconds, as
 after paho took the message and before it went out) leaves the ids to its restart (systemd
 restarts it), which asks the kiosks it finds pending at its first look for everything in
-the window once, and to the asking at the kiosk's next connection. The
+the window once, and to the asking at the kiosk's next connection. That first asking is
+shared too: a started worker takes the kiosk's ``kiosk_forget_asks`` row before it asks,
+unless some worker's asking for all of it began since this worker started (its read then
+holds whatever a worker killed before this start left claimed and unsent), and it asks
+once the kiosks' retained statuses are stored (about 5 s after its subscription), so N
+workers started within those seconds of one another ask each kiosk once, and a restart
+after them once more. The
 asking again at a kiosk's return is shared by the workers through the store
 (``kiosk_forget_asks``: the connection a worker last asked the kiosk for all on, and when, by
 the back office's clock): a worker asks again only where no worker asked on that connection,
@@ -170,6 +176,7 @@ class ForgetPublisher:
         # read yet); a kiosk pending later is asked only what no worker claimed
         self._at_start: set[Kiosk] | None = None
         self._mark: Any = _UNREAD  # the newest erasure's id when they were read
+        self._started = iso_utc(now())  # an asking for all begun since covers this start
         self._failing = False
         self._next_prune_s = 0.0  # monotonic
         self._statuses_stored = statuses_stored  # None once they are
@@ -249,12 +256,34 @@ class ForgetPublisher:
         connections = self._connections(store)
         published = 0
         self._marks = []
+        settling = not self._windows_known()
         for kiosk, ids in pending.items():
+            if settling and kiosk not in self._asked and kiosk in (self._at_start or ()):
+                continue  # asked at this worker's start once the statuses are stored
             connection, shared = connections.get(kiosk, (None, None))
             published += self._ask(store, kiosk, ids, connection=connection, shared=shared,
                                    fresh=fresh, wall=now)
         _marked(store, self._marks, self._read_at, now)  # one transaction for the look's
         return published
+
+    def _start_ask_taken(self, store: Store, kiosk: Kiosk, ids: list[str],
+                         connection: Connection | None, wall: datetime) -> bool:
+        """Whether this worker is to ask ``kiosk`` for all now as pending at its first read
+        and not asked by it yet (``_start_claimed``); where another worker's asking began
+        since this one started, the kiosk is taken as asked, as that one read it."""
+        if kiosk in self._asked:
+            return False
+        if _start_claimed(store, kiosk, connection, wall, self._started):
+            return True
+        online = connection is not None and connection[0] == "online"
+        self._asked[kiosk] = (connection if online else None, frozenset(ids))
+        self._discard_at_start(kiosk)
+        return False
+
+    def _discard_at_start(self, kiosk: Kiosk) -> None:
+        """``kiosk``'s asking at this worker's start is done (by it or by another worker)."""
+        if self._at_start is not None:
+            self._at_start.discard(kiosk)
 
     def _windows_known(self) -> bool:
         """Whether the kiosks' windows are in the store: their retained statuses stored."""
@@ -388,6 +417,7 @@ class ForgetPublisher:
         if kiosk not in self._asked and kiosk not in (self._at_start or ()):
             self._asked[kiosk] = (connection if online else None,
                                   frozenset(mid for mid in ids if mid not in unasked))
+        start_ask = self._start_ask_taken(store, kiosk, ids, connection, wall)
         asked_on, asked = self._asked.get(kiosk, (None, frozenset()))
         if kiosk in self._asked and not online:  # its next "online" is asked again
             self._asked[kiosk] = (None, asked)
@@ -418,14 +448,13 @@ class ForgetPublisher:
         for payload in payloads:
             if not self._publish(topic, payload):
                 self._mark = _UNREAD  # not connected: asked at the next look, read afresh
-                if claimed:
-                    _released(store, kiosk, wall)
+                if claimed or start_ask:
+                    _released(store, kiosk, wall, rows=bool(claimed), shared=start_ask)
                 return 0
         asked_all = asked_all and online
         if asked_all:
             self._asked_all_at[kiosk] = now
-        if self._at_start is not None:
-            self._at_start.discard(kiosk)
+        self._discard_at_start(kiosk)
         self._asked[kiosk] = (
             asked_on if held_back else connection if online else None,
             frozenset(ids),
@@ -480,10 +509,33 @@ def _claimed(store: Store, kiosk: Kiosk, wall: datetime) -> list[str]:
     return sorted(str(row[0]) for row in rows)
 
 
-def _released(store: Store, kiosk: Kiosk, wall: datetime) -> None:
-    """Give back ``kiosk``'s rows claimed at ``wall`` (not published)."""
-    store.write("UPDATE kiosk_forgets SET asked_at = NULL WHERE site = ? AND device_id = ? AND "
-                "asked_at = ?", [(kiosk[0], kiosk[1], iso_utc(wall))])
+def _start_claimed(store: Store, kiosk: Kiosk, connection: Connection | None, wall: datetime,
+                   started: str) -> bool:
+    """Whether this worker, started at ``started``, is to ask ``kiosk`` for all now: True
+    where it took the kiosk's shared row (``kiosk_forget_asks``: its connection and ``wall``)
+    in one statement, False where some worker's asking for all of it began at or after
+    ``started`` (its rows were read since: whatever a worker killed before this start left
+    claimed but unsent is in them). Of N workers started together, the first takes it."""
+    boot, link_ms = (None, None) if connection is None else (connection[1], connection[2])
+    return bool(store.write_returning(
+        "INSERT INTO kiosk_forget_asks (site, device_id, status_boot, status_link_ms, "
+        "asked_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, device_id) DO UPDATE SET "
+        "status_boot = excluded.status_boot, status_link_ms = excluded.status_link_ms, "
+        "asked_at = excluded.asked_at WHERE kiosk_forget_asks.asked_at < ? RETURNING site",
+        [(kiosk[0], kiosk[1], boot, link_ms, iso_utc(wall), started)],
+    ))
+
+
+def _released(store: Store, kiosk: Kiosk, wall: datetime, *, rows: bool, shared: bool) -> None:
+    """Give back what this worker took at ``wall`` for an asking that did not go (not
+    connected): ``kiosk``'s rows it claimed (``rows``) and its shared row taken for the
+    asking at its start (``shared``), which its next look takes again."""
+    if rows:
+        store.write("UPDATE kiosk_forgets SET asked_at = NULL WHERE site = ? AND device_id = ? "
+                    "AND asked_at = ?", [(kiosk[0], kiosk[1], iso_utc(wall))])
+    if shared:
+        store.write("DELETE FROM kiosk_forget_asks WHERE site = ? AND device_id = ? AND "
+                    "asked_at = ?", [(kiosk[0], kiosk[1], iso_utc(wall))])
 
 
 def _marked(store: Store, kiosks: list[Kiosk], read_at: Any, wall: datetime) -> None:

@@ -267,8 +267,8 @@ def test_four_workers_ask_a_kiosk_reconnecting_at_every_look_for_all_once_a_minu
 ) -> None:
     """The re-ask bound is the fleet's, not each worker's: four workers, the kiosk on a new
     connection at each look for three minutes, ask it for all three times (main: twelve, once
-    a minute each); each worker's first ask still goes from every worker, a new id from one
-    (kiosk_forgets.asked_at)."""
+    a minute each); the asking of the four workers started together goes once (main: from
+    every worker), a new id from one (kiosk_forgets.asked_at)."""
     gone, later = _results("subj-7", 3, 1), _results("subj-8", 1, 2)
     _store(store, gone + later)
     _set_status(store, "online", 1000)
@@ -282,7 +282,7 @@ def test_four_workers_ask_a_kiosk_reconnecting_at_every_look_for_all_once_a_minu
     for worker in workers:
         worker.run_once(store)
     own, ids = "p/lab/kiosk-1/cmd/forget", sorted(r.measurement_id for r in gone)
-    assert sent.taken() == [(own, ids)] * 4  # a started worker asks all once
+    assert sent.taken() == [(own, ids)]  # started together: asked for all once
 
     for look in range(1, 91):  # three minutes of looks, every 2 s, a new connection at each
         mono[0] = 2.0 * look
@@ -343,6 +343,62 @@ def test_a_fresh_erasure_is_published_once_whatever_the_number_of_workers(store:
     assert store.query("SELECT COUNT(*) FROM kiosk_forgets WHERE asked_at IS NULL") == [(0,)]
 
 
+def test_workers_started_together_ask_a_pending_kiosk_for_all_once(store: Store) -> None:
+    """Four workers started together, ids erased while none ran: each kiosk is asked for all
+    in one copy, not four (main: one a worker); the first to look is off the broker, so the
+    next asks, and the first, back on it, asks nothing; a worker started after that asking (a
+    restart: its predecessor may have died between a claim and its publish) asks again, once."""
+    gone, other = _results("subj-7", 3, 1), _results("subj-7", 1, 2, device="kiosk-2")
+    _store(store, gone + other)
+    _set_status(store, "online", 1000)
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent, mono, start = Published(), [0.0], utc_now()
+    clocks = {"clock": lambda: mono[0], "now": lambda: start + timedelta(seconds=mono[0])}
+    unconnected = Published()
+    unconnected.up = False
+    workers = [ForgetPublisher(store.url, "p", 48.0, unconnected if n == 0 else sent,
+                               threading.Event(), **clocks) for n in range(4)]
+    every = sorted([("p/lab/kiosk-1/cmd/forget", sorted(r.measurement_id for r in gone)),
+                    ("p/lab/kiosk-2/cmd/forget", [other[0].measurement_id])])
+
+    def looks() -> list[tuple[str, list[str]]]:
+        for _ in range(3):
+            for worker in workers:
+                worker.run_once(store)
+            mono[0] += 2.0
+        return sorted(sent.taken())
+
+    assert looks() == every
+    workers[0]._publish = sent  # noqa: SLF001  (the first worker back on the broker)
+    assert looks() == []
+    restarted = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), **clocks)
+    workers.append(restarted)
+    assert looks() == every
+
+
+def test_a_workers_asking_at_its_start_waits_for_the_retained_statuses(store: Store) -> None:
+    """Worker b starts 3 s after a, both before the kiosks' retained statuses are stored:
+    a asks nothing until they are, so its asking begins after b started and b takes it as
+    its own: one copy (asked at a's first look, b would ask again)."""
+    gone = _results("subj-7", 3, 1)
+    _store(store, gone)
+    _set_status(store, "online", 1000)
+    store.erase(Selector("subject", "subj-7"), "alice")
+    sent, mono, start, stored = Published(), [0.0], utc_now(), [False]
+    clocks = {"clock": lambda: mono[0], "now": lambda: start + timedelta(seconds=mono[0]),
+              "statuses_stored": lambda: stored[0]}
+    a = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), **clocks)
+    a.run_once(store)
+    assert sent.taken() == []
+    mono[0] = 3.0
+    b = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), **clocks)
+    b.run_once(store)
+    mono[0], stored[0] = 6.0, True
+    for worker in (a, b, a, b):
+        worker.run_once(store)
+    assert sent.taken() == [("p/lab/kiosk-1/cmd/forget", sorted(r.measurement_id for r in gone))]
+
+
 def test_a_connection_another_worker_asked_on_is_not_asked_again(store: Store) -> None:
     """Worker b, seeing the kiosk's new connection after worker a asked it for all on it,
     leaves it; on the next new connection past the minute, only the first to look asks."""
@@ -356,7 +412,7 @@ def test_a_connection_another_worker_asked_on_is_not_asked_again(store: Store) -
             for _ in range(2))
     a.run_once(store)
     b.run_once(store)
-    assert len(sent.taken()) == 2
+    assert len(sent.taken()) == 1  # started together: the first to look asks for all
     mono[0] = REASK_EVERY_S + 1
     _set_status(store, "online", 2000)
     a.run_once(store)
@@ -510,10 +566,13 @@ def test_an_erasure_committed_between_a_read_and_its_marks_is_still_asked(store:
     _store(store, first + later)
     _set_status(store, "online", 1000)
     store.erase(Selector("subject", "subj-7"), "alice")
-    sent = Published()
-    a, b = (ForgetPublisher(store.url, "p", 48.0, sent, threading.Event()) for _ in range(2))
+    sent, mono, start = Published(), [0.0], utc_now()
+    clocks = {"clock": lambda: mono[0], "now": lambda: start + timedelta(seconds=mono[0])}
+    b = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), **clocks)
     b.run_once(store)  # b started first: asked for all
     sent.taken()
+    mono[0] += 1.0  # a started after b asked (a restart): a asks for all too
+    a = ForgetPublisher(store.url, "p", 48.0, sent, threading.Event(), **clocks)
 
     a.run_once(ErasedBeforeTheMarks(  # type: ignore[arg-type]
         store, lambda: store.erase(Selector("subject", "subj-8"), "bob")))
