@@ -15,7 +15,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,8 @@ class SlideResult:
     patient: str
     material: str
     path: str
+    page: int = 0  # the page of the slide file read, from 1 (a multi-page TIFF's); 0: not read
+    pages: int = 0  # how many pages the file has
     tile_count: int = 0
     mean_probability: float = float("nan")
     msi_tile_share: float = float("nan")
@@ -140,6 +142,7 @@ class SlideRunner:
             prepared = prepare_slide(job.path, job.um_per_px, self.settings)
         except SlideError as exc:
             return SlideResult(**{**asdict(base), "error": str(exc)})
+        base = replace(base, page=prepared.slide.page, pages=prepared.slide.pages)
         try:
             return self._score(prepared, base)
         except (SlideError, ModelError, ValueError) as exc:

@@ -168,7 +168,12 @@ def _summary_line(result: SlideResult) -> str:
     if result.reason:
         return (f"{result.slide}: {result.label} ({result.reason}: "
                 f"{result.in_distribution_share:.0%} of {result.tile_count} tiles in "
-                "distribution)")
+                f"distribution{_page(result)})")
     return (f"{result.slide}: {result.label} score {result.score:.3f} "
             f"(mean p {result.mean_probability:.3f}, MSI tiles "
-            f"{result.msi_tile_share:.0%}, {result.tile_count} tiles)")
+            f"{result.msi_tile_share:.0%}, {result.tile_count} tiles{_page(result)})")
+
+
+def _page(result: SlideResult) -> str:
+    """Which page of a file of several was read as the slide (results.csv's page, pages)."""
+    return f", page {result.page} of {result.pages}" if result.pages > 1 else ""

@@ -86,6 +86,8 @@ class Slide:
     um_per_px: float
     source_size_px: tuple[int, int]
     source_um_per_px: float
+    page: int = 1  # the page of the file read as the slide, from 1 (a TIFF's, else 1)
+    pages: int = 1  # how many the file has
 
     @property
     def size_px(self) -> tuple[int, int]:
@@ -129,7 +131,7 @@ def read_slide(path: Path, um_per_px: float, target_um_per_px: float,
             _check_leads_inside(Path(os.readlink(f"/proc/self/fd/{handle.fileno()}")), path,
                                 roots)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image, source_size = _decode(handle, path, reduction)
+        image, source_size, (page, pages) = _decode(handle, path, reduction)
     scale = image.size[0] / source_size[0]
     return Slide(
         name=path.stem,
@@ -138,6 +140,8 @@ def read_slide(path: Path, um_per_px: float, target_um_per_px: float,
         um_per_px=um_per_px / scale,
         source_size_px=source_size,
         source_um_per_px=um_per_px,
+        page=page + 1,
+        pages=pages,
     )
 
 
@@ -211,12 +215,13 @@ def _check_start(handle: BinaryIO, path: Path) -> None:
         raise SlideError(f"{path}: not a JPEG, PNG or TIFF image; pass slide images only")
 
 
-def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, tuple[int, int]]:
+def _decode(handle: BinaryIO, path: Path, reduction: int
+            ) -> tuple[Image.Image, tuple[int, int], tuple[int, int]]:
     """Decode once at 1/reduction scale (draft for JPEG, reduce after load otherwise); the
-    image and the slide's full size."""
+    image, the slide's full size and which page of how many it is (from 0)."""
     Image.MAX_IMAGE_PIXELS = MAX_SLIDE_PIXELS
     scans = _pieces(handle, path)  # before Pillow walks them, in Python
-    page = _slide_page(handle, path)
+    page, pages = _slide_page(handle, path)
     try:
         image = _open_image(handle, path, page)
         width, height = image.size
@@ -258,11 +263,12 @@ def _decode(handle: BinaryIO, path: Path, reduction: int) -> tuple[Image.Image, 
         raise SlideError(
             f"{path}: corrupt or truncated image ({exc}); copy or export the slide again"
         ) from exc
-    return image, (width, height)
+    return image, (width, height), (page, pages)
 
 
-def _slide_page(handle: BinaryIO, path: Path) -> int:
-    """Which page of a TIFF is the slide (0 for any other file): the largest full-resolution
+def _slide_page(handle: BinaryIO, path: Path) -> tuple[int, int]:
+    """Which page of a TIFF is the slide (from 0; 0 of 1 for any other file), and how many
+    pages it has: the largest full-resolution
     image, as a scanner's TIFF holds the scan, its reduced levels, a label and an overview (its
     first page, usually; an 8 px thumbnail first was read as the slide). A file of more pages
     than a scanner writes, or whose largest size two full-resolution pages share (a z-stack,
@@ -276,7 +282,7 @@ def _slide_page(handle: BinaryIO, path: Path) -> int:
     finally:
         handle.seek(0)
     if len(pages) <= 1:
-        return 0
+        return 0, 1
     if len(pages) > MAX_TIFF_PAGES:
         raise SlideError(f"{path}: a TIFF of more than {MAX_TIFF_PAGES} pages (a scanner's holds "
                          "the slide, a few reduced levels, a label and an overview); export "
@@ -291,7 +297,7 @@ def _slide_page(handle: BinaryIO, path: Path) -> int:
             f"images of {_size(pages[biggest[0]])} (pages {', '.join(str(i + 1) for i in biggest)}"
             "): a z-stack, channels or several slides in one file, so which is the slide cannot "
             "be told; export that page alone")
-    return biggest[0]
+    return biggest[0], len(pages)
 
 
 def _size(page: TiffPage) -> str:

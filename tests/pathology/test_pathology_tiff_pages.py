@@ -13,10 +13,12 @@ import pytest
 import tifffile
 from PIL import Image
 
+from appliance.cli import main
 from appliance.pathology.pieces import MAX_TIFF_PAGES
 from appliance.pathology.slides import SlideError, read_slide
 from appliance.synthetic.he import SlideSpec
 from tests.he_slides import painted
+from tests.pathology_helpers import results_rows
 
 
 def _slide_pixels() -> np.ndarray:
@@ -94,3 +96,28 @@ def test_a_page_chain_that_loops_is_read_as_the_pages_before_the_loop(tmp_path: 
     data[first + 2 + 12 * count:first + 6 + 12 * count] = struct.pack("<I", first)
     path.write_bytes(bytes(data))
     assert np.array_equal(np.asarray(read_slide(path, 1.0, 1.0).image), rgb)
+
+
+def test_the_page_read_is_in_the_slides_result_and_its_summary_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pathology run`'s results.csv says which page of how many was read (the scan, page 2
+    of 4, after a thumbnail and before a reduced level and a label), and its line says it
+    too; a one-page file reads page 1 of 1, not said in its line (on main: neither)."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))
+    with tifffile.TiffWriter(folder / "scan.tif") as tiff:
+        tiff.write(np.full((8, 8, 3), 200, np.uint8), photometric="rgb")
+        tiff.write(rgb, photometric="rgb")
+        tiff.write(rgb[::2, ::2], subfiletype=1, photometric="rgb")
+        tiff.write(np.zeros((60, 90, 3), np.uint8), photometric="rgb")
+    Image.fromarray(rgb).save(folder / "flat.png")
+    out = tmp_path / "out"
+    assert main(["pathology", "run", str(folder), "--out", str(out), "--um-per-px", "1",
+                 "--no-pictures"]) == 0
+    rows = results_rows(out)
+    assert (rows["scan"]["page"], rows["scan"]["pages"]) == ("2", "4")
+    assert (rows["flat"]["page"], rows["flat"]["pages"]) == ("1", "1")
+    lines = {line.split(":", 1)[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["scan"].endswith(" tiles, page 2 of 4)")
+    assert "page" not in lines["flat"]
