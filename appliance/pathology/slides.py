@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import threading
 import warnings
 from collections.abc import Sequence
 from contextlib import suppress
@@ -32,7 +31,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import tifffile
-from PIL import Image, JpegImagePlugin, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageFile, JpegImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from appliance.jpegscans import (
     JpegScans,
@@ -69,7 +68,6 @@ _PEAK_BYTES_A_PIXEL = {"1": 5, "L": 5, "P": 5, "RGB": 5,
 _PEAK_BYTES_OTHER_MODES = 9
 _BITS_PER_SAMPLE, _MAX_SAMPLE_VALUE, _PHOTOMETRIC, _MIN_IS_WHITE = 258, 281, 262, 0  # TIFF
 _YCBCR = 6  # TIFF's PhotometricInterpretation of YCbCr samples
-_LIBTIFF_SWITCH = threading.Lock()  # TiffImagePlugin.READ_LIBTIFF is the module's, not a file's
 
 
 class SlideError(ValueError):
@@ -322,7 +320,7 @@ def _open_image(handle: BinaryIO, path: Path, page: int = 0) -> Image.Image:
         with suppress(SlideError):  # a compression tifffile lacks: Pillow's top bytes, then
             return _tifffile_image(handle, path, page)
     if _ycbcr_left_to_pillow(image):
-        return _opened_by_libtiff(image, handle)
+        return _decoded_by_libtiff(image)
     return image
 
 
@@ -346,20 +344,24 @@ def _ycbcr_converted_by_libtiff(image: Image.Image) -> bool:
             and image.info.get("compression") not in ("jpeg", "tiff_jpeg"))
 
 
-def _opened_by_libtiff(image: Image.Image, handle: BinaryIO) -> Image.Image:
-    """The TIFF opened again with libtiff as its decoder (Pillow's READ_LIBTIFF, which it reads
-    while opening; set only for this open), at the same page."""
-    page = image.tell()
-    handle.seek(0)
-    with _LIBTIFF_SWITCH:
-        before, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
-        try:
-            reopened = Image.open(handle)
-            if page:
-                reopened.seek(page)
-        finally:
-            TiffImagePlugin.READ_LIBTIFF = before
-    return reopened
+def _decoded_by_libtiff(image: Image.Image) -> Image.Image:
+    """``image`` (a TIFF's page, not loaded yet) set to be decoded by libtiff, for it alone:
+    the one tile of the whole page that Pillow gives libtiff for every compressed TIFF
+    (TiffImageFile._setup), read by libtiff from the page's directory (``tag_v2.offset``).
+    Pillow's own switch, TiffImagePlugin.READ_LIBTIFF, is the module's: set while this file
+    opened, it gave libtiff to every TIFF another thread opened meanwhile. libtiff converts
+    YCbCr through its RGBA interface, so the pixels come as RGBX, as Pillow's table of TIFF
+    modes says for a YCbCr TIFF (TiffImagePlugin.OPEN_INFO: "RGB" read as "RGBX")."""
+    assert isinstance(image, TiffImagePlugin.TiffImageFile)  # _ycbcr_left_to_pillow's
+    rawmode = "RGBX" if image.mode == "RGB" else image.mode
+    # Pillow's tile type (ImageFile._Tile, a NamedTuple its decoders read, with no public
+    # name: https://github.com/python-pillow/Pillow/blob/main/src/PIL/ImageFile.py); an
+    # upgrade that renames it fails tests/pathology/test_pathology_tiff_ycbcr.py at once
+    image.tile = [ImageFile._Tile(  # noqa: SLF001  (see above)
+        "libtiff", (0, 0, *image.size), 0,
+        (rawmode, image.info["compression"], False, image.tag_v2.offset))]
+    image.use_load_libtiff = True
+    return image
 
 
 def _pieces(handle: BinaryIO, path: Path) -> JpegScans | None:

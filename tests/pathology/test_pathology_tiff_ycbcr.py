@@ -136,3 +136,29 @@ def test_a_ycbcr_tiff_counts_libtiffs_rgba_buffer_against_the_decode_bound(
     assert read_slide(plain, 1.0, 1.0).image.size == (300, 200)
     with pytest.raises(SlideError, match=r"60000 pixels \(RGB\) need 5\d{5} bytes"):
         read_slide(ycbcr, 1.0, 1.0)
+
+
+def test_reading_a_ycbcr_tiff_gives_libtiff_to_no_other_tiff_opened_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread opening an uncompressed RGB TIFF at any moment of a YCbCr slide's read
+    (here: at each Image.open the read makes) gets Pillow's own decoder, and the slide's page
+    still gets libtiff (on main Pillow's module switch READ_LIBTIFF was on while the slide was
+    opened again: that other TIFF got libtiff too)."""
+    rgb = painted(SlideSpec("s", "P1", "MSI", "biopsy", 2, 0.8, seed=5))[:96, :128]
+    other = tmp_path / "other.tif"
+    Image.fromarray(rgb).save(other)  # uncompressed RGB: Pillow decodes it itself
+    slide = tmp_path / "ycbcr.tif"
+    Image.new("RGB", (8, 8)).convert("YCbCr").save(  # a thumbnail first: the page is read
+        slide, save_all=True, append_images=[Image.fromarray(rgb).convert("YCbCr")])
+    real_open, others = Image.open, []
+
+    def open_meanwhile(*args: object, **kwargs: object) -> Image.Image:
+        with real_open(other) as opened:
+            others.append(getattr(opened, "use_load_libtiff", None))
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "open", open_meanwhile)
+    read = read_slide(slide, 1.0, 1.0)
+    assert others  # the read opened the file
+    assert not any(others)
+    assert np.abs(np.asarray(read.image).astype(int) - rgb).max() <= 3
