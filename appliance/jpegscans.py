@@ -38,11 +38,14 @@ _PROGRESSIVE_FRAMES = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 @dataclass(frozen=True)
 class JpegScans:
     """A JPEG's scans and marker segments as its markers tell them (each counted up to one
-    past its bound, ``MAX_JPEG_SCANS`` and ``MAX_JPEG_SEGMENTS``)."""
+    past its bound, ``MAX_JPEG_SCANS`` and ``MAX_JPEG_SEGMENTS``), and ``end``, the offset
+    just past its end-of-image marker (None where the walk met none: the file is cut short, or
+    the walk stopped at a bound); bytes after it are no part of the picture."""
 
     scans: int
     progressive: bool
     segments: int = 0
+    end: int | None = None
 
     @property
     def too_many(self) -> bool:
@@ -61,6 +64,7 @@ def count_scans(handle: BinaryIO) -> JpegScans:
     Pillow says what is wrong with the file. Read a block at a time, not mapped: a file cut
     short while mapped would kill the process (SIGBUS)."""
     scans, segments, progressive, at = 0, 0, False, 2  # past SOI
+    end: int | None = None
     try:
         while scans <= MAX_JPEG_SCANS and segments <= MAX_JPEG_SEGMENTS:
             handle.seek(at)
@@ -72,6 +76,7 @@ def count_scans(handle: BinaryIO) -> JpegScans:
                 at += 1
                 continue
             if marker == _EOI:
+                end = at + 2
                 break
             if marker == _TEM or 0xD0 <= marker <= 0xD7:  # markers without a segment
                 at += 2
@@ -84,7 +89,7 @@ def count_scans(handle: BinaryIO) -> JpegScans:
                 at = _next_marker(handle, at)
     finally:
         handle.seek(0)
-    return JpegScans(scans, progressive, segments)
+    return JpegScans(scans, progressive, segments, end)
 
 
 def _next_marker(handle: BinaryIO, at: int) -> int:

@@ -201,7 +201,7 @@ def _decode(
         raise FrameError(f"{name}: not an image (no JPEG/PNG/BMP/TIFF/WebP signature); pass "
                          "image files")
     if data.startswith(_JPEG_MAGIC) and not data.rstrip(b"\x00").endswith(_JPEG_END):
-        raise FrameError(f"{name}: truncated JPEG (no end-of-image marker); copy the file again")
+        data = _jpeg_before_trailer(data, name)
     width, height = header_size(data, name)
     if expected_shape is not None and expected_shape not in ((height, width), (width, height)):
         raise FrameError(f"{name}: wrong size {width}x{height} px (from the header); "
@@ -230,6 +230,18 @@ def _decode(
         raise FrameError(f"{name}: corrupt image data (could not decode); copy the file again")
     rgb: np.ndarray = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return rgb, stored_upright
+
+
+def _jpeg_before_trailer(data: bytes, name: str) -> bytes:
+    """The JPEG up to its end-of-image marker where bytes follow it that are not zero padding:
+    a phone's motion photo (its video), a maker's trailer; viewers show the picture and skip
+    them, and so does this. A JPEG whose markers end before one is cut short: refused."""
+    scans = count_scans(io.BytesIO(data))
+    if scans.end is not None:
+        return data[:scans.end]
+    if scans.too_many:  # the walk stopped at its bound: _check_jpeg_scans says so
+        return data
+    raise FrameError(f"{name}: truncated JPEG (no end-of-image marker); copy the file again")
 
 
 def _check_upright(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -44,6 +45,40 @@ def test_truncated_jpeg(tmp_path: Path) -> None:
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(FrameError, match=r"cut\.jpg: truncated JPEG"):
         load_frame(tmp_path / "cut.jpg")
+
+
+def test_a_jpeg_followed_by_other_data_is_the_picture_before_it(tmp_path: Path) -> None:
+    """A phone's motion photo keeps its video after the JPEG's end-of-image marker (a maker's
+    trailer does too): the picture is whole, and viewers show it. It was refused as a
+    "truncated JPEG (no end-of-image marker); copy the file again", which no copy mends."""
+    data = _jpeg(tmp_path / "full.jpg").read_bytes()
+    trailer = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64  # an MP4 box, then data
+    (tmp_path / "motion.jpg").write_bytes(data + trailer)
+    assert np.array_equal(load_frame(tmp_path / "motion.jpg"), load_frame(tmp_path / "full.jpg"))
+
+
+def test_a_cut_jpeg_with_a_thumbnail_is_still_truncated(tmp_path: Path) -> None:
+    """An EXIF thumbnail is a whole JPEG inside the frame's APP1 segment: its end-of-image
+    marker is not the frame's, and a frame cut short after it stays refused as truncated,
+    trailer or not."""
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    thumb = tmp_path / "thumb.jpg"
+    Image.new("RGB", (160, 120), (180, 120, 90)).save(thumb)
+    app1 = b"Exif\x00\x00" + exif.tobytes() + thumb.read_bytes()  # carries 0xFFD9
+    data = _jpeg(tmp_path / "full.jpg").read_bytes()
+    framed = data[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + data[2:]
+    assert load_frame_bytes(tmp_path / "framed.jpg", framed).shape == (960, 1280, 3)
+    cut = framed[: len(framed) * 2 // 3]
+    for name, body in (("cut.jpg", cut), ("cut-trailer.jpg", cut + b"ftypmp42" + bytes(99))):
+        with pytest.raises(FrameError, match=re.escape(f"{name}: truncated JPEG")):
+            load_frame_bytes(tmp_path / name, body)
+
+
+def load_frame_bytes(path: Path, data: bytes) -> np.ndarray:
+    """``load_frame`` of a file holding ``data``."""
+    path.write_bytes(data)
+    return load_frame(path)
 
 
 def test_corrupt_jpeg(tmp_path: Path) -> None:
