@@ -12,8 +12,10 @@ remounted so after an error), where SQLite says only "unable to open database fi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import resource
 from pathlib import Path
 
 FULL_BELOW_BYTES = 1 << 20  # under 1 MiB free to this user: the disk is taken as full
@@ -52,6 +54,29 @@ def full_disk_hint(path: Path) -> str:
         return (f"the disk holding {path} is full: {stats.f_favail} of its {stats.f_files} "
                 "inodes free, too few to make a file (df -i): remove some files")
     return ""
+
+
+def file_size_limit_hint(path: Path) -> str:
+    """"PATH-wal is N bytes, at this process's file-size limit ..." when the largest file of the
+    SQLite database at ``path`` (it, its ``-wal`` or ``-journal``) is within FULL_BELOW_BYTES
+    (a quarter of a smaller limit) of the process's RLIMIT_FSIZE (systemd's ``LimitFSIZE=``,
+    ``ulimit -f``); else "". A write past that limit fails with EFBIG ("File too large"),
+    which SQLite reports only as "disk I/O error", while the disk has room: nothing else would
+    say why."""
+    limit_bytes, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit_bytes == resource.RLIM_INFINITY:
+        return ""
+    sizes = []
+    for file in (path, *(path.with_name(path.name + side) for side in ("-wal", "-journal"))):
+        with contextlib.suppress(OSError):  # not there (no -journal in WAL mode)
+            sizes.append((file.stat().st_size, str(file)))
+    if not sizes:
+        return ""
+    size_bytes, largest = max(sizes)
+    if size_bytes + min(FULL_BELOW_BYTES, limit_bytes // 4) < limit_bytes:
+        return ""
+    return (f"{largest} is {size_bytes} bytes, at this process's file-size limit of "
+            f"{limit_bytes} bytes (systemd's LimitFSIZE=, ulimit -f): raise or lift it")
 
 
 def read_only_hint(path: Path) -> str:

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from appliance.diskspace import free_bytes, full_disk_hint
+from appliance.diskspace import file_size_limit_hint, free_bytes, full_disk_hint
 from appliance.transport import highwater, outbox_file, outbox_kept, wallclock
 from appliance.transport.outbox_file import (
     OutboxCorruptError,
@@ -294,7 +294,9 @@ class Outbox:
         if is_corrupt(exc):
             self.damaged = f"{self.path}: the outbox file is damaged ({exc})"
             return OutboxCorruptError(f"{self.damaged}; could not {what}")
-        return OutboxWriteError(f"{self.path}: could not {what} ({exc})")
+        limit = file_size_limit_hint(self.path)  # "disk I/O error" on a disk with room
+        return OutboxWriteError(f"{self.path}: could not {what} ({exc})"
+                                + (f": {limit}" if limit else ""))
 
     def _messages(self, rows: list[tuple[Any, ...]]) -> list[OutboxMessage]:
         """The rows as messages; a garbled one marks the file damaged (OutboxCorruptError):

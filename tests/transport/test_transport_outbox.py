@@ -392,3 +392,33 @@ def test_a_garbled_lost_tally_is_said_and_counted_from_zero(
     assert f"{path}.lost: holds {struct.unpack('<q', bytes.fromhex(garbled))[0]}, which is no " \
            f"count of lost results (garbled bytes {garbled}); counting from 0 again" in caplog.text
     assert Outbox(path, max_rows=1).dropped() == 3  # the count goes on from 0 in the file
+
+
+_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from appliance.transport.outbox import Outbox
+from appliance.transport.outbox_file import OutboxError
+box = Outbox(Path(sys.argv[1]))
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+for n in range(10_000):
+    try:
+        box.add_many([(f"m-{n}", "t/result", bytes(2000))])
+    except OutboxError as exc:
+        print(n, exc)
+        break
+"""
+
+
+def test_an_outbox_at_the_file_size_limit_says_so(tmp_path: Path) -> None:
+    """Under a file-size limit (systemd's LimitFSIZE=, ulimit -f) a commit fails with EFBIG,
+    which SQLite reports only as "disk I/O error" on a disk with room to spare: the error names
+    the file, its size and the limit instead of sending the operator to a failing disk."""
+    path = tmp_path / "outbox.sqlite3"
+    run = subprocess.run([sys.executable, "-c", _UNDER_A_FILE_SIZE_LIMIT, str(path)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    committed, said = run.stdout.strip().split(" ", 1)
+    assert said.startswith(f"{path}: could not commit results (disk I/O error)"), said
+    assert f"{path}-wal is 262144 bytes, at this process's file-size limit of 262144 bytes " \
+        "(systemd's LimitFSIZE=, ulimit -f)" in said, said
+    assert Outbox(path).depth() == int(committed) > 0  # what committed before is all there
